@@ -1,0 +1,3 @@
+from soko.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,108 @@
+"""Settings from (in increasing precedence) defaults, a TOML config file, SOKO_* environment variables, and flags.
+
+Config file keys are the field names below (e.g. ``listen = "0.0.0.0:5000"``, ``upload_expiry = "24h"``); the file
+is ``--config PATH`` or ``SOKO_CONFIG``. Every field has an env var ``SOKO_<FIELD>`` (upper case).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+
+_DURATION = re.compile(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
+
+
+def parse_duration(value: str | int | float) -> float:
+    """'24h', '90m', '1d12h', '0s' or a number of seconds → seconds."""
+    if isinstance(value, int | float):
+        return float(value)
+    text = value.strip()
+    if re.fullmatch(r"\d+(\.\d+)?", text):
+        return float(text)
+    match = _DURATION.fullmatch(text)
+    if not text or not match:
+        raise ValueError(f"invalid duration {value!r}: use e.g. 30s, 15m, 24h, 7d")
+    days, hours, minutes, seconds = (int(g or 0) for g in match.groups())
+    return float(days * 86400 + hours * 3600 + minutes * 60 + seconds)
+
+
+def parse_size(value: str | int) -> int:
+    """'10GB', '4MiB', '512' → bytes (decimal and binary units)."""
+    if isinstance(value, int):
+        return value
+    match = re.fullmatch(r"\s*(\d+)\s*([KMGT]i?B?|B)?\s*", value, re.IGNORECASE)
+    if not match:
+        raise ValueError(f"invalid size {value!r}: use e.g. 512MB, 10GB, 4MiB")
+    number, unit = int(match.group(1)), (match.group(2) or "B").upper()
+    powers = {"K": 1, "M": 2, "G": 3, "T": 4}
+    if unit == "B":
+        return number
+    base = 1024 if "I" in unit else 1000
+    return number * base ** powers[unit[0]]
+
+
+@dataclass
+class Settings:
+    listen: str = "127.0.0.1:5000"
+    data_dir: str = "./soko-data"
+    database_url: str = ""  # default: SQLite in the data dir
+    workers: int = 1
+    region: str = "us-east-1"
+    account_id: str = "000000000000"
+    # Uploads untouched for this long are abandoned; their data is reclaimed.
+    upload_expiry: float = 24 * 3600
+    max_manifest_size: int = 4 * 1024 * 1024
+    # ECR's image-size quota, enforced on every blob while it uploads and on each image's total at manifest push.
+    max_image_size: int = 10 * 1000**3
+    # Until repository-creation templates exist, a push to a missing repository creates it (like Distribution).
+    create_repository_on_push: bool = True
+    log_level: str = "info"
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{os.path.abspath(os.path.join(self.data_dir, 'metadata.db'))}"
+
+    @property
+    def blob_root(self) -> str:
+        return os.path.join(self.data_dir, "storage")
+
+
+_CONVERTERS = {"upload_expiry": parse_duration, "max_manifest_size": parse_size, "max_image_size": parse_size}
+
+
+def _convert(name: str, raw: object, target: type | str) -> object:
+    if name in _CONVERTERS:
+        return _CONVERTERS[name](raw)  # type: ignore[arg-type]
+    kind = target if isinstance(target, str) else target.__name__
+    if kind == "bool" and isinstance(raw, str):
+        if raw.lower() not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+            raise ValueError(f"{name}: expected true or false, got {raw!r}")
+        return raw.lower() in ("1", "true", "yes", "on")
+    if kind == "int":
+        return int(raw)  # type: ignore[arg-type]
+    return raw
+
+
+def load_settings(config_file: str | None = None, overrides: dict | None = None, env=os.environ) -> Settings:
+    values: dict[str, object] = {}
+    path = config_file or env.get("SOKO_CONFIG")
+    if path:
+        with open(path, "rb") as f:
+            values.update(tomllib.load(f))
+    fields = {f.name: f for f in dataclasses.fields(Settings) if f.name != "extra"}
+    for name in fields:
+        env_value = env.get(f"SOKO_{name.upper()}")
+        if env_value is not None:
+            values[name] = env_value
+    for name, value in (overrides or {}).items():
+        if value is not None:
+            values[name] = value
+    unknown = {k: v for k, v in values.items() if k not in fields}
+    known = {k: _convert(k, v, fields[k].type) for k, v in values.items() if k in fields}
+    return Settings(**known, extra=unknown)

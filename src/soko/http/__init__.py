@@ -1,0 +1,1 @@
+"""HTTP glue: the aiohttp application, request context, streaming helpers, worker processes."""

@@ -1,0 +1,102 @@
+"""Serving: one process, or a supervisor forking N workers that share one listening socket.
+
+Workers open their own database connections after the fork (connections must never cross a fork). SIGTERM/SIGINT
+stop accepting, let in-flight requests finish (up to ``shutdown_timeout``), then exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import sys
+
+from aiohttp import web
+
+from soko.config import Settings
+
+log = logging.getLogger("soko.server")
+SHUTDOWN_TIMEOUT = 30.0
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    host, sep, port = listen.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"invalid listen address {listen!r}: use HOST:PORT, e.g. 127.0.0.1:5000")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def bind(listen: str) -> socket.socket:
+    host, port = parse_listen(listen)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(1024)
+    sock.set_inheritable(True)
+    return sock
+
+
+async def _serve(settings: Settings, socks: list[tuple[socket.socket, str]], ready_message: str | None) -> None:
+    from soko.app import build_app
+    from soko.registry import Registry
+
+    registry = Registry.open(settings, migrate=False)
+    app = build_app(settings, registry)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT)
+    await runner.setup()
+    for sock, _endpoint in socks:
+        await web.SockSite(runner, sock).start()
+    if ready_message:
+        print(ready_message, flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("shutting down: finishing in-flight requests")
+    await runner.cleanup()
+    registry.close()
+
+
+def serve(settings: Settings) -> int:
+    from soko.registry import Registry
+
+    # Initialise the data dir and schema once, before any worker starts.
+    Registry.open(settings).close()
+    sock = bind(settings.listen)
+    ready = f"soko: serving the registry on http://{settings.listen} (data: {os.path.abspath(settings.data_dir)})"
+    socks = [(sock, "public")]
+    if settings.workers <= 1:
+        asyncio.run(_serve(settings, socks, ready))
+        return 0
+    children: list[int] = []
+    for index in range(settings.workers):
+        pid = os.fork()
+        if pid == 0:
+            try:
+                asyncio.run(_serve(settings, socks, ready if index == 0 else None))
+                os._exit(0)
+            except BaseException:
+                log.exception("worker %d failed", index)
+                os._exit(1)
+        children.append(pid)
+    sock.close()
+
+    def forward(signum, _frame) -> None:
+        for pid in children:
+            try:
+                os.kill(pid, signum)
+            except ProcessLookupError:
+                pass
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    status = 0
+    for pid in children:
+        _, code = os.waitpid(pid, 0)
+        status = status or os.waitstatus_to_exitcode(code)
+    sys.stdout.flush()
+    return status

@@ -1,0 +1,89 @@
+"""Engine set-up, transactions and migrations for SQLite (embedded) and PostgreSQL (scale-out).
+
+Every state change is one transaction through ``Database.write()``. On SQLite a write transaction starts with
+``BEGIN IMMEDIATE`` so concurrent writers (threads or processes) queue on the lock instead of failing mid-way;
+readers use WAL snapshots and never block writers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from sqlalchemy.dialects import postgresql, sqlite
+
+_MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+class Database:
+    def __init__(self, url: str, *, pool_size: int = 8) -> None:
+        self.url = url
+        self.is_sqlite = url.startswith("sqlite")
+        if self.is_sqlite:
+            self.engine = sa.create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+            sa.event.listen(self.engine, "connect", _sqlite_on_connect)
+            sa.event.listen(self.engine, "begin", _sqlite_on_begin)
+        else:
+            self.engine = sa.create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+        self._write = self.engine.execution_options(soko_write=True)
+
+    @classmethod
+    def for_data_dir(cls, data_dir: str) -> Database:
+        os.makedirs(data_dir, exist_ok=True)
+        return cls(f"sqlite:///{os.path.abspath(os.path.join(data_dir, 'metadata.db'))}")
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[sa.Connection]:
+        with self.engine.connect() as conn, conn.begin():
+            yield conn
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[sa.Connection]:
+        with self._write.connect() as conn, conn.begin():
+            yield conn
+
+    def insert_ignore(self, table: sa.Table, **conflict_none: object) -> sa.Insert:
+        """INSERT … ON CONFLICT DO NOTHING, in this database's dialect."""
+        dialect = sqlite if self.is_sqlite else postgresql
+        return dialect.insert(table).on_conflict_do_nothing()
+
+    def upsert(self, table: sa.Table, index_elements: list[str], update: dict[str, object]) -> sa.Insert:
+        dialect = sqlite if self.is_sqlite else postgresql
+        stmt = dialect.insert(table)
+        return stmt.on_conflict_do_update(
+            index_elements=index_elements, set_={k: stmt.excluded[k] if v is None else v for k, v in update.items()}
+        )
+
+    def migrate(self) -> None:
+        """Bring the schema to the newest revision (idempotent; safe to run from several nodes on PostgreSQL)."""
+        cfg = AlembicConfig()
+        cfg.set_main_option("script_location", str(_MIGRATIONS))
+        with self.engine.begin() as conn:
+            if not self.is_sqlite:
+                # Serialise concurrent migrators (several nodes starting at once).
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(7263514)"))
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def _sqlite_on_connect(dbapi_conn, _record) -> None:
+    # Let SQLAlchemy's "begin" event decide how transactions start (pysqlite would otherwise BEGIN lazily).
+    dbapi_conn.isolation_level = None
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=FULL")  # an acknowledged push survives power loss
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.close()
+
+
+def _sqlite_on_begin(conn: sa.Connection) -> None:
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("soko_write") else "BEGIN")

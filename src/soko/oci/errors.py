@@ -1,0 +1,68 @@
+"""Domain errors → OCI error JSON and status codes: the one table for /v2/."""
+
+from __future__ import annotations
+
+import json
+
+from aiohttp import web
+
+from soko import errors as e
+
+# error class → (HTTP status, OCI error code)
+_TABLE: list[tuple[type[e.SokoError], int, str]] = [
+    (e.NameInvalid, 400, "NAME_INVALID"),
+    (e.RepositoryNotFound, 404, "NAME_UNKNOWN"),
+    (e.TagInvalid, 400, "TAG_INVALID"),
+    (e.DigestInvalid, 400, "DIGEST_INVALID"),
+    (e.SizeInvalid, 400, "SIZE_INVALID"),
+    (e.BlobUnknown, 404, "BLOB_UNKNOWN"),
+    (e.UploadUnknown, 404, "BLOB_UPLOAD_UNKNOWN"),
+    (e.UploadInvalid, 400, "BLOB_UPLOAD_INVALID"),
+    (e.RangeNotSatisfiable, 416, "BLOB_UPLOAD_INVALID"),
+    (e.ManifestInvalid, 400, "MANIFEST_INVALID"),
+    (e.ManifestUnknown, 404, "MANIFEST_UNKNOWN"),
+    (e.ManifestBlobUnknown, 400, "MANIFEST_BLOB_UNKNOWN"),
+    (e.ReferencedManifestUnknown, 400, "MANIFEST_BLOB_UNKNOWN"),
+    (e.ManifestReferenced, 409, "DENIED"),
+    (e.TagImmutable, 403, "DENIED"),
+    (e.TooLarge, 413, "SIZE_INVALID"),
+    (e.LimitExceeded, 403, "DENIED"),
+    (e.Unsupported, 405, "UNSUPPORTED"),
+    (e.Unauthenticated, 401, "UNAUTHORIZED"),
+    (e.AccessDenied, 403, "DENIED"),
+    (e.TooManyRequests, 429, "TOOMANYREQUESTS"),
+    (e.RepositoryAlreadyExists, 409, "DENIED"),
+    (e.RepositoryNotEmpty, 409, "DENIED"),
+]
+
+API_VERSION_HEADER = {"Docker-Distribution-API-Version": "registry/2.0"}
+
+
+def status_and_code(error: e.SokoError) -> tuple[int, str]:
+    for cls, status, code in _TABLE:
+        if isinstance(error, cls):
+            return status, code
+    return 500, "UNKNOWN"
+
+
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    detail: object | None = None,
+    headers: dict[str, str] | None = None,
+    head: bool = False,
+) -> web.Response:
+    entry: dict[str, object] = {"code": code, "message": message}
+    if detail is not None:
+        entry["detail"] = detail
+    body = json.dumps({"errors": [entry]}).encode()
+    all_headers = {**API_VERSION_HEADER, **(headers or {})}
+    if head:  # HEAD responses carry no body, but keep the length honest
+        return web.Response(status=status, headers={**all_headers, "Content-Length": str(len(body))})
+    return web.Response(status=status, body=body, content_type="application/json", headers=all_headers)
+
+
+def from_domain(error: e.SokoError, headers: dict[str, str] | None = None, head: bool = False) -> web.Response:
+    status, code = status_and_code(error)
+    return error_response(status, code, error.message, error.detail, headers, head)

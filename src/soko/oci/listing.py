@@ -1,0 +1,87 @@
+"""Tag lists, the catalog and the referrers API: paginated listings."""
+
+from __future__ import annotations
+
+import json
+import urllib.parse
+
+from aiohttp import web
+
+from soko.access import repository_arn
+from soko.errors import SokoError
+from soko.http.context import CONTEXT_KEY
+from soko.oci.base import PRINCIPAL_KEY, OciContext
+from soko.oci.errors import API_VERSION_HEADER, error_response
+from soko.registry import media_types as mt
+
+MAX_PAGE = 10_000
+
+
+class PaginationInvalid(SokoError):
+    pass
+
+
+def _page(request: web.Request) -> tuple[int | None, str | None]:
+    raw_n, last = request.query.get("n"), request.query.get("last")
+    if raw_n is None:
+        return None, last
+    if not raw_n.isdigit() or len(raw_n) > 9:
+        raise PaginationInvalid(f"n must be a non-negative whole number, got '{raw_n[:20]}'")
+    return min(int(raw_n), MAX_PAGE), last
+
+
+def _json(body: dict, headers: dict[str, str] | None = None, content_type: str = "application/json") -> web.Response:
+    return web.Response(
+        body=json.dumps(body).encode(), content_type=content_type, headers={**API_VERSION_HEADER, **(headers or {})}
+    )
+
+
+def _link(path: str, n: int, last: str) -> dict[str, str]:
+    query = urllib.parse.urlencode({"n": n, "last": last})
+    return {"Link": f'<{path}?{query}>; rel="next"'}
+
+
+async def list_tags(ctx: OciContext, request: web.Request, name: str) -> web.StreamResponse:
+    ref = ctx.repo(request, name)
+    ctx.authorize(request, ref, "ecr:ListImages")
+    try:
+        n, last = _page(request)
+    except PaginationInvalid as exc:
+        return error_response(400, "PAGINATION_NUMBER_INVALID", exc.message)
+    if n == 0:
+        return _json({"name": name, "tags": []})
+    found = ctx.registry.manifests.list_tags(ref, last=last, limit=None if n is None else n + 1)
+    headers = {}
+    if n is not None and len(found) > n:
+        found = found[:n]
+        headers = _link(f"/v2/{name}/tags/list", n, found[-1])
+    return _json({"name": name, "tags": found}, headers)
+
+
+async def catalog(ctx: OciContext, request: web.Request) -> web.StreamResponse:
+    account = ctx.repo(request, "_").account_id
+    principal = request[PRINCIPAL_KEY]
+    arn = repository_arn(ctx.settings.region, account, "*")
+    ctx.authorizer.authorize(principal, "ecr:DescribeRepositories", arn, account, request[CONTEXT_KEY])
+    try:
+        n, last = _page(request)
+    except PaginationInvalid as exc:
+        return error_response(400, "PAGINATION_NUMBER_INVALID", exc.message)
+    if n == 0:
+        return _json({"repositories": []})
+    names = ctx.registry.repositories.list_names(account, last=last, limit=None if n is None else n + 1)
+    headers = {}
+    if n is not None and len(names) > n:
+        names = names[:n]
+        headers = _link("/v2/_catalog", n, names[-1])
+    return _json({"repositories": names}, headers)
+
+
+async def referrers(ctx: OciContext, request: web.Request, name: str, digest: str) -> web.StreamResponse:
+    ref = ctx.repo(request, name)
+    ctx.authorize(request, ref, "ecr:BatchGetImage")
+    artifact_type = request.query.get("artifactType")
+    descriptors = ctx.registry.manifests.referrers(ref, digest, artifact_type)
+    headers = {"OCI-Filters-Applied": "artifactType"} if artifact_type is not None else {}
+    body = {"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": descriptors}
+    return _json(body, headers, content_type=mt.OCI_INDEX)

@@ -1,0 +1,176 @@
+"""/v2/<name>/blobs/uploads/…: start (plain, monolithic, mount), PATCH chunks, PUT to complete, status, cancel."""
+
+from __future__ import annotations
+
+import re
+
+from aiohttp import web
+
+from soko.errors import DigestInvalid, RangeNotSatisfiable, SokoError, UploadInvalid
+from soko.http.streaming import pump_body
+from soko.names import validate_repository_name
+from soko.oci.base import OciContext, location, offload, upload_range
+from soko.oci.errors import API_VERSION_HEADER, from_domain
+from soko.registry.models import RepoRef, UploadState
+
+# The spec's form is "<start>-<end>"; Docker clients historically sent "bytes <start>-<end>/<total|*>" too.
+_CONTENT_RANGE = re.compile(r"(?:bytes[ =])?(\d+)-(\d+)(?:/(?:\d+|\*))?")
+
+
+def _upload_url(name: str, upload_id: str) -> str:
+    return f"/v2/{name}/blobs/uploads/{upload_id}"
+
+
+def _session_headers(name: str, state: UploadState) -> dict[str, str]:
+    return {
+        **API_VERSION_HEADER,
+        **location(_upload_url(name, state.id)),
+        "Range": upload_range(state.size),
+        "Docker-Upload-UUID": state.id,
+        "Content-Length": "0",
+    }
+
+
+def _created(name: str, digest: str) -> web.Response:
+    return web.Response(
+        status=201,
+        headers={
+            **API_VERSION_HEADER,
+            **location(f"/v2/{name}/blobs/{digest}"),
+            "Docker-Content-Digest": digest,
+            "Content-Length": "0",
+        },
+    )
+
+
+def _content_length(request: web.Request) -> int | None:
+    if "Content-Length" not in request.headers:
+        return None
+    try:
+        value = int(request.headers["Content-Length"])
+    except ValueError:
+        raise UploadInvalid("Content-Length must be a whole number of bytes") from None
+    if value < 0:
+        raise UploadInvalid("Content-Length must not be negative")
+    return value
+
+
+def _has_body(request: web.Request) -> bool:
+    length = _content_length(request)
+    return bool(length) or (length is None and request.headers.get("Transfer-Encoding", "").lower() == "chunked")
+
+
+async def _write_chunk(
+    ctx: OciContext, request: web.Request, ref: RepoRef, upload_id: str, start: int | None
+) -> UploadState:
+    expected = _content_length(request)
+    writer = await offload(ctx.registry.uploads.begin_chunk, ref, upload_id, start)
+    try:
+        await pump_body(request, writer.write, expected)
+        return await offload(writer.finish)
+    except BaseException:
+        writer.abort()
+        raise
+
+
+async def start_upload(ctx: OciContext, request: web.Request, name: str) -> web.StreamResponse:
+    ref = ctx.repo(request, name)
+    ctx.authorize(request, ref, "ecr:InitiateLayerUpload")
+    query = request.query
+    mount, source = query.get("mount"), query.get("from")
+    if mount:
+        ctx.authorize(request, ref, "ecr:UploadLayerPart", "ecr:CompleteLayerUpload")
+        if source:
+            validate_repository_name(source)
+            source_ref = RepoRef(ref.account_id, source)
+            try:
+                ctx.authorize(request, source_ref, "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer")
+                mounted = await offload(ctx.registry.blobs.mount, ref, mount, source_ref)
+            except SokoError as exc:
+                if isinstance(exc, DigestInvalid):
+                    raise
+                mounted = None  # no access to, or no such, source: fall back to a regular upload (spec)
+            if mounted is not None:
+                return _created(name, mounted.digest)
+    digest = query.get("digest")
+    state = await offload(ctx.registry.uploads.start, ref)
+    if digest is None:
+        if _has_body(request):
+            raise UploadInvalid("a POST with a body must name its digest (?digest=) for a monolithic upload")
+        return web.Response(status=202, headers=_session_headers(name, state))
+    # Monolithic upload: the whole blob in the POST body.
+    ctx.authorize(request, ref, "ecr:UploadLayerPart", "ecr:CompleteLayerUpload")
+    try:
+        await _write_chunk(ctx, request, ref, state.id, 0)
+        blob = await offload(ctx.registry.uploads.complete, ref, state.id, digest)
+    except BaseException:
+        await offload(_cancel_quietly, ctx, ref, state.id)
+        raise
+    return _created(name, blob.digest)
+
+
+def _cancel_quietly(ctx: OciContext, ref: RepoRef, upload_id: str) -> None:
+    try:
+        ctx.registry.uploads.cancel(ref, upload_id)
+    except SokoError:
+        pass
+
+
+async def patch_upload(ctx: OciContext, request: web.Request, name: str, upload_id: str) -> web.StreamResponse:
+    ref = ctx.repo(request, name)
+    ctx.authorize(request, ref, "ecr:UploadLayerPart")
+    start = None
+    content_range = request.headers.get("Content-Range")
+    if content_range is not None:
+        match = _CONTENT_RANGE.fullmatch(content_range.strip())
+        if not match:
+            raise UploadInvalid(f"malformed Content-Range '{content_range[:100]}'; expected <start>-<end>")
+        start, end = int(match.group(1)), int(match.group(2))
+        length = _content_length(request)
+        if end < start or (length is not None and end - start + 1 != length):
+            state = await offload(ctx.registry.uploads.status, ref, upload_id)
+            raise RangeNotSatisfiable(
+                f"Content-Range {content_range} does not match the {length}-byte body", current_size=state.size
+            )
+    try:
+        state = await _write_chunk(ctx, request, ref, upload_id, start)
+    except RangeNotSatisfiable as exc:
+        return from_domain(
+            exc,
+            {
+                **location(_upload_url(name, upload_id)),
+                "Range": upload_range(exc.current_size),
+                "Docker-Upload-UUID": upload_id,
+            },
+        )
+    return web.Response(status=202, headers=_session_headers(name, state))
+
+
+async def put_upload(ctx: OciContext, request: web.Request, name: str, upload_id: str) -> web.StreamResponse:
+    ref = ctx.repo(request, name)
+    ctx.authorize(request, ref, "ecr:CompleteLayerUpload")
+    digest = request.query.get("digest")
+    if not digest:
+        raise DigestInvalid("completing an upload needs its digest: PUT …?digest=<algorithm>:<hex>")
+    if _has_body(request):
+        ctx.authorize(request, ref, "ecr:UploadLayerPart")
+        try:
+            await _write_chunk(ctx, request, ref, upload_id, None)
+        except RangeNotSatisfiable as exc:
+            return from_domain(exc, {**location(_upload_url(name, upload_id)), "Range": upload_range(exc.current_size)})
+    blob = await offload(ctx.registry.uploads.complete, ref, upload_id, digest)
+    return _created(name, blob.digest)
+
+
+async def upload_status(ctx: OciContext, request: web.Request, name: str, upload_id: str) -> web.StreamResponse:
+    ref = ctx.repo(request, name)
+    ctx.authorize(request, ref, "ecr:UploadLayerPart")
+    state = ctx.registry.uploads.status(ref, upload_id)
+    return web.Response(status=204, headers=_session_headers(name, state))
+
+
+async def cancel_upload(ctx: OciContext, request: web.Request, name: str, upload_id: str) -> web.StreamResponse:
+    ref = ctx.repo(request, name)
+    ctx.authorize(request, ref, "ecr:UploadLayerPart")
+    await offload(ctx.registry.uploads.cancel, ref, upload_id)
+    return web.Response(status=204, headers={**API_VERSION_HEADER, "Content-Length": "0"})

@@ -1,0 +1,85 @@
+"""Blobs as a repository sees them: the global content-addressed store filtered by the repository's links."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from soko.digest import Digest
+from soko.errors import BlobUnknown, ManifestReferenced
+from soko.meta.schema import blobs, manifest_blobs, manifests, repository_blobs
+from soko.meta.schema import repositories as repos
+from soko.registry.context import DomainContext, blob_path
+from soko.registry.models import BlobContent, BlobInfo, RepoRef
+from soko.registry.repositories import Repositories
+
+
+def blob_unknown(ref: RepoRef, digest: str) -> BlobUnknown:
+    return BlobUnknown(f"blob {digest} is not in repository '{ref.name}'")
+
+
+class Blobs:
+    def __init__(self, ctx: DomainContext, repositories: Repositories) -> None:
+        self.ctx = ctx
+        self.repositories = repositories
+
+    def _linked(self, conn: sa.Connection, ref: RepoRef, digest: str) -> BlobInfo | None:
+        row = conn.execute(
+            sa.select(blobs.c.digest, blobs.c.size)
+            .join(repository_blobs, repository_blobs.c.digest == blobs.c.digest)
+            .join(repos, repos.c.id == repository_blobs.c.repository_id)
+            .where(repos.c.account_id == ref.account_id, repos.c.name == ref.name, blobs.c.digest == digest)
+        ).first()
+        return BlobInfo(row.digest, row.size) if row else None
+
+    def stat(self, ref: RepoRef, digest: str) -> BlobInfo:
+        Digest.parse(digest)
+        with self.ctx.db.read() as conn:
+            info = self._linked(conn, ref, digest)
+            if info is None:
+                self.repositories.id_for(conn, ref)  # NAME_UNKNOWN beats BLOB_UNKNOWN
+                raise blob_unknown(ref, digest)
+        return info
+
+    def open(self, ref: RepoRef, digest: str) -> BlobContent:
+        info = self.stat(ref, digest)
+        path = blob_path(info.digest)
+        storage = self.ctx.storage
+        return BlobContent(info.digest, info.size, path, storage.local_path(path), storage.redirect_url(path))
+
+    def mount(self, ref: RepoRef, digest: str, source: RepoRef) -> BlobInfo | None:
+        """Link a blob another repository holds into ``ref``; None when the source does not hold it."""
+        Digest.parse(digest)
+        with self.ctx.db.write() as conn:
+            info = self._linked(conn, source, digest)
+            if info is None:
+                return None
+            repo_id = self.repositories.id_for_push(conn, ref)
+            conn.execute(
+                self.ctx.db.insert_ignore(repository_blobs).values(
+                    repository_id=repo_id, digest=digest, created_at=self.ctx.clock()
+                )
+            )
+        return info
+
+    def unlink(self, ref: RepoRef, digest: str) -> None:
+        """Remove a blob from a repository (the content goes when GC finds nothing else uses it)."""
+        Digest.parse(digest)
+        with self.ctx.db.write() as conn:
+            repo_id = self.repositories.id_for(conn, ref)
+            in_use = conn.execute(
+                sa.select(manifests.c.digest)
+                .join(manifest_blobs, manifest_blobs.c.manifest_id == manifests.c.id)
+                .where(manifests.c.repository_id == repo_id, manifest_blobs.c.digest == digest)
+                .limit(1)
+            ).scalar()
+            if in_use:
+                raise ManifestReferenced(
+                    f"blob {digest} is used by manifest {in_use} in repository '{ref.name}'; delete the manifest first"
+                )
+            deleted = conn.execute(
+                sa.delete(repository_blobs).where(
+                    repository_blobs.c.repository_id == repo_id, repository_blobs.c.digest == digest
+                )
+            ).rowcount
+            if not deleted:
+                raise blob_unknown(ref, digest)

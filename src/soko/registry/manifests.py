@@ -1,0 +1,313 @@
+"""Manifests and tags: validated push, pull (with pull-time recording), delete, listing, referrers."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import sqlalchemy as sa
+
+from soko.digest import Digest, compute, is_digest
+from soko.errors import (
+    DigestInvalid,
+    ManifestBlobUnknown,
+    ManifestInvalid,
+    ManifestReferenced,
+    ManifestUnknown,
+    ReferencedManifestUnknown,
+    TagImmutable,
+    TooLarge,
+)
+from soko.meta.schema import blobs, manifest_blobs, manifest_children, manifests, repository_blobs, tags
+from soko.meta.schema import repositories as repos
+from soko.names import validate_tag
+from soko.registry import media_types as mt
+from soko.registry.context import DomainContext
+from soko.registry.immutability import tag_is_immutable
+from soko.registry.manifest_format import ParsedManifest, parse_manifest
+from soko.registry.models import ManifestRecord, PutManifestResult, RepoRef
+from soko.registry.repositories import Repositories
+
+
+def manifest_unknown(ref: RepoRef, reference: str) -> ManifestUnknown:
+    return ManifestUnknown(f"manifest '{reference}' is not in repository '{ref.name}'")
+
+
+class _PullRecorder:
+    """Batches lastRecordedPullTime updates so a pull costs no write transaction; flushed about every second."""
+
+    def __init__(self) -> None:
+        self._pending: dict[int, float] = {}
+        self._lock = threading.Lock()
+
+    def record(self, manifest_id: int, when: float) -> None:
+        with self._lock:
+            self._pending[manifest_id] = when
+
+    def take(self) -> dict[int, float]:
+        with self._lock:
+            pending, self._pending = self._pending, {}
+        return pending
+
+
+class Manifests:
+    def __init__(self, ctx: DomainContext, repositories: Repositories) -> None:
+        self.ctx = ctx
+        self.repositories = repositories
+        self._pulls = _PullRecorder()
+
+    # ---- push -------------------------------------------------------------------------------------------------
+    def put(self, ref: RepoRef, reference: str, payload: bytes, content_type: str | None) -> PutManifestResult:
+        if len(payload) > self.ctx.settings.max_manifest_size:
+            raise TooLarge(
+                f"manifest is {len(payload)} bytes; the limit is {self.ctx.settings.max_manifest_size} bytes"
+            )
+        tag: str | None = None
+        if is_digest(reference):
+            algorithm = Digest.parse(reference).algorithm
+            digest = compute(payload, algorithm)
+            if digest != reference:
+                raise DigestInvalid(f"manifest digest {digest} does not match the digest {reference} in the request")
+        else:
+            tag = validate_tag(reference)
+            digest = compute(payload)
+        parsed = parse_manifest(payload, content_type)
+        now = self.ctx.clock()
+        with self.ctx.db.write() as conn:
+            repo_id = self.repositories.id_for_push(conn, ref)
+            image_size = self._check_references(conn, ref, repo_id, parsed)
+            if image_size > self.ctx.settings.max_image_size:
+                raise TooLarge(
+                    f"image {digest} is {image_size} bytes; the image size limit is "
+                    f"{self.ctx.settings.max_image_size} bytes"
+                )
+            manifest_id = conn.execute(
+                sa.select(manifests.c.id).where(manifests.c.repository_id == repo_id, manifests.c.digest == digest)
+            ).scalar()
+            created = manifest_id is None
+            if created:
+                manifest_id = self._insert(conn, repo_id, digest, payload, parsed, image_size, now)
+            if tag is not None:
+                self._set_tag(conn, ref, repo_id, tag, manifest_id, digest, now)
+        return PutManifestResult(digest, parsed.subject.digest if parsed.subject else None, created)
+
+    def _check_references(self, conn: sa.Connection, ref: RepoRef, repo_id: int, parsed: ParsedManifest) -> int:
+        """Every referenced blob and child must be in the repository; returns the image size."""
+        if parsed.is_index:
+            wanted = {c.digest for c in parsed.children}
+            found = (
+                dict(
+                    conn.execute(
+                        sa.select(manifests.c.digest, manifests.c.image_size).where(
+                            manifests.c.repository_id == repo_id, manifests.c.digest.in_(wanted)
+                        )
+                    ).all()
+                )
+                if wanted
+                else {}
+            )
+            missing = sorted(wanted - found.keys())
+            if missing:
+                raise ReferencedManifestUnknown(
+                    f"index references manifests not in repository '{ref.name}': {', '.join(missing[:10])}; "
+                    "push them first",
+                    digests=missing,
+                )
+            return max(found.values(), default=0)
+        descriptors = [d for d in parsed.blob_descriptors if not (d.media_type in mt.NON_DISTRIBUTABLE and d.has_urls)]
+        wanted = {d.digest for d in descriptors}
+        sizes = (
+            dict(
+                conn.execute(
+                    sa.select(blobs.c.digest, blobs.c.size)
+                    .join(repository_blobs, repository_blobs.c.digest == blobs.c.digest)
+                    .where(repository_blobs.c.repository_id == repo_id, blobs.c.digest.in_(wanted))
+                ).all()
+            )
+            if wanted
+            else {}
+        )
+        missing = sorted(wanted - sizes.keys())
+        if missing:
+            raise ManifestBlobUnknown(
+                f"manifest references blobs not in repository '{ref.name}': {', '.join(missing[:10])}; "
+                "upload them first",
+                digests=missing,
+            )
+        for d in descriptors:
+            if sizes[d.digest] != d.size:
+                raise ManifestInvalid(f"manifest says blob {d.digest} has {d.size} bytes, but it has {sizes[d.digest]}")
+        return sum(d.size for d in parsed.blob_descriptors)
+
+    def _insert(
+        self, conn, repo_id: int, digest: str, payload: bytes, parsed: ParsedManifest, image_size: int, now: float
+    ) -> int:
+        manifest_id = conn.execute(
+            sa.insert(manifests)
+            .values(
+                repository_id=repo_id,
+                digest=digest,
+                media_type=parsed.media_type,
+                artifact_type=parsed.effective_artifact_type,
+                payload=payload,
+                image_size=image_size,
+                config_digest=parsed.config.digest if parsed.config else None,
+                subject_digest=parsed.subject.digest if parsed.subject else None,
+                annotations=json.dumps(parsed.annotations) if parsed.annotations else None,
+                pushed_at=now,
+            )
+            .returning(manifests.c.id)
+        ).scalar_one()
+        blob_digests = {
+            d.digest for d in parsed.blob_descriptors if not (d.media_type in mt.NON_DISTRIBUTABLE and d.has_urls)
+        }
+        if blob_digests:
+            conn.execute(sa.insert(manifest_blobs), [{"manifest_id": manifest_id, "digest": d} for d in blob_digests])
+        child_digests = {c.digest for c in parsed.children}
+        if child_digests:
+            conn.execute(
+                sa.insert(manifest_children), [{"parent_id": manifest_id, "child_digest": d} for d in child_digests]
+            )
+        return manifest_id
+
+    def _set_tag(self, conn, ref: RepoRef, repo_id: int, tag: str, manifest_id: int, digest: str, now: float) -> None:
+        current = conn.execute(
+            sa.select(tags.c.manifest_id).where(tags.c.repository_id == repo_id, tags.c.name == tag)
+        ).scalar()
+        if current == manifest_id:
+            return
+        if current is not None:
+            repo = self.repositories.get(ref, conn)
+            if tag_is_immutable(tag, repo.tag_mutability, repo.tag_mutability_filters):
+                raise TagImmutable(
+                    f"The image tag '{tag}' already exists in the '{ref.name}' repository and cannot be overwritten "
+                    "because the tag is immutable."
+                )
+        conn.execute(
+            self.ctx.db.upsert(tags, ["repository_id", "name"], {"manifest_id": None, "updated_at": None}).values(
+                repository_id=repo_id, name=tag, manifest_id=manifest_id, updated_at=now
+            )
+        )
+
+    # ---- pull -------------------------------------------------------------------------------------------------
+    _BY_TAG = (
+        sa.select(manifests.c.id, manifests.c.digest, manifests.c.media_type, manifests.c.payload)
+        .select_from(
+            tags.join(manifests, manifests.c.id == tags.c.manifest_id).join(repos, repos.c.id == tags.c.repository_id)
+        )
+        .where(
+            repos.c.account_id == sa.bindparam("account"),
+            repos.c.name == sa.bindparam("repo"),
+            tags.c.name == sa.bindparam("ref"),
+        )
+    )
+    _BY_DIGEST = (
+        sa.select(manifests.c.id, manifests.c.digest, manifests.c.media_type, manifests.c.payload)
+        .select_from(manifests.join(repos, repos.c.id == manifests.c.repository_id))
+        .where(
+            repos.c.account_id == sa.bindparam("account"),
+            repos.c.name == sa.bindparam("repo"),
+            manifests.c.digest == sa.bindparam("ref"),
+        )
+    )
+
+    def get(self, ref: RepoRef, reference: str, *, record_pull: bool = False) -> ManifestRecord:
+        by_digest = is_digest(reference)
+        if by_digest:
+            Digest.parse(reference)
+        else:
+            validate_tag(reference)
+        with self.ctx.db.read() as conn:
+            row = conn.execute(
+                self._BY_DIGEST if by_digest else self._BY_TAG,
+                {"account": ref.account_id, "repo": ref.name, "ref": reference},
+            ).first()
+            if row is None:
+                self.repositories.id_for(conn, ref)
+                raise manifest_unknown(ref, reference)
+        if record_pull:
+            self._pulls.record(row.id, self.ctx.clock())
+        return ManifestRecord(row.id, row.digest, row.media_type, row.payload)
+
+    def flush_pulls(self) -> int:
+        pending = self._pulls.take()
+        if pending:
+            with self.ctx.db.write() as conn:
+                conn.execute(
+                    sa.update(manifests)
+                    .where(manifests.c.id == sa.bindparam("mid"))
+                    .values(last_pulled_at=sa.bindparam("ts")),
+                    [{"mid": k, "ts": v} for k, v in pending.items()],
+                )
+        return len(pending)
+
+    # ---- delete -----------------------------------------------------------------------------------------------
+    def delete(self, ref: RepoRef, reference: str) -> None:
+        """By digest: the manifest and all its tags. By tag: only the tag (OCI 1.1)."""
+        with self.ctx.db.write() as conn:
+            repo_id = self.repositories.id_for(conn, ref)
+            if not is_digest(reference):
+                validate_tag(reference)
+                if not conn.execute(
+                    sa.delete(tags).where(tags.c.repository_id == repo_id, tags.c.name == reference)
+                ).rowcount:
+                    raise manifest_unknown(ref, reference)
+                return
+            Digest.parse(reference)
+            manifest_id = conn.execute(
+                sa.select(manifests.c.id).where(manifests.c.repository_id == repo_id, manifests.c.digest == reference)
+            ).scalar()
+            if manifest_id is None:
+                raise manifest_unknown(ref, reference)
+            parent = conn.execute(
+                sa.select(manifests.c.digest)
+                .join(manifest_children, manifest_children.c.parent_id == manifests.c.id)
+                .where(manifests.c.repository_id == repo_id, manifest_children.c.child_digest == reference)
+                .limit(1)
+            ).scalar()
+            if parent:
+                raise ManifestReferenced(
+                    f"manifest {reference} is referenced by the manifest list {parent} in repository "
+                    f"'{ref.name}'; delete the list first"
+                )
+            conn.execute(sa.delete(manifests).where(manifests.c.id == manifest_id))
+
+    # ---- listing ----------------------------------------------------------------------------------------------
+    def list_tags(self, ref: RepoRef, *, last: str | None = None, limit: int | None = None) -> list[str]:
+        with self.ctx.db.read() as conn:
+            repo_id = self.repositories.id_for(conn, ref)
+            query = sa.select(tags.c.name).where(tags.c.repository_id == repo_id).order_by(tags.c.name)
+            if last:
+                query = query.where(tags.c.name > last)
+            if limit is not None:
+                query = query.limit(limit)
+            return list(conn.execute(query).scalars())
+
+    def referrers(self, ref: RepoRef, subject: str, artifact_type: str | None = None) -> list[dict]:
+        """Descriptors of the manifests whose ``subject`` is ``subject`` (an empty list for an unknown subject)."""
+        Digest.parse(subject)
+        with self.ctx.db.read() as conn:
+            repo_id = self.repositories.id_for(conn, ref)
+            query = (
+                sa.select(
+                    manifests.c.digest,
+                    manifests.c.media_type,
+                    manifests.c.artifact_type,
+                    manifests.c.annotations,
+                    sa.func.length(manifests.c.payload).label("size"),
+                )
+                .where(manifests.c.repository_id == repo_id, manifests.c.subject_digest == subject)
+                .order_by(manifests.c.pushed_at, manifests.c.digest)
+            )
+            if artifact_type is not None:
+                query = query.where(manifests.c.artifact_type == artifact_type)
+            rows = conn.execute(query).all()
+        result = []
+        for row in rows:
+            descriptor = {"mediaType": row.media_type, "digest": row.digest, "size": row.size}
+            if row.artifact_type:
+                descriptor["artifactType"] = row.artifact_type
+            if row.annotations:
+                descriptor["annotations"] = json.loads(row.annotations)
+            result.append(descriptor)
+        return result

@@ -1,0 +1,61 @@
+"""Values the domain hands to front ends."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class RepoRef:
+    account_id: str
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Repository:
+    id: int
+    account_id: str
+    name: str
+    created_at: float
+    tag_mutability: str
+    tag_mutability_filters: list[dict]
+    scan_on_push: bool
+    encryption_type: str
+    kms_key: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class BlobInfo:
+    digest: str
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class BlobContent:
+    digest: str
+    size: int
+    storage_path: str
+    local_path: str | None  # for sendfile
+    redirect_url: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class UploadState:
+    id: str
+    repository: RepoRef
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestRecord:
+    id: int
+    digest: str
+    media_type: str
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class PutManifestResult:
+    digest: str
+    subject_digest: str | None
+    created: bool  # False when the same manifest was already there (and only the tag moved)

@@ -1,0 +1,37 @@
+"""The ``Registry`` facade: one object composing the domain services that every front end calls."""
+
+from __future__ import annotations
+
+import os
+
+from soko.config import Settings
+from soko.meta import Database
+from soko.registry.blobs import Blobs
+from soko.registry.context import DomainContext
+from soko.registry.manifests import Manifests
+from soko.registry.repositories import Repositories
+from soko.registry.uploads import Uploads
+from soko.storage import FilesystemDriver, StorageDriver
+
+
+class Registry:
+    def __init__(self, settings: Settings, db: Database, storage: StorageDriver) -> None:
+        self.settings = settings
+        self.ctx = DomainContext(settings=settings, db=db, storage=storage)
+        self.repositories = Repositories(self.ctx)
+        self.blobs = Blobs(self.ctx, self.repositories)
+        self.uploads = Uploads(self.ctx, self.repositories)
+        self.manifests = Manifests(self.ctx, self.repositories)
+
+    @classmethod
+    def open(cls, settings: Settings, *, migrate: bool = True) -> Registry:
+        """Open (and on first use initialise) the configured database and storage."""
+        os.makedirs(settings.data_dir, exist_ok=True)
+        db = Database(settings.effective_database_url)
+        if migrate:
+            db.migrate()
+        return cls(settings, db, FilesystemDriver(settings.blob_root))
+
+    def close(self) -> None:
+        self.manifests.flush_pulls()
+        self.ctx.db.dispose()

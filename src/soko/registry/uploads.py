@@ -1,0 +1,247 @@
+"""Blob uploads: sessions, streamed chunks hashed on the fly, verified completion.
+
+The uploads row is the session's truth (its ``size`` is what the server holds), and the data lives in storage at
+``uploads/<id>/data``. A chunk is written from ``size`` on, truncating whatever a failed chunk left behind, and the
+row's size moves only when the whole chunk is durable. The running sha256 is kept in this process's memory
+(``hashlib`` state cannot be serialised); when a chunk or the completion reaches another process or node, or after
+a restart, the content is re-hashed from storage instead, so any node can serve any request.
+
+Completion moves the data to its digest-addressed path inside the write transaction that links the blob, so a
+concurrent garbage collector (which deletes under the same lock) can never remove content a new row points at.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import uuid
+from collections import OrderedDict
+
+import sqlalchemy as sa
+
+from soko.digest import Digest
+from soko.errors import DigestInvalid, RangeNotSatisfiable, SizeInvalid, TooLarge, UploadUnknown
+from soko.meta.schema import blobs, repository_blobs, uploads
+from soko.registry.context import DomainContext, blob_path, upload_path
+from soko.registry.models import BlobInfo, RepoRef, UploadState
+from soko.registry.repositories import Repositories
+from soko.storage import FileWriter, PathNotFound
+
+_HASH_READ_SIZE = 4 * 1024 * 1024
+
+
+class _HashCache:
+    """upload id → (offset, running sha256) for uploads this process streamed; bounded, thread-safe."""
+
+    def __init__(self, capacity: int = 4096) -> None:
+        self._items: OrderedDict[str, tuple[int, hashlib._Hash]] = OrderedDict()
+        self._lock = threading.Lock()
+        self._capacity = capacity
+
+    def get(self, upload_id: str, offset: int) -> hashlib._Hash | None:
+        with self._lock:
+            item = self._items.get(upload_id)
+        if item is None or item[0] != offset:
+            return None
+        return item[1].copy()
+
+    def put(self, upload_id: str, offset: int, hasher: hashlib._Hash) -> None:
+        with self._lock:
+            self._items[upload_id] = (offset, hasher)
+            self._items.move_to_end(upload_id)
+            while len(self._items) > self._capacity:
+                self._items.popitem(last=False)
+
+    def drop(self, upload_id: str) -> None:
+        with self._lock:
+            self._items.pop(upload_id, None)
+
+
+def upload_unknown(upload_id: str) -> UploadUnknown:
+    return UploadUnknown(f"upload {upload_id} is unknown, finished, cancelled or expired; start a new upload")
+
+
+class ChunkWriter:
+    """Streams one chunk into an upload. Call ``write`` for each piece, then ``finish`` (or ``abort``)."""
+
+    def __init__(
+        self, uploads_: Uploads, state: UploadState, writer: FileWriter, hasher: hashlib._Hash | None, limit: int
+    ) -> None:
+        self._uploads = uploads_
+        self.state = state
+        self._writer = writer
+        self._hasher = hasher
+        self._limit = limit
+        self._done = False
+
+    @property
+    def size(self) -> int:
+        return self._writer.size
+
+    def write(self, data: bytes | memoryview) -> None:
+        if self._writer.size + len(data) > self._limit:
+            raise TooLarge(
+                f"upload {self.state.id} to '{self.state.repository.name}' exceeds the size limit of "
+                f"{self._limit} bytes; the upload was stopped"
+            )
+        self._writer.write(data)
+        if self._hasher is not None:
+            self._hasher.update(data)
+
+    def finish(self) -> UploadState:
+        """Make the chunk durable and record the new size."""
+        self._done = True
+        self._writer.commit()
+        return self._uploads._record_size(self.state, self._writer.size, self._hasher)
+
+    def abort(self) -> None:
+        """Forget the chunk: the row keeps the old size, and the next writer truncates what was written."""
+        if not self._done:
+            self._done = True
+            self._writer.close()
+            self._uploads._hashes.drop(self.state.id)
+
+
+class Uploads:
+    def __init__(self, ctx: DomainContext, repositories: Repositories) -> None:
+        self.ctx = ctx
+        self.repositories = repositories
+        self._hashes = _HashCache()
+
+    def start(self, ref: RepoRef) -> UploadState:
+        upload_id = str(uuid.uuid4())
+        now = self.ctx.clock()
+        with self.ctx.db.write() as conn:
+            repo_id = self.repositories.id_for_push(conn, ref)
+            conn.execute(
+                sa.insert(uploads).values(id=upload_id, repository_id=repo_id, size=0, created_at=now, updated_at=now)
+            )
+        self.ctx.storage.put_content(upload_path(upload_id), b"")
+        self._hashes.put(upload_id, 0, hashlib.sha256())
+        return UploadState(upload_id, ref, 0)
+
+    def status(self, ref: RepoRef, upload_id: str) -> UploadState:
+        with self.ctx.db.read() as conn:
+            return self._state(conn, ref, upload_id)
+
+    def _state(self, conn: sa.Connection, ref: RepoRef, upload_id: str) -> UploadState:
+        try:
+            uuid.UUID(upload_id)
+        except ValueError:
+            raise upload_unknown(upload_id[:64]) from None
+        repo_id = self.repositories.id_for(conn, ref)
+        size = conn.execute(
+            sa.select(uploads.c.size).where(uploads.c.id == upload_id, uploads.c.repository_id == repo_id)
+        ).scalar()
+        if size is None:
+            raise upload_unknown(upload_id)
+        return UploadState(upload_id, ref, size)
+
+    def begin_chunk(self, ref: RepoRef, upload_id: str, start: int | None = None) -> ChunkWriter:
+        """Open a writer for the next chunk. ``start`` (from Content-Range) must equal the size held so far."""
+        state = self.status(ref, upload_id)
+        if start is not None and start != state.size:
+            raise RangeNotSatisfiable(
+                f"chunk starts at byte {start} but upload {upload_id} holds {state.size} bytes; "
+                f"resume from byte {state.size}",
+                current_size=state.size,
+            )
+        try:
+            writer = self.ctx.storage.writer(upload_path(upload_id), offset=state.size)
+        except PathNotFound:
+            raise upload_unknown(upload_id) from None
+        return ChunkWriter(
+            self, state, writer, self._hashes.get(upload_id, state.size), self.ctx.settings.max_image_size
+        )
+
+    def _record_size(self, state: UploadState, new_size: int, hasher: hashlib._Hash | None) -> UploadState:
+        with self.ctx.db.write() as conn:
+            updated = conn.execute(
+                sa.update(uploads)
+                .where(uploads.c.id == state.id, uploads.c.size == state.size)
+                .values(size=new_size, updated_at=self.ctx.clock())
+            ).rowcount
+        if not updated:
+            # Another request moved the upload on (or cancelled it) meanwhile: our bytes cannot be trusted.
+            self._hashes.drop(state.id)
+            raise RangeNotSatisfiable(
+                f"upload {state.id} changed while this chunk was written; query its status and resume",
+                current_size=state.size,
+            )
+        if hasher is not None:
+            self._hashes.put(state.id, new_size, hasher)
+        return UploadState(state.id, state.repository, new_size)
+
+    def complete(self, ref: RepoRef, upload_id: str, digest: str, expected_size: int | None = None) -> BlobInfo:
+        """Verify the content against ``digest`` and make it a blob of the repository."""
+        parsed = Digest.parse(digest)
+        state = self.status(ref, upload_id)
+        if expected_size is not None and expected_size != state.size:
+            raise SizeInvalid(f"upload {upload_id} holds {state.size} bytes, not the {expected_size} declared")
+        hasher = self._hashes.get(upload_id, state.size) if parsed.algorithm == "sha256" else None
+        if hasher is None:
+            hasher = self._rehash(upload_id, parsed.algorithm, state.size)
+        actual = f"{parsed.algorithm}:{hasher.hexdigest()}"
+        if actual != digest:
+            raise DigestInvalid(
+                f"upload {upload_id} does not match digest {digest}: its {state.size} bytes hash to {actual}. "
+                "The content was corrupted or the digest is wrong; upload again"
+            )
+        now = self.ctx.clock()
+        with self.ctx.db.write() as conn:
+            repo_id = self.repositories.id_for(conn, ref)
+            if conn.execute(sa.delete(uploads).where(uploads.c.id == upload_id)).rowcount == 0:
+                raise upload_unknown(upload_id)
+            # Lock the blob row (create it if new) before touching storage; see the module docstring.
+            conn.execute(self.ctx.db.insert_ignore(blobs).values(digest=digest, size=state.size, created_at=now))
+            locked = sa.select(blobs.c.size).where(blobs.c.digest == digest)
+            if not self.ctx.db.is_sqlite:
+                locked = locked.with_for_update()
+            existing_size = conn.execute(locked).scalar()
+            if existing_size != state.size:
+                raise SizeInvalid(f"blob {digest} is stored with {existing_size} bytes, this upload has {state.size}")
+            self.ctx.storage.move(upload_path(upload_id), blob_path(digest))
+            conn.execute(
+                self.ctx.db.insert_ignore(repository_blobs).values(repository_id=repo_id, digest=digest, created_at=now)
+            )
+        self._hashes.drop(upload_id)
+        self._delete_data(upload_id)
+        return BlobInfo(digest, state.size)
+
+    def _rehash(self, upload_id: str, algorithm: str, size: int) -> hashlib._Hash:
+        hasher = hashlib.new(algorithm)
+        remaining = size
+        with self.ctx.storage.reader(upload_path(upload_id)) as f:
+            while remaining > 0:
+                data = f.read(min(_HASH_READ_SIZE, remaining))
+                if not data:
+                    raise SizeInvalid(f"upload {upload_id} lost data: storage holds less than {size} bytes")
+                hasher.update(data)
+                remaining -= len(data)
+        return hasher
+
+    def cancel(self, ref: RepoRef, upload_id: str) -> None:
+        with self.ctx.db.write() as conn:
+            self._state(conn, ref, upload_id)
+            conn.execute(sa.delete(uploads).where(uploads.c.id == upload_id))
+        self._hashes.drop(upload_id)
+        self._delete_data(upload_id)
+
+    def _delete_data(self, upload_id: str) -> None:
+        try:
+            self.ctx.storage.delete(f"uploads/{upload_id}")
+        except PathNotFound:
+            pass
+
+    def expire(self, older_than: float | None = None) -> int:
+        """Reclaim sessions untouched for ``upload_expiry`` seconds (or ``older_than``); returns how many."""
+        cutoff = self.ctx.clock() - (self.ctx.settings.upload_expiry if older_than is None else older_than)
+        with self.ctx.db.write() as conn:
+            expired = list(
+                conn.execute(sa.delete(uploads).where(uploads.c.updated_at < cutoff).returning(uploads.c.id)).scalars()
+            )
+        for upload_id in expired:
+            self._hashes.drop(upload_id)
+            self._delete_data(upload_id)
+        # Data of sessions whose row is gone (a crash between the two steps above) is swept by the storage GC.
+        return len(expired)

@@ -1,0 +1,134 @@
+"""The storage-driver interface, modelled on CNCF Distribution's ``StorageDriver``.
+
+Paths are '/'-separated keys relative to the driver's root ("blobs/sha256/ab/ab…", "uploads/<id>/data"). Drivers are
+synchronous and thread-safe; the HTTP layer calls them from a thread pool so blocking I/O never stalls the event loop.
+Every backend must pass ``tests/storage/driver_suite.py``.
+"""
+
+from __future__ import annotations
+
+import abc
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import BinaryIO
+
+_SAFE_PATH = re.compile(r"[A-Za-z0-9._-]+(?:/[A-Za-z0-9._-]+)*")
+
+
+class StorageError(Exception):
+    pass
+
+
+class PathNotFound(StorageError):
+    def __init__(self, path: str) -> None:
+        super().__init__(f"no such path in storage: {path}")
+        self.path = path
+
+
+class InvalidPath(StorageError):
+    pass
+
+
+class InvalidOffset(StorageError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class FileInfo:
+    path: str
+    size: int
+    modified: float  # epoch seconds
+    is_dir: bool = False
+
+
+def check_path(path: str) -> str:
+    """Refuse anything that could escape the driver root (absolute paths, '..', odd characters)."""
+    if not _SAFE_PATH.fullmatch(path) or any(part in (".", "..") for part in path.split("/")):
+        raise InvalidPath(f"invalid storage path {path!r}")
+    return path
+
+
+class FileWriter(abc.ABC):
+    """A streaming writer. Content becomes durable and visible at its path only on ``commit``."""
+
+    @abc.abstractmethod
+    def write(self, data: bytes | memoryview) -> int: ...
+
+    @property
+    @abc.abstractmethod
+    def size(self) -> int:
+        """Bytes in the file so far, including the offset the writer resumed at."""
+
+    @abc.abstractmethod
+    def commit(self) -> None:
+        """Flush and make the content durable (fsync) at the writer's path."""
+
+    @abc.abstractmethod
+    def cancel(self) -> None:
+        """Discard what this writer wrote."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release resources; content written so far stays (a later writer may resume from it)."""
+
+    def __enter__(self) -> FileWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            self.cancel()
+        else:
+            self.close()
+
+
+class StorageDriver(abc.ABC):
+    name: str = "abstract"
+
+    @abc.abstractmethod
+    def get_content(self, path: str) -> bytes: ...
+
+    @abc.abstractmethod
+    def put_content(self, path: str, data: bytes) -> None:
+        """Atomically replace the content at path."""
+
+    @abc.abstractmethod
+    def reader(self, path: str, offset: int = 0) -> BinaryIO: ...
+
+    @abc.abstractmethod
+    def writer(self, path: str, offset: int = 0) -> FileWriter:
+        """Write at path starting at ``offset``: 0 starts a new file; otherwise the file is resumed at offset
+        and anything beyond it (a chunk that failed half-way) is discarded. InvalidOffset when the file is
+        shorter than offset."""
+
+    @abc.abstractmethod
+    def stat(self, path: str) -> FileInfo: ...
+
+    @abc.abstractmethod
+    def list(self, path: str) -> list[str]:
+        """Direct children of a directory-like prefix, as full paths; PathNotFound when absent."""
+
+    @abc.abstractmethod
+    def move(self, source: str, dest: str) -> None:
+        """Atomically move source to dest, replacing dest."""
+
+    @abc.abstractmethod
+    def delete(self, path: str) -> None:
+        """Delete a file or a whole prefix; PathNotFound when absent."""
+
+    def walk(self, path: str) -> Iterator[FileInfo]:
+        """Every file below path, recursively."""
+        for child in self.list(path):
+            info = self.stat(child)
+            if info.is_dir:
+                yield from self.walk(child)
+            else:
+                yield info
+
+    def redirect_url(self, path: str, method: str = "GET", expires_in: int = 1200) -> str | None:
+        """A URL clients can fetch the content from directly (object stores), or None."""
+        return None
+
+    def local_path(self, path: str) -> str | None:
+        """A local filesystem path for zero-copy serving (sendfile), or None."""
+        return None
