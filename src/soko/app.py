@@ -11,6 +11,7 @@ from aiohttp import web
 
 from soko.access import AllowAll, Authorizer, Principal
 from soko.config import Settings
+from soko.meta.changes import PostgresListener
 from soko.oci.base import OciContext
 from soko.oci.router import OciRouter
 from soko.registry import Registry
@@ -58,7 +59,13 @@ async def _upkeep(app: web.Application):
                 log.exception("upload expiry failed; will retry")
 
     tasks = [asyncio.create_task(flush_pulls()), asyncio.create_task(expire_uploads())]
+    listener = None
+    if not registry.ctx.db.is_sqlite:
+        listener = PostgresListener(registry.ctx.db.psycopg_dsn(), registry.ctx.generation)
+        listener.start()
     yield
+    if listener is not None:
+        listener.stop()
     for task in tasks:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):

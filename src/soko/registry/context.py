@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+
+import sqlalchemy as sa
 
 from soko.config import Settings
 from soko.meta import Database
+from soko.meta.changes import CHANNEL, Generation
 from soko.storage import StorageDriver
 
 
@@ -16,7 +21,21 @@ class DomainContext:
     settings: Settings
     db: Database
     storage: StorageDriver
+    generation: Generation = field(init=False)
     clock: Callable[[], float] = field(default=time.time)
+
+    def __post_init__(self) -> None:
+        self.generation = Generation(os.path.join(self.settings.data_dir, "generation"))
+
+    @contextlib.contextmanager
+    def write(self, *, invalidates: bool = False) -> Iterator[sa.Connection]:
+        """A write transaction; ``invalidates`` when it changes answers that readers cache (tags, manifests…)."""
+        with self.db.write() as conn:
+            yield conn
+            if invalidates and not self.db.is_sqlite:
+                conn.execute(sa.text(f"NOTIFY {CHANNEL}"))
+        if invalidates:
+            self.generation.bump()
 
 
 def blob_path(digest: str) -> str:

@@ -50,11 +50,47 @@ class _PullRecorder:
         return pending
 
 
+class _ManifestCache:
+    """(account, repository, reference) → manifest, valid while the metadata generation is unchanged.
+
+    Bounded by total payload bytes; a plain dict with FIFO eviction is enough (hot manifests are re-inserted).
+    """
+
+    def __init__(self, max_bytes: int = 64 << 20) -> None:
+        self._items: dict[tuple[str, str, str], tuple[int, ManifestRecord]] = {}
+        self._bytes = 0
+        self._max_bytes = max_bytes
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[str, str, str], generation: int) -> ManifestRecord | None:
+        item = self._items.get(key)
+        return item[1] if item is not None and item[0] == generation else None
+
+    def put(self, key: tuple[str, str, str], generation: int, record: ManifestRecord) -> None:
+        size = len(record.payload)
+        if size > self._max_bytes // 16:
+            return
+        with self._lock:
+            old = self._items.pop(key, None)
+            if old is not None:
+                self._bytes -= len(old[1].payload)
+            while self._items and self._bytes + size > self._max_bytes:
+                _, (_, evicted) = self._pop_oldest()
+                self._bytes -= len(evicted.payload)
+            self._items[key] = (generation, record)
+            self._bytes += size
+
+    def _pop_oldest(self) -> tuple[tuple[str, str, str], tuple[int, ManifestRecord]]:
+        key = next(iter(self._items))
+        return key, self._items.pop(key)
+
+
 class Manifests:
     def __init__(self, ctx: DomainContext, repositories: Repositories) -> None:
         self.ctx = ctx
         self.repositories = repositories
         self._pulls = _PullRecorder()
+        self._cache = _ManifestCache()
 
     # ---- push -------------------------------------------------------------------------------------------------
     def put(self, ref: RepoRef, reference: str, payload: bytes, content_type: str | None) -> PutManifestResult:
@@ -73,7 +109,7 @@ class Manifests:
             digest = compute(payload)
         parsed = parse_manifest(payload, content_type)
         now = self.ctx.clock()
-        with self.ctx.db.write() as conn:
+        with self.ctx.write(invalidates=True) as conn:
             repo_id = self.repositories.id_for_push(conn, ref)
             image_size = self._check_references(conn, ref, repo_id, parsed)
             if image_size > self.ctx.settings.max_image_size:
@@ -217,17 +253,23 @@ class Manifests:
             Digest.parse(reference)
         else:
             validate_tag(reference)
-        with self.ctx.db.read() as conn:
-            row = conn.execute(
-                self._BY_DIGEST if by_digest else self._BY_TAG,
-                {"account": ref.account_id, "repo": ref.name, "ref": reference},
-            ).first()
-            if row is None:
-                self.repositories.id_for(conn, ref)
-                raise manifest_unknown(ref, reference)
+        key = (ref.account_id, ref.name, reference)
+        generation = self.ctx.generation.current()  # read before querying; see soko.meta.changes
+        record = self._cache.get(key, generation)
+        if record is None:
+            with self.ctx.db.read() as conn:
+                row = conn.execute(
+                    self._BY_DIGEST if by_digest else self._BY_TAG,
+                    {"account": ref.account_id, "repo": ref.name, "ref": reference},
+                ).first()
+                if row is None:
+                    self.repositories.id_for(conn, ref)
+                    raise manifest_unknown(ref, reference)
+            record = ManifestRecord(row.id, row.digest, row.media_type, row.payload)
+            self._cache.put(key, generation, record)
         if record_pull:
-            self._pulls.record(row.id, self.ctx.clock())
-        return ManifestRecord(row.id, row.digest, row.media_type, row.payload)
+            self._pulls.record(record.id, self.ctx.clock())
+        return record
 
     def flush_pulls(self) -> int:
         pending = self._pulls.take()
@@ -244,7 +286,7 @@ class Manifests:
     # ---- delete -----------------------------------------------------------------------------------------------
     def delete(self, ref: RepoRef, reference: str) -> None:
         """By digest: the manifest and all its tags. By tag: only the tag (OCI 1.1)."""
-        with self.ctx.db.write() as conn:
+        with self.ctx.write(invalidates=True) as conn:
             repo_id = self.repositories.id_for(conn, ref)
             if not is_digest(reference):
                 validate_tag(reference)
