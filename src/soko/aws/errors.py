@@ -1,0 +1,49 @@
+"""Errors raised by the AWS wire layer; front ends turn them into protocol responses."""
+
+from __future__ import annotations
+
+# JSON-protocol auth code -> (Query-protocol code, Query HTTP status). IAM and STS spell the same failures
+# differently and answer 403 where the JSON services answer 400.
+_QUERY_AUTH_CODES: dict[str, tuple[str, int]] = {
+    "MissingAuthenticationTokenException": ("MissingAuthenticationToken", 403),
+    "IncompleteSignatureException": ("IncompleteSignature", 400),
+    "UnrecognizedClientException": ("InvalidClientTokenId", 403),
+    "InvalidSignatureException": ("SignatureDoesNotMatch", 403),
+    "ExpiredTokenException": ("ExpiredToken", 403),
+}
+
+
+class AwsAuthError(Exception):
+    """A request failed SigV4 authentication. `code`/`status` are the JSON-protocol (ECR) values."""
+
+    def __init__(self, code: str, message: str, status: int = 400) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.status = status
+
+    @property
+    def query_code(self) -> str:
+        """The error code IAM/STS (AWS Query protocol) use for the same failure."""
+        return _QUERY_AUTH_CODES.get(self.code, (self.code, self.status))[0]
+
+    @property
+    def query_status(self) -> int:
+        return _QUERY_AUTH_CODES.get(self.code, (self.code, self.status))[1]
+
+    @property
+    def query_message(self) -> str:
+        # IAM/STS word the missing-token case differently from the JSON services.
+        if self.code == "MissingAuthenticationTokenException":
+            return "Request is missing Authentication Token"
+        return self.message
+
+
+class InvalidRequest(Exception):
+    """A request is malformed or violates the service model; `type_name` is the AWS error code."""
+
+    def __init__(self, type_name: str, message: str, status: int = 400) -> None:
+        super().__init__(f"{type_name}: {message}")
+        self.type_name = type_name
+        self.message = message
+        self.status = status
