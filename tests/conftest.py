@@ -57,7 +57,15 @@ def database_url(request, tmp_path) -> Iterator[str]:
 
 @pytest.fixture
 def settings(tmp_path, database_url) -> Settings:
-    return load_settings(overrides={"data_dir": str(tmp_path / "data"), "database_url": database_url}, env={})
+    return load_settings(
+        overrides={
+            "data_dir": str(tmp_path / "data"),
+            "database_url": database_url,
+            "root_access_key_id": ROOT_KEY_ID,
+            "root_secret_access_key": ROOT_SECRET,
+        },
+        env={},
+    )
 
 
 @pytest.fixture
@@ -76,11 +84,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+ROOT_KEY_ID = "AKIATESTROOT00000001"
+ROOT_SECRET = "test-root-secret-key-0000000000000000000"
+
+
 @dataclass
 class RunningServer:
     url: str
     host: str
     registry: Registry
+    identity: object
+    token: str  # the root's ECR authorizationToken: base64("AWS:<password>")
+
+    @property
+    def basic_auth(self) -> dict[str, str]:
+        return {"Authorization": f"Basic {self.token}"}
 
 
 @pytest.fixture
@@ -89,14 +107,18 @@ def server(registry, settings) -> Iterator[RunningServer]:
     from aiohttp import web
 
     from soko.app import build_app
+    from soko.iam.service import Identity
 
+    identity = Identity(registry.ctx)
+    identity.bootstrap_root()
+    token, _ = identity.tokens.issue(ROOT_KEY_ID, registry.ctx.clock())
     port = free_port()
     loop = asyncio.new_event_loop()
     started = threading.Event()
     runner_box: dict = {}
 
     async def start() -> None:
-        runner = web.AppRunner(build_app(settings, registry), access_log=None, shutdown_timeout=5)
+        runner = web.AppRunner(build_app(settings, registry, identity), access_log=None, shutdown_timeout=5)
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", port).start()
         runner_box["runner"] = runner
@@ -110,7 +132,7 @@ def server(registry, settings) -> Iterator[RunningServer]:
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
     assert started.wait(15), "server did not start"
-    yield RunningServer(f"http://127.0.0.1:{port}", f"127.0.0.1:{port}", registry)
+    yield RunningServer(f"http://127.0.0.1:{port}", f"127.0.0.1:{port}", registry, identity, token)
     asyncio.run_coroutine_threadsafe(runner_box["runner"].cleanup(), loop).result(15)
     loop.call_soon_threadsafe(loop.stop)
     thread.join(5)
@@ -120,5 +142,68 @@ def server(registry, settings) -> Iterator[RunningServer]:
 def client(server):
     import httpx
 
-    with httpx.Client(base_url=server.url, timeout=30) as c:
+    with httpx.Client(base_url=server.url, timeout=30, headers=server.basic_auth) as c:
         yield c
+
+
+@pytest.fixture
+def aws(server, monkeypatch):
+    """boto3 clients for Soko's AWS APIs, signed with the root key of the default account."""
+    import boto3
+    from botocore.config import Config
+
+    for name in ("AWS_PROFILE", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+
+    def client(
+        service: str = "ecr", key_id: str = ROOT_KEY_ID, secret: str = ROOT_SECRET, session_token: str | None = None
+    ):
+        return boto3.client(
+            service,
+            endpoint_url=server.url,
+            region_name="us-east-1",
+            aws_access_key_id=key_id,
+            aws_secret_access_key=secret,
+            aws_session_token=session_token,
+            config=Config(retries={"max_attempts": 1}),
+        )
+
+    return client
+
+
+@pytest.fixture
+def aws_cli(server, tmp_path):
+    """Run the real AWS CLI against Soko: aws_cli("ecr", "describe-repositories") → (exit code, stdout, stderr)."""
+    import json as _json
+    import subprocess
+    import sys
+
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": str(tmp_path),
+        "AWS_ACCESS_KEY_ID": ROOT_KEY_ID,
+        "AWS_SECRET_ACCESS_KEY": ROOT_SECRET,
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_MAX_ATTEMPTS": "1",
+        "AWS_CONFIG_FILE": str(tmp_path / "none"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
+    }
+    aws_bin = os.path.join(os.path.dirname(sys.executable), "aws")
+
+    def run(*args: str, env_extra: dict | None = None, input: str | None = None):
+        proc = subprocess.run(
+            [aws_bin, *args, "--endpoint-url", server.url, "--output", "json"],
+            env={**env, **(env_extra or {})},
+            capture_output=True,
+            text=True,
+            input=input,
+            timeout=60,
+        )
+        out = proc.stdout
+        try:
+            parsed = _json.loads(out) if out.strip() else None
+        except ValueError:
+            parsed = out
+        return proc.returncode, parsed, proc.stderr
+
+    return run

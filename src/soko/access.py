@@ -29,6 +29,8 @@ class RequestContext:
     source_ip: str
     endpoint: str = "public"  # listener the request arrived on: "public" or a VPC endpoint id
     secure_transport: bool = False
+    host: str = ""  # the Host the client addressed (for URLs we hand back)
+    scheme: str = "http"
     extra: dict = field(default_factory=dict)
 
 

@@ -1,4 +1,4 @@
-"""Composition: settings → domain → front ends → one aiohttp application; plus background upkeep."""
+"""Composition: settings → domain → identity → front ends → one aiohttp application; plus background upkeep."""
 
 from __future__ import annotations
 
@@ -9,8 +9,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 from aiohttp import web
 
-from soko.access import AllowAll, Authorizer, Principal
 from soko.config import Settings
+from soko.ecr.api import EcrApi
+from soko.http.aws_api import AwsFrontDoor
+from soko.http.context import ENDPOINTS_KEY
+from soko.iam.service import Identity
 from soko.meta.changes import PostgresListener
 from soko.oci.base import OciContext
 from soko.oci.router import OciRouter
@@ -18,35 +21,62 @@ from soko.registry import Registry
 
 log = logging.getLogger("soko")
 REGISTRY_KEY = web.AppKey("soko_registry", Registry)
+IDENTITY_KEY = web.AppKey("soko_identity", Identity)
 
 
-def open_access(request: web.Request, account_id: str) -> Principal:
-    """Until identity exists every caller acts as the registry account's root."""
-    return Principal(arn=f"arn:aws:iam::{account_id}:root", account_id=account_id, type="Account")
-
-
-def build_app(settings: Settings, registry: Registry, authorizer: Authorizer | None = None) -> web.Application:
+def build_app(
+    settings: Settings,
+    registry: Registry,
+    identity: Identity | None = None,
+    endpoints: dict[tuple[str, int], str] | None = None,
+) -> web.Application:
+    identity = identity or Identity(registry.ctx)
     # Upload bodies are streamed, never buffered: the aiohttp body limit only guards request.read() elsewhere.
     app = web.Application(client_max_size=1 << 20, handler_args={"max_field_size": 16384, "max_line_size": 16384})
     app[REGISTRY_KEY] = registry
-    OciRouter(OciContext(registry, authorizer or AllowAll(), settings), open_access).install(app)
+    app[IDENTITY_KEY] = identity
+    app[ENDPOINTS_KEY] = endpoints or {}
+    OciRouter(OciContext(registry, identity.authorizer, settings), identity.authenticate).install(app)
+    ecr = EcrApi(settings, registry, identity)
+    query = _query_service(settings, registry, identity)
+    AwsFrontDoor(identity.credentials, ecr, query, _authn_auditor(identity)).install(app)
     app.cleanup_ctx.append(_upkeep)
     return app
 
 
+def _query_service(settings: Settings, registry: Registry, identity: Identity):
+    try:
+        from soko.iam.api import IamApi
+    except ImportError:  # the IAM/STS API module is optional while it is being built
+        return None
+    return IamApi(settings, registry, identity)
+
+
+def _authn_auditor(identity: Identity):
+    def record(principal, decision, reason, context) -> None:
+        identity.audit.record("authn", principal, None, None, decision, reason, context)
+
+    return record
+
+
 async def _upkeep(app: web.Application):
-    """Per-process background work: flush pull times, expire abandoned uploads."""
+    """Per-process background work: flush pull times and audit events, expire abandoned uploads."""
     registry = app[REGISTRY_KEY]
+    identity = app[IDENTITY_KEY]
     loop = asyncio.get_running_loop()
     loop.set_default_executor(ThreadPoolExecutor(max_workers=16, thread_name_prefix="soko-io"))
 
-    async def flush_pulls() -> None:
+    def flush() -> None:
+        registry.manifests.flush_pulls()
+        identity.audit.flush()
+
+    async def every_second() -> None:
         while True:
             await asyncio.sleep(1.0)
             try:
-                await loop.run_in_executor(None, registry.manifests.flush_pulls)
+                await loop.run_in_executor(None, flush)
             except Exception:
-                log.exception("could not record pull times; will retry")
+                log.exception("could not record pull times or audit events; will retry")
 
     async def expire_uploads() -> None:
         while True:
@@ -58,7 +88,7 @@ async def _upkeep(app: web.Application):
             except Exception:
                 log.exception("upload expiry failed; will retry")
 
-    tasks = [asyncio.create_task(flush_pulls()), asyncio.create_task(expire_uploads())]
+    tasks = [asyncio.create_task(every_second()), asyncio.create_task(expire_uploads())]
     listener = None
     if not registry.ctx.db.is_sqlite:
         listener = PostgresListener(registry.ctx.db.psycopg_dsn(), registry.ctx.generation)
@@ -70,4 +100,4 @@ async def _upkeep(app: web.Application):
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-    await loop.run_in_executor(None, registry.manifests.flush_pulls)
+    await loop.run_in_executor(None, flush)

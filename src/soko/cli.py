@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
+import time
 
-from soko.config import Settings, load_settings
+from soko.config import Settings, load_settings, parse_duration
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -22,7 +24,7 @@ def _settings(args: argparse.Namespace, **extra) -> Settings:
 def cmd_serve(args: argparse.Namespace) -> int:
     from soko.http.server import serve
 
-    settings = _settings(args, listen=args.listen, workers=args.workers)
+    settings = _settings(args, listen=args.listen, workers=args.workers, endpoints=args.endpoints)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)
     return serve(settings)
@@ -40,6 +42,55 @@ def cmd_fsck(args: argparse.Namespace) -> int:
     registry.close()
     print(f"fsck: {problems} problem(s) found" if problems else "fsck: no problems found")
     return 1 if problems else 0
+
+
+def _open_identity(args: argparse.Namespace):
+    from soko.iam.service import Identity
+    from soko.registry import Registry
+
+    registry = Registry.open(_settings(args))
+    return registry, Identity(registry.ctx)
+
+
+def cmd_account_create(args: argparse.Namespace) -> int:
+    registry, identity = _open_identity(args)
+    try:
+        key_id, secret = identity.credentials.create_account(args.account_id)
+    finally:
+        registry.close()
+    print(json.dumps({"AccountId": args.account_id, "AccessKeyId": key_id, "SecretAccessKey": secret}))
+    return 0
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    from soko.audit import AuditQuery
+
+    registry, identity = _open_identity(args)
+    since = None
+    if args.since:
+        since = time.time() - parse_duration(args.since) if args.since[-1:].isalpha() else _iso(args.since)
+    rows = identity.audit.query(
+        AuditQuery(since=since, principal=args.principal, decision=args.decision, limit=args.limit)
+    )
+    registry.close()
+    for row in reversed(rows):
+        if args.format == "json":
+            print(json.dumps(row))
+            continue
+        when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(row["at"]))
+        count = f" x{row['count']}" if row["count"] > 1 else ""
+        print(
+            f"{when} {row['event']:<6} {row['decision']:<5}{count} {row['principal'] or '-'} "
+            f"{row['action'] or '-'} {row['resource'] or '-'} from {row['source_ip']} via {row['endpoint']} "
+            f"[{row['request_id']}] {row['reason'] or ''}"
+        )
+    return 0
+
+
+def _iso(text: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
@@ -61,12 +112,35 @@ def main(argv: list[str] | None = None) -> int:
     _common(serve)
     serve.add_argument("--listen", help="HOST:PORT (env SOKO_LISTEN; default 127.0.0.1:5000)")
     serve.add_argument("--workers", type=int, help="worker processes sharing the port (env SOKO_WORKERS; default 1)")
+    serve.add_argument(
+        "--endpoint",
+        action="append",
+        dest="endpoints",
+        metavar="VPCE=HOST:PORT",
+        help="open a private-endpoint listener, e.g. vpce-0abc1234=127.0.0.2:5000 (repeatable)",
+    )
     serve.set_defaults(func=cmd_serve)
 
     fsck = sub.add_parser("fsck", help="re-hash stored blobs and check every manifest's references")
     _common(fsck)
     fsck.add_argument("--quick", action="store_true", help="check sizes only, do not re-hash")
     fsck.set_defaults(func=cmd_fsck)
+
+    account = sub.add_parser("account", help="manage accounts")
+    account_sub = account.add_subparsers(dest="account_command", required=True)
+    account_create = account_sub.add_parser("create", help="create an account and print its root access key (JSON)")
+    _common(account_create)
+    account_create.add_argument("account_id", help="12-digit account id")
+    account_create.set_defaults(func=cmd_account_create)
+
+    audit = sub.add_parser("audit", help="show authentication and authorization decisions")
+    _common(audit)
+    audit.add_argument("--since", help="a duration back from now (15m, 24h, 7d) or an ISO 8601 time")
+    audit.add_argument("--principal", help="only this principal ARN")
+    audit.add_argument("--decision", choices=["allow", "deny"], help="only allows or denials")
+    audit.add_argument("--limit", type=int, default=1000)
+    audit.add_argument("--format", choices=["text", "json"], default="text")
+    audit.set_defaults(func=cmd_audit)
 
     migrate = sub.add_parser("migrate", help="create or upgrade the metadata schema")
     _common(migrate)

@@ -60,6 +60,18 @@ class Settings:
     # Until repository-creation templates exist, a push to a missing repository creates it (like Distribution).
     create_repository_on_push: bool = True
     log_level: str = "info"
+    # Identity. The default account's root key comes from these, or is generated at first start.
+    root_access_key_id: str = ""
+    root_secret_access_key: str = ""
+    # base64 of 32 bytes; encrypts stored secrets and signs ECR tokens. Default: <data-dir>/master.key (generated).
+    # Nodes sharing one database must share it.
+    master_key: str = ""
+    # Registries answer as <account>.dkr.ecr.<region>.<domain>; the bare host serves the default account.
+    domain: str = "localhost"
+    # Private endpoints: "vpce-0abc1234=127.0.0.2:5000" entries (comma-separated in the env var).
+    endpoints: list = field(default_factory=list)
+    # vpce id → VPC id, for aws:SourceVpc ("vpce-0abc1234=vpc-0123" entries).
+    endpoint_vpcs: list = field(default_factory=list)
     extra: dict = field(default_factory=dict)
 
     @property
@@ -80,6 +92,9 @@ def _convert(name: str, raw: object, target: type | str) -> object:
     if name in _CONVERTERS:
         return _CONVERTERS[name](raw)  # type: ignore[arg-type]
     kind = target if isinstance(target, str) else target.__name__
+    if kind == "list":
+        items = raw.split(",") if isinstance(raw, str) else list(raw)  # type: ignore[arg-type]
+        return [item.strip() for item in items if str(item).strip()]
     if kind == "bool" and isinstance(raw, str):
         if raw.lower() not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
             raise ValueError(f"{name}: expected true or false, got {raw!r}")

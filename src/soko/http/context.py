@@ -11,19 +11,29 @@ from aiohttp import web
 from soko.access import RequestContext
 
 CONTEXT_KEY = web.RequestKey("soko_context", RequestContext)
-ENDPOINT_KEY = web.AppKey("soko_endpoint", str)
+# (local host, local port) of each private-endpoint listener → its VPC endpoint id
+ENDPOINTS_KEY = web.AppKey("soko_endpoints", dict)
 
 _ACCOUNT_HOST = re.compile(r"(\d{12})\.dkr\.ecr\.")
 
 
 def make_context(request: web.Request) -> RequestContext:
-    peer = request.transport.get_extra_info("peername") if request.transport else None
+    transport = request.transport
+    peer = transport.get_extra_info("peername") if transport else None
     source_ip = peer[0] if isinstance(peer, tuple) else "127.0.0.1"
+    endpoint = "public"
+    endpoints = request.app.get(ENDPOINTS_KEY)
+    if endpoints and transport:
+        local = transport.get_extra_info("sockname")
+        if isinstance(local, tuple):
+            endpoint = endpoints.get((local[0], local[1]), "public")
     return RequestContext(
         request_id=str(uuid.UUID(int=random.getrandbits(128), version=4)),  # no syscall, unlike uuid4()
         source_ip=source_ip,
-        endpoint=request.app.get(ENDPOINT_KEY, "public"),
+        endpoint=endpoint,
         secure_transport=request.secure,
+        host=request.host or "",
+        scheme=request.scheme,
     )
 
 

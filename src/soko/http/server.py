@@ -44,7 +44,8 @@ async def _serve(settings: Settings, socks: list[tuple[socket.socket, str]], rea
     from soko.registry import Registry
 
     registry = Registry.open(settings, migrate=False)
-    app = build_app(settings, registry)
+    endpoints = {sock.getsockname()[:2]: name for sock, name in socks if name != "public"}
+    app = build_app(settings, registry, endpoints=endpoints)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT)
     await runner.setup()
     for sock, _endpoint in socks:
@@ -61,14 +62,40 @@ async def _serve(settings: Settings, socks: list[tuple[socket.socket, str]], rea
     registry.close()
 
 
-def serve(settings: Settings) -> int:
+def parse_endpoint(spec: str) -> tuple[str, str]:
+    name, sep, listen = spec.partition("=")
+    if not sep or not name.startswith("vpce-"):
+        raise ValueError(f"invalid endpoint {spec!r}: use vpce-<id>=HOST:PORT, e.g. vpce-0abc1234=127.0.0.2:5000")
+    parse_listen(listen)
+    return name, listen
+
+
+def initialise(settings: Settings) -> None:
+    """Create the data dir and schema and the default account's root key, once, before any worker starts."""
+    from soko.iam.service import Identity
     from soko.registry import Registry
 
-    # Initialise the data dir and schema once, before any worker starts.
-    Registry.open(settings).close()
+    registry = Registry.open(settings)
+    generated = Identity(registry.ctx).bootstrap_root()
+    registry.close()
+    if generated:
+        key_id, secret = generated
+        path = os.path.join(os.path.abspath(settings.data_dir), "root-credentials")
+        print(
+            f"soko: created the root access key of account {settings.account_id} (shown once; also in {path}):\n"
+            f"  AWS_ACCESS_KEY_ID={key_id}\n  AWS_SECRET_ACCESS_KEY={secret}",
+            flush=True,
+        )
+
+
+def serve(settings: Settings) -> int:
+    initialise(settings)
+    endpoints = [parse_endpoint(spec) for spec in settings.endpoints]
     sock = bind(settings.listen)
     ready = f"soko: serving the registry on http://{settings.listen} (data: {os.path.abspath(settings.data_dir)})"
-    socks = [(sock, "public")]
+    for name, listen in endpoints:
+        ready += f"\nsoko: private endpoint {name} on http://{listen}"
+    socks = [(sock, "public")] + [(bind(listen), name) for name, listen in endpoints]
     if settings.workers <= 1:
         asyncio.run(_serve(settings, socks, ready))
         return 0
@@ -83,7 +110,8 @@ def serve(settings: Settings) -> int:
                 log.exception("worker %d failed", index)
                 os._exit(1)
         children.append(pid)
-    sock.close()
+    for child_sock, _ in socks:
+        child_sock.close()
 
     def forward(signum, _frame) -> None:
         for pid in children:

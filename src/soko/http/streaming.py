@@ -44,11 +44,12 @@ async def pump_body(request: web.Request, write: Callable[[bytes], object], expe
             pending = None
         if parts:
             await loop.run_in_executor(None, write, b"".join(parts))
-    except (ConnectionResetError, asyncio.IncompleteReadError) as exc:
-        raise UploadInvalid(f"the client stopped sending the body after {total} bytes ({exc})") from None
     except Exception as exc:
+        # Never leave a piece being written behind us: the caller aborts the chunk as soon as we raise.
         if pending is not None:
             await asyncio.gather(pending, return_exceptions=True)
+        if isinstance(exc, ConnectionResetError | asyncio.IncompleteReadError):
+            raise UploadInvalid(f"the client stopped sending the body after {total} bytes ({exc})") from None
         if type(exc).__module__.startswith("aiohttp"):  # payload errors: truncated or malformed chunked body
             raise UploadInvalid(f"the request body was cut off after {total} bytes: {exc}") from None
         raise

@@ -13,8 +13,9 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from soko.access import Principal
-from soko.errors import SokoError, Unsupported
+from soko.errors import SokoError, Unauthenticated, Unsupported
 from soko.http.context import CONTEXT_KEY, make_context, registry_account
+from soko.iam.authn import www_authenticate
 from soko.names import validate_repository_name
 from soko.oci import blobs, listing, manifests, uploads
 from soko.oci.base import PRINCIPAL_KEY, OciContext
@@ -74,6 +75,8 @@ class OciRouter:
             account = registry_account(request, self.ctx.settings.account_id)
             request[PRINCIPAL_KEY] = self.authenticate(request, account)
             return await self._dispatch(request)
+        except Unauthenticated as exc:
+            return from_domain(exc, {"WWW-Authenticate": www_authenticate(request)}, head=head)
         except SokoError as exc:
             return from_domain(exc, head=head)
         except Exception:

@@ -1,19 +1,58 @@
 """Table definitions, one module per concern; all share one MetaData so Alembic sees the whole schema."""
 
+from soko.meta.schema.audit import audit_events
 from soko.meta.schema.base import metadata
 from soko.meta.schema.blobs import blobs, repository_blobs
+from soko.meta.schema.ecr import (
+    creation_templates,
+    lifecycle_policies,
+    lifecycle_previews,
+    replication_configurations,
+    repository_tags,
+    scanning_configurations,
+)
+from soko.meta.schema.gc import gc_link_reviews
+from soko.meta.schema.identity import (
+    access_keys,
+    accounts,
+    iam_roles,
+    iam_users,
+    inline_policies,
+    managed_policies,
+    policy_attachments,
+    sts_sessions,
+)
 from soko.meta.schema.manifests import manifest_blobs, manifest_children, manifests, tags
+from soko.meta.schema.policies import account_settings, registry_policies
 from soko.meta.schema.repositories import repositories
 from soko.meta.schema.uploads import uploads
 
 __all__ = [
+    "access_keys",
+    "account_settings",
+    "accounts",
+    "audit_events",
     "blobs",
+    "creation_templates",
+    "gc_link_reviews",
+    "iam_roles",
+    "iam_users",
+    "inline_policies",
+    "lifecycle_policies",
+    "lifecycle_previews",
+    "managed_policies",
     "manifest_blobs",
     "manifest_children",
     "manifests",
     "metadata",
+    "policy_attachments",
+    "registry_policies",
+    "replication_configurations",
     "repositories",
     "repository_blobs",
+    "repository_tags",
+    "scanning_configurations",
+    "sts_sessions",
     "tags",
     "uploads",
 ]

@@ -17,5 +17,6 @@ repositories = sa.Table(
     sa.Column("scan_on_push", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("encryption_type", sa.String(16), nullable=False, server_default="AES256"),
     sa.Column("kms_key", sa.String(2048), nullable=True),
+    sa.Column("policy_text", sa.Text, nullable=True),  # the ECR repository policy
     sa.UniqueConstraint("account_id", "name"),
 )

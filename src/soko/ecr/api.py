@@ -1,0 +1,66 @@
+"""ECR operations: a dispatch table from operation name to handler, each in the module for its group.
+
+Handlers receive validated parameters (botocore's model already checked shapes, enums, lengths and patterns),
+authorize the ECR action through the same hook the /v2/ front end uses, and call the domain.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import soko.ecr
+from soko.access import Principal, RequestContext, repository_arn
+from soko.config import Settings
+from soko.ecr.errors import EcrError
+from soko.iam.service import Identity
+from soko.registry import Registry
+from soko.registry.models import RepoRef
+
+
+@dataclass
+class Call:
+    """One ECR request as a handler sees it."""
+
+    api: EcrApi
+    params: dict
+    caller: Principal
+    context: RequestContext
+
+    @property
+    def registry_id(self) -> str:
+        return self.params.get("registryId") or self.caller.account_id
+
+    def repo(self, name_param: str = "repositoryName") -> RepoRef:
+        return RepoRef(self.registry_id, self.params[name_param])
+
+    def authorize(self, action: str, repository: str | None = None, registry_id: str | None = None) -> None:
+        account = registry_id or self.registry_id
+        arn = repository_arn(self.api.settings.region, account, repository) if repository is not None else "*"
+        self.api.identity.authorizer.authorize(self.caller, action, arn, account if repository else None, self.context)
+
+
+Operation = Callable[[Call], dict]
+
+
+class EcrApi:
+    def __init__(self, settings: Settings, registry: Registry, identity: Identity) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.identity = identity
+        self.operations: dict[str, Operation] = {}
+        # Every module of this package that defines OPERATIONS contributes its handlers.
+        for info in pkgutil.iter_modules(soko.ecr.__path__):
+            module = importlib.import_module(f"soko.ecr.{info.name}")
+            self.operations.update(getattr(module, "OPERATIONS", {}))
+
+    def call(self, operation: str, params: dict, caller: Principal, context: RequestContext) -> dict:
+        handler = self.operations.get(operation)
+        if handler is None:
+            raise EcrError(
+                "UnsupportedOperationException" if operation else "UnknownOperationException",
+                f"the ECR operation {operation} is not supported by this registry",
+            )
+        return handler(Call(self, params, caller, context))

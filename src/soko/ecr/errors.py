@@ -1,0 +1,46 @@
+"""Domain errors → ECR exception names: the one table for the ECR API."""
+
+from __future__ import annotations
+
+from soko import errors as e
+
+
+class EcrError(Exception):
+    """An ECR exception raised by an operation (``type_name`` is the wire ``__type``)."""
+
+    def __init__(self, type_name: str, message: str, status: int = 400, **extra: object) -> None:
+        super().__init__(message)
+        self.type_name = type_name
+        self.message = message
+        self.status = status
+        self.extra = extra
+
+
+_TABLE: list[tuple[type[e.SokoError], str]] = [
+    (e.RepositoryNotFound, "RepositoryNotFoundException"),
+    (e.RepositoryAlreadyExists, "RepositoryAlreadyExistsException"),
+    (e.RepositoryNotEmpty, "RepositoryNotEmptyException"),
+    (e.NameInvalid, "InvalidParameterException"),
+    (e.TagInvalid, "InvalidParameterException"),
+    (e.DigestInvalid, "InvalidParameterException"),
+    (e.ManifestInvalid, "InvalidParameterException"),
+    (e.ManifestBlobUnknown, "LayersNotFoundException"),
+    (e.ReferencedManifestUnknown, "ReferencedImagesNotFoundException"),
+    (e.ManifestUnknown, "ImageNotFoundException"),
+    (e.TagImmutable, "ImageTagAlreadyExistsException"),
+    (e.UploadUnknown, "UploadNotFoundException"),
+    (e.BlobUnknown, "LayersNotFoundException"),
+    (e.TooLarge, "LimitExceededException"),
+    (e.LimitExceeded, "LimitExceededException"),
+    (e.AccessDenied, "AccessDeniedException"),
+    (e.TooManyRequests, "ThrottlingException"),
+    (e.Unsupported, "UnsupportedImageTypeException"),
+    (e.SokoError, "InvalidParameterException"),
+]
+
+
+def from_domain(error: e.SokoError) -> EcrError:
+    for cls, name in _TABLE:
+        if isinstance(error, cls):
+            return EcrError(name, error.message)
+    return EcrError("ServerException", error.message, 500)

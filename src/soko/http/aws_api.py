@@ -1,0 +1,199 @@
+"""The AWS front door at ``POST /``: SigV4 authentication, then ECR (JSON 1.1, X-Amz-Target) or IAM/STS (Query).
+
+Every AWS-protocol request goes through here: the body is read (bounded), hashed, the signature verified against
+the credential store, and the caller's principal handed to the service with the request context.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable
+from typing import Protocol
+
+from aiohttp import web
+
+from soko.access import Principal, RequestContext
+from soko.aws import json_protocol, query_protocol, sigv4
+from soko.aws.errors import AwsAuthError, InvalidRequest
+from soko.ecr.errors import EcrError
+from soko.errors import SokoError
+from soko.http.context import make_context
+from soko.http.streaming import read_limited
+from soko.iam.credentials import CredentialStore
+
+log = logging.getLogger("soko.aws")
+MAX_BODY = 32 << 20  # UploadLayerPart carries up to 20 MiB, base64-encoded
+
+
+class JsonService(Protocol):
+    def call(self, operation: str, params: dict, caller: Principal, context: RequestContext) -> dict: ...
+
+
+class QueryService(Protocol):
+    def call(
+        self,
+        service: str,
+        operation: str,
+        params: dict,
+        caller: Principal,
+        context: RequestContext,
+        verified: sigv4.Verified,
+    ) -> dict: ...
+
+
+class AwsFrontDoor:
+    def __init__(
+        self,
+        credentials: CredentialStore,
+        ecr: JsonService,
+        query: QueryService | None,
+        audit_authn: Callable[..., None],
+    ) -> None:
+        self.credentials = credentials
+        self.ecr = ecr
+        self.query = query
+        self.audit_authn = audit_authn
+
+    def install(self, app: web.Application) -> None:
+        app.router.add_post("/", self.handle)
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        context = make_context(request)
+        is_json = "X-Amz-Target" in request.headers
+        body = await read_limited(request, MAX_BODY)
+        if body is None:
+            return self._error(
+                is_json,
+                "query",
+                "SerializationException" if is_json else "InvalidInput",
+                f"request body is larger than {MAX_BODY} bytes",
+                context,
+                413,
+            )
+        signed = sigv4.SignedRequest(
+            method=request.method,
+            path=request.rel_url.raw_path,
+            query=request.rel_url.raw_query_string,
+            headers=request.headers,
+            body_sha256=hashlib.sha256(body).hexdigest(),
+            host=request.host,
+        )
+        presented_token = request.headers.get("X-Amz-Security-Token") or request.query.get("X-Amz-Security-Token")
+        resolved_box: dict = {}
+
+        def lookup(key_id: str) -> sigv4.Credentials | None:
+            resolved = self.credentials.lookup(key_id)
+            if resolved is None:
+                return None
+            resolved_box["r"] = resolved
+            return resolved.credentials(key_id, presented_token)
+
+        service = "ecr" if is_json else "query"
+        try:
+            verified = sigv4.verify(signed, lookup, expected_service="ecr" if is_json else {"iam", "sts"})
+        except AwsAuthError as exc:
+            self.audit_authn(None, "deny", f"{exc.code}: {exc.message}", context)
+            if is_json:
+                return self._json_error(exc.code, exc.message, context, exc.status)
+            status, payload = query_protocol.auth_error_response(_query_service(body), exc, context.request_id)
+            return self._query_response(status, payload, context)
+        principal: Principal = resolved_box["r"].principal
+        context.extra["access_key_id"] = verified.access_key_id
+        self.audit_authn(principal.arn, "allow", f"SigV4 {verified.service}", context)
+        if is_json:
+            return await self._ecr(request, body, principal, context)
+        return await self._query(body, principal, context, verified, service)
+
+    async def _ecr(
+        self, request: web.Request, body: bytes, principal: Principal, context: RequestContext
+    ) -> web.StreamResponse:
+        from soko.oci.base import offload
+
+        try:
+            operation = json_protocol.parse_target(request.headers["X-Amz-Target"])
+            params = json_protocol.load_body(body)
+            from soko.aws.service_model import validate_request
+
+            params = validate_request(operation, params)
+            result = await offload(self.ecr.call, operation, params, principal, context)
+        except InvalidRequest as exc:
+            return self._json_error(exc.type_name, exc.message, context, exc.status)
+        except EcrError as exc:
+            return self._json_error(exc.type_name, exc.message, context, exc.status, **exc.extra)
+        except SokoError as exc:
+            from soko.ecr.errors import from_domain
+
+            mapped = from_domain(exc)
+            return self._json_error(mapped.type_name, mapped.message, context, mapped.status)
+        except Exception:
+            log.exception("ECR request %s failed", context.request_id)
+            return self._json_error("ServerException", f"internal error (request {context.request_id})", context, 500)
+        return web.Response(
+            body=json_protocol.dumps(result),
+            content_type="application/x-amz-json-1.1",
+            headers={"x-amzn-RequestId": context.request_id},
+        )
+
+    async def _query(
+        self, body: bytes, principal: Principal, context: RequestContext, verified: sigv4.Verified, service: str
+    ) -> web.StreamResponse:
+        from soko.oci.base import offload
+
+        service = verified.service
+        if self.query is None:
+            status, payload = query_protocol.error_response(
+                service, "InvalidAction", "not available", context.request_id
+            )
+            return self._query_response(status, payload, context)
+        try:
+            form = query_protocol.parse_form(body)
+            operation, params = query_protocol.parse_request(service, form)
+            result = await offload(self.query.call, service, operation, params, principal, context, verified)
+            payload = query_protocol.serialize_response(service, operation, result, context.request_id)
+        except InvalidRequest as exc:
+            status, payload = query_protocol.error_response(
+                service, exc.type_name, exc.message, context.request_id, status=exc.status
+            )
+            return self._query_response(status, payload, context)
+        except EcrError as exc:  # services raise EcrError-shaped errors with Query codes too
+            status, payload = query_protocol.error_response(service, exc.type_name, exc.message, context.request_id)
+            return self._query_response(status, payload, context)
+        except Exception:
+            log.exception("%s request %s failed", service, context.request_id)
+            status, payload = query_protocol.error_response(
+                service, "ServiceFailure", "internal error", context.request_id, status=500
+            )
+            return self._query_response(status, payload, context)
+        return self._query_response(200, payload, context)
+
+    @staticmethod
+    def _query_response(status: int, payload: bytes, context: RequestContext) -> web.Response:
+        return web.Response(
+            status=status, body=payload, content_type="text/xml", headers={"x-amzn-RequestId": context.request_id}
+        )
+
+    @staticmethod
+    def _json_error(
+        type_name: str, message: str, context: RequestContext, status: int = 400, **extra: object
+    ) -> web.Response:
+        return web.Response(
+            status=status,
+            body=json_protocol.error_body(type_name, message, **extra),
+            content_type="application/x-amz-json-1.1",
+            headers={"x-amzn-RequestId": context.request_id},
+        )
+
+    def _error(
+        self, is_json: bool, service: str, code: str, message: str, context: RequestContext, status: int
+    ) -> web.Response:
+        if is_json:
+            return self._json_error(code, message, context, status)
+        status, payload = query_protocol.error_response("iam", code, message, context.request_id, status=status)
+        return self._query_response(status, payload, context)
+
+
+def _query_service(body: bytes) -> str:
+    """Best guess of iam vs sts for an unauthenticated error (STS actions are few and distinctive)."""
+    text = body[:200].decode(errors="replace")
+    return "sts" if any(a in text for a in ("AssumeRole", "GetCallerIdentity", "GetSessionToken")) else "iam"

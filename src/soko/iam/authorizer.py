@@ -1,0 +1,153 @@
+"""The IAM authorizer: the ``authorize`` hook backed by the policy engine.
+
+For a repository resource it gathers the caller's identity policies, the repository policy and the registry
+policy of the repository's account, and lets the engine apply AWS's rules (explicit Deny wins; same account needs
+one Allow; cross-account needs both sides). Parsed policies are cached by document text, lookups by generation.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import sqlalchemy as sa
+
+from soko.access import Principal, RequestContext
+from soko.audit import AuditLog
+from soko.errors import AccessDenied
+from soko.iam.credentials import CredentialStore
+from soko.iam.policy import AuthzRequest, MalformedPolicy, Policy, PolicyKind, evaluate, parse_policy
+from soko.iam.policy import Principal as PolicyPrincipal
+from soko.meta.schema import registry_policies, repositories
+from soko.registry.context import DomainContext
+
+
+class _ParsedPolicies:
+    def __init__(self) -> None:
+        self._items: dict[tuple[str, PolicyKind], Policy | None] = {}
+        self._lock = threading.Lock()
+
+    def get(self, text: str, kind: PolicyKind) -> Policy | None:
+        key = (text, kind)
+        if key in self._items:
+            return self._items[key]
+        try:
+            policy: Policy | None = parse_policy(text, kind)
+        except MalformedPolicy:
+            policy = None  # stored documents were validated on write; an unparsable one grants nothing
+        with self._lock:
+            if len(self._items) > 4096:
+                self._items.clear()
+            self._items[key] = policy
+        return policy
+
+
+class IamAuthorizer:
+    def __init__(self, ctx: DomainContext, credentials: CredentialStore, audit: AuditLog) -> None:
+        self.ctx = ctx
+        self.credentials = credentials
+        self.audit = audit
+        self._parsed = _ParsedPolicies()
+        self._resource_cache: dict[tuple[str, str], tuple[int, list[str]]] = {}
+
+    def authorize(
+        self,
+        principal: Principal,
+        action: str,
+        resource_arn: str,
+        resource_account: str | None,
+        context: RequestContext,
+    ) -> None:
+        decision = self.decide(principal, action, resource_arn, resource_account, context)
+        self.audit.record(
+            "authz",
+            principal.arn,
+            action,
+            resource_arn,
+            "allow" if decision.allowed else "deny",
+            decision.reason,
+            context,
+        )
+        if not decision.allowed:
+            raise AccessDenied(
+                f"User: {principal.arn} is not authorized to perform: {action} on resource: {resource_arn} "
+                f"because {decision.reason}"
+            )
+
+    def decide(
+        self,
+        principal: Principal,
+        action: str,
+        resource_arn: str,
+        resource_account: str | None,
+        context: RequestContext,
+    ):
+        identity = [
+            p
+            for p in (self._parsed.get(t, PolicyKind.IDENTITY) for t in self.credentials.identity_policies(principal))
+            if p is not None
+        ]
+        resource: list[Policy] = []
+        if resource_account and ":repository/" in resource_arn:
+            repo_name = resource_arn.split(":repository/", 1)[1]
+            for text, kind in self._resource_policies(resource_account, repo_name):
+                parsed = self._parsed.get(text, kind)
+                if parsed is not None:
+                    resource.append(parsed)
+        request = AuthzRequest(
+            principal=PolicyPrincipal(
+                arn=principal.arn,
+                account=principal.account_id,
+                type=principal.type,
+                user_id=principal.user_id,
+                username=principal.username,
+                role_arn=principal.role_arn,
+            ),
+            action=action,
+            resource=resource_arn,
+            resource_account=resource_account,
+            context=self._condition_keys(context),
+        )
+        return evaluate(request, identity_policies=identity, resource_policies=resource)
+
+    def _condition_keys(self, context: RequestContext) -> dict:
+        keys: dict = {
+            "aws:SourceIp": context.source_ip,
+            "aws:SecureTransport": context.secure_transport,
+            "aws:CurrentTime": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "aws:EpochTime": int(time.time()),
+        }
+        if context.endpoint != "public":
+            keys["aws:SourceVpce"] = context.endpoint
+            vpc = context.extra.get("vpc")
+            if vpc:
+                keys["aws:SourceVpc"] = vpc
+        keys.update(context.extra.get("condition_keys", {}))
+        return keys
+
+    def _resource_policies(self, account_id: str, repo_name: str) -> list[tuple[str, PolicyKind]]:
+        key = (account_id, repo_name)
+        generation = self.ctx.generation.current()
+        hit = self._resource_cache.get(key)
+        if hit is not None and hit[0] == generation:
+            texts = hit[1]
+        else:
+            with self.ctx.db.read() as conn:
+                repo_policy = conn.execute(
+                    sa.select(repositories.c.policy_text).where(
+                        repositories.c.account_id == account_id, repositories.c.name == repo_name
+                    )
+                ).scalar()
+                registry_policy = conn.execute(
+                    sa.select(registry_policies.c.policy_text).where(registry_policies.c.account_id == account_id)
+                ).scalar()
+            texts = [repo_policy or "", registry_policy or ""]
+            if len(self._resource_cache) > 10_000:
+                self._resource_cache.clear()
+            self._resource_cache[key] = (generation, texts)
+        result = []
+        if texts[0]:
+            result.append((texts[0], PolicyKind.RESOURCE))
+        if texts[1]:
+            result.append((texts[1], PolicyKind.REGISTRY))
+        return result

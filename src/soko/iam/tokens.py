@@ -1,0 +1,56 @@
+"""ECR authorization tokens: ``base64("AWS:" + password)`` where the password names the caller's access key.
+
+The password is ``v1.<payload>.<mac>``: payload = base64url JSON ``{"k": access key id, "x": expiry}``, mac =
+HMAC-SHA256 under a key derived from the master key. Nothing is stored: a token is valid while its MAC checks, it
+has not expired, and the key it names still resolves to a usable principal (so it dies with a deleted or
+deactivated key, or an expired session).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+
+TOKEN_LIFETIME = 12 * 3600.0
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+class TokenService:
+    def __init__(self, key: bytes) -> None:
+        self._key = key
+
+    def issue(self, access_key_id: str, now: float, not_after: float | None = None) -> tuple[str, float]:
+        """Returns (authorizationToken, expiresAt)."""
+        expires = now + TOKEN_LIFETIME
+        if not_after is not None:
+            expires = min(expires, not_after)
+        payload = _b64(json.dumps({"k": access_key_id, "x": int(expires)}, separators=(",", ":")).encode())
+        mac = _b64(hmac.new(self._key, f"v1.{payload}".encode(), hashlib.sha256).digest())
+        password = f"v1.{payload}.{mac}"
+        return base64.b64encode(f"AWS:{password}".encode()).decode(), float(int(expires))
+
+    def verify(self, password: str, now: float) -> str | None:
+        """The access key id a valid, unexpired password names; None otherwise."""
+        parts = password.split(".")
+        if len(parts) != 3 or parts[0] != "v1" or len(password) > 4096:
+            return None
+        expected = _b64(hmac.new(self._key, f"v1.{parts[1]}".encode(), hashlib.sha256).digest())
+        if not hmac.compare_digest(expected, parts[2]):
+            return None
+        try:
+            claims = json.loads(_unb64(parts[1]))
+            key_id, expires = claims["k"], claims["x"]
+        except (ValueError, KeyError, TypeError):
+            return None
+        if not isinstance(key_id, str) or not isinstance(expires, int) or expires <= now:
+            return None
+        return key_id
