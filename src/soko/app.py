@@ -88,7 +88,17 @@ async def _upkeep(app: web.Application):
             except Exception:
                 log.exception("upload expiry failed; will retry")
 
-    tasks = [asyncio.create_task(every_second()), asyncio.create_task(expire_uploads())]
+    async def collect_garbage() -> None:
+        interval = registry.settings.gc_interval
+        while interval > 0:
+            await asyncio.sleep(interval)
+            try:
+                report = await loop.run_in_executor(None, registry.gc.run)
+                log.info("%s", report.summary())
+            except Exception:
+                log.exception("garbage collection failed; will retry")
+
+    tasks = [asyncio.create_task(t()) for t in (every_second, expire_uploads, collect_garbage)]
     listener = None
     if not registry.ctx.db.is_sqlite:
         listener = PostgresListener(registry.ctx.db.psycopg_dsn(), registry.ctx.generation)

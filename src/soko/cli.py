@@ -93,6 +93,20 @@ def _iso(text: str) -> float:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
+def cmd_gc(args: argparse.Namespace) -> int:
+    from soko.registry import Registry
+
+    registry = Registry.open(_settings(args))
+    grace = parse_duration(args.grace_period) if args.grace_period is not None else None
+    report = registry.gc.run(grace_period=grace, dry_run=args.dry_run)
+    registry.close()
+    if args.verbose:
+        for digest in report.deleted_digests:
+            print(("would delete " if args.dry_run else "deleted ") + digest)
+    print(report.summary())
+    return 0
+
+
 def cmd_migrate(args: argparse.Namespace) -> int:
     from soko.meta import Database
 
@@ -141,6 +155,13 @@ def main(argv: list[str] | None = None) -> int:
     audit.add_argument("--limit", type=int, default=1000)
     audit.add_argument("--format", choices=["text", "json"], default="text")
     audit.set_defaults(func=cmd_audit)
+
+    gc = sub.add_parser("gc", help="reclaim unreferenced blobs and abandoned uploads (safe while serving)")
+    _common(gc)
+    gc.add_argument("--dry-run", action="store_true", help="report what would be deleted, delete nothing")
+    gc.add_argument("--grace-period", help="how long unreferenced content is kept (default: gc_grace_period, 24h)")
+    gc.add_argument("-v", "--verbose", action="store_true", help="list each blob")
+    gc.set_defaults(func=cmd_gc)
 
     migrate = sub.add_parser("migrate", help="create or upgrade the metadata schema")
     _common(migrate)

@@ -54,11 +54,18 @@ class Settings:
     account_id: str = "000000000000"
     # Uploads untouched for this long are abandoned; their data is reclaimed.
     upload_expiry: float = 24 * 3600
+    # How long an unreferenced blob link survives before garbage collection may delete it (covers in-flight pushes).
+    gc_grace_period: float = 24 * 3600
+    # How often each node runs the garbage collector (0 disables the automatic runs).
+    gc_interval: float = 3600
     max_manifest_size: int = 4 * 1024 * 1024
     # ECR's image-size quota, enforced on every blob while it uploads and on each image's total at manifest push.
     max_image_size: int = 10 * 1000**3
-    # Until repository-creation templates exist, a push to a missing repository creates it (like Distribution).
+    # A push to a missing repository that no CREATE_ON_PUSH creation template matches creates it with defaults
+    # (like Distribution); False answers RepositoryNotFound / NAME_UNKNOWN (like ECR).
     create_repository_on_push: bool = True
+    # ECR's quota of repositories per account per region (CreateRepository and create-on-push → LimitExceeded).
+    max_repositories: int = 10_000
     log_level: str = "info"
     # Identity. The default account's root key comes from these, or is generated at first start.
     root_access_key_id: str = ""
@@ -85,7 +92,13 @@ class Settings:
         return os.path.join(self.data_dir, "storage")
 
 
-_CONVERTERS = {"upload_expiry": parse_duration, "max_manifest_size": parse_size, "max_image_size": parse_size}
+_CONVERTERS = {
+    "upload_expiry": parse_duration,
+    "gc_grace_period": parse_duration,
+    "gc_interval": parse_duration,
+    "max_manifest_size": parse_size,
+    "max_image_size": parse_size,
+}
 
 
 def _convert(name: str, raw: object, target: type | str) -> object:

@@ -6,11 +6,13 @@ import sqlalchemy as sa
 
 from soko.digest import Digest
 from soko.errors import BlobUnknown, ManifestReferenced
+from soko.gc.queue import enqueue_link_reviews
 from soko.meta.schema import blobs, manifest_blobs, manifests, repository_blobs
 from soko.meta.schema import repositories as repos
 from soko.registry.context import DomainContext, blob_path
 from soko.registry.models import BlobContent, BlobInfo, RepoRef
 from soko.registry.repositories import Repositories
+from soko.registry.settings_store import account_setting
 
 
 def blob_unknown(ref: RepoRef, digest: str) -> BlobUnknown:
@@ -47,18 +49,24 @@ class Blobs:
         return BlobContent(info.digest, info.size, path, storage.local_path(path), storage.redirect_url(path))
 
     def mount(self, ref: RepoRef, digest: str, source: RepoRef) -> BlobInfo | None:
-        """Link a blob another repository holds into ``ref``; None when the source does not hold it."""
+        """Link a blob another repository holds into ``ref``; None when the source does not hold it or the account
+        turned BLOB_MOUNTING off (the client then uploads the blob)."""
         Digest.parse(digest)
         with self.ctx.db.write() as conn:
+            if account_setting(conn, ref.account_id, "BLOB_MOUNTING") == "DISABLED":
+                return None
             info = self._linked(conn, source, digest)
             if info is None:
                 return None
+            if not self.ctx.db.is_sqlite:
+                # Hold the blob against a concurrent garbage collector until the new link commits.
+                conn.execute(sa.select(blobs.c.digest).where(blobs.c.digest == digest).with_for_update(read=True))
             repo_id = self.repositories.id_for_push(conn, ref)
+            now = self.ctx.clock()
             conn.execute(
-                self.ctx.db.insert_ignore(repository_blobs).values(
-                    repository_id=repo_id, digest=digest, created_at=self.ctx.clock()
-                )
+                self.ctx.db.insert_ignore(repository_blobs).values(repository_id=repo_id, digest=digest, created_at=now)
             )
+            enqueue_link_reviews(conn, repo_id, [digest], now, "mount")
         return info
 
     def unlink(self, ref: RepoRef, digest: str) -> None:

@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from soko.digest import Digest, compute, is_digest
 from soko.errors import (
     DigestInvalid,
+    LimitExceeded,
     ManifestBlobUnknown,
     ManifestInvalid,
     ManifestReferenced,
@@ -18,6 +19,7 @@ from soko.errors import (
     TagImmutable,
     TooLarge,
 )
+from soko.gc.queue import enqueue_link_reviews
 from soko.meta.schema import blobs, manifest_blobs, manifest_children, manifests, repository_blobs, tags
 from soko.meta.schema import repositories as repos
 from soko.names import validate_tag
@@ -27,6 +29,8 @@ from soko.registry.immutability import tag_is_immutable
 from soko.registry.manifest_format import ParsedManifest, parse_manifest
 from soko.registry.models import ManifestRecord, PutManifestResult, RepoRef
 from soko.registry.repositories import Repositories
+
+MAX_TAGS_PER_IMAGE = 1000  # ECR's quota; enforced here so /v2/ and PutImage share it
 
 
 def manifest_unknown(ref: RepoRef, reference: str) -> ManifestUnknown:
@@ -123,9 +127,8 @@ class Manifests:
             created = manifest_id is None
             if created:
                 manifest_id = self._insert(conn, repo_id, digest, payload, parsed, image_size, now)
-            if tag is not None:
-                self._set_tag(conn, ref, repo_id, tag, manifest_id, digest, now)
-        return PutManifestResult(digest, parsed.subject.digest if parsed.subject else None, created)
+            tag_moved = tag is not None and self._set_tag(conn, ref, repo_id, tag, manifest_id, digest, now)
+        return PutManifestResult(digest, parsed.subject.digest if parsed.subject else None, created, tag_moved)
 
     def _check_references(self, conn: sa.Connection, ref: RepoRef, repo_id: int, parsed: ParsedManifest) -> int:
         """Every referenced blob and child must be in the repository; returns the image size."""
@@ -152,17 +155,15 @@ class Manifests:
             return max(found.values(), default=0)
         descriptors = [d for d in parsed.blob_descriptors if not (d.media_type in mt.NON_DISTRIBUTABLE and d.has_urls)]
         wanted = {d.digest for d in descriptors}
-        sizes = (
-            dict(
-                conn.execute(
-                    sa.select(blobs.c.digest, blobs.c.size)
-                    .join(repository_blobs, repository_blobs.c.digest == blobs.c.digest)
-                    .where(repository_blobs.c.repository_id == repo_id, blobs.c.digest.in_(wanted))
-                ).all()
-            )
-            if wanted
-            else {}
+        query = (
+            sa.select(blobs.c.digest, blobs.c.size)
+            .join(repository_blobs, repository_blobs.c.digest == blobs.c.digest)
+            .where(repository_blobs.c.repository_id == repo_id, blobs.c.digest.in_(wanted))
         )
+        if not self.ctx.db.is_sqlite:
+            # Keep the links this manifest relies on until it commits (the garbage collector locks them to delete).
+            query = query.with_for_update(read=True, of=repository_blobs)
+        sizes = dict(conn.execute(query).all()) if wanted else {}
         missing = sorted(wanted - sizes.keys())
         if missing:
             raise ManifestBlobUnknown(
@@ -206,12 +207,13 @@ class Manifests:
             )
         return manifest_id
 
-    def _set_tag(self, conn, ref: RepoRef, repo_id: int, tag: str, manifest_id: int, digest: str, now: float) -> None:
+    def _set_tag(self, conn, ref: RepoRef, repo_id: int, tag: str, manifest_id: int, digest: str, now: float) -> bool:
+        """Point ``tag`` at the manifest; False when it already did."""
         current = conn.execute(
             sa.select(tags.c.manifest_id).where(tags.c.repository_id == repo_id, tags.c.name == tag)
         ).scalar()
         if current == manifest_id:
-            return
+            return False
         if current is not None:
             repo = self.repositories.get(ref, conn)
             if tag_is_immutable(tag, repo.tag_mutability, repo.tag_mutability_filters):
@@ -219,11 +221,20 @@ class Manifests:
                     f"The image tag '{tag}' already exists in the '{ref.name}' repository and cannot be overwritten "
                     "because the tag is immutable."
                 )
+        tag_count = conn.execute(
+            sa.select(sa.func.count()).select_from(tags).where(tags.c.manifest_id == manifest_id)
+        ).scalar_one()
+        if tag_count >= MAX_TAGS_PER_IMAGE:
+            raise LimitExceeded(
+                f"image {digest} in repository '{ref.name}' already has {tag_count} tags; "
+                f"an image can have at most {MAX_TAGS_PER_IMAGE} tags"
+            )
         conn.execute(
             self.ctx.db.upsert(tags, ["repository_id", "name"], {"manifest_id": None, "updated_at": None}).values(
                 repository_id=repo_id, name=tag, manifest_id=manifest_id, updated_at=now
             )
         )
+        return True
 
     # ---- pull -------------------------------------------------------------------------------------------------
     _BY_TAG = (
@@ -284,17 +295,29 @@ class Manifests:
         return len(pending)
 
     # ---- delete -----------------------------------------------------------------------------------------------
-    def delete(self, ref: RepoRef, reference: str) -> None:
-        """By digest: the manifest and all its tags. By tag: only the tag (OCI 1.1)."""
+    def delete(self, ref: RepoRef, reference: str, *, drop_untagged: bool = False) -> str | None:
+        """By digest: the manifest and all its tags. By tag: only the tag (OCI 1.1) — or, with ``drop_untagged``
+        (ECR's BatchDeleteImage), also the image when that was its last tag and no index references it.
+        Returns the digest the tag pointed at (by tag), else None."""
         with self.ctx.write(invalidates=True) as conn:
             repo_id = self.repositories.id_for(conn, ref)
             if not is_digest(reference):
                 validate_tag(reference)
-                if not conn.execute(
-                    sa.delete(tags).where(tags.c.repository_id == repo_id, tags.c.name == reference)
-                ).rowcount:
+                row = conn.execute(
+                    sa.select(manifests.c.id, manifests.c.digest)
+                    .join(tags, tags.c.manifest_id == manifests.c.id)
+                    .where(tags.c.repository_id == repo_id, tags.c.name == reference)
+                ).first()
+                if (
+                    row is None
+                    or not conn.execute(
+                        sa.delete(tags).where(tags.c.repository_id == repo_id, tags.c.name == reference)
+                    ).rowcount
+                ):
                     raise manifest_unknown(ref, reference)
-                return
+                if drop_untagged and not self._still_needed(conn, repo_id, row.id, row.digest):
+                    conn.execute(sa.delete(manifests).where(manifests.c.id == row.id))
+                return row.digest
             Digest.parse(reference)
             manifest_id = conn.execute(
                 sa.select(manifests.c.id).where(manifests.c.repository_id == repo_id, manifests.c.digest == reference)
@@ -312,7 +335,27 @@ class Manifests:
                     f"manifest {reference} is referenced by the manifest list {parent} in repository "
                     f"'{ref.name}'; delete the list first"
                 )
+            blob_digests = conn.execute(
+                sa.select(manifest_blobs.c.digest).where(manifest_blobs.c.manifest_id == manifest_id)
+            ).scalars()
+            enqueue_link_reviews(conn, repo_id, blob_digests, self.ctx.clock(), "manifest-delete")
             conn.execute(sa.delete(manifests).where(manifests.c.id == manifest_id))
+        return None
+
+    @staticmethod
+    def _still_needed(conn: sa.Connection, repo_id: int, manifest_id: int, digest: str) -> bool:
+        """Another tag, or an index of the repository, still refers to the manifest."""
+        if conn.execute(sa.select(tags.c.name).where(tags.c.manifest_id == manifest_id).limit(1)).first():
+            return True
+        return (
+            conn.execute(
+                sa.select(manifest_children.c.parent_id)
+                .join(manifests, manifests.c.id == manifest_children.c.parent_id)
+                .where(manifests.c.repository_id == repo_id, manifest_children.c.child_digest == digest)
+                .limit(1)
+            ).first()
+            is not None
+        )
 
     # ---- listing ----------------------------------------------------------------------------------------------
     def list_tags(self, ref: RepoRef, *, last: str | None = None, limit: int | None = None) -> list[str]:

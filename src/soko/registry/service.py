@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from soko.config import Settings
+from soko.gc.collector import GarbageCollector
 from soko.meta import Database
 from soko.registry.blobs import Blobs
 from soko.registry.context import DomainContext
@@ -22,6 +23,7 @@ class Registry:
         self.blobs = Blobs(self.ctx, self.repositories)
         self.uploads = Uploads(self.ctx, self.repositories)
         self.manifests = Manifests(self.ctx, self.repositories)
+        self.gc = GarbageCollector(self.ctx, self.uploads)
 
     @classmethod
     def open(cls, settings: Settings, *, migrate: bool = True) -> Registry:

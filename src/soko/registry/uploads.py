@@ -21,11 +21,12 @@ import sqlalchemy as sa
 
 from soko.digest import Digest
 from soko.errors import DigestInvalid, RangeNotSatisfiable, SizeInvalid, TooLarge, UploadUnknown
+from soko.gc.queue import enqueue_link_reviews
 from soko.meta.schema import blobs, repository_blobs, uploads
 from soko.registry.context import DomainContext, blob_path, upload_path
 from soko.registry.models import BlobInfo, RepoRef, UploadState
 from soko.registry.repositories import Repositories
-from soko.storage import FileWriter, PathNotFound
+from soko.storage import FileWriter, InvalidOffset, PathNotFound
 
 _HASH_READ_SIZE = 4 * 1024 * 1024
 
@@ -148,7 +149,7 @@ class Uploads:
             )
         try:
             writer = self.ctx.storage.writer(upload_path(upload_id), offset=state.size)
-        except PathNotFound:
+        except (PathNotFound, InvalidOffset):
             raise upload_unknown(upload_id) from None
         return ChunkWriter(
             self, state, writer, self._hashes.get(upload_id, state.size), self.ctx.settings.max_image_size
@@ -178,6 +179,12 @@ class Uploads:
         state = self.status(ref, upload_id)
         if expected_size is not None and expected_size != state.size:
             raise SizeInvalid(f"upload {upload_id} holds {state.size} bytes, not the {expected_size} declared")
+        # A chunk that failed half-way may have left bytes beyond the recorded size: drop them, so the blob is
+        # exactly the verified bytes (the move below takes the whole file).
+        try:
+            self.ctx.storage.writer(upload_path(upload_id), offset=state.size).commit()
+        except (PathNotFound, InvalidOffset):
+            raise SizeInvalid(f"upload {upload_id} lost data: storage holds less than {state.size} bytes") from None
         hasher = self._hashes.get(upload_id, state.size) if parsed.algorithm == "sha256" else None
         if hasher is None:
             hasher = self._rehash(upload_id, parsed.algorithm, state.size)
@@ -204,6 +211,8 @@ class Uploads:
             conn.execute(
                 self.ctx.db.insert_ignore(repository_blobs).values(repository_id=repo_id, digest=digest, created_at=now)
             )
+            # If no manifest references the blob within the grace period, the collector unlinks it.
+            enqueue_link_reviews(conn, repo_id, [digest], now, "upload")
         self._hashes.drop(upload_id)
         self._delete_data(upload_id)
         return BlobInfo(digest, state.size)

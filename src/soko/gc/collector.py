@@ -1,0 +1,304 @@
+"""The garbage collector.
+
+What is garbage, and why deleting it is safe while pushes and pulls go on:
+
+1. **Links** (a repository's right to read a blob) that no manifest of the repository references. Every event that
+   can leave a link unreferenced — a finished upload, a mount, a manifest deletion, a blob unlink — enqueues a
+   review row. Once the grace period has passed since the event, the collector locks the link row (``FOR UPDATE``
+   on PostgreSQL; SQLite's ``BEGIN IMMEDIATE`` serialises all writers), re-checks in that transaction that no
+   manifest references it, and deletes it. A manifest push locks the links it relies on (``FOR SHARE``) in its own
+   transaction, so the two can never both succeed. The grace period covers a client that checked a blob exists and
+   pushes the manifest a little later. Links older than the grace period with no pending review (e.g. left by a
+   crash) are found by a sweep.
+2. **Blobs** no repository links. The collector locks the blob row and re-checks that nothing links or references
+   it; then it *renames* the content into ``trash/`` (still under the lock), deletes the row and commits, and only
+   then removes the trash. An upload completing the same digest takes the same row lock before moving its content
+   into place, so it either waits for the collector or makes the collector skip the blob. A crash after the rename
+   leaves trash whose row still exists; the next run moves it back.
+3. **Uploads** untouched for ``upload_expiry``, and **stray files** in storage with no row (left by crashes): data
+   of upload sessions with no row and blob files with no row, older than the grace period.
+
+Manifests themselves are never garbage: untagged images stay until deleted or expired by a lifecycle policy.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+import sqlalchemy as sa
+
+from soko.meta.schema import blobs, gc_link_reviews, manifest_blobs, manifests, repository_blobs, uploads
+from soko.registry.context import DomainContext, blob_path
+from soko.registry.uploads import Uploads
+from soko.storage import PathNotFound
+
+log = logging.getLogger("soko.gc")
+BATCH = 500
+
+
+@dataclass
+class GcReport:
+    dry_run: bool
+    links_deleted: int = 0
+    blobs_deleted: int = 0
+    bytes_reclaimed: int = 0
+    uploads_expired: int = 0
+    stray_files_deleted: int = 0
+    trash_restored: int = 0
+    deleted_digests: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    # (repository id, digest) links found unreferenced in this run: a dry run counts blobs they would free.
+    doomed_links: set[tuple[int, str]] = field(default_factory=set, repr=False)
+
+    def summary(self) -> str:
+        verb = "would delete" if self.dry_run else "deleted"
+        return (
+            f"gc: {verb} {self.links_deleted} unreferenced link(s), {self.blobs_deleted} blob(s) "
+            f"({self.bytes_reclaimed} bytes), {self.uploads_expired} expired upload(s), "
+            f"{self.stray_files_deleted} stray file(s); restored {self.trash_restored} in {self.seconds:.2f}s"
+        )
+
+
+class GarbageCollector:
+    def __init__(self, ctx: DomainContext, uploads: Uploads) -> None:
+        self.ctx = ctx
+        self.uploads = uploads
+
+    def run(self, *, grace_period: float | None = None, dry_run: bool = False, sweep_storage: bool = True) -> GcReport:
+        started = time.monotonic()
+        grace = self.ctx.settings.gc_grace_period if grace_period is None else grace_period
+        report = GcReport(dry_run=dry_run)
+        if not dry_run:
+            report.trash_restored = self._restore_trash()
+        cutoff = self.ctx.clock() - grace
+        self._review_links(cutoff, dry_run, report)
+        self._sweep_links(cutoff, dry_run, report)
+        self._delete_blobs(cutoff, dry_run, report)
+        if not dry_run:
+            report.uploads_expired = self.uploads.expire()
+        if sweep_storage:
+            self._sweep_storage(cutoff, dry_run, report)
+        report.seconds = time.monotonic() - started
+        return report
+
+    # ---- links ----------------------------------------------------------------------------------------------------
+    def _referenced(self, conn: sa.Connection, repository_id: int, digest: str) -> bool:
+        return (
+            conn.execute(
+                sa.select(sa.literal(1))
+                .select_from(manifest_blobs.join(manifests, manifests.c.id == manifest_blobs.c.manifest_id))
+                .where(manifests.c.repository_id == repository_id, manifest_blobs.c.digest == digest)
+                .limit(1)
+            ).first()
+            is not None
+        )
+
+    def _lock_link(self, conn: sa.Connection, repository_id: int, digest: str) -> bool:
+        query = sa.select(repository_blobs.c.digest).where(
+            repository_blobs.c.repository_id == repository_id, repository_blobs.c.digest == digest
+        )
+        if not self.ctx.db.is_sqlite:
+            query = query.with_for_update()
+        return conn.execute(query).first() is not None
+
+    def _review_links(self, cutoff: float, dry_run: bool, report: GcReport) -> None:
+        last_id = 0
+        while True:
+            with self.ctx.db.read() as conn:
+                due = conn.execute(
+                    sa.select(gc_link_reviews.c.id, gc_link_reviews.c.repository_id, gc_link_reviews.c.digest)
+                    .where(gc_link_reviews.c.queued_at <= cutoff, gc_link_reviews.c.id > last_id)
+                    .order_by(gc_link_reviews.c.id)
+                    .limit(BATCH)
+                ).all()
+            if not due:
+                return
+            last_id = due[-1].id
+            for _review_id, repository_id, digest in due:
+                with self.ctx.write(invalidates=True) as conn:
+                    if self._lock_link(conn, repository_id, digest) and not self._referenced(
+                        conn, repository_id, digest
+                    ):
+                        report.links_deleted += 1
+                        report.doomed_links.add((repository_id, digest))
+                        if not dry_run:
+                            self._delete_link(conn, repository_id, digest)
+                    if not dry_run:
+                        # Reviews of the same link queued before the cutoff are answered by this one.
+                        conn.execute(
+                            sa.delete(gc_link_reviews).where(
+                                gc_link_reviews.c.repository_id == repository_id,
+                                gc_link_reviews.c.digest == digest,
+                                gc_link_reviews.c.queued_at <= cutoff,
+                            )
+                        )
+
+    def _delete_link(self, conn: sa.Connection, repository_id: int, digest: str) -> None:
+        conn.execute(
+            sa.delete(repository_blobs).where(
+                repository_blobs.c.repository_id == repository_id, repository_blobs.c.digest == digest
+            )
+        )
+
+    def _sweep_links(self, cutoff: float, dry_run: bool, report: GcReport) -> None:
+        """Old unreferenced links with no pending review (crash leftovers, links from before the queue existed)."""
+        referenced = sa.exists().where(
+            manifest_blobs.c.digest == repository_blobs.c.digest,
+            manifests.c.id == manifest_blobs.c.manifest_id,
+            manifests.c.repository_id == repository_blobs.c.repository_id,
+        )
+        pending = sa.exists().where(
+            gc_link_reviews.c.repository_id == repository_blobs.c.repository_id,
+            gc_link_reviews.c.digest == repository_blobs.c.digest,
+        )
+        with self.ctx.db.read() as conn:
+            candidates = conn.execute(
+                sa.select(repository_blobs.c.repository_id, repository_blobs.c.digest).where(
+                    repository_blobs.c.created_at <= cutoff, ~referenced, ~pending
+                )
+            ).all()
+        for repository_id, digest in candidates:
+            with self.ctx.write(invalidates=True) as conn:
+                if self._lock_link(conn, repository_id, digest) and not self._referenced(conn, repository_id, digest):
+                    if (repository_id, digest) in report.doomed_links:
+                        continue
+                    report.links_deleted += 1
+                    report.doomed_links.add((repository_id, digest))
+                    if not dry_run:
+                        self._delete_link(conn, repository_id, digest)
+
+    # ---- blobs ------------------------------------------------------------------------------------------------------
+    def _delete_blobs(self, cutoff: float, dry_run: bool, report: GcReport) -> None:
+        linked = sa.exists().where(repository_blobs.c.digest == blobs.c.digest)
+        with self.ctx.db.read() as conn:
+            candidates = conn.execute(
+                sa.select(blobs.c.digest, blobs.c.size).where(blobs.c.created_at <= cutoff, ~linked)
+            ).all()
+            if dry_run and report.doomed_links:
+                # Blobs whose every link this run found unreferenced would be freed too.
+                doomed_digests = {d for _, d in report.doomed_links}
+                rows = conn.execute(
+                    sa.select(
+                        repository_blobs.c.repository_id, repository_blobs.c.digest, blobs.c.size, blobs.c.created_at
+                    )
+                    .join(blobs, blobs.c.digest == repository_blobs.c.digest)
+                    .where(repository_blobs.c.digest.in_(doomed_digests))
+                ).all()
+                by_digest: dict[str, list] = {}
+                for row in rows:
+                    by_digest.setdefault(row.digest, []).append(row)
+                for digest, links in by_digest.items():
+                    if links[0].created_at <= cutoff and all(
+                        (r.repository_id, digest) in report.doomed_links for r in links
+                    ):
+                        candidates.append((digest, links[0].size))
+        for digest, size in candidates:
+            if dry_run:
+                report.blobs_deleted += 1
+                report.bytes_reclaimed += size
+                report.deleted_digests.append(digest)
+                continue
+            if self._delete_blob(digest):
+                report.blobs_deleted += 1
+                report.bytes_reclaimed += size
+                report.deleted_digests.append(digest)
+
+    def _delete_blob(self, digest: str) -> bool:
+        trash = f"trash/{digest.replace(':', '-')}"
+        storage = self.ctx.storage
+        with self.ctx.write(invalidates=True) as conn:
+            query = sa.select(blobs.c.digest).where(blobs.c.digest == digest)
+            if not self.ctx.db.is_sqlite:
+                query = query.with_for_update()
+            if conn.execute(query).first() is None:
+                return False
+            still_used = conn.execute(
+                sa.select(sa.literal(1)).where(
+                    sa.or_(
+                        sa.exists().where(repository_blobs.c.digest == digest),
+                        sa.exists().where(manifest_blobs.c.digest == digest),
+                    )
+                )
+            ).first()
+            if still_used:
+                return False
+            try:
+                storage.move(blob_path(digest), trash)
+            except PathNotFound:
+                log.warning("blob %s had no content in storage; removing its row", digest)
+            conn.execute(sa.delete(blobs).where(blobs.c.digest == digest))
+        try:
+            storage.delete(trash)
+        except PathNotFound:
+            pass
+        return True
+
+    def _restore_trash(self) -> int:
+        """Undo a collector that died between moving content to trash and committing the row deletion."""
+        try:
+            entries = self.ctx.storage.list("trash")
+        except PathNotFound:
+            return 0
+        restored = 0
+        for path in entries:
+            digest = path.rsplit("/", 1)[-1].replace("-", ":", 1)
+            with self.ctx.write() as conn:
+                query = sa.select(blobs.c.digest).where(blobs.c.digest == digest)
+                if not self.ctx.db.is_sqlite:
+                    query = query.with_for_update()
+                exists = conn.execute(query).first() is not None
+                if exists:
+                    self.ctx.storage.move(path, blob_path(digest))
+                    restored += 1
+            if not exists:
+                self.ctx.storage.delete(path)
+        return restored
+
+    # ---- storage sweep ----------------------------------------------------------------------------------------------
+    def _sweep_storage(self, cutoff: float, dry_run: bool, report: GcReport) -> None:
+        storage = self.ctx.storage
+        try:
+            upload_dirs = storage.list("uploads")
+        except PathNotFound:
+            upload_dirs = []
+        for path in upload_dirs:
+            upload_id = path.rsplit("/", 1)[-1]
+            with self.ctx.db.read() as conn:
+                live = conn.execute(sa.select(uploads.c.id).where(uploads.c.id == upload_id)).first() is not None
+            if live or self._newest_mtime(path) > cutoff:
+                continue
+            report.stray_files_deleted += 1
+            if not dry_run:
+                try:
+                    storage.delete(path)
+                except PathNotFound:
+                    pass
+        try:
+            files = list(storage.walk("blobs"))
+        except PathNotFound:
+            files = []
+        for info in files:
+            parts = info.path.split("/")
+            if len(parts) != 4 or info.modified > cutoff:
+                continue
+            digest = f"{parts[1]}:{parts[3]}"
+            with self.ctx.write() as conn:
+                query = sa.select(blobs.c.digest).where(blobs.c.digest == digest)
+                if not self.ctx.db.is_sqlite:
+                    query = query.with_for_update()
+                if conn.execute(query).first() is not None:
+                    continue
+                report.stray_files_deleted += 1
+                if not dry_run:
+                    try:
+                        storage.delete(info.path)
+                    except PathNotFound:
+                        pass
+
+    def _newest_mtime(self, path: str) -> float:
+        newest = 0.0
+        for info in self.ctx.storage.walk(path):
+            newest = max(newest, info.modified)
+        return newest
