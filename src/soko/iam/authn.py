@@ -26,6 +26,9 @@ class RegistryAuthenticator:
         self.credentials = credentials
         self.tokens = tokens
         self.audit = audit
+        # Authorization header → (access key id, token expiry): skips base64, HMAC and JSON on repeat requests.
+        # The key's validity is still checked on every request (credential lookups are generation-cached).
+        self._verified: dict[str, tuple[str, float]] = {}
 
     def __call__(self, request: web.Request, account_id: str) -> Principal:
         context = request.get(CONTEXT_KEY)
@@ -39,6 +42,12 @@ class RegistryAuthenticator:
 
     def _authenticate(self, request: web.Request) -> Principal:
         header = request.headers.get("Authorization", "")
+        now = self.credentials.ctx.clock()
+        hit = self._verified.get(header)
+        if hit is not None and hit[1] > now:
+            principal = self.credentials.is_valid(hit[0])
+            if principal is not None:
+                return principal
         scheme, _, value = header.partition(" ")
         if not header:
             raise Unauthenticated(f"authentication required; {LOGIN_HINT}")
@@ -50,9 +59,11 @@ class RegistryAuthenticator:
             raise Unauthenticated(f"malformed Basic credentials; {LOGIN_HINT}") from None
         if user != "AWS":
             raise Unauthenticated(f"the user name must be AWS; {LOGIN_HINT}")
-        now = self.credentials.ctx.clock()
-        key_id = self.tokens.verify(password, now)
-        principal = self.credentials.is_valid(key_id) if key_id else None
+        verified = self.tokens.verify(password, now)
+        principal = self.credentials.is_valid(verified[0]) if verified else None
         if principal is None:
             raise Unauthenticated(f"the authorization token is invalid or has expired; {LOGIN_HINT}")
+        if len(self._verified) > 10_000:
+            self._verified.clear()
+        self._verified[header] = verified  # type: ignore[assignment]
         return principal

@@ -16,10 +16,15 @@ from soko.access import Principal, RequestContext
 from soko.audit import AuditLog
 from soko.errors import AccessDenied
 from soko.iam.credentials import CredentialStore
-from soko.iam.policy import AuthzRequest, MalformedPolicy, Policy, PolicyKind, evaluate, parse_policy
+from soko.iam.policy import AuthzRequest, Decision, MalformedPolicy, Policy, PolicyKind, evaluate, parse_policy
 from soko.iam.policy import Principal as PolicyPrincipal
 from soko.meta.schema import registry_policies, repositories
 from soko.registry.context import DomainContext
+
+
+def _reads_clock(policy_text: str) -> bool:
+    lowered = policy_text.lower()
+    return "aws:currenttime" in lowered or "aws:epochtime" in lowered
 
 
 class _ParsedPolicies:
@@ -49,6 +54,9 @@ class IamAuthorizer:
         self.audit = audit
         self._parsed = _ParsedPolicies()
         self._resource_cache: dict[tuple[str, str], tuple[int, list[str]]] = {}
+        # Decisions for identical requests, valid for one metadata generation. Only used when no policy involved
+        # reads the clock (aws:CurrentTime / aws:EpochTime), so the answer depends on nothing outside the key.
+        self._decisions: dict[tuple, tuple[int, Decision]] = {}
 
     def authorize(
         self,
@@ -81,16 +89,29 @@ class IamAuthorizer:
         resource_arn: str,
         resource_account: str | None,
         context: RequestContext,
-    ):
-        identity = [
-            p
-            for p in (self._parsed.get(t, PolicyKind.IDENTITY) for t in self.credentials.identity_policies(principal))
-            if p is not None
-        ]
+    ) -> Decision:
+        generation = self.ctx.generation.current()
+        key = (
+            principal.arn,
+            action,
+            resource_arn,
+            resource_account,
+            context.source_ip,
+            context.endpoint,
+            context.secure_transport,
+            tuple(sorted(context.extra.get("condition_keys", {}).items())),
+        )
+        hit = self._decisions.get(key)
+        if hit is not None and hit[0] == generation:
+            return hit[1]
+        identity_texts = self.credentials.identity_policies(principal)
+        identity = [p for p in (self._parsed.get(t, PolicyKind.IDENTITY) for t in identity_texts) if p is not None]
         resource: list[Policy] = []
+        resource_texts: list[str] = []
         if resource_account and ":repository/" in resource_arn:
             repo_name = resource_arn.split(":repository/", 1)[1]
             for text, kind in self._resource_policies(resource_account, repo_name):
+                resource_texts.append(text)
                 parsed = self._parsed.get(text, kind)
                 if parsed is not None:
                     resource.append(parsed)
@@ -108,7 +129,12 @@ class IamAuthorizer:
             resource_account=resource_account,
             context=self._condition_keys(context),
         )
-        return evaluate(request, identity_policies=identity, resource_policies=resource)
+        decision = evaluate(request, identity_policies=identity, resource_policies=resource)
+        if not any(_reads_clock(t) for t in (*identity_texts, *resource_texts)):
+            if len(self._decisions) > 50_000:
+                self._decisions.clear()
+            self._decisions[key] = (generation, decision)
+        return decision
 
     def _condition_keys(self, context: RequestContext) -> dict:
         keys: dict = {

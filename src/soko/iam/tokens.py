@@ -38,8 +38,8 @@ class TokenService:
         password = f"v1.{payload}.{mac}"
         return base64.b64encode(f"AWS:{password}".encode()).decode(), float(int(expires))
 
-    def verify(self, password: str, now: float) -> str | None:
-        """The access key id a valid, unexpired password names; None otherwise."""
+    def verify(self, password: str, now: float) -> tuple[str, float] | None:
+        """(access key id, expiry) of a valid, unexpired password; None otherwise."""
         parts = password.split(".")
         if len(parts) != 3 or parts[0] != "v1" or len(password) > 4096:
             return None
@@ -53,4 +53,4 @@ class TokenService:
             return None
         if not isinstance(key_id, str) or not isinstance(expires, int) or expires <= now:
             return None
-        return key_id
+        return key_id, float(expires)
