@@ -157,7 +157,9 @@ class AwsFrontDoor:
             )
             return self._query_response(status, payload, context)
         except EcrError as exc:  # services raise EcrError-shaped errors with Query codes too
-            status, payload = query_protocol.error_response(service, exc.type_name, exc.message, context.request_id)
+            status, payload = query_protocol.error_response(
+                service, exc.type_name, exc.message, context.request_id, status=exc.status
+            )
             return self._query_response(status, payload, context)
         except Exception:
             log.exception("%s request %s failed", service, context.request_id)

@@ -127,7 +127,7 @@ class IamAuthorizer:
             action=action,
             resource=resource_arn,
             resource_account=resource_account,
-            context=self._condition_keys(context),
+            context=self.condition_keys(context),
         )
         decision = evaluate(request, identity_policies=identity, resource_policies=resource)
         if not any(_reads_clock(t) for t in (*identity_texts, *resource_texts)):
@@ -136,7 +136,7 @@ class IamAuthorizer:
             self._decisions[key] = (generation, decision)
         return decision
 
-    def _condition_keys(self, context: RequestContext) -> dict:
+    def condition_keys(self, context: RequestContext) -> dict:
         keys: dict = {
             "aws:SourceIp": context.source_ip,
             "aws:SecureTransport": context.secure_transport,
