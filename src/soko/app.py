@@ -15,6 +15,7 @@ from soko.http.aws_api import AwsFrontDoor
 from soko.http.context import ENDPOINTS_KEY
 from soko.iam.service import Identity
 from soko.meta.changes import PostgresListener
+from soko.metering.prometheus import metrics_handler
 from soko.oci.base import OciContext
 from soko.oci.router import OciRouter
 from soko.registry import Registry
@@ -40,6 +41,7 @@ def build_app(
     ecr = EcrApi(settings, registry, identity)
     query = _query_service(settings, registry, identity)
     AwsFrontDoor(identity.credentials, ecr, query, _authn_auditor(identity)).install(app)
+    app.router.add_get("/metrics", metrics_handler(registry))
     app.cleanup_ctx.append(_upkeep)
     return app
 
@@ -99,6 +101,7 @@ async def _upkeep(app: web.Application):
                 log.exception("garbage collection failed; will retry")
 
     tasks = [asyncio.create_task(t()) for t in (every_second, expire_uploads, collect_garbage)]
+    tasks += [asyncio.create_task(c) for c in registry.metering.upkeep()]  # transfer flushes, storage samples
     listener = None
     if not registry.ctx.db.is_sqlite:
         listener = PostgresListener(registry.ctx.db.psycopg_dsn(), registry.ctx.generation)

@@ -107,6 +107,22 @@ def cmd_gc(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_usage(args: argparse.Namespace) -> int:
+    from soko.metering.pricing import parse_month
+    from soko.metering.report import build_report, render
+    from soko.registry import Registry
+
+    year, month = parse_month(args.month, time.time())
+    registry = Registry.open(_settings(args))
+    try:
+        account = None if args.all_accounts else (args.account or registry.settings.account_id)
+        report = build_report(registry.metering, year, month, account)
+    finally:
+        registry.close()
+    print(render(report, args.format))
+    return 0
+
+
 def cmd_migrate(args: argparse.Namespace) -> int:
     from soko.meta import Database
 
@@ -162,6 +178,15 @@ def main(argv: list[str] | None = None) -> int:
     gc.add_argument("--grace-period", help="how long unreferenced content is kept (default: gc_grace_period, 24h)")
     gc.add_argument("-v", "--verbose", action="store_true", help="list each blob")
     gc.set_defaults(func=cmd_gc)
+
+    usage = sub.add_parser("usage", help="cost report: stored bytes, GB-months, transfer and requests for a month")
+    _common(usage)
+    accounts = usage.add_mutually_exclusive_group()
+    accounts.add_argument("--account", help="account id (default: the configured account_id)")
+    accounts.add_argument("--all-accounts", action="store_true", help="every account with usage")
+    usage.add_argument("--month", help="YYYY-MM (default: the current month, UTC)")
+    usage.add_argument("--format", choices=["table", "json", "csv"], default="table")
+    usage.set_defaults(func=cmd_usage)
 
     migrate = sub.add_parser("migrate", help="create or upgrade the metadata schema")
     _common(migrate)

@@ -79,6 +79,12 @@ class Settings:
     endpoints: list = field(default_factory=list)
     # vpce id → VPC id, for aws:SourceVpc ("vpce-0abc1234=vpc-0123" entries).
     endpoint_vpcs: list = field(default_factory=list)
+    # How often each node samples stored bytes for GB-month accrual (all nodes must share it; best a divisor of 1d).
+    metering_interval: float = 300
+    # Storage price in USD per GB-month (GB = 2^30 bytes) for `soko usage`.
+    price_storage_gb_month: float = 0.10
+    # Source CIDRs whose traffic on the public listener is same-region (free), e.g. "10.0.0.0/8,172.16.0.0/12".
+    same_region_cidrs: list = field(default_factory=list)
     extra: dict = field(default_factory=dict)
 
     @property
@@ -96,6 +102,8 @@ _CONVERTERS = {
     "upload_expiry": parse_duration,
     "gc_grace_period": parse_duration,
     "gc_interval": parse_duration,
+    "metering_interval": parse_duration,
+    "price_storage_gb_month": float,
     "max_manifest_size": parse_size,
     "max_image_size": parse_size,
 }

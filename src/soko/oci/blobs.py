@@ -7,6 +7,7 @@ import re
 from aiohttp import web
 
 from soko.errors import RangeNotSatisfiable, Unsupported
+from soko.http.context import CONTEXT_KEY
 from soko.oci.base import OciContext, offload
 from soko.oci.errors import API_VERSION_HEADER, from_domain
 
@@ -56,6 +57,10 @@ async def get_blob(ctx: OciContext, request: web.Request, name: str, digest: str
             byte_range = parse_range(range_header, blob.size)
         except RangeNotSatisfiable as exc:
             return from_domain(exc, {"Content-Range": f"bytes */{blob.size}"}, head)
+    sent = 0 if head or blob.redirect_url else (byte_range[1] - byte_range[0] + 1 if byte_range else blob.size)
+    ctx.registry.metering.record_transfer(
+        request[CONTEXT_KEY], ref.account_id, ref.name, sent, f"blob_{request.method.lower()}"
+    )
     if head:
         headers["Content-Length"] = str(blob.size)
         return web.Response(status=200, headers=headers)

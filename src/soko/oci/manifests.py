@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from soko.errors import ManifestUnknown, TooLarge
+from soko.http.context import CONTEXT_KEY
 from soko.http.streaming import read_limited
 from soko.oci.base import OciContext, location, offload
 from soko.oci.errors import API_VERSION_HEADER
@@ -29,6 +30,8 @@ async def get_manifest(ctx: OciContext, request: web.Request, name: str, referen
         "ETag": f'"{record.digest}"',
         "Content-Length": str(len(record.payload)),
     }
+    sent, operation = (0, "manifest_head") if head else (len(record.payload), "manifest_get")
+    ctx.registry.metering.record_transfer(request[CONTEXT_KEY], ref.account_id, ref.name, sent, operation)
     if head:
         return web.Response(status=200, headers=headers)
     return web.Response(status=200, body=record.payload, headers=headers)
@@ -50,6 +53,7 @@ async def put_manifest(ctx: OciContext, request: web.Request, name: str, referen
     }
     if result.subject_digest:
         headers["OCI-Subject"] = result.subject_digest
+    ctx.registry.metering.record_transfer(request[CONTEXT_KEY], ref.account_id, ref.name, 0, "manifest_put")
     return web.Response(status=201, headers=headers)
 
 

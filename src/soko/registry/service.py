@@ -7,6 +7,7 @@ import os
 from soko.config import Settings
 from soko.gc.collector import GarbageCollector
 from soko.meta import Database
+from soko.metering import Metering
 from soko.registry.blobs import Blobs
 from soko.registry.context import DomainContext
 from soko.registry.manifests import Manifests
@@ -24,6 +25,7 @@ class Registry:
         self.uploads = Uploads(self.ctx, self.repositories)
         self.manifests = Manifests(self.ctx, self.repositories)
         self.gc = GarbageCollector(self.ctx, self.uploads)
+        self.metering = Metering(self.ctx)
 
     @classmethod
     def open(cls, settings: Settings, *, migrate: bool = True) -> Registry:
@@ -36,4 +38,5 @@ class Registry:
 
     def close(self) -> None:
         self.manifests.flush_pulls()
+        self.metering.flush()
         self.ctx.db.dispose()

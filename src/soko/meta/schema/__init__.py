@@ -23,6 +23,7 @@ from soko.meta.schema.identity import (
     sts_sessions,
 )
 from soko.meta.schema.manifests import manifest_blobs, manifest_children, manifests, tags
+from soko.meta.schema.metering import transfer_usage, usage_samples
 from soko.meta.schema.policies import account_settings, registry_policies
 from soko.meta.schema.repositories import repositories
 from soko.meta.schema.uploads import uploads
@@ -54,5 +55,7 @@ __all__ = [
     "scanning_configurations",
     "sts_sessions",
     "tags",
+    "transfer_usage",
     "uploads",
+    "usage_samples",
 ]

@@ -1,0 +1,193 @@
+"""Stored bytes, computed exactly from the metadata database on demand; GB-month samples and their accrual."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import sqlalchemy as sa
+
+from soko.meta import Database
+from soko.meta.schema import blobs, manifests, repository_blobs, usage_samples
+from soko.meta.schema import repositories as repos
+
+
+@dataclass(frozen=True)
+class RepositoryBytes:
+    account_id: str
+    repository: str
+    logical_bytes: int  # Σ linked blob sizes + Σ manifest payload bytes
+    physical_bytes: int  # this repository's share of the account's deduplicated bytes
+
+
+@dataclass
+class StoredBytes:
+    repositories: list[RepositoryBytes]
+    account_logical: dict[str, int] = field(default_factory=dict)
+    account_physical: dict[str, int] = field(default_factory=dict)  # DISTINCT blobs of the account + manifests
+    registry_blob_bytes: int = 0  # Σ blobs: what the blob store holds
+    registry_manifest_bytes: int = 0
+
+
+@contextlib.contextmanager
+def snapshot(db: Database) -> Iterator[sa.Connection]:
+    """A read transaction whose statements all see one snapshot (SQLite's WAL reads already do)."""
+    if db.is_sqlite:
+        with db.read() as conn:
+            yield conn
+        return
+    with db.engine.connect().execution_options(isolation_level="REPEATABLE READ") as conn, conn.begin():
+        yield conn
+
+
+def repository_bytes(conn: sa.Connection, account_id: str | None = None) -> list[RepositoryBytes]:
+    """Per repository: logical bytes, and physical bytes where each blob's size is split evenly among the
+    account's repositories linking it (the remainder bytes go one each to the lowest repository ids), so the
+    repositories' physical bytes add up exactly to the account's deduplicated total."""
+    rb = repository_blobs.c
+    scope = (repos.c.account_id, rb.digest)
+    links = sa.select(
+        rb.repository_id,
+        blobs.c.size,
+        sa.func.count().over(partition_by=scope).label("n"),
+        sa.func.row_number().over(partition_by=scope, order_by=rb.repository_id).label("k"),
+    ).select_from(repository_blobs.join(repos, repos.c.id == rb.repository_id).join(blobs, blobs.c.digest == rb.digest))
+    if account_id is not None:
+        links = links.where(repos.c.account_id == account_id)
+    links = links.subquery()
+    share = links.c.size // links.c.n + sa.case((links.c.k <= links.c.size % links.c.n, 1), else_=0)
+    blob_totals = (
+        sa.select(
+            links.c.repository_id,
+            sa.func.sum(links.c.size).label("logical"),
+            sa.func.sum(share).label("physical"),
+        )
+        .group_by(links.c.repository_id)
+        .subquery()
+    )
+    manifest_totals = (
+        sa.select(manifests.c.repository_id, sa.func.sum(sa.func.length(manifests.c.payload)).label("size"))
+        .group_by(manifests.c.repository_id)
+        .subquery()
+    )
+    query = (
+        sa.select(
+            repos.c.account_id,
+            repos.c.name,
+            sa.func.coalesce(blob_totals.c.logical, 0).label("logical"),
+            sa.func.coalesce(blob_totals.c.physical, 0).label("physical"),
+            sa.func.coalesce(manifest_totals.c.size, 0).label("manifest_bytes"),
+        )
+        .select_from(
+            repos.outerjoin(blob_totals, blob_totals.c.repository_id == repos.c.id).outerjoin(
+                manifest_totals, manifest_totals.c.repository_id == repos.c.id
+            )
+        )
+        .order_by(repos.c.account_id, repos.c.name)
+    )
+    if account_id is not None:
+        query = query.where(repos.c.account_id == account_id)
+    return [
+        RepositoryBytes(
+            r.account_id, r.name, int(r.logical) + int(r.manifest_bytes), int(r.physical) + int(r.manifest_bytes)
+        )
+        for r in conn.execute(query)
+    ]
+
+
+def account_physical_bytes(conn: sa.Connection, account_id: str | None = None) -> dict[str, int]:
+    """Σ size of the DISTINCT blobs any repository of the account links, + the account's manifest bytes."""
+    distinct_links = sa.select(repos.c.account_id, repository_blobs.c.digest).join(
+        repos, repos.c.id == repository_blobs.c.repository_id
+    )
+    manifest_query = (
+        sa.select(repos.c.account_id, sa.func.sum(sa.func.length(manifests.c.payload)).label("size"))
+        .join(repos, repos.c.id == manifests.c.repository_id)
+        .group_by(repos.c.account_id)
+    )
+    if account_id is not None:
+        distinct_links = distinct_links.where(repos.c.account_id == account_id)
+        manifest_query = manifest_query.where(repos.c.account_id == account_id)
+    distinct_links = distinct_links.distinct().subquery()
+    blob_query = (
+        sa.select(distinct_links.c.account_id, sa.func.sum(blobs.c.size).label("size"))
+        .join(blobs, blobs.c.digest == distinct_links.c.digest)
+        .group_by(distinct_links.c.account_id)
+    )
+    totals: dict[str, int] = {}
+    for query in (blob_query, manifest_query):
+        for row in conn.execute(query):
+            totals[row.account_id] = totals.get(row.account_id, 0) + int(row.size or 0)
+    return totals
+
+
+def stored_bytes(db: Database, account_id: str | None = None) -> StoredBytes:
+    with snapshot(db) as conn:
+        result = StoredBytes(repository_bytes(conn, account_id))
+        result.account_physical = account_physical_bytes(conn, account_id)
+        result.registry_blob_bytes = int(
+            conn.execute(sa.select(sa.func.coalesce(sa.func.sum(blobs.c.size), 0))).scalar()
+        )
+        result.registry_manifest_bytes = int(
+            conn.execute(sa.select(sa.func.coalesce(sa.func.sum(sa.func.length(manifests.c.payload)), 0))).scalar()
+        )
+    for repo in result.repositories:
+        result.account_logical[repo.account_id] = result.account_logical.get(repo.account_id, 0) + repo.logical_bytes
+        result.account_physical.setdefault(repo.account_id, 0)
+    return result
+
+
+def take_sample(db: Database, now: float, interval: int) -> int:
+    """Record every non-empty repository's bytes for the slot containing ``now``; returns the rows written (0 when
+    another node or process sampled the slot already)."""
+    slot = int(now // interval) * interval
+    with db.read() as conn:
+        if conn.execute(
+            sa.select(usage_samples.c.slot_start).where(usage_samples.c.slot_start == slot).limit(1)
+        ).first():
+            return 0
+    with snapshot(db) as conn:
+        rows = [
+            {
+                "account_id": r.account_id,
+                "repository_name": r.repository,
+                "slot_start": slot,
+                "slot_seconds": interval,
+                "logical_bytes": r.logical_bytes,
+                "physical_bytes": r.physical_bytes,
+                "sampled_at": now,
+            }
+            for r in repository_bytes(conn)
+            if r.logical_bytes or r.physical_bytes
+        ]
+    if rows:
+        with db.write() as conn:
+            conn.execute(db.insert_ignore(usage_samples), rows)
+    return len(rows)
+
+
+def accrued_byte_seconds(
+    conn: sa.Connection, start: int, end: int, account_id: str | None = None
+) -> dict[tuple[str, str], tuple[int, int]]:
+    """(account, repository) → (logical, physical) byte-seconds of the slots starting in [start, end)."""
+    s = usage_samples.c
+    query = (
+        sa.select(
+            s.account_id,
+            s.repository_name,
+            s.slot_seconds,
+            sa.func.sum(s.logical_bytes).label("logical"),
+            sa.func.sum(s.physical_bytes).label("physical"),
+        )
+        .where(s.slot_start >= start, s.slot_start < end)
+        .group_by(s.account_id, s.repository_name, s.slot_seconds)
+    )
+    if account_id is not None:
+        query = query.where(s.account_id == account_id)
+    totals: dict[tuple[str, str], tuple[int, int]] = {}
+    for row in conn.execute(query):
+        key = (row.account_id, row.repository_name)
+        logical, physical = totals.get(key, (0, 0))
+        totals[key] = (logical + int(row.logical) * row.slot_seconds, physical + int(row.physical) * row.slot_seconds)
+    return totals

@@ -1,0 +1,48 @@
+"""Pushing images through the domain with sizes the tests control."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from soko.registry.models import RepoRef
+
+
+def sha(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def push_blob(registry, ref: RepoRef, data: bytes) -> str:
+    state = registry.uploads.start(ref)
+    writer = registry.uploads.begin_chunk(ref, state.id, 0)
+    writer.write(data)
+    writer.finish()
+    registry.uploads.complete(ref, state.id, sha(data))
+    return sha(data)
+
+
+def push_image(registry, ref: RepoRef, tag: str, config: bytes, layers: list[bytes]) -> tuple[str, bytes]:
+    """Push config + layers + an OCI image manifest; returns (manifest digest, manifest payload)."""
+    push_blob(registry, ref, config)
+    for layer in layers:
+        push_blob(registry, ref, layer)
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": sha(config),
+                "size": len(config),
+            },
+            "layers": [
+                {"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": sha(layer), "size": len(layer)}
+                for layer in layers
+            ],
+        }
+    ).encode()
+    return registry.manifests.put(ref, tag, manifest, None).digest, manifest
+
+
+def config_blob(n: int) -> bytes:
+    return json.dumps({"architecture": "amd64", "os": "linux", "n": n}).encode()
