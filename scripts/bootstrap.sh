@@ -1,13 +1,33 @@
 #!/usr/bin/env bash
-# Idempotent set-up of the project's virtualenv (.venv) with Soko and its pinned dependencies.
-# Usage: scripts/bootstrap.sh [--test]   (--test adds the test tools)
+# Idempotent set-up: the project's virtualenv (.venv) with Soko and its pinned dependencies.
+#   scripts/bootstrap.sh          what `soko serve` needs
+#   scripts/bootstrap.sh --test   also the test tools, and the external clients the end-to-end tests and the bench
+#                                 drive (skopeo, umoci, docker-registry, wrk, hey: Debian packages, installed with
+#                                 apt-get when missing)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extra=""
 [ "${1:-}" = "--test" ] && extra="[test]"
+
+if [ -n "$extra" ]; then
+  missing=()
+  command -v skopeo >/dev/null 2>&1 || missing+=(skopeo)
+  command -v umoci >/dev/null 2>&1 || missing+=(umoci)
+  [ -x /usr/bin/docker-registry ] || missing+=(docker-registry)
+  command -v wrk >/dev/null 2>&1 || missing+=(wrk)
+  command -v hey >/dev/null 2>&1 || missing+=(hey)
+  if [ "${#missing[@]}" -gt 0 ]; then
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    echo "bootstrap: installing ${missing[*]} (apt)"
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+fi
+
 stamp=".venv/.installed${extra:+-test}"
 if [ ! -x .venv/bin/python ]; then
-  python3 -m venv .venv
+  "${PYTHON:-python3}" -m venv .venv
 fi
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/python -m pip install --quiet --upgrade pip >/dev/null

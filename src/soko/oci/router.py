@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
+import urllib.parse
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
@@ -98,13 +99,13 @@ class OciRouter:
                 raise Unsupported(f"{request.method} is not supported on /v2/")
             return web.Response(body=b"{}", content_type="application/json", headers=API_VERSION_HEADER)
         if "%" in tail:
-            # Names, tags and digests never need escaping; an escaped '/' or '.' is an attempt to smuggle a path.
-            return error_response(
-                400,
-                "NAME_INVALID",
-                "percent-encoded characters are not allowed in /v2/ paths",
-                head=request.method == "HEAD",
-            )
+            # Some clients escape the ':' of a digest. An escaped '/' or '.' would smuggle a path past the router.
+            if re.search(r"%2[fFeE]|%5[cC]|%00", tail):
+                return error_response(
+                    400, "NAME_INVALID", "escaped '/', '.' or '\\' are not allowed in /v2/ paths",
+                    head=request.method == "HEAD",
+                )
+            tail = urllib.parse.unquote(tail)
         for pattern, methods in _ROUTES:
             match = pattern.fullmatch(tail)
             if match is None:

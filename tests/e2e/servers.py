@@ -1,0 +1,271 @@
+"""Start and stop registry servers (Soko and Distribution) as subprocesses.
+
+Shared by the end-to-end tests and by ``bench/run.py``. Credentials live in one place: :func:`start_soko`
+provisions them (:func:`soko_login`: the data dir's root key + ECR ``GetAuthorizationToken``); the env vars read
+by :func:`registry_credentials` override that.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DISTRIBUTION_BIN = "/usr/bin/docker-registry"
+READY_TIMEOUT = 30.0
+STOP_TIMEOUT = 30.0
+#: which registry the end-to-end tests drive: ``soko`` (default) or ``distribution`` (proves the tests)
+E2E_TARGET = os.environ.get("SOKO_E2E_TARGET", "soko")
+
+
+SOKO_REGION = "us-east-1"
+
+
+def registry_credentials() -> tuple[str, str] | None:
+    """Explicit (user, password) from ``SOKO_E2E_USER``/``SOKO_E2E_PASSWORD``, if set."""
+    user, password = os.environ.get("SOKO_E2E_USER"), os.environ.get("SOKO_E2E_PASSWORD")
+    if user and password:
+        return user, password
+    return None
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class ServerError(RuntimeError):
+    pass
+
+
+@dataclass
+class RegistryServer:
+    """A running registry process. ``host`` is ``127.0.0.1:PORT`` (what skopeo's docker:// wants)."""
+
+    kind: str
+    host: str
+    data_dir: Path
+    log_path: Path
+    proc: subprocess.Popen[bytes]
+    credentials: tuple[str, str] | None = None
+    exit_code: int | None = field(default=None)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}"
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def auth_header(self) -> dict[str, str]:
+        if self.credentials is None:
+            return {}
+        token = base64.b64encode(":".join(self.credentials).encode()).decode()
+        return {"Authorization": f"Basic {token}"}
+
+    def log_tail(self, limit: int = 4000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-limit:]
+        except OSError:
+            return "<no log>"
+
+    def wait_ready(self, timeout: float = READY_TIMEOUT) -> None:
+        deadline = time.monotonic() + timeout
+        last_error = "no attempt"
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise ServerError(
+                    f"{self.kind} exited with {self.proc.returncode} before answering GET /v2/\n"
+                    f"--- server output ---\n{self.log_tail()}"
+                )
+            request = urllib.request.Request(f"{self.url}/v2/", headers=self.auth_header())
+            try:
+                with urllib.request.urlopen(request, timeout=2) as response:
+                    if response.status == 200:
+                        return
+                    last_error = f"HTTP {response.status}"
+            except urllib.error.HTTPError as exc:
+                if exc.code == 401 and self.credentials is None:
+                    return  # up, and asking for credentials: the caller provisions them next
+                last_error = f"HTTP {exc.code}"
+            except (OSError, urllib.error.URLError) as exc:
+                last_error = repr(exc)
+            time.sleep(0.1)
+        self.kill()
+        raise ServerError(
+            f"{self.kind} did not answer 200 on GET {self.url}/v2/ within {timeout:.0f}s "
+            f"(last: {last_error})\n--- server output ---\n{self.log_tail()}"
+        )
+
+    def stop(self, timeout: float = STOP_TIMEOUT) -> int:
+        """Graceful stop: SIGTERM, wait, then SIGKILL the whole process group if needed."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+                raise ServerError(f"{self.kind} ignored SIGTERM for {timeout:.0f}s\n{self.log_tail()}") from None
+        self.exit_code = self.proc.returncode
+        self._kill_group()  # stray workers, if any
+        return self.exit_code
+
+    def kill(self) -> None:
+        self._kill_group()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
+
+    def _kill_group(self) -> None:
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def _spawn(kind: str, argv: Sequence[str], host: str, data_dir: Path, log_path: Path,
+           env: dict[str, str] | None = None) -> RegistryServer:
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            list(argv),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,  # own process group: Ctrl-C does not hit it, killpg reaches workers
+        )
+    return RegistryServer(kind, host, data_dir, log_path, proc, credentials=registry_credentials())
+
+
+def _start_with_retries(start: Callable[[int], RegistryServer], attempts: int = 3) -> RegistryServer:
+    error: ServerError | None = None
+    for _ in range(attempts):
+        server = start(free_port())
+        try:
+            server.wait_ready()
+            return server
+        except ServerError as exc:  # most likely a port race: try another port
+            server.kill()
+            error = exc
+    assert error is not None
+    raise error
+
+
+def soko_argv(listen: str, data_dir: Path, workers: int | None = None,
+              template: str | None = None) -> list[str]:
+    """``template`` (bench ``--soko-cmd``) may use {python}, {listen}, {data_dir}, {workers}."""
+    if template:
+        return template.format(python=sys.executable, listen=listen, data_dir=data_dir,
+                               workers=workers or 1).split()
+    argv = [sys.executable, "-m", "soko", "serve", "--listen", listen, "--data-dir", str(data_dir)]
+    if workers is not None:
+        argv += ["--workers", str(workers)]
+    return argv
+
+
+def start_soko(data_dir: Path, *, workers: int | None = None, template: str | None = None,
+               log_path: Path | None = None) -> RegistryServer:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    log = log_path or data_dir.parent / f"{data_dir.name}.log"
+
+    def start(port: int) -> RegistryServer:
+        host = f"127.0.0.1:{port}"
+        argv = soko_argv(host, data_dir, workers, template)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SOKO_")}  # no host config leaks in
+        return _spawn("soko", argv, host, data_dir, log, env)
+
+    server = _start_with_retries(start)
+    if server.credentials is None and _requires_auth(server):
+        try:
+            server.credentials = soko_login(server)
+            server.wait_ready()  # now with credentials: must be 200
+        except BaseException:
+            server.kill()
+            raise
+    return server
+
+
+def _requires_auth(server: RegistryServer) -> bool:
+    try:
+        with urllib.request.urlopen(f"{server.url}/v2/", timeout=5):
+            return False
+    except urllib.error.HTTPError as exc:
+        return exc.code == 401
+
+
+def soko_root_key(data_dir: Path) -> dict[str, str]:
+    """The default account's root access key, which ``soko serve`` writes into a fresh data dir."""
+    return dict(json.loads((data_dir / "root-credentials").read_text()))
+
+
+def soko_login(server: RegistryServer) -> tuple[str, str]:
+    """Registry credentials the ECR way: the test server's own root key calls ``GetAuthorizationToken`` over
+    Soko's AWS API; the token is base64 ``AWS:<password>`` for HTTP Basic auth."""
+    import boto3  # test dependency; only needed once Soko asks for credentials
+
+    keys = soko_root_key(server.data_dir)
+    ecr = boto3.client(
+        "ecr", endpoint_url=server.url, region_name=SOKO_REGION,
+        aws_access_key_id=keys["AccessKeyId"], aws_secret_access_key=keys["SecretAccessKey"],
+    )
+    token = ecr.get_authorization_token()["authorizationData"][0]["authorizationToken"]
+    user, _, password = base64.b64decode(token).decode().partition(":")
+    return user, password
+
+
+def distribution_config(root: Path, host: str, *, cache: str | None = "inmemory", access_log: bool = True,
+                        log_level: str = "info") -> str:
+    """Distribution 2.8.2 config: filesystem storage, deletes enabled, plain HTTP on loopback."""
+    cache_block = f"  cache:\n    blobdescriptor: {cache}\n" if cache else ""
+    return (
+        "version: 0.1\n"
+        "log:\n"
+        f"  level: {log_level}\n"
+        f"  accesslog:\n    disabled: {'false' if access_log else 'true'}\n"
+        "storage:\n"
+        f"  filesystem:\n    rootdirectory: {root}\n"
+        "  delete:\n    enabled: true\n"
+        f"{cache_block}"
+        "  maintenance:\n    uploadpurging:\n      enabled: false\n"
+        "http:\n"
+        f"  addr: {host}\n"
+    )
+
+
+def start_distribution(data_dir: Path, *, cache: str | None = "inmemory", access_log: bool = True,
+                       log_level: str = "info", binary: str = DISTRIBUTION_BIN,
+                       log_path: Path | None = None) -> RegistryServer:
+    """Start Distribution (``docker-registry serve CONFIG``) with filesystem storage under ``data_dir``."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    log = log_path or data_dir.parent / f"{data_dir.name}.log"
+    config = data_dir.parent / f"{data_dir.name}.yml"
+
+    def start(port: int) -> RegistryServer:
+        host = f"127.0.0.1:{port}"
+        config.write_text(distribution_config(data_dir, host, cache=cache, access_log=access_log,
+                                               log_level=log_level))
+        env = {k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_")}
+        return _spawn("distribution", [binary, "serve", str(config)], host, data_dir, log, env)
+
+    return _start_with_retries(start)
+
+
+def run_fsck(data_dir: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "soko", "fsck", "--data-dir", str(data_dir)],
+        capture_output=True, text=True, timeout=timeout, check=False,
+    )
