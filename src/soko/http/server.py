@@ -88,8 +88,27 @@ def initialise(settings: Settings) -> None:
         )
 
 
+def _in_child(fn, *args) -> None:
+    """Run ``fn`` in a forked child, so the supervisor of several workers never loads the domain and stays small."""
+    pid = os.fork()
+    if pid == 0:
+        code = 0
+        try:
+            fn(*args)
+        except BaseException as exc:
+            print(f"soko serve: {exc}", file=sys.stderr, flush=True)
+            code = 1
+        os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(os.waitstatus_to_exitcode(status))
+
+
 def serve(settings: Settings) -> int:
-    initialise(settings)
+    if settings.workers <= 1:
+        initialise(settings)
+    else:
+        _in_child(initialise, settings)
     endpoints = [parse_endpoint(spec) for spec in settings.endpoints]
     sock = bind(settings.listen)
     ready = f"soko: serving the registry on http://{settings.listen} (data: {os.path.abspath(settings.data_dir)})"
