@@ -16,6 +16,7 @@ from soko.http.context import ENDPOINTS_KEY
 from soko.iam.service import Identity
 from soko.meta.changes import PostgresListener
 from soko.metering.prometheus import metrics_handler
+from soko.oci import presigned
 from soko.oci.base import OciContext
 from soko.oci.router import OciRouter
 from soko.registry import Registry
@@ -41,6 +42,7 @@ def build_app(
     ecr = EcrApi(settings, registry, identity)
     query = _query_service(settings, registry, identity)
     AwsFrontDoor(identity.credentials, ecr, query, _authn_auditor(identity)).install(app)
+    presigned.install(app, registry, identity)  # GetDownloadUrlForLayer's expiring URLs
     app.router.add_get("/metrics", metrics_handler(registry))
     app.cleanup_ctx.append(_upkeep)
     return app

@@ -156,14 +156,14 @@ def test_concurrent_pushes_deletes_and_gc_never_lose_a_referenced_blob(registry)
                         registry.manifests.delete(ref, digest)
                     except SokoError:
                         pass  # still referenced by an index / already gone
-        except BaseException as exc:  # noqa: BLE001 - collected and re-raised below
+        except BaseException as exc:
             errors.append(exc)
 
     def collector() -> None:
         try:
             while not stop.is_set():
                 registry.gc.run(grace_period=0, sweep_storage=False)
-        except BaseException as exc:  # noqa: BLE001
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=pusher, args=(n,)) for n in range(4)]

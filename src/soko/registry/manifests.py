@@ -127,6 +127,11 @@ class Manifests:
             created = manifest_id is None
             if created:
                 manifest_id = self._insert(conn, repo_id, digest, payload, parsed, image_size, now)
+            if manifest_id is None:  # a concurrent push of the same manifest inserted it first
+                created = False
+                manifest_id = conn.execute(
+                    sa.select(manifests.c.id).where(manifests.c.repository_id == repo_id, manifests.c.digest == digest)
+                ).scalar_one()
             tag_moved = tag is not None and self._set_tag(conn, ref, repo_id, tag, manifest_id, digest, now)
         return PutManifestResult(digest, parsed.subject.digest if parsed.subject else None, created, tag_moved)
 
@@ -178,9 +183,10 @@ class Manifests:
 
     def _insert(
         self, conn, repo_id: int, digest: str, payload: bytes, parsed: ParsedManifest, image_size: int, now: float
-    ) -> int:
+    ) -> int | None:
+        """None when the row already exists (inserted by a concurrent push since we looked)."""
         manifest_id = conn.execute(
-            sa.insert(manifests)
+            self.ctx.db.insert_ignore(manifests)
             .values(
                 repository_id=repo_id,
                 digest=digest,
@@ -194,7 +200,9 @@ class Manifests:
                 pushed_at=now,
             )
             .returning(manifests.c.id)
-        ).scalar_one()
+        ).scalar()
+        if manifest_id is None:
+            return None
         blob_digests = {
             d.digest for d in parsed.blob_descriptors if not (d.media_type in mt.NON_DISTRIBUTABLE and d.has_urls)
         }

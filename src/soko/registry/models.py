@@ -59,3 +59,4 @@ class PutManifestResult:
     digest: str
     subject_digest: str | None
     created: bool  # False when the same manifest was already there (and only the tag moved)
+    tag_moved: bool = False  # the tag was created or now points here (False: no tag, or it already did)

@@ -10,6 +10,8 @@ from soko.meta import Database
 from soko.metering import Metering
 from soko.registry.blobs import Blobs
 from soko.registry.context import DomainContext
+from soko.registry.images import Images
+from soko.registry.lifecycle_store import LifecycleStore
 from soko.registry.manifests import Manifests
 from soko.registry.repositories import Repositories
 from soko.registry.uploads import Uploads
@@ -26,6 +28,8 @@ class Registry:
         self.manifests = Manifests(self.ctx, self.repositories)
         self.gc = GarbageCollector(self.ctx, self.uploads)
         self.metering = Metering(self.ctx)
+        self.images = Images(self)  # ECR's image queries and batch operations
+        self.lifecycle = LifecycleStore(self)  # lifecycle policies and previews
 
     @classmethod
     def open(cls, settings: Settings, *, migrate: bool = True) -> Registry:

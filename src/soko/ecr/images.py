@@ -1,0 +1,226 @@
+"""ECR image operations: PutImage, BatchGetImage, BatchDeleteImage, ListImages, DescribeImages,
+ListImageReferrers, DescribeImageScanFindings.
+
+Every write and every manifest read goes through the domain's ``Manifests`` service (the one /v2/ uses); the
+listing queries live in :mod:`soko.registry.images`.
+"""
+
+from __future__ import annotations
+
+import json
+
+from soko.digest import Digest, compute
+from soko.ecr.api import Call
+from soko.ecr.errors import EcrError
+from soko.errors import DigestInvalid, TagInvalid
+from soko.names import validate_tag
+from soko.registry.images import ImageDetail, ImageFailure, decode_token, encode_token
+
+
+def _failure(f: ImageFailure) -> dict:
+    return {"imageId": f.image_id, "failureCode": f.code, "failureReason": f.reason}
+
+
+def _manifest_text(payload: bytes) -> str:
+    try:
+        return payload.decode("utf-8")
+    except UnicodeDecodeError:  # not pushable through PutImage, but /v2/ stores bytes; never fail a read on it
+        return payload.decode("utf-8", errors="replace")
+
+
+def _no_pagination_with_ids(call: Call) -> None:
+    if call.params.get("imageIds") and any(k in call.params for k in ("nextToken", "maxResults", "filter")):
+        raise EcrError(
+            "InvalidParameterException",
+            "Invalid parameter: nextToken, maxResults and filter cannot be used together with imageIds",
+        )
+
+
+# ---- PutImage -------------------------------------------------------------------------------------------------
+def put_image(call: Call) -> dict:
+    ref = call.repo()
+    call.authorize("ecr:PutImage", ref.name)
+    text: str = call.params["imageManifest"]
+    payload = text.encode("utf-8")
+    tag: str | None = call.params.get("imageTag")
+    claimed: str | None = call.params.get("imageDigest")
+    if tag is not None:
+        validate_tag(tag)
+    digest = compute(payload)
+    if claimed is not None:
+        try:
+            algorithm = Digest.parse(claimed).algorithm
+        except DigestInvalid as exc:
+            raise EcrError(
+                "InvalidParameterException",
+                f"Invalid parameter at 'imageDigest' failed to satisfy constraint: '{exc.message}'",
+            ) from None
+        digest = compute(payload, algorithm)
+        if digest != claimed:
+            raise EcrError(
+                "ImageDigestDoesNotMatchException",
+                f"Invalid parameter at 'imageDigest': the provided digest '{claimed}' does not match the digest "
+                f"of the image manifest ('{digest}')",
+            )
+    result = call.api.registry.manifests.put(ref, tag or digest, payload, call.params.get("imageManifestMediaType"))
+    if not result.created and not result.tag_moved:
+        raise EcrError(
+            "ImageAlreadyExistsException",
+            f"Image with digest '{result.digest}' and tag '{tag or 'null'}' already exists in the repository with "
+            f"name '{ref.name}' in registry with id '{ref.account_id}'",
+        )
+    record = call.api.registry.manifests.get(ref, result.digest)
+    image_id = {"imageDigest": result.digest, **({"imageTag": tag} if tag else {})}
+    return {
+        "image": {
+            "registryId": ref.account_id,
+            "repositoryName": ref.name,
+            "imageId": image_id,
+            "imageManifest": text,
+            "imageManifestMediaType": record.media_type,
+        }
+    }
+
+
+# ---- BatchGetImage / BatchDeleteImage -------------------------------------------------------------------------
+def batch_get_image(call: Call) -> dict:
+    ref = call.repo()
+    call.authorize("ecr:BatchGetImage", ref.name)
+    found, failures = call.api.registry.images.batch_get(
+        ref, call.params["imageIds"], call.params.get("acceptedMediaTypes")
+    )
+    return {
+        "images": [
+            {
+                "registryId": ref.account_id,
+                "repositoryName": ref.name,
+                "imageId": image.image_id,
+                "imageManifest": _manifest_text(image.manifest),
+                "imageManifestMediaType": image.media_type,
+            }
+            for image in found
+        ],
+        "failures": [_failure(f) for f in failures],
+    }
+
+
+def batch_delete_image(call: Call) -> dict:
+    ref = call.repo()
+    call.authorize("ecr:BatchDeleteImage", ref.name)
+    deleted, failures = call.api.registry.images.batch_delete(ref, call.params["imageIds"])
+    return {"imageIds": deleted, "failures": [_failure(f) for f in failures]}
+
+
+# ---- ListImages / DescribeImages ------------------------------------------------------------------------------
+def list_images(call: Call) -> dict:
+    ref = call.repo()
+    call.authorize("ecr:ListImages", ref.name)
+    tag_status = (call.params.get("filter") or {}).get("tagStatus", "ANY")
+    image_status = (call.params.get("filter") or {}).get("imageStatus", "ACTIVE")
+    if image_status not in ("ACTIVE", "ANY"):  # no archive storage class yet: nothing is ARCHIVED/ACTIVATING
+        call.api.registry.repositories.get(ref)  # RepositoryNotFound still applies
+        return {"imageIds": []}
+    ids, next_token = call.api.registry.images.list_ids(
+        ref, tag_status, token=call.params.get("nextToken"), limit=call.params.get("maxResults")
+    )
+    return {"imageIds": ids, **({"nextToken": next_token} if next_token else {})}
+
+
+def _detail(call: Call, d: ImageDetail) -> dict:
+    ref = call.repo()
+    out: dict = {"registryId": ref.account_id, "repositoryName": ref.name, "imageDigest": d.digest}
+    if d.tags:
+        out["imageTags"] = list(d.tags)
+    out["imageSizeInBytes"] = d.size
+    out["imagePushedAt"] = d.pushed_at
+    out["imageManifestMediaType"] = d.media_type
+    if d.artifact_type:
+        out["artifactMediaType"] = d.artifact_type
+    if d.last_pulled_at is not None:
+        out["lastRecordedPullTime"] = d.last_pulled_at
+    if d.subject_digest:
+        out["subjectManifestDigest"] = d.subject_digest
+    out["imageStatus"] = "ACTIVE"
+    return out
+
+
+def describe_images(call: Call) -> dict:
+    ref = call.repo()
+    call.authorize("ecr:DescribeImages", ref.name)
+    _no_pagination_with_ids(call)
+    service = call.api.registry.images
+    if call.params.get("imageIds"):
+        return {"imageDetails": [_detail(call, d) for d in service.describe_ids(ref, call.params["imageIds"])]}
+    filter_ = call.params.get("filter") or {}
+    if filter_.get("imageStatus", "ACTIVE") not in ("ACTIVE", "ANY"):
+        call.api.registry.repositories.get(ref)
+        return {"imageDetails": []}
+    details, next_token = service.describe_page(
+        ref, filter_.get("tagStatus", "ANY"), token=call.params.get("nextToken"), limit=call.params.get("maxResults")
+    )
+    return {"imageDetails": [_detail(call, d) for d in details], **({"nextToken": next_token} if next_token else {})}
+
+
+# ---- ListImageReferrers ---------------------------------------------------------------------------------------
+def list_image_referrers(call: Call) -> dict:
+    ref = call.repo()
+    call.authorize("ecr:ListImageReferrers", ref.name)
+    subject = call.params["subjectId"]["imageDigest"]
+    try:
+        Digest.parse(subject)
+    except DigestInvalid as exc:
+        raise EcrError(
+            "InvalidParameterException",
+            f"Invalid parameter at 'subjectId.imageDigest' failed to satisfy constraint: '{exc.message}'",
+        ) from None
+    filter_ = call.params.get("filter") or {}
+    if filter_.get("artifactStatus", "ACTIVE") not in ("ACTIVE", "ANY"):
+        call.api.registry.manifests.referrers(ref, subject)  # RepositoryNotFound still applies
+        return {"referrers": []}
+    wanted = set(filter_.get("artifactTypes") or [])
+    referrers = [
+        r for r in call.api.registry.manifests.referrers(ref, subject) if not wanted or r.get("artifactType") in wanted
+    ]
+    position = decode_token(call.params.get("nextToken"), ("offset",))
+    start = position["offset"] if position else 0
+    if not isinstance(start, int) or start < 0:
+        start = 0
+    limit = call.params.get("maxResults") or 50
+    page = referrers[start : start + limit]
+    out: dict = {"referrers": [{**r, "artifactStatus": "ACTIVE"} for r in page]}
+    if start + limit < len(referrers):
+        out["nextToken"] = encode_token({"offset": start + limit})
+    return out
+
+
+# ---- DescribeImageScanFindings --------------------------------------------------------------------------------
+def describe_image_scan_findings(call: Call) -> dict:
+    """No scanner yet: an existing image has never been scanned (ScanNotFoundException), as in ECR before a scan."""
+    ref = call.repo()
+    call.authorize("ecr:DescribeImageScanFindings", ref.name)
+    image_id = call.params["imageId"]
+    if not image_id.get("imageDigest") and not image_id.get("imageTag"):
+        raise EcrError("InvalidParameterException", "Invalid parameter: imageId needs an imageDigest or an imageTag")
+    try:
+        (detail,) = call.api.registry.images.describe_ids(ref, [image_id])
+    except (DigestInvalid, TagInvalid) as exc:
+        raise EcrError("InvalidParameterException", f"Invalid parameter at 'imageId': {exc.message}") from None
+    shown = json.dumps(
+        {"imageDigest": detail.digest, **({"imageTag": image_id["imageTag"]} if image_id.get("imageTag") else {})}
+    )
+    raise EcrError(
+        "ScanNotFoundException",
+        f"Image scan does not exist for the image with '{shown}' in the repository with name '{ref.name}' in the "
+        f"registry with id '{ref.account_id}'",
+    )
+
+
+OPERATIONS = {
+    "PutImage": put_image,
+    "BatchGetImage": batch_get_image,
+    "BatchDeleteImage": batch_delete_image,
+    "ListImages": list_images,
+    "DescribeImages": describe_images,
+    "ListImageReferrers": list_image_referrers,
+    "DescribeImageScanFindings": describe_image_scan_findings,
+}

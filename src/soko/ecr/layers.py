@@ -1,0 +1,201 @@
+"""ECR's layer API: BatchCheckLayerAvailability, InitiateLayerUpload, UploadLayerPart, CompleteLayerUpload,
+GetDownloadUrlForLayer — on the same upload sessions and blob store as /v2/ (an image pushed one way pulls the
+other).
+
+Part rules. A part must start where the upload ends (``partFirstByte`` = bytes held, else
+InvalidLayerPartException with ``lastValidByteReceived`` = bytes held - 1, so -1 means "nothing yet") and carry
+exactly ``partLastByte - partFirstByte + 1`` bytes. ECR also refuses non-final parts under 5 MiB
+(LayerPartTooSmallException) because its parts become S3 multipart parts; Soko appends parts to one file, has no
+such constraint, and keeps no per-part record, so it deliberately does *not* enforce that minimum: every client that
+follows ECR's rule works unchanged, and small-part clients work too.
+"""
+
+from __future__ import annotations
+
+from soko.digest import Digest
+from soko.ecr.api import Call
+from soko.ecr.errors import EcrError
+from soko.errors import DigestInvalid, RangeNotSatisfiable, SizeInvalid, TooLarge
+from soko.oci.presigned import layer_url
+
+PART_SIZE = 10 * 1024 * 1024  # what ECR advertises
+
+
+def _layer_failure(digest: str, code: str, reason: str) -> dict:
+    return {"layerDigest": digest, "failureCode": code, "failureReason": reason}
+
+
+def batch_check_layer_availability(call: Call) -> dict:
+    ref = call.repo()
+    call.authorize("ecr:BatchCheckLayerAvailability", ref.name)
+    requested: list[str] = call.params["layerDigests"]
+    failures: list[dict] = []
+    valid: list[str] = []
+    for digest in requested:
+        if not digest:
+            failures.append(_layer_failure(digest, "MissingLayerDigest", "Missing layer digest"))
+            continue
+        try:
+            Digest.parse(digest)
+        except DigestInvalid as exc:
+            failures.append(_layer_failure(digest, "InvalidLayerDigest", f"Invalid layer digest: {exc.message}"))
+            continue
+        if digest not in valid:
+            valid.append(digest)
+    sizes = call.api.registry.images.linked_blobs(ref, valid)
+    layers = []
+    for digest in valid:
+        if digest in sizes:
+            layers.append({"layerDigest": digest, "layerAvailability": "AVAILABLE", "layerSize": sizes[digest]})
+        else:
+            layers.append({"layerDigest": digest, "layerAvailability": "UNAVAILABLE"})
+    return {"layers": layers, "failures": failures}
+
+
+def initiate_layer_upload(call: Call) -> dict:
+    ref = call.repo()
+    call.authorize("ecr:InitiateLayerUpload", ref.name)
+    state = call.api.registry.uploads.start(ref)
+    return {"uploadId": state.id, "partSize": PART_SIZE}
+
+
+def _invalid_part(call: Call, upload_id: str, held: int, message: str) -> EcrError:
+    ref = call.repo()
+    return EcrError(
+        "InvalidLayerPartException",
+        message,
+        registryId=ref.account_id,
+        repositoryName=ref.name,
+        uploadId=upload_id,
+        lastValidByteReceived=held - 1,
+    )
+
+
+def upload_layer_part(call: Call) -> dict:
+    ref = call.repo()
+    call.authorize("ecr:UploadLayerPart", ref.name)
+    uploads = call.api.registry.uploads
+    upload_id: str = call.params["uploadId"]
+    first: int = call.params["partFirstByte"]
+    last: int = call.params["partLastByte"]
+    data: bytes = call.params["layerPartBlob"]
+    held = uploads.status(ref, upload_id).size  # UploadNotFoundException
+    if first != held:
+        raise _invalid_part(
+            call,
+            upload_id,
+            held,
+            f"The part's first byte {first} is not the next byte of upload '{upload_id}', which holds {held} bytes; "
+            f"send the part starting at byte {held}",
+        )
+    if not data or last - first + 1 != len(data):
+        raise _invalid_part(
+            call,
+            upload_id,
+            held,
+            f"The part covers bytes {first}-{last} ({last - first + 1} bytes, partLastByte is inclusive) but "
+            f"layerPartBlob has {len(data)} bytes",
+        )
+    try:
+        writer = uploads.begin_chunk(ref, upload_id, first)
+    except RangeNotSatisfiable as exc:
+        raise _invalid_part(call, upload_id, exc.current_size, exc.message) from None
+    try:
+        writer.write(data)
+        state = writer.finish()
+    except TooLarge:
+        writer.abort()
+        uploads.cancel(ref, upload_id)  # refused past the image size limit: nothing is left behind
+        raise
+    except RangeNotSatisfiable as exc:
+        writer.abort()
+        raise _invalid_part(call, upload_id, exc.current_size, exc.message) from None
+    except BaseException:
+        writer.abort()
+        raise
+    return {
+        "registryId": ref.account_id,
+        "repositoryName": ref.name,
+        "uploadId": upload_id,
+        "lastByteReceived": state.size - 1,
+    }
+
+
+def complete_layer_upload(call: Call) -> dict:
+    ref = call.repo()
+    call.authorize("ecr:CompleteLayerUpload", ref.name)
+    uploads = call.api.registry.uploads
+    upload_id: str = call.params["uploadId"]
+    digests: list[str] = call.params["layerDigests"]
+    if len(digests) != 1:
+        raise EcrError(
+            "InvalidParameterException",
+            f"Invalid parameter at 'layerDigests': an upload is one layer; pass exactly one digest, not {len(digests)}",
+        )
+    digest = digests[0]
+    try:
+        Digest.parse(digest)
+    except DigestInvalid as exc:
+        raise EcrError("InvalidLayerException", f"Invalid layer digest '{digest}': {exc.message}") from None
+    state = uploads.status(ref, upload_id)  # UploadNotFoundException
+    if state.size == 0:
+        raise EcrError(
+            "EmptyUploadException",
+            f"The upload with id '{upload_id}' has no layer parts; upload at least one part before completing it",
+        )
+    if call.api.registry.images.linked_blobs(ref, [digest]):
+        uploads.cancel(ref, upload_id)
+        raise EcrError(
+            "LayerAlreadyExistsException",
+            f"The layer with digest '{digest}' already exists in the repository with name '{ref.name}' in the "
+            f"registry with id '{ref.account_id}'",
+        )
+    try:
+        info = uploads.complete(ref, upload_id, digest)
+    except (DigestInvalid, SizeInvalid) as exc:
+        raise EcrError("InvalidLayerException", exc.message) from None
+    return {
+        "registryId": ref.account_id,
+        "repositoryName": ref.name,
+        "uploadId": upload_id,
+        "layerDigest": info.digest,
+    }
+
+
+def get_download_url_for_layer(call: Call) -> dict:
+    ref = call.repo()
+    call.authorize("ecr:GetDownloadUrlForLayer", ref.name)
+    digest: str = call.params["layerDigest"]
+    try:
+        Digest.parse(digest)
+    except DigestInvalid as exc:
+        raise EcrError(
+            "InvalidParameterException",
+            f"Invalid parameter at 'layerDigest' failed to satisfy constraint: '{exc.message}'",
+        ) from None
+    service = call.api.registry.images
+    if not service.linked_blobs(ref, [digest]):
+        raise EcrError(
+            "LayersNotFoundException",
+            f"The layer with digest '{digest}' does not exist in the repository with name '{ref.name}' in the "
+            f"registry with id '{ref.account_id}'",
+        )
+    if not service.blob_in_use(ref, digest):
+        raise EcrError(
+            "LayerInaccessibleException",
+            "The specified layer is not available because it is not associated with an image. Unassociated image "
+            "layers may be cleaned up at any time.",
+        )
+    url = layer_url(
+        call.api.identity, call.context.scheme or "http", call.context.host, ref.account_id, ref.name, digest
+    )
+    return {"downloadUrl": url, "layerDigest": digest}
+
+
+OPERATIONS = {
+    "BatchCheckLayerAvailability": batch_check_layer_availability,
+    "InitiateLayerUpload": initiate_layer_upload,
+    "UploadLayerPart": upload_layer_part,
+    "CompleteLayerUpload": complete_layer_upload,
+    "GetDownloadUrlForLayer": get_download_url_for_layer,
+}
