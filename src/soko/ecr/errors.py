@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 from soko import errors as e
+from soko.registry import policies as p
+from soko.registry import repositories as r
+from soko.registry import settings_store as s
+from soko.registry import templates as t
 
 
 class EcrError(Exception):
@@ -17,6 +21,15 @@ class EcrError(Exception):
 
 
 _TABLE: list[tuple[type[e.SokoError], str]] = [
+    (p.RepositoryPolicyNotFound, "RepositoryPolicyNotFoundException"),
+    (p.RegistryPolicyNotFound, "RegistryPolicyNotFoundException"),
+    (p.PolicyInvalid, "InvalidParameterException"),
+    (r.ParameterInvalid, "InvalidParameterException"),
+    (r.TagParameterInvalid, "InvalidTagParameterException"),
+    (r.TooManyTags, "TooManyTagsException"),
+    (s.ConfigurationInvalid, "ValidationException"),
+    (t.TemplateAlreadyExists, "TemplateAlreadyExistsException"),
+    (t.TemplateNotFound, "TemplateNotFoundException"),
     (e.RepositoryNotFound, "RepositoryNotFoundException"),
     (e.RepositoryAlreadyExists, "RepositoryAlreadyExistsException"),
     (e.RepositoryNotEmpty, "RepositoryNotEmptyException"),

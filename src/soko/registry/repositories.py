@@ -1,4 +1,5 @@
-"""Repositories: lookup, creation (explicit, or on first push), listing."""
+"""Repositories: lookup, creation (explicit, or on first push through creation templates), settings, resource tags,
+listing, the per-account repository quota, and deletion."""
 
 from __future__ import annotations
 
@@ -6,11 +7,31 @@ import json
 
 import sqlalchemy as sa
 
-from soko.errors import RepositoryAlreadyExists, RepositoryNotFound
+from soko.errors import LimitExceeded, RepositoryAlreadyExists, RepositoryNotEmpty, RepositoryNotFound, SokoError
+from soko.meta.changes import CHANNEL
+from soko.meta.schema import lifecycle_policies, manifests, repository_tags, uploads
 from soko.meta.schema import repositories as t
 from soko.names import validate_repository_name
 from soko.registry.context import DomainContext
 from soko.registry.models import RepoRef, Repository
+from soko.storage.base import PathNotFound
+
+MUTABILITIES = ("MUTABLE", "IMMUTABLE", "IMMUTABLE_WITH_EXCLUSION", "MUTABLE_WITH_EXCLUSION")
+WITH_EXCLUSION = ("IMMUTABLE_WITH_EXCLUSION", "MUTABLE_WITH_EXCLUSION")
+ENCRYPTION_TYPES = ("AES256", "KMS", "KMS_DSSE")
+MAX_RESOURCE_TAGS = 50
+
+
+class ParameterInvalid(SokoError):
+    """A request parameter breaks an ECR rule the service model cannot express (ECR: InvalidParameterException)."""
+
+
+class TagParameterInvalid(SokoError):
+    """A resource tag key or value breaks the tagging rules (ECR: InvalidTagParameterException)."""
+
+
+class TooManyTags(SokoError):
+    """More than 50 tags on one resource (ECR: TooManyTagsException)."""
 
 
 def _row_to_repository(row: sa.Row) -> Repository:
@@ -31,6 +52,83 @@ def not_found(ref: RepoRef) -> RepositoryNotFound:
     return RepositoryNotFound(
         f"The repository with name '{ref.name}' does not exist in the registry with id '{ref.account_id}'"
     )
+
+
+# ---- rules shared by CreateRepository, PutImageTagMutability and creation templates --------------------------------
+def validate_mutability(mutability: str, filters: list[dict] | None) -> list[dict]:
+    """Exclusion filters are required by, and only allowed with, the *_WITH_EXCLUSION mutabilities."""
+    if mutability not in MUTABILITIES:
+        raise ParameterInvalid(
+            f"Invalid parameter at 'imageTagMutability' failed to satisfy constraint: "
+            f"'Member must satisfy enum value set: [{', '.join(MUTABILITIES)}]'"
+        )
+    filters = list(filters or [])
+    if mutability in WITH_EXCLUSION and not filters:
+        raise ParameterInvalid(
+            f"Invalid parameter at 'imageTagMutabilityExclusionFilters' failed to satisfy constraint: "
+            f"'imageTagMutabilityExclusionFilters must be specified when imageTagMutability is {mutability}'"
+        )
+    if mutability not in WITH_EXCLUSION and filters:
+        raise ParameterInvalid(
+            f"Invalid parameter at 'imageTagMutabilityExclusionFilters' failed to satisfy constraint: "
+            f"'imageTagMutabilityExclusionFilters can only be specified when imageTagMutability is "
+            f"IMMUTABLE_WITH_EXCLUSION or MUTABLE_WITH_EXCLUSION, not {mutability}'"
+        )
+    seen = set()
+    out = []
+    for f in filters:
+        if f.get("filterType") != "WILDCARD" or not f.get("filter"):
+            raise ParameterInvalid(
+                "Invalid parameter at 'imageTagMutabilityExclusionFilters' failed to satisfy constraint: "
+                "'each filter needs filterType WILDCARD and a filter value'"
+            )
+        if f["filter"] not in seen:
+            seen.add(f["filter"])
+            out.append({"filterType": "WILDCARD", "filter": f["filter"]})
+    return out
+
+
+def managed_kms_key(region: str, account_id: str) -> str:
+    """The AWS-managed key ECR uses for KMS encryption when no key is given."""
+    return f"arn:aws:kms:{region}:{account_id}:alias/aws/ecr"
+
+
+def normalize_encryption(config: dict | None, region: str, account_id: str) -> tuple[str, str | None]:
+    """(encryption type, KMS key): AES256 by default; KMS/KMS_DSSE without a key use the aws/ecr managed key."""
+    if not config:
+        return "AES256", None
+    kind = config.get("encryptionType") or "AES256"
+    key = config.get("kmsKey") or None
+    if kind not in ENCRYPTION_TYPES:
+        raise ParameterInvalid(
+            "Invalid parameter at 'encryptionConfiguration.encryptionType' failed to satisfy constraint: "
+            f"'Member must satisfy enum value set: [{', '.join(ENCRYPTION_TYPES)}]'"
+        )
+    if kind == "AES256":
+        if key:
+            raise ParameterInvalid(
+                "Invalid parameter at 'encryptionConfiguration' failed to satisfy constraint: "
+                "'kmsKey can only be specified when encryptionType is KMS or KMS_DSSE'"
+            )
+        return kind, None
+    return kind, key or managed_kms_key(region, account_id)
+
+
+def validate_resource_tags(tags: list[dict]) -> dict[str, str]:
+    """Tag{Key,Value} list → ordered dict (a repeated key keeps its last value); ECR's key/value limits."""
+    out: dict[str, str] = {}
+    for tag in tags:
+        key, value = tag.get("Key"), tag.get("Value")
+        if not isinstance(key, str) or not 1 <= len(key) <= 128:
+            raise TagParameterInvalid("Tag keys must be between 1 and 128 characters long")
+        if not isinstance(value, str) or len(value) > 256:
+            raise TagParameterInvalid(f"The value of tag '{key}' must be at most 256 characters long")
+        if key.lower().startswith("aws:"):
+            raise TagParameterInvalid(f"Tag key '{key}' is invalid: the 'aws:' prefix is reserved for AWS use")
+        out[key] = value
+    if len(out) > MAX_RESOURCE_TAGS:
+        raise TooManyTags(f"A resource can have at most {MAX_RESOURCE_TAGS} tags; the request has {len(out)}")
+    return out
 
 
 class Repositories:
@@ -57,6 +155,7 @@ class Repositories:
             raise not_found(ref)
         return repo_id
 
+    # ---- creation ------------------------------------------------------------------------------------------------
     def create(
         self,
         ref: RepoRef,
@@ -66,15 +165,31 @@ class Repositories:
         scan_on_push: bool = False,
         encryption_type: str = "AES256",
         kms_key: str | None = None,
+        tags: list[dict] | None = None,
     ) -> Repository:
         validate_repository_name(ref.name)
-        with self.ctx.db.write() as conn:
+        filters = validate_mutability(tag_mutability, tag_mutability_filters)
+        resource_tags = validate_resource_tags(tags or [])
+        with self.ctx.write(invalidates=True) as conn:
             if self.find(conn, ref) is not None:
                 raise RepositoryAlreadyExists(
                     f"The repository with name '{ref.name}' already exists in the registry with id '{ref.account_id}'"
                 )
-            self._insert(conn, ref, tag_mutability, tag_mutability_filters, scan_on_push, encryption_type, kms_key)
-            return self.find(conn, ref)  # type: ignore[return-value]
+            self._check_quota(conn, ref.account_id)
+            self._insert(conn, ref, tag_mutability, filters, scan_on_push, encryption_type, kms_key)
+            repo = self.find(conn, ref)
+            assert repo is not None
+            self._write_tags(conn, repo.id, resource_tags)
+            return repo
+
+    def _check_quota(self, conn: sa.Connection, account_id: str) -> None:
+        limit = self.ctx.settings.max_repositories
+        count = conn.execute(sa.select(sa.func.count()).select_from(t).where(t.c.account_id == account_id)).scalar()
+        if count >= limit:
+            raise LimitExceeded(
+                f"The maximum number of repositories ({limit}) has been reached in the registry with id "
+                f"'{account_id}'; delete repositories or raise the max_repositories setting"
+            )
 
     def _insert(
         self,
@@ -85,6 +200,7 @@ class Repositories:
         scan_on_push=False,
         encryption_type="AES256",
         kms_key=None,
+        policy_text=None,
     ) -> None:
         conn.execute(
             self.ctx.db.insert_ignore(t).values(
@@ -96,20 +212,124 @@ class Repositories:
                 scan_on_push=scan_on_push,
                 encryption_type=encryption_type,
                 kms_key=kms_key,
+                policy_text=policy_text,
             )
         )
 
     def id_for_push(self, conn: sa.Connection, ref: RepoRef) -> int:
-        """The repository a push goes to, created on first push when the registry is configured so."""
+        """The repository a push goes to. A missing one is created when a CREATE_ON_PUSH creation template matches
+        its name (with the template's settings, tags, policy and lifecycle policy) or, with no matching template,
+        when the registry is configured to create on push (with defaults, like Distribution)."""
         repo_id = conn.execute(sa.select(t.c.id).where(t.c.account_id == ref.account_id, t.c.name == ref.name)).scalar()
         if repo_id is not None:
             return repo_id
-        if not self.ctx.settings.create_repository_on_push:
+        from soko.registry.templates import CREATE_ON_PUSH, matching_template
+
+        template = matching_template(conn, ref.account_id, ref.name, CREATE_ON_PUSH)
+        if template is None and not self.ctx.settings.create_repository_on_push:
             raise not_found(ref)
         validate_repository_name(ref.name)
-        self._insert(conn, ref)
-        return self.id_for(conn, ref)
+        self._check_quota(conn, ref.account_id)
+        if template is None:
+            self._insert(conn, ref)
+            return self.id_for(conn, ref)
+        kind, key = normalize_encryption(template.encryption, self.ctx.settings.region, ref.account_id)
+        self._insert(
+            conn,
+            ref,
+            template.tag_mutability,
+            template.tag_mutability_filters,
+            False,
+            kind,
+            key,
+            template.repository_policy or None,
+        )
+        repo_id = self.id_for(conn, ref)
+        self._write_tags(conn, repo_id, {tag["Key"]: tag["Value"] for tag in template.resource_tags})
+        if template.lifecycle_policy:
+            now = self.ctx.clock()
+            conn.execute(
+                self.ctx.db.insert_ignore(lifecycle_policies).values(
+                    repository_id=repo_id, policy_text=template.lifecycle_policy, updated_at=now
+                )
+            )
+        if template.repository_policy:
+            # The authorizer caches "no policy" for names it was asked about before they existed.
+            if not self.ctx.db.is_sqlite:
+                conn.execute(sa.text(f"NOTIFY {CHANNEL}"))
+            self.ctx.generation.bump()
+        return repo_id
 
+    # ---- settings --------------------------------------------------------------------------------------------------
+    def set_tag_mutability(self, ref: RepoRef, mutability: str, filters: list[dict] | None) -> Repository:
+        filters = validate_mutability(mutability, filters)
+        with self.ctx.write(invalidates=True) as conn:
+            repo_id = self.id_for(conn, ref)
+            conn.execute(
+                sa.update(t)
+                .where(t.c.id == repo_id)
+                .values(tag_mutability=mutability, tag_mutability_filters=json.dumps(filters) if filters else None)
+            )
+            return self.get(ref, conn)
+
+    def set_scan_on_push(self, ref: RepoRef, scan_on_push: bool) -> Repository:
+        with self.ctx.write(invalidates=True) as conn:
+            repo_id = self.id_for(conn, ref)
+            conn.execute(sa.update(t).where(t.c.id == repo_id).values(scan_on_push=scan_on_push))
+            return self.get(ref, conn)
+
+    # ---- resource tags ---------------------------------------------------------------------------------------------
+    def _write_tags(self, conn: sa.Connection, repo_id: int, tags: dict[str, str]) -> None:
+        for key, value in tags.items():
+            conn.execute(
+                sa.delete(repository_tags).where(
+                    repository_tags.c.repository_id == repo_id, repository_tags.c.key == key
+                )
+            )
+            conn.execute(sa.insert(repository_tags).values(repository_id=repo_id, key=key, value=value))
+
+    def resource_tags(self, ref: RepoRef) -> list[dict]:
+        with self.ctx.db.read() as conn:
+            repo_id = self.id_for(conn, ref)
+            rows = conn.execute(
+                sa.select(repository_tags.c.key, repository_tags.c.value)
+                .where(repository_tags.c.repository_id == repo_id)
+                .order_by(repository_tags.c.key)
+            ).all()
+        return [{"Key": k, "Value": v} for k, v in rows]
+
+    def tag(self, ref: RepoRef, tags: list[dict]) -> None:
+        new = validate_resource_tags(tags)
+        with self.ctx.write(invalidates=True) as conn:
+            repo_id = self.id_for(conn, ref)
+            existing = set(
+                conn.execute(
+                    sa.select(repository_tags.c.key).where(repository_tags.c.repository_id == repo_id)
+                ).scalars()
+            )
+            total = len(existing | set(new))
+            if total > MAX_RESOURCE_TAGS:
+                raise TooManyTags(
+                    f"A resource can have at most {MAX_RESOURCE_TAGS} tags; repository '{ref.name}' would have {total}"
+                )
+            self._write_tags(conn, repo_id, new)
+
+    def untag(self, ref: RepoRef, keys: list[str]) -> None:
+        for key in keys:
+            if not 1 <= len(key) <= 128:
+                raise TagParameterInvalid("Tag keys must be between 1 and 128 characters long")
+            if key.lower().startswith("aws:"):
+                raise TagParameterInvalid(f"Tag key '{key}' is invalid: the 'aws:' prefix is reserved for AWS use")
+        with self.ctx.write(invalidates=True) as conn:
+            repo_id = self.id_for(conn, ref)
+            if keys:
+                conn.execute(
+                    sa.delete(repository_tags).where(
+                        repository_tags.c.repository_id == repo_id, repository_tags.c.key.in_(keys)
+                    )
+                )
+
+    # ---- listing ---------------------------------------------------------------------------------------------------
     def list_names(self, account_id: str, *, last: str | None = None, limit: int | None = None) -> list[str]:
         query = sa.select(t.c.name).where(t.c.account_id == account_id).order_by(t.c.name)
         if last:
@@ -118,3 +338,40 @@ class Repositories:
             query = query.limit(limit)
         with self.ctx.db.read() as conn:
             return list(conn.execute(query).scalars())
+
+    def page(self, account_id: str, *, after: str | None = None, limit: int = 100) -> tuple[list[Repository], bool]:
+        """Repositories in name order after ``after``; (page, whether more follow)."""
+        query = sa.select(t).where(t.c.account_id == account_id).order_by(t.c.name).limit(limit + 1)
+        if after:
+            query = query.where(t.c.name > after)
+        with self.ctx.db.read() as conn:
+            rows = conn.execute(query).all()
+        return [_row_to_repository(r) for r in rows[:limit]], len(rows) > limit
+
+    def count(self, account_id: str) -> int:
+        with self.ctx.db.read() as conn:
+            return conn.execute(sa.select(sa.func.count()).select_from(t).where(t.c.account_id == account_id)).scalar()
+
+    # ---- deletion --------------------------------------------------------------------------------------------------
+    def delete(self, ref: RepoRef, *, force: bool = False) -> Repository:
+        """Delete a repository. Without ``force`` it must hold no images. Its manifests, tags, blob links, uploads,
+        resource tags and policies go with it (cascades); blobs no other repository links become garbage for GC."""
+        with self.ctx.write(invalidates=True) as conn:
+            repo = self.get(ref, conn)
+            if not force:
+                has_images = conn.execute(
+                    sa.select(manifests.c.id).where(manifests.c.repository_id == repo.id).limit(1)
+                ).first()
+                if has_images:
+                    raise RepositoryNotEmpty(
+                        f"The repository with name '{ref.name}' in registry with id '{ref.account_id}' cannot be "
+                        "deleted because it still contains images"
+                    )
+            upload_ids = list(conn.execute(sa.select(uploads.c.id).where(uploads.c.repository_id == repo.id)).scalars())
+            conn.execute(sa.delete(t).where(t.c.id == repo.id))
+        for upload_id in upload_ids:
+            try:
+                self.ctx.storage.delete(f"uploads/{upload_id}")
+            except PathNotFound:
+                pass
+        return repo

@@ -92,15 +92,21 @@ class ChunkWriter:
     def finish(self) -> UploadState:
         """Make the chunk durable and record the new size."""
         self._done = True
-        self._writer.commit()
-        return self._uploads._record_size(self.state, self._writer.size, self._hasher)
+        try:
+            self._writer.commit()
+            return self._uploads._record_size(self.state, self._writer.size, self._hasher)
+        finally:
+            self._uploads._release(self.state.id)
 
     def abort(self) -> None:
         """Forget the chunk: the row keeps the old size, and the next writer truncates what was written."""
         if not self._done:
             self._done = True
-            self._writer.close()
-            self._uploads._hashes.drop(self.state.id)
+            try:
+                self._writer.close()
+                self._uploads._hashes.drop(self.state.id)
+            finally:
+                self._uploads._release(self.state.id)
 
 
 class Uploads:
@@ -108,6 +114,23 @@ class Uploads:
         self.ctx = ctx
         self.repositories = repositories
         self._hashes = _HashCache()
+        # Uploads with a chunk being written by this process: a second concurrent chunk would write the same bytes
+        # of the same file, so the stored content could differ from what the winning chunk hashed.
+        self._writing: set[str] = set()
+        self._writing_lock = threading.Lock()
+
+    def _claim(self, state: UploadState) -> None:
+        with self._writing_lock:
+            if state.id in self._writing:
+                raise RangeNotSatisfiable(
+                    f"another chunk of upload {state.id} is being written; query its status and resume",
+                    current_size=state.size,
+                )
+            self._writing.add(state.id)
+
+    def _release(self, upload_id: str) -> None:
+        with self._writing_lock:
+            self._writing.discard(upload_id)
 
     def start(self, ref: RepoRef) -> UploadState:
         upload_id = str(uuid.uuid4())
@@ -141,16 +164,24 @@ class Uploads:
     def begin_chunk(self, ref: RepoRef, upload_id: str, start: int | None = None) -> ChunkWriter:
         """Open a writer for the next chunk. ``start`` (from Content-Range) must equal the size held so far."""
         state = self.status(ref, upload_id)
-        if start is not None and start != state.size:
-            raise RangeNotSatisfiable(
-                f"chunk starts at byte {start} but upload {upload_id} holds {state.size} bytes; "
-                f"resume from byte {state.size}",
-                current_size=state.size,
-            )
+        self._claim(state)
         try:
+            # Read the size again under the claim: a chunk that finished meanwhile has moved it on, and writing
+            # from the stale offset would overwrite what that chunk made durable.
+            state = self.status(ref, upload_id)
+            if start is not None and start != state.size:
+                raise RangeNotSatisfiable(
+                    f"chunk starts at byte {start} but upload {upload_id} holds {state.size} bytes; "
+                    f"resume from byte {state.size}",
+                    current_size=state.size,
+                )
             writer = self.ctx.storage.writer(upload_path(upload_id), offset=state.size)
         except (PathNotFound, InvalidOffset):
+            self._release(upload_id)
             raise upload_unknown(upload_id) from None
+        except BaseException:
+            self._release(upload_id)
+            raise
         return ChunkWriter(
             self, state, writer, self._hashes.get(upload_id, state.size), self.ctx.settings.max_image_size
         )
@@ -176,6 +207,16 @@ class Uploads:
     def complete(self, ref: RepoRef, upload_id: str, digest: str, expected_size: int | None = None) -> BlobInfo:
         """Verify the content against ``digest`` and make it a blob of the repository."""
         parsed = Digest.parse(digest)
+        state = self.status(ref, upload_id)
+        self._claim(state)  # a chunk still being written would keep writing into the moved file
+        try:
+            return self._complete(ref, upload_id, parsed, digest, expected_size)
+        finally:
+            self._release(upload_id)
+
+    def _complete(
+        self, ref: RepoRef, upload_id: str, parsed: Digest, digest: str, expected_size: int | None
+    ) -> BlobInfo:
         state = self.status(ref, upload_id)
         if expected_size is not None and expected_size != state.size:
             raise SizeInvalid(f"upload {upload_id} holds {state.size} bytes, not the {expected_size} declared")

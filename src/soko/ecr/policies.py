@@ -1,0 +1,108 @@
+"""Repository policies (Set/Get/DeleteRepositoryPolicy) and the registry policy (Put/Get/DeleteRegistryPolicy)."""
+
+from __future__ import annotations
+
+from soko.access import repository_arn
+from soko.ecr.api import Call
+from soko.ecr.repositories import domain, invalid
+from soko.iam.policy import AuthzRequest, MalformedPolicy, Policy, PolicyKind, evaluate, parse_policy
+from soko.iam.policy import Principal as PolicyPrincipal
+from soko.registry.policies import RegistryPolicyNotFound, validate_registry_policy, validate_repository_policy
+
+LOCKOUT = (
+    "The repository policy would prevent the caller from setting a repository policy in the future; "
+    "use the force flag to set it anyway"
+)
+
+
+def _would_lock_out(call: Call, name: str, new_policy: Policy) -> bool:
+    """Would the caller still be allowed ecr:SetRepositoryPolicy on the repository once ``new_policy`` applies?"""
+    identity = call.api.identity
+    identity_policies = []
+    for text in identity.credentials.identity_policies(call.caller):
+        try:
+            identity_policies.append(parse_policy(text, PolicyKind.IDENTITY))
+        except MalformedPolicy:
+            continue
+    resource = [new_policy]
+    try:
+        registry_text = domain(call).policies.registry_policy(call.registry_id)
+        resource.append(parse_policy(registry_text, PolicyKind.REGISTRY))
+    except (RegistryPolicyNotFound, MalformedPolicy):
+        pass
+    caller = call.caller
+    conditions = getattr(identity.authorizer, "_condition_keys", lambda ctx: {})(call.context)
+    request = AuthzRequest(
+        principal=PolicyPrincipal(
+            arn=caller.arn,
+            account=caller.account_id,
+            type=caller.type,
+            user_id=caller.user_id,
+            username=caller.username,
+            role_arn=caller.role_arn,
+        ),
+        action="ecr:SetRepositoryPolicy",
+        resource=repository_arn(call.api.settings.region, call.registry_id, name),
+        resource_account=call.registry_id,
+        context=conditions,
+    )
+    return not evaluate(request, identity_policies=identity_policies, resource_policies=resource).allowed
+
+
+def set_repository_policy(call: Call) -> dict:
+    ref = call.repo()
+    call.authorize("ecr:SetRepositoryPolicy", ref.name)
+    text = call.params["policyText"]
+    policy = validate_repository_policy(text)
+    call.api.registry.repositories.get(ref)  # RepositoryNotFound before the lock-out check
+    if not call.params.get("force") and _would_lock_out(call, ref.name, policy):
+        raise invalid("PolicyText", LOCKOUT)
+    domain(call).policies.set_repository_policy(ref, text)
+    return {"registryId": ref.account_id, "repositoryName": ref.name, "policyText": text}
+
+
+def get_repository_policy(call: Call) -> dict:
+    ref = call.repo()
+    call.authorize("ecr:GetRepositoryPolicy", ref.name)
+    text = domain(call).policies.repository_policy(ref)
+    return {"registryId": ref.account_id, "repositoryName": ref.name, "policyText": text}
+
+
+def delete_repository_policy(call: Call) -> dict:
+    ref = call.repo()
+    call.authorize("ecr:DeleteRepositoryPolicy", ref.name)
+    text = domain(call).policies.delete_repository_policy(ref)
+    return {"registryId": ref.account_id, "repositoryName": ref.name, "policyText": text}
+
+
+def put_registry_policy(call: Call) -> dict:
+    call.authorize("ecr:PutRegistryPolicy")
+    account = call.caller.account_id
+    d = domain(call)
+    scope = d.account_settings.get(account, "REGISTRY_POLICY_SCOPE")
+    text = call.params["policyText"]
+    validate_registry_policy(text, scope)
+    d.policies.put_registry_policy(account, text, scope)
+    return {"registryId": account, "policyText": text}
+
+
+def get_registry_policy(call: Call) -> dict:
+    call.authorize("ecr:GetRegistryPolicy")
+    account = call.caller.account_id
+    return {"registryId": account, "policyText": domain(call).policies.registry_policy(account)}
+
+
+def delete_registry_policy(call: Call) -> dict:
+    call.authorize("ecr:DeleteRegistryPolicy")
+    account = call.caller.account_id
+    return {"registryId": account, "policyText": domain(call).policies.delete_registry_policy(account)}
+
+
+OPERATIONS = {
+    "SetRepositoryPolicy": set_repository_policy,
+    "GetRepositoryPolicy": get_repository_policy,
+    "DeleteRepositoryPolicy": delete_repository_policy,
+    "PutRegistryPolicy": put_registry_policy,
+    "GetRegistryPolicy": get_registry_policy,
+    "DeleteRegistryPolicy": delete_registry_policy,
+}

@@ -1,0 +1,216 @@
+"""Account-level ECR configuration: account settings (BLOB_MOUNTING, REGISTRY_POLICY_SCOPE, …), the replication
+configuration and the registry scanning configuration."""
+
+from __future__ import annotations
+
+import json
+
+import sqlalchemy as sa
+
+from soko.errors import SokoError
+from soko.meta.schema import account_settings, replication_configurations, scanning_configurations
+from soko.registry.context import DomainContext
+from soko.registry.immutability import matches_any
+
+# name → (default, accepted values). BLOB_MOUNTING defaults to ENABLED: Soko mounted blobs before the setting
+# existed (Distribution behaviour), and clients fall back to uploading when a mount is refused.
+ACCOUNT_SETTINGS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "BASIC_SCAN_TYPE_VERSION": ("AWS_NATIVE", ("AWS_NATIVE", "CLAIR")),
+    "REGISTRY_POLICY_SCOPE": ("V2", ("V1", "V2")),
+    "BLOB_MOUNTING": ("ENABLED", ("ENABLED", "DISABLED")),
+}
+MAX_REPLICATION_RULES = 10
+MAX_REPLICATION_DESTINATIONS = 25
+MAX_REPLICATION_FILTERS = 100
+
+
+class ConfigurationInvalid(SokoError):
+    """An account-level configuration breaks ECR's rules (ECR: ValidationException)."""
+
+
+def account_setting(conn: sa.Connection, account_id: str, name: str) -> str:
+    """The effective value of a setting (its default when never put): a cheap lookup for other domain code."""
+    value = conn.execute(
+        sa.select(account_settings.c.value).where(
+            account_settings.c.account_id == account_id, account_settings.c.name == name
+        )
+    ).scalar()
+    return value or ACCOUNT_SETTINGS[name][0]
+
+
+class AccountSettings:
+    def __init__(self, ctx: DomainContext) -> None:
+        self.ctx = ctx
+
+    @staticmethod
+    def _check_name(name: str) -> None:
+        if name not in ACCOUNT_SETTINGS:
+            raise ConfigurationInvalid(
+                f"Account setting name '{name}' is not valid; valid names are: {', '.join(ACCOUNT_SETTINGS)}"
+            )
+
+    def get(self, account_id: str, name: str) -> str:
+        self._check_name(name)
+        with self.ctx.db.read() as conn:
+            return account_setting(conn, account_id, name)
+
+    def put(self, account_id: str, name: str, value: str) -> str:
+        self._check_name(name)
+        accepted = ACCOUNT_SETTINGS[name][1]
+        if value not in accepted:
+            raise ConfigurationInvalid(
+                f"Account setting value '{value}' is not valid for '{name}'; valid values are: {', '.join(accepted)}"
+            )
+        with self.ctx.write(invalidates=True) as conn:
+            conn.execute(
+                self.ctx.db.upsert(account_settings, ["account_id", "name"], {"value": None}).values(
+                    account_id=account_id, name=name, value=value
+                )
+            )
+        return value
+
+
+# ---- replication ---------------------------------------------------------------------------------------------------
+def validate_replication(rules: list[dict], region: str, account_id: str) -> list[dict]:
+    if len(rules) > MAX_REPLICATION_RULES:
+        raise ConfigurationInvalid(
+            f"Invalid replication configuration: at most {MAX_REPLICATION_RULES} rules are allowed, got {len(rules)}"
+        )
+    destinations: set[tuple[str, str]] = set()
+    clean: list[dict] = []
+    for number, rule in enumerate(rules, 1):
+        dests = rule.get("destinations") or []
+        if not dests:
+            raise ConfigurationInvalid(f"Invalid replication configuration: rule {number} has no destinations")
+        for d in dests:
+            if (d["region"], d["registryId"]) == (region, account_id):
+                raise ConfigurationInvalid(
+                    f"Invalid replication configuration: rule {number} replicates to its own registry "
+                    f"({d['registryId']} in {d['region']}); a destination must be another region or account"
+                )
+            destinations.add((d["region"], d["registryId"]))
+        filters = rule.get("repositoryFilters")
+        if filters is not None and not 1 <= len(filters) <= MAX_REPLICATION_FILTERS:
+            raise ConfigurationInvalid(
+                f"Invalid replication configuration: rule {number} must have 1-{MAX_REPLICATION_FILTERS} "
+                "repository filters"
+            )
+        out: dict = {"destinations": [{"region": d["region"], "registryId": d["registryId"]} for d in dests]}
+        if filters:
+            out["repositoryFilters"] = [{"filter": f["filter"], "filterType": f["filterType"]} for f in filters]
+        clean.append(out)
+    if len(destinations) > MAX_REPLICATION_DESTINATIONS:
+        raise ConfigurationInvalid(
+            f"Invalid replication configuration: at most {MAX_REPLICATION_DESTINATIONS} unique destinations are "
+            f"allowed, got {len(destinations)}"
+        )
+    return clean
+
+
+class Replication:
+    def __init__(self, ctx: DomainContext) -> None:
+        self.ctx = ctx
+
+    def get(self, account_id: str) -> list[dict]:
+        with self.ctx.db.read() as conn:
+            text = conn.execute(
+                sa.select(replication_configurations.c.rules).where(
+                    replication_configurations.c.account_id == account_id
+                )
+            ).scalar()
+        return json.loads(text) if text else []
+
+    def put(self, account_id: str, rules: list[dict]) -> list[dict]:
+        rules = validate_replication(rules, self.ctx.settings.region, account_id)
+        with self.ctx.write() as conn:
+            conn.execute(
+                self.ctx.db.upsert(
+                    replication_configurations, ["account_id"], {"rules": None, "updated_at": None}
+                ).values(account_id=account_id, rules=json.dumps(rules), updated_at=self.ctx.clock())
+            )
+        return rules
+
+
+# ---- scanning --------------------------------------------------------------------------------------------------------
+def scanning_filter_matches(name: str, filter_value: str) -> bool:
+    """A filter without '*' matches names that contain it; '*' is zero or more characters (whole name)."""
+    if "*" not in filter_value:
+        return filter_value in name
+    return matches_any(name, [{"filter": filter_value}])
+
+
+def validate_scanning(scan_type: str, rules: list[dict]) -> list[dict]:
+    allowed = ("SCAN_ON_PUSH", "CONTINUOUS_SCAN") if scan_type == "ENHANCED" else ("SCAN_ON_PUSH",)
+    clean = []
+    seen: set[str] = set()
+    for rule in rules:
+        frequency = rule["scanFrequency"]
+        if frequency not in allowed:
+            raise ConfigurationInvalid(
+                f"Invalid scanning configuration: scanFrequency {frequency} is not supported with scan type "
+                f"{scan_type}; use {' or '.join(allowed)}"
+            )
+        if frequency in seen:
+            raise ConfigurationInvalid(
+                f"Invalid scanning configuration: more than one rule has scanFrequency {frequency}"
+            )
+        seen.add(frequency)
+        filters = rule.get("repositoryFilters") or []
+        if not filters:
+            raise ConfigurationInvalid(
+                "Invalid scanning configuration: every rule needs at least one repository filter"
+            )
+        clean.append(
+            {
+                "scanFrequency": frequency,
+                "repositoryFilters": [{"filter": f["filter"], "filterType": f["filterType"]} for f in filters],
+            }
+        )
+    return clean
+
+
+class Scanning:
+    def __init__(self, ctx: DomainContext) -> None:
+        self.ctx = ctx
+
+    def get(self, account_id: str) -> tuple[str, list[dict]]:
+        with self.ctx.db.read() as conn:
+            row = conn.execute(
+                sa.select(scanning_configurations.c.scan_type, scanning_configurations.c.rules).where(
+                    scanning_configurations.c.account_id == account_id
+                )
+            ).first()
+        if row is None:
+            return "BASIC", []
+        return row.scan_type, json.loads(row.rules)
+
+    def put(self, account_id: str, scan_type: str, rules: list[dict]) -> tuple[str, list[dict]]:
+        rules = validate_scanning(scan_type, rules)
+        with self.ctx.write() as conn:
+            conn.execute(
+                self.ctx.db.upsert(
+                    scanning_configurations, ["account_id"], {"scan_type": None, "rules": None, "updated_at": None}
+                ).values(
+                    account_id=account_id, scan_type=scan_type, rules=json.dumps(rules), updated_at=self.ctx.clock()
+                )
+            )
+        return scan_type, rules
+
+    @staticmethod
+    def effective(name: str, scan_on_push: bool, scan_type: str, rules: list[dict]) -> dict:
+        """What applies to one repository: the first rule (CONTINUOUS before SCAN_ON_PUSH) with a matching filter,
+        else the repository's own scanOnPush flag, else MANUAL."""
+        ordered = sorted(rules, key=lambda r: r["scanFrequency"] != "CONTINUOUS_SCAN")
+        for rule in ordered:
+            matched = [f for f in rule["repositoryFilters"] if scanning_filter_matches(name, f["filter"])]
+            if matched:
+                return {
+                    "scanOnPush": rule["scanFrequency"] in ("SCAN_ON_PUSH", "CONTINUOUS_SCAN") or scan_on_push,
+                    "scanFrequency": rule["scanFrequency"],
+                    "appliedScanFilters": matched,
+                }
+        return {
+            "scanOnPush": scan_on_push,
+            "scanFrequency": "SCAN_ON_PUSH" if scan_on_push else "MANUAL",
+            "appliedScanFilters": [],
+        }

@@ -1,0 +1,157 @@
+"""Registry-level operations: DescribeRegistry, replication configuration, account settings (BLOB_MOUNTING takes
+effect on /v2/ mounts), registry scanning configuration and per-repository scanning configuration."""
+
+from __future__ import annotations
+
+import pytest
+from botocore.exceptions import ClientError
+
+from tests.ecr.test_repositories import _unvalidated, error_of
+from tests.oci.helpers import push_blob, sha256
+
+ACCOUNT = "000000000000"
+
+
+@pytest.fixture
+def ecr(aws):
+    return aws("ecr")
+
+
+def rule(*destinations: tuple[str, str], filters: list[str] | None = None) -> dict:
+    out: dict = {"destinations": [{"region": r, "registryId": a} for r, a in destinations]}
+    if filters is not None:
+        out["repositoryFilters"] = [{"filter": f, "filterType": "PREFIX_MATCH"} for f in filters]
+    return out
+
+
+def test_describe_registry_default(ecr):
+    out = ecr.describe_registry()
+    assert out["registryId"] == ACCOUNT
+    assert out["replicationConfiguration"] == {"rules": []}
+
+
+def test_replication_roundtrip_and_delete(ecr):
+    config = {"rules": [rule(("eu-west-1", ACCOUNT), ("us-east-1", "111111111111"), filters=["prod"])]}
+    out = ecr.put_replication_configuration(replicationConfiguration=config)
+    assert out["replicationConfiguration"] == config
+    assert ecr.describe_registry()["replicationConfiguration"] == config
+    ecr.put_replication_configuration(replicationConfiguration={"rules": []})
+    assert ecr.describe_registry()["replicationConfiguration"] == {"rules": []}
+
+
+def test_replication_validation(ecr):
+    raw = _unvalidated(ecr)
+    cases = [
+        {"rules": [rule(("us-east-1", ACCOUNT))]},  # to itself
+        {"rules": [rule(("eu-west-1", ACCOUNT)) for _ in range(11)]},  # > 10 rules
+        {"rules": [rule(*[(f"eu-west-{i % 9}", f"{i:012d}") for i in range(26)])]},  # > 25 destinations
+        {"rules": [rule(("eu-west-1", ACCOUNT), filters=[])]},
+        {
+            "rules": [
+                {
+                    "destinations": [{"region": "eu-west-1", "registryId": ACCOUNT}],
+                    "repositoryFilters": [{"filter": "x", "filterType": "SUFFIX"}],
+                }
+            ]
+        },
+    ]
+    for config in cases:
+        with pytest.raises(ClientError) as exc:
+            raw.put_replication_configuration(replicationConfiguration=config)
+        assert error_of(exc)[0] in ("ValidationException", "InvalidParameterException"), config
+    with pytest.raises(ClientError) as exc:
+        raw.put_replication_configuration(replicationConfiguration={"rules": [rule(("us-east-1", ACCOUNT))]})
+    code, message = error_of(exc)
+    assert code == "ValidationException" and "its own registry" in message
+    assert ecr.describe_registry()["replicationConfiguration"] == {"rules": []}
+
+
+def test_account_settings(ecr):
+    got = ecr.get_account_setting(name="BLOB_MOUNTING")
+    assert (got["name"], got["value"]) == ("BLOB_MOUNTING", "ENABLED")
+    assert ecr.get_account_setting(name="BASIC_SCAN_TYPE_VERSION")["value"] == "AWS_NATIVE"
+    assert ecr.put_account_setting(name="BLOB_MOUNTING", value="DISABLED")["value"] == "DISABLED"
+    assert ecr.get_account_setting(name="BLOB_MOUNTING")["value"] == "DISABLED"
+    for name, value in (("BLOB_MOUNTING", "MAYBE"), ("NOT_A_SETTING", "V1"), ("REGISTRY_POLICY_SCOPE", "V3")):
+        with pytest.raises(ClientError) as exc:
+            ecr.put_account_setting(name=name, value=value)
+        assert error_of(exc)[0] == "ValidationException"
+    with pytest.raises(ClientError) as exc:
+        ecr.get_account_setting(name="NOT_A_SETTING")
+    assert error_of(exc)[0] == "ValidationException"
+
+
+def test_blob_mounting_disabled_falls_back_to_upload(ecr, client):
+    digest = push_blob(client, "mount-src", b"shared layer")
+    r = client.post("/v2/mount-dst/blobs/uploads/", params={"mount": digest, "from": "mount-src"})
+    assert r.status_code == 201, r.text
+    ecr.put_account_setting(name="BLOB_MOUNTING", value="DISABLED")
+    r = client.post("/v2/mount-dst2/blobs/uploads/", params={"mount": digest, "from": "mount-src"})
+    assert r.status_code == 202, r.text  # an upload session instead of a mount
+    assert client.head(f"/v2/mount-dst2/blobs/{digest}").status_code == 404
+    assert push_blob(client, "mount-dst2", b"shared layer") == sha256(b"shared layer")
+
+
+def test_registry_scanning_configuration(ecr):
+    default = ecr.get_registry_scanning_configuration()
+    assert default["registryId"] == ACCOUNT
+    assert default["scanningConfiguration"] == {"scanType": "BASIC", "rules": []}
+    rules = [{"scanFrequency": "SCAN_ON_PUSH", "repositoryFilters": [{"filter": "prod", "filterType": "WILDCARD"}]}]
+    out = ecr.put_registry_scanning_configuration(scanType="BASIC", rules=rules)
+    assert out["registryScanningConfiguration"] == {"scanType": "BASIC", "rules": rules}
+    assert ecr.get_registry_scanning_configuration()["scanningConfiguration"]["rules"] == rules
+    with pytest.raises(ClientError) as exc:
+        ecr.put_registry_scanning_configuration(
+            scanType="BASIC",
+            rules=[
+                {"scanFrequency": "CONTINUOUS_SCAN", "repositoryFilters": [{"filter": "*", "filterType": "WILDCARD"}]}
+            ],
+        )
+    assert error_of(exc)[0] == "ValidationException"
+    enhanced = [
+        {"scanFrequency": "CONTINUOUS_SCAN", "repositoryFilters": [{"filter": "prod-*", "filterType": "WILDCARD"}]},
+        {"scanFrequency": "SCAN_ON_PUSH", "repositoryFilters": [{"filter": "*", "filterType": "WILDCARD"}]},
+    ]
+    ecr.put_registry_scanning_configuration(scanType="ENHANCED", rules=enhanced)
+    ecr.put_registry_scanning_configuration(scanType="BASIC", rules=[])  # Terraform's delete
+    assert ecr.get_registry_scanning_configuration()["scanningConfiguration"] == {"scanType": "BASIC", "rules": []}
+
+
+def test_batch_get_repository_scanning_configuration(ecr):
+    ecr.create_repository(repositoryName="app-prod")
+    ecr.create_repository(repositoryName="app-dev", imageScanningConfiguration={"scanOnPush": True})
+    ecr.create_repository(repositoryName="other")
+    out = ecr.batch_get_repository_scanning_configuration(repositoryNames=["app-prod", "app-dev", "other", "ghost"])
+    by_name = {c["repositoryName"]: c for c in out["scanningConfigurations"]}
+    assert by_name["app-prod"]["scanFrequency"] == "MANUAL" and by_name["app-prod"]["scanOnPush"] is False
+    assert by_name["app-dev"]["scanFrequency"] == "SCAN_ON_PUSH" and by_name["app-dev"]["scanOnPush"] is True
+    assert by_name["other"]["repositoryArn"] == f"arn:aws:ecr:us-east-1:{ACCOUNT}:repository/other"
+    assert out["failures"] == [
+        {
+            "repositoryName": "ghost",
+            "failureCode": "REPOSITORY_NOT_FOUND",
+            "failureReason": f"The repository with name 'ghost' does not exist in the registry with id '{ACCOUNT}'",
+        }
+    ]
+    ecr.put_registry_scanning_configuration(
+        scanType="ENHANCED",
+        rules=[
+            {"scanFrequency": "CONTINUOUS_SCAN", "repositoryFilters": [{"filter": "*-prod", "filterType": "WILDCARD"}]},
+            {"scanFrequency": "SCAN_ON_PUSH", "repositoryFilters": [{"filter": "app", "filterType": "WILDCARD"}]},
+        ],
+    )
+    out = ecr.batch_get_repository_scanning_configuration(repositoryNames=["app-prod", "app-dev", "other"])
+    by_name = {c["repositoryName"]: c for c in out["scanningConfigurations"]}
+    assert by_name["app-prod"]["scanFrequency"] == "CONTINUOUS_SCAN"
+    assert by_name["app-prod"]["appliedScanFilters"] == [{"filter": "*-prod", "filterType": "WILDCARD"}]
+    assert by_name["app-dev"]["scanFrequency"] == "SCAN_ON_PUSH"  # "app" without '*' matches names containing it
+    assert by_name["other"]["scanFrequency"] == "MANUAL"
+
+
+def test_cli_registry(aws_cli):
+    code, out, err = aws_cli("ecr", "describe-registry")
+    assert code == 0 and out["replicationConfiguration"] == {"rules": []}, err
+    code, out, err = aws_cli("ecr", "put-account-setting", "--name", "BLOB_MOUNTING", "--value", "DISABLED")
+    assert code == 0 and out == {"name": "BLOB_MOUNTING", "value": "DISABLED"}, err
+    code, out, err = aws_cli("ecr", "get-registry-scanning-configuration")
+    assert code == 0 and out["scanningConfiguration"]["scanType"] == "BASIC", err
