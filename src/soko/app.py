@@ -20,6 +20,7 @@ from soko.oci import presigned
 from soko.oci.base import OciContext
 from soko.oci.router import OciRouter
 from soko.registry import Registry
+from soko.registry.lifecycle_runner import LifecycleRunner
 
 log = logging.getLogger("soko")
 REGISTRY_KEY = web.AppKey("soko_registry", Registry)
@@ -102,7 +103,21 @@ async def _upkeep(app: web.Application):
             except Exception:
                 log.exception("garbage collection failed; will retry")
 
-    tasks = [asyncio.create_task(t()) for t in (every_second, expire_uploads, collect_garbage)]
+    async def apply_lifecycle_policies() -> None:
+        interval = registry.settings.lifecycle_interval
+        runner = LifecycleRunner(registry, identity.audit)
+        while interval > 0:
+            await asyncio.sleep(interval)
+            try:
+                runs = await loop.run_in_executor(None, runner.run)
+                expired = sum(len(r.expired) for r in runs)
+                if expired:
+                    log.info("lifecycle policies expired %d image(s) in %d repositories", expired, len(runs))
+            except Exception:
+                log.exception("lifecycle evaluation failed; will retry")
+
+    periodic = (every_second, expire_uploads, collect_garbage, apply_lifecycle_policies)
+    tasks = [asyncio.create_task(t()) for t in periodic]
     tasks += [asyncio.create_task(c) for c in registry.metering.upkeep()]  # transfer flushes, storage samples
     listener = None
     if not registry.ctx.db.is_sqlite:

@@ -123,6 +123,34 @@ def cmd_usage(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_lifecycle_run(args: argparse.Namespace) -> int:
+    from soko.registry.lifecycle_runner import LifecycleRunner
+
+    registry, identity = _open_identity(args)
+    try:
+        runs = LifecycleRunner(registry, identity.audit).run(
+            account_id=args.account, repository=args.repository, dry_run=args.dry_run
+        )
+        identity.audit.flush()
+    finally:
+        registry.close()
+    verb = "would expire" if args.dry_run else "expired"
+    for run in runs:
+        print(
+            f"{run.account_id}/{run.repository}: {verb} {len(run.expired)} image(s)"
+            + (f", skipped {len(run.skipped)}" if run.skipped else "")
+            + (f" — {run.error}" if run.error else "")
+        )
+        for entry in run.expired:
+            tags = ",".join(entry["imageTags"]) or "<untagged>"
+            print(f"  {entry['imageDigest']} {tags} (rule {entry['rulePriority']})")
+        for skipped in run.skipped:
+            print(f"  skipped {skipped}")
+    if not runs:
+        print("lifecycle: no repository has a lifecycle policy")
+    return 0
+
+
 def cmd_migrate(args: argparse.Namespace) -> int:
     from soko.meta import Database
 
@@ -187,6 +215,15 @@ def main(argv: list[str] | None = None) -> int:
     usage.add_argument("--month", help="YYYY-MM (default: the current month, UTC)")
     usage.add_argument("--format", choices=["table", "json", "csv"], default="table")
     usage.set_defaults(func=cmd_usage)
+
+    lifecycle = sub.add_parser("lifecycle", help="apply lifecycle policies")
+    lifecycle_sub = lifecycle.add_subparsers(dest="lifecycle_command", required=True)
+    lifecycle_run = lifecycle_sub.add_parser("run", help="evaluate lifecycle policies now and expire what they select")
+    _common(lifecycle_run)
+    lifecycle_run.add_argument("--repository", help="only this repository")
+    lifecycle_run.add_argument("--account", help="only this account")
+    lifecycle_run.add_argument("--dry-run", action="store_true", help="show what would expire, change nothing")
+    lifecycle_run.set_defaults(func=cmd_lifecycle_run)
 
     migrate = sub.add_parser("migrate", help="create or upgrade the metadata schema")
     _common(migrate)

@@ -58,6 +58,8 @@ class Settings:
     gc_grace_period: float = 24 * 3600
     # How often each node runs the garbage collector (0 disables the automatic runs).
     gc_interval: float = 3600
+    # How often each node applies lifecycle policies (0 disables the automatic runs; `soko lifecycle run` still works).
+    lifecycle_interval: float = 3600
     max_manifest_size: int = 4 * 1024 * 1024
     # ECR's image-size quota, enforced on every blob while it uploads and on each image's total at manifest push.
     max_image_size: int = 10 * 1000**3
@@ -102,6 +104,7 @@ _CONVERTERS = {
     "upload_expiry": parse_duration,
     "gc_grace_period": parse_duration,
     "gc_interval": parse_duration,
+    "lifecycle_interval": parse_duration,
     "metering_interval": parse_duration,
     "price_storage_gb_month": float,
     "max_manifest_size": parse_size,

@@ -1,0 +1,121 @@
+"""Applying lifecycle policies: evaluate each repository's policy and expire what it selects.
+
+The evaluation is the same one previews use (``soko.lifecycle.evaluate`` over ``image_records``). Expiry deletes
+each selected image by digest through the domain — the image and all its tags, nothing else — indexes before
+the images they reference, so a manifest list never loses a child it still has. Each expiry is an audit event;
+``lastEvaluatedAt`` is set per repository. Content is reclaimed later by the garbage collector.
+TRANSITION actions (the archive storage class) are reported but not applied: Soko has one storage class.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+
+from soko.access import repository_arn
+from soko.errors import ManifestReferenced, ManifestUnknown, RepositoryNotFound
+from soko.lifecycle import EXPIRE, LifecyclePolicyError, evaluate, parse_lifecycle_policy
+from soko.meta.schema import lifecycle_policies, manifest_children, manifests, repositories
+from soko.registry.lifecycle_store import image_records
+from soko.registry.models import RepoRef
+
+log = logging.getLogger("soko.lifecycle")
+
+
+@dataclass
+class RepositoryRun:
+    account_id: str
+    repository: str
+    expired: list[dict] = field(default_factory=list)  # {"imageDigest", "imageTags", "rulePriority"}
+    skipped: list[str] = field(default_factory=list)
+    error: str | None = None
+
+
+class LifecycleRunner:
+    def __init__(self, registry, audit=None) -> None:  # soko.registry.Registry, soko.audit.AuditLog
+        self.registry = registry
+        self.ctx = registry.ctx
+        self.audit = audit
+
+    def run(
+        self,
+        *,
+        account_id: str | None = None,
+        repository: str | None = None,
+        dry_run: bool = False,
+        now: datetime | None = None,
+    ) -> list[RepositoryRun]:
+        now = now or datetime.fromtimestamp(self.ctx.clock(), UTC)
+        query = (
+            sa.select(
+                repositories.c.id, repositories.c.account_id, repositories.c.name, lifecycle_policies.c.policy_text
+            )
+            .join(lifecycle_policies, lifecycle_policies.c.repository_id == repositories.c.id)
+            .order_by(repositories.c.account_id, repositories.c.name)
+        )
+        if account_id:
+            query = query.where(repositories.c.account_id == account_id)
+        if repository:
+            query = query.where(repositories.c.name == repository)
+        with self.ctx.db.read() as conn:
+            targets = conn.execute(query).all()
+        if repository and not targets:
+            raise RepositoryNotFound(f"repository '{repository}' has no lifecycle policy (or does not exist)")
+        return [self._run_one(repo_id, account, name, text, now, dry_run) for repo_id, account, name, text in targets]
+
+    def _run_one(self, repo_id: int, account: str, name: str, text: str, now: datetime, dry_run: bool) -> RepositoryRun:
+        result = RepositoryRun(account, name)
+        try:
+            policy = parse_lifecycle_policy(text)
+        except LifecyclePolicyError as exc:  # stored policies were validated; a newer validator may disagree
+            result.error = exc.message
+            log.warning("lifecycle policy of %s/%s no longer validates: %s", account, name, exc.message)
+            return result
+        self.registry.manifests.flush_pulls()  # sinceImagePulled must see the latest pulls
+        with self.ctx.db.read() as conn:
+            records = image_records(conn, repo_id)
+            indexes = set(
+                conn.execute(
+                    sa.select(manifests.c.digest)
+                    .join(manifest_children, manifest_children.c.parent_id == manifests.c.id)
+                    .where(manifests.c.repository_id == repo_id)
+                ).scalars()
+            )
+        actions = [a for a in evaluate(policy, records, now) if a.action == EXPIRE]
+        # Indexes first: deleting a child while its index still stands is refused (and would break the index).
+        actions.sort(key=lambda a: (a.digest not in indexes, a.pushed_at, a.digest))
+        ref = RepoRef(account, name)
+        arn = repository_arn(self.ctx.settings.region, account, name)
+        for action in actions:
+            entry = {"imageDigest": action.digest, "imageTags": list(action.tags), "rulePriority": action.rule_priority}
+            if dry_run:
+                result.expired.append(entry)
+                continue
+            try:
+                self.registry.manifests.delete(ref, action.digest)
+            except (ManifestUnknown, ManifestReferenced) as exc:
+                result.skipped.append(f"{action.digest}: {exc.message}")
+                continue
+            result.expired.append(entry)
+            if self.audit is not None:
+                tags = ",".join(action.tags) or "untagged"
+                self.audit.record(
+                    "lifecycle",
+                    "soko:lifecycle",
+                    "ecr:BatchDeleteImage",
+                    f"{arn}@{action.digest}",
+                    "allow",
+                    f"expired by rule {action.rule_priority} (tags: {tags})",
+                    None,
+                )
+        if not dry_run:
+            with self.ctx.write() as conn:
+                conn.execute(
+                    sa.update(lifecycle_policies)
+                    .where(lifecycle_policies.c.repository_id == repo_id)
+                    .values(last_evaluated_at=now.timestamp())
+                )
+        return result
