@@ -1,0 +1,191 @@
+"""Domain-level behaviour that is hard to reach over HTTP: expiry, cross-process resumption, fsck, pull recording."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+
+import pytest
+import sqlalchemy as sa
+
+from soko.errors import DigestInvalid, RangeNotSatisfiable, UploadUnknown
+from soko.meta.schema import manifests, uploads
+from soko.registry.context import blob_path, upload_path
+from soko.registry.fsck import check
+from soko.registry.models import RepoRef
+from soko.storage import PathNotFound
+
+
+def _ref(registry, name: str = "repo") -> RepoRef:
+    return RepoRef(registry.settings.account_id, name)
+
+
+def _digest(data: bytes, algorithm: str = "sha256") -> str:
+    return f"{algorithm}:{hashlib.new(algorithm, data).hexdigest()}"
+
+
+def _chunk(registry, ref: RepoRef, upload_id: str, data: bytes, start: int | None = None):
+    writer = registry.uploads.begin_chunk(ref, upload_id, start)
+    try:
+        writer.write(data)
+    except BaseException:
+        writer.abort()
+        raise
+    return writer.finish()
+
+
+def _push_blob(registry, ref: RepoRef, data: bytes, algorithm: str = "sha256") -> str:
+    state = registry.uploads.start(ref)
+    _chunk(registry, ref, state.id, data)
+    return registry.uploads.complete(ref, state.id, _digest(data, algorithm)).digest
+
+
+def _read(registry, path: str) -> bytes:
+    return registry.ctx.storage.get_content(path)
+
+
+def test_upload_expiry(registry):
+    ref = _ref(registry)
+    old = registry.uploads.start(ref)
+    _chunk(registry, ref, old.id, b"abandoned")
+    assert _read(registry, upload_path(old.id)) == b"abandoned"
+    assert registry.uploads.expire(older_than=3600) == 0  # not old enough
+    assert registry.uploads.status(ref, old.id).size == 9
+    assert registry.uploads.expire(older_than=0) == 1
+    with pytest.raises(UploadUnknown):
+        registry.uploads.status(ref, old.id)
+    with registry.ctx.db.read() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(uploads)).scalar() == 0
+    with pytest.raises(PathNotFound):
+        registry.ctx.storage.stat(upload_path(old.id))
+    with pytest.raises(UploadUnknown):
+        registry.uploads.complete(ref, old.id, _digest(b"abandoned"))
+    assert registry.uploads.expire(older_than=0) == 0
+
+
+def test_expiry_keeps_recent_uploads(registry):
+    ref = _ref(registry)
+    registry.uploads.start(ref)
+    registry.uploads.start(ref)
+    assert registry.uploads.expire() == 0  # the default expiry is a day
+
+
+@pytest.mark.parametrize("algorithm", ["sha256", "sha512"])
+def test_resume_in_another_process(registry, algorithm):
+    ref = _ref(registry)
+    data = b"first part|" + b"second part"
+    state = registry.uploads.start(ref)
+    _chunk(registry, ref, state.id, data[:11], 0)
+    # "another process": this process's running hashes are gone
+    registry.uploads._hashes = type(registry.uploads._hashes)()
+    assert registry.uploads.status(ref, state.id).size == 11
+    _chunk(registry, ref, state.id, data[11:], 11)
+    registry.uploads._hashes = type(registry.uploads._hashes)()
+    with pytest.raises(DigestInvalid):
+        registry.uploads.complete(ref, state.id, _digest(data + b"x", algorithm))
+    info = registry.uploads.complete(ref, state.id, _digest(data, algorithm))
+    assert info.size == len(data)
+    assert _read(registry, blob_path(info.digest)) == data
+    assert registry.blobs.stat(ref, info.digest).size == len(data)
+    assert list(check(registry.ctx)) == []
+
+
+def test_failed_chunk_leaves_no_trailing_bytes(registry):
+    ref = _ref(registry)
+    state = registry.uploads.start(ref)
+    _chunk(registry, ref, state.id, b"kept", 0)
+    writer = registry.uploads.begin_chunk(ref, state.id, 4)
+    writer.write(b"GARBAGE FROM A CUT-OFF CHUNK")
+    writer.abort()
+    assert registry.uploads.status(ref, state.id).size == 4
+    info = registry.uploads.complete(ref, state.id, _digest(b"kept"))
+    assert info.size == 4
+    assert _read(registry, blob_path(info.digest)) == b"kept"
+    assert list(check(registry.ctx)) == []
+
+
+def test_one_chunk_at_a_time(registry):
+    ref = _ref(registry)
+    state = registry.uploads.start(ref)
+    first = registry.uploads.begin_chunk(ref, state.id, 0)
+    with pytest.raises(RangeNotSatisfiable):
+        registry.uploads.begin_chunk(ref, state.id, 0)
+    with pytest.raises(RangeNotSatisfiable):
+        registry.uploads.begin_chunk(ref, state.id)
+    first.write(b"winner")
+    first.finish()
+    # the finished chunk moved the size on; a stale start is refused and the next one appends
+    with pytest.raises(RangeNotSatisfiable) as exc:
+        registry.uploads.begin_chunk(ref, state.id, 0)
+    assert exc.value.current_size == 6
+    _chunk(registry, ref, state.id, b"!", 6)
+    assert registry.uploads.complete(ref, state.id, _digest(b"winner!")).size == 7
+
+
+def test_fsck_clean_then_finds_corruption(registry):
+    ref = _ref(registry)
+    good = _push_blob(registry, ref, b"good blob")
+    corrupt = _push_blob(registry, ref, b"will be corrupted")
+    missing = _push_blob(registry, ref, b"will go missing")
+    resized = _push_blob(registry, ref, b"will change size")
+    big = _push_blob(registry, ref, b"sha512 content", "sha512")
+    assert list(check(registry.ctx)) == []
+    root = registry.ctx.storage.root
+    with open(os.path.join(root, blob_path(corrupt)), "r+b") as f:
+        f.write(b"W")  # same size, different content
+    os.unlink(os.path.join(root, blob_path(missing)))
+    with open(os.path.join(root, blob_path(resized)), "ab") as f:
+        f.write(b"+")
+    problems = {(p.kind, p.subject) for p in check(registry.ctx)}
+    assert problems == {
+        ("corrupt-blob", corrupt),
+        ("missing-blob", missing),
+        ("size-mismatch", resized),
+    }
+    assert all(str(p) for p in check(registry.ctx))
+    # without re-hashing only the cheap checks run
+    assert {p.kind for p in check(registry.ctx, rehash=False)} == {"missing-blob", "size-mismatch"}
+    assert good and big
+
+
+def test_pull_recording(registry):
+    ref = _ref(registry)
+    config, layer = b'{"os":"linux"}', b"layer"
+    for data in (config, layer):
+        _push_blob(registry, ref, data)
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {
+            "mediaType": "application/vnd.oci.image.config.v1+json",
+            "digest": _digest(config),
+            "size": len(config),
+        },
+        "layers": [
+            {"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": _digest(layer), "size": len(layer)}
+        ],
+    }
+    payload = json.dumps(manifest).encode()
+    result = registry.manifests.put(ref, "v1", payload, "application/vnd.oci.image.manifest.v1+json")
+    assert result.digest == _digest(payload)
+
+    def last_pulled():
+        with registry.ctx.db.read() as conn:
+            return conn.execute(
+                sa.select(manifests.c.last_pulled_at).where(manifests.c.digest == result.digest)
+            ).scalar()
+
+    registry.manifests.flush_pulls()
+    assert last_pulled() is None
+    record = registry.manifests.get(ref, "v1")  # not recorded
+    assert record.payload == payload
+    assert registry.manifests.flush_pulls() == 0
+    assert last_pulled() is None
+    before = registry.ctx.clock()
+    registry.manifests.get(ref, "v1", record_pull=True)
+    registry.manifests.get(ref, result.digest, record_pull=True)
+    assert registry.manifests.flush_pulls() == 1
+    pulled = last_pulled()
+    assert pulled is not None and pulled >= before - 1
+    assert registry.manifests.flush_pulls() == 0
