@@ -10,9 +10,12 @@ from soko.registry import templates as t
 
 
 class EcrError(Exception):
-    """An ECR exception raised by an operation (``type_name`` is the wire ``__type``)."""
+    """An ECR (or IAM/STS) exception raised by an operation (``type_name`` is the wire ``__type`` or Query code).
 
-    def __init__(self, type_name: str, message: str, status: int = 400, **extra: object) -> None:
+    ``status`` None means the protocol's default: 400 for ECR's JSON errors, the service model's status for Query.
+    """
+
+    def __init__(self, type_name: str, message: str, status: int | None = None, **extra: object) -> None:
         super().__init__(message)
         self.type_name = type_name
         self.message = message

@@ -120,12 +120,12 @@ class AwsFrontDoor:
         except InvalidRequest as exc:
             return self._json_error(exc.type_name, exc.message, context, exc.status)
         except EcrError as exc:
-            return self._json_error(exc.type_name, exc.message, context, exc.status, **exc.extra)
+            return self._json_error(exc.type_name, exc.message, context, exc.status or 400, **exc.extra)
         except SokoError as exc:
             from soko.ecr.errors import from_domain
 
             mapped = from_domain(exc)
-            return self._json_error(mapped.type_name, mapped.message, context, mapped.status)
+            return self._json_error(mapped.type_name, mapped.message, context, mapped.status or 400)
         except Exception:
             log.exception("ECR request %s failed", context.request_id)
             return self._json_error("ServerException", f"internal error (request {context.request_id})", context, 500)
