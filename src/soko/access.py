@@ -6,7 +6,9 @@ The default ``AllowAll`` authorizer is what the registry core runs with until th
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import random
+import uuid
+from dataclasses import dataclass
 from typing import Protocol
 
 
@@ -23,15 +25,43 @@ class Principal:
 ANONYMOUS = Principal(arn="anonymous", account_id="", type="Anonymous")
 
 
-@dataclass(frozen=True, slots=True)
 class RequestContext:
-    request_id: str
-    source_ip: str
-    endpoint: str = "public"  # listener the request arrived on: "public" or a VPC endpoint id
-    secure_transport: bool = False
-    host: str = ""  # the Host the client addressed (for URLs we hand back)
-    scheme: str = "http"
-    extra: dict = field(default_factory=dict)
+    """Where a request came from and how. The request id is made on first use (most requests never need it)."""
+
+    __slots__ = ("_request_id", "endpoint", "extra", "host", "scheme", "secure_transport", "source_ip")
+
+    def __init__(
+        self,
+        request_id: str | None = None,
+        source_ip: str = "127.0.0.1",
+        endpoint: str = "public",
+        secure_transport: bool = False,
+        host: str = "",
+        scheme: str = "http",
+        extra: dict | None = None,
+    ) -> None:
+        self._request_id = request_id
+        self.source_ip = source_ip
+        self.endpoint = endpoint  # listener the request arrived on: "public" or a VPC endpoint id
+        self.secure_transport = secure_transport
+        self.host = host  # the Host the client addressed (for URLs we hand back)
+        self.scheme = scheme
+        self.extra = {} if extra is None else extra
+
+    @property
+    def request_id(self) -> str:
+        if self._request_id is None:
+            self._request_id = str(uuid.UUID(int=random.getrandbits(128), version=4))  # no syscall, unlike uuid4()
+        return self._request_id
+
+    def with_extra(self, extra: dict) -> RequestContext:
+        """A copy with other ``extra`` (e.g. operation-specific condition keys)."""
+        return RequestContext(
+            self.request_id, self.source_ip, self.endpoint, self.secure_transport, self.host, self.scheme, extra
+        )
+
+    def __repr__(self) -> str:
+        return f"RequestContext({self.request_id!r}, {self.source_ip!r}, endpoint={self.endpoint!r})"
 
 
 class Authorizer(Protocol):

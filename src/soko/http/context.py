@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import random
 import re
-import uuid
 
 from aiohttp import web
 
@@ -13,6 +11,7 @@ from soko.access import RequestContext
 CONTEXT_KEY = web.RequestKey("soko_context", RequestContext)
 # (local host, local port) of each private-endpoint listener → its VPC endpoint id
 ENDPOINTS_KEY = web.AppKey("soko_endpoints", dict)
+ACCOUNT_KEY = web.RequestKey("soko_account", str)
 
 _ACCOUNT_HOST = re.compile(r"(\d{12})\.dkr\.ecr\.")
 
@@ -28,7 +27,6 @@ def make_context(request: web.Request) -> RequestContext:
         if isinstance(local, tuple):
             endpoint = endpoints.get((local[0], local[1]), "public")
     return RequestContext(
-        request_id=str(uuid.UUID(int=random.getrandbits(128), version=4)),  # no syscall, unlike uuid4()
         source_ip=source_ip,
         endpoint=endpoint,
         secure_transport=request.secure,
@@ -39,5 +37,9 @@ def make_context(request: web.Request) -> RequestContext:
 
 def registry_account(request: web.Request, default_account: str) -> str:
     """<account>.dkr.ecr.<region>.<domain> addresses that account's registry; any other host the default one."""
-    match = _ACCOUNT_HOST.match(request.host or "")
-    return match.group(1) if match else default_account
+    account = request.get(ACCOUNT_KEY)
+    if account is None:
+        match = _ACCOUNT_HOST.match(request.host or "")
+        account = match.group(1) if match else default_account
+        request[ACCOUNT_KEY] = account
+    return account

@@ -47,7 +47,7 @@ class Call:
         if condition_keys:
             extra = dict(context.extra)
             extra["condition_keys"] = {**extra.get("condition_keys", {}), **condition_keys}
-            context = dataclasses.replace(context, extra=extra)
+            context = context.with_extra(extra)
         self.api.identity.authorizer.authorize(self.caller, action, resource_arn, self.account, context)
 
     def target_user(self, action: str) -> str | None:

@@ -17,24 +17,39 @@ async def get_manifest(ctx: OciContext, request: web.Request, name: str, referen
     ctx.authorize(request, ref, "ecr:BatchGetImage")
     head = request.method == "HEAD"
     record = ctx.registry.manifests.get(ref, reference, record_pull=not head)
-    accepted = mt.parse_accept(request.headers.getall("Accept", []))
+    accepted = mt.parse_accept_cached(request.headers.getall("Accept", []))
     if not mt.acceptable(record.media_type, accepted):
         raise ManifestUnknown(
             f"manifest '{reference}' in '{name}' is a {record.media_type}, which the request's Accept header "
             f"does not allow ({', '.join(accepted)[:300]})"
         )
-    headers = {
-        **API_VERSION_HEADER,
-        "Content-Type": record.media_type,
-        "Docker-Content-Digest": record.digest,
-        "ETag": f'"{record.digest}"',
-        "Content-Length": str(len(record.payload)),
-    }
+    headers = _response_headers(record.digest, record.media_type, len(record.payload))
     sent, operation = (0, "manifest_head") if head else (len(record.payload), "manifest_get")
     ctx.registry.metering.record_transfer(request[CONTEXT_KEY], ref.account_id, ref.name, sent, operation)
     if head:
         return web.Response(status=200, headers=headers)
     return web.Response(status=200, body=record.payload, headers=headers)
+
+
+_HEADERS: dict[tuple[str, str, int], dict[str, str]] = {}
+
+
+def _response_headers(digest: str, media_type: str, size: int) -> dict[str, str]:
+    """A manifest's response headers, built once per manifest (they depend only on its content)."""
+    key = (digest, media_type, size)
+    headers = _HEADERS.get(key)
+    if headers is None:
+        headers = {
+            **API_VERSION_HEADER,
+            "Content-Type": media_type,
+            "Docker-Content-Digest": digest,
+            "ETag": f'"{digest}"',
+            "Content-Length": str(size),
+        }
+        if len(_HEADERS) > 10_000:
+            _HEADERS.clear()
+        _HEADERS[key] = headers
+    return headers
 
 
 async def put_manifest(ctx: OciContext, request: web.Request, name: str, reference: str) -> web.StreamResponse:

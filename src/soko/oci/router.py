@@ -27,8 +27,7 @@ log = logging.getLogger("soko.oci")
 Handler = Callable[..., Awaitable[web.StreamResponse]]
 # (pattern on the path after /v2/, {method: handler})
 _ROUTES: list[tuple[re.Pattern[str], dict[str, Handler]]] = [
-    (re.compile(r"_catalog"), {"GET": listing.catalog}),
-    (re.compile(r"(?P<name>.+)/tags/list"), {"GET": listing.list_tags}),
+    # Most frequent first: pulls are manifests and blobs.
     (
         re.compile(r"(?P<name>.+)/manifests/(?P<reference>[^/]+)"),
         {
@@ -50,13 +49,11 @@ _ROUTES: list[tuple[re.Pattern[str], dict[str, Handler]]] = [
     ),
     (
         re.compile(r"(?P<name>.+)/blobs/(?P<digest>[^/]+)"),
-        {
-            "GET": blobs.get_blob,
-            "HEAD": blobs.get_blob,
-            "DELETE": blobs.delete_blob,
-        },
+        {"GET": blobs.get_blob, "HEAD": blobs.get_blob, "DELETE": blobs.delete_blob},
     ),
+    (re.compile(r"(?P<name>.+)/tags/list"), {"GET": listing.list_tags}),
     (re.compile(r"(?P<name>.+)/referrers/(?P<digest>[^/]+)"), {"GET": listing.referrers}),
+    (re.compile(r"_catalog"), {"GET": listing.catalog}),
 ]
 
 
@@ -102,7 +99,9 @@ class OciRouter:
             # Some clients escape the ':' of a digest. An escaped '/' or '.' would smuggle a path past the router.
             if re.search(r"%2[fFeE]|%5[cC]|%00", tail):
                 return error_response(
-                    400, "NAME_INVALID", "escaped '/', '.' or '\\' are not allowed in /v2/ paths",
+                    400,
+                    "NAME_INVALID",
+                    "escaped '/', '.' or '\\' are not allowed in /v2/ paths",
                     head=request.method == "HEAD",
                 )
             tail = urllib.parse.unquote(tail)
@@ -121,8 +120,20 @@ class OciRouter:
                 )
             args = match.groupdict()
             if "name" in args:
-                validate_repository_name(args["name"])
+                _check_name(args["name"])
             return await handler(self.ctx, request, **args)
         return error_response(
             404, "NAME_UNKNOWN", f"no /v2/ endpoint matches '{tail[:200]}'", head=request.method == "HEAD"
         )
+
+
+_VALID_NAMES: set[str] = set()
+
+
+def _check_name(name: str) -> None:
+    """validate_repository_name, remembering names that passed (the same few names arrive again and again)."""
+    if name not in _VALID_NAMES:
+        validate_repository_name(name)
+        if len(_VALID_NAMES) > 100_000:
+            _VALID_NAMES.clear()
+        _VALID_NAMES.add(name)

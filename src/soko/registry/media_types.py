@@ -38,6 +38,21 @@ def parse_accept(values: list[str]) -> list[str]:
     return types
 
 
+_ACCEPT_CACHE: dict[tuple[str, ...], list[str]] = {}
+
+
+def parse_accept_cached(values: list[str]) -> list[str]:
+    """parse_accept for the few distinct Accept headers clients send, remembered."""
+    key = tuple(values)
+    parsed = _ACCEPT_CACHE.get(key)
+    if parsed is None:
+        parsed = parse_accept(values)
+        if len(_ACCEPT_CACHE) > 1024:
+            _ACCEPT_CACHE.clear()
+        _ACCEPT_CACHE[key] = parsed
+    return parsed
+
+
 def acceptable(media_type: str, accepted: list[str]) -> bool:
     """No Accept header, a wildcard, or an exact match accepts the stored manifest."""
     if not accepted:
