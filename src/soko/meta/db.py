@@ -70,6 +70,10 @@ class Database:
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")
 
+    def bytewise(self, column: sa.ColumnElement) -> sa.ColumnElement:
+        """``column`` compared and sorted byte by byte (OCI pagination order) whatever the database's collation."""
+        return column if self.is_sqlite else column.collate("C")
+
     def psycopg_dsn(self) -> str:
         """This database as a plain libpq URL (for psycopg connections outside SQLAlchemy, e.g. LISTEN)."""
         return self.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)

@@ -369,9 +369,10 @@ class Manifests:
     def list_tags(self, ref: RepoRef, *, last: str | None = None, limit: int | None = None) -> list[str]:
         with self.ctx.db.read() as conn:
             repo_id = self.repositories.id_for(conn, ref)
-            query = sa.select(tags.c.name).where(tags.c.repository_id == repo_id).order_by(tags.c.name)
+            name = self.ctx.db.bytewise(tags.c.name)
+            query = sa.select(tags.c.name).where(tags.c.repository_id == repo_id).order_by(name)
             if last:
-                query = query.where(tags.c.name > last)
+                query = query.where(name > last)
             if limit is not None:
                 query = query.limit(limit)
             return list(conn.execute(query).scalars())

@@ -331,9 +331,10 @@ class Repositories:
 
     # ---- listing ---------------------------------------------------------------------------------------------------
     def list_names(self, account_id: str, *, last: str | None = None, limit: int | None = None) -> list[str]:
-        query = sa.select(t.c.name).where(t.c.account_id == account_id).order_by(t.c.name)
+        name = self.ctx.db.bytewise(t.c.name)
+        query = sa.select(t.c.name).where(t.c.account_id == account_id).order_by(name)
         if last:
-            query = query.where(t.c.name > last)
+            query = query.where(name > last)
         if limit is not None:
             query = query.limit(limit)
         with self.ctx.db.read() as conn:
