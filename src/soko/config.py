@@ -87,6 +87,8 @@ class Settings:
     price_storage_gb_month: float = 0.10
     # Source CIDRs whose traffic on the public listener is same-region (free), e.g. "10.0.0.0/8,172.16.0.0/12".
     same_region_cidrs: list = field(default_factory=list)
+    # Networks allowed to scrape GET /metrics (its figures name repositories).
+    metrics_allow_cidrs: list = field(default_factory=lambda: ["127.0.0.0/8", "::1/128"])
     extra: dict = field(default_factory=dict)
 
     @property

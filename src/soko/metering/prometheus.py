@@ -8,6 +8,7 @@ exact to within the ~10 s flush window of the other processes.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -114,8 +115,17 @@ def metrics_handler(registry: Registry) -> Callable[[web.Request], Awaitable[web
     """The aiohttp handler for ``GET /metrics`` on the main port."""
     collectors = CollectorRegistry(auto_describe=False)
     collectors.register(MeteringCollector(registry.metering))
+    allowed = [ipaddress.ip_network(cidr, strict=False) for cidr in registry.settings.metrics_allow_cidrs]
 
     async def handle(request: web.Request) -> web.Response:
+        # The figures name repositories: only scrapers from the allowed networks may read them.
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        try:
+            address = ipaddress.ip_address(peer[0]) if isinstance(peer, tuple) else None
+        except ValueError:
+            address = None
+        if address is None or not any(address in network for network in allowed):
+            return web.Response(status=403, text="metrics are served only to the networks in metrics_allow_cidrs\n")
         body = await asyncio.get_running_loop().run_in_executor(None, generate_latest, collectors)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
