@@ -39,9 +39,9 @@ def registry_credentials() -> tuple[str, str] | None:
     return None
 
 
-def free_port() -> int:
+def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
+        sock.bind((host, 0))
         return int(sock.getsockname()[1])
 
 
@@ -178,20 +178,28 @@ def soko_argv(listen: str, data_dir: Path, workers: int | None = None,
 
 
 def start_soko(data_dir: Path, *, workers: int | None = None, template: str | None = None,
-               log_path: Path | None = None) -> RegistryServer:
+               log_path: Path | None = None, extra_args: Sequence[str] = (),
+               env: dict[str, str] | None = None) -> RegistryServer:
+    """``extra_args`` go after ``soko serve``'s own (e.g. ``--endpoint vpce-…=127.0.0.2:PORT``); ``env`` adds
+    variables (e.g. ``SOKO_ROOT_ACCESS_KEY_ID``) to the otherwise ``SOKO_``-free environment."""
     data_dir.mkdir(parents=True, exist_ok=True)
     log = log_path or data_dir.parent / f"{data_dir.name}.log"
 
     def start(port: int) -> RegistryServer:
         host = f"127.0.0.1:{port}"
-        argv = soko_argv(host, data_dir, workers, template)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SOKO_")}  # no host config leaks in
-        return _spawn("soko", argv, host, data_dir, log, env)
+        argv = soko_argv(host, data_dir, workers, template) + list(extra_args)
+        clean = {k: v for k, v in os.environ.items() if not k.startswith("SOKO_")}  # no host config leaks in
+        return _spawn("soko", argv, host, data_dir, log, {**clean, **(env or {})})
 
     server = _start_with_retries(start)
     if server.credentials is None and _requires_auth(server):
+        env = env or {}
+        root_key = None
+        if env.get("SOKO_ROOT_ACCESS_KEY_ID") and env.get("SOKO_ROOT_SECRET_ACCESS_KEY"):  # no root-credentials
+            root_key = {"AccessKeyId": env["SOKO_ROOT_ACCESS_KEY_ID"],
+                        "SecretAccessKey": env["SOKO_ROOT_SECRET_ACCESS_KEY"]}
         try:
-            server.credentials = soko_login(server)
+            server.credentials = soko_login(server, root_key)
             server.wait_ready()  # now with credentials: must be 200
         except BaseException:
             server.kill()
@@ -212,12 +220,13 @@ def soko_root_key(data_dir: Path) -> dict[str, str]:
     return dict(json.loads((data_dir / "root-credentials").read_text()))
 
 
-def soko_login(server: RegistryServer) -> tuple[str, str]:
-    """Registry credentials the ECR way: the test server's own root key calls ``GetAuthorizationToken`` over
-    Soko's AWS API; the token is base64 ``AWS:<password>`` for HTTP Basic auth."""
+def soko_login(server: RegistryServer, root_key: dict[str, str] | None = None) -> tuple[str, str]:
+    """Registry credentials the ECR way: the test server's own root key (``root_key``, else the data dir's
+    ``root-credentials``) calls ``GetAuthorizationToken`` over Soko's AWS API; the token is base64
+    ``AWS:<password>`` for HTTP Basic auth."""
     import boto3  # test dependency; only needed once Soko asks for credentials
 
-    keys = soko_root_key(server.data_dir)
+    keys = root_key or soko_root_key(server.data_dir)
     ecr = boto3.client(
         "ecr", endpoint_url=server.url, region_name=SOKO_REGION,
         aws_access_key_id=keys["AccessKeyId"], aws_secret_access_key=keys["SecretAccessKey"],

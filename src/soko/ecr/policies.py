@@ -31,7 +31,7 @@ def _would_lock_out(call: Call, name: str, new_policy: Policy) -> bool:
     except (RegistryPolicyNotFound, MalformedPolicy):
         pass
     caller = call.caller
-    conditions = getattr(identity.authorizer, "_condition_keys", lambda ctx: {})(call.context)
+    conditions = identity.authorizer.condition_keys(call.context)
     request = AuthzRequest(
         principal=PolicyPrincipal(
             arn=caller.arn,
