@@ -267,7 +267,12 @@ class GarbageCollector:
             upload_id = path.rsplit("/", 1)[-1]
             with self.ctx.db.read() as conn:
                 live = conn.execute(sa.select(uploads.c.id).where(uploads.c.id == upload_id)).first() is not None
-            if live or self._newest_mtime(path) > cutoff:
+            if live:
+                continue
+            try:
+                if self._newest_mtime(path) > cutoff:
+                    continue
+            except PathNotFound:  # the upload completed or was cancelled since the listing
                 continue
             report.stray_files_deleted += 1
             if not dry_run:

@@ -121,9 +121,14 @@ class Manifests:
                     f"image {digest} is {image_size} bytes; the image size limit is "
                     f"{self.ctx.settings.max_image_size} bytes"
                 )
-            manifest_id = conn.execute(
-                sa.select(manifests.c.id).where(manifests.c.repository_id == repo_id, manifests.c.digest == digest)
-            ).scalar()
+            existing = sa.select(manifests.c.id).where(
+                manifests.c.repository_id == repo_id, manifests.c.digest == digest
+            )
+            if not self.ctx.db.is_sqlite:
+                # Hold the row against a concurrent delete until the tag is set (else the tag's foreign key fails);
+                # a delete that got there first makes this find nothing, and the manifest is inserted again.
+                existing = existing.with_for_update(read=True, key_share=True)
+            manifest_id = conn.execute(existing).scalar()
             created = manifest_id is None
             if created:
                 manifest_id = self._insert(conn, repo_id, digest, payload, parsed, image_size, now)
@@ -139,17 +144,14 @@ class Manifests:
         """Every referenced blob and child must be in the repository; returns the image size."""
         if parsed.is_index:
             wanted = {c.digest for c in parsed.children}
-            found = (
-                dict(
-                    conn.execute(
-                        sa.select(manifests.c.digest, manifests.c.image_size).where(
-                            manifests.c.repository_id == repo_id, manifests.c.digest.in_(wanted)
-                        )
-                    ).all()
-                )
-                if wanted
-                else {}
+            children = sa.select(manifests.c.digest, manifests.c.image_size).where(
+                manifests.c.repository_id == repo_id, manifests.c.digest.in_(wanted)
             )
+            if not self.ctx.db.is_sqlite:
+                # Keep the children until the index commits: a delete locks the manifest before it looks for
+                # parents, so it either waits and then sees this index, or deletes first and this finds no child.
+                children = children.with_for_update(read=True, key_share=True)
+            found = dict(conn.execute(children).all()) if wanted else {}
             missing = sorted(wanted - found.keys())
             if missing:
                 raise ReferencedManifestUnknown(
@@ -311,11 +313,14 @@ class Manifests:
             repo_id = self.repositories.id_for(conn, ref)
             if not is_digest(reference):
                 validate_tag(reference)
-                row = conn.execute(
+                tagged = (
                     sa.select(manifests.c.id, manifests.c.digest)
                     .join(tags, tags.c.manifest_id == manifests.c.id)
                     .where(tags.c.repository_id == repo_id, tags.c.name == reference)
-                ).first()
+                )
+                if drop_untagged and not self.ctx.db.is_sqlite:
+                    tagged = tagged.with_for_update(of=manifests)  # before _still_needed: see _check_references
+                row = conn.execute(tagged).first()
                 if (
                     row is None
                     or not conn.execute(
@@ -327,9 +332,12 @@ class Manifests:
                     conn.execute(sa.delete(manifests).where(manifests.c.id == row.id))
                 return row.digest
             Digest.parse(reference)
-            manifest_id = conn.execute(
-                sa.select(manifests.c.id).where(manifests.c.repository_id == repo_id, manifests.c.digest == reference)
-            ).scalar()
+            target = sa.select(manifests.c.id).where(
+                manifests.c.repository_id == repo_id, manifests.c.digest == reference
+            )
+            if not self.ctx.db.is_sqlite:
+                target = target.with_for_update()  # before the parent check: see _check_references
+            manifest_id = conn.execute(target).scalar()
             if manifest_id is None:
                 raise manifest_unknown(ref, reference)
             parent = conn.execute(
