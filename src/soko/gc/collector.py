@@ -61,6 +61,10 @@ class GcReport:
         )
 
 
+class _RollBack(Exception):
+    """Leaves a probing transaction without committing it."""
+
+
 class GarbageCollector:
     def __init__(self, ctx: DomainContext, uploads: Uploads) -> None:
         self.ctx = ctx
@@ -289,18 +293,22 @@ class GarbageCollector:
             if len(parts) != 4 or info.modified > cutoff:
                 continue
             digest = f"{parts[1]}:{parts[3]}"
-            with self.ctx.write() as conn:
-                query = sa.select(blobs.c.digest).where(blobs.c.digest == digest)
-                if not self.ctx.db.is_sqlite:
-                    query = query.with_for_update()
-                if conn.execute(query).first() is not None:
-                    continue
-                report.stray_files_deleted += 1
-                if not dry_run:
-                    try:
-                        storage.delete(info.path)
-                    except PathNotFound:
-                        pass
+            try:
+                with self.ctx.db.write() as conn:
+                    # Probe by inserting the row: an upload completing this digest right now holds the row
+                    # (uncommitted, its content already moved in), so the insert waits for it and then finds it; a
+                    # plain SELECT would see no row and delete fresh content. The probe row is never committed.
+                    probe = self.ctx.db.insert_ignore(blobs).values(digest=digest, size=-1, created_at=0.0)
+                    if conn.execute(probe.returning(blobs.c.digest)).first() is not None:
+                        report.stray_files_deleted += 1
+                        if not dry_run:
+                            try:
+                                storage.delete(info.path)
+                            except PathNotFound:
+                                pass
+                    raise _RollBack
+            except _RollBack:
+                pass
 
     def _newest_mtime(self, path: str) -> float:
         newest = 0.0

@@ -59,8 +59,13 @@ class Blobs:
             if info is None:
                 return None
             if not self.ctx.db.is_sqlite:
-                # Hold the blob against a concurrent garbage collector until the new link commits.
-                conn.execute(sa.select(blobs.c.digest).where(blobs.c.digest == digest).with_for_update(read=True))
+                # Hold the blob against a concurrent garbage collector until the new link commits; if the collector
+                # removed it meanwhile there is nothing to mount and the client uploads instead.
+                held = conn.execute(
+                    sa.select(blobs.c.digest).where(blobs.c.digest == digest).with_for_update(read=True)
+                ).first()
+                if held is None:
+                    return None
             repo_id = self.repositories.id_for_push(conn, ref)
             now = self.ctx.clock()
             conn.execute(

@@ -240,12 +240,19 @@ class Uploads:
             repo_id = self.repositories.id_for(conn, ref)
             if conn.execute(sa.delete(uploads).where(uploads.c.id == upload_id)).rowcount == 0:
                 raise upload_unknown(upload_id)
-            # Lock the blob row (create it if new) before touching storage; see the module docstring.
-            conn.execute(self.ctx.db.insert_ignore(blobs).values(digest=digest, size=state.size, created_at=now))
-            locked = sa.select(blobs.c.size).where(blobs.c.digest == digest)
-            if not self.ctx.db.is_sqlite:
-                locked = locked.with_for_update()
-            existing_size = conn.execute(locked).scalar()
+            # Lock the blob row (create it if new) before touching storage; see the module docstring. On PostgreSQL
+            # the collector may delete an existing row between our insert (which found it) and our lock (which
+            # then finds nothing): insert again, a few attempts always win, as the collector
+            # only deletes rows that existed before it looked.
+            existing_size = None
+            for _ in range(5):
+                conn.execute(self.ctx.db.insert_ignore(blobs).values(digest=digest, size=state.size, created_at=now))
+                locked = sa.select(blobs.c.size).where(blobs.c.digest == digest)
+                if not self.ctx.db.is_sqlite:
+                    locked = locked.with_for_update()
+                existing_size = conn.execute(locked).scalar()
+                if existing_size is not None:
+                    break
             if existing_size != state.size:
                 raise SizeInvalid(f"blob {digest} is stored with {existing_size} bytes, this upload has {state.size}")
             self.ctx.storage.move(upload_path(upload_id), blob_path(digest))

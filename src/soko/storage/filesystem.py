@@ -141,7 +141,12 @@ class FilesystemDriver(StorageDriver):
     def delete(self, path: str) -> None:
         full = self._full(path)
         if os.path.isdir(full):
-            shutil.rmtree(full)
+            try:
+                shutil.rmtree(full)
+            except FileNotFoundError:  # removed concurrently by someone else: the outcome is the same
+                if os.path.exists(full):
+                    raise
+                raise PathNotFound(path) from None
         else:
             try:
                 os.unlink(full)
