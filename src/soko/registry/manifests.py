@@ -168,8 +168,9 @@ class Manifests:
             .where(repository_blobs.c.repository_id == repo_id, blobs.c.digest.in_(wanted))
         )
         if not self.ctx.db.is_sqlite:
-            # Keep the links this manifest relies on until it commits (the garbage collector locks them to delete).
-            query = query.with_for_update(read=True, of=repository_blobs)
+            # Keep the links this manifest relies on until it commits (the garbage collector locks them to delete),
+            # taking them in digest order as the collector does, so the two cannot deadlock.
+            query = query.order_by(repository_blobs.c.digest).with_for_update(read=True, of=repository_blobs)
         sizes = dict(conn.execute(query).all()) if wanted else {}
         missing = sorted(wanted - sizes.keys())
         if missing:
