@@ -40,7 +40,6 @@ import sys
 import tempfile
 import time
 import tracemalloc
-import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -51,6 +50,7 @@ for path in (REPO / "src", REPO):
         sys.path.insert(0, str(path))
 
 import sqlalchemy as sa  # noqa: E402
+from tests.databases import fresh_database  # noqa: E402
 
 from soko.config import load_settings  # noqa: E402
 from soko.lifecycle import evaluate, parse_lifecycle_policy  # noqa: E402
@@ -78,23 +78,8 @@ def fake_digest(kind: str, i: int) -> str:
 
 
 # ---- databases ---------------------------------------------------------------------------------------------------
-@contextlib.contextmanager
-def database(kind: str, workdir: str) -> Iterator[str]:
-    """A fresh, empty database URL: a SQLite file in ``workdir`` or a new PostgreSQL schema (dropped afterwards)."""
-    if kind == "sqlite":
-        yield f"sqlite:///{os.path.join(workdir, 'metadata.db')}"
-        return
-    schema = f"bench_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(PG_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    sep = "&" if "?" in PG_URL else "?"
-    try:
-        yield f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+def database(kind: str, workdir: str) -> contextlib.AbstractContextManager[str]:
+    return fresh_database(kind, workdir, PG_URL, prefix="bench")
 
 
 def open_registry(url: str, data_dir: str) -> Registry:

@@ -30,8 +30,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -39,7 +37,7 @@ for path in (REPO / "src", REPO):
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
 
-import sqlalchemy as sa  # noqa: E402
+from tests.databases import fresh_database  # noqa: E402
 from tests.stress.scenario import Config, Workload, verify  # noqa: E402
 
 from soko.config import load_settings  # noqa: E402
@@ -54,22 +52,8 @@ def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-@contextlib.contextmanager
-def database(kind: str, workdir: str, pg_url: str) -> Iterator[str]:
-    if kind == "sqlite":
-        yield f"sqlite:///{os.path.join(workdir, 'metadata.db')}"
-        return
-    schema = f"stress_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(pg_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    sep = "&" if "?" in pg_url else "?"
-    try:
-        yield f"{pg_url}{sep}options=-csearch_path%3D{schema}"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+def database(kind: str, workdir: str, pg_url: str) -> contextlib.AbstractContextManager[str]:
+    return fresh_database(kind, workdir, pg_url, prefix="stress")
 
 
 def soko_cli(data_dir: str, url: str, *args: str) -> subprocess.CompletedProcess:

@@ -6,7 +6,6 @@ import asyncio
 import os
 import socket
 import threading
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -17,8 +16,7 @@ from soko.config import Settings, load_settings
 from soko.meta import Database
 from soko.registry import Registry
 from soko.storage import FilesystemDriver
-
-PG_URL = os.environ.get("SOKO_TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+from tests.databases import PG_URL, fresh_database
 
 
 def _pg_available() -> bool:
@@ -44,15 +42,8 @@ def database_url(request, tmp_path) -> Iterator[str]:
         if os.environ.get("CI"):
             pytest.fail(f"PostgreSQL is not reachable at {PG_URL}; CI must run every metadata test on it")
         pytest.skip("PostgreSQL not reachable")
-    schema = f"t_{uuid.uuid4().hex[:16]}"
-    admin = sa.create_engine(PG_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    sep = "&" if "?" in PG_URL else "?"
-    yield f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-    admin.dispose()
+    with fresh_database("postgresql", str(tmp_path)) as url:
+        yield url
 
 
 @pytest.fixture
