@@ -8,7 +8,7 @@ import logging
 import sys
 import time
 
-from soko.config import Settings, load_settings, parse_duration
+from soko.config import Settings, load_settings, parse_duration, parse_size
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -59,6 +59,27 @@ def cmd_account_create(args: argparse.Namespace) -> int:
     finally:
         registry.close()
     print(json.dumps({"AccountId": args.account_id, "AccessKeyId": key_id, "SecretAccessKey": secret}))
+    return 0
+
+
+def cmd_account_quota(args: argparse.Namespace) -> int:
+    from soko.registry import Registry
+    from soko.registry.quotas import QUOTAS
+
+    registry = Registry.open(_settings(args))
+    quotas = registry.repositories.quotas
+    try:
+        if args.name:
+            value = None if args.value in (None, "default") else parse_size(args.value)
+            quotas.set(args.account_id, args.name, value)
+        for name, current in quotas.all(args.account_id).items():
+            marker = "" if current == quotas.default(name) else " (account override)"
+            print(f"{name:<20} {current:>16}  {QUOTAS[name][1]}{marker}")
+    except KeyError as exc:
+        print(f"soko account quota: {exc.args[0]}", file=sys.stderr)
+        return 2
+    finally:
+        registry.close()
     return 0
 
 
@@ -190,6 +211,14 @@ def main(argv: list[str] | None = None) -> int:
     _common(account_create)
     account_create.add_argument("account_id", help="12-digit account id")
     account_create.set_defaults(func=cmd_account_create)
+    account_quota = account_sub.add_parser(
+        "quota", help="show an account's quotas, or set one: soko account quota 111122223333 max_repositories 500"
+    )
+    _common(account_quota)
+    account_quota.add_argument("account_id", help="12-digit account id")
+    account_quota.add_argument("name", nargs="?", help="max_repositories | max_image_size | max_tags_per_image")
+    account_quota.add_argument("value", nargs="?", help="a number (sizes may say 20GB), or 'default'")
+    account_quota.set_defaults(func=cmd_account_quota)
 
     audit = sub.add_parser("audit", help="show authentication and authorization decisions")
     _common(audit)

@@ -233,7 +233,7 @@ def test_put_image_tag_limit_is_shared_with_v2(ecr, client, server):
     import sqlalchemy as sa
 
     from soko.meta.schema import manifests, tags
-    from soko.registry.manifests import MAX_TAGS_PER_IMAGE
+    from soko.registry.quotas import DEFAULT_TAGS_PER_IMAGE as MAX_TAGS_PER_IMAGE
 
     make_repo(server)
     manifest = image_parts(client, "app", "t")

@@ -30,8 +30,6 @@ from soko.registry.manifest_format import ParsedManifest, parse_manifest
 from soko.registry.models import ManifestRecord, PutManifestResult, RepoRef
 from soko.registry.repositories import Repositories
 
-MAX_TAGS_PER_IMAGE = 1000  # ECR's quota; enforced here so /v2/ and PutImage share it
-
 
 def manifest_unknown(ref: RepoRef, reference: str) -> ManifestUnknown:
     return ManifestUnknown(f"manifest '{reference}' is not in repository '{ref.name}'")
@@ -116,11 +114,9 @@ class Manifests:
         with self.ctx.write(invalidates=True) as conn:
             repo_id = self.repositories.id_for_push(conn, ref)
             image_size = self._check_references(conn, ref, repo_id, parsed)
-            if image_size > self.ctx.settings.max_image_size:
-                raise TooLarge(
-                    f"image {digest} is {image_size} bytes; the image size limit is "
-                    f"{self.ctx.settings.max_image_size} bytes"
-                )
+            max_image_size = self.repositories.quotas.get(ref.account_id, "max_image_size")
+            if image_size > max_image_size:
+                raise TooLarge(f"image {digest} is {image_size} bytes; the image size limit is {max_image_size} bytes")
             existing = sa.select(manifests.c.id).where(
                 manifests.c.repository_id == repo_id, manifests.c.digest == digest
             )
@@ -235,10 +231,11 @@ class Manifests:
         tag_count = conn.execute(
             sa.select(sa.func.count()).select_from(tags).where(tags.c.manifest_id == manifest_id)
         ).scalar_one()
-        if tag_count >= MAX_TAGS_PER_IMAGE:
+        max_tags = self.repositories.quotas.get(ref.account_id, "max_tags_per_image")
+        if tag_count >= max_tags:
             raise LimitExceeded(
                 f"image {digest} in repository '{ref.name}' already has {tag_count} tags; "
-                f"an image can have at most {MAX_TAGS_PER_IMAGE} tags"
+                f"an image can have at most {max_tags} tags"
             )
         conn.execute(
             self.ctx.db.upsert(tags, ["repository_id", "name"], {"manifest_id": None, "updated_at": None}).values(

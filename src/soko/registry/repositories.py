@@ -14,6 +14,7 @@ from soko.meta.schema import repositories as t
 from soko.names import validate_repository_name
 from soko.registry.context import DomainContext
 from soko.registry.models import RepoRef, Repository
+from soko.registry.quotas import Quotas
 from soko.storage.base import PathNotFound
 
 MUTABILITIES = ("MUTABLE", "IMMUTABLE", "IMMUTABLE_WITH_EXCLUSION", "MUTABLE_WITH_EXCLUSION")
@@ -134,6 +135,7 @@ def validate_resource_tags(tags: list[dict]) -> dict[str, str]:
 class Repositories:
     def __init__(self, ctx: DomainContext) -> None:
         self.ctx = ctx
+        self.quotas = Quotas(ctx)
 
     def find(self, conn: sa.Connection, ref: RepoRef) -> Repository | None:
         row = conn.execute(sa.select(t).where(t.c.account_id == ref.account_id, t.c.name == ref.name)).first()
@@ -183,12 +185,12 @@ class Repositories:
             return repo
 
     def _check_quota(self, conn: sa.Connection, account_id: str) -> None:
-        limit = self.ctx.settings.max_repositories
+        limit = self.quotas.get(account_id, "max_repositories")
         count = conn.execute(sa.select(sa.func.count()).select_from(t).where(t.c.account_id == account_id)).scalar()
         if count >= limit:
             raise LimitExceeded(
                 f"The maximum number of repositories ({limit}) has been reached in the registry with id "
-                f"'{account_id}'; delete repositories or raise the max_repositories setting"
+                f"'{account_id}'; delete repositories or raise the account's max_repositories quota"
             )
 
     def _insert(

@@ -183,7 +183,11 @@ class Uploads:
             self._release(upload_id)
             raise
         return ChunkWriter(
-            self, state, writer, self._hashes.get(upload_id, state.size), self.ctx.settings.max_image_size
+            self,
+            state,
+            writer,
+            self._hashes.get(upload_id, state.size),
+            self.repositories.quotas.get(ref.account_id, "max_image_size"),
         )
 
     def _record_size(self, state: UploadState, new_size: int, hasher: hashlib._Hash | None) -> UploadState:
