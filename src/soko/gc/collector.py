@@ -61,6 +61,10 @@ class GcReport:
         )
 
 
+def _is_deadlock(exc: sa.exc.OperationalError) -> bool:
+    return getattr(exc.orig, "sqlstate", None) == "40P01"
+
+
 class _RollBack(Exception):
     """Leaves a probing transaction without committing it."""
 
@@ -121,26 +125,36 @@ class GarbageCollector:
                 return
             last_id = due[-1].id
             # One transaction per batch: a commit (an fsync on SQLite) per link made 1M-row collections take hours.
-            # Links are locked in (repository, digest) order, the order manifest pushes take them in, so the two
-            # never deadlock.
-            with self.ctx.write(invalidates=True) as conn:
-                for _review_id, repository_id, digest in sorted(due, key=lambda r: (r.repository_id, r.digest)):
-                    if self._lock_link(conn, repository_id, digest) and not self._referenced(
-                        conn, repository_id, digest
-                    ):
-                        report.links_deleted += 1
-                        report.doomed_links.add((repository_id, digest))
-                        if not dry_run:
-                            self._delete_link(conn, repository_id, digest)
+            # Links are locked in (repository, digest) order, the order manifest pushes take them in; a batch that
+            # still loses a deadlock (e.g. against an upload completing) is simply left for the next run.
+            try:
+                found = self._review_batch(due, cutoff, dry_run)
+            except sa.exc.OperationalError as exc:
+                if not _is_deadlock(exc):
+                    raise
+                log.info("a link-review batch lost a deadlock; its reviews stay queued for the next run")
+                continue
+            report.links_deleted += len(found)
+            report.doomed_links.update(found)
+
+    def _review_batch(self, due, cutoff: float, dry_run: bool) -> list[tuple[int, str]]:
+        found: list[tuple[int, str]] = []
+        with self.ctx.write(invalidates=True) as conn:
+            for _review_id, repository_id, digest in sorted(due, key=lambda r: (r.repository_id, r.digest)):
+                if self._lock_link(conn, repository_id, digest) and not self._referenced(conn, repository_id, digest):
+                    found.append((repository_id, digest))
                     if not dry_run:
-                        # Reviews of the same link queued before the cutoff are answered by this one.
-                        conn.execute(
-                            sa.delete(gc_link_reviews).where(
-                                gc_link_reviews.c.repository_id == repository_id,
-                                gc_link_reviews.c.digest == digest,
-                                gc_link_reviews.c.queued_at <= cutoff,
-                            )
+                        self._delete_link(conn, repository_id, digest)
+                if not dry_run:
+                    # Reviews of the same link queued before the cutoff are answered by this one.
+                    conn.execute(
+                        sa.delete(gc_link_reviews).where(
+                            gc_link_reviews.c.repository_id == repository_id,
+                            gc_link_reviews.c.digest == digest,
+                            gc_link_reviews.c.queued_at <= cutoff,
                         )
+                    )
+        return found
 
     def _delete_link(self, conn: sa.Connection, repository_id: int, digest: str) -> None:
         conn.execute(
@@ -219,7 +233,14 @@ class GarbageCollector:
         sizes = dict(candidates)
         candidates.sort()
         for start in range(0, len(candidates), BATCH):
-            for digest in self._delete_blob_batch([d for d, _ in candidates[start : start + BATCH]]):
+            try:
+                deleted = self._delete_blob_batch([d for d, _ in candidates[start : start + BATCH]])
+            except sa.exc.OperationalError as exc:
+                if not _is_deadlock(exc):
+                    raise
+                log.info("a blob batch lost a deadlock; its blobs are collected by the next run")
+                continue
+            for digest in deleted:
                 report.blobs_deleted += 1
                 report.bytes_reclaimed += sizes[digest]
                 report.deleted_digests.append(digest)

@@ -22,6 +22,7 @@ import sqlalchemy as sa
 from soko.digest import Digest
 from soko.errors import DigestInvalid, RangeNotSatisfiable, SizeInvalid, TooLarge, UploadUnknown
 from soko.gc.queue import enqueue_link_reviews
+from soko.meta.db import retry_on_deadlock
 from soko.meta.schema import blobs, repository_blobs, uploads
 from soko.registry.context import DomainContext, blob_path, upload_path
 from soko.registry.models import BlobInfo, RepoRef, UploadState
@@ -240,34 +241,40 @@ class Uploads:
                 "The content was corrupted or the digest is wrong; upload again"
             )
         now = self.ctx.clock()
+        # PostgreSQL may pick this transaction as a deadlock victim (against the collector's batches or another
+        # upload of the same content); nothing has moved in storage until its last statement, so retry it.
+        retry_on_deadlock(lambda: self._commit_blob(ref, upload_id, digest, state.size, now))
+        self._hashes.drop(upload_id)
+        self._delete_data(upload_id)
+        return BlobInfo(digest, state.size)
+
+    def _commit_blob(self, ref: RepoRef, upload_id: str, digest: str, size: int, now: float) -> None:
         with self.ctx.db.write() as conn:
             repo_id = self.repositories.id_for(conn, ref)
             if conn.execute(sa.delete(uploads).where(uploads.c.id == upload_id)).rowcount == 0:
                 raise upload_unknown(upload_id)
             # Lock the blob row (create it if new) before touching storage; see the module docstring. On PostgreSQL
             # the collector may delete an existing row between our insert (which found it) and our lock (which
-            # then finds nothing): insert again, a few attempts always win, as the collector
-            # only deletes rows that existed before it looked.
+            # then finds nothing): insert again; a few attempts always win, as the collector only deletes rows
+            # that existed before it looked.
             existing_size = None
             for _ in range(5):
-                conn.execute(self.ctx.db.insert_ignore(blobs).values(digest=digest, size=state.size, created_at=now))
+                conn.execute(self.ctx.db.insert_ignore(blobs).values(digest=digest, size=size, created_at=now))
                 locked = sa.select(blobs.c.size).where(blobs.c.digest == digest)
                 if not self.ctx.db.is_sqlite:
                     locked = locked.with_for_update()
                 existing_size = conn.execute(locked).scalar()
                 if existing_size is not None:
                     break
-            if existing_size != state.size:
-                raise SizeInvalid(f"blob {digest} is stored with {existing_size} bytes, this upload has {state.size}")
-            self.ctx.storage.move(upload_path(upload_id), blob_path(digest))
+            if existing_size != size:
+                raise SizeInvalid(f"blob {digest} is stored with {existing_size} bytes, this upload has {size}")
             conn.execute(
                 self.ctx.db.insert_ignore(repository_blobs).values(repository_id=repo_id, digest=digest, created_at=now)
             )
             # If no manifest references the blob within the grace period, the collector unlinks it.
             enqueue_link_reviews(conn, repo_id, [digest], now, "upload")
-        self._hashes.drop(upload_id)
-        self._delete_data(upload_id)
-        return BlobInfo(digest, state.size)
+            # Last: the content moves into place only when every row is written and locked.
+            self.ctx.storage.move(upload_path(upload_id), blob_path(digest))
 
     def _rehash(self, upload_id: str, algorithm: str, size: int) -> hashlib._Hash:
         hasher = hashlib.new(algorithm)
