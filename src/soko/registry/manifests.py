@@ -114,7 +114,7 @@ class Manifests:
         with self.ctx.write(invalidates=True) as conn:
             repo_id = self.repositories.id_for_push(conn, ref)
             image_size = self._check_references(conn, ref, repo_id, parsed)
-            max_image_size = self.repositories.quotas.get(ref.account_id, "max_image_size")
+            max_image_size = self.repositories.quotas.get(ref.account_id, "max_image_size", conn)
             if image_size > max_image_size:
                 raise TooLarge(f"image {digest} is {image_size} bytes; the image size limit is {max_image_size} bytes")
             existing = sa.select(manifests.c.id).where(
@@ -231,7 +231,7 @@ class Manifests:
         tag_count = conn.execute(
             sa.select(sa.func.count()).select_from(tags).where(tags.c.manifest_id == manifest_id)
         ).scalar_one()
-        max_tags = self.repositories.quotas.get(ref.account_id, "max_tags_per_image")
+        max_tags = self.repositories.quotas.get(ref.account_id, "max_tags_per_image", conn)
         if tag_count >= max_tags:
             raise LimitExceeded(
                 f"image {digest} in repository '{ref.name}' already has {tag_count} tags; "

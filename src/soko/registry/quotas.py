@@ -29,19 +29,23 @@ class Quotas:
         attribute = QUOTAS[name][0]
         return int(getattr(self.ctx.settings, attribute)) if attribute else DEFAULT_TAGS_PER_IMAGE
 
-    def get(self, account_id: str, name: str) -> int:
+    def get(self, account_id: str, name: str, conn: sa.Connection | None = None) -> int:
+        """The quota in force. Pass ``conn`` when inside a transaction: taking a second pooled connection while
+        holding one can exhaust the pool under concurrency."""
         if name not in QUOTAS:
             raise KeyError(f"unknown quota {name!r}; quotas: {', '.join(QUOTAS)}")
         generation = self.ctx.generation.current()
         hit = self._cache.get((account_id, name))
         if hit is not None and hit[0] == generation:
             return hit[1]
-        with self.ctx.db.read() as conn:
-            value = conn.execute(
-                sa.select(account_settings.c.value).where(
-                    account_settings.c.account_id == account_id, account_settings.c.name == f"quota:{name}"
-                )
-            ).scalar()
+        query = sa.select(account_settings.c.value).where(
+            account_settings.c.account_id == account_id, account_settings.c.name == f"quota:{name}"
+        )
+        if conn is not None:
+            value = conn.execute(query).scalar()
+        else:
+            with self.ctx.db.read() as own:
+                value = own.execute(query).scalar()
         result = int(value) if value is not None else self.default(name)
         self._cache[(account_id, name)] = (generation, result)
         return result

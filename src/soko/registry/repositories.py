@@ -185,7 +185,7 @@ class Repositories:
             return repo
 
     def _check_quota(self, conn: sa.Connection, account_id: str) -> None:
-        limit = self.quotas.get(account_id, "max_repositories")
+        limit = self.quotas.get(account_id, "max_repositories", conn)
         count = conn.execute(sa.select(sa.func.count()).select_from(t).where(t.c.account_id == account_id)).scalar()
         if count >= limit:
             raise LimitExceeded(
