@@ -13,6 +13,7 @@ from soko.config import Settings
 from soko.ecr.api import EcrApi
 from soko.http.aws_api import AwsFrontDoor
 from soko.http.context import ENDPOINTS_KEY
+from soko.iam.api import IamApi
 from soko.iam.service import Identity
 from soko.meta.changes import PostgresListener
 from soko.metering.prometheus import metrics_handler
@@ -49,11 +50,7 @@ def build_app(
     return app
 
 
-def _query_service(settings: Settings, registry: Registry, identity: Identity):
-    try:
-        from soko.iam.api import IamApi
-    except ImportError:  # the IAM/STS API module is optional while it is being built
-        return None
+def _query_service(settings: Settings, registry: Registry, identity: Identity) -> IamApi:
     return IamApi(settings, registry, identity)
 
 

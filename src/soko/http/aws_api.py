@@ -16,11 +16,13 @@ from aiohttp import web
 from soko.access import Principal, RequestContext
 from soko.aws import json_protocol, query_protocol, sigv4
 from soko.aws.errors import AwsAuthError, InvalidRequest
-from soko.ecr.errors import EcrError
+from soko.aws.service_model import validate_request
+from soko.ecr.errors import EcrError, from_domain
 from soko.errors import SokoError
 from soko.http.context import make_context
 from soko.http.streaming import read_limited
 from soko.iam.credentials import CredentialStore
+from soko.oci.base import offload
 
 log = logging.getLogger("soko.aws")
 MAX_BODY = 32 << 20  # UploadLayerPart carries up to 20 MiB, base64-encoded
@@ -108,13 +110,9 @@ class AwsFrontDoor:
     async def _ecr(
         self, request: web.Request, body: bytes, principal: Principal, context: RequestContext
     ) -> web.StreamResponse:
-        from soko.oci.base import offload
-
         try:
             operation = json_protocol.parse_target(request.headers["X-Amz-Target"])
             params = json_protocol.load_body(body)
-            from soko.aws.service_model import validate_request
-
             params = validate_request(operation, params)
             result = await offload(self.ecr.call, operation, params, principal, context)
         except InvalidRequest as exc:
@@ -122,8 +120,6 @@ class AwsFrontDoor:
         except EcrError as exc:
             return self._json_error(exc.type_name, exc.message, context, exc.status or 400, **exc.extra)
         except SokoError as exc:
-            from soko.ecr.errors import from_domain
-
             mapped = from_domain(exc)
             return self._json_error(mapped.type_name, mapped.message, context, mapped.status or 400)
         except Exception:
@@ -138,8 +134,6 @@ class AwsFrontDoor:
     async def _query(
         self, body: bytes, principal: Principal, context: RequestContext, verified: sigv4.Verified, service: str
     ) -> web.StreamResponse:
-        from soko.oci.base import offload
-
         service = verified.service
         if self.query is None:
             status, payload = query_protocol.error_response(

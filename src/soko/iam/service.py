@@ -7,6 +7,7 @@ import logging
 import os
 
 from soko.audit import AuditLog
+from soko.iam import ids
 from soko.iam.authn import RegistryAuthenticator
 from soko.iam.authorizer import IamAuthorizer
 from soko.iam.credentials import CredentialStore
@@ -38,8 +39,6 @@ class Identity:
             return None
         if self.credentials.root_key_ids(account):
             return None
-        from soko.iam import ids
-
         key_id, secret = self.credentials.add_root_key(account, ids.access_key_id(), ids.secret_access_key())
         path = os.path.join(settings.data_dir, "root-credentials")
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
