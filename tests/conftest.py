@@ -92,41 +92,65 @@ class RunningServer:
         return {"Authorization": f"Basic {self.token}"}
 
 
+class ServerThread:
+    """A SokoApp served by the real HTTP engine (granian, as `soko serve` runs it) on real sockets, in a background
+    thread of this process, so tests can reach into the same Registry."""
+
+    def __init__(self, app, sockets: list[socket.socket]) -> None:
+        from soko.http.server import run_worker
+
+        self.loop = asyncio.new_event_loop()
+        started = threading.Event()
+        failure: list[BaseException] = []
+
+        async def main() -> None:
+            self.stop = asyncio.Event()
+            started.set()
+            await run_worker(app, sockets, self.stop)
+
+        def run() -> None:
+            asyncio.set_event_loop(self.loop)
+            try:
+                self.loop.run_until_complete(main())
+            except BaseException as exc:  # surfaced by close()
+                failure.append(exc)
+                started.set()
+
+        self._failure = failure
+        self.thread = threading.Thread(target=run, daemon=True)
+        self.thread.start()
+        assert started.wait(15), "server did not start"
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.stop.set)
+        self.thread.join(15)
+        if self._failure:
+            raise self._failure[0]
+
+
+def listening_socket(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(1024)
+    return sock
+
+
 @pytest.fixture
 def server(registry, settings) -> Iterator[RunningServer]:
-    """The real aiohttp application on a real port, in a background thread, in this process."""
-    from aiohttp import web
-
-    from soko.app import build_app
+    """The real application and HTTP engine on a real port, in a background thread, in this process."""
+    from soko.app import SokoApp
     from soko.iam.service import Identity
 
     identity = Identity(registry.ctx)
     identity.bootstrap_root()
     token, _ = identity.tokens.issue(ROOT_KEY_ID, registry.ctx.clock())
-    port = free_port()
-    loop = asyncio.new_event_loop()
-    started = threading.Event()
-    runner_box: dict = {}
-
-    async def start() -> None:
-        runner = web.AppRunner(build_app(settings, registry, identity), access_log=None, shutdown_timeout=5)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", port).start()
-        runner_box["runner"] = runner
-
-    def run() -> None:
-        asyncio.set_event_loop(loop)
-        loop.run_until_complete(start())
-        started.set()
-        loop.run_forever()
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    assert started.wait(15), "server did not start"
+    sock = listening_socket()
+    port = sock.getsockname()[1]
+    running = ServerThread(SokoApp(settings, registry, identity), [sock])
     yield RunningServer(f"http://127.0.0.1:{port}", f"127.0.0.1:{port}", registry, identity, token)
-    asyncio.run_coroutine_threadsafe(runner_box["runner"].cleanup(), loop).result(15)
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(5)
+    running.close()
+    sock.close()
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Composition: settings → domain → identity → front ends → one aiohttp application; plus background upkeep."""
+"""Composition: settings → domain → identity → front ends behind one entry point; plus background upkeep."""
 
 from __future__ import annotations
 
@@ -7,47 +7,79 @@ import contextlib
 import logging
 from concurrent.futures import ThreadPoolExecutor
 
-from aiohttp import web
-
 from soko.config import Settings
 from soko.ecr.api import EcrApi
 from soko.http.aws_api import AwsFrontDoor
-from soko.http.context import ENDPOINTS_KEY
+from soko.http.messages import AnyResponse, Request, json_response
 from soko.iam.api import IamApi
 from soko.iam.service import Identity
 from soko.meta.changes import PostgresListener
 from soko.metering.prometheus import metrics_handler
-from soko.oci import presigned
 from soko.oci.base import OciContext
+from soko.oci.presigned import PREFIX as LAYERS_PREFIX
+from soko.oci.presigned import PresignedLayers
 from soko.oci.router import OciRouter
 from soko.registry import Registry
 from soko.registry.lifecycle_runner import LifecycleRunner
 
 log = logging.getLogger("soko")
-REGISTRY_KEY = web.AppKey("soko_registry", Registry)
-IDENTITY_KEY = web.AppKey("soko_identity", Identity)
 
 
-def build_app(
-    settings: Settings,
-    registry: Registry,
-    identity: Identity | None = None,
-    endpoints: dict[tuple[str, int], str] | None = None,
-) -> web.Application:
-    identity = identity or Identity(registry.ctx)
-    # Upload bodies are streamed, never buffered: the aiohttp body limit only guards request.read() elsewhere.
-    app = web.Application(client_max_size=1 << 20, handler_args={"max_field_size": 16384, "max_line_size": 16384})
-    app[REGISTRY_KEY] = registry
-    app[IDENTITY_KEY] = identity
-    app[ENDPOINTS_KEY] = endpoints or {}
-    OciRouter(OciContext(registry, identity.authorizer, settings), identity.authenticate).install(app)
-    ecr = EcrApi(settings, registry, identity)
-    query = _query_service(settings, registry, identity)
-    AwsFrontDoor(identity.credentials, ecr, query, _authn_auditor(identity)).install(app)
-    presigned.install(app, registry, identity)  # GetDownloadUrlForLayer's expiring URLs
-    app.router.add_get("/metrics", metrics_handler(registry))
-    app.cleanup_ctx.append(_upkeep)
-    return app
+class SokoApp:
+    """Every front end behind one ``handle``: /v2/ (OCI), ``POST /`` (the AWS APIs), /layers/ (the presigned layer
+    URLs GetDownloadUrlForLayer hands out) and /metrics. ``start``/``stop`` run this process's upkeep."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        registry: Registry,
+        identity: Identity | None = None,
+        endpoints: dict[tuple[str, int], str] | None = None,
+    ) -> None:
+        identity = identity or Identity(registry.ctx)
+        endpoints = endpoints or {}
+        self.settings = settings
+        self.registry = registry
+        self.identity = identity
+        self.oci = OciRouter(OciContext(registry, identity.authorizer, settings), identity.authenticate, endpoints)
+        ecr = EcrApi(settings, registry, identity)
+        query = _query_service(settings, registry, identity)
+        self.aws = AwsFrontDoor(identity.credentials, ecr, query, _authn_auditor(identity), endpoints)
+        self.layers = PresignedLayers(registry, identity)
+        self.metrics = metrics_handler(registry)
+        self._upkeep: contextlib.AbstractAsyncContextManager | None = None
+
+    async def handle(self, request: Request) -> AnyResponse:
+        path = request.path
+        if path.startswith("/v2") and (len(path) == 3 or path[3] == "/"):
+            return await self.oci.handle(request)
+        if path == "/":
+            if request.method != "POST":
+                return _not_here(405, f"{request.method} / is not supported: the AWS APIs take POST /", "POST")
+            return await self.aws.handle(request)
+        if path.startswith(LAYERS_PREFIX):
+            return await self.layers.handle(request)
+        if path == "/metrics":
+            if request.method not in ("GET", "HEAD"):
+                return _not_here(405, f"{request.method} /metrics is not supported", "GET, HEAD")
+            return await self.metrics(request)
+        return _not_here(404, f"nothing at {path[:200]}: the registry API is under /v2/, the AWS APIs at POST /")
+
+    async def start(self) -> None:
+        """Start this process's upkeep on the running loop."""
+        self._upkeep = _upkeep(self.registry, self.identity)
+        await self._upkeep.__aenter__()
+
+    async def stop(self) -> None:
+        if self._upkeep is not None:
+            upkeep, self._upkeep = self._upkeep, None
+            await upkeep.__aexit__(None, None, None)
+
+
+def _not_here(status: int, message: str, allow: str | None = None) -> AnyResponse:
+    headers = {"Allow": allow} if allow else None
+    code = "UNSUPPORTED" if status == 405 else "NOT_FOUND"
+    return json_response({"errors": [{"code": code, "message": message}]}, status, headers)
 
 
 def _query_service(settings: Settings, registry: Registry, identity: Identity) -> IamApi:
@@ -61,10 +93,10 @@ def _authn_auditor(identity: Identity):
     return record
 
 
-async def _upkeep(app: web.Application):
-    """Per-process background work: flush pull times and audit events, expire abandoned uploads."""
-    registry = app[REGISTRY_KEY]
-    identity = app[IDENTITY_KEY]
+@contextlib.asynccontextmanager
+async def _upkeep(registry: Registry, identity: Identity):
+    """Per-process background work: flush pull times and audit events, expire abandoned uploads, and (every process
+    may; the database serialises them) GC, lifecycle evaluation and metering samples."""
     loop = asyncio.get_running_loop()
     loop.set_default_executor(ThreadPoolExecutor(max_workers=16, thread_name_prefix="soko-io"))
 

@@ -40,7 +40,7 @@ def frozen(when: datetime) -> Iterator[None]:
 
 
 def to_signed(prepared: AWSPreparedRequest | AWSRequest, *, with_host_header: bool = True) -> SignedRequest:
-    """What aiohttp would hand the verifier for this request: raw path/query, str headers, body hash, Host."""
+    """What the server would hand the verifier for this request: raw path/query, str headers, body hash, Host."""
     parts = urlsplit(prepared.url)
     headers = {k: v.decode() if isinstance(v, bytes) else v for k, v in prepared.headers.items()}
     host = _host_from_url(prepared.url)

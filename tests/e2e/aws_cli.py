@@ -12,6 +12,8 @@ import os
 import shutil
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -102,7 +104,16 @@ def create_account(data_dir: Path, account_id: str) -> dict[str, str]:
     return dict(json.loads(soko_cli(data_dir, "account", "create", account_id).stdout))
 
 
-def audit(data_dir: Path, *args: str) -> list[dict[str, Any]]:
-    """``soko audit --format json [args]``, oldest first."""
-    out = soko_cli(data_dir, "audit", "--format", "json", *args).stdout
-    return [json.loads(line) for line in out.splitlines() if line.strip()]
+def audit(
+    data_dir: Path, *args: str, until: Callable[[list[dict[str, Any]]], bool] | None = None
+) -> list[dict[str, Any]]:
+    """``soko audit --format json [args]``, oldest first. With ``until``: read again (for up to 10 s) until the rows
+    satisfy it — the server writes audit events in batches about once a second, so a request that just finished
+    may not be in the database yet."""
+    deadline = time.monotonic() + 10
+    while True:
+        out = soko_cli(data_dir, "audit", "--format", "json", *args).stdout
+        rows = [json.loads(line) for line in out.splitlines() if line.strip()]
+        if until is None or until(rows) or time.monotonic() > deadline:
+            return rows
+        time.sleep(0.2)

@@ -139,9 +139,12 @@ def try_pull(skopeo: Skopeo, source: str, out: Path) -> SkopeoResult:
     return skopeo.copy(source, f"oci:{out}:pulled", check=False)
 
 
-def denials(deployment: Deployment, principal: str | None = None) -> list[dict[str, Any]]:
+def denials(
+    deployment: Deployment, principal: str | None = None, expected: set[str] = frozenset()
+) -> list[dict[str, Any]]:
+    """Audited denials (of ``principal``), once they include the ``expected`` actions."""
     args = ["--decision", "deny"] + (["--principal", principal] if principal else [])
-    return audit(deployment.data_dir, *args)
+    return audit(deployment.data_dir, *args, until=lambda rows: expected <= {r["action"] for r in rows})
 
 
 # -- 1. the README's quick start ------------------------------------------------------------------------------------
@@ -196,7 +199,7 @@ def test_wrong_password_is_unauthorized(deployment: Deployment, image: ImageRef)
     forged = password[:-4] + ("AAAA" if not password.endswith("AAAA") else "BBBB")
     skopeo = deployment.skopeo("forged", forged)
     assert_unauthorized(skopeo.copy(image.ref, deployment.ref("team/app"), check=False))
-    rows = audit(deployment.data_dir, "--decision", "deny")
+    rows = audit(deployment.data_dir, "--decision", "deny", until=lambda rows: any(r["event"] == "authn" for r in rows))
     assert any(r["event"] == "authn" for r in rows), rows
 
 
@@ -298,8 +301,9 @@ def test_cross_account_pull_with_both_policies(deployment: Deployment, image: Im
     # manifest; new content already at the upload.
     assert_denied(skopeo.copy(image.ref, deployment.ref(setup.repo, "from-b"), check=False))
     assert_denied(skopeo.copy(other_image.ref, deployment.ref(setup.repo, "other"), check=False))
-    pushes = [r for r in denials(deployment, setup.user_arn) if r["action"] in PUSH_ACTIONS]
-    assert {"ecr:PutImage", "ecr:InitiateLayerUpload"} <= {r["action"] for r in pushes}, denials(deployment)
+    expected = {"ecr:PutImage", "ecr:InitiateLayerUpload"}
+    pushes = [r for r in denials(deployment, setup.user_arn, expected) if r["action"] in PUSH_ACTIONS]
+    assert expected <= {r["action"] for r in pushes}, denials(deployment)
     assert all(r["resource"] == repo_arn(setup.repo) for r in pushes)
     tags = setup.a.json("ecr", "list-images", "--repository-name", setup.repo)["imageIds"]
     assert [t.get("imageTag") for t in tags] == ["v1"]
@@ -336,7 +340,7 @@ def test_cross_account_pull_denied_without_identity_policy(deployment: Deploymen
 
 
 def assert_pull_denial_audited(deployment: Deployment, setup: CrossAccount) -> None:
-    rows = [r for r in denials(deployment, setup.user_arn) if r["event"] == "authz"]
+    rows = [r for r in denials(deployment, setup.user_arn, {"ecr:BatchGetImage"}) if r["event"] == "authz"]
     assert rows, f"no denial of {setup.user_arn} in the audit log: {denials(deployment)}"
     pull_denials = [r for r in rows if r["action"] in PULL_ACTIONS]
     assert pull_denials, rows
@@ -391,7 +395,9 @@ def test_private_endpoint_required_for_pull(where: str, deployment: Deployment, 
     assert [i["imageId"]["imageDigest"] for i in images] == [image.top_digest()]
 
     root_arn = f"arn:aws:iam::{ACCOUNT_A}:root"
-    rows = [r for r in audit(deployment.data_dir, "--principal", root_arn)
+    wanted = {("deny", "public"), ("allow", VPCE)}
+    rows = [r for r in audit(deployment.data_dir, "--principal", root_arn,
+                             until=lambda rows: wanted <= {(r["decision"], r["endpoint"]) for r in rows})
             if r["event"] == "authz" and r["action"] == "ecr:BatchGetImage"]
     assert {(r["decision"], r["endpoint"]) for r in rows} >= {("deny", "public"), ("allow", VPCE)}, rows
     assert all(r["resource"] == repo_arn(repo) for r in rows)
@@ -465,7 +471,8 @@ def test_password_dies_with_its_access_key(revoke: str, deployment: Deployment, 
     result = ci.run("ecr", "get-login-password", check=False)
     assert result.returncode != 0
     assert "UnrecognizedClientException" in result.stderr or "InvalidClientTokenId" in result.stderr, result.stderr
-    assert any(r["event"] == "authn" for r in audit(deployment.data_dir, "--decision", "deny"))
+    authn_denied = lambda rows: any(r["event"] == "authn" for r in rows)  # noqa: E731
+    assert authn_denied(audit(deployment.data_dir, "--decision", "deny", until=authn_denied))
 
     if revoke == "deactivate":  # a new password from the re-activated key works; nothing else changed
         a.run("iam", "update-access-key", "--user-name", CI_USER, "--access-key-id", key_id, "--status", "Active")

@@ -1,1 +1,2 @@
-"""HTTP glue: the aiohttp application, request context, streaming helpers, worker processes."""
+"""HTTP layer: request/response types, the RSGI adapter and granian listeners, request context, streaming helpers,
+the AWS front door, worker processes."""

@@ -11,8 +11,6 @@ import logging
 from collections.abc import Callable
 from typing import Protocol
 
-from aiohttp import web
-
 from soko.access import Principal, RequestContext
 from soko.aws import json_protocol, query_protocol, sigv4
 from soko.aws.errors import AwsAuthError, InvalidRequest
@@ -20,9 +18,10 @@ from soko.aws.service_model import validate_request
 from soko.ecr.errors import EcrError, from_domain
 from soko.errors import SokoError
 from soko.http.context import make_context
+from soko.http.messages import Request, Response
 from soko.http.streaming import read_limited
+from soko.http.threads import offload
 from soko.iam.credentials import CredentialStore
-from soko.oci.base import offload
 
 log = logging.getLogger("soko.aws")
 MAX_BODY = 32 << 20  # UploadLayerPart carries up to 20 MiB, base64-encoded
@@ -51,18 +50,17 @@ class AwsFrontDoor:
         ecr: JsonService,
         query: QueryService | None,
         audit_authn: Callable[..., None],
+        endpoints: dict[tuple[str, int], str] | None = None,
     ) -> None:
         self.credentials = credentials
         self.ecr = ecr
         self.query = query
         self.audit_authn = audit_authn
+        self.endpoints = endpoints or {}
 
-    def install(self, app: web.Application) -> None:
-        app.router.add_post("/", self.handle)
-
-    async def handle(self, request: web.Request) -> web.StreamResponse:
-        context = make_context(request)
-        is_json = "X-Amz-Target" in request.headers
+    async def handle(self, request: Request) -> Response:
+        context = make_context(request, self.endpoints)
+        is_json = "x-amz-target" in request.headers
         body = await read_limited(request, MAX_BODY)
         if body is None:
             return self._error(
@@ -75,13 +73,13 @@ class AwsFrontDoor:
             )
         signed = sigv4.SignedRequest(
             method=request.method,
-            path=request.rel_url.raw_path,
-            query=request.rel_url.raw_query_string,
+            path=request.path,  # always "/" here: decoded and raw agree
+            query=request.query_string,
             headers=request.headers,
             body_sha256=hashlib.sha256(body).hexdigest(),
             host=request.host,
         )
-        presented_token = request.headers.get("X-Amz-Security-Token") or request.query.get("X-Amz-Security-Token")
+        presented_token = request.headers.get("x-amz-security-token") or request.query.get("X-Amz-Security-Token")
         resolved_box: dict = {}
 
         def lookup(key_id: str) -> sigv4.Credentials | None:
@@ -107,11 +105,9 @@ class AwsFrontDoor:
             return await self._ecr(request, body, principal, context)
         return await self._query(body, principal, context, verified, service)
 
-    async def _ecr(
-        self, request: web.Request, body: bytes, principal: Principal, context: RequestContext
-    ) -> web.StreamResponse:
+    async def _ecr(self, request: Request, body: bytes, principal: Principal, context: RequestContext) -> Response:
         try:
-            operation = json_protocol.parse_target(request.headers["X-Amz-Target"])
+            operation = json_protocol.parse_target(request.headers.get("x-amz-target"))
             params = json_protocol.load_body(body)
             params = validate_request(operation, params)
             result = await offload(self.ecr.call, operation, params, principal, context)
@@ -125,15 +121,13 @@ class AwsFrontDoor:
         except Exception:
             log.exception("ECR request %s failed", context.request_id)
             return self._json_error("ServerException", f"internal error (request {context.request_id})", context, 500)
-        return web.Response(
-            body=json_protocol.dumps(result),
-            content_type="application/x-amz-json-1.1",
-            headers={"x-amzn-RequestId": context.request_id},
+        return Response(
+            200, {"x-amzn-RequestId": context.request_id}, json_protocol.dumps(result), "application/x-amz-json-1.1"
         )
 
     async def _query(
         self, body: bytes, principal: Principal, context: RequestContext, verified: sigv4.Verified, service: str
-    ) -> web.StreamResponse:
+    ) -> Response:
         service = verified.service
         if self.query is None:
             status, payload = query_protocol.error_response(
@@ -164,25 +158,23 @@ class AwsFrontDoor:
         return self._query_response(200, payload, context)
 
     @staticmethod
-    def _query_response(status: int, payload: bytes, context: RequestContext) -> web.Response:
-        return web.Response(
-            status=status, body=payload, content_type="text/xml", headers={"x-amzn-RequestId": context.request_id}
-        )
+    def _query_response(status: int, payload: bytes, context: RequestContext) -> Response:
+        return Response(status, {"x-amzn-RequestId": context.request_id}, payload, "text/xml")
 
     @staticmethod
     def _json_error(
         type_name: str, message: str, context: RequestContext, status: int = 400, **extra: object
-    ) -> web.Response:
-        return web.Response(
-            status=status,
-            body=json_protocol.error_body(type_name, message, **extra),
-            content_type="application/x-amz-json-1.1",
-            headers={"x-amzn-RequestId": context.request_id},
+    ) -> Response:
+        return Response(
+            status,
+            {"x-amzn-RequestId": context.request_id},
+            json_protocol.error_body(type_name, message, **extra),
+            "application/x-amz-json-1.1",
         )
 
     def _error(
         self, is_json: bool, service: str, code: str, message: str, context: RequestContext, status: int
-    ) -> web.Response:
+    ) -> Response:
         if is_json:
             return self._json_error(code, message, context, status)
         status, payload = query_protocol.error_response("iam", code, message, context.request_id, status=status)

@@ -3,43 +3,41 @@
 from __future__ import annotations
 
 import re
-
-from aiohttp import web
+from collections.abc import Mapping
+from functools import lru_cache
 
 from soko.access import RequestContext
-
-CONTEXT_KEY = web.RequestKey("soko_context", RequestContext)
-# (local host, local port) of each private-endpoint listener → its VPC endpoint id
-ENDPOINTS_KEY = web.AppKey("soko_endpoints", dict)
-ACCOUNT_KEY = web.RequestKey("soko_account", str)
+from soko.http.messages import Request
 
 _ACCOUNT_HOST = re.compile(r"(\d{12})\.dkr\.ecr\.")
 
 
-def make_context(request: web.Request) -> RequestContext:
-    transport = request.transport
-    peer = transport.get_extra_info("peername") if transport else None
-    source_ip = peer[0] if isinstance(peer, tuple) else "127.0.0.1"
-    endpoint = "public"
-    endpoints = request.app.get(ENDPOINTS_KEY)
-    if endpoints and transport:
-        local = transport.get_extra_info("sockname")
-        if isinstance(local, tuple):
-            endpoint = endpoints.get((local[0], local[1]), "public")
-    return RequestContext(
-        source_ip=source_ip,
+@lru_cache(maxsize=4096)
+def split_address(address: str) -> tuple[str, int]:
+    """'ip:port' or '[ipv6]:port' (as the server reports peers and listeners) → (ip, port)."""
+    host, _, port = address.rpartition(":")
+    return host.strip("[]") or address, int(port) if port.isdigit() else 0
+
+
+def make_context(request: Request, endpoints: Mapping[tuple[str, int], str]) -> RequestContext:
+    """``endpoints``: (local host, local port) of each private-endpoint listener → its VPC endpoint id."""
+    endpoint = endpoints.get(split_address(request.server), "public") if endpoints else "public"
+    context = RequestContext(
+        source_ip=split_address(request.client)[0] if request.client else "127.0.0.1",
         endpoint=endpoint,
         secure_transport=request.secure,
-        host=request.host or "",
+        host=request.host,
         scheme=request.scheme,
     )
+    request.context = context
+    return context
 
 
-def registry_account(request: web.Request, default_account: str) -> str:
+def registry_account(request: Request, default_account: str) -> str:
     """<account>.dkr.ecr.<region>.<domain> addresses that account's registry; any other host the default one."""
-    account = request.get(ACCOUNT_KEY)
+    account = request.account
     if account is None:
-        match = _ACCOUNT_HOST.match(request.host or "")
+        match = _ACCOUNT_HOST.match(request.host)
         account = match.group(1) if match else default_account
-        request[ACCOUNT_KEY] = account
+        request.account = account
     return account

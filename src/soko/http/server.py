@@ -1,7 +1,8 @@
-"""Serving: one process, or a supervisor forking N workers that share one listening socket.
+"""Serving: one process, or a supervisor forking N workers that share the listening sockets.
 
-Workers open their own database connections after the fork (connections must never cross a fork). SIGTERM/SIGINT
-stop accepting, let in-flight requests finish (up to ``shutdown_timeout``), then exit.
+Each worker runs granian's HTTP engine on every socket (soko.http.listener) in front of one SokoApp. Workers open
+their own database connections after the fork (connections must never cross a fork). SIGTERM/SIGINT stop
+accepting, let in-flight requests finish (up to ``SHUTDOWN_TIMEOUT``), then exit.
 """
 
 from __future__ import annotations
@@ -13,11 +14,12 @@ import signal
 import socket
 import sys
 
-from aiohttp import web
-
 from soko.config import Settings
+from soko.http.listener import Listeners
+from soko.http.rsgi import RsgiApp
 
 log = logging.getLogger("soko.server")
+logging.getLogger("_granian").setLevel(logging.WARNING)  # worker start/stop lines: Soko prints its own
 SHUTDOWN_TIMEOUT = 30.0
 
 
@@ -39,27 +41,42 @@ def bind(listen: str) -> socket.socket:
     return sock
 
 
-async def _serve(settings: Settings, socks: list[tuple[socket.socket, str]], ready_message: str | None) -> None:
-    from soko.app import build_app
+async def run_worker(
+    app, socks: list[socket.socket], stop: asyncio.Event, ready_message: str | None = None, worker_id: int = 1
+) -> None:
+    """Serve ``app`` (a SokoApp) on ``socks`` in the running loop until ``stop`` is set, then shut down gracefully."""
+    await app.start()
+    rsgi = RsgiApp(app.handle)
+    listeners = Listeners(rsgi, socks, worker_id)
+    if ready_message:
+        print(ready_message, flush=True)
+    try:
+        await stop.wait()
+    finally:
+        log.info("shutting down: finishing in-flight requests")
+        listeners.close()
+        if not await rsgi.drain(SHUTDOWN_TIMEOUT):
+            log.warning("%d request(s) still running after %.0f s; stopping anyway", rsgi.in_flight, SHUTDOWN_TIMEOUT)
+        await app.stop()
+
+
+async def _serve(
+    settings: Settings, socks: list[tuple[socket.socket, str]], ready_message: str | None, worker_id: int = 1
+) -> None:
+    from soko.app import SokoApp
     from soko.registry import Registry
 
     registry = Registry.open(settings, migrate=False)
     endpoints = {sock.getsockname()[:2]: name for sock, name in socks if name != "public"}
-    app = build_app(settings, registry, endpoints=endpoints)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT)
-    await runner.setup()
-    for sock, _endpoint in socks:
-        await web.SockSite(runner, sock).start()
-    if ready_message:
-        print(ready_message, flush=True)
+    app = SokoApp(settings, registry, endpoints=endpoints)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    log.info("shutting down: finishing in-flight requests")
-    await runner.cleanup()
-    registry.close()
+    try:
+        await run_worker(app, [sock for sock, _ in socks], stop, ready_message, worker_id)
+    finally:
+        registry.close()
 
 
 def parse_endpoint(spec: str) -> tuple[str, str]:
@@ -123,7 +140,7 @@ def serve(settings: Settings) -> int:
         pid = os.fork()
         if pid == 0:
             try:
-                asyncio.run(_serve(settings, socks, ready if index == 0 else None))
+                asyncio.run(_serve(settings, socks, ready if index == 0 else None, index + 1))
                 os._exit(0)
             except BaseException:
                 log.exception("worker %d failed", index)

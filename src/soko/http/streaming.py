@@ -9,14 +9,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from aiohttp import web
-
 from soko.errors import SizeInvalid, UploadInvalid
+from soko.http.messages import BodyInterrupted, Request
 
 PIECE = 1 << 20
 
 
-async def pump_body(request: web.Request, write: Callable[[bytes], object], expected: int | None) -> int:
+async def pump_body(request: Request, write: Callable[[bytes], object], expected: int | None) -> int:
     """Stream the request body to ``write`` (called on a thread, in order); returns the byte count.
 
     Raises UploadInvalid when the client disconnects mid-body, SizeInvalid when the body does not match
@@ -27,7 +26,7 @@ async def pump_body(request: web.Request, write: Callable[[bytes], object], expe
     parts: list[bytes] = []
     buffered = total = 0
     try:
-        async for data in request.content.iter_any():
+        async for data in request.iter_body():
             parts.append(data)
             buffered += len(data)
             total += len(data)
@@ -48,30 +47,26 @@ async def pump_body(request: web.Request, write: Callable[[bytes], object], expe
         # Never leave a piece being written behind us: the caller aborts the chunk as soon as we raise.
         if pending is not None:
             await asyncio.gather(pending, return_exceptions=True)
-        if isinstance(exc, ConnectionResetError | asyncio.IncompleteReadError):
+        if isinstance(exc, BodyInterrupted):
             raise UploadInvalid(f"the client stopped sending the body after {total} bytes ({exc})") from None
-        if type(exc).__module__.startswith("aiohttp"):  # payload errors: truncated or malformed chunked body
-            raise UploadInvalid(f"the request body was cut off after {total} bytes: {exc}") from None
         raise
     if expected is not None and total != expected:
         raise SizeInvalid(f"request body has {total} bytes but Content-Length says {expected}")
     return total
 
 
-async def read_limited(request: web.Request, limit: int) -> bytes | None:
+async def read_limited(request: Request, limit: int) -> bytes | None:
     """The whole body, or None when it is longer than ``limit``."""
     if request.content_length is not None and request.content_length > limit:
         return None
     parts: list[bytes] = []
     total = 0
     try:
-        async for data in request.content.iter_any():
+        async for data in request.iter_body():
             total += len(data)
             if total > limit:
                 return None
             parts.append(data)
-    except Exception as exc:
-        if type(exc).__module__.startswith("aiohttp") or isinstance(exc, ConnectionResetError):
-            raise UploadInvalid(f"the request body was cut off after {total} bytes: {exc}") from None
-        raise
+    except BodyInterrupted as exc:
+        raise UploadInvalid(f"the request body was cut off after {total} bytes: {exc}") from None
     return b"".join(parts)

@@ -5,19 +5,17 @@ from __future__ import annotations
 import base64
 import binascii
 
-from aiohttp import web
-
 from soko.access import Principal
 from soko.audit import AuditLog
 from soko.errors import Unauthenticated
-from soko.http.context import CONTEXT_KEY
+from soko.http.messages import Request
 from soko.iam.credentials import CredentialStore
 from soko.iam.tokens import TokenService
 
 LOGIN_HINT = "log in with: aws ecr get-login-password | docker login --username AWS --password-stdin <registry>"
 
 
-def www_authenticate(request: web.Request) -> str:
+def www_authenticate(request: Request) -> str:
     return f'Basic realm="https://{request.host}/",service="ecr.amazonaws.com"'
 
 
@@ -30,8 +28,8 @@ class RegistryAuthenticator:
         # The key's validity is still checked on every request (credential lookups are generation-cached).
         self._verified: dict[str, tuple[str, float]] = {}
 
-    def __call__(self, request: web.Request, account_id: str) -> Principal:
-        context = request.get(CONTEXT_KEY)
+    def __call__(self, request: Request, account_id: str) -> Principal:
+        context = request.context
         try:
             principal = self._authenticate(request)
         except Unauthenticated as exc:
@@ -40,8 +38,8 @@ class RegistryAuthenticator:
         self.audit.record("authn", principal.arn, None, None, "allow", "ECR token", context)
         return principal
 
-    def _authenticate(self, request: web.Request) -> Principal:
-        header = request.headers.get("Authorization", "")
+    def _authenticate(self, request: Request) -> Principal:
+        header = request.headers.get("authorization", "")
         now = self.credentials.ctx.clock()
         hit = self._verified.get(header)
         if hit is not None and hit[1] > now:

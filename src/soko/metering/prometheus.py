@@ -15,10 +15,11 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from soko.http.context import split_address
+from soko.http.messages import Request, Response
 from soko.metering.pricing import gb_months
 from soko.metering.recorder import transfer_rows
 
@@ -111,22 +112,22 @@ class MeteringCollector:
         return [repo_bytes, account_bytes, registry_bytes, gbm, transfer_family, request_family]
 
 
-def metrics_handler(registry: Registry) -> Callable[[web.Request], Awaitable[web.Response]]:
-    """The aiohttp handler for ``GET /metrics`` on the main port."""
+def metrics_handler(registry: Registry) -> Callable[[Request], Awaitable[Response]]:
+    """The handler for ``GET /metrics`` on the main port."""
     collectors = CollectorRegistry(auto_describe=False)
     collectors.register(MeteringCollector(registry.metering))
     allowed = [ipaddress.ip_network(cidr, strict=False) for cidr in registry.settings.metrics_allow_cidrs]
 
-    async def handle(request: web.Request) -> web.Response:
+    async def handle(request: Request) -> Response:
         # The figures name repositories: only scrapers from the allowed networks may read them.
-        peer = request.transport.get_extra_info("peername") if request.transport else None
         try:
-            address = ipaddress.ip_address(peer[0]) if isinstance(peer, tuple) else None
+            address = ipaddress.ip_address(split_address(request.client)[0]) if request.client else None
         except ValueError:
             address = None
         if address is None or not any(address in network for network in allowed):
-            return web.Response(status=403, text="metrics are served only to the networks in metrics_allow_cidrs\n")
+            message = b"metrics are served only to the networks in metrics_allow_cidrs\n"
+            return Response(403, None, message, "text/plain; charset=utf-8")
         body = await asyncio.get_running_loop().run_in_executor(None, generate_latest, collectors)
-        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+        return Response(200, {"Content-Type": CONTENT_TYPE_LATEST}, body)
 
     return handle

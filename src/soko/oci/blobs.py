@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import re
-
-from aiohttp import web
+from collections.abc import AsyncIterator
 
 from soko.errors import RangeNotSatisfiable, Unsupported
-from soko.http.context import CONTEXT_KEY
-from soko.oci.base import OciContext, offload
+from soko.http.messages import AnyResponse, FileResponse, Request, Response, StreamResponse
+from soko.http.threads import offload
+from soko.oci.base import OciContext
 from soko.oci.errors import API_VERSION_HEADER, from_domain
+from soko.registry import Registry
+from soko.registry.models import BlobContent
 
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+PIECE = 1 << 20
 
 
 def parse_range(header: str, size: int) -> tuple[int, int] | None:
@@ -34,7 +37,7 @@ def parse_range(header: str, size: int) -> tuple[int, int] | None:
     return start, end
 
 
-async def get_blob(ctx: OciContext, request: web.Request, name: str, digest: str) -> web.StreamResponse:
+async def get_blob(ctx: OciContext, request: Request, name: str, digest: str) -> AnyResponse:
     ref = ctx.repo(request, name)
     head = request.method == "HEAD"
     if head:
@@ -50,7 +53,7 @@ async def get_blob(ctx: OciContext, request: web.Request, name: str, digest: str
         "ETag": f'"{blob.digest}"',
         "Cache-Control": "max-age=31536000",
     }
-    range_header = request.headers.get("Range")
+    range_header = request.headers.get("range")
     byte_range = None
     if range_header:
         try:
@@ -59,54 +62,48 @@ async def get_blob(ctx: OciContext, request: web.Request, name: str, digest: str
             return from_domain(exc, {"Content-Range": f"bytes */{blob.size}"}, head)
     sent = 0 if head or blob.redirect_url else (byte_range[1] - byte_range[0] + 1 if byte_range else blob.size)
     ctx.registry.metering.record_transfer(
-        request[CONTEXT_KEY], ref.account_id, ref.name, sent, f"blob_{request.method.lower()}"
+        request.context, ref.account_id, ref.name, sent, f"blob_{request.method.lower()}"
     )
     if head:
-        headers["Content-Length"] = str(blob.size)
-        return web.Response(status=200, headers=headers)
+        return Response(200, {**headers, "Content-Length": str(blob.size)})
+    return send_blob(ctx.registry, blob, byte_range, headers)
+
+
+def send_blob(
+    registry: Registry, blob: BlobContent, byte_range: tuple[int, int] | None, headers: dict[str, str]
+) -> AnyResponse:
+    """The blob's bytes: a redirect when the driver offers one, the local file whole (the server sends it with
+    zero copies), else — and for ranges — pieces read from the driver on the thread pool."""
     if blob.redirect_url:
-        return web.Response(status=307, headers={**headers, "Location": blob.redirect_url})
-    if blob.local_path:
-        # aiohttp's FileResponse serves the (already validated) range with sendfile(2) on the asyncio loop.
-        return web.FileResponse(blob.local_path, headers=headers)
-    return await _stream(ctx, request, blob.storage_path, blob.size, byte_range, headers)
-
-
-async def _stream(
-    ctx: OciContext,
-    request: web.Request,
-    path: str,
-    size: int,
-    byte_range: tuple[int, int] | None,
-    headers: dict[str, str],
-) -> web.StreamResponse:
-    """Drivers without a local file: stream from the driver's reader in 1 MiB pieces."""
-    start, end = byte_range if byte_range else (0, size - 1)
+        return Response(307, {**headers, "Location": blob.redirect_url})
+    if blob.local_path and byte_range is None:
+        return FileResponse(blob.local_path, {**headers, "Content-Length": str(blob.size)})
+    start, end = byte_range if byte_range else (0, blob.size - 1)
     length = max(end - start + 1, 0)
-    headers["Content-Length"] = str(length)
+    headers = {**headers, "Content-Length": str(length)}
     if byte_range:
-        headers["Content-Range"] = f"bytes {start}-{end}/{size}"
-    response = web.StreamResponse(status=206 if byte_range else 200, headers=headers)
-    await response.prepare(request)
-    reader = await offload(ctx.registry.ctx.storage.reader, path, start)
+        headers["Content-Range"] = f"bytes {start}-{end}/{blob.size}"
+    return StreamResponse(206 if byte_range else 200, headers, _read_pieces(registry, blob.storage_path, start, length))
+
+
+async def _read_pieces(registry: Registry, path: str, start: int, length: int) -> AsyncIterator[bytes]:
+    reader = await offload(registry.ctx.storage.reader, path, start)
     try:
         remaining = length
         while remaining > 0:
-            data = await offload(reader.read, min(1 << 20, remaining))
+            data = await offload(reader.read, min(PIECE, remaining))
             if not data:
                 break
             remaining -= len(data)
-            await response.write(data)
+            yield data
     finally:
         reader.close()
-    await response.write_eof()
-    return response
 
 
-async def delete_blob(ctx: OciContext, request: web.Request, name: str, digest: str) -> web.StreamResponse:
+async def delete_blob(ctx: OciContext, request: Request, name: str, digest: str) -> Response:
     ref = ctx.repo(request, name)
     ctx.authorize(request, ref, "ecr:BatchDeleteImage")
     if request.method != "DELETE":
         raise Unsupported(f"{request.method} is not supported on blobs")
     await offload(ctx.registry.blobs.unlink, ref, digest)
-    return web.Response(status=202, headers={**API_VERSION_HEADER, "Content-Length": "0"})
+    return Response(202, {**API_VERSION_HEADER, "Content-Length": "0"})

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import json
 
-from aiohttp import web
-
 from soko import errors as e
+from soko.http.messages import Response
 
 # error class → (HTTP status, OCI error code)
 _TABLE: list[tuple[type[e.SokoError], int, str]] = [
@@ -52,17 +51,17 @@ def error_response(
     detail: object | None = None,
     headers: dict[str, str] | None = None,
     head: bool = False,
-) -> web.Response:
+) -> Response:
     entry: dict[str, object] = {"code": code, "message": message}
     if detail is not None:
         entry["detail"] = detail
     body = json.dumps({"errors": [entry]}).encode()
     all_headers = {**API_VERSION_HEADER, **(headers or {})}
     if head:  # HEAD responses carry no body, but keep the length honest
-        return web.Response(status=status, headers={**all_headers, "Content-Length": str(len(body))})
-    return web.Response(status=status, body=body, content_type="application/json", headers=all_headers)
+        return Response(status, {**all_headers, "Content-Length": str(len(body))})
+    return Response(status, all_headers, body, "application/json")
 
 
-def from_domain(error: e.SokoError, headers: dict[str, str] | None = None, head: bool = False) -> web.Response:
+def from_domain(error: e.SokoError, headers: dict[str, str] | None = None, head: bool = False) -> Response:
     status, code = status_and_code(error)
     return error_response(status, code, error.message, error.detail, headers, head)

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import urllib.parse
-
-from aiohttp import web
 
 from soko.access import repository_arn
 from soko.errors import SokoError
-from soko.http.context import CONTEXT_KEY
-from soko.oci.base import PRINCIPAL_KEY, OciContext
+from soko.http.messages import Request, Response, json_response
+from soko.oci.base import OciContext
 from soko.oci.errors import API_VERSION_HEADER, error_response
 from soko.registry import media_types as mt
 
@@ -21,7 +18,7 @@ class PaginationInvalid(SokoError):
     pass
 
 
-def _page(request: web.Request) -> tuple[int | None, str | None]:
+def _page(request: Request) -> tuple[int | None, str | None]:
     raw_n, last = request.query.get("n"), request.query.get("last")
     if raw_n is None:
         return None, last
@@ -30,10 +27,8 @@ def _page(request: web.Request) -> tuple[int | None, str | None]:
     return min(int(raw_n), MAX_PAGE), last
 
 
-def _json(body: dict, headers: dict[str, str] | None = None, content_type: str = "application/json") -> web.Response:
-    return web.Response(
-        body=json.dumps(body).encode(), content_type=content_type, headers={**API_VERSION_HEADER, **(headers or {})}
-    )
+def _json(body: dict, headers: dict[str, str] | None = None, content_type: str = "application/json") -> Response:
+    return json_response(body, 200, {**API_VERSION_HEADER, **(headers or {})}, content_type)
 
 
 def _link(path: str, n: int, last: str) -> dict[str, str]:
@@ -41,7 +36,7 @@ def _link(path: str, n: int, last: str) -> dict[str, str]:
     return {"Link": f'<{path}?{query}>; rel="next"'}
 
 
-async def list_tags(ctx: OciContext, request: web.Request, name: str) -> web.StreamResponse:
+async def list_tags(ctx: OciContext, request: Request, name: str) -> Response:
     ref = ctx.repo(request, name)
     ctx.authorize(request, ref, "ecr:ListImages")
     try:
@@ -58,11 +53,11 @@ async def list_tags(ctx: OciContext, request: web.Request, name: str) -> web.Str
     return _json({"name": name, "tags": found}, headers)
 
 
-async def catalog(ctx: OciContext, request: web.Request) -> web.StreamResponse:
+async def catalog(ctx: OciContext, request: Request) -> Response:
     account = ctx.repo(request, "_").account_id
-    principal = request[PRINCIPAL_KEY]
+    principal = request.principal
     arn = repository_arn(ctx.settings.region, account, "*")
-    ctx.authorizer.authorize(principal, "ecr:DescribeRepositories", arn, account, request[CONTEXT_KEY])
+    ctx.authorizer.authorize(principal, "ecr:DescribeRepositories", arn, account, request.context)
     try:
         n, last = _page(request)
     except PaginationInvalid as exc:
@@ -77,7 +72,7 @@ async def catalog(ctx: OciContext, request: web.Request) -> web.StreamResponse:
     return _json({"repositories": names}, headers)
 
 
-async def referrers(ctx: OciContext, request: web.Request, name: str, digest: str) -> web.StreamResponse:
+async def referrers(ctx: OciContext, request: Request, name: str, digest: str) -> Response:
     ref = ctx.repo(request, name)
     ctx.authorize(request, ref, "ecr:BatchGetImage")
     artifact_type = request.query.get("artifactType")

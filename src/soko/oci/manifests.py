@@ -2,22 +2,21 @@
 
 from __future__ import annotations
 
-from aiohttp import web
-
 from soko.errors import ManifestUnknown, TooLarge
-from soko.http.context import CONTEXT_KEY
+from soko.http.messages import Request, Response
 from soko.http.streaming import read_limited
-from soko.oci.base import OciContext, location, offload
+from soko.http.threads import offload
+from soko.oci.base import OciContext, location
 from soko.oci.errors import API_VERSION_HEADER
 from soko.registry import media_types as mt
 
 
-async def get_manifest(ctx: OciContext, request: web.Request, name: str, reference: str) -> web.StreamResponse:
+async def get_manifest(ctx: OciContext, request: Request, name: str, reference: str) -> Response:
     ref = ctx.repo(request, name)
     ctx.authorize(request, ref, "ecr:BatchGetImage")
     head = request.method == "HEAD"
     record = ctx.registry.manifests.get(ref, reference, record_pull=not head)
-    accepted = mt.parse_accept_cached(request.headers.getall("Accept", []))
+    accepted = mt.parse_accept_cached(request.getall("accept"))
     if not mt.acceptable(record.media_type, accepted):
         raise ManifestUnknown(
             f"manifest '{reference}' in '{name}' is a {record.media_type}, which the request's Accept header "
@@ -25,10 +24,10 @@ async def get_manifest(ctx: OciContext, request: web.Request, name: str, referen
         )
     headers = _response_headers(record.digest, record.media_type, len(record.payload))
     sent, operation = (0, "manifest_head") if head else (len(record.payload), "manifest_get")
-    ctx.registry.metering.record_transfer(request[CONTEXT_KEY], ref.account_id, ref.name, sent, operation)
+    ctx.registry.metering.record_transfer(request.context, ref.account_id, ref.name, sent, operation)
     if head:
-        return web.Response(status=200, headers=headers)
-    return web.Response(status=200, body=record.payload, headers=headers)
+        return Response(200, headers)
+    return Response(200, headers, record.payload)
 
 
 _HEADERS: dict[tuple[str, str, int], dict[str, str]] = {}
@@ -52,14 +51,14 @@ def _response_headers(digest: str, media_type: str, size: int) -> dict[str, str]
     return headers
 
 
-async def put_manifest(ctx: OciContext, request: web.Request, name: str, reference: str) -> web.StreamResponse:
+async def put_manifest(ctx: OciContext, request: Request, name: str, reference: str) -> Response:
     ref = ctx.repo(request, name)
     ctx.authorize(request, ref, "ecr:PutImage")
     limit = ctx.settings.max_manifest_size
     payload = await read_limited(request, limit)
     if payload is None:
         raise TooLarge(f"manifest is larger than the {limit}-byte limit")
-    result = await offload(ctx.registry.manifests.put, ref, reference, payload, request.headers.get("Content-Type"))
+    result = await offload(ctx.registry.manifests.put, ref, reference, payload, request.headers.get("content-type"))
     headers = {
         **API_VERSION_HEADER,
         **location(f"/v2/{name}/manifests/{result.digest}"),
@@ -68,12 +67,12 @@ async def put_manifest(ctx: OciContext, request: web.Request, name: str, referen
     }
     if result.subject_digest:
         headers["OCI-Subject"] = result.subject_digest
-    ctx.registry.metering.record_transfer(request[CONTEXT_KEY], ref.account_id, ref.name, 0, "manifest_put")
-    return web.Response(status=201, headers=headers)
+    ctx.registry.metering.record_transfer(request.context, ref.account_id, ref.name, 0, "manifest_put")
+    return Response(201, headers)
 
 
-async def delete_manifest(ctx: OciContext, request: web.Request, name: str, reference: str) -> web.StreamResponse:
+async def delete_manifest(ctx: OciContext, request: Request, name: str, reference: str) -> Response:
     ref = ctx.repo(request, name)
     ctx.authorize(request, ref, "ecr:BatchDeleteImage")
     await offload(ctx.registry.manifests.delete, ref, reference)
-    return web.Response(status=202, headers={**API_VERSION_HEADER, "Content-Length": "0"})
+    return Response(202, {**API_VERSION_HEADER, "Content-Length": "0"})

@@ -18,18 +18,19 @@ import hmac
 import json
 import time
 
-from aiohttp import web
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from soko.digest import Digest
 from soko.errors import BlobUnknown, DigestInvalid, RangeNotSatisfiable, RepositoryNotFound
-from soko.oci.blobs import _stream, parse_range
+from soko.http.messages import AnyResponse, Request, Response
+from soko.http.threads import offload
+from soko.oci.blobs import parse_range, send_blob
+from soko.registry import Registry
 from soko.registry.models import RepoRef
 
 URL_LIFETIME = 20 * 60  # seconds, as ECR's layer URLs
 PREFIX = "/layers/"
-_INSTALLED = web.AppKey("soko_presigned_layers", object)
 
 
 def _b64(data: bytes) -> str:
@@ -87,33 +88,26 @@ def layer_url(identity, scheme: str, host: str, account: str, repository: str, d
     return f"{scheme}://{host}{PREFIX}{token}"
 
 
-def _error(status: int, code: str, message: str, head: bool) -> web.Response:
+def _error(status: int, code: str, message: str, head: bool) -> Response:
     body = b"" if head else json.dumps({"errors": [{"code": code, "message": message}]}).encode()
-    return web.Response(status=status, body=body, content_type="application/json")
+    return Response(status, None, body, "application/json")
 
 
-class _StreamCtx:
-    """What ``soko.oci.blobs._stream`` needs of an OciContext: the registry."""
+class PresignedLayers:
+    """``GET|HEAD /layers/<token>``."""
 
-    def __init__(self, registry) -> None:
+    def __init__(self, registry: Registry, identity) -> None:
         self.registry = registry
+        self.identity = identity
 
-
-def install(app: web.Application, registry, identity) -> None:
-    """Add ``GET|HEAD /layers/{token}`` to ``app`` (idempotent)."""
-    if _INSTALLED in app:
-        return
-    app[_INSTALLED] = True
-    stream_ctx = _StreamCtx(registry)
-
-    async def handle(request: web.Request) -> web.StreamResponse:
-        from soko.oci.base import offload
-
+    async def handle(self, request: Request) -> AnyResponse:
         head = request.method == "HEAD"
+        if request.method not in ("GET", "HEAD"):
+            return _error(405, "UNSUPPORTED", f"{request.method} is not supported on layer URLs", head)
         try:
-            ref, digest = signer_for(identity).verify(request.match_info["token"])
+            ref, digest = signer_for(self.identity).verify(request.path[len(PREFIX) :])
             Digest.parse(digest)
-            blob = await offload(registry.blobs.open, ref, digest)
+            blob = await offload(self.registry.blobs.open, ref, digest)
         except InvalidLayerUrl as exc:
             return _error(403, "DENIED", str(exc), head)
         except (BlobUnknown, RepositoryNotFound, DigestInvalid):
@@ -126,18 +120,11 @@ def install(app: web.Application, registry, identity) -> None:
             "Cache-Control": "private, max-age=600",
         }
         byte_range = None
-        if request.headers.get("Range"):
+        if request.headers.get("range"):
             try:
-                byte_range = parse_range(request.headers["Range"], blob.size)
+                byte_range = parse_range(request.headers.get("range"), blob.size)
             except RangeNotSatisfiable:
-                return web.Response(status=416, headers={"Content-Range": f"bytes */{blob.size}"})
+                return Response(416, {"Content-Range": f"bytes */{blob.size}"})
         if head:
-            return web.Response(status=200, headers={**headers, "Content-Length": str(blob.size)})
-        if blob.redirect_url:
-            return web.Response(status=307, headers={**headers, "Location": blob.redirect_url})
-        if blob.local_path:
-            return web.FileResponse(blob.local_path, headers=headers)  # sendfile(2), Range handled by aiohttp
-        return await _stream(stream_ctx, request, blob.storage_path, blob.size, byte_range, headers)
-
-    app.router.add_route("GET", PREFIX + "{token}", handle)
-    app.router.add_route("HEAD", PREFIX + "{token}", handle)
+            return Response(200, {**headers, "Content-Length": str(blob.size)})
+        return send_blob(self.registry, blob, byte_range, headers)

@@ -8,23 +8,21 @@ from __future__ import annotations
 
 import logging
 import re
-import urllib.parse
 from collections.abc import Awaitable, Callable
 
-from aiohttp import web
-
 from soko.access import Principal
-from soko.errors import SokoError, Unauthenticated, Unsupported
-from soko.http.context import CONTEXT_KEY, make_context, registry_account
+from soko.errors import NameInvalid, SokoError, Unauthenticated, Unsupported
+from soko.http.context import make_context, registry_account
+from soko.http.messages import AnyResponse, Request, Response
 from soko.iam.authn import www_authenticate
 from soko.names import validate_repository_name
 from soko.oci import blobs, listing, manifests, uploads
-from soko.oci.base import PRINCIPAL_KEY, OciContext
+from soko.oci.base import OciContext
 from soko.oci.errors import API_VERSION_HEADER, error_response, from_domain
 
 log = logging.getLogger("soko.oci")
 
-Handler = Callable[..., Awaitable[web.StreamResponse]]
+Handler = Callable[..., Awaitable[AnyResponse]]
 # (pattern on the path after /v2/, {method: handler})
 _ROUTES: list[tuple[re.Pattern[str], dict[str, Handler]]] = [
     # Most frequent first: pulls are manifests and blobs.
@@ -58,53 +56,48 @@ _ROUTES: list[tuple[re.Pattern[str], dict[str, Handler]]] = [
 
 
 class OciRouter:
-    def __init__(self, ctx: OciContext, authenticate: Callable[[web.Request, str], Principal]) -> None:
+    def __init__(
+        self,
+        ctx: OciContext,
+        authenticate: Callable[[Request, str], Principal],
+        endpoints: dict[tuple[str, int], str] | None = None,
+    ) -> None:
         self.ctx = ctx
         self.authenticate = authenticate
+        self.endpoints = endpoints or {}
 
-    def install(self, app: web.Application) -> None:
-        app.router.add_route("*", "/v2", self.handle)
-        app.router.add_route("*", "/v2/{tail:.*}", self.handle)
-
-    async def handle(self, request: web.Request) -> web.StreamResponse:
+    async def handle(self, request: Request) -> AnyResponse:
         head = request.method == "HEAD"
-        request[CONTEXT_KEY] = make_context(request)
+        context = make_context(request, self.endpoints)
         try:
             account = registry_account(request, self.ctx.settings.account_id)
-            request[PRINCIPAL_KEY] = self.authenticate(request, account)
+            request.principal = self.authenticate(request, account)
             return await self._dispatch(request)
         except Unauthenticated as exc:
             return from_domain(exc, {"WWW-Authenticate": www_authenticate(request)}, head=head)
         except SokoError as exc:
             return from_domain(exc, head=head)
         except Exception:
-            log.exception(
-                "unexpected error on %s %s (request %s)", request.method, request.path, request[CONTEXT_KEY].request_id
-            )
+            log.exception("unexpected error on %s %s (request %s)", request.method, request.path, context.request_id)
             return error_response(
                 500,
                 "UNKNOWN",
-                f"internal error; the request id is {request[CONTEXT_KEY].request_id} — see the server log",
+                f"internal error; the request id is {context.request_id} — see the server log",
                 head=head,
             )
 
-    async def _dispatch(self, request: web.Request) -> web.StreamResponse:
-        raw = request.rel_url.raw_path
-        tail = raw[len("/v2/") :] if raw.startswith("/v2/") else ""
+    async def _dispatch(self, request: Request) -> AnyResponse:
+        # The server hands over the path percent-decoded (clients escape a digest's ':'), so routing and the name
+        # checks below see exactly what the domain will: an escaped '/' or '.' is just a '/' or '.' and the
+        # repository-name grammar refuses '..', empty components and control characters.
+        path = request.path
+        tail = path[len("/v2/") :] if path.startswith("/v2/") else ""
         if tail == "":
             if request.method not in ("GET", "HEAD"):
                 raise Unsupported(f"{request.method} is not supported on /v2/")
-            return web.Response(body=b"{}", content_type="application/json", headers=API_VERSION_HEADER)
-        if "%" in tail:
-            # Some clients escape the ':' of a digest. An escaped '/' or '.' would smuggle a path past the router.
-            if re.search(r"%2[fFeE]|%5[cC]|%00", tail):
-                return error_response(
-                    400,
-                    "NAME_INVALID",
-                    "escaped '/', '.' or '\\' are not allowed in /v2/ paths",
-                    head=request.method == "HEAD",
-                )
-            tail = urllib.parse.unquote(tail)
+            return _PING
+        if "\x00" in tail:  # (PostgreSQL text cannot hold it: refuse before any lookup)
+            raise NameInvalid("a NUL character is not allowed in /v2/ paths")
         for pattern, methods in _ROUTES:
             match = pattern.fullmatch(tail)
             if match is None:
@@ -127,6 +120,7 @@ class OciRouter:
         )
 
 
+_PING = Response(200, API_VERSION_HEADER, b"{}", "application/json")
 _VALID_NAMES: set[str] = set()
 
 

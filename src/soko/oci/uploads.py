@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import re
 
-from aiohttp import web
-
 from soko.errors import DigestInvalid, RangeNotSatisfiable, SokoError, UploadInvalid
+from soko.http.messages import Request, Response
 from soko.http.streaming import pump_body
+from soko.http.threads import offload
 from soko.names import validate_repository_name
-from soko.oci.base import OciContext, location, offload, upload_range
+from soko.oci.base import OciContext, location, upload_range
 from soko.oci.errors import API_VERSION_HEADER, from_domain
 from soko.registry.models import RepoRef, UploadState
 
@@ -31,10 +31,10 @@ def _session_headers(name: str, state: UploadState) -> dict[str, str]:
     }
 
 
-def _created(name: str, digest: str) -> web.Response:
-    return web.Response(
-        status=201,
-        headers={
+def _created(name: str, digest: str) -> Response:
+    return Response(
+        201,
+        {
             **API_VERSION_HEADER,
             **location(f"/v2/{name}/blobs/{digest}"),
             "Docker-Content-Digest": digest,
@@ -43,11 +43,11 @@ def _created(name: str, digest: str) -> web.Response:
     )
 
 
-def _content_length(request: web.Request) -> int | None:
-    if "Content-Length" not in request.headers:
+def _content_length(request: Request) -> int | None:
+    if "content-length" not in request.headers:
         return None
     try:
-        value = int(request.headers["Content-Length"])
+        value = int(request.headers.get("content-length"))
     except ValueError:
         raise UploadInvalid("Content-Length must be a whole number of bytes") from None
     if value < 0:
@@ -55,13 +55,13 @@ def _content_length(request: web.Request) -> int | None:
     return value
 
 
-def _has_body(request: web.Request) -> bool:
+def _has_body(request: Request) -> bool:
     length = _content_length(request)
-    return bool(length) or (length is None and request.headers.get("Transfer-Encoding", "").lower() == "chunked")
+    return bool(length) or (length is None and request.headers.get("transfer-encoding", "").lower() == "chunked")
 
 
 async def _write_chunk(
-    ctx: OciContext, request: web.Request, ref: RepoRef, upload_id: str, start: int | None
+    ctx: OciContext, request: Request, ref: RepoRef, upload_id: str, start: int | None
 ) -> UploadState:
     expected = _content_length(request)
     writer = await offload(ctx.registry.uploads.begin_chunk, ref, upload_id, start)
@@ -73,7 +73,7 @@ async def _write_chunk(
         raise
 
 
-async def start_upload(ctx: OciContext, request: web.Request, name: str) -> web.StreamResponse:
+async def start_upload(ctx: OciContext, request: Request, name: str) -> Response:
     ref = ctx.repo(request, name)
     ctx.authorize(request, ref, "ecr:InitiateLayerUpload")
     query = request.query
@@ -97,7 +97,7 @@ async def start_upload(ctx: OciContext, request: web.Request, name: str) -> web.
     if digest is None:
         if _has_body(request):
             raise UploadInvalid("a POST with a body must name its digest (?digest=) for a monolithic upload")
-        return web.Response(status=202, headers=_session_headers(name, state))
+        return Response(202, _session_headers(name, state))
     # Monolithic upload: the whole blob in the POST body.
     ctx.authorize(request, ref, "ecr:UploadLayerPart", "ecr:CompleteLayerUpload")
     try:
@@ -116,11 +116,11 @@ def _cancel_quietly(ctx: OciContext, ref: RepoRef, upload_id: str) -> None:
         pass
 
 
-async def patch_upload(ctx: OciContext, request: web.Request, name: str, upload_id: str) -> web.StreamResponse:
+async def patch_upload(ctx: OciContext, request: Request, name: str, upload_id: str) -> Response:
     ref = ctx.repo(request, name)
     ctx.authorize(request, ref, "ecr:UploadLayerPart")
     start = None
-    content_range = request.headers.get("Content-Range")
+    content_range = request.headers.get("content-range")
     if content_range is not None:
         match = _CONTENT_RANGE.fullmatch(content_range.strip())
         if not match:
@@ -143,10 +143,10 @@ async def patch_upload(ctx: OciContext, request: web.Request, name: str, upload_
                 "Docker-Upload-UUID": upload_id,
             },
         )
-    return web.Response(status=202, headers=_session_headers(name, state))
+    return Response(202, _session_headers(name, state))
 
 
-async def put_upload(ctx: OciContext, request: web.Request, name: str, upload_id: str) -> web.StreamResponse:
+async def put_upload(ctx: OciContext, request: Request, name: str, upload_id: str) -> Response:
     ref = ctx.repo(request, name)
     ctx.authorize(request, ref, "ecr:CompleteLayerUpload")
     digest = request.query.get("digest")
@@ -162,15 +162,15 @@ async def put_upload(ctx: OciContext, request: web.Request, name: str, upload_id
     return _created(name, blob.digest)
 
 
-async def upload_status(ctx: OciContext, request: web.Request, name: str, upload_id: str) -> web.StreamResponse:
+async def upload_status(ctx: OciContext, request: Request, name: str, upload_id: str) -> Response:
     ref = ctx.repo(request, name)
     ctx.authorize(request, ref, "ecr:UploadLayerPart")
     state = ctx.registry.uploads.status(ref, upload_id)
-    return web.Response(status=204, headers=_session_headers(name, state))
+    return Response(204, _session_headers(name, state))
 
 
-async def cancel_upload(ctx: OciContext, request: web.Request, name: str, upload_id: str) -> web.StreamResponse:
+async def cancel_upload(ctx: OciContext, request: Request, name: str, upload_id: str) -> Response:
     ref = ctx.repo(request, name)
     ctx.authorize(request, ref, "ecr:UploadLayerPart")
     await offload(ctx.registry.uploads.cancel, ref, upload_id)
-    return web.Response(status=204, headers={**API_VERSION_HEADER, "Content-Length": "0"})
+    return Response(204, {**API_VERSION_HEADER, "Content-Length": "0"})

@@ -1,0 +1,164 @@
+"""Soko's own request and response types: what every handler sees, independent of the server underneath.
+
+The server (granian, through RSGI: soko.http.rsgi) builds a ``Request`` and writes back whichever response a
+handler returns: bytes (``Response``), a whole local file (``FileResponse``, zero-copy in the server) or a stream of
+pieces (``StreamResponse``: ranges, drivers without local files). Keeping handlers on these types keeps the domain's
+front ends testable and the server replaceable.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.parse
+from collections.abc import AsyncIterator, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from soko.access import Principal, RequestContext
+
+
+class BodyInterrupted(Exception):
+    """The client went away (or broke the framing) before the request body was complete."""
+
+
+class Headers(Protocol):
+    """Case-insensitive request headers; ``items()`` yields repeated headers once per value, names in lower case."""
+
+    def get(self, key: str, default: Any = None) -> Any: ...
+    def __contains__(self, key: str) -> bool: ...
+    def items(self) -> Iterable[tuple[str, str]]: ...
+
+
+class Request:
+    __slots__ = (
+        "_body",
+        "_query",
+        "account",
+        "client",
+        "context",
+        "headers",
+        "method",
+        "path",
+        "principal",
+        "query_string",
+        "scheme",
+        "server",
+    )
+
+    def __init__(
+        self,
+        method: str,
+        path: str,
+        query_string: str,
+        headers: Headers,
+        client: str,
+        server: str,
+        scheme: str,
+        body: AsyncIterator[bytes] | None,
+    ) -> None:
+        self.method = method
+        self.path = path  # percent-decoded by the server
+        self.query_string = query_string  # raw
+        self.headers = headers
+        self.client = client  # "ip:port" of the peer
+        self.server = server  # "ip:port" of the listener the request arrived on
+        self.scheme = scheme
+        self._body = body
+        self._query: dict[str, str] | None = None
+        # Set by the front ends as the request is handled:
+        self.context: RequestContext | None = None
+        self.principal: Principal | None = None
+        self.account: str | None = None
+
+    @property
+    def query(self) -> Mapping[str, str]:
+        """Query parameters; a repeated parameter's first value wins."""
+        if self._query is None:
+            query: dict[str, str] = {}
+            if self.query_string:
+                for key, value in urllib.parse.parse_qsl(self.query_string, keep_blank_values=True):
+                    query.setdefault(key, value)
+            self._query = query
+        return self._query
+
+    @property
+    def host(self) -> str:
+        return self.headers.get("host") or ""
+
+    @property
+    def secure(self) -> bool:
+        return self.scheme == "https"
+
+    def getall(self, name: str) -> list[str]:
+        """Every value of a repeated header, in order."""
+        name = name.lower()
+        return [value for key, value in self.headers.items() if key == name]
+
+    @property
+    def content_length(self) -> int | None:
+        value = self.headers.get("content-length")
+        return int(value) if value is not None and value.isdigit() else None
+
+    async def iter_body(self) -> AsyncIterator[bytes]:
+        """The body as the pieces arrive; raises BodyInterrupted when the client breaks off."""
+        if self._body is None:
+            return
+        body, self._body = self._body, None
+        try:
+            async for piece in body:
+                if piece:
+                    yield piece
+        except (ConnectionError, RuntimeError) as exc:  # granian's RSGIProtocolClosed/Error are RuntimeErrors
+            raise BodyInterrupted(str(exc) or type(exc).__name__) from None
+
+
+class Response:
+    __slots__ = ("body", "headers", "status")
+
+    def __init__(
+        self,
+        status: int = 200,
+        headers: Mapping[str, str] | None = None,
+        body: bytes = b"",
+        content_type: str | None = None,
+    ) -> None:
+        self.status = status
+        # Not copied: handlers may hand over a cached mapping; nobody mutates a response's headers after this.
+        self.headers: Mapping[str, str] = headers if headers is not None else {}
+        if content_type is not None:
+            self.headers = {**self.headers, "Content-Type": content_type}
+        self.body = body
+
+
+class FileResponse:
+    """A whole local file; the handler sets Content-Length (the server would otherwise chunk the body)."""
+
+    __slots__ = ("headers", "path", "status")
+
+    def __init__(self, path: str, headers: Mapping[str, str], status: int = 200) -> None:
+        self.path = path
+        self.headers = dict(headers)
+        self.status = status
+
+
+class StreamResponse:
+    """A body produced piece by piece; the handler sets Content-Length when it knows it."""
+
+    __slots__ = ("body", "headers", "status")
+
+    def __init__(self, status: int, headers: Mapping[str, str], body: AsyncIterator[bytes]) -> None:
+        self.status = status
+        self.headers = dict(headers)
+        self.body = body
+
+
+AnyResponse = Response | FileResponse | StreamResponse
+
+
+def json_response(
+    document: object,
+    status: int = 200,
+    headers: Mapping[str, str] | None = None,
+    content_type: str = "application/json",
+) -> Response:
+    return Response(status, headers, json.dumps(document).encode(), content_type)
