@@ -10,11 +10,14 @@ import pytest
 import sqlalchemy as sa
 
 from soko.errors import DigestInvalid, RangeNotSatisfiable, UploadUnknown
+from soko.meta import Database
 from soko.meta.schema import manifests, uploads
+from soko.registry import Registry
 from soko.registry.context import blob_path, upload_path
 from soko.registry.fsck import check
 from soko.registry.models import RepoRef
-from soko.storage import PathNotFound
+from soko.registry.uploads import CLAIM_STALE
+from soko.storage import FilesystemDriver, PathNotFound
 
 
 def _ref(registry, name: str = "repo") -> RepoRef:
@@ -121,6 +124,68 @@ def test_one_chunk_at_a_time(registry):
     assert exc.value.current_size == 6
     _chunk(registry, ref, state.id, b"!", 6)
     assert registry.uploads.complete(ref, state.id, _digest(b"winner!")).size == 7
+
+
+@pytest.fixture
+def other_node(registry):
+    """A second Registry on the same database and storage: another process or node of the same deployment."""
+    db = Database(registry.settings.effective_database_url, pool_size=2)
+    node = Registry(registry.settings, db, FilesystemDriver(registry.settings.blob_root))
+    yield node
+    node.close()
+
+
+def test_one_writer_across_nodes(registry, other_node):
+    ref = _ref(registry)
+    state = registry.uploads.start(ref)
+    first = registry.uploads.begin_chunk(ref, state.id, 0)
+    first.write(b"from node one")
+    # the other node may neither write a chunk nor complete while node one streams
+    with pytest.raises(RangeNotSatisfiable) as exc:
+        other_node.uploads.begin_chunk(ref, state.id, 0)
+    assert exc.value.current_size == 0
+    with pytest.raises(RangeNotSatisfiable):
+        other_node.uploads.complete(ref, state.id, _digest(b"from node one"))
+    first.finish()
+    # the claim ended with the chunk: node two resumes and completes, re-hashing what node one wrote
+    _chunk(other_node, ref, state.id, b"+two", 13)
+    info = other_node.uploads.complete(ref, state.id, _digest(b"from node one+two"))
+    assert _read(registry, blob_path(info.digest)) == b"from node one+two"
+    assert list(check(registry.ctx)) == []
+
+
+def test_claim_of_a_dead_writer_goes_stale(registry, other_node):
+    ref = _ref(registry)
+    state = registry.uploads.start(ref)
+    abandoned = registry.uploads.begin_chunk(ref, state.id, 0)  # its process "dies": never finished or aborted
+    abandoned.write(b"half")
+    now = registry.ctx.clock()
+    other_node.ctx.clock = lambda: now + CLAIM_STALE - 1
+    with pytest.raises(RangeNotSatisfiable):
+        other_node.uploads.begin_chunk(ref, state.id, 0)
+    other_node.ctx.clock = lambda: now + CLAIM_STALE + 1
+    _chunk(other_node, ref, state.id, b"whole", 0)  # truncates what the dead writer left
+    # the dead writer's late finish cannot move the size any more
+    with pytest.raises(RangeNotSatisfiable):
+        abandoned.finish()
+    assert other_node.uploads.complete(ref, state.id, _digest(b"whole")).size == 5
+
+
+def test_long_chunk_keeps_its_claim_and_session(registry, other_node):
+    ref = _ref(registry)
+    state = registry.uploads.start(ref)
+    start = registry.ctx.clock()
+    clock = [start]
+    registry.ctx.clock = lambda: clock[0]
+    other_node.ctx.clock = lambda: clock[0]
+    writer = registry.uploads.begin_chunk(ref, state.id, 0)
+    for i in range(12):  # a slow chunk: 12 pieces, 60 s apart (longer than the stale time)
+        clock[0] = start + 60 * (i + 1)
+        writer.write(b"x")
+        with pytest.raises(RangeNotSatisfiable):
+            other_node.uploads.begin_chunk(ref, state.id, 0)
+    assert other_node.uploads.expire(older_than=120) == 0  # the heartbeat keeps the session alive
+    assert writer.finish().size == 12
 
 
 def test_fsck_clean_then_finds_corruption(registry):

@@ -6,6 +6,12 @@ row's size moves only when the whole chunk is durable. The running sha256 is kep
 (``hashlib`` state cannot be serialised); when a chunk or the completion reaches another process or node, or after
 a restart, the content is re-hashed from storage instead, so any node can serve any request.
 
+Only one request at a time writes to a session, on whichever process or node: a chunk (or the completion) first
+claims the row (``writer`` = a token of its own, ``writer_seen`` refreshed while it streams), and the size moves
+only under that claim. A second concurrent chunk gets 416 with the current range, as the spec asks. Without the
+claim two chunks could write different bytes at the same offset and the stored content differ from what the
+winner hashed — and a content-addressed, deduplicated store must never hold a blob that does not match its digest.
+
 Completion moves the data to its digest-addressed path inside the write transaction that links the blob, so a
 concurrent garbage collector (which deletes under the same lock) can never remove content a new row points at.
 """
@@ -30,6 +36,8 @@ from soko.registry.repositories import Repositories
 from soko.storage import FileWriter, InvalidOffset, PathNotFound
 
 _HASH_READ_SIZE = 4 * 1024 * 1024
+CLAIM_REFRESH = 60.0  # seconds between a streaming writer's heartbeats
+CLAIM_STALE = 300.0  # a claim without a heartbeat for this long belonged to a writer that died
 
 
 class _HashCache:
@@ -67,14 +75,22 @@ class ChunkWriter:
     """Streams one chunk into an upload. Call ``write`` for each piece, then ``finish`` (or ``abort``)."""
 
     def __init__(
-        self, uploads_: Uploads, state: UploadState, writer: FileWriter, hasher: hashlib._Hash | None, limit: int
+        self,
+        uploads_: Uploads,
+        state: UploadState,
+        claim: str,
+        writer: FileWriter,
+        hasher: hashlib._Hash | None,
+        limit: int,
     ) -> None:
         self._uploads = uploads_
         self.state = state
+        self._claim = claim
         self._writer = writer
         self._hasher = hasher
         self._limit = limit
         self._done = False
+        self._heartbeat = uploads_.ctx.clock()
 
     @property
     def size(self) -> int:
@@ -89,15 +105,21 @@ class ChunkWriter:
         self._writer.write(data)
         if self._hasher is not None:
             self._hasher.update(data)
+        now = self._uploads.ctx.clock()
+        if now - self._heartbeat >= CLAIM_REFRESH:
+            self._heartbeat = now
+            self._uploads._refresh_claim(self.state, self._claim, now)
 
     def finish(self) -> UploadState:
-        """Make the chunk durable and record the new size."""
+        """Make the chunk durable and record the new size (which ends the claim)."""
         self._done = True
         try:
             self._writer.commit()
-            return self._uploads._record_size(self.state, self._writer.size, self._hasher)
-        finally:
-            self._uploads._release(self.state.id)
+        except BaseException:
+            self._uploads._hashes.drop(self.state.id)
+            self._uploads._release(self.state.id, self._claim)
+            raise
+        return self._uploads._record_size(self.state, self._claim, self._writer.size, self._hasher)
 
     def abort(self) -> None:
         """Forget the chunk: the row keeps the old size, and the next writer truncates what was written."""
@@ -107,7 +129,7 @@ class ChunkWriter:
                 self._writer.close()
                 self._uploads._hashes.drop(self.state.id)
             finally:
-                self._uploads._release(self.state.id)
+                self._uploads._release(self.state.id, self._claim)
 
 
 class Uploads:
@@ -115,23 +137,48 @@ class Uploads:
         self.ctx = ctx
         self.repositories = repositories
         self._hashes = _HashCache()
-        # Uploads with a chunk being written by this process: a second concurrent chunk would write the same bytes
-        # of the same file, so the stored content could differ from what the winning chunk hashed.
-        self._writing: set[str] = set()
-        self._writing_lock = threading.Lock()
 
-    def _claim(self, state: UploadState) -> None:
-        with self._writing_lock:
-            if state.id in self._writing:
-                raise RangeNotSatisfiable(
-                    f"another chunk of upload {state.id} is being written; query its status and resume",
-                    current_size=state.size,
+    def _claim(self, state: UploadState) -> str:
+        """Become the session's only writer (see the module docstring); returns the claim's token."""
+        token = str(uuid.uuid4())
+        now = self.ctx.clock()
+        with self.ctx.db.write() as conn:
+            claimed = conn.execute(
+                sa.update(uploads)
+                .where(
+                    uploads.c.id == state.id,
+                    sa.or_(uploads.c.writer.is_(None), uploads.c.writer_seen < now - CLAIM_STALE),
                 )
-            self._writing.add(state.id)
+                .values(writer=token, writer_seen=now)
+            ).rowcount
+        if not claimed:
+            raise RangeNotSatisfiable(
+                f"another request is writing to upload {state.id}; query its status and resume",
+                current_size=state.size,
+            )
+        return token
 
-    def _release(self, upload_id: str) -> None:
-        with self._writing_lock:
-            self._writing.discard(upload_id)
+    def _refresh_claim(self, state: UploadState, token: str, now: float) -> None:
+        with self.ctx.db.write() as conn:
+            held = conn.execute(
+                sa.update(uploads)
+                .where(uploads.c.id == state.id, uploads.c.writer == token)
+                .values(writer_seen=now, updated_at=now)
+            ).rowcount
+        if not held:
+            raise RangeNotSatisfiable(
+                f"upload {state.id} was cancelled, expired or taken over while this chunk was written; "
+                "query its status and resume",
+                current_size=state.size,
+            )
+
+    def _release(self, upload_id: str, token: str) -> None:
+        with self.ctx.db.write() as conn:
+            conn.execute(
+                sa.update(uploads)
+                .where(uploads.c.id == upload_id, uploads.c.writer == token)
+                .values(writer=None, writer_seen=None)
+            )
 
     def start(self, ref: RepoRef) -> UploadState:
         upload_id = str(uuid.uuid4())
@@ -165,7 +212,7 @@ class Uploads:
     def begin_chunk(self, ref: RepoRef, upload_id: str, start: int | None = None) -> ChunkWriter:
         """Open a writer for the next chunk. ``start`` (from Content-Range) must equal the size held so far."""
         state = self.status(ref, upload_id)
-        self._claim(state)
+        claim = self._claim(state)
         try:
             # Read the size again under the claim: a chunk that finished meanwhile has moved it on, and writing
             # from the stale offset would overwrite what that chunk made durable.
@@ -178,29 +225,33 @@ class Uploads:
                 )
             writer = self.ctx.storage.writer(upload_path(upload_id), offset=state.size)
         except (PathNotFound, InvalidOffset):
-            self._release(upload_id)
+            self._release(upload_id, claim)
             raise upload_unknown(upload_id) from None
         except BaseException:
-            self._release(upload_id)
+            self._release(upload_id, claim)
             raise
         return ChunkWriter(
             self,
             state,
+            claim,
             writer,
             self._hashes.get(upload_id, state.size),
             self.repositories.quotas.get(ref.account_id, "max_image_size"),
         )
 
-    def _record_size(self, state: UploadState, new_size: int, hasher: hashlib._Hash | None) -> UploadState:
+    def _record_size(
+        self, state: UploadState, token: str, new_size: int, hasher: hashlib._Hash | None
+    ) -> UploadState:
         with self.ctx.db.write() as conn:
             updated = conn.execute(
                 sa.update(uploads)
-                .where(uploads.c.id == state.id, uploads.c.size == state.size)
-                .values(size=new_size, updated_at=self.ctx.clock())
+                .where(uploads.c.id == state.id, uploads.c.size == state.size, uploads.c.writer == token)
+                .values(size=new_size, updated_at=self.ctx.clock(), writer=None, writer_seen=None)
             ).rowcount
         if not updated:
             # Another request moved the upload on (or cancelled it) meanwhile: our bytes cannot be trusted.
             self._hashes.drop(state.id)
+            self._release(state.id, token)
             raise RangeNotSatisfiable(
                 f"upload {state.id} changed while this chunk was written; query its status and resume",
                 current_size=state.size,
@@ -213,11 +264,12 @@ class Uploads:
         """Verify the content against ``digest`` and make it a blob of the repository."""
         parsed = Digest.parse(digest)
         state = self.status(ref, upload_id)
-        self._claim(state)  # a chunk still being written would keep writing into the moved file
+        claim = self._claim(state)  # a chunk still being written would keep writing into the moved file
         try:
             return self._complete(ref, upload_id, parsed, digest, expected_size)
-        finally:
-            self._release(upload_id)
+        except BaseException:
+            self._release(upload_id, claim)  # (on success the session's row is gone)
+            raise
 
     def _complete(
         self, ref: RepoRef, upload_id: str, parsed: Digest, digest: str, expected_size: int | None
@@ -306,7 +358,15 @@ class Uploads:
         cutoff = self.ctx.clock() - (self.ctx.settings.upload_expiry if older_than is None else older_than)
         with self.ctx.db.write() as conn:
             expired = list(
-                conn.execute(sa.delete(uploads).where(uploads.c.updated_at < cutoff).returning(uploads.c.id)).scalars()
+                conn.execute(
+                    sa.delete(uploads)
+                    .where(
+                        uploads.c.updated_at < cutoff,
+                        # a writer streaming right now keeps the session (it refreshes updated_at as it goes)
+                        sa.or_(uploads.c.writer.is_(None), uploads.c.writer_seen < self.ctx.clock() - CLAIM_STALE),
+                    )
+                    .returning(uploads.c.id)
+                ).scalars()
             )
         for upload_id in expired:
             self._hashes.drop(upload_id)

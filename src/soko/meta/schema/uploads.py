@@ -14,5 +14,9 @@ uploads = sa.Table(
     sa.Column("size", sa.BigInteger, nullable=False, server_default="0"),
     sa.Column("created_at", Timestamp, nullable=False),
     sa.Column("updated_at", Timestamp, nullable=False),
+    # The request writing a chunk (or completing) right now, on any process or node: a claim with a heartbeat, so
+    # two requests never write the same bytes, and a writer that died stops blocking the session after a while.
+    sa.Column("writer", sa.String(36), nullable=True),
+    sa.Column("writer_seen", Timestamp, nullable=True),
     sa.Index(None, "updated_at"),
 )
