@@ -19,12 +19,34 @@ What is garbage, and why deleting it is safe while pushes and pulls go on:
    of upload sessions with no row and blob files with no row, older than the grace period.
 
 Manifests themselves are never garbage: untagged images stay until deleted or expired by a lifecycle policy.
+
+**Batches.** Links and blobs are handled ``BATCH`` (500) at a time, one transaction per batch and a fixed number of
+statements per batch whatever its size (a statement, or a commit, per row made a 1,000,000-row collection take
+many minutes). A link batch:
+
+a. *(reviews only)* takes the next due reviews, oldest first — ``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so
+   collectors on several nodes share the queue instead of reviewing the same links;
+b. locks the batch's links that still exist, in one ``SELECT … ORDER BY repository, digest FOR UPDATE`` — the
+   order manifest pushes take their ``FOR SHARE`` locks in, so the two cannot deadlock each other;
+c. asks which of the locked links no manifest references (one ``NOT EXISTS`` query). This is a *separate statement
+   after* the locks on purpose: on PostgreSQL a statement sees the data as of its start, so a check made by the
+   locking statement itself could miss a manifest whose push committed while that statement waited for a lock;
+d. deletes those links (one statement), and *(reviews only)* drops the reviews of the batch's links queued before
+   the cutoff (one statement; on PostgreSQL skipping reviews another collector holds — it answers them itself).
+
+A blob batch locks the candidate blob rows (``ORDER BY digest FOR UPDATE``), asks which of them nothing links or
+references (one query, again after the locks), moves their content to trash, deletes their rows (one statement)
+and commits; the trash goes after the commit. A batch that loses a PostgreSQL deadlock anyway (e.g. against an
+upload completing a digest of the batch) is rolled back and left for the next run. A dry run takes the same locks
+and runs the same checks, then rolls its batches back.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 import sqlalchemy as sa
@@ -36,6 +58,32 @@ from soko.storage import PathNotFound
 
 log = logging.getLogger("soko.gc")
 BATCH = 500
+
+Link = tuple[int, str]  # (repository id, digest)
+
+# A manifest of the link's repository references the link's blob (correlated with repository_blobs).
+_LINK_REFERENCED = sa.exists().where(
+    manifest_blobs.c.digest == repository_blobs.c.digest,
+    manifests.c.id == manifest_blobs.c.manifest_id,
+    manifests.c.repository_id == repository_blobs.c.repository_id,
+)
+# Something still needs the blob: a repository links it or a manifest references it (correlated with blobs).
+_BLOB_USED = sa.or_(
+    sa.exists().where(repository_blobs.c.digest == blobs.c.digest),
+    sa.exists().where(manifest_blobs.c.digest == blobs.c.digest),
+)
+
+
+def _is_link(links: Iterable[Link], table: sa.Table = repository_blobs) -> sa.ColumnElement[bool]:
+    """``table``'s (repository_id, digest) is one of ``links``."""
+    links = [tuple(link) for link in links]
+    return sa.and_(
+        # Redundant, but SQLite scans the whole table for a row-value IN list alone; with these it searches the
+        # (repository_id, digest) index.
+        table.c.repository_id.in_(sorted({r for r, _ in links})),
+        table.c.digest.in_(sorted({d for _, d in links})),
+        sa.tuple_(table.c.repository_id, table.c.digest).in_(links),
+    )
 
 
 @dataclass
@@ -50,7 +98,7 @@ class GcReport:
     deleted_digests: list[str] = field(default_factory=list)
     seconds: float = 0.0
     # (repository id, digest) links found unreferenced in this run: a dry run counts blobs they would free.
-    doomed_links: set[tuple[int, str]] = field(default_factory=set, repr=False)
+    doomed_links: set[Link] = field(default_factory=set, repr=False)
 
     def summary(self) -> str:
         verb = "would delete" if self.dry_run else "deleted"
@@ -59,6 +107,12 @@ class GcReport:
             f"({self.bytes_reclaimed} bytes), {self.uploads_expired} expired upload(s), "
             f"{self.stray_files_deleted} stray file(s); restored {self.trash_restored} in {self.seconds:.2f}s"
         )
+
+    def add_links(self, links: Iterable[Link]) -> None:
+        """Count links found unreferenced; each once (a dry run may find a link again in a later batch)."""
+        new = set(links) - self.doomed_links
+        self.links_deleted += len(new)
+        self.doomed_links |= new
 
 
 def _is_deadlock(exc: sa.exc.OperationalError) -> bool:
@@ -91,110 +145,117 @@ class GarbageCollector:
         report.seconds = time.monotonic() - started
         return report
 
+    @contextlib.contextmanager
+    def _batch(self, dry_run: bool) -> Iterator[sa.Connection]:
+        """One batch's write transaction: committed, or rolled back for a dry run or when the body raises _RollBack
+        (which this swallows)."""
+        try:
+            with self.ctx.write(invalidates=not dry_run) as conn:
+                yield conn
+                if dry_run:
+                    raise _RollBack
+        except _RollBack:
+            pass
+
+    def _for_update(self, query: sa.Select, **options: bool) -> sa.Select:
+        """Row locks on PostgreSQL; on SQLite the batch's ``BEGIN IMMEDIATE`` already excludes every other writer."""
+        return query if self.ctx.db.is_sqlite else query.with_for_update(**options)
+
     # ---- links ----------------------------------------------------------------------------------------------------
-    def _referenced(self, conn: sa.Connection, repository_id: int, digest: str) -> bool:
-        return (
-            conn.execute(
-                sa.select(sa.literal(1))
-                .select_from(manifest_blobs.join(manifests, manifests.c.id == manifest_blobs.c.manifest_id))
-                .where(manifests.c.repository_id == repository_id, manifest_blobs.c.digest == digest)
-                .limit(1)
-            ).first()
-            is not None
-        )
-
-    def _lock_link(self, conn: sa.Connection, repository_id: int, digest: str) -> bool:
-        query = sa.select(repository_blobs.c.digest).where(
-            repository_blobs.c.repository_id == repository_id, repository_blobs.c.digest == digest
-        )
-        if not self.ctx.db.is_sqlite:
-            query = query.with_for_update()
-        return conn.execute(query).first() is not None
-
     def _review_links(self, cutoff: float, dry_run: bool, report: GcReport) -> None:
         last_id = 0
         while True:
-            with self.ctx.db.read() as conn:
-                due = conn.execute(
-                    sa.select(gc_link_reviews.c.id, gc_link_reviews.c.repository_id, gc_link_reviews.c.digest)
-                    .where(gc_link_reviews.c.queued_at <= cutoff, gc_link_reviews.c.id > last_id)
-                    .order_by(gc_link_reviews.c.id)
-                    .limit(BATCH)
-                ).all()
-            if not due:
-                return
-            last_id = due[-1].id
-            # One transaction per batch: a commit (an fsync on SQLite) per link made 1M-row collections take hours.
-            # Links are locked in (repository, digest) order, the order manifest pushes take them in; a batch that
-            # still loses a deadlock (e.g. against an upload completing) is simply left for the next run.
+            due: list[sa.Row] = []
             try:
-                found = self._review_batch(due, cutoff, dry_run)
+                with self._batch(dry_run) as conn:
+                    due = conn.execute(
+                        self._for_update(
+                            sa.select(gc_link_reviews.c.id, gc_link_reviews.c.repository_id, gc_link_reviews.c.digest)
+                            .where(gc_link_reviews.c.queued_at <= cutoff, gc_link_reviews.c.id > last_id)
+                            .order_by(gc_link_reviews.c.id)
+                            .limit(BATCH),
+                            skip_locked=True,
+                        )
+                    ).all()
+                    if not due:
+                        raise _RollBack  # the queue is done: nothing to commit, no cached answer to invalidate
+                    doomed = self._review_batch(conn, due, cutoff, dry_run)
             except sa.exc.OperationalError as exc:
                 if not _is_deadlock(exc):
                     raise
                 log.info("a link-review batch lost a deadlock; its reviews stay queued for the next run")
-                continue
-            report.links_deleted += len(found)
-            report.doomed_links.update(found)
+                doomed = []
+            if not due:
+                return
+            last_id = due[-1].id
+            report.add_links(doomed)
 
-    def _review_batch(self, due, cutoff: float, dry_run: bool) -> list[tuple[int, str]]:
-        found: list[tuple[int, str]] = []
-        with self.ctx.write(invalidates=True) as conn:
-            for _review_id, repository_id, digest in sorted(due, key=lambda r: (r.repository_id, r.digest)):
-                if self._lock_link(conn, repository_id, digest) and not self._referenced(conn, repository_id, digest):
-                    found.append((repository_id, digest))
-                    if not dry_run:
-                        self._delete_link(conn, repository_id, digest)
-                if not dry_run:
-                    # Reviews of the same link queued before the cutoff are answered by this one.
-                    conn.execute(
-                        sa.delete(gc_link_reviews).where(
-                            gc_link_reviews.c.repository_id == repository_id,
-                            gc_link_reviews.c.digest == digest,
-                            gc_link_reviews.c.queued_at <= cutoff,
-                        )
-                    )
-        return found
-
-    def _delete_link(self, conn: sa.Connection, repository_id: int, digest: str) -> None:
-        conn.execute(
-            sa.delete(repository_blobs).where(
-                repository_blobs.c.repository_id == repository_id, repository_blobs.c.digest == digest
+    def _review_batch(self, conn: sa.Connection, due: list[sa.Row], cutoff: float, dry_run: bool) -> list[Link]:
+        links = {(r.repository_id, r.digest) for r in due}
+        doomed = self._doom_links(conn, links, dry_run)
+        if not dry_run:
+            # Every review of these links queued before the cutoff is answered by this batch, except those another
+            # collector holds (it answers them itself; waiting for them could deadlock with it).
+            answered = sa.select(gc_link_reviews.c.id).where(
+                _is_link(links, gc_link_reviews), gc_link_reviews.c.queued_at <= cutoff
             )
-        )
+            conn.execute(
+                sa.delete(gc_link_reviews).where(gc_link_reviews.c.id.in_(self._for_update(answered, skip_locked=True)))
+            )
+        return doomed
 
     def _sweep_links(self, cutoff: float, dry_run: bool, report: GcReport) -> None:
         """Old unreferenced links with no pending review (crash leftovers, links from before the queue existed)."""
-        referenced = sa.exists().where(
-            manifest_blobs.c.digest == repository_blobs.c.digest,
-            manifests.c.id == manifest_blobs.c.manifest_id,
-            manifests.c.repository_id == repository_blobs.c.repository_id,
-        )
         pending = sa.exists().where(
             gc_link_reviews.c.repository_id == repository_blobs.c.repository_id,
             gc_link_reviews.c.digest == repository_blobs.c.digest,
         )
         with self.ctx.db.read() as conn:
-            candidates = sorted(
-                tuple(row)
-                for row in conn.execute(
-                    sa.select(repository_blobs.c.repository_id, repository_blobs.c.digest).where(
-                        repository_blobs.c.created_at <= cutoff, ~referenced, ~pending
-                    )
+            rows = conn.execute(
+                sa.select(repository_blobs.c.repository_id, repository_blobs.c.digest).where(
+                    repository_blobs.c.created_at <= cutoff, ~_LINK_REFERENCED, ~pending
                 )
             )
+            candidates = sorted(link for link in map(tuple, rows) if link not in report.doomed_links)
         for start in range(0, len(candidates), BATCH):
-            with self.ctx.write(invalidates=True) as conn:
-                for repository_id, digest in candidates[start : start + BATCH]:
-                    if (repository_id, digest) in report.doomed_links:
-                        continue
-                    if self._lock_link(conn, repository_id, digest) and not self._referenced(
-                        conn, repository_id, digest
-                    ):
-                        report.links_deleted += 1
-                        report.doomed_links.add((repository_id, digest))
-                        if not dry_run:
-                            self._delete_link(conn, repository_id, digest)
+            doomed: list[Link] = []
+            try:
+                with self._batch(dry_run) as conn:
+                    doomed = self._doom_links(conn, candidates[start : start + BATCH], dry_run)
+            except sa.exc.OperationalError as exc:
+                if not _is_deadlock(exc):
+                    raise
+                log.info("a link-sweep batch lost a deadlock; its links are swept by the next run")
+                doomed = []
+            report.add_links(doomed)
+
+    def _doom_links(self, conn: sa.Connection, links: Iterable[Link], dry_run: bool) -> list[Link]:
+        """Lock ``links``, then delete (or, for a dry run, only find) those no manifest of their repository
+        references; steps b to d of the module docstring."""
+        links = list(links)
+        if not links:
+            return []
+        locked = conn.execute(
+            self._for_update(
+                sa.select(repository_blobs.c.repository_id, repository_blobs.c.digest)
+                .where(_is_link(links))
+                .order_by(repository_blobs.c.repository_id, repository_blobs.c.digest)
+            )
+        ).all()
+        if not locked:
+            return []
+        # A new statement, so it sees every manifest committed while the locks above were awaited.
+        doomed: list[Link] = [
+            tuple(row)
+            for row in conn.execute(
+                sa.select(repository_blobs.c.repository_id, repository_blobs.c.digest).where(
+                    _is_link(locked), ~_LINK_REFERENCED
+                )
+            )
+        ]
+        if doomed and not dry_run:
+            conn.execute(sa.delete(repository_blobs).where(_is_link(doomed)))
+        return doomed
 
     # ---- blobs ------------------------------------------------------------------------------------------------------
     def _delete_blobs(self, cutoff: float, dry_run: bool, report: GcReport) -> None:
@@ -208,17 +269,20 @@ class GarbageCollector:
             ]
             if dry_run and report.doomed_links:
                 # Blobs whose every link this run found unreferenced would be freed too.
-                doomed_digests = {d for _, d in report.doomed_links}
-                rows = conn.execute(
-                    sa.select(
-                        repository_blobs.c.repository_id, repository_blobs.c.digest, blobs.c.size, blobs.c.created_at
-                    )
-                    .join(blobs, blobs.c.digest == repository_blobs.c.digest)
-                    .where(repository_blobs.c.digest.in_(doomed_digests))
-                ).all()
                 by_digest: dict[str, list] = {}
-                for row in rows:
-                    by_digest.setdefault(row.digest, []).append(row)
+                doomed_digests = sorted({d for _, d in report.doomed_links})
+                for start in range(0, len(doomed_digests), BATCH):
+                    for row in conn.execute(
+                        sa.select(
+                            repository_blobs.c.repository_id,
+                            repository_blobs.c.digest,
+                            blobs.c.size,
+                            blobs.c.created_at,
+                        )
+                        .join(blobs, blobs.c.digest == repository_blobs.c.digest)
+                        .where(repository_blobs.c.digest.in_(doomed_digests[start : start + BATCH]))
+                    ):
+                        by_digest.setdefault(row.digest, []).append(row)
                 for digest, links in by_digest.items():
                     if links[0].created_at <= cutoff and all(
                         (r.repository_id, digest) in report.doomed_links for r in links
@@ -231,10 +295,10 @@ class GarbageCollector:
                 report.deleted_digests.append(digest)
             return
         sizes = dict(candidates)
-        candidates.sort()
-        for start in range(0, len(candidates), BATCH):
+        digests = sorted(sizes)
+        for start in range(0, len(digests), BATCH):
             try:
-                deleted = self._delete_blob_batch([d for d, _ in candidates[start : start + BATCH]])
+                deleted = self._delete_blob_batch(digests[start : start + BATCH])
             except sa.exc.OperationalError as exc:
                 if not _is_deadlock(exc):
                     raise
@@ -249,33 +313,35 @@ class GarbageCollector:
         """Delete blobs nothing uses, in one transaction; content goes to trash under the row locks."""
         storage = self.ctx.storage
         moved: list[tuple[str, str]] = []  # (blob path, trash path)
-        deleted: list[str] = []
+        unused: list[str] = []
         try:
             with self.ctx.write(invalidates=True) as conn:
-                for digest in digests:
-                    query = sa.select(blobs.c.digest).where(blobs.c.digest == digest)
-                    if not self.ctx.db.is_sqlite:
-                        query = query.with_for_update()
-                    if conn.execute(query).first() is None:
-                        continue
-                    still_used = conn.execute(
-                        sa.select(sa.literal(1)).where(
-                            sa.or_(
-                                sa.exists().where(repository_blobs.c.digest == digest),
-                                sa.exists().where(manifest_blobs.c.digest == digest),
-                            )
+                locked = (
+                    conn.execute(
+                        self._for_update(
+                            sa.select(blobs.c.digest).where(blobs.c.digest.in_(digests)).order_by(blobs.c.digest)
                         )
-                    ).first()
-                    if still_used:
-                        continue
+                    )
+                    .scalars()
+                    .all()
+                )
+                if not locked:
+                    return []
+                # A new statement, so it sees every link and manifest committed while the locks were awaited.
+                unused = (
+                    conn.execute(sa.select(blobs.c.digest).where(blobs.c.digest.in_(locked), ~_BLOB_USED))
+                    .scalars()
+                    .all()
+                )
+                for digest in unused:
                     trash = f"trash/{digest.replace(':', '-')}"
                     try:
                         storage.move(blob_path(digest), trash)
                         moved.append((blob_path(digest), trash))
                     except PathNotFound:
                         log.warning("blob %s had no content in storage; removing its row", digest)
-                    conn.execute(sa.delete(blobs).where(blobs.c.digest == digest))
-                    deleted.append(digest)
+                if unused:
+                    conn.execute(sa.delete(blobs).where(blobs.c.digest.in_(unused)))
         except BaseException:
             # The rows stay: put their content back now rather than at the next run's trash restore.
             for path, trash in moved:
@@ -289,7 +355,7 @@ class GarbageCollector:
                 storage.delete(trash)
             except PathNotFound:
                 pass
-        return deleted
+        return unused
 
     def _restore_trash(self) -> int:
         """Undo a collector that died between moving content to trash and committing the row deletion."""
