@@ -1,13 +1,14 @@
 """Moving request bodies into the domain without holding them in memory.
 
-Bodies are gathered into ~1 MiB pieces on the event loop, and each piece is written (and hashed) on a worker thread
-while the loop already reads the next one: hashlib and file writes release the GIL, so a push uses both cores.
+Bodies are gathered into ~1 MiB pieces on the event loop, and each piece is written and hashed on two worker threads
+while the loop already receives the next one: hashlib and file writes release the GIL, so a push uses both cores.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Sequence
+from typing import Protocol
 
 from soko.errors import SizeInvalid, UploadInvalid
 from soko.http.messages import BodyInterrupted, Request
@@ -15,11 +16,17 @@ from soko.http.messages import BodyInterrupted, Request
 PIECE = 1 << 20
 
 
-async def pump_body(request: Request, write: Callable[[bytes], object], expected: int | None) -> int:
-    """Stream the request body to ``write`` (called on a thread, in order); returns the byte count.
+class BodySink(Protocol):
+    def store(self, pieces: Sequence[bytes]) -> object: ...
+    def digest(self, pieces: Sequence[bytes]) -> object: ...
 
-    Raises UploadInvalid when the client disconnects mid-body, SizeInvalid when the body does not match
-    Content-Length.
+
+async def pump_body(request: Request, sink: BodySink, expected: int | None) -> int:
+    """Stream the request body into ``sink``; returns the byte count.
+
+    The parts the server hands over are gathered (not copied) into ~1 MiB pieces; each piece is stored and hashed
+    on two pool threads at once while the loop receives the next. Raises UploadInvalid when the client disconnects
+    mid-body, SizeInvalid when the body does not match Content-Length.
     """
     loop = asyncio.get_running_loop()
     pending: asyncio.Future | None = None
@@ -33,16 +40,15 @@ async def pump_body(request: Request, write: Callable[[bytes], object], expected
             if expected is not None and total > expected:
                 raise SizeInvalid(f"request body is longer than its Content-Length of {expected} bytes")
             if buffered >= PIECE:
-                piece = parts[0] if len(parts) == 1 else b"".join(parts)
-                parts, buffered = [], 0
                 if pending is not None:
                     await pending
-                pending = loop.run_in_executor(None, write, piece)
+                pending = _both(loop, sink, parts)
+                parts, buffered = [], 0
         if pending is not None:
             await pending
             pending = None
         if parts:
-            await loop.run_in_executor(None, write, b"".join(parts))
+            await _both(loop, sink, parts)
     except Exception as exc:
         # Never leave a piece being written behind us: the caller aborts the chunk as soon as we raise.
         if pending is not None:
@@ -53,6 +59,10 @@ async def pump_body(request: Request, write: Callable[[bytes], object], expected
     if expected is not None and total != expected:
         raise SizeInvalid(f"request body has {total} bytes but Content-Length says {expected}")
     return total
+
+
+def _both(loop: asyncio.AbstractEventLoop, sink: BodySink, parts: list[bytes]) -> asyncio.Future:
+    return asyncio.gather(loop.run_in_executor(None, sink.store, parts), loop.run_in_executor(None, sink.digest, parts))
 
 
 async def read_limited(request: Request, limit: int) -> bytes | None:

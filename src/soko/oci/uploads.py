@@ -66,7 +66,7 @@ async def _write_chunk(
     expected = _content_length(request)
     writer = await offload(ctx.registry.uploads.begin_chunk, ref, upload_id, start)
     try:
-        await pump_body(request, writer.write, expected)
+        await pump_body(request, writer, expected)
         return await offload(writer.finish)
     except BaseException:
         writer.abort()

@@ -22,6 +22,7 @@ import hashlib
 import threading
 import uuid
 from collections import OrderedDict
+from collections.abc import Sequence
 
 import sqlalchemy as sa
 
@@ -97,18 +98,31 @@ class ChunkWriter:
         return self._writer.size
 
     def write(self, data: bytes | memoryview) -> None:
-        if self._writer.size + len(data) > self._limit:
+        self.store((data,))
+        self.digest((data,))
+
+    # ``store`` and ``digest`` of the same pieces may run at the same time on two threads (file writes and hashlib
+    # release the GIL, so a push uses both cores); each must see the pieces in order, one call after the other.
+
+    def store(self, pieces: Sequence[bytes | memoryview]) -> None:
+        """Write ``pieces`` to the upload's data (in order)."""
+        if self._writer.size + sum(len(piece) for piece in pieces) > self._limit:
             raise TooLarge(
                 f"upload {self.state.id} to '{self.state.repository.name}' exceeds the size limit of "
                 f"{self._limit} bytes; the upload was stopped"
             )
-        self._writer.write(data)
-        if self._hasher is not None:
-            self._hasher.update(data)
+        for piece in pieces:
+            self._writer.write(piece)
         now = self._uploads.ctx.clock()
         if now - self._heartbeat >= CLAIM_REFRESH:
             self._heartbeat = now
             self._uploads._refresh_claim(self.state, self._claim, now)
+
+    def digest(self, pieces: Sequence[bytes | memoryview]) -> None:
+        """Feed ``pieces`` to the running hash (when this process holds it)."""
+        if self._hasher is not None:
+            for piece in pieces:
+                self._hasher.update(piece)
 
     def finish(self) -> UploadState:
         """Make the chunk durable and record the new size (which ends the claim)."""
@@ -239,9 +253,7 @@ class Uploads:
             self.repositories.quotas.get(ref.account_id, "max_image_size"),
         )
 
-    def _record_size(
-        self, state: UploadState, token: str, new_size: int, hasher: hashlib._Hash | None
-    ) -> UploadState:
+    def _record_size(self, state: UploadState, token: str, new_size: int, hasher: hashlib._Hash | None) -> UploadState:
         with self.ctx.db.write() as conn:
             updated = conn.execute(
                 sa.update(uploads)
