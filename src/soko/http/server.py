@@ -8,6 +8,7 @@ accepting, let in-flight requests finish (up to ``SHUTDOWN_TIMEOUT``), then exit
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -106,7 +107,7 @@ def initialise(settings: Settings) -> None:
 
 
 def _in_child(fn, *args) -> None:
-    """Run ``fn`` in a forked child, so the supervisor of several workers never loads the domain and stays small."""
+    """Run ``fn`` in a forked child, so the supervisor of several workers never holds a database connection."""
     pid = os.fork()
     if pid == 0:
         code = 0
@@ -119,6 +120,19 @@ def _in_child(fn, *args) -> None:
     _, status = os.waitpid(pid, 0)
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(os.waitstatus_to_exitcode(status))
+
+
+def _preload() -> None:
+    """Load the code and the AWS service models once, before forking, and keep the collector off them: the workers
+    then share those pages copy-on-write instead of holding ~60 MB each (as gunicorn's --preload). Nothing here
+    opens a database connection or starts a thread, so nothing crosses the fork that must not."""
+    import soko.app  # noqa: F401 — the whole application's code
+    from soko.aws.service_model import get_service_model
+
+    for service in ("ecr", "iam", "sts"):
+        get_service_model(service)
+    gc.collect()
+    gc.freeze()
 
 
 def serve(settings: Settings) -> int:
@@ -135,6 +149,7 @@ def serve(settings: Settings) -> int:
     if settings.workers <= 1:
         asyncio.run(_serve(settings, socks, ready))
         return 0
+    _preload()
     children: list[int] = []
     for index in range(settings.workers):
         pid = os.fork()
