@@ -33,6 +33,7 @@ METRICS = [
     Metric("push_mono", "blob push, monolithic (POST + PUT ?digest=)", "MB/s", True, ratio_target=2.0),
     Metric("push_chunked", "blob push, chunked (16 MiB PATCHes)", "MB/s", True),
     Metric("pull", "blob pull (curl GET)", "MB/s", True, ratio_target=1.2),
+    Metric("pull_first", "blob pull, first GET right after the push", "MB/s", True),
     Metric("get_rps", "manifest GET by tag, 64 conns (wrk)", "req/s", True, ratio_target=8.0),
     Metric("get_p99", "manifest GET p99 latency", "ms", False, limit=10.0),
     Metric("get_cpu", "manifest GET server CPU per request", "µs", False, limit=100.0),

@@ -37,7 +37,7 @@ class Listeners:
                 (None, SocketHolder(os.dup(sock.fileno()), False, BACKLOG)),  # granian closes its copy
                 None,  # no IPC with a granian supervisor
                 1,  # Rust runtime threads (HTTP parsing and socket I/O)
-                512,  # Rust blocking threads (file reads for response_file)
+                512,  # Rust blocking threads (granian's default)
                 1,  # Python threads of granian's own (RSGI handlers run on our loop)
                 30,  # their idle timeout (s)
                 BACKLOG,  # backpressure: requests in flight per worker

@@ -1,9 +1,8 @@
 """Soko's own request and response types: what every handler sees, independent of the server underneath.
 
 The server (granian, through RSGI: soko.http.rsgi) builds a ``Request`` and writes back whichever response a
-handler returns: bytes (``Response``), a whole local file (``FileResponse``, zero-copy in the server) or a stream of
-pieces (``StreamResponse``: ranges, drivers without local files). Keeping handlers on these types keeps the domain's
-front ends testable and the server replaceable.
+handler returns: bytes (``Response``) or a stream of pieces (``StreamResponse``: blobs, read ahead on a thread).
+Keeping handlers on these types keeps the domain's front ends testable and the server replaceable.
 """
 
 from __future__ import annotations
@@ -130,17 +129,6 @@ class Response:
         self.body = body
 
 
-class FileResponse:
-    """A whole local file; the handler sets Content-Length (the server would otherwise chunk the body)."""
-
-    __slots__ = ("headers", "path", "status")
-
-    def __init__(self, path: str, headers: Mapping[str, str], status: int = 200) -> None:
-        self.path = path
-        self.headers = dict(headers)
-        self.status = status
-
-
 class StreamResponse:
     """A body produced piece by piece; the handler sets Content-Length when it knows it."""
 
@@ -152,7 +140,7 @@ class StreamResponse:
         self.body = body
 
 
-AnyResponse = Response | FileResponse | StreamResponse
+AnyResponse = Response | StreamResponse
 
 
 def json_response(

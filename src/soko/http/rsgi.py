@@ -11,7 +11,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 
-from soko.http.messages import AnyResponse, FileResponse, Request, Response, StreamResponse
+from soko.http.messages import AnyResponse, Request, Response, StreamResponse
 
 log = logging.getLogger("soko.http")
 
@@ -96,11 +96,6 @@ async def _send(protocol, response: AnyResponse, head: bool) -> None:
             protocol.response_empty(response.status, headers)
         else:
             protocol.response_bytes(response.status, headers, response.body)
-    elif isinstance(response, FileResponse):
-        if head:
-            protocol.response_empty(response.status, headers)
-        else:
-            protocol.response_file(response.status, headers, response.path)
     else:
         await _send_stream(protocol, response, head, headers)
 
