@@ -154,6 +154,19 @@ def test_one_writer_across_nodes(registry, other_node):
     assert list(check(registry.ctx)) == []
 
 
+def test_post_then_put_on_another_node_hashes_while_streaming(registry, other_node, monkeypatch):
+    """POST on one worker, PUT with the whole body on another: nothing to re-read, the hash runs as bytes arrive."""
+    ref = _ref(registry)
+    state = registry.uploads.start(ref)
+
+    def no_rehash(*args):
+        raise AssertionError("the content was read back to hash it")
+
+    monkeypatch.setattr(other_node.uploads, "_rehash", no_rehash)
+    _chunk(other_node, ref, state.id, b"whole body", 0)
+    assert other_node.uploads.complete(ref, state.id, _digest(b"whole body")).size == 10
+
+
 def test_claim_of_a_dead_writer_goes_stale(registry, other_node):
     ref = _ref(registry)
     state = registry.uploads.start(ref)

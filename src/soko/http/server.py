@@ -8,6 +8,7 @@ accepting, let in-flight requests finish (up to ``SHUTDOWN_TIMEOUT``), then exit
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import gc
 import logging
 import os
@@ -135,7 +136,19 @@ def _preload() -> None:
     gc.freeze()
 
 
+def _limit_malloc_arenas(arenas: int = 2) -> None:
+    """glibc gives each thread that allocates its own malloc arena (up to 8 per core), and each arena keeps what was
+    freed in it. Blob pieces are allocated on the I/O threads and freed on the loop, so a worker's RSS crept up by
+    ~60 MB under pushes and pulls; two shared arenas keep it flat at no measurable cost."""
+    try:
+        libc = ctypes.CDLL(None)
+        libc.mallopt(-8, arenas)  # M_ARENA_MAX
+    except (OSError, AttributeError):  # not glibc: nothing to tune
+        pass
+
+
 def serve(settings: Settings) -> int:
+    _limit_malloc_arenas()
     if settings.workers <= 1:
         initialise(settings)
     else:

@@ -249,9 +249,18 @@ class Uploads:
             state,
             claim,
             writer,
-            self._hashes.get(upload_id, state.size),
+            self._running_hash(upload_id, state.size),
             self.repositories.quotas.get(ref.account_id, "max_image_size"),
         )
+
+    def _running_hash(self, upload_id: str, size: int) -> hashlib._Hash | None:
+        """The sha256 of the first ``size`` bytes, when this process can continue it without reading them back: it
+        holds it, or nothing was written yet (a POST then a PUT with the whole body — what docker and containerd
+        send — often lands on two different workers)."""
+        hasher = self._hashes.get(upload_id, size)
+        if hasher is None and size == 0:
+            hasher = hashlib.sha256()
+        return hasher
 
     def _record_size(self, state: UploadState, token: str, new_size: int, hasher: hashlib._Hash | None) -> UploadState:
         with self.ctx.db.write() as conn:
