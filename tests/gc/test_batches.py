@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import sys
 import threading
 import time
+from collections.abc import Callable
 
 import pytest
 import sqlalchemy as sa
@@ -131,12 +134,12 @@ def test_a_link_batch_that_loses_a_deadlock_is_left_for_the_next_run(registry, s
     real = collector.GarbageCollector._doom_links
     calls = []
 
-    def first_batch_deadlocks(self, conn, batch, dry_run):
+    def first_batch_deadlocks(self, conn, batch, cutoff, dry_run):
         calls.append(batch)
         if len(calls) == 1:
-            real(self, conn, batch, dry_run)  # takes its locks, deletes its links… then loses
+            real(self, conn, batch, cutoff, dry_run)  # takes its locks, deletes its links… then loses
             raise fake_deadlock()
-        return real(self, conn, batch, dry_run)
+        return real(self, conn, batch, cutoff, dry_run)
 
     monkeypatch.setattr(collector.GarbageCollector, "_doom_links", first_batch_deadlocks)
     report = registry.gc.run(grace_period=0)
@@ -232,3 +235,273 @@ def test_reviews_another_collector_holds_are_skipped_not_waited_for(registry) ->
     assert queued_reviews(registry) == [(held_id, digest)]  # left to its holder
     assert registry.gc.run(grace_period=0).links_deleted == 0  # the link is gone; the review is just dropped
     assert queued_reviews(registry) == []
+
+
+# ---- a blob uploaded or mounted again into a repository that still links it -------------------------------------
+GRACE = 3600.0
+
+
+class Clock:
+    def __init__(self, start: float) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock(registry) -> Clock:
+    clock = Clock(time.time())
+    registry.ctx.clock = clock
+    return clock
+
+
+def manifest_of(config: bytes, layers: list[bytes]) -> bytes:
+    return json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": sha(config),
+                "size": len(config),
+            },
+            "layers": [
+                {"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": sha(layer), "size": len(layer)}
+                for layer in layers
+            ],
+        }
+    ).encode()
+
+
+def gc_counts(registry, dry_run: bool = False) -> tuple[int, int]:
+    report = registry.gc.run(grace_period=GRACE, dry_run=dry_run)
+    return report.links_deleted, report.blobs_deleted
+
+
+def test_a_blob_uploaded_again_shortly_before_its_grace_period_ends_is_kept_until_the_new_one_ends(
+    registry, clock
+) -> None:
+    ref = RepoRef(ACCOUNT, "gc/retry")
+    data = os.urandom(100)
+    digest = push_blob(registry, ref, data)
+    clock.now += GRACE - 60
+    assert push_blob(registry, ref, data) == digest  # a client retries its push: the same link, a second review
+    (_, first), (second_id, second) = queued_reviews(registry)
+    assert first == second == digest
+    clock.now += 120  # the first review is due, the second is not
+    assert gc_counts(registry, dry_run=True) == (0, 0)
+    assert gc_counts(registry) == (0, 0)
+    assert ("gc/retry", digest) in links(registry) and stored(registry, digest)
+    assert registry.blobs.stat(ref, digest).size == 100
+    assert queued_reviews(registry) == [(second_id, digest)]  # the first is answered; the second decides
+    clock.now += GRACE  # the second review is due, and still no manifest uses the blob
+    assert gc_counts(registry, dry_run=True) == (1, 1)
+    report = registry.gc.run(grace_period=GRACE)
+    assert (report.links_deleted, report.blobs_deleted, report.deleted_digests) == (1, 1, [digest])
+    assert links(registry) == set() and not stored(registry, digest) and digest not in blob_rows(registry)
+    assert queued_reviews(registry) == []
+    assert list(check(registry.ctx)) == []
+
+
+def test_a_retried_push_puts_its_manifest_after_the_first_uploads_review_came_due(registry, clock) -> None:
+    ref = RepoRef(ACCOUNT, "gc/retry-push")
+    config, layer = json.dumps({"architecture": "amd64", "os": "linux"}).encode(), os.urandom(200)
+    for blob in (config, layer):
+        push_blob(registry, ref, blob)  # the first attempt dies before its manifest
+    clock.now += GRACE - 60
+    for blob in (config, layer):
+        push_blob(registry, ref, blob)  # the retry uploads the blobs again (a client may not HEAD first)…
+    clock.now += 120
+    assert gc_counts(registry) == (0, 0)  # … the first attempt's reviews come due…
+    manifest = registry.manifests.put(ref, "v1", manifest_of(config, [layer]), None).digest  # … and it goes on
+    clock.now += GRACE
+    assert gc_counts(registry) == (0, 0)  # the retry's reviews: referenced now
+    assert stored(registry, sha(config)) and stored(registry, sha(layer))
+    assert registry.manifests.get(ref, "v1").digest == manifest
+    assert queued_reviews(registry) == []
+    assert list(check(registry.ctx)) == []
+
+
+def test_a_blob_mounted_again_shortly_before_its_grace_period_ends_is_kept_until_the_new_one_ends(
+    registry, clock
+) -> None:
+    source, target = RepoRef(ACCOUNT, "gc/mount-source"), RepoRef(ACCOUNT, "gc/mount-target")
+    layer = os.urandom(150)
+    digest = sha(layer)
+    push_image(registry, source, "v1", [layer])  # the source uses the blob: only the target's link is at stake
+    assert registry.blobs.mount(target, digest, source) is not None
+    clock.now += GRACE - 60
+    assert registry.blobs.mount(target, digest, source) is not None  # mounted again: a second review
+    clock.now += 120
+    assert gc_counts(registry, dry_run=True) == (0, 0)
+    assert gc_counts(registry) == (0, 0)
+    assert ("gc/mount-target", digest) in links(registry)
+    assert registry.blobs.stat(target, digest).size == 150
+    assert [d for _, d in queued_reviews(registry)] == [digest]  # the second mount's
+    clock.now += GRACE
+    assert gc_counts(registry, dry_run=True) == (1, 0)
+    assert gc_counts(registry) == (1, 0)
+    assert ("gc/mount-target", digest) not in links(registry) and ("gc/mount-source", digest) in links(registry)
+    assert stored(registry, digest) and queued_reviews(registry) == []
+    assert list(check(registry.ctx)) == []
+
+
+@pytest.mark.parametrize("dry_run", [False, True])
+def test_the_sweep_leaves_a_link_uploaded_again_after_it_looked(registry, clock, monkeypatch, dry_run) -> None:
+    ref = RepoRef(ACCOUNT, "gc/sweep-retry")
+    data = os.urandom(80)
+    digest = push_blob(registry, ref, data)
+    with registry.ctx.db.write() as conn:
+        conn.execute(sa.delete(gc_link_reviews))  # a link without a review, as a crash leaves one
+    clock.now += GRACE + 60
+    gc = collector.GarbageCollector
+    real_review_links, real_batch = gc._review_links, gc._batch
+    state = {"sweeping": False, "uploaded": False}
+
+    def review_links(self, *args) -> None:
+        real_review_links(self, *args)
+        state["sweeping"] = True
+
+    def batch(self, dry_run):
+        if state["sweeping"] and not state["uploaded"]:
+            state["uploaded"] = True
+            push_blob(registry, ref, data)  # the retry completes after the sweep picked the link, before its batch
+        return real_batch(self, dry_run)
+
+    monkeypatch.setattr(gc, "_review_links", review_links)
+    monkeypatch.setattr(gc, "_batch", batch)
+    assert gc_counts(registry, dry_run=dry_run) == (0, 0)
+    assert state["uploaded"]
+    monkeypatch.undo()
+    assert ("gc/sweep-retry", digest) in links(registry) and stored(registry, digest)
+    assert len(queued_reviews(registry)) == 1
+    assert gc_counts(registry) == (0, 0)  # the retry's review is not due yet
+    clock.now += GRACE
+    assert gc_counts(registry) == (1, 1)
+    assert not stored(registry, digest) and queued_reviews(registry) == []
+
+
+def _link_again(registry, how: str, target: RepoRef, source: RepoRef, data: bytes) -> Callable[[], None]:
+    """Start uploading (all but the completion) or mounting ``data`` into ``target`` again; returns the rest."""
+    if how == "mount":
+        return lambda: registry.blobs.mount(target, sha(data), source)
+    state = registry.uploads.start(target)
+    writer = registry.uploads.begin_chunk(target, state.id, 0)
+    writer.write(data)
+    writer.finish()
+    return lambda: registry.uploads.complete(target, state.id, sha(data))
+
+
+def _linked_once(registry, how: str, target: RepoRef, source: RepoRef, data: bytes) -> None:
+    if how == "mount":
+        push_image(registry, source, "v1", [data])
+    _link_again(registry, how, target, source, data)()
+
+
+@pytest.mark.parametrize("how", ["upload", "mount"])
+def test_a_link_again_in_flight_when_its_old_review_is_checked_is_kept(registry, clock, monkeypatch, how) -> None:
+    """The collector waits for an upload or mount of the digest holding the blob row, then sees its new review."""
+    target, source = RepoRef(ACCOUNT, f"gc/in-flight-{how}"), RepoRef(ACCOUNT, f"gc/in-flight-{how}-source")
+    data = os.urandom(90)
+    _linked_once(registry, how, target, source, data)
+    clock.now += GRACE + 60  # the first review is due
+    module = sys.modules["soko.registry.uploads" if how == "upload" else "soko.registry.blobs"]
+    real_enqueue = module.enqueue_link_reviews
+    queued, release = threading.Event(), threading.Event()
+
+    def enqueue_then_wait(*args) -> None:
+        real_enqueue(*args)  # the link (which exists) and the new review are written, not yet committed
+        queued.set()
+        assert release.wait(60)
+
+    monkeypatch.setattr(module, "enqueue_link_reviews", enqueue_then_wait)
+    errors: list[BaseException] = []
+    reports: list = []
+
+    def run(target_fn) -> threading.Thread:
+        def body() -> None:
+            try:
+                target_fn()
+            except BaseException as exc:
+                errors.append(exc)
+
+        thread = threading.Thread(target=body)
+        thread.start()
+        return thread
+
+    linker = run(_link_again(registry, how, target, source, data))
+    assert queued.wait(30)
+    gc_thread = run(lambda: reports.append(registry.gc.run(grace_period=GRACE, sweep_storage=False)))
+    try:
+        time.sleep(0.5)
+        assert gc_thread.is_alive(), "the collector did not wait for the upload or mount in flight"
+    finally:
+        release.set()
+    linker.join(60)
+    gc_thread.join(60)
+    assert not errors, errors
+    (report,) = reports
+    assert (report.links_deleted, report.blobs_deleted) == (0, 0)
+    assert (target.name, sha(data)) in links(registry) and stored(registry, sha(data))
+    assert [d for _, d in queued_reviews(registry)] == [sha(data)]  # the new review, not due yet
+    assert list(check(registry.ctx)) == []
+
+
+@pytest.mark.parametrize("how", ["upload", "mount"])
+def test_an_upload_or_mount_again_while_the_collector_deletes_the_old_link_links_afresh(
+    registry, clock, monkeypatch, how
+) -> None:
+    """The other order: the collector holds the blob row first; the upload or mount waits, then links anew."""
+    target, source = RepoRef(ACCOUNT, f"gc/after-{how}"), RepoRef(ACCOUNT, f"gc/after-{how}-source")
+    data = os.urandom(90)
+    _linked_once(registry, how, target, source, data)
+    clock.now += GRACE + 60
+    real_young = collector._link_is_young
+    locked, release = threading.Event(), threading.Event()
+
+    def young_after_the_locks(cutoff):
+        if not locked.is_set():  # built between the lock statements and the check of the first batch
+            locked.set()
+            assert release.wait(60)
+        return real_young(cutoff)
+
+    monkeypatch.setattr(collector, "_link_is_young", young_after_the_locks)
+    errors: list[BaseException] = []
+    reports: list = []
+
+    def gc_run() -> None:
+        try:
+            reports.append(registry.gc.run(grace_period=GRACE, sweep_storage=False))
+        except BaseException as exc:
+            errors.append(exc)
+
+    complete = _link_again(registry, how, target, source, data)
+
+    def link_again() -> None:
+        try:
+            complete()
+        except BaseException as exc:
+            errors.append(exc)
+
+    gc_thread = threading.Thread(target=gc_run)
+    gc_thread.start()
+    assert locked.wait(30)
+    linker = threading.Thread(target=link_again)
+    linker.start()
+    try:
+        time.sleep(0.5)
+        assert linker.is_alive(), "the upload or mount did not wait for the collector's batch"
+    finally:
+        release.set()
+    gc_thread.join(60)
+    linker.join(60)
+    assert not errors, errors
+    (report,) = reports
+    assert report.links_deleted == 1  # the old link went; the new one is in place
+    # (Whether the blob pass that follows the link batch also took the blob depends on who got its row first:
+    # usually the upload or mount waiting for it, else the upload stores the blob anew. Either way it is there now.)
+    assert (target.name, sha(data)) in links(registry) and stored(registry, sha(data))
+    assert registry.blobs.stat(target, sha(data)).size == 90
+    assert [d for _, d in queued_reviews(registry)] == [sha(data)]
+    assert list(check(registry.ctx)) == []

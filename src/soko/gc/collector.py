@@ -3,13 +3,16 @@
 What is garbage, and why deleting it is safe while pushes and pulls go on:
 
 1. **Links** (a repository's right to read a blob) that no manifest of the repository references. Every event that
-   can leave a link unreferenced — a finished upload, a mount, a manifest deletion, a blob unlink — enqueues a
-   review row. Once the grace period has passed since the event, the collector locks the link row (``FOR UPDATE``
-   on PostgreSQL; SQLite's ``BEGIN IMMEDIATE`` serialises all writers), re-checks in that transaction that no
-   manifest references it, and deletes it. A manifest push locks the links it relies on (``FOR SHARE``) in its own
-   transaction, so the two can never both succeed. The grace period covers a client that checked a blob exists and
-   pushes the manifest a little later. Links older than the grace period with no pending review (e.g. left by a
-   crash) are found by a sweep.
+   can leave a link unreferenced — a finished upload, a mount, a manifest deletion — enqueues a review row (a blob
+   unlink deletes the link itself). Once the grace period has passed since the event, the collector locks the link
+   row (``FOR UPDATE`` on PostgreSQL; SQLite's ``BEGIN IMMEDIATE`` serialises all writers), re-checks in that
+   transaction that no manifest references it, and deletes it. A manifest push locks the links it relies on
+   (``FOR SHARE``) in its own transaction, so the two can never both succeed. The grace period covers a client that
+   checked a blob exists and pushes the manifest a little later. It runs from the link's *last* event: uploading or
+   mounting a blob a repository still links (a client retrying a push) keeps the link row as it is but queues a new
+   review, so a link with a review not yet due — or created within the grace period — is kept whatever older
+   reviews say; the youngest review decides. Links older than the grace period with no pending review (e.g. left
+   by a crash) are found by a sweep, under the same rules.
 2. **Blobs** no repository links. The collector locks the blob row and re-checks that nothing links or references
    it; then it *renames* the content into ``trash/`` (still under the lock), deletes the row and commits, and only
    then removes the trash. An upload completing the same digest takes the same row lock before moving its content
@@ -26,13 +29,21 @@ many minutes). A link batch:
 
 a. *(reviews only)* takes the next due reviews, oldest first — ``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so
    collectors on several nodes share the queue instead of reviewing the same links;
-b. locks the batch's links that still exist, in one ``SELECT … ORDER BY repository, digest FOR UPDATE`` — the
-   order manifest pushes take their ``FOR SHARE`` locks in, so the two cannot deadlock each other;
-c. asks which of the locked links no manifest references (one ``NOT EXISTS`` query). This is a *separate statement
-   after* the locks on purpose: on PostgreSQL a statement sees the data as of its start, so a check made by the
-   locking statement itself could miss a manifest whose push committed while that statement waited for a lock;
+b. locks, on PostgreSQL, the blob rows of the batch's links (one ``SELECT … ORDER BY digest FOR NO KEY UPDATE``),
+   then the links that still exist (one ``SELECT … ORDER BY repository, digest FOR UPDATE`` — the order manifest
+   pushes take their ``FOR SHARE`` locks in, so the two cannot deadlock each other). An upload or mount linking a
+   digest takes its blob row (``FOR UPDATE``, ``FOR SHARE``) before it links it and queues its review, so it either
+   commits before the check below, which then sees its review, or waits for the batch and then links the blob
+   afresh: it never counts on a link the batch deletes. Blob rows come first here as they do there, so the two
+   cannot deadlock; inserting a link or a manifest's reference takes only ``FOR KEY SHARE`` on the blob row, which
+   this lock lets through;
+c. asks which of the locked links no manifest references, were created by the cutoff and have no review queued
+   after it (one query). This is a *separate statement after* the locks on purpose: on PostgreSQL a statement sees
+   the data as of its start, so a check made by the locking statement itself could miss a manifest whose push (or
+   a review whose upload) committed while that statement waited for a lock;
 d. deletes those links (one statement), and *(reviews only)* drops the reviews of the batch's links queued before
    the cutoff (one statement; on PostgreSQL skipping reviews another collector holds — it answers them itself).
+   Younger reviews stay queued and decide once they come due.
 
 A blob batch locks the candidate blob rows (``ORDER BY digest FOR UPDATE``), asks which of them nothing links or
 references (one query, again after the locks), moves their content to trash, deletes their rows (one statement)
@@ -67,6 +78,21 @@ _LINK_REFERENCED = sa.exists().where(
     manifests.c.id == manifest_blobs.c.manifest_id,
     manifests.c.repository_id == repository_blobs.c.repository_id,
 )
+
+
+def _link_is_young(cutoff: float) -> sa.ColumnElement[bool]:
+    """The link (correlated with repository_blobs) was created, or its blob uploaded, mounted or unreferenced again,
+    after ``cutoff``: a review of it is queued after the cutoff (it decides once due), or the link is that new."""
+    return sa.or_(
+        repository_blobs.c.created_at > cutoff,
+        sa.exists().where(
+            gc_link_reviews.c.repository_id == repository_blobs.c.repository_id,
+            gc_link_reviews.c.digest == repository_blobs.c.digest,
+            gc_link_reviews.c.queued_at > cutoff,
+        ),
+    )
+
+
 # Something still needs the blob: a repository links it or a manifest references it (correlated with blobs).
 _BLOB_USED = sa.or_(
     sa.exists().where(repository_blobs.c.digest == blobs.c.digest),
@@ -192,7 +218,7 @@ class GarbageCollector:
 
     def _review_batch(self, conn: sa.Connection, due: list[sa.Row], cutoff: float, dry_run: bool) -> list[Link]:
         links = {(r.repository_id, r.digest) for r in due}
-        doomed = self._doom_links(conn, links, dry_run)
+        doomed = self._doom_links(conn, links, cutoff, dry_run)
         if not dry_run:
             # Every review of these links queued before the cutoff is answered by this batch, except those another
             # collector holds (it answers them itself; waiting for them could deadlock with it).
@@ -221,7 +247,7 @@ class GarbageCollector:
             doomed: list[Link] = []
             try:
                 with self._batch(dry_run) as conn:
-                    doomed = self._doom_links(conn, candidates[start : start + BATCH], dry_run)
+                    doomed = self._doom_links(conn, candidates[start : start + BATCH], cutoff, dry_run)
             except sa.exc.OperationalError as exc:
                 if not _is_deadlock(exc):
                     raise
@@ -229,12 +255,22 @@ class GarbageCollector:
                 doomed = []
             report.add_links(doomed)
 
-    def _doom_links(self, conn: sa.Connection, links: Iterable[Link], dry_run: bool) -> list[Link]:
+    def _doom_links(self, conn: sa.Connection, links: Iterable[Link], cutoff: float, dry_run: bool) -> list[Link]:
         """Lock ``links``, then delete (or, for a dry run, only find) those no manifest of their repository
-        references; steps b to d of the module docstring."""
+        references and nothing made young again since ``cutoff``; steps b to d of the module docstring."""
         links = list(links)
         if not links:
             return []
+        if not self.ctx.db.is_sqlite:
+            # Wait for uploads and mounts of these digests in flight (they hold the blob row until they commit their
+            # review); those that come later wait for this batch and link afresh. FOR NO KEY UPDATE leaves the
+            # FOR KEY SHARE that inserting a link or a manifest's reference takes.
+            conn.execute(
+                sa.select(blobs.c.digest)
+                .where(blobs.c.digest.in_(sorted({d for _, d in links})))
+                .order_by(blobs.c.digest)
+                .with_for_update(key_share=True)
+            )
         locked = conn.execute(
             self._for_update(
                 sa.select(repository_blobs.c.repository_id, repository_blobs.c.digest)
@@ -244,12 +280,12 @@ class GarbageCollector:
         ).all()
         if not locked:
             return []
-        # A new statement, so it sees every manifest committed while the locks above were awaited.
+        # A new statement, so it sees every manifest (and review) committed while the locks above were awaited.
         doomed: list[Link] = [
             tuple(row)
             for row in conn.execute(
                 sa.select(repository_blobs.c.repository_id, repository_blobs.c.digest).where(
-                    _is_link(locked), ~_LINK_REFERENCED
+                    _is_link(locked), ~_LINK_REFERENCED, ~_link_is_young(cutoff)
                 )
             )
         ]
