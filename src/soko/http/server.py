@@ -71,6 +71,10 @@ async def _serve(
     registry = Registry.open(settings, migrate=False)
     endpoints = {sock.getsockname()[:2]: name for sock, name in socks if name != "public"}
     app = SokoApp(settings, registry, endpoints=endpoints)
+    # Everything built so far lives as long as the process: keep the cyclic collector from scanning it again (a full
+    # collection over the ~110,000 objects of the loaded code and models takes ~60 ms here, with requests waiting).
+    gc.collect()
+    gc.freeze()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
