@@ -8,6 +8,7 @@ registry that only serves pulls through a VPC endpoint, and revocation of a pass
 from __future__ import annotations
 
 import json
+import re
 import stat
 import subprocess
 from collections.abc import Iterator
@@ -51,14 +52,16 @@ def policy(*statements: dict[str, Any]) -> str:
 def assert_unauthorized(result: SkopeoResult) -> None:
     assert result.returncode != 0, "skopeo succeeded without valid credentials"
     text = result.stderr.lower()
-    assert "401" in text or "unauthorized" in text or "authentication required" in text, result.stderr[-2000:]
+    login_problem = re.search(r"\b401\b", text) or "unauthorized" in text or "authentication required" in text
+    assert login_problem, result.stderr[-2000:]
 
 
 def assert_denied(result: SkopeoResult) -> None:
     assert result.returncode != 0, "skopeo succeeded although IAM should deny it"
     text = result.stderr.lower()
     assert "403" in text or "denied" in text, result.stderr[-2000:]
-    assert "401" not in text, f"a denial must not look like a login problem:\n{result.stderr[-2000:]}"
+    # (\b: the server's port, e.g. 127.0.0.1:40135, must not count as a 401)
+    assert not re.search(r"\b401\b", text), f"a denial must not look like a login problem:\n{result.stderr[-2000:]}"
 
 
 # -- the deployment under test -------------------------------------------------------------------------------------
