@@ -7,7 +7,6 @@ from datetime import timedelta
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from multidict import CIMultiDict
 
 from soko.aws.sigv4 import (
     BAD_SIGNATURE,
@@ -160,11 +159,26 @@ def test_repeated_header_values_are_joined_like_the_signer_does() -> None:
     with frozen(NOW):
         SigV4Auth(BotoCredentials(AKID, SECRET), "ecr", "us-east-1").add_auth(signed)
     plain = to_signed(signed)
-    multi = CIMultiDict()
-    for name, value in signed.headers.items():
-        multi.add(name, value.decode() if isinstance(value, bytes) else value)
-    multi["Host"] = plain.headers["Host"]
-    verify(replace(plain, headers=multi), lookup, now=NOW)
+    pairs = [(name, value.decode() if isinstance(value, bytes) else value) for name, value in signed.headers.items()]
+    pairs.append(("host", plain.headers["Host"]))
+    verify(replace(plain, headers=RepeatedHeaders(pairs)), lookup, now=NOW)
+
+
+class RepeatedHeaders:
+    """Headers as the server hands them over: lower-case names, a repeated header once per value (granian's RSGI
+    headers behave so)."""
+
+    def __init__(self, pairs: list[tuple[str, str]]) -> None:
+        self._pairs = [(name.lower(), value) for name, value in pairs]
+
+    def items(self) -> list[tuple[str, str]]:
+        return list(self._pairs)
+
+    def get(self, key: str, default: object = None) -> object:
+        return next((value for name, value in self._pairs if name == key.lower()), default)
+
+    def __contains__(self, key: str) -> bool:
+        return any(name == key.lower() for name, _ in self._pairs)
 
 
 def test_explicit_host_overrides_header() -> None:

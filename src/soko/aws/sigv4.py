@@ -46,10 +46,10 @@ BAD_SIGNATURE = (
 
 @dataclass(frozen=True)
 class SignedRequest:
-    """What the HTTP layer hands in. `path` is the raw (still percent-encoded) path without the query;
-    `query` the raw query string; `host` the value to verify the signed `host` header against (usually the
-    Host header; empty means "take it from `headers`"). `headers` may be a multidict: repeated headers are
-    canonicalised comma-joined, as SigV4 requires."""
+    """What the HTTP layer hands in. `path` is the path without the query (the AWS APIs live at "/", where the
+    raw and the decoded path agree); `query` the raw query string; `host` the value to verify the signed `host`
+    header against (usually the Host header; empty means "take it from `headers`"). `headers.items()` may yield a
+    repeated header once per value: the values are canonicalised comma-joined, as SigV4 requires."""
 
     method: str
     path: str
@@ -100,7 +100,7 @@ def _invalid(message: str = BAD_SIGNATURE) -> AwsAuthError:
 
 
 def _header_index(headers: Mapping[str, str]) -> dict[str, list[str]]:
-    """Lower-cased name -> every value, in arrival order (multidict `items()` yields repeats)."""
+    """Lower-cased name -> every value, in arrival order (`items()` may yield a name more than once)."""
     index: dict[str, list[str]] = {}
     for name, value in headers.items():
         index.setdefault(name.lower(), []).append(value)
