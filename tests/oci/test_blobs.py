@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import socket
+
 from tests.oci.helpers import assert_oci_error, push_blob, push_image, sha256
 
 DATA = bytes(range(256)) * 4 + b"tail-bytes"  # 1034 bytes
@@ -116,3 +119,18 @@ def test_delete_blob_in_use_by_manifest_is_refused(client):
     r = client.delete(f"/v2/repo/blobs/{layer}")
     assert_oci_error(r, (405, 409))
     assert client.head(f"/v2/repo/blobs/{layer}").status_code == 200
+
+
+def test_client_going_away_mid_download_leaves_the_server_fine(server, client, auth_header):
+    """A pull cut off after the first bytes: the server stops streaming, closes the blob, and keeps serving."""
+    data = os.urandom(8 << 20)
+    digest = push_blob(client, "repo", data)
+    auth = "".join(f"{k}: {v}\r\n" for k, v in auth_header.items())
+    for _ in range(5):
+        with socket.create_connection(("127.0.0.1", int(server.host.rsplit(":", 1)[1]))) as sock:
+            sock.sendall(f"GET /v2/repo/blobs/{digest} HTTP/1.1\r\nHost: {server.host}\r\n{auth}\r\n".encode())
+            assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+    r = client.get(f"/v2/repo/blobs/{digest}")
+    assert r.status_code == 200 and r.content == data
+    r = client.get(f"/v2/repo/blobs/{digest}", headers={"Range": "bytes=4194304-"})
+    assert r.status_code == 206 and r.content == data[4 << 20 :]
