@@ -11,7 +11,3 @@ class TestFilesystemDriver(DriverSuite):
     def driver(self, tmp_path) -> FilesystemDriver:
         return FilesystemDriver(str(tmp_path / "root"))
 
-    def test_local_path_enables_sendfile(self, driver: FilesystemDriver) -> None:
-        driver.put_content("blobs/x", b"1")
-        with open(driver.local_path("blobs/x"), "rb") as f:
-            assert f.read() == b"1"

@@ -5,7 +5,7 @@ equivalent is a URL on its own listener whose token is ``<payload>.<mac>``: the 
 account, repository, digest and expiry; the MAC is HMAC-SHA256 under a key derived (HKDF, info
 ``soko/layer-urls``) from the server master key's token key, so every node sharing the master key verifies every
 other node's URLs and nothing else can mint them. The token is checked, then the blob is streamed exactly like the
-/v2/ blob GET (sendfile for local files, a redirect when the storage driver offers one, Range supported).
+/v2/ blob GET (read ahead from the driver, a redirect when the driver offers one, Range supported).
 
 The repository must still hold the blob when the URL is used: deleting the image, then GC, revokes access.
 """

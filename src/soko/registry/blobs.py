@@ -46,7 +46,7 @@ class Blobs:
         info = self.stat(ref, digest)
         path = blob_path(info.digest)
         storage = self.ctx.storage
-        return BlobContent(info.digest, info.size, path, storage.local_path(path), storage.redirect_url(path))
+        return BlobContent(info.digest, info.size, path, storage.redirect_url(path))
 
     def mount(self, ref: RepoRef, digest: str, source: RepoRef) -> BlobInfo | None:
         """Link a blob another repository holds into ``ref``; None when the source does not hold it or the account

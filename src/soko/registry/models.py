@@ -35,7 +35,6 @@ class BlobContent:
     digest: str
     size: int
     storage_path: str
-    local_path: str | None  # for sendfile
     redirect_url: str | None
 
 

@@ -128,7 +128,3 @@ class StorageDriver(abc.ABC):
     def redirect_url(self, path: str, method: str = "GET", expires_in: int = 1200) -> str | None:
         """A URL clients can fetch the content from directly (object stores), or None."""
         return None
-
-    def local_path(self, path: str) -> str | None:
-        """A local filesystem path for zero-copy serving (sendfile), or None."""
-        return None

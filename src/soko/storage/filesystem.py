@@ -168,6 +168,3 @@ class FilesystemDriver(StorageDriver):
                 os.unlink(full)
             except FileNotFoundError:
                 raise PathNotFound(path) from None
-
-    def local_path(self, path: str) -> str | None:
-        return self._full(path)
