@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from soko.config import Settings
 from soko.ecr.api import EcrApi
 from soko.http.aws_api import AwsFrontDoor
-from soko.http.messages import AnyResponse, Request, json_response
+from soko.http.messages import AnyResponse, Request, error_response
 from soko.iam.api import IamApi
 from soko.iam.service import Identity
 from soko.meta.changes import PostgresListener
@@ -78,8 +78,7 @@ class SokoApp:
 
 def _not_here(status: int, message: str, allow: str | None = None) -> AnyResponse:
     headers = {"Allow": allow} if allow else None
-    code = "UNSUPPORTED" if status == 405 else "NOT_FOUND"
-    return json_response({"errors": [{"code": code, "message": message}]}, status, headers)
+    return error_response(status, "UNSUPPORTED" if status == 405 else "NOT_FOUND", message, headers=headers)
 
 
 def _query_service(settings: Settings, registry: Registry, identity: Identity) -> IamApi:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 
+from soko.registry.context import blob_path
 from tests.oci.helpers import assert_oci_error, push_blob, push_image, sha256
 
 DATA = bytes(range(256)) * 4 + b"tail-bytes"  # 1034 bytes
@@ -134,3 +135,15 @@ def test_client_going_away_mid_download_leaves_the_server_fine(server, client, a
     assert r.status_code == 200 and r.content == data
     r = client.get(f"/v2/repo/blobs/{digest}", headers={"Range": "bytes=4194304-"})
     assert r.status_code == 206 and r.content == data[4 << 20 :]
+
+
+def test_blob_gone_from_storage_is_a_clean_404(server, client):
+    """The metadata says yes, the content is gone (a collector race, a damaged disk): a JSON 404 before any byte,
+    never a 200 cut short."""
+    data = b"soon missing" * 1000
+    digest = push_blob(client, "repo", data)
+    os.unlink(os.path.join(server.registry.ctx.storage.root, blob_path(digest)))
+    r = client.get(f"/v2/repo/blobs/{digest}")
+    assert_oci_error(r, 404, "BLOB_UNKNOWN")
+    r = client.get(f"/v2/repo/blobs/{digest}", headers={"Range": "bytes=10-20"})
+    assert_oci_error(r, 404, "BLOB_UNKNOWN")

@@ -184,6 +184,35 @@ def test_claim_of_a_dead_writer_goes_stale(registry, other_node):
     assert other_node.uploads.complete(ref, state.id, _digest(b"whole")).size == 5
 
 
+def test_a_writer_that_stalled_past_the_stale_time_never_writes_again(registry, other_node):
+    ref = _ref(registry)
+    state = registry.uploads.start(ref)
+    start = registry.ctx.clock()
+    clock = [start]
+    registry.ctx.clock = lambda: clock[0]
+    other_node.ctx.clock = lambda: clock[0]
+    stalled = registry.uploads.begin_chunk(ref, state.id, 0)
+    stalled.write(b"AAAA")
+    clock[0] = start + CLAIM_STALE + 1  # its client went quiet; the claim went stale
+    _chunk(other_node, ref, state.id, b"BBBB", 0)
+    with pytest.raises(RangeNotSatisfiable):
+        stalled.write(b"AAAA")  # refused before a byte reaches the file
+    stalled.abort()
+    info = other_node.uploads.complete(ref, state.id, _digest(b"BBBB"))
+    assert _read(registry, blob_path(info.digest)) == b"BBBB"
+    assert list(check(registry.ctx)) == []
+
+
+def test_cancel_while_a_chunk_streams_is_upload_unknown(registry):
+    ref = _ref(registry)
+    state = registry.uploads.start(ref)
+    writer = registry.uploads.begin_chunk(ref, state.id, 0)
+    writer.write(b"data")
+    registry.uploads.cancel(ref, state.id)
+    with pytest.raises(UploadUnknown):
+        writer.finish()
+
+
 def test_long_chunk_keeps_its_claim_and_session(registry, other_node):
     ref = _ref(registry)
     state = registry.uploads.start(ref)

@@ -41,7 +41,7 @@ class Listeners:
                 1,  # Python threads of granian's own (RSGI handlers run on our loop)
                 30,  # their idle timeout (s)
                 BACKLOG,  # backpressure: requests in flight per worker
-                "auto",  # HTTP/1.1, and HTTP/2 for clients that ask for it
+                "1",  # HTTP/1.1: plain-text HTTP/2 (h2c) carries no Host header, which routing and SigV4 need
                 HTTP1Settings(keep_alive=True),
                 None,
                 False,  # websockets

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import urllib.parse
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
@@ -130,17 +130,44 @@ class Response:
 
 
 class StreamResponse:
-    """A body produced piece by piece; the handler sets Content-Length when it knows it."""
+    """A body produced piece by piece; the handler sets Content-Length when it knows it. ``close`` runs once the
+    response is over — sent, cut off, or never started (HEAD) — to release what the body reads from."""
 
-    __slots__ = ("body", "headers", "status")
+    __slots__ = ("body", "close", "headers", "status")
 
-    def __init__(self, status: int, headers: Mapping[str, str], body: AsyncIterator[bytes]) -> None:
+    def __init__(
+        self,
+        status: int,
+        headers: Mapping[str, str],
+        body: AsyncIterator[bytes],
+        close: Callable[[], object] | None = None,
+    ) -> None:
         self.status = status
         self.headers = dict(headers)
         self.body = body
+        self.close = close
 
 
 AnyResponse = Response | StreamResponse
+
+
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    detail: object | None = None,
+    headers: Mapping[str, str] | None = None,
+    head: bool = False,
+) -> Response:
+    """The registry's error body (OCI's ``{"errors": [{code, message, detail}]}``), which Soko also uses outside
+    /v2/ wherever no other protocol applies."""
+    entry: dict[str, object] = {"code": code, "message": message}
+    if detail is not None:
+        entry["detail"] = detail
+    body = json.dumps({"errors": [entry]}).encode()
+    if head:  # no body, but an honest length
+        return Response(status, {**(headers or {}), "Content-Length": str(len(body))})
+    return Response(status, headers, body, "application/json")
 
 
 def json_response(

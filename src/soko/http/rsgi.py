@@ -7,11 +7,10 @@ HTTP parsing, header maps and file sending stay in Rust (hyper/tokio), and a han
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Awaitable, Callable
 
-from soko.http.messages import AnyResponse, Request, Response, StreamResponse
+from soko.http.messages import AnyResponse, Request, Response, StreamResponse, error_response
 
 log = logging.getLogger("soko.http")
 
@@ -20,11 +19,6 @@ MAX_TARGET_BYTES = 8192
 MAX_HEADER_BYTES = 16384
 
 Handler = Callable[[Request], Awaitable[AnyResponse]]
-
-
-def _error(status: int, code: str, message: str) -> Response:
-    body = json.dumps({"errors": [{"code": code, "message": message}]}).encode()
-    return Response(status, {"Docker-Distribution-API-Version": "registry/2.0"}, body, "application/json")
 
 
 class RsgiApp:
@@ -57,7 +51,7 @@ class RsgiApp:
                     response = await self.handle(request)
                 except Exception:
                     log.exception("unexpected error on %s %s", scope.method, scope.path[:200])
-                    response = _error(500, "UNKNOWN", "internal error — see the server log")
+                    response = error_response(500, "UNKNOWN", "internal error — see the server log")
             await _send(protocol, response, head)
         finally:
             self.in_flight -= 1
@@ -67,12 +61,13 @@ class RsgiApp:
     @staticmethod
     def _refuse_oversize(scope) -> Response | None:
         if len(scope.path) + len(scope.query_string) > MAX_TARGET_BYTES:
-            return _error(414, "UNSUPPORTED", f"the request target is longer than {MAX_TARGET_BYTES} bytes")
+            return error_response(414, "UNSUPPORTED", f"the request target is longer than {MAX_TARGET_BYTES} bytes")
         size = 0
         for name, value in scope.headers.items():
             size += len(name) + len(value) + 4
         if size > MAX_HEADER_BYTES:
-            return _error(431, "UNSUPPORTED", f"the request headers add up to more than {MAX_HEADER_BYTES} bytes")
+            message = f"the request headers add up to more than {MAX_HEADER_BYTES} bytes"
+            return error_response(431, "UNSUPPORTED", message)
         return None
 
     async def drain(self, timeout: float) -> bool:
@@ -89,27 +84,33 @@ class RsgiApp:
 
 async def _send(protocol, response: AnyResponse, head: bool) -> None:
     headers = list(response.headers.items())
-    if isinstance(response, Response):
-        if head or not response.body:
-            if head and response.body and "Content-Length" not in response.headers:
+    try:
+        if head:  # never a body, whatever the handler built
+            if isinstance(response, Response) and response.body and "Content-Length" not in response.headers:
                 headers.append(("Content-Length", str(len(response.body))))
             protocol.response_empty(response.status, headers)
-        else:
+        elif isinstance(response, StreamResponse):
+            await _send_stream(protocol, response, headers)
+        elif response.body:
             protocol.response_bytes(response.status, headers, response.body)
-    else:
-        await _send_stream(protocol, response, head, headers)
-
-
-async def _send_stream(protocol, response: StreamResponse, head: bool, headers: list[tuple[str, str]]) -> None:
-    body = response.body
-    try:
-        if head:
+        else:
             protocol.response_empty(response.status, headers)
-            return
-        transport = protocol.response_stream(response.status, headers)
+    finally:
+        if isinstance(response, StreamResponse) and response.close is not None:
+            response.close()
+
+
+async def _send_stream(protocol, response: StreamResponse, headers: list[tuple[str, str]]) -> None:
+    transport = protocol.response_stream(response.status, headers)
+    body = response.body
+    sent = 0
+    try:
         async for piece in body:
             await transport.send_bytes(piece)
-    except (ConnectionError, RuntimeError) as exc:  # the client went away mid-body
-        log.debug("response body interrupted: %s", exc)
+            sent += len(piece)
+    except (ConnectionError, RuntimeError) as exc:  # the client went away (granian's RSGIProtocolClosed)
+        log.debug("response body interrupted after %d bytes: %s", sent, exc)
+    except Exception:  # the status went out already: all we can do is cut the body short, and say why
+        log.exception("could not produce the rest of a response body (%d bytes sent); the client sees it cut off", sent)
     finally:
         await body.aclose()

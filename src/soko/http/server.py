@@ -47,16 +47,18 @@ async def run_worker(
     app, socks: list[socket.socket], stop: asyncio.Event, ready_message: str | None = None, worker_id: int = 1
 ) -> None:
     """Serve ``app`` (a SokoApp) on ``socks`` in the running loop until ``stop`` is set, then shut down gracefully."""
-    await app.start()
     rsgi = RsgiApp(app.handle)
-    listeners = Listeners(rsgi, socks, worker_id)
-    if ready_message:
-        print(ready_message, flush=True)
+    listeners: Listeners | None = None
+    await app.start()
     try:
+        listeners = Listeners(rsgi, socks, worker_id)
+        if ready_message:
+            print(ready_message, flush=True)
         await stop.wait()
     finally:
         log.info("shutting down: finishing in-flight requests")
-        listeners.close()
+        if listeners is not None:
+            listeners.close()
         if not await rsgi.drain(SHUTDOWN_TIMEOUT):
             log.warning("%d request(s) still running after %.0f s; stopping anyway", rsgi.in_flight, SHUTDOWN_TIMEOUT)
         await app.stop()

@@ -25,8 +25,10 @@ async def pump_body(request: Request, sink: BodySink, expected: int | None) -> i
     """Stream the request body into ``sink``; returns the byte count.
 
     The parts the server hands over are gathered (not copied) into ~1 MiB pieces; each piece is stored and hashed
-    on two pool threads at once while the loop receives the next. Raises UploadInvalid when the client disconnects
-    mid-body, SizeInvalid when the body does not match Content-Length.
+    on two pool threads at once while the loop receives the next. Raises SizeInvalid when the body does not match
+    Content-Length — which is how a client that went away mid-body shows: granian ends such a body early without
+    an error. A chunked body cut off between chunks cannot be told from a complete one; the digest check at
+    completion is what catches it.
     """
     loop = asyncio.get_running_loop()
     pending: asyncio.Future | None = None
@@ -49,10 +51,10 @@ async def pump_body(request: Request, sink: BodySink, expected: int | None) -> i
             pending = None
         if parts:
             await _both(loop, sink, parts)
-    except Exception as exc:
+    except BaseException as exc:  # (cancellation too: a drain that timed out)
         # Never leave a piece being written behind us: the caller aborts the chunk as soon as we raise.
         if pending is not None:
-            await asyncio.gather(pending, return_exceptions=True)
+            await asyncio.shield(asyncio.gather(pending, return_exceptions=True))
         if isinstance(exc, BodyInterrupted):
             raise UploadInvalid(f"the client stopped sending the body after {total} bytes ({exc})") from None
         raise

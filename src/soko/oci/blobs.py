@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import AsyncIterator
+from typing import BinaryIO
 
-from soko.errors import RangeNotSatisfiable, Unsupported
+from soko.errors import BlobUnknown, RangeNotSatisfiable, Unsupported
 from soko.http.messages import AnyResponse, Request, Response, StreamResponse
 from soko.http.threads import offload
 from soko.oci.base import OciContext
@@ -15,7 +16,7 @@ from soko.registry import Registry
 from soko.registry.models import BlobContent
 
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)")
-PIECE = 1 << 20
+READ_PIECE = 1 << 20
 
 
 def parse_range(header: str, size: int) -> tuple[int, int] | None:
@@ -54,61 +55,62 @@ async def get_blob(ctx: OciContext, request: Request, name: str, digest: str) ->
         "ETag": f'"{blob.digest}"',
         "Cache-Control": "max-age=31536000",
     }
-    range_header = request.headers.get("range")
+    response, sent = await blob_response(ctx.registry, request, blob, headers)
+    if sent is not None:
+        operation = f"blob_{request.method.lower()}"
+        ctx.registry.metering.record_transfer(request.context, ref.account_id, ref.name, sent, operation)
+    return response
+
+
+async def blob_response(
+    registry: Registry, request: Request, blob: BlobContent, headers: dict[str, str]
+) -> tuple[AnyResponse, int | None]:
+    """A GET or HEAD of a blob — whole, one Range, or a redirect when the driver offers one — and the body bytes it
+    will send (None: the request was refused, nothing to meter). The content is opened before the status goes
+    out, so a blob gone meanwhile is a clean 404."""
     byte_range = None
+    range_header = request.headers.get("range")
     if range_header:
         try:
             byte_range = parse_range(range_header, blob.size)
         except RangeNotSatisfiable as exc:
-            return from_domain(exc, {"Content-Range": f"bytes */{blob.size}"}, head)
-    sent = 0 if head or blob.redirect_url else (byte_range[1] - byte_range[0] + 1 if byte_range else blob.size)
-    ctx.registry.metering.record_transfer(
-        request.context, ref.account_id, ref.name, sent, f"blob_{request.method.lower()}"
-    )
-    if head:
-        return Response(200, {**headers, "Content-Length": str(blob.size)})
-    return send_blob(ctx.registry, blob, byte_range, headers)
-
-
-def send_blob(
-    registry: Registry, blob: BlobContent, byte_range: tuple[int, int] | None, headers: dict[str, str]
-) -> AnyResponse:
-    """The blob's bytes (or a range of them): a redirect when the driver offers one, else streamed from the driver."""
+            return from_domain(exc, {"Content-Range": f"bytes */{blob.size}"}, request.method == "HEAD"), None
+    if request.method == "HEAD":
+        return Response(200, {**headers, "Content-Length": str(blob.size)}), 0
     if blob.redirect_url:
-        return Response(307, {**headers, "Location": blob.redirect_url})
+        return Response(307, {**headers, "Location": blob.redirect_url}), 0
     start, end = byte_range if byte_range else (0, blob.size - 1)
     length = max(end - start + 1, 0)
     headers = {**headers, "Content-Length": str(length)}
     if byte_range:
         headers["Content-Range"] = f"bytes {start}-{end}/{blob.size}"
-    return StreamResponse(206 if byte_range else 200, headers, _read_pieces(registry, blob.storage_path, start, length))
+    reader = await offload(registry.blobs.reader, blob, start)
+    body = _read_ahead(reader, length)
+    return StreamResponse(206 if byte_range else 200, headers, body, reader.close), length
 
 
-async def _read_pieces(registry: Registry, path: str, start: int, length: int) -> AsyncIterator[bytes]:
+async def _read_ahead(reader: BinaryIO, length: int) -> AsyncIterator[bytes]:
     """1 MiB pieces, the next one read on the thread pool while the server sends the current one.
 
-    Measured against granian's own file response on this machine: 3.5-4 GB/s warm vs 2.6-3.1 (1 MiB buffers are
+    Measured against granian's own file response on this machine: 3-3.5 GB/s warm vs 2.6-3.1 (1 MiB buffers are
     reused by the allocator; larger ones cost fresh pages and are slower).
     """
     loop = asyncio.get_running_loop()
-    reader = await offload(registry.ctx.storage.reader, path, start)
-    ahead: asyncio.Future | None = None
+    remaining = length
+    ahead = loop.run_in_executor(None, reader.read, min(READ_PIECE, remaining)) if remaining > 0 else None
     try:
-        remaining = length
-        ahead = loop.run_in_executor(None, reader.read, min(PIECE, remaining)) if remaining > 0 else None
         while ahead is not None:
             data = await ahead
             ahead = None
             if not data:
-                break
+                raise BlobUnknown(f"the blob's content ended {remaining} bytes early; run soko fsck")
             remaining -= len(data)
             if remaining > 0:
-                ahead = loop.run_in_executor(None, reader.read, min(PIECE, remaining))
+                ahead = loop.run_in_executor(None, reader.read, min(READ_PIECE, remaining))
             yield data
     finally:
         if ahead is not None:
-            await asyncio.gather(ahead, return_exceptions=True)  # never close the reader under a running read
-        reader.close()
+            await asyncio.gather(ahead, return_exceptions=True)  # the reader is closed after us: let the read end
 
 
 async def delete_blob(ctx: OciContext, request: Request, name: str, digest: str) -> Response:

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import json
-
 from soko import errors as e
 from soko.http.messages import Response
+from soko.http.messages import error_response as http_error
 
 # error class → (HTTP status, OCI error code)
 _TABLE: list[tuple[type[e.SokoError], int, str]] = [
@@ -52,14 +51,7 @@ def error_response(
     headers: dict[str, str] | None = None,
     head: bool = False,
 ) -> Response:
-    entry: dict[str, object] = {"code": code, "message": message}
-    if detail is not None:
-        entry["detail"] = detail
-    body = json.dumps({"errors": [entry]}).encode()
-    all_headers = {**API_VERSION_HEADER, **(headers or {})}
-    if head:  # HEAD responses carry no body, but keep the length honest
-        return Response(status, {**all_headers, "Content-Length": str(len(body))})
-    return Response(status, all_headers, body, "application/json")
+    return http_error(status, code, message, detail, {**API_VERSION_HEADER, **(headers or {})}, head)
 
 
 def from_domain(error: e.SokoError, headers: dict[str, str] | None = None, head: bool = False) -> Response:

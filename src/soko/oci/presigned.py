@@ -22,10 +22,10 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from soko.digest import Digest
-from soko.errors import BlobUnknown, DigestInvalid, RangeNotSatisfiable, RepositoryNotFound
-from soko.http.messages import AnyResponse, Request, Response
+from soko.errors import BlobUnknown, DigestInvalid, RepositoryNotFound
+from soko.http.messages import AnyResponse, Request, error_response
 from soko.http.threads import offload
-from soko.oci.blobs import parse_range, send_blob
+from soko.oci.blobs import blob_response
 from soko.registry import Registry
 from soko.registry.models import RepoRef
 
@@ -88,11 +88,6 @@ def layer_url(identity, scheme: str, host: str, account: str, repository: str, d
     return f"{scheme}://{host}{PREFIX}{token}"
 
 
-def _error(status: int, code: str, message: str, head: bool) -> Response:
-    body = b"" if head else json.dumps({"errors": [{"code": code, "message": message}]}).encode()
-    return Response(status, None, body, "application/json")
-
-
 class PresignedLayers:
     """``GET|HEAD /layers/<token>``."""
 
@@ -103,15 +98,15 @@ class PresignedLayers:
     async def handle(self, request: Request) -> AnyResponse:
         head = request.method == "HEAD"
         if request.method not in ("GET", "HEAD"):
-            return _error(405, "UNSUPPORTED", f"{request.method} is not supported on layer URLs", head)
+            return error_response(405, "UNSUPPORTED", f"{request.method} is not supported on layer URLs", head=head)
         try:
             ref, digest = signer_for(self.identity).verify(request.path[len(PREFIX) :])
             Digest.parse(digest)
             blob = await offload(self.registry.blobs.open, ref, digest)
         except InvalidLayerUrl as exc:
-            return _error(403, "DENIED", str(exc), head)
+            return error_response(403, "DENIED", str(exc), head=head)
         except (BlobUnknown, RepositoryNotFound, DigestInvalid):
-            return _error(404, "BLOB_UNKNOWN", "the layer is no longer in the repository", head)
+            return error_response(404, "BLOB_UNKNOWN", "the layer is no longer in the repository", head=head)
         headers = {
             "Docker-Content-Digest": blob.digest,
             "Content-Type": "application/octet-stream",
@@ -119,12 +114,5 @@ class PresignedLayers:
             "ETag": f'"{blob.digest}"',
             "Cache-Control": "private, max-age=600",
         }
-        byte_range = None
-        if request.headers.get("range"):
-            try:
-                byte_range = parse_range(request.headers.get("range"), blob.size)
-            except RangeNotSatisfiable:
-                return Response(416, {"Content-Range": f"bytes */{blob.size}"})
-        if head:
-            return Response(200, {**headers, "Content-Length": str(blob.size)})
-        return send_blob(self.registry, blob, byte_range, headers)
+        response, _ = await blob_response(self.registry, request, blob, headers)
+        return response

@@ -69,7 +69,7 @@ async def _write_chunk(
         await pump_body(request, writer, expected)
         return await offload(writer.finish)
     except BaseException:
-        writer.abort()
+        await offload(writer.abort)  # (ends the claim: a database write, so not on the loop)
         raise
 
 
@@ -152,13 +152,13 @@ async def put_upload(ctx: OciContext, request: Request, name: str, upload_id: st
     digest = request.query.get("digest")
     if not digest:
         raise DigestInvalid("completing an upload needs its digest: PUT …?digest=<algorithm>:<hex>")
-    if _has_body(request):
-        ctx.authorize(request, ref, "ecr:UploadLayerPart")
-        try:
+    try:
+        if _has_body(request):
+            ctx.authorize(request, ref, "ecr:UploadLayerPart")
             await _write_chunk(ctx, request, ref, upload_id, None)
-        except RangeNotSatisfiable as exc:
-            return from_domain(exc, {**location(_upload_url(name, upload_id)), "Range": upload_range(exc.current_size)})
-    blob = await offload(ctx.registry.uploads.complete, ref, upload_id, digest)
+        blob = await offload(ctx.registry.uploads.complete, ref, upload_id, digest)
+    except RangeNotSatisfiable as exc:
+        return from_domain(exc, {**location(_upload_url(name, upload_id)), "Range": upload_range(exc.current_size)})
     return _created(name, blob.digest)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import BinaryIO
+
 import sqlalchemy as sa
 
 from soko.digest import Digest
@@ -13,6 +15,7 @@ from soko.registry.context import DomainContext, blob_path
 from soko.registry.models import BlobContent, BlobInfo, RepoRef
 from soko.registry.repositories import Repositories
 from soko.registry.settings_store import account_setting
+from soko.storage import PathNotFound
 
 
 def blob_unknown(ref: RepoRef, digest: str) -> BlobUnknown:
@@ -47,6 +50,14 @@ class Blobs:
         path = blob_path(info.digest)
         storage = self.ctx.storage
         return BlobContent(info.digest, info.size, path, storage.redirect_url(path))
+
+    def reader(self, blob: BlobContent, offset: int = 0) -> BinaryIO:
+        """The blob's content from ``offset`` on (close it when done)."""
+        try:
+            return self.ctx.storage.reader(blob.storage_path, offset)
+        except PathNotFound:
+            # the metadata said yes a moment ago: the collector won a race with a just-deleted image
+            raise BlobUnknown(f"blob {blob.digest} is no longer stored") from None
 
     def mount(self, ref: RepoRef, digest: str, source: RepoRef) -> BlobInfo | None:
         """Link a blob another repository holds into ``ref``; None when the source does not hold it or the account

@@ -68,6 +68,10 @@ class _HashCache:
             self._items.pop(upload_id, None)
 
 
+class _ClaimLost(Exception):
+    """The session's row no longer carries our claim (cancelled, expired, or taken over)."""
+
+
 def upload_unknown(upload_id: str) -> UploadUnknown:
     return UploadUnknown(f"upload {upload_id} is unknown, finished, cancelled or expired; start a new upload")
 
@@ -111,12 +115,14 @@ class ChunkWriter:
                 f"upload {self.state.id} to '{self.state.repository.name}' exceeds the size limit of "
                 f"{self._limit} bytes; the upload was stopped"
             )
-        for piece in pieces:
-            self._writer.write(piece)
+        # Heartbeat *before* writing: a writer only ever writes within CLAIM_REFRESH of a confirmed claim, while
+        # another may take the claim over only after CLAIM_STALE of silence, so two writers never overlap.
         now = self._uploads.ctx.clock()
         if now - self._heartbeat >= CLAIM_REFRESH:
-            self._heartbeat = now
             self._uploads._refresh_claim(self.state, self._claim, now)
+            self._heartbeat = now
+        for piece in pieces:
+            self._writer.write(piece)
 
     def digest(self, pieces: Sequence[bytes | memoryview]) -> None:
         """Feed ``pieces`` to the running hash (when this process holds it)."""
@@ -126,14 +132,16 @@ class ChunkWriter:
 
     def finish(self) -> UploadState:
         """Make the chunk durable and record the new size (which ends the claim)."""
-        self._done = True
         try:
             self._writer.commit()
+            state = self._uploads._record_size(self.state, self._claim, self._writer.size, self._hasher)
         except BaseException:
+            self._done = True
             self._uploads._hashes.drop(self.state.id)
             self._uploads._release(self.state.id, self._claim)
             raise
-        return self._uploads._record_size(self.state, self._claim, self._writer.size, self._hasher)
+        self._done = True
+        return state
 
     def abort(self) -> None:
         """Forget the chunk: the row keeps the old size, and the next writer truncates what was written."""
@@ -180,11 +188,18 @@ class Uploads:
                 .values(writer_seen=now, updated_at=now)
             ).rowcount
         if not held:
-            raise RangeNotSatisfiable(
-                f"upload {state.id} was cancelled, expired or taken over while this chunk was written; "
-                "query its status and resume",
-                current_size=state.size,
-            )
+            raise self._lost(state, "while this chunk was written")
+
+    def _lost(self, state: UploadState, when: str) -> UploadUnknown | RangeNotSatisfiable:
+        """The error for a writer whose claim is gone: the session ended (404) or another request took it (416)."""
+        with self.ctx.db.read() as conn:
+            size = conn.execute(sa.select(uploads.c.size).where(uploads.c.id == state.id)).scalar()
+        if size is None:
+            return upload_unknown(state.id)
+        return RangeNotSatisfiable(
+            f"upload {state.id} was taken over by another request {when}; query its status and resume",
+            current_size=size,
+        )
 
     def _release(self, upload_id: str, token: str) -> None:
         with self.ctx.db.write() as conn:
@@ -273,10 +288,7 @@ class Uploads:
             # Another request moved the upload on (or cancelled it) meanwhile: our bytes cannot be trusted.
             self._hashes.drop(state.id)
             self._release(state.id, token)
-            raise RangeNotSatisfiable(
-                f"upload {state.id} changed while this chunk was written; query its status and resume",
-                current_size=state.size,
-            )
+            raise self._lost(state, "while this chunk was written")
         if hasher is not None:
             self._hashes.put(state.id, new_size, hasher)
         return UploadState(state.id, state.repository, new_size)
@@ -287,13 +299,13 @@ class Uploads:
         state = self.status(ref, upload_id)
         claim = self._claim(state)  # a chunk still being written would keep writing into the moved file
         try:
-            return self._complete(ref, upload_id, parsed, digest, expected_size)
+            return self._complete(ref, upload_id, parsed, digest, expected_size, claim)
         except BaseException:
             self._release(upload_id, claim)  # (on success the session's row is gone)
             raise
 
     def _complete(
-        self, ref: RepoRef, upload_id: str, parsed: Digest, digest: str, expected_size: int | None
+        self, ref: RepoRef, upload_id: str, parsed: Digest, digest: str, expected_size: int | None, claim: str
     ) -> BlobInfo:
         state = self.status(ref, upload_id)
         if expected_size is not None and expected_size != state.size:
@@ -306,7 +318,7 @@ class Uploads:
             raise SizeInvalid(f"upload {upload_id} lost data: storage holds less than {state.size} bytes") from None
         hasher = self._hashes.get(upload_id, state.size) if parsed.algorithm == "sha256" else None
         if hasher is None:
-            hasher = self._rehash(upload_id, parsed.algorithm, state.size)
+            hasher = self._rehash(state, parsed.algorithm, claim)
         actual = f"{parsed.algorithm}:{hasher.hexdigest()}"
         if actual != digest:
             raise DigestInvalid(
@@ -316,16 +328,20 @@ class Uploads:
         now = self.ctx.clock()
         # PostgreSQL may pick this transaction as a deadlock victim (against the collector's batches or another
         # upload of the same content); nothing has moved in storage until its last statement, so retry it.
-        retry_on_deadlock(lambda: self._commit_blob(ref, upload_id, digest, state.size, now))
+        try:
+            retry_on_deadlock(lambda: self._commit_blob(ref, upload_id, digest, state.size, now, claim))
+        except _ClaimLost:
+            raise self._lost(state, "while it was being completed") from None
         self._hashes.drop(upload_id)
         self._delete_data(upload_id)
         return BlobInfo(digest, state.size)
 
-    def _commit_blob(self, ref: RepoRef, upload_id: str, digest: str, size: int, now: float) -> None:
+    def _commit_blob(self, ref: RepoRef, upload_id: str, digest: str, size: int, now: float, claim: str) -> None:
         with self.ctx.db.write() as conn:
             repo_id = self.repositories.id_for(conn, ref)
-            if conn.execute(sa.delete(uploads).where(uploads.c.id == upload_id)).rowcount == 0:
-                raise upload_unknown(upload_id)
+            ended = sa.delete(uploads).where(uploads.c.id == upload_id, uploads.c.writer == claim)
+            if conn.execute(ended).rowcount == 0:
+                raise _ClaimLost()
             # Lock the blob row (create it if new) before touching storage; see the module docstring. On PostgreSQL
             # the collector may delete an existing row between our insert (which found it) and our lock (which
             # then finds nothing): insert again; a few attempts always win, as the collector only deletes rows
@@ -349,16 +365,22 @@ class Uploads:
             # Last: the content moves into place only when every row is written and locked.
             self.ctx.storage.move(upload_path(upload_id), blob_path(digest))
 
-    def _rehash(self, upload_id: str, algorithm: str, size: int) -> hashlib._Hash:
+    def _rehash(self, state: UploadState, algorithm: str, claim: str) -> hashlib._Hash:
+        """Hash the stored data (the running hash is elsewhere), keeping the claim alive while it reads."""
         hasher = hashlib.new(algorithm)
-        remaining = size
-        with self.ctx.storage.reader(upload_path(upload_id)) as f:
+        remaining = state.size
+        heartbeat = self.ctx.clock()
+        with self.ctx.storage.reader(upload_path(state.id)) as f:
             while remaining > 0:
                 data = f.read(min(_HASH_READ_SIZE, remaining))
                 if not data:
-                    raise SizeInvalid(f"upload {upload_id} lost data: storage holds less than {size} bytes")
+                    raise SizeInvalid(f"upload {state.id} lost data: storage holds less than {state.size} bytes")
                 hasher.update(data)
                 remaining -= len(data)
+                now = self.ctx.clock()
+                if now - heartbeat >= CLAIM_REFRESH:
+                    self._refresh_claim(state, claim, now)
+                    heartbeat = now
         return hasher
 
     def cancel(self, ref: RepoRef, upload_id: str) -> None:

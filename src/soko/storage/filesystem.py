@@ -27,6 +27,7 @@ def _fsync_dir(path: str) -> None:
 # soon, the final fsync has almost nothing left to do, and — on VMs, where page-cache pages faulted in for the
 # first time are several times slower than reused ones — a push runs ~3x faster (measured: 0.4 → 1.7 GB/s here).
 FLUSH_BEHIND = 8 << 20
+_FLUSH_BEHIND_SUPPORTED = hasattr(os, "fdatasync") and hasattr(os, "posix_fadvise")  # not on macOS: fsync at commit
 
 
 class _FileWriter(FileWriter):
@@ -59,8 +60,9 @@ class _FileWriter(FileWriter):
 
     def _flush_behind(self) -> None:
         fd = self._file.fileno()
-        os.fdatasync(fd)
-        os.posix_fadvise(fd, self._flushed, self._size - self._flushed, os.POSIX_FADV_DONTNEED)
+        if _FLUSH_BEHIND_SUPPORTED:
+            os.fdatasync(fd)
+            os.posix_fadvise(fd, self._flushed, self._size - self._flushed, os.POSIX_FADV_DONTNEED)
         self._flushed = self._size
 
     @property
