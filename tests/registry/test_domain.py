@@ -184,16 +184,20 @@ def test_claim_of_a_dead_writer_goes_stale(registry, other_node):
     assert other_node.uploads.complete(ref, state.id, _digest(b"whole")).size == 5
 
 
-def test_a_writer_that_stalled_past_the_stale_time_never_writes_again(registry, other_node):
+@pytest.fixture
+def shared_clock(registry, other_node) -> list[float]:
+    """One settable clock for both nodes: ``shared_clock[0]`` is now."""
+    clock = [registry.ctx.clock()]
+    registry.ctx.clock = other_node.ctx.clock = lambda: clock[0]
+    return clock
+
+
+def test_a_writer_that_stalled_past_the_stale_time_never_writes_again(registry, other_node, shared_clock):
     ref = _ref(registry)
     state = registry.uploads.start(ref)
-    start = registry.ctx.clock()
-    clock = [start]
-    registry.ctx.clock = lambda: clock[0]
-    other_node.ctx.clock = lambda: clock[0]
     stalled = registry.uploads.begin_chunk(ref, state.id, 0)
     stalled.write(b"AAAA")
-    clock[0] = start + CLAIM_STALE + 1  # its client went quiet; the claim went stale
+    shared_clock[0] += CLAIM_STALE + 1  # its client went quiet; the claim went stale
     _chunk(other_node, ref, state.id, b"BBBB", 0)
     with pytest.raises(RangeNotSatisfiable):
         stalled.write(b"AAAA")  # refused before a byte reaches the file
@@ -213,16 +217,12 @@ def test_cancel_while_a_chunk_streams_is_upload_unknown(registry):
         writer.finish()
 
 
-def test_long_chunk_keeps_its_claim_and_session(registry, other_node):
+def test_long_chunk_keeps_its_claim_and_session(registry, other_node, shared_clock):
     ref = _ref(registry)
     state = registry.uploads.start(ref)
-    start = registry.ctx.clock()
-    clock = [start]
-    registry.ctx.clock = lambda: clock[0]
-    other_node.ctx.clock = lambda: clock[0]
     writer = registry.uploads.begin_chunk(ref, state.id, 0)
-    for i in range(12):  # a slow chunk: 12 pieces, 60 s apart (longer than the stale time)
-        clock[0] = start + 60 * (i + 1)
+    for _ in range(12):  # a slow chunk: 12 pieces, 60 s apart (longer than the stale time)
+        shared_clock[0] += 60
         writer.write(b"x")
         with pytest.raises(RangeNotSatisfiable):
             other_node.uploads.begin_chunk(ref, state.id, 0)
