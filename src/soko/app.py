@@ -97,7 +97,9 @@ async def _upkeep(registry: Registry, identity: Identity):
     """Per-process background work: flush pull times and audit events, expire abandoned uploads, and (every process
     may; the database serialises them) GC, lifecycle evaluation and metering samples."""
     loop = asyncio.get_running_loop()
-    loop.set_default_executor(ThreadPoolExecutor(max_workers=16, thread_name_prefix="soko-io"))
+    # Blocking work runs here: database writes, storage reads, and each push's store + hash threads (which also wait
+    # on fdatasync). Threads are cheap while idle; enough of them keeps a few slow disks from queueing the database.
+    loop.set_default_executor(ThreadPoolExecutor(max_workers=32, thread_name_prefix="soko-io"))
 
     def flush() -> None:
         registry.manifests.flush_pulls()
