@@ -5,8 +5,8 @@ from __future__ import annotations
 from soko.access import repository_arn
 from soko.ecr.api import Call
 from soko.ecr.repositories import domain, invalid
+from soko.iam.authorizer import policy_principal
 from soko.iam.policy import AuthzRequest, MalformedPolicy, Policy, PolicyKind, evaluate, parse_policy
-from soko.iam.policy import Principal as PolicyPrincipal
 from soko.registry.policies import RegistryPolicyNotFound, validate_registry_policy, validate_repository_policy
 
 LOCKOUT = (
@@ -33,14 +33,7 @@ def _would_lock_out(call: Call, name: str, new_policy: Policy) -> bool:
     caller = call.caller
     conditions = identity.authorizer.condition_keys(call.context)
     request = AuthzRequest(
-        principal=PolicyPrincipal(
-            arn=caller.arn,
-            account=caller.account_id,
-            type=caller.type,
-            user_id=caller.user_id,
-            username=caller.username,
-            role_arn=caller.role_arn,
-        ),
+        principal=policy_principal(caller),
         action="ecr:SetRepositoryPolicy",
         resource=repository_arn(call.api.settings.region, call.registry_id, name),
         resource_account=call.registry_id,

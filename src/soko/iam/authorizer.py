@@ -22,6 +22,18 @@ from soko.meta.schema import registry_policies, repositories
 from soko.registry.context import DomainContext
 
 
+def policy_principal(principal: Principal) -> PolicyPrincipal:
+    """The policy engine's view of an authenticated caller."""
+    return PolicyPrincipal(
+        arn=principal.arn,
+        account=principal.account_id,
+        type=principal.type,
+        user_id=principal.user_id,
+        username=principal.username,
+        role_arn=principal.role_arn,
+    )
+
+
 def _reads_clock(policy_text: str) -> bool:
     lowered = policy_text.lower()
     return "aws:currenttime" in lowered or "aws:epochtime" in lowered
@@ -116,14 +128,7 @@ class IamAuthorizer:
                 if parsed is not None:
                     resource.append(parsed)
         request = AuthzRequest(
-            principal=PolicyPrincipal(
-                arn=principal.arn,
-                account=principal.account_id,
-                type=principal.type,
-                user_id=principal.user_id,
-                username=principal.username,
-                role_arn=principal.role_arn,
-            ),
+            principal=policy_principal(principal),
             action=action,
             resource=resource_arn,
             resource_account=resource_account,

@@ -22,9 +22,9 @@ import sqlalchemy as sa
 from soko.access import Principal
 from soko.errors import AccessDenied, SokoError
 from soko.iam import ids
+from soko.iam.authorizer import policy_principal
 from soko.iam.credentials import CredentialStore
 from soko.iam.policy import AuthzRequest, MalformedPolicy, PolicyKind, evaluate, evaluate_trust, parse_policy
-from soko.iam.policy import Principal as PolicyPrincipal
 from soko.iam.secrets import MasterKey
 from soko.meta.schema import (
     access_keys,
@@ -689,14 +689,7 @@ class Directory:
             ).first()
         if role is None or role.path != path:
             raise denied
-        principal = PolicyPrincipal(
-            arn=caller.arn,
-            account=caller.account_id,
-            type=caller.type,
-            user_id=caller.user_id,
-            username=caller.username,
-            role_arn=caller.role_arn,
-        )
+        principal = policy_principal(caller)
         try:
             trust = parse_policy(role.trust_policy, PolicyKind.TRUST)
         except MalformedPolicy:
