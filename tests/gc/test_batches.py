@@ -17,7 +17,9 @@ from soko.gc import collector
 from soko.meta.schema import gc_link_reviews, manifest_blobs, manifests, repositories, repository_blobs
 from soko.registry.fsck import check
 from soko.registry.models import RepoRef
+from tests.clock import Clock
 from tests.gc.test_collector import ACCOUNT, blob_rows, push_blob, push_image, stored
+from tests.oci.helpers import image_manifest
 
 
 @pytest.fixture
@@ -241,14 +243,6 @@ def test_reviews_another_collector_holds_are_skipped_not_waited_for(registry) ->
 GRACE = 3600.0
 
 
-class Clock:
-    def __init__(self, start: float) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
 def clock(registry) -> Clock:
     clock = Clock(time.time())
@@ -257,21 +251,7 @@ def clock(registry) -> Clock:
 
 
 def manifest_of(config: bytes, layers: list[bytes]) -> bytes:
-    return json.dumps(
-        {
-            "schemaVersion": 2,
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "config": {
-                "mediaType": "application/vnd.oci.image.config.v1+json",
-                "digest": sha(config),
-                "size": len(config),
-            },
-            "layers": [
-                {"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": sha(layer), "size": len(layer)}
-                for layer in layers
-            ],
-        }
-    ).encode()
+    return json.dumps(image_manifest(config, layers)).encode()
 
 
 def gc_counts(registry, dry_run: bool = False) -> tuple[int, int]:

@@ -11,6 +11,7 @@ from soko.cli import main
 from soko.errors import ManifestUnknown
 from soko.registry.lifecycle_runner import LifecycleRunner
 from soko.registry.models import RepoRef
+from tests.clock import Clock
 from tests.gc.test_collector import push_blob, push_image
 
 ACCOUNT = "000000000000"
@@ -31,14 +32,6 @@ KEEP_TWO = json.dumps(
         ]
     }
 )
-
-
-class Clock:
-    def __init__(self, start: float) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ import hashlib
 import json
 
 from soko.registry.models import RepoRef
+from tests.oci.helpers import image_manifest
 
 
 def sha(data: bytes) -> str:
@@ -26,21 +27,7 @@ def push_image(registry, ref: RepoRef, tag: str, config: bytes, layers: list[byt
     push_blob(registry, ref, config)
     for layer in layers:
         push_blob(registry, ref, layer)
-    manifest = json.dumps(
-        {
-            "schemaVersion": 2,
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "config": {
-                "mediaType": "application/vnd.oci.image.config.v1+json",
-                "digest": sha(config),
-                "size": len(config),
-            },
-            "layers": [
-                {"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": sha(layer), "size": len(layer)}
-                for layer in layers
-            ],
-        }
-    ).encode()
+    manifest = json.dumps(image_manifest(config, layers)).encode()
     return registry.manifests.put(ref, tag, manifest, None).digest, manifest
 
 

@@ -18,6 +18,7 @@ from soko.registry.fsck import check
 from soko.registry.models import RepoRef
 from soko.registry.uploads import CLAIM_STALE
 from soko.storage import FilesystemDriver, PathNotFound
+from tests.clock import Clock
 
 
 def _ref(registry, name: str = "repo") -> RepoRef:
@@ -185,10 +186,10 @@ def test_claim_of_a_dead_writer_goes_stale(registry, other_node):
 
 
 @pytest.fixture
-def shared_clock(registry, other_node) -> list[float]:
-    """One settable clock for both nodes: ``shared_clock[0]`` is now."""
-    clock = [registry.ctx.clock()]
-    registry.ctx.clock = other_node.ctx.clock = lambda: clock[0]
+def shared_clock(registry, other_node) -> Clock:
+    """One settable clock for both nodes."""
+    clock = Clock(registry.ctx.clock())
+    registry.ctx.clock = other_node.ctx.clock = clock
     return clock
 
 
@@ -197,7 +198,7 @@ def test_a_writer_that_stalled_past_the_stale_time_never_writes_again(registry, 
     state = registry.uploads.start(ref)
     stalled = registry.uploads.begin_chunk(ref, state.id, 0)
     stalled.write(b"AAAA")
-    shared_clock[0] += CLAIM_STALE + 1  # its client went quiet; the claim went stale
+    shared_clock.now += CLAIM_STALE + 1  # its client went quiet; the claim went stale
     _chunk(other_node, ref, state.id, b"BBBB", 0)
     with pytest.raises(RangeNotSatisfiable):
         stalled.write(b"AAAA")  # refused before a byte reaches the file
@@ -222,7 +223,7 @@ def test_long_chunk_keeps_its_claim_and_session(registry, other_node, shared_clo
     state = registry.uploads.start(ref)
     writer = registry.uploads.begin_chunk(ref, state.id, 0)
     for _ in range(12):  # a slow chunk: 12 pieces, 60 s apart (longer than the stale time)
-        shared_clock[0] += 60
+        shared_clock.now += 60
         writer.write(b"x")
         with pytest.raises(RangeNotSatisfiable):
             other_node.uploads.begin_chunk(ref, state.id, 0)
