@@ -250,6 +250,20 @@ def clock(registry) -> Clock:
     return clock
 
 
+def in_thread(fn: Callable[[], object], errors: list[BaseException]) -> threading.Thread:
+    """Run ``fn`` on a started thread; whatever it raises lands in ``errors``."""
+
+    def body() -> None:
+        try:
+            fn()
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=body)
+    thread.start()
+    return thread
+
+
 def manifest_of(config: bytes, layers: list[bytes]) -> bytes:
     return json.dumps(image_manifest(config, layers)).encode()
 
@@ -398,21 +412,9 @@ def test_a_link_again_in_flight_when_its_old_review_is_checked_is_kept(registry,
     monkeypatch.setattr(module, "enqueue_link_reviews", enqueue_then_wait)
     errors: list[BaseException] = []
     reports: list = []
-
-    def run(target_fn) -> threading.Thread:
-        def body() -> None:
-            try:
-                target_fn()
-            except BaseException as exc:
-                errors.append(exc)
-
-        thread = threading.Thread(target=body)
-        thread.start()
-        return thread
-
-    linker = run(_link_again(registry, how, target, source, data))
+    linker = in_thread(_link_again(registry, how, target, source, data), errors)
     assert queued.wait(30)
-    gc_thread = run(lambda: reports.append(registry.gc.run(grace_period=GRACE, sweep_storage=False)))
+    gc_thread = in_thread(lambda: reports.append(registry.gc.run(grace_period=GRACE, sweep_storage=False)), errors)
     try:
         time.sleep(0.5)
         assert gc_thread.is_alive(), "the collector did not wait for the upload or mount in flight"
@@ -449,26 +451,10 @@ def test_an_upload_or_mount_again_while_the_collector_deletes_the_old_link_links
     monkeypatch.setattr(collector, "_link_is_young", young_after_the_locks)
     errors: list[BaseException] = []
     reports: list = []
-
-    def gc_run() -> None:
-        try:
-            reports.append(registry.gc.run(grace_period=GRACE, sweep_storage=False))
-        except BaseException as exc:
-            errors.append(exc)
-
-    complete = _link_again(registry, how, target, source, data)
-
-    def link_again() -> None:
-        try:
-            complete()
-        except BaseException as exc:
-            errors.append(exc)
-
-    gc_thread = threading.Thread(target=gc_run)
-    gc_thread.start()
+    link_again = _link_again(registry, how, target, source, data)  # (prepares its upload before the collector runs)
+    gc_thread = in_thread(lambda: reports.append(registry.gc.run(grace_period=GRACE, sweep_storage=False)), errors)
     assert locked.wait(30)
-    linker = threading.Thread(target=link_again)
-    linker.start()
+    linker = in_thread(link_again, errors)
     try:
         time.sleep(0.5)
         assert linker.is_alive(), "the upload or mount did not wait for the collector's batch"
