@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from soko.config import Settings
 from soko.ecr.api import EcrApi
 from soko.http.aws_api import AwsFrontDoor
+from soko.http.health import Health
 from soko.http.messages import AnyResponse, Request, error_response
 from soko.iam.api import IamApi
 from soko.iam.service import Identity
@@ -27,7 +28,8 @@ log = logging.getLogger("soko")
 
 class SokoApp:
     """Every front end behind one ``handle``: /v2/ (OCI), ``POST /`` (the AWS APIs), /layers/ (the presigned layer
-    URLs GetDownloadUrlForLayer hands out) and /metrics. ``start``/``stop`` run this process's upkeep."""
+    URLs GetDownloadUrlForLayer hands out), /metrics, and the probes /healthz and /readyz. ``start``/``stop`` run
+    this process's upkeep."""
 
     def __init__(
         self,
@@ -47,6 +49,7 @@ class SokoApp:
         self.aws = AwsFrontDoor(identity.credentials, ecr, query, _authn_auditor(identity), endpoints)
         self.layers = PresignedLayers(registry, identity)
         self.metrics = metrics_handler(registry)
+        self.health = Health(registry)
         self._upkeep: contextlib.AbstractAsyncContextManager | None = None
 
     async def handle(self, request: Request) -> AnyResponse:
@@ -59,6 +62,8 @@ class SokoApp:
             return await self.aws.handle(request)
         if path.startswith(LAYERS_PREFIX):
             return await self.layers.handle(request)
+        if path == "/healthz" or path == "/readyz":  # before any authentication: load balancers probe these
+            return await self.health.handle(request)
         if path == "/metrics":
             if request.method not in ("GET", "HEAD"):
                 return _not_here(405, f"{request.method} /metrics is not supported", "GET, HEAD")

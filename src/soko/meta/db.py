@@ -8,6 +8,7 @@ readers use WAL snapshots and never block writers.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import random
 import time
@@ -74,6 +75,18 @@ class Database:
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")
 
+    def schema_revision(self) -> str | None:
+        """The migration the database's schema is at (None: never migrated)."""
+        with self.read() as conn:
+            if not sa.inspect(conn).has_table("alembic_version"):
+                return None
+            return conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
+
+    @staticmethod
+    def head_revision() -> str | None:
+        """The newest migration this code knows."""
+        return _head_revision()
+
     def bytewise(self, column: sa.ColumnElement) -> sa.ColumnElement:
         """``column`` compared and sorted byte by byte (OCI pagination order) whatever the database's collation."""
         return column if self.is_sqlite else column.collate("C")
@@ -84,6 +97,13 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+@functools.cache
+def _head_revision() -> str | None:
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory(str(_MIGRATIONS)).get_current_head()
 
 
 def _sqlite_on_connect(dbapi_conn, _record) -> None:

@@ -125,6 +125,10 @@ class StorageDriver(abc.ABC):
             else:
                 yield info
 
+    def check(self) -> None:
+        """Raise (saying why) unless the storage is reachable and writable: the readiness probe (/readyz)."""
+        self.list("")
+
     def redirect_url(self, path: str, method: str = "GET", expires_in: int = 1200) -> str | None:
         """A URL clients can fetch the content from directly (object stores), or None."""
         return None

@@ -96,6 +96,12 @@ class FilesystemDriver(StorageDriver):
     def _full(self, path: str) -> str:
         return os.path.join(self.root, check_path(path))
 
+    def check(self) -> None:
+        if not os.path.isdir(self.root):
+            raise OSError(f"{self.root} is not a directory (any more)")
+        if not os.access(self.root, os.W_OK | os.X_OK):  # also false on a read-only mount
+            raise OSError(f"{self.root} is not writable")
+
     def get_content(self, path: str) -> bytes:
         try:
             with open(self._full(path), "rb") as f:
