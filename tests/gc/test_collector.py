@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 from soko.errors import SokoError
 from soko.meta.schema import blobs, repository_blobs
-from soko.registry.context import blob_path
+from soko.registry.context import blob_path, trash_path
 from soko.registry.fsck import check
 from soko.registry.models import RepoRef
 from soko.storage import PathNotFound
@@ -132,7 +132,11 @@ def test_stray_files_are_swept_and_trash_of_a_crashed_run_is_restored(registry) 
     kept = push_image(registry, ref, "v1", [b"layer"])
     layer_digest = "sha256:" + hashlib.sha256(b"layer").hexdigest()
     # Simulate a collector that died after moving live content to trash, before its transaction committed.
-    storage.move(blob_path(layer_digest), f"trash/{layer_digest.replace(':', '-')}")
+    storage.move(blob_path(layer_digest), trash_path(layer_digest))
+    # fsck says where the content is and that the next gc deals with it, rather than calling it missing
+    (problem,) = check(registry.ctx)
+    assert (problem.kind, problem.subject) == ("in-trash", layer_digest)
+    assert "in trash (the next gc restores or removes them)" in problem.message
     report = registry.gc.run(grace_period=0)
     assert report.trash_restored == 1 and stored(registry, layer_digest)
     assert report.stray_files_deleted == 2 and not stored(registry, stray)

@@ -21,6 +21,13 @@ class AwsAuthError(Exception):
         self.code = code
         self.message = message
         self.status = status
+        self.access_key_id: str | None = None  # the key the request named, when it named one
+
+    @property
+    def audit_reason(self) -> str:
+        """What the audit log keeps: the failure and the access key id tried — never the header, signature or token
+        that `message` may echo back to the client."""
+        return f"{self.code} (access key {self.access_key_id or 'none'})"
 
     @property
     def query_code(self) -> str:

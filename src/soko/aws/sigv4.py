@@ -325,7 +325,34 @@ def verify(
     expected_service: str | Iterable[str] | None = None,
     max_skew: timedelta = timedelta(minutes=15),
 ) -> Verified:
-    """Verify a SigV4-signed request; return who signed it or raise `AwsAuthError`."""
+    """Verify a SigV4-signed request; return who signed it or raise `AwsAuthError` (naming the key id tried)."""
+    try:
+        return _verify(req, lookup, now, expected_service, max_skew)
+    except AwsAuthError as exc:
+        exc.access_key_id = _key_id_tried(req)
+        raise
+
+
+_KEY_ID = re.compile(r"Credential=([A-Za-z0-9]{1,128})(?=/)")
+
+
+def _key_id_tried(req: SignedRequest) -> str | None:
+    """The access key id in the Authorization header or X-Amz-Credential, if it has the form of one."""
+    headers = _header_index(req.headers)
+    source = (headers.get("authorization") or [""])[0]
+    if not source:
+        source = "Credential=" + dict(_query_pairs(req.query or req.path.partition("?")[2])).get("X-Amz-Credential", "")
+    match = _KEY_ID.search(source)
+    return match.group(1) if match else None
+
+
+def _verify(
+    req: SignedRequest,
+    lookup: Callable[[str], Credentials | None],
+    now: datetime | None,
+    expected_service: str | Iterable[str] | None,
+    max_skew: timedelta,
+) -> Verified:
     now = (now or datetime.now(UTC)).astimezone(UTC).replace(microsecond=0)
     headers = _header_index(req.headers)
     path, _, extra_query = req.path.partition("?")

@@ -63,7 +63,7 @@ from dataclasses import dataclass, field
 import sqlalchemy as sa
 
 from soko.meta.schema import blobs, gc_link_reviews, manifest_blobs, manifests, repository_blobs, uploads
-from soko.registry.context import DomainContext, blob_path
+from soko.registry.context import DomainContext, blob_path, trash_path
 from soko.registry.uploads import Uploads
 from soko.storage import PathNotFound
 
@@ -370,7 +370,7 @@ class GarbageCollector:
                     .all()
                 )
                 for digest in unused:
-                    trash = f"trash/{digest.replace(':', '-')}"
+                    trash = trash_path(digest)
                     try:
                         storage.move(blob_path(digest), trash)
                         moved.append((blob_path(digest), trash))

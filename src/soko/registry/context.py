@@ -44,5 +44,10 @@ def blob_path(digest: str) -> str:
     return f"blobs/{algorithm}/{hex_[:2]}/{hex_}"
 
 
+def trash_path(digest: str) -> str:
+    """Where the garbage collector parks a blob's content between its move and the commit of the row deletion."""
+    return f"trash/{digest.replace(':', '-')}"
+
+
 def upload_path(upload_id: str) -> str:
     return f"uploads/{upload_id}/data"

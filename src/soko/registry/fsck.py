@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 from soko.meta.schema import blobs, manifest_blobs, manifest_children, manifests, repository_blobs
 from soko.meta.schema import repositories as repos
-from soko.registry.context import DomainContext, blob_path
+from soko.registry.context import DomainContext, blob_path, trash_path
 from soko.storage import PathNotFound
 
 
@@ -37,7 +37,15 @@ def _check_blobs(ctx: DomainContext, rehash: bool) -> Iterator[Problem]:
         try:
             info = ctx.storage.stat(path)
         except PathNotFound:
-            yield Problem("missing-blob", digest, "in the database but not in storage")
+            if _in_trash(ctx, digest):
+                # A garbage collector died between moving the content aside and committing the row deletion.
+                yield Problem(
+                    "in-trash",
+                    digest,
+                    "in trash (the next gc restores or removes them): a gc was interrupted; `soko gc` restores it now",
+                )
+            else:
+                yield Problem("missing-blob", digest, "in the database but not in storage")
             continue
         if info.size != size:
             yield Problem("size-mismatch", digest, f"database says {size} bytes, storage holds {info.size}")
@@ -50,6 +58,14 @@ def _check_blobs(ctx: DomainContext, rehash: bool) -> Iterator[Problem]:
                     hasher.update(data)
             if hasher.hexdigest() != expected:
                 yield Problem("corrupt-blob", digest, f"content hashes to {algorithm}:{hasher.hexdigest()}")
+
+
+def _in_trash(ctx: DomainContext, digest: str) -> bool:
+    try:
+        ctx.storage.stat(trash_path(digest))
+    except PathNotFound:
+        return False
+    return True
 
 
 def _check_manifests(ctx: DomainContext) -> Iterator[Problem]:
