@@ -43,7 +43,7 @@ class RegistryAuthenticator:
         now = self.credentials.ctx.clock()
         hit = self._verified.get(header)
         if hit is not None and hit[1] > now:
-            principal = self.credentials.is_valid(hit[0])
+            principal = self.credentials.is_valid(hit[0], issued_at=hit[2])
             if principal is not None:
                 return principal
         scheme, _, value = header.partition(" ")
@@ -58,7 +58,7 @@ class RegistryAuthenticator:
         if user != "AWS":
             raise Unauthenticated(f"the user name must be AWS; {LOGIN_HINT}")
         verified = self.tokens.verify(password, now)
-        principal = self.credentials.is_valid(verified[0]) if verified else None
+        principal = self.credentials.is_valid(verified[0], issued_at=verified[2]) if verified else None
         if principal is None:
             raise Unauthenticated(f"the authorization token is invalid or has expired; {LOGIN_HINT}")
         if len(self._verified) > 10_000:

@@ -37,6 +37,7 @@ class Resolved:
     principal: Principal
     session_token_sha256: str | None = None
     expires_at: float | None = None
+    secret_set_at: float | None = None  # ECR tokens issued before this (an older secret of the same key) are void
 
     def credentials(self, access_key_id: str, presented_token: str | None) -> Credentials:
         """Credentials for SigV4 verification; the session token is checked against its stored hash."""
@@ -87,6 +88,46 @@ class CredentialStore:
             )
         return key_id, secret
 
+    def set_root_key(self, account_id: str, key_id: str, secret: str) -> list[str]:
+        """Make (key_id, secret) the account's only root key: other root keys are deleted and a changed secret for
+        the same id replaces the old one (its ECR tokens stop working). Returns what was revoked, for the log."""
+        revoked: list[str] = []
+        with self.ctx.write(invalidates=True) as conn:
+            self.ensure_account(conn, account_id)
+            rows = conn.execute(
+                sa.select(access_keys.c.access_key_id, access_keys.c.secret_encrypted).where(
+                    access_keys.c.account_id == account_id, access_keys.c.user_name.is_(None)
+                )
+            ).all()
+            current = None
+            for row in rows:
+                if row.access_key_id != key_id:
+                    revoked.append(row.access_key_id)
+                elif hmac.compare_digest(self.master.decrypt(row.secret_encrypted, key_id).encode(), secret.encode()):
+                    current = row
+                else:
+                    revoked.append(f"{key_id} (previous secret)")
+            if revoked:
+                conn.execute(
+                    access_keys.delete().where(
+                        access_keys.c.account_id == account_id,
+                        access_keys.c.user_name.is_(None),
+                        access_keys.c.access_key_id != key_id if current is not None else sa.true(),
+                    )
+                )
+            if current is None:
+                conn.execute(
+                    access_keys.insert().values(
+                        access_key_id=key_id,
+                        account_id=account_id,
+                        user_name=None,
+                        secret_encrypted=self.master.encrypt(secret, key_id),
+                        status="Active",
+                        created_at=self.ctx.clock(),
+                    )
+                )
+        return revoked
+
     def root_key_ids(self, account_id: str) -> list[str]:
         with self.ctx.db.read() as conn:
             return list(
@@ -124,7 +165,7 @@ class CredentialStore:
                 principal = Principal(
                     arn=ids.root_arn(row.account_id), account_id=row.account_id, type="Account", user_id=row.account_id
                 )
-                return Resolved(secret, principal)
+                return Resolved(secret, principal, secret_set_at=row.created_at)
             user = conn.execute(
                 sa.select(iam_users).where(iam_users.c.account_id == row.account_id, iam_users.c.name == row.user_name)
             ).first()
@@ -137,7 +178,7 @@ class CredentialStore:
                 user_id=user.user_id,
                 username=user.name,
             )
-            return Resolved(secret, principal)
+            return Resolved(secret, principal, secret_set_at=row.created_at)
 
     def _resolve_session(self, conn: sa.Connection, access_key_id: str) -> Resolved | None:
         row = conn.execute(sa.select(sts_sessions).where(sts_sessions.c.access_key_id == access_key_id)).first()
@@ -164,12 +205,16 @@ class CredentialStore:
             row.expires_at,
         )
 
-    def is_valid(self, access_key_id: str) -> Principal | None:
-        """The principal behind a key that is still usable (active key, or unexpired session)."""
+    def is_valid(self, access_key_id: str, issued_at: float | None = None) -> Principal | None:
+        """The principal behind a key that is still usable (active key, or unexpired session); with `issued_at`, for
+        a token issued then (not before the key's current secret was set; tokens carry milliseconds)."""
         resolved = self.lookup(access_key_id)
         if resolved is None:
             return None
         if resolved.expires_at is not None and resolved.expires_at <= self.ctx.clock():
+            return None
+        set_at = resolved.secret_set_at
+        if issued_at is not None and set_at is not None and issued_at < round(set_at, 3):
             return None
         return resolved.principal
 

@@ -34,8 +34,18 @@ class Identity:
         settings = self.ctx.settings
         account = settings.account_id
         if settings.root_access_key_id and settings.root_secret_access_key:
-            if settings.root_access_key_id not in self.credentials.root_key_ids(account):
-                self.credentials.add_root_key(account, settings.root_access_key_id, settings.root_secret_access_key)
+            # The configured key is the only root key: a new id or a changed secret revokes what was there before.
+            revoked = self.credentials.set_root_key(
+                account, settings.root_access_key_id, settings.root_secret_access_key
+            )
+            if revoked:
+                log.warning(
+                    "root access key of account %s rotated to %s; revoked %s and their ECR tokens",
+                    account,
+                    settings.root_access_key_id,
+                    ", ".join(revoked),
+                )
+                self._forget_generated_root_credentials(settings.data_dir, settings.root_access_key_id)
             return None
         if self.credentials.root_key_ids(account):
             return None
@@ -46,3 +56,16 @@ class Identity:
             json.dump({"AccountId": account, "AccessKeyId": key_id, "SecretAccessKey": secret}, f, indent=2)
             f.write("\n")
         return key_id, secret
+
+    @staticmethod
+    def _forget_generated_root_credentials(data_dir: str, current_key_id: str) -> None:
+        """A generated root-credentials file for a revoked key only misleads: remove it."""
+        path = os.path.join(data_dir, "root-credentials")
+        try:
+            with open(path) as f:
+                stale = json.load(f).get("AccessKeyId") != current_key_id
+        except (OSError, ValueError, AttributeError):
+            return
+        if stale:
+            os.unlink(path)
+            log.warning("removed %s: it held a revoked root key", path)

@@ -1,9 +1,11 @@
 """ECR authorization tokens: ``base64("AWS:" + password)`` where the password names the caller's access key.
 
-The password is ``v1.<payload>.<mac>``: payload = base64url JSON ``{"k": access key id, "x": expiry}``, mac =
+The password is ``v1.<payload>.<mac>``: payload = base64url JSON ``{"k": access key id, "x": expiry, "i": issued
+at}``, mac =
 HMAC-SHA256 under a key derived from the master key. Nothing is stored: a token is valid while its MAC checks, it
 has not expired, and the key it names still resolves to a usable principal (so it dies with a deleted or
-deactivated key, or an expired session).
+deactivated key, or an expired session), and it was issued after the key's current secret was set (so a rotated
+root key's tokens die with the old secret).
 """
 
 from __future__ import annotations
@@ -33,13 +35,14 @@ class TokenService:
         expires = now + TOKEN_LIFETIME
         if not_after is not None:
             expires = min(expires, not_after)
-        payload = _b64(json.dumps({"k": access_key_id, "x": int(expires)}, separators=(",", ":")).encode())
+        claims = {"k": access_key_id, "x": int(expires), "i": round(now, 3)}
+        payload = _b64(json.dumps(claims, separators=(",", ":")).encode())
         mac = _b64(hmac.new(self._key, f"v1.{payload}".encode(), hashlib.sha256).digest())
         password = f"v1.{payload}.{mac}"
         return base64.b64encode(f"AWS:{password}".encode()).decode(), float(int(expires))
 
-    def verify(self, password: str, now: float) -> tuple[str, float] | None:
-        """(access key id, expiry) of a valid, unexpired password; None otherwise."""
+    def verify(self, password: str, now: float) -> tuple[str, float, float] | None:
+        """(access key id, expiry, issued at) of a valid, unexpired password; None otherwise."""
         parts = password.split(".")
         if len(parts) != 3 or parts[0] != "v1" or len(password) > 4096:
             return None
@@ -49,8 +52,12 @@ class TokenService:
         try:
             claims = json.loads(_unb64(parts[1]))
             key_id, expires = claims["k"], claims["x"]
-        except (ValueError, KeyError, TypeError):
+            # tokens from before "i" existed: the earliest they can have been issued
+            issued = claims.get("i", expires - TOKEN_LIFETIME)
+        except (ValueError, KeyError, TypeError, AttributeError):
             return None
         if not isinstance(key_id, str) or not isinstance(expires, int) or expires <= now:
             return None
-        return key_id, float(expires)
+        if not isinstance(issued, int | float):
+            return None
+        return key_id, float(expires), float(issued)
