@@ -203,3 +203,12 @@ def test_referrers_are_per_repository(client):
     assert put_manifest(client, "other", "sig", sig, OCI_MANIFEST).status_code == 201
     assert client.get(f"/v2/repo/referrers/{subject}").json()["manifests"] == []
     assert len(client.get(f"/v2/other/referrers/{subject}").json()["manifests"]) == 1
+
+
+def test_referrers_of_a_missing_repository_is_an_empty_index(client):
+    """The spec: the referrers API MUST NOT answer 404 — a missing repository has no referrers."""
+    r = client.get(f"/v2/never/pushed/referrers/{sha256(b'x')}")
+    assert r.status_code == 200, r.text
+    assert r.headers["Content-Type"].startswith(OCI_INDEX)
+    assert r.json() == {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []}
+    assert_oci_error(client.get("/v2/never/pushed/referrers/sha256:nothex"), 400, "DIGEST_INVALID")

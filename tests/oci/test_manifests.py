@@ -392,3 +392,15 @@ def test_sha512_manifest(client):
 def test_push_creates_repository_in_catalog(client):
     push_image(client, "new/repo", "v1")
     assert "new/repo" in client.get("/v2/_catalog").json()["repositories"]
+
+
+def test_reads_of_an_invalid_reference_are_404_manifest_unknown(client):
+    """The spec's endpoint table allows only 404 on GET/HEAD of a manifest (the conformance suite reads
+    '.INVALID_MANIFEST_NAME'); PUT keeps 400 TAG_INVALID so the pusher learns what to fix."""
+    _, payload = push_image(client, "repo", "v1")
+    for reference in [".INVALID_MANIFEST_NAME", "-bad", "a" * 129, "sha256:nothex"]:
+        assert_oci_error(client.get(f"/v2/repo/manifests/{reference}"), 404, "MANIFEST_UNKNOWN")
+        r = client.head(f"/v2/repo/manifests/{reference}")
+        assert r.status_code == 404 and r.content == b""
+    r = put_manifest(client, "repo", ".INVALID_MANIFEST_NAME", payload, OCI_MANIFEST)
+    assert_oci_error(r, 400, "TAG_INVALID")

@@ -351,3 +351,22 @@ def _assert_no_upload_data(server) -> None:
     except Exception:
         return
     assert leftovers == [], leftovers
+
+
+def test_final_put_checks_its_content_range_like_patch(client):
+    """A final PUT carrying a chunk whose Content-Range does not start at the current offset is refused with 416
+    and the current Range (as PATCH is), not appended and then failed as DIGEST_INVALID."""
+    location = start_upload(client, "repo")
+    assert client.patch(location, content=DATA[:10], headers={"Content-Range": "0-9"}).status_code == 202
+    digest = sha256(DATA)
+    for content_range, body in [("20-107", DATA[20:]), ("5-107", DATA[5:]), ("0-107", DATA)]:
+        r = client.put(location, params={"digest": digest}, content=body, headers={"Content-Range": content_range})
+        assert_oci_error(r, 416)
+        assert _range(r) == "0-9", content_range
+        assert r.headers["Location"]
+        assert _range(client.get(location)) == "0-9"  # nothing appended, session still usable
+    r = client.put(location, params={"digest": digest}, content=DATA[:5], headers={"Content-Range": "10-107"})
+    assert_oci_error(r, 416)  # the range does not match the body
+    r = client.put(location, params={"digest": digest}, content=DATA[10:], headers={"Content-Range": "10-107"})
+    assert r.status_code == 201, r.text
+    assert client.get(f"/v2/repo/blobs/{digest}").content == DATA

@@ -5,7 +5,7 @@ from __future__ import annotations
 import urllib.parse
 
 from soko.access import repository_arn
-from soko.errors import SokoError
+from soko.errors import RepositoryNotFound, SokoError
 from soko.http.messages import Request, Response, json_response
 from soko.oci.base import OciContext
 from soko.oci.errors import API_VERSION_HEADER, error_response
@@ -76,7 +76,12 @@ async def referrers(ctx: OciContext, request: Request, name: str, digest: str) -
     ref = ctx.repo(request, name)
     ctx.authorize(request, ref, "ecr:BatchGetImage")
     artifact_type = request.query.get("artifactType")
-    descriptors = ctx.registry.manifests.referrers(ref, digest, artifact_type)
+    try:
+        descriptors = ctx.registry.manifests.referrers(ref, digest, artifact_type)
+    except RepositoryNotFound:
+        # The spec: the referrers API MUST NOT answer 404; nothing refers to anything in a missing repository.
+        # (ECR's ListImageReferrers keeps RepositoryNotFoundException.) The digest is still checked (400).
+        descriptors = []
     headers = {"OCI-Filters-Applied": "artifactType"} if artifact_type is not None else {}
     body = {"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": descriptors}
     return _json(body, headers, content_type=mt.OCI_INDEX)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from soko.errors import ManifestUnknown, TooLarge
+from soko.errors import DigestInvalid, ManifestUnknown, TagInvalid, TooLarge
 from soko.http.messages import Request, Response
 from soko.http.streaming import read_limited
 from soko.http.threads import offload
@@ -15,7 +15,12 @@ async def get_manifest(ctx: OciContext, request: Request, name: str, reference: 
     ref = ctx.repo(request, name)
     ctx.authorize(request, ref, "ecr:BatchGetImage")
     head = request.method == "HEAD"
-    record = ctx.registry.manifests.get(ref, reference, record_pull=not head)
+    try:
+        record = ctx.registry.manifests.get(ref, reference, record_pull=not head)
+    except (TagInvalid, DigestInvalid) as exc:
+        # The spec's endpoint table allows only 404 on manifest reads: a reference that cannot name a manifest
+        # names none. (PUT and DELETE keep 400 TAG_INVALID / DIGEST_INVALID: there the client must fix it.)
+        raise ManifestUnknown(f"manifest '{reference[:200]}' is not in '{name}': {exc.message}") from None
     accepted = mt.parse_accept_cached(request.getall("accept"))
     if not mt.acceptable(record.media_type, accepted):
         raise ManifestUnknown(

@@ -116,33 +116,46 @@ def _cancel_quietly(ctx: OciContext, ref: RepoRef, upload_id: str) -> None:
         pass
 
 
+def _range_refused(name: str, upload_id: str, exc: RangeNotSatisfiable) -> Response:
+    return from_domain(
+        exc,
+        {
+            **location(_upload_url(name, upload_id)),
+            "Range": upload_range(exc.current_size),
+            "Docker-Upload-UUID": upload_id,
+        },
+    )
+
+
+async def _chunk_start(ctx: OciContext, request: Request, ref: RepoRef, upload_id: str) -> int | None:
+    """The offset a chunk's ``Content-Range`` claims (None without one), checked against its body's length.
+
+    PATCH and the final PUT both carry chunks and both honour it: a chunk that does not start at the session's
+    current offset is refused with 416 and the current ``Range`` (by ``begin_chunk``), never appended."""
+    content_range = request.headers.get("content-range")
+    if content_range is None:
+        return None
+    match = _CONTENT_RANGE.fullmatch(content_range.strip())
+    if not match:
+        raise UploadInvalid(f"malformed Content-Range '{content_range[:100]}'; expected <start>-<end>")
+    start, end = int(match.group(1)), int(match.group(2))
+    length = _content_length(request)
+    if end < start or (length is not None and end - start + 1 != length):
+        state = await offload(ctx.registry.uploads.status, ref, upload_id)
+        raise RangeNotSatisfiable(
+            f"Content-Range {content_range} does not match the {length}-byte body", current_size=state.size
+        )
+    return start
+
+
 async def patch_upload(ctx: OciContext, request: Request, name: str, upload_id: str) -> Response:
     ref = ctx.repo(request, name)
     ctx.authorize(request, ref, "ecr:UploadLayerPart")
-    start = None
-    content_range = request.headers.get("content-range")
-    if content_range is not None:
-        match = _CONTENT_RANGE.fullmatch(content_range.strip())
-        if not match:
-            raise UploadInvalid(f"malformed Content-Range '{content_range[:100]}'; expected <start>-<end>")
-        start, end = int(match.group(1)), int(match.group(2))
-        length = _content_length(request)
-        if end < start or (length is not None and end - start + 1 != length):
-            state = await offload(ctx.registry.uploads.status, ref, upload_id)
-            raise RangeNotSatisfiable(
-                f"Content-Range {content_range} does not match the {length}-byte body", current_size=state.size
-            )
     try:
+        start = await _chunk_start(ctx, request, ref, upload_id)
         state = await _write_chunk(ctx, request, ref, upload_id, start)
     except RangeNotSatisfiable as exc:
-        return from_domain(
-            exc,
-            {
-                **location(_upload_url(name, upload_id)),
-                "Range": upload_range(exc.current_size),
-                "Docker-Upload-UUID": upload_id,
-            },
-        )
+        return _range_refused(name, upload_id, exc)
     return Response(202, _session_headers(name, state))
 
 
@@ -155,10 +168,11 @@ async def put_upload(ctx: OciContext, request: Request, name: str, upload_id: st
     try:
         if _has_body(request):
             ctx.authorize(request, ref, "ecr:UploadLayerPart")
-            await _write_chunk(ctx, request, ref, upload_id, None)
+            start = await _chunk_start(ctx, request, ref, upload_id)
+            await _write_chunk(ctx, request, ref, upload_id, start)
         blob = await offload(ctx.registry.uploads.complete, ref, upload_id, digest)
     except RangeNotSatisfiable as exc:
-        return from_domain(exc, {**location(_upload_url(name, upload_id)), "Range": upload_range(exc.current_size)})
+        return _range_refused(name, upload_id, exc)
     return _created(name, blob.digest)
 
 
