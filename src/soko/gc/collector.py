@@ -3,21 +3,23 @@
 What is garbage, and why deleting it is safe while pushes and pulls go on:
 
 1. **Links** (a repository's right to read a blob) that no manifest of the repository references. Every event that
-   can leave a link unreferenced — a finished upload, a mount, a manifest deletion — enqueues a review row (a blob
-   unlink deletes the link itself). Once the grace period has passed since the event, the collector locks the link
-   row (``FOR UPDATE`` on PostgreSQL; SQLite's ``BEGIN IMMEDIATE`` serialises all writers), re-checks in that
-   transaction that no manifest references it, and deletes it. A manifest push locks the links it relies on
-   (``FOR SHARE``) in its own transaction, so the two can never both succeed. The grace period covers a client that
-   checked a blob exists and pushes the manifest a little later. It runs from the link's *last* event: uploading or
-   mounting a blob a repository still links (a client retrying a push) keeps the link row as it is but queues a new
-   review, so a link with a review not yet due — or created within the grace period — is kept whatever older
-   reviews say; the youngest review decides. Links older than the grace period with no pending review (e.g. left
-   by a crash) are found by a sweep, under the same rules.
-2. **Blobs** no repository links. The collector locks the blob row and re-checks that nothing links or references
-   it; then it *renames* the content into ``trash/`` (still under the lock), deletes the row and commits, and only
-   then removes the trash. An upload completing the same digest takes the same row lock before moving its content
-   into place, so it either waits for the collector or makes the collector skip the blob. A crash after the rename
-   leaves trash whose row still exists; the next run moves it back.
+   can leave a link unreferenced — a finished upload, a mount, a manifest deletion (by digest, by an image's last
+   tag, by lifecycle expiry) — enqueues a review row (a blob unlink deletes the link itself; a repository deletion
+   deletes its links and queues a review of each, which keeps their blobs, see 2). Once the grace period has passed
+   since the event, the collector locks the link row (``FOR UPDATE`` on PostgreSQL; SQLite's ``BEGIN IMMEDIATE``
+   serialises all writers), re-checks in that transaction that no manifest references it, and deletes it. A manifest
+   push locks the links it relies on (``FOR SHARE``) in its own transaction, so the two can never both succeed. The
+   grace period covers a client that checked a blob exists and pushes the manifest a little later. It runs from the
+   link's *last* event: uploading or mounting a blob a repository still links (a client retrying a push) keeps the
+   link row as it is but queues a new review, so a link with a review not yet due — or created within the grace
+   period — is kept whatever older reviews say; the youngest review decides. Links older than the grace period with
+   no pending review (e.g. left by a crash) are found by a sweep, under the same rules.
+2. **Blobs** no repository links, stored before the cutoff and with no review of their digest queued after it. The
+   collector locks the blob row and re-checks that nothing links or references it; then it *renames* the content
+   into ``trash/`` (still under the lock), deletes the row and commits, and only then removes the trash. An upload
+   completing the same digest takes the same row lock before moving its content into place, so it either waits for
+   the collector or makes the collector skip the blob. A crash after the rename leaves trash whose row still exists;
+   the next run moves it back.
 3. **Uploads** untouched for ``upload_expiry``, and **stray files** in storage with no row (left by crashes): data
    of upload sessions with no row and blob files with no row, older than the grace period.
 
@@ -98,6 +100,15 @@ _BLOB_USED = sa.or_(
     sa.exists().where(repository_blobs.c.digest == blobs.c.digest),
     sa.exists().where(manifest_blobs.c.digest == blobs.c.digest),
 )
+
+
+def _blob_is_young(cutoff: float) -> sa.ColumnElement[bool]:
+    """The blob (correlated with blobs) was stored after ``cutoff``, or a review of a link to it is queued after it:
+    a deleted repository's links go at once, but their reviews keep the blob for the grace period."""
+    return sa.or_(
+        blobs.c.created_at > cutoff,
+        sa.exists().where(gc_link_reviews.c.digest == blobs.c.digest, gc_link_reviews.c.queued_at > cutoff),
+    )
 
 
 def _is_link(links: Iterable[Link], table: sa.Table = repository_blobs) -> sa.ColumnElement[bool]:
@@ -300,7 +311,7 @@ class GarbageCollector:
             candidates = [
                 tuple(row)
                 for row in conn.execute(
-                    sa.select(blobs.c.digest, blobs.c.size).where(blobs.c.created_at <= cutoff, ~linked)
+                    sa.select(blobs.c.digest, blobs.c.size).where(~_blob_is_young(cutoff), ~linked)
                 )
             ]
             if dry_run and report.doomed_links:
@@ -334,7 +345,7 @@ class GarbageCollector:
         digests = sorted(sizes)
         for start in range(0, len(digests), BATCH):
             try:
-                deleted = self._delete_blob_batch(digests[start : start + BATCH])
+                deleted = self._delete_blob_batch(digests[start : start + BATCH], cutoff)
             except sa.exc.OperationalError as exc:
                 if not _is_deadlock(exc):
                     raise
@@ -345,7 +356,7 @@ class GarbageCollector:
                 report.bytes_reclaimed += sizes[digest]
                 report.deleted_digests.append(digest)
 
-    def _delete_blob_batch(self, digests: list[str]) -> list[str]:
+    def _delete_blob_batch(self, digests: list[str], cutoff: float) -> list[str]:
         """Delete blobs nothing uses, in one transaction; content goes to trash under the row locks."""
         storage = self.ctx.storage
         moved: list[tuple[str, str]] = []  # (blob path, trash path)
@@ -365,7 +376,11 @@ class GarbageCollector:
                     return []
                 # A new statement, so it sees every link and manifest committed while the locks were awaited.
                 unused = (
-                    conn.execute(sa.select(blobs.c.digest).where(blobs.c.digest.in_(locked), ~_BLOB_USED))
+                    conn.execute(
+                        sa.select(blobs.c.digest).where(
+                            blobs.c.digest.in_(locked), ~_BLOB_USED, ~_blob_is_young(cutoff)
+                        )
+                    )
                     .scalars()
                     .all()
                 )

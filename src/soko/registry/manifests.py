@@ -327,7 +327,7 @@ class Manifests:
                 ):
                     raise manifest_unknown(ref, reference)
                 if drop_untagged and not self._still_needed(conn, repo_id, row.id, row.digest):
-                    conn.execute(sa.delete(manifests).where(manifests.c.id == row.id))
+                    self._drop(conn, repo_id, row.id, "manifest-delete")
                 return row.digest
             Digest.parse(reference)
             target = sa.select(manifests.c.id).where(
@@ -349,12 +349,17 @@ class Manifests:
                     f"manifest {reference} is referenced by the manifest list {parent} in repository "
                     f"'{ref.name}'; delete the list first"
                 )
-            blob_digests = conn.execute(
-                sa.select(manifest_blobs.c.digest).where(manifest_blobs.c.manifest_id == manifest_id)
-            ).scalars()
-            enqueue_link_reviews(conn, repo_id, blob_digests, self.ctx.clock(), "manifest-delete")
-            conn.execute(sa.delete(manifests).where(manifests.c.id == manifest_id))
+            self._drop(conn, repo_id, manifest_id, "manifest-delete")
         return None
+
+    def _drop(self, conn: sa.Connection, repo_id: int, manifest_id: int, reason: str) -> None:
+        """Delete the manifest (tags and references cascade) and queue reviews of the links it may have left
+        unreferenced: every path that deletes a manifest goes through here, so the grace period always holds."""
+        blob_digests = conn.execute(
+            sa.select(manifest_blobs.c.digest).where(manifest_blobs.c.manifest_id == manifest_id)
+        ).scalars()
+        enqueue_link_reviews(conn, repo_id, blob_digests, self.ctx.clock(), reason)
+        conn.execute(sa.delete(manifests).where(manifests.c.id == manifest_id))
 
     @staticmethod
     def _still_needed(conn: sa.Connection, repo_id: int, manifest_id: int, digest: str) -> bool:

@@ -8,6 +8,7 @@ import json
 import sqlalchemy as sa
 
 from soko.errors import LimitExceeded, RepositoryAlreadyExists, RepositoryNotEmpty, RepositoryNotFound, SokoError
+from soko.gc.queue import enqueue_repository_reviews
 from soko.meta.changes import CHANNEL
 from soko.meta.schema import lifecycle_policies, manifests, repository_tags, uploads
 from soko.meta.schema import repositories as t
@@ -371,6 +372,7 @@ class Repositories:
                         "deleted because it still contains images"
                     )
             upload_ids = list(conn.execute(sa.select(uploads.c.id).where(uploads.c.repository_id == repo.id)).scalars())
+            enqueue_repository_reviews(conn, repo.id, self.ctx.clock(), "repository-delete")
             conn.execute(sa.delete(t).where(t.c.id == repo.id))
         for upload_id in upload_ids:
             try:

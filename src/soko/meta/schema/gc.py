@@ -14,7 +14,7 @@ gc_link_reviews = sa.Table(
     sa.Column("repository_id", Id, nullable=False),  # no FK: the repository may be deleted meanwhile
     sa.Column("digest", sa.String(DIGEST_LENGTH), nullable=False),
     sa.Column("queued_at", Timestamp, nullable=False),
-    sa.Column("reason", sa.String(32), nullable=False),  # upload | mount | manifest-delete
+    sa.Column("reason", sa.String(32), nullable=False),  # upload | mount | manifest-delete | repository-delete
     sa.Index(None, "queued_at"),
     sa.Index(None, "repository_id", "digest"),
 )
