@@ -13,6 +13,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from soko import private
+
 _VERSION = b"\x01"
 
 
@@ -35,7 +37,7 @@ class MasterKey:
             except ValueError as exc:
                 raise ValueError(f"master_key (SOKO_MASTER_KEY) is not valid: {exc}") from None
         path = os.path.join(data_dir, "master.key")
-        os.makedirs(data_dir, exist_ok=True)
+        private.make_dirs(data_dir)
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except FileExistsError:

@@ -16,13 +16,15 @@ import os
 import struct
 import threading
 
+from soko import private
+
 log = logging.getLogger("soko.changes")
 CHANNEL = "soko_changes"
 
 
 class Generation:
     def __init__(self, path: str) -> None:
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        private.make_dirs(os.path.dirname(os.path.abspath(path)))
         self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         if os.fstat(self._fd).st_size < 8:
             os.ftruncate(self._fd, 8)

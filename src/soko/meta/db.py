@@ -21,6 +21,8 @@ from alembic import command
 from alembic.config import Config as AlembicConfig
 from sqlalchemy.dialects import postgresql, sqlite
 
+from soko import private
+
 _MIGRATIONS = Path(__file__).parent / "migrations"
 T = TypeVar("T")
 
@@ -30,6 +32,9 @@ class Database:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         if self.is_sqlite:
+            path = sa.engine.make_url(url).database
+            if path and path != ":memory:" and os.path.isdir(os.path.dirname(os.path.abspath(path))):
+                private.create_file(path)  # SQLite gives its -wal and -shm files the database file's mode
             self.engine = sa.create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
             sa.event.listen(self.engine, "connect", _sqlite_on_connect)
             sa.event.listen(self.engine, "begin", _sqlite_on_begin)
@@ -39,7 +44,7 @@ class Database:
 
     @classmethod
     def for_data_dir(cls, data_dir: str) -> Database:
-        os.makedirs(data_dir, exist_ok=True)
+        private.make_dirs(data_dir)
         return cls(f"sqlite:///{os.path.abspath(os.path.join(data_dir, 'metadata.db'))}")
 
     @contextlib.contextmanager

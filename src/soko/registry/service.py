@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import os
-
+from soko import private
 from soko.config import Settings
 from soko.gc.collector import GarbageCollector
 from soko.meta import Database
@@ -34,7 +33,7 @@ class Registry:
     @classmethod
     def open(cls, settings: Settings, *, migrate: bool = True) -> Registry:
         """Open (and on first use initialise) the configured database and storage."""
-        os.makedirs(settings.data_dir, exist_ok=True)
+        private.data_dir(settings.data_dir)
         db = Database(settings.effective_database_url)
         if migrate:
             db.migrate()

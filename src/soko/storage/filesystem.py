@@ -11,6 +11,7 @@ import shutil
 import uuid
 from typing import BinaryIO
 
+from soko.private import FILE_MODE, make_dirs
 from soko.storage.base import FileInfo, FileWriter, InvalidOffset, PathNotFound, StorageDriver, check_path
 
 
@@ -32,7 +33,7 @@ _FLUSH_BEHIND_SUPPORTED = hasattr(os, "fdatasync") and hasattr(os, "posix_fadvis
 
 class _FileWriter(FileWriter):
     def __init__(self, full_path: str, offset: int) -> None:
-        os.makedirs(os.path.dirname(full_path), exist_ok=True)
+        make_dirs(os.path.dirname(full_path))
         self._path = full_path
         if offset:
             try:
@@ -46,7 +47,8 @@ class _FileWriter(FileWriter):
             self._file.truncate(offset)
             self._file.seek(offset)
         else:
-            self._file = open(full_path, "wb", buffering=0)  # noqa: SIM115 - owned by the writer
+            fd = os.open(full_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+            self._file = open(fd, "wb", buffering=0)  # noqa: SIM115 - owned by the writer
         self._size = offset
         self._flushed = offset
         self._closed = False
@@ -91,7 +93,7 @@ class FilesystemDriver(StorageDriver):
 
     def __init__(self, root: str) -> None:
         self.root = os.path.abspath(root)
-        os.makedirs(self.root, exist_ok=True)
+        make_dirs(self.root)
 
     def _full(self, path: str) -> str:
         return os.path.join(self.root, check_path(path))
@@ -111,10 +113,10 @@ class FilesystemDriver(StorageDriver):
 
     def put_content(self, path: str, data: bytes) -> None:
         full = self._full(path)
-        os.makedirs(os.path.dirname(full), exist_ok=True)
+        make_dirs(os.path.dirname(full))
         tmp = f"{full}.tmp-{uuid.uuid4().hex}"
         try:
-            with open(tmp, "wb") as f:
+            with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE), "wb") as f:
                 f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
@@ -158,7 +160,7 @@ class FilesystemDriver(StorageDriver):
         src_full, dst_full = self._full(source), self._full(dest)
         if not os.path.exists(src_full):
             raise PathNotFound(source)
-        os.makedirs(os.path.dirname(dst_full), exist_ok=True)
+        make_dirs(os.path.dirname(dst_full))
         os.replace(src_full, dst_full)
         _fsync_dir(os.path.dirname(dst_full))
 
