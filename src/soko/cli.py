@@ -101,7 +101,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
         when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(row["at"]))
         count = f" x{row['count']}" if row["count"] > 1 else ""
         print(
-            f"{when} {row['event']:<6} {row['decision']:<5}{count} {row['principal'] or '-'} "
+            f"{when} {row['event']:<6} {row['decision']:<9}{count} {row['principal'] or '-'} "
             f"{row['action'] or '-'} {row['resource'] or '-'} from {row['source_ip']} via {row['endpoint']} "
             f"[{row['request_id']}] {row['reason'] or ''}"
         )
@@ -224,7 +224,12 @@ def main(argv: list[str] | None = None) -> int:
     _common(audit)
     audit.add_argument("--since", help="a duration back from now (15m, 24h, 7d) or an ISO 8601 time")
     audit.add_argument("--principal", help="only this principal ARN")
-    audit.add_argument("--decision", choices=["allow", "deny"], help="only allows or denials")
+    audit.add_argument(
+        "--decision",
+        choices=["allow", "deny", "challenge"],
+        help="only allows, denials, or challenges (the anonymous first request of a registry client, answered 401 "
+        "with a login challenge: not shown otherwise)",
+    )
     audit.add_argument("--limit", type=int, default=1000)
     audit.add_argument("--format", choices=["text", "json"], default="text")
     audit.set_defaults(func=cmd_audit)

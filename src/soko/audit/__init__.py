@@ -3,7 +3,9 @@
 Recording must not cost a write transaction per request, so events are queued in memory and written in batches
 about once a second (and at shutdown); at most the last second is lost if the process is killed. Identical allow
 decisions (same principal, action, resource, source and endpoint) within one window become one row with a count,
-so a busy pull path costs a dictionary update, not a row per request; every denial keeps its own row.
+so a busy pull path costs a dictionary update, not a row per request; every denial keeps its own row. A
+"challenge" is the anonymous first request every registry client makes before it logs in (answered 401 with
+WWW-Authenticate): merged like allows, and left out of queries unless asked for.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from soko.registry.context import DomainContext
 class AuditQuery:
     since: float | None = None
     principal: str | None = None
-    decision: str | None = None
+    decision: str | None = None  # allow | deny | challenge; None: allows and denials
     limit: int = 1000
 
 
@@ -45,8 +47,9 @@ class AuditLog:
     ) -> None:
         source_ip = context.source_ip if context else None
         endpoint = context.endpoint if context else None
-        if decision == "allow":
-            key = (event, principal, action, resource, source_ip, endpoint)
+        merge = decision != "deny"
+        if merge:
+            key = (event, principal, action, resource, decision, source_ip, endpoint)
             with self._lock:
                 merged = self._allows.get(key)
                 if merged is not None:
@@ -67,7 +70,7 @@ class AuditLog:
         }
         with self._lock:
             self._pending.append(row)
-            if decision == "allow":
+            if merge:
                 self._allows[key] = row
             if len(self._pending) > 100_000:  # never grow without bound if the database is down
                 del self._pending[:50_000]
@@ -89,5 +92,7 @@ class AuditLog:
             stmt = stmt.where(audit_events.c.principal == q.principal)
         if q.decision:
             stmt = stmt.where(audit_events.c.decision == q.decision)
+        else:
+            stmt = stmt.where(audit_events.c.decision != "challenge")
         with self.ctx.db.read() as conn:
             return [dict(row._mapping) for row in conn.execute(stmt)]

@@ -93,7 +93,8 @@ class AwsFrontDoor:
         try:
             verified = sigv4.verify(signed, lookup, expected_service="ecr" if is_json else {"iam", "sts"})
         except AwsAuthError as exc:
-            self.audit_authn(None, "deny", exc.audit_reason, context)
+            owner = resolved_box["r"].principal.arn if "r" in resolved_box else None  # whose key was tried
+            self.audit_authn(owner, "deny", exc.audit_reason, context)
             if is_json:
                 return self._json_error(exc.code, exc.message, context, exc.status)
             status, payload = query_protocol.auth_error_response(_query_service(body), exc, context.request_id)

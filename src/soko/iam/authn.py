@@ -33,7 +33,9 @@ class RegistryAuthenticator:
         try:
             principal = self._authenticate(request)
         except Unauthenticated as exc:
-            self.audit.record("authn", None, None, None, "deny", exc.message, context)
+            # Clients ask anonymously first and log in on the 401 (the challenge): not a denial of anything.
+            decision = "deny" if "authorization" in request.headers else "challenge"
+            self.audit.record("authn", None, None, None, decision, exc.message, context)
             raise
         self.audit.record("authn", principal.arn, None, None, "allow", "ECR token", context)
         return principal
