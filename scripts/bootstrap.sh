@@ -2,8 +2,8 @@
 # Idempotent set-up: the project's virtualenv (.venv) with Soko and its pinned dependencies.
 #   scripts/bootstrap.sh          what `soko serve` needs
 #   scripts/bootstrap.sh --test   also the test tools, and the external clients the end-to-end tests and the bench
-#                                 drive (skopeo, umoci, docker-registry, wrk, hey: Debian packages, installed with
-#                                 apt-get when missing)
+#                                 drive (skopeo, umoci, jq, docker-registry, wrk, hey: Debian packages, installed
+#                                 with apt-get when missing)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extra=""
@@ -13,6 +13,7 @@ if [ -n "$extra" ]; then
   missing=()
   command -v skopeo >/dev/null 2>&1 || missing+=(skopeo)
   command -v umoci >/dev/null 2>&1 || missing+=(umoci)
+  command -v jq >/dev/null 2>&1 || missing+=(jq)
   [ -x /usr/bin/docker-registry ] || missing+=(docker-registry)
   command -v wrk >/dev/null 2>&1 || missing+=(wrk)
   command -v hey >/dev/null 2>&1 || missing+=(hey)
@@ -29,7 +30,10 @@ stamp=".venv/.installed${extra:+-test}"
 if [ ! -x .venv/bin/python ]; then
   "${PYTHON:-python3}" -m venv .venv
 fi
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+fresh() { [ -f "$1" ] && [ ! pyproject.toml -nt "$1" ]; }
+# A venv set up with --test has everything `soko serve` needs too: scripts/serve.sh after scripts/test.sh installs
+# nothing.
+if ! fresh "$stamp" && ! { [ -z "$extra" ] && fresh .venv/.installed-test; }; then
   .venv/bin/python -m pip install --quiet --upgrade pip >/dev/null
   .venv/bin/python -m pip install --quiet -e ".${extra}"
   touch "$stamp"

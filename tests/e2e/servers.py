@@ -137,7 +137,7 @@ class RegistryServer:
 
 
 def _spawn(kind: str, argv: Sequence[str], host: str, data_dir: Path, log_path: Path,
-           env: dict[str, str] | None = None) -> RegistryServer:
+           env: dict[str, str] | None = None, cwd: Path | None = None) -> RegistryServer:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
@@ -146,6 +146,7 @@ def _spawn(kind: str, argv: Sequence[str], host: str, data_dir: Path, log_path: 
             stdout=log,
             stderr=subprocess.STDOUT,
             env=env,
+            cwd=cwd,
             start_new_session=True,  # own process group: Ctrl-C does not hit it, killpg reaches workers
         )
     return RegistryServer(kind, host, data_dir, log_path, proc, credentials=registry_credentials())
@@ -278,3 +279,16 @@ def run_fsck(data_dir: Path, timeout: float = 300) -> subprocess.CompletedProces
         [sys.executable, "-m", "soko", "fsck", "--data-dir", str(data_dir)],
         capture_output=True, text=True, timeout=timeout, check=False,
     )
+
+
+def start_soko_in_checkout(checkout: Path) -> RegistryServer:
+    """Soko started as ``scripts/serve.sh`` starts it: ``.venv/bin/soko serve`` run in the checkout, so the data
+    dir is ``./soko-data``; only ``--listen`` is added (a free port). ``checkout/.venv`` must be a venv with Soko."""
+
+    def start(port: int) -> RegistryServer:
+        host = f"127.0.0.1:{port}"
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("SOKO_", "AWS_"))}
+        return _spawn("soko", [".venv/bin/soko", "serve", "--listen", host], host, checkout / "soko-data",
+                      checkout / "soko.log", env, cwd=checkout)
+
+    return _start_with_retries(start)

@@ -1,0 +1,99 @@
+"""The README's quick start, run as written, so a new user's first commands cannot drift from what works.
+
+The server is started as ``scripts/serve.sh`` starts it (``.venv/bin/soko serve`` in the checkout, data in
+``./soko-data``) in a temporary directory that stands for the checkout (its ``.venv`` links to the venv running
+these tests). The one change made to the README's text: ``127.0.0.1:5000`` becomes the server's free port. HOME,
+the XDG dirs and TMPDIR are temporary, so skopeo's login and the AWS CLI read and write nothing of the machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from .servers import RegistryServer, start_soko_in_checkout
+
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("readme")]
+
+ROOT = Path(__file__).resolve().parents[2]
+README = ROOT / "README.md"
+README_HOST = "127.0.0.1:5000"
+SCRIPT_TIMEOUT = 120
+
+
+def section(title: str) -> str:
+    """The text of the README's ``## title`` section, up to the next ``## `` heading."""
+    text = README.read_text()
+    match = re.search(rf"^## {re.escape(title)}\n(.*?)(?=^## |\Z)", text, re.M | re.S)
+    assert match, f"README.md has no '## {title}' section"
+    return match.group(1)
+
+
+def shell_blocks(text: str) -> list[str]:
+    return re.findall(r"^```sh\n(.*?)^```", text, re.M | re.S)
+
+
+@pytest.fixture(scope="module")
+def checkout(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, RegistryServer]]:
+    root = tmp_path_factory.mktemp("checkout")
+    venv = Path(sys.prefix)
+    assert (venv / "bin" / "soko").exists(), f"run the tests from the project's venv ({venv} has no bin/soko)"
+    (root / ".venv").symlink_to(venv)
+    server = start_soko_in_checkout(root)
+    try:
+        yield root, server
+    finally:
+        assert server.stop() == 0, server.log_tail()
+
+
+def run_as_user(root: Path, script: str, server: RegistryServer) -> subprocess.CompletedProcess[str]:
+    home = root / "home"
+    for path in (home / "run", home / "tmp"):
+        path.mkdir(parents=True, exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "LC_ALL", "TZ")}
+    env |= {"HOME": str(home), "XDG_RUNTIME_DIR": str(home / "run"), "XDG_CONFIG_HOME": str(home / ".config"),
+            "TMPDIR": str(home / "tmp")}
+    script = script.replace(README_HOST, server.host)
+    return subprocess.run(["bash", "-e", "-o", "pipefail", "-c", script], cwd=root, env=env, capture_output=True,
+                          text=True, timeout=SCRIPT_TIMEOUT, check=False, stdin=subprocess.DEVNULL)
+
+
+def test_quick_start_runs_as_written(checkout: tuple[Path, RegistryServer]) -> None:
+    root, server = checkout
+    blocks = shell_blocks(section("Quick start"))
+    assert len(blocks) >= 2, "the quick start lost its shell blocks"
+    script = "\n".join(blocks)
+    assert README_HOST in script
+    assert re.findall(r"127\.0\.0\.1:\d+", script) == [README_HOST] * script.count("127.0.0.1:"), \
+        "the quick start names another port than the one scripts/serve.sh listens on"
+
+    result = run_as_user(root, script, server)
+    assert result.returncode == 0, (f"the README's quick start failed ({result.returncode})\n--- stdout ---\n"
+                                    f"{result.stdout[-3000:]}\n--- stderr ---\n{result.stderr[-3000:]}\n"
+                                    f"--- server ---\n{server.log_tail()}")
+    assert "Login Succeeded" in result.stdout
+    pulled = json.loads((root / "pulled" / "index.json").read_text())
+    assert [m["annotations"]["org.opencontainers.image.ref.name"] for m in pulled["manifests"]] == ["v1"]
+    assert "111122223333" in result.stdout  # soko account create printed the new account's key
+    assert "no problems" in result.stdout + result.stderr  # soko fsck
+
+
+def test_serve_sh_starts_soko_as_the_test_does() -> None:
+    """The fixture above starts Soko as scripts/serve.sh does; this keeps the two the same."""
+    lines = (ROOT / "scripts" / "serve.sh").read_text().splitlines()
+    assert 'exec .venv/bin/soko serve "$@"' in lines
+
+
+def test_readme_installs_the_aws_cli_version_the_tests_use() -> None:
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    pins = [spec for spec in pyproject["project"]["optional-dependencies"]["test"] if spec.startswith("awscli==")]
+    assert pins, "pyproject.toml's test extra no longer pins awscli"
+    assert f"pip install {pins[0]}" in section("Quick start")
