@@ -199,6 +199,37 @@ def test_put_image_already_exists(ecr, client, server):
     assert sorted(i["imageTag"] for i in ids) == ["v1", "v2"]
 
 
+def test_put_image_identical_after_v2_push_and_with_digest_already_exists(ecr, client, server):
+    """The same manifest with a tag it already has fails however it first arrived (/v2/ or PutImage)."""
+    make_repo(server)
+    manifest = image_parts(client, "app", "same")
+    r = client.put("/v2/app/manifests/v1", content=manifest.encode(), headers={"Content-Type": DOCKER_MANIFEST})
+    assert r.status_code == 201
+    digest = sha256(manifest.encode())
+    for kwargs in ({}, {"imageDigest": digest}, {"imageManifestMediaType": DOCKER_MANIFEST}):
+        with pytest.raises(ClientError) as exc:
+            put(ecr, "app", manifest, "v1", **kwargs)
+        assert error_of(exc)[0] == "ImageAlreadyExistsException", kwargs
+    assert [i["imageTag"] for i in ecr.list_images(repositoryName="app")["imageIds"]] == ["v1"]
+
+
+def test_put_image_without_any_media_type_is_refused(ecr, client, server):
+    """ECR does not guess a manifest's media type: without mediaType in it nor imageManifestMediaType, refused."""
+    make_repo(server)
+    doc = json.loads(image_parts(client, "app", "nomt", media_type=OCI_MANIFEST))
+    del doc["mediaType"]
+    text = json.dumps(doc)
+    with pytest.raises(ClientError) as exc:
+        put(ecr, "app", text, "v1")
+    code, message = error_of(exc)
+    assert code == "InvalidParameterException"
+    assert message.startswith("Invalid parameter at 'imageManifestMediaType' failed to satisfy constraint: ")
+    assert ecr.list_images(repositoryName="app")["imageIds"] == []  # nothing stored
+    put(ecr, "app", text, "v1", imageManifestMediaType=OCI_MANIFEST)
+    (image,) = ecr.batch_get_image(repositoryName="app", imageIds=[{"imageTag": "v1"}])["images"]
+    assert image["imageManifestMediaType"] == OCI_MANIFEST
+
+
 def test_put_image_immutable_tag(ecr, client, server):
     make_repo(server, tag_mutability="IMMUTABLE")
     first = image_parts(client, "app", "i1")
@@ -615,8 +646,14 @@ def test_describe_image_scan_findings_not_found_and_waiter(ecr, client, server):
     digest = put(ecr, "app", image_parts(client, "app", "scan"), "v1")
     with pytest.raises(ClientError) as exc:
         ecr.describe_image_scan_findings(repositoryName="app", imageId={"imageTag": "v1"})
-    code, message = error_of(exc)
-    assert code == "ScanNotFoundException" and digest in message
+    assert error_of(exc) == (
+        "ScanNotFoundException",
+        "Image scan does not exist for the image with '{imageDigest:'null', imageTag:'v1'}' in the repository with "
+        f"name 'app' in the registry with id '{ACCOUNT}'",
+    )
+    with pytest.raises(ClientError) as exc:
+        ecr.describe_image_scan_findings(repositoryName="app", imageId={"imageDigest": digest})
+    assert f"'{{imageDigest:'{digest}', imageTag:'null'}}'" in error_of(exc)[1]
     with pytest.raises(ClientError) as exc:
         ecr.describe_image_scan_findings(repositoryName="app", imageId={"imageTag": "missing"})
     assert error_of(exc)[0] == "ImageNotFoundException"

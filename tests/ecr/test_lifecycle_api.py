@@ -48,9 +48,10 @@ def test_put_get_delete(ecr, server):
     assert (out["registryId"], out["repositoryName"], out["lifecyclePolicyText"]) == (ACCOUNT, "app", KEEP_TWO_TAGGED)
     got = ecr.get_lifecycle_policy(repositoryName="app")
     assert got["lifecyclePolicyText"] == KEEP_TWO_TAGGED
-    assert "lastEvaluatedAt" not in got  # never evaluated yet
+    assert got["lastEvaluatedAt"].timestamp() == 0  # ECR answers it always: the epoch until first evaluated
     deleted = ecr.delete_lifecycle_policy(repositoryName="app")
     assert deleted["lifecyclePolicyText"] == KEEP_TWO_TAGGED
+    assert deleted["lastEvaluatedAt"].timestamp() == 0
     for call in (ecr.get_lifecycle_policy, ecr.delete_lifecycle_policy):
         with pytest.raises(ClientError) as exc:
             call(repositoryName="app")
@@ -74,6 +75,7 @@ def test_last_evaluated_at_is_returned(ecr, server):
     with server.registry.ctx.write() as conn:  # what the lifecycle runner records
         conn.execute(sa.update(lifecycle_policies).values(last_evaluated_at=1_700_000_000.0))
     assert ecr.get_lifecycle_policy(repositoryName="app")["lastEvaluatedAt"].timestamp() == 1_700_000_000.0
+    assert ecr.delete_lifecycle_policy(repositoryName="app")["lastEvaluatedAt"].timestamp() == 1_700_000_000.0
 
 
 @pytest.mark.parametrize(

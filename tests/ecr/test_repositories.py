@@ -385,9 +385,26 @@ def test_tags_on_bad_arns(ecr):
         with pytest.raises(ClientError) as exc:
             ecr.list_tags_for_resource(resourceArn=bad)
         assert error_of(exc)[0] == "InvalidParameterException", bad
+    for bad in ("arn:aws:s3:::bucket", "not-an-arn"):  # ECR's exact words
+        with pytest.raises(ClientError) as exc:
+            ecr.list_tags_for_resource(resourceArn=bad)
+        assert error_of(exc)[1] == "Invalid parameter at 'resourceArn' failed to satisfy constraint: 'Invalid ARN'"
     with pytest.raises(ClientError) as exc:
         ecr.list_tags_for_resource(resourceArn=arn("missing"))
     assert error_of(exc)[0] == "RepositoryNotFoundException"
+
+
+def test_invalid_image_tag_mutability_in_ecr_words(ecr):
+    raw = _unvalidated(ecr)
+    enum = "Member must satisfy enum value set: [MUTABLE, IMMUTABLE, IMMUTABLE_WITH_EXCLUSION, MUTABLE_WITH_EXCLUSION]"
+    expected = f"Invalid parameter at 'imageTagMutability' failed to satisfy constraint: '{enum}'"
+    with pytest.raises(ClientError) as exc:
+        raw.create_repository(repositoryName="mut-bad", imageTagMutability="SOMETIMES")
+    assert error_of(exc) == ("InvalidParameterException", expected)
+    ecr.create_repository(repositoryName="mut-bad")
+    with pytest.raises(ClientError) as exc:
+        raw.put_image_tag_mutability(repositoryName="mut-bad", imageTagMutability="SOMETIMES")
+    assert error_of(exc) == ("InvalidParameterException", expected)
 
 
 # ---- the AWS CLI -----------------------------------------------------------------------------------------------------

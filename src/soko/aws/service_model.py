@@ -25,6 +25,9 @@ from soko.aws.errors import InvalidRequest
 
 __all__ = ["InvalidRequest", "get_service_model", "validate_params", "validate_request"]
 
+# Members ECR checks itself (service-level wording, InvalidParameterException "Invalid parameter at …") rather than
+# through the framework's "1 validation error detected: …" (which it uses for, e.g., ListImages' tagStatus).
+_ECR_CHECKED_ENUMS = frozenset({"imageTagMutability"})
 _INT_BOUNDS = {"integer": (-(2**31), 2**31 - 1), "long": (-(2**63), 2**63 - 1)}
 
 
@@ -179,7 +182,13 @@ class _Validator:
             return value
         enum = shape.metadata.get("enum")
         if enum and value not in enum:
-            self.fail(path, value, shape, f"Member must satisfy enum value set: [{', '.join(enum)}]")
+            constraint = f"Member must satisfy enum value set: [{', '.join(enum)}]"
+            if self.pattern_style == "ecr" and path.rpartition(".")[2] in _ECR_CHECKED_ENUMS:
+                self.pattern_violations.append(
+                    f"Invalid parameter at '{path}' failed to satisfy constraint: '{constraint}'"
+                )
+            else:
+                self.fail(path, value, shape, constraint)
         pattern = shape.metadata.get("pattern")
         if pattern and not _matcher(pattern)(value):
             if self.pattern_style == "ecr":

@@ -30,6 +30,7 @@ _TABLE: list[tuple[type[e.SokoError], str]] = [
     (r.ParameterInvalid, "InvalidParameterException"),
     (r.TagParameterInvalid, "InvalidTagParameterException"),
     (r.TooManyTags, "TooManyTagsException"),
+    (s.ReplicationToSource, "InvalidParameterException"),
     (s.ConfigurationInvalid, "ValidationException"),
     (t.TemplateAlreadyExists, "TemplateAlreadyExistsException"),
     (t.TemplateNotFound, "TemplateNotFoundException"),

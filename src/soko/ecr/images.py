@@ -37,6 +37,15 @@ def _no_pagination_with_ids(call: Call) -> None:
 
 
 # ---- PutImage -------------------------------------------------------------------------------------------------
+def _declares_media_type(text: str) -> bool:
+    """Whether the manifest names its own mediaType (text that is not a JSON object is left to the domain's checks)."""
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        return True
+    return not isinstance(doc, dict) or isinstance(doc.get("mediaType"), str)
+
+
 def put_image(call: Call) -> dict:
     ref = call.repo()
     call.authorize("ecr:PutImage", ref.name)
@@ -62,7 +71,15 @@ def put_image(call: Call) -> dict:
                 f"Invalid parameter at 'imageDigest': the provided digest '{claimed}' does not match the digest "
                 f"of the image manifest ('{digest}')",
             )
-    result = call.api.registry.manifests.put(ref, tag or digest, payload, call.params.get("imageManifestMediaType"))
+    media_type = call.params.get("imageManifestMediaType")
+    if media_type is None and not _declares_media_type(text):
+        # ECR does not guess (Distribution's PUT has its Content-Type; PutImage has only this parameter).
+        raise EcrError(
+            "InvalidParameterException",
+            "Invalid parameter at 'imageManifestMediaType' failed to satisfy constraint: 'the image manifest has no "
+            "mediaType field, so imageManifestMediaType must name its media type'",
+        )
+    result = call.api.registry.manifests.put(ref, tag or digest, payload, media_type)
     if not result.created and not result.tag_moved:
         raise EcrError(
             "ImageAlreadyExistsException",
@@ -194,6 +211,12 @@ def list_image_referrers(call: Call) -> dict:
 
 
 # ---- DescribeImageScanFindings --------------------------------------------------------------------------------
+def render_image_id(image_id: dict) -> str:
+    """An imageId as ECR's messages show the request's one: ``{imageDigest:'sha256:…', imageTag:'null'}``."""
+    digest, tag = image_id.get("imageDigest") or "null", image_id.get("imageTag") or "null"
+    return f"{{imageDigest:'{digest}', imageTag:'{tag}'}}"
+
+
 def describe_image_scan_findings(call: Call) -> dict:
     """No scanner yet: an existing image has never been scanned (ScanNotFoundException), as in ECR before a scan."""
     ref = call.repo()
@@ -202,16 +225,13 @@ def describe_image_scan_findings(call: Call) -> dict:
     if not image_id.get("imageDigest") and not image_id.get("imageTag"):
         raise EcrError("InvalidParameterException", "Invalid parameter: imageId needs an imageDigest or an imageTag")
     try:
-        (detail,) = call.api.registry.images.describe_ids(ref, [image_id])
+        call.api.registry.images.describe_ids(ref, [image_id])  # ImageNotFound first
     except (DigestInvalid, TagInvalid) as exc:
         raise EcrError("InvalidParameterException", f"Invalid parameter at 'imageId': {exc.message}") from None
-    shown = json.dumps(
-        {"imageDigest": detail.digest, **({"imageTag": image_id["imageTag"]} if image_id.get("imageTag") else {})}
-    )
     raise EcrError(
         "ScanNotFoundException",
-        f"Image scan does not exist for the image with '{shown}' in the repository with name '{ref.name}' in the "
-        f"registry with id '{ref.account_id}'",
+        f"Image scan does not exist for the image with '{render_image_id(image_id)}' in the repository with name "
+        f"'{ref.name}' in the registry with id '{ref.account_id}'",
     )
 
 

@@ -14,6 +14,7 @@ from soko.registry.lifecycle_store import (
     LifecyclePolicyNotFound,
     LifecyclePolicyPreviewInProgress,
     LifecyclePolicyPreviewNotFound,
+    StoredPolicy,
 )
 
 _ERRORS = {
@@ -41,6 +42,11 @@ def _base(call: Call) -> dict:
     return {"registryId": ref.account_id, "repositoryName": ref.name}
 
 
+def _last_evaluated(stored: StoredPolicy) -> float:
+    """ECR always answers lastEvaluatedAt; a policy never evaluated yet shows the epoch (0), as ECR's does."""
+    return stored.last_evaluated_at if stored.last_evaluated_at is not None else 0.0
+
+
 @_mapped
 def put_lifecycle_policy(call: Call) -> dict:
     ref = call.repo()
@@ -54,10 +60,7 @@ def get_lifecycle_policy(call: Call) -> dict:
     ref = call.repo()
     call.authorize("ecr:GetLifecyclePolicy", ref.name)
     stored = call.api.registry.lifecycle.get(ref)
-    out = {**_base(call), "lifecyclePolicyText": stored.text}
-    if stored.last_evaluated_at is not None:
-        out["lastEvaluatedAt"] = stored.last_evaluated_at
-    return out
+    return {**_base(call), "lifecyclePolicyText": stored.text, "lastEvaluatedAt": _last_evaluated(stored)}
 
 
 @_mapped
@@ -65,10 +68,7 @@ def delete_lifecycle_policy(call: Call) -> dict:
     ref = call.repo()
     call.authorize("ecr:DeleteLifecyclePolicy", ref.name)
     stored = call.api.registry.lifecycle.delete(ref)
-    out = {**_base(call), "lifecyclePolicyText": stored.text}
-    if stored.last_evaluated_at is not None:
-        out["lastEvaluatedAt"] = stored.last_evaluated_at
-    return out
+    return {**_base(call), "lifecyclePolicyText": stored.text, "lastEvaluatedAt": _last_evaluated(stored)}
 
 
 @_mapped

@@ -184,7 +184,7 @@ def _arn_repo(call: Call) -> RepoRef:
     arn = call.params["resourceArn"]
     match = _ARN.fullmatch(arn)
     if match is None:
-        raise invalid("resourceArn", "Invalid ARN: only ECR repository ARNs can be tagged")
+        raise invalid("resourceArn", "Invalid ARN")  # ECR's exact words (only repository ARNs are taggable)
     region, account, name = match.groups()
     if region != call.api.settings.region:
         raise invalid("resourceArn", f"Invalid ARN: region '{region}' is not this registry's region")

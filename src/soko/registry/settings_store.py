@@ -38,6 +38,10 @@ def account_setting(conn: sa.Connection, account_id: str, name: str) -> str:
     return value or ACCOUNT_SETTINGS[name][0]
 
 
+class ReplicationToSource(SokoError):
+    """A replication rule names the source registry itself (ECR: InvalidParameterException, not validation)."""
+
+
 class AccountSettings:
     def __init__(self, ctx: DomainContext) -> None:
         self.ctx = ctx
@@ -84,10 +88,7 @@ def validate_replication(rules: list[dict], region: str, account_id: str) -> lis
             raise ConfigurationInvalid(f"Invalid replication configuration: rule {number} has no destinations")
         for d in dests:
             if (d["region"], d["registryId"]) == (region, account_id):
-                raise ConfigurationInvalid(
-                    f"Invalid replication configuration: rule {number} replicates to its own registry "
-                    f"({d['registryId']} in {d['region']}); a destination must be another region or account"
-                )
+                raise ReplicationToSource("Replication destination cannot be the same as the source registry")
             destinations.add((d["region"], d["registryId"]))
         filters = rule.get("repositoryFilters")
         if filters is not None and not 1 <= len(filters) <= MAX_REPLICATION_FILTERS:
