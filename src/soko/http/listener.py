@@ -5,12 +5,22 @@ public one and one per private endpoint, told apart by local address) and its ow
 is ready, each with its own database connections and upkeep). So each worker runs granian's Rust RSGI worker on
 each of its sockets, as ``granian.server.embed`` does for one socket. This module is the only one that touches
 granian's internals; granian's version is pinned in pyproject.toml because those internals are not a stable API.
+
+Idle connections: granian's ``backpressure`` is a semaphore of *connections* per socket (a permit is taken before
+``accept`` and held until the connection closes), not of requests. Its default would let ~1,000 clients that connect
+and send nothing stop a worker from accepting anyone else; so the limit follows the descriptor limit instead (which
+``raise_open_files_limit`` lifts to the hard limit at start), keeping a reserve for blobs, the database and logs so
+``accept`` never fails for want of descriptors. Connections that never complete a request head are closed after
+``HEADER_READ_TIMEOUT_MS`` (hyper starts that clock when it waits for a head: on connect and between keep-alive
+requests); beyond the limit, new connections wait in the kernel's accept queue until a slot frees.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
+import resource
 import socket
 
 from granian._futures import _future_watcher_wrapper, _new_cbscheduler
@@ -19,7 +29,9 @@ from granian.http import HTTP1Settings
 
 from soko.http.rsgi import RsgiApp
 
+log = logging.getLogger("soko.server")
 BACKLOG = 1024
+HEADER_READ_TIMEOUT_MS = 10_000  # granian's default is 30 s; a real client sends its request head at once
 _NO_TLS = (False, None, None, None, "tls13", None, [], False)
 
 
@@ -30,6 +42,7 @@ class Listeners:
         loop = asyncio.get_running_loop()
         callback = _future_watcher_wrapper(app)
         self._signals: list[WorkerSignal] = []
+        self.max_connections = connection_limit(len(sockets))
         for sock in sockets:
             signal = WorkerSignal()
             worker = RSGIWorker(
@@ -40,9 +53,9 @@ class Listeners:
                 512,  # Rust blocking threads (granian's default)
                 1,  # Python threads of granian's own (RSGI handlers run on our loop)
                 30,  # their idle timeout (s)
-                BACKLOG,  # backpressure: requests in flight per worker
+                self.max_connections,  # "backpressure": connections open at once on this socket (see above)
                 "1",  # HTTP/1.1: plain-text HTTP/2 (h2c) carries no Host header, which routing and SigV4 need
-                HTTP1Settings(keep_alive=True),
+                HTTP1Settings(header_read_timeout=HEADER_READ_TIMEOUT_MS, keep_alive=True),
                 None,
                 False,  # websockets
                 None,  # static files
@@ -57,3 +70,28 @@ class Listeners:
         for signal in self._signals:
             signal.set()
         self._signals = []
+
+
+def raise_open_files_limit() -> int:
+    """Lift this process's soft descriptor limit to its hard limit (often 1,024 → 500,000+); returns the soft limit.
+    Each open connection costs a descriptor; Soko's own use (blobs, database, logs) is small and bounded."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == hard:
+        return soft
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        return hard
+    except (ValueError, OSError) as exc:  # e.g. an infinite hard limit above the kernel's nr_open
+        log.warning("could not raise the open-files limit from %d to %d (%s): each worker keeps at most %d "
+                    "connections open; raise it with `ulimit -n`", soft, hard, exc, connection_limit(1))
+        return soft
+
+
+def connection_limit(sockets: int, open_files: int | None = None) -> int:
+    """Connections each worker keeps open per listening socket: the descriptor limit less a reserve (a quarter,
+    at most 1,024) for everything else a worker opens, shared between its sockets."""
+    if open_files is None:
+        open_files = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if open_files == resource.RLIM_INFINITY:
+        open_files = 1 << 20
+    return max(64, (open_files - min(1024, open_files // 4)) // max(1, sockets))

@@ -17,7 +17,7 @@ import socket
 import sys
 
 from soko.config import Settings
-from soko.http.listener import Listeners
+from soko.http.listener import Listeners, connection_limit, raise_open_files_limit
 from soko.http.rsgi import RsgiApp
 
 log = logging.getLogger("soko.server")
@@ -155,6 +155,7 @@ def _limit_malloc_arenas(arenas: int = 2) -> None:
 
 def serve(settings: Settings) -> int:
     _limit_malloc_arenas()
+    open_files = raise_open_files_limit()
     if settings.workers <= 1:
         initialise(settings)
     else:
@@ -165,6 +166,9 @@ def serve(settings: Settings) -> int:
     for name, listen in endpoints:
         ready += f"\nsoko: private endpoint {name} on http://{listen}"
     socks = [(sock, "public")] + [(bind(listen), name) for name, listen in endpoints]
+    log.info(
+        "open-files limit %d: up to %d connections per worker and listener", open_files, connection_limit(len(socks))
+    )
     if settings.workers <= 1:
         asyncio.run(_serve(settings, socks, ready))
         return 0
