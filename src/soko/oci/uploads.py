@@ -61,10 +61,14 @@ def _has_body(request: Request) -> bool:
 
 
 async def _write_chunk(
-    ctx: OciContext, request: Request, ref: RepoRef, upload_id: str, start: int | None
+    ctx: OciContext, request: Request, ref: RepoRef, upload_id: str, start: int | None, declared: int | None = None
 ) -> UploadState:
+    """Stream the body in as the session's next chunk. ``declared``: its length from Content-Range when there is
+    no Content-Length. A chunk declared too big for the quota is refused (413) before its body is read, so a
+    client that sent ``Expect: 100-continue`` never sends it."""
     expected = _content_length(request)
-    writer = await offload(ctx.registry.uploads.begin_chunk, ref, upload_id, start)
+    length = expected if expected is not None else declared
+    writer = await offload(ctx.registry.uploads.begin_chunk, ref, upload_id, start, length)
     try:
         await pump_body(request, writer, expected)
         return await offload(writer.finish)
@@ -93,6 +97,8 @@ async def start_upload(ctx: OciContext, request: Request, name: str) -> Response
             if mounted is not None:
                 return _created(name, mounted.digest)
     digest = query.get("digest")
+    if digest is not None:  # a monolithic upload too big for the quota: refused before the session exists
+        await offload(ctx.registry.uploads.check_size, ref, 0, _content_length(request))
     state = await offload(ctx.registry.uploads.start, ref)
     if digest is None:
         if _has_body(request):
@@ -127,14 +133,17 @@ def _range_refused(name: str, upload_id: str, exc: RangeNotSatisfiable) -> Respo
     )
 
 
-async def _chunk_start(ctx: OciContext, request: Request, ref: RepoRef, upload_id: str) -> int | None:
-    """The offset a chunk's ``Content-Range`` claims (None without one), checked against its body's length.
+async def _chunk_start(
+    ctx: OciContext, request: Request, ref: RepoRef, upload_id: str
+) -> tuple[int | None, int | None]:
+    """The offset and length a chunk's ``Content-Range`` claims (None without one), checked against its body's
+    length.
 
     PATCH and the final PUT both carry chunks and both honour it: a chunk that does not start at the session's
     current offset is refused with 416 and the current ``Range`` (by ``begin_chunk``), never appended."""
     content_range = request.headers.get("content-range")
     if content_range is None:
-        return None
+        return None, None
     match = _CONTENT_RANGE.fullmatch(content_range.strip())
     if not match:
         raise UploadInvalid(f"malformed Content-Range '{content_range[:100]}'; expected <start>-<end>")
@@ -145,15 +154,15 @@ async def _chunk_start(ctx: OciContext, request: Request, ref: RepoRef, upload_i
         raise RangeNotSatisfiable(
             f"Content-Range {content_range} does not match the {length}-byte body", current_size=state.size
         )
-    return start
+    return start, end - start + 1
 
 
 async def patch_upload(ctx: OciContext, request: Request, name: str, upload_id: str) -> Response:
     ref = ctx.repo(request, name)
     ctx.authorize(request, ref, "ecr:UploadLayerPart")
     try:
-        start = await _chunk_start(ctx, request, ref, upload_id)
-        state = await _write_chunk(ctx, request, ref, upload_id, start)
+        start, declared = await _chunk_start(ctx, request, ref, upload_id)
+        state = await _write_chunk(ctx, request, ref, upload_id, start, declared)
     except RangeNotSatisfiable as exc:
         return _range_refused(name, upload_id, exc)
     return Response(202, _session_headers(name, state))
@@ -168,8 +177,8 @@ async def put_upload(ctx: OciContext, request: Request, name: str, upload_id: st
     try:
         if _has_body(request):
             ctx.authorize(request, ref, "ecr:UploadLayerPart")
-            start = await _chunk_start(ctx, request, ref, upload_id)
-            await _write_chunk(ctx, request, ref, upload_id, start)
+            start, declared = await _chunk_start(ctx, request, ref, upload_id)
+            await _write_chunk(ctx, request, ref, upload_id, start, declared)
         blob = await offload(ctx.registry.uploads.complete, ref, upload_id, digest)
     except RangeNotSatisfiable as exc:
         return _range_refused(name, upload_id, exc)

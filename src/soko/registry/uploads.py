@@ -238,9 +238,27 @@ class Uploads:
             raise upload_unknown(upload_id)
         return UploadState(upload_id, ref, size)
 
-    def begin_chunk(self, ref: RepoRef, upload_id: str, start: int | None = None) -> ChunkWriter:
-        """Open a writer for the next chunk. ``start`` (from Content-Range) must equal the size held so far."""
+    def check_size(self, ref: RepoRef, held: int, length: int | None, upload_id: str | None = None) -> int:
+        """Refuse (TooLarge) a chunk of ``length`` bytes declared up front (Content-Length or Content-Range) that
+        would take an upload holding ``held`` bytes past the image size quota, before a byte of it is read.
+        Returns the quota in force."""
+        limit = self.repositories.quotas.get(ref.account_id, "max_image_size")
+        if length is not None and held + length > limit:
+            upload = f"upload {upload_id}" if upload_id else "the upload"
+            raise TooLarge(
+                f"{upload} to '{ref.name}' would hold {held + length} bytes, over the image size quota of {limit} "
+                f"bytes ({limit - held} left); push a smaller layer, or raise the quota: soko account quota "
+                f"{ref.account_id} max_image_size <size>"
+            )
+        return limit
+
+    def begin_chunk(
+        self, ref: RepoRef, upload_id: str, start: int | None = None, length: int | None = None
+    ) -> ChunkWriter:
+        """Open a writer for the next chunk. ``start`` (from Content-Range) must equal the size held so far; a
+        ``length`` declared up front is checked against the image size quota before anything is claimed."""
         state = self.status(ref, upload_id)
+        limit = self.check_size(ref, state.size, length, upload_id)
         claim = self._claim(state)
         try:
             # Read the size again under the claim: a chunk that finished meanwhile has moved it on, and writing
@@ -265,7 +283,7 @@ class Uploads:
             claim,
             writer,
             self._running_hash(upload_id, state.size),
-            self.repositories.quotas.get(ref.account_id, "max_image_size"),
+            limit,
         )
 
     def _running_hash(self, upload_id: str, size: int) -> hashlib._Hash | None:
