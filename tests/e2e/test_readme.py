@@ -66,23 +66,42 @@ def run_as_user(root: Path, script: str, server: RegistryServer) -> subprocess.C
                           text=True, timeout=SCRIPT_TIMEOUT, check=False, stdin=subprocess.DEVNULL)
 
 
-def test_quick_start_runs_as_written(checkout: tuple[Path, RegistryServer]) -> None:
-    root, server = checkout
+def quick_start_blocks() -> tuple[str, str]:
+    """The quick start's two shell blocks: log in, push and pull; then the admin commands "in the same shell"."""
     blocks = shell_blocks(section("Quick start"))
-    assert len(blocks) >= 2, "the quick start lost its shell blocks"
+    assert len(blocks) == 2, f"the quick start has {len(blocks)} shell blocks; this test runs two"
     script = "\n".join(blocks)
-    assert README_HOST in script
     assert re.findall(r"127\.0\.0\.1:\d+", script) == [README_HOST] * script.count("127.0.0.1:"), \
         "the quick start names another port than the one scripts/serve.sh listens on"
+    return blocks[0], blocks[1]
 
-    result = run_as_user(root, script, server)
+
+def assert_ran(result: subprocess.CompletedProcess[str], server: RegistryServer) -> None:
     assert result.returncode == 0, (f"the README's quick start failed ({result.returncode})\n--- stdout ---\n"
                                     f"{result.stdout[-3000:]}\n--- stderr ---\n{result.stderr[-3000:]}\n"
                                     f"--- server ---\n{server.log_tail()}")
+
+
+def test_quick_start_push_and_pull_as_written(checkout: tuple[Path, RegistryServer]) -> None:
+    root, server = checkout
+    push_pull, _ = quick_start_blocks()
+    assert README_HOST in push_pull
+    result = run_as_user(root, push_pull, server)
+    assert_ran(result, server)
     assert "Login Succeeded" in result.stdout
     pulled = json.loads((root / "pulled" / "index.json").read_text())
     assert [m["annotations"]["org.opencontainers.image.ref.name"] for m in pulled["manifests"]] == ["v1"]
-    assert "111122223333" in result.stdout  # soko account create printed the new account's key
+
+
+def test_quick_start_admin_commands_as_written(checkout: tuple[Path, RegistryServer]) -> None:
+    """The admin block runs "in the same shell" as the first: its own lines that set the shell up come first."""
+    root, server = checkout
+    push_pull, admin = quick_start_blocks()
+    setup = [line for line in push_pull.splitlines() if line.startswith("source ")]
+    assert setup, "the quick start no longer puts soko on PATH"
+    result = run_as_user(root, "\n".join([*setup, admin]), server)
+    assert_ran(result, server)
+    assert json.loads(result.stdout.splitlines()[0])["AccountId"] == "111122223333"  # soko account create
     assert "no problems" in result.stdout + result.stderr  # soko fsck
 
 
