@@ -2,8 +2,8 @@
 # Idempotent set-up: the project's virtualenv (.venv) with Soko and its pinned dependencies.
 #   scripts/bootstrap.sh          what `soko serve` needs
 #   scripts/bootstrap.sh --test   also the test tools, and the external clients the end-to-end tests and the bench
-#                                 drive (skopeo, umoci, jq, podman, buildah, docker-registry, wrk, hey: Debian
-#                                 packages, installed with apt-get when missing)
+#                                 drive (skopeo, umoci, jq, podman, buildah, containerd, docker-registry, wrk, hey:
+#                                 Debian packages, installed with apt-get when missing)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extra=""
@@ -16,6 +16,7 @@ if [ -n "$extra" ]; then
   command -v jq >/dev/null 2>&1 || missing+=(jq)
   command -v podman >/dev/null 2>&1 || missing+=(podman)
   command -v buildah >/dev/null 2>&1 || missing+=(buildah)
+  command -v containerd >/dev/null 2>&1 || missing+=(containerd)
   [ -x /usr/bin/docker-registry ] || missing+=(docker-registry)
   command -v wrk >/dev/null 2>&1 || missing+=(wrk)
   command -v hey >/dev/null 2>&1 || missing+=(hey)
