@@ -101,6 +101,31 @@ def test_invalid_policies_are_refused_with_ecrs_message(ecr, server, policy, det
     assert detail in message
 
 
+def test_transition_rules_refused_until_archive_exists(ecr, server):
+    # The runner would never archive anything: refuse, in PutLifecyclePolicy and in previews alike.
+    make_repo(server)
+    archive = json.dumps(
+        {
+            "rules": [
+                {
+                    "rulePriority": 1,
+                    "selection": {"tagStatus": "any", "countType": "sinceImagePushed", "countUnit": "days",
+                                  "countNumber": 30},
+                    "action": {"type": "transition", "targetStorageClass": "archive"},
+                }
+            ]
+        }
+    )  # fmt: skip
+    for call in (ecr.put_lifecycle_policy, ecr.start_lifecycle_policy_preview):
+        with pytest.raises(ClientError) as exc:
+            call(repositoryName="app", lifecyclePolicyText=archive)
+        code, message = error_of(exc)
+        assert code == "UnsupportedOperationException" and "expire actions only" in message
+    with pytest.raises(ClientError) as exc:
+        ecr.get_lifecycle_policy(repositoryName="app")
+    assert error_of(exc)[0] == "LifecyclePolicyNotFoundException"
+
+
 def test_policy_text_length_limits(ecr, server):
     from tests.ecr.test_images import raw_json
 

@@ -30,13 +30,15 @@ def test_describe_registry_default(ecr):
     assert out["replicationConfiguration"] == {"rules": []}
 
 
-def test_replication_roundtrip_and_delete(ecr):
+def test_replication_rules_refused_until_replication_exists(ecr):
     config = {"rules": [rule(("eu-west-1", ACCOUNT), ("us-east-1", "111111111111"), filters=["prod"])]}
-    out = ecr.put_replication_configuration(replicationConfiguration=config)
-    assert out["replicationConfiguration"] == config
-    assert ecr.describe_registry()["replicationConfiguration"] == config
-    ecr.put_replication_configuration(replicationConfiguration={"rules": []})
+    with pytest.raises(ClientError) as exc:
+        ecr.put_replication_configuration(replicationConfiguration=config)
+    code, message = error_of(exc)
+    assert code == "UnsupportedOperationException" and "does not replicate" in message
     assert ecr.describe_registry()["replicationConfiguration"] == {"rules": []}
+    out = ecr.put_replication_configuration(replicationConfiguration={"rules": []})  # Terraform's delete
+    assert out["replicationConfiguration"] == {"rules": []}
 
 
 def test_replication_validation(ecr):
@@ -99,10 +101,10 @@ def test_registry_scanning_configuration(ecr):
     assert default["registryId"] == ACCOUNT
     assert default["scanningConfiguration"] == {"scanType": "BASIC", "rules": []}
     rules = [{"scanFrequency": "SCAN_ON_PUSH", "repositoryFilters": [{"filter": "prod", "filterType": "WILDCARD"}]}]
-    out = ecr.put_registry_scanning_configuration(scanType="BASIC", rules=rules)
-    assert out["registryScanningConfiguration"] == {"scanType": "BASIC", "rules": rules}
-    assert ecr.get_registry_scanning_configuration()["scanningConfiguration"]["rules"] == rules
-    with pytest.raises(ClientError) as exc:
+    with pytest.raises(ClientError) as exc:  # no scanner yet: refused, not stored and ignored
+        ecr.put_registry_scanning_configuration(scanType="BASIC", rules=rules)
+    assert error_of(exc)[0] == "UnsupportedOperationException"
+    with pytest.raises(ClientError) as exc:  # ECR's own validation still comes first
         ecr.put_registry_scanning_configuration(
             scanType="BASIC",
             rules=[
@@ -114,19 +116,21 @@ def test_registry_scanning_configuration(ecr):
         {"scanFrequency": "CONTINUOUS_SCAN", "repositoryFilters": [{"filter": "prod-*", "filterType": "WILDCARD"}]},
         {"scanFrequency": "SCAN_ON_PUSH", "repositoryFilters": [{"filter": "*", "filterType": "WILDCARD"}]},
     ]
-    ecr.put_registry_scanning_configuration(scanType="ENHANCED", rules=enhanced)
+    with pytest.raises(ClientError) as exc:
+        ecr.put_registry_scanning_configuration(scanType="ENHANCED", rules=enhanced)
+    assert error_of(exc)[0] == "UnsupportedOperationException"
     ecr.put_registry_scanning_configuration(scanType="BASIC", rules=[])  # Terraform's delete
     assert ecr.get_registry_scanning_configuration()["scanningConfiguration"] == {"scanType": "BASIC", "rules": []}
 
 
 def test_batch_get_repository_scanning_configuration(ecr):
     ecr.create_repository(repositoryName="app-prod")
-    ecr.create_repository(repositoryName="app-dev", imageScanningConfiguration={"scanOnPush": True})
+    ecr.create_repository(repositoryName="app-dev", imageScanningConfiguration={"scanOnPush": False})
     ecr.create_repository(repositoryName="other")
     out = ecr.batch_get_repository_scanning_configuration(repositoryNames=["app-prod", "app-dev", "other", "ghost"])
     by_name = {c["repositoryName"]: c for c in out["scanningConfigurations"]}
     assert by_name["app-prod"]["scanFrequency"] == "MANUAL" and by_name["app-prod"]["scanOnPush"] is False
-    assert by_name["app-dev"]["scanFrequency"] == "SCAN_ON_PUSH" and by_name["app-dev"]["scanOnPush"] is True
+    assert by_name["app-dev"]["scanFrequency"] == "MANUAL" and by_name["app-dev"]["scanOnPush"] is False
     assert by_name["other"]["repositoryArn"] == f"arn:aws:ecr:us-east-1:{ACCOUNT}:repository/other"
     assert out["failures"] == [
         {
@@ -135,19 +139,6 @@ def test_batch_get_repository_scanning_configuration(ecr):
             "failureReason": f"The repository with name 'ghost' does not exist in the registry with id '{ACCOUNT}'",
         }
     ]
-    ecr.put_registry_scanning_configuration(
-        scanType="ENHANCED",
-        rules=[
-            {"scanFrequency": "CONTINUOUS_SCAN", "repositoryFilters": [{"filter": "*-prod", "filterType": "WILDCARD"}]},
-            {"scanFrequency": "SCAN_ON_PUSH", "repositoryFilters": [{"filter": "app", "filterType": "WILDCARD"}]},
-        ],
-    )
-    out = ecr.batch_get_repository_scanning_configuration(repositoryNames=["app-prod", "app-dev", "other"])
-    by_name = {c["repositoryName"]: c for c in out["scanningConfigurations"]}
-    assert by_name["app-prod"]["scanFrequency"] == "CONTINUOUS_SCAN"
-    assert by_name["app-prod"]["appliedScanFilters"] == [{"filter": "*-prod", "filterType": "WILDCARD"}]
-    assert by_name["app-dev"]["scanFrequency"] == "SCAN_ON_PUSH"  # "app" without '*' matches names containing it
-    assert by_name["other"]["scanFrequency"] == "MANUAL"
 
 
 def test_cli_registry(aws_cli):

@@ -42,28 +42,36 @@ def test_create_repository_with_everything(ecr):
         tags=[{"Key": "team", "Value": "core"}, {"Key": "env", "Value": ""}],
         imageTagMutability="IMMUTABLE_WITH_EXCLUSION",
         imageTagMutabilityExclusionFilters=[{"filterType": "WILDCARD", "filter": "latest"}],
-        imageScanningConfiguration={"scanOnPush": True},
-        encryptionConfiguration={"encryptionType": "KMS"},
+        imageScanningConfiguration={"scanOnPush": False},
+        encryptionConfiguration={"encryptionType": "AES256"},
     )["repository"]
     assert repo["imageTagMutability"] == "IMMUTABLE_WITH_EXCLUSION"
     assert repo["imageTagMutabilityExclusionFilters"] == [{"filterType": "WILDCARD", "filter": "latest"}]
-    assert repo["imageScanningConfiguration"] == {"scanOnPush": True}
-    assert repo["encryptionConfiguration"] == {
-        "encryptionType": "KMS",
-        "kmsKey": f"arn:aws:kms:us-east-1:{ACCOUNT}:alias/aws/ecr",
-    }
+    assert repo["imageScanningConfiguration"] == {"scanOnPush": False}
+    assert repo["encryptionConfiguration"] == {"encryptionType": "AES256"}
     tags = ecr.list_tags_for_resource(resourceArn=repo["repositoryArn"])["tags"]
     assert tags == [{"Key": "env", "Value": ""}, {"Key": "team", "Value": "core"}]
     described = ecr.describe_repositories(repositoryNames=["full"])["repositories"][0]
     assert described == repo
 
 
-def test_create_repository_kms_key_and_dsse_kept(ecr):
-    key = "arn:aws:kms:us-east-1:000000000000:key/1234abcd-12ab-34cd-56ef-1234567890ab"
-    repo = ecr.create_repository(
-        repositoryName="kms", encryptionConfiguration={"encryptionType": "KMS_DSSE", "kmsKey": key}
-    )["repository"]
-    assert repo["encryptionConfiguration"] == {"encryptionType": "KMS_DSSE", "kmsKey": key}
+@pytest.mark.parametrize(
+    "requested",
+    [
+        {"encryptionConfiguration": {"encryptionType": "KMS"}},
+        {"encryptionConfiguration": {"encryptionType": "KMS_DSSE", "kmsKey": "arn:aws:kms:us-east-1:0:key/k"}},
+        {"imageScanningConfiguration": {"scanOnPush": True}},
+    ],
+    ids=["kms", "kms-dsse", "scan-on-push"],
+)
+def test_create_repository_refuses_settings_it_cannot_carry_out(ecr, requested):
+    # No KMS keys and no scanner yet: storing these and ignoring them would mislead whoever chose them.
+    with pytest.raises(ClientError) as exc:
+        ecr.create_repository(repositoryName="refused", **requested)
+    code, message = error_of(exc)
+    assert code == "UnsupportedOperationException" and "cannot be carried out" in message
+    assert exc.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+    assert ecr.describe_repositories()["repositories"] == []
 
 
 def test_create_repository_aes256_with_key_is_invalid(ecr):
@@ -284,13 +292,16 @@ def test_mutability_is_enforced_on_v2_push(ecr, client):
 
 def test_put_image_scanning_configuration(ecr):
     ecr.create_repository(repositoryName="scan")
-    out = ecr.put_image_scanning_configuration(repositoryName="scan", imageScanningConfiguration={"scanOnPush": True})
-    assert out["imageScanningConfiguration"] == {"scanOnPush": True}
+    out = ecr.put_image_scanning_configuration(repositoryName="scan", imageScanningConfiguration={"scanOnPush": False})
+    assert out["imageScanningConfiguration"] == {"scanOnPush": False}
     assert out["repositoryName"] == "scan" and out["registryId"] == ACCOUNT
-    repo = ecr.describe_repositories(repositoryNames=["scan"])["repositories"][0]
-    assert repo["imageScanningConfiguration"] == {"scanOnPush": True}
     with pytest.raises(ClientError) as exc:
-        ecr.put_image_scanning_configuration(repositoryName="nope", imageScanningConfiguration={"scanOnPush": True})
+        ecr.put_image_scanning_configuration(repositoryName="scan", imageScanningConfiguration={"scanOnPush": True})
+    assert error_of(exc)[0] == "UnsupportedOperationException"
+    repo = ecr.describe_repositories(repositoryNames=["scan"])["repositories"][0]
+    assert repo["imageScanningConfiguration"] == {"scanOnPush": False}
+    with pytest.raises(ClientError) as exc:
+        ecr.put_image_scanning_configuration(repositoryName="nope", imageScanningConfiguration={"scanOnPush": False})
     assert error_of(exc)[0] == "RepositoryNotFoundException"
 
 
@@ -417,7 +428,7 @@ def test_cli_repository_lifecycle(aws_cli):
         "--image-tag-mutability",
         "IMMUTABLE",
         "--image-scanning-configuration",
-        "scanOnPush=true",
+        "scanOnPush=false",
         "--tags",
         "Key=team,Value=x",
     )
@@ -426,7 +437,10 @@ def test_cli_repository_lifecycle(aws_cli):
     assert isinstance(out["repository"]["createdAt"], (int, float, str))
     code, out, err = aws_cli("ecr", "describe-repositories", "--repository-names", "cli/repo")
     assert code == 0, err
-    assert out["repositories"][0]["imageScanningConfiguration"]["scanOnPush"] is True
+    assert out["repositories"][0]["imageScanningConfiguration"]["scanOnPush"] is False
+    code, out, err = aws_cli("ecr", "create-repository", "--repository-name", "cli/kms", "--encryption-configuration",
+                             "encryptionType=KMS")
+    assert code != 0 and "UnsupportedOperationException" in err and "AES256" in err
     code, out, err = aws_cli("ecr", "describe-repositories", "--repository-names", "nope")
     assert code != 0 and "RepositoryNotFoundException" in err
     code, out, err = aws_cli("ecr", "create-repository", "--repository-name", "Bad_Name")

@@ -38,6 +38,18 @@ POLICY = json.dumps(
         ],
     }
 )
+TRANSITION = json.dumps(
+    {
+        "rules": [
+            {
+                "rulePriority": 1,
+                "selection": {"tagStatus": "any", "countType": "sinceImagePushed", "countUnit": "days",
+                              "countNumber": 30},
+                "action": {"type": "transition", "targetStorageClass": "archive"},
+            }
+        ]
+    }
+)
 
 
 @pytest.fixture
@@ -49,16 +61,16 @@ def test_template_crud(ecr):
     created = ecr.create_repository_creation_template(
         prefix="prod",
         description="production",
-        appliedFor=["CREATE_ON_PUSH", "REPLICATION"],
+        appliedFor=["CREATE_ON_PUSH"],
         imageTagMutability="IMMUTABLE",
         resourceTags=[{"Key": "env", "Value": "prod"}],
         repositoryPolicy=POLICY,
         lifecyclePolicy=LIFECYCLE,
-        encryptionConfiguration={"encryptionType": "KMS"},
+        encryptionConfiguration={"encryptionType": "AES256"},
     )
     assert created["registryId"] == ACCOUNT
     template = created["repositoryCreationTemplate"]
-    assert template["prefix"] == "prod" and template["appliedFor"] == ["CREATE_ON_PUSH", "REPLICATION"]
+    assert template["prefix"] == "prod" and template["appliedFor"] == ["CREATE_ON_PUSH"]
     assert template["imageTagMutability"] == "IMMUTABLE"
     assert template["repositoryPolicy"] == POLICY and template["lifecyclePolicy"] == LIFECYCLE
     assert template["createdAt"] and template["updatedAt"]
@@ -84,6 +96,24 @@ def test_template_crud(ecr):
         with pytest.raises(ClientError) as exc:
             call()
         assert error_of(exc)[0] == "TemplateNotFoundException"
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"appliedFor": ["REPLICATION"]},
+        {"appliedFor": ["CREATE_ON_PUSH", "PULL_THROUGH_CACHE"]},
+        {"appliedFor": ["CREATE_ON_PUSH"], "encryptionConfiguration": {"encryptionType": "KMS"}},
+        {"appliedFor": ["CREATE_ON_PUSH"], "lifecyclePolicy": TRANSITION},
+    ],
+    ids=["replication", "pull-through-cache", "kms", "lifecycle-transition"],
+)
+def test_template_refused_when_it_cannot_be_carried_out(ecr, kwargs):
+    with pytest.raises(ClientError) as exc:
+        ecr.create_repository_creation_template(prefix="later", **kwargs)
+    code, message = error_of(exc)
+    assert code == "UnsupportedOperationException" and "cannot be carried out" in message
+    assert ecr.describe_repository_creation_templates()["repositoryCreationTemplates"] == []
 
 
 @pytest.mark.parametrize(
@@ -125,17 +155,13 @@ def test_create_on_push_applies_longest_template(ecr, client, server):
         resourceTags=[{"Key": "from", "Value": "prod"}],
         repositoryPolicy=POLICY,
         lifecyclePolicy=LIFECYCLE,
-        encryptionConfiguration={"encryptionType": "KMS"},
+        encryptionConfiguration={"encryptionType": "AES256"},
     )
-    ecr.create_repository_creation_template(prefix="prod/replicated", appliedFor=["REPLICATION"])
     push_image(client, "prod/replicated/api", "v1", seed="p")
     repo = ecr.describe_repositories(repositoryNames=["prod/replicated/api"])["repositories"][0]
-    assert repo["imageTagMutability"] == "IMMUTABLE_WITH_EXCLUSION"  # the REPLICATION-only template is ignored
+    assert repo["imageTagMutability"] == "IMMUTABLE_WITH_EXCLUSION"  # the longest prefix, not ROOT
     assert repo["imageTagMutabilityExclusionFilters"] == [{"filterType": "WILDCARD", "filter": "latest"}]
-    assert repo["encryptionConfiguration"] == {
-        "encryptionType": "KMS",
-        "kmsKey": f"arn:aws:kms:us-east-1:{ACCOUNT}:alias/aws/ecr",
-    }
+    assert repo["encryptionConfiguration"] == {"encryptionType": "AES256"}
     assert ecr.list_tags_for_resource(resourceArn=repo["repositoryArn"])["tags"] == [{"Key": "from", "Value": "prod"}]
     assert ecr.get_repository_policy(repositoryName="prod/replicated/api")["policyText"] == POLICY
     from soko.meta.schema import lifecycle_policies

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from soko import errors as e
+from soko.registry import capabilities as c
 from soko.registry import policies as p
 from soko.registry import repositories as r
 from soko.registry import settings_store as s
@@ -24,6 +25,7 @@ class EcrError(Exception):
 
 
 _TABLE: list[tuple[type[e.SokoError], str]] = [
+    (c.NotCarriedOut, "UnsupportedOperationException"),
     (p.RepositoryPolicyNotFound, "RepositoryPolicyNotFoundException"),
     (p.RegistryPolicyNotFound, "RegistryPolicyNotFoundException"),
     (p.PolicyInvalid, "InvalidParameterException"),

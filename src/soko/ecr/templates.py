@@ -9,9 +9,9 @@ from __future__ import annotations
 import dataclasses
 
 from soko.ecr.api import Call
-from soko.ecr.errors import EcrError
 from soko.ecr.repositories import decode_token, domain, encode_token, invalid
-from soko.lifecycle import LifecyclePolicyError, parse_lifecycle_policy
+from soko.registry.capabilities import require_create_on_push_only
+from soko.registry.lifecycle_store import validate_policy as validate_lifecycle_policy
 from soko.registry.policies import validate_repository_policy
 from soko.registry.repositories import normalize_encryption, validate_mutability, validate_resource_tags
 from soko.registry.templates import Template
@@ -47,16 +47,14 @@ def _validated(call: Call, template: Template) -> Template:
         raise invalid(
             "appliedFor", "appliedFor must name at least one of REPLICATION, PULL_THROUGH_CACHE, CREATE_ON_PUSH"
         )
+    require_create_on_push_only(template.applied_for)
     filters = validate_mutability(template.tag_mutability, template.tag_mutability_filters)
     tags = validate_resource_tags(template.resource_tags)
     normalize_encryption(template.encryption, call.api.settings.region, template.account_id)
     if template.repository_policy:
         validate_repository_policy(template.repository_policy)
     if template.lifecycle_policy:
-        try:
-            parse_lifecycle_policy(template.lifecycle_policy)
-        except LifecyclePolicyError as exc:
-            raise EcrError("InvalidParameterException", exc.ecr_message) from None
+        validate_lifecycle_policy(template.lifecycle_policy)
     return dataclasses.replace(
         template,
         applied_for=list(dict.fromkeys(template.applied_for)),

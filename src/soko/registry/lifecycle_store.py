@@ -24,6 +24,7 @@ import sqlalchemy as sa
 from soko.errors import SokoError
 from soko.lifecycle import ImageRecord, LifecyclePolicyError, parse_lifecycle_policy, preview
 from soko.meta.schema import lifecycle_policies, lifecycle_previews, manifest_children, manifests, tags
+from soko.registry.capabilities import require_expire_actions_only
 from soko.registry.models import RepoRef
 
 log = logging.getLogger("soko.lifecycle")
@@ -103,10 +104,12 @@ def image_records(conn: sa.Connection, repo_id: int) -> list[ImageRecord]:
 
 
 def validate_policy(text: str) -> None:
+    """A policy ECR would accept and Soko can carry out (expire actions only until archive exists)."""
     try:
-        parse_lifecycle_policy(text)
+        policy = parse_lifecycle_policy(text)
     except LifecyclePolicyError as exc:
         raise LifecyclePolicyInvalid(exc.ecr_message) from None
+    require_expire_actions_only({rule.action.type for rule in policy.rules})
 
 
 def _policy_not_found(ref: RepoRef) -> LifecyclePolicyNotFound:

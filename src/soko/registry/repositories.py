@@ -13,6 +13,7 @@ from soko.meta.changes import CHANNEL
 from soko.meta.schema import lifecycle_policies, manifests, repository_tags, uploads
 from soko.meta.schema import repositories as t
 from soko.names import validate_repository_name
+from soko.registry.capabilities import require_aes256, require_scan_on_push_off
 from soko.registry.context import DomainContext
 from soko.registry.models import RepoRef, Repository
 from soko.registry.quotas import Quotas
@@ -113,6 +114,7 @@ def normalize_encryption(config: dict | None, region: str, account_id: str) -> t
                 "'kmsKey can only be specified when encryptionType is KMS or KMS_DSSE'"
             )
         return kind, None
+    require_aes256(kind)
     return kind, key or managed_kms_key(region, account_id)
 
 
@@ -173,6 +175,8 @@ class Repositories:
         validate_repository_name(ref.name)
         filters = validate_mutability(tag_mutability, tag_mutability_filters)
         resource_tags = validate_resource_tags(tags or [])
+        require_scan_on_push_off(scan_on_push)
+        require_aes256(encryption_type)
         with self.ctx.write(invalidates=True) as conn:
             if self.find(conn, ref) is not None:
                 raise RepositoryAlreadyExists(
@@ -276,6 +280,7 @@ class Repositories:
             return self.get(ref, conn)
 
     def set_scan_on_push(self, ref: RepoRef, scan_on_push: bool) -> Repository:
+        require_scan_on_push_off(scan_on_push)
         with self.ctx.write(invalidates=True) as conn:
             repo_id = self.id_for(conn, ref)
             conn.execute(sa.update(t).where(t.c.id == repo_id).values(scan_on_push=scan_on_push))

@@ -9,6 +9,7 @@ import sqlalchemy as sa
 
 from soko.errors import SokoError
 from soko.meta.schema import account_settings, replication_configurations, scanning_configurations
+from soko.registry.capabilities import require_basic_scanning_without_rules, require_no_replication
 from soko.registry.context import DomainContext
 from soko.registry.immutability import matches_any
 
@@ -123,6 +124,7 @@ class Replication:
 
     def put(self, account_id: str, rules: list[dict]) -> list[dict]:
         rules = validate_replication(rules, self.ctx.settings.region, account_id)
+        require_no_replication(rules)
         with self.ctx.write() as conn:
             conn.execute(
                 self.ctx.db.upsert(
@@ -187,6 +189,7 @@ class Scanning:
 
     def put(self, account_id: str, scan_type: str, rules: list[dict]) -> tuple[str, list[dict]]:
         rules = validate_scanning(scan_type, rules)
+        require_basic_scanning_without_rules(scan_type, rules)
         with self.ctx.write() as conn:
             conn.execute(
                 self.ctx.db.upsert(

@@ -1,0 +1,66 @@
+"""Settings Soko accepts only when it can carry them out.
+
+ECR lets a caller ask for image scanning, replication, KMS encryption, archive transitions and templates for
+replication or pull-through caches. A registry that stores such a setting and then ignores it misleads the user who
+chose it (for compliance, say). Until the capability exists, the request is refused here, in one place, with a
+message that says what is missing and what the caller can do instead. Each check is called by the domain write that
+stores the setting, so the ECR API, templates and every later front end share it.
+"""
+
+from __future__ import annotations
+
+from soko.errors import SokoError
+
+
+class NotCarriedOut(SokoError):
+    """A valid ECR setting that this Soko cannot carry out yet (ECR API: UnsupportedOperationException)."""
+
+
+def require_scan_on_push_off(scan_on_push: bool) -> None:
+    if scan_on_push:
+        raise NotCarriedOut(
+            "scanOnPush=true cannot be carried out: this Soko has no image scanner yet, so no image would be "
+            "scanned. Set scanOnPush to false (imageScanningConfiguration={scanOnPush=false})."
+        )
+
+
+def require_basic_scanning_without_rules(scan_type: str, rules: list[dict]) -> None:
+    if scan_type != "BASIC" or rules:
+        raise NotCarriedOut(
+            f"Registry scanning configuration (scanType {scan_type}, {len(rules)} rule(s)) cannot be carried out: "
+            "this Soko has no image scanner yet. Only scanType BASIC with no rules is accepted."
+        )
+
+
+def require_no_replication(rules: list[dict]) -> None:
+    if rules:
+        raise NotCarriedOut(
+            "Replication rules cannot be carried out: this Soko does not replicate images yet, so no image would be "
+            "copied. Use an empty rule list (replicationConfiguration={rules=[]}), or copy images with skopeo sync."
+        )
+
+
+def require_aes256(encryption_type: str) -> None:
+    if encryption_type != "AES256":
+        raise NotCarriedOut(
+            f"encryptionType {encryption_type} cannot be carried out: this Soko has no KMS keys yet, so the images "
+            "would not be encrypted with the key you chose. Use encryptionType AES256 (the default)."
+        )
+
+
+def require_expire_actions_only(action_types: set[str]) -> None:
+    if action_types - {"expire"}:
+        raise NotCarriedOut(
+            "Lifecycle rules with a transition action cannot be carried out: this Soko has no archive storage class "
+            "yet, so no image would be archived. Use expire actions only."
+        )
+
+
+def require_create_on_push_only(applied_for: list[str]) -> None:
+    unsupported = [purpose for purpose in applied_for if purpose != "CREATE_ON_PUSH"]
+    if unsupported:
+        raise NotCarriedOut(
+            f"Repository creation templates for {', '.join(unsupported)} cannot be carried out: this Soko has no "
+            "replication or pull-through cache yet, so the template would never be applied. Use appliedFor "
+            "CREATE_ON_PUSH."
+        )
