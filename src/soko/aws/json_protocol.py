@@ -37,9 +37,23 @@ def load_body(body: bytes) -> Any:
     if not body.strip():
         return {}
     try:
-        return json.loads(body)
-    except (UnicodeDecodeError, ValueError):
+        params = json.loads(body)
+    except (UnicodeDecodeError, ValueError):  # ValueError includes integers too long to convert
         raise InvalidRequest("SerializationException", "Request body is not valid JSON") from None
+    except RecursionError:
+        raise InvalidRequest("SerializationException", "Request body is nested too deeply") from None
+    if b"\\u" in body:
+        check_unicode(params, "Request body")
+    return params
+
+
+def check_unicode(value: Any, what: str) -> None:
+    """JSON text may escape lone UTF-16 surrogates (``"\\ud800"``), which no UTF-8 text can carry: refuse them
+    instead of storing or echoing what cannot be encoded."""
+    try:
+        json.dumps(value, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        raise InvalidRequest("SerializationException", f"{what} contains an unpaired UTF-16 surrogate") from None
 
 
 def error_body(type_name: str, message: str, **extra: Any) -> bytes:
@@ -68,4 +82,7 @@ class ResponseEncoder(json.JSONEncoder):
 
 
 def dumps(payload: Any) -> bytes:
-    return json.dumps(payload, cls=ResponseEncoder, separators=(",", ":"), ensure_ascii=False).encode()
+    try:
+        return json.dumps(payload, cls=ResponseEncoder, separators=(",", ":"), ensure_ascii=False).encode()
+    except UnicodeEncodeError:  # a lone surrogate from somewhere: \\u-escaped JSON is still valid JSON
+        return json.dumps(payload, cls=ResponseEncoder, separators=(",", ":")).encode()

@@ -33,7 +33,7 @@ __all__ = [
 ]
 
 CONTENT_TYPE = "text/xml"
-_INDEX = re.compile(r"\d+")
+_INDEX = re.compile(r"\d{1,9}")
 
 
 def parse_form(body: bytes | str) -> dict[str, str]:
@@ -99,7 +99,8 @@ class _FormReader:
             return None
         kind = shape.type_name
         if kind in ("integer", "long"):
-            if not re.fullmatch(r"[+-]?\d+", raw.strip()):
+            # more than 19 digits is past any long (and int() refuses past 4,300)
+            if not re.fullmatch(r"[+-]?\d{1,19}", raw.strip()):
                 raise _bad_value(raw, key, "Expected an integer.")
             return int(raw)
         if kind in ("double", "float"):

@@ -96,7 +96,9 @@ class Request:
     @property
     def content_length(self) -> int | None:
         value = self.headers.get("content-length")
-        return int(value) if value is not None and value.isdigit() else None
+        if value is None or not (value.isascii() and value.isdigit()):
+            return None
+        return int(value) if len(value) <= 19 else 1 << 63  # past any real body (int() refuses past 4,300 digits)
 
     async def iter_body(self) -> AsyncIterator[bytes]:
         """The body as the pieces arrive; raises BodyInterrupted when the client breaks off."""

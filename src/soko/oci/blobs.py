@@ -19,6 +19,11 @@ _RANGE = re.compile(r"bytes=(\d*)-(\d*)")
 READ_PIECE = 1 << 20
 
 
+def offset(digits: str) -> int:
+    """A byte offset from a header; past 19 digits it is past any size (and int() refuses past 4,300 digits)."""
+    return int(digits) if len(digits) <= 19 else 1 << 63
+
+
 def parse_range(header: str, size: int) -> tuple[int, int] | None:
     """One byte range → (start, end inclusive); None for a Range header we ignore (multi-range, other units)."""
     match = _RANGE.fullmatch(header.strip())
@@ -28,13 +33,13 @@ def parse_range(header: str, size: int) -> tuple[int, int] | None:
     if not first and not last:
         return None
     if not first:  # suffix range: the last N bytes
-        length = int(last)
+        length = offset(last)
         if length == 0:
             raise RangeNotSatisfiable("an empty suffix range selects nothing", current_size=size)
         return max(size - length, 0), size - 1
-    start = int(first)
-    end = min(int(last), size - 1) if last else size - 1
-    if start >= size or (last and int(last) < start):
+    start = offset(first)
+    end = min(offset(last), size - 1) if last else size - 1
+    if start >= size or (last and offset(last) < start):
         raise RangeNotSatisfiable(f"range {header} lies outside the blob's {size} bytes", current_size=size)
     return start, end
 

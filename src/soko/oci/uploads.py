@@ -10,6 +10,7 @@ from soko.http.streaming import pump_body
 from soko.http.threads import offload
 from soko.names import validate_repository_name
 from soko.oci.base import OciContext, location, upload_range
+from soko.oci.blobs import offset
 from soko.oci.errors import API_VERSION_HEADER, from_domain
 from soko.registry.models import RepoRef, UploadState
 
@@ -147,7 +148,7 @@ async def _chunk_start(
     match = _CONTENT_RANGE.fullmatch(content_range.strip())
     if not match:
         raise UploadInvalid(f"malformed Content-Range '{content_range[:100]}'; expected <start>-<end>")
-    start, end = int(match.group(1)), int(match.group(2))
+    start, end = offset(match.group(1)), offset(match.group(2))
     length = _content_length(request)
     if end < start or (length is not None and end - start + 1 != length):
         state = await offload(ctx.registry.uploads.status, ref, upload_id)

@@ -91,6 +91,11 @@ def parse_manifest(payload: bytes, content_type: str | None) -> ParsedManifest:
         doc = json.loads(payload)
     except (ValueError, RecursionError):
         raise ManifestInvalid("manifest is not valid JSON") from None
+    if b"\\u" in payload:
+        try:  # an escaped lone surrogate: stored, it could never be sent back as UTF-8 (e.g. in ListImageReferrers)
+            json.dumps(doc, ensure_ascii=False).encode()
+        except UnicodeEncodeError:
+            raise ManifestInvalid("manifest contains an unpaired UTF-16 surrogate (\\ud800-\\udfff)") from None
     if not isinstance(doc, dict):
         raise ManifestInvalid("manifest must be a JSON object")
     declared = doc.get("mediaType")
