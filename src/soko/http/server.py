@@ -1,4 +1,4 @@
-"""Serving: one process, or a supervisor forking N workers that share the listening sockets.
+"""Serving: one process, or a supervisor forking N workers that share the listening sockets (``supervisor.py``).
 
 Each worker runs granian's HTTP engine on every socket (soko.http.listener) in front of one SokoApp. Workers open
 their own database connections after the fork (connections must never cross a fork). SIGTERM/SIGINT stop
@@ -19,6 +19,7 @@ import sys
 from soko.config import Settings
 from soko.http.listener import Listeners, connection_limit, raise_open_files_limit
 from soko.http.rsgi import RsgiApp
+from soko.http.supervisor import Supervisor
 
 log = logging.getLogger("soko.server")
 logging.getLogger("_granian").setLevel(logging.WARNING)  # worker start/stop lines: Soko prints its own
@@ -59,6 +60,8 @@ async def run_worker(
         log.info("shutting down: finishing in-flight requests")
         if listeners is not None:
             listeners.close()
+        for sock in socks:  # the port is free for the next start as soon as every process has let go of it
+            sock.close()
         if not await rsgi.drain(SHUTDOWN_TIMEOUT):
             log.warning("%d request(s) still running after %.0f s; stopping anyway", rsgi.in_flight, SHUTDOWN_TIMEOUT)
         await app.stop()
@@ -173,32 +176,14 @@ def serve(settings: Settings) -> int:
         asyncio.run(_serve(settings, socks, ready))
         return 0
     _preload()
-    children: list[int] = []
-    for index in range(settings.workers):
-        pid = os.fork()
-        if pid == 0:
-            try:
-                asyncio.run(_serve(settings, socks, ready if index == 0 else None, index + 1))
-                os._exit(0)
-            except BaseException:
-                log.exception("worker %d failed", index)
-                os._exit(1)
-        children.append(pid)
-    for child_sock, _ in socks:
-        child_sock.close()
 
-    def forward(signum, _frame) -> None:
-        for pid in children:
-            try:
-                os.kill(pid, signum)
-            except ProcessLookupError:
-                pass
+    def work(worker_id: int, first: bool) -> None:
+        asyncio.run(_serve(settings, socks, ready if first and worker_id == 1 else None, worker_id))
 
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
-    status = 0
-    for pid in children:
-        _, code = os.waitpid(pid, 0)
-        status = status or os.waitstatus_to_exitcode(code)
+    def close_sockets() -> None:  # workers stopping close theirs too: the port is free once the last one has
+        for listening, _ in socks:
+            listening.close()
+
+    status = Supervisor(settings.workers, work, close_sockets).run()
     sys.stdout.flush()
     return status
