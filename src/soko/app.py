@@ -46,7 +46,9 @@ class SokoApp:
         self.oci = OciRouter(OciContext(registry, identity.authorizer, settings), identity.authenticate, endpoints)
         ecr = EcrApi(settings, registry, identity)
         query = _query_service(settings, registry, identity)
-        self.aws = AwsFrontDoor(identity.credentials, ecr, query, _authn_auditor(identity), endpoints)
+        self.aws = AwsFrontDoor(
+            identity.credentials, ecr, query, _authn_auditor(identity), endpoints, region=settings.region
+        )
         self.layers = PresignedLayers(registry, identity)
         self.metrics = metrics_handler(registry)
         self.health = Health(registry)

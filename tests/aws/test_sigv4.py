@@ -454,6 +454,14 @@ def test_wrong_terminator_and_service() -> None:
     assert err.message.startswith("Credential should be scoped to correct service: 'iam'.")
 
 
+def test_region_scope_is_checked_in_aws_words() -> None:
+    req = to_signed(sign())  # signed for us-east-1
+    assert verify(req, lookup, now=NOW, expected_regions={"us-east-1"}).region == "us-east-1"
+    err = fails(req, "InvalidSignatureException", expected_regions={"eu-west-1"})
+    assert err.message == "Credential should be scoped to a valid region, not 'us-east-1'. "
+    assert err.access_key_id == AKID  # the audit log names the key that was tried
+
+
 # --- properties -------------------------------------------------------------------------------------------
 
 _header_text = st.text(st.characters(codec="latin-1", exclude_characters="\r\n"), max_size=200)

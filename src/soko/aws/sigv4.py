@@ -323,11 +323,15 @@ def verify(
     *,
     now: datetime | None = None,
     expected_service: str | Iterable[str] | None = None,
+    expected_regions: Iterable[str] | None = None,
     max_skew: timedelta = timedelta(minutes=15),
 ) -> Verified:
-    """Verify a SigV4-signed request; return who signed it or raise `AwsAuthError` (naming the key id tried)."""
+    """Verify a SigV4-signed request; return who signed it or raise `AwsAuthError` (naming the key id tried).
+
+    ``expected_service`` and ``expected_regions`` are what the credential scope may name: a request signed for
+    another service or region is refused before its key is even looked up, in AWS's words."""
     try:
-        return _verify(req, lookup, now, expected_service, max_skew)
+        return _verify(req, lookup, now, expected_service, expected_regions, max_skew)
     except AwsAuthError as exc:
         exc.access_key_id = _key_id_tried(req)
         raise
@@ -351,6 +355,7 @@ def _verify(
     lookup: Callable[[str], Credentials | None],
     now: datetime | None,
     expected_service: str | Iterable[str] | None,
+    expected_regions: Iterable[str] | None,
     max_skew: timedelta,
 ) -> Verified:
     now = (now or datetime.now(UTC)).astimezone(UTC).replace(microsecond=0)
@@ -371,6 +376,8 @@ def _verify(
     else:
         raise AwsAuthError("MissingAuthenticationTokenException", MISSING_TOKEN, 403)
 
+    if expected_regions is not None and auth.region not in expected_regions:
+        raise _invalid(f"Credential should be scoped to a valid region, not '{auth.region}'. ")
     if expected_service is not None:
         allowed = {expected_service} if isinstance(expected_service, str) else set(expected_service)
         if auth.service not in allowed:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import soko.ecr
 from soko.access import Principal, RequestContext, repository_arn
+from soko.aws.service_model import get_service_model
 from soko.config import Settings
 from soko.ecr.errors import EcrError
 from soko.iam.service import Identity
@@ -56,11 +57,21 @@ class EcrApi:
             module = importlib.import_module(f"soko.ecr.{info.name}")
             self.operations.update(getattr(module, "OPERATIONS", {}))
 
+    def check_supported(self, operation: str) -> None:
+        """Raise UnsupportedOperationException, naming it, for an ECR operation this registry does not implement.
+
+        The front door asks before validating parameters, so the answer does not depend on what the request
+        carried; operations botocore's model does not know stay UnknownOperationException (from validation)."""
+        if operation not in self.operations and operation in get_service_model("ecr").operation_names:
+            raise EcrError(
+                "UnsupportedOperationException",
+                f"The ECR operation {operation} is not supported by this registry (Soko implements "
+                f"{len(self.operations)} of ECR's {len(get_service_model('ecr').operation_names)} operations)",
+            )
+
     def call(self, operation: str, params: dict, caller: Principal, context: RequestContext) -> dict:
         handler = self.operations.get(operation)
         if handler is None:
-            raise EcrError(
-                "UnsupportedOperationException" if operation else "UnknownOperationException",
-                f"the ECR operation {operation} is not supported by this registry",
-            )
+            self.check_supported(operation)
+            raise EcrError("UnknownOperationException", f"Unknown operation {operation!r}")
         return handler(Call(self, params, caller, context))

@@ -24,10 +24,12 @@ from soko.http.threads import offload
 from soko.iam.credentials import CredentialStore
 
 log = logging.getLogger("soko.aws")
+GLOBAL_SIGNING_REGION = "us-east-1"  # the credential-scope region of AWS's global IAM and STS endpoints
 MAX_BODY = 32 << 20  # UploadLayerPart carries up to 20 MiB, base64-encoded
 
 
 class JsonService(Protocol):
+    def check_supported(self, operation: str) -> None: ...
     def call(self, operation: str, params: dict, caller: Principal, context: RequestContext) -> dict: ...
 
 
@@ -51,8 +53,15 @@ class AwsFrontDoor:
         query: QueryService | None,
         audit_authn: Callable[..., None],
         endpoints: dict[tuple[str, int], str] | None = None,
+        region: str = "us-east-1",
     ) -> None:
         self.credentials = credentials
+        # A deployment serves one region: ECR requests must be signed for it. IAM is global in AWS (its one
+        # endpoint's scope is us-east-1, which SDKs that know IAM use whatever their region) and STS's global
+        # endpoint is us-east-1 too, while SDKs pointed at a custom endpoint sign with their configured region:
+        # IAM/STS accept both, nothing else.
+        self.ecr_regions = frozenset({region})
+        self.query_regions = frozenset({region, GLOBAL_SIGNING_REGION})
         self.ecr = ecr
         self.query = query
         self.audit_authn = audit_authn
@@ -91,7 +100,12 @@ class AwsFrontDoor:
 
         service = "ecr" if is_json else "query"
         try:
-            verified = sigv4.verify(signed, lookup, expected_service="ecr" if is_json else {"iam", "sts"})
+            verified = sigv4.verify(
+                signed,
+                lookup,
+                expected_service="ecr" if is_json else {"iam", "sts"},
+                expected_regions=self.ecr_regions if is_json else self.query_regions,
+            )
         except AwsAuthError as exc:
             owner = resolved_box["r"].principal.arn if "r" in resolved_box else None  # whose key was tried
             self.audit_authn(owner, "deny", exc.audit_reason, context)
@@ -110,6 +124,7 @@ class AwsFrontDoor:
         try:
             operation = json_protocol.parse_target(request.headers.get("x-amz-target"))
             params = json_protocol.load_body(body)
+            self.ecr.check_supported(operation)
             params = validate_request(operation, params)
             result = await offload(self.ecr.call, operation, params, principal, context)
         except InvalidRequest as exc:
