@@ -1,14 +1,17 @@
-"""The one command: ``soko serve | fsck | migrate`` (more subcommands arrive with their features)."""
+"""The one command: ``soko serve | fsck | gc | account | audit | usage | lifecycle | migrate``."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
+import os
 import sys
 import time
 
 from soko.config import Settings, load_settings, parse_duration, parse_size
+from soko.progress import human_bytes, rate
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -32,16 +35,38 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_fsck(args: argparse.Namespace) -> int:
     from soko.registry import Registry
-    from soko.registry.fsck import check
+    from soko.registry.fsck import Progress, check
 
     registry = Registry.open(_settings(args))
+    progress = Progress()
+
+    def render(elapsed: float) -> str:
+        return (
+            f"fsck: {progress.phase}: {progress.blobs_checked:,}/{progress.blobs_total:,} blobs, "
+            f"{human_bytes(progress.bytes_checked)}/{human_bytes(progress.bytes_total)} "
+            f"({rate(progress.bytes_checked, elapsed, 'bytes')}), {elapsed:.0f} s"
+        )
+
     problems = 0
-    for problem in check(registry.ctx, rehash=not args.quick):
-        problems += 1
-        print(problem)
-    registry.close()
-    print(f"fsck: {problems} problem(s) found" if problems else "fsck: no problems found")
+    try:
+        with _progress(args, render):
+            for problem in check(registry.ctx, rehash=not args.quick, progress=progress):
+                problems += 1
+                print(problem, flush=True)
+    finally:
+        registry.close()
+    if problems:
+        print(f"fsck: {problems} problem(s) found; each says what to do, then run `soko fsck` again")
+    else:
+        print("fsck: no problems found")
     return 1 if problems else 0
+
+
+def _progress(args: argparse.Namespace, render) -> contextlib.AbstractContextManager:
+    """A progress line on stderr on a terminal or with --progress; otherwise nothing."""
+    from soko.progress import ProgressLine, wanted
+
+    return ProgressLine(render) if wanted(args.progress) else contextlib.nullcontext()
 
 
 def _open_identity(args: argparse.Namespace):
@@ -118,13 +143,77 @@ def cmd_gc(args: argparse.Namespace) -> int:
     from soko.registry import Registry
 
     registry = Registry.open(_settings(args))
+    from soko.gc.collector import GcReport  # (after soko.registry, which soko.gc needs loaded first)
+
     grace = parse_duration(args.grace_period) if args.grace_period is not None else None
-    report = registry.gc.run(grace_period=grace, dry_run=args.dry_run)
-    registry.close()
+    report = GcReport(dry_run=args.dry_run)
+
+    def render(elapsed: float) -> str:
+        verb = "would delete" if args.dry_run else "deleted"
+        return (
+            f"gc: {report.phase}: {verb} {report.links_deleted:,} link(s), {report.blobs_deleted:,} blob(s) "
+            f"({human_bytes(report.bytes_reclaimed)}, {rate(report.blobs_deleted, elapsed, ' blobs')}), "
+            f"{elapsed:.0f} s"
+        )
+
+    try:
+        with _progress(args, render):
+            registry.gc.run(grace_period=grace, dry_run=args.dry_run, report=report)
+    finally:
+        registry.close()
     if args.verbose:
         for digest in report.deleted_digests:
             print(("would delete " if args.dry_run else "deleted ") + digest)
     print(report.summary())
+    return 0
+
+
+def cmd_account_list(args: argparse.Namespace) -> int:
+    import sqlalchemy as sa
+
+    from soko.meta.schema import access_keys, accounts
+    from soko.meta.schema import repositories as repos
+    from soko.registry import Registry
+
+    settings = _settings(args)
+    registry = Registry.open(settings)
+    try:
+        with registry.ctx.db.read() as conn:
+            rows = conn.execute(sa.select(accounts.c.id, accounts.c.created_at).order_by(accounts.c.id)).all()
+            repo_counts = dict(
+                conn.execute(sa.select(repos.c.account_id, sa.func.count()).group_by(repos.c.account_id)).all()
+            )
+            root_keys: dict[str, list[str]] = {}
+            for account_id, key_id in conn.execute(
+                sa.select(access_keys.c.account_id, access_keys.c.access_key_id)
+                .where(access_keys.c.user_name.is_(None), access_keys.c.status == "Active")
+                .order_by(access_keys.c.access_key_id)
+            ):
+                root_keys.setdefault(account_id, []).append(key_id)
+    finally:
+        registry.close()
+    listed = [
+        {
+            "AccountId": account_id,
+            "Default": account_id == settings.account_id,
+            "CreatedAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(created_at)),
+            "Repositories": repo_counts.get(account_id, 0),
+            "RootAccessKeyIds": root_keys.get(account_id, []),
+            "RegistryHost": f"{account_id}.dkr.ecr.{settings.region}.{settings.domain}",
+        }
+        for account_id, created_at in rows
+    ]
+    if args.format == "json":
+        print(json.dumps(listed, indent=2))
+        return 0
+    print(f"{'ACCOUNT':<14} {'CREATED':<20} {'REPOS':>6}  {'ROOT KEYS':<22} REGISTRY HOST")
+    for entry in listed:
+        marker = " (default)" if entry["Default"] else ""
+        keys = ",".join(entry["RootAccessKeyIds"]) or "-"
+        print(
+            f"{entry['AccountId']:<14} {entry['CreatedAt']:<20} {entry['Repositories']:>6}  {keys:<22} "
+            f"{entry['RegistryHost']}{marker}"
+        )
     return 0
 
 
@@ -185,6 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="soko", description="Soko: a private container registry that behaves like ECR"
     )
+    parser.add_argument("--version", action="version", version=f"soko {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the registry")
@@ -203,6 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     fsck = sub.add_parser("fsck", help="re-hash stored blobs and check every manifest's references")
     _common(fsck)
     fsck.add_argument("--quick", action="store_true", help="check sizes only, do not re-hash")
+    fsck.add_argument("--progress", action="store_true", help="show progress on stderr even when it is not a terminal")
     fsck.set_defaults(func=cmd_fsck)
 
     account = sub.add_parser("account", help="manage accounts")
@@ -211,6 +302,10 @@ def main(argv: list[str] | None = None) -> int:
     _common(account_create)
     account_create.add_argument("account_id", help="12-digit account id")
     account_create.set_defaults(func=cmd_account_create)
+    account_list = account_sub.add_parser("list", help="list the accounts: id, repositories, root key ids, host name")
+    _common(account_list)
+    account_list.add_argument("--format", choices=["table", "json"], default="table")
+    account_list.set_defaults(func=cmd_account_list)
     account_quota = account_sub.add_parser(
         "quota", help="show an account's quotas, or set one: soko account quota 111122223333 max_repositories 500"
     )
@@ -239,6 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     gc.add_argument("--dry-run", action="store_true", help="report what would be deleted, delete nothing")
     gc.add_argument("--grace-period", help="how long unreferenced content is kept (default: gc_grace_period, 24h)")
     gc.add_argument("-v", "--verbose", action="store_true", help="list each blob")
+    gc.add_argument("--progress", action="store_true", help="show progress on stderr even when it is not a terminal")
     gc.set_defaults(func=cmd_gc)
 
     usage = sub.add_parser("usage", help="cost report: stored bytes, GB-months, transfer and requests for a month")
@@ -264,8 +360,32 @@ def main(argv: list[str] | None = None) -> int:
     migrate.set_defaults(func=cmd_migrate)
 
     args = parser.parse_args(argv)
+    import sqlalchemy.exc
+
     try:
         return args.func(args)
+    except BrokenPipeError:
+        # The reader went away (`soko audit | head`): stop quietly, as any Unix filter does, and keep the
+        # interpreter's final flush of stdout from raising again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, what a shell reports for a filter cut off this way
+    except sqlalchemy.exc.OperationalError as exc:
+        reason = str(exc.orig or exc).strip().splitlines()[0][:300]
+        print(
+            f"soko {args.command}: cannot use the database ({reason}); check --database-url / SOKO_DATABASE_URL "
+            "(or --data-dir for the embedded SQLite) and that the database server is up",
+            file=sys.stderr,
+        )
+        return 2
     except (ValueError, OSError) as exc:
         print(f"soko {args.command}: {exc}", file=sys.stderr)
         return 2
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("soko")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        return "unknown (not installed: run scripts/bootstrap.sh)"

@@ -134,6 +134,7 @@ class GcReport:
     trash_restored: int = 0
     deleted_digests: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    phase: str = "starting"
     # (repository id, digest) links found unreferenced in this run: a dry run counts blobs they would free.
     doomed_links: set[Link] = field(default_factory=set, repr=False)
 
@@ -165,20 +166,35 @@ class GarbageCollector:
         self.ctx = ctx
         self.uploads = uploads
 
-    def run(self, *, grace_period: float | None = None, dry_run: bool = False, sweep_storage: bool = True) -> GcReport:
+    def run(
+        self,
+        *,
+        grace_period: float | None = None,
+        dry_run: bool = False,
+        sweep_storage: bool = True,
+        report: GcReport | None = None,
+    ) -> GcReport:
+        """``report``: one to fill in as the run goes (a progress display reads it from another thread)."""
         started = time.monotonic()
         grace = self.ctx.settings.gc_grace_period if grace_period is None else grace_period
-        report = GcReport(dry_run=dry_run)
+        report = report or GcReport(dry_run=dry_run)
+        report.dry_run = dry_run
         if not dry_run:
+            report.phase = "restoring trash"
             report.trash_restored = self._restore_trash()
         cutoff = self.ctx.clock() - grace
+        report.phase = "reviewing links"
         self._review_links(cutoff, dry_run, report)
         self._sweep_links(cutoff, dry_run, report)
+        report.phase = "deleting blobs"
         self._delete_blobs(cutoff, dry_run, report)
         if not dry_run:
+            report.phase = "expiring uploads"
             report.uploads_expired = self.uploads.expire()
         if sweep_storage:
+            report.phase = "sweeping storage"
             self._sweep_storage(cutoff, dry_run, report)
+        report.phase = "done"
         report.seconds = time.monotonic() - started
         return report
 

@@ -8,10 +8,16 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from soko.meta.schema import blobs, manifest_blobs, manifest_children, manifests, repository_blobs
+from soko.meta.schema import blobs, manifest_blobs, manifest_children, manifests, repository_blobs, tags
 from soko.meta.schema import repositories as repos
 from soko.registry.context import DomainContext, blob_path, trash_path
 from soko.storage import PathNotFound
+
+# What to do about a blob whose stored content is bad (upload completion always writes the verified content).
+_BLOB_REMEDY = (
+    "upload the original content again (a completed blob upload of this digest replaces what is stored), "
+    "or delete the images that use it"
+)
 
 
 @dataclass(frozen=True)
@@ -19,20 +25,90 @@ class Problem:
     kind: str
     subject: str
     message: str
+    affected: tuple[str, ...] = ()  # images (repository:tag, or repository@digest when untagged) that use it
 
     def __str__(self) -> str:
-        return f"{self.kind}: {self.subject}: {self.message}"
+        text = f"{self.kind}: {self.subject}: {self.message}"
+        if self.affected:
+            shown = ", ".join(self.affected[:20]) + (
+                f" and {len(self.affected) - 20} more" if len(self.affected) > 20 else ""
+            )
+            text += f"\n  used by: {shown}"
+        return text
 
 
-def check(ctx: DomainContext, *, rehash: bool = True) -> Iterator[Problem]:
-    yield from _check_blobs(ctx, rehash)
+@dataclass
+class Progress:
+    """How far a check has come; read by a progress display on another thread."""
+
+    blobs_total: int = 0
+    bytes_total: int = 0
+    blobs_checked: int = 0
+    bytes_checked: int = 0
+    phase: str = "blobs"
+
+
+def check(ctx: DomainContext, *, rehash: bool = True, progress: Progress | None = None) -> Iterator[Problem]:
+    progress = progress or Progress()
+    yield from _check_blobs(ctx, rehash, progress)
+    progress.phase = "manifests"
     yield from _check_manifests(ctx)
 
 
-def _check_blobs(ctx: DomainContext, rehash: bool) -> Iterator[Problem]:
+def _bad_blob(ctx: DomainContext, kind: str, digest: str, message: str) -> Problem:
+    return Problem(kind, digest, f"{message}; {_BLOB_REMEDY}", tuple(images_using(ctx, digest)))
+
+
+def images_using(ctx: DomainContext, digest: str) -> list[str]:
+    """Every image a blob is part of: the manifests that reference it, the indexes over those, with their tags."""
+    with ctx.db.read() as conn:
+        direct = conn.execute(
+            sa.select(manifests.c.id, manifests.c.repository_id, manifests.c.digest)
+            .join(manifest_blobs, manifest_blobs.c.manifest_id == manifests.c.id)
+            .where(manifest_blobs.c.digest == digest)
+        ).all()
+        found = {row.id: row for row in direct}
+        frontier = list(direct)
+        while frontier:  # indexes (of indexes) over the manifests found so far
+            parents = conn.execute(
+                sa.select(manifests.c.id, manifests.c.repository_id, manifests.c.digest)
+                .join(manifest_children, manifest_children.c.parent_id == manifests.c.id)
+                .where(
+                    sa.tuple_(manifests.c.repository_id, manifest_children.c.child_digest).in_(
+                        [(row.repository_id, row.digest) for row in frontier]
+                    )
+                )
+            ).all()
+            frontier = [row for row in parents if row.id not in found]
+            found.update((row.id, row) for row in frontier)
+        if not found:
+            return []
+        names = dict(
+            conn.execute(
+                sa.select(repos.c.id, repos.c.name).where(repos.c.id.in_({row.repository_id for row in found.values()}))
+            ).all()
+        )
+        tagged: dict[int, list[str]] = {}
+        for manifest_id, tag in conn.execute(
+            sa.select(tags.c.manifest_id, tags.c.name).where(tags.c.manifest_id.in_(list(found))).order_by(tags.c.name)
+        ):
+            tagged.setdefault(manifest_id, []).append(tag)
+    images = []
+    for row in found.values():
+        name = names.get(row.repository_id, "?")
+        images += [f"{name}:{tag}" for tag in tagged.get(row.id, [])] or [f"{name}@{row.digest}"]
+    return sorted(images)
+
+
+def _check_blobs(ctx: DomainContext, rehash: bool, progress: Progress) -> Iterator[Problem]:
     with ctx.db.read() as conn:
         rows = conn.execute(sa.select(blobs.c.digest, blobs.c.size).order_by(blobs.c.digest)).all()
+    progress.blobs_total = len(rows)
+    progress.bytes_total = sum(size for _, size in rows)
     for digest, size in rows:
+        progress.blobs_checked += 1
+        if not rehash:
+            progress.bytes_checked += size
         path = blob_path(digest)
         try:
             info = ctx.storage.stat(path)
@@ -45,10 +121,10 @@ def _check_blobs(ctx: DomainContext, rehash: bool) -> Iterator[Problem]:
                     "in trash (the next gc restores or removes them): a gc was interrupted; `soko gc` restores it now",
                 )
             else:
-                yield Problem("missing-blob", digest, "in the database but not in storage")
+                yield _bad_blob(ctx, "missing-blob", digest, "in the database but not in storage")
             continue
         if info.size != size:
-            yield Problem("size-mismatch", digest, f"database says {size} bytes, storage holds {info.size}")
+            yield _bad_blob(ctx, "size-mismatch", digest, f"database says {size} bytes, storage holds {info.size}")
             continue
         if rehash:
             algorithm, _, expected = digest.partition(":")
@@ -56,8 +132,9 @@ def _check_blobs(ctx: DomainContext, rehash: bool) -> Iterator[Problem]:
             with ctx.storage.reader(path) as f:
                 while data := f.read(4 << 20):
                     hasher.update(data)
+                    progress.bytes_checked += len(data)
             if hasher.hexdigest() != expected:
-                yield Problem("corrupt-blob", digest, f"content hashes to {algorithm}:{hasher.hexdigest()}")
+                yield _bad_blob(ctx, "corrupt-blob", digest, f"content hashes to {algorithm}:{hasher.hexdigest()}")
 
 
 def _in_trash(ctx: DomainContext, digest: str) -> bool:
@@ -87,7 +164,11 @@ def _check_manifests(ctx: DomainContext) -> Iterator[Problem]:
             .where(repository_blobs.c.digest.is_(None))
         ).all()
         for name, manifest, blob in dangling:
-            yield Problem("unlinked-reference", f"{name}@{manifest}", f"references blob {blob} not linked to '{name}'")
+            yield Problem(
+                "unlinked-reference",
+                f"{name}@{manifest}",
+                f"references blob {blob} not linked to '{name}'; push that blob to '{name}' again (upload or mount)",
+            )
         child = manifests.alias("child")
         missing_children = conn.execute(
             sa.select(repos.c.name, manifests.c.digest, manifest_children.c.child_digest)
@@ -106,7 +187,11 @@ def _check_manifests(ctx: DomainContext) -> Iterator[Problem]:
             .where(child.c.id.is_(None))
         ).all()
         for name, manifest, child_digest in missing_children:
-            yield Problem("missing-child", f"{name}@{manifest}", f"index references missing manifest {child_digest}")
+            yield Problem(
+                "missing-child",
+                f"{name}@{manifest}",
+                f"index references missing manifest {child_digest}; push that manifest to '{name}' again",
+            )
         for row in conn.execute(
             sa.select(repos.c.name, manifests.c.digest, manifests.c.payload).join(
                 repos, repos.c.id == manifests.c.repository_id
@@ -114,4 +199,8 @@ def _check_manifests(ctx: DomainContext) -> Iterator[Problem]:
         ):
             algorithm, _, expected = row.digest.partition(":")
             if hashlib.new(algorithm, row.payload).hexdigest() != expected:
-                yield Problem("corrupt-manifest", f"{row.name}@{row.digest}", "payload does not hash to its digest")
+                yield Problem(
+                    "corrupt-manifest",
+                    f"{row.name}@{row.digest}",
+                    "payload does not hash to its digest; delete it and push the image again",
+                )

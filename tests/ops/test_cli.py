@@ -1,0 +1,85 @@
+"""The admin CLI as an operator meets it: --version, account list, progress on long runs, fsck naming the images a
+bad blob breaks, and output piped into `head` ending quietly."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from soko.cli import main
+from soko.iam.service import Identity
+from soko.registry.context import blob_path
+from soko.registry.models import RepoRef
+from tests.gc.test_collector import push_image
+
+
+def _common(settings) -> list[str]:
+    return ["--data-dir", settings.data_dir, "--database-url", settings.effective_database_url]
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out.strip() == "soko 0.1.0"
+
+
+def test_account_list(registry, settings, capsys):
+    identity = Identity(registry.ctx)
+    identity.bootstrap_root()
+    key_id, _ = identity.credentials.create_account("111122223333")
+    registry.repositories.create(RepoRef("111122223333", "team/app"))
+    assert main(["account", "list", *_common(settings), "--format", "json"]) == 0
+    listed = {entry["AccountId"]: entry for entry in json.loads(capsys.readouterr().out)}
+    assert set(listed) == {settings.account_id, "111122223333"}
+    assert listed[settings.account_id]["Default"] is True
+    other = listed["111122223333"]
+    assert (other["Repositories"], other["RootAccessKeyIds"]) == (1, [key_id])
+    assert other["RegistryHost"] == "111122223333.dkr.ecr.us-east-1.localhost"
+    assert "SecretAccessKey" not in json.dumps(listed)
+    assert main(["account", "list", *_common(settings)]) == 0
+    table = capsys.readouterr().out
+    assert "111122223333" in table and "(default)" in table
+
+
+def test_fsck_names_the_images_a_bad_blob_breaks_and_shows_progress(registry, settings, capsys):
+    ref = RepoRef(settings.account_id, "team/app")
+    layer = os.urandom(3 << 20)
+    push_image(registry, ref, "v1", [layer, b"other layer"])
+    push_image(registry, ref, "v2", [layer])
+    with open(os.path.join(registry.ctx.storage.root, blob_path("sha256:" + hashlib.sha256(layer).hexdigest())),
+              "r+b") as f:
+        f.write(b"X")
+    assert main(["fsck", *_common(settings), "--progress"]) == 1
+    out, err = capsys.readouterr()
+    assert "corrupt-blob: sha256:" in out
+    assert "used by: team/app:v1, team/app:v2" in out
+    assert "upload the original content again" in out  # what to do
+    assert "fsck: 1 problem(s) found" in out
+    # the progress line (stderr: stdout stays the report): counts, bytes in human units, rate
+    assert "fsck: manifests: 4/4 blobs" in err and "MiB" in err and "/s)" in err
+
+    assert main(["gc", *_common(settings), "--progress", "--dry-run"]) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith("gc: would delete") and "gc: done: would delete" in err
+
+
+def test_output_into_head_ends_quietly(registry, settings, tmp_path):
+    identity = Identity(registry.ctx)
+    for n in range(3000):  # far more than a pipe holds, so the writer meets the closed pipe
+        identity.audit.record("authn", None, None, None, "deny", f"test denial {n}", None)
+    identity.audit.flush()
+    os.chmod(settings.data_dir, 0o700)  # (else a warning about its mode)
+    errors = tmp_path / "stderr"
+    command = [sys.executable, "-m", "soko", "audit", *_common(settings), "--limit", "5000"]
+    shell = " ".join(f"'{part}'" for part in command) + f" 2>'{errors}' | head -n 1; echo ${{PIPESTATUS[0]}}"
+    result = subprocess.run(["bash", "-c", shell], capture_output=True, text=True, timeout=60)
+    first, status = result.stdout.splitlines()
+    assert "test denial" in first
+    assert errors.read_text() == ""  # no BrokenPipe traceback, no "Exception ignored"
+    assert status == "141"
