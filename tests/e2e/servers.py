@@ -281,14 +281,15 @@ def run_fsck(data_dir: Path, timeout: float = 300) -> subprocess.CompletedProces
     )
 
 
-def start_soko_in_checkout(checkout: Path) -> RegistryServer:
-    """Soko started as ``scripts/serve.sh`` starts it: ``.venv/bin/soko serve`` run in the checkout, so the data
-    dir is ``./soko-data``; only ``--listen`` is added (a free port). ``checkout/.venv`` must be a venv with Soko."""
+def start_soko_with_serve_sh(repo: Path, data_dir: Path) -> RegistryServer:
+    """``scripts/serve.sh --listen 127.0.0.1:PORT --data-dir DATA_DIR``, as the README starts Soko (a free port and
+    a data dir of the test's own instead of the defaults). serve.sh runs bootstrap.sh first: with the venv already
+    set up (scripts/test.sh does that) it installs nothing, then execs ``.venv/bin/soko serve``."""
 
     def start(port: int) -> RegistryServer:
         host = f"127.0.0.1:{port}"
         env = {k: v for k, v in os.environ.items() if not k.startswith(("SOKO_", "AWS_"))}
-        return _spawn("soko", [".venv/bin/soko", "serve", "--listen", host], host, checkout / "soko-data",
-                      checkout / "soko.log", env, cwd=checkout)
+        argv = [str(repo / "scripts" / "serve.sh"), "--listen", host, "--data-dir", str(data_dir)]
+        return _spawn("soko", argv, host, data_dir, data_dir.parent / "soko.log", env, cwd=repo)
 
     return _start_with_retries(start)
