@@ -297,3 +297,36 @@ def test_pull_recording(registry):
     pulled = last_pulled()
     assert pulled is not None and pulled >= before - 1
     assert registry.manifests.flush_pulls() == 0
+
+
+def _hold_claim(registry, upload_id: str, token: str) -> None:
+    with registry.ctx.db.write() as conn:
+        conn.execute(
+            sa.update(uploads).where(uploads.c.id == upload_id).values(writer=token, writer_seen=registry.ctx.clock())
+        )
+
+
+def test_claims_of_dead_processes_on_this_node_are_void_at_once(registry):
+    """kill -9 mid-chunk leaves the claim in the row; a process of this node that no longer exists (or whose pid now
+    belongs to another process) holds nothing. Live processes, and other nodes until the heartbeat is stale, do."""
+    import subprocess
+
+    from soko import process_identity
+
+    registry.ctx.clock = clock = Clock(1_000_000.0)
+    ref = _ref(registry)
+    state = registry.uploads.start(ref)
+    node = process_identity.node()
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    me = os.getpid()
+    for holder in (f"{node}.{gone.pid}.1.dead", f"{node}.{me}.1.{'reused-pid'}"):
+        _hold_claim(registry, state.id, holder)
+        writer = registry.uploads.begin_chunk(ref, state.id, None)  # used to be 416 for CLAIM_STALE seconds
+        writer.abort()
+    for holder in (process_identity.new_token(), f"{'0' * 16}.{me}.1.other-node"):
+        _hold_claim(registry, state.id, holder)
+        with pytest.raises(RangeNotSatisfiable, match="another request is writing"):
+            registry.uploads.begin_chunk(ref, state.id, None)
+    clock.now += CLAIM_STALE + 1  # the other node's writer stopped its heartbeat
+    _chunk(registry, ref, state.id, b"resumed", 0)

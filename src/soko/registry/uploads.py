@@ -19,6 +19,7 @@ concurrent garbage collector (which deletes under the same lock) can never remov
 from __future__ import annotations
 
 import hashlib
+import logging
 import threading
 import uuid
 from collections import OrderedDict
@@ -26,6 +27,7 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 
+from soko import process_identity
 from soko.digest import Digest
 from soko.errors import DigestInvalid, RangeNotSatisfiable, SizeInvalid, TooLarge, UploadUnknown
 from soko.gc.queue import enqueue_link_reviews
@@ -36,9 +38,12 @@ from soko.registry.models import BlobInfo, RepoRef, UploadState
 from soko.registry.repositories import Repositories
 from soko.storage import FileWriter, InvalidOffset, PathNotFound
 
+log = logging.getLogger("soko.uploads")
 _HASH_READ_SIZE = 4 * 1024 * 1024
-CLAIM_REFRESH = 60.0  # seconds between a streaming writer's heartbeats
-CLAIM_STALE = 300.0  # a claim without a heartbeat for this long belonged to a writer that died
+CLAIM_REFRESH = 15.0  # seconds between a streaming writer's heartbeats
+# A claim without a heartbeat for this long belonged to a writer that died (on another node: claims of this node's
+# dead processes are recognised at once, see soko.process_identity).
+CLAIM_STALE = 60.0
 
 
 class _HashCache:
@@ -162,7 +167,7 @@ class Uploads:
 
     def _claim(self, state: UploadState) -> str:
         """Become the session's only writer (see the module docstring); returns the claim's token."""
-        token = str(uuid.uuid4())
+        token = process_identity.new_token()
         now = self.ctx.clock()
         with self.ctx.db.write() as conn:
             claimed = conn.execute(
@@ -173,6 +178,17 @@ class Uploads:
                 )
                 .values(writer=token, writer_seen=now)
             ).rowcount
+            if not claimed:
+                # Held: by a process of this node that died mid-request (kill -9)? Then the claim is void now.
+                holder = conn.execute(sa.select(uploads.c.writer).where(uploads.c.id == state.id)).scalar()
+                if process_identity.holder_is_dead(holder):
+                    claimed = conn.execute(
+                        sa.update(uploads)
+                        .where(uploads.c.id == state.id, uploads.c.writer == holder)
+                        .values(writer=token, writer_seen=now)
+                    ).rowcount
+                    if claimed:
+                        log.info("upload %s: took over the claim of a process that died (%s)", state.id, holder)
         if not claimed:
             raise RangeNotSatisfiable(
                 f"another request is writing to upload {state.id}; query its status and resume",

@@ -15,8 +15,9 @@ uploads = sa.Table(
     sa.Column("created_at", Timestamp, nullable=False),
     sa.Column("updated_at", Timestamp, nullable=False),
     # The request writing a chunk (or completing) right now, on any process or node: a claim with a heartbeat, so
-    # two requests never write the same bytes, and a writer that died stops blocking the session after a while.
-    sa.Column("writer", sa.String(36), nullable=True),
+    # two requests never write the same bytes, and a writer that died stops blocking the session: at once when it
+    # was a process of this node (the token names it: soko.process_identity), after the heartbeat goes stale if not.
+    sa.Column("writer", sa.String(128), nullable=True),
     sa.Column("writer_seen", Timestamp, nullable=True),
     sa.Index(None, "updated_at"),
 )
