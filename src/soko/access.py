@@ -20,6 +20,8 @@ class Principal:
     user_id: str = ""
     username: str | None = None
     role_arn: str | None = None
+    tags: tuple[tuple[str, str], ...] = ()  # IAM tags of the user, or of the role behind an assumed-role session
+    token_issued_at: float | None = None  # STS sessions: when the credentials were issued
 
 
 ANONYMOUS = Principal(arn="anonymous", account_id="", type="Anonymous")
@@ -28,7 +30,7 @@ ANONYMOUS = Principal(arn="anonymous", account_id="", type="Anonymous")
 class RequestContext:
     """Where a request came from and how. The request id is made on first use (most requests never need it)."""
 
-    __slots__ = ("_request_id", "endpoint", "extra", "host", "scheme", "secure_transport", "source_ip")
+    __slots__ = ("_request_id", "endpoint", "extra", "host", "scheme", "secure_transport", "source_ip", "user_agent")
 
     def __init__(
         self,
@@ -39,6 +41,7 @@ class RequestContext:
         host: str = "",
         scheme: str = "http",
         extra: dict | None = None,
+        user_agent: str | None = None,
     ) -> None:
         self._request_id = request_id
         self.source_ip = source_ip
@@ -47,6 +50,7 @@ class RequestContext:
         self.host = host  # the Host the client addressed (for URLs we hand back)
         self.scheme = scheme
         self.extra = {} if extra is None else extra
+        self.user_agent = user_agent  # aws:UserAgent
 
     @property
     def request_id(self) -> str:
@@ -57,7 +61,14 @@ class RequestContext:
     def with_extra(self, extra: dict) -> RequestContext:
         """A copy with other ``extra`` (e.g. operation-specific condition keys)."""
         return RequestContext(
-            self.request_id, self.source_ip, self.endpoint, self.secure_transport, self.host, self.scheme, extra
+            self.request_id,
+            self.source_ip,
+            self.endpoint,
+            self.secure_transport,
+            self.host,
+            self.scheme,
+            extra,
+            self.user_agent,
         )
 
     def __repr__(self) -> str:

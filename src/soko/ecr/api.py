@@ -37,10 +37,31 @@ class Call:
     def repo(self, name_param: str = "repositoryName") -> RepoRef:
         return RepoRef(self.registry_id, self.params[name_param])
 
-    def authorize(self, action: str, repository: str | None = None, registry_id: str | None = None) -> None:
+    def authorize(
+        self,
+        action: str,
+        repository: str | None = None,
+        registry_id: str | None = None,
+        condition_keys: dict | None = None,
+    ) -> None:
+        """``condition_keys``: the operation's own keys (aws:RequestTag/..., aws:TagKeys)."""
         account = registry_id or self.registry_id
         arn = repository_arn(self.api.settings.region, account, repository) if repository is not None else "*"
-        self.api.identity.authorizer.authorize(self.caller, action, arn, account if repository else None, self.context)
+        context = self.context
+        if condition_keys:
+            extra = dict(context.extra)
+            extra["condition_keys"] = {**extra.get("condition_keys", {}), **condition_keys}
+            context = context.with_extra(extra)
+        self.api.identity.authorizer.authorize(self.caller, action, arn, account if repository else None, context)
+
+
+def tag_condition_keys(tags: list[dict] | None = None, keys: list[str] | None = None) -> dict:
+    """aws:RequestTag/<key> for each tag a request sets and aws:TagKeys for the keys it names."""
+    out: dict = {f"aws:RequestTag/{t['Key']}": t["Value"] for t in tags or [] if "Key" in t and "Value" in t}
+    names = [t["Key"] for t in tags or [] if "Key" in t] if keys is None else list(keys)
+    if names:
+        out["aws:TagKeys"] = names
+    return out
 
 
 Operation = Callable[[Call], dict]

@@ -31,11 +31,12 @@ def _would_lock_out(call: Call, name: str, new_policy: Policy) -> bool:
     except (RegistryPolicyNotFound, MalformedPolicy):
         pass
     caller = call.caller
-    conditions = identity.authorizer.condition_keys(call.context)
+    arn = repository_arn(call.api.settings.region, call.registry_id, name)
+    conditions = identity.authorizer.condition_keys(call.context, "ecr:SetRepositoryPolicy", arn, call.registry_id)
     request = AuthzRequest(
         principal=policy_principal(caller),
         action="ecr:SetRepositoryPolicy",
-        resource=repository_arn(call.api.settings.region, call.registry_id, name),
+        resource=arn,
         resource_account=call.registry_id,
         context=conditions,
     )

@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 
 from soko.access import repository_arn
-from soko.ecr.api import Call
+from soko.ecr.api import Call, tag_condition_keys
 from soko.ecr.auth import proxy_endpoint
 from soko.ecr.errors import EcrError
 from soko.registry.models import RepoRef, Repository
@@ -106,9 +106,10 @@ def repository_json(call: Call, repo: Repository) -> dict:
 def create_repository(call: Call) -> dict:
     p = call.params
     ref = call.repo()
-    call.authorize("ecr:CreateRepository", ref.name)
+    request_tags = tag_condition_keys(p.get("tags"))
+    call.authorize("ecr:CreateRepository", ref.name, condition_keys=request_tags)
     if p.get("tags"):
-        call.authorize("ecr:TagResource", ref.name)
+        call.authorize("ecr:TagResource", ref.name, condition_keys=request_tags)
     kind, key = normalize_encryption(p.get("encryptionConfiguration"), call.api.settings.region, ref.account_id)
     repo = call.api.registry.repositories.create(
         ref,
@@ -193,14 +194,14 @@ def _arn_repo(call: Call) -> RepoRef:
 
 def tag_resource(call: Call) -> dict:
     ref = _arn_repo(call)
-    call.authorize("ecr:TagResource", ref.name, ref.account_id)
+    call.authorize("ecr:TagResource", ref.name, ref.account_id, tag_condition_keys(call.params["tags"]))
     call.api.registry.repositories.tag(ref, call.params["tags"])
     return {}
 
 
 def untag_resource(call: Call) -> dict:
     ref = _arn_repo(call)
-    call.authorize("ecr:UntagResource", ref.name, ref.account_id)
+    call.authorize("ecr:UntagResource", ref.name, ref.account_id, tag_condition_keys(keys=call.params["tagKeys"]))
     call.api.registry.repositories.untag(ref, call.params["tagKeys"])
     return {}
 

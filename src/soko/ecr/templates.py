@@ -10,6 +10,7 @@ import dataclasses
 
 from soko.ecr.api import Call
 from soko.ecr.repositories import decode_token, domain, encode_token, invalid
+from soko.iam.policy.keys import warn_unpopulated
 from soko.registry.capabilities import require_create_on_push_only
 from soko.registry.lifecycle_store import validate_policy as validate_lifecycle_policy
 from soko.registry.policies import validate_repository_policy
@@ -52,7 +53,10 @@ def _validated(call: Call, template: Template) -> Template:
     tags = validate_resource_tags(template.resource_tags)
     normalize_encryption(template.encryption, call.api.settings.region, template.account_id)
     if template.repository_policy:
-        validate_repository_policy(template.repository_policy)
+        policy = validate_repository_policy(template.repository_policy)
+        warn_unpopulated(
+            policy, f"the repository policy of creation template {template.prefix}", template.repository_policy
+        )
     if template.lifecycle_policy:
         validate_lifecycle_policy(template.lifecycle_policy)
     return dataclasses.replace(

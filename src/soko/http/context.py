@@ -28,6 +28,7 @@ def make_context(request: Request, endpoints: Mapping[tuple[str, int], str]) -> 
         secure_transport=request.secure,
         host=request.host,
         scheme=request.scheme,
+        user_agent=request.headers.get("user-agent"),
     )
     request.context = context
     return context

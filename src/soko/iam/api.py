@@ -420,7 +420,7 @@ class IamApi:
         for name in ("Policy", "PolicyArns", "Tags", "TransitiveTagKeys", "ProvidedContexts"):
             if p.get(name):
                 raise ValidationError(f"{name} is not supported by this registry.")
-        keys: dict[str, Any] = dict(self.identity.authorizer.condition_keys(c.context))
+        keys: dict[str, Any] = dict(self.identity.authorizer.condition_keys(c.context, "sts:AssumeRole"))
         keys["sts:RoleSessionName"] = p["RoleSessionName"]
         if p.get("ExternalId") is not None:
             keys["sts:ExternalId"] = p["ExternalId"]

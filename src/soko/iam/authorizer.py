@@ -18,7 +18,7 @@ from soko.errors import AccessDenied
 from soko.iam.credentials import CredentialStore
 from soko.iam.policy import AuthzRequest, Decision, MalformedPolicy, Policy, PolicyKind, evaluate, parse_policy
 from soko.iam.policy import Principal as PolicyPrincipal
-from soko.meta.schema import registry_policies, repositories
+from soko.meta.schema import registry_policies, repositories, repository_tags
 from soko.registry.context import DomainContext
 
 
@@ -31,7 +31,18 @@ def policy_principal(principal: Principal) -> PolicyPrincipal:
         user_id=principal.user_id,
         username=principal.username,
         role_arn=principal.role_arn,
+        tags=principal.tags,
+        token_issued_at=principal.token_issued_at,
     )
+
+
+def requested_region(action: str, region: str) -> str:
+    """aws:RequestedRegion: IAM is a global service answered from us-east-1; everything else is this region."""
+    return "us-east-1" if action[:4].lower() == "iam:" else region
+
+
+def _hashable(value: object) -> object:
+    return tuple(value) if isinstance(value, list) else value
 
 
 def _reads_clock(policy_text: str) -> bool:
@@ -65,7 +76,8 @@ class IamAuthorizer:
         self.credentials = credentials
         self.audit = audit
         self._parsed = _ParsedPolicies()
-        self._resource_cache: dict[tuple[str, str], tuple[int, list[str]]] = {}
+        # (account, repository) -> (generation, [repository policy, registry policy], repository tags)
+        self._resource_cache: dict[tuple[str, str], tuple[int, list[str], dict[str, str]]] = {}
         # Decisions for identical requests, valid for one metadata generation. Only used when no policy involved
         # reads the clock (aws:CurrentTime / aws:EpochTime), so the answer depends on nothing outside the key.
         self._decisions: dict[tuple, tuple[int, Decision]] = {}
@@ -111,7 +123,8 @@ class IamAuthorizer:
             context.source_ip,
             context.endpoint,
             context.secure_transport,
-            tuple(sorted(context.extra.get("condition_keys", {}).items())),
+            context.user_agent,
+            tuple(sorted((k, _hashable(v)) for k, v in context.extra.get("condition_keys", {}).items())),
         )
         hit = self._decisions.get(key)
         if hit is not None and hit[0] == generation:
@@ -120,9 +133,9 @@ class IamAuthorizer:
         identity = [p for p in (self._parsed.get(t, PolicyKind.IDENTITY) for t in identity_texts) if p is not None]
         resource: list[Policy] = []
         resource_texts: list[str] = []
-        if resource_account and ":repository/" in resource_arn:
-            repo_name = resource_arn.split(":repository/", 1)[1]
-            for text, kind in self._resource_policies(resource_account, repo_name):
+        repo = self._repository_of(resource_arn, resource_account)
+        if repo is not None:
+            for text, kind in self._resource_policies(*repo):
                 resource_texts.append(text)
                 parsed = self._parsed.get(text, kind)
                 if parsed is not None:
@@ -132,7 +145,7 @@ class IamAuthorizer:
             action=action,
             resource=resource_arn,
             resource_account=resource_account,
-            context=self.condition_keys(context),
+            context=self.condition_keys(context, action, resource_arn, resource_account),
         )
         decision = evaluate(request, identity_policies=identity, resource_policies=resource)
         if not any(_reads_clock(t) for t in (*identity_texts, *resource_texts)):
@@ -141,41 +154,80 @@ class IamAuthorizer:
             self._decisions[key] = (generation, decision)
         return decision
 
-    def condition_keys(self, context: RequestContext) -> dict:
+    def condition_keys(
+        self,
+        context: RequestContext,
+        action: str = "",
+        resource_arn: str = "*",
+        resource_account: str | None = None,
+    ) -> dict:
+        """The global condition keys of a request (docs/iam-conditions.md); the principal's own keys
+        (aws:PrincipalArn, aws:PrincipalTag/...) are derived from the principal by the policy engine."""
         keys: dict = {
-            "aws:SourceIp": context.source_ip,
             "aws:SecureTransport": context.secure_transport,
             "aws:CurrentTime": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "aws:EpochTime": int(time.time()),
+            "aws:RequestedRegion": requested_region(action, self.ctx.settings.region),
+            "aws:ViaAWSService": False,  # no AWS service calls Soko on a principal's behalf
         }
-        if context.endpoint != "public":
+        if context.user_agent:
+            keys["aws:UserAgent"] = context.user_agent
+        if context.endpoint == "public":
+            keys["aws:SourceIp"] = context.source_ip
+        else:  # AWS: through a VPC endpoint the caller's address is aws:VpcSourceIp, and aws:SourceIp is absent
             keys["aws:SourceVpce"] = context.endpoint
+            keys["aws:VpcSourceIp"] = context.source_ip
             vpc = context.extra.get("vpc")
             if vpc:
                 keys["aws:SourceVpc"] = vpc
+        if resource_account and resource_arn != "*":
+            keys["aws:ResourceAccount"] = resource_account
+        repo = self._repository_of(resource_arn, resource_account)
+        if repo is not None:
+            for tag, value in self._resource_state(*repo)[1].items():
+                keys[f"aws:ResourceTag/{tag}"] = value
+                keys[f"ecr:ResourceTag/{tag}"] = value
         keys.update(context.extra.get("condition_keys", {}))
         return keys
 
-    def _resource_policies(self, account_id: str, repo_name: str) -> list[tuple[str, PolicyKind]]:
+    @staticmethod
+    def _repository_of(resource_arn: str, resource_account: str | None) -> tuple[str, str] | None:
+        if resource_account and ":repository/" in resource_arn:
+            return resource_account, resource_arn.split(":repository/", 1)[1]
+        return None
+
+    def _resource_state(self, account_id: str, repo_name: str) -> tuple[list[str], dict[str, str]]:
+        """The repository's and registry's policy texts and the repository's tags, cached per generation."""
         key = (account_id, repo_name)
         generation = self.ctx.generation.current()
         hit = self._resource_cache.get(key)
         if hit is not None and hit[0] == generation:
-            texts = hit[1]
-        else:
-            with self.ctx.db.read() as conn:
-                repo_policy = conn.execute(
-                    sa.select(repositories.c.policy_text).where(
-                        repositories.c.account_id == account_id, repositories.c.name == repo_name
+            return hit[1], hit[2]
+        with self.ctx.db.read() as conn:
+            repo = conn.execute(
+                sa.select(repositories.c.id, repositories.c.policy_text).where(
+                    repositories.c.account_id == account_id, repositories.c.name == repo_name
+                )
+            ).first()
+            registry_policy = conn.execute(
+                sa.select(registry_policies.c.policy_text).where(registry_policies.c.account_id == account_id)
+            ).scalar()
+            tags: dict[str, str] = {}
+            if repo is not None:
+                rows = conn.execute(
+                    sa.select(repository_tags.c.key, repository_tags.c.value).where(
+                        repository_tags.c.repository_id == repo.id
                     )
-                ).scalar()
-                registry_policy = conn.execute(
-                    sa.select(registry_policies.c.policy_text).where(registry_policies.c.account_id == account_id)
-                ).scalar()
-            texts = [repo_policy or "", registry_policy or ""]
-            if len(self._resource_cache) > 10_000:
-                self._resource_cache.clear()
-            self._resource_cache[key] = (generation, texts)
+                )
+                tags = {k: v for k, v in rows}
+        texts = [(repo.policy_text if repo is not None else None) or "", registry_policy or ""]
+        if len(self._resource_cache) > 10_000:
+            self._resource_cache.clear()
+        self._resource_cache[key] = (generation, texts, tags)
+        return texts, tags
+
+    def _resource_policies(self, account_id: str, repo_name: str) -> list[tuple[str, PolicyKind]]:
+        texts = self._resource_state(account_id, repo_name)[0]
         result = []
         if texts[0]:
             result.append((texts[0], PolicyKind.RESOURCE))

@@ -197,6 +197,7 @@ class CredentialStore:
             type="AssumedRole",
             user_id=f"{row.role_id}:{row.session_name}",
             role_arn=ids.role_arn(row.account_id, row.role_name, role.path),
+            token_issued_at=row.created_at,
         )
         return Resolved(
             self.master.decrypt(row.secret_encrypted, access_key_id),

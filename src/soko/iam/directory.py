@@ -25,6 +25,7 @@ from soko.iam import ids
 from soko.iam.authorizer import policy_principal
 from soko.iam.credentials import CredentialStore
 from soko.iam.policy import AuthzRequest, MalformedPolicy, PolicyKind, evaluate, evaluate_trust, parse_policy
+from soko.iam.policy.keys import warn_unpopulated
 from soko.iam.secrets import MasterKey
 from soko.meta.schema import (
     access_keys,
@@ -197,11 +198,12 @@ class Directory:
         return self.user_arn(account_id, name) if kind == "user" else self.role_arn(account_id, name)
 
     @staticmethod
-    def _validate(document: str, kind: PolicyKind) -> None:
+    def _validate(document: str, kind: PolicyKind, what: str) -> None:
         try:
-            parse_policy(document, kind)
+            policy = parse_policy(document, kind)
         except MalformedPolicy as exc:
             raise MalformedPolicyDocument(exc.message) from None
+        warn_unpopulated(policy, what, document)
 
     @staticmethod
     def _check_tags(tags: list[dict] | None) -> list[dict]:
@@ -361,7 +363,7 @@ class Directory:
         size = policy_size(document)
         if size > limit:
             raise LimitExceeded(f"Maximum policy size of {limit} bytes exceeded for {_entity_label(kind)} {principal}")
-        self._validate(document, PolicyKind.IDENTITY)
+        self._validate(document, PolicyKind.IDENTITY, f"inline policy {policy_name} of {kind} {account_id}/{principal}")
         with self.ctx.write(invalidates=True) as conn:
             owner = self._principal_row(conn, account_id, kind, principal, lock=True).name
             others = conn.execute(
@@ -442,7 +444,7 @@ class Directory:
         tags = self._check_tags(tags)
         if policy_size(document) > MANAGED_POLICY_SIZE:
             raise LimitExceeded(f"Cannot exceed quota for PolicySize: {MANAGED_POLICY_SIZE}")
-        self._validate(document, PolicyKind.IDENTITY)
+        self._validate(document, PolicyKind.IDENTITY, f"managed policy {account_id}/{name}")
         now = self.ctx.clock()
         path = path or "/"
         row = {
@@ -610,7 +612,7 @@ class Directory:
         tags = self._check_tags(tags)
         if policy_size(trust_policy) > TRUST_POLICY_SIZE:
             raise LimitExceeded(f"Cannot exceed quota for ACLSizePerRole: {TRUST_POLICY_SIZE}")
-        self._validate(trust_policy, PolicyKind.TRUST)
+        self._validate(trust_policy, PolicyKind.TRUST, f"the trust policy of role {account_id}/{name}")
         row = {
             "account_id": account_id,
             "name": name,

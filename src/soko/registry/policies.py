@@ -10,6 +10,7 @@ import sqlalchemy as sa
 
 from soko.errors import SokoError
 from soko.iam.policy import MalformedPolicy, Policy, PolicyKind, parse_policy
+from soko.iam.policy.keys import warn_unpopulated
 from soko.meta.schema import registry_policies
 from soko.meta.schema import repositories as repos
 from soko.registry.context import DomainContext
@@ -87,7 +88,8 @@ class Policies:
         return text
 
     def set_repository_policy(self, ref: RepoRef, text: str) -> str:
-        validate_repository_policy(text)
+        policy = validate_repository_policy(text)
+        warn_unpopulated(policy, f"the repository policy of {ref.account_id}/{ref.name}", text)
         with self.ctx.write(invalidates=True) as conn:
             repo_id = self.repositories.id_for(conn, ref)
             conn.execute(sa.update(repos).where(repos.c.id == repo_id).values(policy_text=text))
@@ -116,7 +118,8 @@ class Policies:
         return text
 
     def put_registry_policy(self, account_id: str, text: str, scope: str) -> str:
-        validate_registry_policy(text, scope)
+        policy = validate_registry_policy(text, scope)
+        warn_unpopulated(policy, f"the registry policy of account {account_id}", text)
         with self.ctx.write(invalidates=True) as conn:
             conn.execute(
                 self.ctx.db.upsert(registry_policies, ["account_id"], {"policy_text": None, "updated_at": None}).values(

@@ -47,6 +47,18 @@ class RequestContext:
             return p.username if p.type == "User" else None
         if key == "aws:principalisawsservice":
             return p.type == "Service"
+        if key == "aws:principalservicename":
+            return p.arn if p.type == "Service" else None
+        if key.startswith("aws:principaltag/"):
+            wanted = key[len("aws:principaltag/") :]
+            return next((v for k, v in p.tags if k.lower() == wanted), None)
+        if key == "aws:multifactorauthpresent":
+            # AWS: absent for long-term keys, false for temporary credentials obtained without MFA (all of Soko's).
+            return False if p.type == "AssumedRole" else None
+        if key == "aws:tokenissuetime":
+            if p.token_issued_at is None:
+                return None
+            return datetime.fromtimestamp(p.token_issued_at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         if key == "aws:currenttime":
             return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         if key == "aws:epochtime":

@@ -42,6 +42,8 @@ class Principal:
     user_id: str  # aws:userid
     username: str | None = None  # aws:username (users only)
     role_arn: str | None = None  # assumed roles: arn:aws:iam::<acct>:role/<path><Role>
+    tags: tuple[tuple[str, str], ...] = ()  # aws:PrincipalTag/<key>: the user's tags, or the assumed role's
+    token_issued_at: float | None = None  # temporary credentials: when STS issued them (aws:TokenIssueTime)
 
 
 @dataclass
