@@ -69,6 +69,8 @@ class Settings:
     # ECR's quota of repositories per account per region (CreateRepository and create-on-push → LimitExceeded).
     max_repositories: int = 10_000
     log_level: str = "info"
+    # One JSON line per request: "stderr", a file path (appended to), or "off" (soko.http.access_log).
+    access_log: str = "stderr"
     # Identity. The default account's root key comes from these, or is generated at first start.
     root_access_key_id: str = ""
     root_secret_access_key: str = ""

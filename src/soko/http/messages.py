@@ -33,6 +33,7 @@ class Request:
         "_body",
         "_query",
         "account",
+        "bytes_in",
         "client",
         "context",
         "headers",
@@ -64,6 +65,7 @@ class Request:
         self.scheme = scheme
         self._body = body
         self._query: dict[str, str] | None = None
+        self.bytes_in = 0  # body bytes read so far (the access log and metrics report it)
         # Set by the front ends as the request is handled:
         self.context: RequestContext | None = None
         self.principal: Principal | None = None
@@ -108,6 +110,7 @@ class Request:
         try:
             async for piece in body:
                 if piece:
+                    self.bytes_in += len(piece)
                     yield piece
         except (ConnectionError, RuntimeError) as exc:  # granian's RSGIProtocolClosed/Error are RuntimeErrors
             raise BodyInterrupted(str(exc) or type(exc).__name__) from None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 from soko.http.messages import AnyResponse, Request, Response, StreamResponse, error_response
@@ -21,42 +22,56 @@ MAX_HEADER_BYTES = 16384
 Handler = Callable[[Request], Awaitable[AnyResponse]]
 
 
-class RsgiApp:
-    """One RSGI application over Soko's handler; it also counts requests in flight so shutdown can wait for them."""
+# Called once a response is over: (request, status, response body bytes sent, start and end perf_counter times).
+Observer = Callable[[Request, int, int, float, float], None]
 
-    def __init__(self, handle: Handler) -> None:
+
+class RsgiApp:
+    """One RSGI application over Soko's handler; it also counts requests in flight so shutdown can wait for them,
+    and hands each finished request to ``observe`` (the access log and request metrics)."""
+
+    def __init__(self, handle: Handler, observe: Observer | None = None) -> None:
         self.handle = handle
+        self.observe = observe
         self.in_flight = 0
         self._idle: asyncio.Event | None = None
 
     async def __call__(self, scope, protocol) -> None:
         if scope.proto != "http":
             return  # websockets: not part of any registry protocol
+        started = time.perf_counter()
         self.in_flight += 1
         head = scope.method == "HEAD"
+        request = Request(
+            scope.method,
+            scope.path,
+            scope.query_string,
+            scope.headers,
+            scope.client,
+            scope.server,
+            scope.scheme,
+            protocol,
+        )
+        status, sent = 500, 0
         try:
             response = self._refuse_oversize(scope)
             if response is None:
-                request = Request(
-                    scope.method,
-                    scope.path,
-                    scope.query_string,
-                    scope.headers,
-                    scope.client,
-                    scope.server,
-                    scope.scheme,
-                    protocol,
-                )
                 try:
                     response = await self.handle(request)
                 except Exception:
                     log.exception("unexpected error on %s %s", scope.method, scope.path[:200])
                     response = error_response(500, "UNKNOWN", "internal error — see the server log")
-            await _send(protocol, response, head)
+            status = response.status
+            sent = await _send(protocol, response, head)
         finally:
             self.in_flight -= 1
             if self.in_flight == 0 and self._idle is not None:
                 self._idle.set()
+            if self.observe is not None:
+                try:
+                    self.observe(request, status, sent, started, time.perf_counter())
+                except Exception:  # bookkeeping must never turn into a failed request
+                    log.exception("could not record request %s %s", scope.method, scope.path[:200])
 
     @staticmethod
     def _refuse_oversize(scope) -> Response | None:
@@ -82,25 +97,28 @@ class RsgiApp:
             return False
 
 
-async def _send(protocol, response: AnyResponse, head: bool) -> None:
+async def _send(protocol, response: AnyResponse, head: bool) -> int:
+    """Send ``response``; returns the body bytes sent."""
     headers = list(response.headers.items())
     try:
         if head:  # never a body, whatever the handler built
             if isinstance(response, Response) and response.body and "Content-Length" not in response.headers:
                 headers.append(("Content-Length", str(len(response.body))))
             protocol.response_empty(response.status, headers)
-        elif isinstance(response, StreamResponse):
-            await _send_stream(protocol, response, headers)
-        elif response.body:
+            return 0
+        if isinstance(response, StreamResponse):
+            return await _send_stream(protocol, response, headers)
+        if response.body:
             protocol.response_bytes(response.status, headers, response.body)
-        else:
-            protocol.response_empty(response.status, headers)
+            return len(response.body)
+        protocol.response_empty(response.status, headers)
+        return 0
     finally:
         if isinstance(response, StreamResponse) and response.close is not None:
             response.close()
 
 
-async def _send_stream(protocol, response: StreamResponse, headers: list[tuple[str, str]]) -> None:
+async def _send_stream(protocol, response: StreamResponse, headers: list[tuple[str, str]]) -> int:
     transport = protocol.response_stream(response.status, headers)
     body = response.body
     sent = 0
@@ -114,3 +132,4 @@ async def _send_stream(protocol, response: StreamResponse, headers: list[tuple[s
         log.exception("could not produce the rest of a response body (%d bytes sent); the client sees it cut off", sent)
     finally:
         await body.aclose()
+    return sent

@@ -17,6 +17,7 @@ import socket
 import sys
 
 from soko.config import Settings
+from soko.http.access_log import open_access_log
 from soko.http.listener import Listeners, connection_limit, raise_open_files_limit
 from soko.http.rsgi import RsgiApp
 from soko.http.supervisor import Supervisor
@@ -48,7 +49,8 @@ async def run_worker(
     app, socks: list[socket.socket], stop: asyncio.Event, ready_message: str | None = None, worker_id: int = 1
 ) -> None:
     """Serve ``app`` (a SokoApp) on ``socks`` in the running loop until ``stop`` is set, then shut down gracefully."""
-    rsgi = RsgiApp(app.handle)
+    access_log = open_access_log(app.settings.access_log)
+    rsgi = RsgiApp(app.handle, access_log.record if access_log is not None else None)
     listeners: Listeners | None = None
     await app.start()
     try:
@@ -65,6 +67,8 @@ async def run_worker(
         if not await rsgi.drain(SHUTDOWN_TIMEOUT):
             log.warning("%d request(s) still running after %.0f s; stopping anyway", rsgi.in_flight, SHUTDOWN_TIMEOUT)
         await app.stop()
+        if access_log is not None:
+            access_log.close()
 
 
 async def _serve(
