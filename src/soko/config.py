@@ -68,6 +68,9 @@ class Settings:
     create_repository_on_push: bool = True
     # ECR's quota of repositories per account per region (CreateRepository and create-on-push → LimitExceeded).
     max_repositories: int = 10_000
+    # Open (unfinished) upload sessions one principal may hold in one repository: abandoned sessions cost a row and
+    # a directory each until upload_expiry; past this, starting another is refused (LimitExceeded / 429).
+    max_open_uploads: int = 1000
     log_level: str = "info"
     # One JSON line per request: "stderr", a file path (appended to), or "off" (soko.http.access_log).
     access_log: str = "stderr"

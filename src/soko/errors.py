@@ -108,6 +108,10 @@ class LimitExceeded(SokoError):
     """A quota was reached (repositories per region, tags per image, ...)."""
 
 
+class UploadLimitExceeded(LimitExceeded):
+    """Too many unfinished upload sessions (ECR's LimitExceededException; 429 TOOMANYREQUESTS on /v2/)."""
+
+
 class Unsupported(SokoError):
     pass
 

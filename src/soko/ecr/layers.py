@@ -55,7 +55,7 @@ def batch_check_layer_availability(call: Call) -> dict:
 def initiate_layer_upload(call: Call) -> dict:
     ref = call.repo()
     call.authorize("ecr:InitiateLayerUpload", ref.name)
-    state = call.api.registry.uploads.start(ref)
+    state = call.api.registry.uploads.start(ref, call.caller.arn)
     return {"uploadId": state.id, "partSize": PART_SIZE}
 
 

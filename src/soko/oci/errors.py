@@ -24,6 +24,7 @@ _TABLE: list[tuple[type[e.SokoError], int, str]] = [
     (e.ManifestReferenced, 409, "DENIED"),
     (e.TagImmutable, 403, "DENIED"),
     (e.TooLarge, 413, "SIZE_INVALID"),
+    (e.UploadLimitExceeded, 429, "TOOMANYREQUESTS"),
     (e.LimitExceeded, 403, "DENIED"),
     (e.Unsupported, 405, "UNSUPPORTED"),
     (e.Unauthenticated, 401, "UNAUTHORIZED"),

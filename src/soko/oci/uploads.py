@@ -100,7 +100,7 @@ async def start_upload(ctx: OciContext, request: Request, name: str) -> Response
     digest = query.get("digest")
     if digest is not None:  # a monolithic upload too big for the quota: refused before the session exists
         await offload(ctx.registry.uploads.check_size, ref, 0, _content_length(request))
-    state = await offload(ctx.registry.uploads.start, ref)
+    state = await offload(ctx.registry.uploads.start, ref, request.principal.arn)
     if digest is None:
         if _has_body(request):
             raise UploadInvalid("a POST with a body must name its digest (?digest=) for a monolithic upload")

@@ -16,6 +16,7 @@ QUOTAS: dict[str, tuple[str | None, str]] = {
     "max_repositories": ("max_repositories", "repositories per account"),
     "max_image_size": ("max_image_size", "bytes per image (and per layer while it uploads)"),
     "max_tags_per_image": (None, "tags per image"),
+    "max_open_uploads": ("max_open_uploads", "unfinished upload sessions per principal per repository"),
 }
 DEFAULT_TAGS_PER_IMAGE = 1000  # ECR's quota
 

@@ -29,7 +29,14 @@ import sqlalchemy as sa
 
 from soko import process_identity
 from soko.digest import Digest
-from soko.errors import DigestInvalid, RangeNotSatisfiable, SizeInvalid, TooLarge, UploadUnknown
+from soko.errors import (
+    DigestInvalid,
+    RangeNotSatisfiable,
+    SizeInvalid,
+    TooLarge,
+    UploadLimitExceeded,
+    UploadUnknown,
+)
 from soko.gc.queue import enqueue_link_reviews
 from soko.meta.db import retry_on_deadlock
 from soko.meta.schema import blobs, repository_blobs, uploads
@@ -225,13 +232,27 @@ class Uploads:
                 .values(writer=None, writer_seen=None)
             )
 
-    def start(self, ref: RepoRef) -> UploadState:
+    def start(self, ref: RepoRef, owner: str | None = None) -> UploadState:
+        """Open a session for ``owner`` (the principal's ARN), within its quota of open sessions in the repository."""
         upload_id = str(uuid.uuid4())
         now = self.ctx.clock()
         with self.ctx.db.write() as conn:
             repo_id = self.repositories.id_for_push(conn, ref)
+            limit = self.repositories.quotas.get(ref.account_id, "max_open_uploads", conn)
+            held = conn.execute(
+                sa.select(sa.func.count())
+                .select_from(uploads)
+                .where(uploads.c.repository_id == repo_id, uploads.c.owner == owner if owner else sa.true())
+            ).scalar()
+            if held >= limit:
+                raise UploadLimitExceeded(
+                    f"{held} upload sessions to '{ref.name}' are open{f' for {owner}' if owner else ''}, the limit "
+                    f"is {limit}: finish or cancel some (abandoned ones expire after upload_expiry), then retry"
+                )
             conn.execute(
-                sa.insert(uploads).values(id=upload_id, repository_id=repo_id, size=0, created_at=now, updated_at=now)
+                sa.insert(uploads).values(
+                    id=upload_id, repository_id=repo_id, size=0, created_at=now, updated_at=now, owner=owner
+                )
             )
         self.ctx.storage.put_content(upload_path(upload_id), b"")
         self._hashes.put(upload_id, 0, hashlib.sha256())

@@ -19,5 +19,8 @@ uploads = sa.Table(
     # was a process of this node (the token names it: soko.process_identity), after the heartbeat goes stale if not.
     sa.Column("writer", sa.String(128), nullable=True),
     sa.Column("writer_seen", Timestamp, nullable=True),
+    # The principal (ARN) that opened the session: open sessions are capped per principal and repository.
+    sa.Column("owner", sa.String(2048), nullable=True),
     sa.Index(None, "updated_at"),
+    sa.Index("ix_uploads_repository_id_owner", "repository_id", "owner"),
 )
