@@ -24,7 +24,7 @@ def _require(*tools: str) -> None:
     missing = [tool for tool in tools if shutil.which(tool) is None and not os.path.exists(tool)]
     if not missing:
         return
-    message = f"missing tools: {', '.join(missing)} (apt-get install skopeo umoci docker-registry)"
+    message = f"missing tools: {', '.join(missing)} (scripts/bootstrap.sh --test installs them with apt-get)"
     if os.environ.get("CI"):
         pytest.fail(message)
     pytest.skip(message)

@@ -10,7 +10,6 @@ that Kubernetes and ECS nodes run (the kubelet's pulls go through the same conta
 from __future__ import annotations
 
 import platform
-import shutil
 import signal
 import subprocess
 import time
@@ -102,7 +101,3 @@ class Containerd:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(timeout=10)
-
-    @staticmethod
-    def available() -> bool:
-        return shutil.which("containerd") is not None and shutil.which("ctr") is not None

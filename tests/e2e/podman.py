@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,10 +34,6 @@ class ContainerTool:
         (home / "policy.json").write_text(json.dumps({"default": [{"type": "insecureAcceptAnything"}]}))
         (home / "auth.json").write_text('{"auths": {}}')
         return cls(binary, home, runroot)
-
-    @staticmethod
-    def missing(*binaries: str) -> list[str]:
-        return [binary for binary in binaries if shutil.which(binary) is None]
 
     def env(self) -> dict[str, str]:
         keep = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "LC_ALL", "TZ")}

@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from .conftest import _require
 from .layout import sha256_digest
 from .podman import ContainerTool
 from .servers import RegistryServer
@@ -28,8 +29,7 @@ def short_dir() -> Iterator[Path]:
 
 
 def tool(binary: str, home: Path, runroot: Path, registry: RegistryServer) -> ContainerTool:
-    if missing := ContainerTool.missing(binary):
-        pytest.skip(f"{', '.join(missing)} not installed (scripts/bootstrap.sh --test installs podman and buildah)")
+    _require(binary)  # skips on a developer's machine without it, fails in CI
     runner = ContainerTool.create(binary, home, runroot)
     if registry.credentials is not None:
         runner.login(registry.host, *registry.credentials)
