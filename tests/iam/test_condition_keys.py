@@ -15,8 +15,8 @@ import pytest
 from tests.iam.test_api_users import ACCOUNT
 
 from soko.access import Principal, RequestContext
-from soko.ecr.api import tag_condition_keys
 from soko.iam.directory import Directory
+from soko.iam.policy.keys import request_tag_keys
 from soko.iam.service import Identity
 from soko.registry.models import RepoRef
 
@@ -25,7 +25,7 @@ REPO_ARN = f"arn:aws:ecr:us-east-1:{ACCOUNT}:repository/{REPO}"
 USER_AGENT = "soko-test/1.0 (matrix)"
 PUBLIC = RequestContext(source_ip="192.0.2.10", secure_transport=True, user_agent=USER_AGENT)
 VPCE = RequestContext(source_ip="10.1.2.3", endpoint="vpce-0abc1234", user_agent=USER_AGENT)
-TAGGING = tag_condition_keys([{"Key": "team", "Value": "blue"}])
+TAGGING = request_tag_keys([{"Key": "team", "Value": "blue"}])
 
 
 @dataclass
@@ -56,14 +56,16 @@ def world(registry) -> World:
     identity = Identity(registry.ctx)
     directory = Directory(registry.ctx, identity.master, identity.credentials)
     registry.repositories.create(RepoRef(ACCOUNT, REPO), tags=[{"Key": "env", "Value": "prod"}])
-    directory.create_user(ACCOUNT, "alice")
+    directory.create_user(ACCOUNT, "alice", tags=[{"Key": "team", "Value": "blue"}])
     row, _ = directory.create_access_key(ACCOUNT, "alice")
     user = identity.credentials.lookup(row["access_key_id"]).principal
     role_trust = {
         "Version": "2012-10-17",
         "Statement": [{"Effect": "Allow", "Principal": {"AWS": user.arn}, "Action": "sts:AssumeRole"}],
     }
-    directory.create_role(ACCOUNT, "deployer", "/", json.dumps(role_trust), None, None, None)
+    directory.create_role(
+        ACCOUNT, "deployer", "/", json.dumps(role_trust), None, None, [{"Key": "team", "Value": "ops"}]
+    )
     directory.put_inline_policy(ACCOUNT, "user", "alice", "p", json.dumps(_allow("sts:AssumeRole")))
     session = directory.assume_role(user, f"arn:aws:iam::{ACCOUNT}:role/deployer", "s1", None, {})
     role_principal = identity.credentials.lookup(session["access_key_id"]).principal
@@ -99,6 +101,8 @@ PRESENT = [
         "session",
         PUBLIC,
     ),
+    ("aws:PrincipalTag/team", "StringEquals", "blue", "ops", "user", PUBLIC),
+    ("aws:PrincipalTag/Team", "StringEquals", "ops", "blue", "session", PUBLIC),  # the role's tags
     ("aws:PrincipalType", "StringEquals", "User", "AssumedRole", "user", PUBLIC),
     ("aws:PrincipalType", "StringEquals", "AssumedRole", "User", "session", PUBLIC),
     ("aws:userid", "StringLike", "AIDA*", "AROA*", "user", PUBLIC),
@@ -129,7 +133,8 @@ ABSENT = [
     ("aws:TagKeys", "user", PUBLIC),
     ("aws:SourceVpce", "user", PUBLIC),
     ("aws:SourceIp", "user", VPCE),  # through an endpoint AWS reports aws:VpcSourceIp instead
-    ("aws:PrincipalTag/team", "user", PUBLIC),  # a user without tags
+    ("aws:PrincipalTag/owner", "user", PUBLIC),  # a tag the user does not have
+    ("aws:PrincipalTag/owner", "session", PUBLIC),
 ]
 
 

@@ -55,15 +55,6 @@ class Call:
         self.api.identity.authorizer.authorize(self.caller, action, arn, account if repository else None, context)
 
 
-def tag_condition_keys(tags: list[dict] | None = None, keys: list[str] | None = None) -> dict:
-    """aws:RequestTag/<key> for each tag a request sets and aws:TagKeys for the keys it names."""
-    out: dict = {f"aws:RequestTag/{t['Key']}": t["Value"] for t in tags or [] if "Key" in t and "Value" in t}
-    names = [t["Key"] for t in tags or [] if "Key" in t] if keys is None else list(keys)
-    if names:
-        out["aws:TagKeys"] = names
-    return out
-
-
 Operation = Callable[[Call], dict]
 
 

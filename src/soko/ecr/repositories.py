@@ -14,9 +14,10 @@ import re
 from dataclasses import dataclass
 
 from soko.access import repository_arn
-from soko.ecr.api import Call, tag_condition_keys
+from soko.ecr.api import Call
 from soko.ecr.auth import proxy_endpoint
 from soko.ecr.errors import EcrError
+from soko.iam.policy.keys import request_tag_keys
 from soko.registry.models import RepoRef, Repository
 from soko.registry.policies import Policies
 from soko.registry.repositories import normalize_encryption
@@ -106,7 +107,7 @@ def repository_json(call: Call, repo: Repository) -> dict:
 def create_repository(call: Call) -> dict:
     p = call.params
     ref = call.repo()
-    request_tags = tag_condition_keys(p.get("tags"))
+    request_tags = request_tag_keys(p.get("tags"))
     call.authorize("ecr:CreateRepository", ref.name, condition_keys=request_tags)
     if p.get("tags"):
         call.authorize("ecr:TagResource", ref.name, condition_keys=request_tags)
@@ -194,14 +195,14 @@ def _arn_repo(call: Call) -> RepoRef:
 
 def tag_resource(call: Call) -> dict:
     ref = _arn_repo(call)
-    call.authorize("ecr:TagResource", ref.name, ref.account_id, tag_condition_keys(call.params["tags"]))
+    call.authorize("ecr:TagResource", ref.name, ref.account_id, request_tag_keys(call.params["tags"]))
     call.api.registry.repositories.tag(ref, call.params["tags"])
     return {}
 
 
 def untag_resource(call: Call) -> dict:
     ref = _arn_repo(call)
-    call.authorize("ecr:UntagResource", ref.name, ref.account_id, tag_condition_keys(keys=call.params["tagKeys"]))
+    call.authorize("ecr:UntagResource", ref.name, ref.account_id, request_tag_keys(keys=call.params["tagKeys"]))
     call.api.registry.repositories.untag(ref, call.params["tagKeys"])
     return {}
 

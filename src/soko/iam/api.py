@@ -19,6 +19,7 @@ from soko.ecr.errors import EcrError
 from soko.errors import AccessDenied
 from soko.iam import ids
 from soko.iam.directory import Directory, IamError, Page, ValidationError, parse_policy_arn
+from soko.iam.policy.keys import request_tag_keys
 from soko.iam.service import Identity
 from soko.registry import Registry
 
@@ -42,7 +43,7 @@ class Call:
     def account(self) -> str:
         return self.caller.account_id
 
-    def authorize(self, action: str, resource_arn: str, **condition_keys: str) -> None:
+    def authorize(self, action: str, resource_arn: str, **condition_keys: Any) -> None:
         context = self.context
         if condition_keys:
             extra = dict(context.extra)
@@ -185,7 +186,10 @@ class IamApi:
         p = c.params
         _refuse(p, "PermissionsBoundary")
         path = p.get("Path", "/")
-        c.authorize("iam:CreateUser", ids.user_arn(c.account, p["UserName"], path))
+        arn = ids.user_arn(c.account, p["UserName"], path)
+        c.authorize("iam:CreateUser", arn, **request_tag_keys(p.get("Tags")))
+        if p.get("Tags"):  # AWS: creating with tags needs iam:TagUser as well
+            c.authorize("iam:TagUser", arn, **request_tag_keys(p["Tags"]))
         return {"User": self._user(self.directory.create_user(c.account, p["UserName"], path, p.get("Tags")))}
 
     def iam_GetUser(self, c: Call) -> dict:
@@ -382,7 +386,10 @@ class IamApi:
         p = c.params
         _refuse(p, "PermissionsBoundary")
         path = p.get("Path", "/")
-        c.authorize("iam:CreateRole", ids.role_arn(c.account, p["RoleName"], path))
+        arn = ids.role_arn(c.account, p["RoleName"], path)
+        c.authorize("iam:CreateRole", arn, **request_tag_keys(p.get("Tags")))
+        if p.get("Tags"):
+            c.authorize("iam:TagRole", arn, **request_tag_keys(p["Tags"]))
         row = self.directory.create_role(
             c.account,
             p["RoleName"],
@@ -410,6 +417,45 @@ class IamApi:
         c.authorize("iam:DeleteRole", self.directory.role_arn(c.account, name))
         self.directory.delete_role(c.account, name)
         return {}
+
+    # ---- tags of users and roles ------------------------------------------------------------------------------------
+    def _tag(self, c: Call, kind: str, action: str, name_param: str) -> dict:
+        p = c.params
+        arn = self.directory.principal_arn(c.account, kind, p[name_param])
+        c.authorize(action, arn, **request_tag_keys(p["Tags"]))
+        self.directory.tag_principal(c.account, kind, p[name_param], p["Tags"])
+        return {}
+
+    def _untag(self, c: Call, kind: str, action: str, name_param: str) -> dict:
+        p = c.params
+        arn = self.directory.principal_arn(c.account, kind, p[name_param])
+        c.authorize(action, arn, **request_tag_keys(keys=p["TagKeys"]))
+        self.directory.untag_principal(c.account, kind, p[name_param], p["TagKeys"])
+        return {}
+
+    def _list_tags(self, c: Call, kind: str, action: str, name_param: str) -> dict:
+        p = c.params
+        c.authorize(action, self.directory.principal_arn(c.account, kind, p[name_param]))
+        page = self.directory.list_tags(c.account, kind, p[name_param], p.get("Marker"), p.get("MaxItems"))
+        return _page(page, "Tags", _tags(page.items) or [])
+
+    def iam_TagUser(self, c: Call) -> dict:
+        return self._tag(c, "user", "iam:TagUser", "UserName")
+
+    def iam_UntagUser(self, c: Call) -> dict:
+        return self._untag(c, "user", "iam:UntagUser", "UserName")
+
+    def iam_ListUserTags(self, c: Call) -> dict:
+        return self._list_tags(c, "user", "iam:ListUserTags", "UserName")
+
+    def iam_TagRole(self, c: Call) -> dict:
+        return self._tag(c, "role", "iam:TagRole", "RoleName")
+
+    def iam_UntagRole(self, c: Call) -> dict:
+        return self._untag(c, "role", "iam:UntagRole", "RoleName")
+
+    def iam_ListRoleTags(self, c: Call) -> dict:
+        return self._list_tags(c, "role", "iam:ListRoleTags", "RoleName")
 
     # ---- STS -------------------------------------------------------------------------------------------------------
     def sts_GetCallerIdentity(self, c: Call) -> dict:

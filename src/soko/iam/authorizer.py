@@ -7,6 +7,7 @@ one Allow; cross-account needs both sides). Parsed policies are cached by docume
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 
@@ -34,6 +35,9 @@ def policy_principal(principal: Principal) -> PolicyPrincipal:
         tags=principal.tags,
         token_issued_at=principal.token_issued_at,
     )
+
+
+_IAM_PRINCIPAL_ARN = re.compile(r"arn:aws:iam::(\d{12}):(user|role)/(?:.*/)?([^/]+)")
 
 
 def requested_region(action: str, region: str) -> str:
@@ -187,6 +191,12 @@ class IamAuthorizer:
             for tag, value in self._resource_state(*repo)[1].items():
                 keys[f"aws:ResourceTag/{tag}"] = value
                 keys[f"ecr:ResourceTag/{tag}"] = value
+        elif resource_arn.startswith("arn:aws:iam::"):
+            m = _IAM_PRINCIPAL_ARN.fullmatch(resource_arn)
+            if m is not None:
+                for tag, value in self.credentials.principal_tags(*m.groups()):
+                    keys[f"aws:ResourceTag/{tag}"] = value
+                    keys[f"iam:ResourceTag/{tag}"] = value
         keys.update(context.extra.get("condition_keys", {}))
         return keys
 

@@ -22,6 +22,7 @@ from soko.meta.schema import (
     access_keys,
     accounts,
     iam_roles,
+    iam_tags,
     iam_users,
     inline_policies,
     managed_policies,
@@ -55,6 +56,7 @@ class CredentialStore:
         self.master = master
         self._cache: dict[str, tuple[int, Resolved | None]] = {}
         self._policy_cache: dict[str, tuple[int, list[str]]] = {}
+        self._tag_cache: dict[tuple[str, str, str], tuple[int, tuple[tuple[str, str], ...]]] = {}
         self._lock = threading.Lock()
 
     # ---- accounts and root keys ---------------------------------------------------------------------------------
@@ -177,6 +179,7 @@ class CredentialStore:
                 type="User",
                 user_id=user.user_id,
                 username=user.name,
+                tags=self._tags(conn, row.account_id, "user", user.name),
             )
             return Resolved(secret, principal, secret_set_at=row.created_at)
 
@@ -198,6 +201,7 @@ class CredentialStore:
             user_id=f"{row.role_id}:{row.session_name}",
             role_arn=ids.role_arn(row.account_id, row.role_name, role.path),
             token_issued_at=row.created_at,
+            tags=self._tags(conn, row.account_id, "role", row.role_name),  # a session carries its role's tags
         )
         return Resolved(
             self.master.decrypt(row.secret_encrypted, access_key_id),
@@ -205,6 +209,32 @@ class CredentialStore:
             row.session_token_sha256,
             row.expires_at,
         )
+
+    @staticmethod
+    def _tags(conn: sa.Connection, account_id: str, kind: str, name: str) -> tuple[tuple[str, str], ...]:
+        rows = conn.execute(
+            sa.select(iam_tags.c.key, iam_tags.c.value).where(
+                iam_tags.c.account_id == account_id,
+                iam_tags.c.principal_type == kind,
+                sa.func.lower(iam_tags.c.principal_name) == name.lower(),
+            )
+        )
+        return tuple(sorted((k, v) for k, v in rows))
+
+    def principal_tags(self, account_id: str, kind: str, name: str) -> tuple[tuple[str, str], ...]:
+        """Tags of a user or role ("user" | "role"), cached per generation (aws:ResourceTag on IAM requests)."""
+        key = (account_id, kind, name.lower())
+        generation = self.ctx.generation.current()
+        hit = self._tag_cache.get(key)
+        if hit is not None and hit[0] == generation:
+            return hit[1]
+        with self.ctx.db.read() as conn:
+            tags = self._tags(conn, account_id, kind, name)
+        with self._lock:
+            if len(self._tag_cache) > 10_000:
+                self._tag_cache.clear()
+            self._tag_cache[key] = (generation, tags)
+        return tags
 
     def is_valid(self, access_key_id: str, issued_at: float | None = None) -> Principal | None:
         """The principal behind a key that is still usable (active key, or unexpired session); with `issued_at`, for

@@ -31,6 +31,7 @@ from soko.meta.schema import (
     access_keys,
     accounts,
     iam_roles,
+    iam_tags,
     iam_users,
     inline_policies,
     managed_policies,
@@ -77,6 +78,7 @@ class ValidationError(IamError):
 # ---- quotas (IAM's defaults) ----------------------------------------------------------------------------------------
 
 ACCESS_KEYS_PER_USER = 2
+TAGS_PER_PRINCIPAL = 50
 MANAGED_POLICIES_PER_PRINCIPAL = 10
 USER_INLINE_POLICY_SIZE = 2048  # aggregate of a user's inline policies
 ROLE_INLINE_POLICY_SIZE = 10240  # aggregate of a role's inline policies
@@ -211,7 +213,63 @@ class Directory:
         keys = [t["Key"].lower() for t in tags]
         if len(keys) != len(set(keys)):
             raise InvalidInput("Duplicate tag keys found. Please note that Tag keys are case insensitive.")
+        for key in keys:
+            if key.startswith("aws:"):
+                raise InvalidInput("User-defined tag keys can't start with 'aws:'. This prefix is reserved for AWS.")
+        if len(tags) > TAGS_PER_PRINCIPAL:
+            raise LimitExceeded(f"Cannot exceed quota for TagsPerPrincipal: {TAGS_PER_PRINCIPAL}")
         return tags
+
+    # ---- tags of users and roles ------------------------------------------------------------------------------------
+    def _write_tags(
+        self, conn: sa.Connection, account_id: str, kind: PrincipalKind, name: str, tags: list[dict]
+    ) -> None:
+        """Set tags on a user or role; keys are case-insensitive, so a new spelling replaces the old one."""
+        for tag in tags:
+            conn.execute(
+                iam_tags.delete().where(
+                    *self._owner(iam_tags, account_id, kind, name), sa.func.lower(iam_tags.c.key) == tag["Key"].lower()
+                )
+            )
+            conn.execute(
+                iam_tags.insert().values(
+                    account_id=account_id, principal_type=kind, principal_name=name, key=tag["Key"], value=tag["Value"]
+                )
+            )
+
+    def _tags_of(self, conn: sa.Connection, account_id: str, kind: PrincipalKind, name: str) -> list[dict]:
+        rows = conn.execute(
+            sa.select(iam_tags.c.key, iam_tags.c.value).where(*self._owner(iam_tags, account_id, kind, name))
+        )
+        return [{"Key": k, "Value": v} for k, v in sorted(rows)]  # sorted here: collations differ between databases
+
+    def tag_principal(self, account_id: str, kind: PrincipalKind, name: str, tags: list[dict]) -> None:
+        tags = self._check_tags(tags)
+        with self.ctx.write(invalidates=True) as conn:
+            owner = self._principal_row(conn, account_id, kind, name, lock=True).name
+            keys = {t["Key"].lower() for t in self._tags_of(conn, account_id, kind, owner)}
+            if len(keys | {t["Key"].lower() for t in tags}) > TAGS_PER_PRINCIPAL:
+                raise LimitExceeded(f"Cannot exceed quota for TagsPerPrincipal: {TAGS_PER_PRINCIPAL}")
+            self._write_tags(conn, account_id, kind, owner, tags)
+
+    def untag_principal(self, account_id: str, kind: PrincipalKind, name: str, keys: list[str]) -> None:
+        with self.ctx.write(invalidates=True) as conn:
+            owner = self._principal_row(conn, account_id, kind, name, lock=True).name
+            if keys:
+                conn.execute(
+                    iam_tags.delete().where(
+                        *self._owner(iam_tags, account_id, kind, owner),
+                        sa.func.lower(iam_tags.c.key).in_([k.lower() for k in keys]),
+                    )
+                )
+
+    def list_tags(
+        self, account_id: str, kind: PrincipalKind, name: str, marker: str | None, max_items: int | None
+    ) -> Page:
+        with self.ctx.db.read() as conn:
+            owner = self._principal_row(conn, account_id, kind, name).name
+            tags = self._tags_of(conn, account_id, kind, owner)
+        return _page(tags, "Key", marker, max_items)
 
     # ---- accounts --------------------------------------------------------------------------------------------------
     def create_account(self, account_id: str) -> dict[str, str]:
@@ -243,13 +301,16 @@ class Directory:
                 if self._one(conn, iam_users, account_id, name) is not None:
                     raise EntityAlreadyExists(f"User with name {name} already exists.")
                 conn.execute(iam_users.insert().values(**row))
+                self._write_tags(conn, account_id, "user", name, tags)
         except sa.exc.IntegrityError:
             raise EntityAlreadyExists(f"User with name {name} already exists.") from None
         return {**row, "tags": tags}
 
     def get_user(self, account_id: str, name: str) -> dict:
         with self.ctx.db.read() as conn:
-            return dict(self._user(conn, account_id, name)._mapping)
+            row = dict(self._user(conn, account_id, name)._mapping)
+            row["tags"] = self._tags_of(conn, account_id, "user", row["name"])
+        return row
 
     def list_users(self, account_id: str, path_prefix: str | None, marker: str | None, max_items: int | None) -> Page:
         with self.ctx.db.read() as conn:
@@ -276,6 +337,7 @@ class Directory:
             ).scalar():
                 raise DeleteConflict("Cannot delete entity, must detach all policies first.")
             conn.execute(iam_users.delete().where(iam_users.c.account_id == account_id, iam_users.c.name == user.name))
+            conn.execute(iam_tags.delete().where(*self._owner(iam_tags, account_id, "user", user.name)))
 
     @staticmethod
     def _owner(table: sa.Table, account_id: str, kind: PrincipalKind, name: str) -> list:
@@ -631,13 +693,16 @@ class Directory:
                 if self._one(conn, iam_roles, account_id, name) is not None:
                     raise exists
                 conn.execute(iam_roles.insert().values(**row))
+                self._write_tags(conn, account_id, "role", name, tags)
         except sa.exc.IntegrityError:
             raise exists from None
         return {**row, "tags": tags}
 
     def get_role(self, account_id: str, name: str) -> dict:
         with self.ctx.db.read() as conn:
-            return dict(self._role(conn, account_id, name)._mapping)
+            row = dict(self._role(conn, account_id, name)._mapping)
+            row["tags"] = self._tags_of(conn, account_id, "role", row["name"])
+        return row
 
     def list_roles(self, account_id: str, path_prefix: str | None, marker: str | None, max_items: int | None) -> Page:
         with self.ctx.db.read() as conn:
@@ -661,6 +726,7 @@ class Directory:
             ).scalar():
                 raise DeleteConflict("Cannot delete entity, must delete policies first.")
             conn.execute(iam_roles.delete().where(iam_roles.c.account_id == account_id, iam_roles.c.name == role.name))
+            conn.execute(iam_tags.delete().where(*self._owner(iam_tags, account_id, "role", role.name)))
             # Its sessions stop resolving (role id check); drop them so the table does not keep dead rows.
             conn.execute(sts_sessions.delete().where(sts_sessions.c.role_id == role.role_id))
 

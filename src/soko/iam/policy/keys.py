@@ -59,6 +59,15 @@ POPULATED_PREFIXES: tuple[str, ...] = (
 _VARIABLE = re.compile(r"\$\{\s*([^},\s]+)")
 
 
+def request_tag_keys(tags: list[dict] | None = None, keys: list[str] | None = None) -> dict:
+    """aws:RequestTag/<key> for each tag a request sets and aws:TagKeys for the keys it sets or removes."""
+    out: dict = {f"aws:RequestTag/{t['Key']}": t["Value"] for t in tags or [] if "Key" in t and "Value" in t}
+    names = [t["Key"] for t in tags or [] if "Key" in t] if keys is None else list(keys)
+    if names:
+        out["aws:TagKeys"] = names
+    return out
+
+
 def is_populated(key: str) -> bool:
     key = key.lower()
     return key in POPULATED or (key.startswith(POPULATED_PREFIXES) and key.partition("/")[2] != "")

@@ -40,6 +40,19 @@ iam_roles = sa.Table(
     sa.Column("created_at", Timestamp, nullable=False),
 )
 
+# IAM tags of users and roles (principal_type "user" | "role"). Keys are unique per principal without regard to
+# case (the stored spelling is the last one set); they become aws:PrincipalTag/<key> and, on IAM requests that
+# target the principal, aws:ResourceTag/<key>.
+iam_tags = sa.Table(
+    "iam_tags",
+    metadata,
+    sa.Column("account_id", sa.String(12), primary_key=True),
+    sa.Column("principal_type", sa.String(8), primary_key=True),
+    sa.Column("principal_name", sa.String(64), primary_key=True),
+    sa.Column("key", sa.String(128), primary_key=True),
+    sa.Column("value", sa.String(256), nullable=False),
+)
+
 # Long-term keys: a user's, or the account root's (user_name NULL).
 access_keys = sa.Table(
     "access_keys",
