@@ -71,14 +71,14 @@ def run_as_user(root: Path, script: str, server: RegistryServer) -> subprocess.C
                           text=True, timeout=SCRIPT_TIMEOUT, check=False, stdin=subprocess.DEVNULL)
 
 
-def quick_start_blocks() -> tuple[str, str]:
-    """The quick start's two shell blocks: log in, push and pull; then the admin commands "in the same shell"."""
+def quick_start_blocks() -> list[str]:
+    """The quick start's shell blocks: log in, push and pull; then the admin ones, run "in the same shell"."""
     blocks = shell_blocks(section("Quick start"))
-    assert len(blocks) == 2, f"the quick start has {len(blocks)} shell blocks; this test runs two"
+    assert len(blocks) == 3, f"the quick start has {len(blocks)} shell blocks; this test runs three"
     script = "\n".join(blocks)
     assert re.findall(r"127\.0\.0\.1:\d+", script) == [README_HOST] * script.count("127.0.0.1:"), \
         "the quick start names another port than the one scripts/serve.sh listens on"
-    return blocks[0], blocks[1]
+    return blocks
 
 
 def assert_ran(result: subprocess.CompletedProcess[str], server: RegistryServer) -> None:
@@ -89,7 +89,7 @@ def assert_ran(result: subprocess.CompletedProcess[str], server: RegistryServer)
 
 def test_quick_start_push_and_pull_as_written(checkout: tuple[Path, RegistryServer]) -> None:
     root, server = checkout
-    push_pull, _ = quick_start_blocks()
+    push_pull = quick_start_blocks()[0]
     assert README_HOST in push_pull
     result = run_as_user(root, push_pull, server)
     assert_ran(result, server)
@@ -98,16 +98,25 @@ def test_quick_start_push_and_pull_as_written(checkout: tuple[Path, RegistryServ
     assert [m["annotations"]["org.opencontainers.image.ref.name"] for m in pulled["manifests"]] == ["v1"]
 
 
-def test_quick_start_admin_commands_as_written(checkout: tuple[Path, RegistryServer]) -> None:
-    """The admin block runs "in the same shell" as the first: its own lines that set the shell up come first."""
+def run_admin_block(index: int, checkout: tuple[Path, RegistryServer]) -> str:
+    """An admin block runs "in the same shell" as the first: the first block's lines that set the shell up (the
+    venv's ``source`` line) come first. Each block is its own test: a ``soko`` command starts in about a second."""
     root, server = checkout
-    push_pull, admin = quick_start_blocks()
-    setup = [line for line in push_pull.splitlines() if line.startswith("source ")]
+    blocks = quick_start_blocks()
+    setup = [line for line in blocks[0].splitlines() if line.startswith("source ")]
     assert setup, "the quick start no longer puts soko on PATH"
-    result = run_as_user(root, "\n".join([*setup, admin]), server)
+    result = run_as_user(root, "\n".join([*setup, blocks[index]]), server)
     assert_ran(result, server)
-    assert json.loads(result.stdout.splitlines()[0])["AccountId"] == "111122223333"  # soko account create
-    assert "no problems" in result.stdout + result.stderr  # soko fsck
+    return result.stdout + result.stderr
+
+
+def test_quick_start_account_commands_as_written(checkout: tuple[Path, RegistryServer]) -> None:
+    output = run_admin_block(1, checkout)
+    assert json.loads(output.splitlines()[0])["AccountId"] == "111122223333"  # soko account create
+
+
+def test_quick_start_maintenance_commands_as_written(checkout: tuple[Path, RegistryServer]) -> None:
+    assert "no problems" in run_admin_block(2, checkout)  # soko fsck
 
 
 def test_readme_installs_the_aws_cli_version_the_tests_use() -> None:
