@@ -16,6 +16,7 @@ from soko.iam.api import IamApi
 from soko.iam.service import Identity
 from soko.meta.changes import PostgresListener
 from soko.metering.prometheus import metrics_handler
+from soko.metering.runtime import RuntimeMetrics
 from soko.oci.base import OciContext
 from soko.oci.presigned import PREFIX as LAYERS_PREFIX
 from soko.oci.presigned import PresignedLayers
@@ -50,7 +51,8 @@ class SokoApp:
             identity.credentials, ecr, query, _authn_auditor(identity), endpoints, region=settings.region
         )
         self.layers = PresignedLayers(registry, identity)
-        self.metrics = metrics_handler(registry)
+        self.runtime = RuntimeMetrics()
+        self.metrics = metrics_handler(registry, self.runtime)
         self.health = Health(registry)
         self._upkeep: contextlib.AbstractAsyncContextManager | None = None
 
@@ -74,7 +76,7 @@ class SokoApp:
 
     async def start(self) -> None:
         """Start this process's upkeep on the running loop."""
-        self._upkeep = _upkeep(self.registry, self.identity)
+        self._upkeep = _upkeep(self.registry, self.identity, self.runtime)
         await self._upkeep.__aenter__()
 
     async def stop(self) -> None:
@@ -100,7 +102,7 @@ def _authn_auditor(identity: Identity):
 
 
 @contextlib.asynccontextmanager
-async def _upkeep(registry: Registry, identity: Identity):
+async def _upkeep(registry: Registry, identity: Identity, runtime: RuntimeMetrics):
     """Per-process background work: flush pull times and audit events, expire abandoned uploads, and (every process
     may; the database serialises them) GC, lifecycle evaluation and metering samples."""
     loop = asyncio.get_running_loop()
@@ -115,6 +117,7 @@ async def _upkeep(registry: Registry, identity: Identity):
     async def every_second() -> None:
         while True:
             await asyncio.sleep(1.0)
+            runtime.sample(registry.ctx.db)
             try:
                 await loop.run_in_executor(None, flush)
             except Exception:
@@ -124,7 +127,8 @@ async def _upkeep(registry: Registry, identity: Identity):
         while True:
             await asyncio.sleep(min(registry.settings.upload_expiry / 4, 600) or 1)
             try:
-                count = await loop.run_in_executor(None, registry.uploads.expire)
+                with runtime.run("upload_expiry"):
+                    count = await loop.run_in_executor(None, registry.uploads.expire)
                 if count:
                     log.info("expired %d abandoned upload(s)", count)
             except Exception:
@@ -135,7 +139,8 @@ async def _upkeep(registry: Registry, identity: Identity):
         while interval > 0:
             await asyncio.sleep(interval)
             try:
-                report = await loop.run_in_executor(None, registry.gc.run)
+                with runtime.run("gc"):
+                    report = await loop.run_in_executor(None, registry.gc.run)
                 log.info("%s", report.summary())
             except Exception:
                 log.exception("garbage collection failed; will retry")
@@ -146,7 +151,8 @@ async def _upkeep(registry: Registry, identity: Identity):
         while interval > 0:
             await asyncio.sleep(interval)
             try:
-                runs = await loop.run_in_executor(None, runner.run)
+                with runtime.run("lifecycle"):
+                    runs = await loop.run_in_executor(None, runner.run)
                 expired = sum(len(r.expired) for r in runs)
                 if expired:
                     log.info("lifecycle policies expired %d image(s) in %d repositories", expired, len(runs))
@@ -155,7 +161,8 @@ async def _upkeep(registry: Registry, identity: Identity):
 
     periodic = (every_second, expire_uploads, collect_garbage, apply_lifecycle_policies)
     tasks = [asyncio.create_task(t()) for t in periodic]
-    tasks += [asyncio.create_task(c) for c in registry.metering.upkeep()]  # transfer flushes, storage samples
+    # transfer flushes, storage samples
+    tasks += [asyncio.create_task(c) for c in registry.metering.upkeep(runtime.run)]
     listener = None
     if not registry.ctx.db.is_sqlite:
         listener = PostgresListener(registry.ctx.db.psycopg_dsn(), registry.ctx.generation)

@@ -118,7 +118,7 @@ class AwsFrontDoor:
         self.audit_authn(principal.arn, "allow", f"SigV4 {verified.service}", context)
         if is_json:
             return await self._ecr(request, body, principal, context)
-        return await self._query(body, principal, context, verified, service)
+        return await self._query(request, body, principal, context, verified, service)
 
     async def _ecr(self, request: Request, body: bytes, principal: Principal, context: RequestContext) -> Response:
         try:
@@ -126,6 +126,7 @@ class AwsFrontDoor:
             params = json_protocol.load_body(body)
             self.ecr.check_supported(operation)
             params = validate_request(operation, params)
+            request.operation = f"ecr:{operation}"  # (a known operation now: a bounded metrics label)
             result = await offload(self.ecr.call, operation, params, principal, context)
         except InvalidRequest as exc:
             return self._json_error(exc.type_name, exc.message, context, exc.status)
@@ -142,7 +143,13 @@ class AwsFrontDoor:
         )
 
     async def _query(
-        self, body: bytes, principal: Principal, context: RequestContext, verified: sigv4.Verified, service: str
+        self,
+        request: Request,
+        body: bytes,
+        principal: Principal,
+        context: RequestContext,
+        verified: sigv4.Verified,
+        service: str,
     ) -> Response:
         service = verified.service
         if self.query is None:
@@ -153,6 +160,7 @@ class AwsFrontDoor:
         try:
             form = query_protocol.parse_form(body)
             operation, params = query_protocol.parse_request(service, form)
+            request.operation = f"{service}:{operation}"
             result = await offload(self.query.call, service, operation, params, principal, context, verified)
             payload = query_protocol.serialize_response(service, operation, result, context.request_id)
         except InvalidRequest as exc:

@@ -38,6 +38,7 @@ class Request:
         "context",
         "headers",
         "method",
+        "operation",
         "path",
         "principal",
         "query_string",
@@ -70,6 +71,7 @@ class Request:
         self.context: RequestContext | None = None
         self.principal: Principal | None = None
         self.account: str | None = None
+        self.operation: str | None = None  # what a front end recognised (metrics label), e.g. "oci:get_manifest"
 
     @property
     def query(self) -> Mapping[str, str]:

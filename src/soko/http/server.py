@@ -21,6 +21,7 @@ from soko.http.access_log import open_access_log
 from soko.http.listener import Listeners, connection_limit, raise_open_files_limit
 from soko.http.rsgi import RsgiApp
 from soko.http.supervisor import Supervisor
+from soko.metering.runtime import shared_across_workers, worker_died
 
 log = logging.getLogger("soko.server")
 logging.getLogger("_granian").setLevel(logging.WARNING)  # worker start/stop lines: Soko prints its own
@@ -50,7 +51,18 @@ async def run_worker(
 ) -> None:
     """Serve ``app`` (a SokoApp) on ``socks`` in the running loop until ``stop`` is set, then shut down gracefully."""
     access_log = open_access_log(app.settings.access_log)
-    rsgi = RsgiApp(app.handle, access_log.record if access_log is not None else None)
+    runtime = app.runtime
+    if access_log is None:
+        observe = runtime.observe
+    else:
+        record = access_log.record
+
+        def observe(request, status: int, sent: int, started: float, now: float) -> None:
+            record(request, status, sent, started, now)
+            runtime.observe(request, status, sent, started, now)
+
+    rsgi = RsgiApp(app.handle, observe)
+    runtime.in_flight_source = lambda: rsgi.in_flight
     listeners: Listeners | None = None
     await app.start()
     try:
@@ -179,6 +191,11 @@ def serve(settings: Settings) -> int:
     if settings.workers <= 1:
         asyncio.run(_serve(settings, socks, ready))
         return 0
+    with shared_across_workers():  # /metrics sums every worker's request and run metrics
+        return _supervise(settings, socks, ready)
+
+
+def _supervise(settings: Settings, socks: list[tuple[socket.socket, str]], ready: str) -> int:
     _preload()
 
     def work(worker_id: int, first: bool) -> None:
@@ -188,6 +205,6 @@ def serve(settings: Settings) -> int:
         for listening, _ in socks:
             listening.close()
 
-    status = Supervisor(settings.workers, work, close_sockets).run()
+    status = Supervisor(settings.workers, work, close_sockets, worker_died).run()
     sys.stdout.flush()
     return status

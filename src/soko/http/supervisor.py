@@ -51,10 +51,17 @@ class Supervisor:
     not a replacement) and returns when the worker stops. ``on_stop`` runs in the supervisor when it is told to
     stop (it closes the supervisor's copies of the listening sockets)."""
 
-    def __init__(self, count: int, work: Callable[[int, bool], None], on_stop: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        count: int,
+        work: Callable[[int, bool], None],
+        on_stop: Callable[[], None],
+        on_death: Callable[[int], None] | None = None,
+    ) -> None:
         self.count = count
         self.work = work
         self.on_stop = on_stop
+        self.on_death = on_death  # (pid) of each worker that exited, whatever the reason
         self.children: dict[int, tuple[int, float]] = {}  # pid → (worker id, started at)
         self.failures: dict[int, int] = dict.fromkeys(range(1, count + 1), 0)
         self.stopping = False
@@ -75,6 +82,8 @@ class Supervisor:
             self._wake.clear()
             for pid, code in self._reap():
                 worker_id, started = self.children.pop(pid)
+                if self.on_death is not None:
+                    self.on_death(pid)
                 if self.stopping:
                     status = status or os.waitstatus_to_exitcode(code)
                     continue

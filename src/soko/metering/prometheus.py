@@ -15,15 +15,18 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+import sqlalchemy as sa
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from soko.http.context import split_address
 from soko.http.messages import Request, Response
+from soko.meta.schema import uploads
 from soko.metering.pricing import gb_months
 from soko.metering.recorder import transfer_rows
 
 if TYPE_CHECKING:
+    from soko.metering.runtime import RuntimeMetrics
     from soko.metering.service import Metering
     from soko.registry import Registry
 
@@ -109,13 +112,26 @@ class MeteringCollector:
         )
         for labels, value in sorted(requests.items()):
             request_family.add_metric(list(labels), value)
-        return [repo_bytes, account_bytes, registry_bytes, gbm, transfer_family, request_family]
+        sessions = GaugeMetricFamily(
+            "soko_upload_sessions",
+            "Blob upload sessions: open (started, not yet completed or expired) and writing (a request is "
+            "sending a chunk now)",
+            labels=["state"],
+        )
+        with metering.ctx.db.read() as conn:
+            open_, writing = conn.execute(
+                sa.select(sa.func.count(), sa.func.count(uploads.c.writer)).select_from(uploads)
+            ).one()
+        sessions.add_metric(["open"], open_)
+        sessions.add_metric(["writing"], writing)
+        return [repo_bytes, account_bytes, registry_bytes, gbm, transfer_family, request_family, sessions]
 
 
-def metrics_handler(registry: Registry) -> Callable[[Request], Awaitable[Response]]:
-    """The handler for ``GET /metrics`` on the main port."""
+def metrics_handler(registry: Registry, runtime: RuntimeMetrics) -> Callable[[Request], Awaitable[Response]]:
+    """The handler for ``GET /metrics`` on the main port: the metering figures and the runtime metrics."""
     collectors = CollectorRegistry(auto_describe=False)
     collectors.register(MeteringCollector(registry.metering))
+    collectors.register(runtime.collector())
     allowed = [ipaddress.ip_network(cidr, strict=False) for cidr in registry.settings.metrics_allow_cidrs]
 
     async def handle(request: Request) -> Response:
@@ -127,6 +143,7 @@ def metrics_handler(registry: Registry) -> Callable[[Request], Awaitable[Respons
         if address is None or not any(address in network for network in allowed):
             message = b"metrics are served only to the networks in metrics_allow_cidrs\n"
             return Response(403, None, message, "text/plain; charset=utf-8")
+        runtime.sample(registry.ctx.db)
         body = await asyncio.get_running_loop().run_in_executor(None, generate_latest, collectors)
         return Response(200, {"Content-Type": CONTENT_TYPE_LATEST}, body)
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from datetime import date
 from typing import TYPE_CHECKING
 
@@ -62,8 +63,9 @@ class Metering:
 
     # -- background work (one set per serving process) --------------------------------------------------------
 
-    def upkeep(self) -> list[Coroutine]:
-        return [self._flush_loop(), self._sample_loop()]
+    def upkeep(self, track: Callable[[str], contextlib.AbstractContextManager] | None = None) -> list[Coroutine]:
+        """``track(task)``: a context manager around each storage sample (run metrics)."""
+        return [self._flush_loop(), self._sample_loop(track or (lambda _task: contextlib.nullcontext()))]
 
     async def _flush_loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -74,11 +76,12 @@ class Metering:
             except Exception:
                 log.exception("could not record transfer counts; will retry")
 
-    async def _sample_loop(self) -> None:
+    async def _sample_loop(self, track: Callable[[str], contextlib.AbstractContextManager]) -> None:
         loop = asyncio.get_running_loop()
         while self.ctx.settings.metering_interval > 0:
             try:
-                await loop.run_in_executor(None, self.sample)
+                with track("metering"):
+                    await loop.run_in_executor(None, self.sample)
             except Exception:
                 log.exception("could not sample stored bytes; will retry")
             interval = self.interval

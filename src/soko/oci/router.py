@@ -114,12 +114,14 @@ class OciRouter:
             args = match.groupdict()
             if "name" in args:
                 _check_name(args["name"])
+            request.operation = _OPERATIONS[handler]
             return await handler(self.ctx, request, **args)
         return error_response(
             404, "NAME_UNKNOWN", f"no /v2/ endpoint matches '{tail[:200]}'", head=request.method == "HEAD"
         )
 
 
+_OPERATIONS = {handler: f"oci:{handler.__name__}" for _, methods in _ROUTES for handler in methods.values()}
 _PING = Response(200, API_VERSION_HEADER, b"{}", "application/json")
 _VALID_NAMES: set[str] = set()
 
