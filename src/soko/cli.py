@@ -84,7 +84,25 @@ def cmd_account_create(args: argparse.Namespace) -> int:
     finally:
         registry.close()
     print(json.dumps({"AccountId": args.account_id, "AccessKeyId": key_id, "SecretAccessKey": secret}))
+    print(_account_dns_hint(registry.settings, args.account_id), file=sys.stderr)  # stdout stays one JSON document
     return 0
+
+
+def _account_dns_hint(settings: Settings, account_id: str) -> str:
+    """What to add so that other accounts (and ECR's repositoryUri) reach this account's registry by name."""
+    address, _, port = settings.listen.rpartition(":")
+    address = address.strip("[]")
+    if address in ("", "0.0.0.0", "::"):
+        address = "<this server's address>"
+    name = f"{account_id}.dkr.ecr.{settings.region}.{settings.domain}"
+    return (
+        f"soko: account {account_id} is ready. Its own principals push and pull through the registry's address as it"
+        f" is ({settings.listen}): that host serves the caller's own account.\n"
+        f"Other accounts reach it (given a repository policy) as {name}:{port}, the form of its repositoryUri;"
+        " make that name resolve to this server with one of:\n"
+        f"  /etc/hosts line:   {address} {name}\n"
+        f"  DNS wildcard:      *.dkr.ecr.{settings.region}.{settings.domain}  A  {address}"
+    )
 
 
 def cmd_account_quota(args: argparse.Namespace) -> int:

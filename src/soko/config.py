@@ -80,7 +80,7 @@ class Settings:
     # base64 of 32 bytes; encrypts stored secrets and signs ECR tokens. Default: <data-dir>/master.key (generated).
     # Nodes sharing one database must share it.
     master_key: str = ""
-    # Registries answer as <account>.dkr.ecr.<region>.<domain>; the bare host serves the default account.
+    # Registries answer as <account>.dkr.ecr.<region>.<domain>; the bare host serves the caller's own account.
     domain: str = "localhost"
     # Private endpoints: "vpce-0abc1234=127.0.0.2:5000" entries (comma-separated in the env var).
     endpoints: list = field(default_factory=list)

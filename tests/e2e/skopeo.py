@@ -7,7 +7,7 @@ import json
 import os
 import shutil
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 SKOPEO_TIMEOUT = 600
@@ -39,11 +39,14 @@ class Skopeo:
 
     home: Path
     auths: dict[str, tuple[str, str]]
+    #: extra /etc/hosts lines (name → address) this skopeo alone sees: see :func:`with_hosts`
+    hosts: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def create(cls, home: Path, auths: dict[str, tuple[str, str]] | None = None) -> Skopeo:
+    def create(cls, home: Path, auths: dict[str, tuple[str, str]] | None = None,
+               hosts: dict[str, str] | None = None) -> Skopeo:
         home.mkdir(parents=True, exist_ok=True)
-        runner = cls(home, dict(auths or {}))
+        runner = cls(home, dict(auths or {}), dict(hosts or {}))
         (home / "policy.json").write_text(json.dumps({"default": [{"type": "insecureAcceptAnything"}]}))
         (home / "registries.conf").write_text("unqualified-search-registries = []\n")
         (home / "registries.d").mkdir(exist_ok=True)
@@ -90,6 +93,8 @@ class Skopeo:
         if debug:
             argv.append("--debug")
         argv += list(args)
+        if self.hosts:
+            argv = with_hosts(self.home / "hosts", self.hosts, argv)
         proc = subprocess.run(argv, capture_output=True, env=self.env(), timeout=timeout,
                               check=False, stdin=subprocess.DEVNULL)
         result = SkopeoResult(proc.returncode, proc.stdout, proc.stderr.decode(errors="replace"))
@@ -120,3 +125,31 @@ class Skopeo:
 
     def delete(self, ref: str) -> None:
         self.run("delete", *self._auth(), "--tls-verify=false", ref)
+
+
+def with_hosts(path: Path, hosts: dict[str, str], argv: list[str]) -> list[str]:
+    """``argv`` run in a mount namespace of its own where /etc/hosts also holds ``hosts``: the README's "hosts lines"
+    DNS set-up for ``<account>.dkr.ecr.<region>.localhost``, which neither glibc nor Go resolves by itself here,
+    without touching the machine's /etc/hosts. Needs ``unshare`` (util-linux) and root or user namespaces."""
+    if not can_override_hosts():
+        raise RuntimeError("cannot give a process its own /etc/hosts here (unshare --mount failed)")
+    lines = Path("/etc/hosts").read_text() + "".join(f"{addr} {name}\n" for name, addr in hosts.items())
+    path.write_text(lines)
+    script = 'mount --bind "$0" /etc/hosts && exec "$@"'
+    return ["unshare", "--mount", *([] if os.geteuid() == 0 else ["--map-root-user"]), "sh", "-c", script,
+            str(path), *argv]
+
+
+_HOSTS_OK: list[bool] = []
+
+
+def can_override_hosts() -> bool:
+    if not _HOSTS_OK:
+        probe = ["unshare", "--mount", *([] if os.geteuid() == 0 else ["--map-root-user"]), "sh", "-c",
+                 "mount --bind /etc/hosts /etc/hosts"]
+        try:
+            ok = subprocess.run(probe, capture_output=True, timeout=30, check=False).returncode == 0
+        except (OSError, subprocess.TimeoutExpired):
+            ok = False
+        _HOSTS_OK.append(ok)
+    return _HOSTS_OK[0]

@@ -8,6 +8,7 @@ registry that only serves pulls through a VPC endpoint, and revocation of a pass
 from __future__ import annotations
 
 import json
+import os
 import re
 import stat
 import subprocess
@@ -23,14 +24,14 @@ from .conftest import _require
 from .images import build_image
 from .layout import ImageRef, assert_same_content
 from .servers import E2E_TARGET, RegistryServer, free_port, soko_root_key, start_soko
-from .skopeo import Skopeo, SkopeoResult
+from .skopeo import Skopeo, SkopeoResult, can_override_hosts
 
 pytestmark = [
     pytest.mark.e2e,
     pytest.mark.skipif(E2E_TARGET != "soko", reason="identity is Soko's (Distribution has no IAM)"),
 ]
 
-ACCOUNT_A = "000000000000"  # the default account: the bare host serves its registry
+ACCOUNT_A = "000000000000"  # the default account
 ACCOUNT_B = "111122223333"
 REGION = "us-east-1"
 VPCE = "vpce-0abc1234"
@@ -47,6 +48,14 @@ def repo_arn(name: str, account: str = ACCOUNT_A) -> str:
 
 def policy(*statements: dict[str, Any]) -> str:
     return json.dumps({"Version": "2012-10-17", "Statement": list(statements)})
+
+
+def _require_hosts() -> None:
+    message = ("skopeo reaches <account>.dkr.ecr.<region>.localhost only through a hosts line, and this machine "
+               "cannot give a test process its own /etc/hosts (unshare --mount)")
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)
 
 
 def assert_unauthorized(result: SkopeoResult) -> None:
@@ -105,10 +114,19 @@ class Deployment:
     def root_a(self) -> AwsCli:
         return self.aws(soko_root_key(self.data_dir), "root-a")
 
+    def account_host(self, account: str) -> str:
+        """ECR's name for ``account``'s registry: ``<account>.dkr.ecr.<region>.localhost:<port>``."""
+        return f"{account}.dkr.ecr.{REGION}.localhost:{self.host.rsplit(':', 1)[1]}"
+
     def skopeo(self, name: str, password: str | None = None, hosts: tuple[str, ...] | None = None) -> Skopeo:
-        """An isolated skopeo; with ``password``, logged in (user ``AWS``) to ``hosts`` (default: the bare host)."""
-        auths = {host: ("AWS", password) for host in (hosts or (self.host,))} if password else {}
-        return Skopeo.create(self.tmp / f"skopeo-{name}", auths)
+        """An isolated skopeo; with ``password``, logged in (user ``AWS``) to ``hosts`` (default: the bare host).
+        Account host names among ``hosts`` resolve to the server for this skopeo alone (the README's hosts lines)."""
+        hosts = hosts or (self.host,)
+        auths = {host: ("AWS", password) for host in hosts} if password else {}
+        names = {host.rsplit(":", 1)[0]: "127.0.0.1" for host in hosts if ".dkr.ecr." in host}
+        if names and not can_override_hosts():
+            _require_hosts()
+        return Skopeo.create(self.tmp / f"skopeo-{name}", auths, names)
 
     def ref(self, repo: str, tag: str = "v1", host: str | None = None) -> str:
         return f"docker://{host or self.host}/{repo}:{tag}"
@@ -238,6 +256,33 @@ def test_root_key_and_account_from_environment(tmp_path: Path, image: ImageRef) 
     assert code == 0, f"soko exited with {code} after SIGTERM\n{server.log_tail()}"
 
 
+def test_second_account_pushes_and_pulls_through_the_bare_host(deployment: Deployment, image: ImageRef,
+                                                              tmp_path: Path) -> None:
+    """The bare host serves the caller's own account: B needs no DNS set-up, and its images are B's, not A's."""
+    result = soko_cli(deployment.data_dir, "account", "create", ACCOUNT_B)
+    b_key = json.loads(result.stdout)  # stdout: only the key; the DNS hint goes to stderr
+    b_host = f"{ACCOUNT_B}.dkr.ecr.{REGION}.localhost"
+    assert f"127.0.0.1 {b_host}" in result.stderr and f"*.dkr.ecr.{REGION}.localhost" in result.stderr
+    b = deployment.aws(b_key, "root-b")
+    token = b.json("ecr", "get-authorization-token")["authorizationData"][0]
+    assert token["proxyEndpoint"] == f"http://{deployment.host}"
+
+    skopeo = deployment.skopeo("b", b.login_password())
+    push_image(skopeo, image, deployment.ref("team/app"))
+    pull_and_compare(skopeo, deployment.ref("team/app"), image, tmp_path / "pulled")
+
+    repos = b.json("ecr", "describe-repositories")["repositories"]
+    assert [(r["registryId"], r["repositoryName"]) for r in repos] == [(ACCOUNT_B, "team/app")]
+    assert repos[0]["repositoryUri"] == f"{deployment.account_host(ACCOUNT_B)}/team/app"  # ECR's form
+    details = b.json("ecr", "describe-images", "--repository-name", "team/app")["imageDetails"]
+    assert [d["imageDigest"] for d in details] == [image.top_digest()]
+    # A's root, through the same bare host, sees its own (empty) registry
+    assert deployment.root_a().json("ecr", "describe-repositories")["repositories"] == []
+    a_skopeo = deployment.skopeo("a", deployment.root_a().login_password())
+    missing = a_skopeo.inspect(deployment.ref("team/app"), check=False)
+    assert missing.returncode != 0 and "403" not in missing.stderr, missing.stderr[-2000:]
+
+
 # -- 2. cross-account: ECS in account B pulls from account A --------------------------------------------------------
 
 
@@ -292,18 +337,21 @@ def test_cross_account_pull_with_both_policies(deployment: Deployment, image: Im
     setup = set_up_cross_account(deployment, image)
     assert setup.b_root.json("sts", "get-caller-identity")["Arn"] == f"arn:aws:iam::{ACCOUNT_B}:root"
     assert setup.b_user.json("sts", "get-caller-identity")["Arn"] == setup.user_arn
-    token = setup.b_user.json("ecr", "get-authorization-token")["authorizationData"][0]
-    assert token["proxyEndpoint"]
-    skopeo = deployment.skopeo("ecs-b", setup.b_user.login_password())
+    # B's own registry is the bare host it called; A's is ECR's account host name, as ECR hands them out
+    a_host = deployment.account_host(ACCOUNT_A)
+    tokens = setup.b_user.json("ecr", "get-authorization-token", "--registry-ids", ACCOUNT_B, ACCOUNT_A)
+    endpoints = [t["proxyEndpoint"] for t in tokens["authorizationData"]]
+    assert endpoints == [f"http://{deployment.host}", f"http://{a_host}"]
+    skopeo = deployment.skopeo("ecs-b", setup.b_user.login_password(), hosts=(a_host,))
 
-    pull_and_compare(skopeo, deployment.ref(setup.repo), image, tmp_path / "pulled")
-    by_digest = f"docker://{deployment.host}/{setup.repo}@{image.top_digest()}"
+    pull_and_compare(skopeo, deployment.ref(setup.repo, host=a_host), image, tmp_path / "pulled")
+    by_digest = f"docker://{a_host}/{setup.repo}@{image.top_digest()}"
     assert skopeo.inspect_raw(by_digest) == image.top_manifest()
 
     # B may pull, but not push: neither side grants B any push action. Re-tagging what is there fails at the
     # manifest; new content already at the upload.
-    assert_denied(skopeo.copy(image.ref, deployment.ref(setup.repo, "from-b"), check=False))
-    assert_denied(skopeo.copy(other_image.ref, deployment.ref(setup.repo, "other"), check=False))
+    assert_denied(skopeo.copy(image.ref, deployment.ref(setup.repo, "from-b", host=a_host), check=False))
+    assert_denied(skopeo.copy(other_image.ref, deployment.ref(setup.repo, "other", host=a_host), check=False))
     expected = {"ecr:PutImage", "ecr:InitiateLayerUpload"}
     pushes = [r for r in denials(deployment, setup.user_arn, expected) if r["action"] in PUSH_ACTIONS]
     assert expected <= {r["action"] for r in pushes}, denials(deployment)
@@ -315,27 +363,29 @@ def test_cross_account_pull_with_both_policies(deployment: Deployment, image: Im
 def test_cross_account_pull_denied_without_repository_policy(deployment: Deployment, image: ImageRef,
                                                              tmp_path: Path) -> None:
     setup = set_up_cross_account(deployment, image)
-    skopeo = deployment.skopeo("ecs-b", setup.b_user.login_password())
-    pull_and_compare(skopeo, deployment.ref(setup.repo), image, tmp_path / "before")
+    a_host = deployment.account_host(ACCOUNT_A)
+    skopeo = deployment.skopeo("ecs-b", setup.b_user.login_password(), hosts=(a_host,))
+    pull_and_compare(skopeo, deployment.ref(setup.repo, host=a_host), image, tmp_path / "before")
 
     setup.a.json("ecr", "delete-repository-policy", "--repository-name", setup.repo)
-    assert_denied(try_pull(skopeo, deployment.ref(setup.repo), tmp_path / "after"))
+    assert_denied(try_pull(skopeo, deployment.ref(setup.repo, host=a_host), tmp_path / "after"))
     assert_pull_denial_audited(deployment, setup)
 
     # the same password works again as soon as A shares the repository again: tokens authenticate, IAM decides
     setup.a.json("ecr", "set-repository-policy", "--repository-name", setup.repo, "--policy-text",
                  a_repository_policy())
-    pull_and_compare(skopeo, deployment.ref(setup.repo), image, tmp_path / "again")
+    pull_and_compare(skopeo, deployment.ref(setup.repo, host=a_host), image, tmp_path / "again")
 
 
 def test_cross_account_pull_denied_without_identity_policy(deployment: Deployment, image: ImageRef,
                                                            tmp_path: Path) -> None:
     setup = set_up_cross_account(deployment, image)
-    skopeo = deployment.skopeo("ecs-b", setup.b_user.login_password())
-    pull_and_compare(skopeo, deployment.ref(setup.repo), image, tmp_path / "before")
+    a_host = deployment.account_host(ACCOUNT_A)
+    skopeo = deployment.skopeo("ecs-b", setup.b_user.login_password(), hosts=(a_host,))
+    pull_and_compare(skopeo, deployment.ref(setup.repo, host=a_host), image, tmp_path / "before")
 
     setup.b_root.run("iam", "delete-user-policy", "--user-name", B_USER, "--policy-name", "pull-from-a")
-    assert_denied(try_pull(skopeo, deployment.ref(setup.repo), tmp_path / "after"))
+    assert_denied(try_pull(skopeo, deployment.ref(setup.repo, host=a_host), tmp_path / "after"))
     assert_pull_denial_audited(deployment, setup)
     # and B's user cannot even get a new password now
     result = setup.b_user.run("ecr", "get-login-password", check=False)

@@ -5,12 +5,13 @@ from __future__ import annotations
 from soko.ecr.api import Call
 
 
-def proxy_endpoint(call: Call, registry_id: str) -> str:
-    """Where clients reach that account's registry: its own host name under the configured domain, or, when the
-    caller addressed Soko by a bare host and asks for its own registry, the same host it used."""
+def proxy_endpoint(call: Call, registry_id: str, bare_host_ok: bool = True) -> str:
+    """Where clients reach that account's registry: when the caller addressed Soko by a bare host and asks for its
+    own registry, the same host (the bare host serves the caller's own account: no DNS set-up needed); otherwise
+    the account's own host name under the configured domain, as ECR answers."""
     settings = call.api.settings
     host = call.context.host
-    if registry_id == settings.account_id and ".dkr.ecr." not in host:
+    if bare_host_ok and registry_id == call.caller.account_id and ".dkr.ecr." not in host:
         return f"{call.context.scheme}://{host}"
     port = f":{host.rsplit(':', 1)[1]}" if ":" in host else ""
     return f"{call.context.scheme}://{registry_id}.dkr.ecr.{settings.region}.{settings.domain}{port}"

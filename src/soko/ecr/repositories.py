@@ -80,7 +80,9 @@ def decode_token(token: str | None) -> str | None:
 
 # ---- rendering -------------------------------------------------------------------------------------------------------
 def repository_uri(call: Call, repo: Repository) -> str:
-    endpoint = proxy_endpoint(call, repo.account_id)
+    # ECR's form, <account>.dkr.ecr.<region>.<domain>/<name>, which any principal with access can use once that name
+    # resolves (README: DNS set-up). Only the default account's own principals get the bare host they addressed.
+    endpoint = proxy_endpoint(call, repo.account_id, bare_host_ok=repo.account_id == call.api.settings.account_id)
     return f"{endpoint.split('://', 1)[1]}/{repo.name}"
 
 

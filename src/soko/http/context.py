@@ -35,10 +35,18 @@ def make_context(request: Request, endpoints: Mapping[tuple[str, int], str]) -> 
 
 
 def registry_account(request: Request, default_account: str) -> str:
-    """<account>.dkr.ecr.<region>.<domain> addresses that account's registry; any other host the default one."""
+    """Whose registry a /v2/ request addresses: ``<account>.dkr.ecr.<region>.<domain>`` names it (ECR's form, and
+    the only way to reach another account's repositories); any other host (the bare host, an IP, a load balancer's
+    name) serves the authenticated caller's own account, so every account can push and pull without DNS set-up.
+    Called after authentication; the default account only when no principal is known."""
     account = request.account
     if account is None:
         match = _ACCOUNT_HOST.match(request.host)
-        account = match.group(1) if match else default_account
+        if match:
+            account = match.group(1)
+        elif request.principal is not None and request.principal.account_id:
+            account = request.principal.account_id
+        else:
+            account = default_account
         request.account = account
     return account

@@ -28,7 +28,7 @@ class RegistryAuthenticator:
         # The key's validity is still checked on every request (credential lookups are generation-cached).
         self._verified: dict[str, tuple[str, float]] = {}
 
-    def __call__(self, request: Request, account_id: str) -> Principal:
+    def __call__(self, request: Request) -> Principal:
         context = request.context
         try:
             principal = self._authenticate(request)

@@ -59,7 +59,7 @@ class OciRouter:
     def __init__(
         self,
         ctx: OciContext,
-        authenticate: Callable[[Request, str], Principal],
+        authenticate: Callable[[Request], Principal],
         endpoints: dict[tuple[str, int], str] | None = None,
     ) -> None:
         self.ctx = ctx
@@ -70,8 +70,8 @@ class OciRouter:
         head = request.method == "HEAD"
         context = make_context(request, self.endpoints)
         try:
-            account = registry_account(request, self.ctx.settings.account_id)
-            request.principal = self.authenticate(request, account)
+            request.principal = self.authenticate(request)
+            registry_account(request, self.ctx.settings.account_id)  # after authn: the bare host is the caller's
             return await self._dispatch(request)
         except Unauthenticated as exc:
             return from_domain(exc, {"WWW-Authenticate": www_authenticate(request)}, head=head)
