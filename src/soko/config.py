@@ -49,6 +49,7 @@ class Settings:
     listen: str = "127.0.0.1:5000"
     data_dir: str = "./soko-data"
     database_url: str = ""  # default: SQLite in the data dir
+    storage_url: str = ""  # default: file://<data-dir>/storage; s3://bucket/prefix?endpoint_url=… for many nodes
     workers: int = 1
     region: str = "us-east-1"
     account_id: str = "000000000000"

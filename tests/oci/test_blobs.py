@@ -142,7 +142,7 @@ def test_blob_gone_from_storage_is_a_clean_404(server, client):
     never a 200 cut short."""
     data = b"soon missing" * 1000
     digest = push_blob(client, "repo", data)
-    os.unlink(os.path.join(server.registry.ctx.storage.root, blob_path(digest)))
+    server.registry.ctx.storage.delete(blob_path(digest))
     r = client.get(f"/v2/repo/blobs/{digest}")
     assert_oci_error(r, 404, "BLOB_UNKNOWN")
     r = client.get(f"/v2/repo/blobs/{digest}", headers={"Range": "bytes=10-20"})

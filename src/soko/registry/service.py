@@ -14,7 +14,8 @@ from soko.registry.lifecycle_store import LifecycleStore
 from soko.registry.manifests import Manifests
 from soko.registry.repositories import Repositories
 from soko.registry.uploads import Uploads
-from soko.storage import FilesystemDriver, StorageDriver
+from soko.storage import StorageDriver
+from soko.storage.factory import open_storage
 
 
 class Registry:
@@ -37,7 +38,7 @@ class Registry:
         db = Database(settings.effective_database_url)
         if migrate:
             db.migrate()
-        return cls(settings, db, FilesystemDriver(settings.blob_root))
+        return cls(settings, db, open_storage(settings.storage_url, settings.blob_root))
 
     def close(self) -> None:
         self.manifests.flush_pulls()

@@ -1,0 +1,454 @@
+"""S3-compatible object-store driver (AWS S3, MinIO, Ceph RGW, SeaweedFS, Garage): scale-out blob storage.
+
+Every node talks to the same bucket, so no state may live on a node: an upload resumed on another node must find
+what the first one wrote. S3 has no append, so a file written through ``writer`` (only in-flight upload data is)
+is stored as *parts*, one object per piece at ``<path>~parts/<start offset, 16 hex digits>``:
+
+* a writer buffers up to ``PART_SIZE`` bytes and stores each full buffer as one part; ``close``/``commit`` store
+  the rest as a last, short part. A later writer resuming at that offset takes a short last part back into its
+  buffer, so every part but the last is ``PART_SIZE`` long — which is what S3's multipart copy needs (≥ 5 MiB);
+* resuming at an offset deletes the parts that start at or after it and truncates one that straddles it (a chunk
+  that failed half-way), as the filesystem driver truncates its file;
+* ``move`` of a parted file (upload completion) assembles it into one ordinary object at the destination with a
+  server-side multipart copy (no bytes through Soko), then deletes the parts. Every other file is one object,
+  written atomically by a single PUT.
+
+Deletion of a "directory" deletes every key under it. ``walk`` pages through ListObjectsV2 without a HEAD per key.
+The upload claim in the database (registry/uploads.py) guarantees one writer per upload at a time, across nodes.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import BinaryIO
+from urllib.parse import parse_qs, urlsplit
+
+import botocore.session
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from soko.storage.base import FileInfo, FileWriter, InvalidOffset, PathNotFound, StorageDriver, StorageError, check_path
+
+PART_SIZE = 8 << 20  # ≥ S3's 5 MiB minimum for every multipart part but the last
+COPY_PART_SIZE = 1 << 30  # a plain object larger than S3's 5 GB single-copy limit is copied in 1 GiB pieces
+SINGLE_COPY_LIMIT = 5 * 10**9
+_PARTS = "~parts/"
+_MISSING = ("404", "NoSuchKey", "NotFound", "NoSuchUpload")
+
+
+@dataclass(frozen=True)
+class S3Location:
+    """Where and how to reach the bucket: ``s3://bucket/prefix?endpoint_url=…&region=…&addressing_style=path``.
+
+    Credentials come from the standard AWS chain (environment, shared config/credentials files, ``profile=``),
+    never from the URL, so they do not end up in logs or process listings."""
+
+    bucket: str
+    prefix: str = ""
+    endpoint_url: str | None = None
+    region: str | None = None
+    addressing_style: str = "auto"
+    profile: str | None = None
+
+    @classmethod
+    def parse(cls, url: str) -> S3Location:
+        parts = urlsplit(url)
+        if parts.scheme != "s3" or not parts.netloc:
+            raise ValueError(f"not an S3 storage URL: {url!r} (expected s3://bucket/prefix?endpoint_url=…)")
+        query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+        unknown = set(query) - {"endpoint_url", "region", "addressing_style", "profile"}
+        if unknown:
+            raise ValueError(
+                f"unknown S3 storage URL parameter(s) {', '.join(sorted(unknown))}: use endpoint_url, region, "
+                "addressing_style (path|virtual|auto) or profile; credentials come from the AWS environment"
+            )
+        style = query.get("addressing_style", "auto")
+        if style not in ("auto", "path", "virtual"):
+            raise ValueError(f"addressing_style must be path, virtual or auto, not {style!r}")
+        return cls(
+            bucket=parts.netloc,
+            prefix=parts.path.strip("/"),
+            endpoint_url=query.get("endpoint_url"),
+            region=query.get("region"),
+            addressing_style=style,
+            profile=query.get("profile"),
+        )
+
+    def describe(self) -> str:
+        where = f" at {self.endpoint_url}" if self.endpoint_url else ""
+        return f"s3://{self.bucket}/{self.prefix}{where}"
+
+
+def _missing(exc: ClientError) -> bool:
+    return str(exc.response.get("Error", {}).get("Code")) in _MISSING
+
+
+class _PartedReader(io.RawIOBase):
+    """The parts of a parted file, read one after another from ``offset``."""
+
+    def __init__(self, driver: S3Driver, key: str, parts: list[tuple[int, int]], offset: int) -> None:
+        self._driver = driver
+        self._key = key
+        self._parts = [(start, size) for start, size in parts if start + size > offset]
+        self._offset = offset
+        self._body: BinaryIO | None = None
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:  # type: ignore[override]
+        while True:
+            if self._body is None:
+                if not self._parts:
+                    return 0
+                start, _ = self._parts.pop(0)
+                skip = max(0, self._offset - start)
+                self._body = self._driver._get(self._driver._part_key(self._key, start), skip)
+            data = self._body.read(len(buffer))
+            if data:
+                buffer[: len(data)] = data
+                return len(data)
+            self._body.close()
+            self._body = None
+
+    def close(self) -> None:
+        if self._body is not None:
+            self._body.close()
+            self._body = None
+        super().close()
+
+
+class _BodyReader(io.RawIOBase):
+    """A GetObject body as a file object (reads and closes through botocore's StreamingBody)."""
+
+    def __init__(self, body) -> None:
+        self._body = body
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:  # type: ignore[override]
+        data = self._body.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        self._body.close()
+        super().close()
+
+
+class _PartWriter(FileWriter):
+    def __init__(self, driver: S3Driver, key: str, offset: int) -> None:
+        self._driver = driver
+        self._key = key
+        self._buffer = bytearray()
+        self._closed = False
+        parts = driver._parts(key)
+        held = parts[-1][0] + parts[-1][1] if parts else driver._plain_size(key)
+        if held is None:
+            held = 0
+            if offset:
+                raise InvalidOffset(f"cannot resume {key} at {offset}: no such file")
+        if held < offset:
+            raise InvalidOffset(f"cannot resume {key} at {offset}: it holds only {held} bytes")
+        if not parts and held:  # an ordinary object (e.g. put_content) becomes the first part
+            driver._copy(key, driver._part_key(key, 0))
+            driver._delete_keys([key])
+            parts = [(0, held)]
+        # Drop what lies at or past the offset; a straddling or short last part comes back into the buffer.
+        stale = [start for start, _ in parts if start >= offset]
+        kept = [(start, size) for start, size in parts if start < offset]
+        self._start = offset
+        if kept:
+            start, size = kept[-1]
+            if start + size > offset or size < PART_SIZE:
+                with driver._get(driver._part_key(key, start), 0) as body:
+                    self._buffer += body.read(offset - start)
+                self._start = start
+        driver._delete_keys([driver._part_key(key, start) for start in stale])
+        if not parts and not offset:
+            driver._delete_keys([key])
+        self._size = offset
+
+    def write(self, data: bytes | memoryview) -> int:
+        view = memoryview(data)
+        written = len(view)
+        while len(view):
+            room = PART_SIZE - len(self._buffer)
+            self._buffer += view[:room]
+            view = view[room:]
+            if len(self._buffer) >= PART_SIZE:
+                self._store_buffer()
+        self._size += written
+        return written
+
+    def _store_buffer(self) -> None:
+        self._driver._put(self._driver._part_key(self._key, self._start), bytes(self._buffer))
+        self._start += len(self._buffer)
+        self._buffer.clear()
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def commit(self) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._buffer or self._size == 0:  # an empty file is one empty part, so it exists
+            self._store_buffer()
+
+    def cancel(self) -> None:
+        self._closed = True
+        self._buffer.clear()
+        self._driver._delete_prefix(self._key + _PARTS)
+
+
+class S3Driver(StorageDriver):
+    name = "s3"
+
+    def __init__(self, location: S3Location, client=None) -> None:
+        self.location = location
+        self._prefix = location.prefix + "/" if location.prefix else ""
+        if client is None:
+            session = botocore.session.Session(profile=location.profile)
+            client = session.create_client(
+                "s3",
+                endpoint_url=location.endpoint_url,
+                region_name=location.region or session.get_config_variable("region") or "us-east-1",
+                config=Config(
+                    s3={"addressing_style": location.addressing_style},
+                    retries={"mode": "standard", "max_attempts": 5},
+                    max_pool_connections=64,
+                    # S3-compatible servers differ in their support for the newest checksum headers.
+                    request_checksum_calculation="when_required",
+                    response_checksum_validation="when_required",
+                ),
+            )
+        self.client = client
+
+    # ---- keys ----------------------------------------------------------------------------------------------------
+    def _key(self, path: str) -> str:
+        return self._prefix + check_path(path)
+
+    @staticmethod
+    def _part_key(key: str, start: int) -> str:
+        return f"{key}{_PARTS}{start:016x}"
+
+    def _rel(self, key: str) -> str:
+        return key[len(self._prefix) :]
+
+    # ---- primitives --------------------------------------------------------------------------------------------
+    def _put(self, key: str, data: bytes) -> None:
+        self.client.put_object(Bucket=self.location.bucket, Key=key, Body=data)
+
+    def _get(self, key: str, offset: int) -> BinaryIO:
+        args = {"Bucket": self.location.bucket, "Key": key}
+        if offset:
+            args["Range"] = f"bytes={offset}-"
+        try:
+            body = self.client.get_object(**args)["Body"]
+        except ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code"))
+            if code == "InvalidRange":  # reading from the very end
+                return io.BytesIO(b"")
+            if _missing(exc):
+                raise PathNotFound(self._rel(key)) from None
+            raise
+        return io.BufferedReader(_BodyReader(body), buffer_size=1 << 20)
+
+    def _head(self, key: str) -> dict | None:
+        try:
+            return self.client.head_object(Bucket=self.location.bucket, Key=key)
+        except ClientError as exc:
+            if _missing(exc):
+                return None
+            raise
+
+    def _plain_size(self, key: str) -> int | None:
+        head = self._head(key)
+        return None if head is None else int(head["ContentLength"])
+
+    def _list(self, prefix: str, delimiter: str | None = None, start_after: str | None = None) -> Iterator[dict]:
+        """Pages of ListObjectsV2 below ``prefix``."""
+        args = {"Bucket": self.location.bucket, "Prefix": prefix}
+        if delimiter:
+            args["Delimiter"] = delimiter
+        if start_after:
+            args["StartAfter"] = start_after
+        paginator = self.client.get_paginator("list_objects_v2")
+        yield from paginator.paginate(**args)
+
+    def _parts(self, key: str) -> list[tuple[int, int]]:
+        """(start, size) of each part of a parted file, in order; empty when it is not one."""
+        parts = []
+        for page in self._list(key + _PARTS):
+            for item in page.get("Contents", []):
+                parts.append((int(item["Key"].rsplit("/", 1)[1], 16), int(item["Size"])))
+        parts.sort()
+        return parts
+
+    def _delete_keys(self, keys: list[str]) -> None:
+        for i in range(0, len(keys), 1000):
+            batch = [{"Key": k} for k in keys[i : i + 1000]]
+            if batch:
+                self.client.delete_objects(Bucket=self.location.bucket, Delete={"Objects": batch, "Quiet": True})
+
+    def _delete_prefix(self, prefix: str) -> int:
+        keys = [item["Key"] for page in self._list(prefix) for item in page.get("Contents", [])]
+        self._delete_keys(keys)
+        return len(keys)
+
+    def _copy(self, source: str, dest: str, size: int | None = None) -> None:
+        bucket = self.location.bucket
+        if size is None:
+            size = self._plain_size(source) or 0
+        if size <= SINGLE_COPY_LIMIT:
+            self.client.copy_object(Bucket=bucket, Key=dest, CopySource={"Bucket": bucket, "Key": source})
+            return
+        pieces = [(start, min(size, start + COPY_PART_SIZE) - 1) for start in range(0, size, COPY_PART_SIZE)]
+        self._multipart_copy(dest, [(source, f"bytes={first}-{last}") for first, last in pieces])
+
+    def _multipart_copy(self, dest: str, sources: list[tuple[str, str | None]]) -> None:
+        bucket = self.location.bucket
+        upload_id = self.client.create_multipart_upload(Bucket=bucket, Key=dest)["UploadId"]
+        try:
+            done = []
+            for number, (source, byte_range) in enumerate(sources, 1):
+                args = {
+                    "Bucket": bucket,
+                    "Key": dest,
+                    "UploadId": upload_id,
+                    "PartNumber": number,
+                    "CopySource": {"Bucket": bucket, "Key": source},
+                }
+                if byte_range:
+                    args["CopySourceRange"] = byte_range
+                etag = self.client.upload_part_copy(**args)["CopyPartResult"]["ETag"]
+                done.append({"PartNumber": number, "ETag": etag})
+            self.client.complete_multipart_upload(
+                Bucket=bucket, Key=dest, UploadId=upload_id, MultipartUpload={"Parts": done}
+            )
+        except BaseException:
+            self.client.abort_multipart_upload(Bucket=bucket, Key=dest, UploadId=upload_id)
+            raise
+
+    # ---- the driver interface ----------------------------------------------------------------------------------
+    def check(self) -> None:
+        try:
+            self.client.head_bucket(Bucket=self.location.bucket)
+        except ClientError as exc:
+            raise StorageError(
+                f"bucket {self.location.bucket!r} ({self.location.describe()}) is not reachable: {exc}"
+            ) from None
+
+    def get_content(self, path: str) -> bytes:
+        with self.reader(path) as f:
+            return f.read()
+
+    def put_content(self, path: str, data: bytes) -> None:
+        key = self._key(path)
+        self._put(key, data)
+        if self._parts(key):  # content written by a writer before is replaced as a whole
+            self._delete_prefix(key + _PARTS)
+
+    def reader(self, path: str, offset: int = 0) -> BinaryIO:
+        key = self._key(path)
+        try:
+            return self._get(key, offset)
+        except PathNotFound:
+            parts = self._parts(key)
+            if not parts:
+                raise
+            return io.BufferedReader(_PartedReader(self, key, parts, offset), buffer_size=1 << 20)
+
+    def writer(self, path: str, offset: int = 0) -> FileWriter:
+        return _PartWriter(self, self._key(path), offset)
+
+    def stat(self, path: str) -> FileInfo:
+        key = self._key(path)
+        head = self._head(key)
+        if head is not None:
+            return FileInfo(path, int(head["ContentLength"]), head["LastModified"].timestamp())
+        newest = 0.0
+        size = 0
+        found = False
+        for page in self._list(key + "/", delimiter="/"):
+            found = found or bool(page.get("Contents") or page.get("CommonPrefixes"))
+            break
+        if found:
+            return FileInfo(path, 0, 0.0, is_dir=True)
+        for page in self._list(key + _PARTS):
+            for item in page.get("Contents", []):
+                found = True
+                size += int(item["Size"])
+                newest = max(newest, item["LastModified"].timestamp())
+        if not found:
+            raise PathNotFound(path)
+        return FileInfo(path, size, newest)
+
+    def _dir_prefix(self, path: str) -> str:
+        return self._prefix if path in ("", "/") else self._key(path) + "/"
+
+    def list(self, path: str) -> list[str]:
+        children: set[str] = set()
+        for page in self._list(self._dir_prefix(path), delimiter="/"):
+            for item in page.get("Contents", []):
+                children.add(self._rel(item["Key"]))
+            for common in page.get("CommonPrefixes", []):
+                child = common["Prefix"]
+                if child.endswith(_PARTS):  # a parted file shows as the file itself
+                    child = child[: -len(_PARTS)]
+                children.add(self._rel(child.rstrip("/")))
+        if not children:
+            raise PathNotFound(path)
+        return sorted(children)
+
+    def walk(self, path: str) -> Iterator[FileInfo]:
+        """Every file below path, one ListObjectsV2 page at a time (no per-key HEAD). A parted file is reported
+        once, with the size of all its parts."""
+        parted: dict[str, list] = {}
+        for page in self._list(self._dir_prefix(path)):
+            for item in page.get("Contents", []):
+                key = item["Key"]
+                if _PARTS in key:
+                    base = key.split(_PARTS, 1)[0]
+                    entry = parted.setdefault(base, [0, 0.0])
+                    entry[0] += int(item["Size"])
+                    entry[1] = max(entry[1], item["LastModified"].timestamp())
+                    continue
+                yield FileInfo(self._rel(key), int(item["Size"]), item["LastModified"].timestamp())
+        for base, (size, modified) in sorted(parted.items()):
+            yield FileInfo(self._rel(base), size, modified)
+
+    def move(self, source: str, dest: str) -> None:
+        src, dst = self._key(source), self._key(dest)
+        size = self._plain_size(src)
+        if size is not None:
+            self._copy(src, dst, size)
+            self._delete_keys([src])
+            return
+        parts = self._parts(src)
+        if not parts:
+            raise PathNotFound(source)
+        if len(parts) == 1:
+            self._copy(self._part_key(src, parts[0][0]), dst, parts[0][1])
+        else:
+            self._multipart_copy(dst, [(self._part_key(src, start), None) for start, _ in parts])
+        self._delete_prefix(src + _PARTS)
+
+    def delete(self, path: str) -> None:
+        key = self._key(path)
+        removed = 0
+        if self._head(key) is not None:
+            self._delete_keys([key])
+            removed = 1
+        removed += self._delete_prefix(key + "/")
+        removed += self._delete_prefix(key + _PARTS)
+        if not removed:
+            raise PathNotFound(path)

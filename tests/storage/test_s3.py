@@ -1,0 +1,91 @@
+"""The S3 driver passes the shared driver suite against a real S3 server, plus what only S3 needs: parts that
+let another node resume an upload, server-side assembly of big uploads, and listing without a HEAD per key."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from soko.storage import PathNotFound
+from soko.storage.s3 import PART_SIZE, S3Driver, S3Location
+from tests.s3 import s3_client, s3_driver, s3_endpoint  # noqa: F401 - fixtures
+from tests.storage.driver_suite import DriverSuite
+
+
+class TestS3Driver(DriverSuite):
+    @pytest.fixture
+    def driver(self, s3_driver) -> S3Driver:  # noqa: F811
+        return s3_driver
+
+
+def test_resume_on_another_driver_instance_as_another_node_would(s3_driver, s3_endpoint):  # noqa: F811
+    first = s3_driver.writer("uploads/u1/data")
+    head = os.urandom(PART_SIZE + 1000)  # one full part and a short one
+    first.write(head)
+    first.close()
+    other_node = S3Driver(s3_driver.location, client=s3_client(s3_endpoint))
+    assert other_node.stat("uploads/u1/data").size == len(head)
+    second = other_node.writer("uploads/u1/data", offset=len(head))
+    tail = os.urandom(PART_SIZE)
+    second.write(tail)
+    second.commit()
+    keys = sorted(k["Key"] for k in s3_driver.client.list_objects_v2(Bucket=s3_driver.location.bucket)["Contents"])
+    sizes = [s3_driver.client.head_object(Bucket=s3_driver.location.bucket, Key=k)["ContentLength"] for k in keys]
+    assert sizes[:-1] == [PART_SIZE] * (len(sizes) - 1)  # the short part was taken back: S3 multipart copy needs it
+    assert s3_driver.get_content("uploads/u1/data") == head + tail
+    with s3_driver.reader("uploads/u1/data", offset=PART_SIZE - 10) as f:
+        assert f.read() == (head + tail)[PART_SIZE - 10 :]
+
+
+def test_resume_truncates_a_chunk_that_failed_half_way_across_parts(s3_driver):  # noqa: F811
+    writer = s3_driver.writer("uploads/u2/data")
+    writer.write(b"a" * 100)
+    writer.commit()
+    failed = s3_driver.writer("uploads/u2/data", offset=100)
+    failed.write(b"b" * (2 * PART_SIZE + 5))  # two full parts stored, then the "node" dies
+    resumed = s3_driver.writer("uploads/u2/data", offset=100)
+    resumed.write(b"c" * 10)
+    resumed.commit()
+    assert s3_driver.get_content("uploads/u2/data") == b"a" * 100 + b"c" * 10
+
+
+def test_move_assembles_a_big_upload_server_side(s3_driver):  # noqa: F811
+    data = os.urandom(2 * PART_SIZE + 12345)
+    writer = s3_driver.writer("uploads/u3/data")
+    for i in range(0, len(data), 1 << 20):
+        writer.write(data[i : i + (1 << 20)])
+    writer.commit()
+    s3_driver.move("uploads/u3/data", "blobs/sha256/ab/abcd")
+    assert s3_driver.get_content("blobs/sha256/ab/abcd") == data
+    with pytest.raises(PathNotFound):
+        s3_driver.stat("uploads/u3/data")
+    with pytest.raises(PathNotFound):  # the parts are gone
+        s3_driver.list("uploads/u3")
+
+
+def test_walk_reports_parted_files_once_with_their_size(s3_driver):  # noqa: F811
+    s3_driver.put_content("uploads/a/info", b"x")
+    writer = s3_driver.writer("uploads/a/data")
+    writer.write(os.urandom(PART_SIZE + 1))
+    writer.commit()
+    found = {info.path: info.size for info in s3_driver.walk("uploads")}
+    assert found == {"uploads/a/info": 1, "uploads/a/data": PART_SIZE + 1}
+    assert s3_driver.list("uploads/a") == ["uploads/a/data", "uploads/a/info"]
+
+
+def test_storage_url_parsing():
+    loc = S3Location.parse("s3://bucket/some/prefix?endpoint_url=http://127.0.0.1:9000&region=eu-west-1&addressing_style=path")
+    assert (loc.bucket, loc.prefix, loc.endpoint_url, loc.region, loc.addressing_style) == (
+        "bucket", "some/prefix", "http://127.0.0.1:9000", "eu-west-1", "path"
+    )
+    for bad in ("s3:///nobucket", "http://bucket/x", "s3://b/p?aws_secret_access_key=x", "s3://b?addressing_style=odd"):
+        with pytest.raises(ValueError):
+            S3Location.parse(bad)
+
+
+def test_unreachable_bucket_is_named_by_the_readiness_check(s3_endpoint):  # noqa: F811
+    location = S3Location.parse(f"s3://no-such-bucket-here?endpoint_url={s3_endpoint}&addressing_style=path")
+    driver = S3Driver(location, client=s3_client(s3_endpoint))
+    with pytest.raises(Exception, match="no-such-bucket-here"):
+        driver.check()
