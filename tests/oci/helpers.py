@@ -127,13 +127,24 @@ def push_empty_config(client: httpx.Client, name: str) -> None:
     assert push_blob(client, name, b"{}") == EMPTY_DIGEST
 
 
-def raw_request(base_url: str, request: bytes, *, read_timeout: float = 10.0, close_after_send: bool = False) -> bytes:
-    """Send raw bytes over a fresh TCP connection; returns whatever comes back before the server closes/times out."""
+def raw_request(
+    base_url: str,
+    request: bytes,
+    *,
+    read_timeout: float = 10.0,
+    close_after_send: bool = False,
+    half_close: bool = False,
+) -> bytes:
+    """Send raw bytes over a fresh TCP connection; returns whatever comes back before the server closes/times out.
+    ``half_close`` ends the sending side after the bytes (the server sees the body cut off) and still reads the
+    answer, so the caller knows the server has finished with the request."""
     parts = urlsplit(base_url)
     with socket.create_connection((parts.hostname, parts.port), timeout=read_timeout) as sock:
         sock.sendall(request)
         if close_after_send:
             return b""
+        if half_close:
+            sock.shutdown(socket.SHUT_WR)
         chunks = []
         deadline = time.monotonic() + read_timeout
         while time.monotonic() < deadline:

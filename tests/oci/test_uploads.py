@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 
 from tests.oci.helpers import (
@@ -237,8 +236,10 @@ def _truncated(server, auth_header: dict, method: str, path: str, declared: int,
         f"{method} {path} HTTP/1.1\r\nHost: {server.host}\r\n{auth}{extra}"
         f"Content-Type: application/octet-stream\r\nContent-Length: {declared}\r\n\r\n"
     ).encode() + sent
-    raw_request(server.url, request, close_after_send=True)
-    time.sleep(0.3)  # let the server notice the disconnect and abort the chunk
+    # Half-close and wait for the answer: the server has then aborted the chunk and released the upload (a fixed
+    # sleep was not always enough on a loaded machine or with object storage).
+    answer = raw_request(server.url, request, half_close=True, read_timeout=30)
+    assert answer.startswith(b"HTTP/1.1 4"), answer[:200]
 
 
 def test_truncated_patch_keeps_old_size(client, server, auth_header):
