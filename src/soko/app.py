@@ -147,7 +147,7 @@ async def _upkeep(registry: Registry, identity: Identity, runtime: RuntimeMetric
 
     async def apply_lifecycle_policies() -> None:
         interval = registry.settings.lifecycle_interval
-        runner = LifecycleRunner(registry, identity.audit)
+        runner = LifecycleRunner(registry)
         while interval > 0:
             await asyncio.sleep(interval)
             try:

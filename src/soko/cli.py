@@ -252,14 +252,12 @@ def cmd_usage(args: argparse.Namespace) -> int:
 
 
 def cmd_lifecycle_run(args: argparse.Namespace) -> int:
+    from soko.registry import Registry
     from soko.registry.lifecycle_runner import LifecycleRunner
 
-    registry, identity = _open_identity(args)
+    registry = Registry.open(_settings(args))
     try:
-        runs = LifecycleRunner(registry, identity.audit).run(
-            account_id=args.account, repository=args.repository, dry_run=args.dry_run
-        )
-        identity.audit.flush()
+        runs = LifecycleRunner(registry).run(account_id=args.account, repository=args.repository, dry_run=args.dry_run)
     finally:
         registry.close()
     verb = "would expire" if args.dry_run else "expired"

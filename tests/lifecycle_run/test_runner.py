@@ -52,22 +52,21 @@ def test_keep_last_two_expires_the_rest_with_all_their_tags(registry, clock) -> 
     registry.lifecycle.put(ref, KEEP_TWO)
     audit = AuditLog(registry.ctx)
 
-    (dry,) = LifecycleRunner(registry, audit).run(dry_run=True)
+    (dry,) = LifecycleRunner(registry).run(dry_run=True)
     assert [e["imageDigest"] for e in dry.expired] == digests[:3]
     assert registry.manifests.list_tags(ref) == ["stable", "v0", "v1", "v2", "v3", "v4"]  # nothing changed
 
-    (run,) = LifecycleRunner(registry, audit).run()
+    (run,) = LifecycleRunner(registry).run()
     assert [e["imageDigest"] for e in run.expired] == digests[:3]
     assert registry.manifests.list_tags(ref) == ["v3", "v4"]  # v0's other tag "stable" went with it
     for digest in digests[:3]:
         with pytest.raises(ManifestUnknown):
             registry.manifests.get(ref, digest)
     assert registry.lifecycle.get(ref).last_evaluated_at == clock.now
-    audit.flush()
     events = [e for e in audit.query(AuditQuery()) if e["event"] == "lifecycle"]
     assert len(events) == 3 and all("expired by rule 1" in e["reason"] for e in events)
     # Running again expires nothing more.
-    assert LifecycleRunner(registry, audit).run()[0].expired == []
+    assert LifecycleRunner(registry).run()[0].expired == []
 
 
 def test_an_index_child_is_never_expired_before_its_index(registry, clock) -> None:

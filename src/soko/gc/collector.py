@@ -203,8 +203,8 @@ class GarbageCollector:
         """One batch's write transaction: committed, or rolled back for a dry run or when the body raises _RollBack
         (which this swallows)."""
         try:
-            with self.ctx.write(invalidates=not dry_run) as conn:
-                yield conn
+            with self.ctx.transaction(invalidates=not dry_run) as tx:
+                yield tx.conn
                 if dry_run:
                     raise _RollBack
         except _RollBack:

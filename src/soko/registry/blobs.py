@@ -8,7 +8,6 @@ import sqlalchemy as sa
 
 from soko.digest import Digest
 from soko.errors import BlobUnknown, ManifestReferenced
-from soko.gc.queue import enqueue_link_reviews
 from soko.meta.schema import blobs, manifest_blobs, manifests, repository_blobs
 from soko.meta.schema import repositories as repos
 from soko.registry.context import DomainContext, blob_path
@@ -63,7 +62,8 @@ class Blobs:
         """Link a blob another repository holds into ``ref``; None when the source does not hold it or the account
         turned BLOB_MOUNTING off (the client then uploads the blob)."""
         Digest.parse(digest)
-        with self.ctx.db.write() as conn:
+        with self.ctx.transaction() as tx:
+            conn = tx.conn
             if account_setting(conn, ref.account_id, "BLOB_MOUNTING") == "DISABLED":
                 return None
             info = self._linked(conn, source, digest)
@@ -77,18 +77,19 @@ class Blobs:
                 ).first()
                 if held is None:
                     return None
-            repo_id = self.repositories.id_for_push(conn, ref)
-            now = self.ctx.clock()
+            repo_id = self.repositories.id_for_push(tx, ref)
             conn.execute(
-                self.ctx.db.insert_ignore(repository_blobs).values(repository_id=repo_id, digest=digest, created_at=now)
+                self.ctx.db.insert_ignore(repository_blobs).values(
+                    repository_id=repo_id, digest=digest, created_at=tx.now
+                )
             )
-            enqueue_link_reviews(conn, repo_id, [digest], now, "mount")
+            tx.review_links(repo_id, [digest], "mount")
         return info
 
     def unlink(self, ref: RepoRef, digest: str) -> None:
         """Remove a blob from a repository (the content goes when GC finds nothing else uses it)."""
         Digest.parse(digest)
-        with self.ctx.db.write() as conn:
+        with self.ctx.write() as conn:
             repo_id = self.repositories.id_for(conn, ref)
             in_use = conn.execute(
                 sa.select(manifests.c.digest)

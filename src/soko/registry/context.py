@@ -12,7 +12,8 @@ import sqlalchemy as sa
 
 from soko.config import Settings
 from soko.meta import Database
-from soko.meta.changes import CHANNEL, Generation
+from soko.meta.changes import Generation
+from soko.registry.unit_of_work import UnitOfWork
 from soko.storage import StorageDriver
 
 
@@ -28,14 +29,21 @@ class DomainContext:
         self.generation = Generation(os.path.join(self.settings.data_dir, "generation"))
 
     @contextlib.contextmanager
-    def write(self, *, invalidates: bool = False) -> Iterator[sa.Connection]:
-        """A write transaction; ``invalidates`` when it changes answers that readers cache (tags, manifests…)."""
+    def transaction(self, *, invalidates: bool = False) -> Iterator[UnitOfWork]:
+        """A domain write: one transaction and its after-write effects (``soko.registry.unit_of_work``);
+        ``invalidates`` when it changes answers that readers cache (tags, manifests…)."""
         with self.db.write() as conn:
-            yield conn
-            if invalidates and not self.db.is_sqlite:
-                conn.execute(sa.text(f"NOTIFY {CHANNEL}"))
-        if invalidates:
+            tx = UnitOfWork(self, conn, invalidates=invalidates)
+            yield tx
+            tx.before_commit()
+        if tx.invalidates:
             self.generation.bump()
+
+    @contextlib.contextmanager
+    def write(self, *, invalidates: bool = False) -> Iterator[sa.Connection]:
+        """``transaction()`` for writes whose only effect is cache invalidation (settings, identities…)."""
+        with self.transaction(invalidates=invalidates) as tx:
+            yield tx.conn
 
 
 def blob_path(digest: str) -> str:

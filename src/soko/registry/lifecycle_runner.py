@@ -2,8 +2,9 @@
 
 The evaluation is the same one previews use (``soko.lifecycle.evaluate`` over ``image_records``). Expiry deletes
 each selected image by digest through the domain — the image and all its tags, nothing else — indexes before
-the images they reference, so a manifest list never loses a child it still has. Each expiry is an audit event;
-``lastEvaluatedAt`` is set per repository. Content is reclaimed later by the garbage collector.
+the images they reference, so a manifest list never loses a child it still has. Each expiry is one unit of work
+(``Manifests.expire``): the deletion, its link reviews, an audit record and its events; ``lastEvaluatedAt`` is set
+per repository. Content is reclaimed later by the garbage collector.
 TRANSITION actions (the archive storage class) are reported but not applied: Soko has one storage class.
 """
 
@@ -15,7 +16,6 @@ from datetime import UTC, datetime
 
 import sqlalchemy as sa
 
-from soko.access import repository_arn
 from soko.errors import ManifestReferenced, ManifestUnknown, RepositoryNotFound
 from soko.lifecycle import EXPIRE, LifecyclePolicyError, evaluate, parse_lifecycle_policy
 from soko.meta.schema import lifecycle_policies, manifest_children, manifests, repositories
@@ -35,10 +35,9 @@ class RepositoryRun:
 
 
 class LifecycleRunner:
-    def __init__(self, registry, audit=None) -> None:  # soko.registry.Registry, soko.audit.AuditLog
+    def __init__(self, registry) -> None:  # soko.registry.Registry
         self.registry = registry
         self.ctx = registry.ctx
-        self.audit = audit
 
     def run(
         self,
@@ -88,29 +87,17 @@ class LifecycleRunner:
         # Indexes first: deleting a child while its index still stands is refused (and would break the index).
         actions.sort(key=lambda a: (a.digest not in indexes, a.pushed_at, a.digest))
         ref = RepoRef(account, name)
-        arn = repository_arn(self.ctx.settings.region, account, name)
         for action in actions:
             entry = {"imageDigest": action.digest, "imageTags": list(action.tags), "rulePriority": action.rule_priority}
             if dry_run:
                 result.expired.append(entry)
                 continue
             try:
-                self.registry.manifests.delete(ref, action.digest)
+                self.registry.manifests.expire(ref, action.digest, action.rule_priority, list(action.tags))
             except (ManifestUnknown, ManifestReferenced) as exc:
                 result.skipped.append(f"{action.digest}: {exc.message}")
                 continue
             result.expired.append(entry)
-            if self.audit is not None:
-                tags = ",".join(action.tags) or "untagged"
-                self.audit.record(
-                    "lifecycle",
-                    "soko:lifecycle",
-                    "ecr:BatchDeleteImage",
-                    f"{arn}@{action.digest}",
-                    "allow",
-                    f"expired by rule {action.rule_priority} (tags: {tags})",
-                    None,
-                )
         if not dry_run:
             with self.ctx.write() as conn:
                 conn.execute(

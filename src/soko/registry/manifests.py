@@ -7,6 +7,7 @@ import threading
 
 import sqlalchemy as sa
 
+from soko.access import repository_arn
 from soko.digest import Digest, compute, is_digest
 from soko.errors import (
     DigestInvalid,
@@ -19,16 +20,17 @@ from soko.errors import (
     TagImmutable,
     TooLarge,
 )
-from soko.gc.queue import enqueue_link_reviews
 from soko.meta.schema import blobs, manifest_blobs, manifest_children, manifests, repository_blobs, tags
 from soko.meta.schema import repositories as repos
 from soko.names import validate_tag
 from soko.registry import media_types as mt
 from soko.registry.context import DomainContext
+from soko.registry.events import image_action, lifecycle_expiry
 from soko.registry.immutability import tag_is_immutable
 from soko.registry.manifest_format import ParsedManifest, parse_manifest
 from soko.registry.models import ManifestRecord, PutManifestResult, RepoRef
 from soko.registry.repositories import Repositories
+from soko.registry.unit_of_work import UnitOfWork
 
 
 def manifest_unknown(ref: RepoRef, reference: str) -> ManifestUnknown:
@@ -110,9 +112,9 @@ class Manifests:
             tag = validate_tag(reference)
             digest = compute(payload)
         parsed = parse_manifest(payload, content_type)
-        now = self.ctx.clock()
-        with self.ctx.write(invalidates=True) as conn:
-            repo_id = self.repositories.id_for_push(conn, ref)
+        with self.ctx.transaction(invalidates=True) as tx:
+            conn, now = tx.conn, tx.now
+            repo_id = self.repositories.id_for_push(tx, ref)
             image_size = self._check_references(conn, ref, repo_id, parsed)
             max_image_size = self.repositories.quotas.get(ref.account_id, "max_image_size", conn)
             if image_size > max_image_size:
@@ -134,6 +136,19 @@ class Manifests:
                     sa.select(manifests.c.id).where(manifests.c.repository_id == repo_id, manifests.c.digest == digest)
                 ).scalar_one()
             tag_moved = tag is not None and self._set_tag(conn, ref, repo_id, tag, manifest_id, digest, now)
+            if created or tag_moved:
+                tx.emit(
+                    image_action(
+                        ref.account_id,
+                        ref.name,
+                        "PUSH",
+                        digest,
+                        tag=tag if tag_moved else None,
+                        media_type=parsed.media_type,
+                        artifact_type=parsed.effective_artifact_type,
+                        referrer=parsed.subject is not None,
+                    )
+                )
         return PutManifestResult(digest, parsed.subject.digest if parsed.subject else None, created, tag_moved)
 
     def _check_references(self, conn: sa.Connection, ref: RepoRef, repo_id: int, parsed: ParsedManifest) -> int:
@@ -293,7 +308,7 @@ class Manifests:
     def flush_pulls(self) -> int:
         pending = self._pulls.take()
         if pending:
-            with self.ctx.db.write() as conn:
+            with self.ctx.write() as conn:
                 conn.execute(
                     sa.update(manifests)
                     .where(manifests.c.id == sa.bindparam("mid"))
@@ -307,59 +322,85 @@ class Manifests:
         """By digest: the manifest and all its tags. By tag: only the tag (OCI 1.1) — or, with ``drop_untagged``
         (ECR's BatchDeleteImage), also the image when that was its last tag and no index references it.
         Returns the digest the tag pointed at (by tag), else None."""
-        with self.ctx.write(invalidates=True) as conn:
-            repo_id = self.repositories.id_for(conn, ref)
+        with self.ctx.transaction(invalidates=True) as tx:
+            repo_id = self.repositories.id_for(tx.conn, ref)
             if not is_digest(reference):
-                validate_tag(reference)
-                tagged = (
-                    sa.select(manifests.c.id, manifests.c.digest)
-                    .join(tags, tags.c.manifest_id == manifests.c.id)
-                    .where(tags.c.repository_id == repo_id, tags.c.name == reference)
-                )
-                if drop_untagged and not self.ctx.db.is_sqlite:
-                    tagged = tagged.with_for_update(of=manifests)  # before _still_needed: see _check_references
-                row = conn.execute(tagged).first()
-                if (
-                    row is None
-                    or not conn.execute(
-                        sa.delete(tags).where(tags.c.repository_id == repo_id, tags.c.name == reference)
-                    ).rowcount
-                ):
-                    raise manifest_unknown(ref, reference)
-                if drop_untagged and not self._still_needed(conn, repo_id, row.id, row.digest):
-                    self._drop(conn, repo_id, row.id, "manifest-delete")
-                return row.digest
-            Digest.parse(reference)
-            target = sa.select(manifests.c.id).where(
-                manifests.c.repository_id == repo_id, manifests.c.digest == reference
-            )
-            if not self.ctx.db.is_sqlite:
-                target = target.with_for_update()  # before the parent check: see _check_references
-            manifest_id = conn.execute(target).scalar()
-            if manifest_id is None:
-                raise manifest_unknown(ref, reference)
-            parent = conn.execute(
-                sa.select(manifests.c.digest)
-                .join(manifest_children, manifest_children.c.parent_id == manifests.c.id)
-                .where(manifests.c.repository_id == repo_id, manifest_children.c.child_digest == reference)
-                .limit(1)
-            ).scalar()
-            if parent:
-                raise ManifestReferenced(
-                    f"manifest {reference} is referenced by the manifest list {parent} in repository "
-                    f"'{ref.name}'; delete the list first"
-                )
-            self._drop(conn, repo_id, manifest_id, "manifest-delete")
+                return self._delete_tag(tx, ref, repo_id, reference, drop_untagged)
+            self._delete_digest(tx, ref, repo_id, reference)
         return None
 
-    def _drop(self, conn: sa.Connection, repo_id: int, manifest_id: int, reason: str) -> None:
+    def expire(self, ref: RepoRef, digest: str, rule_priority: int, tags: list[str]) -> None:
+        """A lifecycle rule's expiry: the image by digest, with its audit record and events, in one transaction."""
+        with self.ctx.transaction(invalidates=True) as tx:
+            repo_id = self.repositories.id_for(tx.conn, ref)
+            self._delete_digest(tx, ref, repo_id, digest)
+            region = self.ctx.settings.region
+            tx.audit(
+                "lifecycle",
+                "soko:lifecycle",
+                "ecr:BatchDeleteImage",
+                f"{repository_arn(region, ref.account_id, ref.name)}@{digest}",
+                f"expired by rule {rule_priority} (tags: {','.join(tags) or 'untagged'})",
+            )
+            tx.emit(lifecycle_expiry(ref.account_id, region, ref.name, digest, tags, rule_priority))
+
+    def _delete_tag(self, tx: UnitOfWork, ref: RepoRef, repo_id: int, tag: str, drop_untagged: bool) -> str:
+        conn = tx.conn
+        validate_tag(tag)
+        tagged = (
+            sa.select(manifests.c.id, manifests.c.digest)
+            .join(tags, tags.c.manifest_id == manifests.c.id)
+            .where(tags.c.repository_id == repo_id, tags.c.name == tag)
+        )
+        if drop_untagged and not self.ctx.db.is_sqlite:
+            tagged = tagged.with_for_update(of=manifests)  # before _still_needed: see _check_references
+        row = conn.execute(tagged).first()
+        if (
+            row is None
+            or not conn.execute(sa.delete(tags).where(tags.c.repository_id == repo_id, tags.c.name == tag)).rowcount
+        ):
+            raise manifest_unknown(ref, tag)
+        tx.emit(image_action(ref.account_id, ref.name, "DELETE", row.digest, tag=tag))
+        if drop_untagged and not self._still_needed(conn, repo_id, row.id, row.digest):
+            self._drop(tx, repo_id, row.id)
+        return row.digest
+
+    def _delete_digest(self, tx: UnitOfWork, ref: RepoRef, repo_id: int, digest: str) -> None:
+        conn = tx.conn
+        Digest.parse(digest)
+        target = sa.select(manifests.c.id).where(manifests.c.repository_id == repo_id, manifests.c.digest == digest)
+        if not self.ctx.db.is_sqlite:
+            target = target.with_for_update()  # before the parent check: see _check_references
+        manifest_id = conn.execute(target).scalar()
+        if manifest_id is None:
+            raise manifest_unknown(ref, digest)
+        parent = conn.execute(
+            sa.select(manifests.c.digest)
+            .join(manifest_children, manifest_children.c.parent_id == manifests.c.id)
+            .where(manifests.c.repository_id == repo_id, manifest_children.c.child_digest == digest)
+            .limit(1)
+        ).scalar()
+        if parent:
+            raise ManifestReferenced(
+                f"manifest {digest} is referenced by the manifest list {parent} in repository "
+                f"'{ref.name}'; delete the list first"
+            )
+        tag_names = conn.execute(
+            sa.select(tags.c.name).where(tags.c.manifest_id == manifest_id).order_by(tags.c.name)
+        ).scalars()
+        for tag in list(tag_names) or [None]:
+            tx.emit(image_action(ref.account_id, ref.name, "DELETE", digest, tag=tag))
+        self._drop(tx, repo_id, manifest_id)
+
+    @staticmethod
+    def _drop(tx: UnitOfWork, repo_id: int, manifest_id: int) -> None:
         """Delete the manifest (tags and references cascade) and queue reviews of the links it may have left
         unreferenced: every path that deletes a manifest goes through here, so the grace period always holds."""
-        blob_digests = conn.execute(
+        blob_digests = tx.conn.execute(
             sa.select(manifest_blobs.c.digest).where(manifest_blobs.c.manifest_id == manifest_id)
         ).scalars()
-        enqueue_link_reviews(conn, repo_id, blob_digests, self.ctx.clock(), reason)
-        conn.execute(sa.delete(manifests).where(manifests.c.id == manifest_id))
+        tx.review_links(repo_id, blob_digests, "manifest-delete")
+        tx.conn.execute(sa.delete(manifests).where(manifests.c.id == manifest_id))
 
     @staticmethod
     def _still_needed(conn: sa.Connection, repo_id: int, manifest_id: int, digest: str) -> bool:

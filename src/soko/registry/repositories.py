@@ -8,15 +8,15 @@ import json
 import sqlalchemy as sa
 
 from soko.errors import LimitExceeded, RepositoryAlreadyExists, RepositoryNotEmpty, RepositoryNotFound, SokoError
-from soko.gc.queue import enqueue_repository_reviews
-from soko.meta.changes import CHANNEL
 from soko.meta.schema import lifecycle_policies, manifests, repository_tags, uploads
 from soko.meta.schema import repositories as t
 from soko.names import validate_repository_name
 from soko.registry.capabilities import require_aes256, require_scan_on_push_off
 from soko.registry.context import DomainContext
+from soko.registry.events import repository_action
 from soko.registry.models import RepoRef, Repository
 from soko.registry.quotas import Quotas
+from soko.registry.unit_of_work import UnitOfWork
 from soko.storage.base import PathNotFound
 
 MUTABILITIES = ("MUTABLE", "IMMUTABLE", "IMMUTABLE_WITH_EXCLUSION", "MUTABLE_WITH_EXCLUSION")
@@ -177,16 +177,19 @@ class Repositories:
         resource_tags = validate_resource_tags(tags or [])
         require_scan_on_push_off(scan_on_push)
         require_aes256(encryption_type)
-        with self.ctx.write(invalidates=True) as conn:
+        with self.ctx.transaction(invalidates=True) as tx:
+            conn = tx.conn
             if self.find(conn, ref) is not None:
                 raise RepositoryAlreadyExists(
                     f"The repository with name '{ref.name}' already exists in the registry with id '{ref.account_id}'"
                 )
             self._check_quota(conn, ref.account_id)
-            self._insert(conn, ref, tag_mutability, filters, scan_on_push, encryption_type, kms_key)
+            created = self._insert(conn, ref, tag_mutability, filters, scan_on_push, encryption_type, kms_key)
             repo = self.find(conn, ref)
             assert repo is not None
             self._write_tags(conn, repo.id, resource_tags)
+            if created:
+                tx.emit(repository_action(ref.account_id, self.ctx.settings.region, ref.name, "CREATE"))
             return repo
 
     def _check_quota(self, conn: sa.Connection, account_id: str) -> None:
@@ -208,25 +211,29 @@ class Repositories:
         encryption_type="AES256",
         kms_key=None,
         policy_text=None,
-    ) -> None:
-        conn.execute(
-            self.ctx.db.insert_ignore(t).values(
-                account_id=ref.account_id,
-                name=ref.name,
-                created_at=self.ctx.clock(),
-                tag_mutability=tag_mutability,
-                tag_mutability_filters=json.dumps(filters) if filters else None,
-                scan_on_push=scan_on_push,
-                encryption_type=encryption_type,
-                kms_key=kms_key,
-                policy_text=policy_text,
-            )
+    ) -> bool:
+        """False when a concurrent writer created the repository first."""
+        return bool(
+            conn.execute(
+                self.ctx.db.insert_ignore(t).values(
+                    account_id=ref.account_id,
+                    name=ref.name,
+                    created_at=self.ctx.clock(),
+                    tag_mutability=tag_mutability,
+                    tag_mutability_filters=json.dumps(filters) if filters else None,
+                    scan_on_push=scan_on_push,
+                    encryption_type=encryption_type,
+                    kms_key=kms_key,
+                    policy_text=policy_text,
+                )
+            ).rowcount
         )
 
-    def id_for_push(self, conn: sa.Connection, ref: RepoRef) -> int:
+    def id_for_push(self, tx: UnitOfWork, ref: RepoRef) -> int:
         """The repository a push goes to. A missing one is created when a CREATE_ON_PUSH creation template matches
         its name (with the template's settings, tags, policy and lifecycle policy) or, with no matching template,
         when the registry is configured to create on push (with defaults, like Distribution)."""
+        conn = tx.conn
         repo_id = conn.execute(sa.select(t.c.id).where(t.c.account_id == ref.account_id, t.c.name == ref.name)).scalar()
         if repo_id is not None:
             return repo_id
@@ -237,11 +244,13 @@ class Repositories:
             raise not_found(ref)
         validate_repository_name(ref.name)
         self._check_quota(conn, ref.account_id)
+        created = repository_action(ref.account_id, self.ctx.settings.region, ref.name, "CREATE")
         if template is None:
-            self._insert(conn, ref)
+            if self._insert(conn, ref):
+                tx.emit(created)
             return self.id_for(conn, ref)
         kind, key = normalize_encryption(template.encryption, self.ctx.settings.region, ref.account_id)
-        self._insert(
+        inserted = self._insert(
             conn,
             ref,
             template.tag_mutability,
@@ -251,6 +260,8 @@ class Repositories:
             key,
             template.repository_policy or None,
         )
+        if inserted:
+            tx.emit(created)
         repo_id = self.id_for(conn, ref)
         self._write_tags(conn, repo_id, {tag["Key"]: tag["Value"] for tag in template.resource_tags})
         if template.lifecycle_policy:
@@ -261,10 +272,7 @@ class Repositories:
                 )
             )
         if template.repository_policy:
-            # The authorizer caches "no policy" for names it was asked about before they existed.
-            if not self.ctx.db.is_sqlite:
-                conn.execute(sa.text(f"NOTIFY {CHANNEL}"))
-            self.ctx.generation.bump()
+            tx.invalidate()  # the authorizer caches "no policy" for names it was asked about before they existed
         return repo_id
 
     # ---- settings --------------------------------------------------------------------------------------------------
@@ -365,7 +373,8 @@ class Repositories:
     def delete(self, ref: RepoRef, *, force: bool = False) -> Repository:
         """Delete a repository. Without ``force`` it must hold no images. Its manifests, tags, blob links, uploads,
         resource tags and policies go with it (cascades); blobs no other repository links become garbage for GC."""
-        with self.ctx.write(invalidates=True) as conn:
+        with self.ctx.transaction(invalidates=True) as tx:
+            conn = tx.conn
             repo = self.get(ref, conn)
             if not force:
                 has_images = conn.execute(
@@ -377,8 +386,9 @@ class Repositories:
                         "deleted because it still contains images"
                     )
             upload_ids = list(conn.execute(sa.select(uploads.c.id).where(uploads.c.repository_id == repo.id)).scalars())
-            enqueue_repository_reviews(conn, repo.id, self.ctx.clock(), "repository-delete")
+            tx.review_repository_links(repo.id, "repository-delete")  # its links go with it; its blobs keep their grace
             conn.execute(sa.delete(t).where(t.c.id == repo.id))
+            tx.emit(repository_action(ref.account_id, self.ctx.settings.region, ref.name, "DELETE"))
         for upload_id in upload_ids:
             try:
                 self.ctx.storage.delete(f"uploads/{upload_id}")

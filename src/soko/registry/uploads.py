@@ -37,7 +37,6 @@ from soko.errors import (
     UploadLimitExceeded,
     UploadUnknown,
 )
-from soko.gc.queue import enqueue_link_reviews
 from soko.meta.db import retry_on_deadlock
 from soko.meta.schema import blobs, repository_blobs, uploads
 from soko.registry.context import DomainContext, blob_path, upload_path
@@ -236,8 +235,9 @@ class Uploads:
         """Open a session for ``owner`` (the principal's ARN), within its quota of open sessions in the repository."""
         upload_id = str(uuid.uuid4())
         now = self.ctx.clock()
-        with self.ctx.db.write() as conn:
-            repo_id = self.repositories.id_for_push(conn, ref)
+        with self.ctx.transaction() as tx:
+            conn = tx.conn
+            repo_id = self.repositories.id_for_push(tx, ref)
             limit = self.repositories.quotas.get(ref.account_id, "max_open_uploads", conn)
             held = conn.execute(
                 sa.select(sa.func.count())
@@ -392,7 +392,8 @@ class Uploads:
         return BlobInfo(digest, state.size)
 
     def _commit_blob(self, ref: RepoRef, upload_id: str, digest: str, size: int, now: float, claim: str) -> None:
-        with self.ctx.db.write() as conn:
+        with self.ctx.transaction() as tx:
+            conn = tx.conn
             repo_id = self.repositories.id_for(conn, ref)
             ended = sa.delete(uploads).where(uploads.c.id == upload_id, uploads.c.writer == claim)
             if conn.execute(ended).rowcount == 0:
@@ -416,7 +417,7 @@ class Uploads:
                 self.ctx.db.insert_ignore(repository_blobs).values(repository_id=repo_id, digest=digest, created_at=now)
             )
             # If no manifest references the blob within the grace period, the collector unlinks it.
-            enqueue_link_reviews(conn, repo_id, [digest], now, "upload")
+            tx.review_links(repo_id, [digest], "upload")
             # Last: the content moves into place only when every row is written and locked.
             self.ctx.storage.move(upload_path(upload_id), blob_path(digest))
 

@@ -11,6 +11,7 @@ from soko.meta.schema.ecr import (
     repository_tags,
     scanning_configurations,
 )
+from soko.meta.schema.events import event_outbox
 from soko.meta.schema.gc import gc_link_reviews
 from soko.meta.schema.identity import (
     access_keys,
@@ -36,6 +37,7 @@ __all__ = [
     "audit_events",
     "blobs",
     "creation_templates",
+    "event_outbox",
     "gc_link_reviews",
     "iam_roles",
     "iam_tags",

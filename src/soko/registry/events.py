@@ -1,0 +1,96 @@
+"""Domain events, shaped like Amazon ECR's EventBridge events (docs/architecture.md, "Events").
+
+What ECR defines keeps ECR's shape: source ``aws.ecr``, detail-type ``ECR Image Action`` (``ECR Referrer Action``
+for a manifest with a ``subject``), ``action-type`` PUSH or DELETE, ``resources`` empty. A push that moves a tag
+is a PUSH with that ``image-tag`` (as ECR's PutImage of a new tag); removing a tag is a DELETE with it. What ECR
+does not define goes under Soko's own source ``soko.registry``: ``Soko Repository Action`` (CREATE, DELETE) and
+``Soko Lifecycle Expiry`` (an image a lifecycle rule expired; its DELETE event is emitted as well).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from soko.access import repository_arn
+
+ECR = "aws.ecr"
+SOKO = "soko.registry"
+IMAGE_ACTION = "ECR Image Action"
+REFERRER_ACTION = "ECR Referrer Action"
+REPOSITORY_ACTION = "Soko Repository Action"
+LIFECYCLE_EXPIRY = "Soko Lifecycle Expiry"
+
+
+@dataclass(frozen=True)
+class Event:
+    account_id: str
+    source: str
+    detail_type: str
+    detail: dict
+    resources: list[str] = field(default_factory=list)
+
+    def envelope(self, event_id: str, when: float, region: str) -> dict:
+        return {
+            "version": "0",
+            "id": event_id,
+            "detail-type": self.detail_type,
+            "source": self.source,
+            "account": self.account_id,
+            "time": datetime.fromtimestamp(when, UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "region": region,
+            "resources": self.resources,
+            "detail": self.detail,
+        }
+
+    def row(self, when: float, region: str) -> dict:
+        event_id = str(uuid.uuid4())
+        return {
+            "event_id": event_id,
+            "account_id": self.account_id,
+            "source": self.source,
+            "detail_type": self.detail_type,
+            "created_at": when,
+            "body": json.dumps(self.envelope(event_id, when, region), separators=(",", ":")),
+        }
+
+
+def image_action(
+    account_id: str,
+    repository: str,
+    action: str,
+    digest: str,
+    *,
+    tag: str | None = None,
+    media_type: str | None = None,
+    artifact_type: str | None = None,
+    referrer: bool = False,
+) -> Event:
+    detail = {"result": "SUCCESS", "repository-name": repository, "image-digest": digest, "action-type": action}
+    if tag is not None:
+        detail["image-tag"] = tag
+    if media_type:
+        detail["manifest-media-type"] = media_type
+    if artifact_type:
+        detail["artifact-media-type"] = artifact_type
+    return Event(account_id, ECR, REFERRER_ACTION if referrer else IMAGE_ACTION, detail)
+
+
+def repository_action(account_id: str, region: str, repository: str, action: str) -> Event:
+    detail = {"result": "SUCCESS", "repository-name": repository, "action-type": action}
+    return Event(account_id, SOKO, REPOSITORY_ACTION, detail, [repository_arn(region, account_id, repository)])
+
+
+def lifecycle_expiry(
+    account_id: str, region: str, repository: str, digest: str, tags: list[str], rule_priority: int
+) -> Event:
+    detail = {
+        "result": "SUCCESS",
+        "repository-name": repository,
+        "image-digest": digest,
+        "image-tags": tags,
+        "rule-priority": rule_priority,
+    }
+    return Event(account_id, SOKO, LIFECYCLE_EXPIRY, detail, [repository_arn(region, account_id, repository)])
