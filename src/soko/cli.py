@@ -154,7 +154,11 @@ def cmd_audit(args: argparse.Namespace) -> int:
 def _iso(text: str) -> float:
     from datetime import datetime
 
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        hint = "use a duration (15m, 24h, 7d) or a time (2026-11-28T09:00Z)"
+        raise ValueError(f"invalid --since {text!r}: {hint}") from None
 
 
 def cmd_gc(args: argparse.Namespace) -> int:

@@ -45,6 +45,11 @@ def test_account_list(registry, settings, capsys):
     assert main(["account", "list", *_common(settings)]) == 0
     table = capsys.readouterr().out
     assert "111122223333" in table and "(default)" in table
+    # errors say what to do
+    assert main(["account", "create", "111122223333", *_common(settings)]) == 2
+    assert "`soko account list` shows the accounts" in capsys.readouterr().err
+    assert main(["audit", *_common(settings), "--since", "2026-13-45"]) == 2
+    assert "use a duration (15m, 24h, 7d) or a time" in capsys.readouterr().err
 
 
 def test_fsck_names_the_images_a_bad_blob_breaks_and_shows_progress(registry, settings, capsys):

@@ -70,9 +70,9 @@ class CredentialStore:
     def create_account(self, account_id: str) -> tuple[str, str]:
         """A new account with a root access key; returns (access key id, secret)."""
         if not (len(account_id) == 12 and account_id.isdigit()):
-            raise ValueError(f"account id must be 12 digits, got {account_id!r}")
+            raise ValueError(f"account id must be 12 digits (e.g. 111122223333), got {account_id!r}")
         if self.account_exists(account_id):
-            raise ValueError(f"account {account_id} already exists")
+            raise ValueError(f"account {account_id} already exists; `soko account list` shows the accounts")
         return self.add_root_key(account_id, ids.access_key_id(), ids.secret_access_key())
 
     def add_root_key(self, account_id: str, key_id: str, secret: str) -> tuple[str, str]:
