@@ -136,3 +136,23 @@ def test_request_and_resource_tags_on_iam_actions(aws):
     admin.untag_user(UserName="temp", TagKeys=["env"])
     admin.delete_user(UserName="temp")
     assert {u["UserName"] for u in iam.list_users()["Users"]} == {"admin", "keep"}
+
+
+def test_trust_policy_matches_caller_tags_to_role_tags(aws):
+    """ABAC for role assumption: the trust policy compares the caller's tag with the role's own tag."""
+    iam = aws("iam")
+    condition = {"StringEquals": {"aws:PrincipalTag/team": "${aws:ResourceTag/team}"}}
+    role = iam.create_role(
+        RoleName="team-role",
+        AssumeRolePolicyDocument=trust(f"arn:aws:iam::{ACCOUNT}:root", **condition),
+        Tags=_tags(("team", "blue")),
+    )["Role"]["Arn"]
+    sts = aws("sts", *new_user(iam, "dev", _policy({"Effect": "Allow", "Action": "sts:AssumeRole", "Resource": "*"})))
+    with pytest.raises(ClientError) as exc:  # an untagged caller
+        sts.assume_role(RoleArn=role, RoleSessionName="s1")
+    assert error(exc)[0] == "AccessDenied"
+    iam.tag_user(UserName="dev", Tags=_tags(("team", "red")))
+    with pytest.raises(ClientError):
+        sts.assume_role(RoleArn=role, RoleSessionName="s1")
+    iam.tag_user(UserName="dev", Tags=_tags(("team", "blue")))
+    assert sts.assume_role(RoleArn=role, RoleSessionName="s1")["Credentials"]["AccessKeyId"].startswith("ASIA")

@@ -466,7 +466,11 @@ class IamApi:
         for name in ("Policy", "PolicyArns", "Tags", "TransitiveTagKeys", "ProvidedContexts"):
             if p.get(name):
                 raise ValidationError(f"{name} is not supported by this registry.")
-        keys: dict[str, Any] = dict(self.identity.authorizer.condition_keys(c.context, "sts:AssumeRole"))
+        # The role is the resource: its account and tags (aws:ResourceAccount, aws:ResourceTag/iam:ResourceTag).
+        role_account = p["RoleArn"][13:25] if p["RoleArn"].startswith("arn:aws:iam::") else ""
+        role_account = role_account if role_account.isdigit() and len(role_account) == 12 else None
+        authorizer = self.identity.authorizer
+        keys: dict[str, Any] = dict(authorizer.condition_keys(c.context, "sts:AssumeRole", p["RoleArn"], role_account))
         keys["sts:RoleSessionName"] = p["RoleSessionName"]
         if p.get("ExternalId") is not None:
             keys["sts:ExternalId"] = p["ExternalId"]
