@@ -1,7 +1,9 @@
-"""The audit log: authentication and authorization decisions (and later lifecycle expiries) in the metadata store.
+"""The audit log: authentication and authorization decisions in the metadata store (lifecycle expiries are written
+by their own unit of work, ``soko.registry.unit_of_work``).
 
 Recording must not cost a write transaction per request, so events are queued in memory and written in batches
-about once a second (and at shutdown); at most the last second is lost if the process is killed. Identical allow
+about once a second (and at shutdown) through ``soko.batcher``: a failed write keeps the batch for the next flush
+(bounded; drops are counted), and at most the last second is lost if the process is killed. Identical allow
 decisions (same principal, action, resource, source and endpoint) within one window become one row with a count,
 so a busy pull path costs a dictionary update, not a row per request; every denial keeps its own row. A
 "challenge" is the anonymous first request every registry client makes before it logs in (answered 401 with
@@ -10,12 +12,13 @@ WWW-Authenticate): merged like allows, and left out of queries unless asked for.
 
 from __future__ import annotations
 
-import threading
+import itertools
 from dataclasses import dataclass
 
 import sqlalchemy as sa
 
 from soko.access import RequestContext
+from soko.batcher import Batcher
 from soko.meta.schema import audit_events
 from soko.registry.context import DomainContext
 
@@ -31,9 +34,8 @@ class AuditQuery:
 class AuditLog:
     def __init__(self, ctx: DomainContext) -> None:
         self.ctx = ctx
-        self._pending: list[dict] = []
-        self._allows: dict[tuple, dict] = {}
-        self._lock = threading.Lock()
+        self._batch: Batcher[tuple, dict] = Batcher("audit", self._write, _merge_rows)
+        self._unique = itertools.count()
 
     def record(
         self,
@@ -47,14 +49,15 @@ class AuditLog:
     ) -> None:
         source_ip = context.source_ip if context else None
         endpoint = context.endpoint if context else None
-        merge = decision != "deny"
-        if merge:
-            key = (event, principal, action, resource, decision, source_ip, endpoint)
-            with self._lock:
-                merged = self._allows.get(key)
-                if merged is not None:
-                    merged["count"] += 1
-                    return
+        # Allows (and challenges) repeated within one batch are one row with a count; every denial keeps its own.
+        if decision != "deny":
+            key: tuple = (event, principal, action, resource, decision, source_ip, endpoint)
+            merged = self._batch.get(key)
+            if merged is not None:
+                self._batch.add(key, {"count": 1})
+                return
+        else:
+            key = ("deny", next(self._unique))
         row = {
             "at": self.ctx.clock(),
             "event": event,
@@ -68,21 +71,15 @@ class AuditLog:
             "request_id": context.request_id if context else None,
             "count": 1,
         }
-        with self._lock:
-            self._pending.append(row)
-            if merge:
-                self._allows[key] = row
-            if len(self._pending) > 100_000:  # never grow without bound if the database is down
-                del self._pending[:50_000]
-                self._allows.clear()
+        self._batch.add(key, row)
 
     def flush(self) -> int:
-        with self._lock:
-            pending, self._pending, self._allows = self._pending, [], {}
-        if pending:
-            with self.ctx.db.write() as conn:
-                conn.execute(sa.insert(audit_events), pending)
-        return len(pending)
+        """Write the waiting rows; if the database fails they wait for the next flush (``soko.batcher``)."""
+        return self._batch.flush()
+
+    def _write(self, batch: dict[tuple, dict]) -> None:
+        with self.ctx.db.write() as conn:
+            conn.execute(sa.insert(audit_events), list(batch.values()))
 
     def query(self, q: AuditQuery) -> list[dict]:
         stmt = sa.select(audit_events).order_by(audit_events.c.at.desc(), audit_events.c.id.desc()).limit(q.limit)
@@ -96,3 +93,8 @@ class AuditLog:
             stmt = stmt.where(audit_events.c.decision != "challenge")
         with self.ctx.db.read() as conn:
             return [dict(row._mapping) for row in conn.execute(stmt)]
+
+
+def _merge_rows(old: dict, new: dict) -> dict:
+    """The first row stands for both: its time, request id and reason; the counts add up."""
+    return {**old, "count": old["count"] + new["count"]}

@@ -127,11 +127,31 @@ class MeteringCollector:
         return [repo_bytes, account_bytes, registry_bytes, gbm, transfer_family, request_family, sessions]
 
 
+class BatchCollector:
+    """This process's in-memory batches (``soko.batcher``): records waiting, and records dropped at the bound."""
+
+    def describe(self):
+        return []
+
+    def collect(self):
+        from soko.batcher import BATCHERS
+
+        pending = GaugeMetricFamily("soko_batch_pending", "Records waiting in memory to be written", labels=["batch"])
+        dropped = CounterMetricFamily(
+            "soko_batch_dropped", "Records dropped because the batch was full (database unreachable)", labels=["batch"]
+        )
+        for name, batcher in sorted(BATCHERS.items()):
+            pending.add_metric([name], len(batcher))
+            dropped.add_metric([name], batcher.dropped)
+        return [pending, dropped]
+
+
 def metrics_handler(registry: Registry, runtime: RuntimeMetrics) -> Callable[[Request], Awaitable[Response]]:
     """The handler for ``GET /metrics`` on the main port: the metering figures and the runtime metrics."""
     collectors = CollectorRegistry(auto_describe=False)
     collectors.register(MeteringCollector(registry.metering))
     collectors.register(runtime.collector())
+    collectors.register(BatchCollector())
     allowed = [ipaddress.ip_network(cidr, strict=False) for cidr in registry.settings.metrics_allow_cidrs]
 
     async def handle(request: Request) -> Response:

@@ -8,6 +8,7 @@ import threading
 import sqlalchemy as sa
 
 from soko.access import repository_arn
+from soko.batcher import Batcher
 from soko.digest import Digest, compute, is_digest
 from soko.errors import (
     DigestInvalid,
@@ -35,23 +36,6 @@ from soko.registry.unit_of_work import UnitOfWork
 
 def manifest_unknown(ref: RepoRef, reference: str) -> ManifestUnknown:
     return ManifestUnknown(f"manifest '{reference}' is not in repository '{ref.name}'")
-
-
-class _PullRecorder:
-    """Batches lastRecordedPullTime updates so a pull costs no write transaction; flushed about every second."""
-
-    def __init__(self) -> None:
-        self._pending: dict[int, float] = {}
-        self._lock = threading.Lock()
-
-    def record(self, manifest_id: int, when: float) -> None:
-        with self._lock:
-            self._pending[manifest_id] = when
-
-    def take(self) -> dict[int, float]:
-        with self._lock:
-            pending, self._pending = self._pending, {}
-        return pending
 
 
 class _ManifestCache:
@@ -93,7 +77,8 @@ class Manifests:
     def __init__(self, ctx: DomainContext, repositories: Repositories) -> None:
         self.ctx = ctx
         self.repositories = repositories
-        self._pulls = _PullRecorder()
+        # lastRecordedPullTime: batched so a pull costs no write transaction; flushed about every second.
+        self._pulls: Batcher[int, float] = Batcher("pulls", self._write_pulls, max)
         self._cache = _ManifestCache()
 
     # ---- push -------------------------------------------------------------------------------------------------
@@ -302,20 +287,20 @@ class Manifests:
             record = ManifestRecord(row.id, row.digest, row.media_type, row.payload)
             self._cache.put(key, generation, record)
         if record_pull:
-            self._pulls.record(record.id, self.ctx.clock())
+            self._pulls.add(record.id, self.ctx.clock())
         return record
 
     def flush_pulls(self) -> int:
-        pending = self._pulls.take()
-        if pending:
-            with self.ctx.write() as conn:
-                conn.execute(
-                    sa.update(manifests)
-                    .where(manifests.c.id == sa.bindparam("mid"))
-                    .values(last_pulled_at=sa.bindparam("ts")),
-                    [{"mid": k, "ts": v} for k, v in pending.items()],
-                )
-        return len(pending)
+        return self._pulls.flush()
+
+    def _write_pulls(self, pending: dict[int, float]) -> None:
+        with self.ctx.write() as conn:
+            conn.execute(
+                sa.update(manifests)
+                .where(manifests.c.id == sa.bindparam("mid"))
+                .values(last_pulled_at=sa.bindparam("ts")),
+                [{"mid": k, "ts": v} for k, v in pending.items()],
+            )
 
     # ---- delete -----------------------------------------------------------------------------------------------
     def delete(self, ref: RepoRef, reference: str, *, drop_untagged: bool = False) -> str | None:

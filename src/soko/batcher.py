@@ -1,0 +1,73 @@
+"""In-memory batches written to the database about once a second (audit rows, pull times): one rule for all.
+
+Records are merged by key while they wait (an allow decision repeated, a manifest pulled again). ``flush`` takes
+the batch and writes it; when the write fails (the database is down or restarting) the batch goes back, merged
+with what arrived meanwhile, and the next flush tries again — nothing is lost to a failed write. Memory is bounded:
+at ``limit`` waiting keys, new keys are dropped and counted (``dropped``, exported as ``soko_batch_dropped``);
+records for keys already waiting still merge.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Hashable
+from typing import Generic, TypeVar
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+BATCHERS: dict[str, Batcher] = {}  # by name, for /metrics (the process's most recent batcher of each name)
+
+
+class Batcher(Generic[K, V]):
+    def __init__(
+        self, name: str, write: Callable[[dict[K, V]], None], merge: Callable[[V, V], V], limit: int = 100_000
+    ) -> None:
+        self.name = name
+        self._write = write
+        self._merge = merge
+        self.limit = limit
+        self.dropped = 0
+        self._pending: dict[K, V] = {}
+        self._lock = threading.Lock()
+        self._flush_lock = threading.Lock()  # one flush at a time, so a batch put back keeps its order
+        BATCHERS[name] = self
+
+    def add(self, key: K, value: V) -> None:
+        with self._lock:
+            self._put(key, value)
+
+    def get(self, key: K) -> V | None:
+        with self._lock:
+            return self._pending.get(key)
+
+    def _put(self, key: K, value: V) -> None:
+        old = self._pending.get(key)
+        if old is not None:
+            self._pending[key] = self._merge(old, value)
+        elif len(self._pending) < self.limit:
+            self._pending[key] = value
+        else:
+            self.dropped += 1
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    def flush(self) -> int:
+        """Write what is waiting; on failure put it back (and raise, so the caller logs it)."""
+        with self._flush_lock:
+            with self._lock:
+                batch, self._pending = self._pending, {}
+            if not batch:
+                return 0
+            try:
+                self._write(batch)
+            except BaseException:
+                with self._lock:
+                    newer, self._pending = self._pending, {}
+                    for key, value in batch.items():
+                        self._put(key, value)
+                    for key, value in newer.items():
+                        self._put(key, value)
+                raise
+            return len(batch)
