@@ -112,6 +112,10 @@ class UploadLimitExceeded(LimitExceeded):
     """Too many unfinished upload sessions (ECR's LimitExceededException; 429 TOOMANYREQUESTS on /v2/)."""
 
 
+class StorageFull(SokoError):
+    """Blob storage or the database has no space left (503, retryable; see soko.storage_full)."""
+
+
 class Unsupported(SokoError):
     pass
 

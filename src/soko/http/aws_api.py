@@ -22,6 +22,7 @@ from soko.http.messages import Request, Response
 from soko.http.streaming import read_limited
 from soko.http.threads import offload
 from soko.iam.credentials import CredentialStore
+from soko.storage_full import storage_full
 
 log = logging.getLogger("soko.aws")
 GLOBAL_SIGNING_REGION = "us-east-1"  # the credential-scope region of AWS's global IAM and STS endpoints
@@ -135,7 +136,10 @@ class AwsFrontDoor:
         except SokoError as exc:
             mapped = from_domain(exc)
             return self._json_error(mapped.type_name, mapped.message, context, mapped.status or 400)
-        except Exception:
+        except Exception as exc:
+            full = storage_full(exc)
+            if full is not None:
+                return self._json_error("ServiceUnavailableException", full.message, context, 503)
             log.exception("ECR request %s failed", context.request_id)
             return self._json_error("ServerException", f"internal error (request {context.request_id})", context, 500)
         return Response(
@@ -173,7 +177,13 @@ class AwsFrontDoor:
                 service, exc.type_name, exc.message, context.request_id, status=exc.status
             )
             return self._query_response(status, payload, context)
-        except Exception:
+        except Exception as exc:
+            full = storage_full(exc)
+            if full is not None:
+                status, payload = query_protocol.error_response(
+                    service, "ServiceUnavailable", full.message, context.request_id, status=503
+                )
+                return self._query_response(status, payload, context)
             log.exception("%s request %s failed", service, context.request_id)
             status, payload = query_protocol.error_response(
                 service, "ServiceFailure", "internal error", context.request_id, status=500

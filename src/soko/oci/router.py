@@ -19,6 +19,7 @@ from soko.names import validate_repository_name
 from soko.oci import blobs, listing, manifests, uploads
 from soko.oci.base import OciContext
 from soko.oci.errors import API_VERSION_HEADER, error_response, from_domain
+from soko.storage_full import RETRY_AFTER, storage_full
 
 log = logging.getLogger("soko.oci")
 
@@ -77,7 +78,10 @@ class OciRouter:
             return from_domain(exc, {"WWW-Authenticate": www_authenticate(request)}, head=head)
         except SokoError as exc:
             return from_domain(exc, head=head)
-        except Exception:
+        except Exception as exc:
+            full = storage_full(exc)
+            if full is not None:
+                return from_domain(full, {"Retry-After": RETRY_AFTER}, head=head)
             log.exception("unexpected error on %s %s (request %s)", request.method, request.path, context.request_id)
             return error_response(
                 500,
