@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from soko.config import Settings
 from soko.ecr.api import EcrApi
 from soko.http.aws_api import AwsFrontDoor
+from soko.http.forwarded import TrustedProxies
 from soko.http.health import Health
 from soko.http.messages import AnyResponse, Request, error_response
 from soko.iam.api import IamApi
@@ -54,9 +55,13 @@ class SokoApp:
         self.runtime = RuntimeMetrics()
         self.metrics = metrics_handler(registry, self.runtime)
         self.health = Health(registry)
+        proxies = TrustedProxies(settings.trusted_proxies)
+        self._proxies = proxies if proxies.networks else None
         self._upkeep: contextlib.AbstractAsyncContextManager | None = None
 
     async def handle(self, request: Request) -> AnyResponse:
+        if self._proxies is not None:
+            self._proxies.apply(request)
         path = request.path
         if path.startswith("/v2") and (len(path) == 3 or path[3] == "/"):
             return await self.oci.handle(request)

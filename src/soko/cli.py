@@ -27,7 +27,14 @@ def _settings(args: argparse.Namespace, **extra) -> Settings:
 def cmd_serve(args: argparse.Namespace) -> int:
     from soko.http.server import serve
 
-    settings = _settings(args, listen=args.listen, workers=args.workers, endpoints=args.endpoints)
+    settings = _settings(
+        args,
+        listen=args.listen,
+        workers=args.workers,
+        endpoints=args.endpoints,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+    )
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)
     return serve(settings)
@@ -308,6 +315,8 @@ def main(argv: list[str] | None = None) -> int:
         metavar="VPCE=HOST:PORT",
         help="open a private-endpoint listener, e.g. vpce-0abc1234=127.0.0.2:5000 (repeatable)",
     )
+    serve.add_argument("--tls-cert", help="PEM certificate (chain) to serve HTTPS with (env SOKO_TLS_CERT)")
+    serve.add_argument("--tls-key", help="its unencrypted PEM private key, mode 0600 or 0640 (env SOKO_TLS_KEY)")
     serve.set_defaults(func=cmd_serve)
 
     fsck = sub.add_parser("fsck", help="re-hash stored blobs and check every manifest's references")

@@ -93,6 +93,13 @@ class Settings:
     price_storage_gb_month: float = 0.10
     # Source CIDRs whose traffic on the public listener is same-region (free), e.g. "10.0.0.0/8,172.16.0.0/12".
     same_region_cidrs: list = field(default_factory=list)
+    # TLS on every listener: PEM certificate (chain) and unencrypted PEM key (not readable by other users). Both
+    # files are re-read when they change (checked every tls_reload_interval), without a restart.
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_reload_interval: float = 10.0
+    # Proxies (CIDRs) whose X-Forwarded-Proto/-For/-Host Soko believes; from anyone else those headers are ignored.
+    trusted_proxies: list = field(default_factory=list)
     # Networks allowed to scrape GET /metrics (its figures name repositories).
     metrics_allow_cidrs: list = field(default_factory=lambda: ["127.0.0.0/8", "::1/128"])
     extra: dict = field(default_factory=dict)
@@ -114,6 +121,7 @@ _CONVERTERS = {
     "gc_interval": parse_duration,
     "lifecycle_interval": parse_duration,
     "metering_interval": parse_duration,
+    "tls_reload_interval": parse_duration,
     "price_storage_gb_month": float,
     "max_manifest_size": parse_size,
     "max_image_size": parse_size,

@@ -47,12 +47,14 @@ class AwsCli:
     home: Path
     session_token: str | None = None
     region: str = REGION
+    ca_bundle: Path | None = None  # the CA to trust for an https:// endpoint (AWS_CA_BUNDLE)
 
     @classmethod
-    def for_key(cls, endpoint_url: str, key: dict[str, str], home: Path) -> AwsCli:
+    def for_key(cls, endpoint_url: str, key: dict[str, str], home: Path, ca_bundle: Path | None = None) -> AwsCli:
         """``key`` as ``root-credentials``, ``soko account create`` or ``iam create-access-key`` print it."""
         home.mkdir(parents=True, exist_ok=True)
-        return cls(endpoint_url, key["AccessKeyId"], key["SecretAccessKey"], home, key.get("SessionToken"))
+        return cls(endpoint_url, key["AccessKeyId"], key["SecretAccessKey"], home, key.get("SessionToken"),
+                   ca_bundle=ca_bundle)
 
     def env(self) -> dict[str, str]:
         keep = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "LC_ALL", "TZ")}
@@ -70,6 +72,8 @@ class AwsCli:
         }
         if self.session_token:
             env["AWS_SESSION_TOKEN"] = self.session_token
+        if self.ca_bundle:
+            env["AWS_CA_BUNDLE"] = str(self.ca_bundle)
         return env
 
     def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:

@@ -12,6 +12,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -20,6 +21,7 @@ import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 DISTRIBUTION_BIN = "/usr/bin/docker-registry"
 READY_TIMEOUT = 30.0
@@ -60,10 +62,14 @@ class RegistryServer:
     proc: subprocess.Popen[bytes]
     credentials: tuple[str, str] | None = None
     exit_code: int | None = field(default=None)
+    ca: Path | None = None  # serving HTTPS with a certificate this CA issued
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}"
+        return f"{'https' if self.ca else 'http'}://{self.host}"
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        return ssl.create_default_context(cafile=str(self.ca)) if self.ca else None
 
     @property
     def pid(self) -> int:
@@ -92,7 +98,7 @@ class RegistryServer:
                 )
             request = urllib.request.Request(f"{self.url}/v2/", headers=self.auth_header())
             try:
-                with urllib.request.urlopen(request, timeout=2) as response:
+                with urllib.request.urlopen(request, timeout=2, context=self.ssl_context()) as response:
                     if response.status == 200:
                         return
                     last_error = f"HTTP {response.status}"
@@ -180,17 +186,22 @@ def soko_argv(listen: str, data_dir: Path, workers: int | None = None,
 
 def start_soko(data_dir: Path, *, workers: int | None = None, template: str | None = None,
                log_path: Path | None = None, extra_args: Sequence[str] = (),
-               env: dict[str, str] | None = None) -> RegistryServer:
+               env: dict[str, str] | None = None, tls: Any = None) -> RegistryServer:
     """``extra_args`` go after ``soko serve``'s own (e.g. ``--endpoint vpce-…=127.0.0.2:PORT``); ``env`` adds
-    variables (e.g. ``SOKO_ROOT_ACCESS_KEY_ID``) to the otherwise ``SOKO_``-free environment."""
+    variables (e.g. ``SOKO_ROOT_ACCESS_KEY_ID``) to the otherwise ``SOKO_``-free environment. ``tls``: serve
+    HTTPS with its ``cert`` and ``key`` files (a tests.tls_certs.Pki), trusting its ``ca``."""
     data_dir.mkdir(parents=True, exist_ok=True)
     log = log_path or data_dir.parent / f"{data_dir.name}.log"
+    if tls is not None:
+        extra_args = [*extra_args, "--tls-cert", str(tls.cert), "--tls-key", str(tls.key)]
 
     def start(port: int) -> RegistryServer:
         host = f"127.0.0.1:{port}"
         argv = soko_argv(host, data_dir, workers, template) + list(extra_args)
         clean = {k: v for k, v in os.environ.items() if not k.startswith("SOKO_")}  # no host config leaks in
-        return _spawn("soko", argv, host, data_dir, log, {**clean, **(env or {})})
+        server = _spawn("soko", argv, host, data_dir, log, {**clean, **(env or {})})
+        server.ca = tls.ca if tls is not None else None
+        return server
 
     server = _start_with_retries(start)
     if server.credentials is None and _requires_auth(server):
@@ -210,7 +221,7 @@ def start_soko(data_dir: Path, *, workers: int | None = None, template: str | No
 
 def _requires_auth(server: RegistryServer) -> bool:
     try:
-        with urllib.request.urlopen(f"{server.url}/v2/", timeout=5):
+        with urllib.request.urlopen(f"{server.url}/v2/", timeout=5, context=server.ssl_context()):
             return False
     except urllib.error.HTTPError as exc:
         return exc.code == 401
@@ -229,7 +240,7 @@ def soko_login(server: RegistryServer, root_key: dict[str, str] | None = None) -
 
     keys = root_key or soko_root_key(server.data_dir)
     ecr = boto3.client(
-        "ecr", endpoint_url=server.url, region_name=SOKO_REGION,
+        "ecr", endpoint_url=server.url, region_name=SOKO_REGION, verify=str(server.ca) if server.ca else None,
         aws_access_key_id=keys["AccessKeyId"], aws_secret_access_key=keys["SecretAccessKey"],
     )
     token = ecr.get_authorization_token()["authorizationData"][0]["authorizationToken"]

@@ -25,9 +25,10 @@ import socket
 
 from granian._futures import _future_watcher_wrapper, _new_cbscheduler
 from granian._granian import RSGIWorker, SocketHolder, WorkerSignal
-from granian.http import HTTP1Settings
+from granian.http import HTTP1Settings, HTTP2Settings
 
 from soko.http.rsgi import RsgiApp
+from soko.http.tls import TlsFiles
 
 log = logging.getLogger("soko.server")
 BACKLOG = 1024
@@ -35,10 +36,20 @@ HEADER_READ_TIMEOUT_MS = 10_000  # granian's default is 30 s; a real client send
 _NO_TLS = (False, None, None, None, "tls13", None, [], False)
 
 
-class Listeners:
-    """granian workers serving ``app`` on ``sockets`` in the current event loop until ``close()``."""
+def _tls(files: TlsFiles | None) -> tuple:
+    """granian's TLS arguments: (enabled, cert, key, key password, minimum version, client CA, CRLs, verify clients).
+    TLS 1.2 and up, as ECR's endpoints accept."""
+    return _NO_TLS if files is None else (True, files.cert, files.key, None, "tls1.2", None, [], False)
 
-    def __init__(self, app: RsgiApp, sockets: list[socket.socket], worker_id: int = 1) -> None:
+
+class Listeners:
+    """granian workers serving ``app`` on ``sockets`` in the current event loop until ``close()``; with ``tls``,
+    HTTPS, offering HTTP/2 and HTTP/1.1 by ALPN (HTTP/2 carries the host as :authority, which the RSGI adapter
+    turns back into the Host that routing and SigV4 read)."""
+
+    def __init__(
+        self, app: RsgiApp, sockets: list[socket.socket], worker_id: int = 1, tls: TlsFiles | None = None
+    ) -> None:
         loop = asyncio.get_running_loop()
         callback = _future_watcher_wrapper(app)
         self._signals: list[WorkerSignal] = []
@@ -54,12 +65,13 @@ class Listeners:
                 1,  # Python threads of granian's own (RSGI handlers run on our loop)
                 30,  # their idle timeout (s)
                 self.max_connections,  # "backpressure": connections open at once on this socket (see above)
-                "1",  # HTTP/1.1: plain-text HTTP/2 (h2c) carries no Host header, which routing and SigV4 need
+                # Plain text: HTTP/1.1 only (nothing asks for h2c, and it would skip the Host checks of HTTP/1.1).
+                "auto" if tls else "1",
                 HTTP1Settings(header_read_timeout=HEADER_READ_TIMEOUT_MS, keep_alive=True),
-                None,
+                HTTP2Settings() if tls else None,
                 False,  # websockets
                 None,  # static files
-                *_NO_TLS,
+                *_tls(tls),
                 (None, None),
             )
             worker.serve_async(_new_cbscheduler(loop, callback, impl_asyncio=True), loop, signal)

@@ -31,6 +31,7 @@ class Headers(Protocol):
 class Request:
     __slots__ = (
         "_body",
+        "_host",
         "_query",
         "account",
         "bytes_in",
@@ -67,6 +68,7 @@ class Request:
         self._body = body
         self._query: dict[str, str] | None = None
         self.bytes_in = 0  # body bytes read so far (the access log and metrics report it)
+        self._host: str | None = None
         # Set by the front ends as the request is handled:
         self.context: RequestContext | None = None
         self.principal: Principal | None = None
@@ -86,7 +88,14 @@ class Request:
 
     @property
     def host(self) -> str:
+        """The host the client addressed: the Host header (HTTP/2's :authority; a trusted proxy's X-Forwarded-Host)."""
+        if self._host is not None:
+            return self._host
         return self.headers.get("host") or ""
+
+    @host.setter
+    def host(self, value: str) -> None:
+        self._host = value
 
     @property
     def secure(self) -> bool:

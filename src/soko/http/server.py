@@ -18,9 +18,12 @@ import sys
 
 from soko.config import Settings
 from soko.http.access_log import open_access_log
+from soko.http.forwarded import TrustedProxies
 from soko.http.listener import Listeners, connection_limit, raise_open_files_limit
 from soko.http.rsgi import RsgiApp
 from soko.http.supervisor import Supervisor
+from soko.http.tls import TlsFiles
+from soko.http.tls import watch as watch_tls
 from soko.metering.runtime import shared_across_workers, worker_died
 
 log = logging.getLogger("soko.server")
@@ -64,14 +67,27 @@ async def run_worker(
     rsgi = RsgiApp(app.handle, observe)
     runtime.in_flight_source = lambda: rsgi.in_flight
     listeners: Listeners | None = None
+    tls = TlsFiles.from_settings(app.settings)
+    reloader: asyncio.Task | None = None
     await app.start()
     try:
-        listeners = Listeners(rsgi, socks, worker_id)
+        listeners = Listeners(rsgi, socks, worker_id, tls)
+        if tls is not None:
+
+            def restart() -> None:  # a renewed certificate: new listeners first, then the old ones stop accepting
+                nonlocal listeners
+                old, listeners = listeners, Listeners(rsgi, socks, worker_id, tls)
+                if old is not None:
+                    old.close()
+
+            reloader = asyncio.create_task(watch_tls(tls, restart, app.settings.tls_reload_interval or 10.0))
         if ready_message:
             print(ready_message, flush=True)
         await stop.wait()
     finally:
         log.info("shutting down: finishing in-flight requests")
+        if reloader is not None:
+            reloader.cancel()
         if listeners is not None:
             listeners.close()
         for sock in socks:  # the port is free for the next start as soon as every process has let go of it
@@ -175,15 +191,20 @@ def _limit_malloc_arenas(arenas: int = 2) -> None:
 def serve(settings: Settings) -> int:
     _limit_malloc_arenas()
     open_files = raise_open_files_limit()
+    tls = TlsFiles.from_settings(settings)
+    if tls is not None:
+        tls.check()  # refuse to start on a key others can read, or a certificate that does not load
+    TrustedProxies(settings.trusted_proxies)  # a typo in a CIDR stops the start, not the first request
     if settings.workers <= 1:
         initialise(settings)
     else:
         _in_child(initialise, settings)
     endpoints = [parse_endpoint(spec) for spec in settings.endpoints]
     sock = bind(settings.listen)
-    ready = f"soko: serving the registry on http://{settings.listen} (data: {os.path.abspath(settings.data_dir)})"
+    scheme = "https" if tls else "http"
+    ready = f"soko: serving the registry on {scheme}://{settings.listen} (data: {os.path.abspath(settings.data_dir)})"
     for name, listen in endpoints:
-        ready += f"\nsoko: private endpoint {name} on http://{listen}"
+        ready += f"\nsoko: private endpoint {name} on {scheme}://{listen}"
     socks = [(sock, "public")] + [(bind(listen), name) for name, listen in endpoints]
     log.info(
         "open-files limit %d: up to %d connections per worker and listener", open_files, connection_limit(len(socks))

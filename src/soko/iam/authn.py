@@ -16,7 +16,8 @@ LOGIN_HINT = "log in with: aws ecr get-login-password | docker login --username 
 
 
 def www_authenticate(request: Request) -> str:
-    return f'Basic realm="https://{request.host}/",service="ecr.amazonaws.com"'
+    # The scheme actually served (or the one a trusted proxy reports): clients such as oras-py follow the realm.
+    return f'Basic realm="{request.scheme}://{request.host}/",service="ecr.amazonaws.com"'
 
 
 class RegistryAuthenticator:
