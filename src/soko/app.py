@@ -15,6 +15,7 @@ from soko.http.health import Health
 from soko.http.messages import AnyResponse, Request, error_response
 from soko.iam.api import IamApi
 from soko.iam.service import Identity
+from soko.jobs import JobRunner, registry_jobs
 from soko.meta.changes import PostgresListener
 from soko.metering.prometheus import metrics_handler
 from soko.metering.runtime import RuntimeMetrics
@@ -23,7 +24,6 @@ from soko.oci.presigned import PREFIX as LAYERS_PREFIX
 from soko.oci.presigned import PresignedLayers
 from soko.oci.router import OciRouter
 from soko.registry import Registry
-from soko.registry.lifecycle_runner import LifecycleRunner
 
 log = logging.getLogger("soko")
 
@@ -108,8 +108,8 @@ def _authn_auditor(identity: Identity):
 
 @contextlib.asynccontextmanager
 async def _upkeep(registry: Registry, identity: Identity, runtime: RuntimeMetrics):
-    """Per-process background work: flush pull times and audit events, expire abandoned uploads, and (every process
-    may; the database serialises them) GC, lifecycle evaluation and metering samples."""
+    """Per-process background work: flush pull times, audit events and transfer counts; and this process's job
+    runner, which takes its share of the cluster's leased jobs (GC, lifecycle, upload expiry, storage samples)."""
     loop = asyncio.get_running_loop()
     # Blocking work runs here: database writes, storage reads, and each push's store + hash threads (which also wait
     # on fdatasync). Threads are cheap while idle; enough of them keeps a few slow disks from queueing the database.
@@ -128,46 +128,11 @@ async def _upkeep(registry: Registry, identity: Identity, runtime: RuntimeMetric
             except Exception:
                 log.exception("could not record pull times or audit events; will retry")
 
-    async def expire_uploads() -> None:
-        while True:
-            await asyncio.sleep(min(registry.settings.upload_expiry / 4, 600) or 1)
-            try:
-                with runtime.run("upload_expiry"):
-                    count = await loop.run_in_executor(None, registry.uploads.expire)
-                if count:
-                    log.info("expired %d abandoned upload(s)", count)
-            except Exception:
-                log.exception("upload expiry failed; will retry")
-
-    async def collect_garbage() -> None:
-        interval = registry.settings.gc_interval
-        while interval > 0:
-            await asyncio.sleep(interval)
-            try:
-                with runtime.run("gc"):
-                    report = await loop.run_in_executor(None, registry.gc.run)
-                log.info("%s", report.summary())
-            except Exception:
-                log.exception("garbage collection failed; will retry")
-
-    async def apply_lifecycle_policies() -> None:
-        interval = registry.settings.lifecycle_interval
-        runner = LifecycleRunner(registry)
-        while interval > 0:
-            await asyncio.sleep(interval)
-            try:
-                with runtime.run("lifecycle"):
-                    runs = await loop.run_in_executor(None, runner.run)
-                expired = sum(len(r.expired) for r in runs)
-                if expired:
-                    log.info("lifecycle policies expired %d image(s) in %d repositories", expired, len(runs))
-            except Exception:
-                log.exception("lifecycle evaluation failed; will retry")
-
-    periodic = (every_second, expire_uploads, collect_garbage, apply_lifecycle_policies)
-    tasks = [asyncio.create_task(t()) for t in periodic]
-    # transfer flushes, storage samples
-    tasks += [asyncio.create_task(c) for c in registry.metering.upkeep(runtime.run)]
+    tasks = [asyncio.create_task(every_second())]
+    tasks += [asyncio.create_task(c) for c in registry.metering.upkeep()]  # transfer flushes
+    # GC, lifecycle, upload expiry and storage samples: leased jobs, each run once per interval in the cluster.
+    runner = JobRunner(registry.ctx, registry_jobs(registry), track=runtime.run)
+    await loop.run_in_executor(None, runner.start)
     listener = None
     if not registry.ctx.db.is_sqlite:
         listener = PostgresListener(registry.ctx.db.psycopg_dsn(), registry.ctx.generation)
@@ -179,4 +144,5 @@ async def _upkeep(registry: Registry, identity: Identity, runtime: RuntimeMetric
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+    await loop.run_in_executor(None, runner.stop)
     await loop.run_in_executor(None, flush)

@@ -1,4 +1,4 @@
-"""The one command: ``soko serve | fsck | gc | account | audit | usage | lifecycle | migrate``."""
+"""The one command: ``soko serve | fsck | gc | account | audit | usage | lifecycle | jobs | migrate``."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import logging
 import os
 import sys
 import time
+from datetime import UTC, datetime
 
 from soko.config import Settings, load_settings, parse_duration, parse_size
 from soko.progress import human_bytes, rate
@@ -288,6 +289,32 @@ def cmd_lifecycle_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_jobs(args: argparse.Namespace) -> int:
+    from soko.jobs import job_table
+    from soko.registry import Registry
+
+    registry = Registry.open(_settings(args))
+    try:
+        rows = job_table(registry.ctx)
+        now = registry.ctx.clock()
+    finally:
+        registry.close()
+    if args.format == "json":
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"{'KIND':<14} {'KEY':<12} {'NEXT RUN':<20} {'OWNER (LEASE LEFT)':<40} {'RUNS':>6} {'FAILS':>6} LAST ERROR")
+    for row in rows:
+        next_run = datetime.fromtimestamp(row["next_run"], UTC).strftime("%Y-%m-%d %H:%M:%S")
+        lease = row["lease_until"]
+        owner = f"{row['owner']} ({lease - now:.0f}s)" if row["owner"] and lease and lease > now else "-"
+        error = (row["last_error"] or "").splitlines()[0][:60] if row["last_error"] else ""
+        print(f"{row['kind']:<14} {row['key'] or '-':<12} {next_run:<20} {owner:<40} {row['runs']:>6} "
+              f"{row['failures']:>6} {error}")
+    if not rows:
+        print("jobs: none yet (a serving process schedules them when it starts)")
+    return 0
+
+
 def cmd_migrate(args: argparse.Namespace) -> int:
     from soko.meta import Database
 
@@ -383,6 +410,11 @@ def main(argv: list[str] | None = None) -> int:
     lifecycle_run.add_argument("--account", help="only this account")
     lifecycle_run.add_argument("--dry-run", action="store_true", help="show what would expire, change nothing")
     lifecycle_run.set_defaults(func=cmd_lifecycle_run)
+
+    jobs = sub.add_parser("jobs", help="show the leased background jobs: next run, owner, runs, failures")
+    _common(jobs)
+    jobs.add_argument("--format", choices=["text", "json"], default="text")
+    jobs.set_defaults(func=cmd_jobs)
 
     migrate = sub.add_parser("migrate", help="create or upgrade the metadata schema")
     _common(migrate)

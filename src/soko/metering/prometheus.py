@@ -127,6 +127,45 @@ class MeteringCollector:
         return [repo_bytes, account_bytes, registry_bytes, gbm, transfer_family, request_family, sessions]
 
 
+class JobsCollector:
+    """The leased jobs' cluster-wide counters (the ``jobs`` table): runs, failures, last duration and lag."""
+
+    def __init__(self, ctx) -> None:
+        self.ctx = ctx
+
+    def describe(self):
+        return []
+
+    def collect(self):
+        from soko.jobs import job_table
+
+        rows = job_table(self.ctx)
+        now = time.time()  # jobs run on wall-clock time (soko.jobs.runner)
+        families = {
+            "runs": CounterMetricFamily("soko_job_runs", "Runs of each leased job", labels=["kind", "key"]),
+            "failures": CounterMetricFamily(
+                "soko_job_failures", "Failed runs of each leased job", labels=["kind", "key"]
+            ),
+            "last_duration": GaugeMetricFamily(
+                "soko_job_last_duration_seconds", "How long the last run took", labels=["kind", "key"]
+            ),
+            "lag": GaugeMetricFamily(
+                "soko_job_lag_seconds",
+                "How late the job is: now past its next run while nobody holds it, else how late its last run started",
+                labels=["kind", "key"],
+            ),
+        }
+        for row in rows:
+            labels = [row["kind"], row["key"]]
+            families["runs"].add_metric(labels, row["runs"])
+            families["failures"].add_metric(labels, row["failures"])
+            families["last_duration"].add_metric(labels, row["last_duration"] or 0.0)
+            held = row["lease_until"] is not None and row["lease_until"] > now
+            overdue = 0.0 if held else max(now - row["next_run"], 0.0)
+            families["lag"].add_metric(labels, overdue or row["last_lag"] or 0.0)
+        return list(families.values())
+
+
 class BatchCollector:
     """This process's in-memory batches (``soko.batcher``): records waiting, and records dropped at the bound."""
 
@@ -152,6 +191,7 @@ def metrics_handler(registry: Registry, runtime: RuntimeMetrics) -> Callable[[Re
     collectors.register(MeteringCollector(registry.metering))
     collectors.register(runtime.collector())
     collectors.register(BatchCollector())
+    collectors.register(JobsCollector(registry.ctx))
     allowed = [ipaddress.ip_network(cidr, strict=False) for cidr in registry.settings.metrics_allow_cidrs]
 
     async def handle(request: Request) -> Response:

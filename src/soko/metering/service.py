@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import random
-from collections.abc import Callable, Coroutine
+from collections.abc import Coroutine
 from datetime import date
 from typing import TYPE_CHECKING
 
@@ -63,9 +61,9 @@ class Metering:
 
     # -- background work (one set per serving process) --------------------------------------------------------
 
-    def upkeep(self, track: Callable[[str], contextlib.AbstractContextManager] | None = None) -> list[Coroutine]:
-        """``track(task)``: a context manager around each storage sample (run metrics)."""
-        return [self._flush_loop(), self._sample_loop(track or (lambda _task: contextlib.nullcontext()))]
+    def upkeep(self) -> list[Coroutine]:
+        """Transfer-count flushes; storage samples are the leased ``metering`` job (``soko.jobs``)."""
+        return [self._flush_loop()]
 
     async def _flush_loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -75,15 +73,3 @@ class Metering:
                 await loop.run_in_executor(None, self.flush)
             except Exception:
                 log.exception("could not record transfer counts; will retry")
-
-    async def _sample_loop(self, track: Callable[[str], contextlib.AbstractContextManager]) -> None:
-        loop = asyncio.get_running_loop()
-        while self.ctx.settings.metering_interval > 0:
-            try:
-                with track("metering"):
-                    await loop.run_in_executor(None, self.sample)
-            except Exception:
-                log.exception("could not sample stored bytes; will retry")
-            interval = self.interval
-            # Into the next slot, with jitter so that nodes do not all compute at the same instant.
-            await asyncio.sleep(interval - self.ctx.clock() % interval + random.uniform(0, min(5.0, interval / 10)))

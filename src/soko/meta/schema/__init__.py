@@ -24,6 +24,7 @@ from soko.meta.schema.identity import (
     policy_attachments,
     sts_sessions,
 )
+from soko.meta.schema.jobs import jobs
 from soko.meta.schema.manifests import manifest_blobs, manifest_children, manifests, tags
 from soko.meta.schema.metering import transfer_usage, usage_samples
 from soko.meta.schema.policies import account_settings, registry_policies
@@ -43,6 +44,7 @@ __all__ = [
     "iam_tags",
     "iam_users",
     "inline_policies",
+    "jobs",
     "lifecycle_policies",
     "lifecycle_previews",
     "managed_policies",

@@ -1,0 +1,36 @@
+"""The registry's periodic jobs: each runs once per interval across every process and node."""
+
+from __future__ import annotations
+
+from soko.jobs.runner import JobKind
+
+
+def registry_jobs(registry) -> list[JobKind]:  # soko.registry.Registry
+    from soko.registry.lifecycle_runner import LifecycleRunner
+
+    settings = registry.settings
+
+    def gc(_key: str) -> str:
+        return registry.gc.run().summary()
+
+    def lifecycle(_key: str) -> str | None:
+        runs = LifecycleRunner(registry).run()
+        expired = sum(len(r.expired) for r in runs)
+        return f"lifecycle policies expired {expired} image(s) in {len(runs)} repositories" if expired else None
+
+    def upload_expiry(_key: str) -> str | None:
+        count = registry.uploads.expire()
+        return f"expired {count} abandoned upload(s)" if count else None
+
+    def metering(_key: str) -> None:
+        registry.metering.sample()
+
+    return [
+        JobKind("gc", gc, settings.gc_interval),
+        JobKind("lifecycle", lifecycle, settings.lifecycle_interval),
+        JobKind("upload_expiry", upload_expiry, min(settings.upload_expiry / 4, 600) or 1),
+        # Samples start at once: GB-month accrual needs one before the first interval ends.
+        JobKind(
+            "metering", metering, registry.metering.interval if settings.metering_interval > 0 else 0, run_at_start=True
+        ),
+    ]

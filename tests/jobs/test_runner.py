@@ -1,0 +1,150 @@
+"""The leased job runner on both databases: once per interval across runners, backoff, concurrency, takeover."""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+from concurrent.futures import wait
+
+import pytest
+
+from soko.jobs import JobKind, JobRunner, job_table
+from soko.jobs.runner import BACKOFF_BASE
+from tests.clock import Clock
+
+INTERVAL = 60.0
+
+
+@pytest.fixture
+def clock(registry) -> Clock:
+    clock = Clock(1_800_000_000.0)
+    registry.ctx.clock = clock
+    return clock
+
+
+def rows(registry) -> dict[tuple[str, str], dict]:
+    return {(r["kind"], r["key"]): r for r in job_table(registry.ctx)}
+
+
+def tick(*runners: JobRunner) -> int:
+    """One tick of each runner, in turn; waits for what they started; returns how many jobs ran."""
+    started = 0
+    for runner in runners:
+        futures = runner.run_due()
+        wait(futures)
+        started += len(futures)
+    return started
+
+
+def test_two_runners_run_a_periodic_job_once_per_interval(registry, clock) -> None:
+    ran: list[str] = []
+    kind = JobKind("count", lambda key: ran.append(key), INTERVAL)
+    a, b = (JobRunner(registry.ctx, [kind], owner=name, clock=clock) for name in ("a", "b"))
+    a.schedule()
+    b.schedule()  # the row exists once
+    assert tick(a, b) == 0  # the first run is one interval after scheduling
+    for _ in range(5):
+        clock.now += INTERVAL
+        assert tick(a, b) + tick(b, a) == 1  # whoever comes first runs it; nobody runs it twice
+    row = rows(registry)[("count", "")]
+    assert (row["runs"], row["failures"], row["owner"], row["lease_until"]) == (5, 0, None, None)
+    assert row["next_run"] == clock.now + INTERVAL
+    assert len(ran) == 5
+    for runner in (a, b):
+        runner.stop()
+
+
+def test_a_failing_job_backs_off_with_jitter_and_recovers(registry, clock) -> None:
+    failing = threading.Event()
+    failing.set()
+
+    def flaky(_key: str) -> None:
+        if failing.is_set():
+            raise RuntimeError("storage unreachable")
+
+    runner = JobRunner(registry.ctx, [JobKind("flaky", flaky, 3600.0)], owner="a", rng=random.Random(7), clock=clock)
+    runner.schedule()
+    clock.now += 3600
+    delays = []
+    for attempt in range(1, 5):
+        assert tick(runner) == 1
+        row = rows(registry)[("flaky", "")]
+        assert row["attempts"] == attempt and row["last_error"] == "RuntimeError: storage unreachable"
+        delay = row["next_run"] - clock.now
+        assert BACKOFF_BASE * 2 ** (attempt - 1) / 2 <= delay <= BACKOFF_BASE * 2 ** (attempt - 1)
+        delays.append(delay)
+        assert tick(runner) == 0  # not before its backoff
+        clock.now = row["next_run"]
+    assert delays == sorted(delays)
+    failing.clear()
+    assert tick(runner) == 1
+    row = rows(registry)[("flaky", "")]
+    assert (row["attempts"], row["last_error"], row["runs"], row["failures"]) == (0, None, 5, 4)
+    runner.stop()
+
+
+def test_concurrency_per_kind_and_a_dead_owners_job_is_taken_over_after_its_lease(registry, clock) -> None:
+    release = threading.Event()
+    entered = threading.Semaphore(0)
+
+    def slow(_key: str) -> None:
+        entered.release()
+        assert release.wait(20)
+
+    kind = JobKind("slow", slow, INTERVAL, concurrency=2, lease=30.0, keys=("a", "b", "c"))
+    dead = JobRunner(registry.ctx, [kind], owner="dead", clock=clock)
+    alive = JobRunner(registry.ctx, [kind], owner="alive", clock=clock)
+    dead.schedule()
+    clock.now += INTERVAL
+    held = dead.run_due()
+    assert len(held) == 2  # two at once in one process; the third waits for a slot
+    for _ in held:
+        assert entered.acquire(timeout=20)
+    assert {k for (k, _), r in rows(registry).items() if r["owner"] == "dead"} == {"slow"}
+    # "dead" stops heartbeating (as a killed process would); within the lease nobody else takes its jobs.
+    third = alive.run_due()
+    assert len(third) == 1  # only the free one
+    clock.now += 29
+    assert alive.run_due() == []
+    clock.now += 2  # the lease has passed: "alive" takes both over
+    taken = alive.run_due()
+    assert len(taken) == 1  # its own concurrency limit: it is already running one
+    release.set()
+    wait(held + third + taken)
+    owners = rows(registry)
+    assert all(r["owner"] is None for r in owners.values())
+    # Each job counted once: the dead owner's late finish of the job taken over from it changed nothing.
+    assert {key: r["runs"] for (_, key), r in owners.items()} == {"a": 1, "b": 1, "c": 1}
+    dead.stop()
+    alive.stop()
+
+
+def test_the_cli_and_metrics_show_the_jobs(registry, settings, clock, capsys) -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from soko.cli import main
+    from soko.metering.prometheus import JobsCollector
+
+    def boom(_key: str) -> None:
+        raise ValueError("no space left on device")
+
+    kinds = [JobKind("gc", lambda key: None, 60.0), JobKind("boom", boom, 60.0)]
+    runner = JobRunner(registry.ctx, kinds, owner="x", clock=clock)
+    runner.schedule()
+    clock.now += 60
+    assert tick(runner) == 2
+    runner.stop()
+    args = ["--data-dir", settings.data_dir, "--database-url", settings.effective_database_url]
+    assert main(["jobs", *args]) == 0
+    out = capsys.readouterr().out
+    assert "boom" in out and "ValueError: no space left on device" in out and "gc" in out
+    assert main(["jobs", "--format", "json", *args]) == 0
+    listed = {row["kind"]: row for row in json.loads(capsys.readouterr().out)}
+    assert (listed["gc"]["runs"], listed["boom"]["failures"], listed["boom"]["attempts"]) == (1, 1, 1)
+
+    collectors = CollectorRegistry(auto_describe=False)
+    collectors.register(JobsCollector(registry.ctx))
+    text = generate_latest(collectors).decode()
+    assert 'soko_job_runs_total{key="",kind="gc"} 1.0' in text
+    assert 'soko_job_failures_total{key="",kind="boom"} 1.0' in text
