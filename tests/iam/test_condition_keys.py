@@ -132,6 +132,7 @@ ABSENT = [
     ("aws:RequestTag/team", "user", PUBLIC),  # not a tagging request
     ("aws:TagKeys", "user", PUBLIC),
     ("aws:SourceVpce", "user", PUBLIC),
+    ("aws:SourceVpc", "user", VPCE),  # Soko's endpoints have no VPC id
     ("aws:SourceIp", "user", VPCE),  # through an endpoint AWS reports aws:VpcSourceIp instead
     ("aws:PrincipalTag/owner", "user", PUBLIC),  # a tag the user does not have
     ("aws:PrincipalTag/owner", "session", PUBLIC),

@@ -181,9 +181,6 @@ class IamAuthorizer:
         else:  # AWS: through a VPC endpoint the caller's address is aws:VpcSourceIp, and aws:SourceIp is absent
             keys["aws:SourceVpce"] = context.endpoint
             keys["aws:VpcSourceIp"] = context.source_ip
-            vpc = context.extra.get("vpc")
-            if vpc:
-                keys["aws:SourceVpc"] = vpc
         if resource_account and resource_arn != "*":
             keys["aws:ResourceAccount"] = resource_account
         repo = self._repository_of(resource_arn, resource_account)

@@ -27,7 +27,6 @@ POPULATED: frozenset[str] = frozenset(
         "aws:sourceip",
         "aws:vpcsourceip",
         "aws:sourcevpce",
-        "aws:sourcevpc",
         "aws:principalaccount",
         "aws:principalarn",
         "aws:principaltype",
