@@ -58,7 +58,7 @@ def s3_client(endpoint: str):
         region_name="us-east-1",
         aws_access_key_id=KEY_ID,
         aws_secret_access_key=SECRET,
-        config=Config(s3={"addressing_style": "path"}),
+        config=Config(signature_version="s3v4", s3={"addressing_style": "path"}),
     )
 
 

@@ -50,6 +50,9 @@ class Settings:
     data_dir: str = "./soko-data"
     database_url: str = ""  # default: SQLite in the data dir
     storage_url: str = ""  # default: file://<data-dir>/storage; s3://bucket/prefix?endpoint_url=… for many nodes
+    # Blob GETs answer 307 to a presigned object-store URL (S3 only; clients must reach the store's endpoint).
+    storage_redirect: bool = False
+    storage_redirect_expiry: float = 20 * 60
     workers: int = 1
     region: str = "us-east-1"
     account_id: str = "000000000000"
@@ -117,6 +120,7 @@ class Settings:
 
 _CONVERTERS = {
     "upload_expiry": parse_duration,
+    "storage_redirect_expiry": parse_duration,
     "gc_grace_period": parse_duration,
     "gc_interval": parse_duration,
     "lifecycle_interval": parse_duration,

@@ -44,8 +44,10 @@ def nodes(s3_endpoint, tmp_path_factory) -> Iterator[tuple[RegistryServer, Regis
         }
         started: list[RegistryServer] = []
         try:
-            for name in ("node-a", "node-b"):  # each with a data dir of its own: nothing shared on disk
-                started.append(start_soko(workdir / name, env=env))
+            # Each node has a data dir of its own (nothing shared on disk); node B sends pulls to the bucket with
+            # presigned redirects, as deployments whose clients reach the object store do.
+            started.append(start_soko(workdir / "node-a", env=env))
+            started.append(start_soko(workdir / "node-b", env={**env, "SOKO_STORAGE_REDIRECT": "true"}))
             yield started[0], started[1]
         finally:
             for server in started:
@@ -53,6 +55,7 @@ def nodes(s3_endpoint, tmp_path_factory) -> Iterator[tuple[RegistryServer, Regis
 
 
 def test_image_pushed_through_one_node_pulls_through_the_other(nodes, images, tmp_path: Path) -> None:
+    """Pulled through node B, whose layer GETs answer 307 to presigned bucket URLs that skopeo follows."""
     node_a, node_b = nodes
     image = images["many-layers"]
     skopeo = Skopeo.create(tmp_path / "skopeo-home")
@@ -89,6 +92,8 @@ def test_one_upload_continues_on_another_node(nodes) -> None:
         assert r.status_code == 201, r.text
         got = a.get(f"{node_a.url}/v2/scale/chunks/blobs/{digest}")
         assert got.status_code == 200 and got.content == first + second
+        redirected = b.get(f"{node_b.url}/v2/scale/chunks/blobs/{digest}")
+        assert redirected.status_code == 307 and "X-Amz-Signature=" in redirected.headers["Location"]
 
 
 def test_readiness_names_an_unreachable_bucket(s3_endpoint, tmp_path: Path) -> None:  # noqa: F811

@@ -6,11 +6,13 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 
+import httpx
 import pytest
 
 from soko.meta.db import Database
 from soko.registry import Registry
 from tests.oci.conftest import auth_header  # noqa: F401 - fixture
+from tests.oci.helpers import push_blob
 from tests.oci.test_blobs import *  # noqa: F403 - the same tests, on S3
 from tests.oci.test_uploads import *  # noqa: F403
 from tests.s3 import s3_driver, s3_endpoint  # noqa: F401 - fixtures
@@ -29,3 +31,27 @@ def registry(settings, s3_driver) -> Iterator[Registry]:  # noqa: F811
     reg = Registry(settings, db, s3_driver)
     yield reg
     reg.close()
+
+
+@pytest.fixture
+def redirecting(server):
+    """Turn on presigned redirects on the running server's S3 driver, as storage_redirect=true does."""
+    storage = server.registry.ctx.storage
+    storage.redirect_expiry = 600
+    yield storage
+    storage.redirect_expiry = None
+
+
+def test_blob_get_redirects_to_a_presigned_object_url(client, redirecting):
+    data = os.urandom(300_000)
+    digest = push_blob(client, "repo", data)
+    r = client.get(f"/v2/repo/blobs/{digest}")
+    assert r.status_code == 307 and r.headers["Docker-Content-Digest"] == digest
+    assert r.headers["Cache-Control"] == "no-store"  # the URL expires; the content's own caching does not apply
+    location = r.headers["Location"]
+    assert redirecting.location.bucket in location and "X-Amz-Signature=" in location
+    fetched = httpx.get(location)  # no registry credentials: the URL carries its own signature
+    assert fetched.status_code == 200 and fetched.content == data
+    ranged = httpx.get(location, headers={"Range": "bytes=100-199"})
+    assert ranged.status_code == 206 and ranged.content == data[100:200]
+    assert client.head(f"/v2/repo/blobs/{digest}").status_code == 200  # HEAD answers itself

@@ -30,8 +30,8 @@ Design — every figure is exact, because the ones that can drift are never kept
   ("public" or the VPC endpoint id the request came in on), network (internet, same-region — a public-listener
   request from ``same_region_cidrs`` — or private), operation and UTC day, with an upsert that *adds*
   (``ON CONFLICT DO UPDATE SET bytes_out = bytes_out + excluded.bytes_out``), so processes never overwrite each
-  other. A blob GET counts the body bytes it sends (a Range request's range length); HEADs and redirects send
-  no body and count as requests only.
+  other. A blob GET counts the body bytes it sends (a Range request's range length), or, when it redirects to
+  the object store, the bytes the client will fetch there; HEADs send no body and count as requests only.
 * **Cost report** (``soko.metering.report``): storage at ``price_storage_gb_month`` per GB-month of physical
   bytes; internet transfer at AWS's public tiers per account and month (``pricing.INTERNET_TIERS``, each
   repository carrying its pro-rata share); private-endpoint and same-region transfer free.

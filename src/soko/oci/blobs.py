@@ -82,10 +82,14 @@ async def blob_response(
             return from_domain(exc, {"Content-Range": f"bytes */{blob.size}"}, request.method == "HEAD"), None
     if request.method == "HEAD":
         return Response(200, {**headers, "Content-Length": str(blob.size)}), 0
-    if blob.redirect_url:
-        return Response(307, {**headers, "Location": blob.redirect_url}), 0
     start, end = byte_range if byte_range else (0, blob.size - 1)
     length = max(end - start + 1, 0)
+    if blob.redirect_url:
+        # The client fetches the bytes from the object store (repeating its Range there): they still leave the
+        # registry's storage, so they are metered as this request's transfer.
+        # The presigned URL expires: the redirect itself must not be cached like the content is.
+        redirect = {**headers, "Location": blob.redirect_url, "Cache-Control": "no-store", "Content-Length": "0"}
+        return Response(307, redirect), length
     headers = {**headers, "Content-Length": str(length)}
     if byte_range:
         headers["Content-Range"] = f"bytes {start}-{end}/{blob.size}"

@@ -38,7 +38,8 @@ class Registry:
         db = Database(settings.effective_database_url)
         if migrate:
             db.migrate()
-        return cls(settings, db, open_storage(settings.storage_url, settings.blob_root))
+        expiry = settings.storage_redirect_expiry if settings.storage_redirect else None
+        return cls(settings, db, open_storage(settings.storage_url, settings.blob_root, redirect_expiry=expiry))
 
     def close(self) -> None:
         self.manifests.flush_pulls()

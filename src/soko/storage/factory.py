@@ -14,7 +14,8 @@ from soko.storage.filesystem import FilesystemDriver
 from soko.storage.s3 import S3Driver, S3Location
 
 
-def open_storage(storage_url: str, default_root: str) -> StorageDriver:
+def open_storage(storage_url: str, default_root: str, *, redirect_expiry: float | None = None) -> StorageDriver:
+    """``redirect_expiry`` (seconds) turns on presigned redirects for blob downloads where the driver has them."""
     if not storage_url:
         return FilesystemDriver(default_root)
     scheme = urlsplit(storage_url).scheme
@@ -27,7 +28,7 @@ def open_storage(storage_url: str, default_root: str) -> StorageDriver:
             raise ValueError(f"file storage URLs need an absolute path (file:///path): {storage_url!r}")
         return FilesystemDriver(path)
     if scheme == "s3":
-        return S3Driver(S3Location.parse(storage_url))
+        return S3Driver(S3Location.parse(storage_url), redirect_expiry=redirect_expiry)
     raise ValueError(
         f"unsupported storage URL {storage_url!r}: use file:///path or s3://bucket/prefix?endpoint_url=…"
     )

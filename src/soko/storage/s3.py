@@ -212,8 +212,9 @@ class _PartWriter(FileWriter):
 class S3Driver(StorageDriver):
     name = "s3"
 
-    def __init__(self, location: S3Location, client=None) -> None:
+    def __init__(self, location: S3Location, client=None, *, redirect_expiry: float | None = None) -> None:
         self.location = location
+        self.redirect_expiry = redirect_expiry  # None: blobs stream through Soko
         self._prefix = location.prefix + "/" if location.prefix else ""
         if client is None:
             session = botocore.session.Session(profile=location.profile)
@@ -222,6 +223,7 @@ class S3Driver(StorageDriver):
                 endpoint_url=location.endpoint_url,
                 region_name=location.region or session.get_config_variable("region") or "us-east-1",
                 config=Config(
+                    signature_version="s3v4",  # also for presigned URLs (botocore would presign with SigV2)
                     s3={"addressing_style": location.addressing_style},
                     retries={"mode": "standard", "max_attempts": 5},
                     max_pool_connections=64,
@@ -441,6 +443,17 @@ class S3Driver(StorageDriver):
         else:
             self._multipart_copy(dst, [(self._part_key(src, start), None) for start, _ in parts])
         self._delete_prefix(src + _PARTS)
+
+    def redirect_url(self, path: str, method: str = "GET", expires_in: int = 1200) -> str | None:
+        """A presigned URL of the object (computed locally, no request), when redirects are on. Only whole objects
+        (blobs) are offered; the URL carries its own signature, so it is never logged."""
+        if self.redirect_expiry is None:
+            return None
+        return self.client.generate_presigned_url(
+            "get_object" if method == "GET" else "head_object",
+            Params={"Bucket": self.location.bucket, "Key": self._key(path)},
+            ExpiresIn=int(self.redirect_expiry),
+        )
 
     def delete(self, path: str) -> None:
         key = self._key(path)
