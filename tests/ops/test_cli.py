@@ -12,7 +12,9 @@ import sys
 import pytest
 
 from soko.cli import main
+from soko.config import load_settings
 from soko.iam.service import Identity
+from soko.registry import Registry
 from soko.registry.context import blob_path
 from soko.registry.models import RepoRef
 from tests.gc.test_collector import push_image
@@ -42,13 +44,19 @@ def test_account_list(registry, settings, capsys):
     assert (other["Repositories"], other["RootAccessKeyIds"]) == (1, [key_id])
     assert other["RegistryHost"] == "111122223333.dkr.ecr.us-east-1.localhost"
     assert "SecretAccessKey" not in json.dumps(listed)
-    assert main(["account", "list", *_common(settings)]) == 0
-    table = capsys.readouterr().out
-    assert "111122223333" in table and "(default)" in table
-    # errors say what to do
-    assert main(["account", "create", "111122223333", *_common(settings)]) == 2
+
+
+def test_table_progress_and_errors_that_say_what_to_do(tmp_path, capsys):
+    common = ["--data-dir", str(tmp_path / "data")]  # (the embedded SQLite: these checks need no second database)
+    assert main(["account", "create", "111122223333", *common]) == 0
+    assert main(["account", "list", *common]) == 0
+    assert "111122223333" in capsys.readouterr().out.splitlines()[-1]
+    assert main(["gc", *common, "--progress", "--dry-run"]) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith("gc: would delete") and "gc: done: would delete" in err
+    assert main(["account", "create", "111122223333", *common]) == 2
     assert "`soko account list` shows the accounts" in capsys.readouterr().err
-    assert main(["audit", *_common(settings), "--since", "2026-13-45"]) == 2
+    assert main(["audit", *common, "--since", "2026-13-45"]) == 2
     assert "use a duration (15m, 24h, 7d) or a time" in capsys.readouterr().err
 
 
@@ -69,16 +77,16 @@ def test_fsck_names_the_images_a_bad_blob_breaks_and_shows_progress(registry, se
     # the progress line (stderr: stdout stays the report): counts, bytes in human units, rate
     assert "fsck: manifests: 4/4 blobs" in err and "MiB" in err and "/s)" in err
 
-    assert main(["gc", *_common(settings), "--progress", "--dry-run"]) == 0
-    out, err = capsys.readouterr()
-    assert out.startswith("gc: would delete") and "gc: done: would delete" in err
 
 
-def test_output_into_head_ends_quietly(registry, settings, tmp_path):
+def test_output_into_head_ends_quietly(tmp_path):
+    settings = load_settings(overrides={"data_dir": str(tmp_path / "data")}, env={})  # (any database will do)
+    registry = Registry.open(settings)
     identity = Identity(registry.ctx)
-    for n in range(3000):  # far more than a pipe holds, so the writer meets the closed pipe
+    for n in range(2000):  # several times what a pipe holds, so the writer meets the closed pipe
         identity.audit.record("authn", None, None, None, "deny", f"test denial {n}", None)
     identity.audit.flush()
+    registry.close()
     os.chmod(settings.data_dir, 0o700)  # (else a warning about its mode)
     errors = tmp_path / "stderr"
     command = [sys.executable, "-m", "soko", "audit", *_common(settings), "--limit", "5000"]
