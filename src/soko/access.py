@@ -1,7 +1,7 @@
 """Who is calling and whether they may: the authorization hook every front end calls before acting.
 
-``authorize`` is one call with ECR action names (``ecr:BatchGetImage`` …) for both the OCI and the ECR front end.
-The default ``AllowAll`` authorizer is what the registry core runs with until the IAM engine plugs in.
+``authorize`` is one call with ECR action names (``ecr:BatchGetImage`` …) for both the OCI and the ECR front end;
+``soko.iam.authorizer`` implements it with the IAM policy engine.
 """
 
 from __future__ import annotations
@@ -22,9 +22,6 @@ class Principal:
     role_arn: str | None = None
     tags: tuple[tuple[str, str], ...] = ()  # IAM tags of the user, or of the role behind an assumed-role session
     token_issued_at: float | None = None  # STS sessions: when the credentials were issued
-
-
-ANONYMOUS = Principal(arn="anonymous", account_id="", type="Anonymous")
 
 
 class RequestContext:
@@ -85,11 +82,6 @@ class Authorizer(Protocol):
         context: RequestContext,
     ) -> None:
         """Return when allowed; raise ``soko.errors.AccessDenied`` otherwise."""
-
-
-class AllowAll:
-    def authorize(self, principal, action, resource_arn, resource_account, context) -> None:
-        return None
 
 
 def repository_arn(region: str, account_id: str, name: str) -> str:

@@ -88,8 +88,6 @@ class Settings:
     domain: str = "localhost"
     # Private endpoints: "vpce-0abc1234=127.0.0.2:5000" entries (comma-separated in the env var).
     endpoints: list = field(default_factory=list)
-    # vpce id → VPC id, for aws:SourceVpc ("vpce-0abc1234=vpc-0123" entries).
-    endpoint_vpcs: list = field(default_factory=list)
     # How often each node samples stored bytes for GB-month accrual (all nodes must share it; best a divisor of 1d).
     metering_interval: float = 300
     # Storage price in USD per GB-month (GB = 2^30 bytes) for `soko usage`.

@@ -18,7 +18,8 @@ from soko.meta.schema import gc_link_reviews, manifest_blobs, manifests, reposit
 from soko.registry.fsck import check
 from soko.registry.models import RepoRef
 from tests.clock import Clock
-from tests.gc.test_collector import ACCOUNT, blob_rows, push_blob, push_image, stored
+from tests.domain import push_blob, push_image
+from tests.gc.test_collector import ACCOUNT, blob_rows, stored
 from tests.oci.helpers import image_manifest
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import random
 import threading
@@ -16,35 +15,9 @@ from soko.registry.context import blob_path, trash_path
 from soko.registry.fsck import check
 from soko.registry.models import RepoRef
 from soko.storage import PathNotFound
+from tests.domain import push_blob, push_image
 
 ACCOUNT = "000000000000"
-
-
-def push_blob(registry, ref: RepoRef, data: bytes) -> str:
-    state = registry.uploads.start(ref)
-    writer = registry.uploads.begin_chunk(ref, state.id, 0)
-    writer.write(data)
-    writer.finish()
-    digest = "sha256:" + hashlib.sha256(data).hexdigest()
-    registry.uploads.complete(ref, state.id, digest)
-    return digest
-
-
-def push_image(registry, ref: RepoRef, tag: str, layers: list[bytes]) -> str:
-    config = json.dumps({"architecture": "amd64", "os": "linux", "n": random.random()}).encode()
-    config_digest = push_blob(registry, ref, config)
-    layer_descriptors = [
-        {"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": push_blob(registry, ref, layer),
-         "size": len(layer)}
-        for layer in layers
-    ]
-    manifest = json.dumps({
-        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest,
-                   "size": len(config)},
-        "layers": layer_descriptors,
-    }).encode()
-    return registry.manifests.put(ref, tag, manifest, None).digest
 
 
 def stored(registry, digest: str) -> bool:

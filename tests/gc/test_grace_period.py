@@ -17,7 +17,8 @@ import pytest
 from soko.registry.lifecycle_runner import LifecycleRunner
 from soko.registry.models import RepoRef
 from tests.clock import Clock
-from tests.gc.test_collector import push_image, stored
+from tests.domain import push_image
+from tests.gc.test_collector import stored
 
 ACCOUNT = "000000000000"
 DAY = 86400.0

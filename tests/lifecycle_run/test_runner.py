@@ -12,7 +12,7 @@ from soko.errors import ManifestUnknown
 from soko.registry.lifecycle_runner import LifecycleRunner
 from soko.registry.models import RepoRef
 from tests.clock import Clock
-from tests.gc.test_collector import push_blob, push_image
+from tests.domain import push_blob, push_image
 
 ACCOUNT = "000000000000"
 KEEP_TWO = json.dumps(

@@ -6,20 +6,12 @@ import hashlib
 import json
 
 from soko.registry.models import RepoRef
+from tests.domain import push_blob
 from tests.oci.helpers import image_manifest
 
 
 def sha(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
-def push_blob(registry, ref: RepoRef, data: bytes) -> str:
-    state = registry.uploads.start(ref)
-    writer = registry.uploads.begin_chunk(ref, state.id, 0)
-    writer.write(data)
-    writer.finish()
-    registry.uploads.complete(ref, state.id, sha(data))
-    return sha(data)
 
 
 def push_image(registry, ref: RepoRef, tag: str, config: bytes, layers: list[bytes]) -> tuple[str, bytes]:

@@ -14,7 +14,7 @@ from soko.batcher import Batcher
 from soko.meta.schema import manifests
 from soko.metering.prometheus import BatchCollector
 from soko.registry.models import RepoRef
-from tests.gc.test_collector import push_image
+from tests.domain import push_image
 
 
 @contextlib.contextmanager

@@ -17,7 +17,7 @@ from soko.iam.service import Identity
 from soko.registry import Registry
 from soko.registry.context import blob_path
 from soko.registry.models import RepoRef
-from tests.gc.test_collector import push_image
+from tests.domain import push_image
 
 
 def _common(settings) -> list[str]:

@@ -10,7 +10,7 @@ from botocore.exceptions import ClientError
 from soko.cli import main
 from soko.errors import LimitExceeded, TooLarge
 from soko.registry.models import RepoRef
-from tests.gc.test_collector import push_image
+from tests.domain import push_image
 
 OTHER = "111122223333"
 

@@ -19,6 +19,7 @@ from soko.registry.models import RepoRef
 from soko.registry.uploads import CLAIM_STALE
 from soko.storage import FilesystemDriver, PathNotFound
 from tests.clock import Clock
+from tests.domain import push_blob
 
 
 def _ref(registry, name: str = "repo") -> RepoRef:
@@ -37,12 +38,6 @@ def _chunk(registry, ref: RepoRef, upload_id: str, data: bytes, start: int | Non
         writer.abort()
         raise
     return writer.finish()
-
-
-def _push_blob(registry, ref: RepoRef, data: bytes, algorithm: str = "sha256") -> str:
-    state = registry.uploads.start(ref)
-    _chunk(registry, ref, state.id, data)
-    return registry.uploads.complete(ref, state.id, _digest(data, algorithm)).digest
 
 
 def _read(registry, path: str) -> bytes:
@@ -233,11 +228,11 @@ def test_long_chunk_keeps_its_claim_and_session(registry, other_node, shared_clo
 
 def test_fsck_clean_then_finds_corruption(registry):
     ref = _ref(registry)
-    good = _push_blob(registry, ref, b"good blob")
-    corrupt = _push_blob(registry, ref, b"will be corrupted")
-    missing = _push_blob(registry, ref, b"will go missing")
-    resized = _push_blob(registry, ref, b"will change size")
-    big = _push_blob(registry, ref, b"sha512 content", "sha512")
+    good = push_blob(registry, ref, b"good blob")
+    corrupt = push_blob(registry, ref, b"will be corrupted")
+    missing = push_blob(registry, ref, b"will go missing")
+    resized = push_blob(registry, ref, b"will change size")
+    big = push_blob(registry, ref, b"sha512 content", "sha512")
     assert list(check(registry.ctx)) == []
     root = registry.ctx.storage.root
     with open(os.path.join(root, blob_path(corrupt)), "r+b") as f:
@@ -261,7 +256,7 @@ def test_pull_recording(registry):
     ref = _ref(registry)
     config, layer = b'{"os":"linux"}', b"layer"
     for data in (config, layer):
-        _push_blob(registry, ref, data)
+        push_blob(registry, ref, data)
     manifest = {
         "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.manifest.v1+json",

@@ -14,7 +14,7 @@ from soko.registry.events import image_action
 from soko.registry.lifecycle_runner import LifecycleRunner
 from soko.registry.models import RepoRef
 from tests.clock import Clock
-from tests.gc.test_collector import push_blob, push_image
+from tests.domain import push_blob, push_image
 from tests.oci.helpers import push_image as push_image_over_http
 
 ACCOUNT = "000000000000"

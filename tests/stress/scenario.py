@@ -58,6 +58,7 @@ from soko.registry.fsck import check
 from soko.registry.lifecycle_runner import LifecycleRunner
 from soko.registry.models import RepoRef
 from soko.storage import PathNotFound
+from tests.domain import push_blob
 
 ACCOUNT = "000000000000"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -156,16 +157,6 @@ class Stats:
 
 
 # ---- pushing through the domain ----------------------------------------------------------------------------------
-def push_blob(registry, ref: RepoRef, data: bytes) -> str:
-    state = registry.uploads.start(ref)
-    writer = registry.uploads.begin_chunk(ref, state.id, 0)
-    writer.write(data)
-    writer.finish()
-    digest = sha(data)
-    registry.uploads.complete(ref, state.id, digest)
-    return digest
-
-
 def image_manifest(config: bytes, layers: list[bytes]) -> bytes:
     return json.dumps(
         {

@@ -42,11 +42,6 @@ class Database:
             self.engine = sa.create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
         self._write = self.engine.execution_options(soko_write=True)
 
-    @classmethod
-    def for_data_dir(cls, data_dir: str) -> Database:
-        private.make_dirs(data_dir)
-        return cls(f"sqlite:///{os.path.abspath(os.path.join(data_dir, 'metadata.db'))}")
-
     @contextlib.contextmanager
     def read(self) -> Iterator[sa.Connection]:
         with self.engine.connect() as conn, conn.begin():

@@ -1,0 +1,37 @@
+"""Pushing through the domain (``Registry``) without HTTP: the one copy of the helpers tests share."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+
+from soko.registry.models import RepoRef
+
+
+def push_blob(registry, ref: RepoRef, data: bytes, algorithm: str = "sha256") -> str:
+    """Upload ``data`` in one chunk and complete it; returns its digest."""
+    state = registry.uploads.start(ref)
+    writer = registry.uploads.begin_chunk(ref, state.id, 0)
+    writer.write(data)
+    writer.finish()
+    digest = f"{algorithm}:{hashlib.new(algorithm, data).hexdigest()}"
+    return registry.uploads.complete(ref, state.id, digest).digest
+
+
+def push_image(registry, ref: RepoRef, tag: str, layers: list[bytes]) -> str:
+    """Push a (unique) config, the layers and an OCI image manifest tagged ``tag``; returns the manifest digest."""
+    config = json.dumps({"architecture": "amd64", "os": "linux", "n": random.random()}).encode()
+    config_digest = push_blob(registry, ref, config)
+    layer_descriptors = [
+        {"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": push_blob(registry, ref, layer),
+         "size": len(layer)}
+        for layer in layers
+    ]
+    manifest = json.dumps({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest,
+                   "size": len(config)},
+        "layers": layer_descriptors,
+    }).encode()
+    return registry.manifests.put(ref, tag, manifest, None).digest
