@@ -154,3 +154,54 @@ def test_concurrent_chunks_to_one_session(server, client, auth_header):
     winners = [bytes([97 + i]) * 10 for i, s in enumerate(statuses) if s == 202]
     done = [client.put(location, params={"digest": sha256(w)}).status_code for w in winners]
     assert 201 in done, (statuses, done)
+
+
+def test_streamed_chunked_patches_under_concurrent_load(server, client, auth_header):
+    """Issue 9: a streamed (Transfer-Encoding: chunked) PATCH once ended with the connection closed and no response
+    on a busy machine. Many streamed PATCHes on kept-alive connections, each body arriving in pauses, interleaved
+    with pulls, status checks and refused chunks (responses sent before the body is read) on the same connections:
+    every request gets its response, and every blob arrives whole."""
+    import time
+
+    digest, _ = push_image_for_load(client)
+    rounds = 6
+
+    def streamed(data: bytes):
+        def body():
+            for i in range(0, len(data), 4096):
+                if i % (4 * 4096) == 0:
+                    time.sleep(0.001)  # the body arrives in pieces, as from a client reading a file or a pipe
+                yield data[i : i + 4096]
+
+        return body()
+
+    def work(c: httpx.Client, i: int) -> list[int]:
+        statuses = []
+        for n in range(rounds):
+            data = bytes([65 + i]) * (50_000 + 1000 * n + i)
+            location = start_upload(c, "repo")
+            # a refused chunk first: its response comes before its (streamed) body is read
+            r = c.patch(location, content=streamed(b"x" * 20_000), headers={"Content-Range": "5-20004"})
+            statuses.append(r.status_code)
+            r = c.patch(location, content=streamed(data))
+            statuses.append(r.status_code)
+            statuses.append(c.get(f"/v2/repo/manifests/{digest}").status_code)
+            r = c.put(r.headers["Location"], params={"digest": sha256(data)})
+            statuses.append(r.status_code)
+            statuses.append(c.head(f"/v2/repo/blobs/{sha256(data)}").status_code)
+        return statuses
+
+    results = _run(server, auth_header, work)
+    for statuses in results:
+        assert statuses == [416, 202, 200, 201, 200] * rounds, statuses
+    assert list(check(server.registry.ctx)) == []
+
+
+def push_image_for_load(client: httpx.Client) -> tuple[str, bytes]:
+    config, layer = b'{"architecture":"amd64","os":"linux"}', b"layer for the load test"
+    push_blob(client, "repo", config)
+    push_blob(client, "repo", layer)
+    payload = json.dumps(image_manifest(config, [layer])).encode()
+    assert put_manifest(client, "repo", "load", payload, OCI_MANIFEST).status_code == 201
+    return sha256(payload), payload
+
