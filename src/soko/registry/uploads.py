@@ -235,31 +235,34 @@ class Uploads:
         """Open a session for ``owner`` (the principal's ARN), within its quota of open sessions in the repository."""
         upload_id = str(uuid.uuid4())
         now = self.ctx.clock()
-        # The data file first: when storage is full no row is left behind (a file without a row is removed here,
-        # or by the collector's sweep, which spares files younger than the grace period).
-        self.ctx.storage.put_content(upload_path(upload_id), b"")
-        try:
-            with self.ctx.transaction() as tx:
-                conn = tx.conn
-                repo_id = self.repositories.id_for_push(tx, ref)
-                limit = self.repositories.quotas.get(ref.account_id, "max_open_uploads", conn)
-                held = conn.execute(
-                    sa.select(sa.func.count())
-                    .select_from(uploads)
-                    .where(uploads.c.repository_id == repo_id, uploads.c.owner == owner if owner else sa.true())
-                ).scalar()
-                if held >= limit:
-                    raise UploadLimitExceeded(
-                        f"{held} upload sessions to '{ref.name}' are open{f' for {owner}' if owner else ''}, the "
-                        f"limit is {limit}: finish or cancel some (abandoned ones expire after upload_expiry), then "
-                        "retry"
-                    )
-                conn.execute(
-                    sa.insert(uploads).values(
-                        id=upload_id, repository_id=repo_id, size=0, created_at=now, updated_at=now, owner=owner
-                    )
+        # The row first, then the data file: the row is what makes the session real, and the collector's storage
+        # sweep deletes upload data that has no row (with --grace-period 0s, at once), so data written before its
+        # row could be swept from under the session. When the file cannot be created (storage full), the row goes.
+        with self.ctx.transaction() as tx:
+            conn = tx.conn
+            repo_id = self.repositories.id_for_push(tx, ref)
+            limit = self.repositories.quotas.get(ref.account_id, "max_open_uploads", conn)
+            held = conn.execute(
+                sa.select(sa.func.count())
+                .select_from(uploads)
+                .where(uploads.c.repository_id == repo_id, uploads.c.owner == owner if owner else sa.true())
+            ).scalar()
+            if held >= limit:
+                raise UploadLimitExceeded(
+                    f"{held} upload sessions to '{ref.name}' are open{f' for {owner}' if owner else ''}, the "
+                    f"limit is {limit}: finish or cancel some (abandoned ones expire after upload_expiry), then "
+                    "retry"
                 )
+            conn.execute(
+                sa.insert(uploads).values(
+                    id=upload_id, repository_id=repo_id, size=0, created_at=now, updated_at=now, owner=owner
+                )
+            )
+        try:
+            self.ctx.storage.put_content(upload_path(upload_id), b"")
         except BaseException:
+            with self.ctx.db.write() as conn:
+                conn.execute(sa.delete(uploads).where(uploads.c.id == upload_id))
             self._delete_data(upload_id)
             raise
         self._hashes.put(upload_id, 0, hashlib.sha256())
