@@ -128,5 +128,9 @@ class AccessDenied(SokoError):
     """The principal may not perform the action on the resource."""
 
 
+
+class TokenExpired(AccessDenied):
+    """An ECR authorization token that was genuine but is past its expiry (ECR: 403 DENIED, its own message)."""
+
 class TooManyRequests(SokoError):
     pass

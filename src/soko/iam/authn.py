@@ -7,7 +7,7 @@ import binascii
 
 from soko.access import Principal
 from soko.audit import AuditLog
-from soko.errors import Unauthenticated
+from soko.errors import TokenExpired, Unauthenticated
 from soko.http.messages import Request
 from soko.iam.credentials import CredentialStore
 from soko.iam.tokens import TokenService
@@ -33,7 +33,7 @@ class RegistryAuthenticator:
         context = request.context
         try:
             principal = self._authenticate(request)
-        except Unauthenticated as exc:
+        except (Unauthenticated, TokenExpired) as exc:
             # Clients ask anonymously first and log in on the 401 (the challenge): not a denial of anything.
             decision = "deny" if "authorization" in request.headers else "challenge"
             self.audit.record("authn", None, None, None, decision, exc.message, context)
@@ -63,7 +63,10 @@ class RegistryAuthenticator:
         verified = self.tokens.verify(password, now)
         principal = self.credentials.is_valid(verified[0], issued_at=verified[2]) if verified else None
         if principal is None:
-            raise Unauthenticated(f"the authorization token is invalid or has expired; {LOGIN_HINT}")
+            raise Unauthenticated(
+                "the authorization token is not valid (not issued by this registry, altered, or its access key is"
+                f" deactivated, deleted or rotated); {LOGIN_HINT}"
+            )
         if len(self._verified) > 10_000:
             self._verified.clear()
         self._verified[header] = verified  # type: ignore[assignment]

@@ -15,7 +15,11 @@ import hashlib
 import hmac
 import json
 
+from soko.errors import TokenExpired
+
 TOKEN_LIFETIME = 12 * 3600.0
+# ECR's words for an expired token (docker shows "denied: Your authorization token has expired. ...").
+EXPIRED_MESSAGE = "Your authorization token has expired. Reauthenticate and try again."
 
 
 def _b64(data: bytes) -> str:
@@ -42,7 +46,8 @@ class TokenService:
         return base64.b64encode(f"AWS:{password}".encode()).decode(), float(int(expires))
 
     def verify(self, password: str, now: float) -> tuple[str, float, float] | None:
-        """(access key id, expiry, issued at) of a valid, unexpired password; None otherwise."""
+        """(access key id, expiry, issued at) of a valid, unexpired password; None for one that is not ours or was
+        tampered with; TokenExpired for a genuine one past its expiry."""
         parts = password.split(".")
         if len(parts) != 3 or parts[0] != "v1" or len(password) > 4096:
             return None
@@ -56,8 +61,10 @@ class TokenService:
             issued = claims.get("i", expires - TOKEN_LIFETIME)
         except (ValueError, KeyError, TypeError, AttributeError):
             return None
-        if not isinstance(key_id, str) or not isinstance(expires, int) or expires <= now:
+        if not isinstance(key_id, str) or not isinstance(expires, int):
             return None
+        if expires <= now:  # genuine (the MAC checked) but too old: say so, unlike a wrong or forged token
+            raise TokenExpired(EXPIRED_MESSAGE)
         if not isinstance(issued, int | float):
             return None
         return key_id, float(expires), float(issued)
