@@ -90,6 +90,7 @@ class Settings:
     endpoints: list = field(default_factory=list)
     # How often each node samples stored bytes for GB-month accrual (all nodes must share it; best a divisor of 1d).
     metering_interval: float = 300
+    event_retention: float = 7 * 24 * 3600  # events outbox rows older than this are pruned hourly (0: keep all)
     # Storage price in USD per GB-month (GB = 2^30 bytes) for `soko usage`.
     price_storage_gb_month: float = 0.10
     # Source CIDRs whose traffic on the public listener is same-region (free), e.g. "10.0.0.0/8,172.16.0.0/12".
@@ -123,6 +124,7 @@ _CONVERTERS = {
     "gc_interval": parse_duration,
     "lifecycle_interval": parse_duration,
     "metering_interval": parse_duration,
+    "event_retention": parse_duration,
     "tls_reload_interval": parse_duration,
     "price_storage_gb_month": float,
     "max_manifest_size": parse_size,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from soko.jobs.runner import JobKind
+from soko.registry import outbox
 
 
 def registry_jobs(registry) -> list[JobKind]:  # soko.registry.Registry
@@ -25,8 +26,13 @@ def registry_jobs(registry) -> list[JobKind]:  # soko.registry.Registry
     def metering(_key: str) -> None:
         registry.metering.sample()
 
+    def event_retention(_key: str) -> str | None:
+        count = outbox.prune(registry.ctx, settings.event_retention)
+        return f"pruned {count} event(s) older than the retention" if count else None
+
     return [
         JobKind("gc", gc, settings.gc_interval),
+        JobKind("event_retention", event_retention, 3600 if settings.event_retention > 0 else 0),
         JobKind("lifecycle", lifecycle, settings.lifecycle_interval),
         JobKind("upload_expiry", upload_expiry, min(settings.upload_expiry / 4, 600) or 1),
         # Samples start at once: GB-month accrual needs one before the first interval ends.
