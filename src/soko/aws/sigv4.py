@@ -350,15 +350,49 @@ def _key_id_tried(req: SignedRequest) -> str | None:
     return match.group(1) if match else None
 
 
-def _verify(
+def check_head(
     req: SignedRequest,
     lookup: Callable[[str], Credentials | None],
-    now: datetime | None,
+    *,
+    now: datetime | None = None,
+    expected_service: str | Iterable[str] | None = None,
+    expected_regions: Iterable[str] | None = None,
+    max_skew: timedelta = timedelta(minutes=15),
+) -> None:
+    """Every check that needs no body (``req.body_sha256`` is ignored): the signature's form, the credential scope,
+    the time, the key, its token and expiry. Raises what ``verify`` would, so the caller can refuse a request
+    before reading a large body; ``verify`` still has the last word."""
+    try:
+        _check_head(req, lookup, _now(now), expected_service, expected_regions, max_skew)
+    except AwsAuthError as exc:
+        exc.access_key_id = _key_id_tried(req)
+        raise
+
+
+def _now(now: datetime | None) -> datetime:
+    return (now or datetime.now(UTC)).astimezone(UTC).replace(microsecond=0)
+
+
+@dataclass(frozen=True)
+class _Head:
+    auth: _Auth
+    presigned: bool
+    headers: dict[str, list[str]]
+    path: str
+    query_pairs: list[tuple[str, str]]
+    signed: list[tuple[str, str]]
+    signed_at: datetime
+    creds: Credentials
+
+
+def _check_head(
+    req: SignedRequest,
+    lookup: Callable[[str], Credentials | None],
+    now: datetime,
     expected_service: str | Iterable[str] | None,
     expected_regions: Iterable[str] | None,
     max_skew: timedelta,
-) -> Verified:
-    now = (now or datetime.now(UTC)).astimezone(UTC).replace(microsecond=0)
+) -> _Head:
     headers = _header_index(req.headers)
     path, _, extra_query = req.path.partition("?")
     raw_query = req.query or extra_query
@@ -395,6 +429,20 @@ def _verify(
     if creds.expires_at is not None and now >= creds.expires_at:
         raise AwsAuthError("ExpiredTokenException", EXPIRED_TOKEN, 400)
 
+    return _Head(auth, presigned, headers, path, query_pairs, signed, signed_at, creds)
+
+
+def _verify(
+    req: SignedRequest,
+    lookup: Callable[[str], Credentials | None],
+    now: datetime | None,
+    expected_service: str | Iterable[str] | None,
+    expected_regions: Iterable[str] | None,
+    max_skew: timedelta,
+) -> Verified:
+    head = _check_head(req, lookup, _now(now), expected_service, expected_regions, max_skew)
+    auth, presigned, headers, path, query_pairs = head.auth, head.presigned, head.headers, head.path, head.query_pairs
+    signed, signed_at, creds = head.signed, head.signed_at, head.creds
     declared = headers.get("x-amz-content-sha256")
     if declared:
         payloads = _declared_payload(declared[0].strip(), req.body_sha256, presigned)

@@ -6,6 +6,7 @@ the credential store, and the caller's principal handed to the service with the 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 from collections.abc import Callable
@@ -17,9 +18,9 @@ from soko.aws.errors import AwsAuthError, InvalidRequest
 from soko.aws.service_model import validate_request
 from soko.ecr.errors import EcrError, from_domain
 from soko.errors import SokoError
+from soko.http.bodies import BodyBudget, BodyRefused, whole_body
 from soko.http.context import make_context
 from soko.http.messages import Request, Response
-from soko.http.streaming import read_limited
 from soko.http.threads import offload
 from soko.iam.credentials import CredentialStore
 from soko.storage_full import storage_full
@@ -27,6 +28,14 @@ from soko.storage_full import storage_full
 log = logging.getLogger("soko.aws")
 GLOBAL_SIGNING_REGION = "us-east-1"  # the credential-scope region of AWS's global IAM and STS endpoints
 MAX_BODY = 32 << 20  # UploadLayerPart carries up to 20 MiB, base64-encoded
+UNAUTHENTICATED_BODY = 64 << 10  # read from a request whose key is refused before its body (for a precise error)
+BODY_BUDGET = 128 << 20  # bodies each process holds at once; beyond it, 503 (SDKs retry)
+# BodyRefused.reason → (ECR JSON error type, IAM/STS Query error code, status)
+_BODY_ERRORS = {
+    "too_large": ("SerializationException", "InvalidInput", 413),
+    "busy": ("ServiceUnavailable", "ServiceUnavailable", 503),
+    "slow": ("RequestTimeoutException", "RequestTimeout", 408),
+}
 
 
 class JsonService(Protocol):
@@ -67,26 +76,17 @@ class AwsFrontDoor:
         self.query = query
         self.audit_authn = audit_authn
         self.endpoints = endpoints or {}
+        self.bodies = BodyBudget(BODY_BUDGET)
 
     async def handle(self, request: Request) -> Response:
         context = make_context(request, self.endpoints)
         is_json = "x-amz-target" in request.headers
-        body = await read_limited(request, MAX_BODY)
-        if body is None:
-            return self._error(
-                is_json,
-                "query",
-                "SerializationException" if is_json else "InvalidInput",
-                f"request body is larger than {MAX_BODY} bytes",
-                context,
-                413,
-            )
         signed = sigv4.SignedRequest(
             method=request.method,
             path=request.path,  # always "/" here: decoded and raw agree
             query=request.query_string,
             headers=request.headers,
-            body_sha256=hashlib.sha256(body).hexdigest(),
+            body_sha256="",  # once the body is in
             host=request.host,
         )
         presented_token = request.headers.get("x-amz-security-token") or request.query.get("X-Amz-Security-Token")
@@ -99,27 +99,46 @@ class AwsFrontDoor:
             resolved_box["r"] = resolved
             return resolved.credentials(key_id, presented_token)
 
-        service = "ecr" if is_json else "query"
+        expected = "ecr" if is_json else {"iam", "sts"}
+        regions = self.ecr_regions if is_json else self.query_regions
+        # Everything but the signature itself is checked before the body is read: a request with no valid key may
+        # send a small body (read, so that its error names the right service), never a large one.
+        refused: AwsAuthError | None = None
         try:
-            verified = sigv4.verify(
-                signed,
-                lookup,
-                expected_service="ecr" if is_json else {"iam", "sts"},
-                expected_regions=self.ecr_regions if is_json else self.query_regions,
-            )
+            sigv4.check_head(signed, lookup, expected_service=expected, expected_regions=regions)
         except AwsAuthError as exc:
-            owner = resolved_box["r"].principal.arn if "r" in resolved_box else None  # whose key was tried
-            self.audit_authn(owner, "deny", exc.audit_reason, context)
-            if is_json:
-                return self._json_error(exc.code, exc.message, context, exc.status)
-            status, payload = query_protocol.auth_error_response(_query_service(body), exc, context.request_id)
-            return self._query_response(status, payload, context)
-        principal: Principal = resolved_box["r"].principal
-        context.extra["access_key_id"] = verified.access_key_id
-        self.audit_authn(principal.arn, "allow", f"SigV4 {verified.service}", context)
+            refused = exc
+        try:
+            async with whole_body(request, MAX_BODY if refused is None else UNAUTHENTICATED_BODY, self.bodies) as body:
+                if refused is not None:
+                    return self._auth_failed(refused, body, resolved_box, context, is_json)
+                signed = dataclasses.replace(signed, body_sha256=hashlib.sha256(body).hexdigest())
+                try:
+                    verified = sigv4.verify(signed, lookup, expected_service=expected, expected_regions=regions)
+                except AwsAuthError as exc:
+                    return self._auth_failed(exc, body, resolved_box, context, is_json)
+                principal: Principal = resolved_box["r"].principal
+                context.extra["access_key_id"] = verified.access_key_id
+                self.audit_authn(principal.arn, "allow", f"SigV4 {verified.service}", context)
+                if is_json:
+                    return await self._ecr(request, body, principal, context)
+                return await self._query(request, body, principal, context, verified, "query")
+        except BodyRefused as exc:  # the rest of the body stays unread: the connection closes after the answer
+            if refused is not None:
+                return _closing(self._auth_failed(refused, b"", resolved_box, context, is_json))
+            json_code, query_code, status = _BODY_ERRORS[exc.reason]
+            response = self._error(is_json, "query", json_code if is_json else query_code, exc.message, context, status)
+            return _closing(response, retry_after=exc.reason == "busy")
+
+    def _auth_failed(
+        self, exc: AwsAuthError, body: bytes, resolved_box: dict, context: RequestContext, is_json: bool
+    ) -> Response:
+        owner = resolved_box["r"].principal.arn if "r" in resolved_box else None  # whose key was tried
+        self.audit_authn(owner, "deny", exc.audit_reason, context)
         if is_json:
-            return await self._ecr(request, body, principal, context)
-        return await self._query(request, body, principal, context, verified, service)
+            return self._json_error(exc.code, exc.message, context, exc.status)
+        status, payload = query_protocol.auth_error_response(_query_service(body), exc, context.request_id)
+        return self._query_response(status, payload, context)
 
     async def _ecr(self, request: Request, body: bytes, principal: Principal, context: RequestContext) -> Response:
         try:
@@ -219,3 +238,9 @@ def _query_service(body: bytes) -> str:
     """Best guess of iam vs sts for an unauthenticated error (STS actions are few and distinctive)."""
     text = body[:200].decode(errors="replace")
     return "sts" if any(a in text for a in ("AssumeRole", "GetCallerIdentity", "GetSessionToken")) else "iam"
+
+
+def _closing(response: Response, retry_after: bool = False) -> Response:
+    """``response`` with the connection closed after it: what is left of the request body is not read."""
+    extra = {"Connection": "close", **({"Retry-After": "1"} if retry_after else {})}
+    return Response(response.status, {**response.headers, **extra}, response.body)

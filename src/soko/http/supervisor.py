@@ -90,7 +90,11 @@ class Supervisor:
                 due[worker_id] = time.monotonic() + self._delay(worker_id, time.monotonic() - started)
                 log.error(
                     "worker %d (pid %d) %s after %.0f s; starting a new one in %.1f s",
-                    worker_id, pid, describe(code), time.monotonic() - started, due[worker_id] - time.monotonic(),
+                    worker_id,
+                    pid,
+                    describe(code),
+                    time.monotonic() - started,
+                    due[worker_id] - time.monotonic(),
                 )
             if self.stopping:
                 due.clear()

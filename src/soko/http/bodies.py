@@ -1,0 +1,103 @@
+"""Request bodies that must be held whole before they can be checked (the AWS APIs' JSON documents and forms, whose
+SigV4 signature covers the body): a per-process memory budget and a minimum transfer rate.
+
+Without them, clients that never had a valid key could make a worker buffer 32 MiB each (20 of them took 746 MB)
+or hold connections open by trickling a byte every few seconds. Bodies streamed to storage (blob uploads) are not
+held in memory and do not go through here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from soko.errors import UploadInvalid
+from soko.http.messages import BodyInterrupted, Request
+
+GRACE = 10.0  # seconds any body may take, whatever its size
+MIN_RATE = 32 << 10  # bytes per second a body must average beyond the grace period
+BUSY = "too many request bodies are being received at once; retry shortly"
+
+
+class BodyRefused(Exception):
+    """``reason``: ``too_large`` (over the limit), ``busy`` (the memory budget is spent) or ``slow``."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+class BodyBudget:
+    """Bytes of request bodies a process holds at once (one event loop: no lock needed)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+
+    def take(self, size: int) -> bool:
+        if self.used + size > self.limit:
+            return False
+        self.used += size
+        return True
+
+    def give(self, size: int) -> None:
+        self.used -= size
+
+
+@asynccontextmanager
+async def whole_body(
+    request: Request, limit: int, budget: BodyBudget, grace: float | None = None, min_rate: float | None = None
+) -> AsyncIterator[bytes]:
+    """The whole body, counted against ``budget`` until the block ends. Raises BodyRefused before reading when the
+    declared length is over ``limit`` or the budget, and while reading when the body outgrows either or falls
+    behind ``grace + received / min_rate`` seconds."""
+    declared = request.content_length
+    if declared is not None and declared > limit:
+        raise BodyRefused("too_large", f"request body is larger than {limit} bytes")
+    held = [declared or 0]  # bytes taken from the budget so far (the declared length up front)
+    if not budget.take(held[0]):
+        raise BodyRefused("busy", BUSY)
+    try:
+        yield await _read(request, limit, budget, GRACE if grace is None else grace, min_rate or MIN_RATE, held)
+    finally:
+        budget.give(held[0])
+
+
+async def _read(
+    request: Request, limit: int, budget: BodyBudget, grace: float, min_rate: float, held: list[int]
+) -> bytes:
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    parts: list[bytes] = []
+    total = 0
+    pieces = request.iter_body()
+    try:
+        while True:
+            # Each piece is awaited in a task of its own: cancelling granian's body read takes effect only when the
+            # next bytes arrive, and a client that sends none must still get its answer at the deadline.
+            step = asyncio.ensure_future(anext(pieces))
+            done, _ = await asyncio.wait((step,), timeout=max(0.0, start + grace + total / min_rate - loop.time()))
+            if not done:
+                step.cancel()
+                raise BodyRefused(
+                    "slow",
+                    f"the request body arrived too slowly ({total} bytes in {loop.time() - start:.0f} s; at least "
+                    f"{min_rate / 1024:.0f} KiB/s after the first {grace:.0f} s)",
+                )
+            try:
+                data = step.result()
+            except StopAsyncIteration:
+                break
+            total += len(data)
+            if total > limit:
+                raise BodyRefused("too_large", f"request body is larger than {limit} bytes")
+            if total > held[0]:
+                if not budget.take(total - held[0]):
+                    raise BodyRefused("busy", BUSY)
+                held[0] = total
+            parts.append(data)
+    except BodyInterrupted as exc:
+        raise UploadInvalid(f"the request body was cut off after {total} bytes: {exc}") from None
+    return b"".join(parts)
