@@ -105,7 +105,7 @@ def make_client(endpoint: str, key_id: str, secret: str):
         region_name="us-east-1",
         aws_access_key_id=key_id,
         aws_secret_access_key=secret,
-        config=Config(retries={"max_attempts": 1}, max_pool_connections=4, tcp_keepalive=True),
+        config=Config(retries={"mode": "legacy", "max_attempts": 1}, max_pool_connections=4, tcp_keepalive=True),
     )
 
 

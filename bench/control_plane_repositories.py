@@ -40,7 +40,7 @@ def make_client(url: str, key: str, secret: str):
         region_name="us-east-1",
         aws_access_key_id=key,
         aws_secret_access_key=secret,
-        config=Config(retries={"max_attempts": 1}, max_pool_connections=4),
+        config=Config(retries={"mode": "legacy", "max_attempts": 1}, max_pool_connections=4),
     )
 
 

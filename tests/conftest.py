@@ -75,6 +75,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+# botocore's retries as the suite was written against them: legacy mode, one retry of transport errors and 5xx.
+# (botocore 1.44 defaults to standard mode, which also retries LimitExceededException, hiding the first answer.)
+SUITE_RETRIES = {"mode": "legacy", "max_attempts": 1}
 ROOT_KEY_ID = "AKIATESTROOT00000001"
 ROOT_SECRET = "test-root-secret-key-0000000000000000000"
 
@@ -180,7 +183,7 @@ def aws(server, monkeypatch):
             aws_access_key_id=key_id,
             aws_secret_access_key=secret,
             aws_session_token=session_token,
-            config=Config(retries={"max_attempts": 1}),
+            config=Config(retries=SUITE_RETRIES),
         )
 
     return client

@@ -11,7 +11,7 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from tests.conftest import ROOT_KEY_ID, ROOT_SECRET, ServerThread, listening_socket
+from tests.conftest import ROOT_KEY_ID, ROOT_SECRET, SUITE_RETRIES, ServerThread, listening_socket
 
 
 def _client(url: str, service: str, region: str):
@@ -21,7 +21,7 @@ def _client(url: str, service: str, region: str):
         region_name=region,
         aws_access_key_id=ROOT_KEY_ID,
         aws_secret_access_key=ROOT_SECRET,
-        config=Config(retries={"max_attempts": 1}),
+        config=Config(retries=SUITE_RETRIES),
     )
 
 

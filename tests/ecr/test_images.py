@@ -12,7 +12,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError, ParamValidationError, WaiterError
 
 from soko.registry.models import RepoRef
-from tests.conftest import ROOT_KEY_ID, ROOT_SECRET
+from tests.conftest import ROOT_KEY_ID, ROOT_SECRET, SUITE_RETRIES
 from tests.oci.helpers import (
     DOCKER_CONFIG,
     DOCKER_LAYER,
@@ -48,7 +48,7 @@ def raw_ecr(server):
         region_name="us-east-1",
         aws_access_key_id=ROOT_KEY_ID,
         aws_secret_access_key=ROOT_SECRET,
-        config=Config(retries={"max_attempts": 1}, parameter_validation=False),
+        config=Config(retries=SUITE_RETRIES, parameter_validation=False),
     )
 
 

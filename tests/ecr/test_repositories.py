@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from botocore.exceptions import ClientError, ParamValidationError
 
-from tests.conftest import ROOT_KEY_ID, ROOT_SECRET
+from tests.conftest import ROOT_KEY_ID, ROOT_SECRET, SUITE_RETRIES
 from tests.oci.helpers import push_image
 
 ACCOUNT = "000000000000"
@@ -135,7 +135,7 @@ def _unvalidated(client):
         region_name="us-east-1",
         aws_access_key_id=creds.access_key,
         aws_secret_access_key=creds.secret_key,
-        config=Config(parameter_validation=False, retries={"max_attempts": 1}),
+        config=Config(parameter_validation=False, retries=SUITE_RETRIES),
     )
 
 

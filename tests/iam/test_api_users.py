@@ -6,7 +6,7 @@ import concurrent.futures
 
 import pytest
 from botocore.exceptions import ClientError, ParamValidationError
-from tests.conftest import ROOT_KEY_ID, ROOT_SECRET
+from tests.conftest import ROOT_KEY_ID, ROOT_SECRET, SUITE_RETRIES
 
 ACCOUNT = "000000000000"
 
@@ -22,7 +22,7 @@ def unvalidated(server, service: str, key_id: str = ROOT_KEY_ID, secret: str = R
         region_name="us-east-1",
         aws_access_key_id=key_id,
         aws_secret_access_key=secret,
-        config=Config(retries={"max_attempts": 1}, parameter_validation=False),
+        config=Config(retries=SUITE_RETRIES, parameter_validation=False),
     )
 
 
