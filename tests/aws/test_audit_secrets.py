@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import httpx
 
 from soko.audit import AuditQuery
@@ -10,10 +12,17 @@ from tests.conftest import ROOT_KEY_ID
 SIGNATURE = "f" * 64
 
 
-def _denials(server) -> list[str]:
+def _denials(server, expected: int) -> list[str]:
+    """The authn denials, once ``expected`` of them are recorded: a request's audit record may be added just after
+    its response reached the client, so flush and look again for a while rather than once."""
     audit = server.identity.audit
-    audit.flush()
-    return [e["reason"] for e in audit.query(AuditQuery(decision="deny")) if e["event"] == "authn"]
+    deadline = time.monotonic() + 10
+    while True:
+        audit.flush()
+        reasons = [e["reason"] for e in audit.query(AuditQuery(decision="deny")) if e["event"] == "authn"]
+        if len(reasons) >= expected or time.monotonic() > deadline:
+            return reasons
+        time.sleep(0.05)
 
 
 def test_incomplete_signature_reasons_name_the_key_not_the_header(server) -> None:
@@ -38,7 +47,7 @@ def test_incomplete_signature_reasons_name_the_key_not_the_header(server) -> Non
         f"&X-Amz-Date=20260101T000000Z&X-Amz-SignedHeaders=host&X-Amz-Signature={SIGNATURE}"
     )
     httpx.post(f"{server.url}/?{query}", content=b"Action=ListUsers&Version=2010-05-08")
-    reasons = _denials(server)
+    reasons = _denials(server, 3)
     assert len(reasons) == 3
     for reason in reasons:
         assert SIGNATURE not in reason and "secret-session-token" not in reason and "Authorization" not in reason
