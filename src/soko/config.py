@@ -49,6 +49,7 @@ class Settings:
     listen: str = "127.0.0.1:5000"
     data_dir: str = "./soko-data"
     database_url: str = ""  # default: SQLite in the data dir
+    keepalive_timeout: float = 120.0  # idle wait for the next request head; above clients' and proxies' pool expiry
     storage_url: str = ""  # default: file://<data-dir>/storage; s3://bucket/prefix?endpoint_url=… for many nodes
     # Blob GETs answer 307 to a presigned object-store URL (S3 only; clients must reach the store's endpoint).
     storage_redirect: bool = False
@@ -119,6 +120,7 @@ class Settings:
 
 _CONVERTERS = {
     "upload_expiry": parse_duration,
+    "keepalive_timeout": parse_duration,
     "storage_redirect_expiry": parse_duration,
     "gc_grace_period": parse_duration,
     "gc_interval": parse_duration,

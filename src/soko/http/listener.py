@@ -11,8 +11,9 @@ Idle connections: granian's ``backpressure`` is a semaphore of *connections* per
 and send nothing stop a worker from accepting anyone else; so the limit follows the descriptor limit instead (which
 ``raise_open_files_limit`` lifts to the hard limit at start), keeping a reserve for blobs, the database and logs so
 ``accept`` never fails for want of descriptors. Connections that never complete a request head are closed after
-``HEADER_READ_TIMEOUT_MS`` (hyper starts that clock when it waits for a head: on connect and between keep-alive
-requests); beyond the limit, new connections wait in the kernel's accept queue until a slot frees.
+``keepalive_timeout`` (hyper's header-read timeout starts when it waits for a head: on connect and between
+keep-alive requests, which granian cannot tell apart); beyond the limit, new connections wait in the kernel's
+accept queue until a slot frees.
 """
 
 from __future__ import annotations
@@ -32,7 +33,12 @@ from soko.http.tls import TlsFiles
 
 log = logging.getLogger("soko.server")
 BACKLOG = 1024
-HEADER_READ_TIMEOUT_MS = 10_000  # granian's default is 30 s; a real client sends its request head at once
+# How long a connection may wait for its next request head (hyper's header-read timeout: on connect and between
+# keep-alive requests alike). It must outlast the idle timeouts of clients' connection pools and of load balancers
+# in front — Go's transport (skopeo, docker, containerd) keeps idle connections 90 s, AWS ALB 60 s — or the server
+# closes a pooled connection just as the client reuses it, and a streamed PATCH fails without an answer (issue 9).
+# Idle connections are bounded by the connection limit below, not by this timeout.
+DEFAULT_KEEPALIVE_TIMEOUT = 120.0
 _NO_TLS = (False, None, None, None, "tls13", None, [], False)
 
 
@@ -48,7 +54,12 @@ class Listeners:
     turns back into the Host that routing and SigV4 read)."""
 
     def __init__(
-        self, app: RsgiApp, sockets: list[socket.socket], worker_id: int = 1, tls: TlsFiles | None = None
+        self,
+        app: RsgiApp,
+        sockets: list[socket.socket],
+        worker_id: int = 1,
+        tls: TlsFiles | None = None,
+        keepalive_timeout: float = DEFAULT_KEEPALIVE_TIMEOUT,
     ) -> None:
         loop = asyncio.get_running_loop()
         callback = _future_watcher_wrapper(app)
@@ -67,7 +78,7 @@ class Listeners:
                 self.max_connections,  # "backpressure": connections open at once on this socket (see above)
                 # Plain text: HTTP/1.1 only (nothing asks for h2c, and it would skip the Host checks of HTTP/1.1).
                 "auto" if tls else "1",
-                HTTP1Settings(header_read_timeout=HEADER_READ_TIMEOUT_MS, keep_alive=True),
+                HTTP1Settings(header_read_timeout=int(keepalive_timeout * 1000), keep_alive=True),
                 HTTP2Settings() if tls else None,
                 False,  # websockets
                 None,  # static files

@@ -71,12 +71,12 @@ async def run_worker(
     reloader: asyncio.Task | None = None
     await app.start()
     try:
-        listeners = Listeners(rsgi, socks, worker_id, tls)
+        listeners = Listeners(rsgi, socks, worker_id, tls, app.settings.keepalive_timeout)
         if tls is not None:
 
             def restart() -> None:  # a renewed certificate: new listeners first, then the old ones stop accepting
                 nonlocal listeners
-                old, listeners = listeners, Listeners(rsgi, socks, worker_id, tls)
+                old, listeners = listeners, Listeners(rsgi, socks, worker_id, tls, app.settings.keepalive_timeout)
                 if old is not None:
                     old.close()
 
