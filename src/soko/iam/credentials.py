@@ -78,17 +78,19 @@ class CredentialStore:
     def add_root_key(self, account_id: str, key_id: str, secret: str) -> tuple[str, str]:
         with self.ctx.write(invalidates=True) as conn:
             self.ensure_account(conn, account_id)
-            conn.execute(
-                self.ctx.db.insert_ignore(access_keys).values(
-                    access_key_id=key_id,
-                    account_id=account_id,
-                    user_name=None,
-                    secret_encrypted=self.master.encrypt(secret, key_id),
-                    status="Active",
-                    created_at=self.ctx.clock(),
-                )
-            )
+            row = self._root_key_row(account_id, key_id, secret)
+            conn.execute(self.ctx.db.insert_ignore(access_keys).values(**row))
         return key_id, secret
+
+    def _root_key_row(self, account_id: str, key_id: str, secret: str) -> dict:
+        return {
+            "access_key_id": key_id,
+            "account_id": account_id,
+            "user_name": None,  # a root key belongs to no IAM user
+            "secret_encrypted": self.master.encrypt(secret, key_id),
+            "status": "Active",
+            "created_at": self.ctx.clock(),
+        }
 
     def set_root_key(self, account_id: str, key_id: str, secret: str) -> list[str]:
         """Make (key_id, secret) the account's only root key: other root keys are deleted and a changed secret for
@@ -118,16 +120,7 @@ class CredentialStore:
                     )
                 )
             if current is None:
-                conn.execute(
-                    access_keys.insert().values(
-                        access_key_id=key_id,
-                        account_id=account_id,
-                        user_name=None,
-                        secret_encrypted=self.master.encrypt(secret, key_id),
-                        status="Active",
-                        created_at=self.ctx.clock(),
-                    )
-                )
+                conn.execute(access_keys.insert().values(**self._root_key_row(account_id, key_id, secret)))
         return revoked
 
     def root_key_ids(self, account_id: str) -> list[str]:
