@@ -9,8 +9,9 @@ records for keys already waiting still merge.
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
 from typing import Generic, TypeVar
 
 K = TypeVar("K", bound=Hashable)
@@ -52,6 +53,18 @@ class Batcher(Generic[K, V]):
 
     def __len__(self) -> int:
         return len(self._pending)
+
+    def snapshot(self) -> dict[K, V]:
+        """What is waiting, as of now (a copy)."""
+        with self._lock:
+            return dict(self._pending)
+
+    @contextlib.contextmanager
+    def holding_flushes(self) -> Iterator[None]:
+        """No batch moves to the database meanwhile: a reader adding the database and ``snapshot()`` up counts every
+        record exactly once."""
+        with self._flush_lock:
+            yield
 
     def flush(self) -> int:
         """Write what is waiting; on failure put it back (and raise, so the caller logs it)."""

@@ -1,17 +1,18 @@
-"""Transfer and request counting on the request path: a dict update under a lock, flushed to the DB in batches."""
+"""Transfer and request counting on the request path: a dict update under a lock, flushed to the DB in batches
+(``soko.batcher.Batcher``: a failed write keeps the counts for the next flush)."""
 
 from __future__ import annotations
 
 import contextlib
 import ipaddress
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import date, timedelta
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from soko.access import RequestContext
+from soko.batcher import Batcher
 from soko.meta import Database
 from soko.meta.schema import transfer_usage
 
@@ -22,8 +23,12 @@ NETWORKS = (INTERNET, SAME_REGION, PRIVATE)
 _EPOCH = date(1970, 1, 1)
 _SOURCE_CACHE_LIMIT = 10_000
 
-# (account, repository, endpoint, network, operation, epoch day) → [bytes out, requests]
+# (account, repository, endpoint, network, operation, epoch day) → (bytes out, requests)
 Key = tuple[str, str, str, str, str, int]
+
+
+def _add(old: tuple[int, int], new: tuple[int, int]) -> tuple[int, int]:
+    return old[0] + new[0], old[1] + new[1]
 
 
 def epoch_day(day: int) -> date:
@@ -35,11 +40,8 @@ class TransferRecorder:
         self.db = db
         self.clock = clock
         self.same_region = [ipaddress.ip_network(cidr.strip(), strict=False) for cidr in same_region_cidrs]
-        self._lock = threading.Lock()
-        # Held while a batch moves from memory to the database, and by readers that add the two up: a reader never
-        # sees a batch in both places or in neither.
-        self._flush_lock = threading.Lock()
-        self._pending: dict[Key, list[int]] = {}
+        # The write is looked up at flush time (tests replace it to simulate a failing database).
+        self._batch: Batcher[Key, tuple[int, int]] = Batcher("transfers", lambda batch: self._write(batch), _add)
         self._sources: dict[str, bool] = {}
 
     def record(self, context: RequestContext, account_id: str, repository: str, nbytes: int, operation: str) -> None:
@@ -51,13 +53,7 @@ class TransferRecorder:
         else:
             network = INTERNET
         key = (account_id, repository, endpoint, network, operation, int(self.clock() // 86400))
-        with self._lock:
-            cell = self._pending.get(key)
-            if cell is None:
-                self._pending[key] = [nbytes, 1]
-            else:
-                cell[0] += nbytes
-                cell[1] += 1
+        self._batch.add(key, (nbytes, 1))
 
     def _is_same_region(self, source_ip: str) -> bool:
         known = self._sources.get(source_ip)
@@ -73,34 +69,17 @@ class TransferRecorder:
         return known
 
     def pending(self) -> dict[Key, tuple[int, int]]:
-        with self._lock:
-            return {key: (cell[0], cell[1]) for key, cell in self._pending.items()}
+        return self._batch.snapshot()
 
-    @contextlib.contextmanager
-    def consistent(self) -> Iterator[None]:
+    def consistent(self) -> contextlib.AbstractContextManager[None]:
         """Hold off flushes: the database and ``pending()`` read inside add up to every request exactly once."""
-        with self._flush_lock:
-            yield
+        return self._batch.holding_flushes()
 
     def flush(self) -> int:
         """Add this process's counts to ``transfer_usage``; on failure they stay pending for the next flush."""
-        with self._flush_lock:
-            with self._lock:
-                batch, self._pending = self._pending, {}
-            if not batch:
-                return 0
-            try:
-                self._write(batch)
-            except BaseException:
-                with self._lock:
-                    for key, (nbytes, requests) in batch.items():
-                        cell = self._pending.setdefault(key, [0, 0])
-                        cell[0] += nbytes
-                        cell[1] += requests
-                raise
-            return len(batch)
+        return self._batch.flush()
 
-    def _write(self, batch: dict[Key, list[int]]) -> None:
+    def _write(self, batch: dict[Key, tuple[int, int]]) -> None:
         stmt = (sqlite if self.db.is_sqlite else postgresql).insert(transfer_usage)
         stmt = stmt.on_conflict_do_update(
             index_elements=["account_id", "repository_name", "endpoint", "network", "operation", "day"],
