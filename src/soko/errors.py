@@ -112,8 +112,12 @@ class UploadLimitExceeded(LimitExceeded):
     """Too many unfinished upload sessions (ECR's LimitExceededException; 429 TOOMANYREQUESTS on /v2/)."""
 
 
-class StorageFull(SokoError):
-    """Blob storage or the database has no space left (503, retryable; see soko.storage_full)."""
+class StorageUnavailable(SokoError):
+    """Blob storage or the database cannot take the request now (503, retryable; see soko.storage_full)."""
+
+
+class StorageFull(StorageUnavailable):
+    """Blob storage or the database has no space left."""
 
 
 class Unsupported(SokoError):

@@ -13,7 +13,8 @@ import logging
 import threading
 import time
 
-from soko.errors import StorageFull
+from soko.errors import StorageFull, StorageUnavailable
+from soko.storage.base import StorageUnreachable
 
 log = logging.getLogger("soko.storage")
 
@@ -28,16 +29,20 @@ _last_logged = 0.0
 _suppressed = 0
 
 
-def storage_full(exc: BaseException) -> StorageFull | None:
-    """The StorageFull error `exc` amounts to (an OSError ENOSPC/EDQUOT, or a database out of space), else None.
-    Logs the first one, then at most one line per LOG_INTERVAL (with how many were not logged)."""
-    if isinstance(exc, StorageFull):
+def storage_full(exc: BaseException) -> StorageUnavailable | None:
+    """The retryable StorageUnavailable error `exc` amounts to — storage full (an OSError ENOSPC/EDQUOT, or a
+    database out of space) or an object store failing after its retries — else None. Logs the first one, then at
+    most one line per LOG_INTERVAL (with how many were not logged)."""
+    if isinstance(exc, StorageUnavailable):
         return exc
     seen: set[int] = set()
     cause: BaseException | None = exc
     where = ""
     while cause is not None and id(cause) not in seen:
         seen.add(id(cause))
+        if isinstance(cause, StorageUnreachable):
+            _log("blob storage", cause, "is unavailable")
+            return StorageUnavailable(f"blob storage is unavailable ({cause}); retry later")
         if isinstance(cause, OSError) and cause.errno in _FULL_ERRNOS:
             where = "blob storage"
             break
@@ -51,7 +56,7 @@ def storage_full(exc: BaseException) -> StorageFull | None:
     return StorageFull(f"{where} is full: the registry cannot store more data now; retry later")
 
 
-def _log(where: str, cause: BaseException | None) -> None:
+def _log(where: str, cause: BaseException | None, state: str = "is full") -> None:
     global _last_logged, _suppressed
     now = time.monotonic()
     with _lock:
@@ -60,8 +65,9 @@ def _log(where: str, cause: BaseException | None) -> None:
             return
         suppressed, _suppressed, _last_logged = _suppressed, 0, now
     log.error(
-        "%s is full (%s): writes are refused with 503 until space is freed%s",
+        "%s %s (%s): requests that need it are refused with 503 until it recovers%s",
         where,
+        state,
         str(cause)[:200],
         f" ({suppressed} more refused since the last report)" if suppressed else "",
     )

@@ -55,3 +55,23 @@ def test_blob_get_redirects_to_a_presigned_object_url(client, redirecting):
     ranged = httpx.get(location, headers={"Range": "bytes=100-199"})
     assert ranged.status_code == 206 and ranged.content == data[100:200]
     assert client.head(f"/v2/repo/blobs/{digest}").status_code == 200  # HEAD answers itself
+
+
+def test_a_failing_object_store_is_a_retryable_503_not_a_500(server, client, monkeypatch):
+    """S3 answering errors after botocore's retries (SlowDown, InternalError, a lost connection) is the store being
+    unavailable: the OCI error says so with 503, and pushes work again once it recovers."""
+    from botocore.exceptions import ClientError
+
+    from tests.oci.helpers import assert_oci_error
+
+    s3 = server.registry.ctx.storage.client
+
+    def failing(*args, **kwargs):
+        raise ClientError({"Error": {"Code": "SlowDown", "Message": "Please reduce your request rate."}}, "PutObject")
+
+    monkeypatch.setattr(s3, "put_object", failing)
+    response = client.post("/v2/repo/blobs/uploads/")
+    body = assert_oci_error(response, 503, "UNAVAILABLE")
+    assert "unavailable" in body["errors"][0]["message"] and "SlowDown" in body["errors"][0]["message"]
+    monkeypatch.undo()
+    assert push_blob(client, "repo", b"the store is back")

@@ -59,7 +59,7 @@ _TABLE: list[tuple[type[e.SokoError], str]] = [
 
 
 def from_domain(error: e.SokoError) -> EcrError:
-    if isinstance(error, e.StorageFull):  # retryable: botocore retries 503s
+    if isinstance(error, e.StorageUnavailable):  # retryable: botocore retries 503s
         return EcrError("ServiceUnavailableException", error.message, 503)
     for cls, name in _TABLE:
         if isinstance(error, cls):

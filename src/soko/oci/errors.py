@@ -25,7 +25,7 @@ _TABLE: list[tuple[type[e.SokoError], int, str]] = [
     (e.TagImmutable, 403, "DENIED"),
     (e.TooLarge, 413, "SIZE_INVALID"),
     (e.UploadLimitExceeded, 429, "TOOMANYREQUESTS"),
-    (e.StorageFull, 503, "UNAVAILABLE"),
+    (e.StorageUnavailable, 503, "UNAVAILABLE"),
     (e.LimitExceeded, 403, "DENIED"),
     (e.Unsupported, 405, "UNSUPPORTED"),
     (e.Unauthenticated, 401, "UNAUTHORIZED"),

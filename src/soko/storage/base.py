@@ -26,6 +26,10 @@ class PathNotFound(StorageError):
         self.path = path
 
 
+class StorageUnreachable(StorageError):
+    """The storage backend failed or could not be reached (an object store after its retries): retry later."""
+
+
 class InvalidPath(StorageError):
     pass
 

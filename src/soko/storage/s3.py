@@ -19,17 +19,27 @@ The upload claim in the database (registry/uploads.py) guarantees one writer per
 
 from __future__ import annotations
 
+import functools
 import io
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 from urllib.parse import parse_qs, urlsplit
 
 import botocore.session
 from botocore.config import Config
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
-from soko.storage.base import FileInfo, FileWriter, InvalidOffset, PathNotFound, StorageDriver, StorageError, check_path
+from soko.storage.base import (
+    FileInfo,
+    FileWriter,
+    InvalidOffset,
+    PathNotFound,
+    StorageDriver,
+    StorageError,
+    StorageUnreachable,
+    check_path,
+)
 
 PART_SIZE = 8 << 20  # ≥ S3's 5 MiB minimum for every multipart part but the last
 COPY_PART_SIZE = 1 << 30  # a plain object larger than S3's 5 GB single-copy limit is copied in 1 GiB pieces
@@ -79,6 +89,20 @@ class S3Location:
     def describe(self) -> str:
         where = f" at {self.endpoint_url}" if self.endpoint_url else ""
         return f"s3://{self.bucket}/{self.prefix}{where}"
+
+
+def _unreachable_on_failure(method: Callable) -> Callable:
+    """The store failing (after botocore's retries) or out of reach is StorageUnreachable — a retryable 503 for
+    clients — never a bare botocore error that would surface as a 500."""
+
+    @functools.wraps(method)
+    def run(*args, **kwargs):
+        try:
+            return method(*args, **kwargs)
+        except (ClientError, BotoCoreError) as exc:
+            raise StorageUnreachable(f"the S3 store failed: {exc}") from exc
+
+    return run
 
 
 def _missing(exc: ClientError) -> bool:
@@ -140,6 +164,7 @@ class _BodyReader(io.RawIOBase):
 
 
 class _PartWriter(FileWriter):
+    @_unreachable_on_failure
     def __init__(self, driver: S3Driver, key: str, offset: int) -> None:
         self._driver = driver
         self._key = key
@@ -172,6 +197,7 @@ class _PartWriter(FileWriter):
             driver._delete_keys([key])
         self._size = offset
 
+    @_unreachable_on_failure
     def write(self, data: bytes | memoryview) -> int:
         view = memoryview(data)
         written = len(view)
@@ -196,6 +222,7 @@ class _PartWriter(FileWriter):
     def commit(self) -> None:
         self.close()
 
+    @_unreachable_on_failure
     def close(self) -> None:
         if self._closed:
             return
@@ -203,6 +230,7 @@ class _PartWriter(FileWriter):
         if self._buffer or self._size == 0:  # an empty file is one empty part, so it exists
             self._store_buffer()
 
+    @_unreachable_on_failure
     def cancel(self) -> None:
         self._closed = True
         self._buffer.clear()
@@ -299,7 +327,16 @@ class S3Driver(StorageDriver):
         for i in range(0, len(keys), 1000):
             batch = [{"Key": k} for k in keys[i : i + 1000]]
             if batch:
-                self.client.delete_objects(Bucket=self.location.bucket, Delete={"Objects": batch, "Quiet": True})
+                answer = self.client.delete_objects(
+                    Bucket=self.location.bucket, Delete={"Objects": batch, "Quiet": True}
+                )
+                failed = answer.get("Errors") or []  # DeleteObjects answers 200 even when keys were not deleted
+                if failed:
+                    first = failed[0]
+                    raise StorageUnreachable(
+                        f"the S3 store did not delete {len(failed)} key(s), e.g. {first.get('Key')}: "
+                        f"{first.get('Code')} {first.get('Message')}"
+                    )
 
     def _delete_prefix(self, prefix: str) -> int:
         keys = [item["Key"] for page in self._list(prefix) for item in page.get("Contents", [])]
@@ -349,16 +386,19 @@ class S3Driver(StorageDriver):
                 f"bucket {self.location.bucket!r} ({self.location.describe()}) is not reachable: {exc}"
             ) from None
 
+    @_unreachable_on_failure
     def get_content(self, path: str) -> bytes:
         with self.reader(path) as f:
             return f.read()
 
+    @_unreachable_on_failure
     def put_content(self, path: str, data: bytes) -> None:
         key = self._key(path)
         self._put(key, data)
         if self._parts(key):  # content written by a writer before is replaced as a whole
             self._delete_prefix(key + _PARTS)
 
+    @_unreachable_on_failure
     def reader(self, path: str, offset: int = 0) -> BinaryIO:
         key = self._key(path)
         try:
@@ -369,9 +409,11 @@ class S3Driver(StorageDriver):
                 raise
             return io.BufferedReader(_PartedReader(self, key, parts, offset), buffer_size=1 << 20)
 
+    @_unreachable_on_failure
     def writer(self, path: str, offset: int = 0) -> FileWriter:
         return _PartWriter(self, self._key(path), offset)
 
+    @_unreachable_on_failure
     def stat(self, path: str) -> FileInfo:
         key = self._key(path)
         head = self._head(key)
@@ -397,6 +439,7 @@ class S3Driver(StorageDriver):
     def _dir_prefix(self, path: str) -> str:
         return self._prefix if path in ("", "/") else self._key(path) + "/"
 
+    @_unreachable_on_failure
     def list(self, path: str) -> list[str]:
         children: set[str] = set()
         for page in self._list(self._dir_prefix(path), delimiter="/"):
@@ -428,6 +471,7 @@ class S3Driver(StorageDriver):
         for base, (size, modified) in sorted(parted.items()):
             yield FileInfo(self._rel(base), size, modified)
 
+    @_unreachable_on_failure
     def move(self, source: str, dest: str) -> None:
         src, dst = self._key(source), self._key(dest)
         size = self._plain_size(src)
@@ -455,6 +499,7 @@ class S3Driver(StorageDriver):
             ExpiresIn=int(self.redirect_expiry),
         )
 
+    @_unreachable_on_failure
     def delete(self, path: str) -> None:
         key = self._key(path)
         removed = 0
