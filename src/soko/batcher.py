@@ -38,10 +38,6 @@ class Batcher(Generic[K, V]):
         with self._lock:
             self._put(key, value)
 
-    def get(self, key: K) -> V | None:
-        with self._lock:
-            return self._pending.get(key)
-
     def _put(self, key: K, value: V) -> None:
         old = self._pending.get(key)
         if old is not None:

@@ -50,12 +50,10 @@ class AuditLog:
         source_ip = context.source_ip if context else None
         endpoint = context.endpoint if context else None
         # Allows (and challenges) repeated within one batch are one row with a count; every denial keeps its own.
+        # Always a whole row: the batcher merges it into one already waiting (counts add up) in one step, so a flush
+        # between a lookup and an add can never leave a partial row behind.
         if decision != "deny":
             key: tuple = (event, principal, action, resource, decision, source_ip, endpoint)
-            merged = self._batch.get(key)
-            if merged is not None:
-                self._batch.add(key, {"count": 1})
-                return
         else:
             key = ("deny", next(self._unique))
         row = {
