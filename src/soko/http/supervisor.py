@@ -14,7 +14,6 @@ import ctypes
 import logging
 import os
 import signal
-import threading
 import time
 from collections.abc import Callable
 
@@ -46,6 +45,8 @@ def describe(status: int) -> str:
     return f"exited with status {os.waitstatus_to_exitcode(status)}"
 
 
+POLL = 0.1  # seconds between looks at the workers (reaping, restarts, shutdown)
+
 class Supervisor:
     """Runs ``count`` workers: ``work(worker_id, first)`` runs in each forked child (``first``: the initial start,
     not a replacement) and returns when the worker stops. ``on_stop`` runs in the supervisor when it is told to
@@ -65,7 +66,6 @@ class Supervisor:
         self.children: dict[int, tuple[int, float]] = {}  # pid → (worker id, started at)
         self.failures: dict[int, int] = dict.fromkeys(range(1, count + 1), 0)
         self.stopping = False
-        self._wake = threading.Event()
 
     def run(self) -> int:
         """Until told to stop and every worker has exited; returns the first failing exit code of that shutdown."""
@@ -73,13 +73,13 @@ class Supervisor:
             self._spawn(worker_id, first=True)
         signal.signal(signal.SIGTERM, self._stop)
         signal.signal(signal.SIGINT, self._stop)
-        signal.signal(signal.SIGCHLD, lambda *_: self._wake.set())
         status = 0
         due: dict[int, float] = {}  # worker id → when its replacement starts
         while self.children or (due and not self.stopping):
-            soonest = min(due.values(), default=time.monotonic() + 1.0)
-            self._wake.wait(min(1.0, max(0.0, soonest - time.monotonic())))
-            self._wake.clear()
+            # A short poll, not an Event a signal handler sets: a handler runs between bytecodes of this very thread
+            # and could block forever on the Event's lock if the loop held it at that instant.
+            soonest = min(due.values(), default=time.monotonic() + POLL)
+            time.sleep(min(POLL, max(0.0, soonest - time.monotonic())))
             for pid, code in self._reap():
                 worker_id, started = self.children.pop(pid)
                 if self.on_death is not None:
@@ -150,4 +150,3 @@ class Supervisor:
                 os.kill(pid, signum)
             except ProcessLookupError:
                 pass
-        self._wake.set()
