@@ -119,15 +119,20 @@ class IamAuthorizer:
         context: RequestContext,
     ) -> Decision:
         generation = self.ctx.generation.current()
+        # Everything the decision can depend on: two sessions of one role share an ARN but not their issue time
+        # (aws:TokenIssueTime, how sessions are revoked) or, after a tag change, their tags. The user agent goes in
+        # hashed, so a caller cannot fill the cache with long strings.
         key = (
             principal.arn,
+            principal.token_issued_at,
+            principal.tags,
             action,
             resource_arn,
             resource_account,
             context.source_ip,
             context.endpoint,
             context.secure_transport,
-            context.user_agent,
+            hash(context.user_agent),
             tuple(sorted((k, _hashable(v)) for k, v in context.extra.get("condition_keys", {}).items())),
         )
         hit = self._decisions.get(key)
