@@ -35,6 +35,7 @@ _BODY_ERRORS = {
     "too_large": ("SerializationException", "InvalidInput", 413),
     "busy": ("ServiceUnavailable", "ServiceUnavailable", 503),
     "slow": ("RequestTimeoutException", "RequestTimeout", 408),
+    "interrupted": ("SerializationException", "InvalidInput", 400),
 }
 
 

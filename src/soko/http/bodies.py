@@ -12,7 +12,6 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from soko.errors import UploadInvalid
 from soko.http.messages import BodyInterrupted, Request
 
 GRACE = 10.0  # seconds any body may take, whatever its size
@@ -21,7 +20,8 @@ BUSY = "too many request bodies are being received at once; retry shortly"
 
 
 class BodyRefused(Exception):
-    """``reason``: ``too_large`` (over the limit), ``busy`` (the memory budget is spent) or ``slow``."""
+    """``reason``: ``too_large`` (over the limit), ``busy`` (the memory budget is spent), ``slow`` or
+    ``interrupted`` (the client went away mid-body: a clean 400, no traceback)."""
 
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
@@ -99,5 +99,5 @@ async def _read(
                 held[0] = total
             parts.append(data)
     except BodyInterrupted as exc:
-        raise UploadInvalid(f"the request body was cut off after {total} bytes: {exc}") from None
+        raise BodyRefused("interrupted", f"the request body was cut off after {total} bytes: {exc}") from None
     return b"".join(parts)
