@@ -122,8 +122,8 @@ async def _upkeep(registry: Registry, identity: Identity, runtime: RuntimeMetric
     async def every_second() -> None:
         while True:
             await asyncio.sleep(1.0)
-            runtime.sample(registry.ctx.db)
             try:
+                runtime.sample(registry.ctx.db)  # inside: one failed sample must not end this loop's flushes
                 await loop.run_in_executor(None, flush)
             except Exception:
                 log.exception("could not record pull times or audit events; will retry")
