@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
+import sqlite3
 import time
 from pathlib import Path
 
@@ -14,6 +16,18 @@ import pytest
 from .servers import start_soko
 
 pytestmark = pytest.mark.xdist_group("shutdown")
+
+
+def _wait_until_claimed(database: Path, upload_id: str) -> None:
+    """Until the streaming chunk holds the session's claim (else the kill would not reproduce anything)."""
+    deadline = time.monotonic() + 60
+    while True:
+        with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as conn:
+            row = conn.execute("SELECT writer FROM uploads WHERE id = ?", (upload_id,)).fetchone()
+        if row and row[0]:
+            return
+        assert time.monotonic() < deadline, "the chunk never claimed the upload session"
+        time.sleep(0.05)
 
 
 def test_a_patch_cut_by_kill_9_leaves_the_session_writable(tmp_path: Path) -> None:
@@ -32,7 +46,7 @@ def test_a_patch_cut_by_kill_9_leaves_the_session_writable(tmp_path: Path) -> No
             f"Content-Range: 0-{len(body) - 1}\r\nContent-Length: {len(body)}\r\n\r\n".encode()
             + body[: len(body) // 2]
         )
-        time.sleep(1)  # the chunk is streaming: the session is claimed
+        _wait_until_claimed(tmp_path / "data" / "metadata.db", location.rstrip("/").rsplit("/", 1)[-1])
     finally:
         server.kill()  # SIGKILL to the whole process group
     patch.close()
