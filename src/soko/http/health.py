@@ -37,6 +37,7 @@ class Health:
         self.registry = registry
         self._answer: tuple[float, Response] | None = None
         self._running: asyncio.Future | None = None
+        self._probe: asyncio.Future | None = None  # the checks on a pool thread (may outlive a timeout)
 
     async def handle(self, request: Request) -> Response:
         if request.method not in ("GET", "HEAD"):
@@ -52,11 +53,24 @@ class Health:
         return await asyncio.shield(self._running)
 
     async def _check(self) -> Response:
-        loop = asyncio.get_running_loop()
         try:
-            problem = await asyncio.wait_for(loop.run_in_executor(None, self.problem), TIMEOUT_SECONDS)
+            return self._answer_for(await self._probe_problem())
+        finally:
+            self._running = None  # whatever happened, the next probe may check again
+
+    async def _probe_problem(self) -> str | None:
+        # A check that hung past the timeout keeps its pool thread: later probes wait on that same check instead of
+        # starting more threads (and database connections) behind it.
+        if self._probe is None or self._probe.done():
+            self._probe = asyncio.get_running_loop().run_in_executor(None, self.problem)
+        try:
+            return await asyncio.wait_for(asyncio.shield(self._probe), TIMEOUT_SECONDS)
         except TimeoutError:
-            problem = f"the readiness checks took more than {TIMEOUT_SECONDS:.0f} s: is the database or storage hung?"
+            return f"the readiness checks took more than {TIMEOUT_SECONDS:.0f} s: is the database or storage hung?"
+        except Exception as exc:
+            return f"the readiness checks failed: {_short(exc)}"
+
+    def _answer_for(self, problem: str | None) -> Response:
         if problem is None:
             response = Response(200, {"Cache-Control": "no-store"}, b'{"status":"ready"}', _JSON)
         else:
@@ -64,7 +78,6 @@ class Health:
             body = json.dumps({"status": "unavailable", "reason": problem}).encode()
             response = Response(503, {"Cache-Control": "no-store", "Retry-After": "5"}, body, _JSON)
         self._answer = (time.monotonic(), response)
-        self._running = None
         return response
 
     def problem(self) -> str | None:
