@@ -55,6 +55,20 @@ def test_two_runners_run_a_periodic_job_once_per_interval(registry, clock) -> No
         runner.stop()
 
 
+def test_an_aligned_job_runs_once_in_every_slot_however_late_it_starts(registry, clock) -> None:
+    ran: list[float] = []
+    kind = JobKind("sample", lambda key: ran.append(clock.now), INTERVAL, run_at_start=True, aligned=True)
+    runner = JobRunner(registry.ctx, [kind], owner="a", clock=clock)
+    runner.schedule()
+    for late in (7.0, 13.0, 29.0, 3.0):  # each run starts this late into its slot
+        clock.now = (clock.now // INTERVAL) * INTERVAL + late
+        assert tick(runner) == 1
+        clock.now = rows(registry)[("sample", "")]["next_run"]
+        assert clock.now % INTERVAL == 0  # the next slot's start, not started + interval
+    assert [t // INTERVAL for t in ran] == [ran[0] // INTERVAL + i for i in range(4)]  # no slot skipped
+    runner.stop()
+
+
 def test_a_failing_job_backs_off_with_jitter_and_recovers(registry, clock) -> None:
     failing = threading.Event()
     failing.set()

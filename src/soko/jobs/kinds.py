@@ -37,6 +37,10 @@ def registry_jobs(registry) -> list[JobKind]:  # soko.registry.Registry
         JobKind("upload_expiry", upload_expiry, min(settings.upload_expiry / 4, 600) or 1),
         # Samples start at once: GB-month accrual needs one before the first interval ends.
         JobKind(
-            "metering", metering, registry.metering.interval if settings.metering_interval > 0 else 0, run_at_start=True
+            "metering",
+            metering,
+            registry.metering.interval if settings.metering_interval > 0 else 0,
+            run_at_start=True,
+            aligned=True,  # one GB-month sample per slot (now // interval): drift would skip slots
         ),
     ]

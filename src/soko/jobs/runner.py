@@ -48,6 +48,9 @@ class JobKind:
     lease: float = 60.0  # seconds a job stays claimed without a heartbeat
     keys: tuple[str, ...] = ("",)  # the jobs of a periodic kind
     run_at_start: bool = False  # a new job's first run: at once (else one interval after it is scheduled)
+    # Success schedules the next run at the next multiple of the interval (wall clock), not ``started + interval``,
+    # which drifts later by each run's start delay: for jobs that must run once in every slot (storage samples).
+    aligned: bool = False
 
 
 def _backoff(attempts: int, cap: float, rng: random.Random) -> float:
@@ -203,7 +206,8 @@ class JobRunner:
             "last_lag": max(lag, 0.0),
         }
         if error is None:
-            values |= {"next_run": started + kind.interval, "attempts": 0, "last_error": None, "runs": jobs.c.runs + 1}
+            following = (started // kind.interval + 1) * kind.interval if kind.aligned else started + kind.interval
+            values |= {"next_run": following, "attempts": 0, "last_error": None, "runs": jobs.c.runs + 1}
         with self.ctx.write() as conn:
             if error is not None:
                 attempts = (
