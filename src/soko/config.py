@@ -105,7 +105,6 @@ class Settings:
     trusted_proxies: list = field(default_factory=list)
     # Networks allowed to scrape GET /metrics (its figures name repositories).
     metrics_allow_cidrs: list = field(default_factory=lambda: ["127.0.0.0/8", "::1/128"])
-    extra: dict = field(default_factory=dict)
 
     @property
     def effective_database_url(self) -> str:
@@ -156,7 +155,7 @@ def load_settings(config_file: str | None = None, overrides: dict | None = None,
     if path:
         with open(path, "rb") as f:
             values.update(tomllib.load(f))
-    fields = {f.name: f for f in dataclasses.fields(Settings) if f.name != "extra"}
+    fields = {f.name: f for f in dataclasses.fields(Settings)}
     for name in fields:
         env_value = env.get(f"SOKO_{name.upper()}")
         if env_value is not None:
@@ -164,6 +163,15 @@ def load_settings(config_file: str | None = None, overrides: dict | None = None,
     for name, value in (overrides or {}).items():
         if value is not None:
             values[name] = value
-    unknown = {k: v for k, v in values.items() if k not in fields}
-    known = {k: _convert(k, v, fields[k].type) for k, v in values.items() if k in fields}
-    return Settings(**known, extra=unknown)
+    unknown = sorted(k for k in values if k not in fields)
+    if unknown:
+        # A setting Soko does not know would be accepted and then do nothing (a typo in tls_cert, or a key a
+        # newer or older version had): refuse it, naming it.
+        hints = {"endpoint_vpcs": " (removed: it never set aws:SourceVpc; private endpoints carry aws:SourceVpce)"}
+        raise ValueError(
+            f"unknown setting(s) in {path or 'the configuration'}: "
+            + ", ".join(f"{k}{hints.get(k, '')}" for k in unknown)
+            + "; see the README's settings table"
+        )
+    known = {k: _convert(k, v, fields[k].type) for k, v in values.items()}
+    return Settings(**known)
