@@ -92,6 +92,10 @@ class ReferencedManifestUnknown(SokoError):
         self.digests = digests
 
 
+class ImageChanged(SokoError):
+    """The image changed (tags moved) since a decision about it was made, e.g. a lifecycle evaluation."""
+
+
 class ManifestReferenced(SokoError):
     """The manifest is a child of an index and cannot be deleted before it (ImageReferencedByManifestList)."""
 

@@ -9,7 +9,7 @@ import os
 import pytest
 import sqlalchemy as sa
 
-from soko.errors import DigestInvalid, RangeNotSatisfiable, UploadUnknown
+from soko.errors import DigestInvalid, ImageChanged, ManifestUnknown, RangeNotSatisfiable, UploadUnknown
 from soko.meta import Database
 from soko.meta.schema import manifests, uploads
 from soko.registry import Registry
@@ -19,7 +19,7 @@ from soko.registry.models import RepoRef
 from soko.registry.uploads import CLAIM_STALE
 from soko.storage import FilesystemDriver, PathNotFound
 from tests.clock import Clock
-from tests.domain import push_blob
+from tests.domain import push_blob, push_image
 
 
 def _ref(registry, name: str = "repo") -> RepoRef:
@@ -325,3 +325,17 @@ def test_claims_of_dead_processes_on_this_node_are_void_at_once(registry):
             registry.uploads.begin_chunk(ref, state.id, None)
     clock.now += CLAIM_STALE + 1  # the other node's writer stopped its heartbeat
     _chunk(registry, ref, state.id, b"resumed", 0)
+
+
+def test_lifecycle_expiry_skips_an_image_retagged_since_the_evaluation(registry) -> None:
+    """The rule chose the image with the tags it had then; a tag pushed onto it since makes it another decision."""
+    ref = RepoRef(registry.settings.account_id, "expire/retagged")
+    digest = push_image(registry, ref, "old", [b"a layer"])
+    record = registry.manifests.get(ref, digest)
+    registry.manifests.put(ref, "prod", record.payload, record.media_type)  # tagged after the evaluation
+    with pytest.raises(ImageChanged):
+        registry.manifests.expire(ref, digest, 1, ["old"])
+    assert registry.manifests.get(ref, "prod").digest == digest  # still there, both tags
+    registry.manifests.expire(ref, digest, 1, ["prod", "old"])  # what it is now: expired
+    with pytest.raises(ManifestUnknown):
+        registry.manifests.get(ref, digest)

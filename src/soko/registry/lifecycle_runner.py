@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 
 import sqlalchemy as sa
 
-from soko.errors import ManifestReferenced, ManifestUnknown, RepositoryNotFound
+from soko.errors import ImageChanged, ManifestReferenced, ManifestUnknown, RepositoryNotFound
 from soko.lifecycle import EXPIRE, LifecyclePolicyError, evaluate, parse_lifecycle_policy
 from soko.meta.schema import lifecycle_policies, manifest_children, manifests, repositories
 from soko.registry.lifecycle_store import image_records
@@ -94,7 +94,7 @@ class LifecycleRunner:
                 continue
             try:
                 self.registry.manifests.expire(ref, action.digest, action.rule_priority, list(action.tags))
-            except (ManifestUnknown, ManifestReferenced) as exc:
+            except (ManifestUnknown, ManifestReferenced, ImageChanged) as exc:
                 result.skipped.append(f"{action.digest}: {exc.message}")
                 continue
             result.expired.append(entry)

@@ -12,6 +12,7 @@ from soko.batcher import Batcher
 from soko.digest import Digest, compute, is_digest
 from soko.errors import (
     DigestInvalid,
+    ImageChanged,
     LimitExceeded,
     ManifestBlobUnknown,
     ManifestInvalid,
@@ -314,10 +315,20 @@ class Manifests:
             self._delete_digest(tx, ref, repo_id, reference)
         return None
 
-    def expire(self, ref: RepoRef, digest: str, rule_priority: int, tags: list[str]) -> None:
+    def expire(self, ref: RepoRef, digest: str, rule_priority: int, tags_evaluated: list[str]) -> None:
         """A lifecycle rule's expiry: the image by digest, with its audit record and events, in one transaction."""
         with self.ctx.transaction(invalidates=True) as tx:
             repo_id = self.repositories.id_for(tx.conn, ref)
+            # The rule was evaluated on these tags: an image tagged since (a push of `prod` onto it, say) is not
+            # what the rule selected. Lock the row first (PostgreSQL) so no tag moves between the check and delete.
+            locked = sa.select(manifests.c.id).where(manifests.c.repository_id == repo_id, manifests.c.digest == digest)
+            if not self.ctx.db.is_sqlite:
+                locked = locked.with_for_update()
+            manifest_id = tx.conn.execute(locked).scalar()
+            if manifest_id is not None:
+                now_tagged = tx.conn.execute(sa.select(tags.c.name).where(tags.c.manifest_id == manifest_id)).scalars()
+                if sorted(now_tagged) != sorted(tags_evaluated):
+                    raise ImageChanged(f"image {digest} in '{ref.name}' was re-tagged since the lifecycle evaluation")
             self._delete_digest(tx, ref, repo_id, digest)
             region = self.ctx.settings.region
             tx.audit(
@@ -325,9 +336,9 @@ class Manifests:
                 "soko:lifecycle",
                 "ecr:BatchDeleteImage",
                 f"{repository_arn(region, ref.account_id, ref.name)}@{digest}",
-                f"expired by rule {rule_priority} (tags: {','.join(tags) or 'untagged'})",
+                f"expired by rule {rule_priority} (tags: {','.join(tags_evaluated) or 'untagged'})",
             )
-            tx.emit(lifecycle_expiry(ref.account_id, region, ref.name, digest, tags, rule_priority))
+            tx.emit(lifecycle_expiry(ref.account_id, region, ref.name, digest, tags_evaluated, rule_priority))
 
     def _delete_tag(self, tx: UnitOfWork, ref: RepoRef, repo_id: int, tag: str, drop_untagged: bool) -> str:
         conn = tx.conn
