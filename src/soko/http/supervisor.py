@@ -66,6 +66,7 @@ class Supervisor:
         self.children: dict[int, tuple[int, float]] = {}  # pid → (worker id, started at)
         self.failures: dict[int, int] = dict.fromkeys(range(1, count + 1), 0)
         self.stopping = False
+        self.stop_signal = 0  # the signal forwarded to the workers when stopping
 
     def run(self) -> int:
         """Until told to stop and every worker has exited; returns the first failing exit code of that shutdown."""
@@ -85,7 +86,12 @@ class Supervisor:
                 if self.on_death is not None:
                     self.on_death(pid)
                 if self.stopping:
-                    status = status or os.waitstatus_to_exitcode(code)
+                    exit_code = os.waitstatus_to_exitcode(code)
+                    # A worker still starting (its own handler not yet installed) dies of the very signal we
+                    # forwarded: it had nothing in flight, so that is a clean stop, not a failure.
+                    if exit_code == -self.stop_signal:
+                        exit_code = 0
+                    status = status or exit_code
                     continue
                 due[worker_id] = time.monotonic() + self._delay(worker_id, time.monotonic() - started)
                 log.error(
@@ -143,6 +149,7 @@ class Supervisor:
 
     def _stop(self, signum: int, _frame: object) -> None:
         if not self.stopping:
+            self.stop_signal = signum
             self.stopping = True
             self.on_stop()
         for pid in self.children:
