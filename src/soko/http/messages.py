@@ -34,6 +34,7 @@ class Request:
         "_host",
         "_query",
         "account",
+        "body_complete",
         "bytes_in",
         "client",
         "context",
@@ -68,6 +69,7 @@ class Request:
         self._body = body
         self._query: dict[str, str] | None = None
         self.bytes_in = 0  # body bytes read so far (the access log and metrics report it)
+        self.body_complete = False  # the whole body was read (else the connection cannot be reused after the answer)
         self._host: str | None = None
         # Set by the front ends as the request is handled:
         self.context: RequestContext | None = None
@@ -107,6 +109,11 @@ class Request:
         return [value for key, value in self.headers.items() if key == name]
 
     @property
+    def has_body(self) -> bool:
+        """The request declares a body (a non-zero Content-Length, or chunked transfer coding)."""
+        return bool(self.content_length) or "transfer-encoding" in self.headers
+
+    @property
     def content_length(self) -> int | None:
         value = self.headers.get("content-length")
         if value is None or not (value.isascii() and value.isdigit()):
@@ -123,6 +130,7 @@ class Request:
                 if piece:
                     self.bytes_in += len(piece)
                     yield piece
+            self.body_complete = True
         except (ConnectionError, RuntimeError) as exc:  # granian's RSGIProtocolClosed/Error are RuntimeErrors
             raise BodyInterrupted(str(exc) or type(exc).__name__) from None
 

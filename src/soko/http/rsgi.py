@@ -64,7 +64,11 @@ class RsgiApp:
                     log.exception("unexpected error on %s %s", scope.method, scope.path[:200])
                     response = error_response(500, "UNKNOWN", "internal error — see the server log")
             status = response.status
-            sent = await _send(protocol, response, head)
+            # A body left (partly) unread leaves the connection mid-request: hyper closes it after the answer, and a
+            # client that was not told so would send its next request into a closing socket ("server disconnected
+            # without sending a response"). Say so, as RFC 9112 §9.6 asks.
+            unread = request.has_body and not request.body_complete and scope.http_version.startswith("1")
+            sent = await _send(protocol, response, head, close=unread)
         finally:
             self.in_flight -= 1
             if self.in_flight == 0 and self._idle is not None:
@@ -99,9 +103,11 @@ class RsgiApp:
             return False
 
 
-async def _send(protocol, response: AnyResponse, head: bool) -> int:
-    """Send ``response``; returns the body bytes sent."""
+async def _send(protocol, response: AnyResponse, head: bool, close: bool = False) -> int:
+    """Send ``response`` (with ``Connection: close`` when ``close``); returns the body bytes sent."""
     headers = list(response.headers.items())
+    if close and "Connection" not in response.headers:
+        headers.append(("Connection", "close"))
     try:
         if head:  # never a body, whatever the handler built
             if isinstance(response, Response) and response.body and "Content-Length" not in response.headers:
