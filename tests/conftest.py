@@ -8,6 +8,7 @@ import socket
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -89,6 +90,7 @@ class RunningServer:
     registry: Registry
     identity: object
     token: str  # the root's ECR authorizationToken: base64("AWS:<password>")
+    app: Any = None  # the SokoApp serving (its state, e.g. the body budget, is this process's)
 
     @property
     def basic_auth(self) -> dict[str, str]:
@@ -150,8 +152,9 @@ def server(registry, settings) -> Iterator[RunningServer]:
     token, _ = identity.tokens.issue(ROOT_KEY_ID, registry.ctx.clock())
     sock = listening_socket()
     port = sock.getsockname()[1]
-    running = ServerThread(SokoApp(settings, registry, identity), [sock])
-    yield RunningServer(f"http://127.0.0.1:{port}", f"127.0.0.1:{port}", registry, identity, token)
+    app = SokoApp(settings, registry, identity)
+    running = ServerThread(app, [sock])
+    yield RunningServer(f"http://127.0.0.1:{port}", f"127.0.0.1:{port}", registry, identity, token, app)
     running.close()
     sock.close()
 

@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from soko.config import Settings
 from soko.ecr.api import EcrApi
 from soko.http.aws_api import AwsFrontDoor
+from soko.http.bodies import BODY_BUDGET, BodyBudget
 from soko.http.forwarded import TrustedProxies
 from soko.http.health import Health
 from soko.http.messages import AnyResponse, Request, error_response
@@ -45,11 +46,12 @@ class SokoApp:
         self.settings = settings
         self.registry = registry
         self.identity = identity
+        self.bodies = BodyBudget(BODY_BUDGET)  # AWS documents and manifests held whole, in this process
         self.oci = OciRouter(OciContext(registry, identity.authorizer, settings), identity.authenticate, endpoints)
         ecr = EcrApi(settings, registry, identity)
         query = _query_service(settings, registry, identity)
         self.aws = AwsFrontDoor(
-            identity.credentials, ecr, query, _authn_auditor(identity), endpoints, region=settings.region
+            identity.credentials, ecr, query, _authn_auditor(identity), endpoints, settings.region, self.bodies
         )
         self.layers = PresignedLayers(registry, identity)
         self.runtime = RuntimeMetrics()

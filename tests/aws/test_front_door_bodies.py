@@ -18,6 +18,7 @@ def database_url(tmp_path) -> str:
     """HTTP-layer behaviour, no metadata question: SQLite only (the rest of the suite covers PostgreSQL)."""
     return f"sqlite:///{tmp_path / 'metadata.db'}"
 
+
 BIG = 31 << 20
 TARGET = "AmazonEC2ContainerRegistry_V20150921.DescribeRepositories"
 
@@ -89,27 +90,47 @@ def test_a_small_body_with_a_refused_key_still_gets_its_services_error(server) -
     assert "sts.amazonaws.com/doc/2011-06-15" in body["raw"]  # the service is told from the body
 
 
+def _wait_until(condition, what: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.02)
+
+
 def test_bodies_held_at_once_have_a_budget(server) -> None:
+    budget = server.app.bodies
+    budget.limit = 4 << 20  # (this app's own budget: 4 MiB keeps the test small)
     waiting = []
     try:
-        for _ in range(4):  # 4 x 31 MiB fit in the 128 MiB budget: these wait for their bodies
+        for _ in range(4):  # 4 bodies of 1 MiB, all but their last byte sent: 4 MiB held
             sock = _connect(server)
-            sock.sendall(_head(server.host, BIG, _auth(ROOT_KEY_ID)))
+            sock.sendall(_head(server.host, 1 << 20, _auth(ROOT_KEY_ID)) + b" " * ((1 << 20) - 1))
             waiting.append(sock)
-        # The fifth is refused once the server has taken the four in; until then it may be admitted and wait for
-        # its body (no answer): give it up and ask again, rather than guessing how long the server needs.
-        deadline = time.monotonic() + 60
-        while True:
-            with _connect(server) as sock:
-                sock.sendall(_head(server.host, BIG, _auth(ROOT_KEY_ID)))
-                sock.settimeout(2)
-                try:
-                    got, headers, body = _answer(sock)
-                    break
-                except TimeoutError:
-                    assert time.monotonic() < deadline, "the fifth body was never refused"
+        _wait_until(lambda: budget.used == 4 * ((1 << 20) - 1), f"the bodies never arrived ({budget.used})")
+        with _connect(server) as sock:  # a fifth that cannot fit is refused before its body
+            sock.sendall(_head(server.host, 1 << 20, _auth(ROOT_KEY_ID)))
+            got, headers, body = _answer(sock)
         assert (got, body.get("__type")) == (503, "ServiceUnavailable"), body
         assert headers.get("retry-after") == "1"
+    finally:
+        for sock in waiting:
+            sock.close()
+    _wait_until(lambda: budget.used == 0, f"bodies of closed connections are still held ({budget.used})")
+
+
+def test_declared_lengths_reserve_nothing(server, aws) -> None:
+    """Headers alone, even with a real key id, must not spend the budget: 4 x 32 MiB declared once took all of it
+    (and 64 KiB per unauthenticated head), so one client with a few connections refused everyone."""
+    heads = [_head(server.host, 32 << 20, _auth(ROOT_KEY_ID))] * 4 + [_head(server.host, 64 << 10, None)] * 20
+    waiting = []
+    try:
+        for head in heads:
+            sock = _connect(server)
+            sock.sendall(head + b"{")  # one byte, so the server is seen to hold these requests
+            waiting.append(sock)
+        _wait_until(lambda: server.app.bodies.used >= 4, "the heads never reached the server")
+        assert aws("ecr").describe_repositories()["repositories"] == []
+        assert server.app.bodies.used < 1024
     finally:
         for sock in waiting:
             sock.close()
@@ -132,6 +153,20 @@ def test_a_trickling_body_is_cut_off(server, monkeypatch, every) -> None:
         got, headers, body = _answer(sock)
     assert (got, body.get("__type")) == (408, "RequestTimeoutException"), body
     assert headers.get("connection") == "close"
+
+
+def test_a_body_that_stops_is_cut_off_however_fast_it_began(server, monkeypatch) -> None:
+    """The average rate alone let a client that sent 1 MiB at once then stop hold its connection for 37 s."""
+    monkeypatch.setattr("soko.http.bodies.GRACE", 5.0)
+    monkeypatch.setattr("soko.http.bodies.MAX_GAP", 0.5)
+    with _connect(server) as sock:
+        started = time.monotonic()
+        sock.sendall(_head(server.host, 2 << 20, _auth(ROOT_KEY_ID)) + b" " * (1 << 20))
+        got, headers, body = _answer(sock)
+    assert (got, body.get("__type")) == (408, "RequestTimeoutException"), body
+    assert "no byte of the request body arrived for" in body["message"]
+    assert headers.get("connection") == "close"
+    assert time.monotonic() - started < 5
 
 
 def test_unauthenticated_registry_uploads_are_refused_before_their_body(server) -> None:

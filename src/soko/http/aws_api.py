@@ -18,7 +18,7 @@ from soko.aws.errors import AwsAuthError, InvalidRequest
 from soko.aws.service_model import validate_request
 from soko.ecr.errors import EcrError, from_domain
 from soko.errors import SokoError
-from soko.http.bodies import BodyBudget, BodyRefused, whole_body
+from soko.http.bodies import BODY_BUDGET, BodyBudget, BodyRefused, whole_body
 from soko.http.context import make_context
 from soko.http.messages import Request, Response
 from soko.http.threads import offload
@@ -29,7 +29,6 @@ log = logging.getLogger("soko.aws")
 GLOBAL_SIGNING_REGION = "us-east-1"  # the credential-scope region of AWS's global IAM and STS endpoints
 MAX_BODY = 32 << 20  # UploadLayerPart carries up to 20 MiB, base64-encoded
 UNAUTHENTICATED_BODY = 64 << 10  # read from a request whose key is refused before its body (for a precise error)
-BODY_BUDGET = 128 << 20  # bodies each process holds at once; beyond it, 503 (SDKs retry)
 # BodyRefused.reason → (ECR JSON error type, IAM/STS Query error code, status)
 _BODY_ERRORS = {
     "too_large": ("SerializationException", "InvalidInput", 413),
@@ -65,6 +64,7 @@ class AwsFrontDoor:
         audit_authn: Callable[..., None],
         endpoints: dict[tuple[str, int], str] | None = None,
         region: str = "us-east-1",
+        bodies: BodyBudget | None = None,
     ) -> None:
         self.credentials = credentials
         # A deployment serves one region: ECR requests must be signed for it. IAM is global in AWS (its one
@@ -77,7 +77,7 @@ class AwsFrontDoor:
         self.query = query
         self.audit_authn = audit_authn
         self.endpoints = endpoints or {}
-        self.bodies = BodyBudget(BODY_BUDGET)
+        self.bodies = bodies or BodyBudget(BODY_BUDGET)
 
     async def handle(self, request: Request) -> Response:
         context = make_context(request, self.endpoints)

@@ -1,5 +1,6 @@
 """Request bodies that must be held whole before they can be checked (the AWS APIs' JSON documents and forms, whose
-SigV4 signature covers the body): a per-process memory budget and a minimum transfer rate.
+SigV4 signature covers the body, and registry manifests): a per-process memory budget, charged by the bytes that
+actually arrived, a minimum transfer rate and a longest pause.
 
 Without them, clients that never had a valid key could make a worker buffer 32 MiB each (20 of them took 746 MB)
 or hold connections open by trickling a byte every few seconds. Bodies streamed to storage (blob uploads) are not
@@ -14,8 +15,10 @@ from contextlib import asynccontextmanager
 
 from soko.http.messages import BodyInterrupted, Request
 
+BODY_BUDGET = 128 << 20  # body bytes each process holds at once; beyond it, 503 (clients retry)
 GRACE = 10.0  # seconds any body may take, whatever its size
 MIN_RATE = 32 << 10  # bytes per second a body must average beyond the grace period
+MAX_GAP = 10.0  # seconds a body may go without a byte, however fast it came before
 BUSY = "too many request bodies are being received at once; retry shortly"
 
 
@@ -30,11 +33,15 @@ class BodyRefused(Exception):
 
 
 class BodyBudget:
-    """Bytes of request bodies a process holds at once (one event loop: no lock needed)."""
+    """Bytes of request bodies a process holds at once (one event loop: no lock needed). Only bytes that arrived
+    count: a declared Content-Length reserves nothing, so headers alone cannot spend it."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.used = 0
+
+    def fits(self, size: int) -> bool:
+        return self.used + size <= self.limit
 
     def take(self, size: int) -> bool:
         if self.used + size > self.limit:
@@ -50,15 +57,17 @@ class BodyBudget:
 async def whole_body(
     request: Request, limit: int, budget: BodyBudget, grace: float | None = None, min_rate: float | None = None
 ) -> AsyncIterator[bytes]:
-    """The whole body, counted against ``budget`` until the block ends. Raises BodyRefused before reading when the
-    declared length is over ``limit`` or the budget, and while reading when the body outgrows either or falls
-    behind ``grace + received / min_rate`` seconds."""
+    """The whole body, its bytes counted against ``budget`` as they arrive and until the block ends.
+
+    Raises BodyRefused before reading when the declared length is over ``limit`` or could not fit in the budget
+    now (nothing is reserved: the check only spares a client sending what would be refused), and while reading when
+    the body outgrows either, falls behind ``grace + received / min_rate`` seconds, or pauses for ``MAX_GAP``."""
     declared = request.content_length
     if declared is not None and declared > limit:
         raise BodyRefused("too_large", f"request body is larger than {limit} bytes")
-    held = [declared or 0]  # bytes taken from the budget so far (the declared length up front)
-    if not budget.take(held[0]):
+    if declared is not None and not budget.fits(declared):
         raise BodyRefused("busy", BUSY)
+    held = [0]  # bytes taken from the budget so far
     try:
         yield await _read(request, limit, budget, GRACE if grace is None else grace, min_rate or MIN_RATE, held)
     finally:
@@ -69,7 +78,7 @@ async def _read(
     request: Request, limit: int, budget: BodyBudget, grace: float, min_rate: float, held: list[int]
 ) -> bytes:
     loop = asyncio.get_running_loop()
-    start = loop.time()
+    start = last = loop.time()
     parts: list[bytes] = []
     total = 0
     pieces = request.iter_body()
@@ -78,26 +87,33 @@ async def _read(
             # Each piece is awaited in a task of its own: cancelling granian's body read takes effect only when the
             # next bytes arrive, and a client that sends none must still get its answer at the deadline.
             step = asyncio.ensure_future(anext(pieces))
-            done, _ = await asyncio.wait((step,), timeout=max(0.0, start + grace + total / min_rate - loop.time()))
+            paused = last + MAX_GAP < start + grace + total / min_rate  # which deadline comes first
+            deadline = last + MAX_GAP if paused else start + grace + total / min_rate
+            done, _ = await asyncio.wait((step,), timeout=max(0.0, deadline - loop.time()))
             if not done:
                 step.cancel()
-                raise BodyRefused(
-                    "slow",
-                    f"the request body arrived too slowly ({total} bytes in {loop.time() - start:.0f} s; at least "
-                    f"{min_rate / 1024:.0f} KiB/s after the first {grace:.0f} s)",
-                )
+                raise BodyRefused("slow", _too_slow(total, loop.time() - start, paused, grace, min_rate))
             try:
                 data = step.result()
             except StopAsyncIteration:
                 break
+            last = loop.time()
             total += len(data)
             if total > limit:
                 raise BodyRefused("too_large", f"request body is larger than {limit} bytes")
-            if total > held[0]:
-                if not budget.take(total - held[0]):
-                    raise BodyRefused("busy", BUSY)
-                held[0] = total
+            if not budget.take(len(data)):
+                raise BodyRefused("busy", BUSY)
+            held[0] += len(data)
             parts.append(data)
     except BodyInterrupted as exc:
         raise BodyRefused("interrupted", f"the request body was cut off after {total} bytes: {exc}") from None
     return b"".join(parts)
+
+
+def _too_slow(total: int, elapsed: float, paused: bool, grace: float, min_rate: float) -> str:
+    if paused:
+        return f"no byte of the request body arrived for {MAX_GAP:.0f} s ({total} bytes in {elapsed:.0f} s)"
+    return (
+        f"the request body arrived too slowly ({total} bytes in {elapsed:.0f} s; at least "
+        f"{min_rate / 1024:.0f} KiB/s after the first {grace:.0f} s)"
+    )
