@@ -57,10 +57,10 @@ from soko.config import load_settings  # noqa: E402
 from soko.lifecycle import evaluate, parse_lifecycle_policy  # noqa: E402
 from soko.meta import Database  # noqa: E402
 from soko.registry import Registry  # noqa: E402
-from soko.registry.context import blob_path  # noqa: E402
 from soko.registry.lifecycle_runner import LifecycleRunner  # noqa: E402
 from soko.registry.lifecycle_store import image_records  # noqa: E402
 from soko.storage import FilesystemDriver  # noqa: E402
+from soko.storage.paths import blob_path  # noqa: E402
 
 PG_URL = os.environ.get("SOKO_TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 ACCOUNT = "000000000000"

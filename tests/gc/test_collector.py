@@ -11,10 +11,10 @@ import sqlalchemy as sa
 
 from soko.errors import SokoError
 from soko.meta.schema import blobs, repository_blobs
-from soko.registry.context import blob_path, trash_path
 from soko.registry.fsck import check
 from soko.registry.models import RepoRef
 from soko.storage import PathNotFound
+from soko.storage.paths import blob_path, trash_path
 from tests.domain import push_blob, push_image
 
 ACCOUNT = "000000000000"

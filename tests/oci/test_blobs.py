@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import socket
 
-from soko.registry.context import blob_path
+from soko.storage.paths import blob_path
 from tests.oci.helpers import assert_oci_error, push_blob, push_image, sha256
 
 DATA = bytes(range(256)) * 4 + b"tail-bytes"  # 1034 bytes

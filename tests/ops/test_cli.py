@@ -15,8 +15,8 @@ from soko.cli import main
 from soko.config import load_settings
 from soko.iam.service import Identity
 from soko.registry import Registry
-from soko.registry.context import blob_path
 from soko.registry.models import RepoRef
+from soko.storage.paths import blob_path
 from tests.domain import push_image
 
 

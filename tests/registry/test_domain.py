@@ -13,11 +13,11 @@ from soko.errors import DigestInvalid, ImageChanged, ManifestUnknown, RangeNotSa
 from soko.meta import Database
 from soko.meta.schema import manifests, uploads
 from soko.registry import Registry
-from soko.registry.context import blob_path, upload_path
 from soko.registry.fsck import check
 from soko.registry.models import RepoRef
 from soko.registry.uploads import CLAIM_STALE
 from soko.storage import FilesystemDriver, PathNotFound
+from soko.storage.paths import blob_path, upload_path
 from tests.clock import Clock
 from tests.domain import push_blob, push_image
 

@@ -83,6 +83,25 @@ class DriverSuite:
         driver.delete("d/x")
         assert driver.list("d") == ["d/y"]
 
+    def test_walk_is_in_path_order_and_resumes_after_a_path(self, driver: StorageDriver) -> None:
+        names = ["w/a-b", "w/a.b", "w/a/c", "w/a/d/e", "w/a0", "w/b", "w/z/1"]
+        for name in reversed(names):
+            driver.put_content(name, name.encode())
+        walked = list(driver.walk("w"))
+        assert [info.path for info in walked] == sorted(names)  # byte order: "a-b" < "a.b" < "a/c" < "a0"
+        assert all(info.size == len(info.path) and info.modified > 0 and not info.is_dir for info in walked)
+        for i, name in enumerate(sorted(names)):
+            assert [info.path for info in driver.walk("w", start_after=name)] == sorted(names)[i + 1 :]
+        assert list(driver.walk("w/nothing-here")) == []
+        assert {info.path for info in driver.walk("")} >= set(names)
+
+    def test_capabilities_are_declared(self, driver: StorageDriver) -> None:
+        caps = driver.capabilities
+        assert {type(caps.cheap_rename), type(caps.append), type(caps.redirect)} == {bool}
+        if not caps.redirect:
+            driver.put_content("cap/x", b"x")
+            assert driver.redirect_url("cap/x") is None
+
     def test_concurrent_put_same_path_never_tears(self, driver: StorageDriver) -> None:
         payloads = [bytes([i]) * 200_000 for i in range(8)]
         threads = [threading.Thread(target=driver.put_content, args=("c/same", p)) for p in payloads]

@@ -53,11 +53,11 @@ from soko.meta.schema import (
     uploads,
 )
 from soko.meta.schema import repositories as repos
-from soko.registry.context import blob_path
 from soko.registry.fsck import check
 from soko.registry.lifecycle_runner import LifecycleRunner
 from soko.registry.models import RepoRef
 from soko.storage import PathNotFound
+from soko.storage.paths import blob_path
 from tests.domain import push_blob
 
 ACCOUNT = "000000000000"

@@ -65,9 +65,10 @@ from dataclasses import dataclass, field
 import sqlalchemy as sa
 
 from soko.meta.schema import blobs, gc_link_reviews, manifest_blobs, manifests, repository_blobs, uploads
-from soko.registry.context import DomainContext, blob_path, trash_path
+from soko.registry.context import DomainContext
 from soko.registry.uploads import Uploads
-from soko.storage import PathNotFound
+from soko.storage import PathNotFound, StorageDriver, paths
+from soko.storage.paths import blob_path, trash_path
 
 log = logging.getLogger("soko.gc")
 BATCH = 500
@@ -427,12 +428,12 @@ class GarbageCollector:
     def _restore_trash(self) -> int:
         """Undo a collector that died between moving content to trash and committing the row deletion."""
         try:
-            entries = self.ctx.storage.list("trash")
+            entries = self.ctx.storage.list(paths.TRASH)
         except PathNotFound:
             return 0
         restored = 0
         for path in entries:
-            digest = path.rsplit("/", 1)[-1].replace("-", ":", 1)
+            digest = paths.trash_digest(path)
             with self.ctx.write() as conn:
                 query = sa.select(blobs.c.digest).where(blobs.c.digest == digest)
                 if not self.ctx.db.is_sqlite:
@@ -448,36 +449,21 @@ class GarbageCollector:
     # ---- storage sweep ----------------------------------------------------------------------------------------------
     def _sweep_storage(self, cutoff: float, dry_run: bool, report: GcReport) -> None:
         storage = self.ctx.storage
-        try:
-            upload_dirs = storage.list("uploads")
-        except PathNotFound:
-            upload_dirs = []
-        for path in upload_dirs:
-            upload_id = path.rsplit("/", 1)[-1]
+        for upload_id, newest in self._upload_data(storage):
             with self.ctx.db.read() as conn:
                 live = conn.execute(sa.select(uploads.c.id).where(uploads.c.id == upload_id)).first() is not None
-            if live:
-                continue
-            try:
-                if self._newest_mtime(path) > cutoff:
-                    continue
-            except PathNotFound:  # the upload completed or was cancelled since the listing
+            if live or newest > cutoff:
                 continue
             report.stray_files_deleted += 1
             if not dry_run:
                 try:
-                    storage.delete(path)
-                except PathNotFound:
+                    storage.delete(paths.upload_dir(upload_id))
+                except PathNotFound:  # the upload completed or was cancelled since the listing
                     pass
-        try:
-            files = list(storage.walk("blobs"))
-        except PathNotFound:
-            files = []
-        for info in files:
-            parts = info.path.split("/")
-            if len(parts) != 4 or info.modified > cutoff:
+        for info in storage.walk(paths.BLOBS):  # lazily, page by page: no list of every blob in memory
+            digest = paths.blob_digest(info.path)
+            if digest is None or info.modified > cutoff:
                 continue
-            digest = f"{parts[1]}:{parts[3]}"
             try:
                 with self.ctx.db.write() as conn:
                     # Probe by inserting the row: an upload completing this digest right now holds the row
@@ -495,8 +481,17 @@ class GarbageCollector:
             except _RollBack:
                 pass
 
-    def _newest_mtime(self, path: str) -> float:
-        newest = 0.0
-        for info in self.ctx.storage.walk(path):
+    @staticmethod
+    def _upload_data(storage: StorageDriver) -> Iterator[tuple[str, float]]:
+        """(upload id, newest modification time) of each session's data, from one walk of ``uploads/`` (a session's
+        files are contiguous in it)."""
+        current, newest = None, 0.0
+        for info in storage.walk(paths.UPLOADS):
+            upload_id = paths.upload_id_of(info.path)
+            if upload_id != current:
+                if current is not None:
+                    yield current, newest
+                current, newest = upload_id, 0.0
             newest = max(newest, info.modified)
-        return newest
+        if current is not None:
+            yield current, newest

@@ -10,11 +10,12 @@ from soko.digest import Digest
 from soko.errors import BlobUnknown, ManifestReferenced
 from soko.meta.schema import blobs, manifest_blobs, manifests, repository_blobs
 from soko.meta.schema import repositories as repos
-from soko.registry.context import DomainContext, blob_path
+from soko.registry.context import DomainContext
 from soko.registry.models import BlobContent, BlobInfo, RepoRef
 from soko.registry.repositories import Repositories
 from soko.registry.settings_store import account_setting
 from soko.storage import PathNotFound
+from soko.storage.paths import blob_path
 
 
 def blob_unknown(ref: RepoRef, digest: str) -> BlobUnknown:
@@ -48,7 +49,8 @@ class Blobs:
         info = self.stat(ref, digest)
         path = blob_path(info.digest)
         storage = self.ctx.storage
-        return BlobContent(info.digest, info.size, path, storage.redirect_url(path))
+        redirect = storage.redirect_url(path) if storage.capabilities.redirect else None
+        return BlobContent(info.digest, info.size, path, redirect)
 
     def reader(self, blob: BlobContent, offset: int = 0) -> BinaryIO:
         """The blob's content from ``offset`` on (close it when done)."""

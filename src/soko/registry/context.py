@@ -45,17 +45,3 @@ class DomainContext:
         with self.transaction(invalidates=invalidates) as tx:
             yield tx.conn
 
-
-def blob_path(digest: str) -> str:
-    """Where a blob's content lives: blobs/<algorithm>/<first two hex>/<hex> (digest-addressed, nothing else)."""
-    algorithm, _, hex_ = digest.partition(":")
-    return f"blobs/{algorithm}/{hex_[:2]}/{hex_}"
-
-
-def trash_path(digest: str) -> str:
-    """Where the garbage collector parks a blob's content between its move and the commit of the row deletion."""
-    return f"trash/{digest.replace(':', '-')}"
-
-
-def upload_path(upload_id: str) -> str:
-    return f"uploads/{upload_id}/data"

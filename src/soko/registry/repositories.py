@@ -18,6 +18,7 @@ from soko.registry.models import RepoRef, Repository
 from soko.registry.quotas import Quotas
 from soko.registry.unit_of_work import UnitOfWork
 from soko.storage.base import PathNotFound
+from soko.storage.paths import upload_dir
 
 MUTABILITIES = ("MUTABLE", "IMMUTABLE", "IMMUTABLE_WITH_EXCLUSION", "MUTABLE_WITH_EXCLUSION")
 WITH_EXCLUSION = ("IMMUTABLE_WITH_EXCLUSION", "MUTABLE_WITH_EXCLUSION")
@@ -391,7 +392,7 @@ class Repositories:
             tx.emit(repository_action(ref.account_id, self.ctx.settings.region, ref.name, "DELETE"))
         for upload_id in upload_ids:
             try:
-                self.ctx.storage.delete(f"uploads/{upload_id}")
+                self.ctx.storage.delete(upload_dir(upload_id))
             except PathNotFound:
                 pass
         return repo

@@ -39,10 +39,11 @@ from soko.errors import (
 )
 from soko.meta.db import retry_on_deadlock
 from soko.meta.schema import blobs, repository_blobs, uploads
-from soko.registry.context import DomainContext, blob_path, upload_path
+from soko.registry.context import DomainContext
 from soko.registry.models import BlobInfo, RepoRef, UploadState
 from soko.registry.repositories import Repositories
 from soko.storage import FileWriter, InvalidOffset, PathNotFound
+from soko.storage.paths import blob_path, upload_dir, upload_path
 
 log = logging.getLogger("soko.uploads")
 _HASH_READ_SIZE = 4 * 1024 * 1024
@@ -458,7 +459,7 @@ class Uploads:
 
     def _delete_data(self, upload_id: str) -> None:
         try:
-            self.ctx.storage.delete(f"uploads/{upload_id}")
+            self.ctx.storage.delete(upload_dir(upload_id))
         except PathNotFound:
             pass
 

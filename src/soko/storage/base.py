@@ -1,8 +1,9 @@
 """The storage-driver interface, modelled on CNCF Distribution's ``StorageDriver``.
 
-Paths are '/'-separated keys relative to the driver's root ("blobs/sha256/ab/ab…", "uploads/<id>/data"). Drivers are
+Paths are '/'-separated keys relative to the driver's root; what lives where is ``storage/paths.py``. Drivers are
 synchronous and thread-safe; the HTTP layer calls them from a thread pool so blocking I/O never stalls the event loop.
-Every backend must pass ``tests/storage/driver_suite.py``.
+What differs between backends is said by ``capabilities``, which callers consult (never the driver's type). Every
+backend must pass ``tests/storage/driver_suite.py``.
 """
 
 from __future__ import annotations
@@ -36,6 +37,15 @@ class InvalidPath(StorageError):
 
 class InvalidOffset(StorageError):
     pass
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What a backend does cheaply, so callers can choose how to use it."""
+
+    cheap_rename: bool  # ``move`` is a rename (constant time), not a copy of the content
+    append: bool  # a writer resumes a file in place; without it, written data is kept as parts (``paths.part_path``)
+    redirect: bool  # ``redirect_url`` hands clients a URL to fetch content from the backend directly
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +99,10 @@ class FileWriter(abc.ABC):
 class StorageDriver(abc.ABC):
     name: str = "abstract"
 
+    @property
+    @abc.abstractmethod
+    def capabilities(self) -> Capabilities: ...
+
     @abc.abstractmethod
     def get_content(self, path: str) -> bytes: ...
 
@@ -120,19 +134,18 @@ class StorageDriver(abc.ABC):
     def delete(self, path: str) -> None:
         """Delete a file or a whole prefix; PathNotFound when absent."""
 
-    def walk(self, path: str) -> Iterator[FileInfo]:
-        """Every file below path, recursively."""
-        for child in self.list(path):
-            info = self.stat(child)
-            if info.is_dir:
-                yield from self.walk(child)
-            else:
-                yield info
+    @abc.abstractmethod
+    def walk(self, path: str, start_after: str = "") -> Iterator[FileInfo]:
+        """Every file below path ("" for all), lazily, in the order of their paths as byte strings (a file kept as
+        parts shows once, with its whole size, where its parts sort). ``start_after`` (a path this walk yielded)
+        resumes after it, so a long sweep can go page by page. No per-file request to the backend: listing pages
+        (object stores) or directory scans (filesystem) carry each file's size and modification time. Nothing
+        below path: no files, no error."""
 
     def check(self) -> None:
         """Raise (saying why) unless the storage is reachable and writable: the readiness probe (/readyz)."""
         self.list("")
 
     def redirect_url(self, path: str, method: str = "GET", expires_in: int = 1200) -> str | None:
-        """A URL clients can fetch the content from directly (object stores), or None."""
+        """A URL clients can fetch the content from directly; None unless ``capabilities.redirect``."""
         return None

@@ -9,10 +9,19 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
+from collections.abc import Iterator
 from typing import BinaryIO
 
 from soko.private import FILE_MODE, make_dirs
-from soko.storage.base import FileInfo, FileWriter, InvalidOffset, PathNotFound, StorageDriver, check_path
+from soko.storage.base import (
+    Capabilities,
+    FileInfo,
+    FileWriter,
+    InvalidOffset,
+    PathNotFound,
+    StorageDriver,
+    check_path,
+)
 
 
 def _fsync_dir(path: str) -> None:
@@ -91,6 +100,10 @@ class _FileWriter(FileWriter):
 class FilesystemDriver(StorageDriver):
     name = "filesystem"
 
+    @property
+    def capabilities(self) -> Capabilities:
+        return Capabilities(cheap_rename=True, append=True, redirect=False)
+
     def __init__(self, root: str) -> None:
         self.root = os.path.abspath(root)
         make_dirs(self.root)
@@ -155,6 +168,31 @@ class FilesystemDriver(StorageDriver):
             raise PathNotFound(path) from None
         prefix = "" if path in ("", "/") else path + "/"
         return [prefix + n for n in names if ".tmp-" not in n]
+
+    def walk(self, path: str, start_after: str = "") -> Iterator[FileInfo]:
+        full = self.root if path in ("", "/") else self._full(path)
+        yield from self._walk(full, "" if path in ("", "/") else path + "/", start_after)
+
+    def _walk(self, full: str, prefix: str, start_after: str) -> Iterator[FileInfo]:
+        # One scandir per directory: the file type comes with the entry, so only files are stat'ed (for their size
+        # and mtime), never directories. A directory sorts as "<name>/" so files come in the order of their paths.
+        try:
+            with os.scandir(full) as scan:
+                entries = [(e.name + "/" if e.is_dir(follow_symlinks=False) else e.name, e) for e in scan]
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        for key, entry in sorted(entries, key=lambda item: item[0]):
+            rel = prefix + key
+            if key.endswith("/"):
+                if start_after >= rel and not start_after.startswith(rel):
+                    continue  # everything in it comes before start_after
+                yield from self._walk(entry.path, rel, start_after)
+            elif rel > start_after and ".tmp-" not in key:
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except FileNotFoundError:  # deleted since the scan
+                    continue
+                yield FileInfo(path=rel, size=st.st_size, modified=st.st_mtime)
 
     def move(self, source: str, dest: str) -> None:
         src_full, dst_full = self._full(source), self._full(dest)

@@ -2,7 +2,7 @@
 
 Every node talks to the same bucket, so no state may live on a node: an upload resumed on another node must find
 what the first one wrote. S3 has no append, so a file written through ``writer`` (only in-flight upload data is)
-is stored as *parts*, one object per piece at ``<path>~parts/<start offset, 16 hex digits>``:
+is stored as *parts*, one object per piece at ``paths.part_path`` (``<path>~parts/<start offset, 16 hex digits>``):
 
 * a writer buffers up to ``PART_SIZE`` bytes and stores each full buffer as one part; ``close``/``commit`` store
   the rest as a last, short part. A later writer resuming at that offset takes a short last part back into its
@@ -30,7 +30,9 @@ import botocore.session
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from soko.storage import paths
 from soko.storage.base import (
+    Capabilities,
     FileInfo,
     FileWriter,
     InvalidOffset,
@@ -44,7 +46,7 @@ from soko.storage.base import (
 PART_SIZE = 8 << 20  # ≥ S3's 5 MiB minimum for every multipart part but the last
 COPY_PART_SIZE = 1 << 30  # a plain object larger than S3's 5 GB single-copy limit is copied in 1 GiB pieces
 SINGLE_COPY_LIMIT = 5 * 10**9
-_PARTS = "~parts/"
+_PARTS = paths.PARTS
 _MISSING = ("404", "NoSuchKey", "NotFound", "NoSuchUpload")
 
 
@@ -262,13 +264,18 @@ class S3Driver(StorageDriver):
             )
         self.client = client
 
+    @property
+    def capabilities(self) -> Capabilities:
+        # No rename (a move is a server-side copy) and no append (writers store parts); redirects when configured.
+        return Capabilities(cheap_rename=False, append=False, redirect=self.redirect_expiry is not None)
+
     # ---- keys ----------------------------------------------------------------------------------------------------
     def _key(self, path: str) -> str:
         return self._prefix + check_path(path)
 
     @staticmethod
     def _part_key(key: str, start: int) -> str:
-        return f"{key}{_PARTS}{start:016x}"
+        return paths.part_path(key, start)
 
     def _rel(self, key: str) -> str:
         return key[len(self._prefix) :]
@@ -304,13 +311,19 @@ class S3Driver(StorageDriver):
         head = self._head(key)
         return None if head is None else int(head["ContentLength"])
 
-    def _list(self, prefix: str, delimiter: str | None = None, start_after: str | None = None) -> Iterator[dict]:
-        """Pages of ListObjectsV2 below ``prefix``."""
-        args = {"Bucket": self.location.bucket, "Prefix": prefix}
+    def _list(
+        self, prefix: str, delimiter: str | None = None, start_after: str | None = None, max_keys: int | None = None
+    ) -> Iterator[dict]:
+        """Pages of ListObjectsV2 below ``prefix`` (only the first page when ``max_keys`` is given)."""
+        args: dict = {"Bucket": self.location.bucket, "Prefix": prefix}
         if delimiter:
             args["Delimiter"] = delimiter
         if start_after:
             args["StartAfter"] = start_after
+        if max_keys is not None:
+            args["MaxKeys"] = max_keys
+            yield self.client.list_objects_v2(**args)
+            return
         paginator = self.client.get_paginator("list_objects_v2")
         yield from paginator.paginate(**args)
 
@@ -319,7 +332,7 @@ class S3Driver(StorageDriver):
         parts = []
         for page in self._list(key + _PARTS):
             for item in page.get("Contents", []):
-                parts.append((int(item["Key"].rsplit("/", 1)[1], 16), int(item["Size"])))
+                parts.append((paths.part_start(item["Key"]), int(item["Size"])))
         parts.sort()
         return parts
 
@@ -454,22 +467,37 @@ class S3Driver(StorageDriver):
             raise PathNotFound(path)
         return sorted(children)
 
-    def walk(self, path: str) -> Iterator[FileInfo]:
-        """Every file below path, one ListObjectsV2 page at a time (no per-key HEAD). A parted file is reported
-        once, with the size of all its parts."""
-        parted: dict[str, list] = {}
-        for page in self._list(self._dir_prefix(path)):
+    def walk(self, path: str, start_after: str = "") -> Iterator[FileInfo]:
+        """One ListObjectsV2 page at a time (no per-key HEAD), from S3's StartAfter. A parted file is reported once,
+        with the size of all its parts, when its (contiguous) run of parts ends."""
+        try:
+            yield from self._walk(path, start_after)
+        except (ClientError, BotoCoreError) as exc:
+            raise StorageUnreachable(f"the S3 store failed: {exc}") from exc
+
+    def _walk(self, path: str, start_after: str) -> Iterator[FileInfo]:
+        after = ""
+        if start_after:
+            after = self._key(start_after)
+            if any(page.get("Contents") for page in self._list(after + _PARTS, max_keys=1)):
+                after = self._part_key(after, (1 << 64) - 1)  # it was parted: resume after its last possible part
+        run: list = []  # [file key, size, newest] of the parted file whose parts are being listed
+        for page in self._list(self._dir_prefix(path), start_after=after or None):
             for item in page.get("Contents", []):
-                key = item["Key"]
-                if _PARTS in key:
-                    base = key.split(_PARTS, 1)[0]
-                    entry = parted.setdefault(base, [0, 0.0])
-                    entry[0] += int(item["Size"])
-                    entry[1] = max(entry[1], item["LastModified"].timestamp())
-                    continue
-                yield FileInfo(self._rel(key), int(item["Size"]), item["LastModified"].timestamp())
-        for base, (size, modified) in sorted(parted.items()):
-            yield FileInfo(self._rel(base), size, modified)
+                key, size, modified = item["Key"], int(item["Size"]), item["LastModified"].timestamp()
+                base = paths.parted_file(key)
+                if run and base != run[0]:
+                    yield FileInfo(self._rel(run[0]), run[1], run[2])
+                    run = []
+                if base is None:
+                    yield FileInfo(self._rel(key), size, modified)
+                elif run:
+                    run[1] += size
+                    run[2] = max(run[2], modified)
+                else:
+                    run = [base, size, modified]
+        if run:
+            yield FileInfo(self._rel(run[0]), run[1], run[2])
 
     @_unreachable_on_failure
     def move(self, source: str, dest: str) -> None:

@@ -1,0 +1,68 @@
+"""The storage layout: every path Soko keeps in a storage driver, and how to read one back.
+
+::
+
+    blobs/<algorithm>/<first two hex>/<hex>      a blob's content (digest-addressed; nothing else lives here)
+    uploads/<upload id>/data                     an in-flight upload's data (its row in ``uploads`` makes it real)
+    trash/<algorithm>-<hex>                      a blob the collector moved aside before committing its deletion
+    <path>~parts/<start offset, 16 hex digits>   one part of a file stored as parts (drivers without append)
+
+Paths are '/'-separated keys relative to the driver's root; drivers refuse anything else (``base.check_path``).
+"""
+
+from __future__ import annotations
+
+BLOBS = "blobs"
+UPLOADS = "uploads"
+TRASH = "trash"
+PARTS = "~parts/"  # '~' is outside the digest and upload-id alphabets, so a part never looks like a blob or upload
+
+
+def blob_path(digest: str) -> str:
+    algorithm, _, hex_ = digest.partition(":")
+    return f"{BLOBS}/{algorithm}/{hex_[:2]}/{hex_}"
+
+
+def blob_digest(path: str) -> str | None:
+    """The digest a path under ``blobs/`` stores, or None when the path is not a blob's (a stray file)."""
+    parts = path.split("/")
+    if len(parts) != 4 or parts[0] != BLOBS:
+        return None
+    return f"{parts[1]}:{parts[3]}"
+
+
+def upload_dir(upload_id: str) -> str:
+    """Everything an upload session keeps in storage (deleted as a whole when the session ends)."""
+    return f"{UPLOADS}/{upload_id}"
+
+
+def upload_path(upload_id: str) -> str:
+    return f"{upload_dir(upload_id)}/data"
+
+
+def upload_id_of(path: str) -> str | None:
+    """The session a path under ``uploads/`` belongs to."""
+    parts = path.split("/")
+    return parts[1] if len(parts) >= 2 and parts[0] == UPLOADS else None
+
+
+def trash_path(digest: str) -> str:
+    return f"{TRASH}/{digest.replace(':', '-')}"
+
+
+def trash_digest(path: str) -> str:
+    return path.rsplit("/", 1)[-1].replace("-", ":", 1)
+
+
+def part_path(path: str, start: int) -> str:
+    """The part of ``path`` that starts at byte ``start``."""
+    return f"{path}{PARTS}{start:016x}"
+
+
+def part_start(path: str) -> int:
+    return int(path.rsplit("/", 1)[1], 16)
+
+
+def parted_file(path: str) -> str | None:
+    """The file a part belongs to, or None when ``path`` is not a part."""
+    return path.split(PARTS, 1)[0] if PARTS in path else None
