@@ -47,7 +47,8 @@ class SokoApp:
         self.registry = registry
         self.identity = identity
         self.bodies = BodyBudget(BODY_BUDGET)  # AWS documents and manifests held whole, in this process
-        self.oci = OciRouter(OciContext(registry, identity.authorizer, settings), identity.authenticate, endpoints)
+        oci = OciContext(registry, identity.authorizer, settings, self.bodies)
+        self.oci = OciRouter(oci, identity.authenticate, endpoints)
         ecr = EcrApi(settings, registry, identity)
         query = _query_service(settings, registry, identity)
         self.aws = AwsFrontDoor(

@@ -4,13 +4,12 @@ The figure under 20 concurrent 31 MiB bodies is ``bench/unauthenticated_bodies.p
 
 from __future__ import annotations
 
-import json
-import socket
 import time
 
 import pytest
 
 from tests.conftest import ROOT_KEY_ID
+from tests.rawhttp import answer, connect, trickle, wait_until
 
 
 @pytest.fixture
@@ -43,58 +42,26 @@ def _auth(key_id: str, service: str = "ecr") -> str:
     return f"AWS4-HMAC-SHA256 Credential={scope}, SignedHeaders=host;x-amz-date, Signature={'0' * 64}"
 
 
-def _connect(server) -> socket.socket:
-    host, port = server.host.split(":")
-    sock = socket.create_connection((host, int(port)), timeout=15)  # a liveness bound, not a timing claim
-    return sock
-
-
-def _answer(sock: socket.socket) -> tuple[int, dict[str, str], dict]:
-    data = b""
-    while b"\r\n\r\n" not in data:
-        piece = sock.recv(65536)
-        assert piece, f"connection closed without an answer: {data!r}"
-        data += piece
-    head, _, rest = data.partition(b"\r\n\r\n")
-    lines = head.decode().split("\r\n")
-    headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
-    length = int(headers.get("content-length", "0"))
-    while len(rest) < length:
-        piece = sock.recv(65536)
-        if not piece:
-            break
-        rest += piece
-    body = json.loads(rest) if rest.startswith(b"{") else {"raw": rest.decode()}
-    return int(lines[0].split()[1]), headers, body
-
-
 def test_a_refused_key_is_answered_before_a_large_body(server) -> None:
     for authorization, status, error in [
         (None, 403, "MissingAuthenticationTokenException"),
         ("AWS4-HMAC-SHA256 Credential=oops", 400, "IncompleteSignatureException"),
         (_auth("AKIAUNKNOWN000000000"), 400, "UnrecognizedClientException"),
     ]:
-        with _connect(server) as sock:
+        with connect(server) as sock:
             sock.sendall(_head(server.host, BIG, authorization))  # and not one byte of the 31 MiB
-            got, headers, body = _answer(sock)
+            got, headers, body = answer(sock)
         assert (got, body.get("__type")) == (status, error), body
         assert headers.get("connection") == "close"
 
 
 def test_a_small_body_with_a_refused_key_still_gets_its_services_error(server) -> None:
     form = b"Action=GetCallerIdentity&Version=2011-06-15"
-    with _connect(server) as sock:
+    with connect(server) as sock:
         sock.sendall(_head(server.host, len(form), _auth("AKIAUNKNOWN000000000", "sts"), target=None) + form)
-        got, _, body = _answer(sock)
+        got, _, body = answer(sock)
     assert got == 403 and "<Code>InvalidClientTokenId</Code>" in body["raw"], body
     assert "sts.amazonaws.com/doc/2011-06-15" in body["raw"]  # the service is told from the body
-
-
-def _wait_until(condition, what: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.02)
 
 
 def test_bodies_held_at_once_have_a_budget(server) -> None:
@@ -103,19 +70,19 @@ def test_bodies_held_at_once_have_a_budget(server) -> None:
     waiting = []
     try:
         for _ in range(4):  # 4 bodies of 1 MiB, all but their last byte sent: 4 MiB held
-            sock = _connect(server)
+            sock = connect(server)
             sock.sendall(_head(server.host, 1 << 20, _auth(ROOT_KEY_ID)) + b" " * ((1 << 20) - 1))
             waiting.append(sock)
-        _wait_until(lambda: budget.used == 4 * ((1 << 20) - 1), f"the bodies never arrived ({budget.used})")
-        with _connect(server) as sock:  # a fifth that cannot fit is refused before its body
+        wait_until(lambda: budget.used == 4 * ((1 << 20) - 1), f"the bodies never arrived ({budget.used})")
+        with connect(server) as sock:  # a fifth that cannot fit is refused before its body
             sock.sendall(_head(server.host, 1 << 20, _auth(ROOT_KEY_ID)))
-            got, headers, body = _answer(sock)
+            got, headers, body = answer(sock)
         assert (got, body.get("__type")) == (503, "ServiceUnavailable"), body
         assert headers.get("retry-after") == "1"
     finally:
         for sock in waiting:
             sock.close()
-    _wait_until(lambda: budget.used == 0, f"bodies of closed connections are still held ({budget.used})")
+    wait_until(lambda: budget.used == 0, f"bodies of closed connections are still held ({budget.used})")
 
 
 def test_declared_lengths_reserve_nothing(server, aws) -> None:
@@ -125,10 +92,10 @@ def test_declared_lengths_reserve_nothing(server, aws) -> None:
     waiting = []
     try:
         for head in heads:
-            sock = _connect(server)
+            sock = connect(server)
             sock.sendall(head + b"{")  # one byte, so the server is seen to hold these requests
             waiting.append(sock)
-        _wait_until(lambda: server.app.bodies.used >= 4, "the heads never reached the server")
+        wait_until(lambda: server.app.bodies.used >= 4, "the heads never reached the server")
         assert aws("ecr").describe_repositories()["repositories"] == []
         assert server.app.bodies.used < 1024
     finally:
@@ -139,18 +106,10 @@ def test_declared_lengths_reserve_nothing(server, aws) -> None:
 @pytest.mark.parametrize("every", [0.2, None])  # a byte every 0.2 s, or nothing more at all
 def test_a_trickling_body_is_cut_off(server, monkeypatch, every) -> None:
     monkeypatch.setattr("soko.http.bodies.GRACE", 0.5)
-    with _connect(server) as sock:
+    with connect(server) as sock:
         sock.sendall(_head(server.host, 1000, _auth(ROOT_KEY_ID)) + b"{")
-        if every:
-            sock.settimeout(every)
-            for _ in range(50):
-                try:
-                    if sock.recv(1, socket.MSG_PEEK):
-                        break  # answered
-                except TimeoutError:
-                    sock.sendall(b" ")
-            sock.settimeout(15)
-        got, headers, body = _answer(sock)
+        trickle(sock, every)
+        got, headers, body = answer(sock)
     assert (got, body.get("__type")) == (408, "RequestTimeoutException"), body
     assert headers.get("connection") == "close"
 
@@ -159,10 +118,10 @@ def test_a_body_that_stops_is_cut_off_however_fast_it_began(server, monkeypatch)
     """The average rate alone let a client that sent 1 MiB at once then stop hold its connection for 37 s."""
     monkeypatch.setattr("soko.http.bodies.GRACE", 5.0)
     monkeypatch.setattr("soko.http.bodies.MAX_GAP", 0.5)
-    with _connect(server) as sock:
+    with connect(server) as sock:
         started = time.monotonic()
         sock.sendall(_head(server.host, 2 << 20, _auth(ROOT_KEY_ID)) + b" " * (1 << 20))
-        got, headers, body = _answer(sock)
+        got, headers, body = answer(sock)
     assert (got, body.get("__type")) == (408, "RequestTimeoutException"), body
     assert "no byte of the request body arrived for" in body["message"]
     assert headers.get("connection") == "close"
@@ -170,10 +129,10 @@ def test_a_body_that_stops_is_cut_off_however_fast_it_began(server, monkeypatch)
 
 
 def test_unauthenticated_registry_uploads_are_refused_before_their_body(server) -> None:
-    with _connect(server) as sock:
+    with connect(server) as sock:
         sock.sendall(
             f"POST /v2/team/app/blobs/uploads/ HTTP/1.1\r\nHost: {server.host}\r\nContent-Length: {BIG}\r\n"
             "Content-Type: application/octet-stream\r\n\r\n".encode()
         )
-        got, _, body = _answer(sock)
+        got, _, body = answer(sock)
     assert got == 401 and body["errors"][0]["code"] == "UNAUTHORIZED", body

@@ -66,19 +66,3 @@ async def pump_body(request: Request, sink: BodySink, expected: int | None) -> i
 def _both(loop: asyncio.AbstractEventLoop, sink: BodySink, parts: list[bytes]) -> asyncio.Future:
     return asyncio.gather(loop.run_in_executor(None, sink.store, parts), loop.run_in_executor(None, sink.digest, parts))
 
-
-async def read_limited(request: Request, limit: int) -> bytes | None:
-    """The whole body, or None when it is longer than ``limit``."""
-    if request.content_length is not None and request.content_length > limit:
-        return None
-    parts: list[bytes] = []
-    total = 0
-    try:
-        async for data in request.iter_body():
-            total += len(data)
-            if total > limit:
-                return None
-            parts.append(data)
-    except BodyInterrupted as exc:
-        raise UploadInvalid(f"the request body was cut off after {total} bytes: {exc}") from None
-    return b"".join(parts)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from soko.access import Authorizer, repository_arn
 from soko.config import Settings
 from soko.errors import AccessDenied
+from soko.http.bodies import BODY_BUDGET, BodyBudget
 from soko.http.context import registry_account
 from soko.http.messages import Request
 from soko.registry import Registry
@@ -12,10 +13,13 @@ from soko.registry.models import RepoRef
 
 
 class OciContext:
-    def __init__(self, registry: Registry, authorizer: Authorizer, settings: Settings) -> None:
+    def __init__(
+        self, registry: Registry, authorizer: Authorizer, settings: Settings, bodies: BodyBudget | None = None
+    ) -> None:
         self.registry = registry
         self.authorizer = authorizer
         self.settings = settings
+        self.bodies = bodies or BodyBudget(BODY_BUDGET)  # manifests held whole (shared with POST / in SokoApp)
 
     def repo(self, request: Request, name: str) -> RepoRef:
         return RepoRef(registry_account(request, self.settings.account_id), name)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from soko.errors import DigestInvalid, ManifestUnknown, TagInvalid, TooLarge
+from soko.errors import DigestInvalid, ManifestUnknown, TagInvalid
+from soko.http.bodies import BodyRefused, whole_body
 from soko.http.messages import Request, Response
-from soko.http.streaming import read_limited
 from soko.http.threads import offload
 from soko.oci.base import OciContext, location
-from soko.oci.errors import API_VERSION_HEADER
+from soko.oci.errors import API_VERSION_HEADER, error_response
 from soko.registry import media_types as mt
 
 
@@ -35,6 +35,14 @@ async def get_manifest(ctx: OciContext, request: Request, name: str, reference: 
     return Response(200, headers, record.payload)
 
 
+# BodyRefused.reason → (status, OCI error code): the spec's 413 for a manifest over the size limit; a body that
+# never arrived whole is not a manifest (400), or came too slowly (408, as HTTP says); a full budget is 503.
+_BODY_ERRORS = {
+    "too_large": (413, "SIZE_INVALID"),
+    "interrupted": (400, "MANIFEST_INVALID"),
+    "slow": (408, "MANIFEST_INVALID"),
+    "busy": (503, "UNAVAILABLE"),
+}
 _HEADERS: dict[tuple[str, str, int], dict[str, str]] = {}
 
 
@@ -60,10 +68,16 @@ async def put_manifest(ctx: OciContext, request: Request, name: str, reference: 
     ref = ctx.repo(request, name)
     ctx.authorize(request, ref, "ecr:PutImage")
     limit = ctx.settings.max_manifest_size
-    payload = await read_limited(request, limit)
-    if payload is None:
-        raise TooLarge(f"manifest is larger than the {limit}-byte limit")
-    result = await offload(ctx.registry.manifests.put, ref, reference, payload, request.headers.get("content-type"))
+    try:
+        # Held whole under the process's body budget, with its minimum rate: what POST / does with its documents.
+        async with whole_body(request, limit, ctx.bodies) as payload:
+            result = await offload(
+                ctx.registry.manifests.put, ref, reference, payload, request.headers.get("content-type")
+            )
+    except BodyRefused as exc:  # (the rest of the body stays unread: the answer says Connection: close)
+        status, code = _BODY_ERRORS[exc.reason]
+        message = f"manifest is larger than the {limit}-byte limit" if exc.reason == "too_large" else exc.message
+        return error_response(status, code, message, headers={"Retry-After": "1"} if exc.reason == "busy" else None)
     headers = {
         **API_VERSION_HEADER,
         **location(f"/v2/{name}/manifests/{result.digest}"),
