@@ -16,6 +16,7 @@ from tests.storage.driver_suite import DriverSuite
 class TestS3Driver(DriverSuite):
     @pytest.fixture
     def driver(self, s3_driver) -> S3Driver:  # noqa: F811
+        s3_driver.redirect_expiry = 600  # so the suite checks presigned redirects too
         return s3_driver
 
 

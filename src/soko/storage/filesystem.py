@@ -42,12 +42,11 @@ _FLUSH_BEHIND_SUPPORTED = hasattr(os, "fdatasync") and hasattr(os, "posix_fadvis
 
 class _FileWriter(FileWriter):
     def __init__(self, full_path: str, offset: int) -> None:
-        make_dirs(os.path.dirname(full_path))
         self._path = full_path
         if offset:
             try:
                 self._file = open(full_path, "r+b", buffering=0)  # noqa: SIM115 - owned by the writer
-            except FileNotFoundError:
+            except (FileNotFoundError, NotADirectoryError):
                 raise InvalidOffset(f"cannot resume {full_path} at {offset}: no such file") from None
             end = self._file.seek(0, os.SEEK_END)
             if end < offset:
@@ -56,6 +55,7 @@ class _FileWriter(FileWriter):
             self._file.truncate(offset)
             self._file.seek(offset)
         else:
+            make_dirs(os.path.dirname(full_path))
             fd = os.open(full_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
             self._file = open(fd, "wb", buffering=0)  # noqa: SIM115 - owned by the writer
         self._size = offset
@@ -214,5 +214,5 @@ class FilesystemDriver(StorageDriver):
         else:
             try:
                 os.unlink(full)
-            except FileNotFoundError:
+            except (FileNotFoundError, NotADirectoryError):
                 raise PathNotFound(path) from None
