@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from soko.aws import sigv4
 from tests.conftest import ROOT_KEY_ID
 from tests.rawhttp import answer, connect, trickle, wait_until
 
@@ -126,6 +127,24 @@ def test_a_body_that_stops_is_cut_off_however_fast_it_began(server, monkeypatch)
     assert "no byte of the request body arrived for" in body["message"]
     assert headers.get("connection") == "close"
     assert time.monotonic() - started < 5
+
+
+def test_a_request_is_verified_once(server, aws, monkeypatch) -> None:
+    """The checks that need no body run before it is read, and the signature once it is in: one key lookup, one
+    pass over the head (they once ran twice)."""
+    credentials = server.app.aws.credentials
+    looked_up = []
+
+    def counting(key_id):
+        looked_up.append(key_id)
+        return type(credentials).lookup(credentials, key_id)
+
+    monkeypatch.setattr(credentials, "lookup", counting)
+    calls = []
+    real = sigv4._check_head
+    monkeypatch.setattr(sigv4, "_check_head", lambda *args: calls.append(1) or real(*args))
+    aws("ecr").describe_repositories()
+    assert (len(calls), looked_up) == (1, [ROOT_KEY_ID])
 
 
 def test_unauthenticated_registry_uploads_are_refused_before_their_body(server) -> None:

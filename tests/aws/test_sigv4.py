@@ -15,6 +15,7 @@ from soko.aws.sigv4 import (
     AwsAuthError,
     Credentials,
     SignedRequest,
+    check_head,
     verify,
 )
 
@@ -185,6 +186,24 @@ def test_explicit_host_overrides_header() -> None:
     req = to_signed(sign(), with_host_header=False)
     verify(req, lookup, now=NOW)
     fails(replace(req, host="evil.example"), "InvalidSignatureException")
+
+
+def test_the_head_is_checked_once_and_the_body_hash_finishes_it() -> None:
+    """check_head parses, looks the key up and checks the time once; Checked.verify only adds the body's hash."""
+    body = b'{"repositoryNames":["a"]}'
+    looked_up: list[str] = []
+
+    def counting(key_id: str) -> Credentials | None:
+        looked_up.append(key_id)
+        return lookup(key_id)
+
+    checked = check_head(replace(to_signed(sign(body=body)), body_sha256=""), counting, now=NOW)
+    assert checked.access_key_id == AKID
+    assert checked.verify(hashlib.sha256(body).hexdigest()).access_key_id == AKID
+    with pytest.raises(AwsAuthError) as info:
+        checked.verify(hashlib.sha256(body + b" ").hexdigest())
+    assert (info.value.code, info.value.access_key_id) == ("InvalidSignatureException", AKID)
+    assert looked_up == [AKID]
 
 
 def test_matching_content_sha256_header_is_accepted() -> None:

@@ -117,3 +117,36 @@ class TestBehindAProxy:
         # the default account's root, routed to B's registry by the forwarded host: B has not shared it
         r = httpx.get(f"{server.url}/v2/b/app/tags/list", headers=headers)
         assert r.status_code == 403, r.text
+
+    def test_sigv4_covers_the_host_the_client_signed_not_the_forwarded_one(self, server, aws):
+        """botocore signs the Host it sends (the proxy's address); a proxy passes Host through and adds
+        X-Forwarded-Host after the signature was made. The signature is checked against Host; the forwarded host
+        only changes the URLs handed back."""
+
+        def forwarded(request, **_):  # what the proxy adds on its way, after the client signed
+            request.headers["X-Forwarded-Host"] = "registry.example.com"
+
+        ecr = aws("ecr")
+        ecr.meta.events.register("before-send", forwarded)
+        data = ecr.get_authorization_token()["authorizationData"][0]
+        assert data["proxyEndpoint"] == "http://registry.example.com"
+        assert ecr.describe_repositories()["repositories"] == []
+
+    def test_a_proxy_that_rewrites_host_breaks_signatures(self, server, aws):
+        """The client signed registry.example.com; the request arrives with another Host and the signed one in
+        X-Forwarded-Host (nginx's default ``proxy_set_header Host $proxy_host``): refused, the proxy must keep Host."""
+        import botocore.exceptions
+
+        ecr = aws("ecr")
+        ecr.meta.events.register("before-sign", lambda request, **_: _set_host(request, "registry.example.com"))
+        ecr.meta.events.register("before-send", lambda request, **_: _set_host(request, server.host, forwarded=True))
+        with pytest.raises(botocore.exceptions.ClientError) as info:
+            ecr.describe_repositories()
+        assert info.value.response["Error"]["Code"] == "InvalidSignatureException"
+
+
+def _set_host(request, host: str, forwarded: bool = False) -> None:
+    if forwarded:
+        request.headers["X-Forwarded-Host"] = request.headers["Host"]
+    del request.headers["Host"]
+    request.headers["Host"] = host

@@ -24,9 +24,11 @@ from soko.aws.errors import AwsAuthError
 __all__ = [
     "ALGORITHM",
     "AwsAuthError",
+    "Checked",
     "Credentials",
     "SignedRequest",
     "Verified",
+    "check_head",
     "verify",
 ]
 
@@ -330,11 +332,10 @@ def verify(
 
     ``expected_service`` and ``expected_regions`` are what the credential scope may name: a request signed for
     another service or region is refused before its key is even looked up, in AWS's words."""
-    try:
-        return _verify(req, lookup, now, expected_service, expected_regions, max_skew)
-    except AwsAuthError as exc:
-        exc.access_key_id = _key_id_tried(req)
-        raise
+    checked = check_head(
+        req, lookup, now=now, expected_service=expected_service, expected_regions=expected_regions, max_skew=max_skew
+    )
+    return checked.verify(req.body_sha256)
 
 
 _KEY_ID = re.compile(r"Credential=([A-Za-z0-9]{1,128})(?=/)")
@@ -358,12 +359,13 @@ def check_head(
     expected_service: str | Iterable[str] | None = None,
     expected_regions: Iterable[str] | None = None,
     max_skew: timedelta = timedelta(minutes=15),
-) -> None:
+) -> Checked:
     """Every check that needs no body (``req.body_sha256`` is ignored): the signature's form, the credential scope,
     the time, the key, its token and expiry. Raises what ``verify`` would, so the caller can refuse a request
-    before reading a large body; ``verify`` still has the last word."""
+    before reading a large body; once the body is in, ``Checked.verify(body_sha256)`` checks the signature itself
+    without parsing or looking anything up again."""
     try:
-        _check_head(req, lookup, _now(now), expected_service, expected_regions, max_skew)
+        return _check_head(req, lookup, _now(now), expected_service, expected_regions, max_skew)
     except AwsAuthError as exc:
         exc.access_key_id = _key_id_tried(req)
         raise
@@ -374,7 +376,10 @@ def _now(now: datetime | None) -> datetime:
 
 
 @dataclass(frozen=True)
-class _Head:
+class Checked:
+    """A request that passed every check but the signature itself (``check_head``)."""
+
+    method: str
     auth: _Auth
     presigned: bool
     headers: dict[str, list[str]]
@@ -384,6 +389,38 @@ class _Head:
     signed_at: datetime
     creds: Credentials
 
+    @property
+    def access_key_id(self) -> str:
+        return self.auth.access_key_id
+
+    def verify(self, body_sha256: str) -> Verified:
+        """The signature over this request with a body of that SHA-256 (hex): who signed it, or AwsAuthError."""
+        try:
+            return self._verify(body_sha256)
+        except AwsAuthError as exc:
+            exc.access_key_id = self.auth.access_key_id
+            raise
+
+    def _verify(self, body_sha256: str) -> Verified:
+        auth = self.auth
+        declared = self.headers.get("x-amz-content-sha256")
+        if declared:
+            payloads = _declared_payload(declared[0].strip(), body_sha256, self.presigned)
+        elif self.presigned:
+            # botocore presigns non-S3 services over the (empty) body hash and S3 over UNSIGNED-PAYLOAD.
+            payloads = [body_sha256, UNSIGNED_PAYLOAD]
+        else:
+            payloads = [body_sha256]
+        creds = self.creds
+        botocreds = ReadOnlyCredentials(creds.access_key_id, creds.secret_access_key, creds.session_token)
+        request = AWSRequest(method=self.method.upper(), url=f"http://signing.invalid{self.path or '/'}")
+        provided = auth.signature.lower().encode()
+        for payload in payloads:
+            signer = _Canonicaliser(botocreds, auth, self.signed, self.query_pairs, payload)
+            if hmac.compare_digest(signer.compute(request, auth.amz_date).encode(), provided):
+                return Verified(auth.access_key_id, auth.region, auth.service, self.signed_at, auth.session_token)
+        raise _invalid()
+
 
 def _check_head(
     req: SignedRequest,
@@ -392,7 +429,7 @@ def _check_head(
     expected_service: str | Iterable[str] | None,
     expected_regions: Iterable[str] | None,
     max_skew: timedelta,
-) -> _Head:
+) -> Checked:
     headers = _header_index(req.headers)
     path, _, extra_query = req.path.partition("?")
     raw_query = req.query or extra_query
@@ -429,37 +466,7 @@ def _check_head(
     if creds.expires_at is not None and now >= creds.expires_at:
         raise AwsAuthError("ExpiredTokenException", EXPIRED_TOKEN, 400)
 
-    return _Head(auth, presigned, headers, path, query_pairs, signed, signed_at, creds)
-
-
-def _verify(
-    req: SignedRequest,
-    lookup: Callable[[str], Credentials | None],
-    now: datetime | None,
-    expected_service: str | Iterable[str] | None,
-    expected_regions: Iterable[str] | None,
-    max_skew: timedelta,
-) -> Verified:
-    head = _check_head(req, lookup, _now(now), expected_service, expected_regions, max_skew)
-    auth, presigned, headers, path, query_pairs = head.auth, head.presigned, head.headers, head.path, head.query_pairs
-    signed, signed_at, creds = head.signed, head.signed_at, head.creds
-    declared = headers.get("x-amz-content-sha256")
-    if declared:
-        payloads = _declared_payload(declared[0].strip(), req.body_sha256, presigned)
-    elif presigned:
-        # botocore presigns non-S3 services over the (empty) body hash and S3 over UNSIGNED-PAYLOAD.
-        payloads = [req.body_sha256, UNSIGNED_PAYLOAD]
-    else:
-        payloads = [req.body_sha256]
-
-    botocreds = ReadOnlyCredentials(creds.access_key_id, creds.secret_access_key, creds.session_token)
-    request = AWSRequest(method=req.method.upper(), url=f"http://signing.invalid{path or '/'}")
-    provided = auth.signature.lower().encode()
-    for payload in payloads:
-        expected = _Canonicaliser(botocreds, auth, signed, query_pairs, payload).compute(request, auth.amz_date)
-        if hmac.compare_digest(expected.encode(), provided):
-            return Verified(auth.access_key_id, auth.region, auth.service, signed_at, auth.session_token)
-    raise _invalid()
+    return Checked(req.method, auth, presigned, headers, path, query_pairs, signed, signed_at, creds)
 
 
 def _token_matches(expected: str | None, provided: str | None) -> bool:

@@ -6,7 +6,6 @@ the credential store, and the caller's principal handed to the service with the 
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import logging
 from collections.abc import Callable
@@ -87,8 +86,8 @@ class AwsFrontDoor:
             path=request.path,  # always "/" here: decoded and raw agree
             query=request.query_string,
             headers=request.headers,
-            body_sha256="",  # once the body is in
-            host=request.host,
+            body_sha256="",  # given to checked.verify once the body is in
+            host=request.authority,  # what the client signed: never a proxy's X-Forwarded-Host
         )
         presented_token = request.headers.get("x-amz-security-token") or request.query.get("X-Amz-Security-Token")
         resolved_box: dict = {}
@@ -105,17 +104,18 @@ class AwsFrontDoor:
         # Everything but the signature itself is checked before the body is read: a request with no valid key may
         # send a small body (read, so that its error names the right service), never a large one.
         refused: AwsAuthError | None = None
+        checked: sigv4.Checked | None = None
         try:
-            sigv4.check_head(signed, lookup, expected_service=expected, expected_regions=regions)
+            checked = sigv4.check_head(signed, lookup, expected_service=expected, expected_regions=regions)
         except AwsAuthError as exc:
             refused = exc
         try:
             async with whole_body(request, MAX_BODY if refused is None else UNAUTHENTICATED_BODY, self.bodies) as body:
-                if refused is not None:
+                if checked is None:
+                    assert refused is not None
                     return self._auth_failed(refused, body, resolved_box, context, is_json)
-                signed = dataclasses.replace(signed, body_sha256=hashlib.sha256(body).hexdigest())
-                try:
-                    verified = sigv4.verify(signed, lookup, expected_service=expected, expected_regions=regions)
+                try:  # the one signature computation: the head's checks are not repeated
+                    verified = checked.verify(hashlib.sha256(body).hexdigest())
                 except AwsAuthError as exc:
                     return self._auth_failed(exc, body, resolved_box, context, is_json)
                 principal: Principal = resolved_box["r"].principal

@@ -30,6 +30,7 @@ class Headers(Protocol):
 
 class Request:
     __slots__ = (
+        "_authority",
         "_body",
         "_host",
         "_query",
@@ -71,6 +72,7 @@ class Request:
         self.bytes_in = 0  # body bytes read so far (the access log and metrics report it)
         self.body_complete = False  # the whole body was read (else the connection cannot be reused after the answer)
         self._host: str | None = None
+        self._authority: str | None = None
         # Set by the front ends as the request is handled:
         self.context: RequestContext | None = None
         self.principal: Principal | None = None
@@ -90,14 +92,27 @@ class Request:
 
     @property
     def host(self) -> str:
-        """The host the client addressed: the Host header (HTTP/2's :authority; a trusted proxy's X-Forwarded-Host)."""
+        """The host the client addressed, for the URLs Soko hands back and account routing: ``authority``, or a
+        trusted proxy's X-Forwarded-Host."""
         if self._host is not None:
             return self._host
-        return self.headers.get("host") or ""
+        return self.authority
 
     @host.setter
     def host(self, value: str) -> None:
         self._host = value
+
+    @property
+    def authority(self) -> str:
+        """The host as this request arrived: the Host header (HTTP/2's :authority). What a SigV4 signature covers:
+        a proxy's X-Forwarded-Host never changes it."""
+        if self._authority is not None:
+            return self._authority
+        return self.headers.get("host") or ""
+
+    @authority.setter
+    def authority(self, value: str) -> None:
+        self._authority = value
 
     @property
     def secure(self) -> bool:

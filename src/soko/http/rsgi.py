@@ -53,7 +53,7 @@ class RsgiApp:
             protocol,
         )
         if scope.http_version == "2" and "host" not in scope.headers:
-            request.host = scope.authority or ""  # HTTP/2 names the host in :authority, not Host
+            request.authority = scope.authority or ""  # HTTP/2 names the host in :authority, not Host
         status, sent = 500, 0
         try:
             response = self._refuse_oversize(scope)
