@@ -2,7 +2,8 @@
 # Idempotent set-up: the project's virtualenv (.venv) with Soko and its pinned dependencies.
 #   scripts/bootstrap.sh          what `soko serve` needs
 #   scripts/bootstrap.sh --test   also the test tools, and the external clients the end-to-end tests and the bench
-#                                 drive (skopeo, umoci, jq, podman, buildah, containerd, docker-registry, wrk, hey:
+#                                 drive (skopeo, umoci, jq, podman, buildah, containerd, docker-registry, wrk, hey,
+#                                 and Ceph's S3 gateway for scripts/ceph-rgw.sh: ceph-mon ceph-osd radosgw ceph-common:
 #                                 Debian packages, installed with apt-get when missing)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,6 +21,10 @@ if [ -n "$extra" ]; then
   [ -x /usr/bin/docker-registry ] || missing+=(docker-registry)
   command -v wrk >/dev/null 2>&1 || missing+=(wrk)
   command -v hey >/dev/null 2>&1 || missing+=(hey)
+  command -v ceph-mon >/dev/null 2>&1 || missing+=(ceph-mon)
+  command -v ceph-osd >/dev/null 2>&1 || missing+=(ceph-osd)
+  command -v radosgw >/dev/null 2>&1 || missing+=(radosgw)
+  command -v ceph-authtool >/dev/null 2>&1 || missing+=(ceph-common)
   if [ "${#missing[@]}" -gt 0 ]; then
     sudo=""
     [ "$(id -u)" -eq 0 ] || sudo="sudo"

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from tests.databases import fresh_database
-from tests.s3 import KEY_ID, SECRET, s3_client, s3_endpoint  # noqa: F401 - fixture
+from tests.s3 import S3Server, rgw  # noqa: F401 - fixture
 
 from .layout import assert_same_content
 from .servers import RegistryServer, start_soko
@@ -28,16 +28,14 @@ ROOT = ("AKIASCALEOUTROOT0001", "scale-out-root-secret-000000000000000000")
 
 
 @pytest.fixture(scope="module")
-def nodes(s3_endpoint, tmp_path_factory) -> Iterator[tuple[RegistryServer, RegistryServer]]:  # noqa: F811
-    bucket = f"soko-nodes-{uuid.uuid4().hex[:10]}"
-    s3_client(s3_endpoint).create_bucket(Bucket=bucket)
+def nodes(rgw: S3Server, tmp_path_factory) -> Iterator[tuple[RegistryServer, RegistryServer]]:  # noqa: F811
+    bucket = rgw.new_bucket("soko-nodes")
     workdir = tmp_path_factory.mktemp("scale-out")
     with fresh_database("postgresql", str(workdir)) as database_url:
         env = {
             "SOKO_DATABASE_URL": database_url,
-            "SOKO_STORAGE_URL": f"s3://{bucket}/registry?endpoint_url={s3_endpoint}&addressing_style=path",
-            "AWS_ACCESS_KEY_ID": KEY_ID,  # the bucket's credentials, through the standard AWS chain
-            "AWS_SECRET_ACCESS_KEY": SECRET,
+            "SOKO_STORAGE_URL": rgw.storage_url(bucket),
+            **rgw.env,  # the bucket's credentials, through the standard AWS chain
             "SOKO_MASTER_KEY": base64.b64encode(os.urandom(32)).decode(),  # shared by every node
             "SOKO_ROOT_ACCESS_KEY_ID": ROOT[0],
             "SOKO_ROOT_SECRET_ACCESS_KEY": ROOT[1],
@@ -96,11 +94,10 @@ def test_one_upload_continues_on_another_node(nodes) -> None:
         assert redirected.status_code == 307 and "X-Amz-Signature=" in redirected.headers["Location"]
 
 
-def test_readiness_names_an_unreachable_bucket(s3_endpoint, tmp_path: Path) -> None:  # noqa: F811
+def test_readiness_names_an_unreachable_bucket(rgw: S3Server, tmp_path: Path) -> None:  # noqa: F811
     env = {
-        "SOKO_STORAGE_URL": f"s3://no-such-bucket-{uuid.uuid4().hex[:8]}?endpoint_url={s3_endpoint}&addressing_style=path",
-        "AWS_ACCESS_KEY_ID": KEY_ID,
-        "AWS_SECRET_ACCESS_KEY": SECRET,
+        "SOKO_STORAGE_URL": rgw.storage_url(f"no-such-bucket-{uuid.uuid4().hex[:8]}"),
+        **rgw.env,
         "SOKO_ROOT_ACCESS_KEY_ID": ROOT[0],
         "SOKO_ROOT_SECRET_ACCESS_KEY": ROOT[1],
     }

@@ -9,7 +9,7 @@ import pytest
 
 from soko.storage import PathNotFound
 from soko.storage.s3 import PART_SIZE, S3Driver, S3Location
-from tests.s3 import s3_client, s3_driver, s3_endpoint  # noqa: F401 - fixtures
+from tests.s3 import moto, rgw, s3_driver, s3_server  # noqa: F401 - fixtures
 from tests.storage.driver_suite import DriverSuite
 
 
@@ -20,12 +20,12 @@ class TestS3Driver(DriverSuite):
         return s3_driver
 
 
-def test_resume_on_another_driver_instance_as_another_node_would(s3_driver, s3_endpoint):  # noqa: F811
+def test_resume_on_another_driver_instance_as_another_node_would(s3_driver, s3_server):  # noqa: F811
     first = s3_driver.writer("uploads/u1/data")
     head = os.urandom(PART_SIZE + 1000)  # one full part and a short one
     first.write(head)
     first.close()
-    other_node = S3Driver(s3_driver.location, client=s3_client(s3_endpoint))
+    other_node = S3Driver(s3_driver.location, client=s3_server.client())
     assert other_node.stat("uploads/u1/data").size == len(head)
     second = other_node.writer("uploads/u1/data", offset=len(head))
     tail = os.urandom(PART_SIZE)
@@ -85,8 +85,8 @@ def test_storage_url_parsing():
             S3Location.parse(bad)
 
 
-def test_unreachable_bucket_is_named_by_the_readiness_check(s3_endpoint):  # noqa: F811
-    location = S3Location.parse(f"s3://no-such-bucket-here?endpoint_url={s3_endpoint}&addressing_style=path")
-    driver = S3Driver(location, client=s3_client(s3_endpoint))
+def test_unreachable_bucket_is_named_by_the_readiness_check(s3_server):  # noqa: F811
+    location = S3Location.parse(s3_server.storage_url("no-such-bucket-here"))
+    driver = S3Driver(location, client=s3_server.client())
     with pytest.raises(Exception, match="no-such-bucket-here"):
         driver.check()

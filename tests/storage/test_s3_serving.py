@@ -15,7 +15,7 @@ from tests.oci.conftest import auth_header  # noqa: F401 - fixture
 from tests.oci.helpers import push_blob
 from tests.oci.test_blobs import *  # noqa: F403 - the same tests, on S3
 from tests.oci.test_uploads import *  # noqa: F403
-from tests.s3 import s3_driver, s3_endpoint  # noqa: F401 - fixtures
+from tests.s3 import moto, rgw, s3_driver, s3_server  # noqa: F401 - fixtures
 
 
 @pytest.fixture
