@@ -54,3 +54,18 @@ class InvalidRequest(Exception):
         self.type_name = type_name
         self.message = message
         self.status = status
+
+
+class ServiceError(Exception):
+    """An exception an AWS service operation (ECR, IAM, STS…) answers with (``type_name`` is the JSON ``__type`` or
+    the Query error code).
+
+    ``status`` None means the protocol's default: 400 for ECR's JSON errors, the service model's status for Query.
+    """
+
+    def __init__(self, type_name: str, message: str, status: int | None = None, **extra: object) -> None:
+        super().__init__(message)
+        self.type_name = type_name
+        self.message = message
+        self.status = status
+        self.extra = extra

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 import soko.ecr
 from soko.access import Principal, RequestContext, repository_arn
+from soko.aws.errors import ServiceError
 from soko.aws.service_model import get_service_model
 from soko.config import Settings
-from soko.ecr.errors import EcrError
 from soko.iam.service import Identity
 from soko.registry import Registry
 from soko.registry.models import RepoRef
@@ -75,7 +75,7 @@ class EcrApi:
         The front door asks before validating parameters, so the answer does not depend on what the request
         carried; operations botocore's model does not know stay UnknownOperationException (from validation)."""
         if operation not in self.operations and operation in get_service_model("ecr").operation_names:
-            raise EcrError(
+            raise ServiceError(
                 "UnsupportedOperationException",
                 f"The ECR operation {operation} is not supported by this registry (Soko implements "
                 f"{len(self.operations)} of ECR's {len(get_service_model('ecr').operation_names)} operations)",
@@ -85,5 +85,5 @@ class EcrApi:
         handler = self.operations.get(operation)
         if handler is None:
             self.check_supported(operation)
-            raise EcrError("UnknownOperationException", f"Unknown operation {operation!r}")
+            raise ServiceError("UnknownOperationException", f"Unknown operation {operation!r}")
         return handler(Call(self, params, caller, context))

@@ -3,26 +3,12 @@
 from __future__ import annotations
 
 from soko import errors as e
+from soko.aws.errors import ServiceError
 from soko.registry import capabilities as c
 from soko.registry import policies as p
 from soko.registry import repositories as r
 from soko.registry import settings_store as s
 from soko.registry import templates as t
-
-
-class EcrError(Exception):
-    """An ECR (or IAM/STS) exception raised by an operation (``type_name`` is the wire ``__type`` or Query code).
-
-    ``status`` None means the protocol's default: 400 for ECR's JSON errors, the service model's status for Query.
-    """
-
-    def __init__(self, type_name: str, message: str, status: int | None = None, **extra: object) -> None:
-        super().__init__(message)
-        self.type_name = type_name
-        self.message = message
-        self.status = status
-        self.extra = extra
-
 
 _TABLE: list[tuple[type[e.SokoError], str]] = [
     (c.NotCarriedOut, "UnsupportedOperationException"),
@@ -58,10 +44,10 @@ _TABLE: list[tuple[type[e.SokoError], str]] = [
 ]
 
 
-def from_domain(error: e.SokoError) -> EcrError:
+def from_domain(error: e.SokoError) -> ServiceError:
     if isinstance(error, e.StorageUnavailable):  # retryable: botocore retries 503s
-        return EcrError("ServiceUnavailableException", error.message, 503)
+        return ServiceError("ServiceUnavailableException", error.message, 503)
     for cls, name in _TABLE:
         if isinstance(error, cls):
-            return EcrError(name, error.message)
-    return EcrError("ServerException", error.message, 500)
+            return ServiceError(name, error.message)
+    return ServiceError("ServerException", error.message, 500)

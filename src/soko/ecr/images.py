@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import json
 
+from soko.aws.errors import ServiceError
 from soko.digest import Digest, compute
 from soko.ecr.api import Call
-from soko.ecr.errors import EcrError
 from soko.errors import DigestInvalid, TagInvalid
 from soko.names import validate_tag
 from soko.registry.images import ImageDetail, ImageFailure, decode_token, encode_token
@@ -30,7 +30,7 @@ def _manifest_text(payload: bytes) -> str:
 
 def _no_pagination_with_ids(call: Call) -> None:
     if call.params.get("imageIds") and any(k in call.params for k in ("nextToken", "maxResults", "filter")):
-        raise EcrError(
+        raise ServiceError(
             "InvalidParameterException",
             "Invalid parameter: nextToken, maxResults and filter cannot be used together with imageIds",
         )
@@ -60,13 +60,13 @@ def put_image(call: Call) -> dict:
         try:
             algorithm = Digest.parse(claimed).algorithm
         except DigestInvalid as exc:
-            raise EcrError(
+            raise ServiceError(
                 "InvalidParameterException",
                 f"Invalid parameter at 'imageDigest' failed to satisfy constraint: '{exc.message}'",
             ) from None
         digest = compute(payload, algorithm)
         if digest != claimed:
-            raise EcrError(
+            raise ServiceError(
                 "ImageDigestDoesNotMatchException",
                 f"Invalid parameter at 'imageDigest': the provided digest '{claimed}' does not match the digest "
                 f"of the image manifest ('{digest}')",
@@ -74,14 +74,14 @@ def put_image(call: Call) -> dict:
     media_type = call.params.get("imageManifestMediaType")
     if media_type is None and not _declares_media_type(text):
         # ECR does not guess (Distribution's PUT has its Content-Type; PutImage has only this parameter).
-        raise EcrError(
+        raise ServiceError(
             "InvalidParameterException",
             "Invalid parameter at 'imageManifestMediaType' failed to satisfy constraint: 'the image manifest has no "
             "mediaType field, so imageManifestMediaType must name its media type'",
         )
     result = call.api.registry.manifests.put(ref, tag or digest, payload, media_type)
     if not result.created and not result.tag_moved:
-        raise EcrError(
+        raise ServiceError(
             "ImageAlreadyExistsException",
             f"Image with digest '{result.digest}' and tag '{tag or 'null'}' already exists in the repository with "
             f"name '{ref.name}' in registry with id '{ref.account_id}'",
@@ -186,7 +186,7 @@ def list_image_referrers(call: Call) -> dict:
     try:
         Digest.parse(subject)
     except DigestInvalid as exc:
-        raise EcrError(
+        raise ServiceError(
             "InvalidParameterException",
             f"Invalid parameter at 'subjectId.imageDigest' failed to satisfy constraint: '{exc.message}'",
         ) from None
@@ -223,12 +223,14 @@ def describe_image_scan_findings(call: Call) -> dict:
     call.authorize("ecr:DescribeImageScanFindings", ref.name)
     image_id = call.params["imageId"]
     if not image_id.get("imageDigest") and not image_id.get("imageTag"):
-        raise EcrError("InvalidParameterException", "Invalid parameter: imageId needs an imageDigest or an imageTag")
+        raise ServiceError(
+            "InvalidParameterException", "Invalid parameter: imageId needs an imageDigest or an imageTag"
+        )
     try:
         call.api.registry.images.describe_ids(ref, [image_id])  # ImageNotFound first
     except (DigestInvalid, TagInvalid) as exc:
-        raise EcrError("InvalidParameterException", f"Invalid parameter at 'imageId': {exc.message}") from None
-    raise EcrError(
+        raise ServiceError("InvalidParameterException", f"Invalid parameter at 'imageId': {exc.message}") from None
+    raise ServiceError(
         "ScanNotFoundException",
         f"Image scan does not exist for the image with '{render_image_id(image_id)}' in the repository with name "
         f"'{ref.name}' in the registry with id '{ref.account_id}'",

@@ -12,9 +12,9 @@ follows ECR's rule works unchanged, and small-part clients work too.
 
 from __future__ import annotations
 
+from soko.aws.errors import ServiceError
 from soko.digest import Digest
 from soko.ecr.api import Call
-from soko.ecr.errors import EcrError
 from soko.errors import DigestInvalid, RangeNotSatisfiable, SizeInvalid, TooLarge
 from soko.oci.presigned import layer_url
 
@@ -59,9 +59,9 @@ def initiate_layer_upload(call: Call) -> dict:
     return {"uploadId": state.id, "partSize": PART_SIZE}
 
 
-def _invalid_part(call: Call, upload_id: str, held: int, message: str) -> EcrError:
+def _invalid_part(call: Call, upload_id: str, held: int, message: str) -> ServiceError:
     ref = call.repo()
-    return EcrError(
+    return ServiceError(
         "InvalidLayerPartException",
         message,
         registryId=ref.account_id,
@@ -128,7 +128,7 @@ def complete_layer_upload(call: Call) -> dict:
     upload_id: str = call.params["uploadId"]
     digests: list[str] = call.params["layerDigests"]
     if len(digests) != 1:
-        raise EcrError(
+        raise ServiceError(
             "InvalidParameterException",
             f"Invalid parameter at 'layerDigests': an upload is one layer; pass exactly one digest, not {len(digests)}",
         )
@@ -136,16 +136,16 @@ def complete_layer_upload(call: Call) -> dict:
     try:
         Digest.parse(digest)
     except DigestInvalid as exc:
-        raise EcrError("InvalidLayerException", f"Invalid layer digest '{digest}': {exc.message}") from None
+        raise ServiceError("InvalidLayerException", f"Invalid layer digest '{digest}': {exc.message}") from None
     state = uploads.status(ref, upload_id)  # UploadNotFoundException
     if state.size == 0:
-        raise EcrError(
+        raise ServiceError(
             "EmptyUploadException",
             f"The upload with id '{upload_id}' has no layer parts; upload at least one part before completing it",
         )
     if call.api.registry.images.linked_blobs(ref, [digest]):
         uploads.cancel(ref, upload_id)
-        raise EcrError(
+        raise ServiceError(
             "LayerAlreadyExistsException",
             f"The layer with digest '{digest}' already exists in the repository with name '{ref.name}' in the "
             f"registry with id '{ref.account_id}'",
@@ -153,7 +153,7 @@ def complete_layer_upload(call: Call) -> dict:
     try:
         info = uploads.complete(ref, upload_id, digest)
     except (DigestInvalid, SizeInvalid) as exc:
-        raise EcrError("InvalidLayerException", exc.message) from None
+        raise ServiceError("InvalidLayerException", exc.message) from None
     return {
         "registryId": ref.account_id,
         "repositoryName": ref.name,
@@ -169,19 +169,19 @@ def get_download_url_for_layer(call: Call) -> dict:
     try:
         Digest.parse(digest)
     except DigestInvalid as exc:
-        raise EcrError(
+        raise ServiceError(
             "InvalidParameterException",
             f"Invalid parameter at 'layerDigest' failed to satisfy constraint: '{exc.message}'",
         ) from None
     service = call.api.registry.images
     if not service.linked_blobs(ref, [digest]):
-        raise EcrError(
+        raise ServiceError(
             "LayersNotFoundException",
             f"The layer with digest '{digest}' does not exist in the repository with name '{ref.name}' in the "
             f"registry with id '{ref.account_id}'",
         )
     if not service.blob_in_use(ref, digest):
-        raise EcrError(
+        raise ServiceError(
             "LayerInaccessibleException",
             "The specified layer is not available because it is not associated with an image. Unassociated image "
             "layers may be cleaned up at any time.",

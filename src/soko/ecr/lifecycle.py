@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from soko.aws.errors import ServiceError
 from soko.ecr.api import Call
-from soko.ecr.errors import EcrError
 from soko.registry.images import decode_token, encode_token
 from soko.registry.lifecycle_store import (
     COMPLETE,
@@ -30,7 +30,7 @@ def _mapped(handler: Callable[[Call], dict]) -> Callable[[Call], dict]:
         try:
             return handler(call)
         except tuple(_ERRORS) as exc:
-            raise EcrError(_ERRORS[type(exc)], exc.message) from None
+            raise ServiceError(_ERRORS[type(exc)], exc.message) from None
 
     run.__name__ = handler.__name__
     run.__doc__ = handler.__doc__
@@ -99,7 +99,7 @@ def get_lifecycle_policy_preview(call: Call) -> dict:
     call.authorize("ecr:GetLifecyclePolicyPreview", ref.name)
     image_ids = call.params.get("imageIds")
     if image_ids and any(k in call.params for k in ("nextToken", "maxResults")):
-        raise EcrError(
+        raise ServiceError(
             "InvalidParameterException",
             "Invalid parameter: nextToken and maxResults cannot be used together with imageIds",
         )

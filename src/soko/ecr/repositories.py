@@ -14,9 +14,9 @@ import re
 from dataclasses import dataclass
 
 from soko.access import repository_arn
+from soko.aws.errors import ServiceError
 from soko.ecr.api import Call
 from soko.ecr.auth import proxy_endpoint
-from soko.ecr.errors import EcrError
 from soko.iam.policy.keys import request_tag_keys
 from soko.registry.models import RepoRef, Repository
 from soko.registry.policies import Policies
@@ -55,8 +55,8 @@ def domain(call: Call) -> Domain:
     return built
 
 
-def invalid(member: str, constraint: str) -> EcrError:
-    return EcrError(
+def invalid(member: str, constraint: str) -> ServiceError:
+    return ServiceError(
         "InvalidParameterException", f"Invalid parameter at '{member}' failed to satisfy constraint: '{constraint}'"
     )
 

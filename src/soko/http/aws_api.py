@@ -13,9 +13,9 @@ from typing import Protocol
 
 from soko.access import Principal, RequestContext
 from soko.aws import json_protocol, query_protocol, sigv4
-from soko.aws.errors import AwsAuthError, InvalidRequest
+from soko.aws.errors import AwsAuthError, InvalidRequest, ServiceError
 from soko.aws.service_model import validate_request
-from soko.ecr.errors import EcrError, from_domain
+from soko.ecr.errors import from_domain
 from soko.errors import SokoError
 from soko.http.bodies import BODY_BUDGET, BodyBudget, BodyRefused, whole_body
 from soko.http.context import make_context
@@ -151,7 +151,7 @@ class AwsFrontDoor:
             result = await offload(self.ecr.call, operation, params, principal, context)
         except InvalidRequest as exc:
             return self._json_error(exc.type_name, exc.message, context, exc.status)
-        except EcrError as exc:
+        except ServiceError as exc:
             return self._json_error(exc.type_name, exc.message, context, exc.status or 400, **exc.extra)
         except SokoError as exc:
             mapped = from_domain(exc)
@@ -192,7 +192,7 @@ class AwsFrontDoor:
                 service, exc.type_name, exc.message, context.request_id, status=exc.status
             )
             return self._query_response(status, payload, context)
-        except EcrError as exc:  # services raise EcrError-shaped errors with Query codes too
+        except ServiceError as exc:  # services raise ServiceError-shaped errors with Query codes too
             status, payload = query_protocol.error_response(
                 service, exc.type_name, exc.message, context.request_id, status=exc.status
             )

@@ -2,7 +2,7 @@
 
 A thin layer: each handler authorizes the IAM action on the target's ARN (the account root may do anything in its
 own account; users and roles need an identity-policy Allow), then calls ``soko.iam.directory.Directory`` and shapes
-its answer like IAM's. Domain errors become Query errors with IAM's codes (``EcrError(code, message)``; the front
+its answer like IAM's. Domain errors become Query errors with IAM's codes (``ServiceError(code, message)``; the front
 door serialises them).
 """
 
@@ -14,8 +14,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from soko.access import Principal, RequestContext
+from soko.aws.errors import ServiceError
 from soko.config import Settings
-from soko.ecr.errors import EcrError
 from soko.errors import AccessDenied
 from soko.iam import ids
 from soko.iam.directory import Directory, IamError, Page, ValidationError, parse_policy_arn
@@ -111,13 +111,13 @@ class IamApi:
     ) -> dict:
         handler = self.operations.get((service, operation))
         if handler is None:
-            raise EcrError("InvalidAction", f"The action {operation} is not supported by this registry.")
+            raise ServiceError("InvalidAction", f"The action {operation} is not supported by this registry.")
         try:
             return handler(Call(self, params, caller, context))
         except IamError as exc:
-            raise EcrError(exc.code, exc.message) from None
+            raise ServiceError(exc.code, exc.message) from None
         except AccessDenied as exc:
-            raise EcrError("AccessDenied", exc.message, 403) from None
+            raise ServiceError("AccessDenied", exc.message, 403) from None
 
     def create_account(self, account_id: str) -> dict[str, str]:
         """A new account and its root access key: {"AccountId", "AccessKeyId", "SecretAccessKey"}."""
@@ -311,7 +311,7 @@ class IamApi:
         self._authorize_policy(c, "iam:GetPolicyVersion", arn)
         row = self.directory.get_policy(arn)
         if version != "v1":
-            raise EcrError("NoSuchEntity", f"Policy {arn} version {version} does not exist or is not attachable.")
+            raise ServiceError("NoSuchEntity", f"Policy {arn} version {version} does not exist or is not attachable.")
         return {
             "PolicyVersion": {
                 "Document": row["document"],
