@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from soko.access import repository_arn
 from soko.ecr.api import Call
-from soko.ecr.repositories import domain, invalid
+from soko.ecr.repositories import invalid
 from soko.iam.authorizer import policy_principal
 from soko.iam.policy import AuthzRequest, MalformedPolicy, Policy, PolicyKind, evaluate, parse_policy
 from soko.registry.policies import RegistryPolicyNotFound, validate_registry_policy, validate_repository_policy
@@ -26,7 +26,7 @@ def _would_lock_out(call: Call, name: str, new_policy: Policy) -> bool:
             continue
     resource = [new_policy]
     try:
-        registry_text = domain(call).policies.registry_policy(call.registry_id)
+        registry_text = call.api.registry.policies.registry_policy(call.registry_id)
         resource.append(parse_policy(registry_text, PolicyKind.REGISTRY))
     except (RegistryPolicyNotFound, MalformedPolicy):
         pass
@@ -51,28 +51,28 @@ def set_repository_policy(call: Call) -> dict:
     call.api.registry.repositories.get(ref)  # RepositoryNotFound before the lock-out check
     if not call.params.get("force") and _would_lock_out(call, ref.name, policy):
         raise invalid("PolicyText", LOCKOUT)
-    domain(call).policies.set_repository_policy(ref, text)
+    call.api.registry.policies.set_repository_policy(ref, text)
     return {"registryId": ref.account_id, "repositoryName": ref.name, "policyText": text}
 
 
 def get_repository_policy(call: Call) -> dict:
     ref = call.repo()
     call.authorize("ecr:GetRepositoryPolicy", ref.name)
-    text = domain(call).policies.repository_policy(ref)
+    text = call.api.registry.policies.repository_policy(ref)
     return {"registryId": ref.account_id, "repositoryName": ref.name, "policyText": text}
 
 
 def delete_repository_policy(call: Call) -> dict:
     ref = call.repo()
     call.authorize("ecr:DeleteRepositoryPolicy", ref.name)
-    text = domain(call).policies.delete_repository_policy(ref)
+    text = call.api.registry.policies.delete_repository_policy(ref)
     return {"registryId": ref.account_id, "repositoryName": ref.name, "policyText": text}
 
 
 def put_registry_policy(call: Call) -> dict:
     call.authorize("ecr:PutRegistryPolicy")
     account = call.caller.account_id
-    d = domain(call)
+    d = call.api.registry
     scope = d.account_settings.get(account, "REGISTRY_POLICY_SCOPE")
     text = call.params["policyText"]
     validate_registry_policy(text, scope)
@@ -83,13 +83,13 @@ def put_registry_policy(call: Call) -> dict:
 def get_registry_policy(call: Call) -> dict:
     call.authorize("ecr:GetRegistryPolicy")
     account = call.caller.account_id
-    return {"registryId": account, "policyText": domain(call).policies.registry_policy(account)}
+    return {"registryId": account, "policyText": call.api.registry.policies.registry_policy(account)}
 
 
 def delete_registry_policy(call: Call) -> dict:
     call.authorize("ecr:DeleteRegistryPolicy")
     account = call.caller.account_id
-    return {"registryId": account, "policyText": domain(call).policies.delete_registry_policy(account)}
+    return {"registryId": account, "policyText": call.api.registry.policies.delete_registry_policy(account)}
 
 
 OPERATIONS = {

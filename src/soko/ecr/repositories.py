@@ -11,7 +11,6 @@ import base64
 import binascii
 import json
 import re
-from dataclasses import dataclass
 
 from soko.access import repository_arn
 from soko.aws.errors import ServiceError
@@ -19,40 +18,10 @@ from soko.ecr.api import Call
 from soko.ecr.auth import proxy_endpoint
 from soko.iam.policy.keys import request_tag_keys
 from soko.registry.models import RepoRef, Repository
-from soko.registry.policies import Policies
 from soko.registry.repositories import normalize_encryption
-from soko.registry.settings_store import AccountSettings, Replication, Scanning
-from soko.registry.templates import Templates
 
 DEFAULT_PAGE = 100
 _ARN = re.compile(r"arn:aws[a-z-]*:ecr:([a-z0-9-]+):([0-9]{12}):repository/(.+)")
-
-
-@dataclass
-class Domain:
-    """The control-plane services these handlers use beyond the ``Registry`` facade (stateless, built once)."""
-
-    policies: Policies
-    templates: Templates
-    account_settings: AccountSettings
-    replication: Replication
-    scanning: Scanning
-
-
-def domain(call: Call) -> Domain:
-    api = call.api
-    built = getattr(api, "_control_plane", None)
-    if built is None:
-        ctx = api.registry.ctx
-        built = Domain(
-            Policies(ctx, api.registry.repositories),
-            Templates(ctx),
-            AccountSettings(ctx),
-            Replication(ctx),
-            Scanning(ctx),
-        )
-        api._control_plane = built  # type: ignore[attr-defined]
-    return built
 
 
 def invalid(member: str, constraint: str) -> ServiceError:

@@ -1,20 +1,12 @@
-"""Repository creation templates: Create/Describe/Update/DeleteRepositoryCreationTemplate.
-
-A template's repository policy and lifecycle policy are validated here exactly as SetRepositoryPolicy and
-PutLifecyclePolicy validate them, so a repository created from it never carries a document ECR would refuse.
-"""
+"""Repository creation templates: Create/Describe/Update/DeleteRepositoryCreationTemplate (wire format only: the
+domain, ``soko.registry.templates``, validates them)."""
 
 from __future__ import annotations
 
 import dataclasses
 
 from soko.ecr.api import Call
-from soko.ecr.repositories import decode_token, domain, encode_token, invalid
-from soko.iam.policy.keys import warn_unpopulated
-from soko.registry.capabilities import require_create_on_push_only
-from soko.registry.lifecycle_store import validate_policy as validate_lifecycle_policy
-from soko.registry.policies import validate_repository_policy
-from soko.registry.repositories import normalize_encryption, validate_mutability, validate_resource_tags
+from soko.ecr.repositories import decode_token, encode_token
 from soko.registry.templates import Template
 
 DEFAULT_PAGE = 100
@@ -43,30 +35,6 @@ def template_json(template: Template) -> dict:
     return out
 
 
-def _validated(call: Call, template: Template) -> Template:
-    if not template.applied_for:
-        raise invalid(
-            "appliedFor", "appliedFor must name at least one of REPLICATION, PULL_THROUGH_CACHE, CREATE_ON_PUSH"
-        )
-    require_create_on_push_only(template.applied_for)
-    filters = validate_mutability(template.tag_mutability, template.tag_mutability_filters)
-    tags = validate_resource_tags(template.resource_tags)
-    normalize_encryption(template.encryption, call.api.settings.region, template.account_id)
-    if template.repository_policy:
-        policy = validate_repository_policy(template.repository_policy)
-        warn_unpopulated(
-            policy, f"the repository policy of creation template {template.prefix}", template.repository_policy
-        )
-    if template.lifecycle_policy:
-        validate_lifecycle_policy(template.lifecycle_policy)
-    return dataclasses.replace(
-        template,
-        applied_for=list(dict.fromkeys(template.applied_for)),
-        tag_mutability_filters=filters,
-        resource_tags=[{"Key": k, "Value": v} for k, v in tags.items()],
-    )
-
-
 _FIELDS = {
     "description": "description",
     "encryptionConfiguration": "encryption",
@@ -89,7 +57,7 @@ def create_template(call: Call) -> dict:
     account = call.caller.account_id
     template = Template(account_id=account, prefix=call.params["prefix"], applied_for=[])
     template = dataclasses.replace(template, **_changes(call.params))
-    stored = domain(call).templates.create(_validated(call, template))
+    stored = call.api.registry.templates.create(template)
     return {"registryId": account, "repositoryCreationTemplate": template_json(stored)}
 
 
@@ -97,7 +65,7 @@ def describe_templates(call: Call) -> dict:
     call.authorize("ecr:DescribeRepositoryCreationTemplates")
     account = call.caller.account_id
     after = decode_token(call.params.get("nextToken"))
-    page, more = domain(call).templates.page(
+    page, more = call.api.registry.templates.page(
         account, call.params.get("prefixes"), after=after, limit=call.params.get("maxResults") or DEFAULT_PAGE
     )
     result: dict = {"registryId": account, "repositoryCreationTemplates": [template_json(t) for t in page]}
@@ -109,19 +77,19 @@ def describe_templates(call: Call) -> dict:
 def update_template(call: Call) -> dict:
     call.authorize("ecr:UpdateRepositoryCreationTemplate")
     account = call.caller.account_id
-    templates = domain(call).templates
+    templates = call.api.registry.templates
     current = templates.get(account, call.params["prefix"])
     changes = _changes(call.params)
     if "imageTagMutability" in changes and "tag_mutability_filters" not in changes:
         changes["tag_mutability_filters"] = []
-    stored = templates.replace(_validated(call, dataclasses.replace(current, **changes)))
+    stored = templates.replace(dataclasses.replace(current, **changes))
     return {"registryId": account, "repositoryCreationTemplate": template_json(stored)}
 
 
 def delete_template(call: Call) -> dict:
     call.authorize("ecr:DeleteRepositoryCreationTemplate")
     account = call.caller.account_id
-    deleted = domain(call).templates.delete(account, call.params["prefix"])
+    deleted = call.api.registry.templates.delete(account, call.params["prefix"])
     return {"registryId": account, "repositoryCreationTemplate": template_json(deleted)}
 
 

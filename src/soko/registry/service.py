@@ -12,7 +12,10 @@ from soko.registry.context import DomainContext
 from soko.registry.images import Images
 from soko.registry.lifecycle_store import LifecycleStore
 from soko.registry.manifests import Manifests
+from soko.registry.policies import Policies
 from soko.registry.repositories import Repositories
+from soko.registry.settings_store import AccountSettings, Replication, Scanning
+from soko.registry.templates import Templates
 from soko.registry.uploads import Uploads
 from soko.storage import StorageDriver
 from soko.storage.factory import open_storage
@@ -30,6 +33,13 @@ class Registry:
         self.metering = Metering(self.ctx)
         self.images = Images(self)  # ECR's image queries and batch operations
         self.lifecycle = LifecycleStore(self)  # lifecycle policies and previews
+        # the control plane: repository and registry policies, creation templates, account settings, replication
+        # and scanning configuration
+        self.policies = Policies(self.ctx, self.repositories)
+        self.templates = Templates(self.ctx)
+        self.account_settings = AccountSettings(self.ctx)
+        self.replication = Replication(self.ctx)
+        self.scanning = Scanning(self.ctx)
 
     @classmethod
     def open(cls, settings: Settings, *, migrate: bool = True) -> Registry:

@@ -3,14 +3,25 @@ through replication, or for pull-through cache). The longest matching prefix win
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 
 from soko.errors import SokoError
+from soko.iam.policy.keys import warn_unpopulated
 from soko.meta.schema import creation_templates as t
+from soko.registry.capabilities import require_create_on_push_only
 from soko.registry.context import DomainContext
+from soko.registry.lifecycle_store import validate_policy as validate_lifecycle_policy
+from soko.registry.policies import validate_repository_policy
+from soko.registry.repositories import (
+    ParameterInvalid,
+    normalize_encryption,
+    validate_mutability,
+    validate_resource_tags,
+)
 
 ROOT = "ROOT"
 CREATE_ON_PUSH = "CREATE_ON_PUSH"
@@ -92,8 +103,36 @@ def _not_found(account_id: str, prefix: str) -> TemplateNotFound:
     )
 
 
+def validated(template: Template, region: str) -> Template:
+    """The template as stored, or the error ECR gives: its repository policy and lifecycle policy are validated
+    exactly as SetRepositoryPolicy and PutLifecyclePolicy validate them, so a repository created from it never
+    carries a document ECR would refuse."""
+    if not template.applied_for:
+        raise ParameterInvalid(
+            "Invalid parameter at 'appliedFor' failed to satisfy constraint: "
+            "'appliedFor must name at least one of REPLICATION, PULL_THROUGH_CACHE, CREATE_ON_PUSH'"
+        )
+    require_create_on_push_only(template.applied_for)
+    filters = validate_mutability(template.tag_mutability, template.tag_mutability_filters)
+    tags = validate_resource_tags(template.resource_tags)
+    normalize_encryption(template.encryption, region, template.account_id)
+    if template.repository_policy:
+        policy = validate_repository_policy(template.repository_policy)
+        warn_unpopulated(
+            policy, f"the repository policy of creation template {template.prefix}", template.repository_policy
+        )
+    if template.lifecycle_policy:
+        validate_lifecycle_policy(template.lifecycle_policy)
+    return dataclasses.replace(
+        template,
+        applied_for=list(dict.fromkeys(template.applied_for)),
+        tag_mutability_filters=filters,
+        resource_tags=[{"Key": k, "Value": v} for k, v in tags.items()],
+    )
+
+
 class Templates:
-    """Storage of templates; the ECR front end validates their content (policies, lifecycle, mutability)."""
+    """Creation templates: validated (``validated``) and stored per account."""
 
     def __init__(self, ctx: DomainContext) -> None:
         self.ctx = ctx
@@ -117,6 +156,7 @@ class Templates:
         }
 
     def create(self, template: Template) -> Template:
+        template = validated(template, self.ctx.settings.region)
         now = self.ctx.clock()
         with self.ctx.write() as conn:
             exists = conn.execute(
@@ -150,6 +190,7 @@ class Templates:
 
     def replace(self, template: Template) -> Template:
         """Store an updated template (the caller merged the changes into the current one)."""
+        template = validated(template, self.ctx.settings.region)
         with self.ctx.write() as conn:
             self._get(conn, template.account_id, template.prefix)
             conn.execute(
