@@ -199,27 +199,11 @@ def cmd_gc(args: argparse.Namespace) -> int:
 
 
 def cmd_account_list(args: argparse.Namespace) -> int:
-    import sqlalchemy as sa
-
-    from soko.meta.schema import access_keys, accounts
-    from soko.meta.schema import repositories as repos
-    from soko.registry import Registry
-
-    settings = _settings(args)
-    registry = Registry.open(settings)
+    registry, identity = _open_identity(args)
+    settings = registry.settings
     try:
-        with registry.ctx.db.read() as conn:
-            rows = conn.execute(sa.select(accounts.c.id, accounts.c.created_at).order_by(accounts.c.id)).all()
-            repo_counts = dict(
-                conn.execute(sa.select(repos.c.account_id, sa.func.count()).group_by(repos.c.account_id)).all()
-            )
-            root_keys: dict[str, list[str]] = {}
-            for account_id, key_id in conn.execute(
-                sa.select(access_keys.c.account_id, access_keys.c.access_key_id)
-                .where(access_keys.c.user_name.is_(None), access_keys.c.status == "Active")
-                .order_by(access_keys.c.access_key_id)
-            ):
-                root_keys.setdefault(account_id, []).append(key_id)
+        accounts = identity.credentials.accounts()
+        repo_counts = registry.repositories.counts_by_account()
     finally:
         registry.close()
     listed = [
@@ -228,10 +212,10 @@ def cmd_account_list(args: argparse.Namespace) -> int:
             "Default": account_id == settings.account_id,
             "CreatedAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(created_at)),
             "Repositories": repo_counts.get(account_id, 0),
-            "RootAccessKeyIds": root_keys.get(account_id, []),
+            "RootAccessKeyIds": root_keys,
             "RegistryHost": f"{account_id}.dkr.ecr.{settings.region}.{settings.domain}",
         }
-        for account_id, created_at in rows
+        for account_id, created_at, root_keys in accounts
     ]
     if args.format == "json":
         print(json.dumps(listed, indent=2))

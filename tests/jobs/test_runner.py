@@ -138,7 +138,7 @@ def test_the_cli_and_metrics_show_the_jobs(registry, settings, clock, capsys) ->
     from prometheus_client import CollectorRegistry, generate_latest
 
     from soko.cli import main
-    from soko.metering.prometheus import JobsCollector
+    from soko.http.metrics import JobsCollector
 
     def boom(_key: str) -> None:
         raise ValueError("no space left on device")

@@ -11,8 +11,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from soko.audit import AuditLog, AuditQuery
 from soko.batcher import Batcher
+from soko.http.metrics import BatchCollector
 from soko.meta.schema import manifests
-from soko.metering.prometheus import BatchCollector
 from soko.registry.models import RepoRef
 from tests.domain import push_image
 

@@ -15,27 +15,27 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-import sqlalchemy as sa
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from soko.http.context import split_address
 from soko.http.messages import Request, Response
-from soko.meta.schema import uploads
 from soko.metering.pricing import gb_months
-from soko.metering.recorder import transfer_rows
 
 if TYPE_CHECKING:
     from soko.metering.runtime import RuntimeMetrics
     from soko.metering.service import Metering
     from soko.registry import Registry
+    from soko.registry.context import DomainContext
+    from soko.registry.uploads import Uploads
 
 CACHE_SECONDS = 5.0
 
 
 class MeteringCollector:
-    def __init__(self, metering: Metering, cache_seconds: float = CACHE_SECONDS) -> None:
+    def __init__(self, metering: Metering, uploads: Uploads, cache_seconds: float = CACHE_SECONDS) -> None:
         self.metering = metering
+        self.uploads = uploads
         self.cache_seconds = cache_seconds
         self._lock = threading.Lock()
         self._cached: list[Metric] = []
@@ -90,10 +90,7 @@ class MeteringCollector:
 
         transfer: dict[tuple[str, str, str, str], int] = {}
         requests: dict[tuple[str, str, str], int] = {}
-        with metering.transfers.consistent():
-            with metering.ctx.db.read() as conn:
-                rows = transfer_rows(conn)
-            rows += [(*key[:5], cell[0], cell[1]) for key, cell in metering.transfers.pending().items()]
+        rows = metering.transfer_totals()
         for account, repository, endpoint, network, operation, nbytes, count in rows:
             key = (account, repository, endpoint, network)
             transfer[key] = transfer.get(key, 0) + nbytes
@@ -118,10 +115,7 @@ class MeteringCollector:
             "sending a chunk now)",
             labels=["state"],
         )
-        with metering.ctx.db.read() as conn:
-            open_, writing = conn.execute(
-                sa.select(sa.func.count(), sa.func.count(uploads.c.writer)).select_from(uploads)
-            ).one()
+        open_, writing = self.uploads.session_counts()
         sessions.add_metric(["open"], open_)
         sessions.add_metric(["writing"], writing)
         return [repo_bytes, account_bytes, registry_bytes, gbm, transfer_family, request_family, sessions]
@@ -130,7 +124,7 @@ class MeteringCollector:
 class JobsCollector:
     """The leased jobs' cluster-wide counters (the ``jobs`` table): runs, failures, last duration and lag."""
 
-    def __init__(self, ctx) -> None:
+    def __init__(self, ctx: DomainContext) -> None:
         self.ctx = ctx
 
     def describe(self):
@@ -188,7 +182,7 @@ class BatchCollector:
 def metrics_handler(registry: Registry, runtime: RuntimeMetrics) -> Callable[[Request], Awaitable[Response]]:
     """The handler for ``GET /metrics`` on the main port: the metering figures and the runtime metrics."""
     collectors = CollectorRegistry(auto_describe=False)
-    collectors.register(MeteringCollector(registry.metering))
+    collectors.register(MeteringCollector(registry.metering, registry.uploads))
     collectors.register(runtime.collector())
     collectors.register(BatchCollector())
     collectors.register(JobsCollector(registry.ctx))

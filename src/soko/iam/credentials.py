@@ -123,6 +123,19 @@ class CredentialStore:
                 conn.execute(access_keys.insert().values(**self._root_key_row(account_id, key_id, secret)))
         return revoked
 
+    def accounts(self) -> list[tuple[str, float, list[str]]]:
+        """Every account: (id, created at, its active root access key ids), in id order."""
+        with self.ctx.db.read() as conn:
+            rows = conn.execute(sa.select(accounts.c.id, accounts.c.created_at).order_by(accounts.c.id)).all()
+            root_keys: dict[str, list[str]] = {}
+            for account_id, key_id in conn.execute(
+                sa.select(access_keys.c.account_id, access_keys.c.access_key_id)
+                .where(access_keys.c.user_name.is_(None), access_keys.c.status == "Active")
+                .order_by(access_keys.c.access_key_id)
+            ):
+                root_keys.setdefault(account_id, []).append(key_id)
+        return [(account_id, created_at, root_keys.get(account_id, [])) for account_id, created_at in rows]
+
     def root_key_ids(self, account_id: str) -> list[str]:
         with self.ctx.db.read() as conn:
             return list(

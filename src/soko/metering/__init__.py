@@ -35,7 +35,7 @@ Design — every figure is exact, because the ones that can drift are never kept
 * **Cost report** (``soko.metering.report``): storage at ``price_storage_gb_month`` per GB-month of physical
   bytes; internet transfer at AWS's public tiers per account and month (``pricing.INTERNET_TIERS``, each
   repository carrying its pro-rata share); private-endpoint and same-region transfer free.
-* **Prometheus** (``soko.metering.prometheus``): a collector reading the same figures at scrape time (plus this
+* **Prometheus** (``soko.http.metrics``): a collector reading the same figures at scrape time (plus this
   process's unflushed counts), cached for a few seconds.
 """
 

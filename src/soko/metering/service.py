@@ -59,6 +59,15 @@ class Metering:
         with self.ctx.db.read() as conn:
             return transfer_rows(conn, account_id, (first, last))
 
+    def transfer_totals(self) -> list[tuple[str, str, str, str, str, int, int]]:
+        """Every transfer count so far, this process's unflushed ones included (each request counted once):
+        (account, repository, endpoint, network, operation, bytes, requests) rows, not summed over processes."""
+        with self.transfers.consistent():
+            with self.ctx.db.read() as conn:
+                rows = transfer_rows(conn)
+            rows += [(*key[:5], cell[0], cell[1]) for key, cell in self.transfers.pending().items()]
+        return rows
+
     # -- background work (one set per serving process) --------------------------------------------------------
 
     def upkeep(self) -> list[Coroutine]:

@@ -370,6 +370,10 @@ class Repositories:
         with self.ctx.db.read() as conn:
             return conn.execute(sa.select(sa.func.count()).select_from(t).where(t.c.account_id == account_id)).scalar()
 
+    def counts_by_account(self) -> dict[str, int]:
+        with self.ctx.db.read() as conn:
+            return dict(conn.execute(sa.select(t.c.account_id, sa.func.count()).group_by(t.c.account_id)).all())
+
     # ---- deletion --------------------------------------------------------------------------------------------------
     def delete(self, ref: RepoRef, *, force: bool = False) -> Repository:
         """Delete a repository. Without ``force`` it must hold no images. Its manifests, tags, blob links, uploads,

@@ -463,6 +463,14 @@ class Uploads:
         except PathNotFound:
             pass
 
+    def session_counts(self) -> tuple[int, int]:
+        """(open sessions, sessions a request is writing to now)."""
+        with self.ctx.db.read() as conn:
+            open_, writing = conn.execute(
+                sa.select(sa.func.count(), sa.func.count(uploads.c.writer)).select_from(uploads)
+            ).one()
+        return open_, writing
+
     def expire(self, older_than: float | None = None) -> int:
         """Reclaim sessions untouched for ``upload_expiry`` seconds (or ``older_than``); returns how many."""
         cutoff = self.ctx.clock() - (self.ctx.settings.upload_expiry if older_than is None else older_than)
