@@ -102,7 +102,7 @@ class ServerThread:
     thread of this process, so tests can reach into the same Registry."""
 
     def __init__(self, app, sockets: list[socket.socket]) -> None:
-        from soko.http.server import run_worker
+        from soko.server import run_worker
 
         self.loop = asyncio.new_event_loop()
         started = threading.Event()

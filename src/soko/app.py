@@ -50,7 +50,7 @@ class SokoApp:
         oci = OciContext(registry, identity.authorizer, settings, self.bodies)
         self.oci = OciRouter(oci, identity.authenticate, endpoints)
         ecr = EcrApi(settings, registry, identity)
-        query = _query_service(settings, registry, identity)
+        query = IamApi(settings, identity)
         self.aws = AwsFrontDoor(
             identity.credentials, ecr, query, _authn_auditor(identity), endpoints, settings.region, self.bodies
         )
@@ -96,10 +96,6 @@ class SokoApp:
 def _not_here(status: int, message: str, allow: str | None = None) -> AnyResponse:
     headers = {"Allow": allow} if allow else None
     return error_response(status, "UNSUPPORTED" if status == 405 else "NOT_FOUND", message, headers=headers)
-
-
-def _query_service(settings: Settings, registry: Registry, identity: Identity) -> IamApi:
-    return IamApi(settings, registry, identity)
 
 
 def _authn_auditor(identity: Identity):

@@ -26,7 +26,7 @@ def _settings(args: argparse.Namespace, **extra) -> Settings:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from soko.http.server import serve
+    from soko.server import serve
 
     settings = _settings(
         args,

@@ -401,7 +401,7 @@ def test_a_link_again_in_flight_when_its_old_review_is_checked_is_kept(registry,
     data = os.urandom(90)
     _linked_once(registry, how, target, source, data)
     clock.now += GRACE + 60  # the first review is due
-    module = sys.modules["soko.registry.unit_of_work"]  # where uploads and mounts queue their reviews
+    module = sys.modules["soko.kernel.unit_of_work"]  # where uploads and mounts queue their reviews
     real_enqueue = module.enqueue_link_reviews
     queued, release = threading.Event(), threading.Event()
 

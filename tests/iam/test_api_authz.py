@@ -225,7 +225,7 @@ def test_accounts_manage_only_their_own_entities(aws, server):
 def test_create_account_helper(server):
     from soko.iam.api import IamApi
 
-    api = IamApi(server.registry.settings, server.registry, server.identity)
+    api = IamApi(server.registry.settings, server.identity)
     out = api.create_account("444455556666")
     assert out["AccountId"] == "444455556666"
     assert out["AccessKeyId"].startswith("AKIA") and len(out["SecretAccessKey"]) == 40

@@ -9,8 +9,8 @@ import pytest
 import sqlalchemy as sa
 
 from soko.errors import ManifestBlobUnknown, RepositoryNotEmpty, TagImmutable
+from soko.kernel.events import image_action
 from soko.meta.schema import audit_events, event_outbox, gc_link_reviews
-from soko.registry.events import image_action
 from soko.registry.lifecycle_runner import LifecycleRunner
 from soko.registry.models import RepoRef
 from tests.clock import Clock

@@ -1,5 +1,5 @@
 """The audit log: authentication and authorization decisions in the metadata store (lifecycle expiries are written
-by their own unit of work, ``soko.registry.unit_of_work``).
+by their own unit of work, ``soko.kernel.unit_of_work``).
 
 Recording must not cost a write transaction per request, so events are queued in memory and written in batches
 about once a second (and at shutdown) through ``soko.batcher``: a failed write keeps the batch for the next flush
@@ -19,8 +19,8 @@ import sqlalchemy as sa
 
 from soko.access import RequestContext
 from soko.batcher import Batcher
+from soko.kernel.context import DomainContext
 from soko.meta.schema import audit_events
-from soko.registry.context import DomainContext
 
 
 @dataclass(frozen=True, slots=True)

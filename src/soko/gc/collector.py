@@ -61,12 +61,12 @@ import logging
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import sqlalchemy as sa
 
+from soko.kernel.context import DomainContext
 from soko.meta.schema import blobs, gc_link_reviews, manifest_blobs, manifests, repository_blobs, uploads
-from soko.registry.context import DomainContext
-from soko.registry.uploads import Uploads
 from soko.storage import PathNotFound, StorageDriver, paths
 from soko.storage.paths import blob_path, trash_path
 
@@ -162,8 +162,14 @@ class _RollBack(Exception):
     """Leaves a probing transaction without committing it."""
 
 
+class ExpiresUploads(Protocol):
+    """What the collector needs of the domain's uploads (``soko.registry.uploads.Uploads``, which composes it)."""
+
+    def expire(self, older_than: float | None = None) -> int: ...
+
+
 class GarbageCollector:
-    def __init__(self, ctx: DomainContext, uploads: Uploads) -> None:
+    def __init__(self, ctx: DomainContext, uploads: ExpiresUploads) -> None:
         self.ctx = ctx
         self.uploads = uploads
 

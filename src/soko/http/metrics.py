@@ -23,10 +23,10 @@ from soko.http.messages import Request, Response
 from soko.metering.pricing import gb_months
 
 if TYPE_CHECKING:
+    from soko.kernel.context import DomainContext
     from soko.metering.runtime import RuntimeMetrics
     from soko.metering.service import Metering
     from soko.registry import Registry
-    from soko.registry.context import DomainContext
     from soko.registry.uploads import Uploads
 
 CACHE_SECONDS = 5.0

@@ -21,7 +21,6 @@ from soko.iam import ids
 from soko.iam.directory import Directory, IamError, Page, ValidationError, parse_policy_arn
 from soko.iam.policy.keys import request_tag_keys
 from soko.iam.service import Identity
-from soko.registry import Registry
 
 
 def _time(epoch: float) -> datetime:
@@ -88,9 +87,8 @@ def _refuse(p: dict, *names: str) -> None:
 
 
 class IamApi:
-    def __init__(self, settings: Settings, registry: Registry, identity: Identity) -> None:
+    def __init__(self, settings: Settings, identity: Identity) -> None:
         self.settings = settings
-        self.registry = registry
         self.identity = identity
         self.directory = Directory(identity.ctx, identity.master, identity.credentials)
         self.operations: dict[tuple[str, str], Callable[[Call], dict]] = {}

@@ -19,8 +19,8 @@ from soko.errors import AccessDenied
 from soko.iam.credentials import CredentialStore
 from soko.iam.policy import AuthzRequest, Decision, MalformedPolicy, Policy, PolicyKind, evaluate, parse_policy
 from soko.iam.policy import Principal as PolicyPrincipal
+from soko.kernel.context import DomainContext
 from soko.meta.schema import registry_policies, repositories, repository_tags
-from soko.registry.context import DomainContext
 
 
 def policy_principal(principal: Principal) -> PolicyPrincipal:

@@ -18,6 +18,7 @@ from soko.access import Principal
 from soko.aws.sigv4 import Credentials
 from soko.iam import ids
 from soko.iam.secrets import MasterKey
+from soko.kernel.context import DomainContext
 from soko.meta.schema import (
     access_keys,
     accounts,
@@ -29,7 +30,6 @@ from soko.meta.schema import (
     policy_attachments,
     sts_sessions,
 )
-from soko.registry.context import DomainContext
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,6 +27,7 @@ from soko.iam.credentials import CredentialStore
 from soko.iam.policy import AuthzRequest, MalformedPolicy, PolicyKind, evaluate, evaluate_trust, parse_policy
 from soko.iam.policy.keys import warn_unpopulated
 from soko.iam.secrets import MasterKey
+from soko.kernel.context import DomainContext
 from soko.meta.schema import (
     access_keys,
     accounts,
@@ -38,7 +39,6 @@ from soko.meta.schema import (
     policy_attachments,
     sts_sessions,
 )
-from soko.registry.context import DomainContext
 
 # ---- errors (IAM/STS wire codes) ----------------------------------------------------------------------------------
 

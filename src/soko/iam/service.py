@@ -13,7 +13,7 @@ from soko.iam.authorizer import IamAuthorizer
 from soko.iam.credentials import CredentialStore
 from soko.iam.secrets import MasterKey
 from soko.iam.tokens import TokenService
-from soko.registry.context import DomainContext
+from soko.kernel.context import DomainContext
 
 log = logging.getLogger("soko.iam")
 

@@ -61,7 +61,7 @@ def _backoff(attempts: int, cap: float, rng: random.Random) -> float:
 class JobRunner:
     def __init__(
         self,
-        ctx,  # soko.registry.context.DomainContext
+        ctx,  # soko.kernel.context.DomainContext
         kinds: list[JobKind],
         *,
         tick: float = 1.0,

@@ -6,15 +6,12 @@ import asyncio
 import logging
 from collections.abc import Coroutine
 from datetime import date
-from typing import TYPE_CHECKING
 
 from soko.access import RequestContext
+from soko.kernel import DomainContext
 from soko.metering import stored
 from soko.metering.pricing import month_bounds
 from soko.metering.recorder import TransferRecorder, transfer_rows
-
-if TYPE_CHECKING:  # soko.registry composes Metering: no import cycle at runtime
-    from soko.registry.context import DomainContext
 
 log = logging.getLogger("soko.metering")
 FLUSH_INTERVAL = 10.0  # seconds between flushes of the in-memory transfer counts

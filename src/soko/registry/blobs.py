@@ -8,9 +8,9 @@ import sqlalchemy as sa
 
 from soko.digest import Digest
 from soko.errors import BlobUnknown, ManifestReferenced
+from soko.kernel.context import DomainContext
 from soko.meta.schema import blobs, manifest_blobs, manifests, repository_blobs
 from soko.meta.schema import repositories as repos
-from soko.registry.context import DomainContext
 from soko.registry.models import BlobContent, BlobInfo, RepoRef
 from soko.registry.repositories import Repositories
 from soko.registry.settings_store import account_setting

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
+from soko.kernel.context import DomainContext
 from soko.meta.schema import blobs, manifest_blobs, manifest_children, manifests, repository_blobs, tags
 from soko.meta.schema import repositories as repos
-from soko.registry.context import DomainContext
 from soko.storage import PathNotFound, paths
 from soko.storage.paths import blob_path, trash_path
 

@@ -22,17 +22,17 @@ from soko.errors import (
     TagImmutable,
     TooLarge,
 )
+from soko.kernel.context import DomainContext
+from soko.kernel.events import image_action, lifecycle_expiry
+from soko.kernel.unit_of_work import UnitOfWork
 from soko.meta.schema import blobs, manifest_blobs, manifest_children, manifests, repository_blobs, tags
 from soko.meta.schema import repositories as repos
 from soko.names import validate_tag
 from soko.registry import media_types as mt
-from soko.registry.context import DomainContext
-from soko.registry.events import image_action, lifecycle_expiry
 from soko.registry.immutability import tag_is_immutable
 from soko.registry.manifest_format import ParsedManifest, parse_manifest
 from soko.registry.models import ManifestRecord, PutManifestResult, RepoRef
 from soko.registry.repositories import Repositories
-from soko.registry.unit_of_work import UnitOfWork
 
 
 def manifest_unknown(ref: RepoRef, reference: str) -> ManifestUnknown:

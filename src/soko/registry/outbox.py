@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
+from soko.kernel.context import DomainContext
 from soko.meta.schema import event_outbox
-from soko.registry.context import DomainContext
 
 BATCH = 5000
 

@@ -11,9 +11,9 @@ import sqlalchemy as sa
 from soko.errors import SokoError
 from soko.iam.policy import MalformedPolicy, Policy, PolicyKind, parse_policy
 from soko.iam.policy.keys import warn_unpopulated
+from soko.kernel.context import DomainContext
 from soko.meta.schema import registry_policies
 from soko.meta.schema import repositories as repos
-from soko.registry.context import DomainContext
 from soko.registry.models import RepoRef
 from soko.registry.repositories import Repositories
 

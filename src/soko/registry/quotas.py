@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
+from soko.kernel.context import DomainContext
 from soko.meta.schema import account_settings
-from soko.registry.context import DomainContext
 
 # name → (settings attribute holding the default, what it limits)
 QUOTAS: dict[str, tuple[str | None, str]] = {

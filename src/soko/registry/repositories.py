@@ -8,15 +8,15 @@ import json
 import sqlalchemy as sa
 
 from soko.errors import LimitExceeded, RepositoryAlreadyExists, RepositoryNotEmpty, RepositoryNotFound, SokoError
+from soko.kernel.context import DomainContext
+from soko.kernel.events import repository_action
+from soko.kernel.unit_of_work import UnitOfWork
 from soko.meta.schema import lifecycle_policies, manifests, repository_tags, uploads
 from soko.meta.schema import repositories as t
 from soko.names import validate_repository_name
 from soko.registry.capabilities import require_aes256, require_scan_on_push_off
-from soko.registry.context import DomainContext
-from soko.registry.events import repository_action
 from soko.registry.models import RepoRef, Repository
 from soko.registry.quotas import Quotas
-from soko.registry.unit_of_work import UnitOfWork
 from soko.storage.base import PathNotFound
 from soko.storage.paths import upload_dir
 

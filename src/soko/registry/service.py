@@ -5,10 +5,10 @@ from __future__ import annotations
 from soko import private
 from soko.config import Settings
 from soko.gc.collector import GarbageCollector
+from soko.kernel.context import DomainContext
 from soko.meta import Database
 from soko.metering import Metering
 from soko.registry.blobs import Blobs
-from soko.registry.context import DomainContext
 from soko.registry.images import Images
 from soko.registry.lifecycle_store import LifecycleStore
 from soko.registry.manifests import Manifests

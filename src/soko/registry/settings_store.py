@@ -8,9 +8,9 @@ import json
 import sqlalchemy as sa
 
 from soko.errors import SokoError
+from soko.kernel.context import DomainContext
 from soko.meta.schema import account_settings, replication_configurations, scanning_configurations
 from soko.registry.capabilities import require_basic_scanning_without_rules, require_no_replication
-from soko.registry.context import DomainContext
 from soko.registry.immutability import matches_any
 
 # name → (default, accepted values). BLOB_MOUNTING defaults to ENABLED: Soko mounted blobs before the setting

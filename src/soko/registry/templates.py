@@ -11,9 +11,9 @@ import sqlalchemy as sa
 
 from soko.errors import SokoError
 from soko.iam.policy.keys import warn_unpopulated
+from soko.kernel.context import DomainContext
 from soko.meta.schema import creation_templates as t
 from soko.registry.capabilities import require_create_on_push_only
-from soko.registry.context import DomainContext
 from soko.registry.lifecycle_store import validate_policy as validate_lifecycle_policy
 from soko.registry.policies import validate_repository_policy
 from soko.registry.repositories import (

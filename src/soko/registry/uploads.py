@@ -37,9 +37,9 @@ from soko.errors import (
     UploadLimitExceeded,
     UploadUnknown,
 )
+from soko.kernel.context import DomainContext
 from soko.meta.db import retry_on_deadlock
 from soko.meta.schema import blobs, repository_blobs, uploads
-from soko.registry.context import DomainContext
 from soko.registry.models import BlobInfo, RepoRef, UploadState
 from soko.registry.repositories import Repositories
 from soko.storage import FileWriter, InvalidOffset, PathNotFound

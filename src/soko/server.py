@@ -1,4 +1,4 @@
-"""Serving: one process, or a supervisor forking N workers that share the listening sockets (``supervisor.py``).
+"""Serving: one process, or a supervisor forking N workers that share the listening sockets (``soko.http.supervisor``).
 
 Each worker runs granian's HTTP engine on every socket (soko.http.listener) in front of one SokoApp. Workers open
 their own database connections after the fork (connections must never cross a fork). SIGTERM/SIGINT stop

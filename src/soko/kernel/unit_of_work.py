@@ -7,7 +7,7 @@
   so a link can never be left unreferenced without a review: the grace period holds on every path);
 * ``invalidate`` — readers' caches: ``NOTIFY`` inside the transaction (PostgreSQL), generation bump after commit;
 * ``audit`` — an audit row, written in the same transaction;
-* ``emit`` — an events-outbox row (``soko.registry.events``), written in the same transaction.
+* ``emit`` — an events-outbox row (``soko.kernel.events``), written in the same transaction.
 
 Rows are written just before commit, so a write that raises (rolls back) leaves no reviews, audit rows or
 events; the cache bump happens only after a commit.
@@ -20,13 +20,13 @@ from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
-from soko.gc.queue import enqueue_link_reviews, enqueue_repository_reviews
+from soko.kernel.events import Event
+from soko.kernel.link_reviews import enqueue_link_reviews, enqueue_repository_reviews
 from soko.meta.changes import CHANNEL
 from soko.meta.schema import audit_events, event_outbox
-from soko.registry.events import Event
 
 if TYPE_CHECKING:
-    from soko.registry.context import DomainContext
+    from soko.kernel.context import DomainContext
 
 
 class UnitOfWork:

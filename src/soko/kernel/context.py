@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 import sqlalchemy as sa
 
 from soko.config import Settings
+from soko.kernel.unit_of_work import UnitOfWork
 from soko.meta import Database
 from soko.meta.changes import Generation
-from soko.registry.unit_of_work import UnitOfWork
 from soko.storage import StorageDriver
 
 
@@ -30,7 +30,7 @@ class DomainContext:
 
     @contextlib.contextmanager
     def transaction(self, *, invalidates: bool = False) -> Iterator[UnitOfWork]:
-        """A domain write: one transaction and its after-write effects (``soko.registry.unit_of_work``);
+        """A domain write: one transaction and its after-write effects (``soko.kernel.unit_of_work``);
         ``invalidates`` when it changes answers that readers cache (tags, manifests…)."""
         with self.db.write() as conn:
             tx = UnitOfWork(self, conn, invalidates=invalidates)
