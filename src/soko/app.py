@@ -15,11 +15,11 @@ from soko.http.forwarded import TrustedProxies
 from soko.http.health import Health
 from soko.http.messages import AnyResponse, Request, error_response
 from soko.http.metrics import metrics_handler
+from soko.http.runtime import RuntimeMetrics
 from soko.iam.api import IamApi
 from soko.iam.service import Identity
 from soko.jobs import JobRunner, registry_jobs
 from soko.meta.changes import PostgresListener
-from soko.metering.runtime import RuntimeMetrics
 from soko.oci.base import OciContext
 from soko.oci.presigned import PREFIX as LAYERS_PREFIX
 from soko.oci.presigned import PresignedLayers

@@ -21,10 +21,10 @@ from soko.http.access_log import open_access_log
 from soko.http.forwarded import TrustedProxies
 from soko.http.listener import Listeners, connection_limit, raise_open_files_limit
 from soko.http.rsgi import RsgiApp
+from soko.http.runtime import shared_across_workers, worker_died
 from soko.http.supervisor import Supervisor
 from soko.http.tls import TlsFiles
 from soko.http.tls import watch as watch_tls
-from soko.metering.runtime import shared_across_workers, worker_died
 
 log = logging.getLogger("soko.server")
 logging.getLogger("_granian").setLevel(logging.WARNING)  # worker start/stop lines: Soko prints its own

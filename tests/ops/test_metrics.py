@@ -7,7 +7,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from soko.metering.runtime import RuntimeMetrics
+from soko.http.runtime import RuntimeMetrics
 from tests.e2e.servers import start_soko
 from tests.oci.helpers import push_blob
 

@@ -23,8 +23,8 @@ from soko.http.messages import Request, Response
 from soko.metering.pricing import gb_months
 
 if TYPE_CHECKING:
+    from soko.http.runtime import RuntimeMetrics
     from soko.kernel.context import DomainContext
-    from soko.metering.runtime import RuntimeMetrics
     from soko.metering.service import Metering
     from soko.registry import Registry
     from soko.registry.uploads import Uploads

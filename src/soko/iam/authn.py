@@ -4,13 +4,32 @@ from __future__ import annotations
 
 import base64
 import binascii
+from typing import Any, Protocol
 
-from soko.access import Principal
+from soko.access import Principal, RequestContext
 from soko.audit import AuditLog
 from soko.errors import TokenExpired, Unauthenticated
-from soko.http.messages import Request
 from soko.iam.credentials import CredentialStore
 from soko.iam.tokens import TokenService
+
+
+class _Headers(Protocol):
+    def get(self, key: str, default: Any = None) -> Any: ...
+    def __contains__(self, key: str) -> bool: ...
+
+
+class Request(Protocol):
+    """What authentication reads of an HTTP request (``soko.http.messages.Request``; iam does not import http)."""
+
+    @property
+    def headers(self) -> _Headers: ...
+    @property
+    def scheme(self) -> str: ...
+    @property
+    def host(self) -> str: ...
+    @property
+    def context(self) -> RequestContext | None: ...
+
 
 LOGIN_HINT = "log in with: aws ecr get-login-password | docker login --username AWS --password-stdin <registry>"
 
