@@ -145,3 +145,4 @@ async def _upkeep(registry: Registry, identity: Identity, runtime: RuntimeMetric
             await task
     await loop.run_in_executor(None, runner.stop)
     await loop.run_in_executor(None, flush)
+    runtime.fold()  # the last requests' counts (in multiprocess mode they outlive this worker)

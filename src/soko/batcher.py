@@ -38,6 +38,18 @@ class Batcher(Generic[K, V]):
         with self._lock:
             self._put(key, value)
 
+    def bump(self, key: K, make: Callable[[], V], delta: V) -> None:
+        """``add(key, make())``, but when ``key`` is already waiting only ``delta`` is merged into it: ``make`` (a
+        whole record, which may cost) runs only for a new key. One step under the lock, like ``add``."""
+        with self._lock:
+            old = self._pending.get(key)
+            if old is not None:
+                self._pending[key] = self._merge(old, delta)
+            elif len(self._pending) < self.limit:
+                self._pending[key] = make()
+            else:
+                self.dropped += 1
+
     def _put(self, key: K, value: V) -> None:
         old = self._pending.get(key)
         if old is not None:

@@ -3,6 +3,8 @@ out, upload sessions, background runs with their last success, database pool use
 
 from __future__ import annotations
 
+import time
+
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -71,9 +73,35 @@ def test_metrics_add_up_over_workers(tmp_path):
     try:
         for _ in range(20):  # answered by either worker
             assert httpx.get(server.url + "/nothing-here", timeout=10).status_code == 404
+        # Each worker folds its request counts into the shared values every second (and the one scraped, at once).
+        time.sleep(1.5)
         for _ in range(3):  # whichever worker a scrape reaches, it counts every worker's requests
             samples = _samples(server.url)
             assert _value(samples, "soko_http_request_duration_seconds_count", operation="other",
                           status="404") == 20
     finally:
         server.stop()
+
+
+def test_request_counts_reach_the_histogram_at_the_next_fold():
+    from soko.http.messages import Request
+
+    runtime = RuntimeMetrics()
+    request = Request("GET", "/v2/a/manifests/t", "", {}, "127.0.0.1:1", "127.0.0.1:2", "http", None)
+    request.operation, request.bytes_in = "oci:get_manifest", 7
+    for seconds in (0.0005, 0.003, 400.0):
+        runtime.observe(request, 200, 10, 100.0, 100.0 + seconds)
+    get = runtime.registry.get_sample_value
+    labels = {"operation": "oci:get_manifest", "status": "200"}
+    assert get("soko_http_request_duration_seconds_count", labels) is None  # counted, not yet folded
+    runtime.fold()
+    assert get("soko_http_request_duration_seconds_count", labels) == 3
+    assert get("soko_http_request_duration_seconds_bucket", {**labels, "le": "0.001"}) == 1
+    assert get("soko_http_request_duration_seconds_bucket", {**labels, "le": "0.005"}) == 2
+    assert get("soko_http_request_duration_seconds_bucket", {**labels, "le": "300.0"}) == 2
+    assert get("soko_http_request_duration_seconds_bucket", {**labels, "le": "+Inf"}) == 3
+    assert abs(get("soko_http_request_duration_seconds_sum", labels) - 400.0035) < 1e-6
+    assert get("soko_http_request_bytes_total", {"operation": "oci:get_manifest"}) == 21
+    assert get("soko_http_response_bytes_total", {"operation": "oci:get_manifest"}) == 30
+    runtime.fold()  # nothing new: nothing added twice
+    assert get("soko_http_request_duration_seconds_count", labels) == 3

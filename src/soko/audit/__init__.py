@@ -49,27 +49,30 @@ class AuditLog:
     ) -> None:
         source_ip = context.source_ip if context else None
         endpoint = context.endpoint if context else None
+
+        def row() -> dict:
+            return {
+                "at": self.ctx.clock(),
+                "event": event,
+                "principal": principal,
+                "action": action,
+                "resource": resource,
+                "decision": decision,
+                "reason": (reason or "")[:1024],
+                "source_ip": source_ip,
+                "endpoint": endpoint,
+                "request_id": context.request_id if context else None,
+                "count": 1,
+            }
+
         # Allows (and challenges) repeated within one batch are one row with a count; every denial keeps its own.
-        # Always a whole row: the batcher merges it into one already waiting (counts add up) in one step, so a flush
-        # between a lookup and an add can never leave a partial row behind.
+        # The batcher builds the row only for a key not yet waiting (else it adds one to the count) in one step, so a
+        # flush in between can never leave a partial row behind — and a repeated allow costs no row and no request id.
         if decision != "deny":
             key: tuple = (event, principal, action, resource, decision, source_ip, endpoint)
+            self._batch.bump(key, row, _ONE)
         else:
-            key = ("deny", next(self._unique))
-        row = {
-            "at": self.ctx.clock(),
-            "event": event,
-            "principal": principal,
-            "action": action,
-            "resource": resource,
-            "decision": decision,
-            "reason": (reason or "")[:1024],
-            "source_ip": source_ip,
-            "endpoint": endpoint,
-            "request_id": context.request_id if context else None,
-            "count": 1,
-        }
-        self._batch.add(key, row)
+            self._batch.add(("deny", next(self._unique)), row())
 
     def flush(self) -> int:
         """Write the waiting rows; if the database fails they wait for the next flush (``soko.batcher``)."""
@@ -93,6 +96,11 @@ class AuditLog:
             return [dict(row._mapping) for row in conn.execute(stmt)]
 
 
+_ONE = {"count": 1}  # what one more identical decision adds to a waiting row
+
+
 def _merge_rows(old: dict, new: dict) -> dict:
-    """The first row stands for both: its time, request id and reason; the counts add up."""
-    return {**old, "count": old["count"] + new["count"]}
+    """The first row stands for both: its time, request id and reason; the counts add up. (Rows waiting in the batch
+    belong to it alone, so the count is added in place.)"""
+    old["count"] += new["count"]
+    return old
