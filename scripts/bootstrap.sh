@@ -3,6 +3,7 @@
 #   scripts/bootstrap.sh          what `soko serve` needs
 #   scripts/bootstrap.sh --test   also the test tools, and the external clients the end-to-end tests and the bench
 #                                 drive (skopeo, umoci, jq, podman, buildah, containerd, docker-registry, wrk, hey,
+#                                 debootstrap, go, npm for tests/scan,
 #                                 and Ceph's S3 gateway for scripts/ceph-rgw.sh: ceph-mon ceph-osd radosgw ceph-common:
 #                                 Debian packages, installed with apt-get when missing)
 set -euo pipefail
@@ -25,6 +26,11 @@ if [ -n "$extra" ]; then
   command -v ceph-osd >/dev/null 2>&1 || missing+=(ceph-osd)
   command -v radosgw >/dev/null 2>&1 || missing+=(radosgw)
   command -v ceph-authtool >/dev/null 2>&1 || missing+=(ceph-common)
+  # tests/scan builds real images: a Debian root filesystem, a Go binary (with a vendored Debian Go library)
+  command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
+  command -v go >/dev/null 2>&1 || missing+=(golang-go)
+  [ -d /usr/share/gocode/src/golang.org/x/text ] || missing+=(golang-golang-x-text-dev)
+  command -v npm >/dev/null 2>&1 || missing+=(npm)
   if [ "${#missing[@]}" -gt 0 ]; then
     sudo=""
     [ "$(id -u)" -eq 0 ] || sudo="sudo"

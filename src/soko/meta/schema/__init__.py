@@ -29,6 +29,7 @@ from soko.meta.schema.manifests import manifest_blobs, manifest_children, manife
 from soko.meta.schema.metering import transfer_usage, usage_samples
 from soko.meta.schema.policies import account_settings, registry_policies
 from soko.meta.schema.repositories import repositories
+from soko.meta.schema.scan import image_inventories
 from soko.meta.schema.uploads import uploads
 
 __all__ = [
@@ -43,6 +44,7 @@ __all__ = [
     "iam_roles",
     "iam_tags",
     "iam_users",
+    "image_inventories",
     "inline_policies",
     "jobs",
     "lifecycle_policies",

@@ -1,0 +1,122 @@
+"""Inventories of real images built here (Debian 12 by debootstrap, old Python wheels, an npm tree, a Go binary),
+compared with syft's on the same OCI layout. Every difference is named below with its reason."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from soko.registry.models import RepoRef
+from soko.scan.inventory import COMPLETE, Inventories
+from soko.storage.paths import blob_path
+from tests.scan import images
+
+pytestmark = pytest.mark.skipif(
+    not os.environ.get("CI") and not all(shutil.which(t) for t in ("umoci", "debootstrap", "go", "npm")),
+    reason="needs umoci, debootstrap, go and npm (scripts/bootstrap.sh --test installs them)",
+)
+
+REF = RepoRef("123456789012", "scan/real")
+
+
+@pytest.fixture
+def database_url(tmp_path):
+    """The inventory's storage runs on both databases in test_inventory.py; here one is enough."""
+    return f"sqlite:///{tmp_path / 'metadata.db'}"
+
+
+@pytest.fixture(scope="session")
+def combined_layout() -> Path:
+    """Debian minbase, then Python wheels, an npm tree, a Go binary; then a layer that whites out chardet's
+    metadata and one that makes node_modules/minimist opaque with a newer minimist."""
+    minimist = images.cached("minimist-1.2.6", lambda tmp: (tmp / "package.json").write_text(
+        json.dumps({"name": "minimist", "version": "1.2.6"})))
+    return images.layout("combined", [
+        (images.debian_rootfs(),),
+        (images.python_tree(),),
+        (images.npm_tree(),),
+        (images.go_tree(),),
+        ("whiteout", f"/{images.SITE}/chardet-3.0.4.dist-info"),
+        ("opaque", minimist, "/app/node_modules/minimist"),
+    ])
+
+
+@pytest.fixture(scope="session")
+def syft_packages(combined_layout) -> dict[str, set[tuple[str, str]]]:
+    out = subprocess.run(
+        [str(images.VENV_BIN / "syft"), "scan", f"oci-dir:{combined_layout}", "-o", "syft-json", "-q"],
+        check=True, capture_output=True, env={**os.environ, "SYFT_CHECK_FOR_APP_UPDATE": "false"},
+    ).stdout
+    found: dict[str, set[tuple[str, str]]] = {}
+    for artifact in json.loads(out)["artifacts"]:
+        found.setdefault(artifact["type"], set()).add((artifact["name"], artifact["version"]))
+    return found
+
+
+@pytest.fixture
+def inventory(registry, combined_layout):
+    images.push_layout(registry, REF, combined_layout)
+    [inv] = Inventories(registry).of(REF, "latest")
+    return inv
+
+
+def by_type(inv, kind: str) -> dict[str, object]:
+    return {p.name: p for p in inv.packages if p.type == kind}
+
+
+def test_debian_packages_match_syft_and_keep_their_source(inventory, syft_packages):
+    assert inventory.status == COMPLETE, inventory.reason
+    assert inventory.platform == "linux/amd64"
+    assert (inventory.os.id, inventory.os.version_id, inventory.os.codename) == ("debian", "12", "bookworm")
+    debs = by_type(inventory, "deb")
+    assert len(debs) == 88  # debootstrap --variant=minbase bookworm
+    assert {(p.name, p.version) for p in debs.values()} == syft_packages["deb"]
+    libc = debs["libc6"]
+    assert (libc.source_name, libc.arch, libc.path) == ("glibc", "amd64", "var/lib/dpkg/status")
+    assert libc.purl.startswith("pkg:deb/debian/libc6@") and "distro=debian-12" in libc.purl
+    assert "upstream=glibc" in libc.purl
+    assert debs["libpam-modules"].source_name == "pam"
+    assert debs["perl-base"].source_name == "perl"
+    assert {p.layer for p in debs.values()} == {inventory.layers[0]}
+
+
+def test_python_packages_match_syft_except_the_whited_out_one(inventory, syft_packages):
+    pypi = by_type(inventory, "pypi")
+    assert {(p.name, p.version) for p in pypi.values()} == {
+        ("requests", "2.19.1"), ("urllib3", "1.23"), ("idna", "2.7"), ("certifi", "2018.4.16")}
+    assert "chardet" not in pypi  # its dist-info was whited out by layer 5
+    assert {(n, v) for n, v in syft_packages["python"]} == {(p.name, p.version) for p in pypi.values()}
+    assert pypi["requests"].purl == "pkg:pypi/requests@2.19.1"
+    assert {p.layer for p in pypi.values()} == {inventory.layers[1]}
+
+
+def test_npm_packages_and_the_opaque_directory(inventory, syft_packages):
+    npm = by_type(inventory, "npm")
+    assert {(p.name, p.version) for p in npm.values()} == {
+        ("lodash", "4.17.15"), ("minimist", "1.2.6"), ("@babel/helper-string-parser", "7.19.4")}
+    assert npm["minimist"].layer == inventory.layers[5]  # the opaque layer replaced 1.2.0
+    assert npm["lodash"].layer == inventory.layers[2]
+    assert npm["@babel/helper-string-parser"].purl == "pkg:npm/%40babel/helper-string-parser@7.19.4"
+    assert syft_packages["npm"] == {(p.name, p.version) for p in npm.values()}
+
+
+def test_go_binary_modules(inventory, syft_packages):
+    go = [p for p in inventory.packages if p.type == "golang"]
+    assert {(p.name, p.version) for p in go} == {
+        ("example.com/soko/hello", "(devel)"), ("golang.org/x/text", "v0.7.0"), ("stdlib", "1.19.8")}
+    assert {p.path for p in go} == {"usr/local/bin/hello"}
+    assert {p.layer for p in go} == {inventory.layers[3]}
+    # syft names the standard library's version "go1.19.8"; Soko keeps OSV's "1.19.8" (Go advisories' form)
+    assert {(n, v.removeprefix("go")) for n, v in syft_packages["go-module"]} == {(p.name, p.version) for p in go}
+
+
+def test_stored_inventory_is_reused_without_reading_layers(registry, inventory):
+    for layer in inventory.layers:  # the layers are gone from storage: a rescan must not need them
+        registry.ctx.storage.delete(blob_path(layer))
+    [again] = Inventories(registry).of(REF, "latest")
+    assert again == inventory
