@@ -44,6 +44,7 @@ class S3Server:
     endpoint: str
     access_key: str
     secret_key: str
+    directory: Path | None = None  # radosgw: its Ceph cluster's directory (ceph.conf, keyrings, logs)
 
     def client(self):
         """A new client (as another node would have its own)."""
@@ -168,7 +169,7 @@ def rgw(tmp_path_factory) -> Iterator[S3Server]:
             pytest.fail(f"scripts/ceph-rgw.sh start failed ({started.returncode}):\n{started.stderr}")
     endpoint, access_key, secret_key = started.stdout.split()
     try:
-        yield S3Server("radosgw", endpoint, access_key, secret_key)
+        yield S3Server("radosgw", endpoint, access_key, secret_key, directory)
     finally:
         with _locked(shared / "radosgw.lock"):
             (users / str(os.getpid())).unlink(missing_ok=True)
