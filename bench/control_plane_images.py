@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import json
 import os
 import random
@@ -40,17 +39,15 @@ import boto3
 from botocore.config import Config
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+from tests.e2e.servers import free_port  # noqa: E402
+from tests.oci.helpers import sha256  # noqa: E402
+
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 
 
 def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextlib.contextmanager
@@ -110,7 +107,7 @@ def make_client(endpoint: str, key_id: str, secret: str):
 
 
 def upload_blob(ecr, repo: str, data: bytes) -> str:
-    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    digest = sha256(data)
     if (
         ecr.batch_check_layer_availability(repositoryName=repo, layerDigests=[digest])["layers"][0]["layerAvailability"]
         == "AVAILABLE"

@@ -12,7 +12,6 @@ byte for byte, that every upload session answers (no claim left locked), and tha
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import random
@@ -26,12 +25,9 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.e2e.servers import run_fsck, start_soko
+from tests.oci.helpers import sha256
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-
-
-def _digest(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 class Pusher(threading.Thread):
@@ -57,7 +53,7 @@ class Pusher(threading.Thread):
                     continue
                 manifest = json.dumps({
                     "schemaVersion": 2, "mediaType": OCI_MANIFEST,
-                    "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": _digest(config),
+                    "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": sha256(config),
                                "size": len(config)},
                     "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d, "size": s}
                                for d, s in layers],
@@ -76,7 +72,7 @@ class Pusher(threading.Thread):
         return None if digest is None else (digest, len(data))
 
     def _monolithic(self, data: bytes) -> str | None:
-        digest = _digest(data)
+        digest = sha256(data)
         r = self.client.post(f"/v2/{self.repo}/blobs/uploads/", params={"digest": digest}, content=data)
         if r.status_code != 201:
             return None
@@ -97,7 +93,7 @@ class Pusher(threading.Thread):
             if r.status_code != 202:
                 return None
             location = r.headers["Location"]
-        digest = _digest(data)
+        digest = sha256(data)
         r = self.client.put(location, params={"digest": digest})
         if r.status_code != 201:
             return None

@@ -7,6 +7,7 @@ import os
 import socket
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,12 +69,6 @@ def registry(settings) -> Iterator[Registry]:
     reg = Registry(settings, db, FilesystemDriver(settings.blob_root))
     yield reg
     reg.close()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # botocore's retries as the suite was written against them: legacy mode, one retry of transport errors and 5xx.
@@ -141,22 +136,39 @@ def listening_socket(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
     return sock
 
 
-@pytest.fixture
-def server(registry, settings) -> Iterator[RunningServer]:
-    """The real application and HTTP engine on a real port, in a background thread, in this process."""
+@contextmanager
+def serve(
+    settings: Settings,
+    registry: Registry,
+    sockets: list[socket.socket] | None = None,
+    endpoints: dict[tuple[str, int], str] | None = None,
+) -> Iterator[RunningServer]:
+    """The real application and HTTP engine on real sockets (default: one fresh port; the first is the one ``url``
+    names), in a background thread of this process, with the default account's root key and an ECR token for it.
+    ``endpoints``: private-endpoint listeners, as ``SokoApp`` takes them. Every test server is built here."""
     from soko.app import SokoApp
     from soko.iam.service import Identity
 
     identity = Identity(registry.ctx)
     identity.bootstrap_root()
     token, _ = identity.tokens.issue(ROOT_KEY_ID, registry.ctx.clock())
-    sock = listening_socket()
-    port = sock.getsockname()[1]
-    app = SokoApp(settings, registry, identity)
-    running = ServerThread(app, [sock])
-    yield RunningServer(f"http://127.0.0.1:{port}", f"127.0.0.1:{port}", registry, identity, token, app)
-    running.close()
-    sock.close()
+    sockets = sockets or [listening_socket()]
+    port = sockets[0].getsockname()[1]
+    app = SokoApp(settings, registry, identity, endpoints)
+    running = ServerThread(app, sockets)
+    try:
+        yield RunningServer(f"http://127.0.0.1:{port}", f"127.0.0.1:{port}", registry, identity, token, app)
+    finally:
+        running.close()
+        for sock in sockets:
+            sock.close()
+
+
+@pytest.fixture
+def server(registry, settings) -> Iterator[RunningServer]:
+    """The real application and HTTP engine on a real port, in a background thread, in this process."""
+    with serve(settings, registry) as running:
+        yield running
 
 
 @pytest.fixture

@@ -31,6 +31,7 @@ import pytest
 from botocore.config import Config
 
 from soko.storage.s3 import S3Driver, S3Location
+from tests.e2e.servers import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 CEPH_RGW = ROOT / "scripts" / "ceph-rgw.sh"
@@ -81,16 +82,10 @@ def s3_client(server: S3Server):
     return server.client()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def moto(tmp_path_factory) -> Iterator[S3Server]:
     binary = shutil.which("moto_server") or os.path.join(os.path.dirname(sys.executable), "moto_server")
-    port = _free_port()
+    port = free_port()
     log = open(tmp_path_factory.mktemp("moto") / "moto.log", "wb")  # noqa: SIM115 - closed below
     proc = subprocess.Popen([binary, "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 30

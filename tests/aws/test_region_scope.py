@@ -11,7 +11,7 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from tests.conftest import ROOT_KEY_ID, ROOT_SECRET, SUITE_RETRIES, ServerThread, listening_socket
+from tests.conftest import ROOT_KEY_ID, ROOT_SECRET, SUITE_RETRIES, serve
 
 
 def _client(url: str, service: str, region: str):
@@ -35,16 +35,8 @@ def _error(call) -> tuple[str, str, int]:
 @pytest.fixture
 def eu_server(registry, settings):
     """The same registry served as an eu-west-1 deployment."""
-    from soko.app import SokoApp
-    from soko.iam.service import Identity
-
-    identity = Identity(registry.ctx)
-    identity.bootstrap_root()
-    sock = listening_socket()
-    running = ServerThread(SokoApp(dataclasses.replace(settings, region="eu-west-1"), registry, identity), [sock])
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    running.close()
-    sock.close()
+    with serve(dataclasses.replace(settings, region="eu-west-1"), registry) as server:
+        yield server.url
 
 
 def test_ecr_and_token_requests_signed_for_another_region_are_refused(server):

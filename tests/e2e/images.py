@@ -13,7 +13,9 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from .layout import OCI_INDEX, OCI_MANIFEST, ImageRef, sha256_digest
+from tests.oci.helpers import sha256
+
+from .layout import OCI_INDEX, OCI_MANIFEST, ImageRef
 from .skopeo import Skopeo
 
 CREATED = "2024-01-01T00:00:00Z"
@@ -68,7 +70,7 @@ def build_image(layout: Path, tag: str, seed: str, layer_sizes: list[int], *, ar
 
 
 def _put_blob(layout: Path, data: bytes) -> dict[str, object]:
-    digest = sha256_digest(data)
+    digest = sha256(data)
     path = layout / "blobs" / "sha256" / digest.split(":", 1)[1]
     if not path.exists():
         path.write_bytes(data)
@@ -95,7 +97,7 @@ def build_multiarch(layout: Path, tag: str, seed: str) -> ImageRef:
     for arch in ("amd64", "arm64"):
         image = build_image(layout, f"{tag}-{arch}", f"{seed}/{arch}", [300_000, 200_000], arch=arch)
         manifest = image.top_manifest()
-        children.append({"mediaType": OCI_MANIFEST, "digest": sha256_digest(manifest), "size": len(manifest),
+        children.append({"mediaType": OCI_MANIFEST, "digest": sha256(manifest), "size": len(manifest),
                          "platform": {"architecture": arch, "os": "linux"}})
     index = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": children}, indent=2).encode()
     _tag_in_layout(layout, OCI_INDEX, _put_blob(layout, index), tag)
@@ -116,7 +118,7 @@ def build_artifact(layout: Path, tag: str, subject: ImageRef) -> ImageRef:
         "artifactType": ARTIFACT_TYPE,
         "config": {"mediaType": EMPTY_CONFIG_TYPE, **empty, "data": "e30="},
         "layers": [{"mediaType": ARTIFACT_LAYER_TYPE, **layer}],
-        "subject": {"mediaType": OCI_MANIFEST, "digest": sha256_digest(subject_manifest),
+        "subject": {"mediaType": OCI_MANIFEST, "digest": sha256(subject_manifest),
                     "size": len(subject_manifest)},
         "annotations": {"org.opencontainers.image.created": CREATED},
     }, indent=2).encode()

@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
+
+from tests.oci.helpers import sha256
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 INDEX_TYPES = (OCI_INDEX, DOCKER_LIST)
-
-
-def sha256_digest(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 def media_type(manifest: bytes) -> str:
@@ -51,7 +48,7 @@ class ImageRef:
         raise KeyError(f"tag {self.tag!r} not in {self.path}/index.json")
 
     def top_digest(self) -> str:
-        return sha256_digest(self.top_manifest())
+        return sha256(self.top_manifest())
 
     def blob(self, digest: str) -> bytes:
         algorithm, hexpart = digest.split(":", 1)
@@ -68,7 +65,7 @@ class ImageRef:
         """Every blob reachable from the tag (manifests, configs, layers), digest -> bytes."""
         blobs: dict[str, bytes] = {}
         top = self.top_manifest()
-        self._walk(sha256_digest(top), top, blobs)
+        self._walk(sha256(top), top, blobs)
         return blobs
 
     def _walk(self, digest: str, manifest: bytes, blobs: dict[str, bytes]) -> None:
@@ -95,5 +92,5 @@ def assert_same_content(expected: dict[str, bytes], actual: dict[str, bytes]) ->
     extra = sorted(set(actual) - set(expected))
     assert not missing and not extra, f"blob sets differ: missing={missing} extra={extra}"
     for digest, data in expected.items():
-        assert sha256_digest(data) == digest, f"source blob {digest} does not match its digest"
+        assert sha256(data) == digest, f"source blob {digest} does not match its digest"
         assert actual[digest] == data, f"blob {digest} differs after the round trip"

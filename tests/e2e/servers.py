@@ -47,6 +47,20 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
+def child_pids(pid: int) -> set[int]:
+    """The processes whose parent is ``pid`` (a supervisor's workers)."""
+    found = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            if int(stat[stat.rindex(")") + 2 :].split()[1]) == pid:
+                found.add(int(entry))
+    return found
+
+
 class ServerError(RuntimeError):
     pass
 

@@ -14,8 +14,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.oci.helpers import sha256
+
 from .conftest import _require
-from .layout import sha256_digest
 from .podman import ContainerTool
 from .servers import RegistryServer
 
@@ -74,5 +75,5 @@ def test_buildah_push_podman_pull_and_push_buildah_pull(registry: RegistryServer
     puller = tool("buildah", tmp_path / "buildah-pull", short_dir / "c", registry)
     puller.run("pull", "--signature-policy", puller.policy, "--tls-verify=false", v2)
     assert puller.run("inspect", "--type", "image", "--format", "{{.FromImageID}}", v2) == image_id
-    digest = sha256_digest(manifest(http, "clients/podman", "v2"))
+    digest = sha256(manifest(http, "clients/podman", "v2"))
     assert puller.run("inspect", "--type", "image", "--format", "{{.FromImageDigest}}", v2) == digest

@@ -5,7 +5,6 @@ one node and finished on the other."""
 from __future__ import annotations
 
 import base64
-import hashlib
 import os
 import uuid
 from collections.abc import Iterator
@@ -15,6 +14,7 @@ import httpx
 import pytest
 
 from tests.databases import fresh_database
+from tests.oci.helpers import sha256
 from tests.s3 import S3Server, rgw  # noqa: F401 - fixture
 
 from .layout import assert_same_content
@@ -70,7 +70,7 @@ def test_image_pushed_through_one_node_pulls_through_the_other(nodes, images, tm
 def test_one_upload_continues_on_another_node(nodes) -> None:
     node_a, node_b = nodes
     first, second = os.urandom(9 << 20), os.urandom(3 << 20)  # the first chunk spans a full 8 MiB part
-    digest = "sha256:" + hashlib.sha256(first + second).hexdigest()
+    digest = sha256(first + second)
     with httpx.Client(headers=node_a.auth_header(), timeout=60) as a, httpx.Client(
         headers=node_b.auth_header(), timeout=60
     ) as b:

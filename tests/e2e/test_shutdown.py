@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import socket
 import time
@@ -10,6 +9,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+
+from tests.oci.helpers import sha256
 
 from .servers import start_soko
 
@@ -31,7 +32,7 @@ def test_sigterm_lets_an_upload_in_flight_finish(tmp_path: Path, workers: int) -
     server = start_soko(tmp_path / "data", workers=workers)
     try:
         body = os.urandom(4 << 20)
-        digest = "sha256:" + hashlib.sha256(body).hexdigest()
+        digest = sha256(body)
         auth = "".join(f"{k}: {v}\r\n" for k, v in server.auth_header().items())
         host, port = server.host.split(":")
         upload = socket.create_connection((host, int(port)))

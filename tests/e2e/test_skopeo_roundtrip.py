@@ -9,8 +9,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.oci.helpers import sha256
+
 from .images import ARTIFACT_TYPE
-from .layout import DOCKER_MANIFEST, INDEX_TYPES, OCI_INDEX, ImageRef, assert_same_content, sha256_digest
+from .layout import DOCKER_MANIFEST, INDEX_TYPES, OCI_INDEX, ImageRef, assert_same_content
 from .servers import E2E_TARGET, RegistryServer
 from .skopeo import Skopeo, SkopeoError
 
@@ -65,7 +67,7 @@ def test_multiarch_children_are_addressable(registry: RegistryServer, skopeo: Sk
     archs = set()
     for child in index["manifests"]:
         raw = skopeo.inspect_raw(docker_ref(registry, repo, child["digest"]))
-        assert sha256_digest(raw) == child["digest"]
+        assert sha256(raw) == child["digest"]
         archs.add(json.loads(skopeo.inspect(docker_ref(registry, repo, child["digest"]),
                                             "--config").stdout)["architecture"])
     assert archs == {"amd64", "arm64"}
@@ -99,7 +101,7 @@ def test_zstd_layers_preserved(registry: RegistryServer, skopeo: Skopeo,
     blob = http.get(f"/v2/{repo}/blobs/{layers[0]['digest']}")
     assert blob.status_code == 200
     assert blob.content.startswith(ZSTD_MAGIC)
-    assert sha256_digest(blob.content) == layers[0]["digest"]
+    assert sha256(blob.content) == layers[0]["digest"]
 
 
 def _digests(pattern: str, log: str) -> set[str]:

@@ -10,22 +10,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from .servers import RegistryServer, _spawn, soko_argv, start_soko
+from .servers import RegistryServer, _spawn, child_pids, soko_argv, start_soko
 
 pytestmark = pytest.mark.xdist_group("workers")
-
-
-def _children(pid: int) -> set[int]:
-    found = set()
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            if int(stat[stat.rindex(")") + 2 :].split()[1]) == pid:
-                found.add(int(entry))
-    return found
 
 
 def _alive(pid: int) -> bool:
@@ -53,11 +40,11 @@ def _serves(server: RegistryServer) -> None:
 def test_a_killed_worker_is_replaced_and_logged(tmp_path: Path) -> None:
     server = start_soko(tmp_path / "data", workers=2)
     try:
-        _wait_for(lambda: len(_children(server.pid)) == 2, "two workers", server)
-        workers = _children(server.pid)
+        _wait_for(lambda: len(child_pids(server.pid)) == 2, "two workers", server)
+        workers = child_pids(server.pid)
         victim = min(workers)
         os.kill(victim, signal.SIGKILL)
-        _wait_for(lambda: len(_children(server.pid) - workers) == 1 and len(_children(server.pid)) == 2,
+        _wait_for(lambda: len(child_pids(server.pid) - workers) == 1 and len(child_pids(server.pid)) == 2,
                   "a replacement worker", server)
         log = server.log_tail(20_000)
         assert f"(pid {victim}) was killed by signal 9 (SIGKILL)" in log, log
@@ -71,8 +58,8 @@ def test_a_killed_worker_is_replaced_and_logged(tmp_path: Path) -> None:
 def test_workers_exit_when_the_supervisor_is_killed(tmp_path: Path) -> None:
     server = start_soko(tmp_path / "data", workers=2)
     try:
-        _wait_for(lambda: len(_children(server.pid)) == 2, "two workers", server)
-        workers = _children(server.pid)
+        _wait_for(lambda: len(child_pids(server.pid)) == 2, "two workers", server)
+        workers = child_pids(server.pid)
         os.kill(server.pid, signal.SIGKILL)
         server.proc.wait(10)
         _wait_for(lambda: not any(_alive(pid) for pid in workers), "orphaned workers exited", server)

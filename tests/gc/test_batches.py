@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sys
@@ -20,17 +19,13 @@ from soko.registry.models import RepoRef
 from tests.clock import Clock
 from tests.domain import push_blob, push_image
 from tests.gc.test_collector import ACCOUNT, blob_rows, stored
-from tests.oci.helpers import image_manifest
+from tests.oci.helpers import image_manifest, sha256
 
 
 @pytest.fixture
 def small_batches(monkeypatch) -> None:
     """Batches of 2, so a handful of rows spans several batches (and a batch mixes outcomes)."""
     monkeypatch.setattr(collector, "BATCH", 2)
-
-
-def sha(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 def links(registry) -> set[tuple[str, str]]:
@@ -75,7 +70,7 @@ def test_batches_mixing_referenced_and_unreferenced_links_delete_exactly_the_unr
     push_image(registry, a, "v1", [shared, own])  # config + 2 layers, all referenced in a
     orphans = [push_blob(registry, a, os.urandom(100)) for _ in range(3)]
     push_blob(registry, b, shared)  # linked in b, referenced by nothing there; a still uses the blob
-    kept = links(registry) - {("gc/mix-a", d) for d in orphans} - {("gc/mix-b", sha(shared))}
+    kept = links(registry) - {("gc/mix-a", d) for d in orphans} - {("gc/mix-b", sha256(shared))}
     assert len(queued_reviews(registry)) == 7  # one per upload
 
     dry = registry.gc.run(grace_period=0, dry_run=True)
@@ -88,7 +83,7 @@ def test_batches_mixing_referenced_and_unreferenced_links_delete_exactly_the_unr
     assert sorted(report.deleted_digests) == sorted(orphans)
     assert links(registry) == kept
     assert not any(stored(registry, d) for d in orphans) and not blob_rows(registry) & set(orphans)
-    assert stored(registry, sha(shared)) and stored(registry, sha(own))
+    assert stored(registry, sha256(shared)) and stored(registry, sha256(own))
     assert queued_reviews(registry) == []
     assert list(check(registry.ctx)) == []
 
@@ -102,7 +97,7 @@ def test_a_blob_referenced_again_between_queueing_and_review_stays(registry, sma
     report = registry.gc.run(grace_period=0)
     # Only the first image's config goes; the layer's link was re-checked under its lock and kept.
     assert (report.links_deleted, report.blobs_deleted) == (1, 1)
-    assert stored(registry, sha(layer)) and ("gc/again", sha(layer)) in links(registry)
+    assert stored(registry, sha256(layer)) and ("gc/again", sha256(layer)) in links(registry)
     assert registry.manifests.get(ref, second).digest == second
     assert queued_reviews(registry) == []
     assert list(check(registry.ctx)) == []
@@ -312,7 +307,7 @@ def test_a_retried_push_puts_its_manifest_after_the_first_uploads_review_came_du
     manifest = registry.manifests.put(ref, "v1", manifest_of(config, [layer]), None).digest  # … and it goes on
     clock.now += GRACE
     assert gc_counts(registry) == (0, 0)  # the retry's reviews: referenced now
-    assert stored(registry, sha(config)) and stored(registry, sha(layer))
+    assert stored(registry, sha256(config)) and stored(registry, sha256(layer))
     assert registry.manifests.get(ref, "v1").digest == manifest
     assert queued_reviews(registry) == []
     assert list(check(registry.ctx)) == []
@@ -323,7 +318,7 @@ def test_a_blob_mounted_again_shortly_before_its_grace_period_ends_is_kept_until
 ) -> None:
     source, target = RepoRef(ACCOUNT, "gc/mount-source"), RepoRef(ACCOUNT, "gc/mount-target")
     layer = os.urandom(150)
-    digest = sha(layer)
+    digest = sha256(layer)
     push_image(registry, source, "v1", [layer])  # the source uses the blob: only the target's link is at stake
     assert registry.blobs.mount(target, digest, source) is not None
     clock.now += GRACE - 60
@@ -380,12 +375,12 @@ def test_the_sweep_leaves_a_link_uploaded_again_after_it_looked(registry, clock,
 def _link_again(registry, how: str, target: RepoRef, source: RepoRef, data: bytes) -> Callable[[], None]:
     """Start uploading (all but the completion) or mounting ``data`` into ``target`` again; returns the rest."""
     if how == "mount":
-        return lambda: registry.blobs.mount(target, sha(data), source)
+        return lambda: registry.blobs.mount(target, sha256(data), source)
     state = registry.uploads.start(target)
     writer = registry.uploads.begin_chunk(target, state.id, 0)
     writer.write(data)
     writer.finish()
-    return lambda: registry.uploads.complete(target, state.id, sha(data))
+    return lambda: registry.uploads.complete(target, state.id, sha256(data))
 
 
 def _linked_once(registry, how: str, target: RepoRef, source: RepoRef, data: bytes) -> None:
@@ -426,8 +421,8 @@ def test_a_link_again_in_flight_when_its_old_review_is_checked_is_kept(registry,
     assert not errors, errors
     (report,) = reports
     assert (report.links_deleted, report.blobs_deleted) == (0, 0)
-    assert (target.name, sha(data)) in links(registry) and stored(registry, sha(data))
-    assert [d for _, d in queued_reviews(registry)] == [sha(data)]  # the new review, not due yet
+    assert (target.name, sha256(data)) in links(registry) and stored(registry, sha256(data))
+    assert [d for _, d in queued_reviews(registry)] == [sha256(data)]  # the new review, not due yet
     assert list(check(registry.ctx)) == []
 
 
@@ -468,7 +463,7 @@ def test_an_upload_or_mount_again_while_the_collector_deletes_the_old_link_links
     assert report.links_deleted == 1  # the old link went; the new one is in place
     # (Whether the blob pass that follows the link batch also took the blob depends on who got its row first:
     # usually the upload or mount waiting for it, else the upload stores the blob anew. Either way it is there now.)
-    assert (target.name, sha(data)) in links(registry) and stored(registry, sha(data))
-    assert registry.blobs.stat(target, sha(data)).size == 90
-    assert [d for _, d in queued_reviews(registry)] == [sha(data)]
+    assert (target.name, sha256(data)) in links(registry) and stored(registry, sha256(data))
+    assert registry.blobs.stat(target, sha256(data)).size == 90
+    assert [d for _, d in queued_reviews(registry)] == [sha256(data)]
     assert list(check(registry.ctx)) == []

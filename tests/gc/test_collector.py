@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import random
 import threading
@@ -16,6 +15,7 @@ from soko.registry.models import RepoRef
 from soko.storage import PathNotFound
 from soko.storage.paths import blob_path, trash_path
 from tests.domain import push_blob, push_image
+from tests.oci.helpers import sha256
 
 ACCOUNT = "000000000000"
 
@@ -47,7 +47,7 @@ def test_referenced_blobs_stay_and_deleting_the_manifest_frees_them(registry) ->
     ref = RepoRef(ACCOUNT, "gc/app")
     layer = os.urandom(1000)
     manifest = push_image(registry, ref, "v1", [layer])
-    layer_digest = "sha256:" + hashlib.sha256(layer).hexdigest()
+    layer_digest = sha256(layer)
     assert registry.gc.run(grace_period=0).blobs_deleted == 0
     assert stored(registry, layer_digest)
     registry.manifests.delete(ref, manifest)
@@ -65,7 +65,7 @@ def test_a_blob_shared_with_another_repository_survives(registry) -> None:
     push_image(registry, b, "v1", [layer])
     registry.manifests.delete(a, manifest_a)
     registry.gc.run(grace_period=0)
-    layer_digest = "sha256:" + hashlib.sha256(layer).hexdigest()
+    layer_digest = sha256(layer)
     assert stored(registry, layer_digest)
     assert registry.blobs.stat(b, layer_digest).size == 500
     assert list(check(registry.ctx)) == []
@@ -103,7 +103,7 @@ def test_stray_files_are_swept_and_trash_of_a_crashed_run_is_restored(registry) 
     storage.put_content("uploads/00000000-0000-0000-0000-000000000000/data", b"abandoned")
     ref = RepoRef(ACCOUNT, "gc/trash")
     kept = push_image(registry, ref, "v1", [b"layer"])
-    layer_digest = "sha256:" + hashlib.sha256(b"layer").hexdigest()
+    layer_digest = sha256(b"layer")
     # Simulate a collector that died after moving live content to trash, before its transaction committed.
     storage.move(blob_path(layer_digest), trash_path(layer_digest))
     # fsck says where the content is and that the next gc deals with it, rather than calling it missing

@@ -8,7 +8,6 @@ passed, the content goes.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 
@@ -19,14 +18,11 @@ from soko.registry.models import RepoRef
 from tests.clock import Clock
 from tests.domain import push_image
 from tests.gc.test_collector import stored
+from tests.oci.helpers import sha256
 
 ACCOUNT = "000000000000"
 DAY = 86400.0
 GRACE = DAY
-
-
-def sha256(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 @pytest.fixture

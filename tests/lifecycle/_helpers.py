@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from soko.lifecycle import ImageRecord, LifecycleAction, evaluate, parse_lifecycle_policy
+from tests.oci.helpers import sha256
 
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
 
@@ -18,7 +18,7 @@ def ago(days: float = 0, hours: float = 0) -> datetime:
 
 
 def digest(name: str) -> str:
-    return "sha256:" + hashlib.sha256(name.encode()).hexdigest()
+    return sha256(name.encode())
 
 
 _NAME_OF: dict[str, str] = {}

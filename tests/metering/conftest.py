@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from tests.conftest import ROOT_KEY_ID, ServerThread, listening_socket
+from tests.conftest import listening_socket, serve
 
 VPCE = "vpce-0metering0001"
 
@@ -21,21 +21,7 @@ class TwoListeners:
 
 @pytest.fixture
 def two_listeners(registry, settings) -> Iterator[TwoListeners]:
-    from soko.app import SokoApp
-    from soko.iam.service import Identity
-
-    identity = Identity(registry.ctx)
-    identity.bootstrap_root()
-    token, _ = identity.tokens.issue(ROOT_KEY_ID, registry.ctx.clock())
     public, private = listening_socket(), listening_socket()
     private_port = private.getsockname()[1]
-    app = SokoApp(settings, registry, identity, endpoints={("127.0.0.1", private_port): VPCE})
-    running = ServerThread(app, [public, private])
-    yield TwoListeners(
-        f"http://127.0.0.1:{public.getsockname()[1]}",
-        f"http://127.0.0.1:{private_port}",
-        {"Authorization": f"Basic {token}"},
-    )
-    running.close()
-    public.close()
-    private.close()
+    with serve(settings, registry, [public, private], {("127.0.0.1", private_port): VPCE}) as server:
+        yield TwoListeners(server.url, f"http://127.0.0.1:{private_port}", server.basic_auth)

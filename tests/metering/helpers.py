@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 
 from soko.registry.models import RepoRef
 from tests.domain import push_blob
 from tests.oci.helpers import image_manifest
-
-
-def sha(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 def push_image(registry, ref: RepoRef, tag: str, config: bytes, layers: list[bytes]) -> tuple[str, bytes]:

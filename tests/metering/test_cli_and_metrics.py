@@ -15,7 +15,8 @@ from soko.access import RequestContext
 from soko.cli import main
 from soko.metering.pricing import GIB, month_bounds
 from soko.registry.models import RepoRef
-from tests.metering.helpers import config_blob, push_image, sha
+from tests.metering.helpers import config_blob, push_image
+from tests.oci.helpers import sha256
 
 ACCOUNT = "000000000000"
 HOUR = 3600
@@ -100,8 +101,8 @@ def test_metrics_expose_the_figures(registry, client: httpx.Client) -> None:
     layer = os.urandom(2048)
     push_image(registry, ref, "v1", config_blob(9), [layer])
     registry.metering.sample()
-    assert client.get(f"/v2/prom/app/blobs/{sha(layer)}", headers={"Range": "bytes=0-999"}).status_code == 206
-    assert client.get(f"/v2/prom/app/blobs/{sha(layer)}").status_code == 200
+    assert client.get(f"/v2/prom/app/blobs/{sha256(layer)}", headers={"Range": "bytes=0-999"}).status_code == 206
+    assert client.get(f"/v2/prom/app/blobs/{sha256(layer)}").status_code == 200
     # Not flushed yet: the scrape adds this process's pending counts.
     response = httpx.get(client.base_url.join("/metrics"))
     assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")

@@ -18,7 +18,8 @@ from soko.metering.recorder import TransferRecorder
 from soko.metering.report import build_report
 from soko.registry.models import RepoRef
 from tests.metering.conftest import VPCE
-from tests.metering.helpers import config_blob, push_image, sha
+from tests.metering.helpers import config_blob, push_image
+from tests.oci.helpers import sha256
 
 ACCOUNT = "000000000000"
 
@@ -40,7 +41,7 @@ def test_blob_and_manifest_reads_count_the_bytes_sent(registry, client: httpx.Cl
     ref = RepoRef(ACCOUNT, "xfer/app")
     layer = os.urandom(10_000)
     _, manifest = push_image(registry, ref, "v1", config_blob(1), [layer])
-    blob_url = f"/v2/xfer/app/blobs/{sha(layer)}"
+    blob_url = f"/v2/xfer/app/blobs/{sha256(layer)}"
     sent = []
 
     full = client.get(blob_url)
@@ -82,7 +83,7 @@ def test_a_private_endpoint_listener_is_metered_apart(registry, two_listeners) -
     ref = RepoRef(ACCOUNT, "xfer/private")
     layer = os.urandom(4096)
     push_image(registry, ref, "v1", config_blob(2), [layer])
-    path = f"/v2/xfer/private/blobs/{sha(layer)}"
+    path = f"/v2/xfer/private/blobs/{sha256(layer)}"
     with httpx.Client(headers=two_listeners.headers, timeout=30) as http:
         assert http.get(two_listeners.private_url + path).content == layer
         assert len(http.get(two_listeners.public_url + path, headers={"Range": "bytes=0-99"}).content) == 100

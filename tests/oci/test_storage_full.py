@@ -16,7 +16,7 @@ from botocore.exceptions import ClientError
 
 from soko import storage_full
 from soko.meta.schema import uploads
-from tests.conftest import ServerThread, listening_socket
+from tests.conftest import serve
 from tests.oci.helpers import assert_oci_error, push_blob, sha256
 
 
@@ -67,40 +67,26 @@ def tiny_disk(tmp_path):
 
 
 def test_a_real_full_filesystem(tiny_disk, registry, settings, caplog) -> None:
-    from soko.app import SokoApp
-    from soko.iam.service import Identity
     from soko.storage import FilesystemDriver
-    from tests.conftest import ROOT_KEY_ID
 
     registry.ctx.storage = FilesystemDriver(str(tiny_disk / "storage"))
-    identity = Identity(registry.ctx)
-    identity.bootstrap_root()
-    token, _ = identity.tokens.issue(ROOT_KEY_ID, registry.ctx.clock())
-    sock = listening_socket()
-    running = ServerThread(SokoApp(settings, registry, identity), [sock])
     filler = tiny_disk / "filler"
-    try:
-        with httpx.Client(
-            base_url=f"http://127.0.0.1:{sock.getsockname()[1]}",
-            timeout=30,
-            headers={"Authorization": f"Basic {token}"},
-        ) as client:
-            push_blob(client, "tiny/app", b"fits")
-            with open(filler, "wb", buffering=0) as f:  # fill the disk
-                try:
-                    while True:
-                        f.write(b"\0" * 65536)
-                except OSError:
-                    pass
-            data = os.urandom(512 * 1024)
-            with caplog.at_level(logging.ERROR):
-                for _ in range(2):
-                    response = client.post("/v2/tiny/app/blobs/uploads/", params={"digest": sha256(data)}, content=data)
-                    assert_oci_error(response, 503, "UNAVAILABLE")
-            assert _upload_rows(registry) == 0
-            assert len([r for r in caplog.records if r.levelno >= logging.ERROR]) == 1
-            filler.unlink()  # space freed: pushes work again
-            assert push_blob(client, "tiny/app", data) == sha256(data)
-    finally:
-        running.close()
-        sock.close()
+    with serve(settings, registry) as server, httpx.Client(
+        base_url=server.url, timeout=30, headers=server.basic_auth
+    ) as client:
+        push_blob(client, "tiny/app", b"fits")
+        with open(filler, "wb", buffering=0) as f:  # fill the disk
+            try:
+                while True:
+                    f.write(b"\0" * 65536)
+            except OSError:
+                pass
+        data = os.urandom(512 * 1024)
+        with caplog.at_level(logging.ERROR):
+            for _ in range(2):
+                response = client.post("/v2/tiny/app/blobs/uploads/", params={"digest": sha256(data)}, content=data)
+                assert_oci_error(response, 503, "UNAVAILABLE")
+        assert _upload_rows(registry) == 0
+        assert len([r for r in caplog.records if r.levelno >= logging.ERROR]) == 1
+        filler.unlink()  # space freed: pushes work again
+        assert push_blob(client, "tiny/app", data) == sha256(data)

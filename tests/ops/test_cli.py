@@ -3,7 +3,6 @@ bad blob breaks, and output piped into `head` ending quietly."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
@@ -18,6 +17,7 @@ from soko.registry import Registry
 from soko.registry.models import RepoRef
 from soko.storage.paths import blob_path
 from tests.domain import push_image
+from tests.oci.helpers import sha256
 
 
 def _common(settings) -> list[str]:
@@ -65,7 +65,7 @@ def test_fsck_names_the_images_a_bad_blob_breaks_and_shows_progress(registry, se
     layer = os.urandom(3 << 20)
     push_image(registry, ref, "v1", [layer, b"other layer"])
     push_image(registry, ref, "v2", [layer])
-    with open(os.path.join(registry.ctx.storage.root, blob_path("sha256:" + hashlib.sha256(layer).hexdigest())),
+    with open(os.path.join(registry.ctx.storage.root, blob_path(sha256(layer))),
               "r+b") as f:
         f.write(b"X")
     assert main(["fsck", *_common(settings), "--progress"]) == 1
@@ -76,7 +76,6 @@ def test_fsck_names_the_images_a_bad_blob_breaks_and_shows_progress(registry, se
     assert "fsck: 1 problem(s) found" in out
     # the progress line (stderr: stdout stays the report): counts, bytes in human units, rate
     assert "fsck: manifests: 4/4 blobs" in err and "MiB" in err and "/s)" in err
-
 
 
 def test_output_into_head_ends_quietly(tmp_path):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 
@@ -20,14 +19,14 @@ from soko.storage import FilesystemDriver, PathNotFound
 from soko.storage.paths import blob_path, upload_path
 from tests.clock import Clock
 from tests.domain import push_blob, push_image
+from tests.oci.helpers import sha256, sha512
 
 
 def _ref(registry, name: str = "repo") -> RepoRef:
     return RepoRef(registry.settings.account_id, name)
 
 
-def _digest(data: bytes, algorithm: str = "sha256") -> str:
-    return f"{algorithm}:{hashlib.new(algorithm, data).hexdigest()}"
+DIGESTS = {"sha256": sha256, "sha512": sha512}
 
 
 def _chunk(registry, ref: RepoRef, upload_id: str, data: bytes, start: int | None = None):
@@ -59,7 +58,7 @@ def test_upload_expiry(registry):
     with pytest.raises(PathNotFound):
         registry.ctx.storage.stat(upload_path(old.id))
     with pytest.raises(UploadUnknown):
-        registry.uploads.complete(ref, old.id, _digest(b"abandoned"))
+        registry.uploads.complete(ref, old.id, sha256(b"abandoned"))
     assert registry.uploads.expire(older_than=0) == 0
 
 
@@ -82,8 +81,8 @@ def test_resume_in_another_process(registry, algorithm):
     _chunk(registry, ref, state.id, data[11:], 11)
     registry.uploads._hashes = type(registry.uploads._hashes)()
     with pytest.raises(DigestInvalid):
-        registry.uploads.complete(ref, state.id, _digest(data + b"x", algorithm))
-    info = registry.uploads.complete(ref, state.id, _digest(data, algorithm))
+        registry.uploads.complete(ref, state.id, DIGESTS[algorithm](data + b"x"))
+    info = registry.uploads.complete(ref, state.id, DIGESTS[algorithm](data))
     assert info.size == len(data)
     assert _read(registry, blob_path(info.digest)) == data
     assert registry.blobs.stat(ref, info.digest).size == len(data)
@@ -98,7 +97,7 @@ def test_failed_chunk_leaves_no_trailing_bytes(registry):
     writer.write(b"GARBAGE FROM A CUT-OFF CHUNK")
     writer.abort()
     assert registry.uploads.status(ref, state.id).size == 4
-    info = registry.uploads.complete(ref, state.id, _digest(b"kept"))
+    info = registry.uploads.complete(ref, state.id, sha256(b"kept"))
     assert info.size == 4
     assert _read(registry, blob_path(info.digest)) == b"kept"
     assert list(check(registry.ctx)) == []
@@ -119,7 +118,7 @@ def test_one_chunk_at_a_time(registry):
         registry.uploads.begin_chunk(ref, state.id, 0)
     assert exc.value.current_size == 6
     _chunk(registry, ref, state.id, b"!", 6)
-    assert registry.uploads.complete(ref, state.id, _digest(b"winner!")).size == 7
+    assert registry.uploads.complete(ref, state.id, sha256(b"winner!")).size == 7
 
 
 @pytest.fixture
@@ -141,11 +140,11 @@ def test_one_writer_across_nodes(registry, other_node):
         other_node.uploads.begin_chunk(ref, state.id, 0)
     assert exc.value.current_size == 0
     with pytest.raises(RangeNotSatisfiable):
-        other_node.uploads.complete(ref, state.id, _digest(b"from node one"))
+        other_node.uploads.complete(ref, state.id, sha256(b"from node one"))
     first.finish()
     # the claim ended with the chunk: node two resumes and completes, re-hashing what node one wrote
     _chunk(other_node, ref, state.id, b"+two", 13)
-    info = other_node.uploads.complete(ref, state.id, _digest(b"from node one+two"))
+    info = other_node.uploads.complete(ref, state.id, sha256(b"from node one+two"))
     assert _read(registry, blob_path(info.digest)) == b"from node one+two"
     assert list(check(registry.ctx)) == []
 
@@ -160,7 +159,7 @@ def test_post_then_put_on_another_node_hashes_while_streaming(registry, other_no
 
     monkeypatch.setattr(other_node.uploads, "_rehash", no_rehash)
     _chunk(other_node, ref, state.id, b"whole body", 0)
-    assert other_node.uploads.complete(ref, state.id, _digest(b"whole body")).size == 10
+    assert other_node.uploads.complete(ref, state.id, sha256(b"whole body")).size == 10
 
 
 def test_claim_of_a_dead_writer_goes_stale(registry, other_node):
@@ -177,7 +176,7 @@ def test_claim_of_a_dead_writer_goes_stale(registry, other_node):
     # the dead writer's late finish cannot move the size any more
     with pytest.raises(RangeNotSatisfiable):
         abandoned.finish()
-    assert other_node.uploads.complete(ref, state.id, _digest(b"whole")).size == 5
+    assert other_node.uploads.complete(ref, state.id, sha256(b"whole")).size == 5
 
 
 @pytest.fixture
@@ -198,7 +197,7 @@ def test_a_writer_that_stalled_past_the_stale_time_never_writes_again(registry, 
     with pytest.raises(RangeNotSatisfiable):
         stalled.write(b"AAAA")  # refused before a byte reaches the file
     stalled.abort()
-    info = other_node.uploads.complete(ref, state.id, _digest(b"BBBB"))
+    info = other_node.uploads.complete(ref, state.id, sha256(b"BBBB"))
     assert _read(registry, blob_path(info.digest)) == b"BBBB"
     assert list(check(registry.ctx)) == []
 
@@ -262,16 +261,16 @@ def test_pull_recording(registry):
         "mediaType": "application/vnd.oci.image.manifest.v1+json",
         "config": {
             "mediaType": "application/vnd.oci.image.config.v1+json",
-            "digest": _digest(config),
+            "digest": sha256(config),
             "size": len(config),
         },
         "layers": [
-            {"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": _digest(layer), "size": len(layer)}
+            {"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": sha256(layer), "size": len(layer)}
         ],
     }
     payload = json.dumps(manifest).encode()
     result = registry.manifests.put(ref, "v1", payload, "application/vnd.oci.image.manifest.v1+json")
-    assert result.digest == _digest(payload)
+    assert result.digest == sha256(payload)
 
     def last_pulled():
         with registry.ctx.db.read() as conn:

@@ -3,7 +3,6 @@ existing data dir open to others draws a warning at start. File modes only: SQLi
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import stat
@@ -14,6 +13,7 @@ from soko.config import load_settings
 from soko.iam.service import Identity
 from soko.registry import Registry
 from soko.registry.models import RepoRef
+from tests.oci.helpers import sha256
 
 
 @pytest.fixture
@@ -44,7 +44,7 @@ def test_data_dir_is_private_whatever_the_umask(tmp_path, open_umask, caplog) ->
         writer = registry.uploads.begin_chunk(ref, done.id, 0)
         writer.write(b"layer")
         writer.finish()
-        registry.uploads.complete(ref, done.id, "sha256:" + hashlib.sha256(b"layer").hexdigest())
+        registry.uploads.complete(ref, done.id, sha256(b"layer"))
         pending = registry.uploads.start(ref)
         writer = registry.uploads.begin_chunk(ref, pending.id, 0)
         writer.write(b"half")

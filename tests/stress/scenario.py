@@ -23,7 +23,6 @@ figures equal a recomputation from the raw rows.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
@@ -59,6 +58,7 @@ from soko.registry.models import RepoRef
 from soko.storage import PathNotFound
 from soko.storage.paths import blob_path
 from tests.domain import push_blob
+from tests.oci.helpers import sha256
 
 ACCOUNT = "000000000000"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -79,10 +79,6 @@ def keep_last(n: int) -> str:
             ]
         }
     )
-
-
-def sha(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 # Failures a correct registry produces under this workload, by (operation, exception type).
@@ -162,9 +158,9 @@ def image_manifest(config: bytes, layers: list[bytes]) -> bytes:
         {
             "schemaVersion": 2,
             "mediaType": OCI_MANIFEST,
-            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": sha(config),
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": sha256(config),
                        "size": len(config)},
-            "layers": [{"mediaType": LAYER, "digest": sha(layer), "size": len(layer)} for layer in layers],
+            "layers": [{"mediaType": LAYER, "digest": sha256(layer), "size": len(layer)} for layer in layers],
         }
     ).encode()
 
@@ -212,7 +208,7 @@ class Workload:
         data = rng.choice(self.shared)
         if rng.random() < 0.3:  # mount it from another repository when one has it, else upload
             source = rng.choice([r for r in self.refs if r != ref] or [ref])
-            if self.registry.blobs.mount(ref, sha(data), source) is not None:
+            if self.registry.blobs.mount(ref, sha256(data), source) is not None:
                 self.stats.op("mount")
                 return data
         push_blob(self.registry, ref, data)
@@ -224,7 +220,7 @@ class Workload:
         layers = [self._layer(rng, ref) for _ in range(rng.randint(1, 3))]
         self.stats.op("blob-push", 1 + len(layers))
         payload = image_manifest(config, layers)
-        digest = sha(payload)
+        digest = sha256(payload)
         self.registry.manifests.put(ref, reference or digest, payload, OCI_MANIFEST)
         return digest, payload
 
@@ -319,7 +315,7 @@ class Workload:
         content = self.registry.blobs.open(ref, digest)
         with self.registry.ctx.storage.reader(blob_path(content.digest)) as f:
             data = f.read()
-        if sha(data) != digest:
+        if sha256(data) != digest:
             self.stats.violation(f"pull: blob {digest} of {ref.name} has wrong content ({len(data)} bytes)")
 
     def _still_broken(self, ref: RepoRef, manifest: str, digest: str) -> bool:
