@@ -93,6 +93,16 @@ class Authorizer(Protocol):
     ) -> None:
         """Return when allowed; raise ``soko.errors.AccessDenied`` otherwise."""
 
+    def cached(
+        self,
+        principal: Principal,
+        action: str,
+        resource_arn: str,
+        resource_account: str | None,
+        context: RequestContext,
+    ) -> bool:
+        """Whether ``authorize`` would answer from memory, without a database read (so on the event loop)."""
+
 
 def repository_arn(region: str, account_id: str, name: str) -> str:
     return f"arn:aws:ecr:{region}:{account_id}:repository/{name}"

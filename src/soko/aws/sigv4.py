@@ -341,7 +341,7 @@ def verify(
 _KEY_ID = re.compile(r"Credential=([A-Za-z0-9]{1,128})(?=/)")
 
 
-def _key_id_tried(req: SignedRequest) -> str | None:
+def key_id_tried(req: SignedRequest) -> str | None:
     """The access key id in the Authorization header or X-Amz-Credential, if it has the form of one."""
     headers = _header_index(req.headers)
     source = (headers.get("authorization") or [""])[0]
@@ -367,7 +367,7 @@ def check_head(
     try:
         return _check_head(req, lookup, _now(now), expected_service, expected_regions, max_skew)
     except AwsAuthError as exc:
-        exc.access_key_id = _key_id_tried(req)
+        exc.access_key_id = key_id_tried(req)
         raise
 
 

@@ -21,7 +21,7 @@ from soko.http.bodies import BODY_BUDGET, BodyBudget, BodyRefused, whole_body
 from soko.http.context import make_context
 from soko.http.messages import Request, Response
 from soko.http.threads import offload
-from soko.iam.credentials import CredentialStore
+from soko.iam.credentials import CredentialStore, Resolved
 from soko.storage_full import storage_full
 
 log = logging.getLogger("soko.aws")
@@ -92,8 +92,14 @@ class AwsFrontDoor:
         presented_token = request.headers.get("x-amz-security-token") or request.query.get("X-Amz-Security-Token")
         resolved_box: dict = {}
 
+        # The key's lookup reads the database unless cached: then it runs on a thread, before the checks use it.
+        tried = sigv4.key_id_tried(signed)
+        fetched: dict[str, Resolved | None] = {}
+        if tried and not self.credentials.cached(tried):
+            fetched[tried] = await offload(self.credentials.lookup, tried)
+
         def lookup(key_id: str) -> sigv4.Credentials | None:
-            resolved = self.credentials.lookup(key_id)
+            resolved = fetched[key_id] if key_id in fetched else self.credentials.lookup(key_id)
             if resolved is None:
                 return None
             resolved_box["r"] = resolved

@@ -60,6 +60,15 @@ class RegistryAuthenticator:
         self.audit.record("authn", principal.arn, None, None, "allow", "ECR token", context)
         return principal
 
+    def cached(self, request: Request) -> bool:
+        """Whether authenticating ``request`` needs no database read: its token was verified before and its key's
+        state is in the credential cache (so it may run on the event loop)."""
+        header = request.headers.get("authorization", "")
+        if not header:
+            return True  # refused at once (the client's first, anonymous request)
+        hit = self._verified.get(header)
+        return hit is not None and hit[1] > self.credentials.ctx.clock() and self.credentials.cached(hit[0])
+
     def _authenticate(self, request: Request) -> Principal:
         header = request.headers.get("authorization", "")
         now = self.credentials.ctx.clock()

@@ -110,19 +110,30 @@ class IamAuthorizer:
                 f"because {decision.reason}"
             )
 
-    def decide(
+    def cached(
         self,
         principal: Principal,
         action: str,
         resource_arn: str,
         resource_account: str | None,
         context: RequestContext,
-    ) -> Decision:
-        generation = self.ctx.generation.current()
+    ) -> bool:
+        """Whether ``authorize`` would answer from this process's decision cache (no database read)."""
+        hit = self._decisions.get(self._decision_key(principal, action, resource_arn, resource_account, context))
+        return hit is not None and hit[0] == self.ctx.generation.current()
+
+    @staticmethod
+    def _decision_key(
+        principal: Principal,
+        action: str,
+        resource_arn: str,
+        resource_account: str | None,
+        context: RequestContext,
+    ) -> tuple:
         # Everything the decision can depend on: two sessions of one role share an ARN but not their issue time
         # (aws:TokenIssueTime, how sessions are revoked) or, after a tag change, their tags. The user agent goes in
         # hashed, so a caller cannot fill the cache with long strings.
-        key = (
+        return (
             principal.arn,
             principal.token_issued_at,
             principal.tags,
@@ -135,6 +146,17 @@ class IamAuthorizer:
             hash(context.user_agent),
             tuple(sorted((k, _hashable(v)) for k, v in context.extra.get("condition_keys", {}).items())),
         )
+
+    def decide(
+        self,
+        principal: Principal,
+        action: str,
+        resource_arn: str,
+        resource_account: str | None,
+        context: RequestContext,
+    ) -> Decision:
+        generation = self.ctx.generation.current()
+        key = self._decision_key(principal, action, resource_arn, resource_account, context)
         hit = self._decisions.get(key)
         if hit is not None and hit[0] == generation:
             return hit[1]

@@ -161,6 +161,11 @@ class CredentialStore:
             self._cache[access_key_id] = (generation, resolved)
         return resolved
 
+    def cached(self, access_key_id: str) -> bool:
+        """Whether ``lookup`` would answer from this process's cache (no database read)."""
+        hit = self._cache.get(access_key_id)
+        return hit is not None and hit[0] == self.ctx.generation.current()
+
     def _resolve(self, access_key_id: str) -> Resolved | None:
         with self.ctx.db.read() as conn:
             if access_key_id.startswith("ASIA"):

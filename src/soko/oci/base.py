@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from soko.access import Authorizer, repository_arn
+from soko.access import Authorizer, Principal, RequestContext, repository_arn
 from soko.config import Settings
 from soko.errors import AccessDenied
 from soko.http.bodies import BODY_BUDGET, BodyBudget
 from soko.http.context import registry_account
 from soko.http.messages import Request
+from soko.http.threads import offload
 from soko.registry import Registry
 from soko.registry.models import RepoRef
 
@@ -24,14 +25,35 @@ class OciContext:
     def repo(self, request: Request, name: str) -> RepoRef:
         return RepoRef(registry_account(request, self.settings.account_id), name)
 
-    def authorize(self, request: Request, ref: RepoRef, *actions: str, any_of: bool = False) -> None:
-        """Each action must be allowed (or, with ``any_of``, at least one)."""
-        principal = request.principal
+    async def authorize(self, request: Request, ref: RepoRef, *actions: str, any_of: bool = False) -> None:
+        """Each action must be allowed (or, with ``any_of``, at least one). Decided on the event loop when every
+        decision is in memory, else on a thread (docs/architecture.md: no database read on the loop)."""
         arn = repository_arn(self.settings.region, ref.account_id, ref.name)
+        await self.authorize_arn(request, arn, ref.account_id, *actions, any_of=any_of)
+
+    async def authorize_arn(
+        self, request: Request, arn: str, account: str, *actions: str, any_of: bool = False
+    ) -> None:
+        principal, context = request.principal, request.context
+        assert principal is not None and context is not None  # set by the router before any handler runs
+        if all(self.authorizer.cached(principal, action, arn, account, context) for action in actions):
+            self._authorize(principal, context, arn, account, actions, any_of)
+        else:
+            await offload(self._authorize, principal, context, arn, account, actions, any_of)
+
+    def _authorize(
+        self,
+        principal: Principal,
+        context: RequestContext,
+        arn: str,
+        account: str,
+        actions: tuple[str, ...],
+        any_of: bool,
+    ) -> None:
         denied: AccessDenied | None = None
         for action in actions:
             try:
-                self.authorizer.authorize(principal, action, arn, ref.account_id, request.context)
+                self.authorizer.authorize(principal, action, arn, account, context)
             except AccessDenied as exc:
                 if not any_of:
                     raise

@@ -48,10 +48,10 @@ async def get_blob(ctx: OciContext, request: Request, name: str, digest: str) ->
     ref = ctx.repo(request, name)
     head = request.method == "HEAD"
     if head:
-        ctx.authorize(request, ref, "ecr:BatchCheckLayerAvailability", "ecr:GetDownloadUrlForLayer", any_of=True)
+        await ctx.authorize(request, ref, "ecr:BatchCheckLayerAvailability", "ecr:GetDownloadUrlForLayer", any_of=True)
     else:
-        ctx.authorize(request, ref, "ecr:GetDownloadUrlForLayer")
-    blob = ctx.registry.blobs.open(ref, digest)
+        await ctx.authorize(request, ref, "ecr:GetDownloadUrlForLayer")
+    blob = await offload(ctx.registry.blobs.open, ref, digest)
     headers = {
         **API_VERSION_HEADER,
         "Docker-Content-Digest": blob.digest,
@@ -124,7 +124,7 @@ async def _read_ahead(reader: BinaryIO, length: int) -> AsyncIterator[bytes]:
 
 async def delete_blob(ctx: OciContext, request: Request, name: str, digest: str) -> Response:
     ref = ctx.repo(request, name)
-    ctx.authorize(request, ref, "ecr:BatchDeleteImage")
+    await ctx.authorize(request, ref, "ecr:BatchDeleteImage")
     if request.method != "DELETE":
         raise Unsupported(f"{request.method} is not supported on blobs")
     await offload(ctx.registry.blobs.unlink, ref, digest)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import urllib.parse
+from functools import partial
 
 from soko.access import repository_arn
 from soko.errors import RepositoryNotFound, SokoError
 from soko.http.messages import Request, Response, json_response
+from soko.http.threads import offload
 from soko.oci.base import OciContext
 from soko.oci.errors import API_VERSION_HEADER, error_response
 from soko.registry import media_types as mt
@@ -38,14 +40,14 @@ def _link(path: str, n: int, last: str) -> dict[str, str]:
 
 async def list_tags(ctx: OciContext, request: Request, name: str) -> Response:
     ref = ctx.repo(request, name)
-    ctx.authorize(request, ref, "ecr:ListImages")
+    await ctx.authorize(request, ref, "ecr:ListImages")
     try:
         n, last = _page(request)
     except PaginationInvalid as exc:
         return error_response(400, "PAGINATION_NUMBER_INVALID", exc.message)
     if n == 0:
         return _json({"name": name, "tags": []})
-    found = ctx.registry.manifests.list_tags(ref, last=last, limit=None if n is None else n + 1)
+    found = await offload(partial(ctx.registry.manifests.list_tags, ref, last=last, limit=None if n is None else n + 1))
     headers = {}
     if n is not None and len(found) > n:
         found = found[:n]
@@ -55,16 +57,16 @@ async def list_tags(ctx: OciContext, request: Request, name: str) -> Response:
 
 async def catalog(ctx: OciContext, request: Request) -> Response:
     account = ctx.repo(request, "_").account_id
-    principal = request.principal
     arn = repository_arn(ctx.settings.region, account, "*")
-    ctx.authorizer.authorize(principal, "ecr:DescribeRepositories", arn, account, request.context)
+    await ctx.authorize_arn(request, arn, account, "ecr:DescribeRepositories")
     try:
         n, last = _page(request)
     except PaginationInvalid as exc:
         return error_response(400, "PAGINATION_NUMBER_INVALID", exc.message)
     if n == 0:
         return _json({"repositories": []})
-    names = ctx.registry.repositories.list_names(account, last=last, limit=None if n is None else n + 1)
+    limit = None if n is None else n + 1
+    names = await offload(partial(ctx.registry.repositories.list_names, account, last=last, limit=limit))
     headers = {}
     if n is not None and len(names) > n:
         names = names[:n]
@@ -74,10 +76,10 @@ async def catalog(ctx: OciContext, request: Request) -> Response:
 
 async def referrers(ctx: OciContext, request: Request, name: str, digest: str) -> Response:
     ref = ctx.repo(request, name)
-    ctx.authorize(request, ref, "ecr:BatchGetImage")
+    await ctx.authorize(request, ref, "ecr:BatchGetImage")
     artifact_type = request.query.get("artifactType")
     try:
-        descriptors = ctx.registry.manifests.referrers(ref, digest, artifact_type)
+        descriptors = await offload(ctx.registry.manifests.referrers, ref, digest, artifact_type)
     except RepositoryNotFound:
         # The spec: the referrers API MUST NOT answer 404; nothing refers to anything in a missing repository.
         # (ECR's ListImageReferrers keeps RepositoryNotFoundException.) The digest is still checked (400).

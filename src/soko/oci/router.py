@@ -10,11 +10,11 @@ import logging
 import re
 from collections.abc import Awaitable, Callable
 
-from soko.access import Principal
 from soko.errors import NameInvalid, SokoError, Unauthenticated, Unsupported
 from soko.http.context import make_context, registry_account
 from soko.http.messages import AnyResponse, Request, Response
-from soko.iam.authn import www_authenticate
+from soko.http.threads import offload
+from soko.iam.authn import RegistryAuthenticator, www_authenticate
 from soko.names import validate_repository_name
 from soko.oci import blobs, listing, manifests, uploads
 from soko.oci.base import OciContext
@@ -60,7 +60,7 @@ class OciRouter:
     def __init__(
         self,
         ctx: OciContext,
-        authenticate: Callable[[Request], Principal],
+        authenticate: RegistryAuthenticator,
         endpoints: dict[tuple[str, int], str] | None = None,
     ) -> None:
         self.ctx = ctx
@@ -71,7 +71,11 @@ class OciRouter:
         head = request.method == "HEAD"
         context = make_context(request, self.endpoints)
         try:
-            request.principal = self.authenticate(request)
+            authenticate = self.authenticate
+            if authenticate.cached(request):
+                request.principal = authenticate(request)
+            else:
+                request.principal = await offload(authenticate, request)
             registry_account(request, self.ctx.settings.account_id)  # after authn: the bare host is the caller's
             return await self._dispatch(request)
         except Unauthenticated as exc:

@@ -80,16 +80,16 @@ async def _write_chunk(
 
 async def start_upload(ctx: OciContext, request: Request, name: str) -> Response:
     ref = ctx.repo(request, name)
-    ctx.authorize(request, ref, "ecr:InitiateLayerUpload")
+    await ctx.authorize(request, ref, "ecr:InitiateLayerUpload")
     query = request.query
     mount, source = query.get("mount"), query.get("from")
     if mount:
-        ctx.authorize(request, ref, "ecr:UploadLayerPart", "ecr:CompleteLayerUpload")
+        await ctx.authorize(request, ref, "ecr:UploadLayerPart", "ecr:CompleteLayerUpload")
         if source:
             validate_repository_name(source)
             source_ref = RepoRef(ref.account_id, source)
             try:
-                ctx.authorize(request, source_ref, "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer")
+                await ctx.authorize(request, source_ref, "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer")
                 mounted = await offload(ctx.registry.blobs.mount, ref, mount, source_ref)
             except SokoError as exc:
                 if isinstance(exc, DigestInvalid):
@@ -106,7 +106,7 @@ async def start_upload(ctx: OciContext, request: Request, name: str) -> Response
             raise UploadInvalid("a POST with a body must name its digest (?digest=) for a monolithic upload")
         return Response(202, _session_headers(name, state))
     # Monolithic upload: the whole blob in the POST body.
-    ctx.authorize(request, ref, "ecr:UploadLayerPart", "ecr:CompleteLayerUpload")
+    await ctx.authorize(request, ref, "ecr:UploadLayerPart", "ecr:CompleteLayerUpload")
     try:
         await _write_chunk(ctx, request, ref, state.id, 0)
         blob = await offload(ctx.registry.uploads.complete, ref, state.id, digest)
@@ -160,7 +160,7 @@ async def _chunk_start(
 
 async def patch_upload(ctx: OciContext, request: Request, name: str, upload_id: str) -> Response:
     ref = ctx.repo(request, name)
-    ctx.authorize(request, ref, "ecr:UploadLayerPart")
+    await ctx.authorize(request, ref, "ecr:UploadLayerPart")
     try:
         start, declared = await _chunk_start(ctx, request, ref, upload_id)
         state = await _write_chunk(ctx, request, ref, upload_id, start, declared)
@@ -171,13 +171,13 @@ async def patch_upload(ctx: OciContext, request: Request, name: str, upload_id: 
 
 async def put_upload(ctx: OciContext, request: Request, name: str, upload_id: str) -> Response:
     ref = ctx.repo(request, name)
-    ctx.authorize(request, ref, "ecr:CompleteLayerUpload")
+    await ctx.authorize(request, ref, "ecr:CompleteLayerUpload")
     digest = request.query.get("digest")
     if not digest:
         raise DigestInvalid("completing an upload needs its digest: PUT …?digest=<algorithm>:<hex>")
     try:
         if _has_body(request):
-            ctx.authorize(request, ref, "ecr:UploadLayerPart")
+            await ctx.authorize(request, ref, "ecr:UploadLayerPart")
             start, declared = await _chunk_start(ctx, request, ref, upload_id)
             await _write_chunk(ctx, request, ref, upload_id, start, declared)
         blob = await offload(ctx.registry.uploads.complete, ref, upload_id, digest)
@@ -188,13 +188,13 @@ async def put_upload(ctx: OciContext, request: Request, name: str, upload_id: st
 
 async def upload_status(ctx: OciContext, request: Request, name: str, upload_id: str) -> Response:
     ref = ctx.repo(request, name)
-    ctx.authorize(request, ref, "ecr:UploadLayerPart")
-    state = ctx.registry.uploads.status(ref, upload_id)
+    await ctx.authorize(request, ref, "ecr:UploadLayerPart")
+    state = await offload(ctx.registry.uploads.status, ref, upload_id)
     return Response(204, _session_headers(name, state))
 
 
 async def cancel_upload(ctx: OciContext, request: Request, name: str, upload_id: str) -> Response:
     ref = ctx.repo(request, name)
-    ctx.authorize(request, ref, "ecr:UploadLayerPart")
+    await ctx.authorize(request, ref, "ecr:UploadLayerPart")
     await offload(ctx.registry.uploads.cancel, ref, upload_id)
     return Response(204, {**API_VERSION_HEADER, "Content-Length": "0"})

@@ -267,12 +267,26 @@ class Manifests:
         )
     )
 
-    def get(self, ref: RepoRef, reference: str, *, record_pull: bool = False) -> ManifestRecord:
-        by_digest = is_digest(reference)
-        if by_digest:
+    def cached(self, ref: RepoRef, reference: str, *, record_pull: bool = False) -> ManifestRecord | None:
+        """``get`` answered from this process's cache, or None (then ``get`` reads the database): what an event
+        loop may call."""
+        self._check_reference(reference)
+        record = self._cache.get((ref.account_id, ref.name, reference), self.ctx.generation.current())
+        if record is not None and record_pull:
+            self._pulls.add(record.id, self.ctx.clock())
+        return record
+
+    @staticmethod
+    def _check_reference(reference: str) -> bool:
+        """Whether ``reference`` is a digest (checked), else a tag (checked)."""
+        if is_digest(reference):
             Digest.parse(reference)
-        else:
-            validate_tag(reference)
+            return True
+        validate_tag(reference)
+        return False
+
+    def get(self, ref: RepoRef, reference: str, *, record_pull: bool = False) -> ManifestRecord:
+        by_digest = self._check_reference(reference)
         key = (ref.account_id, ref.name, reference)
         generation = self.ctx.generation.current()  # read before querying; see soko.meta.changes
         record = self._cache.get(key, generation)
