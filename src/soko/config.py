@@ -10,7 +10,9 @@ import dataclasses
 import os
 import re
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 _DURATION = re.compile(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
 
@@ -117,7 +119,7 @@ class Settings:
         return os.path.join(self.data_dir, "storage")
 
 
-_CONVERTERS = {
+_CONVERTERS: dict[str, Callable[[Any], object]] = {
     "upload_expiry": parse_duration,
     "keepalive_timeout": parse_duration,
     "storage_redirect_expiry": parse_duration,
@@ -133,19 +135,20 @@ _CONVERTERS = {
 }
 
 
-def _convert(name: str, raw: object, target: type | str) -> object:
+def _convert(name: str, raw: Any, target: type | str) -> Any:
+    """``raw`` as read from TOML, YAML or the environment, as the setting's type."""
     if name in _CONVERTERS:
-        return _CONVERTERS[name](raw)  # type: ignore[arg-type]
+        return _CONVERTERS[name](raw)
     kind = target if isinstance(target, str) else target.__name__
     if kind == "list":
-        items = raw.split(",") if isinstance(raw, str) else list(raw)  # type: ignore[arg-type]
+        items = raw.split(",") if isinstance(raw, str) else list(raw)
         return [item.strip() for item in items if str(item).strip()]
     if kind == "bool" and isinstance(raw, str):
         if raw.lower() not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
             raise ValueError(f"{name}: expected true or false, got {raw!r}")
         return raw.lower() in ("1", "true", "yes", "on")
     if kind == "int":
-        return int(raw)  # type: ignore[arg-type]
+        return int(raw)
     return raw
 
 

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import hmac
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
+from typing import Protocol
 from urllib.parse import unquote
 
 from botocore.auth import UNSIGNED_PAYLOAD, SigV4Auth
@@ -46,6 +47,12 @@ BAD_SIGNATURE = (
 )
 
 
+class HeaderItems(Protocol):
+    """Request headers as the HTTP layer holds them (a mapping, or soko.http.messages.Headers)."""
+
+    def items(self) -> Iterable[tuple[str, str]]: ...
+
+
 @dataclass(frozen=True)
 class SignedRequest:
     """What the HTTP layer hands in. `path` is the path without the query (the AWS APIs live at "/", where the
@@ -56,7 +63,7 @@ class SignedRequest:
     method: str
     path: str
     query: str
-    headers: Mapping[str, str]
+    headers: HeaderItems
     body_sha256: str
     host: str = ""
 
@@ -101,7 +108,7 @@ def _invalid(message: str = BAD_SIGNATURE) -> AwsAuthError:
     return AwsAuthError("InvalidSignatureException", message, 400)
 
 
-def _header_index(headers: Mapping[str, str]) -> dict[str, list[str]]:
+def _header_index(headers: HeaderItems) -> dict[str, list[str]]:
     """Lower-cased name -> every value, in arrival order (`items()` may yield a name more than once)."""
     index: dict[str, list[str]] = {}
     for name, value in headers.items():

@@ -130,7 +130,7 @@ def put_image_tag_mutability(call: Call) -> dict:
     repo = call.api.registry.repositories.set_tag_mutability(
         ref, p["imageTagMutability"], p.get("imageTagMutabilityExclusionFilters")
     )
-    out = {
+    out: dict[str, object] = {
         "registryId": repo.account_id,
         "repositoryName": repo.name,
         "imageTagMutability": repo.tag_mutability,

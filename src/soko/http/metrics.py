@@ -102,8 +102,8 @@ class MeteringCollector:
             "(internet, same-region, private)",
             labels=["account", "repository", "endpoint", "network"],
         )
-        for labels, value in sorted(transfer.items()):
-            transfer_family.add_metric(list(labels), value)
+        for transfer_labels, value in sorted(transfer.items()):
+            transfer_family.add_metric(list(transfer_labels), value)
         request_family = CounterMetricFamily(
             "soko_requests", "Requests served, by operation", labels=["account", "repository", "operation"]
         )

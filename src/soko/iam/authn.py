@@ -44,9 +44,10 @@ class RegistryAuthenticator:
         self.credentials = credentials
         self.tokens = tokens
         self.audit = audit
-        # Authorization header → (access key id, token expiry): skips base64, HMAC and JSON on repeat requests.
+        # Authorization header → (access key id, token expiry, issued at): skips base64, HMAC and JSON on repeat
+        # requests.
         # The key's validity is still checked on every request (credential lookups are generation-cached).
-        self._verified: dict[str, tuple[str, float]] = {}
+        self._verified: dict[str, tuple[str, float, float]] = {}
 
     def __call__(self, request: Request) -> Principal:
         context = request.context
@@ -90,12 +91,12 @@ class RegistryAuthenticator:
             raise Unauthenticated(f"the user name must be AWS; {LOGIN_HINT}")
         verified = self.tokens.verify(password, now)
         principal = self.credentials.is_valid(verified[0], issued_at=verified[2]) if verified else None
-        if principal is None:
+        if verified is None or principal is None:
             raise Unauthenticated(
                 "the authorization token is not valid (not issued by this registry, altered, or its access key is"
                 f" deactivated, deleted or rotated); {LOGIN_HINT}"
             )
         if len(self._verified) > 10_000:
             self._verified.clear()
-        self._verified[header] = verified  # type: ignore[assignment]
+        self._verified[header] = verified
         return principal

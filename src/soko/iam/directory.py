@@ -118,7 +118,7 @@ def _decode_marker(marker: str | None) -> str | None:
         raise ValidationError("Invalid Marker.") from None
 
 
-def _page(rows: Iterable[Mapping[str, Any]], sort_key: str, marker: str | None, max_items: int | None) -> Page:
+def _page(rows: Iterable[Mapping[Any, Any]], sort_key: str, marker: str | None, max_items: int | None) -> Page:
     start = _decode_marker(marker)
     items = sorted((dict(r) for r in rows), key=lambda r: r[sort_key])
     if start is not None:
@@ -356,7 +356,7 @@ class Directory:
                 sa.select(sa.func.count())
                 .select_from(access_keys)
                 .where(access_keys.c.account_id == account_id, self._key_owner(user_name))
-            ).scalar()
+            ).scalar_one()
             if count >= ACCESS_KEYS_PER_USER:
                 raise LimitExceeded(f"Cannot exceed quota for AccessKeysPerUser: {ACCESS_KEYS_PER_USER}")
             row = {

@@ -47,15 +47,15 @@ def repository_bytes(conn: sa.Connection, account_id: str | None = None) -> list
     repositories' physical bytes add up exactly to the account's deduplicated total."""
     rb = repository_blobs.c
     scope = (repos.c.account_id, rb.digest)
-    links = sa.select(
+    link_query = sa.select(
         rb.repository_id,
         blobs.c.size,
         sa.func.count().over(partition_by=scope).label("n"),
         sa.func.row_number().over(partition_by=scope, order_by=rb.repository_id).label("k"),
     ).select_from(repository_blobs.join(repos, repos.c.id == rb.repository_id).join(blobs, blobs.c.digest == rb.digest))
     if account_id is not None:
-        links = links.where(repos.c.account_id == account_id)
-    links = links.subquery()
+        link_query = link_query.where(repos.c.account_id == account_id)
+    links = link_query.subquery()
     share = links.c.size // links.c.n + sa.case((links.c.k <= links.c.size % links.c.n, 1), else_=0)
     blob_totals = (
         sa.select(
@@ -109,11 +109,11 @@ def account_physical_bytes(conn: sa.Connection, account_id: str | None = None) -
     if account_id is not None:
         distinct_links = distinct_links.where(repos.c.account_id == account_id)
         manifest_query = manifest_query.where(repos.c.account_id == account_id)
-    distinct_links = distinct_links.distinct().subquery()
+    linked = distinct_links.distinct().subquery()
     blob_query = (
-        sa.select(distinct_links.c.account_id, sa.func.sum(blobs.c.size).label("size"))
-        .join(blobs, blobs.c.digest == distinct_links.c.digest)
-        .group_by(distinct_links.c.account_id)
+        sa.select(linked.c.account_id, sa.func.sum(blobs.c.size).label("size"))
+        .join(blobs, blobs.c.digest == linked.c.digest)
+        .group_by(linked.c.account_id)
     )
     totals: dict[str, int] = {}
     for query in (blob_query, manifest_query):
@@ -127,10 +127,12 @@ def stored_bytes(db: Database, account_id: str | None = None) -> StoredBytes:
         result = StoredBytes(repository_bytes(conn, account_id))
         result.account_physical = account_physical_bytes(conn, account_id)
         result.registry_blob_bytes = int(
-            conn.execute(sa.select(sa.func.coalesce(sa.func.sum(blobs.c.size), 0))).scalar()
+            conn.execute(sa.select(sa.func.coalesce(sa.func.sum(blobs.c.size), 0))).scalar_one()
         )
         result.registry_manifest_bytes = int(
-            conn.execute(sa.select(sa.func.coalesce(sa.func.sum(sa.func.length(manifests.c.payload)), 0))).scalar()
+            conn.execute(
+                sa.select(sa.func.coalesce(sa.func.sum(sa.func.length(manifests.c.payload)), 0))
+            ).scalar_one()
         )
     for repo in result.repositories:
         result.account_logical[repo.account_id] = result.account_logical.get(repo.account_id, 0) + repo.logical_bytes

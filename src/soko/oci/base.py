@@ -34,8 +34,7 @@ class OciContext:
     async def authorize_arn(
         self, request: Request, arn: str, account: str, *actions: str, any_of: bool = False
     ) -> None:
-        principal, context = request.principal, request.context
-        assert principal is not None and context is not None  # set by the router before any handler runs
+        principal, context = principal_of(request), context_of(request)
         if all(self.authorizer.cached(principal, action, arn, account, context) for action in actions):
             self._authorize(principal, context, arn, account, actions, any_of)
         else:
@@ -63,6 +62,18 @@ class OciContext:
                     return
         if any_of and denied is not None:
             raise denied
+
+
+def context_of(request: Request) -> RequestContext:
+    """The request's context, which the router sets before any handler runs."""
+    assert request.context is not None
+    return request.context
+
+
+def principal_of(request: Request) -> Principal:
+    """The authenticated caller, which the router sets before any handler runs."""
+    assert request.principal is not None
+    return request.principal
 
 
 def location(path: str) -> dict[str, str]:

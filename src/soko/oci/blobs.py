@@ -10,7 +10,7 @@ from typing import BinaryIO
 from soko.errors import BlobUnknown, RangeNotSatisfiable, Unsupported
 from soko.http.messages import AnyResponse, Request, Response, StreamResponse
 from soko.http.threads import offload
-from soko.oci.base import OciContext
+from soko.oci.base import OciContext, context_of
 from soko.oci.errors import API_VERSION_HEADER, from_domain
 from soko.registry import Registry
 from soko.registry.models import BlobContent
@@ -63,7 +63,7 @@ async def get_blob(ctx: OciContext, request: Request, name: str, digest: str) ->
     response, sent = await blob_response(ctx.registry, request, blob, headers)
     if sent is not None:
         operation = f"blob_{request.method.lower()}"
-        ctx.registry.metering.record_transfer(request.context, ref.account_id, ref.name, sent, operation)
+        ctx.registry.metering.record_transfer(context_of(request), ref.account_id, ref.name, sent, operation)
     return response
 
 

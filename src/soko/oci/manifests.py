@@ -8,7 +8,7 @@ from soko.errors import DigestInvalid, ManifestUnknown, TagInvalid
 from soko.http.bodies import BodyRefused, whole_body
 from soko.http.messages import Request, Response
 from soko.http.threads import offload
-from soko.oci.base import OciContext, location
+from soko.oci.base import OciContext, context_of, location
 from soko.oci.errors import API_VERSION_HEADER, error_response
 from soko.registry import media_types as mt
 
@@ -34,7 +34,7 @@ async def get_manifest(ctx: OciContext, request: Request, name: str, reference: 
         )
     headers = _response_headers(record.digest, record.media_type, len(record.payload))
     sent, operation = (0, "manifest_head") if head else (len(record.payload), "manifest_get")
-    ctx.registry.metering.record_transfer(request.context, ref.account_id, ref.name, sent, operation)
+    ctx.registry.metering.record_transfer(context_of(request), ref.account_id, ref.name, sent, operation)
     if head:
         return Response(200, headers)
     return Response(200, headers, record.payload)
@@ -91,7 +91,7 @@ async def put_manifest(ctx: OciContext, request: Request, name: str, reference: 
     }
     if result.subject_digest:
         headers["OCI-Subject"] = result.subject_digest
-    ctx.registry.metering.record_transfer(request.context, ref.account_id, ref.name, 0, "manifest_put")
+    ctx.registry.metering.record_transfer(context_of(request), ref.account_id, ref.name, 0, "manifest_put")
     return Response(201, headers)
 
 

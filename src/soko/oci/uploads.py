@@ -9,7 +9,7 @@ from soko.http.messages import Request, Response
 from soko.http.streaming import pump_body
 from soko.http.threads import offload
 from soko.names import validate_repository_name
-from soko.oci.base import OciContext, location, upload_range
+from soko.oci.base import OciContext, location, principal_of, upload_range
 from soko.oci.blobs import offset
 from soko.oci.errors import API_VERSION_HEADER, from_domain
 from soko.registry.models import RepoRef, UploadState
@@ -100,7 +100,7 @@ async def start_upload(ctx: OciContext, request: Request, name: str) -> Response
     digest = query.get("digest")
     if digest is not None:  # a monolithic upload too big for the quota: refused before the session exists
         await offload(ctx.registry.uploads.check_size, ref, 0, _content_length(request))
-    state = await offload(ctx.registry.uploads.start, ref, request.principal.arn)
+    state = await offload(ctx.registry.uploads.start, ref, principal_of(request).arn)
     if digest is None:
         if _has_body(request):
             raise UploadInvalid("a POST with a body must name its digest (?digest=) for a monolithic upload")

@@ -195,7 +195,7 @@ class Repositories:
 
     def _check_quota(self, conn: sa.Connection, account_id: str) -> None:
         limit = self.quotas.get(account_id, "max_repositories", conn)
-        count = conn.execute(sa.select(sa.func.count()).select_from(t).where(t.c.account_id == account_id)).scalar()
+        count = conn.execute(sa.select(sa.func.count()).select_from(t).where(t.c.account_id == account_id)).scalar_one()
         if count >= limit:
             raise LimitExceeded(
                 f"The maximum number of repositories ({limit}) has been reached in the registry with id "
@@ -368,7 +368,9 @@ class Repositories:
 
     def count(self, account_id: str) -> int:
         with self.ctx.db.read() as conn:
-            return conn.execute(sa.select(sa.func.count()).select_from(t).where(t.c.account_id == account_id)).scalar()
+            return conn.execute(
+                sa.select(sa.func.count()).select_from(t).where(t.c.account_id == account_id)
+            ).scalar_one()
 
     def counts_by_account(self) -> dict[str, int]:
         with self.ctx.db.read() as conn:

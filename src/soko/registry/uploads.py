@@ -247,7 +247,7 @@ class Uploads:
                 sa.select(sa.func.count())
                 .select_from(uploads)
                 .where(uploads.c.repository_id == repo_id, uploads.c.owner == owner if owner else sa.true())
-            ).scalar()
+            ).scalar_one()
             if held >= limit:
                 raise UploadLimitExceeded(
                     f"{held} upload sessions to '{ref.name}' are open{f' for {owner}' if owner else ''}, the "

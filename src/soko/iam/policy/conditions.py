@@ -14,6 +14,7 @@ import operator
 from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import lru_cache
+from typing import cast
 
 from soko.iam.policy.context import RequestContext
 from soko.iam.policy.matching import WildcardSet, arn_regex, compiled, glob_regex
@@ -130,7 +131,8 @@ def parse_condition(block: object, where: str, variables: bool) -> tuple[Clause,
 def _split_operator(name: object, where: str) -> tuple[str | None, bool, str, bool]:
     if not isinstance(name, str):
         raise MalformedPolicy(f"{where}: condition operators must be strings")
-    qualifier, sep, base = name.partition(":")
+    prefix, sep, base = name.partition(":")
+    qualifier: str | None = prefix
     if not sep:
         qualifier, base = None, name
     elif qualifier not in ("ForAnyValue", "ForAllValues"):
@@ -153,7 +155,7 @@ def _values(raw: object, where: str) -> list[str | int | float | bool]:
     for v in items:
         if not isinstance(v, str | int | float) or (isinstance(v, float) and not math.isfinite(v)):
             raise MalformedPolicy(f"{where}: condition values must be strings, numbers or booleans")
-    return items
+    return cast("list[str | int | float | bool]", items)
 
 
 def _text(v: object) -> str:

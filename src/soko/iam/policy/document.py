@@ -6,6 +6,7 @@ import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import cast
 
 from soko.iam.policy.conditions import Clause, parse_condition
 from soko.iam.policy.context import RequestContext
@@ -224,7 +225,7 @@ def _strings(value: object, where: str) -> list[str]:
         raise MalformedPolicy(f"{where} must not be empty")
     if not all(isinstance(v, str) and v for v in items):
         raise MalformedPolicy(f"{where} must be a non-empty string or a list of them")
-    return items
+    return cast("list[str]", items)
 
 
 def _principal(raw: dict, where: str, kind: PolicyKind, effect: str) -> tuple[PrincipalSet | None, bool]:

@@ -16,31 +16,35 @@ _DEFAULT = re.compile(r"\s*'([^']*)'\s*")
 _SPECIAL = {"*": "*", "?": "?", "$": "$"}  # ${*} etc. stand for the literal character
 
 
+Part = tuple[str, str] | tuple[str, str, str | None]
+
+
 class Template:
     """A string with policy variables. Parts: ("text", s) glob/literal text, ("lit", s) always literal (`${*}`),
     ("var", key, default)."""
 
     __slots__ = ("parts", "source")
 
-    def __init__(self, source: str, parts: tuple[tuple[str, ...], ...]) -> None:
+    def __init__(self, source: str, parts: tuple[Part, ...]) -> None:
         self.source = source
         self.parts = parts
 
     def _values(self, ctx: RequestContext) -> list[tuple[str, str]] | None:
         out: list[tuple[str, str]] = []
         for part in self.parts:
-            if part[0] != "var":
+            if len(part) == 2:  # ("text", s) or ("lit", s)
                 out.append((part[0], part[1]))
                 continue
-            value = ctx.get(part[1])
+            _, key, default = part
+            value = ctx.get(key)
             if isinstance(value, bool):
                 value = "true" if value else "false"
             elif isinstance(value, int):
                 value = str(value)
             if not isinstance(value, str):
-                if part[2] is None:
+                if default is None:
                     return None
-                value = part[2]
+                value = default
             out.append(("lit", value))
         return out
 
@@ -61,7 +65,7 @@ def parse_template(value: str) -> Template | None:
     """A Template if the value contains policy variables, else None (use the string as it is)."""
     if "${" not in value:
         return None
-    parts: list[tuple[str, ...]] = []
+    parts: list[Part] = []
     pos = 0
     for m in _VARIABLE.finditer(value):
         if m.start() > pos:
