@@ -23,9 +23,11 @@ import logging
 import os
 import resource
 import socket
+from typing import Any
 
+from granian import _granian
 from granian._futures import _future_watcher_wrapper, _new_cbscheduler
-from granian._granian import RSGIWorker, SocketHolder, WorkerSignal
+from granian._granian import WorkerSignal
 from granian.http import HTTP1Settings, HTTP2Settings
 
 from soko.http.rsgi import RsgiApp
@@ -39,7 +41,11 @@ BACKLOG = 1024
 # closes a pooled connection just as the client reuses it, and a streamed PATCH fails without an answer (issue 9).
 # Idle connections are bounded by the connection limit below, not by this timeout.
 DEFAULT_KEEPALIVE_TIMEOUT = 120.0
-_NO_TLS = (False, None, None, None, "tls13", None, [], False)
+_NO_TLS: tuple = (False, None, None, None, "tls13", None, [], False)
+# granian's private worker API, as its compiled extension takes it: the bundled _granian.pyi lags behind the code
+# (it lists neither the IPC argument nor serve_async), so these are left untyped.
+RSGIWorker: Any = _granian.RSGIWorker
+SocketHolder: Any = _granian.SocketHolder
 
 
 def _tls(files: TlsFiles | None) -> tuple:

@@ -56,7 +56,7 @@ class RsgiApp:
             request.authority = scope.authority or ""  # HTTP/2 names the host in :authority, not Host
         status, sent = 500, 0
         try:
-            response = self._refuse_oversize(scope)
+            response: AnyResponse | None = self._refuse_oversize(scope)
             if response is None:
                 try:
                     response = await self.handle(request)
@@ -139,5 +139,7 @@ async def _send_stream(protocol, response: StreamResponse, headers: list[tuple[s
     except Exception:  # the status went out already: all we can do is cut the body short, and say why
         log.exception("could not produce the rest of a response body (%d bytes sent); the client sees it cut off", sent)
     finally:
-        await body.aclose()
+        aclose = getattr(body, "aclose", None)  # an async generator: run its finally blocks now
+        if aclose is not None:
+            await aclose()
     return sent

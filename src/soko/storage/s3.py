@@ -124,7 +124,7 @@ class _PartedReader(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer) -> int:  # type: ignore[override]
+    def readinto(self, buffer) -> int:
         while True:
             if self._body is None:
                 if not self._parts:
@@ -155,7 +155,7 @@ class _BodyReader(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer) -> int:  # type: ignore[override]
+    def readinto(self, buffer) -> int:
         data = self._body.read(len(buffer))
         buffer[: len(data)] = data
         return len(data)
