@@ -59,7 +59,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -114,13 +114,13 @@ def _blob_is_young(cutoff: float) -> sa.ColumnElement[bool]:
 
 def _is_link(links: Iterable[Link], table: sa.Table = repository_blobs) -> sa.ColumnElement[bool]:
     """``table``'s (repository_id, digest) is one of ``links``."""
-    links = [tuple(link) for link in links]
+    pairs = [(repository_id, digest) for repository_id, digest in links]  # (rows, too)
     return sa.and_(
         # Redundant, but SQLite scans the whole table for a row-value IN list alone; with these it searches the
         # (repository_id, digest) index.
-        table.c.repository_id.in_(sorted({r for r, _ in links})),
-        table.c.digest.in_(sorted({d for _, d in links})),
-        sa.tuple_(table.c.repository_id, table.c.digest).in_(links),
+        table.c.repository_id.in_(sorted({r for r, _ in pairs})),
+        table.c.digest.in_(sorted({d for _, d in pairs})),
+        sa.tuple_(table.c.repository_id, table.c.digest).in_(pairs),
     )
 
 
@@ -217,15 +217,15 @@ class GarbageCollector:
         except _RollBack:
             pass
 
-    def _for_update(self, query: sa.Select, **options: bool) -> sa.Select:
+    def _for_update(self, query: sa.Select, *, skip_locked: bool = False) -> sa.Select:
         """Row locks on PostgreSQL; on SQLite the batch's ``BEGIN IMMEDIATE`` already excludes every other writer."""
-        return query if self.ctx.db.is_sqlite else query.with_for_update(**options)
+        return query if self.ctx.db.is_sqlite else query.with_for_update(skip_locked=skip_locked)
 
     # ---- links ----------------------------------------------------------------------------------------------------
     def _review_links(self, cutoff: float, dry_run: bool, report: GcReport) -> None:
         last_id = 0
         while True:
-            due: list[sa.Row] = []
+            due: Sequence[sa.Row] = []
             try:
                 with self._batch(dry_run) as conn:
                     due = conn.execute(
@@ -250,7 +250,7 @@ class GarbageCollector:
             last_id = due[-1].id
             report.add_links(doomed)
 
-    def _review_batch(self, conn: sa.Connection, due: list[sa.Row], cutoff: float, dry_run: bool) -> list[Link]:
+    def _review_batch(self, conn: sa.Connection, due: Sequence[sa.Row], cutoff: float, dry_run: bool) -> list[Link]:
         links = {(r.repository_id, r.digest) for r in due}
         doomed = self._doom_links(conn, links, cutoff, dry_run)
         if not dry_run:
@@ -379,11 +379,11 @@ class GarbageCollector:
                 report.bytes_reclaimed += sizes[digest]
                 report.deleted_digests.append(digest)
 
-    def _delete_blob_batch(self, digests: list[str], cutoff: float) -> list[str]:
+    def _delete_blob_batch(self, digests: list[str], cutoff: float) -> Sequence[str]:
         """Delete blobs nothing uses, in one transaction; content goes to trash under the row locks."""
         storage = self.ctx.storage
         moved: list[tuple[str, str]] = []  # (blob path, trash path)
-        unused: list[str] = []
+        unused: Sequence[str] = []
         try:
             with self.ctx.write(invalidates=True) as conn:
                 locked = (
