@@ -13,7 +13,7 @@ import posixpath
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 import zstandard
 
@@ -45,7 +45,8 @@ class _Decompressed:
             self.kind = "gzip"
         elif head == b"\x28\xb5\x2f\xfd":
             dctx = zstandard.ZstdDecompressor(max_window_size=limits.zstd_window)
-            self._zstd = dctx.stream_reader(_Prefixed(head, raw), read_across_frames=True, closefd=False)
+            source = cast(BinaryIO, _Prefixed(head, raw))  # a file object as far as zstandard reads it
+            self._zstd = dctx.stream_reader(source, read_across_frames=True, closefd=False)
             self.kind = "zstd"
         else:
             self.kind = "tar"
@@ -76,6 +77,7 @@ class _Decompressed:
 
     def _gunzip(self, n: int) -> bytes:
         d = self._zlib
+        assert d is not None  # read() calls this for gzip layers only
         while True:
             # max_length bounds what one call may produce: a bomb never lands in memory at once
             data = d.unconsumed_tail or self._pending or self.raw.read(CHUNK)
