@@ -1,4 +1,5 @@
-"""The one command: ``soko serve | fsck | gc | account | audit | usage | lifecycle | jobs | migrate``."""
+"""The one command: ``soko serve | fsck | gc | account | audit | usage | lifecycle | jobs | migrate | vulndb |
+scan``."""
 
 from __future__ import annotations
 
@@ -403,6 +404,10 @@ def main(argv: list[str] | None = None) -> int:
     migrate = sub.add_parser("migrate", help="create or upgrade the metadata schema")
     _common(migrate)
     migrate.set_defaults(func=cmd_migrate)
+
+    from soko.scan.cli import add_parsers as add_scan_parsers
+
+    add_scan_parsers(sub, _common, _settings)  # vulndb import|status, scan
 
     args = parser.parse_args(argv)
     import sqlalchemy.exc

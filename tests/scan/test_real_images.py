@@ -120,3 +120,24 @@ def test_stored_inventory_is_reused_without_reading_layers(registry, inventory):
         registry.ctx.storage.delete(blob_path(layer))
     [again] = Inventories(registry).of(REF, "latest")
     assert again == inventory
+
+
+def test_findings_for_the_real_image(registry, inventory):
+    """The Debian 12 sample's perl and pam records (debootstrap installs no security updates), PyPI's records for
+    the old wheels, Go's for the vendored golang.org/x/text and the toolchain's standard library."""
+    from univers.versions import DebianVersion
+
+    from soko.scan.vulndb import matcher, records, store
+
+    data = Path(__file__).parent / "data"
+    store.import_advisories(registry.ctx.db, records.read_paths(
+        [str(data / "Debian-12-changelog-derived.zip"), str(data / "osv")]))
+    found = {(f.name, f.package.name) for f in matcher.match(registry.ctx.db, inventory)}
+    assert {("CVE-2018-18074", "requests"), ("CVE-2023-43804", "urllib3"), ("CVE-2026-56852", "golang.org/x/text"),
+            ("CVE-2024-24783", "stdlib"), ("CVE-2026-8376", "perl-base")} <= found
+    assert not any(name == "CVE-2022-32149" for name, _ in found)  # GO-2022-1059: fixed in 0.3.8, we have 0.7.0
+    pam = {p for name, p in found if name == "CVE-2024-22365"}
+    debs = {p.name: p for p in inventory.packages if p.type == "deb"}
+    if DebianVersion(debs["libpam0g"].source_version) < DebianVersion("1.5.2-6+deb12u3"):  # a later point release
+        # of bookworm may carry the fix one day
+        assert pam == {"libpam0g", "libpam-modules", "libpam-modules-bin", "libpam-runtime"}

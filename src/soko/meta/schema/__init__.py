@@ -29,13 +29,15 @@ from soko.meta.schema.manifests import manifest_blobs, manifest_children, manife
 from soko.meta.schema.metering import transfer_usage, usage_samples
 from soko.meta.schema.policies import account_settings, registry_policies
 from soko.meta.schema.repositories import repositories
-from soko.meta.schema.scan import image_inventories
+from soko.meta.schema.scan import advisories, advisory_packages, image_inventories
 from soko.meta.schema.uploads import uploads
 
 __all__ = [
     "access_keys",
     "account_settings",
     "accounts",
+    "advisories",
+    "advisory_packages",
     "audit_events",
     "blobs",
     "creation_templates",

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from soko.meta.schema.base import DIGEST_LENGTH, Timestamp, metadata
+from soko.meta.schema.base import DIGEST_LENGTH, Id, Timestamp, metadata
 
 image_inventories = sa.Table(
     "image_inventories",
@@ -15,4 +15,33 @@ image_inventories = sa.Table(
     sa.Column("status", sa.String(32), nullable=False),  # COMPLETE | UNSUPPORTED_IMAGE | FAILED
     sa.Column("created_at", Timestamp, nullable=False),
     sa.Column("document", sa.Text, nullable=False),  # ImageInventory as JSON
+)
+
+# Advisories imported with ``soko vulndb import`` (soko.scan.vulndb): one row per advisory, one per package it
+# affects (looked up by ecosystem and name when an inventory is matched).
+advisories = sa.Table(
+    "advisories",
+    metadata,
+    sa.Column("id", sa.String(255), primary_key=True),  # PYSEC-…, GO-…, GHSA-…, ALPINE-CVE-…
+    sa.Column("source", sa.String(255), nullable=False),  # osv:<ecosystems> | alpine-secdb:<release>/<repo>
+    sa.Column("aliases", sa.Text, nullable=False),  # JSON list
+    sa.Column("summary", sa.Text, nullable=False),
+    sa.Column("uri", sa.String(1024), nullable=False),
+    sa.Column("severity", sa.String(16), nullable=False),  # ECR's label
+    sa.Column("cvss3_score", sa.Float, nullable=True),
+    sa.Column("cvss3_vector", sa.String(255), nullable=False),
+    sa.Column("modified", Timestamp, nullable=True),
+    sa.Column("withdrawn", Timestamp, nullable=True),
+    sa.Column("imported_at", Timestamp, nullable=False),
+)
+
+advisory_packages = sa.Table(
+    "advisory_packages",
+    metadata,
+    sa.Column("id", Id, primary_key=True, autoincrement=True),
+    sa.Column("advisory_id", sa.String(255), nullable=False, index=True),
+    sa.Column("ecosystem", sa.String(64), nullable=False),
+    sa.Column("name", sa.String(512), nullable=False),
+    sa.Column("affected", sa.Text, nullable=False),  # JSON {"ranges": […], "versions": […]}
+    sa.Index("ix_advisory_packages_name_ecosystem", "name", "ecosystem"),
 )

@@ -1,0 +1,105 @@
+"""Version ordering per ecosystem and OSV range evaluation.
+
+Orderings come from well-kept libraries: ``packaging`` for PEP 440 (PyPI), ``univers`` for dpkg (Debian,
+Ubuntu), apk (Alpine) and semver (npm, Go, whose advisories drop Go's leading ``v``). A version that its
+ecosystem cannot parse is matched by an advisory's explicit ``versions`` list only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import packaging.version
+from univers.versions import AlpineLinuxVersion, DebianVersion, SemverVersion
+
+
+def _pypi(text: str):
+    return packaging.version.Version(text)
+
+
+def _semver(text: str):
+    return SemverVersion(text.removeprefix("v"))
+
+
+ORDERINGS: dict[str, Callable[[str], object]] = {
+    "PyPI": _pypi, "Debian": DebianVersion, "Ubuntu": DebianVersion, "Alpine": AlpineLinuxVersion,
+    "npm": _semver, "Go": _semver,
+}
+
+
+def ordering(ecosystem: str) -> Callable[[str], object] | None:
+    """``Debian:12`` → Debian's ordering."""
+    return ORDERINGS.get(ecosystem.split(":", 1)[0])
+
+
+def parse(ecosystem: str, text: str):
+    key = ordering(ecosystem)
+    if key is None:
+        return None
+    try:
+        return key(text)
+    except Exception:  # each library has its own error types; an unparsable version just doesn't compare
+        return None
+
+
+def affected(ecosystem: str, version: str, entry: dict) -> bool:
+    """Whether ``version`` is affected per one OSV ``affected[]`` entry (its ``versions`` and its ECOSYSTEM and
+    SEMVER ``ranges``; GIT ranges name commits, which an installed package does not carry)."""
+    listed = entry.get("versions") or []
+    if version in listed:
+        return True
+    current = parse(ecosystem, version)
+    if current is None:
+        return False
+    if ecosystem == "PyPI" and any(parse(ecosystem, v) == current for v in listed):
+        return True  # PEP 440 equality: 1.0 == 1.0.0
+    for rng in entry.get("ranges") or []:
+        if isinstance(rng, dict) and rng.get("type") in ("ECOSYSTEM", "SEMVER") and _in_range(ecosystem, current, rng):
+            return True
+    return False
+
+
+def _in_range(ecosystem: str, current, rng: dict) -> bool:
+    """OSV's evaluation: walk the events in version order; ``introduced`` opens, ``fixed`` (exclusive) and
+    ``last_affected`` (inclusive) close; ``limit`` events bound the whole range from above."""
+    events = []
+    limits = []
+    for event in rng.get("events") or []:
+        if not isinstance(event, dict) or len(event) != 1:
+            continue
+        (kind, value), = event.items()
+        if not isinstance(value, str):
+            continue
+        if kind == "introduced" and value == "0":
+            events.append((None, kind))
+            continue
+        parsed = parse(ecosystem, value)
+        if parsed is None:
+            return False  # a range this ecosystem cannot read: never guess
+        if kind == "limit":
+            limits.append(parsed)
+        elif kind in ("introduced", "fixed", "last_affected"):
+            events.append((parsed, kind))
+    # only "<" is used: univers' AlpineLinuxVersion answers >= inconsistently with < (32.0.1: both true for
+    # 1.2.3_rc1-r0 vs 1.2.3-r0), so a >= b is written not a < b, and a > b is b < a
+    if limits and not any(current < limit for limit in limits):
+        return False
+    ordered = [e for e in events if e[0] is None] + sorted((e for e in events if e[0] is not None),
+                                                          key=lambda e: _SortKey(e[0]))
+    vulnerable = False
+    for value, kind in ordered:
+        if kind == "introduced" and (value is None or not current < value):
+            vulnerable = True
+        elif (kind == "fixed" and not current < value) or (kind == "last_affected" and value < current):
+            vulnerable = False
+    return vulnerable
+
+
+class _SortKey:
+    __slots__ = ("v",)
+
+    def __init__(self, v) -> None:
+        self.v = v
+
+    def __lt__(self, other: _SortKey) -> bool:
+        return self.v < other.v
