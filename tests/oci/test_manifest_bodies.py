@@ -113,19 +113,25 @@ def test_an_oversized_manifest_is_413_before_or_while_it_arrives(server, setting
 
 
 def test_manifests_and_aws_documents_share_one_budget(server, client, manifest) -> None:
+    """One budget per process; POST / bodies (anyone who knows a key id can send one) fill at most 3/4 of it, so
+    they cannot starve manifest PUTs, whose senders are authenticated before their body is read."""
     budget = server.app.bodies
     budget.limit = 64 << 10
-    held = 60 << 10
-    with connect(server) as aws_body:  # an ECR document that has not finished arriving holds 60 KiB
+    held = 40 << 10
+    with connect(server) as aws_body:  # an ECR document that has not finished arriving holds 40 KiB
         aws_body.sendall(_aws_head(server, held + 1) + b" " * held)
         wait_until(lambda: budget.used == held, f"the AWS body never arrived ({budget.used})")
-        with connect(server) as sock:
-            sock.sendall(_head(server, 8 << 10))
+        with connect(server) as sock:  # a manifest that cannot fit beside it
+            sock.sendall(_head(server, 30 << 10))
             got = answer(sock)
         assert _error(got) == (503, "UNAVAILABLE"), got
         assert got[1].get("retry-after") == "1" and got[1].get("connection") == "close"
+        with connect(server) as sock:  # another AWS document would pass 3/4 of the budget: refused
+            sock.sendall(_aws_head(server, 10 << 10))
+            status, _, body = answer(sock)
+        assert (status, body.get("__type")) == (503, "ServiceUnavailable"), body
         r = client.put(f"/v2/{NAME}/manifests/v1", content=manifest, headers={"Content-Type": OCI_MANIFEST})
-        assert r.status_code == 201, r.text  # what fits still goes in
+        assert r.status_code == 201, r.text  # the quarter kept for authenticated bodies
     wait_until(lambda: budget.used == 0, f"a closed connection's body is still held ({budget.used})")
 
 

@@ -28,6 +28,10 @@ log = logging.getLogger("soko.aws")
 GLOBAL_SIGNING_REGION = "us-east-1"  # the credential-scope region of AWS's global IAM and STS endpoints
 MAX_BODY = 32 << 20  # UploadLayerPart carries up to 20 MiB, base64-encoded
 UNAUTHENTICATED_BODY = 64 << 10  # read from a request whose key is refused before its body (for a precise error)
+# A SigV4 body is held before its signature can be checked: anyone who knows an access key id (not a secret) can
+# send one. Such bodies fill at most this share of the process's budget; the rest stays for bodies of
+# authenticated clients (manifest PUTs).
+UNVERIFIED_SHARE = 0.75
 # BodyRefused.reason → (ECR JSON error type, IAM/STS Query error code, status)
 _BODY_ERRORS = {
     "too_large": ("SerializationException", "InvalidInput", 413),
@@ -116,7 +120,8 @@ class AwsFrontDoor:
         except AwsAuthError as exc:
             refused = exc
         try:
-            async with whole_body(request, MAX_BODY if refused is None else UNAUTHENTICATED_BODY, self.bodies) as body:
+            limit = MAX_BODY if refused is None else UNAUTHENTICATED_BODY
+            async with whole_body(request, limit, self.bodies, share=UNVERIFIED_SHARE) as body:
                 if checked is None:
                     assert refused is not None
                     return self._auth_failed(refused, body, resolved_box, context, is_json)

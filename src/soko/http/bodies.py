@@ -40,11 +40,12 @@ class BodyBudget:
         self.limit = limit
         self.used = 0
 
-    def fits(self, size: int) -> bool:
-        return self.used + size <= self.limit
+    def fits(self, size: int, share: float = 1.0) -> bool:
+        """Whether ``size`` more bytes keep the bytes held within ``share`` of the limit."""
+        return self.used + size <= self.limit * share
 
-    def take(self, size: int) -> bool:
-        if self.used + size > self.limit:
+    def take(self, size: int, share: float = 1.0) -> bool:
+        if not self.fits(size, share):
             return False
         self.used += size
         return True
@@ -55,9 +56,16 @@ class BodyBudget:
 
 @asynccontextmanager
 async def whole_body(
-    request: Request, limit: int, budget: BodyBudget, grace: float | None = None, min_rate: float | None = None
+    request: Request,
+    limit: int,
+    budget: BodyBudget,
+    grace: float | None = None,
+    min_rate: float | None = None,
+    share: float = 1.0,
 ) -> AsyncIterator[bytes]:
-    """The whole body, its bytes counted against ``budget`` as they arrive and until the block ends.
+    """The whole body, its bytes counted against ``budget`` as they arrive and until the block ends. ``share``: the
+    part of the budget that bodies held in all may fill before this one is refused (bodies whose sender is not yet
+    known take less than all of it, so they cannot starve those of authenticated clients).
 
     Raises BodyRefused before reading when the declared length is over ``limit`` or could not fit in the budget
     now (nothing is reserved: the check only spares a client sending what would be refused), and while reading when
@@ -65,17 +73,18 @@ async def whole_body(
     declared = request.content_length
     if declared is not None and declared > limit:
         raise BodyRefused("too_large", f"request body is larger than {limit} bytes")
-    if declared is not None and not budget.fits(declared):
+    if declared is not None and not budget.fits(declared, share):
         raise BodyRefused("busy", BUSY)
     held = [0]  # bytes taken from the budget so far
     try:
-        yield await _read(request, limit, budget, GRACE if grace is None else grace, min_rate or MIN_RATE, held)
+        grace = GRACE if grace is None else grace
+        yield await _read(request, limit, budget, share, grace, min_rate or MIN_RATE, held)
     finally:
         budget.give(held[0])
 
 
 async def _read(
-    request: Request, limit: int, budget: BodyBudget, grace: float, min_rate: float, held: list[int]
+    request: Request, limit: int, budget: BodyBudget, share: float, grace: float, min_rate: float, held: list[int]
 ) -> bytes:
     loop = asyncio.get_running_loop()
     start = last = loop.time()
@@ -101,7 +110,7 @@ async def _read(
             total += len(data)
             if total > limit:
                 raise BodyRefused("too_large", f"request body is larger than {limit} bytes")
-            if not budget.take(len(data)):
+            if not budget.take(len(data), share):
                 raise BodyRefused("busy", BUSY)
             held[0] += len(data)
             parts.append(data)
