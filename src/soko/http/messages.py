@@ -187,7 +187,21 @@ class StreamResponse:
         self.close = close
 
 
-AnyResponse = Response | StreamResponse
+class FileResponse:
+    """``length`` bytes of a local file from ``start`` on, sent by the server itself (granian reads the file on its
+    own threads: no Python per piece). The handler opened the file first, so a missing file was its clean 404."""
+
+    __slots__ = ("headers", "length", "path", "start", "status")
+
+    def __init__(self, status: int, headers: Mapping[str, str], path: str, start: int, length: int) -> None:
+        self.status = status
+        self.headers = dict(headers)
+        self.path = path
+        self.start = start
+        self.length = length
+
+
+AnyResponse = Response | StreamResponse | FileResponse
 
 
 def error_response(

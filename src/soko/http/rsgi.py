@@ -11,7 +11,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
-from soko.http.messages import AnyResponse, Request, Response, StreamResponse, error_response
+from soko.http.messages import AnyResponse, FileResponse, Request, Response, StreamResponse, error_response
 
 log = logging.getLogger("soko.http")
 
@@ -116,6 +116,13 @@ async def _send(protocol, response: AnyResponse, head: bool, close: bool = False
             return 0
         if isinstance(response, StreamResponse):
             return await _send_stream(protocol, response, headers)
+        if isinstance(response, FileResponse):
+            if not response.length:  # (granian refuses an empty range)
+                protocol.response_empty(response.status, headers)
+                return 0
+            end = response.start + response.length
+            protocol.response_file_range(response.status, headers, response.path, response.start, end)
+            return response.length
         if response.body:
             protocol.response_bytes(response.status, headers, response.body)
             return len(response.body)

@@ -52,6 +52,10 @@ class Blobs:
         redirect = storage.redirect_url(path) if storage.capabilities.redirect else None
         return BlobContent(info.digest, info.size, path, redirect)
 
+    def local_path(self, blob: BlobContent) -> str | None:
+        """The local file holding the blob (the filesystem driver), for the server to send by itself."""
+        return self.ctx.storage.local_path(blob.storage_path)
+
     def reader(self, blob: BlobContent, offset: int = 0) -> BinaryIO:
         """The blob's content from ``offset`` on (close it when done)."""
         try:

@@ -149,3 +149,8 @@ class StorageDriver(abc.ABC):
     def redirect_url(self, path: str, method: str = "GET", expires_in: int = 1200) -> str | None:
         """A URL clients can fetch the content from directly; None unless ``capabilities.redirect``."""
         return None
+
+    def local_path(self, path: str) -> str | None:
+        """The file holding ``path``'s content on this machine, for the server to send itself; None if there is
+        none (object stores)."""
+        return None

@@ -140,6 +140,9 @@ class FilesystemDriver(StorageDriver):
             raise
         _fsync_dir(os.path.dirname(full))
 
+    def local_path(self, path: str) -> str | None:
+        return self._full(path)
+
     def reader(self, path: str, offset: int = 0) -> BinaryIO:
         try:
             f = open(self._full(path), "rb")  # noqa: SIM115 - returned to the caller
