@@ -225,6 +225,31 @@ def test_long_chunk_keeps_its_claim_and_session(registry, other_node, shared_clo
     assert writer.finish().size == 12
 
 
+def test_completing_a_blob_already_stored_moves_nothing_and_drops_the_upload(registry):
+    data = os.urandom(100_000)
+    digest = push_blob(registry, _ref(registry, "first"), data)
+    path = os.path.join(registry.ctx.storage.root, blob_path(digest))
+    stored = os.stat(path)
+    other = _ref(registry, "second")
+    state = registry.uploads.start(other)
+    _chunk(registry, other, state.id, data)
+    assert registry.uploads.complete(other, state.id, digest).digest == digest
+    again = os.stat(path)
+    assert (again.st_ino, again.st_mtime_ns) == (stored.st_ino, stored.st_mtime_ns)  # not replaced
+    with pytest.raises(PathNotFound):
+        registry.ctx.storage.stat(upload_path(state.id))
+    assert registry.blobs.stat(other, digest).size == len(data)
+    # a wrong digest is still refused, stored blob or not
+    state = registry.uploads.start(other)
+    _chunk(registry, other, state.id, data + b"!")
+    with pytest.raises(DigestInvalid):
+        registry.uploads.complete(other, state.id, digest)
+    # content lost from storage is put back by the next upload of it
+    os.unlink(path)
+    assert push_blob(registry, other, data) == digest
+    assert _read(registry, blob_path(digest)) == data
+
+
 def test_fsck_clean_then_finds_corruption(registry):
     ref = _ref(registry)
     good = push_blob(registry, ref, b"good blob")

@@ -16,8 +16,8 @@ from soko.storage.paths import blob_path, trash_path
 
 # What to do about a blob whose stored content is bad (upload completion always writes the verified content).
 _BLOB_REMEDY = (
-    "upload the original content again (a completed blob upload of this digest replaces what is stored), "
-    "or delete the images that use it"
+    "upload the original content again (a completed blob upload of this digest puts back content that is missing "
+    "or of the wrong size; delete corrupt content from storage first), or delete the images that use it"
 )
 
 

@@ -13,7 +13,9 @@ claim two chunks could write different bytes at the same offset and the stored c
 winner hashed — and a content-addressed, deduplicated store must never hold a blob that does not match its digest.
 
 Completion moves the data to its digest-addressed path inside the write transaction that links the blob, so a
-concurrent garbage collector (which deletes under the same lock) can never remove content a new row points at.
+concurrent garbage collector (which deletes under the same lock) can never remove content a new row points at. When
+the blob is already stored (deduplication: the same layer pushed again, to any repository), nothing moves: the
+upload's data, verified against the digest like any other, is dropped.
 """
 
 from __future__ import annotations
@@ -279,12 +281,23 @@ class Uploads:
         except ValueError:
             raise upload_unknown(upload_id[:64]) from None
         repo_id = self.repositories.id_for(conn, ref)
-        size = conn.execute(
-            sa.select(uploads.c.size).where(uploads.c.id == upload_id, uploads.c.repository_id == repo_id)
-        ).scalar()
-        if size is None:
+        row = conn.execute(
+            sa.select(uploads.c.size, uploads.c.short_part_end).where(
+                uploads.c.id == upload_id, uploads.c.repository_id == repo_id
+            )
+        ).first()
+        if row is None:
             raise upload_unknown(upload_id)
-        return UploadState(upload_id, ref, size)
+        return UploadState(upload_id, ref, row.size, row.short_part_end)
+
+    def note_short_part(self, upload_id: str, end: int) -> None:
+        """Record that a part ending at ``end`` was under ECR's part minimum (only the first such part counts)."""
+        with self.ctx.db.write() as conn:
+            conn.execute(
+                sa.update(uploads)
+                .where(uploads.c.id == upload_id, uploads.c.short_part_end.is_(None))
+                .values(short_part_end=end)
+            )
 
     def check_size(self, ref: RepoRef, held: int, length: int | None, upload_id: str | None = None) -> int:
         """Refuse (TooLarge) a chunk of ``length`` bytes declared up front (Content-Length or Content-Range) that
@@ -415,7 +428,8 @@ class Uploads:
             # that existed before it looked.
             existing_size = None
             for _ in range(5):
-                conn.execute(self.ctx.db.insert_ignore(blobs).values(digest=digest, size=size, created_at=now))
+                new_row = self.ctx.db.insert_ignore(blobs).values(digest=digest, size=size, created_at=now)
+                inserted = conn.execute(new_row.returning(blobs.c.digest)).first() is not None
                 locked = sa.select(blobs.c.size).where(blobs.c.digest == digest)
                 if not self.ctx.db.is_sqlite:
                     locked = locked.with_for_update()
@@ -429,8 +443,18 @@ class Uploads:
             )
             # If no manifest references the blob within the grace period, the collector unlinks it.
             tx.review_links(repo_id, [digest], "upload")
-            # Last: the content moves into place only when every row is written and locked.
+            # Last: the content moves into place only when every row is written and locked — unless the blob was
+            # already stored (a row that existed before this upload, locked now, is never without its content):
+            # then the verified upload data is only dropped, after the commit, with no move or copy at all.
+            if not inserted and self._stored(digest, size):
+                return
             self.ctx.storage.move(upload_path(upload_id), blob_path(digest))
+
+    def _stored(self, digest: str, size: int) -> bool:
+        try:
+            return self.ctx.storage.stat(blob_path(digest)).size == size
+        except PathNotFound:  # lost (fsck reports it): this upload's content puts it back
+            return False
 
     def _rehash(self, state: UploadState, algorithm: str, claim: str) -> hashlib._Hash:
         """Hash the stored data (the running hash is elsewhere), keeping the claim alive while it reads."""
