@@ -24,7 +24,7 @@ def test_push_via_layer_api_pull_via_v2(ecr, client, server):
     config = json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers"}}).encode()
     layer = bytes((i * 7) % 251 for i in range(300_000))
     for blob in (config, layer):
-        upload_id = upload(ecr, "cross", blob, 64 * 1024) if blob is layer else upload(ecr, "cross", blob, 1 << 20)
+        upload_id = upload(ecr, "cross", blob, 5 << 20)  # one part each (every part but the last is ≥ 5 MiB)
         ecr.complete_layer_upload(repositoryName="cross", uploadId=upload_id, layerDigests=[sha256(blob)])
     manifest = json.dumps(
         {

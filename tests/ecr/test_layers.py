@@ -13,6 +13,8 @@ from botocore.exceptions import ClientError
 from tests.ecr.test_images import error_of, image_parts, make_repo, put, raw_json
 from tests.oci.helpers import push_blob, sha256
 
+MiB = 1 << 20
+
 
 @pytest.fixture
 def ecr(aws):
@@ -37,10 +39,10 @@ def upload(ecr, repo: str, data: bytes, part_size: int) -> str:
 
 def test_upload_in_parts_and_complete(ecr, server):
     make_repo(server)
-    data = bytes(range(256)) * 1000
+    data = bytes(range(256)) * 50_000  # 12.2 MiB: two 5 MiB parts and a short last one
     init = ecr.initiate_layer_upload(repositoryName="app")
     assert init["partSize"] == 10 * 1024 * 1024
-    upload_id = upload(ecr, "app", data, 100_000)
+    upload_id = upload(ecr, "app", data, 5 * MiB)
     digest = sha256(data)
     out = ecr.complete_layer_upload(repositoryName="app", uploadId=upload_id, layerDigests=[digest])
     assert out == {
@@ -88,12 +90,33 @@ def test_upload_part_rules(ecr, server):
             repositoryName="app", uploadId=upload_id, partFirstByte=5, partLastByte=4, layerPartBlob=b""
         )
     assert error_of(exc)[0] == "InvalidLayerPartException"
-    # Small non-final parts are accepted (LayerPartTooSmallException deliberately not enforced; see layers.py).
+    # A part under 5 MiB is accepted (it may be the last); completion refuses it when it was not.
     ecr.upload_layer_part(
         repositoryName="app", uploadId=upload_id, partFirstByte=5, partLastByte=9, layerPartBlob=b"67890"
     )
-    out = ecr.complete_layer_upload(repositoryName="app", uploadId=upload_id, layerDigests=[sha256(b"1234567890")])
-    assert out["layerDigest"] == sha256(b"1234567890")
+    with pytest.raises(ClientError) as exc:
+        ecr.complete_layer_upload(repositoryName="app", uploadId=upload_id, layerDigests=[sha256(b"1234567890")])
+    assert error_of(exc)[0] == "LayerPartTooSmallException"
+    assert "5 MiB" in error_of(exc)[1] and "ending at byte 4 " in error_of(exc)[1]
+
+
+def test_layer_part_too_small_only_when_not_last(ecr, server):
+    make_repo(server)
+    big, tail = bytes(range(256)) * (5 * MiB // 256), b"tail"
+    ok = upload(ecr, "app", big + tail, 5 * MiB)  # a full 5 MiB part, then a short last one
+    assert ecr.complete_layer_upload(repositoryName="app", uploadId=ok, layerDigests=[sha256(big + tail)])
+    single = upload(ecr, "app", b"one small layer", 1000)  # a single short part is the last one
+    assert ecr.complete_layer_upload(repositoryName="app", uploadId=single, layerDigests=[sha256(b"one small layer")])
+    data = tail + big  # a short first part, then a full one
+    refused = ecr.initiate_layer_upload(repositoryName="app")["uploadId"]
+    for first, part in ((0, tail), (len(tail), big)):
+        ecr.upload_layer_part(
+            repositoryName="app", uploadId=refused, partFirstByte=first, partLastByte=first + len(part) - 1,
+            layerPartBlob=part,
+        )
+    with pytest.raises(ClientError) as exc:
+        ecr.complete_layer_upload(repositoryName="app", uploadId=refused, layerDigests=[sha256(data)])
+    assert error_of(exc)[0] == "LayerPartTooSmallException"
 
 
 def test_complete_errors(ecr, server):

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from soko.storage import PathNotFound
-from soko.storage.s3 import PART_SIZE, S3Driver, S3Location
+from soko.storage.s3 import MIN_PART_SIZE, PART_SIZE, S3Driver, S3Location
 from tests.s3 import S3Server, moto, rgw, s3_driver, s3_server  # noqa: F401 - fixtures
 from tests.storage.driver_suite import DriverSuite
 
@@ -35,10 +35,25 @@ def test_resume_on_another_driver_instance_as_another_node_would(s3_driver, s3_s
     second.commit()
     keys = sorted(k["Key"] for k in s3_driver.client.list_objects_v2(Bucket=s3_driver.location.bucket)["Contents"])
     sizes = [s3_driver.client.head_object(Bucket=s3_driver.location.bucket, Key=k)["ContentLength"] for k in keys]
-    assert sizes[:-1] == [PART_SIZE] * (len(sizes) - 1)  # the short part was taken back: S3 multipart copy needs it
+    assert sizes == [len(head), len(tail)]  # each ≥ 5 MiB, as S3 multipart copy needs, and nothing read back
     assert s3_driver.get_content("uploads/u1/data") == head + tail
     with s3_driver.reader("uploads/u1/data", offset=PART_SIZE - 10) as f:
         assert f.read() == (head + tail)[PART_SIZE - 10 :]
+
+
+def test_short_last_parts_are_taken_back_so_every_part_but_the_last_is_big_enough(s3_driver):  # noqa: F811
+    data = os.urandom(30 << 20)
+    held = 0
+    for size in (1 << 20, 3 << 20, 7 << 20, 100, 6 << 20, 13 << 20):  # chunks of any size, as /v2/ clients send
+        writer = s3_driver.writer("uploads/u4/data", offset=held)
+        writer.write(data[held : held + size])
+        writer.commit()
+        held += size
+    parts = s3_driver._parts(s3_driver._key("uploads/u4/data"))
+    assert all(MIN_PART_SIZE <= size <= PART_SIZE + MIN_PART_SIZE for _, size in parts[:-1])
+    assert [start for start, _ in parts] == [sum(size for _, size in parts[:i]) for i in range(len(parts))]
+    s3_driver.move("uploads/u4/data", "blobs/sha256/cd/cdef")  # multipart copy: S3 refuses small parts
+    assert s3_driver.get_content("blobs/sha256/cd/cdef") == data[:held]
 
 
 def test_resume_truncates_a_chunk_that_failed_half_way_across_parts(s3_driver):  # noqa: F811

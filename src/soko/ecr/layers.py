@@ -4,10 +4,10 @@ other).
 
 Part rules. A part must start where the upload ends (``partFirstByte`` = bytes held, else
 InvalidLayerPartException with ``lastValidByteReceived`` = bytes held - 1, so -1 means "nothing yet") and carry
-exactly ``partLastByte - partFirstByte + 1`` bytes. ECR also refuses non-final parts under 5 MiB
-(LayerPartTooSmallException) because its parts become S3 multipart parts; Soko appends parts to one file, has no
-such constraint, and keeps no per-part record, so it deliberately does *not* enforce that minimum: every client that
-follows ECR's rule works unchanged, and small-part clients work too.
+exactly ``partLastByte - partFirstByte + 1`` bytes. Every part but the last must hold at least 5 MiB, as on ECR
+(whose parts become S3 multipart parts, as Soko's do on an object store): UploadLayerPart accepts a shorter part, as
+it may be the last, and records where the first one ended; CompleteLayerUpload refuses the upload with
+LayerPartTooSmallException when that part was not the last. (The /v2/ API has no such rule: chunks of any size.)
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from soko.errors import DigestInvalid, RangeNotSatisfiable, SizeInvalid, TooLarg
 from soko.oci.presigned import layer_url
 
 PART_SIZE = 10 * 1024 * 1024  # what ECR advertises
+MIN_PART_SIZE = 5 * 1024 * 1024  # ECR's (and S3 multipart's) minimum for every part but the last
 
 
 def _layer_failure(digest: str, code: str, reason: str) -> dict:
@@ -113,6 +114,8 @@ def upload_layer_part(call: Call) -> dict:
     except BaseException:
         writer.abort()
         raise
+    if len(data) < MIN_PART_SIZE:  # fine if it is the last part, which only CompleteLayerUpload knows
+        uploads.note_short_part(upload_id, state.size)
     return {
         "registryId": ref.account_id,
         "repositoryName": ref.name,
@@ -149,6 +152,13 @@ def complete_layer_upload(call: Call) -> dict:
             "LayerAlreadyExistsException",
             f"The layer with digest '{digest}' already exists in the repository with name '{ref.name}' in the "
             f"registry with id '{ref.account_id}'",
+        )
+    if state.short_part_end is not None and state.short_part_end < state.size:
+        raise EcrError(
+            "LayerPartTooSmallException",
+            f"Layer parts must be at least {MIN_PART_SIZE} bytes (5 MiB) except the last one; the part of upload "
+            f"'{upload_id}' ending at byte {state.short_part_end - 1} is smaller and is not the last. Upload the "
+            "layer again with larger parts",
         )
     try:
         info = uploads.complete(ref, upload_id, digest)

@@ -43,6 +43,7 @@ class UploadState:
     id: str
     repository: RepoRef
     size: int
+    short_part_end: int | None = None  # see uploads.short_part_end (ECR's layer API)
 
 
 @dataclass(frozen=True, slots=True)

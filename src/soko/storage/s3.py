@@ -4,9 +4,11 @@ Every node talks to the same bucket, so no state may live on a node: an upload r
 what the first one wrote. S3 has no append, so a file written through ``writer`` (only in-flight upload data is)
 is stored as *parts*, one object per piece at ``paths.part_path`` (``<path>~parts/<start offset, 16 hex digits>``):
 
-* a writer buffers up to ``PART_SIZE`` bytes and stores each full buffer as one part; ``close``/``commit`` store
-  the rest as a last, short part. A later writer resuming at that offset takes a short last part back into its
-  buffer, so every part but the last is ``PART_SIZE`` long — which is what S3's multipart copy needs (≥ 5 MiB);
+* a writer stores ``PART_SIZE`` bytes as one part whenever it buffers more than ``PART_SIZE + MIN_PART_SIZE``;
+  ``close``/``commit`` store the rest (up to 13 MiB) as one part. A later writer resuming at that offset takes the
+  last part back into its buffer only when it is shorter than ``MIN_PART_SIZE``, so every part but the last holds
+  at least 5 MiB — which is what S3's multipart copy needs — and a chunk of 5 MiB or more (every ECR layer part
+  but the last) is appended as parts without reading anything back;
 * resuming at an offset deletes the parts that start at or after it and truncates one that straddles it (a chunk
   that failed half-way), as the filesystem driver truncates its file;
 * ``move`` of a parted file (upload completion) assembles it into one ordinary object at the destination with a
@@ -43,7 +45,8 @@ from soko.storage.base import (
     check_path,
 )
 
-PART_SIZE = 8 << 20  # ≥ S3's 5 MiB minimum for every multipart part but the last
+PART_SIZE = 8 << 20  # what a writer stores at a time while more keeps coming
+MIN_PART_SIZE = 5 << 20  # S3's minimum for every multipart part but the last
 COPY_PART_SIZE = 1 << 30  # a plain object larger than S3's 5 GB single-copy limit is copied in 1 GiB pieces
 SINGLE_COPY_LIMIT = 5 * 10**9
 _PARTS = paths.PARTS
@@ -190,7 +193,7 @@ class _PartWriter(FileWriter):
         self._start = offset
         if kept:
             start, size = kept[-1]
-            if start + size > offset or size < PART_SIZE:
+            if start + size > offset or size < MIN_PART_SIZE:
                 with driver._get(driver._part_key(key, start), 0) as body:
                     self._buffer += body.read(offset - start)
                 self._start = start
@@ -204,18 +207,19 @@ class _PartWriter(FileWriter):
         view = memoryview(data)
         written = len(view)
         while len(view):
-            room = PART_SIZE - len(self._buffer)
+            room = PART_SIZE + MIN_PART_SIZE - len(self._buffer)
             self._buffer += view[:room]
             view = view[room:]
-            if len(self._buffer) >= PART_SIZE:
-                self._store_buffer()
+            if len(self._buffer) >= PART_SIZE + MIN_PART_SIZE:
+                self._store_buffer(PART_SIZE)  # what stays behind is ≥ MIN_PART_SIZE: never a short part
         self._size += written
         return written
 
-    def _store_buffer(self) -> None:
-        self._driver._put(self._driver._part_key(self._key, self._start), bytes(self._buffer))
-        self._start += len(self._buffer)
-        self._buffer.clear()
+    def _store_buffer(self, length: int | None = None) -> None:
+        length = len(self._buffer) if length is None else length
+        self._driver._put(self._driver._part_key(self._key, self._start), bytes(self._buffer[:length]))
+        self._start += length
+        del self._buffer[:length]
 
     @property
     def size(self) -> int:

@@ -21,6 +21,9 @@ uploads = sa.Table(
     sa.Column("writer_seen", Timestamp, nullable=True),
     # The principal (ARN) that opened the session: open sessions are capped per principal and repository.
     sa.Column("owner", sa.String(2048), nullable=True),
+    # ECR's layer API only: the end offset of the first part under its 5 MiB minimum. Such a part is allowed only as
+    # the last one, which only completion knows (CompleteLayerUpload then refuses with LayerPartTooSmallException).
+    sa.Column("short_part_end", sa.BigInteger, nullable=True),
     sa.Index(None, "updated_at"),
     sa.Index("ix_uploads_repository_id_owner", "repository_id", "owner"),
 )
