@@ -154,7 +154,7 @@ def complete_layer_upload(call: Call) -> dict:
             f"registry with id '{ref.account_id}'",
         )
     if state.short_part_end is not None and state.short_part_end < state.size:
-        raise EcrError(
+        raise ServiceError(
             "LayerPartTooSmallException",
             f"Layer parts must be at least {MIN_PART_SIZE} bytes (5 MiB) except the last one; the part of upload "
             f"'{upload_id}' ending at byte {state.short_part_end - 1} is smaller and is not the last. Upload the "
