@@ -32,7 +32,8 @@ from tests.e2e.skopeo import Skopeo  # noqa: E402
 import load  # noqa: E402
 import ops  # noqa: E402
 import report  # noqa: E402
-from procstat import RssSampler, hwm_bytes  # noqa: E402
+import storm  # noqa: E402
+from procstat import RssSampler, cpu_seconds, hwm_bytes  # noqa: E402
 
 MiB = 1 << 20
 MB = 1e6
@@ -52,6 +53,8 @@ class Config:
     soko_cmd: str | None
     skopeo: bool
     distribution_cache: str | None
+    storm_clients: list[int]
+    storm_big_mib: int
 
 
 def random_data(seed: str, size: int) -> bytes:
@@ -73,6 +76,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[Config, argparse.Namespac
                         help="command template instead of `python -m soko serve` ({python} {listen} {data_dir} "
                              "{workers}), or 'distribution' to stand in a second Distribution (harness test)")
     parser.add_argument("--no-skopeo", action="store_true", help="skip the skopeo push/pull test")
+    parser.add_argument("--storm", default=None, help="concurrent pullers per storm, e.g. 32,128 (0: no storm)")
     parser.add_argument("--distribution-cache", default="inmemory", choices=["inmemory", "none"])
     parser.add_argument("--workdir", default=None, help="parent of the temporary directory (default: $TMPDIR)")
     parser.add_argument("--output", default=str(REPO / "bench" / "results" / "latest.json"))
@@ -90,6 +94,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[Config, argparse.Namespac
         soko_cmd=args.soko_cmd,
         skopeo=not args.no_skopeo,
         distribution_cache=None if args.distribution_cache == "none" else args.distribution_cache,
+        storm_clients=[int(n) for n in (args.storm or ("32" if quick else "32,128")).split(",") if int(n)],
+        storm_big_mib=32 if quick else 100,
     )
     return config, args
 
@@ -105,6 +111,7 @@ class Bench:
         self.skopeo = Skopeo.create(workdir / "skopeo-home")
         self.base = random_data("blob", config.blob_mib * MiB)
         self.load_at_start = " ".join(f"{n:.2f}" for n in os.getloadavg())
+        self.storm_layers: dict[str, storm.StormLayers] = {}
 
     # -- servers -------------------------------------------------------------------------------------------
     def _register(self, name: str, server: RegistryServer) -> None:
@@ -151,6 +158,9 @@ class Bench:
             target = self.target(name)
             ops.push_small_image(target, MANIFEST_REPO, MANIFEST_TAG)
             self._load(name, "get", duration=2.0, record=False)
+            if self.config.storm_clients:
+                self.storm_layers[name] = storm.prepare(target, self.workdir, self.base, self.config.storm_big_mib,
+                                                        small_kib=512, count=16)
 
     def _manifest_url(self, name: str) -> str:
         return f"{self.servers[name].url}/v2/{MANIFEST_REPO}/manifests/{MANIFEST_TAG}"
@@ -187,8 +197,14 @@ class Bench:
             # both serve the same warm blob.
             first = ops.pull_blob(self.target(name), repo, mono)
             self.values[name]["pull_first"].append(mono.size / MB / first)
+            cpu = cpu_seconds(self.servers[name].pid)
             seconds = sum(ops.pull_blob(self.target(name), repo, mono) for _ in range(PULLS_PER_ROUND))
             self.values[name]["pull"].append(PULLS_PER_ROUND * mono.size / MB / seconds)
+            cpu = cpu_seconds(self.servers[name].pid) - cpu
+            self.values[name]["pull_cpu"].append(cpu / (PULLS_PER_ROUND * mono.size / 1e9))
+        for clients in self.config.storm_clients:
+            for name in order:
+                self._storm(name, clients)
         for method in ("get", "head"):
             if method == "head" and not load.have("hey"):
                 continue
@@ -198,6 +214,17 @@ class Bench:
             self._skopeo_round(round_no, order)
         mono.path.unlink()
         chunked.path.unlink()
+
+    def _storm(self, name: str, clients: int) -> None:
+        manifest = f"/v2/{MANIFEST_REPO}/manifests/{MANIFEST_TAG}"
+        result, errors = storm.run(self.target(name), self.servers[name].pid, self.storm_layers[name], clients,
+                                   manifest, self.workdir)
+        self.errors += [f"{name} storm {clients}: {error}" for error in errors]
+        self.values[name][f"storm{clients}"].append(result.mb_s)
+        self.values[name][f"storm{clients}_p99"].append(result.ttfb_p99)
+        self.values[name][f"storm{clients}_cpu"].append(result.cpu_s_per_gb)
+        log(f"{name}: {clients}-client storm {result.mb_s:.0f} MB/s, manifest TTFB p50 {result.ttfb_p50:.1f} ms "
+            f"p99 {result.ttfb_p99:.1f} ms ({len(result.ttfb_ms)} probes), {result.cpu_s_per_gb:.2f} CPU s/GB")
 
     def _skopeo_round(self, round_no: int, order: list[str]) -> None:
         """A fresh 12-layer image each round, so no push can reuse or mount blobs of an earlier round."""
