@@ -8,7 +8,7 @@ import os
 import pytest
 import sqlalchemy as sa
 
-from soko.errors import DigestInvalid, ImageChanged, ManifestUnknown, RangeNotSatisfiable, UploadUnknown
+from soko.errors import DigestInvalid, ImageChanged, ManifestUnknown, RangeNotSatisfiable, SizeInvalid, UploadUnknown
 from soko.meta import Database
 from soko.meta.schema import manifests, uploads
 from soko.registry import Registry
@@ -101,6 +101,15 @@ def test_failed_chunk_leaves_no_trailing_bytes(registry):
     assert info.size == 4
     assert _read(registry, blob_path(info.digest)) == b"kept"
     assert list(check(registry.ctx)) == []
+
+
+def test_completion_refuses_an_upload_whose_data_was_lost(registry):
+    ref = _ref(registry)
+    state = registry.uploads.start(ref)
+    _chunk(registry, ref, state.id, b"twelve bytes", 0)
+    registry.ctx.storage.put_content(upload_path(state.id), b"twelve")  # storage lost the tail
+    with pytest.raises(SizeInvalid, match="lost data"):
+        registry.uploads.complete(ref, state.id, sha256(b"twelve bytes"))
 
 
 def test_one_chunk_at_a_time(registry):

@@ -389,12 +389,7 @@ class Uploads:
         state = self.status(ref, upload_id)
         if expected_size is not None and expected_size != state.size:
             raise SizeInvalid(f"upload {upload_id} holds {state.size} bytes, not the {expected_size} declared")
-        # A chunk that failed half-way may have left bytes beyond the recorded size: drop them, so the blob is
-        # exactly the verified bytes (the move below takes the whole file).
-        try:
-            self.ctx.storage.writer(upload_path(upload_id), offset=state.size).commit()
-        except (PathNotFound, InvalidOffset):
-            raise SizeInvalid(f"upload {upload_id} lost data: storage holds less than {state.size} bytes") from None
+        self._drop_beyond(upload_id, state.size)
         hasher = self._hashes.get(upload_id, state.size) if parsed.algorithm == "sha256" else None
         if hasher is None:
             hasher = self._rehash(state, parsed.algorithm, claim)
@@ -414,6 +409,17 @@ class Uploads:
         self._hashes.drop(upload_id)
         self._delete_data(upload_id)
         return BlobInfo(digest, state.size)
+
+    def _drop_beyond(self, upload_id: str, size: int) -> None:
+        """A chunk that failed half-way may have left bytes beyond the recorded size: drop them, so the blob is
+        exactly the verified bytes (the move takes the whole file). Usually there are none, and a stat says so
+        without reopening the file (on S3, without re-storing its last part)."""
+        storage, path = self.ctx.storage, upload_path(upload_id)
+        try:
+            if storage.stat(path).size != size:
+                storage.writer(path, offset=size).commit()
+        except (PathNotFound, InvalidOffset):
+            raise SizeInvalid(f"upload {upload_id} lost data: storage holds less than {size} bytes") from None
 
     def _commit_blob(self, ref: RepoRef, upload_id: str, digest: str, size: int, now: float, claim: str) -> None:
         with self.ctx.transaction() as tx:
