@@ -46,7 +46,7 @@ random_string() {  # $1 characters from the set $2
 logged() {  # run "$@" with its output in DIR/log/$1.log, shown when it fails
   local log="$DIR/log/$1.log"
   shift
-  "$@" >>"$log" 2>&1 || {
+  "$@" >>"$log" 2>&1 9>&- || {  # 9: the lock, which daemons must not inherit
     echo "ceph-rgw: failed: $*" >&2
     tail -n 20 "$log" >&2
     exit 1
@@ -133,6 +133,8 @@ EOF
 
 create() {
   local mon_port rgw_port access secret
+  kill_daemons  # what a start interrupted before it wrote DIR/env left behind
+  rm -rf "${DIR:?}"/{mon,osd,rgw,run,log,crash} "$DIR"/{ceph.conf,keyring,rgw.keyring,monmap,osdmap,user.done}
   mon_port="$(free_port)"
   rgw_port="$(free_port)"
   mkdir -p "$DIR"/{mon,osd,rgw,run,log,crash}
@@ -207,11 +209,15 @@ stop() {
   done
 }
 
-destroy() {
+kill_daemons() {
   local name
   for name in client.rgw.s3 osd.0 mon.a; do
-    alive "$DIR/run/$name.pid" && kill -KILL "$(cat "$DIR/run/$name.pid")" 2>/dev/null || true
+    if alive "$DIR/run/$name.pid"; then kill -KILL "$(cat "$DIR/run/$name.pid")" 2>/dev/null || true; fi
   done
+}
+
+destroy() {
+  kill_daemons
   rm -rf "$DIR"
 }
 
@@ -224,6 +230,8 @@ case "$command" in
     mkdir -p "$2"
     chmod 700 "$2"
     DIR="$(cd "$2" && pwd)"
+    exec 9>>"$DIR/.lock"
+    flock 9  # one command at a time per directory
     case "$command" in
       start)
         install_packages
