@@ -135,12 +135,14 @@ class AwsFrontDoor:
                 if is_json:
                     return await self._ecr(request, body, principal, context)
                 return await self._query(request, body, principal, context, verified, "query")
-        except BodyRefused as exc:  # the rest of the body stays unread: the connection closes after the answer
+        except BodyRefused as exc:  # the rest stays unread: rsgi says Connection: close (HTTP/1.1) with the answer
             if refused is not None:
-                return _closing(self._auth_failed(refused, b"", resolved_box, context, is_json))
+                return self._auth_failed(refused, b"", resolved_box, context, is_json)
             json_code, query_code, status = _BODY_ERRORS[exc.reason]
             response = self._error(is_json, "query", json_code if is_json else query_code, exc.message, context, status)
-            return _closing(response, retry_after=exc.reason == "busy")
+            if exc.reason == "busy":
+                response = Response(response.status, {**response.headers, "Retry-After": "1"}, response.body)
+            return response
 
     def _auth_failed(
         self, exc: AwsAuthError, body: bytes, resolved_box: dict, context: RequestContext, is_json: bool
@@ -251,8 +253,3 @@ def _query_service(body: bytes) -> str:
     text = body[:200].decode(errors="replace")
     return "sts" if any(a in text for a in ("AssumeRole", "GetCallerIdentity", "GetSessionToken")) else "iam"
 
-
-def _closing(response: Response, retry_after: bool = False) -> Response:
-    """``response`` with the connection closed after it: what is left of the request body is not read."""
-    extra = {"Connection": "close", **({"Retry-After": "1"} if retry_after else {})}
-    return Response(response.status, {**response.headers, **extra}, response.body)
