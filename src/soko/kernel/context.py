@@ -32,12 +32,20 @@ class DomainContext:
     def transaction(self, *, invalidates: bool = False) -> Iterator[UnitOfWork]:
         """A domain write: one transaction and its after-write effects (``soko.kernel.unit_of_work``);
         ``invalidates`` when it changes answers that readers cache (tags, manifests…)."""
-        with self.db.write() as conn:
-            tx = UnitOfWork(self, conn, invalidates=invalidates)
-            yield tx
-            tx.before_commit()
+        tx: UnitOfWork | None = None
+        try:
+            with self.db.write() as conn:
+                tx = UnitOfWork(self, conn, invalidates=invalidates)
+                yield tx
+                tx.before_commit()
+        except BaseException:
+            if tx is not None and tx.notified is not None:
+                tx.notified[0].forget(tx.notified[1])
+            raise
         if tx.invalidates:
             self.generation.bump()
+        if tx.notified is not None:  # other nodes see this write before the caller can ask them (soko.meta.changes)
+            tx.notified[0].delivered(tx.notified[1])
 
     @contextlib.contextmanager
     def write(self, *, invalidates: bool = False) -> Iterator[sa.Connection]:

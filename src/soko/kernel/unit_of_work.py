@@ -22,7 +22,7 @@ import sqlalchemy as sa
 
 from soko.kernel.events import Event
 from soko.kernel.link_reviews import enqueue_link_reviews, enqueue_repository_reviews
-from soko.meta.changes import CHANNEL
+from soko.meta.changes import CHANNEL, PostgresListener
 from soko.meta.schema import audit_events, event_outbox
 
 if TYPE_CHECKING:
@@ -35,6 +35,7 @@ class UnitOfWork:
         self.conn = conn
         self.now = ctx.clock()
         self.invalidates = invalidates
+        self.notified: tuple[PostgresListener, str] | None = None  # this write's NOTIFY, to wait for after commit
         self.events: list[Event] = []
         self._audit: list[dict] = []
 
@@ -73,4 +74,7 @@ class UnitOfWork:
         if self._audit:
             self.conn.execute(sa.insert(audit_events), self._audit)
         if self.invalidates and not self.ctx.db.is_sqlite:
-            self.conn.execute(sa.text(f"NOTIFY {CHANNEL}"))
+            listener = self.ctx.generation.listener
+            self.notified = (listener, listener.expect()) if listener is not None else None
+            self.conn.execute(sa.text("SELECT pg_notify(:channel, :payload)"),
+                              {"channel": CHANNEL, "payload": self.notified[1] if self.notified else ""})
