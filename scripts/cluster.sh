@@ -2,14 +2,17 @@
 # A local 3-node Soko cluster for trying scale-out: three `soko serve` processes with data dirs of their own, one
 # PostgreSQL database (on the local server) and one S3 bucket, sharing the master key and root credentials.
 #
-#   scripts/cluster.sh start [--dir DIR] [--port P] [--nodes N] [--database NAME] [--s3-endpoint URL]
+#   scripts/cluster.sh start [--dir DIR] [--port P] [--nodes N] [--database NAME] [--s3 moto|radosgw]
+#                            [--s3-endpoint URL]
 #   scripts/cluster.sh status [--dir DIR]
 #   scripts/cluster.sh soko [--dir DIR] ARGS…     a `soko` admin command on the cluster (account list, fsck, jobs…)
 #   scripts/cluster.sh stop [--dir DIR]            stops what start started and drops its database
 #
 # Defaults: DIR ./soko-cluster, nodes on 127.0.0.1:5001-5003, database soko_cluster on
 # postgresql://postgres@127.0.0.1:5432 (SOKO_CLUSTER_PG_URL overrides the server), and a moto S3 server on a free
-# port started from the venv (its bucket lives in memory: it is gone after stop). --s3-endpoint URL uses an S3
+# port started from the venv (its bucket lives in memory: it is gone after stop). --s3 radosgw starts Ceph's RADOS
+# Gateway instead (scripts/ceph-rgw.sh: Debian's ceph packages, installed when missing; ~5 s, ~215 MiB; its data
+# is deleted by stop), the S3 server the tests run the cluster on. --s3-endpoint URL uses an S3
 # server that already runs instead (radosgw, MinIO…): the bucket's credentials are the calling shell's
 # AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, and a new bucket is created in it.
 set -euo pipefail
@@ -18,13 +21,14 @@ cd "$(dirname "$0")/.."
 
 command=${1:-}
 [ $# -gt 0 ] && shift
-dir=soko-cluster dir_arg="" port=5001 nodes=3 database=soko_cluster s3_endpoint=""
+dir=soko-cluster dir_arg="" port=5001 nodes=3 database=soko_cluster s3=moto s3_endpoint=""
 while [ $# -gt 0 ] && [ "$command" != soko -o "${1:-}" = --dir ]; do
   case "$1" in
     --dir) dir=$2 dir_arg=" --dir $2"; shift 2 ;;
     --port) port=$2; shift 2 ;;
     --nodes) nodes=$2; shift 2 ;;
     --database) database=$2; shift 2 ;;
+    --s3) s3=$2; shift 2 ;;
     --s3-endpoint) s3_endpoint=$2; shift 2 ;;
     *) echo "cluster.sh: unknown option $1 (see the comment at the top of $0)" >&2; exit 2 ;;
   esac
@@ -53,7 +57,8 @@ start() {
     running "$pidfile" && die "a cluster runs in $dir already (scripts/cluster.sh stop$dir_arg first)"
   done
   scripts/bootstrap.sh
-  if [ -z "$s3_endpoint" ] && [ ! -x .venv/bin/moto_server ]; then  # moto is a test dependency: pin from there
+  case "$s3" in moto | radosgw) ;; *) die "--s3 takes moto or radosgw, not $s3" ;; esac
+  if [ -z "$s3_endpoint" ] && [ "$s3" = moto ] && [ ! -x .venv/bin/moto_server ]; then  # moto is a test dependency: pin from there
     moto=$("$py" -c 'import tomllib; print(next(d for d in tomllib.load(open("pyproject.toml", "rb"))
 ["project"]["optional-dependencies"]["test"] if d.startswith("moto")))')
     echo "cluster.sh: installing $moto into .venv (the local S3 server)"
@@ -68,7 +73,11 @@ start() {
   echo "$database" > "$dir/database"  # stop drops only the database start created
 
   local bucket_key bucket_secret
-  if [ -z "$s3_endpoint" ]; then
+  if [ -z "$s3_endpoint" ] && [ "$s3" = radosgw ]; then
+    scripts/ceph-rgw.sh install
+    read -r s3_endpoint bucket_key bucket_secret < <(scripts/ceph-rgw.sh start "$dir/radosgw") \
+      || die "radosgw did not start; see $dir/radosgw/log"
+  elif [ -z "$s3_endpoint" ]; then
     local s3_port
     s3_port=$("$py" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
     s3_endpoint=http://127.0.0.1:$s3_port
@@ -171,6 +180,9 @@ stop() {
   shopt -s nullglob
   terminate "$dir"/node-*.pid  # nodes first: they finish what is in flight against the bucket and database
   terminate "$dir"/s3.pid
+  if [ -d "$dir/radosgw" ]; then
+    scripts/ceph-rgw.sh destroy "$dir/radosgw"
+  fi
   if [ -f "$dir/database" ]; then
     psql "$pg_server/postgres" -qc "drop database if exists \"$(cat "$dir/database")\"" >/dev/null
     rm -f "$dir/database"

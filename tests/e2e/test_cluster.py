@@ -14,7 +14,6 @@ import hashlib
 import json
 import os
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ from botocore.exceptions import ClientError
 
 import tests.ecr.test_terraform_sequences as terraform
 from tests.databases import fresh_database
-from tests.s3 import KEY_ID, SECRET, s3_client, s3_endpoint  # noqa: F401 - fixture
+from tests.s3 import S3Server, rgw  # noqa: F401 - fixture
 
 from .aws_cli import AwsCli
 from .layout import ImageRef, assert_same_content
@@ -48,17 +47,10 @@ OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 SDK = Config(retries={"max_attempts": 1, "mode": "legacy"})  # each call's first answer, as the suite does
 
 
-@dataclass(frozen=True)
-class S3Server:
-    endpoint: str
-    key_id: str
-    secret: str
-
-
 @pytest.fixture(scope="module")
-def s3_server(s3_endpoint) -> S3Server:  # noqa: F811
-    """The S3 server the cluster keeps its blobs in (moto's server; radosgw's fixture replaces it here)."""
-    return S3Server(s3_endpoint, KEY_ID, SECRET)
+def bucket_server(rgw: S3Server) -> S3Server:  # noqa: F811
+    """The S3 server the cluster keeps its blobs in: Ceph's radosgw (``moto`` would do for a quick run)."""
+    return rgw
 
 
 @dataclass
@@ -81,17 +73,15 @@ class Cluster:
 
 
 @pytest.fixture(scope="module")
-def cluster(s3_server: S3Server, tmp_path_factory) -> Iterator[Cluster]:
-    bucket = f"soko-cluster-{uuid.uuid4().hex[:10]}"
-    s3_client(s3_server.endpoint).create_bucket(Bucket=bucket)
+def cluster(bucket_server: S3Server, tmp_path_factory) -> Iterator[Cluster]:
+    bucket = bucket_server.new_bucket("soko-cluster")
     workdir = tmp_path_factory.mktemp("cluster")
     with fresh_database("postgresql", str(workdir)) as database_url:
         env = {  # what every node shares, all from the environment: nothing comes from one node's files
             "SOKO_DATABASE_URL": database_url,
-            "SOKO_STORAGE_URL": f"s3://{bucket}/registry?endpoint_url={s3_server.endpoint}&addressing_style=path",
+            "SOKO_STORAGE_URL": bucket_server.storage_url(bucket),
             "SOKO_STORAGE_REDIRECT": "true",
-            "AWS_ACCESS_KEY_ID": s3_server.key_id,  # the bucket's credentials
-            "AWS_SECRET_ACCESS_KEY": s3_server.secret,
+            **bucket_server.env,  # the bucket's credentials, through the standard AWS chain
             "SOKO_MASTER_KEY": base64.b64encode(os.urandom(32)).decode(),
             "SOKO_ROOT_ACCESS_KEY_ID": ROOT["AccessKeyId"],
             "SOKO_ROOT_SECRET_ACCESS_KEY": ROOT["SecretAccessKey"],
