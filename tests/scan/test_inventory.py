@@ -18,20 +18,21 @@ OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
 
 
 def push(registry, layers: list[bytes], tag: str | None = "latest", *, arch: str = "amd64",
-         config_type: str = "application/vnd.oci.image.config.v1+json", media: list[str] | None = None) -> str:
+         config_type: str = "application/vnd.oci.image.config.v1+json", media: list[str] | None = None,
+         ref: RepoRef = REF) -> str:
     config = json.dumps({"architecture": arch, "os": "linux", "rootfs": {"type": "layers"}}).encode()
     descriptors = [{"mediaType": (media or [])[i] if media else OCI_LAYER + ("+gzip" if d[:2] == b"\x1f\x8b" else ""),
-                    "digest": push_blob(registry, REF, d), "size": len(d)} for i, d in enumerate(layers)]
+                    "digest": push_blob(registry, ref, d), "size": len(d)} for i, d in enumerate(layers)]
     manifest = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                "config": {"mediaType": config_type, "digest": push_blob(registry, REF, config), "size": len(config)},
+                "config": {"mediaType": config_type, "digest": push_blob(registry, ref, config), "size": len(config)},
                 "layers": descriptors}
     if config_type != "application/vnd.oci.image.config.v1+json":
         manifest["artifactType"] = "application/vnd.example.sbom"
     payload = json.dumps(manifest).encode()
-    digest = registry.manifests.put(REF, "sha256:" + hashlib.sha256(payload).hexdigest(), payload,
+    digest = registry.manifests.put(ref, "sha256:" + hashlib.sha256(payload).hexdigest(), payload,
                                     None).digest
     if tag:
-        registry.manifests.put(REF, tag, payload, None)
+        registry.manifests.put(ref, tag, payload, None)
     return digest
 
 

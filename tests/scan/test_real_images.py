@@ -141,3 +141,26 @@ def test_findings_for_the_real_image(registry, inventory):
     if DebianVersion(debs["libpam0g"].source_version) < DebianVersion("1.5.2-6+deb12u3"):  # a later point release
         # of bookworm may carry the fix one day
         assert pam == {"libpam0g", "libpam-modules", "libpam-modules-bin", "libpam-runtime"}
+
+
+def test_aws_cli_start_wait_describe_on_the_real_image(server, aws_cli, combined_layout):
+    """The issue's acceptance: ``aws ecr start-image-scan``, ``aws ecr wait image-scan-complete``, then
+    ``describe-image-scan-findings`` shows the real findings of the debootstrapped image."""
+    from soko.scan.vulndb import records, store
+
+    data = Path(__file__).parent / "data"
+    store.import_advisories(server.registry.ctx.db, records.read_paths(
+        [str(data / "Debian-12-changelog-derived.zip"), str(data / "osv")]))
+    ref = RepoRef("000000000000", "scan/debian")
+    images.push_layout(server.registry, ref, combined_layout, "bookworm")
+    image = ["--repository-name", ref.name, "--image-id", "imageTag=bookworm"]
+    code, out, err = aws_cli("ecr", "start-image-scan", *image)
+    assert code == 0, err
+    assert out["imageScanStatus"]["status"] == "IN_PROGRESS"
+    code, _, err = aws_cli("ecr", "wait", "image-scan-complete", *image)
+    assert code == 0, err
+    code, out, err = aws_cli("ecr", "describe-image-scan-findings", *image)
+    assert code == 0, err
+    found = {(f["name"], {a["key"]: a["value"] for a in f["attributes"]}["package_name"])
+             for f in out["imageScanFindings"]["findings"]}  # the CLI pages through every finding
+    assert {("CVE-2026-8376", "perl-base"), ("CVE-2018-18074", "requests")} <= found

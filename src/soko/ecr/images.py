@@ -1,5 +1,5 @@
 """ECR image operations: PutImage, BatchGetImage, BatchDeleteImage, ListImages, DescribeImages,
-ListImageReferrers, DescribeImageScanFindings.
+ListImageReferrers (DescribeImages carries each image's scan status: ``ecr/scanning.py``).
 
 Every write and every manifest read goes through the domain's ``Manifests`` service (the one /v2/ uses); the
 listing queries live in :mod:`soko.registry.images`.
@@ -12,7 +12,7 @@ import json
 from soko.aws.errors import ServiceError
 from soko.digest import Digest, compute
 from soko.ecr.api import Call
-from soko.errors import DigestInvalid, TagInvalid
+from soko.errors import DigestInvalid
 from soko.names import validate_tag
 from soko.registry.images import ImageDetail, ImageFailure, decode_token, encode_token
 
@@ -143,6 +143,20 @@ def list_images(call: Call) -> dict:
     return {"imageIds": ids, **({"nextToken": next_token} if next_token else {})}
 
 
+def _details(call: Call, details: list[ImageDetail]) -> list[dict]:
+    from soko.ecr.scanning import scan_summary
+    from soko.scan.scans import Scans
+
+    scans = Scans(call.api.registry).summaries(call.repo(), [d.digest for d in details]) if details else {}
+    out = []
+    for d in details:
+        entry = _detail(call, d)
+        if d.digest in scans:
+            entry.update(scan_summary(scans[d.digest]))
+        out.append(entry)
+    return out
+
+
 def _detail(call: Call, d: ImageDetail) -> dict:
     ref = call.repo()
     out: dict = {"registryId": ref.account_id, "repositoryName": ref.name, "imageDigest": d.digest}
@@ -167,7 +181,7 @@ def describe_images(call: Call) -> dict:
     _no_pagination_with_ids(call)
     service = call.api.registry.images
     if call.params.get("imageIds"):
-        return {"imageDetails": [_detail(call, d) for d in service.describe_ids(ref, call.params["imageIds"])]}
+        return {"imageDetails": _details(call, service.describe_ids(ref, call.params["imageIds"]))}
     filter_ = call.params.get("filter") or {}
     if filter_.get("imageStatus", "ACTIVE") not in ("ACTIVE", "ANY"):
         call.api.registry.repositories.get(ref)
@@ -175,7 +189,7 @@ def describe_images(call: Call) -> dict:
     details, next_token = service.describe_page(
         ref, filter_.get("tagStatus", "ANY"), token=call.params.get("nextToken"), limit=call.params.get("maxResults")
     )
-    return {"imageDetails": [_detail(call, d) for d in details], **({"nextToken": next_token} if next_token else {})}
+    return {"imageDetails": _details(call, details), **({"nextToken": next_token} if next_token else {})}
 
 
 # ---- ListImageReferrers ---------------------------------------------------------------------------------------
@@ -210,33 +224,6 @@ def list_image_referrers(call: Call) -> dict:
     return out
 
 
-# ---- DescribeImageScanFindings --------------------------------------------------------------------------------
-def render_image_id(image_id: dict) -> str:
-    """An imageId as ECR's messages show the request's one: ``{imageDigest:'sha256:…', imageTag:'null'}``."""
-    digest, tag = image_id.get("imageDigest") or "null", image_id.get("imageTag") or "null"
-    return f"{{imageDigest:'{digest}', imageTag:'{tag}'}}"
-
-
-def describe_image_scan_findings(call: Call) -> dict:
-    """No scanner yet: an existing image has never been scanned (ScanNotFoundException), as in ECR before a scan."""
-    ref = call.repo()
-    call.authorize("ecr:DescribeImageScanFindings", ref.name)
-    image_id = call.params["imageId"]
-    if not image_id.get("imageDigest") and not image_id.get("imageTag"):
-        raise ServiceError(
-            "InvalidParameterException", "Invalid parameter: imageId needs an imageDigest or an imageTag"
-        )
-    try:
-        call.api.registry.images.describe_ids(ref, [image_id])  # ImageNotFound first
-    except (DigestInvalid, TagInvalid) as exc:
-        raise ServiceError("InvalidParameterException", f"Invalid parameter at 'imageId': {exc.message}") from None
-    raise ServiceError(
-        "ScanNotFoundException",
-        f"Image scan does not exist for the image with '{render_image_id(image_id)}' in the repository with name "
-        f"'{ref.name}' in the registry with id '{ref.account_id}'",
-    )
-
-
 OPERATIONS = {
     "PutImage": put_image,
     "BatchGetImage": batch_get_image,
@@ -244,5 +231,4 @@ OPERATIONS = {
     "ListImages": list_images,
     "DescribeImages": describe_images,
     "ListImageReferrers": list_image_referrers,
-    "DescribeImageScanFindings": describe_image_scan_findings,
 }

@@ -26,11 +26,19 @@ def registry_jobs(registry) -> list[JobKind]:  # soko.registry.Registry
     def metering(_key: str) -> None:
         registry.metering.sample()
 
+    from soko.scan.scans import KIND as SCAN
+    from soko.scan.scans import Scans
+
+    scans = Scans(registry)
+
     def event_retention(_key: str) -> str | None:
         count = outbox.prune(registry.ctx, settings.event_retention)
         return f"pruned {count} event(s) older than the retention" if count else None
 
     return [
+        # one-shot, keyed by image_scans row: queued by StartImageScan or a push (soko.jobs.runner.enqueue); the
+        # interval only keeps a finished scan from running again, a new request makes it due at once
+        JobKind(SCAN, scans.run, 10 * 365 * 86400.0, concurrency=1, lease=120.0, keys=()),
         JobKind("gc", gc, settings.gc_interval),
         JobKind("event_retention", event_retention, 3600 if settings.event_retention > 0 else 0),
         JobKind("lifecycle", lifecycle, settings.lifecycle_interval),

@@ -22,6 +22,7 @@ IMAGE_ACTION = "ECR Image Action"
 REFERRER_ACTION = "ECR Referrer Action"
 REPOSITORY_ACTION = "Soko Repository Action"
 LIFECYCLE_EXPIRY = "Soko Lifecycle Expiry"
+IMAGE_SCAN = "ECR Image Scan"
 
 
 @dataclass(frozen=True)
@@ -94,3 +95,17 @@ def lifecycle_expiry(
         "rule-priority": rule_priority,
     }
     return Event(account_id, SOKO, LIFECYCLE_EXPIRY, detail, [repository_arn(region, account_id, repository)])
+
+
+def image_scan(
+    account_id: str, region: str, repository: str, digest: str, tags: list[str], status: str, counts: dict[str, int]
+) -> Event:
+    """ECR's basic-scan completion event (``scan-status`` COMPLETE or FAILED, counts by severity)."""
+    detail = {
+        "scan-status": status,
+        "repository-name": repository,
+        "finding-severity-counts": counts,
+        "image-digest": digest,
+        "image-tags": tags,
+    }
+    return Event(account_id, ECR, IMAGE_SCAN, detail, [repository_arn(region, account_id, repository)])

@@ -29,7 +29,7 @@ from soko.meta.schema.manifests import manifest_blobs, manifest_children, manife
 from soko.meta.schema.metering import transfer_usage, usage_samples
 from soko.meta.schema.policies import account_settings, registry_policies
 from soko.meta.schema.repositories import repositories
-from soko.meta.schema.scan import advisories, advisory_packages, image_inventories
+from soko.meta.schema.scan import advisories, advisory_packages, image_inventories, image_scans
 from soko.meta.schema.uploads import uploads
 
 __all__ = [
@@ -47,6 +47,7 @@ __all__ = [
     "iam_tags",
     "iam_users",
     "image_inventories",
+    "image_scans",
     "inline_policies",
     "jobs",
     "lifecycle_policies",

@@ -1,0 +1,116 @@
+"""ECR's basic scanning through boto3 against a running Soko: StartImageScan queues a leased job that the server's
+job runner runs; DescribeImageScanFindings, DescribeImages and the image_scan_complete waiter see the result."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from botocore.exceptions import ClientError, WaiterError
+
+from soko.meta.schema import event_outbox
+from soko.registry.models import RepoRef
+from soko.scan.vulndb import records, store
+from tests.scan.tars import gz, tar
+from tests.scan.test_inventory import push, stanza, status
+
+REF = RepoRef("000000000000", "scan/app")
+DATA = Path(__file__).parent / "data"
+FAST = {"Delay": 1, "MaxAttempts": 30}
+
+DEBIAN = tar([
+    ("etc/os-release", b'ID=debian\nVERSION_ID="12"\n'),
+    ("var/lib/dpkg/status", status(stanza("perl-base", "5.36.0-7+deb12u1", source="perl"),
+                                   stanza("libpam0g", "1.5.2-6+deb12u1", source="pam"),
+                                   stanza("bash", "5.2.15-2+b2"))),
+    ("usr/lib/python3/dist-packages/urllib3-1.23.dist-info/METADATA", b"Name: urllib3\nVersion: 1.23\n"),
+])
+
+
+@pytest.fixture
+def ecr(aws):
+    return aws("ecr")
+
+
+@pytest.fixture
+def advisories(server):
+    store.import_advisories(server.registry.ctx.db, records.read_paths(
+        [str(DATA / "Debian-12-changelog-derived.zip"), str(DATA / "osv")]))
+
+
+def test_start_wait_describe_and_the_daily_quota(server, ecr, advisories):
+    digest = push(server.registry, [gz(DEBIAN)], "v1", ref=REF)
+    started = ecr.start_image_scan(repositoryName=REF.name, imageId={"imageTag": "v1"})
+    assert started["imageId"] == {"imageDigest": digest, "imageTag": "v1"}
+    assert started["imageScanStatus"]["status"] == "IN_PROGRESS"
+    ecr.get_waiter("image_scan_complete").wait(repositoryName=REF.name, imageId={"imageTag": "v1"},
+                                               WaiterConfig=FAST)
+    out = ecr.describe_image_scan_findings(repositoryName=REF.name, imageId={"imageDigest": digest})
+    assert out["imageScanStatus"] == {"status": "COMPLETE", "description": "The scan was completed successfully."}
+    findings = out["imageScanFindings"]["findings"]
+    by_name = {(f["name"], {a["key"]: a["value"] for a in f["attributes"]}["package_name"]): f for f in findings}
+    assert ("CVE-2024-22365", "libpam0g") in by_name and ("CVE-2026-8376", "perl-base") in by_name
+    urllib3 = by_name[("CVE-2023-43804", "urllib3")]
+    attributes = {a["key"]: a["value"] for a in urllib3["attributes"]}
+    assert urllib3["severity"] == "HIGH" and attributes["CVSS3_SCORE"] == "8.1"
+    assert attributes["package_version"] == "1.23" and attributes["CVSS3_VECTOR"].startswith("CVSS:3.1/")
+    assert not any(p == "bash" for _, p in by_name)
+    counts = out["imageScanFindings"]["findingSeverityCounts"]
+    assert sum(counts.values()) == len(findings) and counts["HIGH"] >= 1
+
+    page = ecr.describe_image_scan_findings(repositoryName=REF.name, imageId={"imageTag": "v1"}, maxResults=2)
+    assert len(page["imageScanFindings"]["findings"]) == 2 and page["nextToken"]
+    rest = ecr.describe_image_scan_findings(repositoryName=REF.name, imageId={"imageTag": "v1"},
+                                            nextToken=page["nextToken"], maxResults=1000)
+    assert page["imageScanFindings"]["findings"] + rest["imageScanFindings"]["findings"] == findings
+    assert "nextToken" not in rest
+
+    [detail] = ecr.describe_images(repositoryName=REF.name, imageIds=[{"imageTag": "v1"}])["imageDetails"]
+    assert detail["imageScanStatus"]["status"] == "COMPLETE"
+    assert detail["imageScanFindingsSummary"]["findingSeverityCounts"] == counts
+
+    with pytest.raises(ClientError) as exc:  # one scan per image per 24 hours
+        ecr.start_image_scan(repositoryName=REF.name, imageId={"imageDigest": digest})
+    assert exc.value.response["Error"]["Code"] == "LimitExceededException"
+
+    with server.registry.ctx.db.read() as conn:
+        bodies = [json.loads(b) for b in conn.execute(
+            sa.select(event_outbox.c.body).where(event_outbox.c.detail_type == "ECR Image Scan")).scalars()]
+    assert [(b["source"], b["detail"]["scan-status"], b["detail"]["image-digest"], b["detail"]["image-tags"])
+            for b in bodies] == [("aws.ecr", "COMPLETE", digest, ["v1"])]
+    assert bodies[0]["detail"]["finding-severity-counts"] == counts
+    assert bodies[0]["resources"] == [f"arn:aws:ecr:us-east-1:{REF.account_id}:repository/{REF.name}"]
+
+
+def test_unsupported_failed_and_refused_images(server, ecr):
+    artifact = push(server.registry, [b"{}"], "sbom", config_type="application/vnd.oci.empty.v1+json",
+                    media=["application/spdx+json"], ref=REF)
+    empty = push(server.registry, [tar([("hello.txt", b"hi")])], "empty", ref=REF)
+    broken = push(server.registry, [b"\x1f\x8b\x08\x00 broken gzip" * 4], "broken", ref=REF)
+    for tag in ("sbom", "empty", "broken"):
+        ecr.start_image_scan(repositoryName=REF.name, imageId={"imageTag": tag})
+    with pytest.raises(WaiterError) as exc:  # FAILED is the waiter's failure state
+        ecr.get_waiter("image_scan_complete").wait(repositoryName=REF.name, imageId={"imageDigest": broken},
+                                                   WaiterConfig=FAST)
+    assert "FAILED" in str(exc.value)
+    out = ecr.describe_image_scan_findings(repositoryName=REF.name, imageId={"imageTag": "broken"})
+    assert out["imageScanStatus"]["description"].startswith("ScanFailed: a gzip layer is corrupt")
+    assert "imageScanFindings" not in out
+    for digest in (artifact, empty):
+        [detail] = ecr.describe_images(repositoryName=REF.name, imageIds=[{"imageDigest": digest}])["imageDetails"]
+        assert detail["imageScanStatus"]["status"] == "UNSUPPORTED_IMAGE", detail
+        assert "imageScanFindingsSummary" not in detail
+    index = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": [
+        {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": empty, "size": 1}]})
+    server.registry.manifests.put(REF, "multi", index.encode(), None)
+    with pytest.raises(ClientError) as exc:
+        ecr.start_image_scan(repositoryName=REF.name, imageId={"imageTag": "multi"})
+    assert exc.value.response["Error"]["Code"] == "UnsupportedImageTypeException"
+    with pytest.raises(ClientError) as exc:
+        ecr.start_image_scan(repositoryName=REF.name, imageId={"imageTag": "missing"})
+    assert exc.value.response["Error"]["Code"] == "ImageNotFoundException"
+    with pytest.raises(ClientError) as exc:
+        ecr.start_image_scan(repositoryName="scan/nope", imageId={"imageTag": "v1"})
+    assert exc.value.response["Error"]["Code"] == "RepositoryNotFoundException"
