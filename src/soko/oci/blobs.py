@@ -97,7 +97,7 @@ async def blob_response(
     reader = await offload(registry.blobs.reader, blob, start)
     local = registry.blobs.local_path(blob)
     if local is not None:
-        # A local file: granian sends it from its own threads (no Python per piece: 1.0x -> 1.2x Distribution warm,
+        # A local file: granian sends it from its own threads (no Python per piece: faster than the Python stream and
         # a third less CPU per GB; docs/performance.md). Opened above all the same, so a missing blob is our 404; a
         # deletion between that open and granian's (GC of a blob unreferenced for its grace period, a window of
         # microseconds) would get granian's bare 404 — never a 200 with a cut body.
