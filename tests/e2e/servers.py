@@ -263,16 +263,23 @@ def soko_login(server: RegistryServer, root_key: dict[str, str] | None = None) -
 
 
 def distribution_config(root: Path, host: str, *, cache: str | None = "inmemory", access_log: bool = True,
-                        log_level: str = "info") -> str:
-    """Distribution 2.8.2 config: filesystem storage, deletes enabled, plain HTTP on loopback."""
+                        log_level: str = "info", s3: dict[str, str] | None = None) -> str:
+    """Distribution 2.8.2 config: filesystem storage (or its ``s3`` driver with these parameters: bucket,
+    regionendpoint, accesskey, secretkey…), deletes enabled, plain HTTP on loopback."""
     cache_block = f"  cache:\n    blobdescriptor: {cache}\n" if cache else ""
+    if s3 is None:
+        driver = f"  filesystem:\n    rootdirectory: {root}\n"
+    else:  # with a regionendpoint, 2.8's driver addresses buckets path-style
+        params = {"region": "us-east-1", "secure": "false", "v4auth": "true", **s3}
+        driver = "  s3:\n" + "".join(f"    {key}: {value}\n" for key, value in params.items())
+        driver += "  redirect:\n    disable: true\n"
     return (
         "version: 0.1\n"
         "log:\n"
         f"  level: {log_level}\n"
         f"  accesslog:\n    disabled: {'false' if access_log else 'true'}\n"
         "storage:\n"
-        f"  filesystem:\n    rootdirectory: {root}\n"
+        f"{driver}"
         "  delete:\n    enabled: true\n"
         f"{cache_block}"
         "  maintenance:\n    uploadpurging:\n      enabled: false\n"
@@ -283,8 +290,9 @@ def distribution_config(root: Path, host: str, *, cache: str | None = "inmemory"
 
 def start_distribution(data_dir: Path, *, cache: str | None = "inmemory", access_log: bool = True,
                        log_level: str = "info", binary: str = DISTRIBUTION_BIN,
-                       log_path: Path | None = None) -> RegistryServer:
-    """Start Distribution (``docker-registry serve CONFIG``) with filesystem storage under ``data_dir``."""
+                       log_path: Path | None = None, s3: dict[str, str] | None = None) -> RegistryServer:
+    """Start Distribution (``docker-registry serve CONFIG``) with filesystem storage under ``data_dir`` (or in the
+    bucket ``s3`` describes: see :func:`distribution_config`)."""
     data_dir.mkdir(parents=True, exist_ok=True)
     log = log_path or data_dir.parent / f"{data_dir.name}.log"
     config = data_dir.parent / f"{data_dir.name}.yml"
@@ -292,8 +300,9 @@ def start_distribution(data_dir: Path, *, cache: str | None = "inmemory", access
     def start(port: int) -> RegistryServer:
         host = f"127.0.0.1:{port}"
         config.write_text(distribution_config(data_dir, host, cache=cache, access_log=access_log,
-                                               log_level=log_level))
-        env = {k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_")}
+                                               log_level=log_level, s3=s3))
+        # the bucket is reached with the config's keys alone: no AWS_* of the host (AWS_CA_BUNDLE breaks its SDK)
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("REGISTRY_", "AWS_"))}
         return _spawn("distribution", [binary, "serve", str(config)], host, data_dir, log, env)
 
     return _start_with_retries(start)
