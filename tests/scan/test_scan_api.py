@@ -114,3 +114,32 @@ def test_unsupported_failed_and_refused_images(server, ecr):
     with pytest.raises(ClientError) as exc:
         ecr.start_image_scan(repositoryName="scan/nope", imageId={"imageTag": "v1"})
     assert exc.value.response["Error"]["Code"] == "RepositoryNotFoundException"
+
+
+def test_scan_on_push(server, ecr, advisories):
+    """A repository created with scanOnPush scans each new image pushed into it (a job queued by the push's own
+    transaction); a repository without it scans nothing; the push counts as the image's scan for the day."""
+    ecr.create_repository(repositoryName="scan/onpush", imageScanningConfiguration={"scanOnPush": True})
+    ecr.create_repository(repositoryName="scan/manual")
+    onpush, manual = RepoRef(REF.account_id, "scan/onpush"), RepoRef(REF.account_id, "scan/manual")
+    digest = push(server.registry, [gz(DEBIAN)], "v1", ref=onpush)
+    push(server.registry, [gz(DEBIAN)], "v1", ref=manual)
+    ecr.get_waiter("image_scan_complete").wait(repositoryName=onpush.name, imageId={"imageTag": "v1"},
+                                               WaiterConfig=FAST)
+    out = ecr.describe_image_scan_findings(repositoryName=onpush.name, imageId={"imageDigest": digest})
+    assert out["imageScanFindings"]["findingSeverityCounts"]
+    with pytest.raises(ClientError) as exc:
+        ecr.describe_image_scan_findings(repositoryName=manual.name, imageId={"imageTag": "v1"})
+    assert exc.value.response["Error"]["Code"] == "ScanNotFoundException"
+    with pytest.raises(ClientError) as exc:
+        ecr.start_image_scan(repositoryName=onpush.name, imageId={"imageTag": "v1"})
+    assert exc.value.response["Error"]["Code"] == "LimitExceededException"
+    config = ecr.batch_get_repository_scanning_configuration(repositoryNames=[onpush.name])
+    assert config["scanningConfigurations"][0]["scanFrequency"] == "SCAN_ON_PUSH"
+    # an index pushed into it is not scanned (its images are, as they are pushed)
+    index = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": [
+        {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": digest, "size": 1}]})
+    server.registry.manifests.put(onpush, "multi", index.encode(), None)
+    with pytest.raises(ClientError) as exc:
+        ecr.describe_image_scan_findings(repositoryName=onpush.name, imageId={"imageTag": "multi"})
+    assert exc.value.response["Error"]["Code"] == "ScanNotFoundException"

@@ -14,7 +14,7 @@ from soko.kernel.unit_of_work import UnitOfWork
 from soko.meta.schema import lifecycle_policies, manifests, repository_tags, uploads
 from soko.meta.schema import repositories as t
 from soko.names import validate_repository_name
-from soko.registry.capabilities import require_aes256, require_scan_on_push_off
+from soko.registry.capabilities import require_aes256
 from soko.registry.models import RepoRef, Repository
 from soko.registry.quotas import Quotas
 from soko.storage.base import PathNotFound
@@ -176,7 +176,6 @@ class Repositories:
         validate_repository_name(ref.name)
         filters = validate_mutability(tag_mutability, tag_mutability_filters)
         resource_tags = validate_resource_tags(tags or [])
-        require_scan_on_push_off(scan_on_push)
         require_aes256(encryption_type)
         with self.ctx.transaction(invalidates=True) as tx:
             conn = tx.conn
@@ -289,7 +288,6 @@ class Repositories:
             return self.get(ref, conn)
 
     def set_scan_on_push(self, ref: RepoRef, scan_on_push: bool) -> Repository:
-        require_scan_on_push_off(scan_on_push)
         with self.ctx.write(invalidates=True) as conn:
             repo_id = self.id_for(conn, ref)
             conn.execute(sa.update(t).where(t.c.id == repo_id).values(scan_on_push=scan_on_push))

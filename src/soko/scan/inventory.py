@@ -17,12 +17,11 @@ from soko.registry.models import RepoRef
 from soko.scan import catalogers
 from soko.scan.limits import ImageUnreadable, Limits
 from soko.scan.model import INVENTORY_VERSION, ImageInventory
+from soko.scan.queue import IMAGE_CONFIGS
 from soko.scan.rootfs import RootFS
 
 log = logging.getLogger(__name__)
 
-IMAGE_CONFIGS = frozenset({"application/vnd.oci.image.config.v1+json",
-                           "application/vnd.docker.container.image.v1+json"})
 CONFIG_LIMIT = 4 << 20
 
 COMPLETE, UNSUPPORTED, FAILED = "COMPLETE", "UNSUPPORTED_IMAGE", "FAILED"

@@ -17,23 +17,22 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from soko.errors import LimitExceeded, ManifestUnknown, RepositoryNotFound, Unsupported
-from soko.jobs.runner import enqueue
 from soko.kernel.events import image_scan
 from soko.meta.schema import advisories, image_scans, manifests, tags
 from soko.meta.schema import repositories as repos
 from soko.registry import Registry
 from soko.registry.media_types import INDEXES
 from soko.registry.models import RepoRef
+from soko.scan import queue
 from soko.scan.inventory import COMPLETE, Inventories
 from soko.scan.vulndb import matcher
 
 log = logging.getLogger(__name__)
 
-KIND = "scan"
-QUOTA_WINDOW = 24 * 3600  # ECR basic scanning: one scan per image per 24 hours
-IN_PROGRESS, FAILED, UNSUPPORTED_IMAGE = "IN_PROGRESS", "FAILED", "UNSUPPORTED_IMAGE"
+KIND = queue.KIND
+IN_PROGRESS, FAILED, UNSUPPORTED_IMAGE = queue.IN_PROGRESS, "FAILED", "UNSUPPORTED_IMAGE"
 DESCRIPTIONS = {
-    IN_PROGRESS: "The scan is in progress.",
+    IN_PROGRESS: queue.IN_PROGRESS_DESCRIPTION,
     COMPLETE: "The scan was completed successfully.",
     UNSUPPORTED_IMAGE: "UnsupportedImageError: The operating system and/or package manager are not supported.",
 }
@@ -65,29 +64,9 @@ class Scans:
                               "scan each image it lists by its digest.")
         with self.ctx.transaction() as tx:
             repo_id = self._repo_id(tx.conn, ref)
-            if not self.request(tx, repo_id, detail.digest, quota=True):
+            if not queue.request(tx, repo_id, detail.digest):
                 raise LimitExceeded("The scan quota per image has been exceeded. Wait and try again.")
         return detail.digest, self._scan_row(repo_id, detail.digest)
-
-    def request(self, tx, repo_id: int, digest: str, *, quota: bool) -> bool:
-        """Queue a scan in ``tx`` (a push's transaction, or StartImageScan's); False when the image was scanned
-        less than 24 hours ago (then nothing is queued)."""
-        t = image_scans.c
-        conn = tx.conn
-        row = conn.execute(sa.select(t.id, t.requested_at).where(t.repository_id == repo_id,
-                                                                  t.manifest_digest == digest)).first()
-        if row is not None and tx.now - row.requested_at < QUOTA_WINDOW:
-            return False
-        values = {"status": IN_PROGRESS, "description": DESCRIPTIONS[IN_PROGRESS], "requested_at": tx.now,
-                  "completed_at": None, "counts": "{}", "findings": "[]"}
-        if row is None:
-            scan_id = conn.execute(sa.insert(image_scans).values(repository_id=repo_id, manifest_digest=digest,
-                                                                 **values)).inserted_primary_key[0]
-        else:
-            scan_id = row.id
-            conn.execute(sa.update(image_scans).where(t.id == scan_id).values(**values))
-        enqueue(self.ctx.db, conn, KIND, str(scan_id), tx.now)
-        return True
 
     # ---- the job -----------------------------------------------------------------------------------------------
     def run(self, key: str) -> str | None:

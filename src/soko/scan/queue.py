@@ -1,0 +1,39 @@
+"""Queueing a scan: the ``image_scans`` row set IN_PROGRESS and its leased ``scan`` job made due, in the caller's
+transaction. A leaf module (schema and jobs only), so the domain's push path can call it without depending on the
+rest of the scanner: scan on push adds two rows to the push's transaction and nothing else, so it never slows a
+push by the scan itself."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from soko.jobs.runner import enqueue
+from soko.meta.schema import image_scans
+
+KIND = "scan"
+QUOTA_WINDOW = 24 * 3600  # ECR basic scanning: one scan per image per 24 hours (scan on push included)
+IN_PROGRESS = "IN_PROGRESS"
+IN_PROGRESS_DESCRIPTION = "The scan is in progress."
+IMAGE_CONFIGS = frozenset({"application/vnd.oci.image.config.v1+json",
+                           "application/vnd.docker.container.image.v1+json"})
+
+
+def request(tx, repo_id: int, digest: str) -> bool:
+    """Queue a scan of ``digest`` in repository ``repo_id`` within ``tx`` (a ``UnitOfWork``); False when the image
+    was scanned less than 24 hours ago (then nothing is queued)."""
+    t = image_scans.c
+    conn = tx.conn
+    row = conn.execute(sa.select(t.id, t.requested_at).where(t.repository_id == repo_id,
+                                                              t.manifest_digest == digest)).first()
+    if row is not None and tx.now - row.requested_at < QUOTA_WINDOW:
+        return False
+    values = {"status": IN_PROGRESS, "description": IN_PROGRESS_DESCRIPTION, "requested_at": tx.now,
+              "completed_at": None, "counts": "{}", "findings": "[]"}
+    if row is None:
+        scan_id = conn.execute(sa.insert(image_scans).values(repository_id=repo_id, manifest_digest=digest,
+                                                             **values)).inserted_primary_key[0]
+    else:
+        scan_id = row.id
+        conn.execute(sa.update(image_scans).where(t.id == scan_id).values(**values))
+    enqueue(tx.ctx.db, conn, KIND, str(scan_id), tx.now)
+    return True
