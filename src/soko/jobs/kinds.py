@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from soko.jobs.runner import JobKind
-from soko.registry import outbox
+from soko.registry import Registry, outbox
 
 
-def registry_jobs(registry) -> list[JobKind]:  # soko.registry.Registry
+def registry_jobs(registry: Registry) -> list[JobKind]:
     from soko.registry.lifecycle_runner import LifecycleRunner
 
     settings = registry.settings

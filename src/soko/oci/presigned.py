@@ -13,6 +13,7 @@ The repository must still hold the blob when the URL is used: deleting the image
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import json
@@ -25,6 +26,7 @@ from soko.digest import Digest
 from soko.errors import BlobUnknown, DigestInvalid, RepositoryNotFound
 from soko.http.messages import AnyResponse, Request, error_response
 from soko.http.threads import offload
+from soko.iam.service import Identity
 from soko.oci.blobs import blob_response
 from soko.registry import Registry
 from soko.registry.models import RepoRef
@@ -74,16 +76,17 @@ class LayerUrlSigner:
         return RepoRef(account, repository), digest
 
 
-def signer_for(identity) -> LayerUrlSigner:
-    """The signer for ``identity`` (soko.iam.service.Identity): derived from its master key."""
-    signer = getattr(identity, "_layer_url_signer", None)
-    if signer is None:
-        signer = LayerUrlSigner(identity.master.token_key)
-        identity._layer_url_signer = signer
-    return signer
+def signer_for(identity: Identity) -> LayerUrlSigner:
+    """The signer for ``identity``: derived from its master key (once per key)."""
+    return _signer(identity.master.token_key)
 
 
-def layer_url(identity, scheme: str, host: str, account: str, repository: str, digest: str) -> str:
+@functools.cache
+def _signer(token_key: bytes) -> LayerUrlSigner:
+    return LayerUrlSigner(token_key)
+
+
+def layer_url(identity: Identity, scheme: str, host: str, account: str, repository: str, digest: str) -> str:
     token, _ = signer_for(identity).token(account, repository, digest)
     return f"{scheme}://{host}{PREFIX}{token}"
 
@@ -91,7 +94,7 @@ def layer_url(identity, scheme: str, host: str, account: str, repository: str, d
 class PresignedLayers:
     """``GET|HEAD /layers/<token>``."""
 
-    def __init__(self, registry: Registry, identity) -> None:
+    def __init__(self, registry: Registry, identity: Identity) -> None:
         self.registry = registry
         self.identity = identity
 

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
@@ -21,6 +23,9 @@ from soko.meta.schema import blobs, manifest_blobs, manifests, repository_blobs,
 from soko.names import validate_tag
 from soko.registry import media_types as mt
 from soko.registry.models import RepoRef
+
+if TYPE_CHECKING:  # the Registry composes this service
+    from soko.registry.service import Registry
 
 TAGGED, UNTAGGED, ANY = "TAGGED", "UNTAGGED", "ANY"
 DEFAULT_PAGE = 100
@@ -106,7 +111,7 @@ def check_image_id(image_id: dict) -> ImageFailure | None:
 
 
 class Images:
-    def __init__(self, registry) -> None:  # soko.registry.Registry (not imported: avoid a cycle)
+    def __init__(self, registry: Registry) -> None:
         self.registry = registry
         self.ctx = registry.ctx
         self.repositories = registry.repositories
@@ -208,7 +213,7 @@ class Images:
             return self._details(conn, list(found.values()))
 
     @staticmethod
-    def _details(conn: sa.Connection, rows: list[sa.Row]) -> list[ImageDetail]:
+    def _details(conn: sa.Connection, rows: Sequence[sa.Row]) -> list[ImageDetail]:
         by_manifest: dict[int, list[str]] = {}
         if rows:
             for manifest_id, name in conn.execute(
@@ -253,8 +258,10 @@ class Images:
                 failures.append(failure)
                 continue
             digest, tag = shown.get("imageDigest"), shown.get("imageTag")
+            reference = tag or digest
+            assert reference is not None  # check_image_id refused an id with neither
             try:
-                record = self.manifests.get(ref, tag or digest, record_pull=False)
+                record = self.manifests.get(ref, reference, record_pull=False)
             except ManifestUnknown:
                 failures.append(ImageFailure(shown, "ImageNotFound", "Requested image not found"))
                 continue
@@ -328,6 +335,7 @@ class Images:
                 digest = self.manifests.delete(ref, tag, drop_untagged=True)
                 deleted.append({"imageDigest": digest, "imageTag": tag})
                 return
+            assert digest is not None  # check_image_id refused an id with neither
             with self.ctx.db.read() as conn:
                 tag_names = list(
                     conn.execute(

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
@@ -21,6 +22,9 @@ from soko.lifecycle import EXPIRE, LifecyclePolicyError, evaluate, parse_lifecyc
 from soko.meta.schema import lifecycle_policies, manifest_children, manifests, repositories
 from soko.registry.lifecycle_store import image_records
 from soko.registry.models import RepoRef
+
+if TYPE_CHECKING:  # the Registry's jobs build this runner
+    from soko.registry.service import Registry
 
 log = logging.getLogger("soko.lifecycle")
 
@@ -35,7 +39,7 @@ class RepositoryRun:
 
 
 class LifecycleRunner:
-    def __init__(self, registry) -> None:  # soko.registry.Registry
+    def __init__(self, registry: Registry) -> None:
         self.registry = registry
         self.ctx = registry.ctx
 

@@ -18,6 +18,7 @@ import logging
 import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
@@ -26,6 +27,9 @@ from soko.lifecycle import ImageRecord, LifecyclePolicyError, parse_lifecycle_po
 from soko.meta.schema import lifecycle_policies, lifecycle_previews, manifest_children, manifests, tags
 from soko.registry.capabilities import require_expire_actions_only
 from soko.registry.models import RepoRef
+
+if TYPE_CHECKING:  # the Registry composes this service
+    from soko.registry.service import Registry
 
 log = logging.getLogger("soko.lifecycle")
 STALE_AFTER = 600.0
@@ -120,7 +124,7 @@ def _policy_not_found(ref: RepoRef) -> LifecyclePolicyNotFound:
 
 
 class LifecycleStore:
-    def __init__(self, registry) -> None:  # soko.registry.Registry
+    def __init__(self, registry: Registry) -> None:
         self.registry = registry
         self.ctx = registry.ctx
         self.repositories = registry.repositories
