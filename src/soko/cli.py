@@ -64,6 +64,8 @@ def cmd_fsck(args: argparse.Namespace) -> int:
                 print(problem, flush=True)
     finally:
         registry.close()
+    if progress.tombstones:
+        print(f"fsck: {progress.tombstones:,} stored object(s) of deleted blobs await deletion (the next gc run)")
     if problems:
         print(f"fsck: {problems} problem(s) found; each says what to do, then run `soko fsck` again")
     else:

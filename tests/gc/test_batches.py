@@ -12,7 +12,7 @@ from collections.abc import Callable
 import pytest
 import sqlalchemy as sa
 
-from soko.gc import collector
+from soko.gc import collector, tombstones
 from soko.meta.schema import gc_link_reviews, manifest_blobs, manifests, repositories, repository_blobs
 from soko.registry.fsck import check
 from soko.registry.models import RepoRef
@@ -150,27 +150,27 @@ def test_a_link_batch_that_loses_a_deadlock_is_left_for_the_next_run(registry, s
     assert queued_reviews(registry) == [] and not blob_rows(registry) & set(digests)
 
 
-def test_a_blob_batch_that_fails_puts_the_content_it_trashed_back(registry, small_batches, monkeypatch) -> None:
+def test_a_blob_batch_that_fails_leaves_its_rows_and_content(registry, small_batches, monkeypatch) -> None:
     ref = RepoRef(ACCOUNT, "gc/deadlock-blobs")
     digests = [push_blob(registry, ref, os.urandom(32)) for _ in range(2)]
-    storage = registry.ctx.storage
-    real_move = storage.move
-    moves = []
+    real_bury = tombstones.bury
+    buried = []
 
-    def second_trash_move_deadlocks(src: str, dst: str) -> None:
-        if dst.startswith("trash/"):
-            moves.append(src)
-            if len(moves) == 2:
-                raise fake_deadlock()
-        real_move(src, dst)
+    def second_batch_deadlocks(conn, entries, now, reason) -> None:
+        buried.append(entries)
+        if len(buried) == 2:
+            raise fake_deadlock()
+        real_bury(conn, entries, now, reason)
 
-    monkeypatch.setattr(storage, "move", second_trash_move_deadlocks)
+    monkeypatch.setattr(collector, "BATCH", 1)
+    monkeypatch.setattr(tombstones, "bury", second_batch_deadlocks)
     report = registry.gc.run(grace_period=0)
-    assert report.links_deleted == 2 and report.blobs_deleted == 0
-    assert all(stored(registry, d) for d in digests) and blob_rows(registry) >= set(digests)
+    assert report.links_deleted == 2 and report.blobs_deleted == 1 and report.tombstones_executed == 1
+    (lost,) = set(digests) - set(report.deleted_digests)
+    assert stored(registry, lost) and lost in blob_rows(registry)  # the rolled-back batch kept row and content
     monkeypatch.undo()
     report = registry.gc.run(grace_period=0)
-    assert report.blobs_deleted == 2 and not any(stored(registry, d) for d in digests)
+    assert report.deleted_digests == [lost] and not any(stored(registry, d) for d in digests)
     assert list(check(registry.ctx)) == []
 
 

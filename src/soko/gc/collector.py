@@ -15,15 +15,20 @@ What is garbage, and why deleting it is safe while pushes and pulls go on:
    period — is kept whatever older reviews say; the youngest review decides. Links older than the grace period with
    no pending review (e.g. left by a crash) are found by a sweep, under the same rules.
 2. **Blobs** no repository links, stored before the cutoff and with no review of their digest queued after it. The
-   collector locks the blob row and re-checks that nothing links or references it; then it *renames* the content
-   into ``trash/`` (still under the lock), deletes the row and commits, and only then removes the trash. An upload
-   completing the same digest takes the same row lock before moving its content into place, so it either waits for
-   the collector or makes the collector skip the blob. A crash after the rename leaves trash whose row still exists;
-   the next run moves it back.
+   collector locks the blob row and re-checks that nothing links or references it; then it deletes the row and
+   inserts a *tombstone* for its stored object in the same transaction, and commits. Storage is touched only
+   after the commit, by the tombstone executor (``gc/tombstones.py``), never under a row lock: an upload
+   completing the same digest meanwhile drops the tombstone (or waits for the one being carried out), so the
+   executor never deletes content a live row references. A crash leaves tombstones, which the next run carries out.
 3. **Uploads** untouched for ``upload_expiry``, and **stray files** in storage with no row (left by crashes): data
-   of upload sessions with no row and blob files with no row, older than the grace period.
+   of upload sessions with no row, and blob files with no row — these get tombstones too — older than the grace
+   period (the rare storage sweep).
 
 Manifests themselves are never garbage: untagged images stay until deleted or expired by a lifecycle policy.
+
+**Phases**, each a leased job (``jobs/kinds.py``) and all run in order by ``soko gc`` (``run``): ``review``
+(the link-review queue and the link sweep), ``delete_blobs`` (bury unused blobs, then execute due tombstones) and
+the rare ``sweep_storage``. Each checks ``stopping`` between batches, so a shutdown does not wait for a long run.
 
 **Batches.** Links and blobs are handled ``BATCH`` (500) at a time, one transaction per batch and a fixed number of
 statements per batch whatever its size (a statement, or a commit, per row made a 1,000,000-row collection take
@@ -48,10 +53,10 @@ d. deletes those links (one statement), and *(reviews only)* drops the reviews o
    Younger reviews stay queued and decide once they come due.
 
 A blob batch locks the candidate blob rows (``ORDER BY digest FOR UPDATE``), asks which of them nothing links or
-references (one query, again after the locks), moves their content to trash, deletes their rows (one statement)
-and commits; the trash goes after the commit. A batch that loses a PostgreSQL deadlock anyway (e.g. against an
-upload completing a digest of the batch) is rolled back and left for the next run. A dry run takes the same locks
-and runs the same checks, then rolls its batches back.
+references (one query, again after the locks), deletes their rows and inserts their tombstones (one statement each)
+and commits; the tombstones are executed after the last batch. A batch that loses a PostgreSQL deadlock anyway (e.g.
+against an upload completing a digest of the batch) is rolled back and left for the next run. A dry run takes the
+same locks and runs the same checks, then rolls its batches back.
 """
 
 from __future__ import annotations
@@ -59,16 +64,25 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import sqlalchemy as sa
 
+from soko.gc import tombstones
 from soko.kernel.context import DomainContext
-from soko.meta.schema import blobs, gc_link_reviews, manifest_blobs, manifests, repository_blobs, uploads
+from soko.meta.schema import (
+    blobs,
+    gc_link_reviews,
+    gc_tombstones,
+    manifest_blobs,
+    manifests,
+    repository_blobs,
+    uploads,
+)
 from soko.storage import PathNotFound, StorageDriver, paths
-from soko.storage.paths import blob_path, trash_path
+from soko.storage.paths import blob_path
 
 log = logging.getLogger("soko.gc")
 BATCH = 500
@@ -132,7 +146,9 @@ class GcReport:
     bytes_reclaimed: int = 0
     uploads_expired: int = 0
     stray_files_deleted: int = 0
-    trash_restored: int = 0
+    trash_restored: int = 0  # legacy: trash left by a collector of an older version that died mid-batch
+    tombstones_executed: int = 0  # stored objects deleted after their rows' deletion committed
+    tombstones_voided: int = 0  # deletions dropped because the digest was pushed again meanwhile
     deleted_digests: list[str] = field(default_factory=list)
     seconds: float = 0.0
     phase: str = "starting"
@@ -144,7 +160,8 @@ class GcReport:
         return (
             f"gc: {verb} {self.links_deleted} unreferenced link(s), {self.blobs_deleted} blob(s) "
             f"({self.bytes_reclaimed} bytes), {self.uploads_expired} expired upload(s), "
-            f"{self.stray_files_deleted} stray file(s); restored {self.trash_restored} in {self.seconds:.2f}s"
+            f"{self.stray_files_deleted} stray file(s); {self.tombstones_executed} storage deletion(s) carried out, "
+            f"{self.tombstones_voided} voided by a re-push; in {self.seconds:.2f}s"
         )
 
     def add_links(self, links: Iterable[Link]) -> None:
@@ -180,30 +197,86 @@ class GarbageCollector:
         dry_run: bool = False,
         sweep_storage: bool = True,
         report: GcReport | None = None,
+        stopping: Callable[[], bool] = lambda: False,
     ) -> GcReport:
-        """``report``: one to fill in as the run goes (a progress display reads it from another thread)."""
+        """Every phase in order (``soko gc``). ``report``: one to fill in as the run goes (a progress display reads
+        it from another thread); ``stopping``: asked between batches, ends the run early when it says so."""
         started = time.monotonic()
-        grace = self.ctx.settings.gc_grace_period if grace_period is None else grace_period
         report = report or GcReport(dry_run=dry_run)
         report.dry_run = dry_run
-        if not dry_run:
-            report.phase = "restoring trash"
-            report.trash_restored = self._restore_trash()
-        cutoff = self.ctx.clock() - grace
-        report.phase = "reviewing links"
-        self._review_links(cutoff, dry_run, report)
-        self._sweep_links(cutoff, dry_run, report)
-        report.phase = "deleting blobs"
-        self._delete_blobs(cutoff, dry_run, report)
-        if not dry_run:
+        self.review(grace_period=grace_period, dry_run=dry_run, report=report, stopping=stopping)
+        self.delete_blobs(grace_period=grace_period, dry_run=dry_run, report=report, stopping=stopping)
+        if not dry_run and not stopping():
             report.phase = "expiring uploads"
             report.uploads_expired = self.uploads.expire()
-        if sweep_storage:
-            report.phase = "sweeping storage"
-            self._sweep_storage(cutoff, dry_run, report)
+        if sweep_storage and not stopping():
+            self.sweep_storage(grace_period=grace_period, dry_run=dry_run, report=report, stopping=stopping)
         report.phase = "done"
         report.seconds = time.monotonic() - started
         return report
+
+    def _cutoff(self, grace_period: float | None) -> float:
+        grace = self.ctx.settings.gc_grace_period if grace_period is None else grace_period
+        return self.ctx.clock() - grace
+
+    def review(
+        self,
+        *,
+        grace_period: float | None = None,
+        dry_run: bool = False,
+        report: GcReport | None = None,
+        stopping: Callable[[], bool] = lambda: False,
+    ) -> GcReport:
+        """Phase 1 (job ``gc_review``): answer due link reviews, then sweep old unreferenced links."""
+        report = report or GcReport(dry_run=dry_run)
+        cutoff = self._cutoff(grace_period)
+        report.phase = "reviewing links"
+        self._review_links(cutoff, dry_run, report, stopping)
+        if not stopping():
+            self._sweep_links(cutoff, dry_run, report, stopping)
+        return report
+
+    def delete_blobs(
+        self,
+        *,
+        grace_period: float | None = None,
+        dry_run: bool = False,
+        report: GcReport | None = None,
+        stopping: Callable[[], bool] = lambda: False,
+    ) -> GcReport:
+        """Phase 2 (job ``gc_blobs``): delete unused blobs' rows with tombstones, then carry the tombstones out."""
+        report = report or GcReport(dry_run=dry_run)
+        if not dry_run:
+            report.phase = "restoring trash"
+            report.trash_restored = self._restore_trash()
+        report.phase = "deleting blobs"
+        self._delete_blobs(self._cutoff(grace_period), dry_run, report, stopping)
+        if not dry_run:
+            self._execute_tombstones(report, stopping)
+        return report
+
+    def sweep_storage(
+        self,
+        *,
+        grace_period: float | None = None,
+        dry_run: bool = False,
+        report: GcReport | None = None,
+        stopping: Callable[[], bool] = lambda: False,
+    ) -> GcReport:
+        """Phase 3 (job ``gc_sweep``, rare): stored objects no row knows (left by crashes), older than the grace
+        period: upload data with no session, blob files with no blob row (tombstoned, then executed)."""
+        report = report or GcReport(dry_run=dry_run)
+        report.phase = "sweeping storage"
+        self._sweep_storage(self._cutoff(grace_period), dry_run, report, stopping)
+        if not dry_run:
+            self._execute_tombstones(report, stopping)
+        return report
+
+    def _execute_tombstones(self, report: GcReport, stopping: Callable[[], bool]) -> None:
+        report.phase = "deleting from storage"
+        done = tombstones.execute(self.ctx, stopping=stopping)
+        report.tombstones_executed += done.deleted
+        report.tombstones_voided += done.voided
 
     @contextlib.contextmanager
     def _batch(self, dry_run: bool) -> Iterator[sa.Connection]:
@@ -222,9 +295,9 @@ class GarbageCollector:
         return query if self.ctx.db.is_sqlite else query.with_for_update(skip_locked=skip_locked)
 
     # ---- links ----------------------------------------------------------------------------------------------------
-    def _review_links(self, cutoff: float, dry_run: bool, report: GcReport) -> None:
+    def _review_links(self, cutoff: float, dry_run: bool, report: GcReport, stopping: Callable[[], bool]) -> None:
         last_id = 0
-        while True:
+        while not stopping():
             due: Sequence[sa.Row] = []
             try:
                 with self._batch(dry_run) as conn:
@@ -264,7 +337,7 @@ class GarbageCollector:
             )
         return doomed
 
-    def _sweep_links(self, cutoff: float, dry_run: bool, report: GcReport) -> None:
+    def _sweep_links(self, cutoff: float, dry_run: bool, report: GcReport, stopping: Callable[[], bool]) -> None:
         """Old unreferenced links with no pending review (crash leftovers, links from before the queue existed)."""
         pending = sa.exists().where(
             gc_link_reviews.c.repository_id == repository_blobs.c.repository_id,
@@ -278,6 +351,8 @@ class GarbageCollector:
             )
             candidates = sorted(link for link in map(tuple, rows) if link not in report.doomed_links)
         for start in range(0, len(candidates), BATCH):
+            if stopping():
+                return
             doomed: list[Link] = []
             try:
                 with self._batch(dry_run) as conn:
@@ -328,7 +403,7 @@ class GarbageCollector:
         return doomed
 
     # ---- blobs ------------------------------------------------------------------------------------------------------
-    def _delete_blobs(self, cutoff: float, dry_run: bool, report: GcReport) -> None:
+    def _delete_blobs(self, cutoff: float, dry_run: bool, report: GcReport, stopping: Callable[[], bool]) -> None:
         linked = sa.exists().where(repository_blobs.c.digest == blobs.c.digest)
         with self.ctx.db.read() as conn:
             candidates = [
@@ -367,6 +442,8 @@ class GarbageCollector:
         sizes = dict(candidates)
         digests = sorted(sizes)
         for start in range(0, len(digests), BATCH):
+            if stopping():
+                return
             try:
                 deleted = self._delete_blob_batch(digests[start : start + BATCH], cutoff)
             except sa.exc.OperationalError as exc:
@@ -380,59 +457,38 @@ class GarbageCollector:
                 report.deleted_digests.append(digest)
 
     def _delete_blob_batch(self, digests: list[str], cutoff: float) -> Sequence[str]:
-        """Delete blobs nothing uses, in one transaction; content goes to trash under the row locks."""
-        storage = self.ctx.storage
-        moved: list[tuple[str, str]] = []  # (blob path, trash path)
-        unused: Sequence[str] = []
-        try:
-            with self.ctx.write(invalidates=True) as conn:
-                locked = (
-                    conn.execute(
-                        self._for_update(
-                            sa.select(blobs.c.digest).where(blobs.c.digest.in_(digests)).order_by(blobs.c.digest)
-                        )
+        """Delete the rows of blobs nothing uses and bury their stored objects, in one transaction; storage is not
+        touched here (``_execute_tombstones`` does it after the commit)."""
+        with self.ctx.transaction(invalidates=True) as tx:
+            conn = tx.conn
+            locked = (
+                conn.execute(
+                    self._for_update(
+                        sa.select(blobs.c.digest).where(blobs.c.digest.in_(digests)).order_by(blobs.c.digest)
                     )
-                    .scalars()
-                    .all()
                 )
-                if not locked:
-                    return []
-                # A new statement, so it sees every link and manifest committed while the locks were awaited.
-                unused = (
-                    conn.execute(
-                        sa.select(blobs.c.digest).where(
-                            blobs.c.digest.in_(locked), ~_BLOB_USED, ~_blob_is_young(cutoff)
-                        )
-                    )
-                    .scalars()
-                    .all()
+                .scalars()
+                .all()
+            )
+            if not locked:
+                return []
+            # A new statement, so it sees every link and manifest committed while the locks were awaited.
+            unused = (
+                conn.execute(
+                    sa.select(blobs.c.digest).where(blobs.c.digest.in_(locked), ~_BLOB_USED, ~_blob_is_young(cutoff))
                 )
-                for digest in unused:
-                    trash = trash_path(digest)
-                    try:
-                        storage.move(blob_path(digest), trash)
-                        moved.append((blob_path(digest), trash))
-                    except PathNotFound:
-                        log.warning("blob %s had no content in storage; removing its row", digest)
-                if unused:
-                    conn.execute(sa.delete(blobs).where(blobs.c.digest.in_(unused)))
-        except BaseException:
-            # The rows stay: put their content back now rather than at the next run's trash restore.
-            for path, trash in moved:
-                try:
-                    storage.move(trash, path)
-                except PathNotFound:
-                    pass
-            raise
-        for _path, trash in moved:
-            try:
-                storage.delete(trash)
-            except PathNotFound:
-                pass
+                .scalars()
+                .all()
+            )
+            if unused:
+                conn.execute(sa.delete(blobs).where(blobs.c.digest.in_(unused)))
+                tombstones.bury(conn, [(d, blob_path(d)) for d in unused], self.ctx.clock(), "blob-delete")
         return unused
 
     def _restore_trash(self) -> int:
-        """Undo a collector that died between moving content to trash and committing the row deletion."""
+        """Legacy: collectors before tombstones moved content to ``trash/`` under the row lock and could die before
+        committing. Content whose row still exists goes back; the rest is deleted. No row lock is held: the content
+        is digest-addressed, so a concurrent re-push moves identical bytes to the same place."""
         try:
             entries = self.ctx.storage.list(paths.TRASH)
         except PathNotFound:
@@ -440,22 +496,24 @@ class GarbageCollector:
         restored = 0
         for path in entries:
             digest = paths.trash_digest(path)
-            with self.ctx.write() as conn:
-                query = sa.select(blobs.c.digest).where(blobs.c.digest == digest)
-                if not self.ctx.db.is_sqlite:
-                    query = query.with_for_update()
-                exists = conn.execute(query).first() is not None
+            with self.ctx.db.read() as conn:
+                exists = conn.execute(sa.select(blobs.c.digest).where(blobs.c.digest == digest)).first() is not None
+            try:
                 if exists:
                     self.ctx.storage.move(path, blob_path(digest))
                     restored += 1
-            if not exists:
-                self.ctx.storage.delete(path)
+                else:
+                    self.ctx.storage.delete(path)
+            except PathNotFound:
+                pass
         return restored
 
     # ---- storage sweep ----------------------------------------------------------------------------------------------
-    def _sweep_storage(self, cutoff: float, dry_run: bool, report: GcReport) -> None:
+    def _sweep_storage(self, cutoff: float, dry_run: bool, report: GcReport, stopping: Callable[[], bool]) -> None:
         storage = self.ctx.storage
         for upload_id, newest in self._upload_data(storage):
+            if stopping():
+                return
             with self.ctx.db.read() as conn:
                 live = conn.execute(sa.select(uploads.c.id).where(uploads.c.id == upload_id)).first() is not None
             if live or newest > cutoff:
@@ -466,26 +524,44 @@ class GarbageCollector:
                     storage.delete(paths.upload_dir(upload_id))
                 except PathNotFound:  # the upload completed or was cancelled since the listing
                     pass
+        batch: list[str] = []
         for info in storage.walk(paths.BLOBS):  # lazily, page by page: no list of every blob in memory
             digest = paths.blob_digest(info.path)
-            if digest is None or info.modified > cutoff:
-                continue
-            try:
-                with self.ctx.db.write() as conn:
-                    # Probe by inserting the row: an upload completing this digest right now holds the row
-                    # (uncommitted, its content already moved in), so the insert waits for it and then finds it; a
-                    # plain SELECT would see no row and delete fresh content. The probe row is never committed.
-                    probe = self.ctx.db.insert_ignore(blobs).values(digest=digest, size=-1, created_at=0.0)
-                    if conn.execute(probe.returning(blobs.c.digest)).first() is not None:
-                        report.stray_files_deleted += 1
-                        if not dry_run:
-                            try:
-                                storage.delete(info.path)
-                            except PathNotFound:
-                                pass
-                    raise _RollBack
-            except _RollBack:
-                pass
+            if digest is not None and info.modified <= cutoff:
+                batch.append(digest)
+            if len(batch) == BATCH:
+                if stopping():
+                    return
+                self._bury_strays(batch, dry_run, report)
+                batch = []
+        self._bury_strays(batch, dry_run, report)
+
+    def _bury_strays(self, digests: list[str], dry_run: bool, report: GcReport) -> None:
+        """Tombstone the blob files of ``digests`` that have no blob row (and no tombstone yet)."""
+        if not digests:
+            return
+        with self.ctx.db.read() as conn:
+            known = set(conn.execute(sa.select(blobs.c.digest).where(blobs.c.digest.in_(digests))).scalars())
+            known |= set(
+                conn.execute(sa.select(gc_tombstones.c.digest).where(gc_tombstones.c.digest.in_(digests))).scalars()
+            )
+        strays = sorted(set(digests) - known)
+        if not strays:
+            return
+        with self._batch(dry_run) as conn:
+            # Probe by inserting the row: an upload completing this digest right now holds it (uncommitted, its
+            # content maybe moved in already), so the insert waits for it and then finds it; a plain SELECT would see
+            # no row and bury fresh content. Inserted probe rows are deleted again in this transaction, and a
+            # completion that waited for them finds the tombstone and drops it (``tombstones.clear_for_new_blob``).
+            found = []
+            for digest in strays:
+                probe = self.ctx.db.insert_ignore(blobs).values(digest=digest, size=-1, created_at=0.0)
+                if conn.execute(probe.returning(blobs.c.digest)).first() is not None:
+                    found.append(digest)
+            if found:
+                conn.execute(sa.delete(blobs).where(blobs.c.digest.in_(found)))
+                tombstones.bury(conn, [(d, blob_path(d)) for d in found], self.ctx.clock(), "storage-sweep")
+            report.stray_files_deleted += len(found)
 
     @staticmethod
     def _upload_data(storage: StorageDriver) -> Iterator[tuple[str, float]]:

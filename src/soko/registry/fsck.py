@@ -1,4 +1,8 @@
-"""Consistency check of metadata against storage: re-hash every blob, check every manifest's references."""
+"""Consistency check of metadata against storage: re-hash every blob, check every manifest's references.
+
+Storage objects awaiting deletion (GC tombstones, ``soko.gc.tombstones``) are not problems: their rows are gone and
+the next gc run deletes them; they are counted in ``Progress.tombstones``. A blob row whose content is missing is
+one, whatever tombstones say (the executor never deletes the object of a digest that has a row)."""
 
 from __future__ import annotations
 
@@ -47,10 +51,14 @@ class Progress:
     blobs_checked: int = 0
     bytes_checked: int = 0
     phase: str = "blobs"
+    tombstones: int = 0  # stored objects whose deletion is committed but not carried out yet
 
 
 def check(ctx: DomainContext, *, rehash: bool = True, progress: Progress | None = None) -> Iterator[Problem]:
+    from soko.gc import tombstones  # (soko.gc needs soko.registry loaded first)
+
     progress = progress or Progress()
+    progress.tombstones = sum(tombstones.pending(ctx).values())
     yield from _check_blobs(ctx, rehash, progress)
     progress.phase = "manifests"
     yield from _check_manifests(ctx)
@@ -119,7 +127,7 @@ def _check_blobs(ctx: DomainContext, rehash: bool, progress: Progress) -> Iterat
         info = current if current is not None and current.path == path else None
         if info is None:
             if _in_trash(ctx, digest):
-                # A garbage collector died between moving the content aside and committing the row deletion.
+                # Legacy: a collector of an older version died between moving the content aside and committing.
                 yield Problem(
                     "in-trash",
                     digest,

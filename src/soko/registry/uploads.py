@@ -12,10 +12,11 @@ only under that claim. A second concurrent chunk gets 416 with the current range
 claim two chunks could write different bytes at the same offset and the stored content differ from what the
 winner hashed — and a content-addressed, deduplicated store must never hold a blob that does not match its digest.
 
-Completion moves the data to its digest-addressed path inside the write transaction that links the blob, so a
-concurrent garbage collector (which deletes under the same lock) can never remove content a new row points at. When
-the blob is already stored (deduplication: the same layer pushed again, to any repository), nothing moves: the
-upload's data, verified against the digest like any other, is dropped.
+Completion moves the data to its digest-addressed path inside the write transaction that links the blob, after
+dropping the digest's pending GC tombstones (or waiting for the one an executor is carrying out), so a garbage
+collector can never delete content a new row points at (``soko.gc.tombstones``). When the blob is already stored
+(deduplication: the same layer pushed again, to any repository), nothing moves: the upload's data, verified against
+the digest like any other, is dropped.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
+import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -39,6 +41,7 @@ from soko.errors import (
     UploadLimitExceeded,
     UploadUnknown,
 )
+from soko.gc import tombstones
 from soko.kernel.context import DomainContext
 from soko.meta.db import retry_on_deadlock
 from soko.meta.schema import blobs, repository_blobs, uploads
@@ -402,10 +405,21 @@ class Uploads:
         now = self.ctx.clock()
         # PostgreSQL may pick this transaction as a deadlock victim (against the collector's batches or another
         # upload of the same content); nothing has moved in storage until its last statement, so retry it.
-        try:
-            retry_on_deadlock(lambda: self._commit_blob(ref, upload_id, digest, state.size, now, claim))
-        except _ClaimLost:
-            raise self._lost(state, "while it was being completed") from None
+        pause, heartbeat = 0.02, time.monotonic()
+        while True:
+            try:
+                retry_on_deadlock(lambda: self._commit_blob(ref, upload_id, digest, state.size, now, claim))
+                break
+            except _ClaimLost:
+                raise self._lost(state, "while it was being completed") from None
+            except tombstones.TombstoneBusy:
+                # The collector is deleting this digest's old copy (a batch takes seconds; a claim lapses in
+                # ``tombstones.CLAIM``): wait, then commit afresh.
+                time.sleep(pause)
+                pause = min(pause * 2, 1.0)
+                if time.monotonic() - heartbeat >= CLAIM_REFRESH:  # keep this session's claim alive meanwhile
+                    self._refresh_claim(state, claim, self.ctx.clock())
+                    heartbeat = time.monotonic()
         self._hashes.drop(upload_id)
         self._delete_data(upload_id)
         return BlobInfo(digest, state.size)
@@ -449,6 +463,9 @@ class Uploads:
             )
             # If no manifest references the blob within the grace period, the collector unlinks it.
             tx.review_links(repo_id, [digest], "upload")
+            # A deletion of this digest the collector committed but has not carried out must not delete the content
+            # moved in below: drop it, or (an executor deleting it right now) roll back and retry once it is done.
+            tombstones.clear_for_new_blob(conn, digest, lock=not self.ctx.db.is_sqlite)
             # Last: the content moves into place only when every row is written and locked — unless the blob was
             # already stored (a row that existed before this upload, locked now, is never without its content):
             # then the verified upload data is only dropped, after the commit, with no move or copy at all.

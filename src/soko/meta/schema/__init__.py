@@ -12,7 +12,7 @@ from soko.meta.schema.ecr import (
     scanning_configurations,
 )
 from soko.meta.schema.events import event_outbox
-from soko.meta.schema.gc import gc_link_reviews
+from soko.meta.schema.gc import gc_link_reviews, gc_tombstones
 from soko.meta.schema.identity import (
     access_keys,
     accounts,
@@ -43,6 +43,7 @@ __all__ = [
     "creation_templates",
     "event_outbox",
     "gc_link_reviews",
+    "gc_tombstones",
     "iam_roles",
     "iam_tags",
     "iam_users",

@@ -18,3 +18,23 @@ gc_link_reviews = sa.Table(
     sa.Index(None, "queued_at"),
     sa.Index(None, "repository_id", "digest"),
 )
+
+# Deletions the collector committed but storage has not carried out yet (``soko.gc.tombstones``): the blob row goes
+# and its tombstone comes in one transaction; after the commit, with no row lock held, the executor deletes the
+# stored object, then the tombstone. ``claimed_until``/``claimed_by``: an executor is deleting it right now (wall
+# clock; a claim that lapsed belongs to an executor that died or stalled). A re-push of the digest removes pending
+# tombstones of it, and waits for a claimed one to finish.
+gc_tombstones = sa.Table(
+    "gc_tombstones",
+    metadata,
+    sa.Column("id", Id, primary_key=True, autoincrement=True),
+    sa.Column("digest", sa.String(DIGEST_LENGTH), nullable=False),
+    sa.Column("path", sa.String(512), nullable=False),  # the storage object to delete
+    sa.Column("not_before", Timestamp, nullable=False),
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.Column("reason", sa.String(32), nullable=False),  # blob-delete | storage-sweep
+    sa.Column("claimed_until", Timestamp, nullable=True),
+    sa.Column("claimed_by", sa.String(128), nullable=True),
+    sa.Index(None, "not_before"),
+    sa.Index(None, "digest"),
+)
