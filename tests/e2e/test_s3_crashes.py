@@ -240,7 +240,7 @@ def test_s3_gateway_down_mid_push_is_a_retryable_503_and_nothing_half_visible(cl
             chunk = client.patch(location, content=second,
                                  headers={"Content-Range": f"{len(first)}-{len(first + second) - 1}"})
             body = assert_oci_error(chunk, 503, "UNAVAILABLE")
-            assert "S3" in body["errors"][0]["message"], body
+            assert "S3" in body["errors"][0]["message"] and chunk.headers.get("Retry-After"), (body, chunk.headers)
             done = client.put(location, params={"digest": digest})
             assert_oci_error(done, 503, "UNAVAILABLE")
             assert client.head(f"/v2/outage/app/blobs/{digest}").status_code == 404  # nothing half visible
