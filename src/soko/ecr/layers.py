@@ -16,7 +16,7 @@ from soko.aws.errors import ServiceError
 from soko.digest import Digest
 from soko.ecr.api import Call
 from soko.errors import DigestInvalid, RangeNotSatisfiable, SizeInvalid, TooLarge
-from soko.oci.presigned import layer_url
+from soko.iam.layer_urls import layer_url
 
 PART_SIZE = 10 * 1024 * 1024  # what ECR advertises
 MIN_PART_SIZE = 5 * 1024 * 1024  # ECR's (and S3 multipart's) minimum for every part but the last

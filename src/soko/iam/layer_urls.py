@@ -1,0 +1,77 @@
+"""Presigned layer URLs (GetDownloadUrlForLayer): tokens ``<payload>.<mac>`` that name the account, repository,
+digest and expiry, MACed under a key derived (HKDF, info ``soko/layer-urls``) from the master key's token key, so
+every node sharing the master key verifies every other node's URLs. ``soko.oci.presigned`` serves them."""
+
+from __future__ import annotations
+
+import base64
+import functools
+import hashlib
+import hmac
+import json
+import time
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from soko.iam.service import Identity
+
+URL_LIFETIME = 20 * 60  # seconds, as ECR's layer URLs
+PREFIX = "/layers/"
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+class InvalidLayerUrl(Exception):
+    pass
+
+
+class LayerUrlSigner:
+    def __init__(self, token_key: bytes) -> None:
+        self._key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"soko/layer-urls").derive(token_key)
+
+    def token(self, account: str, repository: str, digest: str, now: float | None = None) -> tuple[str, float]:
+        expires = int((time.time() if now is None else now) + URL_LIFETIME)
+        payload = _b64(
+            json.dumps({"a": account, "r": repository, "d": digest, "e": expires}, separators=(",", ":")).encode()
+        )
+        mac = _b64(hmac.new(self._key, payload.encode(), hashlib.sha256).digest())
+        return f"{payload}.{mac}", float(expires)
+
+    def verify(self, token: str, now: float | None = None) -> tuple[str, str, str]:
+        """(account, repository, digest) a valid, unexpired token names; InvalidLayerUrl otherwise."""
+        payload, dot, mac = token.partition(".")
+        if not dot or not payload or not mac or len(token) > 4096:
+            raise InvalidLayerUrl("malformed layer URL")
+        expected = _b64(hmac.new(self._key, payload.encode(), hashlib.sha256).digest())
+        if not hmac.compare_digest(expected, mac):
+            raise InvalidLayerUrl("the layer URL's signature does not match")
+        try:
+            claims = json.loads(_unb64(payload))
+            account, repository, digest, expires = claims["a"], claims["r"], claims["d"], claims["e"]
+        except (ValueError, KeyError, TypeError):
+            raise InvalidLayerUrl("malformed layer URL") from None
+        if (time.time() if now is None else now) > expires:
+            raise InvalidLayerUrl("the layer URL has expired; call GetDownloadUrlForLayer again")
+        return account, repository, digest
+
+
+def signer_for(identity: Identity) -> LayerUrlSigner:
+    """The signer for ``identity``: derived from its master key (once per key)."""
+    return _signer(identity.master.token_key)
+
+
+@functools.cache
+def _signer(token_key: bytes) -> LayerUrlSigner:
+    return LayerUrlSigner(token_key)
+
+
+def layer_url(identity: Identity, scheme: str, host: str, account: str, repository: str, digest: str) -> str:
+    token, _ = signer_for(identity).token(account, repository, digest)
+    return f"{scheme}://{host}{PREFIX}{token}"
