@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import json
+import logging
 import random
+import subprocess
+import sys
 import threading
+import time
 from concurrent.futures import wait
 
 import pytest
+import sqlalchemy as sa
 
+from soko import process_identity
 from soko.jobs import JobKind, JobRunner, job_table
-from soko.jobs.runner import BACKOFF_BASE
+from soko.jobs.runner import BACKOFF_BASE, stopping
+from soko.meta.schema import jobs
 from tests.clock import Clock
 
 INTERVAL = 60.0
@@ -162,3 +169,69 @@ def test_the_cli_and_metrics_show_the_jobs(registry, settings, clock, capsys) ->
     text = generate_latest(collectors).decode()
     assert 'soko_job_runs_total{key="",kind="gc"} 1.0' in text
     assert 'soko_job_failures_total{key="",kind="boom"} 1.0' in text
+
+
+def _until_stopped(started: threading.Event, ran: list) -> JobKind:
+    """A long job (GC-like): works in batches until told to stop."""
+
+    def run(_key: str) -> None:
+        started.set()
+        while not stopping():
+            ran.append(1)
+            time.sleep(0.01)
+
+    return JobKind("long", run, INTERVAL, lease=30.0)
+
+
+def test_a_run_that_lost_its_lease_stops_and_says_so_once(registry, clock, caplog) -> None:
+    started, ran = threading.Event(), []
+    kind = _until_stopped(started, ran)
+    stalled = JobRunner(registry.ctx, [kind], owner="stalled", clock=clock)
+    other = JobRunner(registry.ctx, [kind], owner="other", clock=clock)
+    stalled.schedule()
+    clock.now += INTERVAL
+    (future,) = stalled.run_due()
+    assert started.wait(20)
+    clock.now += 31  # "stalled" missed its heartbeats: "other" takes the job over
+    (taken,) = other.run_due()
+    with caplog.at_level(logging.WARNING, logger="soko.jobs"):
+        for _ in range(3):
+            stalled.run_due()
+            clock.now += 1
+    future.result(timeout=20)  # the run stopped at its next batch boundary
+    lost = [r for r in caplog.records if "lost the lease" in r.getMessage()]
+    assert len(lost) == 1
+    assert rows(registry)[("long", "")]["owner"] == "other"  # the stopped run recorded nothing
+    other.stop()
+    taken.result(timeout=20)
+    stalled.stop()
+
+
+def test_shutdown_stops_a_long_run_at_a_batch_boundary_and_releases_its_lease(registry, clock) -> None:
+    started, ran = threading.Event(), []
+    runner = JobRunner(registry.ctx, [_until_stopped(started, ran)], owner="a", clock=clock)
+    runner.schedule()
+    clock.now += INTERVAL
+    (future,) = runner.run_due()
+    assert started.wait(20)
+    began = time.monotonic()
+    runner.stop()
+    assert future.done() and time.monotonic() - began < 5
+    row = rows(registry)[("long", "")]
+    # Released, not counted: due again at once for another process.
+    assert (row["owner"], row["lease_until"], row["runs"]) == (None, None, 0)
+    assert row["next_run"] <= clock.now
+
+
+def test_owners_are_process_tokens_and_a_dead_processs_job_is_taken_at_once(registry, clock) -> None:
+    runner = JobRunner(registry.ctx, [JobKind("count", lambda key: None, INTERVAL)], clock=clock)
+    assert runner.owner.startswith(process_identity.node() + ".")
+    runner.schedule()
+    clock.now += INTERVAL
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    token = f"{process_identity.node()}.{dead.pid}.1.{'0' * 32}"  # a process of this node that is gone
+    with registry.ctx.db.write() as conn:
+        conn.execute(sa.update(jobs).values(owner=token, lease_until=clock.now + 3600))
+    assert tick(runner) == 1  # not an hour later
+    runner.stop()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from soko.jobs.runner import JobKind
+from soko.jobs.runner import JobKind, stopping
 from soko.registry import Registry, outbox
 
 
@@ -11,8 +11,24 @@ def registry_jobs(registry: Registry) -> list[JobKind]:
 
     settings = registry.settings
 
-    def gc(_key: str) -> str:
-        return registry.gc.run().summary()
+    # GC in three kinds, so a long storage sweep never holds up link reviews or blob deletion (``soko gc`` runs
+    # all three in order). Each stops at a batch boundary on shutdown or when its lease is lost.
+    def gc_review(_key: str) -> str | None:
+        report = registry.gc.review(stopping=stopping)
+        return f"gc: deleted {report.links_deleted} unreferenced link(s)" if report.links_deleted else None
+
+    def gc_blobs(_key: str) -> str | None:
+        report = registry.gc.delete_blobs(stopping=stopping)
+        if not (report.blobs_deleted or report.tombstones_executed or report.trash_restored):
+            return None
+        return (
+            f"gc: deleted {report.blobs_deleted} blob(s) ({report.bytes_reclaimed} bytes); "
+            f"{report.tombstones_executed} storage deletion(s) carried out, {report.tombstones_voided} voided"
+        )
+
+    def gc_sweep(_key: str) -> str | None:
+        report = registry.gc.sweep_storage(stopping=stopping)
+        return f"gc: swept {report.stray_files_deleted} stray file(s)" if report.stray_files_deleted else None
 
     def lifecycle(_key: str) -> str | None:
         runs = LifecycleRunner(registry).run()
@@ -39,7 +55,10 @@ def registry_jobs(registry: Registry) -> list[JobKind]:
         # one-shot, keyed by image_scans row: queued by StartImageScan or a push (soko.jobs.runner.enqueue); the
         # interval only keeps a finished scan from running again, a new request makes it due at once
         JobKind(SCAN, scans.run, 10 * 365 * 86400.0, concurrency=1, lease=120.0, keys=()),
-        JobKind("gc", gc, settings.gc_interval),
+        JobKind("gc_review", gc_review, settings.gc_interval),
+        JobKind("gc_blobs", gc_blobs, settings.gc_interval),
+        # rare: it lists all of storage (crash leftovers only; the other kinds leave no strays)
+        JobKind("gc_sweep", gc_sweep, max(settings.gc_interval, 86400.0) if settings.gc_interval > 0 else 0),
         JobKind("event_retention", event_retention, 3600 if settings.event_retention > 0 else 0),
         JobKind("lifecycle", lifecycle, settings.lifecycle_interval),
         JobKind("upload_expiry", upload_expiry, min(settings.upload_expiry / 4, 600) or 1),

@@ -13,6 +13,14 @@ Each tick the runner (one thread per process)
    Failure: ``attempts + 1``, ``next_run`` after an exponential backoff with jitter (capped by the interval), the
    error kept in ``last_error``.
 
+4. a run whose lease was lost (a stall let another process take the job over) is told to stop (``stopping()``
+   answers True in it), logged once, and its outcome not recorded; ``stop()`` (shutdown) tells every run to stop
+   too, and a run that stops early releases its lease without counting as a run, so the job is due at once
+   elsewhere. Long jobs (GC) ask ``stopping()`` between batches.
+
+Owners are ``process_identity`` tokens, so a job held by a process of this node that died is taken at once, not
+only once its lease has passed.
+
 Kinds are registered with the runner (``JobKind``); periodic kinds get their row on start (first run one interval
 later, as the loops they replaced did). ``soko jobs`` shows the table; ``/metrics`` exports its counters.
 """
@@ -21,18 +29,16 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import random
-import socket
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 
+from soko import process_identity
 from soko.meta.schema import jobs
 
 log = logging.getLogger("soko.jobs")
@@ -51,6 +57,26 @@ class JobKind:
     # Success schedules the next run at the next multiple of the interval (wall clock), not ``started + interval``,
     # which drifts later by each run's start delay: for jobs that must run once in every slot (storage samples).
     aligned: bool = False
+
+
+@dataclass
+class _Run:
+    lease_until: float  # what we last wrote
+    stop: threading.Event = field(default_factory=threading.Event)  # set on shutdown or when the lease is lost
+    lost: bool = False
+    cut_short: bool = False  # the run asked ``stopping()`` and was told to stop
+
+
+_current = threading.local()
+
+
+def stopping() -> bool:
+    """In a job's run: whether it should end now (shutdown, or its lease lost); ask it between batches."""
+    run: _Run | None = getattr(_current, "run", None)
+    if run is None or not run.stop.is_set():
+        return False
+    run.cut_short = True
+    return True
 
 
 def _backoff(attempts: int, cap: float, rng: random.Random) -> float:
@@ -76,9 +102,9 @@ class JobRunner:
         self._track = track or (lambda _kind: contextlib.nullcontext())  # this process's run metrics
         self.kinds = {k.name: k for k in kinds if k.interval > 0}
         self.tick = tick
-        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.owner = owner or process_identity.new_token()
         self._rng = rng or random.Random()
-        self._running: dict[tuple[str, str], float] = {}  # (kind, key) → lease_until we last wrote
+        self._running: dict[tuple[str, str], _Run] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -92,8 +118,12 @@ class JobRunner:
         self._thread.start()
 
     def stop(self, wait: bool = True) -> None:
-        """Stop taking jobs; with ``wait``, let the running ones finish (and record their outcome)."""
+        """Stop taking jobs and tell the running ones to stop (at their next batch boundary); with ``wait``, wait
+        for them to end and release their leases."""
         self._stop.set()
+        with self._lock:
+            for run in self._running.values():
+                run.stop.set()
         if self._thread is not None:
             self._thread.join()
         self._pool.shutdown(wait=wait)
@@ -123,8 +153,8 @@ class JobRunner:
         """Renew this process's leases, then take and start the due jobs it has room for; returns their futures."""
         self._heartbeat()
         now = self.clock()
-        free = sa.or_(jobs.c.lease_until.is_(None), jobs.c.lease_until < now)
         with self.ctx.db.read() as conn:  # one indexed query per tick while idle
+            free = self._free(conn, now)
             due = conn.execute(
                 sa.select(jobs.c.kind, jobs.c.key, jobs.c.next_run)
                 .where(jobs.c.next_run <= now, free)
@@ -138,15 +168,22 @@ class JobRunner:
                 continue  # a kind this process does not run (another version, or switched off here)
             with self._lock:
                 busy = sum(1 for k, _ in self._running if k == name)
-            if busy >= kind.concurrency or not self._claim(kind, key, now):
+            if busy >= kind.concurrency or self._stop.is_set() or not self._claim(kind, key, now):
                 continue
             futures.append(self._pool.submit(self._run, kind, key, now - next_run))
         return futures
 
+    @staticmethod
+    def _free(conn: sa.Connection, now: float) -> sa.ColumnElement[bool]:
+        """Nobody holds the job: no lease, a lapsed one, or one of a process of this node that died."""
+        holders = conn.execute(sa.select(jobs.c.owner).where(jobs.c.lease_until >= now).distinct()).scalars()
+        dead = [h for h in holders if process_identity.holder_is_dead(h)]
+        return sa.or_(jobs.c.lease_until.is_(None), jobs.c.lease_until < now, jobs.c.owner.in_(dead))
+
     def _claim(self, kind: JobKind, key: str, now: float) -> bool:
-        free = sa.or_(jobs.c.lease_until.is_(None), jobs.c.lease_until < now)
         lease_until = now + kind.lease
         with self.ctx.write() as conn:
+            free = self._free(conn, now)
             won = conn.execute(
                 sa.update(jobs)
                 .where(jobs.c.kind == kind.name, jobs.c.key == key, jobs.c.next_run <= now, free)
@@ -154,7 +191,7 @@ class JobRunner:
             ).rowcount
         if won:
             with self._lock:
-                self._running[(kind.name, key)] = lease_until
+                self._running[(kind.name, key)] = _Run(lease_until)
         return bool(won)
 
     def _heartbeat(self) -> None:
@@ -162,8 +199,8 @@ class JobRunner:
         with self._lock:  # renew once a third of the lease has passed
             renew = [
                 (job, self.kinds[job[0]].lease)
-                for job, until in self._running.items()
-                if until - now < 2 * self.kinds[job[0]].lease / 3
+                for job, run in self._running.items()
+                if not run.lost and run.lease_until - now < 2 * self.kinds[job[0]].lease / 3
             ]
         for (kind, key), lease in renew:
             with self.ctx.write() as conn:
@@ -172,16 +209,25 @@ class JobRunner:
                     .where(jobs.c.kind == kind, jobs.c.key == key, jobs.c.owner == self.owner)
                     .values(lease_until=now + lease)
                 ).rowcount
-            if held:
-                with self._lock:
-                    if (kind, key) in self._running:
-                        self._running[(kind, key)] = now + lease
-            else:
-                log.warning("lost the lease of job %s/%s (another process took it over after a stall)", kind, key)
+            with self._lock:
+                run = self._running.get((kind, key))
+                if run is None:
+                    continue
+                if held:
+                    run.lease_until = now + lease
+                    continue
+                run.lost = True  # no more renewals, and its outcome is not recorded
+                run.stop.set()
+            log.warning(
+                "lost the lease of job %s/%s (another process took it over after a stall); this run stops", kind, key
+            )
 
     def _run(self, kind: JobKind, key: str, lag: float) -> None:
         started, clock_started = time.monotonic(), self.clock()
         error: str | None = None
+        with self._lock:
+            run = self._running[(kind.name, key)]
+        _current.run = run
         try:
             with self._track(kind.name):
                 result = kind.run(key)
@@ -190,12 +236,27 @@ class JobRunner:
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"[:2000]
             log.exception("job %s%s failed; it is retried after a backoff", kind.name, f"/{key}" if key else "")
+        finally:
+            _current.run = None
         duration = time.monotonic() - started
         try:
-            self._finish(kind, key, clock_started, duration, lag, error)
+            if run.lost:
+                pass  # another process owns the job now: nothing of ours to record
+            elif run.cut_short and error is None:
+                self._release(kind, key)  # stopped early (shutdown): due again at once, on another process
+            else:
+                self._finish(kind, key, clock_started, duration, lag, error)
         finally:
             with self._lock:
                 self._running.pop((kind.name, key), None)
+
+    def _release(self, kind: JobKind, key: str) -> None:
+        with self.ctx.write() as conn:
+            conn.execute(
+                sa.update(jobs)
+                .where(jobs.c.kind == kind.name, jobs.c.key == key, jobs.c.owner == self.owner)
+                .values(owner=None, lease_until=None)
+            )
 
     def _finish(self, kind: JobKind, key: str, started: float, duration: float, lag: float, error: str | None) -> None:
         values: dict = {
