@@ -31,6 +31,8 @@ if [ -n "$extra" ]; then
   command -v go >/dev/null 2>&1 || missing+=(golang-go)
   [ -d /usr/share/gocode/src/golang.org/x/text ] || missing+=(golang-golang-x-text-dev)
   command -v npm >/dev/null 2>&1 || missing+=(npm)
+  [ -f /usr/share/java/commons-io-2.11.0.jar ] || missing+=(libcommons-io-java)  # real jars for tests/scan
+  [ -f /usr/share/java/commons-cli-1.5.0.jar ] || missing+=(libcommons-cli-java)
   if [ "${#missing[@]}" -gt 0 ]; then
     sudo=""
     [ "$(id -u)" -eq 0 ] || sudo="sudo"

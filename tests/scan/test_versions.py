@@ -43,8 +43,11 @@ def entry(*events: tuple[str, str], versions: list[str] | None = None, kind: str
     ("npm", "4.17.15", entry(("introduced", "0"), ("fixed", "4.17.19"), kind="SEMVER"), True),
     ("npm", "4.17.21", entry(("introduced", "0"), ("fixed", "4.17.19"), kind="SEMVER"), False),
     # an ecosystem Soko has no ordering for: only explicit versions
-    ("Maven", "1.0", entry(("introduced", "0")), False),
-    ("Maven", "1.0", entry(versions=["1.0"]), True),
+    ("Maven", "2.11.0", entry(("introduced", "0"), ("fixed", "2.14.0")), True),
+    ("Maven", "2.14.0", entry(("introduced", "0"), ("fixed", "2.14.0")), False),
+    ("Maven", "1.0-SNAPSHOT", entry(("introduced", "0"), ("fixed", "1.0")), True),
+    ("RubyGems", "1.0", entry(("introduced", "0")), False),
+    ("RubyGems", "1.0", entry(versions=["1.0"]), True),
 ])
 def test_affected(ecosystem, version, rng, expected):
     assert affected(ecosystem, version, rng) is expected

@@ -6,12 +6,12 @@ import json
 from dataclasses import asdict, dataclass, field
 
 # Bump when catalogers change what they find: stored inventories of an older version are rebuilt.
-INVENTORY_VERSION = 1
+INVENTORY_VERSION = 2  # 2: Java archives
 
 
 @dataclass(frozen=True, slots=True)
 class Package:
-    type: str  # deb, apk, pypi, npm, golang
+    type: str  # deb, apk, pypi, npm, golang, maven
     name: str
     version: str
     purl: str

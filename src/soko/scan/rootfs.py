@@ -8,12 +8,13 @@ not to the last layer that rewrote the database.
 
 from __future__ import annotations
 
+import json
 import posixpath
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
-from soko.scan import golang
+from soko.scan import golang, java
 from soko.scan.limits import ImageUnreadable, Limits
 from soko.scan.tarstream import CHUNK, DIRECTORY, HARDLINK, REGULAR, SYMLINK, TarStream
 
@@ -25,7 +26,7 @@ OPAQUE = ".wh..wh..opq"
 class Version:
     layer: str  # digest of the layer that wrote this content
     data: bytes
-    kind: str = "file"  # "file", or "gobuildinfo" for an executable's Go build information
+    kind: str = "file"  # "file"; "gobuildinfo" (an executable's Go build information); "javaarchive" (coordinates)
 
 
 @dataclass(slots=True)
@@ -104,6 +105,13 @@ class RootFS:
                 raise ImageUnreadable(f"{path} is {entry.size} bytes (limit {self.limits.file_bytes})")
             self._charge(entry.size)
             return _Node([Version(digest, _read_all(stream, entry.size))], layer=digest)
+        if java.is_archive(path):
+            coordinates = java.read(stream, entry.size, self.limits.binary_bytes)
+            if not coordinates:
+                return None
+            data = json.dumps(coordinates).encode()
+            self._charge(len(data))
+            return _Node([Version(digest, data, "javaarchive")], layer=digest)
         if entry.mode & 0o111 and entry.size >= 64:
             head = stream.read(4)
             if head == b"\x7fELF":

@@ -3,11 +3,11 @@ collected files into packages (``catalog``)."""
 
 from __future__ import annotations
 
-from soko.scan.catalogers import apk, distro, dpkg, golang_binaries, npm, python
+from soko.scan.catalogers import apk, distro, dpkg, golang_binaries, java, npm, python
 from soko.scan.model import OperatingSystem, Package
 from soko.scan.rootfs import RootFS
 
-CATALOGERS = (distro, dpkg, apk, python, npm, golang_binaries)
+CATALOGERS = (distro, dpkg, apk, python, npm, golang_binaries, java)
 
 
 def wants(path: str) -> bool:
@@ -18,7 +18,7 @@ def catalog(fs: RootFS) -> tuple[OperatingSystem | None, list[Package]]:
     os_release = distro.read(fs)
     owned = dpkg.owned_files(fs)  # files of Debian packages: their Python metadata is the deb, reported once
     packages: list[Package] = []
-    for cataloger in (dpkg, apk, python, npm, golang_binaries):
+    for cataloger in (dpkg, apk, python, npm, golang_binaries, java):
         packages.extend(cataloger.catalog(fs, os_release, owned))
     packages.sort(key=lambda p: (p.type, p.name, p.version, p.path))
     return os_release, packages

@@ -45,6 +45,8 @@ def lookups(inventory: ImageInventory, package: Package) -> list[tuple[str, str,
         return [("PyPI", normalise(package.name), package.version)]
     if package.type == "npm":
         return [("npm", package.name, package.version)]
+    if package.type == "maven":
+        return [("Maven", package.name, package.version)]  # OSV names Maven packages group:artifact
     if package.type == "golang" and package.version != "(devel)":
         return [("Go", package.name, package.version.removeprefix("v"))]
     return []

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import packaging.version
-from univers.versions import AlpineLinuxVersion, DebianVersion, SemverVersion
+from univers.versions import AlpineLinuxVersion, DebianVersion, MavenVersion, SemverVersion
 
 
 def _pypi(text: str):
@@ -23,7 +23,7 @@ def _semver(text: str):
 
 ORDERINGS: dict[str, Callable[[str], object]] = {
     "PyPI": _pypi, "Debian": DebianVersion, "Ubuntu": DebianVersion, "Alpine": AlpineLinuxVersion,
-    "npm": _semver, "Go": _semver,
+    "npm": _semver, "Go": _semver, "Maven": MavenVersion,
 }
 
 
