@@ -137,3 +137,15 @@ def test_radosgw_honours_presigned_urls_and_refuses_tampered_ones(rgw):  # noqa:
     time.sleep(2.1)
     expired = httpx.get(expiring)
     assert expired.status_code == 403 and b"AccessDenied" in expired.content, expired.text
+
+
+def test_a_presigned_url_is_reused_for_a_tenth_of_its_expiry(s3_server):  # noqa: F811
+    location = S3Location.parse(s3_server.storage_url(s3_server.new_bucket()))
+    driver = S3Driver(location, client=s3_server.shared_client, redirect_expiry=5)
+    driver.put_content("blobs/sha256/cc/cc33", b"content")
+    first = driver.redirect_url("blobs/sha256/cc/cc33")
+    assert driver.redirect_url("blobs/sha256/cc/cc33") == first  # within 0.5 s: the same URL
+    assert driver.redirect_url("blobs/sha256/cc/cc33", method="HEAD") != first
+    time.sleep(1.1)  # past the reuse window, and a new signing second
+    renewed = driver.redirect_url("blobs/sha256/cc/cc33")
+    assert renewed != first and httpx.get(renewed).content == b"content"
