@@ -158,8 +158,10 @@ def test_upload_started_continued_and_completed_on_three_nodes(cluster: Cluster,
 def _layer_upload(ecr: RoundRobin, repository: str, data: bytes) -> str:
     """ECR's layer API, each call on the next node: initiate, parts, complete."""
     upload_id = ecr.initiate_layer_upload(repositoryName=repository)["uploadId"]
-    half = len(data) // 2
-    for first, part in ((0, data[:half]), (half, data[half:])):
+    split = 5 << 20 if len(data) > 5 << 20 else len(data)  # ECR: every part but the last is at least 5 MiB
+    for first, part in ((0, data[:split]), (split, data[split:])):
+        if not part:
+            continue
         ecr.upload_layer_part(repositoryName=repository, uploadId=upload_id, partFirstByte=first,
                               partLastByte=first + len(part) - 1, layerPartBlob=part)
     digest = "sha256:" + hashlib.sha256(data).hexdigest()
@@ -171,7 +173,7 @@ def _layer_upload(ecr: RoundRobin, repository: str, data: bytes) -> str:
 def _manifest(ecr: RoundRobin, repository: str, seed: str) -> tuple[str, str]:
     """Uploads a config and a layer through the ECR API; the manifest's text and digest."""
     config = json.dumps({"architecture": "amd64", "os": "linux", "seed": seed}).encode()
-    layer = os.urandom(64 << 10)
+    layer = os.urandom((5 << 20) + (64 << 10))  # two parts
     descriptors = [
         {"mediaType": media_type, "digest": _layer_upload(ecr, repository, data), "size": len(data)}
         for media_type, data in (("application/vnd.oci.image.config.v1+json", config),
