@@ -10,7 +10,7 @@ import pytest
 import sqlalchemy as sa
 from botocore.exceptions import ClientError, WaiterError
 
-from soko.meta.schema import event_outbox
+from soko.meta.schema import event_outbox, jobs
 from soko.registry.models import RepoRef
 from soko.scan.vulndb import records, store
 from tests.scan.tars import gz, tar
@@ -76,6 +76,7 @@ def test_start_wait_describe_and_the_daily_quota(server, ecr, advisories):
     assert exc.value.response["Error"]["Code"] == "LimitExceededException"
 
     with server.registry.ctx.db.read() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(jobs).where(jobs.c.kind == "scan")).scalar() == 0
         bodies = [json.loads(b) for b in conn.execute(
             sa.select(event_outbox.c.body).where(event_outbox.c.detail_type == "ECR Image Scan")).scalars()]
     assert [(b["source"], b["detail"]["scan-status"], b["detail"]["image-digest"], b["detail"]["image-tags"])

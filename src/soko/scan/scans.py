@@ -18,7 +18,7 @@ import sqlalchemy as sa
 
 from soko.errors import LimitExceeded, ManifestUnknown, RepositoryNotFound, Unsupported
 from soko.kernel.events import image_scan
-from soko.meta.schema import advisories, image_scans, manifests, tags
+from soko.meta.schema import advisories, image_scans, jobs, manifests, tags
 from soko.meta.schema import repositories as repos
 from soko.registry import Registry
 from soko.registry.media_types import INDEXES
@@ -109,6 +109,9 @@ class Scans:
                 status=status, description=description[:4000], completed_at=tx.now,
                 source_updated_at=source_updated or tx.now, counts=json.dumps(counts), findings=json.dumps(findings),
             )).rowcount
+            # the job's row goes with its result: one-shot jobs must not pile up in `soko jobs` and /metrics (a
+            # label pair per image); a new request inserts it again
+            tx.conn.execute(sa.delete(jobs).where(jobs.c.kind == KIND, jobs.c.key == str(scan_id)))
             if done:
                 tags_now = self._tags(tx.conn, scan_id, digest)
                 event_status = COMPLETE if status == COMPLETE else FAILED
