@@ -66,7 +66,9 @@ class Scans:
             repo_id = self._repo_id(tx.conn, ref)
             if not queue.request(tx, repo_id, detail.digest):
                 raise LimitExceeded("The scan quota per image has been exceeded. Wait and try again.")
-        return detail.digest, self._scan_row(repo_id, detail.digest)
+        scan = self._scan_row(repo_id, detail.digest)
+        assert scan is not None  # requested just now
+        return detail.digest, scan
 
     # ---- the job -----------------------------------------------------------------------------------------------
     def run(self, key: str) -> str | None:
