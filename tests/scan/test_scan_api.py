@@ -144,3 +144,29 @@ def test_scan_on_push(server, ecr, advisories):
     with pytest.raises(ClientError) as exc:
         ecr.describe_image_scan_findings(repositoryName=onpush.name, imageId={"imageTag": "multi"})
     assert exc.value.response["Error"]["Code"] == "ScanNotFoundException"
+
+
+def test_an_advisory_import_rematches_completed_scans_without_layers(server, ecr, advisories, settings, capsys,
+                                                                    tmp_path):
+    from soko.cli import main
+    from soko.storage.paths import blob_path
+
+    digest = push(server.registry, [gz(DEBIAN)], "v1", ref=REF)
+    ecr.start_image_scan(repositoryName=REF.name, imageId={"imageTag": "v1"})
+    ecr.get_waiter("image_scan_complete").wait(repositoryName=REF.name, imageId={"imageTag": "v1"},
+                                               WaiterConfig=FAST)
+    before = ecr.describe_image_scan_findings(repositoryName=REF.name, imageId={"imageTag": "v1"})
+    assert not any(f["name"] == "CVE-2099-0001" for f in before["imageScanFindings"]["findings"])
+    manifest = json.loads(server.registry.manifests.get(REF, digest).payload)
+    server.registry.ctx.storage.delete(blob_path(manifest["layers"][0]["digest"]))  # no layer to read any more
+    record = {"id": "DEBIAN-CVE-2099-0001", "aliases": ["CVE-2099-0001"], "modified": "2026-12-01T00:00:00Z",
+              "affected": [{"package": {"ecosystem": "Debian:12", "name": "bash"},
+                            "ranges": [{"type": "ECOSYSTEM", "events": [{"introduced": "0"}, {"fixed": "5.2.15-3"}]}]}]}
+    (tmp_path / "new.json").write_text(json.dumps(record))
+    common = ["--data-dir", str(settings.data_dir), "--database-url", settings.effective_database_url]
+    assert main(["vulndb", "import", *common, str(tmp_path / "new.json")]) == 0
+    assert "re-matched 1 completed scan(s)" in capsys.readouterr().out
+    after = ecr.describe_image_scan_findings(repositoryName=REF.name, imageId={"imageTag": "v1"}, maxResults=1000)
+    names = {f["name"] for f in after["imageScanFindings"]["findings"]}
+    assert "CVE-2099-0001" in names
+    assert len(after["imageScanFindings"]["findings"]) == len(before["imageScanFindings"]["findings"]) + 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import asdict
 from datetime import UTC, datetime
@@ -18,6 +19,8 @@ def add_parsers(sub, common: Callable, settings: Callable) -> None:
     imp = vulndb_sub.add_parser("import", help="import OSV JSON (files, directories, all.zip) and Alpine secdb YAML")
     common(imp)
     imp.add_argument("paths", nargs="+", metavar="PATH")
+    imp.add_argument("--no-rescan", dest="rescan", action="store_false",
+                     help="do not re-match completed scans against the new data (default: re-match them)")
     imp.set_defaults(func=lambda args: cmd_vulndb_import(args, settings(args)))
     st = vulndb_sub.add_parser("status", help="advisory sources: records, withdrawn, newest record, last import")
     common(st)
@@ -60,6 +63,18 @@ def cmd_vulndb_import(args: argparse.Namespace, settings) -> int:
         db.dispose()
     print(f"vulndb: imported {result.records} advisories ({result.withdrawn} withdrawn, {result.packages} "
           f"affected packages) in {result.seconds:.1f}s")
+    if args.rescan:
+        from soko.registry import Registry
+        from soko.scan.scans import Scans
+
+        registry = Registry.open(settings)
+        try:
+            started = time.monotonic()
+            updated, left = Scans(registry).rescan_stored()
+        finally:
+            registry.close()
+        print(f"vulndb: re-matched {updated} completed scan(s) from their stored inventories in "
+              f"{time.monotonic() - started:.1f}s" + (f"; {left} need a new scan (older inventory)" if left else ""))
     return 0
 
 

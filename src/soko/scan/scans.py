@@ -120,6 +120,35 @@ class Scans:
                 tx.emit(image_scan(ref.account_id, self.ctx.settings.region, ref.name, digest, tags_now,
                                    event_status, counts))
 
+    def rescan_stored(self) -> tuple[int, int]:
+        """Match every completed scan's stored inventory again (after an advisory import): findings appear and
+        disappear without reading a layer. Scans whose inventory is not stored in this version's form are left as
+        they are (a StartImageScan after 24 hours rebuilds them). Returns (scans updated, scans left)."""
+        t = image_scans.c
+        with self.ctx.db.read() as conn:
+            rows = conn.execute(sa.select(t.id, t.manifest_digest).where(t.status == COMPLETE)
+                                .order_by(t.id)).all()
+            source_updated = conn.execute(sa.select(sa.func.max(advisories.c.imported_at))).scalar()
+        inventories = Inventories(self.registry)
+        by_digest: dict[str, list[dict] | None] = {}
+        updated = left = 0
+        for row in rows:
+            if row.manifest_digest not in by_digest:
+                inventory = inventories.stored(row.manifest_digest)
+                by_digest[row.manifest_digest] = (None if inventory is None else
+                                                  [_render(f) for f in matcher.match(self.ctx.db, inventory)])
+            findings = by_digest[row.manifest_digest]
+            if findings is None:
+                left += 1
+                continue
+            counts = dict(Counter(f["severity"] for f in findings))
+            with self.ctx.transaction() as tx:
+                tx.conn.execute(sa.update(image_scans).where(t.id == row.id, t.status == COMPLETE).values(
+                    counts=json.dumps(counts), findings=json.dumps(findings),
+                    source_updated_at=source_updated or tx.now))
+            updated += 1
+        return updated, left
+
     # ---- answers -----------------------------------------------------------------------------------------------
     def get(self, ref: RepoRef, digest: str) -> Scan | None:
         with self.ctx.db.read() as conn:
