@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from soko.jobs.runner import JobKind, stopping
 from soko.registry import Registry, outbox
+from soko.registry.lifecycle_store import PREVIEW_JOB
 
 
 def registry_jobs(registry: Registry) -> list[JobKind]:
@@ -61,6 +62,8 @@ def registry_jobs(registry: Registry) -> list[JobKind]:
         JobKind("gc_sweep", gc_sweep, max(settings.gc_interval, 86400.0) if settings.gc_interval > 0 else 0),
         JobKind("event_retention", event_retention, 3600 if settings.event_retention > 0 else 0),
         JobKind("lifecycle", lifecycle, settings.lifecycle_interval),
+        # one-shot, keyed by repository id: queued by StartLifecyclePolicyPreview, like scans
+        JobKind(PREVIEW_JOB, registry.lifecycle.run_preview_job, 10 * 365 * 86400.0, concurrency=2, keys=()),
         JobKind("upload_expiry", upload_expiry, min(settings.upload_expiry / 4, 600) or 1),
         # Samples start at once: GB-month accrual needs one before the first interval ends.
         JobKind(

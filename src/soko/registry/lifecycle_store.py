@@ -3,9 +3,12 @@
 Policies are validated with :func:`soko.lifecycle.parse_lifecycle_policy` and stored verbatim (GetLifecyclePolicy
 returns exactly the text that was put). A preview runs the same evaluator as the real lifecycle run
 (:func:`soko.lifecycle.preview`), asynchronously: StartLifecyclePolicyPreview claims the repository's single
-``lifecycle_previews`` row (status IN_PROGRESS) in a write transaction — a second start while it runs is refused —
-and a background thread evaluates the repository's images and stores the results (COMPLETE) or the error (FAILED).
-A preview left IN_PROGRESS by a process that died is considered abandoned after ``STALE_AFTER`` seconds.
+``lifecycle_previews`` row (status IN_PROGRESS) and queues a ``lifecycle_preview`` leased job (``soko.jobs``, key =
+the repository id) in one write transaction — a second start while it runs is refused. Whichever serving process
+takes the job evaluates the repository's images and stores the results (COMPLETE) or the error (FAILED); a process
+that dies mid-preview loses the job's lease and another one runs it again, so GetLifecyclePolicyPreview answers
+IN_PROGRESS until it is done. A start may replace a preview IN_PROGRESS for ``STALE_AFTER`` seconds (no process
+runs jobs, e.g.).
 
 :func:`image_records` builds the evaluator's input from the database, including which indexes reference each image
 (``manifest_children``) and each referrer's subject (``subject_digest``); the lifecycle runner uses it too.
@@ -15,7 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -33,6 +36,7 @@ if TYPE_CHECKING:  # the Registry composes this service
 
 log = logging.getLogger("soko.lifecycle")
 STALE_AFTER = 600.0
+PREVIEW_JOB = "lifecycle_preview"
 IN_PROGRESS, COMPLETE, FAILED = "IN_PROGRESS", "COMPLETE", "FAILED"
 
 
@@ -128,7 +132,6 @@ class LifecycleStore:
         self.registry = registry
         self.ctx = registry.ctx
         self.repositories = registry.repositories
-        self._threads: dict[int, threading.Thread] = {}
 
     # ---- policies ---------------------------------------------------------------------------------------------
     def put(self, ref: RepoRef, text: str) -> StoredPolicy:
@@ -171,8 +174,10 @@ class LifecycleStore:
         return StoredPolicy(row.policy_text, row.last_evaluated_at)
 
     # ---- previews ---------------------------------------------------------------------------------------------
-    def start_preview(self, ref: RepoRef, text: str | None = None, *, wait: bool = False) -> str:
-        """Claim the repository's preview slot and evaluate in the background; returns the policy text used."""
+    def start_preview(self, ref: RepoRef, text: str | None = None) -> str:
+        """Claim the repository's preview slot and queue its evaluation (a leased job); returns the policy text."""
+        from soko.jobs.runner import enqueue  # (soko.jobs composes the registry's jobs)
+
         now = self.ctx.clock()
         with self.ctx.write() as conn:
             repo_id = self.repositories.id_for(conn, ref)
@@ -203,14 +208,24 @@ class LifecycleStore:
                     .where(lifecycle_previews.c.repository_id == repo_id)
                     .values(created_at=now, **values)
                 )
-        thread = threading.Thread(
-            target=self._run_preview, args=(repo_id, text, now), name=f"lifecycle-preview-{repo_id}", daemon=True
-        )
-        self._threads[repo_id] = thread
-        thread.start()
-        if wait:
-            thread.join()
+            # Due at once (the runner's wall clock), once this commits; run again if its process dies.
+            enqueue(self.ctx.db, conn, PREVIEW_JOB, str(repo_id), time.time())
         return text
+
+    def run_preview_job(self, key: str) -> str | None:
+        """The ``lifecycle_preview`` job: evaluate repository ``key``'s preview if it is still IN_PROGRESS."""
+        repo_id = int(key)
+        with self.ctx.db.read() as conn:
+            previews = lifecycle_previews.c
+            row = conn.execute(
+                sa.select(previews.status, previews.policy_text, previews.created_at).where(
+                    previews.repository_id == repo_id
+                )
+            ).first()
+        if row is None or row.status != IN_PROGRESS:
+            return None  # done already, or the repository was deleted
+        self._run_preview(repo_id, row.policy_text, row.created_at)
+        return f"lifecycle preview of repository {repo_id} evaluated"
 
     def _run_preview(self, repo_id: int, text: str, started: float) -> None:
         try:
@@ -238,8 +253,6 @@ class LifecycleStore:
         except Exception as exc:  # the preview fails visibly (status FAILED), never silently
             log.exception("lifecycle preview of repository %s failed", repo_id)
             self._finish(repo_id, started, FAILED, None, f"{type(exc).__name__}: {exc}")
-        finally:
-            self._threads.pop(repo_id, None)
 
     def _finish(self, repo_id: int, started: float, status: str, payload: str | None, failure: str | None) -> None:
         with self.ctx.write() as conn:
@@ -262,7 +275,5 @@ class LifecycleStore:
                 f"'{ref.account_id}'; start one with StartLifecyclePolicyPreview"
             )
         status = row.status
-        if status == IN_PROGRESS and self.ctx.clock() - row.updated_at >= STALE_AFTER:
-            status = FAILED
         data = json.loads(row.results) if row.results else {}
         return PreviewState(status, row.policy_text, data.get("results", []), data.get("summary"), row.failure)
