@@ -170,3 +170,17 @@ def test_an_advisory_import_rematches_completed_scans_without_layers(server, ecr
     names = {f["name"] for f in after["imageScanFindings"]["findings"]}
     assert "CVE-2099-0001" in names
     assert len(after["imageScanFindings"]["findings"]) == len(before["imageScanFindings"]["findings"]) + 1
+
+
+def test_deleting_an_image_drops_its_scan(server, ecr, advisories):
+    digest = push(server.registry, [gz(DEBIAN)], "v1", ref=REF)
+    ecr.start_image_scan(repositoryName=REF.name, imageId={"imageTag": "v1"})
+    ecr.get_waiter("image_scan_complete").wait(repositoryName=REF.name, imageId={"imageTag": "v1"},
+                                               WaiterConfig=FAST)
+    ecr.batch_delete_image(repositoryName=REF.name, imageIds=[{"imageDigest": digest}])
+    push(server.registry, [gz(DEBIAN)], "v1", ref=REF)  # the same image again: no stale findings, no quota
+    with pytest.raises(ClientError) as exc:
+        ecr.describe_image_scan_findings(repositoryName=REF.name, imageId={"imageTag": "v1"})
+    assert exc.value.response["Error"]["Code"] == "ScanNotFoundException"
+    assert ecr.start_image_scan(repositoryName=REF.name, imageId={"imageTag": "v1"})["imageScanStatus"][
+        "status"] == "IN_PROGRESS"

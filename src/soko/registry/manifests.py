@@ -423,6 +423,11 @@ class Manifests:
             sa.select(manifest_blobs.c.digest).where(manifest_blobs.c.manifest_id == manifest_id)
         ).scalars()
         tx.review_links(repo_id, blob_digests, "manifest-delete")
+        from soko.scan import queue  # its scan goes with it
+
+        digest = tx.conn.execute(sa.select(manifests.c.digest).where(manifests.c.id == manifest_id)).scalar()
+        if digest is not None:
+            queue.forget(tx, repo_id, digest)
         tx.conn.execute(sa.delete(manifests).where(manifests.c.id == manifest_id))
 
     @staticmethod

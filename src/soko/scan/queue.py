@@ -8,7 +8,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from soko.jobs.runner import enqueue
-from soko.meta.schema import image_scans
+from soko.meta.schema import image_scans, jobs
 
 KIND = "scan"
 QUOTA_WINDOW = 24 * 3600  # ECR basic scanning: one scan per image per 24 hours (scan on push included)
@@ -37,3 +37,13 @@ def request(tx, repo_id: int, digest: str) -> bool:
         conn.execute(sa.update(image_scans).where(t.id == scan_id).values(**values))
     enqueue(tx.ctx.db, conn, KIND, str(scan_id), tx.now)
     return True
+
+
+def forget(tx, repo_id: int, digest: str) -> None:
+    """The image left the repository: its scan and any queued scan job go with it (as ECR drops an image's
+    findings), so a later push of the same image is scanned afresh."""
+    t = image_scans.c
+    for scan_id in tx.conn.execute(sa.select(t.id).where(t.repository_id == repo_id, t.manifest_digest == digest)
+                                   ).scalars().all():
+        tx.conn.execute(sa.delete(jobs).where(jobs.c.kind == KIND, jobs.c.key == str(scan_id)))
+        tx.conn.execute(sa.delete(image_scans).where(t.id == scan_id))
