@@ -8,6 +8,7 @@ scripts/bootstrap.sh --test
 
 status=0
 .venv/bin/ruff check src tests bench || status=$?
+.venv/bin/mypy || status=$?  # src/soko, as configured in pyproject.toml
 # pytest-xdist: 2 workers; tests marked xdist_group (e.g. the skopeo e2e suite) share one worker and so
 # one registry server and one set of built images.
 .venv/bin/pytest -n 2 --dist loadgroup -q "$@" || status=$?
