@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import time
+from concurrent.futures import wait
 
 import httpx
 import pytest
@@ -62,6 +63,7 @@ def test_resume_truncates_a_chunk_that_failed_half_way_across_parts(s3_driver): 
     writer.commit()
     failed = s3_driver.writer("uploads/u2/data", offset=100)
     failed.write(b"b" * (2 * PART_SIZE + 5))  # two full parts stored, then the "node" dies
+    wait(failed._pending)  # its PUTs in flight land before another node may take the upload's claim over
     resumed = s3_driver.writer("uploads/u2/data", offset=100)
     resumed.write(b"c" * 10)
     resumed.commit()

@@ -5,7 +5,11 @@ what the first one wrote. S3 has no append, so a file written through ``writer``
 is stored as *parts*, one object per piece at ``paths.part_path`` (``<path>~parts/<start offset, 16 hex digits>``):
 
 * a writer stores ``PART_SIZE`` bytes as one part whenever it buffers more than ``PART_SIZE + MIN_PART_SIZE``;
-  ``close``/``commit`` store the rest (up to 13 MiB) as one part. A later writer resuming at that offset takes the
+  ``close``/``commit`` store the rest (up to 13 MiB) as one part. Up to ``PARTS_IN_FLIGHT`` parts of a writer are
+  stored at once, in the background, while the body keeps coming (memory stays bounded: the buffer plus those
+  parts); ``close``/``commit`` return only once every part is stored, and a writer that fails waits for all its
+  parts in flight before it raises, so nothing lands after it. A part stored out of order by a failed writer
+  starts past the recorded offset, which the next writer deletes. A later writer resuming at that offset takes the
   last part back into its buffer only when it is shorter than ``MIN_PART_SIZE``, so every part but the last holds
   at least 5 MiB — which is what S3's multipart copy needs — and a chunk of 5 MiB or more (every ECR layer part
   but the last) is appended as parts without reading anything back;
@@ -23,8 +27,11 @@ from __future__ import annotations
 
 import functools
 import io
+import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import BinaryIO
 from urllib.parse import parse_qs, urlsplit
@@ -48,6 +55,8 @@ from soko.storage.base import (
 
 PART_SIZE = 8 << 20  # what a writer stores at a time while more keeps coming
 MIN_PART_SIZE = 5 << 20  # S3's minimum for every multipart part but the last
+PARTS_IN_FLIGHT = 2  # per writer: a PUT overlaps reading the body without holding more than 2 parts in memory
+PART_THREADS = 16  # per driver, shared by its writers
 COPY_PART_SIZE = 1 << 30  # a plain object larger than S3's 5 GB single-copy limit is copied in 1 GiB pieces
 SINGLE_COPY_LIMIT = 5 * 10**9
 _PARTS = paths.PARTS
@@ -179,6 +188,8 @@ class _PartWriter(FileWriter):
         self._key = key
         self._buffer = bytearray()
         self._closed = False
+        self._pending: deque[Future] = deque()  # parts being stored, oldest first
+        self._failed: BaseException | None = None
         parts = driver._parts(key)
         held = parts[-1][0] + parts[-1][1] if parts else driver._plain_size(key)
         if held is None:
@@ -221,9 +232,25 @@ class _PartWriter(FileWriter):
 
     def _store_buffer(self, length: int | None = None) -> None:
         length = len(self._buffer) if length is None else length
-        self._driver._put(self._driver._part_key(self._key, self._start), bytes(self._buffer[:length]))
+        self._wait(PARTS_IN_FLIGHT - 1)
+        key = self._driver._part_key(self._key, self._start)
+        self._pending.append(self._driver._pool().submit(self._driver._put, key, bytes(self._buffer[:length])))
         self._start += length
         del self._buffer[:length]
+
+    def _wait(self, in_flight: int = 0) -> None:
+        """Wait until at most ``in_flight`` parts are being stored. A part that failed fails every later call: after
+        waiting for all the others, so that no PUT of this writer lands once it has given up."""
+        if self._failed is not None:
+            raise StorageUnreachable(f"an earlier part of {self._key} was not stored: {self._failed}")
+        try:
+            while len(self._pending) > in_flight:
+                self._pending.popleft().result()
+        except BaseException as exc:
+            self._failed = exc
+            wait(self._pending)
+            self._pending.clear()
+            raise
 
     @property
     def size(self) -> int:
@@ -239,11 +266,14 @@ class _PartWriter(FileWriter):
         self._closed = True
         if self._buffer or self._size == 0:  # an empty file is one empty part, so it exists
             self._store_buffer()
+        self._wait()  # durable: every part is stored
 
     @_unreachable_on_failure
     def cancel(self) -> None:
         self._closed = True
         self._buffer.clear()
+        wait(self._pending)  # none may land after the delete
+        self._pending.clear()
         self._driver._delete_prefix(self._key + _PARTS)
 
 
@@ -272,6 +302,15 @@ class S3Driver(StorageDriver):
                 ),
             )
         self.client = client
+        self._executor: ThreadPoolExecutor | None = None
+        self._executor_lock = threading.Lock()
+
+    def _pool(self) -> ThreadPoolExecutor:
+        """Threads that store writers' parts (botocore clients are thread-safe), made on first use."""
+        with self._executor_lock:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(PART_THREADS, thread_name_prefix="s3-part")
+            return self._executor
 
     @property
     def capabilities(self) -> Capabilities:
