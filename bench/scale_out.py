@@ -129,6 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="2 rounds, 3 s loads, 32 MiB blobs")
     parser.add_argument("--rounds", type=int, default=None)
+    parser.add_argument("--push-only", action="store_true", help="only the blob push rows (Soko vs Distribution)")
+    parser.add_argument("--baseline-src", metavar="DIR", help="also push through a Soko node running the code in "
+                        "DIR (e.g. `git archive main src | tar -x -C DIR`): before/after paired in one run")
     parser.add_argument("--output", default=str(REPO / "bench" / "results" / "scale_out.json"))
     args = parser.parse_args(argv)
     rounds = args.rounds or (2 if args.quick else 3)
@@ -160,6 +163,11 @@ def main(argv: list[str] | None = None) -> int:
                 range(3)))
         for server in (*proxied, *redirect):
             stack.callback(server.stop)
+        baseline = None
+        if args.baseline_src:
+            src = str(Path(args.baseline_src).resolve() / "src")
+            baseline = start_soko(workdir / "baseline", env={**env, "PYTHONPATH": src})
+            stack.callback(baseline.stop)
         distribution = start_distribution(workdir / "distribution", s3={
             "bucket": "distribution-bench", "regionendpoint": endpoint, "accesskey": key, "secretkey": secret,
             "chunksize": str(chunk_mib * MiB)})
@@ -176,23 +184,26 @@ def main(argv: list[str] | None = None) -> int:
 
         for round_no in range(rounds):
             log(f"round {round_no + 1}/{rounds} (load {loadavg()})")
-            variants = [("1 node", [proxied[0]] * 3), ("3 nodes", proxied)]
-            for name, nodes in variants[round_no % 2:] + variants[:round_no % 2]:
-                r = wrk_spread(nodes, duration)
-                results["manifest GET by tag, 64 conns (wrk) | req/s"][name].append(r.rps)
-                results["manifest GET p99 latency | ms"][name].append(r.p99_ms)
-                results["manifest GET server CPU per request | µs"][name].append(r.cpu_us_per_request)
-                if r.errors:
-                    log(f"{name}: {r.errors} errors")
-            r = wrk_spread(redirect, duration, f"/v2/bench/pull/blobs/{pull_blob.digest}")
-            results["blob GET answered 307 by 3 nodes, 64 conns (wrk) | req/s"]["redirect"].append(r.rps)
-            results["blob GET 307 server CPU per request | µs"]["redirect"].append(r.cpu_us_per_request)
-            pulls = [("proxied", proxied), ("redirect", redirect)]
-            for name, nodes in pulls[round_no % 2:] + pulls[:round_no % 2]:
-                mbps, cpu_ms = concurrent_pulls(nodes, "bench/pull", pull_blob)
-                results[f"{PULLS} concurrent blob pulls ({pull_mib} MiB), 3 nodes | MB/s"][name].append(mbps)
-                results["Soko CPU per pull | ms"][name].append(cpu_ms)
+            if not args.push_only:
+                variants = [("1 node", [proxied[0]] * 3), ("3 nodes", proxied)]
+                for name, nodes in variants[round_no % 2:] + variants[:round_no % 2]:
+                    r = wrk_spread(nodes, duration)
+                    results["manifest GET by tag, 64 conns (wrk) | req/s"][name].append(r.rps)
+                    results["manifest GET p99 latency | ms"][name].append(r.p99_ms)
+                    results["manifest GET server CPU per request | µs"][name].append(r.cpu_us_per_request)
+                    if r.errors:
+                        log(f"{name}: {r.errors} errors")
+                r = wrk_spread(redirect, duration, f"/v2/bench/pull/blobs/{pull_blob.digest}")
+                results["blob GET answered 307 by 3 nodes, 64 conns (wrk) | req/s"]["redirect"].append(r.rps)
+                results["blob GET 307 server CPU per request | µs"]["redirect"].append(r.cpu_us_per_request)
+                pulls = [("proxied", proxied), ("redirect", redirect)]
+                for name, nodes in pulls[round_no % 2:] + pulls[:round_no % 2]:
+                    mbps, cpu_ms = concurrent_pulls(nodes, "bench/pull", pull_blob)
+                    results[f"{PULLS} concurrent blob pulls ({pull_mib} MiB), 3 nodes | MB/s"][name].append(mbps)
+                    results["Soko CPU per pull | ms"][name].append(cpu_ms)
             pushers = [("soko", proxied[0]), ("distribution", distribution)]
+            if baseline is not None:
+                pushers.append(("soko baseline", baseline))
             for name, server in pushers[round_no % 2:] + pushers[:round_no % 2]:
                 t = ops.Target(server.host, server.auth_header())
                 mono = ops.make_blob_file(workdir / "mono.bin", base[:push_mib * MiB], f"mono-{name}-{round_no}")
