@@ -53,7 +53,7 @@ def registry_jobs(registry: Registry) -> list[JobKind]:
         return f"pruned {count} event(s) older than the retention" if count else None
 
     return [
-        # one-shot, keyed by image_scans row: queued by StartImageScan or a push (soko.jobs.runner.enqueue); the
+        # one-shot, keyed by image_scans row: queued by StartImageScan or a push (soko.kernel.job_queue.enqueue); the
         # interval only keeps a finished scan from running again, a new request makes it due at once
         JobKind(SCAN, scans.run, 10 * 365 * 86400.0, concurrency=1, lease=120.0, keys=()),
         JobKind("gc_review", gc_review, settings.gc_interval),

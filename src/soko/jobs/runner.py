@@ -289,13 +289,6 @@ class JobRunner:
             )
 
 
-def enqueue(db, conn: sa.Connection, kind: str, key: str, now: float) -> None:
-    """Make job ``kind``/``key`` due now, in the caller's transaction (a one-shot job of a keyed kind, e.g. a scan):
-    it runs once the transaction commits, on whichever process takes it first, and again if that process dies."""
-    conn.execute(db.insert_ignore(jobs).values(kind=kind, key=key, next_run=now))
-    conn.execute(sa.update(jobs).where(jobs.c.kind == kind, jobs.c.key == key).values(next_run=now, attempts=0))
-
-
 def job_table(ctx) -> list[dict]:
     """Every job row, for ``soko jobs`` and ``/metrics``."""
     with ctx.db.read() as conn:

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 import sqlalchemy as sa
 
 from soko.errors import SokoError
+from soko.kernel.job_queue import enqueue
 from soko.lifecycle import ImageRecord, LifecyclePolicyError, parse_lifecycle_policy, preview
 from soko.meta.schema import lifecycle_policies, lifecycle_previews, manifest_children, manifests, tags
 from soko.registry.capabilities import require_expire_actions_only
@@ -176,8 +177,6 @@ class LifecycleStore:
     # ---- previews ---------------------------------------------------------------------------------------------
     def start_preview(self, ref: RepoRef, text: str | None = None) -> str:
         """Claim the repository's preview slot and queue its evaluation (a leased job); returns the policy text."""
-        from soko.jobs.runner import enqueue  # (soko.jobs composes the registry's jobs)
-
         now = self.ctx.clock()
         with self.ctx.write() as conn:
             repo_id = self.repositories.id_for(conn, ref)

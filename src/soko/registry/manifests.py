@@ -22,6 +22,7 @@ from soko.errors import (
     TagImmutable,
     TooLarge,
 )
+from soko.kernel import scan_queue
 from soko.kernel.context import DomainContext
 from soko.kernel.events import image_action, lifecycle_expiry
 from soko.kernel.unit_of_work import UnitOfWork
@@ -143,12 +144,10 @@ class Manifests:
     def _scan_on_push(tx: UnitOfWork, repo_id: int, digest: str, parsed: ParsedManifest) -> None:
         """A new image in a repository with scanOnPush: queue its scan in this transaction (the scan runs later, as
         a leased job; within 24 hours of the image's last scan nothing is queued, as ECR counts it)."""
-        from soko.scan import queue
-
-        if parsed.is_index or parsed.config is None or parsed.config.media_type not in queue.IMAGE_CONFIGS:
+        if parsed.is_index or parsed.config is None or parsed.config.media_type not in scan_queue.IMAGE_CONFIGS:
             return
         if tx.conn.execute(sa.select(repos.c.scan_on_push).where(repos.c.id == repo_id)).scalar():
-            queue.request(tx, repo_id, digest)
+            scan_queue.request(tx, repo_id, digest)
 
     def _check_references(self, conn: sa.Connection, ref: RepoRef, repo_id: int, parsed: ParsedManifest) -> int:
         """Every referenced blob and child must be in the repository; returns the image size."""
@@ -423,11 +422,9 @@ class Manifests:
             sa.select(manifest_blobs.c.digest).where(manifest_blobs.c.manifest_id == manifest_id)
         ).scalars()
         tx.review_links(repo_id, blob_digests, "manifest-delete")
-        from soko.scan import queue  # its scan goes with it
-
         digest = tx.conn.execute(sa.select(manifests.c.digest).where(manifests.c.id == manifest_id)).scalar()
         if digest is not None:
-            queue.forget(tx, repo_id, digest)
+            scan_queue.forget(tx, repo_id, digest)  # its scan goes with it
         tx.conn.execute(sa.delete(manifests).where(manifests.c.id == manifest_id))
 
     @staticmethod

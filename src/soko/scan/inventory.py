@@ -10,6 +10,7 @@ import time
 
 import sqlalchemy as sa
 
+from soko.kernel.scan_queue import IMAGE_CONFIGS
 from soko.meta.schema import image_inventories
 from soko.registry import Registry
 from soko.registry.manifest_format import Descriptor, parse_manifest
@@ -17,7 +18,6 @@ from soko.registry.models import RepoRef
 from soko.scan import catalogers
 from soko.scan.limits import ImageUnreadable, Limits
 from soko.scan.model import INVENTORY_VERSION, ImageInventory
-from soko.scan.queue import IMAGE_CONFIGS
 from soko.scan.rootfs import RootFS
 
 log = logging.getLogger(__name__)

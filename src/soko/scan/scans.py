@@ -17,13 +17,13 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from soko.errors import LimitExceeded, ManifestUnknown, RepositoryNotFound, Unsupported
+from soko.kernel import scan_queue as queue
 from soko.kernel.events import image_scan
 from soko.meta.schema import advisories, image_scans, jobs, manifests, tags
 from soko.meta.schema import repositories as repos
 from soko.registry import Registry
 from soko.registry.media_types import INDEXES
 from soko.registry.models import RepoRef
-from soko.scan import queue
 from soko.scan.inventory import COMPLETE, Inventories
 from soko.scan.vulndb import matcher
 

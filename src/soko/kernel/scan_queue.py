@@ -1,13 +1,13 @@
 """Queueing a scan: the ``image_scans`` row set IN_PROGRESS and its leased ``scan`` job made due, in the caller's
-transaction. A leaf module (schema and jobs only), so the domain's push path can call it without depending on the
-rest of the scanner: scan on push adds two rows to the push's transaction and nothing else, so it never slows a
-push by the scan itself."""
+transaction, and their removal when the image goes. In the kernel (it imports only the schema), so the domain's
+push and delete paths call it without importing ``soko.scan``, which builds on the domain: scan on push adds two
+rows to the push's transaction and nothing else, so it never slows a push by the scan itself."""
 
 from __future__ import annotations
 
 import sqlalchemy as sa
 
-from soko.jobs.runner import enqueue
+from soko.kernel.job_queue import enqueue
 from soko.meta.schema import image_scans, jobs
 
 KIND = "scan"
