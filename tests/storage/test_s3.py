@@ -3,14 +3,17 @@ let another node resume an upload, server-side assembly of big uploads, and list
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
+from collections.abc import Iterator
 from concurrent.futures import wait
 
 import httpx
 import pytest
 
 from soko.storage import PathNotFound
+from soko.storage.paths import blob_path, trash_path
 from soko.storage.s3 import MIN_PART_SIZE, PART_SIZE, S3Driver, S3Location
 from tests.s3 import S3Server, moto, rgw, s3_driver, s3_server  # noqa: F401 - fixtures
 from tests.storage.driver_suite import DriverSuite
@@ -151,3 +154,47 @@ def test_a_presigned_url_is_reused_for_a_tenth_of_its_expiry(s3_server):  # noqa
     time.sleep(1.1)  # past the reuse window, and a new signing second
     renewed = driver.redirect_url("blobs/sha256/cc/cc33")
     assert renewed != first and httpx.get(renewed).content == b"content"
+
+
+@contextlib.contextmanager
+def _requests(driver: S3Driver) -> Iterator[list[str]]:
+    """The S3 operations sent inside the block, one per HTTP attempt (retries included)."""
+    sent: list[str] = []
+
+    def record(event_name: str, **_) -> None:
+        sent.append(event_name.rsplit(".", 1)[1])
+
+    events = driver.client.meta.events
+    events.register("before-send.s3", record)
+    try:
+        yield sent
+    finally:
+        events.unregister("before-send.s3", record)
+
+
+def test_deleting_a_blob_costs_a_head_and_one_delete(s3_driver):  # noqa: F811
+    blob = blob_path("sha256:" + "ab" * 32)
+    s3_driver.put_content(blob, b"x")
+    with _requests(s3_driver) as sent:
+        s3_driver.delete(blob)
+    assert sent == ["HeadObject", "DeleteObject"]
+    with _requests(s3_driver) as sent, pytest.raises(PathNotFound):  # the contract: a missing path says so
+        s3_driver.delete(blob)
+    assert sent == ["HeadObject"]
+    trashed = trash_path("sha256:" + "cd" * 32)
+    s3_driver.put_content(trashed, b"x")
+    with _requests(s3_driver) as sent:
+        s3_driver.delete(trashed)
+    assert sent == ["HeadObject", "DeleteObject"]
+    assert list(s3_driver.walk("")) == []
+
+
+def test_deleting_an_upload_costs_one_listing_and_one_batch_delete(s3_driver):  # noqa: F811
+    s3_driver.put_content("uploads/u2/data", b"x")
+    writer = s3_driver.writer("uploads/u2/big")
+    writer.write(os.urandom(PART_SIZE + 1000))
+    writer.close()  # leaves parts behind, as an upload in flight does
+    with _requests(s3_driver) as sent:
+        s3_driver.delete("uploads/u2")
+    assert sent == ["ListObjectsV2", "DeleteObjects"]
+    assert list(s3_driver.walk("")) == []

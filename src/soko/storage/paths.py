@@ -54,6 +54,13 @@ def trash_digest(path: str) -> str:
     return path.rsplit("/", 1)[-1].replace("-", ":", 1)
 
 
+def whole_object(path: str) -> bool:
+    """Whether ``path`` (a blob's or a trashed blob's) can only be one whole object: content reaches it by a move,
+    which always stores one, and nothing lives below it, so deleting it needs no listing."""
+    parts = path.split("/")
+    return blob_digest(path) is not None or (len(parts) == 2 and parts[0] == TRASH)
+
+
 def part_path(path: str, start: int) -> str:
     """The part of ``path`` that starts at byte ``start``."""
     return f"{path}{PARTS}{start:016x}"

@@ -588,11 +588,18 @@ class S3Driver(StorageDriver):
     @_unreachable_on_failure
     def delete(self, path: str) -> None:
         key = self._key(path)
-        removed = 0
-        if self._head(key) is not None:
-            self._delete_keys([key])
-            removed = 1
-        removed += self._delete_prefix(key + "/")
-        removed += self._delete_prefix(key + _PARTS)
-        if not removed:
+        if paths.whole_object(path):  # GC's deletes: a HEAD (DeleteObject cannot say it found nothing) + a DELETE
+            if self._head(key) is None:
+                raise PathNotFound(path)
+            self.client.delete_object(Bucket=self.location.bucket, Key=key)
+            return
+        # Anything else may be a file, a file kept as parts or a prefix: one listing finds all three.
+        keys = [
+            item["Key"]
+            for page in self._list(key)
+            for item in page.get("Contents", [])
+            if item["Key"] == key or item["Key"].startswith((key + "/", key + _PARTS))
+        ]
+        if not keys:
             raise PathNotFound(path)
+        self._delete_keys(keys)
