@@ -202,3 +202,35 @@ def test_go_build_info_of_a_hand_made_binary(registry):
         ("example.com/x", "v1.0.0", "bin/x"), ("github.com/fork/b", "v0.1.1", "bin/x"),
         ("golang.org/x/net", "(devel)", "bin/x"), ("stdlib", "1.22.5", "bin/x")]
     assert {p.purl for p in inv.packages} >= {"pkg:golang/github.com/fork/b@v0.1.1", "pkg:golang/stdlib@1.22.5"}
+
+
+def test_an_inventory_lives_as_long_as_a_repository_holds_its_image(registry):
+    """Inventories are keyed by digest alone, shared by every repository holding the image: deleting the image from
+    one repository keeps it, deleting it from the last one (or deleting that repository) drops it in the same
+    transaction, and a re-push is inventoried afresh."""
+    other = RepoRef(REF.account_id, "scan/other")
+    layer = gz(tar([*OS_RELEASE, ("var/lib/dpkg/status", status(stanza("bash", "5.2-2")))]))
+    digest = push(registry, [layer], "v1")
+    push(registry, [layer], "v1", ref=other)
+    inventories = Inventories(registry)
+    assert inventories.image(REF, digest).status == COMPLETE
+    assert inventories.stored(digest) is not None
+
+    registry.manifests.delete(REF, "v1", drop_untagged=True)  # BatchDeleteImage by its last tag
+    assert inventories.stored(digest) is not None  # still in scan/other
+    registry.manifests.delete(other, digest)
+    assert inventories.stored(digest) is None
+    push(registry, [layer], "v1")
+    built = inventories.image(REF, digest)
+    assert built.status == COMPLETE and "bash" in packages(built, "deb")
+    registry.manifests.delete(REF, digest)
+    inventories._store(built)  # a scan that read the image before it went stores nothing
+    assert inventories.stored(digest) is None
+
+    push(registry, [layer], "v1")
+    push(registry, [layer], "v1", ref=other)
+    inventories.image(REF, digest)
+    registry.repositories.delete(REF, force=True)
+    assert inventories.stored(digest) is not None  # scan/other still holds it
+    registry.repositories.delete(other, force=True)
+    assert inventories.stored(digest) is None

@@ -1,14 +1,15 @@
 """Queueing a scan: the ``image_scans`` row set IN_PROGRESS and its leased ``scan`` job made due, in the caller's
-transaction, and their removal when the image goes. In the kernel (it imports only the schema), so the domain's
-push and delete paths call it without importing ``soko.scan``, which builds on the domain: scan on push adds two
-rows to the push's transaction and nothing else, so it never slows a push by the scan itself."""
+transaction, and their removal (with the image's inventory once no repository holds it) when the image goes. In
+the kernel (it imports only the schema), so the domain's push and delete paths call it without importing
+``soko.scan``, which builds on the domain: scan on push adds two rows to the push's transaction and nothing else,
+so it never slows a push by the scan itself."""
 
 from __future__ import annotations
 
 import sqlalchemy as sa
 
 from soko.kernel.job_queue import enqueue
-from soko.meta.schema import image_scans, jobs
+from soko.meta.schema import image_inventories, image_scans, jobs, manifests
 
 KIND = "scan"
 QUOTA_WINDOW = 24 * 3600  # ECR basic scanning: one scan per image per 24 hours (scan on push included)
@@ -40,10 +41,24 @@ def request(tx, repo_id: int, digest: str) -> bool:
 
 
 def forget(tx, repo_id: int, digest: str) -> None:
-    """The image left the repository: its scan and any queued scan job go with it (as ECR drops an image's
-    findings), so a later push of the same image is scanned afresh."""
+    """The image left the repository (its manifest row is deleted already, in ``tx``): its scan and any queued scan
+    job go with it (as ECR drops an image's findings), so a later push of the same image is scanned afresh; so
+    does its inventory once no repository holds the image (inventories are keyed by digest alone), else
+    inventories would pile up for every image ever scanned."""
+    tx.conn.execute(sa.delete(image_inventories).where(image_inventories.c.manifest_digest == digest,
+                                                       ~sa.exists().where(manifests.c.digest == digest)))
     t = image_scans.c
     for scan_id in tx.conn.execute(sa.select(t.id).where(t.repository_id == repo_id, t.manifest_digest == digest)
                                    ).scalars().all():
         tx.conn.execute(sa.delete(jobs).where(jobs.c.kind == KIND, jobs.c.key == str(scan_id)))
         tx.conn.execute(sa.delete(image_scans).where(t.id == scan_id))
+
+
+def forget_repository(tx, repo_id: int) -> None:
+    """The repository is about to be deleted (its manifests and scans cascade): the inventories of its images that
+    no other repository holds go now, in the same transaction."""
+    other = manifests.alias("other")
+    held = sa.select(manifests.c.digest).where(manifests.c.repository_id == repo_id)
+    tx.conn.execute(sa.delete(image_inventories).where(
+        image_inventories.c.manifest_digest.in_(held),
+        ~sa.exists().where(other.c.digest == image_inventories.c.manifest_digest, other.c.repository_id != repo_id)))

@@ -423,9 +423,9 @@ class Manifests:
         ).scalars()
         tx.review_links(repo_id, blob_digests, "manifest-delete")
         digest = tx.conn.execute(sa.select(manifests.c.digest).where(manifests.c.id == manifest_id)).scalar()
-        if digest is not None:
-            scan_queue.forget(tx, repo_id, digest)  # its scan goes with it
         tx.conn.execute(sa.delete(manifests).where(manifests.c.id == manifest_id))
+        if digest is not None:
+            scan_queue.forget(tx, repo_id, digest)  # its scan (and its inventory, if no repository holds it) go too
 
     @staticmethod
     def _still_needed(conn: sa.Connection, repo_id: int, manifest_id: int, digest: str) -> bool:

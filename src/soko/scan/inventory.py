@@ -11,7 +11,7 @@ import time
 import sqlalchemy as sa
 
 from soko.kernel.scan_queue import IMAGE_CONFIGS
-from soko.meta.schema import image_inventories
+from soko.meta.schema import image_inventories, manifests
 from soko.registry import Registry
 from soko.registry.manifest_format import Descriptor, parse_manifest
 from soko.registry.models import RepoRef
@@ -115,6 +115,9 @@ class Inventories:
                   "created_at": self.registry.ctx.clock(), "document": inventory.to_json()}
         table = image_inventories
         with self.registry.ctx.write() as conn:
+            held = sa.select(manifests.c.id).where(manifests.c.digest == inventory.digest).limit(1)
+            if conn.execute(held).first() is None:
+                return  # deleted from every repository while it was read: a row stored now would never be deleted
             done = conn.execute(
                 sa.update(table).where(table.c.manifest_digest == inventory.digest).values(**values)
             ).rowcount

@@ -24,6 +24,7 @@ manifests = sa.Table(
     sa.Column("last_pulled_at", Timestamp, nullable=True),
     sa.UniqueConstraint("repository_id", "digest"),
     sa.Index(None, "repository_id", "subject_digest"),
+    sa.Index(None, "digest"),  # does any repository still hold this image (its inventory is kept while one does)
 )
 
 # Blobs (config and layers) a manifest references: what keeps them alive for GC.

@@ -1,5 +1,6 @@
 """Image inventories: the packages found in an image, keyed by its manifest digest (content-addressed, so one row
-serves every repository holding the image). Scans match advisories against these rows; layers are read once."""
+serves every repository holding the image). Scans match advisories against these rows; layers are read once. A row
+is deleted with the image's last manifest row (soko.kernel.scan_queue)."""
 
 from __future__ import annotations
 
