@@ -31,6 +31,11 @@ def _resolve(call: Call, image_id: dict) -> str:
     return detail.digest
 
 
+def _out_id(digest: str, image_id: dict) -> dict:
+    """The answer's imageId: the resolved digest, with the tag the caller named (if any)."""
+    return {"imageDigest": digest, **({"imageTag": image_id["imageTag"]} if image_id.get("imageTag") else {})}
+
+
 def _status(scan: Scan) -> dict:
     return {"status": scan.status, "description": scan.description}
 
@@ -53,10 +58,7 @@ def start_image_scan(call: Call) -> dict:
         digest, scan = Scans(call.api.registry).start(ref, image_id)
     except (DigestInvalid, TagInvalid) as exc:
         raise ServiceError("InvalidParameterException", f"Invalid parameter at 'imageId': {exc.message}") from None
-    out_id = {"imageDigest": digest}
-    if image_id.get("imageTag"):
-        out_id["imageTag"] = image_id["imageTag"]
-    return {"registryId": ref.account_id, "repositoryName": ref.name, "imageId": out_id,
+    return {"registryId": ref.account_id, "repositoryName": ref.name, "imageId": _out_id(digest, image_id),
             "imageScanStatus": _status(scan)}
 
 
@@ -72,10 +74,7 @@ def describe_image_scan_findings(call: Call) -> dict:
             f"Image scan does not exist for the image with '{render_image_id(image_id)}' in the repository with name "
             f"'{ref.name}' in the registry with id '{ref.account_id}'",
         )
-    out_id = {"imageDigest": digest}
-    if image_id.get("imageTag"):
-        out_id["imageTag"] = image_id["imageTag"]
-    out: dict = {"registryId": ref.account_id, "repositoryName": ref.name, "imageId": out_id,
+    out: dict = {"registryId": ref.account_id, "repositoryName": ref.name, "imageId": _out_id(digest, image_id),
                  "imageScanStatus": _status(scan)}
     if scan.status != "COMPLETE":
         return out
