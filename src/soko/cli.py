@@ -294,7 +294,7 @@ def cmd_jobs(args: argparse.Namespace) -> int:
         next_run = datetime.fromtimestamp(row["next_run"], UTC).strftime("%Y-%m-%d %H:%M:%S")
         lease = row["lease_until"]
         owner = f"{row['owner']} ({lease - now:.0f}s)" if row["owner"] and lease and lease > now else "-"
-        error = (row["last_error"] or "").splitlines()[0][:60] if row["last_error"] else ""
+        error = row["last_error"].splitlines()[0][:60] if row["last_error"] else ""
         print(f"{row['kind']:<14} {row['key'] or '-':<12} {next_run:<20} {owner:<40} {row['runs']:>6} "
               f"{row['failures']:>6} {error}")
     if not rows:
