@@ -134,12 +134,12 @@ class AwsFrontDoor:
                 self.audit_authn(principal.arn, "allow", f"SigV4 {verified.service}", context)
                 if is_json:
                     return await self._ecr(request, body, principal, context)
-                return await self._query(request, body, principal, context, verified, "query")
+                return await self._query(request, body, principal, context, verified)
         except BodyRefused as exc:  # the rest stays unread: rsgi says Connection: close (HTTP/1.1) with the answer
             if refused is not None:
                 return self._auth_failed(refused, b"", resolved_box, context, is_json)
             json_code, query_code, status = _BODY_ERRORS[exc.reason]
-            response = self._error(is_json, "query", json_code if is_json else query_code, exc.message, context, status)
+            response = self._error(is_json, json_code if is_json else query_code, exc.message, context, status)
             if exc.reason == "busy":
                 response = Response(response.status, {**response.headers, "Retry-After": "1"}, response.body)
             return response
@@ -186,7 +186,6 @@ class AwsFrontDoor:
         principal: Principal,
         context: RequestContext,
         verified: sigv4.Verified,
-        service: str,
     ) -> Response:
         service = verified.service
         if self.query is None:
@@ -239,9 +238,7 @@ class AwsFrontDoor:
             "application/x-amz-json-1.1",
         )
 
-    def _error(
-        self, is_json: bool, service: str, code: str, message: str, context: RequestContext, status: int
-    ) -> Response:
+    def _error(self, is_json: bool, code: str, message: str, context: RequestContext, status: int) -> Response:
         if is_json:
             return self._json_error(code, message, context, status)
         status, payload = query_protocol.error_response("iam", code, message, context.request_id, status=status)
