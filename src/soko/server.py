@@ -19,7 +19,7 @@ import sys
 from soko.config import Settings
 from soko.http.access_log import open_access_log
 from soko.http.forwarded import TrustedProxies
-from soko.http.listener import Listeners, connection_limit, raise_open_files_limit
+from soko.http.listener import BACKLOG, Listeners, connection_limit, raise_open_files_limit
 from soko.http.rsgi import RsgiApp
 from soko.http.runtime import shared_across_workers, worker_died
 from soko.http.supervisor import Supervisor
@@ -44,7 +44,7 @@ def bind(listen: str) -> socket.socket:
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
-    sock.listen(1024)
+    sock.listen(BACKLOG)
     sock.set_inheritable(True)
     return sock
 
