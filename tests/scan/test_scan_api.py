@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from botocore.exceptions import ClientError, WaiterError
 
 from soko.meta.schema import event_outbox, jobs
+from soko.registry.images import encode_token
 from soko.registry.models import RepoRef
 from soko.scan.vulndb import records, store
 from tests.scan.tars import gz, tar
@@ -66,6 +67,10 @@ def test_start_wait_describe_and_the_daily_quota(server, ecr, advisories):
                                             nextToken=page["nextToken"], maxResults=1000)
     assert page["imageScanFindings"]["findings"] + rest["imageScanFindings"]["findings"] == findings
     assert "nextToken" not in rest
+    for forged in ("x", encode_token({"offset": -2}), encode_token({"offset": "2"}), encode_token({"offset": True})):
+        with pytest.raises(ClientError) as exc:  # refused, not silently read as the first page
+            ecr.describe_image_scan_findings(repositoryName=REF.name, imageId={"imageTag": "v1"}, nextToken=forged)
+        assert exc.value.response["Error"]["Code"] == "InvalidParameterException", forged
 
     [detail] = ecr.describe_images(repositoryName=REF.name, imageIds=[{"imageTag": "v1"}])["imageDetails"]
     assert detail["imageScanStatus"]["status"] == "COMPLETE"

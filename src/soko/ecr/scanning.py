@@ -5,7 +5,7 @@ from __future__ import annotations
 from soko.aws.errors import ServiceError
 from soko.ecr.api import Call
 from soko.errors import DigestInvalid, TagInvalid
-from soko.registry.images import decode_token, encode_token
+from soko.registry.images import InvalidToken, decode_token, encode_token
 from soko.scan.scans import Scan, Scans
 
 
@@ -79,9 +79,11 @@ def describe_image_scan_findings(call: Call) -> dict:
     if scan.status != "COMPLETE":
         return out
     position = decode_token(call.params.get("nextToken"), ("offset",))
-    start = position["offset"] if position and isinstance(position.get("offset"), int) else 0
+    start = position["offset"] if position else 0
+    if type(start) is not int or start < 0:  # a token this registry did not issue: refused, not read as page one
+        raise InvalidToken("Invalid parameter at 'nextToken' failed to satisfy constraint: 'Invalid NextToken'")
     limit = call.params.get("maxResults") or 100
-    page = scan.findings[max(start, 0):max(start, 0) + limit]
+    page = scan.findings[start:start + limit]
     out["imageScanFindings"] = {"imageScanCompletedAt": scan.completed_at,
                                 "vulnerabilitySourceUpdatedAt": scan.source_updated_at,
                                 "findingSeverityCounts": scan.counts, "findings": page}
