@@ -43,8 +43,6 @@ class InvalidOffset(StorageError):
 class Capabilities:
     """What a backend does cheaply, so callers can choose how to use it."""
 
-    cheap_rename: bool  # ``move`` is a rename (constant time), not a copy of the content
-    append: bool  # a writer resumes a file in place; without it, written data is kept as parts (``paths.part_path``)
     redirect: bool  # ``redirect_url`` hands clients a URL to fetch content from the backend directly
 
 

@@ -102,7 +102,7 @@ class FilesystemDriver(StorageDriver):
 
     @property
     def capabilities(self) -> Capabilities:
-        return Capabilities(cheap_rename=True, append=True, redirect=False)
+        return Capabilities(redirect=False)
 
     def __init__(self, root: str) -> None:
         self.root = os.path.abspath(root)

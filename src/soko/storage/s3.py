@@ -314,8 +314,7 @@ class S3Driver(StorageDriver):
 
     @property
     def capabilities(self) -> Capabilities:
-        # No rename (a move is a server-side copy) and no append (writers store parts); redirects when configured.
-        return Capabilities(cheap_rename=False, append=False, redirect=self.redirect_expiry is not None)
+        return Capabilities(redirect=self.redirect_expiry is not None)
 
     # ---- keys ----------------------------------------------------------------------------------------------------
     def _key(self, path: str) -> str:
