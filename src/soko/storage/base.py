@@ -144,8 +144,9 @@ class StorageDriver(abc.ABC):
         """Raise (saying why) unless the storage is reachable and writable: the readiness probe (/readyz)."""
         self.list("")
 
-    def redirect_url(self, path: str, method: str = "GET", expires_in: int = 1200) -> str | None:
-        """A URL clients can fetch the content from directly; None unless ``capabilities.redirect``."""
+    def redirect_url(self, path: str, method: str = "GET") -> str | None:
+        """A URL clients can fetch the content from directly; None unless ``capabilities.redirect``. How long it
+        stays valid is the driver's setting (``redirect_expiry``), not the caller's."""
         return None
 
     def local_path(self, path: str) -> str | None:

@@ -563,7 +563,7 @@ class S3Driver(StorageDriver):
             self._multipart_copy(dst, [(self._part_key(src, start), None) for start, _ in parts])
         self._delete_prefix(src + _PARTS)
 
-    def redirect_url(self, path: str, method: str = "GET", expires_in: int = 1200) -> str | None:
+    def redirect_url(self, path: str, method: str = "GET") -> str | None:
         """A presigned URL of the object (computed locally, no request), when redirects are on. Only whole objects
         (blobs) are offered; the URL carries its own signature, so it is never logged. Presigning costs ~150 µs
         of CPU, most of a redirect's, so a URL is handed out again for a tenth of its expiry (at most a minute):
