@@ -97,7 +97,7 @@ def execute(ctx, *, stopping: Callable[[], bool] = lambda: False, owner: str | N
         done, failed = [], []
         for tomb_id, path in claimed:
             if time.time() > claimed_until - MARGIN:
-                break  # the rest stay claimed until the claim lapses; the next run takes them again
+                break  # the rest are released untried (``_release``), due again at once
             try:
                 ctx.storage.delete(path)
             except PathNotFound:
