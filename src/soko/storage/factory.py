@@ -15,10 +15,16 @@ from soko.storage.s3 import S3Driver, S3Location
 
 
 def open_storage(storage_url: str, default_root: str, *, redirect_expiry: float | None = None) -> StorageDriver:
-    """``redirect_expiry`` (seconds) turns on presigned redirects for blob downloads where the driver has them."""
+    """``redirect_expiry`` (seconds) turns on presigned redirects for blob downloads (S3 storage only)."""
+    scheme = urlsplit(storage_url).scheme
+    if redirect_expiry is not None and scheme != "s3":
+        # Accepted, it would do nothing: blobs would keep streaming through Soko while the operator believes not.
+        raise ValueError(
+            "storage_redirect needs S3 storage (storage_url = s3://bucket/prefix?endpoint_url=…): a filesystem store "
+            "has no presigned URLs to redirect to. Set storage_redirect = false, or move the blobs to S3"
+        )
     if not storage_url:
         return FilesystemDriver(default_root)
-    scheme = urlsplit(storage_url).scheme
     if scheme == "file":
         parts = urlsplit(storage_url)
         if parts.netloc not in ("", "localhost"):
