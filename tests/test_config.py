@@ -18,3 +18,10 @@ def test_known_keys_load_and_unknown_ones_are_refused(tmp_path) -> None:
         load_settings(str(typo), env={})
     message = str(refused.value)
     assert "tls_certificate" in message and "endpoint_vpcs (removed" in message and str(typo) in message
+
+
+@pytest.mark.parametrize("name", ["keepalive_timeout", "tls_reload_interval"])
+@pytest.mark.parametrize("value", ["0", "0s", "-5s"])
+def test_a_zero_or_negative_timeout_is_refused(name: str, value: str) -> None:
+    with pytest.raises(ValueError, match=f"{name}: must be more than zero|invalid duration"):
+        load_settings(env={f"SOKO_{name.upper()}": value})

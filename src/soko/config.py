@@ -134,6 +134,10 @@ _CONVERTERS: dict[str, Callable[[Any], object]] = {
     "max_image_size": parse_size,
 }
 
+# Durations a zero would not switch off but break: a timeout of 0 closes every connection at once, a reload check
+# every 0 s spins. Refused at start rather than quietly replaced.
+_POSITIVE = ("keepalive_timeout", "tls_reload_interval")
+
 
 def _convert(name: str, raw: Any, target: type | str) -> Any:
     """``raw`` as read from TOML, YAML or the environment, as the setting's type."""
@@ -177,4 +181,7 @@ def load_settings(config_file: str | None = None, overrides: dict | None = None,
             + "; see the README's settings table"
         )
     known = {k: _convert(k, v, fields[k].type) for k, v in values.items()}
+    for name in _POSITIVE:
+        if name in known and not known[name] > 0:
+            raise ValueError(f"{name}: must be more than zero, got {values[name]!r}")
     return Settings(**known)

@@ -80,7 +80,7 @@ async def run_worker(
                 if old is not None:
                     old.close()
 
-            reloader = asyncio.create_task(watch_tls(tls, restart, app.settings.tls_reload_interval or 10.0))
+            reloader = asyncio.create_task(watch_tls(tls, restart, app.settings.tls_reload_interval))
         if ready_message:
             print(ready_message, flush=True)
         await stop.wait()
