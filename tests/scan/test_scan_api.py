@@ -30,6 +30,13 @@ DEBIAN = tar([
 ])
 
 
+def put_index(server, ref: RepoRef, tag: str, child: str) -> None:
+    """An image index over one image manifest, tagged ``tag`` (scans refuse or skip indexes)."""
+    index = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": [
+        {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": child, "size": 1}]}
+    server.registry.manifests.put(ref, tag, json.dumps(index).encode(), None)
+
+
 @pytest.fixture
 def ecr(aws):
     return aws("ecr")
@@ -108,9 +115,7 @@ def test_unsupported_failed_and_refused_images(server, ecr):
         [detail] = ecr.describe_images(repositoryName=REF.name, imageIds=[{"imageDigest": digest}])["imageDetails"]
         assert detail["imageScanStatus"]["status"] == "UNSUPPORTED_IMAGE", detail
         assert "imageScanFindingsSummary" not in detail
-    index = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": [
-        {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": empty, "size": 1}]})
-    server.registry.manifests.put(REF, "multi", index.encode(), None)
+    put_index(server, REF, "multi", empty)
     with pytest.raises(ClientError) as exc:
         ecr.start_image_scan(repositoryName=REF.name, imageId={"imageTag": "multi"})
     assert exc.value.response["Error"]["Code"] == "UnsupportedImageTypeException"
@@ -143,9 +148,7 @@ def test_scan_on_push(server, ecr, advisories):
     config = ecr.batch_get_repository_scanning_configuration(repositoryNames=[onpush.name])
     assert config["scanningConfigurations"][0]["scanFrequency"] == "SCAN_ON_PUSH"
     # an index pushed into it is not scanned (its images are, as they are pushed)
-    index = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": [
-        {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": digest, "size": 1}]})
-    server.registry.manifests.put(onpush, "multi", index.encode(), None)
+    put_index(server, onpush, "multi", digest)
     with pytest.raises(ClientError) as exc:
         ecr.describe_image_scan_findings(repositoryName=onpush.name, imageId={"imageTag": "multi"})
     assert exc.value.response["Error"]["Code"] == "ScanNotFoundException"
