@@ -75,7 +75,7 @@ class Scans:
         """Run scan ``key`` (an ``image_scans`` id): inventory (stored, or read from the layers), match, store."""
         with self.ctx.db.read() as conn:
             row = conn.execute(
-                sa.select(image_scans.c.manifest_digest, repos.c.account_id, repos.c.name, image_scans.c.status)
+                sa.select(image_scans.c.manifest_digest, repos.c.account_id, repos.c.name)
                 .join(repos, repos.c.id == image_scans.c.repository_id).where(image_scans.c.id == int(key))
             ).first()
         if row is None:
