@@ -234,3 +234,26 @@ def test_an_inventory_lives_as_long_as_a_repository_holds_its_image(registry):
     assert inventories.stored(digest) is not None  # scan/other still holds it
     registry.repositories.delete(other, force=True)
     assert inventories.stored(digest) is None
+
+
+def test_deleting_a_repository_drops_its_queued_scan_jobs(registry):
+    """A scan job is keyed by its scan's id (no foreign key): a repository deleted before its queued scan ran must
+    take the job along, else the job row would outlive its scan for good."""
+    import sqlalchemy as sa
+
+    from soko.meta.schema import jobs
+    from soko.scan.scans import KIND, Scans
+
+    other = RepoRef(REF.account_id, "scan/kept")
+    layer = gz(tar([*OS_RELEASE, ("var/lib/dpkg/status", status(stanza("bash", "5.2-2")))]))
+    push(registry, [layer], "v1")
+    push(registry, [layer], "v1", ref=other)
+    scans = Scans(registry)
+    scans.start(REF, {"imageTag": "v1"})
+    scans.start(other, {"imageTag": "v1"})
+    count = sa.select(sa.func.count()).select_from(jobs).where(jobs.c.kind == KIND)
+    with registry.ctx.db.read() as conn:
+        assert conn.execute(count).scalar() == 2
+    registry.repositories.delete(REF, force=True)
+    with registry.ctx.db.read() as conn:
+        assert conn.execute(count).scalar() == 1  # the other repository's job stays

@@ -55,8 +55,11 @@ def forget(tx, repo_id: int, digest: str) -> None:
 
 
 def forget_repository(tx, repo_id: int) -> None:
-    """The repository is about to be deleted (its manifests and scans cascade): the inventories of its images that
-    no other repository holds go now, in the same transaction."""
+    """The repository is about to be deleted (its manifests and scans cascade): its queued scan jobs (keyed by scan
+    id, no foreign key: a job whose scan is gone would stay forever) and the inventories of its images that no other
+    repository holds go now, in the same transaction."""
+    scan_keys = sa.select(sa.cast(image_scans.c.id, sa.String)).where(image_scans.c.repository_id == repo_id)
+    tx.conn.execute(sa.delete(jobs).where(jobs.c.kind == KIND, jobs.c.key.in_(scan_keys)))
     other = manifests.alias("other")
     held = sa.select(manifests.c.digest).where(manifests.c.repository_id == repo_id)
     tx.conn.execute(sa.delete(image_inventories).where(
