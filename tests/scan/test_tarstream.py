@@ -134,6 +134,21 @@ def test_huge_pax_header_is_refused_before_it_is_read():
         entries(out.getvalue())
 
 
+def test_pax_headers_that_add_up_past_the_limit_are_refused():
+    """Each global header is under the limit; together they are not (they would grow with the layer)."""
+    def archive(key: str) -> bytes:
+        out = io.BytesIO()
+        with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT, pax_headers={key: "v" * 600}) as a:
+            a.addfile(tarfile.TarInfo(key), io.BytesIO(b""))
+            end = a.offset
+        return out.getvalue()[:end]  # no trailer: the next archive's headers follow in the same layer
+
+    data = b"".join(archive(f"k{i}") for i in range(3))
+    assert len(entries(data, Limits(header_bytes=4096), read=False)) == 3
+    with pytest.raises(ImageUnreadable, match="add up to more than 1500 bytes"):
+        entries(data, Limits(header_bytes=1500), read=False)  # each is about 612 bytes
+
+
 def test_zstd_window_beyond_the_limit_is_refused():
     import zstandard
 

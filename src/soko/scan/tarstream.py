@@ -186,6 +186,7 @@ class TarStream:
         count = 0
         pax: dict[str, str] = {}
         global_pax: dict[str, str] = {}
+        pax_bytes = global_bytes = 0
         long_name = long_link = None
         while True:
             # finish the previous entry: its unread content and its padding (a missing final padding is tolerated)
@@ -204,8 +205,18 @@ class TarStream:
             size = _number(header[124:136])
             type_flag = header[156:157]
             if type_flag in (b"x", b"g"):
+                # headers add up (an entry's until the entry, global ones for good): their sum is bounded too, else
+                # a run of headers, each under the limit, would grow these dicts with the layer
                 records = _pax_records(self._read_long(size, "PAX header"))
-                (pax if type_flag == b"x" else global_pax).update(records)
+                held = (pax_bytes if type_flag == b"x" else global_bytes) + size
+                if held > self.limits.header_bytes:
+                    raise ImageUnreadable(f"a layer's PAX headers add up to more than {self.limits.header_bytes} bytes")
+                if type_flag == b"x":
+                    pax_bytes = held
+                    pax.update(records)
+                else:
+                    global_bytes = held
+                    global_pax.update(records)
                 continue
             if type_flag in (b"L", b"K"):
                 value = self._read_long(size, "GNU long name").split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
@@ -225,7 +236,7 @@ class TarStream:
                     size = int(merged["size"])
                 except ValueError:
                     raise ImageUnreadable("a layer has a PAX size that is not a number") from None
-            pax, long_name, long_link = {}, None, None
+            pax, pax_bytes, long_name, long_link = {}, 0, None, None
             kind = _TYPES.get(type_flag, OTHER)
             if type_flag == b"S":  # GNU sparse: its content is a map, not the file
                 kind = OTHER
