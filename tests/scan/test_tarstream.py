@@ -157,3 +157,13 @@ def test_zstd_window_beyond_the_limit_is_refused():
     data = compressor.compress(tar([("a", b"x" * 1000)])) + compressor.flush()
     with pytest.raises(ImageUnreadable, match="zstd"):
         entries(data, Limits(zstd_window=1 << 20))
+
+
+def test_negative_long_name_size_is_refused():
+    header = bytearray(tarfile.TarInfo("././@LongLink").tobuf(tarfile.GNU_FORMAT))
+    header[124:136] = b"\xff" * 12  # base-256, negative
+    header[156:157] = b"L"
+    header[148:156] = b" " * 8
+    header[148:156] = b"%06o\0 " % sum(header[:512])
+    with pytest.raises(ImageUnreadable, match="negative size"):
+        entries(bytes(header[:512]) + bytes(4096))

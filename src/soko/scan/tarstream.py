@@ -174,6 +174,8 @@ class TarStream:
         return data
 
     def _read_long(self, size: int, what: str) -> bytes:
+        if size < 0:  # base-256 allows it; _take would read on to the end of the layer
+            raise ImageUnreadable(f"a layer has a {what} of negative size")
         if size > self.limits.header_bytes:
             raise ImageUnreadable(f"a layer has a {what} of {size} bytes (limit {self.limits.header_bytes})")
         data = self._take(size)
