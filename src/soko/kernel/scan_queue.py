@@ -47,19 +47,21 @@ def forget(tx, repo_id: int, digest: str) -> None:
     inventories would pile up for every image ever scanned."""
     tx.conn.execute(sa.delete(image_inventories).where(image_inventories.c.manifest_digest == digest,
                                                        ~sa.exists().where(manifests.c.digest == digest)))
-    t = image_scans.c
-    for scan_id in tx.conn.execute(sa.select(t.id).where(t.repository_id == repo_id, t.manifest_digest == digest)
-                                   ).scalars().all():
-        tx.conn.execute(sa.delete(jobs).where(jobs.c.kind == KIND, jobs.c.key == str(scan_id)))
-        tx.conn.execute(sa.delete(image_scans).where(t.id == scan_id))
+    scan = (image_scans.c.repository_id == repo_id) & (image_scans.c.manifest_digest == digest)
+    _drop_scan_jobs(tx, scan)
+    tx.conn.execute(sa.delete(image_scans).where(scan))
+
+
+def _drop_scan_jobs(tx, where: sa.ColumnElement[bool]) -> None:
+    """These scans' queued jobs (keyed by scan id, no foreign key: a job whose scan is gone would stay for good)."""
+    scan_keys = sa.select(sa.cast(image_scans.c.id, sa.String)).where(where)
+    tx.conn.execute(sa.delete(jobs).where(jobs.c.kind == KIND, jobs.c.key.in_(scan_keys)))
 
 
 def forget_repository(tx, repo_id: int) -> None:
-    """The repository is about to be deleted (its manifests and scans cascade): its queued scan jobs (keyed by scan
-    id, no foreign key: a job whose scan is gone would stay forever) and the inventories of its images that no other
-    repository holds go now, in the same transaction."""
-    scan_keys = sa.select(sa.cast(image_scans.c.id, sa.String)).where(image_scans.c.repository_id == repo_id)
-    tx.conn.execute(sa.delete(jobs).where(jobs.c.kind == KIND, jobs.c.key.in_(scan_keys)))
+    """The repository is about to be deleted (its manifests and scans cascade): its queued scan jobs and the
+    inventories of its images that no other repository holds go now, in the same transaction."""
+    _drop_scan_jobs(tx, image_scans.c.repository_id == repo_id)
     other = manifests.alias("other")
     held = sa.select(manifests.c.digest).where(manifests.c.repository_id == repo_id)
     tx.conn.execute(sa.delete(image_inventories).where(
