@@ -59,11 +59,16 @@ class RootFS:
             path = entry.path
             base = posixpath.basename(path)
             if base.startswith(WHITEOUT):
+                # kept only where something collected lies (watched): a layer of a million whiteouts holds no set
+                # of a million paths
                 parent = posixpath.dirname(path)
                 if base == OPAQUE:
-                    opaque.add(parent)
+                    if not parent or parent in watched:
+                        opaque.add(parent)
                 elif not base.startswith(WHITEOUT + WHITEOUT):  # .wh..wh.plnk etc.: aufs bookkeeping
-                    removed.add(posixpath.join(parent, base[len(WHITEOUT):]))
+                    target = posixpath.join(parent, base[len(WHITEOUT):])
+                    if target in watched:
+                        removed.add(target)
                 continue
             if entry.kind != DIRECTORY and path in watched:
                 below.add(path)
