@@ -115,6 +115,8 @@ class ServerThread:
             except BaseException as exc:  # surfaced by close()
                 failure.append(exc)
                 started.set()
+            finally:
+                self.loop.close()  # else its ResourceWarning fires in whichever test the collector next runs in
 
         self._failure = failure
         self.thread = threading.Thread(target=run, daemon=True)

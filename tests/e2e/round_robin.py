@@ -42,7 +42,10 @@ class RoundRobinProxy:
             self._ready.set()
 
         self._loop.run_until_complete(serve())
-        self._loop.run_forever()
+        try:
+            self._loop.run_forever()
+        finally:
+            self._loop.close()
 
     async def _handle(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
         backend = next(self._turn)
