@@ -410,6 +410,9 @@ def main(argv: list[str] | None = None) -> int:
     from soko.scan.cli import add_parsers as add_scan_parsers
 
     add_scan_parsers(sub, _common, _settings)  # vulndb import|status, scan
+    from soko.replication.cli import add_parsers as add_replication_parsers
+
+    add_replication_parsers(sub, _common, _settings)  # replication backfill
 
     args = parser.parse_args(argv)
     import sqlalchemy.exc

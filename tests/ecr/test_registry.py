@@ -30,13 +30,16 @@ def test_describe_registry_default(ecr):
     assert out["replicationConfiguration"] == {"rules": []}
 
 
-def test_replication_rules_refused_until_replication_exists(ecr):
+def test_replication_to_another_region_is_refused_same_region_rules_are_stored(ecr):
     config = {"rules": [rule(("eu-west-1", ACCOUNT), ("us-east-1", "111111111111"), filters=["prod"])]}
     with pytest.raises(ClientError) as exc:
         ecr.put_replication_configuration(replicationConfiguration=config)
     code, message = error_of(exc)
-    assert code == "UnsupportedOperationException" and "does not replicate" in message
+    assert code == "UnsupportedOperationException" and "eu-west-1 cannot be carried out" in message
     assert ecr.describe_registry()["replicationConfiguration"] == {"rules": []}
+    config = {"rules": [rule(("us-east-1", "111111111111"), filters=["prod"])]}
+    assert ecr.put_replication_configuration(replicationConfiguration=config)["replicationConfiguration"] == config
+    assert ecr.describe_registry()["replicationConfiguration"] == config
     out = ecr.put_replication_configuration(replicationConfiguration={"rules": []})  # Terraform's delete
     assert out["replicationConfiguration"] == {"rules": []}
 

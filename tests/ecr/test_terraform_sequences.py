@@ -120,11 +120,20 @@ def test_aws_ecr_replication_configuration(ecr):
             {"destinations": [{"region": "eu-central-1", "registryId": "222222222222"}]},
         ]
     }
-    # Terraform's apply fails with a message saying why, rather than storing rules nothing carries out.
+    # Other regions are not reachable from this deployment: Terraform's apply fails with a message saying why,
+    # rather than storing rules nothing carries out.
     with pytest.raises(ClientError) as exc:
         ecr.put_replication_configuration(replicationConfiguration=config)
     assert error_of(exc)[0] == "UnsupportedOperationException"
     assert ecr.describe_registry()["replicationConfiguration"] == {"rules": []}
+    # Create / Update / Read with destinations this deployment serves (other accounts of its region)
+    for rule in config["rules"]:
+        rule["destinations"] = [{"region": "us-east-1", "registryId": "222222222222"}]
+    assert ecr.put_replication_configuration(replicationConfiguration=config)["replicationConfiguration"] == config
+    assert ecr.describe_registry()["replicationConfiguration"] == config
+    config["rules"].pop()
+    ecr.put_replication_configuration(replicationConfiguration=config)
+    assert ecr.describe_registry()["replicationConfiguration"] == config
     ecr.put_replication_configuration(replicationConfiguration={"rules": []})  # delete
     assert ecr.describe_registry()["replicationConfiguration"] == {"rules": []}
 

@@ -48,6 +48,12 @@ def registry_jobs(registry: Registry) -> list[JobKind]:
 
     scans = Scans(registry)
 
+    from soko.replication import KIND as REPLICATION
+    from soko.replication import Replicator
+    from soko.replication.service import RETRY_CAP
+
+    replicator = Replicator(registry, stopping=stopping)
+
     def event_retention(_key: str) -> str | None:
         count = outbox.prune(registry.ctx, settings.event_retention)
         return f"pruned {count} event(s) older than the retention" if count else None
@@ -64,6 +70,10 @@ def registry_jobs(registry: Registry) -> list[JobKind]:
         JobKind("lifecycle", lifecycle, settings.lifecycle_interval),
         # one-shot, keyed by repository id: queued by StartLifecyclePolicyPreview, like scans
         JobKind(PREVIEW_JOB, registry.lifecycle.run_preview_job, 10 * 365 * 86400.0, concurrency=2, keys=()),
+        # the outbox reader turns push events into replication requests; each request is a one-shot job keyed by its
+        # replication_status row (the interval caps the retry backoff; a finished one deletes its job)
+        JobKind("replication_outbox", replicator.read_outbox, 1.0, lease=120.0),
+        JobKind(REPLICATION, replicator.run, RETRY_CAP, concurrency=4, lease=120.0, keys=()),
         JobKind("upload_expiry", upload_expiry, min(settings.upload_expiry / 4, 600) or 1),
         # Samples start at once: GB-month accrual needs one before the first interval ends.
         JobKind(

@@ -4,7 +4,8 @@ What ECR defines keeps ECR's shape: source ``aws.ecr``, detail-type ``ECR Image 
 for a manifest with a ``subject``), ``action-type`` PUSH or DELETE, ``resources`` empty. A push that moves a tag
 is a PUSH with that ``image-tag`` (as ECR's PutImage of a new tag); removing a tag is a DELETE with it. What ECR
 does not define goes under Soko's own source ``soko.registry``: ``Soko Repository Action`` (CREATE, DELETE) and
-``Soko Lifecycle Expiry`` (an image a lifecycle rule expired; its DELETE event is emitted as well).
+``Soko Lifecycle Expiry`` (an image a lifecycle rule expired; its DELETE event is emitted as well). An image that
+replication copied in is announced in the destination as ECR's ``ECR Replication Action`` (not as a push).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ REFERRER_ACTION = "ECR Referrer Action"
 REPOSITORY_ACTION = "Soko Repository Action"
 LIFECYCLE_EXPIRY = "Soko Lifecycle Expiry"
 IMAGE_SCAN = "ECR Image Scan"
+REPLICATION_ACTION = "ECR Replication Action"
 
 
 @dataclass(frozen=True)
@@ -109,3 +111,28 @@ def image_scan(
         "image-tags": tags,
     }
     return Event(account_id, ECR, IMAGE_SCAN, detail, [repository_arn(region, account_id, repository)])
+
+
+def replication_action(
+    account_id: str,
+    region: str,
+    repository: str,
+    digest: str,
+    *,
+    source_region: str,
+    source_account: str,
+    tag: str | None = None,
+    result: str = "SUCCESS",
+) -> Event:
+    """ECR's event in the destination registry for an image replication copied there (``action-type`` REPLICATE)."""
+    detail = {
+        "result": result,
+        "repository-name": repository,
+        "image-digest": digest,
+        "source-account": source_account,
+        "action-type": "REPLICATE",
+        "source-region": source_region,
+    }
+    if tag is not None:
+        detail["image-tag"] = tag
+    return Event(account_id, ECR, REPLICATION_ACTION, detail, [repository_arn(region, account_id, repository)])

@@ -92,6 +92,47 @@ class Blobs:
             tx.review_links(repo_id, [digest], "mount")
         return info
 
+    def replicate(self, ref: RepoRef, source: RepoRef, digests: list[str]) -> int:
+        """Link into ``ref`` (created as replication creates it) the blobs ``source`` holds, in one transaction:
+        the same-deployment copy of replication (the content is stored once per deployment). Blobs ``ref`` already
+        holds are skipped; one ``source`` no longer holds raises BlobUnknown (nothing is linked). Returns how many
+        links were added."""
+        for digest in digests:
+            Digest.parse(digest)
+        wanted = sorted(set(digests))
+        with self.ctx.transaction() as tx:
+            conn = tx.conn
+            repo_id = self.repositories.id_for_replication(tx, ref)
+            have = (
+                set(
+                    conn.execute(
+                        sa.select(repository_blobs.c.digest).where(
+                            repository_blobs.c.repository_id == repo_id, repository_blobs.c.digest.in_(wanted)
+                        )
+                    ).scalars()
+                )
+                if wanted
+                else set()
+            )
+            missing = [d for d in wanted if d not in have]
+            for digest in missing:
+                if self._linked(conn, source, digest) is None:
+                    raise blob_unknown(source, digest)
+                if not self.ctx.db.is_sqlite:
+                    # as mount: hold the blob against a concurrent collector until the new link commits
+                    held = conn.execute(
+                        sa.select(blobs.c.digest).where(blobs.c.digest == digest).with_for_update(read=True)
+                    ).first()
+                    if held is None:
+                        raise blob_unknown(source, digest)
+            if missing:
+                conn.execute(
+                    sa.insert(repository_blobs),
+                    [{"repository_id": repo_id, "digest": d, "created_at": tx.now} for d in missing],
+                )
+                tx.review_links(repo_id, missing, "replication")
+        return len(missing)
+
     def unlink(self, ref: RepoRef, digest: str) -> None:
         """Remove a blob from a repository (the content goes when GC finds nothing else uses it)."""
         Digest.parse(digest)

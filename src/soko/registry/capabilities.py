@@ -1,7 +1,7 @@
 """Settings Soko accepts only when it can carry them out.
 
-ECR lets a caller ask for registry scanning rules and enhanced scanning, replication, KMS encryption, archive
-transitions and templates for replication or pull-through caches. A registry that stores such a setting and then
+ECR lets a caller ask for registry scanning rules and enhanced scanning, replication to other regions, KMS
+encryption, archive transitions and templates for pull-through caches. A registry that stores such a setting and then
 ignores it misleads the user who chose it (for compliance, say). Until the capability exists, the request is refused
 here, in one place, with a message that says what is missing and what the caller can do instead. Each check is
 called by the domain write that stores the setting, so the ECR API, templates and every later front end share it.
@@ -26,11 +26,15 @@ def require_basic_scanning_without_rules(scan_type: str, rules: list[dict]) -> N
         )
 
 
-def require_no_replication(rules: list[dict]) -> None:
-    if rules:
+def require_reachable_destinations(rules: list[dict], region: str) -> None:
+    """Replication copies within this deployment (any account of this region); other regions are not reachable
+    yet, so a rule naming one would copy nothing."""
+    others = sorted({d["region"] for rule in rules for d in rule["destinations"] if d["region"] != region})
+    if others:
         raise NotCarriedOut(
-            "Replication rules cannot be carried out: this Soko does not replicate images yet, so no image would be "
-            "copied. Use an empty rule list (replicationConfiguration={rules=[]}), or copy images with skopeo sync."
+            f"Replication to region(s) {', '.join(others)} cannot be carried out: this Soko serves region {region} "
+            "and replicates only to registries (accounts) of that region; no other region is reachable from it. "
+            f"Use destinations in {region}, or copy images to other regions with skopeo sync."
         )
 
 
@@ -51,10 +55,10 @@ def require_expire_actions_only(action_types: set[str]) -> None:
 
 
 def require_create_on_push_only(applied_for: list[str]) -> None:
-    unsupported = [purpose for purpose in applied_for if purpose != "CREATE_ON_PUSH"]
+    unsupported = [purpose for purpose in applied_for if purpose not in ("CREATE_ON_PUSH", "REPLICATION")]
     if unsupported:
         raise NotCarriedOut(
             f"Repository creation templates for {', '.join(unsupported)} cannot be carried out: this Soko has no "
-            "replication or pull-through cache yet, so the template would never be applied. Use appliedFor "
-            "CREATE_ON_PUSH."
+            "pull-through cache yet, so the template would never be applied. Use appliedFor CREATE_ON_PUSH or "
+            "REPLICATION."
         )

@@ -24,7 +24,7 @@ from soko.errors import (
 )
 from soko.kernel import scan_queue
 from soko.kernel.context import DomainContext
-from soko.kernel.events import image_action, lifecycle_expiry
+from soko.kernel.events import image_action, lifecycle_expiry, replication_action
 from soko.kernel.unit_of_work import UnitOfWork
 from soko.meta.schema import blobs, manifest_blobs, manifest_children, manifests, repository_blobs, tags
 from soko.meta.schema import repositories as repos
@@ -84,7 +84,18 @@ class Manifests:
         self._cache = _ManifestCache()
 
     # ---- push -------------------------------------------------------------------------------------------------
-    def put(self, ref: RepoRef, reference: str, payload: bytes, content_type: str | None) -> PutManifestResult:
+    def put(
+        self,
+        ref: RepoRef,
+        reference: str,
+        payload: bytes,
+        content_type: str | None,
+        *,
+        replicated_from: tuple[str, str] | None = None,
+    ) -> PutManifestResult:
+        """Store a manifest (and move ``reference`` onto it when it is a tag). ``replicated_from`` (source region,
+        source account): a replication's copy, which creates a missing repository as replication does and is
+        announced as an ``ECR Replication Action`` instead of a push (so it never replicates on: no chaining)."""
         if len(payload) > self.ctx.settings.max_manifest_size:
             raise TooLarge(
                 f"manifest is {len(payload)} bytes; the limit is {self.ctx.settings.max_manifest_size} bytes"
@@ -101,7 +112,10 @@ class Manifests:
         parsed = parse_manifest(payload, content_type)
         with self.ctx.transaction(invalidates=True) as tx:
             conn, now = tx.conn, tx.now
-            repo_id = self.repositories.id_for_push(tx, ref)
+            if replicated_from is None:
+                repo_id = self.repositories.id_for_push(tx, ref)
+            else:
+                repo_id = self.repositories.id_for_replication(tx, ref)
             image_size = self._check_references(conn, ref, repo_id, parsed)
             max_image_size = self.repositories.quotas.get(ref.account_id, "max_image_size", conn)
             if image_size > max_image_size:
@@ -123,7 +137,19 @@ class Manifests:
                     sa.select(manifests.c.id).where(manifests.c.repository_id == repo_id, manifests.c.digest == digest)
                 ).scalar_one()
             tag_moved = tag is not None and self._set_tag(conn, ref, repo_id, tag, manifest_id, digest, now)
-            if created or tag_moved:
+            if replicated_from is not None and (created or tag_moved):
+                tx.emit(
+                    replication_action(
+                        ref.account_id,
+                        self.ctx.settings.region,
+                        ref.name,
+                        digest,
+                        source_region=replicated_from[0],
+                        source_account=replicated_from[1],
+                        tag=tag if tag_moved else None,
+                    )
+                )
+            elif created or tag_moved:
                 tx.emit(
                     image_action(
                         ref.account_id,

@@ -234,14 +234,22 @@ class Repositories:
         """The repository a push goes to. A missing one is created when a CREATE_ON_PUSH creation template matches
         its name (with the template's settings, tags, policy and lifecycle policy) or, with no matching template,
         when the registry is configured to create on push (with defaults, like Distribution)."""
+        return self._id_or_create(tx, ref, "CREATE_ON_PUSH", self.ctx.settings.create_repository_on_push)
+
+    def id_for_replication(self, tx: UnitOfWork, ref: RepoRef) -> int:
+        """The repository a replicated image goes to: a missing one is created with a matching REPLICATION creation
+        template's settings, else with ECR's defaults (mutable, no scan on push, AES256), as ECR does."""
+        return self._id_or_create(tx, ref, "REPLICATION", True)
+
+    def _id_or_create(self, tx: UnitOfWork, ref: RepoRef, applied_for: str, with_defaults: bool) -> int:
         conn = tx.conn
         repo_id = conn.execute(sa.select(t.c.id).where(t.c.account_id == ref.account_id, t.c.name == ref.name)).scalar()
         if repo_id is not None:
             return repo_id
-        from soko.registry.templates import CREATE_ON_PUSH, matching_template
+        from soko.registry.templates import matching_template
 
-        template = matching_template(conn, ref.account_id, ref.name, CREATE_ON_PUSH)
-        if template is None and not self.ctx.settings.create_repository_on_push:
+        template = matching_template(conn, ref.account_id, ref.name, applied_for)
+        if template is None and not with_defaults:
             raise not_found(ref)
         validate_repository_name(ref.name)
         self._check_quota(conn, ref.account_id)

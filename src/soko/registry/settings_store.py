@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from soko.errors import SokoError
 from soko.kernel.context import DomainContext
 from soko.meta.schema import account_settings, replication_configurations, scanning_configurations
-from soko.registry.capabilities import require_basic_scanning_without_rules, require_no_replication
+from soko.registry.capabilities import require_basic_scanning_without_rules, require_reachable_destinations
 from soko.registry.immutability import matches_any
 
 # name → (default, accepted values). BLOB_MOUNTING defaults to ENABLED: Soko mounted blobs before the setting
@@ -114,17 +114,21 @@ class Replication:
         self.ctx = ctx
 
     def get(self, account_id: str) -> list[dict]:
+        return self.get_with_time(account_id)[0]
+
+    def get_with_time(self, account_id: str) -> tuple[list[dict], float]:
+        """The rules and when they were put (0 when never): pushes from before then are not replicated."""
         with self.ctx.db.read() as conn:
-            text = conn.execute(
-                sa.select(replication_configurations.c.rules).where(
+            row = conn.execute(
+                sa.select(replication_configurations.c.rules, replication_configurations.c.updated_at).where(
                     replication_configurations.c.account_id == account_id
                 )
-            ).scalar()
-        return json.loads(text) if text else []
+            ).first()
+        return (json.loads(row.rules), row.updated_at or 0.0) if row is not None else ([], 0.0)
 
     def put(self, account_id: str, rules: list[dict]) -> list[dict]:
         rules = validate_replication(rules, self.ctx.settings.region, account_id)
-        require_no_replication(rules)
+        require_reachable_destinations(rules, self.ctx.settings.region)
         with self.ctx.write() as conn:
             conn.execute(
                 self.ctx.db.upsert(

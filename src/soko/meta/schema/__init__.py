@@ -28,6 +28,7 @@ from soko.meta.schema.jobs import jobs
 from soko.meta.schema.manifests import manifest_blobs, manifest_children, manifests, tags
 from soko.meta.schema.metering import transfer_usage, usage_samples
 from soko.meta.schema.policies import account_settings, registry_policies
+from soko.meta.schema.replication import replication_cursor, replication_outbox, replication_status
 from soko.meta.schema.repositories import repositories
 from soko.meta.schema.scan import advisories, advisory_packages, image_inventories, image_scans
 from soko.meta.schema.uploads import uploads
@@ -61,6 +62,9 @@ __all__ = [
     "policy_attachments",
     "registry_policies",
     "replication_configurations",
+    "replication_cursor",
+    "replication_outbox",
+    "replication_status",
     "repositories",
     "repository_blobs",
     "repository_tags",
