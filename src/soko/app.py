@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from soko.config import Settings
 from soko.ecr.api import EcrApi
+from soko.events import Delivery
 from soko.http.aws_api import AwsFrontDoor
 from soko.http.bodies import BODY_BUDGET, BodyBudget
 from soko.http.forwarded import TrustedProxies
@@ -129,8 +130,8 @@ async def _upkeep(registry: Registry, identity: Identity, runtime: RuntimeMetric
 
     tasks = [asyncio.create_task(every_second())]
     tasks += [asyncio.create_task(c) for c in registry.metering.upkeep()]  # transfer flushes
-    # GC, lifecycle, upload expiry and storage samples: leased jobs, each run once per interval in the cluster.
-    runner = JobRunner(registry.ctx, registry_jobs(registry), track=runtime.run)
+    # GC, lifecycle, upload expiry, storage samples and event delivery: leased jobs shared by the cluster.
+    runner = JobRunner(registry.ctx, [*registry_jobs(registry), Delivery(registry.ctx).job()], track=runtime.run)
     await loop.run_in_executor(None, runner.start)
     listener = None
     if not registry.ctx.db.is_sqlite:

@@ -413,6 +413,9 @@ def main(argv: list[str] | None = None) -> int:
     from soko.replication.cli import add_parsers as add_replication_parsers
 
     add_replication_parsers(sub, _common, _settings)  # replication backfill
+    from soko.events.cli import add_parsers as add_events_parsers
+
+    add_events_parsers(sub, _common, _settings)  # events add|update|remove|targets|dead-letters|redeliver|tail
 
     args = parser.parse_args(argv)
     import sqlalchemy.exc

@@ -94,6 +94,15 @@ class Settings:
     # How often each node samples stored bytes for GB-month accrual (all nodes must share it; best a divisor of 1d).
     metering_interval: float = 300
     event_retention: float = 7 * 24 * 3600  # events outbox rows older than this are pruned hourly (0: keep all)
+    # Registry events (soko.events): written to the outbox with each change and delivered to webhook targets.
+    # False: no event is written or delivered (targets stay configured, and resume from the events written after).
+    events_enabled: bool = True
+    # A webhook's failed delivery is retried after event_retry_base, doubling up to event_retry_max.
+    event_retry_base: float = 2.0
+    event_retry_max: float = 600.0
+    # Webhook targets may not reach loopback, link-local (cloud metadata), multicast or unspecified addresses
+    # (SSRF); these networks (CIDRs) are allowed all the same, e.g. "127.0.0.1/32" for a receiver on this host.
+    event_target_allow_cidrs: list = field(default_factory=list)
     # Storage price in USD per GB-month (GB = 2^30 bytes) for `soko usage`.
     price_storage_gb_month: float = 0.10
     # Source CIDRs whose traffic on the public listener is same-region (free), e.g. "10.0.0.0/8,172.16.0.0/12".
@@ -128,6 +137,8 @@ _CONVERTERS: dict[str, Callable[[Any], object]] = {
     "lifecycle_interval": parse_duration,
     "metering_interval": parse_duration,
     "event_retention": parse_duration,
+    "event_retry_base": parse_duration,
+    "event_retry_max": parse_duration,
     "tls_reload_interval": parse_duration,
     "price_storage_gb_month": float,
     "max_manifest_size": parse_size,
@@ -136,7 +147,7 @@ _CONVERTERS: dict[str, Callable[[Any], object]] = {
 
 # Durations a zero would not switch off but break: a timeout of 0 closes every connection at once, a reload check
 # every 0 s spins. Refused at start rather than quietly replaced.
-_POSITIVE = ("keepalive_timeout", "tls_reload_interval")
+_POSITIVE = ("keepalive_timeout", "tls_reload_interval", "event_retry_base", "event_retry_max")
 
 
 def _convert(name: str, raw: Any, target: type | str) -> Any:

@@ -186,6 +186,10 @@ def metrics_handler(registry: Registry, runtime: RuntimeMetrics) -> Callable[[Re
     collectors.register(runtime.collector())
     collectors.register(BatchCollector())
     collectors.register(JobsCollector(registry.ctx))
+    from soko.events.metrics import EventsCollector
+    from soko.events.targets import Targets
+
+    collectors.register(EventsCollector(Targets(registry.ctx)))
     allowed = [ipaddress.ip_network(cidr, strict=False) for cidr in registry.settings.metrics_allow_cidrs]
 
     async def handle(request: Request) -> Response:

@@ -7,7 +7,8 @@
   so a link can never be left unreferenced without a review: the grace period holds on every path);
 * ``invalidate`` — readers' caches: ``NOTIFY`` inside the transaction (PostgreSQL), generation bump after commit;
 * ``audit`` — an audit row, written in the same transaction;
-* ``emit`` — an events-outbox row (``soko.kernel.events``), written in the same transaction.
+* ``emit`` — an events-outbox row (``soko.kernel.events``), written in the same transaction, in commit order
+  (delivered by ``soko.events``; nothing is written with ``events_enabled`` off).
 
 Rows are written just before commit, so a write that raises (rolls back) leaves no reviews, audit rows or
 events; the cache bump happens only after a commit.
@@ -27,6 +28,8 @@ from soko.meta.schema import audit_events, event_outbox
 
 if TYPE_CHECKING:
     from soko.kernel.context import DomainContext
+
+OUTBOX_LOCK = 0x736F6B6F_6F757462  # pg_advisory_xact_lock key of outbox writes ("sokooutb")
 
 
 class UnitOfWork:
@@ -68,7 +71,12 @@ class UnitOfWork:
         )
 
     def before_commit(self) -> None:
-        if self.events:
+        if self.events and self.ctx.settings.events_enabled:
+            if not self.ctx.db.is_sqlite:
+                # Outbox rows commit in id order: delivery reads the outbox with a cursor (soko.events), which a
+                # row committing after a higher id was read would slip under. The lock is held from the id's
+                # allocation to the commit; it is the write's last step (the commit's NOTIFY serialises as well).
+                self.conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": OUTBOX_LOCK})
             region = self.ctx.settings.region
             self.conn.execute(sa.insert(event_outbox), [e.row(self.now, region) for e in self.events])
         if self._audit:
@@ -76,5 +84,7 @@ class UnitOfWork:
         if self.invalidates and not self.ctx.db.is_sqlite:
             listener = self.ctx.generation.listener
             self.notified = (listener, listener.expect()) if listener is not None else None
-            self.conn.execute(sa.text("SELECT pg_notify(:channel, :payload)"),
-                              {"channel": CHANNEL, "payload": self.notified[1] if self.notified else ""})
+            self.conn.execute(
+                sa.text("SELECT pg_notify(:channel, :payload)"),
+                {"channel": CHANNEL, "payload": self.notified[1] if self.notified else ""},
+            )

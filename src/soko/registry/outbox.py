@@ -1,8 +1,9 @@
 """Retention of the events outbox.
 
-Until a delivery worker drains it (events and webhooks, a later issue), nothing consumes the outbox, and every push
-adds a row. ``prune`` keeps the last ``event_retention`` of events (default 7 days, as a reader catching up would
-need) so the table cannot grow without bound; it deletes in bounded batches so no transaction holds many locks.
+Every push adds a row; ``soko.events`` delivers them to targets with a cursor each (``event_targets.position``).
+``prune`` keeps the last ``event_retention`` of events (default 7 days) so the table cannot grow without bound, but
+never an event an enabled target has yet to deliver; it deletes in bounded batches so no transaction holds many
+locks.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from soko.kernel.context import DomainContext
-from soko.meta.schema import event_outbox
+from soko.meta.schema import event_outbox, event_targets
 
 BATCH = 5000
 
@@ -23,10 +24,16 @@ def prune(ctx: DomainContext, retention: float) -> int:
     removed = 0
     while True:
         with ctx.db.write() as conn:
+            pending = conn.execute(
+                sa.select(sa.func.min(event_targets.c.position)).where(event_targets.c.enabled.is_(True))
+            ).scalar()
             ids = (
                 conn.execute(
                     sa.select(event_outbox.c.id)
-                    .where(event_outbox.c.created_at < cutoff)
+                    .where(
+                        event_outbox.c.created_at < cutoff,
+                        event_outbox.c.id <= pending if pending is not None else sa.true(),
+                    )
                     .order_by(event_outbox.c.id)
                     .limit(BATCH)
                 )

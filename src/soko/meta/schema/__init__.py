@@ -11,7 +11,7 @@ from soko.meta.schema.ecr import (
     repository_tags,
     scanning_configurations,
 )
-from soko.meta.schema.events import event_outbox
+from soko.meta.schema.events import event_dead_letters, event_outbox, event_targets
 from soko.meta.schema.gc import gc_link_reviews, gc_tombstones
 from soko.meta.schema.identity import (
     access_keys,
@@ -42,7 +42,9 @@ __all__ = [
     "audit_events",
     "blobs",
     "creation_templates",
+    "event_dead_letters",
     "event_outbox",
+    "event_targets",
     "gc_link_reviews",
     "gc_tombstones",
     "iam_roles",
