@@ -94,8 +94,8 @@ class Settings:
     # How often each node samples stored bytes for GB-month accrual (all nodes must share it; best a divisor of 1d).
     metering_interval: float = 300
     event_retention: float = 7 * 24 * 3600  # events outbox rows older than this are pruned hourly (0: keep all)
-    # Registry events (soko.events): written to the outbox with each change and delivered to webhook targets.
-    # False: no event is written or delivered (targets stay configured, and resume from the events written after).
+    # Deliver registry events (the outbox each change writes) to webhook targets (soko.events). False: no delivery;
+    # targets keep their place and catch up when it is switched back on (within event_retention).
     events_enabled: bool = True
     # A webhook's failed delivery is retried after event_retry_base, doubling up to event_retry_max.
     event_retry_base: float = 2.0

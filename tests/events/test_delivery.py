@@ -211,11 +211,13 @@ def test_a_runner_killed_mid_delivery_leaves_the_event_to_the_next_which_sends_t
     assert receiver.unique_events()[0]["detail"]["repository-name"] == "events/crash"
 
 
-def test_events_enabled_off_writes_no_events_and_runs_no_delivery(registry, targets, receiver, clock) -> None:
+def test_events_enabled_off_stops_delivery_and_the_target_catches_up_after(registry, targets, receiver, clock) -> None:
+    targets.create(ACCOUNT, "hook", receiver.url, secret=SECRET)
     registry.settings.events_enabled = False
-    registry.repositories.create(RepoRef(ACCOUNT, "events/quiet"))
-    assert outbox_rows(registry) == []
-    assert Delivery(registry.ctx).job().interval == 0
+    assert Delivery(registry.ctx).job().interval == 0  # the job kind is off
+    registry.repositories.create(RepoRef(ACCOUNT, "events/quiet"))  # the outbox still has it (replication reads it)
+    registry.settings.events_enabled = True
+    assert Delivery(registry.ctx, linger=0.0).drain(_target_id(registry, "hook")) == 1
 
 
 def _target_id(registry, name: str) -> int:

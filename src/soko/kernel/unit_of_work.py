@@ -8,7 +8,7 @@
 * ``invalidate`` — readers' caches: ``NOTIFY`` inside the transaction (PostgreSQL), generation bump after commit;
 * ``audit`` — an audit row, written in the same transaction;
 * ``emit`` — an events-outbox row (``soko.kernel.events``), written in the same transaction, in commit order
-  (delivered by ``soko.events``; nothing is written with ``events_enabled`` off).
+  (delivered to webhooks by ``soko.events``, read by replication).
 
 Rows are written just before commit, so a write that raises (rolls back) leaves no reviews, audit rows or
 events; the cache bump happens only after a commit.
@@ -71,7 +71,7 @@ class UnitOfWork:
         )
 
     def before_commit(self) -> None:
-        if self.events and self.ctx.settings.events_enabled:
+        if self.events:
             if not self.ctx.db.is_sqlite:
                 # Outbox rows commit in id order: delivery reads the outbox with a cursor (soko.events), which a
                 # row committing after a higher id was read would slip under. The lock is held from the id's
