@@ -17,7 +17,16 @@ from soko.access import Principal, RequestContext
 from soko.audit import AuditLog
 from soko.errors import AccessDenied
 from soko.iam.credentials import CredentialStore
-from soko.iam.policy import AuthzRequest, Decision, MalformedPolicy, Policy, PolicyKind, evaluate, parse_policy
+from soko.iam.policy import (
+    AuthzRequest,
+    Decision,
+    MalformedPolicy,
+    Policy,
+    PolicyKind,
+    evaluate,
+    evaluate_key_policy,
+    parse_policy,
+)
 from soko.iam.policy import Principal as PolicyPrincipal
 from soko.kernel.context import DomainContext
 from soko.meta.schema import registry_policies, repositories, repository_tags
@@ -107,6 +116,37 @@ class IamAuthorizer:
         if not decision.allowed:
             raise AccessDenied(
                 f"User: {principal.arn} is not authorized to perform: {action} on resource: {resource_arn} "
+                f"because {decision.reason}"
+            )
+
+    def authorize_key(
+        self,
+        principal: Principal,
+        action: str,
+        key_arn: str,
+        key_account: str,
+        key_policy: str,
+        context: RequestContext,
+        condition_keys: dict | None = None,
+    ) -> None:
+        """A KMS request on a key: its key policy and the caller's identity policies under KMS's rules
+        (``evaluate_key_policy``); audited like ``authorize``, AccessDenied when refused."""
+        identity = [
+            p
+            for p in (self._parsed.get(t, PolicyKind.IDENTITY) for t in self.credentials.identity_policies(principal))
+            if p is not None
+        ]
+        keys = self.condition_keys(context, action, key_arn, key_account)
+        keys.update(condition_keys or {})
+        request = AuthzRequest(policy_principal(principal), action, key_arn, key_account, keys)
+        decision = evaluate_key_policy(
+            request, key_policy=self._parsed.get(key_policy, PolicyKind.KEY), identity_policies=identity
+        )
+        allowed = "allow" if decision.allowed else "deny"
+        self.audit.record("authz", principal.arn, action, key_arn, allowed, decision.reason, context)
+        if not decision.allowed:
+            raise AccessDenied(
+                f"User: {principal.arn} is not authorized to perform: {action} on resource: {key_arn} "
                 f"because {decision.reason}"
             )
 

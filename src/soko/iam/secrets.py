@@ -1,4 +1,5 @@
-"""The server master key: encrypts stored secrets (AES-256-GCM) and derives the key that signs ECR tokens.
+"""The server master key: encrypts stored secrets (AES-256-GCM), derives the key that signs ECR tokens and the key
+that wraps KMS key material.
 
 The key comes from ``master_key`` (SOKO_MASTER_KEY, base64 of 32 bytes; required to be shared by nodes that share
 a database) or is generated once into ``<data-dir>/master.key`` with mode 0600.
@@ -24,6 +25,7 @@ class MasterKey:
             raise ValueError("the master key must be 32 bytes (base64 of 32 random bytes)")
         self._aead = AESGCM(self._derive(key, b"soko/secrets"))
         self.token_key = self._derive(key, b"soko/ecr-tokens")
+        self.kms_wrapping_key = self._derive(key, b"soko/kms-key-material")  # wraps KMS key material (soko.kms)
 
     @staticmethod
     def _derive(key: bytes, purpose: bytes) -> bytes:

@@ -5,7 +5,7 @@ request.
 """
 
 from soko.iam.policy.document import Policy, Statement, parse_policy, parse_policy_document
-from soko.iam.policy.evaluate import evaluate, evaluate_trust
+from soko.iam.policy.evaluate import evaluate, evaluate_key_policy, evaluate_trust
 from soko.iam.policy.model import AuthzRequest, Decision, MalformedPolicy, PolicyKind, Principal
 
 __all__ = [
@@ -17,6 +17,7 @@ __all__ = [
     "Principal",
     "Statement",
     "evaluate",
+    "evaluate_key_policy",
     "evaluate_trust",
     "parse_policy",
     "parse_policy_document",

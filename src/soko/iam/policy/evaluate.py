@@ -30,33 +30,17 @@ def evaluate(
     resource_account = request.resource_account or p.account
 
     # Resource side (repository policy, registry policy, trust policy): note the strongest Allow, stop at a Deny.
-    granted = NO_MATCH
-    granted_by: tuple[Policy, Statement] | None = None
-    for policy in resource_policies:
-        for st in policy.statements:
-            level = _principal_level(st, p)
-            if level == NO_MATCH or (st.allow and level <= granted):
-                continue
-            if not st.applies(action, resource, ctx):
-                continue
-            if not st.allow:
-                return Decision(False, _because("explicit deny in", policy, st), True)
-            granted, granted_by = level, (policy, st)
+    resource_side = _resource_grant(resource_policies, p, action, resource, ctx)
+    if isinstance(resource_side, Decision):
+        return resource_side
+    granted, granted_by = resource_side
 
     if p.type == "Account" and p.account == resource_account:
         return Decision(True, "allowed: the account root user in its own account")
 
-    identity_allow: tuple[Policy, Statement] | None = None
-    if p.type not in ("Account", "Service"):  # root and services have no identity policies
-        for policy in identity_policies:
-            if policy.kind is not PolicyKind.IDENTITY:  # a Principal-bearing policy here would grant to anyone
-                continue
-            for st in policy.statements:
-                if (st.allow and identity_allow is not None) or not st.applies(action, resource, ctx):
-                    continue
-                if not st.allow:
-                    return Decision(False, _because("explicit deny in", policy, st), True)
-                identity_allow = (policy, st)
+    identity_allow = _identity_allow(identity_policies, p, action, resource, ctx)
+    if isinstance(identity_allow, Decision):
+        return identity_allow
 
     if p.type == "Service":
         if granted == DIRECT_MATCH and granted_by is not None:
@@ -90,6 +74,49 @@ def evaluate(
     return Decision(True, "allowed cross-account: " + _because("allowed by", *granted_by))
 
 
+def evaluate_key_policy(
+    request: AuthzRequest,
+    *,
+    key_policy: Policy | None,
+    identity_policies: Sequence[Policy] = (),
+) -> Decision:
+    """KMS's rules: the key policy is the authority. Unlike other resources, the account root has no implicit
+    access: IAM policies of the key's account apply only when the key policy grants the account (its root
+    principal, as the default key policy does), a principal the key policy names directly is allowed by it, and
+    across accounts both the key policy and the caller's identity policies must allow. An explicit Deny anywhere
+    wins. https://docs.aws.amazon.com/kms/latest/developerguide/determining-access.html
+    """
+    p = request.principal
+    action = request.action.lower()
+    resource = request.resource
+    ctx = RequestContext(p, request.context)
+    resource_account = request.resource_account or p.account
+
+    key_side = _resource_grant([key_policy] if key_policy is not None else [], p, action, resource, ctx)
+    if isinstance(key_side, Decision):
+        return key_side
+    granted, granted_by = key_side
+    identity_allow = _identity_allow(identity_policies, p, action, resource, ctx)
+    if isinstance(identity_allow, Decision):
+        return identity_allow
+
+    if granted_by is None:
+        return Decision(False, "no key policy statement allows the action for this principal")
+    if p.account == resource_account:
+        if granted == DIRECT_MATCH:
+            return Decision(True, _because("allowed by", *granted_by))
+        if identity_allow is not None:  # the key policy grants the account: its IAM policies decide
+            return Decision(True, _because("allowed by", *identity_allow))
+        return Decision(
+            False,
+            "no identity-based policy allows the action (the key policy grants the account, which delegates to "
+            "IAM policies)",
+        )
+    if identity_allow is None and p.type != "Account":
+        return Decision(False, "cross-account: no identity-based policy allows the action")
+    return Decision(True, "allowed cross-account: " + _because("allowed by", *granted_by))
+
+
 def evaluate_trust(
     policy: Policy,
     principal: Principal,
@@ -118,6 +145,45 @@ def evaluate_trust(
     if granted_by is None:
         return Decision(False, "the trust policy does not allow this principal to assume the role")
     return Decision(True, _because("allowed by", policy, granted_by), delegated=granted == ACCOUNT_MATCH)
+
+
+def _resource_grant(
+    policies: Sequence[Policy], p: Principal, action: str, resource: str, ctx: RequestContext
+) -> tuple[int, tuple[Policy, Statement] | None] | Decision:
+    """The strongest grant resource-based policies give the caller (level, by what), or the Decision of an explicit
+    Deny among them."""
+    granted = NO_MATCH
+    granted_by: tuple[Policy, Statement] | None = None
+    for policy in policies:
+        for st in policy.statements:
+            level = _principal_level(st, p)
+            if level == NO_MATCH or (st.allow and level <= granted):
+                continue
+            if not st.applies(action, resource, ctx):
+                continue
+            if not st.allow:
+                return Decision(False, _because("explicit deny in", policy, st), True)
+            granted, granted_by = level, (policy, st)
+    return granted, granted_by
+
+
+def _identity_allow(
+    policies: Sequence[Policy], p: Principal, action: str, resource: str, ctx: RequestContext
+) -> tuple[Policy, Statement] | Decision | None:
+    """The first identity-policy Allow for the request, the Decision of an explicit Deny, or None."""
+    allow: tuple[Policy, Statement] | None = None
+    if p.type in ("Account", "Service"):  # root and services have no identity policies
+        return None
+    for policy in policies:
+        if policy.kind is not PolicyKind.IDENTITY:  # a Principal-bearing policy here would grant to anyone
+            continue
+        for st in policy.statements:
+            if (st.allow and allow is not None) or not st.applies(action, resource, ctx):
+                continue
+            if not st.allow:
+                return Decision(False, _because("explicit deny in", policy, st), True)
+            allow = (policy, st)
+    return allow
 
 
 def _principal_level(st: Statement, p: Principal) -> int:

@@ -26,6 +26,7 @@ class PolicyKind(enum.Enum):
     RESOURCE = "resource"  # ECR repository policy (implicit Resource: the repository)
     REGISTRY = "registry"  # ECR registry policy
     TRUST = "trust"  # IAM role trust (assume-role) policy
+    KEY = "key"  # KMS key policy (the key's own, authoritative resource policy: soko.kms)
 
     @property
     def label(self) -> str:

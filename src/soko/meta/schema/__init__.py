@@ -25,6 +25,7 @@ from soko.meta.schema.identity import (
     sts_sessions,
 )
 from soko.meta.schema.jobs import jobs
+from soko.meta.schema.kms import kms_aliases, kms_key_material, kms_key_tags, kms_keys
 from soko.meta.schema.manifests import manifest_blobs, manifest_children, manifests, tags
 from soko.meta.schema.metering import transfer_usage, usage_samples
 from soko.meta.schema.policies import account_settings, registry_policies
@@ -54,6 +55,10 @@ __all__ = [
     "image_scans",
     "inline_policies",
     "jobs",
+    "kms_aliases",
+    "kms_key_material",
+    "kms_key_tags",
+    "kms_keys",
     "lifecycle_policies",
     "lifecycle_previews",
     "managed_policies",
