@@ -6,6 +6,8 @@
     uploads/<upload id>/data                     an in-flight upload's data (its row in ``uploads`` makes it real)
     trash/<algorithm>-<hex>                      a blob the collector moved aside before committing its deletion
     <path>~parts/<start offset, 16 hex digits>   one part of a file stored as parts (drivers without append)
+    sealed/<any of the above>                    the same, encrypted (``soko.crypto``): what Soko writes today; the
+                                                 paths above hold plaintext written by versions before encryption
 
 Paths are '/'-separated keys relative to the driver's root; drivers refuse anything else (``base.check_path``).
 """
@@ -15,6 +17,7 @@ from __future__ import annotations
 BLOBS = "blobs"
 UPLOADS = "uploads"
 TRASH = "trash"
+SEALED = "sealed"  # encrypted content: sealed/<logical path>; reserved, never a logical path itself
 PARTS = "~parts/"  # '~' is outside the digest and upload-id alphabets, so a part never looks like a blob or upload
 
 
@@ -57,6 +60,8 @@ def trash_digest(path: str) -> str:
 def whole_object(path: str) -> bool:
     """Whether ``path`` (a blob's or a trashed blob's) can only be one whole object: content reaches it by a move,
     which always stores one, and nothing lives below it, so deleting it needs no listing."""
+    if path.startswith(SEALED + "/"):
+        path = path[len(SEALED) + 1 :]
     parts = path.split("/")
     return blob_digest(path) is not None or (len(parts) == 2 and parts[0] == TRASH)
 

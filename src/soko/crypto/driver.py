@@ -1,0 +1,351 @@
+"""``SealedDriver``: a storage driver that encrypts everything it stores in another driver.
+
+Content written through it lives in the inner driver at ``sealed/<path>`` (``storage/paths.py``) in the sealed
+format of ``crypto/segments.py``; nothing it writes is plaintext. Content an earlier version wrote in plaintext at
+``<path>`` is still read, transparently, until ``soko encrypt-existing`` seals it (a sealed copy always wins over a
+plaintext one; writing a blob drops the plaintext copy at its path).
+
+What changes for callers (declared in ``capabilities``): no redirects (a presigned URL would hand out ciphertext,
+so encrypted blobs stream through Soko, which decrypts them) and no ``local_path`` (the page cache/sendfile fast path
+would send ciphertext). A read that meets tampered, truncated or swapped ciphertext raises ``SealBroken`` (a
+``StorageError``) before handing out any byte of the damaged segment: callers never see wrong bytes.
+"""
+
+from __future__ import annotations
+
+import heapq
+import io
+from collections.abc import Iterator
+from typing import BinaryIO
+
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from soko.crypto.keys import KeyRing
+from soko.crypto.segments import (
+    HEADER,
+    SEALED_SEGMENT,
+    SEGMENT,
+    Header,
+    SealBroken,
+    new_header,
+    open_segment,
+    plain_size,
+    seal,
+    sealed_size,
+    segment_offset,
+    unwrap,
+)
+from soko.storage import paths
+from soko.storage.base import (
+    Capabilities,
+    FileInfo,
+    FileWriter,
+    InvalidOffset,
+    InvalidPath,
+    PathNotFound,
+    StorageDriver,
+    check_path,
+)
+
+_PREFIX = paths.SEALED + "/"
+
+
+def _read_exact(f: BinaryIO, size: int) -> bytes:
+    data = f.read(size)
+    if len(data) == size or not data:
+        return data
+    pieces = [data]
+    got = len(data)
+    while got < size:
+        more = f.read(size - got)
+        if not more:
+            break
+        pieces.append(more)
+        got += len(more)
+    return b"".join(pieces)
+
+
+class _SealedReader(io.RawIOBase):
+    """Plaintext from ``offset`` on, decrypting one segment at a time (constant memory)."""
+
+    def __init__(self, inner: BinaryIO, cipher: AESGCM, header: Header, index: int, skip: int, path: str) -> None:
+        self._inner = inner
+        self._cipher = cipher
+        self._object_id = header.object_id
+        self._index = index
+        self._skip = skip
+        self._path = path
+        self._plain = b""
+        self._at = 0
+        self._ended = False
+
+    def readable(self) -> bool:
+        return True
+
+    def _next_segment(self) -> bool:
+        """Load the next segment's plaintext; False at the end of the object."""
+        if self._ended:
+            return False
+        sealed = _read_exact(self._inner, SEALED_SEGMENT)
+        if not sealed:
+            raise SealBroken(self._path, f"it ends before its final segment (segment {self._index} is missing)")
+        final = len(sealed) < SEALED_SEGMENT
+        plain = open_segment(self._cipher, self._object_id, self._index, final, sealed, self._path)
+        if final:
+            if self._inner.read(1):
+                raise SealBroken(self._path, "data follows its final segment")
+            self._ended = True
+        self._index += 1
+        self._plain, self._at = plain, min(self._skip, len(plain))
+        self._skip = 0
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        if size is None or size < 0:
+            return self.readall()
+        pieces: list[bytes | memoryview] = []
+        wanted = size
+        while wanted > 0:
+            if self._at >= len(self._plain) and not self._next_segment():
+                break
+            available = len(self._plain) - self._at
+            if not available:
+                continue
+            take = min(available, wanted)
+            if self._at == 0 and take == len(self._plain):
+                pieces.append(self._plain)
+            else:
+                pieces.append(memoryview(self._plain)[self._at : self._at + take])
+            self._at += take
+            wanted -= take
+        return pieces[0] if len(pieces) == 1 and isinstance(pieces[0], bytes) else b"".join(pieces)
+
+    def readall(self) -> bytes:
+        pieces = []
+        while piece := self.read(SEGMENT):
+            pieces.append(piece)
+        return b"".join(pieces)
+
+    def readinto(self, buffer) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        self._inner.close()
+        super().close()
+
+
+class _SealedWriter(FileWriter):
+    def __init__(self, driver: SealedDriver, path: str, offset: int) -> None:
+        self._driver = driver
+        self._path = path
+        self._buffer = bytearray()
+        self._done = False
+        inner, sealed_path = driver.inner, driver.sealed(path)
+        if offset == 0:
+            self._header, self._cipher = new_header(driver.ring.current, driver.ring.cipher(driver.ring.current, path))
+            self._index = 0
+            self._writer = inner.writer(sealed_path, 0)
+            self._writer.write(self._header.encode())
+        else:
+            try:
+                held = plain_size(inner.stat(sealed_path).size)
+            except PathNotFound:
+                raise InvalidOffset(f"cannot resume {path} at {offset}: no such file") from None
+            if held is None or held < offset:
+                raise InvalidOffset(f"cannot resume {path} at {offset}: it holds only {held or 0} bytes")
+            self._header, self._cipher = driver.open_header(sealed_path, path)
+            self._index, keep = divmod(offset, SEGMENT)
+            if keep:  # the segment we resume in is sealed again with what follows (under a fresh nonce)
+                last = held // SEGMENT
+                with inner.reader(sealed_path, segment_offset(self._index)) as f:
+                    sealed = _read_exact(f, SEALED_SEGMENT)
+                plain = open_segment(
+                    self._cipher, self._header.object_id, self._index, self._index == last, sealed, path
+                )
+                self._buffer += plain[:keep]
+            self._writer = inner.writer(sealed_path, segment_offset(self._index))
+        self._size = offset
+
+    def _seal(self, plain: bytes | memoryview | bytearray, final: bool) -> None:
+        self._writer.write(seal(self._cipher, self._header.object_id, self._index, final, plain))
+        self._index += 1
+
+    def write(self, data: bytes | memoryview) -> int:
+        view = memoryview(data)
+        length = len(view)
+        if self._buffer:
+            room = SEGMENT - len(self._buffer)
+            self._buffer += view[:room]
+            view = view[room:]
+            if len(self._buffer) < SEGMENT:
+                self._size += length
+                return length
+            self._seal(self._buffer, final=False)
+            self._buffer = bytearray()
+        while len(view) >= SEGMENT:
+            self._seal(view[:SEGMENT], final=False)
+            view = view[SEGMENT:]
+        self._buffer += view
+        self._size += length
+        return length
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def _finish(self) -> None:
+        self._done = True
+        self._seal(self._buffer, final=True)
+        self._buffer = bytearray()
+
+    def commit(self) -> None:
+        if not self._done:
+            self._finish()
+        self._writer.commit()
+
+    def cancel(self) -> None:
+        self._done = True
+        self._writer.cancel()
+
+    def close(self) -> None:
+        if not self._done:  # what was written so far stays, complete with its final segment (a resume continues it)
+            self._finish()
+        self._writer.close()
+
+
+class SealedDriver(StorageDriver):
+    name = "sealed"
+
+    def __init__(self, inner: StorageDriver, ring: KeyRing) -> None:
+        self.inner = inner
+        self.ring = ring
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return Capabilities(redirect=False)
+
+    def sealed(self, path: str) -> str:
+        check_path(path)
+        if path == paths.SEALED or path.startswith(_PREFIX):
+            raise InvalidPath(f"storage path {path!r} is reserved for encrypted content")
+        return _PREFIX + path
+
+    def open_header(self, sealed_path: str, path: str) -> tuple[Header, AESGCM]:
+        with self.inner.reader(sealed_path) as f:
+            header = Header.decode(_read_exact(f, HEADER), path)
+        return header, unwrap(header, self.ring.cipher(header.key_id, path), path)
+
+    def check(self) -> None:
+        self.inner.check()
+
+    def get_content(self, path: str) -> bytes:
+        with self.reader(path) as f:
+            return f.read()
+
+    def put_content(self, path: str, data: bytes) -> None:
+        header, cipher = new_header(self.ring.current, self.ring.cipher(self.ring.current, path))
+        view = memoryview(data)
+        count = len(data) // SEGMENT + 1
+        sealed = [header.encode()]
+        for index in range(count):
+            piece = view[index * SEGMENT : (index + 1) * SEGMENT]
+            sealed.append(seal(cipher, header.object_id, index, index == count - 1, piece))
+        self.inner.put_content(self.sealed(path), b"".join(sealed))
+        self._drop_plaintext(path)
+
+    def _drop_plaintext(self, path: str) -> None:
+        """Remove the plaintext an earlier version stored at ``path`` (blobs only: elsewhere it is shadowed, and
+        goes with its upload session)."""
+        if paths.whole_object(path):
+            try:
+                self.inner.delete(path)
+            except PathNotFound:
+                pass
+
+    def reader(self, path: str, offset: int = 0) -> BinaryIO:
+        sealed_path = self.sealed(path)
+        try:
+            header, cipher = self.open_header(sealed_path, path)
+        except PathNotFound:
+            return self.inner.reader(path, offset)  # plaintext of an earlier version
+        index, skip = divmod(offset, SEGMENT)
+        inner = self.inner.reader(sealed_path, segment_offset(index))
+        return _SealedReader(inner, cipher, header, index, skip, path)  # type: ignore[return-value]
+
+    def writer(self, path: str, offset: int = 0) -> FileWriter:
+        return _SealedWriter(self, path, offset)
+
+    def stat(self, path: str) -> FileInfo:
+        try:
+            info = self.inner.stat(self.sealed(path))
+        except PathNotFound:
+            return self.inner.stat(path)
+        if info.is_dir:
+            return FileInfo(path, 0, info.modified, is_dir=True)
+        return FileInfo(path, self._plain(info.size), info.modified)
+
+    @staticmethod
+    def _plain(size: int) -> int:
+        plain = plain_size(size)
+        return size if plain is None else plain  # a torn object: its size matches nothing (fsck reports it)
+
+    def list(self, path: str) -> list[str]:
+        top = path in ("", "/")
+        found: set[str] = set()
+        missing = 0
+        try:
+            found.update(p[len(_PREFIX) :] for p in self.inner.list(paths.SEALED if top else self.sealed(path)))
+        except PathNotFound:
+            missing += 1
+        try:
+            found.update(p for p in self.inner.list("" if top else path) if p != paths.SEALED)
+        except PathNotFound:
+            missing += 1
+        if missing == 2 and not top:
+            raise PathNotFound(path)
+        return sorted(found)
+
+    def walk(self, path: str, start_after: str = "") -> Iterator[FileInfo]:
+        top = path in ("", "/")
+        sealed_root = paths.SEALED if top else self.sealed(path)
+        sealed = (
+            (info.path[len(_PREFIX) :], 0, FileInfo(info.path[len(_PREFIX) :], self._plain(info.size), info.modified))
+            for info in self.inner.walk(sealed_root, _PREFIX + start_after if start_after else "")
+        )
+        plain = (
+            (info.path, 1, info) for info in self.inner.walk(path, start_after) if not info.path.startswith(_PREFIX)
+        )
+        previous = None
+        for key, _, info in heapq.merge(sealed, plain, key=lambda item: (item[0].encode(), item[1])):
+            if key != previous:  # a path held both sealed and in plaintext: the sealed copy is the content
+                yield info
+            previous = key
+
+    def move(self, source: str, dest: str) -> None:
+        sealed_dest = self.sealed(dest)
+        try:
+            self.inner.move(self.sealed(source), sealed_dest)
+        except PathNotFound:
+            self.inner.move(source, dest)  # plaintext of an earlier version stays so until encrypt-existing
+            try:
+                self.inner.delete(sealed_dest)
+            except PathNotFound:
+                pass
+            return
+        self._drop_plaintext(dest)
+
+    def delete(self, path: str) -> None:
+        found = False
+        for target in (self.sealed(path), path):
+            try:
+                self.inner.delete(target)
+                found = True
+            except PathNotFound:
+                pass
+        if not found:
+            raise PathNotFound(path)
+
+
+__all__ = ["SealBroken", "SealedDriver", "sealed_size"]
