@@ -228,3 +228,87 @@ def _target_id(registry, name: str) -> int:
 @pytest.fixture(autouse=True)
 def _quiet_clock(clock) -> None:
     """Every test here runs on the settable clock."""
+
+
+def test_a_push_that_fails_sends_nothing(registry, targets, delivery, receiver, clock) -> None:
+    from soko.errors import ManifestBlobUnknown
+
+    targets.create(ACCOUNT, "hook", receiver.url, secret=SECRET)
+    ref = RepoRef(ACCOUNT, "events/app")
+    registry.repositories.create(ref)
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": "sha256:" + "0" * 64, "size": 2},
+        "layers": [],
+    }
+    with pytest.raises(ManifestBlobUnknown):
+        registry.manifests.put(ref, "v1", json.dumps(manifest).encode(), None)  # rolled back
+    assert delivery.drain(_target_id(registry, "hook")) == 1
+    assert [e["detail-type"] for e in receiver.events()] == ["Soko Repository Action"]
+
+
+def test_the_servers_own_runner_delivers_and_metrics_show_it(targets, server, registry, receiver) -> None:
+    import httpx
+
+    targets.create(ACCOUNT, "hook", receiver.url, secret=SECRET)
+    registry.repositories.create(RepoRef(ACCOUNT, "events/served"))
+    receiver.wait_for(1)
+    for _ in range(100):  # the delivery is recorded right after the receiver answered
+        text = httpx.get(f"{server.url}/metrics", timeout=10).text
+        if 'soko_event_deliveries_total{account="000000000000",target="hook"} 1.0' in text:
+            break
+        threading.Event().wait(0.05)
+    assert 'soko_event_deliveries_total{account="000000000000",target="hook"} 1.0' in text
+    assert 'soko_event_backlog{account="000000000000",target="hook"} 0.0' in text
+    assert 'soko_event_dead_letters{account="000000000000",target="hook"} 0.0' in text
+    assert "soko_event_delivery_lag_seconds" in text and "soko_event_last_delivery_lag_seconds" in text
+    assert SECRET not in text
+
+
+def test_tail_follows_events_live(registry, settings) -> None:
+    import os
+    import subprocess
+    import sys
+
+    registry.repositories.create(RepoRef(ACCOUNT, "events/before"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SOKO_")}
+    args = ["--data-dir", settings.data_dir, "--database-url", settings.effective_database_url]
+    last = subprocess.run(
+        [sys.executable, "-m", "soko", "events", "tail", "--last", "1", "--count", "1", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert json.loads(last.stdout)["detail"]["repository-name"] == "events/before"
+    after = outbox_rows(registry)[-1].id
+    follow = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "soko",
+            "events",
+            "tail",
+            "--count",
+            "2",
+            "--after",
+            str(after),
+            "--pattern",
+            '{"detail": {"repository-name": [{"prefix": "events/live"}]}}',
+            *args,
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        for name in ("events/live-1", "events/other", "events/live-2"):
+            registry.repositories.create(RepoRef(ACCOUNT, name))
+        out, _ = follow.communicate(timeout=30)
+    finally:
+        follow.kill()
+    assert [json.loads(line)["detail"]["repository-name"] for line in out.splitlines()] == [
+        "events/live-1",
+        "events/live-2",
+    ]

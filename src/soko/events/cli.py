@@ -62,6 +62,7 @@ def add_parsers(sub, common: Callable, settings: Callable) -> None:
     tail = command("tail", "print events as they are committed (JSON lines); Ctrl-C stops", cmd_tail)
     tail.add_argument("--pattern", help="only events this EventBridge pattern selects")
     tail.add_argument("--last", type=int, default=0, help="start with the last N events")
+    tail.add_argument("--after", type=int, help="start after this outbox id (resume where a previous tail stopped)")
     tail.add_argument("--count", type=int, default=0, help="stop after N events (default: follow)")
     tail.add_argument("--all-accounts", action="store_true", help="every account's events")
 
@@ -185,6 +186,8 @@ def cmd_tail(args, registry, account: str) -> int:
                 sa.select(event_outbox.c.id).order_by(event_outbox.c.id.desc()).limit(1).offset(args.last - 1)
             ).scalar()
             last = (first - 1) if first is not None else 0
+        if args.after is not None:
+            last = args.after
     printed = 0
     try:
         while True:
