@@ -7,15 +7,17 @@ in id order misses nothing and keeps the order of the changes — per repository
 1. sends the dead letters ``soko events redeliver`` queued that are due (each with its own attempts and backoff);
 2. unless the head event is backing off, reads the events after ``position``, skips those of other accounts and
    those the target's pattern does not select, and POSTs the rest one at a time. A 2xx moves ``position`` past the
-   event; a failure records the attempt and a backoff (``event_retry_base`` doubling to ``event_retry_max``) and
-   stops — later events wait, which is what keeps the order; after ``max_attempts`` the event becomes a dead letter
-   and ``position`` moves past it;
+   event (written once per ``WRITE_EVERY`` deliveries, at a failure and at the end of the batch); a failure
+   records the attempt and a backoff (``event_retry_base`` doubling to ``event_retry_max``) and stops — later
+   events wait, which is what keeps the order; after ``max_attempts`` the event becomes a dead letter and
+   ``position`` moves past it;
 3. keeps polling for new events for a few seconds (``linger``) while its lease is held, so delivery lag stays well
    under the runner's tick, then ends; the job is due again a second later.
 
 Every move of ``position`` is conditional on the value read (``WHERE position = :seen``): a runner that lost its
-lease (a stall) and comes back finds it moved and stops. A process that dies between the POST and the move
-leaves ``position`` where it was: the next runner sends the event again, with the same id — receivers dedupe.
+lease (a stall) and comes back finds it moved and stops. A process that dies between a POST and the write
+of ``position`` leaves it where it was: the next runner sends those events again, with the same ids — receivers
+dedupe.
 Backoff times are the domain clock's (``ctx.clock``), so tests move time instead of sleeping.
 """
 
@@ -36,11 +38,12 @@ from soko.meta.schema import event_dead_letters, event_outbox, event_targets
 log = logging.getLogger("soko.events")
 BATCH = 200
 RETRY_BATCH = 20
+WRITE_EVERY = 50  # deliveries recorded in one write (a crash resends at most these; receivers dedupe)
 
 
 class Delivery:
     def __init__(
-        self, ctx: DomainContext, targets: Targets | None = None, *, linger: float = 5.0, poll: float = 0.1
+        self, ctx: DomainContext, targets: Targets | None = None, *, linger: float = 20.0, poll: float = 0.1
     ) -> None:
         self.ctx = ctx
         self.targets = targets or Targets(ctx)
@@ -98,8 +101,16 @@ class Delivery:
                 .limit(BATCH)
             ).all()
         seen = target.position  # what the row says; every move is conditional on it
-        passed = seen  # skipped up to here, not yet written
+        passed = seen  # delivered or skipped up to here, not yet written
         attempts = target.attempts
+        done: list[tuple[float, float]] = []  # (delivered at, lag) of the deliveries since the last write
+
+        def progress() -> dict:
+            if not done:
+                return {}
+            at, lag = done[-1]
+            return {"delivered": event_targets.c.delivered + len(done), "last_delivered_at": at, "last_lag": lag}
+
         for row in rows:
             if row.account_id != target.account_id or (
                 pattern is not None and not patterns.matches(pattern, json.loads(row.body))
@@ -108,32 +119,25 @@ class Delivery:
                 continue
             if stopping():
                 break
-            if passed != seen:
-                if not self._move(target_id, seen, {"position": passed, "attempts": 0, "next_attempt_at": None}):
-                    return count
-                seen, attempts = passed, 0
             outcome = webhook.send(
                 target.url, row.body.encode(), row.event_id, secret, attempts + 1, target.timeout, self.targets.allow
             )
             now = self.ctx.clock()
             if outcome.ok:
-                values = {
-                    "position": row.id,
-                    "attempts": 0,
-                    "next_attempt_at": None,
-                    "last_delivered_at": now,
-                    "last_lag": max(now - row.created_at, 0.0),
-                    "delivered": event_targets.c.delivered + 1,
-                }
-                if not self._move(target_id, seen, values):
-                    return count
-                seen = passed = row.id
-                attempts = 0
+                passed, attempts = row.id, 0
+                done.append((now, max(now - row.created_at, 0.0)))
                 count += 1
+                if len(done) >= WRITE_EVERY:
+                    if not self._move(target_id, seen, progress() | {"position": passed}):
+                        return count
+                    seen = passed
+                    done.clear()
                 continue
+            # A failure: what passed before it, and the attempt, in one write; then stop (later events wait).
             attempts += 1
-            failed = {"failures": event_targets.c.failures + 1, "last_error": outcome.error}
+            failed = progress() | {"failures": event_targets.c.failures + 1, "last_error": outcome.error}
             if attempts < target.max_attempts:
+                delay = self.backoff(attempts)
                 log.warning(
                     "event %s to target %s failed (attempt %d of %d): %s; retrying in %.0fs",
                     row.event_id,
@@ -141,10 +145,10 @@ class Delivery:
                     attempts,
                     target.max_attempts,
                     outcome.error,
-                    self.backoff(attempts),
+                    delay,
                 )
                 self._move(
-                    target_id, seen, failed | {"attempts": attempts, "next_attempt_at": now + self.backoff(attempts)}
+                    target_id, seen, failed | {"position": passed, "attempts": attempts, "next_attempt_at": now + delay}
                 )
                 return count
             log.warning(
@@ -176,8 +180,9 @@ class Delivery:
                 )
             seen = passed = row.id
             attempts = 0
+            done.clear()
         if passed != seen:
-            self._move(target_id, seen, {"position": passed, "attempts": 0, "next_attempt_at": None})
+            self._move(target_id, seen, progress() | {"position": passed, "attempts": 0, "next_attempt_at": None})
         return count
 
     def _move(self, target_id: int, seen: int, values: dict) -> bool:
