@@ -20,6 +20,9 @@ from soko.http.runtime import RuntimeMetrics
 from soko.iam.api import IamApi
 from soko.iam.service import Identity
 from soko.jobs import JobRunner, registry_jobs
+from soko.jobs.runner import JobKind
+from soko.kms.api import KmsApi
+from soko.kms.service import KeyService
 from soko.meta.changes import PostgresListener
 from soko.oci.base import OciContext
 from soko.oci.presigned import PREFIX as LAYERS_PREFIX
@@ -52,8 +55,16 @@ class SokoApp:
         self.oci = OciRouter(oci, identity.authenticate, endpoints)
         ecr = EcrApi(settings, registry, identity)
         query = IamApi(settings, identity)
+        self.kms = KeyService(registry.ctx, identity)
         self.aws = AwsFrontDoor(
-            identity.credentials, ecr, query, _authn_auditor(identity), endpoints, settings.region, self.bodies
+            identity.credentials,
+            ecr,
+            query,
+            _authn_auditor(identity),
+            endpoints,
+            settings.region,
+            self.bodies,
+            kms=KmsApi(self.kms),
         )
         self.layers = PresignedLayers(registry, identity)
         self.runtime = RuntimeMetrics()
@@ -85,7 +96,7 @@ class SokoApp:
 
     async def start(self) -> None:
         """Start this process's upkeep on the running loop."""
-        self._upkeep = _upkeep(self.registry, self.identity, self.runtime)
+        self._upkeep = _upkeep(self.registry, self.identity, self.runtime, [kms_upkeep_job(self.kms)])
         await self._upkeep.__aenter__()
 
     async def stop(self) -> None:
@@ -99,6 +110,17 @@ def _not_here(status: int, message: str, allow: str | None = None) -> AnyRespons
     return error_response(status, "UNSUPPORTED" if status == 405 else "NOT_FOUND", message, headers=headers)
 
 
+def kms_upkeep_job(kms: KeyService) -> JobKind:
+    """Hourly, once in the cluster: destroy the material of keys whose deletion date passed (crypto-shredding) and
+    rotate keys whose rotation is due (both also happen at a key's next use)."""
+
+    def run(_key: str) -> str | None:
+        deleted, rotated = kms.upkeep()
+        return f"kms: deleted {deleted} key(s), rotated {rotated}" if deleted or rotated else None
+
+    return JobKind("kms_upkeep", run, 3600.0)
+
+
 def _authn_auditor(identity: Identity):
     def record(principal, decision, reason, context) -> None:
         identity.audit.record("authn", principal, None, None, decision, reason, context)
@@ -107,7 +129,7 @@ def _authn_auditor(identity: Identity):
 
 
 @contextlib.asynccontextmanager
-async def _upkeep(registry: Registry, identity: Identity, runtime: RuntimeMetrics):
+async def _upkeep(registry: Registry, identity: Identity, runtime: RuntimeMetrics, more_jobs: list[JobKind]):
     """Per-process background work: flush pull times, audit events and transfer counts; and this process's job
     runner, which takes its share of the cluster's leased jobs (GC, lifecycle, upload expiry, storage samples)."""
     loop = asyncio.get_running_loop()

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import soko.ecr
 from soko.access import Principal, RequestContext, repository_arn
 from soko.aws.errors import ServiceError
-from soko.aws.service_model import get_service_model
+from soko.aws.json_protocol import ECR_TARGET_PREFIX
+from soko.aws.service_model import get_service_model, validate_request
 from soko.config import Settings
 from soko.iam.service import Identity
 from soko.registry import Registry
@@ -59,6 +60,10 @@ Operation = Callable[[Call], dict]
 
 
 class EcrApi:
+    service = "ecr"
+    target_prefix = ECR_TARGET_PREFIX
+    internal_error = "ServerException"
+
     def __init__(self, settings: Settings, registry: Registry, identity: Identity) -> None:
         self.settings = settings
         self.registry = registry
@@ -80,6 +85,9 @@ class EcrApi:
                 f"The ECR operation {operation} is not supported by this registry (Soko implements "
                 f"{len(self.operations)} of ECR's {len(get_service_model('ecr').operation_names)} operations)",
             )
+
+    def validate(self, operation: str, params: object) -> dict:
+        return validate_request(operation, params)
 
     def call(self, operation: str, params: dict, caller: Principal, context: RequestContext) -> dict:
         handler = self.operations.get(operation)

@@ -1,4 +1,5 @@
-"""The AWS front door at ``POST /``: SigV4 authentication, then ECR (JSON 1.1, X-Amz-Target) or IAM/STS (Query).
+"""The AWS front door at ``POST /``: SigV4 authentication, then ECR or KMS (JSON 1.1, X-Amz-Target) or IAM/STS
+(Query).
 
 Every AWS-protocol request goes through here: the body is read (bounded), hashed, the signature verified against
 the credential store, and the caller's principal handed to the service with the request context.
@@ -14,7 +15,6 @@ from typing import Protocol
 from soko.access import Principal, RequestContext
 from soko.aws import json_protocol, query_protocol, sigv4
 from soko.aws.errors import AwsAuthError, InvalidRequest, ServiceError
-from soko.aws.service_model import validate_request
 from soko.ecr.errors import from_domain
 from soko.errors import SokoError
 from soko.http.bodies import BODY_BUDGET, BodyBudget, BodyRefused, whole_body
@@ -42,7 +42,12 @@ _BODY_ERRORS = {
 
 
 class JsonService(Protocol):
+    service: str  # the SigV4 service name and metrics prefix: ecr | kms
+    target_prefix: str  # X-Amz-Target: <prefix>.<Operation>
+    internal_error: str  # the __type of a 500 (ServerException, KMSInternalException)
+
     def check_supported(self, operation: str) -> None: ...
+    def validate(self, operation: str, params: object) -> dict: ...
     def call(self, operation: str, params: dict, caller: Principal, context: RequestContext) -> dict: ...
 
 
@@ -68,6 +73,7 @@ class AwsFrontDoor:
         endpoints: dict[tuple[str, int], str] | None = None,
         region: str = "us-east-1",
         bodies: BodyBudget | None = None,
+        kms: JsonService | None = None,
     ) -> None:
         self.credentials = credentials
         # A deployment serves one region: ECR requests must be signed for it. IAM is global in AWS (its one
@@ -77,6 +83,10 @@ class AwsFrontDoor:
         self.ecr_regions = frozenset({region})
         self.query_regions = frozenset({region, GLOBAL_SIGNING_REGION})
         self.ecr = ecr
+        # JSON services by X-Amz-Target prefix (ECR's is also the answer for a target no service claims)
+        self.json_services: dict[str, JsonService] = {ecr.target_prefix: ecr}
+        if kms is not None:
+            self.json_services[kms.target_prefix] = kms
         self.query = query
         self.audit_authn = audit_authn
         self.endpoints = endpoints or {}
@@ -109,7 +119,8 @@ class AwsFrontDoor:
             resolved_box["r"] = resolved
             return resolved.credentials(key_id, presented_token)
 
-        expected = "ecr" if is_json else {"iam", "sts"}
+        json_service = self._json_service(request) if is_json else None
+        expected = json_service.service if json_service is not None else {"iam", "sts"}
         regions = self.ecr_regions if is_json else self.query_regions
         # Everything but the signature itself is checked before the body is read: a request with no valid key may
         # send a small body (read, so that its error names the right service), never a large one.
@@ -132,8 +143,8 @@ class AwsFrontDoor:
                 principal: Principal = resolved_box["r"].principal
                 context.extra["access_key_id"] = verified.access_key_id
                 self.audit_authn(principal.arn, "allow", f"SigV4 {verified.service}", context)
-                if is_json:
-                    return await self._ecr(request, body, principal, context)
+                if json_service is not None:
+                    return await self._json(json_service, request, body, principal, context)
                 return await self._query(request, body, principal, context, verified)
         except BodyRefused as exc:  # the rest stays unread: rsgi says Connection: close (HTTP/1.1) with the answer
             if refused is not None:
@@ -154,14 +165,22 @@ class AwsFrontDoor:
         status, payload = query_protocol.auth_error_response(_query_service(body), exc, context.request_id)
         return self._query_response(status, payload, context)
 
-    async def _ecr(self, request: Request, body: bytes, principal: Principal, context: RequestContext) -> Response:
+    def _json_service(self, request: Request) -> JsonService:
+        """The JSON service an X-Amz-Target names (``TrentService.*`` is KMS); ECR for anything else, which then
+        answers UnknownOperationException."""
+        target = (request.headers.get("x-amz-target") or "").strip()
+        return self.json_services.get(target.rpartition(".")[0], self.ecr)
+
+    async def _json(
+        self, api: JsonService, request: Request, body: bytes, principal: Principal, context: RequestContext
+    ) -> Response:
         try:
-            operation = json_protocol.parse_target(request.headers.get("x-amz-target"))
+            operation = json_protocol.parse_target(request.headers.get("x-amz-target"), api.target_prefix)
             params = json_protocol.load_body(body)
-            self.ecr.check_supported(operation)
-            params = validate_request(operation, params)
-            request.operation = f"ecr:{operation}"  # (a known operation now: a bounded metrics label)
-            result = await offload(self.ecr.call, operation, params, principal, context)
+            api.check_supported(operation)
+            params = api.validate(operation, params)
+            request.operation = f"{api.service}:{operation}"  # (a known operation now: a bounded metrics label)
+            result = await offload(api.call, operation, params, principal, context)
         except InvalidRequest as exc:
             return self._json_error(exc.type_name, exc.message, context, exc.status)
         except ServiceError as exc:
@@ -173,8 +192,9 @@ class AwsFrontDoor:
             full = storage_full(exc)
             if full is not None:
                 return self._json_error("ServiceUnavailableException", full.message, context, 503)
-            log.exception("ECR request %s failed", context.request_id)
-            return self._json_error("ServerException", f"internal error (request {context.request_id})", context, 500)
+            log.exception("%s request %s failed", api.service, context.request_id)
+            message = f"internal error (request {context.request_id})"
+            return self._json_error(api.internal_error, message, context, 500)
         return Response(
             200, {"x-amzn-RequestId": context.request_id}, json_protocol.dumps(result), "application/x-amz-json-1.1"
         )
@@ -249,4 +269,3 @@ def _query_service(body: bytes) -> str:
     """Best guess of iam vs sts for an unauthenticated error (STS actions are few and distinctive)."""
     text = body[:200].decode(errors="replace")
     return "sts" if any(a in text for a in ("AssumeRole", "GetCallerIdentity", "GetSessionToken")) else "iam"
-

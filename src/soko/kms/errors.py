@@ -72,3 +72,7 @@ class ValidationException(KmsError):
 
 class UnsupportedOperationException(KmsError):
     code = "UnsupportedOperationException"
+
+
+class InvalidMarkerException(KmsError):
+    code = "InvalidMarkerException"

@@ -74,7 +74,7 @@ from soko.meta.schema import kms_aliases, kms_key_material, kms_key_tags, kms_ke
 DAY = 86400.0
 ENABLED, DISABLED, PENDING_DELETION, DELETED = "Enabled", "Disabled", "PendingDeletion", "Deleted"
 DEFAULT_ROTATION_DAYS = 365
-MAX_ON_DEMAND_ROTATIONS = 10  # per key, as AWS
+MAX_ON_DEMAND_ROTATIONS = 25  # per key, as AWS
 MAX_TAGS = 50
 MAX_POLICY_BYTES = 32768
 AWS_MANAGED_ALIASES = ("aws/ecr",)
@@ -342,8 +342,17 @@ class KeyService:
         return self._resolve(account_id, key_ref)[0]
 
     def _resolve(self, account_id: str, key_ref: str) -> tuple[KeyInfo, str | None]:
-        with self.ctx.db.read() as conn:
-            info, alias = self._lookup(conn, account_id, key_ref)
+        try:
+            with self.ctx.db.read() as conn:
+                info, alias = self._lookup(conn, account_id, key_ref)
+        except NotFoundException as exc:
+            # As in AWS, naming a predefined alias/aws/<service> creates the AWS-managed key it stands for.
+            account, name, is_alias = self._parse_ref(account_id, key_ref)
+            if isinstance(exc, KeyDeleted) or not is_alias or name[len("alias/") :] not in AWS_MANAGED_ALIASES:
+                raise
+            self.aws_managed_key(account, name[len("alias/") :])
+            with self.ctx.db.read() as conn:
+                info, alias = self._lookup(conn, account_id, key_ref)
         return self._maintained(info), alias
 
     def _materials_of(self, key_id: str) -> dict[int, bytes]:
@@ -916,9 +925,10 @@ class KeyService:
                     kms_key_material.c.key_id == info.key_id, kms_key_material.c.rotation_type == "ON_DEMAND"
                 )
             ).scalar()
+        enabled = info.rotation_enabled and info.state != PENDING_DELETION
         return info, RotationStatus(
-            info.rotation_enabled,
-            info.rotation_period_days if info.rotation_enabled else None,
+            enabled,
+            info.rotation_period_days if enabled else None,
             info.next_rotation_at,
             on_demand,
         )
@@ -1188,8 +1198,15 @@ class KeyService:
         self._mutate(principal, "PutKeyPolicy", key_ref, context, change)
 
     def tag_resource(
-        self, principal: Principal, key_ref: str, tags: dict[str, str], context: RequestContext | None = None
+        self,
+        principal: Principal,
+        key_ref: str,
+        tags: dict[str, str],
+        context: RequestContext | None = None,
+        condition_keys: dict | None = None,
     ) -> None:
+        """``condition_keys``: aws:RequestTag/<key> and aws:TagKeys of the request."""
+
         def change(info: KeyInfo) -> None:
             self._not_aws_managed(info, "TagResource")
             if info.state == PENDING_DELETION:
@@ -1213,10 +1230,15 @@ class KeyService:
                     sa.insert(kms_key_tags), [{"key_id": info.key_id, "key": k, "value": v} for k, v in tags.items()]
                 )
 
-        self._mutate(principal, "TagResource", key_ref, context, change, {"tagKeys": sorted(tags)})
+        self._mutate(principal, "TagResource", key_ref, context, change, {"tagKeys": sorted(tags)}, condition_keys)
 
     def untag_resource(
-        self, principal: Principal, key_ref: str, keys: list[str], context: RequestContext | None = None
+        self,
+        principal: Principal,
+        key_ref: str,
+        keys: list[str],
+        context: RequestContext | None = None,
+        condition_keys: dict | None = None,
     ) -> None:
         def change(info: KeyInfo) -> None:
             self._not_aws_managed(info, "UntagResource")
@@ -1227,7 +1249,7 @@ class KeyService:
                     sa.delete(kms_key_tags).where(kms_key_tags.c.key_id == info.key_id, kms_key_tags.c.key.in_(keys))
                 )
 
-        self._mutate(principal, "UntagResource", key_ref, context, change, {"tagKeys": sorted(keys)})
+        self._mutate(principal, "UntagResource", key_ref, context, change, {"tagKeys": sorted(keys)}, condition_keys)
 
     def list_resource_tags(
         self, principal: Principal, key_ref: str, context: RequestContext | None = None
