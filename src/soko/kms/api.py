@@ -307,6 +307,11 @@ def re_encrypt(call: Call) -> dict:
     }
 
 
+def update_key_description(call: Call) -> dict:
+    call.kms.update_key_description(call.caller, call.params["KeyId"], call.params["Description"], call.context)
+    return {}
+
+
 def _policy_name(call: Call) -> str:
     name = call.get("PolicyName") or "default"
     if name != "default":
@@ -375,6 +380,7 @@ OPERATIONS: dict[str, Callable[[Call], dict]] = {
     "GenerateDataKey": generate_data_key,
     "GenerateDataKeyWithoutPlaintext": generate_data_key_without_plaintext,
     "ReEncrypt": re_encrypt,
+    "UpdateKeyDescription": update_key_description,
     "GetKeyPolicy": get_key_policy,
     "PutKeyPolicy": put_key_policy,
     "TagResource": tag_resource,

@@ -1177,6 +1177,17 @@ class KeyService:
 
         self._mutate(principal, "DeleteAlias", alias_name, context, change, {"aliasName": alias_name})
 
+    def update_key_description(
+        self, principal: Principal, key_ref: str, description: str, context: RequestContext | None = None
+    ) -> None:
+        def change(info: KeyInfo) -> None:
+            self._not_aws_managed(info, "UpdateKeyDescription")
+            if info.state == PENDING_DELETION:
+                raise KMSInvalidStateException(f"{info.arn} is pending deletion.")
+            self._update(info.key_id, description=description)
+
+        self._mutate(principal, "UpdateKeyDescription", key_ref, context, change)
+
     def get_key_policy(self, principal: Principal, key_ref: str, context: RequestContext | None = None) -> str:
         return self._run(self._managed(principal, "GetKeyPolicy", key_ref, context)).policy_text
 
