@@ -3,7 +3,7 @@
 #   scripts/bootstrap.sh          what `soko serve` needs
 #   scripts/bootstrap.sh --test   also the test tools, and the external clients the end-to-end tests and the bench
 #                                 drive (skopeo, umoci, jq, podman, buildah, containerd, docker-registry, wrk, hey,
-#                                 debootstrap, go, npm for tests/scan,
+#                                 debootstrap, go, npm for tests/scan, chromium and axe-core for tests/console,
 #                                 and Ceph's S3 gateway for scripts/ceph-rgw.sh: ceph-mon ceph-osd radosgw ceph-common:
 #                                 Debian packages, installed with apt-get when missing)
 set -euo pipefail
@@ -33,6 +33,7 @@ if [ -n "$extra" ]; then
   command -v npm >/dev/null 2>&1 || missing+=(npm)
   [ -f /usr/share/java/commons-io-2.11.0.jar ] || missing+=(libcommons-io-java)  # real jars for tests/scan
   [ -f /usr/share/java/commons-cli-1.5.0.jar ] || missing+=(libcommons-cli-java)
+  [ -x /usr/bin/chromium ] || missing+=(chromium)  # tests/console: a real headless browser (driven by Playwright)
   if [ "${#missing[@]}" -gt 0 ]; then
     sudo=""
     [ "$(id -u)" -eq 0 ] || sudo="sudo"
@@ -53,4 +54,13 @@ if ! fresh "$stamp" && ! { [ -z "$extra" ] && fresh .venv/.installed-test; }; th
   .venv/bin/python -m pip install --quiet --upgrade pip >/dev/null
   .venv/bin/python -m pip install --quiet -e ".${extra}"
   touch "$stamp"
+fi
+
+# tests/console: axe-core (npm, pinned) checks the console's pages for accessibility; kept in .venv so the tests run
+# offline once bootstrapped.
+AXE_VERSION=4.14.1
+if [ -n "$extra" ] && [ ! -f ".venv/axe/node_modules/axe-core/axe.min.js" -o ! -f ".venv/axe/.v$AXE_VERSION" ]; then
+  mkdir -p .venv/axe
+  npm install --silent --no-audit --no-fund --prefix .venv/axe "axe-core@$AXE_VERSION" >/dev/null
+  touch ".venv/axe/.v$AXE_VERSION"
 fi

@@ -8,6 +8,8 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 
 from soko.config import Settings
+from soko.console.web import PREFIX as CONSOLE_PREFIX
+from soko.console.web import Console
 from soko.ecr.api import EcrApi
 from soko.events import Delivery
 from soko.http.aws_api import AwsFrontDoor
@@ -35,7 +37,8 @@ log = logging.getLogger("soko")
 
 class SokoApp:
     """Every front end behind one ``handle``: /v2/ (OCI), ``POST /`` (the AWS APIs), /layers/ (the presigned layer
-    URLs GetDownloadUrlForLayer hands out), /metrics, and the probes /healthz and /readyz. ``start``/``stop`` run
+    URLs GetDownloadUrlForLayer hands out), /console/ (the web console), /metrics, and the probes /healthz and
+    /readyz. ``start``/``stop`` run
     this process's upkeep."""
 
     def __init__(
@@ -70,6 +73,8 @@ class SokoApp:
         self.runtime = RuntimeMetrics()
         self.metrics = metrics_handler(registry, self.runtime)
         self.health = Health(registry)
+        # The web console (off with console = false: /console/ is then simply not here).
+        self.console = Console(settings, registry, identity, self.bodies, endpoints) if settings.console else None
         proxies = TrustedProxies(settings.trusted_proxies)
         self._proxies = proxies if proxies.networks else None
         self._upkeep: contextlib.AbstractAsyncContextManager | None = None
@@ -88,6 +93,8 @@ class SokoApp:
             return await self.layers.handle(request)
         if path == "/healthz" or path == "/readyz":  # before any authentication: load balancers probe these
             return await self.health.handle(request)
+        if self.console is not None and (path == "/console" or path.startswith(CONSOLE_PREFIX)):
+            return await self.console.handle(request)
         if path == "/metrics":
             if request.method not in ("GET", "HEAD"):
                 return _not_here(405, f"{request.method} /metrics is not supported", "GET, HEAD")

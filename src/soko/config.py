@@ -116,6 +116,11 @@ class Settings:
     trusted_proxies: list = field(default_factory=list)
     # Networks allowed to scrape GET /metrics (its figures name repositories).
     metrics_allow_cidrs: list = field(default_factory=lambda: ["127.0.0.0/8", "::1/128"])
+    # The web console at /console/ on every listener (false: /console/ answers 404 and no session is accepted).
+    console: bool = True
+    # A console session ends after this long without a request, and in any case this long after sign-in.
+    console_idle_timeout: float = 30 * 60
+    console_session_lifetime: float = 12 * 3600
 
     @property
     def effective_database_url(self) -> str:
@@ -140,6 +145,8 @@ _CONVERTERS: dict[str, Callable[[Any], object]] = {
     "event_retry_base": parse_duration,
     "event_retry_max": parse_duration,
     "tls_reload_interval": parse_duration,
+    "console_idle_timeout": parse_duration,
+    "console_session_lifetime": parse_duration,
     "price_storage_gb_month": float,
     "max_manifest_size": parse_size,
     "max_image_size": parse_size,
@@ -147,7 +154,14 @@ _CONVERTERS: dict[str, Callable[[Any], object]] = {
 
 # Durations a zero would not switch off but break: a timeout of 0 closes every connection at once, a reload check
 # every 0 s spins. Refused at start rather than quietly replaced.
-_POSITIVE = ("keepalive_timeout", "tls_reload_interval", "event_retry_base", "event_retry_max")
+_POSITIVE = (
+    "keepalive_timeout",
+    "tls_reload_interval",
+    "event_retry_base",
+    "event_retry_max",
+    "console_idle_timeout",
+    "console_session_lifetime",
+)
 
 
 def _convert(name: str, raw: Any, target: type | str) -> Any:

@@ -373,6 +373,38 @@ class Repositories:
             rows = conn.execute(query).all()
         return [_row_to_repository(r) for r in rows[:limit]], len(rows) > limit
 
+    def search(
+        self,
+        account_id: str,
+        *,
+        contains: str = "",
+        sort: str = "name",
+        descending: bool = False,
+        after: tuple[float, str] | None = None,
+        limit: int = 50,
+    ) -> tuple[list[Repository], int, bool]:
+        """One page of the repositories whose name contains ``contains``, ordered by ``sort`` ("name" or "created",
+        ties by name) and direction, after the keyset position ``after`` = (created_at, name) of the last row shown:
+        (page, how many match in all, whether more follow). Keyset pages read only their own rows at any depth."""
+        if sort not in ("name", "created"):
+            raise ValueError(f"unknown sort {sort!r}")
+        where = [t.c.account_id == account_id]
+        if contains:
+            escaped = contains.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            where.append(t.c.name.like(f"%{escaped}%", escape="\\"))
+        keys = [t.c.name] if sort == "name" else [t.c.created_at, t.c.name]
+        query = sa.select(t).where(*where)
+        if after is not None:
+            position = (after[1],) if sort == "name" else after
+            row_key = keys[0] if len(keys) == 1 else sa.tuple_(*keys)
+            bound = sa.literal(position[0]) if len(keys) == 1 else sa.tuple_(*(sa.literal(v) for v in position))
+            query = query.where(row_key < bound if descending else row_key > bound)
+        query = query.order_by(*(k.desc() if descending else k.asc() for k in keys)).limit(limit + 1)
+        with self.ctx.db.read() as conn:
+            rows = conn.execute(query).all()
+            total = conn.execute(sa.select(sa.func.count()).select_from(t).where(*where)).scalar_one()
+        return [_row_to_repository(r) for r in rows[:limit]], total, len(rows) > limit
+
     def count(self, account_id: str) -> int:
         with self.ctx.db.read() as conn:
             return conn.execute(

@@ -3,6 +3,7 @@
 from soko.meta.schema.audit import audit_events
 from soko.meta.schema.base import metadata
 from soko.meta.schema.blobs import blobs, repository_blobs
+from soko.meta.schema.console import console_sessions
 from soko.meta.schema.ecr import (
     creation_templates,
     lifecycle_policies,
@@ -42,6 +43,7 @@ __all__ = [
     "advisory_packages",
     "audit_events",
     "blobs",
+    "console_sessions",
     "creation_templates",
     "event_dead_letters",
     "event_outbox",

@@ -19,4 +19,5 @@ repositories = sa.Table(
     sa.Column("kms_key", sa.String(2048), nullable=True),
     sa.Column("policy_text", sa.Text, nullable=True),  # the ECR repository policy
     sa.UniqueConstraint("account_id", "name"),
+    sa.Index(None, "account_id", "created_at"),  # the console's list by creation time (keyset pages)
 )

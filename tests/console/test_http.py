@@ -1,0 +1,310 @@
+"""The console over plain HTTP: sign-in, sessions, CSRF, headers, authorization and hostile input."""
+
+from __future__ import annotations
+
+import re
+
+import httpx
+import pytest
+
+from soko.registry.models import RepoRef
+from tests.conftest import ROOT_KEY_ID, ROOT_SECRET
+from tests.console.helpers import XSS, hidden_csrf, make_user, push_rich_image, sign_in
+
+ACCOUNT = "000000000000"
+
+
+@pytest.fixture
+def web(server):
+    with httpx.Client(base_url=server.url, timeout=30) as c:
+        yield c
+
+
+@pytest.fixture
+def root(web):
+    r = sign_in(web, ROOT_KEY_ID, ROOT_SECRET)
+    assert r.status_code == 303 and r.headers["location"] == "/console/repositories", r.text
+    return web
+
+
+def test_signin_sets_a_strict_session_cookie_and_signout_revokes_it(server, web):
+    r = sign_in(web, ROOT_KEY_ID, ROOT_SECRET)
+    cookie = r.headers["set-cookie"]
+    assert cookie.startswith("soko_console=")
+    for attribute in ("HttpOnly", "SameSite=Strict", "Path=/console/", "Max-Age=43200"):
+        assert attribute in cookie
+    assert "Secure" not in cookie  # plain HTTP here (tests/console/test_tls.py: Secure under TLS)
+    value = cookie.split(";")[0].split("=", 1)[1]
+    page = web.get("/console/repositories")
+    assert page.status_code == 200 and "Repositories" in page.text
+    r = web.post("/console/signout", data={"csrf": hidden_csrf(page.text)})
+    assert r.status_code == 303 and "Max-Age=0" in r.headers["set-cookie"]
+    # The old cookie, replayed, no longer signs anyone in: the session was deleted on the server.
+    with httpx.Client(base_url=server.url, cookies={"soko_console": value}) as replay:
+        assert replay.get("/console/repositories").headers["location"] == "/console/signin"
+
+
+def test_wrong_secret_unknown_key_and_throttling(web):
+    r = sign_in(web, ROOT_KEY_ID, "wrong-secret")
+    assert r.status_code == 401 and "not valid" in r.text
+    assert "soko_console=" not in r.headers.get("set-cookie", "")
+    assert sign_in(web, "AKIANOSUCHKEY0000000", "x").status_code == 401
+    for _ in range(4):
+        sign_in(web, ROOT_KEY_ID, "wrong-secret")
+    r = sign_in(web, ROOT_KEY_ID, ROOT_SECRET)  # the right secret, but the key is locked out for a while
+    assert r.status_code == 429 and "too many failed sign-ins" in r.text
+
+
+def test_secrets_never_reach_the_log_or_the_audit_trail(server, web, caplog):
+    caplog.set_level("DEBUG")
+    sign_in(web, ROOT_KEY_ID, "a-wrong-secret-that-must-not-leak")
+    sign_in(web, ROOT_KEY_ID, ROOT_SECRET)
+    server.identity.audit.flush()
+    assert "a-wrong-secret-that-must-not-leak" not in caplog.text and ROOT_SECRET not in caplog.text
+    rows = server.registry.ctx.db.read
+    import sqlalchemy as sa
+
+    from soko.meta.schema import audit_events, console_sessions
+
+    with rows() as conn:
+        reasons = [r.reason or "" for r in conn.execute(sa.select(audit_events))]
+        stored = conn.execute(sa.select(console_sessions)).all()
+    assert any("console sign-in" in reason for reason in reasons)
+    assert not any(ROOT_SECRET in reason for reason in reasons)
+    cookie = web.cookies.get("soko_console")
+    assert cookie and all(cookie not in str(tuple(row)) for row in stored)  # only its hash is stored
+
+
+def test_security_headers_and_no_inline_script(root):
+    r = root.get("/console/repositories")
+    csp = r.headers["content-security-policy"]
+    assert "default-src 'none'" in csp and "script-src 'self'" in csp and "unsafe-inline" not in csp
+    assert "frame-ancestors 'none'" in csp
+    assert r.headers["x-content-type-options"] == "nosniff" and r.headers["cache-control"] == "no-store"
+    assert not re.search(r"<script(?![^>]*\bsrc=)", r.text)  # every script is a file Soko serves
+    assert " style=" not in r.text and "<style" not in r.text
+    assert root.get("/console/static/console.js").headers["content-type"].startswith("text/javascript")
+
+
+def test_csrf_refused(server, root):
+    server.registry.repositories.create(RepoRef(ACCOUNT, "app"))
+    r = root.post("/console/repo/app/-/settings", data={"mutability": "IMMUTABLE"})  # no token
+    assert r.status_code == 403 and "CSRF" in r.text
+    r = root.post("/console/repo/app/-/settings", data={"mutability": "IMMUTABLE", "csrf": "forged"})
+    assert r.status_code == 403
+    page = root.get("/console/repo/app")
+    token = hidden_csrf(page.text)
+    r = root.post(
+        "/console/repo/app/-/settings",
+        data={"mutability": "IMMUTABLE", "csrf": token},
+        headers={"Origin": "https://evil.example"},
+    )
+    assert r.status_code == 403
+    r = root.post(
+        "/console/repo/app/-/settings",
+        data={"mutability": "IMMUTABLE", "csrf": token},
+        headers={"Sec-Fetch-Site": "cross-site"},
+    )
+    assert r.status_code == 403
+    assert server.registry.repositories.get(RepoRef(ACCOUNT, "app")).tag_mutability == "MUTABLE"
+    r = root.post("/console/repo/app/-/settings", data={"mutability": "IMMUTABLE", "csrf": token})
+    assert r.status_code == 303
+    assert server.registry.repositories.get(RepoRef(ACCOUNT, "app")).tag_mutability == "IMMUTABLE"
+    # The sign-in form is protected too (double-submit token).
+    r = root.post("/console/signin", data={"access_key_id": ROOT_KEY_ID, "secret_access_key": ROOT_SECRET})
+    assert r.status_code == 403
+
+
+def test_pages_show_the_domain(server, root):
+    ref = RepoRef(ACCOUNT, "team/app")
+    server.registry.repositories.create(ref)
+    digest = push_rich_image(server.registry, ref, "v1", label="hello")
+    page = root.get("/console/repositories", params={"q": "app"})
+    assert "team/app" in page.text and "1 repository" in page.text
+    page = root.get("/console/repo/team/app")
+    assert page.status_code == 200 and digest[:19] in page.text and ">v1<" in page.text
+    image = root.get(f"/console/repo/team/app/-/image/{digest}")
+    assert image.status_code == 200
+    for expected in ("linux/amd64", "GREETING=hello", "/bin/app", "RUN echo hello", f"@{digest}", "layer"):
+        assert expected in image.text.replace("&#34;", '"'), expected
+    assert root.get("/console/repo/team/app/-/image/sha256:" + "0" * 64).status_code == 404
+    assert root.get("/console/repo/nope").status_code == 404
+
+
+def test_hostile_inputs_answer_clean_errors(server, root):
+    page = root.get("/console/repositories")
+    token = hidden_csrf(page.text)
+    assert root.get("/console/repositories", params={"sort": "drop table"}).status_code == 400
+    assert root.get("/console/repositories", params={"after": "!!notbase64"}).status_code == 400
+    assert root.get("/console/repositories", params={"after": "WzEsMl0"}).status_code == 400  # [1,2]
+    assert root.get("/console/repositories", params={"q": "x" * 300}).status_code == 400
+    assert root.get("/console/repositories", params={"q": "%_\\"}).status_code == 200
+    assert root.get("/console/repo/UPPER/case").status_code == 404
+    assert root.get("/console/repo/ab/-/image/not-a-digest").status_code == 404
+    assert root.get("/console/repo/ab/-/nothing").status_code in (404,)
+    server.registry.repositories.create(RepoRef(ACCOUNT, "ab"))
+    assert root.get("/console/repo/ab", params={"images_after": "garbage"}).status_code == 400
+    r = root.post("/console/repo/ab/-/settings", content=b'{"csrf": "x"}', headers={"Content-Type": "application/json"})
+    assert r.status_code == 400
+    r = root.post("/console/repo/ab/-/lifecycle", data={"csrf": token, "action": "save", "policy": "x" * (300 << 10)})
+    assert r.status_code == 400
+    r = root.post(
+        "/console/repo/ab/-/lifecycle",
+        content=b"csrf=" + token.encode() + b"&policy=%ff%fe",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert r.status_code == 400
+    r = root.post("/console/repo/ab/-/lifecycle", data={"csrf": token, "action": "launch"})
+    assert r.status_code == 400
+    assert root.request("DELETE", "/console/repositories").status_code == 405
+    assert root.get("/console/static/../web.py").status_code == 404
+
+
+def test_lifecycle_validation_errors_shown_in_place(server, root):
+    server.registry.repositories.create(RepoRef(ACCOUNT, "ab"))
+    token = hidden_csrf(root.get("/console/repo/ab/-/lifecycle").text)
+    bad = '{"rules": [{"rulePriority": 0}]}'
+    r = root.post("/console/repo/ab/-/lifecycle", data={"csrf": token, "action": "save", "policy": bad})
+    assert r.status_code == 400 and 'aria-invalid="true"' in r.text
+    assert "{&#34;rules&#34;: [{&#34;rulePriority&#34;: 0}]}" in r.text  # the text as submitted, escaped
+
+
+def test_restricted_user_sees_not_allowed_panels(server, aws, web):
+    server.registry.repositories.create(RepoRef(ACCOUNT, "open"))
+    server.registry.repositories.create(RepoRef(ACCOUNT, "secret"))
+    key_id, secret = make_user(
+        aws("iam"),
+        "viewer",
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {"Effect": "Allow", "Action": ["ecr:DescribeRepositories"], "Resource": "*"},
+                {
+                    "Effect": "Allow",
+                    "Action": ["ecr:DescribeImages"],
+                    "Resource": f"arn:aws:ecr:us-east-1:{ACCOUNT}:repository/open",
+                },
+            ],
+        },
+    )
+    assert sign_in(web, key_id, secret).status_code == 303
+    assert "open" in web.get("/console/repositories").text
+    page = web.get("/console/repo/secret")
+    assert page.status_code == 200  # the repository itself may be described
+    assert "Not allowed" in page.text and "ecr:DescribeImages" in page.text
+    assert "ecr:GetLifecyclePolicy" in page.text
+    page = web.get("/console/repo/open")
+    assert "ecr:DescribeImages" not in page.text
+    lifecycle = web.get("/console/repo/open/-/lifecycle")
+    assert lifecycle.status_code == 403 and "ecr:GetLifecyclePolicy" in lifecycle.text
+    # A change it may not make is refused, and nothing changes.
+    token = hidden_csrf(web.get("/console/repo/open").text)
+    r = web.post("/console/repo/open/-/settings", data={"csrf": token, "mutability": "IMMUTABLE"})
+    assert r.status_code == 403
+    assert server.registry.repositories.get(RepoRef(ACCOUNT, "open")).tag_mutability == "MUTABLE"
+
+
+def test_user_without_any_permission(aws, web):
+    key_id, secret = make_user(aws("iam"), "nobody", None)
+    assert sign_in(web, key_id, secret).status_code == 303
+    page = web.get("/console/repositories")
+    assert page.status_code == 403 and "ecr:DescribeRepositories" in page.text
+
+
+def test_deactivated_key_ends_the_session(aws, web):
+    iam = aws("iam")
+    key_id, secret = make_user(iam, "temp", None)
+    assert sign_in(web, key_id, secret).status_code == 303
+    assert web.get("/console/repositories").status_code == 403  # signed in (no permissions)
+    iam.update_access_key(UserName="temp", AccessKeyId=key_id, Status="Inactive")
+    assert web.get("/console/repositories").headers["location"] == "/console/signin"
+
+
+def test_assumed_role_signs_in_with_its_session_token(server, aws, web):
+    iam = aws("iam")
+    trust = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{ACCOUNT}:root"}, "Action": "sts:AssumeRole"}
+        ],
+    }
+    import json
+
+    iam.create_role(RoleName="reader", AssumeRolePolicyDocument=json.dumps(trust))
+    iam.put_role_policy(
+        RoleName="reader",
+        PolicyName="r",
+        PolicyDocument=json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [{"Effect": "Allow", "Action": "ecr:DescribeRepositories", "Resource": "*"}],
+            }
+        ),
+    )
+    assumer_key, assumer_secret = make_user(
+        iam,
+        "assumer",
+        {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole", "Resource": "*"}]},
+    )
+    sts = aws("sts", assumer_key, assumer_secret)
+    creds = sts.assume_role(RoleArn=f"arn:aws:iam::{ACCOUNT}:role/reader", RoleSessionName="web")["Credentials"]
+    assert sign_in(web, creds["AccessKeyId"], creds["SecretAccessKey"]).status_code == 401  # token missing
+    r = sign_in(web, creds["AccessKeyId"], creds["SecretAccessKey"], creds["SessionToken"])
+    assert r.status_code == 303
+    page = web.get("/console/repositories")
+    assert page.status_code == 200 and "assumed-role/reader/web" in page.text
+
+
+def test_idle_and_absolute_expiry(server, web):
+    sign_in(web, ROOT_KEY_ID, ROOT_SECRET)
+    assert web.get("/console/repositories").status_code == 200
+    ctx = server.registry.ctx
+    real = ctx.clock
+    try:
+        ctx.clock = lambda: real() + server.registry.settings.console_idle_timeout + 1
+        assert web.get("/console/repositories").headers["location"] == "/console/signin"
+    finally:
+        ctx.clock = real
+    assert web.get("/console/repositories").status_code == 303  # and it stays gone
+
+
+def test_xss_payloads_render_inert(server, root):
+    ref = RepoRef(ACCOUNT, "xs")
+    server.registry.repositories.create(ref)
+    digest = push_rich_image(server.registry, ref, "v1", label=XSS)
+    for path in ("/console/repo/xs", f"/console/repo/xs/-/image/{digest}", "/console/repositories?q=" + XSS):
+        text = root.get(path).text
+        assert "<script>alert" not in text and "<img src=x" not in text, path
+        if "/image/" in path or "?q=" in path:
+            assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text, path
+
+
+def test_console_off(tmp_path, database_url):
+    import os
+
+    from soko.config import load_settings
+    from soko.meta import Database
+    from soko.registry import Registry
+    from soko.storage import FilesystemDriver
+    from tests.conftest import serve
+
+    settings = load_settings(
+        overrides={
+            "data_dir": str(tmp_path / "off"),
+            "database_url": database_url,
+            "root_access_key_id": ROOT_KEY_ID,
+            "root_secret_access_key": ROOT_SECRET,
+            "console": "false",
+        },
+        env={},
+    )
+    os.makedirs(settings.data_dir, exist_ok=True)
+    db = Database(settings.effective_database_url, pool_size=2)
+    db.migrate()
+    registry = Registry(settings, db, FilesystemDriver(settings.blob_root))
+    try:
+        with serve(settings, registry) as running, httpx.Client(base_url=running.url) as c:
+            assert c.get("/console/signin").status_code == 404
+            assert c.get("/console/static/console.css").status_code == 404
+    finally:
+        registry.close()
