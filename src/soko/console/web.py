@@ -50,7 +50,9 @@ SECURITY_HEADERS = {
     "Content-Security-Policy": CSP,
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
-    "Referrer-Policy": "no-referrer",
+    # Not no-referrer: under it browsers send "Origin: null" with the console's own forms, and the Origin check
+    # below could not tell them from another site's.
+    "Referrer-Policy": "same-origin",
     "Cross-Origin-Opener-Policy": "same-origin",
     "Cache-Control": "no-store",
 }
@@ -218,7 +220,7 @@ class Console:
         return self._problem(404, "Not found", "there is no such console page", common["session"])
 
     async def _lifecycle_post(self, name: str, common: dict, viewer: pages.Viewer, form: dict, base: str) -> Response:
-        text = form.get("policy", "")
+        text = form.get("policy", "").replace("\r\n", "\n")  # browsers send a textarea's lines as CRLF
         action = form.get("action")
         if action not in ("save", "preview"):
             raise pages.BadInput("unknown action; use the Save or Preview button")
