@@ -45,6 +45,19 @@ POPULATED: frozenset[str] = frozenset(
         "sts:rolesessionname",
         "sts:externalid",
         "sts:sourceidentity",
+        # KMS requests (soko.kms.service: SUPPORTED_KMS_CONDITION_KEYS)
+        "kms:viaservice",
+        "kms:calleraccount",
+        "kms:encryptioncontextkeys",
+        "kms:encryptionalgorithm",
+        "kms:keyorigin",
+        "kms:keyspec",
+        "kms:keyusage",
+        "kms:multiregion",
+        "kms:grantisforawsresource",
+        "kms:requestalias",
+        "kms:schedulekeydeletionpendingwindowindays",
+        "kms:rotationperiodindays",
     }
 )
 POPULATED_PREFIXES: tuple[str, ...] = (
@@ -53,6 +66,7 @@ POPULATED_PREFIXES: tuple[str, ...] = (
     "iam:resourcetag/",
     "aws:requesttag/",
     "aws:principaltag/",
+    "kms:encryptioncontext:",
 )
 
 _VARIABLE = re.compile(r"\$\{\s*([^},\s]+)")
