@@ -30,7 +30,10 @@ from soko.oci.base import OciContext
 from soko.oci.presigned import PREFIX as LAYERS_PREFIX
 from soko.oci.presigned import PresignedLayers
 from soko.oci.router import OciRouter
+from soko.pullthrough.cache import FILL_JOB, PullThroughCache
 from soko.registry import Registry
+from soko.secrets.api import SecretsManagerApi
+from soko.secrets.store import SecretStore
 
 log = logging.getLogger("soko")
 
@@ -54,9 +57,11 @@ class SokoApp:
         self.registry = registry
         self.identity = identity
         self.bodies = BodyBudget(BODY_BUDGET)  # AWS documents and manifests held whole, in this process
-        oci = OciContext(registry, identity.authorizer, settings, self.bodies)
+        self.secrets = SecretStore(registry.ctx, identity.master)
+        self.pull_through = PullThroughCache(registry, self.secrets)
+        oci = OciContext(registry, identity.authorizer, settings, self.bodies, self.pull_through)
         self.oci = OciRouter(oci, identity.authenticate, endpoints)
-        ecr = EcrApi(settings, registry, identity)
+        ecr = EcrApi(settings, registry, identity, self.pull_through)
         query = IamApi(settings, identity)
         self.kms = KeyService(registry.ctx, identity)
         self.aws = AwsFrontDoor(
@@ -68,6 +73,7 @@ class SokoApp:
             settings.region,
             self.bodies,
             kms=KmsApi(self.kms),
+            secrets=SecretsManagerApi(self.secrets, identity.authorizer),
         )
         self.layers = PresignedLayers(registry, identity)
         self.runtime = RuntimeMetrics()
@@ -103,18 +109,29 @@ class SokoApp:
 
     async def start(self) -> None:
         """Start this process's upkeep on the running loop."""
-        self._upkeep = _upkeep(self.registry, self.identity, self.runtime, [kms_upkeep_job(self.kms)])
+        self._upkeep = _upkeep(
+            self.registry,
+            self.identity,
+            self.runtime,
+            [kms_upkeep_job(self.kms), pull_through_fill_job(self.pull_through)],
+        )
         await self._upkeep.__aenter__()
 
     async def stop(self) -> None:
         if self._upkeep is not None:
             upkeep, self._upkeep = self._upkeep, None
             await upkeep.__aexit__(None, None, None)
+        self.pull_through.close()
 
 
 def _not_here(status: int, message: str, allow: str | None = None) -> AnyResponse:
     headers = {"Allow": allow} if allow else None
     return error_response(status, "UNSUPPORTED" if status == 405 else "NOT_FOUND", message, headers=headers)
+
+
+def pull_through_fill_job(cache: PullThroughCache) -> JobKind:
+    """One-shot, keyed by pending manifest: fetch what a pull-through cached image still lacks (soko.pullthrough)."""
+    return JobKind(FILL_JOB, cache.fill, 10 * 365 * 86400.0, concurrency=2, lease=300.0, keys=())
 
 
 def kms_upkeep_job(kms: KeyService) -> JobKind:
@@ -160,7 +177,9 @@ async def _upkeep(registry: Registry, identity: Identity, runtime: RuntimeMetric
     tasks = [asyncio.create_task(every_second())]
     tasks += [asyncio.create_task(c) for c in registry.metering.upkeep()]  # transfer flushes
     # GC, lifecycle, upload expiry, storage samples and event delivery: leased jobs shared by the cluster.
-    runner = JobRunner(registry.ctx, [*registry_jobs(registry), Delivery(registry.ctx).job()], track=runtime.run)
+    runner = JobRunner(
+        registry.ctx, [*registry_jobs(registry), Delivery(registry.ctx).job(), *more_jobs], track=runtime.run
+    )
     await loop.run_in_executor(None, runner.start)
     listener = None
     if not registry.ctx.db.is_sqlite:

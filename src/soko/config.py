@@ -121,6 +121,11 @@ class Settings:
     # A console session ends after this long without a request, and in any case this long after sign-in.
     console_idle_timeout: float = 30 * 60
     console_session_lifetime: float = 12 * 3600
+    # Pull-through caches: a cached tag is checked against its upstream at most this often (ECR: 24 h); meanwhile,
+    # and whenever the upstream is down or rate-limits, it is served from the cache.
+    pull_through_recheck: float = 24 * 3600
+    # Longest wait for an upstream registry (connect, and between bytes of an answer).
+    pull_through_timeout: float = 30.0
 
     @property
     def effective_database_url(self) -> str:
@@ -147,6 +152,8 @@ _CONVERTERS: dict[str, Callable[[Any], object]] = {
     "tls_reload_interval": parse_duration,
     "console_idle_timeout": parse_duration,
     "console_session_lifetime": parse_duration,
+    "pull_through_recheck": parse_duration,
+    "pull_through_timeout": parse_duration,
     "price_storage_gb_month": float,
     "max_manifest_size": parse_size,
     "max_image_size": parse_size,
@@ -161,6 +168,7 @@ _POSITIVE = (
     "event_retry_max",
     "console_idle_timeout",
     "console_session_lifetime",
+    "pull_through_timeout",
 )
 
 

@@ -101,11 +101,10 @@ def test_template_crud(ecr):
 @pytest.mark.parametrize(
     "kwargs",
     [
-        {"appliedFor": ["REPLICATION", "PULL_THROUGH_CACHE"]},
         {"appliedFor": ["CREATE_ON_PUSH"], "encryptionConfiguration": {"encryptionType": "KMS"}},
         {"appliedFor": ["CREATE_ON_PUSH"], "lifecyclePolicy": TRANSITION},
     ],
-    ids=["pull-through-cache", "kms", "lifecycle-transition"],
+    ids=["kms", "lifecycle-transition"],
 )
 def test_template_refused_when_it_cannot_be_carried_out(ecr, kwargs):
     with pytest.raises(ClientError) as exc:

@@ -12,7 +12,7 @@ import pytest
 
 from soko.remote import Credentials, RegistryClient, UpstreamError
 from tests.e2e.servers import DISTRIBUTION_BIN, RegistryServer
-from tests.remote.upstreams import TokenServer, credentials, hostile_server, push_image, start_upstream
+from tests.remote.upstreams import TokenServer, answer, credentials, hostile_server, push_image, start_upstream
 
 pytestmark = pytest.mark.skipif(not os.path.exists(DISTRIBUTION_BIN), reason="needs Debian's docker-registry")
 
@@ -77,19 +77,6 @@ def test_bearer_token_realm(tmp_path: Path) -> None:
         tokens.close()
 
 
-def _answer(status: int, body: bytes = b"", headers: dict[str, str] | None = None):
-    def route(handler) -> None:
-        handler.send_response(status)
-        for key, value in (headers or {}).items():
-            handler.send_header(key, value)
-        handler.send_header("Content-Length", str(len(body)))
-        handler.end_headers()
-        if handler.command != "HEAD":
-            handler.wfile.write(body)
-
-    return route
-
-
 def _endless(handler) -> None:
     handler.send_response(200)
     handler.send_header("Content-Type", "application/vnd.oci.image.manifest.v1+json")
@@ -104,18 +91,18 @@ def test_hostile_upstream() -> None:
     digest = "sha256:" + hashlib.sha256(good).hexdigest()
     other = "sha256:" + "0" * 64
     routes = {
-        "/v2/wrong/manifests/v1": _answer(
+        "/v2/wrong/manifests/v1": answer(
             200, good, {"Docker-Content-Digest": other, "Content-Type": "application/vnd.oci.image.manifest.v1+json"}
         ),
-        f"/v2/wrong/manifests/{other}": _answer(200, good),
-        "/v2/big/manifests/v1": _answer(200, b"x" * (5 << 20)),
+        f"/v2/wrong/manifests/{other}": answer(200, good),
+        "/v2/big/manifests/v1": answer(200, b"x" * (5 << 20)),
         "/v2/endless/manifests/v1": _endless,
         f"/v2/endless/blobs/{digest}": _endless,
-        "/v2/loop/": _answer(302, b"", {"Location": "/v2/loop/again"}),
-        "/v2/limited/": _answer(429),
-        "/v2/broken/": _answer(503),
-        f"/v2/short/blobs/{digest}": _answer(200, good[:-1]),
-        "/v2/weird-auth/": _answer(401, b"", {"WWW-Authenticate": 'Negotiate realm="x"'}),
+        "/v2/loop/": answer(302, b"", {"Location": "/v2/loop/again"}),
+        "/v2/limited/": answer(429),
+        "/v2/broken/": answer(503),
+        f"/v2/short/blobs/{digest}": answer(200, good[:-1]),
+        "/v2/weird-auth/": answer(401, b"", {"WWW-Authenticate": 'Negotiate realm="x"'}),
     }
     with hostile_server(routes) as url, RegistryClient(url, timeout=10) as client:
         cases = [

@@ -46,6 +46,7 @@ def start_upstream(
     token_realm: str | None = None,
     cert: Path | None = None,
     proxy: str | None = None,
+    access_log: bool = False,
 ) -> RegistryServer:
     """Distribution on a free port: ``auth`` None (anonymous), "htpasswd" or "token"; ``proxy`` = proxy.remoteurl."""
     root.mkdir(parents=True, exist_ok=True)
@@ -64,7 +65,7 @@ def start_upstream(
     port = free_port()
     host = f"127.0.0.1:{port}"
     config = root.parent / f"{root.name}.yml"
-    config.write_text(distribution_config(root, host, access_log=False) + block)
+    config.write_text(distribution_config(root, host, access_log=access_log) + block)
     server = _spawn(
         "distribution", [DISTRIBUTION_BIN, "serve", str(config)], host, root, root.parent / f"{root.name}.log"
     )
@@ -234,6 +235,21 @@ def hostile_server(routes: dict[str, Route]) -> Iterator[str]:
         httpd.shutdown()
         httpd.server_close()
         thread.join(timeout=5)
+
+
+def answer(status: int, body: bytes = b"", headers: dict[str, str] | None = None):
+    """A route answering ``status`` with ``body`` and ``headers`` (no body on HEAD)."""
+
+    def route(handler) -> None:
+        handler.send_response(status)
+        for key, value in (headers or {}).items():
+            handler.send_header(key, value)
+        handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        if handler.command != "HEAD":
+            handler.wfile.write(body)
+
+    return route
 
 
 def credentials() -> Credentials:

@@ -18,8 +18,10 @@ from soko.aws.json_protocol import ECR_TARGET_PREFIX
 from soko.aws.service_model import get_service_model, validate_request
 from soko.config import Settings
 from soko.iam.service import Identity
+from soko.pullthrough.cache import PullThroughCache
 from soko.registry import Registry
 from soko.registry.models import RepoRef
+from soko.secrets.store import SecretStore
 
 
 @dataclass
@@ -64,15 +66,25 @@ class EcrApi:
     target_prefix = ECR_TARGET_PREFIX
     internal_error = "ServerException"
 
-    def __init__(self, settings: Settings, registry: Registry, identity: Identity) -> None:
+    def __init__(
+        self, settings: Settings, registry: Registry, identity: Identity, pull_through: PullThroughCache | None = None
+    ) -> None:
         self.settings = settings
         self.registry = registry
         self.identity = identity
+        self._pull_through = pull_through
         self.operations: dict[str, Operation] = {}
         # Every module of this package that defines OPERATIONS contributes its handlers.
         for info in pkgutil.iter_modules(soko.ecr.__path__):
             module = importlib.import_module(f"soko.ecr.{info.name}")
             self.operations.update(getattr(module, "OPERATIONS", {}))
+
+    @property
+    def pull_through(self) -> PullThroughCache:
+        """The pull-through cache (the app shares one with /v2/; made here when the API is used alone)."""
+        if self._pull_through is None:
+            self._pull_through = PullThroughCache(self.registry, SecretStore(self.registry.ctx, self.identity.master))
+        return self._pull_through
 
     def check_supported(self, operation: str) -> None:
         """Raise UnsupportedOperationException, naming it, for an ECR operation this registry does not implement.

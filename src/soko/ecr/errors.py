@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from soko import errors as e
 from soko.aws.errors import ServiceError
+from soko.pullthrough import rules as ptc
 from soko.registry import capabilities as c
 from soko.registry import policies as p
 from soko.registry import repositories as r
@@ -21,6 +22,10 @@ _TABLE: list[tuple[type[e.SokoError], str]] = [
     (s.ReplicationToSource, "InvalidParameterException"),
     (s.ConfigurationInvalid, "ValidationException"),
     (t.TemplateAlreadyExists, "TemplateAlreadyExistsException"),
+    (ptc.RuleAlreadyExists, "PullThroughCacheRuleAlreadyExistsException"),
+    (ptc.RuleNotFound, "PullThroughCacheRuleNotFoundException"),
+    (ptc.UnsupportedUpstream, "UnsupportedUpstreamRegistryException"),
+    (ptc.RuleInvalid, "InvalidParameterException"),
     (t.TemplateNotFound, "TemplateNotFoundException"),
     (e.RepositoryNotFound, "RepositoryNotFoundException"),
     (e.RepositoryAlreadyExists, "RepositoryAlreadyExistsException"),

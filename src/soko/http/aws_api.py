@@ -74,6 +74,7 @@ class AwsFrontDoor:
         region: str = "us-east-1",
         bodies: BodyBudget | None = None,
         kms: JsonService | None = None,
+        secrets: JsonService | None = None,
     ) -> None:
         self.credentials = credentials
         # A deployment serves one region: ECR requests must be signed for it. IAM is global in AWS (its one
@@ -85,8 +86,9 @@ class AwsFrontDoor:
         self.ecr = ecr
         # JSON services by X-Amz-Target prefix (ECR's is also the answer for a target no service claims)
         self.json_services: dict[str, JsonService] = {ecr.target_prefix: ecr}
-        if kms is not None:
-            self.json_services[kms.target_prefix] = kms
+        for extra in (kms, secrets):  # KMS (TrentService), Secrets Manager (secretsmanager)
+            if extra is not None:
+                self.json_services[extra.target_prefix] = extra
         self.query = query
         self.audit_authn = audit_authn
         self.endpoints = endpoints or {}

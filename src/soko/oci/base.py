@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from soko.access import Authorizer, Principal, RequestContext, repository_arn
 from soko.config import Settings
 from soko.errors import AccessDenied
@@ -9,18 +11,25 @@ from soko.http.bodies import BODY_BUDGET, BodyBudget
 from soko.http.context import registry_account
 from soko.http.messages import Request
 from soko.http.threads import offload
+from soko.pullthrough.cache import PullThroughCache
 from soko.registry import Registry
 from soko.registry.models import RepoRef
 
 
 class OciContext:
     def __init__(
-        self, registry: Registry, authorizer: Authorizer, settings: Settings, bodies: BodyBudget | None = None
+        self,
+        registry: Registry,
+        authorizer: Authorizer,
+        settings: Settings,
+        bodies: BodyBudget | None = None,
+        pull_through: PullThroughCache | None = None,
     ) -> None:
         self.registry = registry
         self.authorizer = authorizer
         self.settings = settings
         self.bodies = bodies or BodyBudget(BODY_BUDGET)  # manifests held whole (shared with POST / in SokoApp)
+        self.pull_through = pull_through  # pulls under a pull-through cache rule's prefix (None: no caches)
 
     def repo(self, request: Request, name: str) -> RepoRef:
         return RepoRef(registry_account(request, self.settings.account_id), name)
@@ -39,6 +48,17 @@ class OciContext:
             self._authorize(principal, context, arn, account, actions, any_of)
         else:
             await offload(self._authorize, principal, context, arn, account, actions, any_of)
+
+    def authorizer_for(self, request: Request, ref: RepoRef) -> Callable[[str], None]:
+        """A blocking check of one ECR action on ``ref`` for the caller (what the pull-through cache asks on a
+        thread before it imports from an upstream: ecr:BatchImportUpstreamImage, ecr:CreateRepository)."""
+        arn = repository_arn(self.settings.region, ref.account_id, ref.name)
+        principal, context = principal_of(request), context_of(request)
+
+        def check(action: str) -> None:
+            self._authorize(principal, context, arn, ref.account_id, (action,), False)
+
+        return check
 
     def _authorize(
         self,

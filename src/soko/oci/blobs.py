@@ -7,13 +7,14 @@ import re
 from collections.abc import AsyncIterator
 from typing import BinaryIO
 
-from soko.errors import BlobUnknown, RangeNotSatisfiable, Unsupported
+from soko.errors import BlobUnknown, RangeNotSatisfiable, RepositoryNotFound, Unsupported
 from soko.http.messages import AnyResponse, FileResponse, Request, Response, StreamResponse
 from soko.http.threads import offload
 from soko.oci.base import OciContext, context_of
 from soko.oci.errors import API_VERSION_HEADER, from_domain
+from soko.pullthrough.cache import BlobFetch
 from soko.registry import Registry
-from soko.registry.models import BlobContent
+from soko.registry.models import BlobContent, RepoRef
 
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)")
 READ_PIECE = 1 << 20
@@ -51,7 +52,21 @@ async def get_blob(ctx: OciContext, request: Request, name: str, digest: str) ->
         await ctx.authorize(request, ref, "ecr:BatchCheckLayerAvailability", "ecr:GetDownloadUrlForLayer", any_of=True)
     else:
         await ctx.authorize(request, ref, "ecr:GetDownloadUrlForLayer")
-    blob = await offload(ctx.registry.blobs.open, ref, digest)
+    try:
+        blob = await offload(ctx.registry.blobs.open, ref, digest)
+    except (BlobUnknown, RepositoryNotFound):
+        cache = ctx.pull_through
+        if cache is None:
+            raise
+        known, rule = cache.rule_cached(ref)
+        if not known:
+            rule = await offload(cache.rule_for, ref)
+        if rule is None:
+            raise
+        found = await offload(cache.blob, ref, rule, digest, ctx.authorizer_for(request, ref))
+        if isinstance(found, BlobFetch):
+            return await _stream_fetch(ctx, request, ref, found)
+        blob = found
     headers = {
         **API_VERSION_HEADER,
         "Docker-Content-Digest": blob.digest,
@@ -65,6 +80,36 @@ async def get_blob(ctx: OciContext, request: Request, name: str, digest: str) ->
         operation = f"blob_{request.method.lower()}"
         ctx.registry.metering.record_transfer(context_of(request), ref.account_id, ref.name, sent, operation)
     return response
+
+
+async def _stream_fetch(ctx: OciContext, request: Request, ref: RepoRef, fetch: BlobFetch) -> AnyResponse:
+    """A blob coming from a pull-through cache's upstream: sent while it is stored (the whole blob, whatever Range
+    asked: clients accept a 200). HEAD only needs its length."""
+    headers = {
+        **API_VERSION_HEADER,
+        "Docker-Content-Digest": fetch.digest,
+        "Content-Type": "application/octet-stream",
+        "Content-Length": str(fetch.size),
+        "ETag": f'"{fetch.digest}"',
+    }
+    if request.method == "HEAD":
+        await offload(fetch.close)
+        return Response(200, headers)
+    operation = "blob_get"
+    ctx.registry.metering.record_transfer(context_of(request), ref.account_id, ref.name, fetch.size, operation)
+    return StreamResponse(200, headers, _pieces(fetch))
+
+
+async def _pieces(fetch: BlobFetch) -> AsyncIterator[bytes]:
+    loop = asyncio.get_running_loop()
+    try:
+        while True:
+            piece = await loop.run_in_executor(None, next, fetch.pieces, None)
+            if piece is None:
+                return
+            yield piece
+    finally:
+        await loop.run_in_executor(None, fetch.close)
 
 
 async def blob_response(

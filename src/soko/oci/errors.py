@@ -5,9 +5,15 @@ from __future__ import annotations
 from soko import errors as e
 from soko.http.messages import Response
 from soko.http.messages import error_response as http_error
+from soko.pullthrough import cache as ptc
 
 # error class → (HTTP status, OCI error code)
 _TABLE: list[tuple[type[e.SokoError], int, str]] = [
+    # a pull-through cache's upstream failed (soko.pullthrough): the message says which upstream and why
+    (ptc.UpstreamAccessDenied, 403, "DENIED"),
+    (ptc.UpstreamTooManyRequests, 429, "TOOMANYREQUESTS"),
+    (ptc.UpstreamFailed, 503, "UNAVAILABLE"),
+    (ptc.CredentialsUnusable, 403, "DENIED"),
     (e.NameInvalid, 400, "NAME_INVALID"),
     (e.RepositoryNotFound, 404, "NAME_UNKNOWN"),
     (e.TagInvalid, 400, "TAG_INVALID"),

@@ -10,13 +10,22 @@ from soko.http.messages import Request, Response
 from soko.http.threads import offload
 from soko.oci.base import OciContext, context_of, location
 from soko.oci.errors import API_VERSION_HEADER, error_response
+from soko.pullthrough.rules import Rule
 from soko.registry import media_types as mt
+from soko.registry.models import RepoRef
 
 
 async def get_manifest(ctx: OciContext, request: Request, name: str, reference: str) -> Response:
     ref = ctx.repo(request, name)
     await ctx.authorize(request, ref, "ecr:BatchGetImage")
     head = request.method == "HEAD"
+    cache = ctx.pull_through
+    if cache is not None:
+        known, rule = cache.rule_cached(ref)
+        if not known:
+            rule = await offload(cache.rule_for, ref)
+        if rule is not None:
+            return await _pull_through(ctx, request, ref, rule, reference)
     try:
         # From the in-process cache on the event loop (about a microsecond); from the database on a thread.
         record = ctx.registry.manifests.cached(ref, reference, record_pull=not head)
@@ -26,18 +35,48 @@ async def get_manifest(ctx: OciContext, request: Request, name: str, reference: 
         # The spec's endpoint table allows only 404 on manifest reads: a reference that cannot name a manifest
         # names none. (PUT and DELETE keep 400 TAG_INVALID / DIGEST_INVALID: there the client must fix it.)
         raise ManifestUnknown(f"manifest '{reference[:200]}' is not in '{name}': {exc.message}") from None
+    return _answer(ctx, request, ref, reference, record.digest, record.media_type, record.payload)
+
+
+async def _pull_through(ctx: OciContext, request: Request, ref: RepoRef, rule: Rule, reference: str) -> Response:
+    """A manifest of a repository under a pull-through cache rule: from the cache, else (or when the tag is due for
+    a check) from the upstream (``soko.pullthrough``)."""
+    assert ctx.pull_through is not None
+    head = request.method == "HEAD"
+    try:
+        found = ctx.pull_through.cached_manifest(ref, reference, record_pull=not head)
+        if found is None:
+            found = await offload(
+                partial(
+                    ctx.pull_through.manifest,
+                    ref,
+                    rule,
+                    reference,
+                    ctx.authorizer_for(request, ref),
+                    record_pull=not head,
+                )
+            )
+    except (TagInvalid, DigestInvalid) as exc:
+        raise ManifestUnknown(f"manifest '{reference[:200]}' is not in '{ref.name}': {exc.message}") from None
+    return _answer(ctx, request, ref, reference, found.digest, found.media_type, found.payload)
+
+
+def _answer(
+    ctx: OciContext, request: Request, ref: RepoRef, reference: str, digest: str, media_type: str, payload: bytes
+) -> Response:
+    head = request.method == "HEAD"
     accepted = mt.parse_accept_cached(request.getall("accept"))
-    if not mt.acceptable(record.media_type, accepted):
+    if not mt.acceptable(media_type, accepted):
         raise ManifestUnknown(
-            f"manifest '{reference}' in '{name}' is a {record.media_type}, which the request's Accept header "
+            f"manifest '{reference}' in '{ref.name}' is a {media_type}, which the request's Accept header "
             f"does not allow ({', '.join(accepted)[:300]})"
         )
-    headers = _response_headers(record.digest, record.media_type, len(record.payload))
-    sent, operation = (0, "manifest_head") if head else (len(record.payload), "manifest_get")
+    headers = _response_headers(digest, media_type, len(payload))
+    sent, operation = (0, "manifest_head") if head else (len(payload), "manifest_get")
     ctx.registry.metering.record_transfer(context_of(request), ref.account_id, ref.name, sent, operation)
     if head:
         return Response(200, headers)
-    return Response(200, headers, record.payload)
+    return Response(200, headers, payload)
 
 
 # BodyRefused.reason → (status, OCI error code): the spec's 413 for a manifest over the size limit; a body that

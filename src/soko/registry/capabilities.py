@@ -55,10 +55,10 @@ def require_expire_actions_only(action_types: set[str]) -> None:
 
 
 def require_create_on_push_only(applied_for: list[str]) -> None:
-    unsupported = [purpose for purpose in applied_for if purpose not in ("CREATE_ON_PUSH", "REPLICATION")]
+    supported = ("CREATE_ON_PUSH", "REPLICATION", "PULL_THROUGH_CACHE")
+    unsupported = [purpose for purpose in applied_for if purpose not in supported]
     if unsupported:
         raise NotCarriedOut(
-            f"Repository creation templates for {', '.join(unsupported)} cannot be carried out: this Soko has no "
-            "pull-through cache yet, so the template would never be applied. Use appliedFor CREATE_ON_PUSH or "
-            "REPLICATION."
+            f"Repository creation templates for {', '.join(unsupported)} cannot be carried out. Use appliedFor "
+            "CREATE_ON_PUSH, REPLICATION or PULL_THROUGH_CACHE."
         )

@@ -241,6 +241,11 @@ class Repositories:
         template's settings, else with ECR's defaults (mutable, no scan on push, AES256), as ECR does."""
         return self._id_or_create(tx, ref, "REPLICATION", True)
 
+    def id_for_pull_through(self, tx: UnitOfWork, ref: RepoRef) -> int:
+        """The repository a pull-through cache stores into: a missing one is created with a matching
+        PULL_THROUGH_CACHE creation template's settings, else with ECR's defaults (mutable, AES256), as ECR does."""
+        return self._id_or_create(tx, ref, "PULL_THROUGH_CACHE", True)
+
     def _id_or_create(self, tx: UnitOfWork, ref: RepoRef, applied_for: str, with_defaults: bool) -> int:
         conn = tx.conn
         repo_id = conn.execute(sa.select(t.c.id).where(t.c.account_id == ref.account_id, t.c.name == ref.name)).scalar()

@@ -30,6 +30,13 @@ from soko.meta.schema.kms import kms_aliases, kms_key_material, kms_key_tags, km
 from soko.meta.schema.manifests import manifest_blobs, manifest_children, manifests, tags
 from soko.meta.schema.metering import transfer_usage, usage_samples
 from soko.meta.schema.policies import account_settings, registry_policies
+from soko.meta.schema.pullthrough import (
+    pull_through_fetches,
+    pull_through_pending,
+    pull_through_rules,
+    pull_through_tags,
+    secrets,
+)
 from soko.meta.schema.replication import replication_cursor, replication_outbox, replication_status
 from soko.meta.schema.repositories import repositories
 from soko.meta.schema.scan import advisories, advisory_packages, image_inventories, image_scans
@@ -69,6 +76,10 @@ __all__ = [
     "manifests",
     "metadata",
     "policy_attachments",
+    "pull_through_fetches",
+    "pull_through_pending",
+    "pull_through_rules",
+    "pull_through_tags",
     "registry_policies",
     "replication_configurations",
     "replication_cursor",
@@ -78,6 +89,7 @@ __all__ = [
     "repository_blobs",
     "repository_tags",
     "scanning_configurations",
+    "secrets",
     "sts_sessions",
     "tags",
     "transfer_usage",

@@ -1,0 +1,677 @@
+"""The pull-through cache: pulls of repositories under a rule's prefix are answered from the cache, and what the cache
+lacks is fetched from the rule's upstream, verified, stored and served.
+
+* **Manifests.** A manifest the repository lacks (or a tag last checked more than ``pull_through_recheck`` ago) is
+  fetched from the upstream (bounded, verified against its digest by ``soko.remote``) and stored through the
+  domain's ``Manifests.put``: the repository is created first (PULL_THROUGH_CACHE creation template, else ECR's
+  defaults). An image whose blobs are not cached yet cannot be stored (the domain refuses manifests with missing
+  blobs), so it waits in ``pull_through_pending`` and is served from there; once its last blob is in (each blob
+  fetch ends by trying), or when the ``pull_through_fill`` job fetches what no client pulled, it is stored.
+  While the upstream is down or rate-limits, a cached tag is served from the cache.
+* **Blobs** stream to the client while they are stored: each piece is written to an upload session of the
+  repository, then sent; the last piece is sent only after the whole blob has hashed to its digest, so a client
+  never gets a complete wrong blob, and the blob becomes visible only through ``Uploads.complete``, which verifies
+  it again. Memory stays at one piece per pull.
+* **One fetch per blob** across processes and nodes: the fetch holds a row of ``pull_through_fetches`` (inserted
+  once; refreshed while bytes arrive; taken over when it goes stale). Other pulls of the same blob wait for it and
+  then serve the stored blob (linked into their repository like a cross-repository mount).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+from soko import process_identity
+from soko.digest import Digest, is_digest
+from soko.errors import (
+    BlobUnknown,
+    ManifestBlobUnknown,
+    ManifestUnknown,
+    ReferencedManifestUnknown,
+    RepositoryNotFound,
+    SokoError,
+)
+from soko.meta.schema import (
+    blobs,
+    jobs,
+    pull_through_fetches,
+    pull_through_pending,
+    pull_through_tags,
+    repository_blobs,
+)
+from soko.meta.schema import repositories as repos
+from soko.pullthrough.rules import Rule, Rules
+from soko.registry import Registry
+from soko.registry import media_types as mt
+from soko.registry.models import BlobContent, RepoRef
+from soko.remote import Credentials, RegistryClient, UpstreamError
+from soko.secrets.store import SecretDecryptionFailure, SecretInvalidRequest, SecretNotFound, SecretStore
+
+log = logging.getLogger("soko.pullthrough")
+FILL_JOB = "pull_through_fill"
+FILL_DELAY = 60.0  # the fill job runs this long after a manifest went pending (clients usually pull the blobs first)
+CLAIM_STALE = 30.0  # a blob fetch silent this long is taken over
+CLAIM_REFRESH = 5.0
+WAIT_STEP = 0.05
+
+
+class UpstreamFailed(SokoError):
+    """The upstream could not give what the cache lacks. ``code``: ECR's failure code (UpstreamAccessDenied,
+    UpstreamTooManyRequests, UpstreamUnavailable), or NotFound / Invalid."""
+
+    def __init__(self, message: str, *, code: str) -> None:
+        super().__init__(message, detail={"failureCode": code})
+        self.code = code
+
+
+class UpstreamAccessDenied(UpstreamFailed):
+    pass
+
+
+class UpstreamTooManyRequests(UpstreamFailed):
+    pass
+
+
+class UpstreamUnavailable(UpstreamFailed):
+    pass
+
+
+class CredentialsUnusable(SokoError):
+    """The rule's secret is missing, unreadable or not {"username","accessToken"}. ``code``: SecretNotFound,
+    UnableToAccessSecret or UnableToDecryptSecretValue (ECR's exception names)."""
+
+    def __init__(self, message: str, *, code: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+_BY_CODE: dict[str, type[UpstreamFailed]] = {
+    "UpstreamAccessDenied": UpstreamAccessDenied,
+    "UpstreamTooManyRequests": UpstreamTooManyRequests,
+    "UpstreamUnavailable": UpstreamUnavailable,
+    "Invalid": UpstreamUnavailable,
+}
+
+
+def upstream_failed(rule: Rule, exc: UpstreamError, what: str = "manifest") -> SokoError:
+    message = f"pull-through cache '{rule.prefix}' ({rule.upstream_registry_url}): {exc.message}"
+    if exc.code == "NotFound":
+        return BlobUnknown(message) if what == "blob" else ManifestUnknown(message)
+    cls = _BY_CODE.get(exc.code, UpstreamUnavailable)
+    return cls(message, code="UpstreamUnavailable" if exc.code == "Invalid" else exc.code)
+
+
+@dataclass(frozen=True)
+class CachedManifest:
+    digest: str
+    media_type: str
+    payload: bytes
+    record_id: int | None = None  # the stored manifest's row (None: pending)
+
+
+@dataclass
+class BlobFetch:
+    """An upstream blob being fetched for a client: ``size`` for the headers, then iterate ``pieces``."""
+
+    digest: str
+    size: int
+    pieces: Iterator[bytes]
+    close: Callable[[], None]
+
+
+Authorize = Callable[[str], None]  # raises AccessDenied for an ECR action on the repository
+
+
+class PullThroughCache:
+    def __init__(self, registry: Registry, secrets: SecretStore) -> None:
+        self.registry = registry
+        self.ctx = registry.ctx
+        self.rules = Rules(self.ctx)
+        self.secrets = secrets
+        self._lock = threading.Lock()
+        self._rules: dict[str, tuple[int, list[Rule]]] = {}  # account → (generation, rules)
+        self._clients: dict[tuple, RegistryClient] = {}
+        self._checked: dict[tuple[int, str], float] = {}  # (repository id, tag) → last upstream check
+        self._fresh: dict[tuple[str, str, str], tuple[float, str]] = {}  # (account, name, tag) → (checked, digest)
+
+    # --- rules ----------------------------------------------------------------------------------------------------
+
+    def rule_cached(self, ref: RepoRef) -> tuple[bool, Rule | None]:
+        """(known, the rule covering ``ref``) from this process's cache, for the event loop (not known: ask
+        ``rule_for`` on a thread)."""
+        entry = self._rules.get(ref.account_id)
+        if entry is None or entry[0] != self.ctx.generation.current():
+            return False, None
+        return True, _best(entry[1], ref.name)
+
+    def rule_for(self, ref: RepoRef) -> Rule | None:
+        generation = self.ctx.generation.current()
+        entry = self._rules.get(ref.account_id)
+        if entry is None or entry[0] != generation:
+            rules, _ = self.rules.page(ref.account_id, None, limit=1000)
+            entry = (generation, rules)
+            self._rules[ref.account_id] = entry
+        return _best(entry[1], ref.name)
+
+    # --- upstream access ------------------------------------------------------------------------------------------
+
+    def credentials(self, rule: Rule) -> tuple[Credentials | None, str]:
+        if not rule.credential_arn:
+            return None, ""
+        try:
+            _, version, value = self.secrets.value(rule.account_id, rule.credential_arn)
+        except SecretNotFound:
+            raise CredentialsUnusable(
+                f"The secret {rule.credential_arn} of pull-through cache rule '{rule.prefix}' does not exist",
+                code="SecretNotFound",
+            ) from None
+        except SecretInvalidRequest:
+            raise CredentialsUnusable(
+                f"The secret {rule.credential_arn} of pull-through cache rule '{rule.prefix}' is scheduled for "
+                "deletion",
+                code="UnableToAccessSecret",
+            ) from None
+        except SecretDecryptionFailure:
+            raise CredentialsUnusable(
+                f"The secret {rule.credential_arn} cannot be decrypted with this Soko's master key",
+                code="UnableToDecryptSecretValue",
+            ) from None
+        try:
+            document = json.loads(value.string or "")
+            username, token = document["username"], document["accessToken"]
+            if not isinstance(username, str) or not isinstance(token, str):
+                raise TypeError
+        except (ValueError, KeyError, TypeError):
+            raise CredentialsUnusable(
+                f"The secret {rule.credential_arn} is not a JSON object with string fields username and accessToken",
+                code="UnableToAccessSecret",
+            ) from None
+        return Credentials(username, token), version
+
+    def client(self, rule: Rule) -> RegistryClient:
+        credentials, version = self.credentials(rule)
+        key = (rule.account_id, rule.prefix, rule.base_url, rule.credential_arn, version)
+        with self._lock:
+            client = self._clients.get(key)
+            if client is None:
+                timeout = self.ctx.settings.pull_through_timeout
+                client = RegistryClient(rule.base_url, credentials, timeout=timeout)
+                self._clients[key] = client
+        return client
+
+    def close(self) -> None:
+        with self._lock:
+            clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            client.close()
+
+    def validate(self, rule: Rule) -> str | None:
+        """ValidatePullThroughCacheRule: None when the upstream answers /v2/ with the rule's credentials, else why."""
+        try:
+            self.client(rule).ping()
+        except CredentialsUnusable as exc:
+            return f"{exc.code}: {exc.message}"
+        except UpstreamError as exc:
+            return f"{'UpstreamUnavailable' if exc.code == 'Invalid' else exc.code}: {exc.message}"
+        return None
+
+    # --- manifests ------------------------------------------------------------------------------------------------
+
+    def cached_manifest(self, ref: RepoRef, reference: str, *, record_pull: bool) -> CachedManifest | None:
+        """What an event loop may ask: the stored manifest from this process's caches when no upstream check is
+        due (a digest, or a tag checked within ``pull_through_recheck`` by this process); else None."""
+        fresh = None
+        if not is_digest(reference):
+            fresh = self._fresh.get((ref.account_id, ref.name, reference))
+            if fresh is None or self.ctx.clock() - fresh[0] >= self.ctx.settings.pull_through_recheck:
+                return None
+        record = self.registry.manifests.cached(ref, reference, record_pull=record_pull)
+        if record is None or (fresh is not None and record.digest != fresh[1]):
+            return None
+        return CachedManifest(record.digest, record.media_type, record.payload, record.id)
+
+    def manifest(
+        self, ref: RepoRef, rule: Rule, reference: str, authorize: Authorize, *, record_pull: bool
+    ) -> CachedManifest:
+        manifests = self.registry.manifests
+        local: CachedManifest | None = None
+        try:
+            record = manifests.get(ref, reference, record_pull=record_pull)
+            local = CachedManifest(record.digest, record.media_type, record.payload, record.id)
+        except (ManifestUnknown, RepositoryNotFound):
+            local = self._pending(ref, reference)
+        if is_digest(reference):
+            if local is not None:
+                return local
+            return self._fetch_manifest(ref, rule, reference, None, authorize)
+        now = self.ctx.clock()
+        checked = self._checked_at(ref, reference)
+        if local is not None and checked is not None and now - checked < self.ctx.settings.pull_through_recheck:
+            if local.record_id is not None:
+                self._remember(ref, reference, checked, local.digest)
+            return local
+        try:
+            fetched = self._fetch_manifest(ref, rule, reference, local, authorize)
+        except (UpstreamFailed, CredentialsUnusable, ManifestUnknown) as exc:
+            if local is None:
+                raise
+            log.warning("serving %s:%s from the cache: the upstream check failed (%s)", ref.name, reference, exc)
+            return local
+        self._mark_checked(ref, reference, fetched.digest, now)
+        return fetched
+
+    def _remember(self, ref: RepoRef, tag: str, checked: float, digest: str) -> None:
+        if len(self._fresh) > 100_000:
+            self._fresh.clear()
+        self._fresh[(ref.account_id, ref.name, tag)] = (checked, digest)
+
+    def _fetch_manifest(
+        self, ref: RepoRef, rule: Rule, reference: str, local: CachedManifest | None, authorize: Authorize
+    ) -> CachedManifest:
+        exists = self._repository_id(ref) is not None
+        authorize("ecr:BatchImportUpstreamImage")
+        if not exists:
+            authorize("ecr:CreateRepository")
+        upstream = rule.upstream_name(ref.name)
+        client = self.client(rule)
+        try:
+            if local is not None:  # a HEAD says whether the tag moved, without the manifest's bytes
+                head = client.manifest_head(upstream, reference)
+                if head.digest == local.digest:
+                    return local
+            fetched = client.manifest(upstream, reference)
+        except UpstreamError as exc:
+            raise upstream_failed(rule, exc) from None
+        if fetched.media_type not in mt.SUPPORTED:
+            raise UpstreamUnavailable(
+                f"the upstream's {upstream}:{reference} is a {fetched.media_type[:100]}, which this registry does "
+                "not store (OCI and Docker v2 manifests and indexes only)",
+                code="UpstreamUnavailable",
+            )
+        self._store(
+            ref, None if is_digest(reference) else reference, fetched.digest, fetched.media_type, fetched.payload
+        )
+        return CachedManifest(fetched.digest, fetched.media_type, fetched.payload)
+
+    def _store(self, ref: RepoRef, tag: str | None, digest: str, media_type: str, payload: bytes) -> None:
+        """Store a verified upstream manifest, or keep it pending until its blobs (children) are cached."""
+        with self.ctx.transaction(invalidates=True) as tx:
+            repo_id = self.registry.repositories.id_for_pull_through(tx, ref)
+        try:
+            self.registry.manifests.put(ref, tag or digest, payload, media_type)
+            return
+        except ManifestBlobUnknown as exc:
+            # blobs another repository of the account holds (the same layers cached under another prefix) are
+            # linked at once, as a mount would
+            if all([self._link_stored(ref, missing) for missing in exc.digests]):
+                try:
+                    self.registry.manifests.put(ref, tag or digest, payload, media_type)
+                    return
+                except (ManifestBlobUnknown, ReferencedManifestUnknown):
+                    pass
+        except ReferencedManifestUnknown:
+            pass
+        now = self.ctx.clock()
+        with self.ctx.write(invalidates=True) as conn:
+            conn.execute(
+                sa.delete(pull_through_pending).where(
+                    pull_through_pending.c.repository_id == repo_id, pull_through_pending.c.digest == digest
+                )
+            )
+            conn.execute(
+                sa.insert(pull_through_pending).values(
+                    repository_id=repo_id,
+                    digest=digest,
+                    tag=tag,
+                    media_type=media_type,
+                    payload=payload,
+                    created_at=now,
+                )
+            )
+            key = f"{repo_id}:{digest}"
+            conn.execute(self.ctx.db.insert_ignore(jobs).values(kind=FILL_JOB, key=key, next_run=now + FILL_DELAY))
+
+    def _pending(self, ref: RepoRef, reference: str) -> CachedManifest | None:
+        column = pull_through_pending.c.digest if is_digest(reference) else pull_through_pending.c.tag
+        with self.ctx.db.read() as conn:
+            row = conn.execute(
+                sa.select(
+                    pull_through_pending.c.digest, pull_through_pending.c.media_type, pull_through_pending.c.payload
+                )
+                .join(repos, repos.c.id == pull_through_pending.c.repository_id)
+                .where(repos.c.account_id == ref.account_id, repos.c.name == ref.name, column == reference)
+                .order_by(pull_through_pending.c.created_at.desc())
+            ).first()
+        return CachedManifest(row.digest, row.media_type, row.payload) if row else None
+
+    def _repository_id(self, ref: RepoRef) -> int | None:
+        with self.ctx.db.read() as conn:
+            return conn.execute(
+                sa.select(repos.c.id).where(repos.c.account_id == ref.account_id, repos.c.name == ref.name)
+            ).scalar()
+
+    def _checked_at(self, ref: RepoRef, tag: str) -> float | None:
+        repo_id = self._repository_id(ref)
+        if repo_id is None:
+            return None
+        key = (repo_id, tag)
+        if key in self._checked:
+            return self._checked[key]
+        with self.ctx.db.read() as conn:
+            when = conn.execute(
+                sa.select(pull_through_tags.c.checked_at).where(
+                    pull_through_tags.c.repository_id == repo_id, pull_through_tags.c.tag == tag
+                )
+            ).scalar()
+        if when is not None:
+            self._checked[key] = when
+        return when
+
+    def _mark_checked(self, ref: RepoRef, tag: str, digest: str, now: float) -> None:
+        repo_id = self._repository_id(ref)
+        if repo_id is None:
+            return
+        with self.ctx.db.write() as conn:
+            conn.execute(
+                sa.delete(pull_through_tags).where(
+                    pull_through_tags.c.repository_id == repo_id, pull_through_tags.c.tag == tag
+                )
+            )
+            conn.execute(
+                sa.insert(pull_through_tags).values(repository_id=repo_id, tag=tag, digest=digest, checked_at=now)
+            )
+        if len(self._checked) > 100_000:
+            self._checked.clear()
+        self._checked[(repo_id, tag)] = now
+
+    def promote(self, ref: RepoRef) -> int:
+        """Store the repository's pending manifests whose blobs (children) are all cached now; how many were."""
+        repo_id = self._repository_id(ref)
+        if repo_id is None:
+            return 0
+        with self.ctx.db.read() as conn:
+            rows = conn.execute(
+                sa.select(pull_through_pending).where(pull_through_pending.c.repository_id == repo_id)
+            ).all()
+        stored = 0
+        # images before indexes: an index can only be stored once its children are
+        for row in sorted(rows, key=lambda r: r.media_type in mt.INDEXES):
+            try:
+                self.registry.manifests.put(ref, row.tag or row.digest, row.payload, row.media_type)
+            except (ManifestBlobUnknown, ReferencedManifestUnknown):
+                continue
+            with self.ctx.write(invalidates=True) as conn:
+                conn.execute(
+                    sa.delete(pull_through_pending).where(
+                        pull_through_pending.c.repository_id == repo_id, pull_through_pending.c.digest == row.digest
+                    )
+                )
+                conn.execute(sa.delete(jobs).where(jobs.c.kind == FILL_JOB, jobs.c.key == f"{repo_id}:{row.digest}"))
+            stored += 1
+        return stored
+
+    def _promote_quietly(self, ref: RepoRef) -> None:
+        """``promote`` after a blob came in; a failure leaves the manifests pending for the fill job."""
+        try:
+            self.promote(ref)
+        except Exception:
+            log.exception("could not store the pending manifests of %s (the fill job retries)", ref.name)
+
+    # --- blobs ----------------------------------------------------------------------------------------------------
+
+    def blob(self, ref: RepoRef, rule: Rule, digest: str, authorize: Authorize) -> BlobContent | BlobFetch:
+        """The stored blob, or a fetch from the upstream to stream (the caller iterates it to the end or closes
+        it). Waits while another process fetches the same blob, then serves what it stored."""
+        Digest.parse(digest)
+        deadline = None
+        while True:
+            try:
+                return self.registry.blobs.open(ref, digest)
+            except (BlobUnknown, RepositoryNotFound):
+                pass
+            if self._link_stored(ref, digest):
+                self._promote_quietly(ref)
+                continue
+            if deadline is None:
+                exists = self._repository_id(ref) is not None
+                authorize("ecr:BatchImportUpstreamImage")
+                if not exists:
+                    authorize("ecr:CreateRepository")
+                with self.ctx.transaction(invalidates=True) as tx:
+                    self.registry.repositories.id_for_pull_through(tx, ref)
+                deadline = time.monotonic() + 3600
+            owner = self._claim(ref, digest)
+            if owner is not None:
+                # a fetch that ended between our look and our claim stored it already: serve that
+                try:
+                    if self._link_stored(ref, digest):
+                        self._promote_quietly(ref)
+                    stored = self.registry.blobs.open(ref, digest)
+                except (BlobUnknown, RepositoryNotFound):
+                    return self._fetch_blob(ref, rule, digest, owner)
+                except BaseException:
+                    self._release(digest, owner)
+                    raise
+                self._release(digest, owner)
+                return stored
+            if time.monotonic() > deadline:
+                raise UpstreamUnavailable(
+                    f"blob {digest} is still being fetched by another pull", code="UpstreamUnavailable"
+                )
+            time.sleep(WAIT_STEP)
+
+    def _link_stored(self, ref: RepoRef, digest: str) -> bool:
+        """Link a blob another repository of the account holds (fetched for it, or by a concurrent pull)."""
+        with self.ctx.db.read() as conn:
+            source = conn.execute(
+                sa.select(repos.c.name)
+                .join(repository_blobs, repository_blobs.c.repository_id == repos.c.id)
+                .where(
+                    repos.c.account_id == ref.account_id, repository_blobs.c.digest == digest, repos.c.name != ref.name
+                )
+                .limit(1)
+            ).scalar()
+        if source is None:
+            return False
+        with self.ctx.transaction(invalidates=True) as tx:
+            self.registry.repositories.id_for_pull_through(tx, ref)
+        return self.registry.blobs.mount(ref, digest, RepoRef(ref.account_id, source)) is not None
+
+    def _claim(self, ref: RepoRef, digest: str) -> str | None:
+        """This process's claim on fetching ``digest`` (None: another holds a live one)."""
+        owner = process_identity.new_token()
+        now = self.ctx.clock()
+        repo_id = self._repository_id(ref)
+        with self.ctx.db.write() as conn:
+            inserted = conn.execute(
+                self.ctx.db.insert_ignore(pull_through_fetches).values(
+                    digest=digest, owner=owner, heartbeat=now, repository_id=repo_id
+                )
+            ).rowcount
+            if inserted:
+                return owner
+            holder = conn.execute(
+                sa.select(pull_through_fetches.c.owner).where(pull_through_fetches.c.digest == digest)
+            ).scalar()
+            # a holder that stopped (its heartbeat is old, or it was a process of this node that died) is replaced
+            stale = pull_through_fetches.c.heartbeat < now - CLAIM_STALE
+            if holder is not None and process_identity.holder_is_dead(holder):
+                stale = pull_through_fetches.c.owner == holder
+            taken = conn.execute(
+                sa.update(pull_through_fetches)
+                .where(pull_through_fetches.c.digest == digest, stale)
+                .values(owner=owner, heartbeat=now, repository_id=repo_id)
+            ).rowcount
+        return owner if taken else None
+
+    def _refresh(self, digest: str, owner: str) -> None:
+        with self.ctx.db.write() as conn:
+            conn.execute(
+                sa.update(pull_through_fetches)
+                .where(pull_through_fetches.c.digest == digest, pull_through_fetches.c.owner == owner)
+                .values(heartbeat=self.ctx.clock())
+            )
+
+    def _release(self, digest: str, owner: str) -> None:
+        with self.ctx.db.write() as conn:
+            conn.execute(
+                sa.delete(pull_through_fetches).where(
+                    pull_through_fetches.c.digest == digest, pull_through_fetches.c.owner == owner
+                )
+            )
+
+    def _expected_size(self, ref: RepoRef, digest: str) -> int | None:
+        """The blob's size as a manifest of the repository (stored or pending) describes it."""
+        with self.ctx.db.read() as conn:
+            known = conn.execute(sa.select(blobs.c.size).where(blobs.c.digest == digest)).scalar()
+            if known is not None:
+                return int(known)
+            payloads = (
+                conn.execute(
+                    sa.select(pull_through_pending.c.payload)
+                    .join(repos, repos.c.id == pull_through_pending.c.repository_id)
+                    .where(repos.c.account_id == ref.account_id, repos.c.name == ref.name)
+                )
+                .scalars()
+                .all()
+            )
+        for payload in payloads:
+            try:
+                document = json.loads(payload)
+                for descriptor in [document.get("config") or {}, *(document.get("layers") or [])]:
+                    if descriptor.get("digest") == digest and isinstance(descriptor.get("size"), int):
+                        return int(descriptor["size"])
+            except (ValueError, AttributeError):
+                continue
+        return None
+
+    def _fetch_blob(self, ref: RepoRef, rule: Rule, digest: str, owner: str) -> BlobFetch:
+        uploads = self.registry.uploads
+        try:
+            limit = self.registry.repositories.quotas.get(ref.account_id, "max_image_size")
+            try:
+                stream = self.client(rule).blob(
+                    rule.upstream_name(ref.name), digest, size=self._expected_size(ref, digest), limit=limit
+                )
+            except UpstreamError as exc:
+                raise upstream_failed(rule, exc, "blob") from None
+            if stream.size is None:
+                stream.close()
+                raise UpstreamUnavailable(
+                    f"the upstream sent blob {digest} without a length", code="UpstreamUnavailable"
+                )
+            size = stream.size
+            state = uploads.start(ref)
+            writer = uploads.begin_chunk(ref, state.id, 0, size)
+        except BaseException:
+            self._release(digest, owner)
+            raise
+        finished = False
+
+        def pieces() -> Iterator[bytes]:
+            nonlocal finished
+            beat = time.monotonic()
+            held: bytes | None = None
+            try:
+                for piece in stream:
+                    writer.write(piece)
+                    if time.monotonic() - beat > CLAIM_REFRESH:
+                        self._refresh(digest, owner)
+                        beat = time.monotonic()
+                    if held is not None:
+                        yield held
+                    held = piece
+                # the stream ended verified (digest and size): the last piece may go, the blob may become visible
+                writer.finish()
+                uploads.complete(ref, state.id, digest, size)
+                finished = True
+                self._release(digest, owner)
+                self._promote_quietly(ref)  # before the last piece: a client done with its pull finds the image
+                if held is not None:
+                    yield held
+            except UpstreamError as exc:
+                raise upstream_failed(rule, exc, "blob") from None
+            finally:
+                if not finished:
+                    _abandon(self, ref, state.id, writer, digest, owner)
+
+        def close() -> None:
+            stream.close()
+            if not finished:
+                _abandon(self, ref, state.id, writer, digest, owner)
+
+        return BlobFetch(digest, size, pieces(), close)
+
+    # --- the fill job ---------------------------------------------------------------------------------------------
+
+    def fill(self, key: str) -> str | None:
+        """Job ``pull_through_fill`` (key ``<repository id>:<digest>``): fetch what a pending manifest still lacks
+        (blobs, an index's children), then store it. Raises while something cannot be fetched (retried with
+        backoff by the job runner)."""
+        repo_id_text, _, digest = key.partition(":")
+        with self.ctx.db.read() as conn:
+            row = conn.execute(
+                sa.select(pull_through_pending, repos.c.account_id, repos.c.name)
+                .join(repos, repos.c.id == pull_through_pending.c.repository_id)
+                .where(
+                    pull_through_pending.c.repository_id == int(repo_id_text), pull_through_pending.c.digest == digest
+                )
+            ).first()
+        if row is None:
+            return None
+        ref = RepoRef(row.account_id, row.name)
+        rule = self.rule_for(ref)
+        if rule is None:
+            return f"{ref.name}: no pull-through cache rule covers it any more; {digest} stays pending"
+        document = json.loads(row.payload)
+
+        def allowed(_action: str) -> None:
+            return None  # the pull that made it pending was authorized to import
+
+        if row.media_type in mt.INDEXES:
+            for child in document.get("manifests") or []:
+                self.manifest(ref, rule, child["digest"], allowed, record_pull=False)
+                self.fill(f"{row.repository_id}:{child['digest']}")
+        for descriptor in [document.get("config") or {}, *(document.get("layers") or [])]:
+            if not descriptor.get("digest") or descriptor.get("mediaType") in mt.NON_DISTRIBUTABLE:
+                continue
+            fetched = self.blob(ref, rule, descriptor["digest"], allowed)
+            if isinstance(fetched, BlobFetch):
+                try:
+                    for _ in fetched.pieces:
+                        pass
+                finally:
+                    fetched.close()
+        self.promote(ref)
+        if self._pending(ref, digest) is not None:
+            raise UpstreamUnavailable(f"{ref.name}@{digest} is not cached whole yet", code="UpstreamUnavailable")
+        return f"{ref.name}@{digest}: cached"
+
+
+def _abandon(cache: PullThroughCache, ref: RepoRef, upload_id: str, writer, digest: str, owner: str) -> None:
+    try:
+        writer.abort()
+        cache.registry.uploads.cancel(ref, upload_id)
+    except SokoError:
+        pass
+    except Exception:
+        log.exception("could not cancel the upload of an interrupted fetch of %s", digest)
+    finally:
+        cache._release(digest, owner)
+
+
+def _best(rules: list[Rule], name: str) -> Rule | None:
+    best: Rule | None = None
+    for rule in rules:
+        if not rule.matches(name):
+            continue
+        if best is None or best.prefix == "ROOT" or (rule.prefix != "ROOT" and len(rule.prefix) > len(best.prefix)):
+            best = rule
+    return best

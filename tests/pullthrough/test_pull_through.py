@@ -1,0 +1,363 @@
+"""Pull-through cache end to end: a real Soko, real upstreams on loopback (Distribution anonymous, with htpasswd
+Basic auth, behind a Bearer token realm; a hostile server), rules and secrets through boto3, pulls with skopeo and
+raw HTTP."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import hashlib
+import json
+import os
+import re
+import shutil
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import boto3
+import botocore.exceptions
+import httpx
+import pytest
+
+from tests.e2e.images import build_image, build_multiarch
+from tests.e2e.layout import ImageRef, assert_same_content
+from tests.e2e.servers import DISTRIBUTION_BIN, SOKO_REGION, soko_root_key, start_soko
+from tests.e2e.skopeo import Skopeo
+from tests.remote.upstreams import PASSWORD, USER, TokenServer, answer, hostile_server, start_upstream
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(
+        not (os.path.exists(DISTRIBUTION_BIN) and shutil.which("skopeo") and shutil.which("umoci")),
+        reason="needs docker-registry, skopeo and umoci",
+    ),
+]
+
+SECRET = json.dumps({"username": USER, "accessToken": PASSWORD})
+
+
+class World:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.stack: list = []
+        self.tokens = TokenServer(root)
+        self.anon = start_upstream(root / "anon", access_log=True)
+        self.basic = start_upstream(root / "basic", "htpasswd")
+        self.token = start_upstream(root / "token", "token", token_realm=self.tokens.realm, cert=self.tokens.cert_path)
+        # every tag pull re-checks its upstream (the 24 h default made 0 here), so "upstream down" is exercised
+        self.soko = start_soko(
+            root / "soko", env={"SOKO_PULL_THROUGH_RECHECK": "0s", "SOKO_PULL_THROUGH_TIMEOUT": "5s"}
+        )
+        keys = soko_root_key(self.soko.data_dir)
+        session = boto3.session.Session(
+            aws_access_key_id=keys["AccessKeyId"],
+            aws_secret_access_key=keys["SecretAccessKey"],
+            region_name=SOKO_REGION,
+        )
+        self.ecr = session.client("ecr", endpoint_url=self.soko.url)
+        self.sm = session.client("secretsmanager", endpoint_url=self.soko.url)
+        self.iam = session.client("iam", endpoint_url=self.soko.url)
+        self.skopeo = Skopeo.create(
+            root / "skopeo",
+            {self.soko.host: self.soko.credentials, self.basic.host: (USER, PASSWORD)},
+        )
+        layout = root / "images"
+        self.image = build_image(layout, "v1", "ptc-single", [300_000, 2_000_000])
+        self.big = build_image(layout, "big", "ptc-big", [24 << 20])
+        self.multi = build_multiarch(layout, "multi", "ptc-multi")
+        for server, creds in ((self.anon, None), (self.basic, (USER, PASSWORD)), (self.token, (USER, PASSWORD))):
+            extra = ["--dest-creds", f"{creds[0]}:{creds[1]}"] if creds else []
+            for image, repo in ((self.image, "team/app:v1"), (self.big, "team/big:v1"), (self.multi, "team/multi:v1")):
+                self.skopeo.run(
+                    "copy",
+                    "--dest-tls-verify=false",
+                    *extra,
+                    *(["--all"] if image is self.multi else []),
+                    image.ref,
+                    f"docker://{server.host}/{repo}",
+                )
+
+    def close(self) -> None:
+        for server in (self.soko, self.anon, self.basic, self.token):
+            server.kill()
+        self.tokens.close()
+
+    def pull(self, repo: str, out: Path, like: ImageRef, *, all_images: bool = False) -> ImageRef:
+        target = like.with_path(out)
+        self.skopeo.copy(f"docker://{self.soko.host}/{repo}", target.ref, all_images=all_images)
+        return target
+
+    def http(self) -> httpx.Client:
+        return httpx.Client(base_url=self.soko.url, auth=self.soko.credentials, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    w = World(tmp_path_factory.mktemp("ptc"))
+    try:
+        w.sm.create_secret(Name="ecr-pullthroughcache/upstream", SecretString=SECRET)
+        arn = w.sm.describe_secret(SecretId="ecr-pullthroughcache/upstream")["ARN"]
+        w.ecr.create_pull_through_cache_rule(ecrRepositoryPrefix="anon", upstreamRegistryUrl=f"http://{w.anon.host}")
+        w.ecr.create_repository_creation_template(
+            prefix="token",
+            appliedFor=["PULL_THROUGH_CACHE"],
+            imageTagMutability="IMMUTABLE",
+            resourceTags=[{"Key": "cache", "Value": "token"}],
+        )
+        for prefix, server in (("basic", w.basic), ("token", w.token)):
+            w.ecr.create_pull_through_cache_rule(
+                ecrRepositoryPrefix=prefix, upstreamRegistryUrl=f"http://{server.host}", credentialArn=arn
+            )
+        yield w
+    finally:
+        w.close()
+
+
+@pytest.mark.parametrize("prefix", ["anon", "basic", "token"])
+def test_pull_through_is_byte_identical(world: World, prefix: str, tmp_path: Path) -> None:
+    pulled = world.pull(f"{prefix}/team/app:v1", tmp_path / "pulled", world.image)
+    assert pulled.top_manifest() == world.image.top_manifest()
+    assert_same_content(world.image.closure(), pulled.closure())
+    # the repository was created on demand and now holds the image: served from the cache
+    images = world.ecr.describe_images(repositoryName=f"{prefix}/team/app")["imageDetails"]
+    assert [d["imageDigest"] for d in images] == [world.image.top_digest()]
+    again = world.pull(f"{prefix}/team/app:v1", tmp_path / "again", world.image)
+    assert_same_content(world.image.closure(), again.closure())
+    repository = world.ecr.describe_repositories(repositoryNames=[f"{prefix}/team/app"])["repositories"][0]
+    # the PULL_THROUGH_CACHE creation template for "token" applied; the others got ECR's defaults
+    assert repository["imageTagMutability"] == ("IMMUTABLE" if prefix == "token" else "MUTABLE")
+    tags = world.ecr.list_tags_for_resource(resourceArn=repository["repositoryArn"])["tags"]
+    assert tags == ([{"Key": "cache", "Value": "token"}] if prefix == "token" else [])
+
+
+def test_multiarch_index_is_cached_whole(world: World, tmp_path: Path) -> None:
+    pulled = world.pull("basic/team/multi:v1", tmp_path / "multi", world.multi, all_images=True)
+    assert_same_content(world.multi.closure(), pulled.closure())
+    digests = {d["imageDigest"] for d in world.ecr.describe_images(repositoryName="basic/team/multi")["imageDetails"]}
+    assert world.multi.top_digest() in digests and len(digests) == 3
+
+
+def test_rules_api(world: World) -> None:
+    rules = world.ecr.describe_pull_through_cache_rules()["pullThroughCacheRules"]
+    assert {r["ecrRepositoryPrefix"] for r in rules} >= {"anon", "basic", "token"}
+    basic = world.ecr.describe_pull_through_cache_rules(ecrRepositoryPrefixes=["basic"])["pullThroughCacheRules"][0]
+    assert basic["credentialArn"].startswith(f"arn:aws:secretsmanager:{SOKO_REGION}:")
+    assert basic["upstreamRepositoryPrefix"] == "ROOT"
+    assert world.ecr.validate_pull_through_cache_rule(ecrRepositoryPrefix="token")["isValid"] is True
+    with pytest.raises(botocore.exceptions.ClientError) as exists:
+        world.ecr.create_pull_through_cache_rule(ecrRepositoryPrefix="anon", upstreamRegistryUrl="quay.io")
+    assert exists.value.response["Error"]["Code"] == "PullThroughCacheRuleAlreadyExistsException"
+    with pytest.raises(botocore.exceptions.ClientError) as missing:
+        world.ecr.delete_pull_through_cache_rule(ecrRepositoryPrefix="nope")
+    assert missing.value.response["Error"]["Code"] == "PullThroughCacheRuleNotFoundException"
+    absent = f"arn:aws:secretsmanager:{SOKO_REGION}:000000000000:secret:ecr-pullthroughcache/absent"
+    with pytest.raises(botocore.exceptions.ClientError) as no_secret:
+        world.ecr.create_pull_through_cache_rule(
+            ecrRepositoryPrefix="other", upstreamRegistryUrl="quay.io", credentialArn=absent
+        )
+    assert no_secret.value.response["Error"]["Code"] == "SecretNotFoundException"
+    with pytest.raises(botocore.exceptions.ClientError) as roles:
+        world.ecr.create_pull_through_cache_rule(
+            ecrRepositoryPrefix="other",
+            upstreamRegistryUrl="quay.io",
+            customRoleArn="arn:aws:iam::000000000000:role/x",
+        )
+    assert roles.value.response["Error"]["Code"] == "UnsupportedOperationException"
+    with pytest.raises(botocore.exceptions.ClientError) as bad_url:
+        world.ecr.create_pull_through_cache_rule(ecrRepositoryPrefix="other", upstreamRegistryUrl="ftp://x/y")
+    assert bad_url.value.response["Error"]["Code"] == "InvalidParameterException"
+    # a wrong password: validation says so in the body; the secret's value never appears
+    world.sm.create_secret(
+        Name="ecr-pullthroughcache/wrong", SecretString=json.dumps({"username": USER, "accessToken": "nope-123"})
+    )
+    wrong = world.sm.describe_secret(SecretId="ecr-pullthroughcache/wrong")["ARN"]
+    world.ecr.create_pull_through_cache_rule(
+        ecrRepositoryPrefix="wrong", upstreamRegistryUrl=f"http://{world.basic.host}", credentialArn=wrong
+    )
+    result = world.ecr.validate_pull_through_cache_rule(ecrRepositoryPrefix="wrong")
+    assert result["isValid"] is False and "UpstreamAccessDenied" in result["failure"]
+    assert "nope-123" not in json.dumps(result)
+    with world.http() as client:
+        denied = client.get("/v2/wrong/team/app/manifests/v1")
+    assert (denied.status_code == 403 and "UpstreamAccessDenied" in denied.text) or "refused" in denied.text
+    updated = world.ecr.update_pull_through_cache_rule(
+        ecrRepositoryPrefix="wrong",
+        credentialArn=world.sm.describe_secret(SecretId="ecr-pullthroughcache/upstream")["ARN"],
+    )
+    assert updated["ecrRepositoryPrefix"] == "wrong"
+    assert world.ecr.validate_pull_through_cache_rule(ecrRepositoryPrefix="wrong")["isValid"] is True
+    deleted = world.ecr.delete_pull_through_cache_rule(ecrRepositoryPrefix="wrong")
+    assert deleted["upstreamRegistryUrl"] == f"http://{world.basic.host}"
+
+
+def test_secrets_manager_subset(world: World) -> None:
+    created = world.sm.create_secret(Name="ecr-pullthroughcache/rotating", SecretString="one")
+    assert re.fullmatch(
+        r"arn:aws:secretsmanager:[\w-]+:\d{12}:secret:ecr-pullthroughcache/rotating-\w{6}", created["ARN"]
+    )
+    world.sm.put_secret_value(SecretId=created["ARN"], SecretString="two")
+    assert world.sm.get_secret_value(SecretId="ecr-pullthroughcache/rotating")["SecretString"] == "two"
+    previous = world.sm.get_secret_value(SecretId=created["ARN"], VersionStage="AWSPREVIOUS")
+    assert previous["SecretString"] == "one"
+    names = [s["Name"] for s in world.sm.list_secrets()["SecretList"]]
+    assert "ecr-pullthroughcache/rotating" in names
+    world.sm.delete_secret(SecretId=created["ARN"], RecoveryWindowInDays=7)
+    with pytest.raises(botocore.exceptions.ClientError) as gone:
+        world.sm.get_secret_value(SecretId=created["ARN"])
+    assert gone.value.response["Error"]["Code"] == "InvalidRequestException"
+    assert "DeletedDate" in world.sm.describe_secret(SecretId=created["ARN"])
+    world.sm.delete_secret(SecretId=created["ARN"], ForceDeleteWithoutRecovery=True)
+    with pytest.raises(botocore.exceptions.ClientError) as missing:
+        world.sm.describe_secret(SecretId=created["ARN"])
+    assert missing.value.response["Error"]["Code"] == "ResourceNotFoundException"
+    with pytest.raises(botocore.exceptions.ClientError) as unsupported:
+        world.sm.rotate_secret(SecretId="ecr-pullthroughcache/upstream")
+    assert unsupported.value.response["Error"]["Code"] == "UnsupportedOperationException"
+    # values are encrypted at rest: not in the database file
+    database = (world.soko.data_dir / "metadata.db").read_bytes()
+    assert PASSWORD.encode() not in database and b"accessToken" not in database
+
+
+def test_concurrent_first_pulls_fetch_a_blob_once(world: World) -> None:
+    layer = world.big.layers()[0]["digest"]
+    with world.http() as client:
+        assert (
+            client.get(
+                "/v2/anon/team/big/manifests/v1", headers={"Accept": "application/vnd.oci.image.manifest.v1+json"}
+            ).status_code
+            == 200
+        )
+
+        def fetch(_: int) -> str:
+            with world.http() as own:
+                response = own.get(f"/v2/anon/team/big/blobs/{layer}")
+                assert response.status_code == 200, response.text
+                return "sha256:" + hashlib.sha256(response.content).hexdigest()
+
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            assert set(pool.map(fetch, range(4))) == {layer}
+    log = world.anon.log_path.read_text(errors="replace")
+    assert len(re.findall(rf"GET /v2/team/big/blobs/{layer} ", log)) == 1, log[-3000:]
+
+
+def test_upstream_down_serves_the_cache(world: World, tmp_path: Path) -> None:
+    root = tmp_path / "flaky"
+    flaky = start_upstream(root)
+    try:
+        world.skopeo.run("copy", "--dest-tls-verify=false", world.image.ref, f"docker://{flaky.host}/team/app:v1")
+        world.ecr.create_pull_through_cache_rule(
+            ecrRepositoryPrefix="flaky", upstreamRegistryUrl=f"http://{flaky.host}"
+        )
+        world.pull("flaky/team/app:v1", tmp_path / "first", world.image)
+    finally:
+        flaky.kill()
+    again = world.pull("flaky/team/app:v1", tmp_path / "again", world.image)
+    assert_same_content(world.image.closure(), again.closure())
+    with world.http() as client:
+        missing = client.get("/v2/flaky/team/other/manifests/v1")
+    assert missing.status_code == 503
+    assert missing.json()["errors"][0]["code"] == "UNAVAILABLE"
+    assert "unreachable" in missing.json()["errors"][0]["message"]
+
+
+def test_hostile_upstream_and_a_cut_blob(world: World) -> None:
+    layer = os.urandom(3 << 20)
+    layer_digest = "sha256:" + hashlib.sha256(layer).hexdigest()
+    config = b'{"architecture":"amd64","os":"linux"}'
+    config_digest = "sha256:" + hashlib.sha256(config).hexdigest()
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": config_digest,
+                "size": len(config),
+            },
+            "layers": [
+                {"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer_digest, "size": len(layer)}
+            ],
+        }
+    ).encode()
+    typed = {"Content-Type": "application/vnd.oci.image.manifest.v1+json"}
+    cut = threading.Event()
+    cut.set()
+
+    def blob(handler) -> None:
+        handler.send_response(200)
+        handler.send_header("Content-Length", str(len(layer)))
+        handler.end_headers()
+        if cut.is_set():  # half of it, then the connection dies
+            handler.wfile.write(layer[: len(layer) // 2])
+            handler.wfile.flush()
+            handler.close_connection = True
+            handler.connection.shutdown(2)
+            return
+        handler.wfile.write(layer)
+
+    routes = {
+        "/v2/good/manifests/v1": answer(200, manifest, typed),
+        f"/v2/good/blobs/{config_digest}": answer(200, config),
+        f"/v2/good/blobs/{layer_digest}": blob,
+        "/v2/liar/manifests/v1": answer(200, manifest, {**typed, "Docker-Content-Digest": "sha256:" + "1" * 64}),
+        "/v2/huge/manifests/v1": answer(200, b"{" + b" " * (5 << 20) + b"}", typed),
+        "/v2/loop/manifests/v1": answer(302, b"", {"Location": "/v2/loop/manifests/v1"}),
+        "/v2/": answer(200, b"{}"),
+    }
+    with hostile_server(routes) as url, world.http() as client:
+        world.ecr.create_pull_through_cache_rule(ecrRepositoryPrefix="hostile", upstreamRegistryUrl=url)
+        for repo in ("liar", "huge", "loop"):
+            got = client.get(f"/v2/hostile/{repo}/manifests/v1")
+            assert got.status_code == 503, (repo, got.text)
+            assert got.json()["errors"][0]["code"] == "UNAVAILABLE"
+        assert client.get("/v2/hostile/good/manifests/v1").status_code == 200
+        with pytest.raises(httpx.HTTPError):
+            client.get(f"/v2/hostile/good/blobs/{layer_digest}")
+        # nothing half-visible: the blob is not in the repository, the image not stored
+        layers = world.ecr.batch_check_layer_availability(repositoryName="hostile/good", layerDigests=[layer_digest])
+        assert layers["layers"][0]["layerAvailability"] == "UNAVAILABLE" if layers["layers"] else layers["failures"]
+        cut.clear()
+        whole = client.get(f"/v2/hostile/good/blobs/{layer_digest}")
+        assert whole.status_code == 200 and whole.content == layer
+        assert client.get(f"/v2/hostile/good/blobs/{config_digest}").content == config
+        images = world.ecr.describe_images(repositoryName="hostile/good")["imageDetails"]
+        assert [i["imageDigest"] for i in images] == ["sha256:" + hashlib.sha256(manifest).hexdigest()]
+
+
+def test_first_pull_needs_import_permission(world: World) -> None:
+    iam = world.iam
+    iam.create_user(UserName="puller")
+    reader = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Action": ["ecr:GetAuthorizationToken", "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"],
+                "Resource": "*",
+            }
+        ],
+    }
+    iam.put_user_policy(UserName="puller", PolicyName="read", PolicyDocument=json.dumps(reader))
+    key = iam.create_access_key(UserName="puller")["AccessKey"]
+    ecr = boto3.client(
+        "ecr",
+        endpoint_url=world.soko.url,
+        region_name=SOKO_REGION,
+        aws_access_key_id=key["AccessKeyId"],
+        aws_secret_access_key=key["SecretAccessKey"],
+    )
+    import base64
+
+    token = ecr.get_authorization_token()["authorizationData"][0]["authorizationToken"]
+    user, _, password = base64.b64decode(token).decode().partition(":")
+    with httpx.Client(base_url=world.soko.url, auth=(user, password), timeout=30) as client:
+        denied = client.get("/v2/token/team/big/manifests/v1")
+        assert denied.status_code == 403 and "ecr:BatchImportUpstreamImage" in denied.text
+        importer = {
+            "Version": "2012-10-17",
+            "Statement": [
+                {"Effect": "Allow", "Action": ["ecr:BatchImportUpstreamImage", "ecr:CreateRepository"], "Resource": "*"}
+            ],
+        }
+        iam.put_user_policy(UserName="puller", PolicyName="import", PolicyDocument=json.dumps(importer))
+        assert client.get("/v2/token/team/big/manifests/v1").status_code == 200
