@@ -26,6 +26,7 @@ IMAGES_PAGE = 50
 MAX_CONFIG_BYTES = 1 << 20  # an image config larger than this is not shown (configs are a few KiB)
 MAX_SEARCH = 256
 SORTS = {"name": ("name", False), "-name": ("name", True), "created": ("created", False), "-created": ("created", True)}
+IMAGE_CONFIG = "application/vnd.oci.image.config.v1+json"
 INDEX_TYPES = (
     "application/vnd.oci.image.index.v1+json",
     "application/vnd.docker.distribution.manifest.list.v2+json",
@@ -189,7 +190,8 @@ def repository_page(viewer: Viewer, name: str, query: dict[str, str]) -> dict:
                 "pushed": when(d.pushed_at),
                 "pulled": when(d.last_pulled_at),
                 "media_type": d.media_type,
-                "artifact_type": d.artifact_type,
+                # An image's config type is no artifact type worth showing; a signature's or an SBOM's is.
+                "artifact_type": None if d.artifact_type == IMAGE_CONFIG else d.artifact_type,
                 "scan": _scan_label(scans.get(d.digest)),
             }
             for d in details
