@@ -302,6 +302,7 @@ def test_hostile_upstream_and_a_cut_blob(world: World) -> None:
         "/v2/liar/manifests/v1": answer(200, manifest, {**typed, "Docker-Content-Digest": "sha256:" + "1" * 64}),
         "/v2/huge/manifests/v1": answer(200, b"{" + b" " * (5 << 20) + b"}", typed),
         "/v2/loop/manifests/v1": answer(302, b"", {"Location": "/v2/loop/manifests/v1"}),
+        f"/v2/liar/blobs/{layer_digest}": answer(200, os.urandom(len(layer))),
         "/v2/": answer(200, b"{}"),
     }
     with hostile_server(routes) as url, world.http() as client:
@@ -310,6 +311,10 @@ def test_hostile_upstream_and_a_cut_blob(world: World) -> None:
             got = client.get(f"/v2/hostile/{repo}/manifests/v1")
             assert got.status_code == 503, (repo, got.text)
             assert got.json()["errors"][0]["code"] == "UNAVAILABLE"
+        with pytest.raises(httpx.HTTPError):  # a wrong blob: the client never gets it whole
+            client.get(f"/v2/hostile/liar/blobs/{layer_digest}")
+        liar = world.ecr.batch_check_layer_availability(repositoryName="hostile/liar", layerDigests=[layer_digest])
+        assert not [x for x in liar["layers"] if x["layerAvailability"] == "AVAILABLE"]
         assert client.get("/v2/hostile/good/manifests/v1").status_code == 200
         with pytest.raises(httpx.HTTPError):
             client.get(f"/v2/hostile/good/blobs/{layer_digest}")

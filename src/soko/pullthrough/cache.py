@@ -32,6 +32,7 @@ from soko import process_identity
 from soko.digest import Digest, is_digest
 from soko.errors import (
     BlobUnknown,
+    DigestInvalid,
     ManifestBlobUnknown,
     ManifestUnknown,
     ReferencedManifestUnknown,
@@ -390,6 +391,7 @@ class PullThroughCache:
         if len(self._checked) > 100_000:
             self._checked.clear()
         self._checked[(repo_id, tag)] = now
+        self._remember(ref, tag, now, digest)  # the next pulls within the recheck interval stay on the event loop
 
     def promote(self, ref: RepoRef) -> int:
         """Store the repository's pending manifests whose blobs (children) are all cached now; how many were."""
@@ -557,8 +559,13 @@ class PullThroughCache:
         try:
             limit = self.registry.repositories.quotas.get(ref.account_id, "max_image_size")
             try:
+                # the upload's own running hash verifies the bytes (Uploads.complete) before the last piece goes
                 stream = self.client(rule).blob(
-                    rule.upstream_name(ref.name), digest, size=self._expected_size(ref, digest), limit=limit
+                    rule.upstream_name(ref.name),
+                    digest,
+                    size=self._expected_size(ref, digest),
+                    limit=limit,
+                    verify=False,
                 )
             except UpstreamError as exc:
                 raise upstream_failed(rule, exc, "blob") from None
@@ -590,7 +597,12 @@ class PullThroughCache:
                     held = piece
                 # the stream ended verified (digest and size): the last piece may go, the blob may become visible
                 writer.finish()
-                uploads.complete(ref, state.id, digest, size)
+                try:
+                    uploads.complete(ref, state.id, digest, size)
+                except DigestInvalid:
+                    raise UpstreamError(
+                        "Invalid", f"the upstream's content for blob {digest} does not hash to it"
+                    ) from None
                 finished = True
                 self._release(digest, owner)
                 self._promote_quietly(ref)  # before the last piece: a client done with its pull finds the image

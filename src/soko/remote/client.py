@@ -121,13 +121,15 @@ class BlobStream:
     the iteration raises ``UpstreamError("Invalid")`` instead of ending when the bytes do not hash to the digest or
     overrun/underrun the size. Close it (or use ``with``) when done."""
 
-    def __init__(self, response: httpx.Response, digest: str, size: int | None, limit: int) -> None:
+    def __init__(
+        self, response: httpx.Response, digest: str, size: int | None, limit: int, verify: bool = True
+    ) -> None:
         self._response = response
         self.digest = digest
         declared = response.headers.get("content-length")
         self.size = size if size is not None else (int(declared) if declared and declared.isdigit() else None)
         self._limit = limit if self.size is None else min(limit, self.size)
-        self._hasher = Digest.parse(digest).hasher()
+        self._hasher = Digest.parse(digest).hasher() if verify else None
         self.received = 0
 
     def __iter__(self) -> Iterator[bytes]:
@@ -139,7 +141,8 @@ class BlobStream:
                         "Invalid",
                         f"the upstream sent more than the {self._limit} bytes expected of blob {self.digest}",
                     )
-                self._hasher.update(piece)
+                if self._hasher is not None:
+                    self._hasher.update(piece)
                 yield piece
         except httpx.HTTPError as exc:
             raise UpstreamError(
@@ -150,6 +153,8 @@ class BlobStream:
             raise UpstreamError(
                 "Invalid", f"the upstream sent {self.received} bytes of blob {self.digest}, not its {self.size}"
             )
+        if self._hasher is None:
+            return
         algorithm = self.digest.partition(":")[0]
         actual = f"{algorithm}:{self._hasher.hexdigest()}"
         if actual != self.digest:
@@ -353,8 +358,11 @@ class RegistryClient:
             raise UpstreamError("Invalid", f"the upstream gave no digest for {what}") from None
         return ManifestHead(digest, media_type, int(length) if length.isdigit() else -1)
 
-    def blob(self, repository: str, digest: str, *, size: int | None = None, limit: int = 1 << 40) -> BlobStream:
-        """Open a blob's content (follows the upstream's redirect to its object store); iterate the result."""
+    def blob(
+        self, repository: str, digest: str, *, size: int | None = None, limit: int = 1 << 40, verify: bool = True
+    ) -> BlobStream:
+        """Open a blob's content (follows the upstream's redirect to its object store); iterate the result.
+        ``verify=False``: the caller hashes the bytes itself (size is still checked)."""
         Digest.parse(digest)
         what = f"blob {digest} of {repository}"
         response = self._send(
@@ -363,7 +371,7 @@ class RegistryClient:
         if response.status_code != 200:
             response.close()
             raise classify(response.status_code, what)
-        return BlobStream(response, digest, size, limit)
+        return BlobStream(response, digest, size, limit, verify)
 
     # --- push (replication) ---------------------------------------------------------------------------------------
 
