@@ -33,7 +33,7 @@ def test_signin_sets_a_strict_session_cookie_and_signout_revokes_it(server, web)
     assert cookie.startswith("soko_console=")
     for attribute in ("HttpOnly", "SameSite=Strict", "Path=/console/", "Max-Age=43200"):
         assert attribute in cookie
-    assert "Secure" not in cookie  # plain HTTP here (tests/console/test_tls.py: Secure under TLS)
+    assert "Secure" not in cookie  # plain HTTP here (TestBehindATlsProxy: Secure under TLS)
     value = cookie.split(";")[0].split("=", 1)[1]
     page = web.get("/console/repositories")
     assert page.status_code == 200 and "Repositories" in page.text
@@ -308,3 +308,30 @@ def test_console_off(tmp_path, database_url):
             assert c.get("/console/static/console.css").status_code == 404
     finally:
         registry.close()
+
+
+class TestBehindATlsProxy:
+    @pytest.fixture
+    def settings(self, settings):
+        settings.trusted_proxies = ["127.0.0.1/32"]  # the test client plays a TLS-terminating proxy
+        return settings
+
+    def test_the_session_cookie_is_secure_under_tls(self, server):
+        proxy = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "registry.example.com"}
+        with httpx.Client(base_url=server.url, headers=proxy) as c:
+            form = c.get("/console/signin")
+            assert "Secure" in form.headers["set-cookie"]
+            r = c.post(
+                "/console/signin",
+                data={"csrf": hidden_csrf(form.text), "access_key_id": ROOT_KEY_ID, "secret_access_key": ROOT_SECRET},
+                headers={
+                    "Origin": "https://registry.example.com",
+                    # (a Secure cookie: httpx keeps it from this plain-HTTP hop to the "proxy"; a browser would send it)
+                    "Cookie": f"soko_console_signin={form.cookies['soko_console_signin']}",
+                },
+            )
+            assert r.status_code == 303, r.text
+            assert r.headers["set-cookie"].startswith("soko_console=") and "; Secure" in r.headers["set-cookie"]
+            # A form from the plain-HTTP origin of the same host is another origin: refused.
+            r = c.post("/console/signin", data={"csrf": "x"}, headers={"Origin": "http://registry.example.com"})
+            assert r.status_code == 403
