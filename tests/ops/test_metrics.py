@@ -124,3 +124,14 @@ def _worker_count(pid: int, name: str, status: str) -> float:
             for sample in family.samples
             if sample.name == name and sample.labels.get("status") == status
         )
+
+
+def test_the_readme_names_every_background_task_label(registry):
+    """Background runs are labelled by job kind; the README's list of task labels is what operators alert on, so it
+    must name exactly the kinds there are (it said `gc` after GC became gc_review, gc_blobs and gc_sweep)."""
+    from soko.jobs.kinds import registry_jobs
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    listed = re.search(r"\(tasks: the job kinds (.*?)\)", readme, re.S)
+    assert listed, "README.md no longer lists the background task labels"
+    assert set(re.findall(r"`([a-z_]+)`", listed.group(1))) == {kind.name for kind in registry_jobs(registry)}
