@@ -366,3 +366,42 @@ def test_first_pull_needs_import_permission(world: World) -> None:
         }
         iam.put_user_policy(UserName="puller", PolicyName="import", PolicyDocument=json.dumps(importer))
         assert client.get("/v2/token/team/big/manifests/v1").status_code == 200
+
+
+def test_terraform_call_sequences(world: World) -> None:
+    """What terraform-provider-aws calls for aws_secretsmanager_secret, _secret_version and
+    aws_ecr_pull_through_cache_rule: create, read back, update, delete (then reads that must say NotFound)."""
+    sm, ecr = world.sm, world.ecr
+    # aws_secretsmanager_secret without a value is refused (a secret without a version is not supported):
+    with pytest.raises(botocore.exceptions.ClientError) as empty:
+        sm.create_secret(Name="ecr-pullthroughcache/tf-empty", Description="terraform")
+    assert empty.value.response["Error"]["Code"] == "InvalidParameterException"
+    # aws_secretsmanager_secret + _secret_version as one create (secret_string set)
+    token = "11111111-2222-3333-4444-555555555555"
+    arn = sm.create_secret(Name="ecr-pullthroughcache/tf", SecretString=SECRET, ClientRequestToken=token)["ARN"]
+    again = sm.create_secret(Name="ecr-pullthroughcache/tf", SecretString=SECRET, ClientRequestToken=token)
+    assert again["ARN"] == arn  # the SDK's retry is idempotent
+    described = sm.describe_secret(SecretId=arn)
+    assert described["Name"] == "ecr-pullthroughcache/tf" and "DeletedDate" not in described
+    assert sm.get_resource_policy(SecretId=arn)["ARN"] == arn
+    version = sm.put_secret_value(SecretId=arn, SecretString=SECRET)["VersionId"]
+    read = sm.get_secret_value(SecretId=arn, VersionId=version)
+    assert read["SecretString"] == SECRET and read["VersionStages"] == ["AWSCURRENT"]
+    # aws_ecr_pull_through_cache_rule: create, read (describe by prefix), update the credential, delete
+    ecr.create_pull_through_cache_rule(
+        ecrRepositoryPrefix="tf", upstreamRegistryUrl=f"http://{world.basic.host}", credentialArn=arn
+    )
+    rule = ecr.describe_pull_through_cache_rules(ecrRepositoryPrefixes=["tf"])["pullThroughCacheRules"][0]
+    assert rule["credentialArn"] == arn and rule["upstreamRegistryUrl"] == f"http://{world.basic.host}"
+    ecr.update_pull_through_cache_rule(ecrRepositoryPrefix="tf", credentialArn=arn)
+    ecr.delete_pull_through_cache_rule(ecrRepositoryPrefix="tf")
+    with pytest.raises(botocore.exceptions.ClientError) as rule_gone:
+        ecr.describe_pull_through_cache_rules(ecrRepositoryPrefixes=["tf"])
+    assert rule_gone.value.response["Error"]["Code"] == "PullThroughCacheRuleNotFoundException"
+    # destroy: DeleteSecret with a recovery window, then reads see it scheduled; force-delete removes it
+    sm.delete_secret(SecretId=arn, RecoveryWindowInDays=7)
+    assert "DeletedDate" in sm.describe_secret(SecretId=arn)
+    sm.delete_secret(SecretId=arn, ForceDeleteWithoutRecovery=True)
+    with pytest.raises(botocore.exceptions.ClientError) as secret_gone:
+        sm.describe_secret(SecretId=arn)
+    assert secret_gone.value.response["Error"]["Code"] == "ResourceNotFoundException"
