@@ -15,6 +15,9 @@ import pytest
 import sqlalchemy as sa
 
 from soko.config import Settings, load_settings
+from soko.crypto.driver import SealedDriver
+from soko.crypto.keys import KeyRing
+from soko.iam.secrets import MasterKey
 from soko.meta import Database
 from soko.registry import Registry
 from soko.storage import FilesystemDriver
@@ -66,7 +69,9 @@ def registry(settings) -> Iterator[Registry]:
     os.makedirs(settings.data_dir, exist_ok=True)
     db = Database(settings.effective_database_url, pool_size=4)
     db.migrate()
-    reg = Registry(settings, db, FilesystemDriver(settings.blob_root))
+    # Blobs encrypted at rest, as Registry.open stores them (soko.crypto)
+    ring = KeyRing.service(MasterKey.load(settings.master_key, settings.data_dir).storage_key)
+    reg = Registry(settings, db, SealedDriver(FilesystemDriver(settings.blob_root), ring))
     yield reg
     reg.close()
 

@@ -116,6 +116,10 @@ class UploadLimitExceeded(LimitExceeded):
     """Too many unfinished upload sessions (ECR's LimitExceededException; 429 TOOMANYREQUESTS on /v2/)."""
 
 
+class ContentUnreadable(SokoError):
+    """Stored content failed decryption: tampered with, cut, swapped for another object's, or its key is gone."""
+
+
 class StorageUnavailable(SokoError):
     """Blob storage or the database cannot take the request now (503, retryable; see soko.storage_full)."""
 
@@ -136,9 +140,9 @@ class AccessDenied(SokoError):
     """The principal may not perform the action on the resource."""
 
 
-
 class TokenExpired(AccessDenied):
     """An ECR authorization token that was genuine but is past its expiry (ECR: 403 DENIED, its own message)."""
+
 
 class TooManyRequests(SokoError):
     pass

@@ -185,3 +185,24 @@ def test_a_broken_read_hands_out_no_byte_of_the_damaged_segment(driver, stored):
         assert f.read(SEGMENT) == DATA[:SEGMENT]  # the intact first segment
         with pytest.raises(SealBroken):
             f.read(1)
+
+
+def test_two_objects_swapped_are_detected_through_their_recorded_identity(driver):
+    first, second = os.urandom(1000), os.urandom(1000)
+    driver.put_content("blobs/sha256/11/11", first)
+    driver.put_content("blobs/sha256/22/22", second)
+    ids = {path: driver.seal_id(path) for path in ("blobs/sha256/11/11", "blobs/sha256/22/22")}
+    with driver.sealed_reader("blobs/sha256/11/11", 0, ids["blobs/sha256/11/11"]) as f:
+        assert f.read() == first
+    a, b = _stored(driver, "blobs/sha256/11/11"), _stored(driver, "blobs/sha256/22/22")
+    os.rename(a, a + ".x")
+    os.rename(b, a)
+    os.rename(a + ".x", b)
+    for path, seal_id in ids.items():
+        with pytest.raises(SealBroken, match="another object"):
+            driver.sealed_reader(path, 0, seal_id)
+    os.unlink(a)
+    driver.inner.put_content("blobs/sha256/11/11", first)  # plaintext put where sealed content was
+    with pytest.raises(SealBroken, match="plaintext"):
+        driver.sealed_reader("blobs/sha256/11/11", 0, ids["blobs/sha256/11/11"])
+    assert driver.seal_id("blobs/sha256/11/11") is None

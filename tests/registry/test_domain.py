@@ -8,6 +8,7 @@ import os
 import pytest
 import sqlalchemy as sa
 
+from soko.crypto.driver import SealedDriver
 from soko.errors import DigestInvalid, ImageChanged, ManifestUnknown, RangeNotSatisfiable, SizeInvalid, UploadUnknown
 from soko.meta import Database
 from soko.meta.schema import manifests, uploads
@@ -134,7 +135,9 @@ def test_one_chunk_at_a_time(registry):
 def other_node(registry):
     """A second Registry on the same database and storage: another process or node of the same deployment."""
     db = Database(registry.settings.effective_database_url, pool_size=2)
-    node = Registry(registry.settings, db, FilesystemDriver(registry.settings.blob_root))
+    node = Registry(
+        registry.settings, db, SealedDriver(FilesystemDriver(registry.settings.blob_root), registry.ctx.storage.ring)
+    )
     yield node
     node.close()
 
@@ -237,7 +240,7 @@ def test_long_chunk_keeps_its_claim_and_session(registry, other_node, shared_clo
 def test_completing_a_blob_already_stored_moves_nothing_and_drops_the_upload(registry):
     data = os.urandom(100_000)
     digest = push_blob(registry, _ref(registry, "first"), data)
-    path = os.path.join(registry.ctx.storage.root, blob_path(digest))
+    path = os.path.join(registry.ctx.storage.inner.root, "sealed", blob_path(digest))  # encrypted at rest
     stored = os.stat(path)
     other = _ref(registry, "second")
     state = registry.uploads.start(other)
@@ -267,15 +270,16 @@ def test_fsck_clean_then_finds_corruption(registry):
     resized = push_blob(registry, ref, b"will change size")
     big = push_blob(registry, ref, b"sha512 content", "sha512")
     assert list(check(registry.ctx)) == []
-    root = registry.ctx.storage.root
+    root = os.path.join(registry.ctx.storage.inner.root, "sealed")  # encrypted at rest
     with open(os.path.join(root, blob_path(corrupt)), "r+b") as f:
-        f.write(b"W")  # same size, different content
+        f.seek(130)
+        f.write(b"W")  # same size, different ciphertext
     os.unlink(os.path.join(root, blob_path(missing)))
     with open(os.path.join(root, blob_path(resized)), "ab") as f:
         f.write(b"+")
     problems = {(p.kind, p.subject) for p in check(registry.ctx)}
     assert problems == {
-        ("corrupt-blob", corrupt),
+        ("tampered-blob", corrupt),
         ("missing-blob", missing),
         ("size-mismatch", resized),
     }

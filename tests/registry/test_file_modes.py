@@ -54,8 +54,10 @@ def test_data_dir_is_private_whatever_the_umask(tmp_path, open_umask, caplog) ->
         registry.close()
     names = {os.path.relpath(p, data_dir) for p in modes}
     assert {"metadata.db", "metadata.db-wal", "master.key", "root-credentials", "generation"} <= names
-    assert any(n.startswith("storage/blobs/sha256/") and os.path.isfile(os.path.join(data_dir, n)) for n in names)
-    assert any(n.startswith("storage/uploads/") and n.endswith("/data") for n in names)
+    assert any(
+        n.startswith("storage/sealed/blobs/sha256/") and os.path.isfile(os.path.join(data_dir, n)) for n in names
+    )
+    assert any(n.startswith("storage/sealed/uploads/") and n.endswith("/data") for n in names)
     opened = {os.path.relpath(p, data_dir): oct(m) for p, m in modes.items() if m & 0o077}
     assert opened == {}
     assert all(m == 0o700 for p, m in modes.items() if os.path.isdir(p))

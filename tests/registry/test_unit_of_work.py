@@ -119,18 +119,27 @@ def test_a_lifecycle_expiry_leaves_its_delete_its_expiry_event_and_its_audit_rec
     clock.now += 60
     push_image(registry, ref, "v2", [b"new"])
     rule = {"tagStatus": "any", "countType": "imageCountMoreThan", "countNumber": 1}
-    registry.lifecycle.put(ref, json.dumps({"rules": [{"rulePriority": 7, "selection": rule,
-                                                       "action": {"type": "expire"}}]}))
+    registry.lifecycle.put(
+        ref, json.dumps({"rules": [{"rulePriority": 7, "selection": rule, "action": {"type": "expire"}}]})
+    )
     outbox = Outbox(registry)
     outbox.envelopes()
     (run,) = LifecycleRunner(registry).run()
     assert [e["imageDigest"] for e in run.expired] == [old]
     delete, expiry = outbox.envelopes()
     assert (delete["detail-type"], delete["detail"]["action-type"], delete["detail"]["image-tag"]) == (
-        "ECR Image Action", "DELETE", "v1")
+        "ECR Image Action",
+        "DELETE",
+        "v1",
+    )
     assert (expiry["source"], expiry["detail-type"]) == ("soko.registry", "Soko Lifecycle Expiry")
-    assert expiry["detail"] == {"result": "SUCCESS", "repository-name": "events/life", "image-digest": old,
-                                "image-tags": ["v1"], "rule-priority": 7}
+    assert expiry["detail"] == {
+        "result": "SUCCESS",
+        "repository-name": "events/life",
+        "image-digest": old,
+        "image-tags": ["v1"],
+        "rule-priority": 7,
+    }
     with registry.ctx.db.read() as conn:
         (audit,) = conn.execute(sa.select(audit_events).where(audit_events.c.event == "lifecycle")).all()
     assert audit.resource.endswith(f"repository/events/life@{old}") and "expired by rule 7" in audit.reason

@@ -33,6 +33,7 @@ from soko.crypto.segments import (
     seal,
     sealed_size,
     segment_offset,
+    stored_plain,
     unwrap,
 )
 from soko.storage import paths
@@ -137,38 +138,46 @@ class _SealedReader(io.RawIOBase):
 
 
 class _SealedWriter(FileWriter):
+    """Seals whole segments as they fill. The inner writer is opened (and the file truncated where the resumed
+    segment starts) only when the first segment is sealed, so a writer that writes little and is closed without a
+    commit touches nothing; ``close`` keeps the whole segments written so far and drops the partial one (an upload's
+    size only moves on ``commit``), and never writes itself: a writer whose claim was taken over writes no more."""
+
     def __init__(self, driver: SealedDriver, path: str, offset: int) -> None:
         self._driver = driver
         self._path = path
         self._buffer = bytearray()
         self._done = False
-        inner, sealed_path = driver.inner, driver.sealed(path)
+        self._writer: FileWriter | None = None
+        self._prefix = b""
+        inner, self._sealed_path = driver.inner, driver.sealed(path)
         if offset == 0:
             self._header, self._cipher = new_header(driver.ring.current, driver.ring.cipher(driver.ring.current, path))
             self._index = 0
-            self._writer = inner.writer(sealed_path, 0)
-            self._writer.write(self._header.encode())
+            self._prefix = self._header.encode()
         else:
             try:
-                held = plain_size(inner.stat(sealed_path).size)
+                held = stored_plain(inner.stat(self._sealed_path).size)
             except PathNotFound:
                 raise InvalidOffset(f"cannot resume {path} at {offset}: no such file") from None
             if held is None or held < offset:
                 raise InvalidOffset(f"cannot resume {path} at {offset}: it holds only {held or 0} bytes")
-            self._header, self._cipher = driver.open_header(sealed_path, path)
+            self._header, self._cipher = driver.open_header(self._sealed_path, path)
             self._index, keep = divmod(offset, SEGMENT)
             if keep:  # the segment we resume in is sealed again with what follows (under a fresh nonce)
-                last = held // SEGMENT
-                with inner.reader(sealed_path, segment_offset(self._index)) as f:
+                with inner.reader(self._sealed_path, segment_offset(self._index)) as f:
                     sealed = _read_exact(f, SEALED_SEGMENT)
-                plain = open_segment(
-                    self._cipher, self._header.object_id, self._index, self._index == last, sealed, path
-                )
+                final = len(sealed) < SEALED_SEGMENT
+                plain = open_segment(self._cipher, self._header.object_id, self._index, final, sealed, path)
                 self._buffer += plain[:keep]
-            self._writer = inner.writer(sealed_path, segment_offset(self._index))
+        self._start = segment_offset(self._index) if offset else 0
         self._size = offset
 
     def _seal(self, plain: bytes | memoryview | bytearray, final: bool) -> None:
+        if self._writer is None:
+            self._writer = self._driver.inner.writer(self._sealed_path, self._start)
+            if self._prefix:
+                self._writer.write(self._prefix)
         self._writer.write(seal(self._cipher, self._header.object_id, self._index, final, plain))
         self._index += 1
 
@@ -195,24 +204,23 @@ class _SealedWriter(FileWriter):
     def size(self) -> int:
         return self._size
 
-    def _finish(self) -> None:
-        self._done = True
-        self._seal(self._buffer, final=True)
-        self._buffer = bytearray()
-
     def commit(self) -> None:
         if not self._done:
-            self._finish()
+            self._done = True
+            self._seal(self._buffer, final=True)
+            self._buffer = bytearray()
+        assert self._writer is not None
         self._writer.commit()
 
     def cancel(self) -> None:
         self._done = True
-        self._writer.cancel()
+        if self._writer is not None:  # (nothing written yet: nothing to discard)
+            self._writer.cancel()
 
     def close(self) -> None:
-        if not self._done:  # what was written so far stays, complete with its final segment (a resume continues it)
-            self._finish()
-        self._writer.close()
+        self._done = True
+        if self._writer is not None:
+            self._writer.close()
 
 
 class SealedDriver(StorageDriver):
@@ -265,14 +273,32 @@ class SealedDriver(StorageDriver):
                 pass
 
     def reader(self, path: str, offset: int = 0) -> BinaryIO:
+        return self.sealed_reader(path, offset, None)
+
+    def sealed_reader(self, path: str, offset: int, seal_id: str | None) -> BinaryIO:
         sealed_path = self.sealed(path)
         try:
             header, cipher = self.open_header(sealed_path, path)
         except PathNotFound:
+            if seal_id is not None:  # the metadata knows it was sealed: plaintext in its place is an impostor
+                try:
+                    self.inner.stat(path)
+                except PathNotFound:
+                    raise PathNotFound(path) from None
+                raise SealBroken(path, "plaintext lies where sealed content was stored") from None
             return self.inner.reader(path, offset)  # plaintext of an earlier version
+        if seal_id is not None and header.object_id.hex() != seal_id:
+            raise SealBroken(path, f"it holds another object ({header.object_id.hex()}, not {seal_id})")
         index, skip = divmod(offset, SEGMENT)
         inner = self.inner.reader(sealed_path, segment_offset(index))
         return _SealedReader(inner, cipher, header, index, skip, path)  # type: ignore[return-value]
+
+    def seal_id(self, path: str) -> str | None:
+        try:
+            with self.inner.reader(self.sealed(path)) as f:
+                return Header.decode(_read_exact(f, HEADER), path).object_id.hex()
+        except PathNotFound:
+            return None
 
     def writer(self, path: str, offset: int = 0) -> FileWriter:
         return _SealedWriter(self, path, offset)

@@ -1,23 +1,17 @@
 """The keys that wrap data keys.
 
 ``service/v1`` is the service-managed key (ECR's AES256): derived from the server master key with HKDF for this
-one purpose, never stored anywhere. A key ring maps the key id a sealed header names to the cipher that unwraps it;
-an id it does not know is ``KeyUnavailable`` (a key that is gone, not corruption).
+one purpose (``MasterKey.storage_key``), never stored anywhere. A key ring maps the key id a sealed header names
+to the cipher that unwraps it; an id it does not know is ``KeyUnavailable`` (a key that is gone, not corruption).
 """
 
 from __future__ import annotations
 
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from soko.crypto.segments import KeyUnavailable
 
 SERVICE_KEY_ID = "service/v1"
-
-
-def derive(master: bytes, purpose: bytes) -> bytes:
-    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=purpose).derive(master)
 
 
 class KeyRing:
@@ -28,9 +22,9 @@ class KeyRing:
         self.current = current
 
     @classmethod
-    def service(cls, master: bytes) -> KeyRing:
-        """The service-managed key ring of a deployment with this master key."""
-        return cls({SERVICE_KEY_ID: derive(master, b"soko/storage-encryption/v1")}, SERVICE_KEY_ID)
+    def service(cls, storage_key: bytes) -> KeyRing:
+        """The service-managed key ring of a deployment (``storage_key``: ``MasterKey.storage_key``)."""
+        return cls({SERVICE_KEY_ID: storage_key}, SERVICE_KEY_ID)
 
     def cipher(self, key_id: str, path: str) -> AESGCM:
         try:

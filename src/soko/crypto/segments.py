@@ -70,6 +70,15 @@ def plain_size(sealed: int) -> int | None:
     return full * SEGMENT + last - OVERHEAD
 
 
+def stored_plain(sealed: int) -> int | None:
+    """The plaintext a writer can resume after in an object of ``sealed`` bytes: ``plain_size``, or whole segments
+    when a writer closed without its final one."""
+    body = sealed - HEADER
+    if body >= 0 and body % SEALED_SEGMENT == 0:
+        return body // SEALED_SEGMENT * SEGMENT
+    return plain_size(sealed)
+
+
 def segment_offset(index: int) -> int:
     return HEADER + index * SEALED_SEGMENT
 

@@ -26,6 +26,7 @@ class MasterKey:
         self._aead = AESGCM(self._derive(key, b"soko/secrets"))
         self.token_key = self._derive(key, b"soko/ecr-tokens")
         self.kms_wrapping_key = self._derive(key, b"soko/kms-key-material")  # wraps KMS key material (soko.kms)
+        self.storage_key = self._derive(key, b"soko/storage-encryption/v1")  # wraps blobs' data keys (soko.crypto)
 
     @staticmethod
     def _derive(key: bytes, purpose: bytes) -> bytes:

@@ -32,6 +32,7 @@ _TABLE: list[tuple[type[e.SokoError], int, str]] = [
     (e.TooLarge, 413, "SIZE_INVALID"),
     (e.UploadLimitExceeded, 429, "TOOMANYREQUESTS"),
     (e.StorageUnavailable, 503, "UNAVAILABLE"),
+    (e.ContentUnreadable, 500, "UNKNOWN"),
     (e.LimitExceeded, 403, "DENIED"),
     (e.Unsupported, 405, "UNSUPPORTED"),
     (e.Unauthenticated, 401, "UNAUTHORIZED"),

@@ -6,8 +6,9 @@ from typing import BinaryIO
 
 import sqlalchemy as sa
 
+from soko.crypto.segments import KeyUnavailable, SealBroken
 from soko.digest import Digest
-from soko.errors import BlobUnknown, ManifestReferenced
+from soko.errors import BlobUnknown, ContentUnreadable, ManifestReferenced
 from soko.kernel.context import DomainContext
 from soko.meta.schema import blobs, manifest_blobs, manifests, repository_blobs
 from soko.meta.schema import repositories as repos
@@ -16,6 +17,15 @@ from soko.registry.repositories import Repositories
 from soko.registry.settings_store import account_setting
 from soko.storage import PathNotFound
 from soko.storage.paths import blob_path
+
+
+def unreadable(digest: str, exc: SealBroken) -> ContentUnreadable:
+    if isinstance(exc, KeyUnavailable):
+        return ContentUnreadable(f"blob {digest} cannot be decrypted: {exc.why} (its key is gone: crypto-shredded)")
+    return ContentUnreadable(
+        f"blob {digest} failed its integrity check in storage ({exc.why}): it was tampered with or damaged and is not "
+        "served; an operator should run soko fsck, then push the image again"
+    )
 
 
 def blob_unknown(ref: RepoRef, digest: str) -> BlobUnknown:
@@ -28,29 +38,36 @@ class Blobs:
         self.repositories = repositories
 
     def _linked(self, conn: sa.Connection, ref: RepoRef, digest: str) -> BlobInfo | None:
-        row = conn.execute(
-            sa.select(blobs.c.digest, blobs.c.size)
+        row = self._linked_row(conn, ref, digest)
+        return BlobInfo(row.digest, row.size) if row else None
+
+    def _linked_row(self, conn: sa.Connection, ref: RepoRef, digest: str) -> sa.Row | None:
+        return conn.execute(
+            sa.select(blobs.c.digest, blobs.c.size, blobs.c.seal_id)
             .join(repository_blobs, repository_blobs.c.digest == blobs.c.digest)
             .join(repos, repos.c.id == repository_blobs.c.repository_id)
             .where(repos.c.account_id == ref.account_id, repos.c.name == ref.name, blobs.c.digest == digest)
         ).first()
-        return BlobInfo(row.digest, row.size) if row else None
 
     def stat(self, ref: RepoRef, digest: str) -> BlobInfo:
+        row = self._stat_row(ref, digest)
+        return BlobInfo(row.digest, row.size)
+
+    def _stat_row(self, ref: RepoRef, digest: str) -> sa.Row:
         Digest.parse(digest)
         with self.ctx.db.read() as conn:
-            info = self._linked(conn, ref, digest)
-            if info is None:
+            row = self._linked_row(conn, ref, digest)
+            if row is None:
                 self.repositories.id_for(conn, ref)  # NAME_UNKNOWN beats BLOB_UNKNOWN
                 raise blob_unknown(ref, digest)
-        return info
+        return row
 
     def open(self, ref: RepoRef, digest: str) -> BlobContent:
-        info = self.stat(ref, digest)
-        path = blob_path(info.digest)
+        row = self._stat_row(ref, digest)
+        path = blob_path(row.digest)
         storage = self.ctx.storage
         redirect = storage.redirect_url(path) if storage.capabilities.redirect else None
-        return BlobContent(info.digest, info.size, path, redirect)
+        return BlobContent(row.digest, row.size, path, redirect, row.seal_id)
 
     def local_path(self, blob: BlobContent) -> str | None:
         """The local file holding the blob (the filesystem driver), for the server to send by itself."""
@@ -59,10 +76,12 @@ class Blobs:
     def reader(self, blob: BlobContent, offset: int = 0) -> BinaryIO:
         """The blob's content from ``offset`` on (close it when done)."""
         try:
-            return self.ctx.storage.reader(blob.storage_path, offset)
+            return self.ctx.storage.sealed_reader(blob.storage_path, offset, blob.seal_id)
         except PathNotFound:
             # the metadata said yes a moment ago: the collector won a race with a just-deleted image
             raise BlobUnknown(f"blob {blob.digest} is no longer stored") from None
+        except SealBroken as exc:
+            raise unreadable(blob.digest, exc) from None
 
     def mount(self, ref: RepoRef, digest: str, source: RepoRef) -> BlobInfo | None:
         """Link a blob another repository holds into ``ref``; None when the source does not hold it or the account

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
+from soko.crypto.segments import KeyUnavailable, SealBroken
 from soko.kernel.context import DomainContext
 from soko.meta.schema import blobs, manifest_blobs, manifest_children, manifests, repository_blobs, tags
 from soko.meta.schema import repositories as repos
@@ -111,14 +112,15 @@ def images_using(ctx: DomainContext, digest: str) -> list[str]:
 
 def _check_blobs(ctx: DomainContext, rehash: bool, progress: Progress) -> Iterator[Problem]:
     with ctx.db.read() as conn:
-        rows = conn.execute(sa.select(blobs.c.digest, blobs.c.size).order_by(blobs.c.digest)).all()
+        rows = conn.execute(sa.select(blobs.c.digest, blobs.c.size, blobs.c.seal_id).order_by(blobs.c.digest)).all()
+    seal_ids = {digest: seal_id for digest, _, seal_id in rows}
     progress.blobs_total = len(rows)
-    progress.bytes_total = sum(size for _, size in rows)
+    progress.bytes_total = sum(size for _, size, _ in rows)
     # One walk of blobs/ merged with the rows in path order: a listing page per thousand blobs on an object store,
     # instead of a HEAD per blob.
     stored = ctx.storage.walk(paths.BLOBS)
     current = next(stored, None)
-    for path, digest, size in sorted((blob_path(digest), digest, size) for digest, size in rows):
+    for path, digest, size in sorted((blob_path(digest), digest, size) for digest, size, _ in rows):
         progress.blobs_checked += 1
         if not rehash:
             progress.bytes_checked += size
@@ -142,10 +144,22 @@ def _check_blobs(ctx: DomainContext, rehash: bool, progress: Progress) -> Iterat
         if rehash:
             algorithm, _, expected = digest.partition(":")
             hasher = hashlib.new(algorithm)
-            with ctx.storage.reader(path) as f:
-                while data := f.read(4 << 20):
-                    hasher.update(data)
-                    progress.bytes_checked += len(data)
+            try:
+                with ctx.storage.sealed_reader(path, 0, seal_ids[digest]) as f:
+                    while data := f.read(4 << 20):
+                        hasher.update(data)
+                        progress.bytes_checked += len(data)
+            except KeyUnavailable as exc:
+                yield Problem(
+                    "crypto-shredded",
+                    digest,
+                    f"{exc.why}: the content is unreadable by design, not corrupt; delete the images that use it",
+                    tuple(images_using(ctx, digest)),
+                )
+                continue
+            except SealBroken as exc:
+                yield _bad_blob(ctx, "tampered-blob", digest, f"encrypted content fails authentication: {exc.why}")
+                continue
             if hasher.hexdigest() != expected:
                 yield _bad_blob(ctx, "corrupt-blob", digest, f"content hashes to {algorithm}:{hasher.hexdigest()}")
 

@@ -36,6 +36,7 @@ class BlobContent:
     size: int
     storage_path: str
     redirect_url: str | None
+    seal_id: str | None = None  # the encrypted object holding it (None: plaintext of an earlier version)
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from soko import private
 from soko.config import Settings
+from soko.crypto.driver import SealedDriver
+from soko.crypto.keys import KeyRing
 from soko.gc.collector import GarbageCollector
+from soko.iam.secrets import MasterKey
 from soko.kernel.context import DomainContext
 from soko.meta import Database
 from soko.metering import Metering
@@ -48,8 +51,19 @@ class Registry:
         db = Database(settings.effective_database_url)
         if migrate:
             db.migrate()
-        expiry = settings.storage_redirect_expiry if settings.storage_redirect else None
-        return cls(settings, db, open_storage(settings.storage_url, settings.blob_root, redirect_expiry=expiry))
+        if settings.storage_redirect:
+            # Accepted, it would hand clients ciphertext (or do nothing): blobs are encrypted at rest and only Soko
+            # can decrypt them, so they stream through it.
+            raise ValueError(
+                "storage_redirect cannot be used: blobs are encrypted at rest (README, Encryption at rest) and must "
+                "stream through Soko, which decrypts them; a presigned URL would hand out ciphertext. Set "
+                "storage_redirect = false"
+            )
+        master = MasterKey.load(settings.master_key, settings.data_dir)
+        storage = SealedDriver(
+            open_storage(settings.storage_url, settings.blob_root), KeyRing.service(master.storage_key)
+        )
+        return cls(settings, db, storage)
 
     def close(self) -> None:
         self.manifests.flush_pulls()

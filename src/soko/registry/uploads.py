@@ -150,6 +150,9 @@ class ChunkWriter:
     def finish(self) -> UploadState:
         """Make the chunk durable and record the new size (which ends the claim)."""
         try:
+            # Commit writes too (an encrypted writer seals its last segment then): confirm the claim first, as before
+            # every write, so a writer whose claim was taken over never writes again.
+            self._uploads._refresh_claim(self.state, self._claim, self._uploads.ctx.clock())
             self._writer.commit()
             state = self._uploads._record_size(self.state, self._claim, self._writer.size, self._hasher)
         except BaseException:
@@ -403,12 +406,13 @@ class Uploads:
                 "The content was corrupted or the digest is wrong; upload again"
             )
         now = self.ctx.clock()
+        seal_id = self.ctx.storage.seal_id(upload_path(upload_id))  # recorded with the blob (soko.crypto)
         # PostgreSQL may pick this transaction as a deadlock victim (against the collector's batches or another
         # upload of the same content); nothing has moved in storage until its last statement, so retry it.
         pause, heartbeat = 0.02, time.monotonic()
         while True:
             try:
-                retry_on_deadlock(lambda: self._commit_blob(ref, upload_id, digest, state.size, now, claim))
+                retry_on_deadlock(lambda: self._commit_blob(ref, upload_id, digest, state.size, now, claim, seal_id))
                 break
             except _ClaimLost:
                 raise self._lost(state, "while it was being completed") from None
@@ -435,7 +439,9 @@ class Uploads:
         except (PathNotFound, InvalidOffset):
             raise SizeInvalid(f"upload {upload_id} lost data: storage holds less than {size} bytes") from None
 
-    def _commit_blob(self, ref: RepoRef, upload_id: str, digest: str, size: int, now: float, claim: str) -> None:
+    def _commit_blob(
+        self, ref: RepoRef, upload_id: str, digest: str, size: int, now: float, claim: str, seal_id: str | None
+    ) -> None:
         with self.ctx.transaction() as tx:
             conn = tx.conn
             repo_id = self.repositories.id_for(conn, ref)
@@ -471,6 +477,7 @@ class Uploads:
             # then the verified upload data is only dropped, after the commit, with no move or copy at all.
             if not inserted and self._stored(digest, size):
                 return
+            conn.execute(sa.update(blobs).where(blobs.c.digest == digest).values(seal_id=seal_id))
             self.ctx.storage.move(upload_path(upload_id), blob_path(digest))
 
     def _stored(self, digest: str, size: int) -> bool:

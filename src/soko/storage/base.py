@@ -149,6 +149,16 @@ class StorageDriver(abc.ABC):
         stays valid is the driver's setting (``redirect_expiry``), not the caller's."""
         return None
 
+    def seal_id(self, path: str) -> str | None:
+        """The identity of the encrypted object stored at ``path`` (``soko.crypto``), for the metadata to record
+        which object a row's content is; None when the content is not sealed."""
+        return None
+
+    def sealed_reader(self, path: str, offset: int, seal_id: str | None) -> BinaryIO:
+        """``reader``, insisting (when ``seal_id`` is given) that the content is that very sealed object: another
+        object's ciphertext swapped in, or plaintext put in its place, fails instead of being read."""
+        return self.reader(path, offset)
+
     def local_path(self, path: str) -> str | None:
         """The file holding ``path``'s content on this machine, for the server to send itself; None if there is
         none (object stores)."""

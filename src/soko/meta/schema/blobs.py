@@ -11,6 +11,8 @@ blobs = sa.Table(
     sa.Column("digest", sa.String(DIGEST_LENGTH), primary_key=True),
     sa.Column("size", sa.BigInteger, nullable=False),
     sa.Column("created_at", Timestamp, nullable=False),
+    # The sealed object (soko.crypto) holding the content; NULL: plaintext stored by a version before encryption.
+    sa.Column("seal_id", sa.String(32), nullable=True),
 )
 
 # Which repositories may read which blobs ("linked" blobs, as in Distribution's linkedblobstore).
