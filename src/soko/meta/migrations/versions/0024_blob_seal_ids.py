@@ -1,16 +1,16 @@
 """blobs.seal_id: which encrypted object holds a blob's content (soko.crypto), so another object's ciphertext (or
 plaintext) put in its place is refused on read; NULL for plaintext written by earlier versions
 
-Revision ID: 0022
-Revises: 0021
+Revision ID: 0024
+Revises: 0023
 Create Date: 2026-12-06 18:40:00
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0022"
-down_revision = "0021"
+revision = "0024"
+down_revision = "0023"
 branch_labels = None
 depends_on = None
 
