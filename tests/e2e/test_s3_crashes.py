@@ -26,6 +26,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from soko.crypto.segments import sealed_size
 from soko.storage.s3 import PART_SIZE
 from tests.databases import fresh_database
 from tests.oci.helpers import assert_oci_error, image_manifest, push_blob, sha256
@@ -63,9 +64,9 @@ class Cluster:
         assert fsck.returncode == 0 and "no problems found" in fsck.stdout, fsck.stdout + fsck.stderr
 
     def keys(self, below: str) -> dict[str, int]:
-        """Key → size of the bucket's objects below a path of Soko's."""
+        """Key → size of the bucket's objects below a path of Soko's (encrypted at rest: below sealed/)."""
         pages = self.s3.shared_client.get_paginator("list_objects_v2").paginate(
-            Bucket=self.bucket, Prefix=f"{PREFIX}/{below}"
+            Bucket=self.bucket, Prefix=f"{PREFIX}/sealed/{below}"
         )
         return {item["Key"]: item["Size"] for page in pages for item in page.get("Contents", [])}
 
@@ -124,7 +125,8 @@ def test_node_killed_mid_chunk_the_upload_resumes_on_another_node(cluster: Clust
         f"Content-Range: {len(first)}-{len(first) + len(second) - 1}\r\nContent-Length: {len(second)}\r\n\r\n".encode()
     )
     patch.sendall(second[: 16 << 20])  # enough for the driver to store a part of it, however it cuts parts
-    _until(lambda: sum(cluster.keys(parts).values()) > len(first), "node A stored a part of the second chunk")
+    held = sealed_size(len(first))
+    _until(lambda: sum(cluster.keys(parts).values()) > held, "node A stored a part of the second chunk")
     node_a.kill()
     patch.close()
 

@@ -65,12 +65,13 @@ def test_fsck_names_the_images_a_bad_blob_breaks_and_shows_progress(registry, se
     layer = os.urandom(3 << 20)
     push_image(registry, ref, "v1", [layer, b"other layer"])
     push_image(registry, ref, "v2", [layer])
-    with open(os.path.join(registry.ctx.storage.root, blob_path(sha256(layer))),
+    with open(os.path.join(registry.ctx.storage.inner.root, "sealed", blob_path(sha256(layer))),
               "r+b") as f:
-        f.write(b"X")
+        f.seek(1000)
+        f.write(b"X")  # encrypted at rest: the damage fails authentication
     assert main(["fsck", *_common(settings), "--progress"]) == 1
     out, err = capsys.readouterr()
-    assert "corrupt-blob: sha256:" in out
+    assert "tampered-blob: sha256:" in out
     assert "used by: team/app:v1, team/app:v2" in out
     assert "upload the original content again" in out  # what to do
     assert "fsck: 1 problem(s) found" in out

@@ -49,7 +49,7 @@ def test_readyz_is_503_with_a_reason_while_the_schema_is_behind_or_the_storage_i
             conn.execute(sa.text("UPDATE alembic_version SET version_num = :v"), {"v": head})
     assert _ready(server.url).status_code == 200
 
-    root = server.registry.ctx.storage.root
+    root = server.registry.ctx.storage.inner.root  # (under the encryption wrapper)
     os.rename(root, root + ".away")
     try:
         r = _ready(server.url)
