@@ -206,3 +206,12 @@ def test_two_objects_swapped_are_detected_through_their_recorded_identity(driver
     with pytest.raises(SealBroken, match="plaintext"):
         driver.sealed_reader("blobs/sha256/11/11", 0, ids["blobs/sha256/11/11"])
     assert driver.seal_id("blobs/sha256/11/11") is None
+
+
+def test_storage_redirect_is_refused_as_it_would_hand_out_ciphertext(tmp_path):
+    from soko.config import load_settings
+    from soko.registry import Registry
+
+    settings = load_settings(overrides={"data_dir": str(tmp_path / "data"), "storage_redirect": True}, env={})
+    with pytest.raises(ValueError, match="storage_redirect cannot be used: blobs are encrypted at rest"):
+        Registry.open(settings)
