@@ -134,4 +134,5 @@ def test_the_readme_names_every_background_task_label(registry):
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     listed = re.search(r"\(tasks: the job kinds (.*?)\)", readme, re.S)
     assert listed, "README.md no longer lists the background task labels"
-    assert set(re.findall(r"`([a-z_]+)`", listed.group(1))) == {kind.name for kind in registry_jobs(registry)}
+    kinds = {kind.name for kind in registry_jobs(registry)}
+    assert set(re.findall(r"`([a-z_]+)`", listed.group(1))) == kinds, f"README's task labels should be: {sorted(kinds)}"
