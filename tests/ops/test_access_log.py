@@ -65,3 +65,25 @@ def test_off_and_unwritable_settings(tmp_path):
     assert open_access_log("off") is None and open_access_log("") is None
     with pytest.raises(ValueError, match="access_log"):
         open_access_log(str(tmp_path / "no" / "such" / "dir" / "access.log"))
+
+
+def test_soko_serve_writes_it_to_stderr_by_default(tmp_path):
+    """With no access_log setting, `soko serve` writes one JSON line per request to stderr (the issue's default)."""
+    from tests.e2e.servers import start_soko
+
+    server = start_soko(tmp_path / "data")  # stdout and stderr both go to the server's log file
+    try:
+        assert httpx.get(server.url + "/v2/", headers={"User-Agent": "default-stderr-test"}, timeout=10).status_code \
+            == 401
+        deadline = time.monotonic() + 10
+        while True:
+            lines = [line for line in server.log_path.read_text(errors="replace").splitlines()
+                     if line.startswith("{") and "default-stderr-test" in line]
+            if lines or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+    finally:
+        assert server.stop() == 0, server.log_tail()
+    assert len(lines) == 1, server.log_tail()
+    line = json.loads(lines[0])
+    assert (line["method"], line["path"], line["status"], line["principal"]) == ("GET", "/v2/", 401, None)
