@@ -7,6 +7,7 @@ is ``--config PATH`` or ``SOKO_CONFIG``. Every field has an env var ``SOKO_<FIEL
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import re
 import tomllib
@@ -114,6 +115,10 @@ class Settings:
     tls_reload_interval: float = 10.0
     # Proxies (CIDRs) whose X-Forwarded-Proto/-For/-Host Soko believes; from anyone else those headers are ignored.
     trusted_proxies: list = field(default_factory=list)
+    # Other regions replication can reach: other Soko deployments, each with a key of a principal of each destination
+    # account there (README, "Replication"): {"eu-west-1": {"url": "https://…", "accounts": {"222222222222":
+    # {"access_key_id": "AKIA…", "secret_access_key_file": "/etc/soko/eu-west-1.key"}}}} (TOML tables; env: JSON).
+    regions: dict = field(default_factory=dict)
     # Networks allowed to scrape GET /metrics (its figures name repositories).
     metrics_allow_cidrs: list = field(default_factory=lambda: ["127.0.0.0/8", "::1/128"])
     # The web console at /console/ on every listener (false: /console/ answers 404 and no session is accepted).
@@ -186,6 +191,14 @@ def _convert(name: str, raw: Any, target: type | str) -> Any:
         return raw.lower() in ("1", "true", "yes", "on")
     if kind == "int":
         return int(raw)
+    if kind == "dict":
+        try:
+            value = json.loads(raw) if isinstance(raw, str) else raw
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{name}: not a JSON object ({exc.msg} at character {exc.pos})") from None
+        if not isinstance(value, dict):
+            raise ValueError(f"{name}: expected a table (TOML) or a JSON object")
+        return value
     return raw
 
 
@@ -217,4 +230,50 @@ def load_settings(config_file: str | None = None, overrides: dict | None = None,
     for name in _POSITIVE:
         if name in known and not known[name] > 0:
             raise ValueError(f"{name}: must be more than zero, got {values[name]!r}")
-    return Settings(**known)
+    settings = Settings(**known)
+    check_regions(settings.regions, settings.region)
+    return settings
+
+
+_REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-\d{1,2}")
+_KEY_ID = re.compile(r"[A-Z0-9]{16,128}")
+
+
+def check_regions(regions: dict, own: str) -> None:
+    """The ``regions`` setting, refused at start when malformed, naming what is wrong (never a secret)."""
+    import stat
+    from urllib.parse import urlsplit
+
+    for region, entry in regions.items():
+        where = f"regions.{region}"
+        if not isinstance(region, str) or not _REGION.fullmatch(region):
+            raise ValueError(f"regions: {str(region)[:40]!r} is not a region name (e.g. eu-west-1)")
+        if region == own:
+            raise ValueError(f"{where}: this deployment serves {own} itself; list only other regions")
+        if not isinstance(entry, dict) or set(entry) - {"url", "accounts", "tls_verify"}:
+            raise ValueError(f"{where}: expected url, accounts and optionally tls_verify")
+        url = entry.get("url")
+        parts = urlsplit(url) if isinstance(url, str) else None
+        if parts is None or parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in ("", "/"):
+            raise ValueError(f"{where}.url: expected the other deployment's base URL, https://host[:port]")
+        if "tls_verify" in entry and not isinstance(entry["tls_verify"], (bool, str)):
+            raise ValueError(f"{where}.tls_verify: expected true, false or a CA bundle path")
+        accounts = entry.get("accounts")
+        if not isinstance(accounts, dict) or not accounts:
+            raise ValueError(f"{where}.accounts: expected one table per destination account id")
+        for account, key in accounts.items():
+            at = f"{where}.accounts.{str(account)[:20]}"
+            if not isinstance(account, str) or not re.fullmatch(r"\d{12}", account):
+                raise ValueError(f"{at}: an account id has 12 digits")
+            if not isinstance(key, dict) or set(key) != {"access_key_id", "secret_access_key_file"}:
+                raise ValueError(f"{at}: expected access_key_id and secret_access_key_file")
+            if not isinstance(key["access_key_id"], str) or not _KEY_ID.fullmatch(key["access_key_id"]):
+                raise ValueError(f"{at}.access_key_id: not an access key id")
+            path = key["secret_access_key_file"]
+            if not isinstance(path, str) or not os.path.isfile(path):
+                raise ValueError(f"{at}.secret_access_key_file: no such file")
+            mode = stat.S_IMODE(os.stat(path).st_mode)
+            if mode & 0o077:
+                raise ValueError(
+                    f"{at}.secret_access_key_file: {path} is open to other users (mode {mode:04o}); chmod 600 it"
+                )

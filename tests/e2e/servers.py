@@ -172,10 +172,13 @@ def _spawn(kind: str, argv: Sequence[str], host: str, data_dir: Path, log_path: 
     return RegistryServer(kind, host, data_dir, log_path, proc, credentials=registry_credentials())
 
 
-def _start_with_retries(start: Callable[[int], RegistryServer], attempts: int = 3) -> RegistryServer:
+def _start_with_retries(
+    start: Callable[[int], RegistryServer], attempts: int = 3, port: int | None = None
+) -> RegistryServer:
+    """``port``: that one (a restart where others know the address), else a free one, retried on a race."""
     error: ServerError | None = None
-    for _ in range(attempts):
-        server = start(free_port())
+    for _ in range(1 if port else attempts):
+        server = start(port or free_port())
         try:
             server.wait_ready()
             return server
@@ -200,8 +203,9 @@ def soko_argv(listen: str, data_dir: Path, workers: int | None = None,
 
 def start_soko(data_dir: Path, *, workers: int | None = None, template: str | None = None,
                log_path: Path | None = None, extra_args: Sequence[str] = (),
-               env: dict[str, str] | None = None, tls: Any = None) -> RegistryServer:
-    """``extra_args`` go after ``soko serve``'s own (e.g. ``--endpoint vpce-…=127.0.0.2:PORT``); ``env`` adds
+               env: dict[str, str] | None = None, tls: Any = None, port: int | None = None) -> RegistryServer:
+    """``port``: listen there (default: a free port).
+    ``extra_args`` go after ``soko serve``'s own (e.g. ``--endpoint vpce-…=127.0.0.2:PORT``); ``env`` adds
     variables (e.g. ``SOKO_ROOT_ACCESS_KEY_ID``) to the otherwise ``SOKO_``-free environment. ``tls``: serve
     HTTPS with its ``cert`` and ``key`` files (a tests.tls_certs.Pki), trusting its ``ca``."""
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -217,7 +221,7 @@ def start_soko(data_dir: Path, *, workers: int | None = None, template: str | No
         server.ca = tls.ca if tls is not None else None
         return server
 
-    server = _start_with_retries(start)
+    server = _start_with_retries(start, port=port)
     if server.credentials is None and _requires_auth(server):
         env = env or {}
         root_key = None
@@ -225,7 +229,7 @@ def start_soko(data_dir: Path, *, workers: int | None = None, template: str | No
             root_key = {"AccessKeyId": env["SOKO_ROOT_ACCESS_KEY_ID"],
                         "SecretAccessKey": env["SOKO_ROOT_SECRET_ACCESS_KEY"]}
         try:
-            server.credentials = soko_login(server, root_key)
+            server.credentials = soko_login(server, root_key, region=env.get("SOKO_REGION", SOKO_REGION))
             server.wait_ready()  # now with credentials: must be 200
         except BaseException:
             server.kill()
@@ -246,7 +250,9 @@ def soko_root_key(data_dir: Path) -> dict[str, str]:
     return dict(json.loads((data_dir / "root-credentials").read_text()))
 
 
-def soko_login(server: RegistryServer, root_key: dict[str, str] | None = None) -> tuple[str, str]:
+def soko_login(
+    server: RegistryServer, root_key: dict[str, str] | None = None, region: str = SOKO_REGION
+) -> tuple[str, str]:
     """Registry credentials the ECR way: the test server's own root key (``root_key``, else the data dir's
     ``root-credentials``) calls ``GetAuthorizationToken`` over Soko's AWS API; the token is base64
     ``AWS:<password>`` for HTTP Basic auth."""
@@ -254,7 +260,7 @@ def soko_login(server: RegistryServer, root_key: dict[str, str] | None = None) -
 
     keys = root_key or soko_root_key(server.data_dir)
     ecr = boto3.client(
-        "ecr", endpoint_url=server.url, region_name=SOKO_REGION, verify=str(server.ca) if server.ca else None,
+        "ecr", endpoint_url=server.url, region_name=region, verify=str(server.ca) if server.ca else None,
         aws_access_key_id=keys["AccessKeyId"], aws_secret_access_key=keys["SecretAccessKey"],
     )
     token = ecr.get_authorization_token()["authorizationData"][0]["authorizationToken"]

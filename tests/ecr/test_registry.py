@@ -35,7 +35,7 @@ def test_replication_to_another_region_is_refused_same_region_rules_are_stored(e
     with pytest.raises(ClientError) as exc:
         ecr.put_replication_configuration(replicationConfiguration=config)
     code, message = error_of(exc)
-    assert code == "UnsupportedOperationException" and "eu-west-1 cannot be carried out" in message
+    assert code == "UnsupportedOperationException" and "in eu-west-1 cannot be carried out" in message
     assert ecr.describe_registry()["replicationConfiguration"] == {"rules": []}
     config = {"rules": [rule(("us-east-1", "111111111111"), filters=["prod"])]}
     assert ecr.put_replication_configuration(replicationConfiguration=config)["replicationConfiguration"] == config

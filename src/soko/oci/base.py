@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 from soko.access import Authorizer, Principal, RequestContext, repository_arn
 from soko.config import Settings
-from soko.errors import AccessDenied
+from soko.errors import AccessDenied, SokoError
 from soko.http.bodies import BODY_BUDGET, BodyBudget
 from soko.http.context import registry_account
 from soko.http.messages import Request
@@ -103,3 +104,18 @@ def location(path: str) -> dict[str, str]:
 def upload_range(size: int) -> str:
     # Distribution's convention: "0-0" for an empty upload, else the inclusive range held.
     return f"0-{max(size - 1, 0)}"
+
+
+REPLICATED_FROM = "soko-replicated-from"
+_REPLICATED_FROM = re.compile(r"([a-z]{2}(?:-[a-z]+)+-\d{1,2})/(\d{12})")
+
+
+def replicated_from(request: Request, invalid: type[SokoError]) -> tuple[str, str] | None:
+    """A push by another region's replication (``Soko-Replicated-From: <region>/<account>``): (region, account)."""
+    value = request.headers.get(REPLICATED_FROM)
+    if value is None:
+        return None
+    match = _REPLICATED_FROM.fullmatch(value)
+    if match is None:
+        raise invalid("Soko-Replicated-From must be <source region>/<source account id>, e.g. us-east-1/111111111111")
+    return match.group(1), match.group(2)

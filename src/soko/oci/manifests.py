@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from functools import partial
 
-from soko.errors import DigestInvalid, ManifestUnknown, TagInvalid
+from soko.errors import DigestInvalid, ManifestInvalid, ManifestUnknown, TagInvalid
 from soko.http.bodies import BodyRefused, whole_body
 from soko.http.messages import Request, Response
 from soko.http.threads import offload
-from soko.oci.base import OciContext, context_of, location
+from soko.oci.base import OciContext, context_of, location, replicated_from
 from soko.oci.errors import API_VERSION_HEADER, error_response
 from soko.pullthrough.rules import Rule
 from soko.registry import media_types as mt
@@ -111,12 +111,19 @@ def _response_headers(digest: str, media_type: str, size: int) -> dict[str, str]
 async def put_manifest(ctx: OciContext, request: Request, name: str, reference: str) -> Response:
     ref = ctx.repo(request, name)
     await ctx.authorize(request, ref, "ecr:PutImage")
+    source = replicated_from(request, ManifestInvalid)
+    if source is not None:  # another region's replication: a copy, not a push (no chaining)
+        await ctx.authorize(request, ref, "ecr:ReplicateImage")
     limit = ctx.settings.max_manifest_size
     try:
         # Held whole under the process's body budget, with its minimum rate: what POST / does with its documents.
         async with whole_body(request, limit, ctx.bodies) as payload:
             result = await offload(
-                ctx.registry.manifests.put, ref, reference, payload, request.headers.get("content-type")
+                partial(ctx.registry.manifests.put, replicated_from=source),
+                ref,
+                reference,
+                payload,
+                request.headers.get("content-type"),
             )
     except BodyRefused as exc:  # (the rest of the body stays unread: the answer says Connection: close)
         status, code = _BODY_ERRORS[exc.reason]

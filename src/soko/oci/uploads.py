@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import re
+from functools import partial
 
 from soko.errors import DigestInvalid, RangeNotSatisfiable, SokoError, UploadInvalid
 from soko.http.messages import Request, Response
 from soko.http.streaming import pump_body
 from soko.http.threads import offload
 from soko.names import validate_repository_name
-from soko.oci.base import OciContext, location, principal_of, upload_range
+from soko.oci.base import OciContext, location, principal_of, replicated_from, upload_range
 from soko.oci.blobs import offset
 from soko.oci.errors import API_VERSION_HEADER, from_domain
 from soko.registry.models import RepoRef, UploadState
@@ -100,7 +101,10 @@ async def start_upload(ctx: OciContext, request: Request, name: str) -> Response
     digest = query.get("digest")
     if digest is not None:  # a monolithic upload too big for the quota: refused before the session exists
         await offload(ctx.registry.uploads.check_size, ref, 0, _content_length(request))
-    state = await offload(ctx.registry.uploads.start, ref, principal_of(request).arn)
+    replicated = replicated_from(request, UploadInvalid) is not None
+    if replicated:  # another region's replication: a missing repository is created as replication does
+        await ctx.authorize(request, ref, "ecr:ReplicateImage")
+    state = await offload(partial(ctx.registry.uploads.start, replicated=replicated), ref, principal_of(request).arn)
     if digest is None:
         if _has_body(request):
             raise UploadInvalid("a POST with a body must name its digest (?digest=) for a monolithic upload")

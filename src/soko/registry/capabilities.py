@@ -26,15 +26,23 @@ def require_basic_scanning_without_rules(scan_type: str, rules: list[dict]) -> N
         )
 
 
-def require_reachable_destinations(rules: list[dict], region: str) -> None:
-    """Replication copies within this deployment (any account of this region); other regions are not reachable
-    yet, so a rule naming one would copy nothing."""
-    others = sorted({d["region"] for rule in rules for d in rule["destinations"] if d["region"] != region})
-    if others:
+def require_reachable_destinations(rules: list[dict], region: str, regions: dict) -> None:
+    """Replication copies within this deployment (any account of this region) and to the registries of other
+    regions listed in the ``regions`` setting; a rule naming any other would copy nothing."""
+    unreachable = sorted(
+        {
+            f"{d['registryId']} in {d['region']}"
+            for rule in rules
+            for d in rule["destinations"]
+            if d["region"] != region and d["registryId"] not in (regions.get(d["region"]) or {}).get("accounts", {})
+        }
+    )
+    if unreachable:
         raise NotCarriedOut(
-            f"Replication to region(s) {', '.join(others)} cannot be carried out: this Soko serves region {region} "
-            "and replicates only to registries (accounts) of that region; no other region is reachable from it. "
-            f"Use destinations in {region}, or copy images to other regions with skopeo sync."
+            f"Replication to {', '.join(unreachable)} cannot be carried out: this Soko serves region {region} and "
+            "reaches other regions only through the deployments listed in its regions setting, with a key for each "
+            f"destination account; none is configured for these. Use destinations in {region}, or configure the "
+            "region (README, Replication)."
         )
 
 

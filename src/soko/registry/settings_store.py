@@ -128,7 +128,7 @@ class Replication:
 
     def put(self, account_id: str, rules: list[dict]) -> list[dict]:
         rules = validate_replication(rules, self.ctx.settings.region, account_id)
-        require_reachable_destinations(rules, self.ctx.settings.region)
+        require_reachable_destinations(rules, self.ctx.settings.region, self.ctx.settings.regions)
         with self.ctx.write() as conn:
             conn.execute(
                 self.ctx.db.upsert(

@@ -240,8 +240,9 @@ class Uploads:
                 .values(writer=None, writer_seen=None)
             )
 
-    def start(self, ref: RepoRef, owner: str | None = None) -> UploadState:
-        """Open a session for ``owner`` (the principal's ARN), within its quota of open sessions in the repository."""
+    def start(self, ref: RepoRef, owner: str | None = None, *, replicated: bool = False) -> UploadState:
+        """Open a session for ``owner`` (the principal's ARN), within its quota of open sessions in the repository.
+        ``replicated``: for another region's replication (a missing repository is created as replication does)."""
         upload_id = str(uuid.uuid4())
         now = self.ctx.clock()
         # The row first, then the data file: the row is what makes the session real, and the collector's storage
@@ -249,7 +250,10 @@ class Uploads:
         # row could be swept from under the session. When the file cannot be created (storage full), the row goes.
         with self.ctx.transaction() as tx:
             conn = tx.conn
-            repo_id = self.repositories.id_for_push(tx, ref)
+            if replicated:
+                repo_id = self.repositories.id_for_replication(tx, ref)
+            else:
+                repo_id = self.repositories.id_for_push(tx, ref)
             limit = self.repositories.quotas.get(ref.account_id, "max_open_uploads", conn)
             held = conn.execute(
                 sa.select(sa.func.count())

@@ -182,7 +182,9 @@ class RegistryClient:
         max_manifest: int = MAX_MANIFEST,
         max_redirects: int = 5,
         verify: bool | str = True,
+        headers: dict[str, str] | None = None,
     ) -> None:
+        """``headers``: sent with every request (e.g. replication's ``Soko-Replicated-From``)."""
         parts = urlsplit(base_url if "://" in base_url else f"https://{base_url}")
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ValueError(f"'{base_url}' is not a registry URL (https://host[:port])")
@@ -194,7 +196,7 @@ class RegistryClient:
             follow_redirects=True,
             max_redirects=max_redirects,
             verify=verify,
-            headers={"User-Agent": USER_AGENT},
+            headers={"User-Agent": USER_AGENT, **(headers or {})},
             trust_env=False,
         )
         self._lock = threading.Lock()

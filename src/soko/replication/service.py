@@ -31,8 +31,10 @@ from soko.registry import media_types as mt
 from soko.registry.manifest_format import parse_manifest
 from soko.registry.models import RepoRef
 from soko.registry.policies import RegistryPolicyNotFound
+from soko.remote import UpstreamError
 from soko.replication import store
 from soko.replication.outbox import OutboxReader
+from soko.replication.remote import RemoteRegions, pieces
 from soko.replication.rules import Destination, destinations_for
 from soko.replication.store import COMPLETE, FAILED, IN_PROGRESS
 
@@ -55,6 +57,7 @@ class Replicator:
         self.ctx: DomainContext = registry.ctx
         self.region = self.ctx.settings.region
         self.stopping = stopping
+        self.remote = RemoteRegions(self.ctx.settings.regions, self.region)
         self.outbox = OutboxReader(self.ctx, self.registry.replication.get_with_time)
 
     def rules(self, account_id: str) -> list[dict]:
@@ -95,9 +98,12 @@ class Replicator:
     def copy(self, req: store.Request) -> str:
         dest = req.destination
         if dest.region != self.region:
-            raise PermanentFailure(
-                "DESTINATION_UNREACHABLE", f"region {dest.region} is not served by this deployment ({self.region})"
-            )
+            if not self.remote.reachable(dest.region, dest.registry_id):
+                raise PermanentFailure(
+                    "DESTINATION_UNREACHABLE",
+                    f"registry {dest.registry_id} in {dest.region} is not configured (setting regions)",
+                )
+            return self._copy_remote(req)
         source = RepoRef(req.account_id, req.repository)
         target = RepoRef(dest.registry_id, req.repository)
         if source == target:
@@ -127,6 +133,51 @@ class Replicator:
         return (
             f"replicated {req.repository}@{req.digest} to {dest.region}/{dest.registry_id}: {len(manifests)} "
             f"manifest(s), {linked} of {len(blobs)} blob(s) new{note}"
+        )
+
+    def _copy_remote(self, req: store.Request) -> str:
+        """Push the image to the other region's deployment: blobs it lacks (streamed from storage), then the
+        manifests in dependency order, then the tags. Its registry decides what the key may do."""
+        dest = req.destination
+        source = RepoRef(req.account_id, req.repository)
+        try:
+            manifests, blobs = self._plan(source, req.digest)
+            tags = self.registry.images.describe_ids(source, [{"imageDigest": req.digest}])[0].tags
+        except (ManifestUnknown, RepositoryNotFound) as exc:
+            raise PermanentFailure("IMAGE_NOT_FOUND", f"the source image is gone: {exc.message}") from None
+        name = req.repository
+        try:
+            client = self.remote.client(dest.region, dest.registry_id, req.account_id)
+            sent = 0
+            for digest in blobs:
+                if self.stopping():
+                    raise InterruptedError("stopping")
+                if client.blob_exists(name, digest):
+                    continue
+                content = self.registry.blobs.open(source, digest)
+                client.push_blob(name, digest, pieces(self.registry.blobs.reader(content)), content.size)
+                sent += 1
+            for digest, payload, media_type in manifests:
+                client.put_manifest(name, digest, payload, media_type)
+            _, payload, media_type = manifests[[m[0] for m in manifests].index(req.digest)]
+            skipped = []
+            for tag in tags:
+                try:
+                    client.put_manifest(name, tag, payload, media_type)
+                except UpstreamError as exc:
+                    if exc.code != "UpstreamAccessDenied":
+                        raise
+                    skipped.append(tag)  # the manifest went in: the tag is immutable there (DENIED)
+        except UpstreamError as exc:
+            if exc.code == "UpstreamAccessDenied":
+                raise PermanentFailure("REPLICATION_NOT_AUTHORIZED", exc.message) from None
+            if exc.code in ("NotFound", "Invalid") and exc.status not in (None, 429) and (exc.status or 0) < 500:
+                raise PermanentFailure("DESTINATION_REFUSED", exc.message) from None
+            raise  # unreachable, 5xx, rate-limited: retried with backoff
+        note = f"; immutable tag(s) {', '.join(skipped)} left as they were" if skipped else ""
+        return (
+            f"replicated {name}@{req.digest} to {dest.region}/{dest.registry_id}: {len(manifests)} manifest(s), "
+            f"{sent} of {len(blobs)} blob(s) sent{note}"
         )
 
     def _plan(self, source: RepoRef, digest: str) -> tuple[list[tuple[str, bytes, str]], list[str]]:
