@@ -40,6 +40,10 @@ def test_replication_to_another_region_is_refused_same_region_rules_are_stored(e
     config = {"rules": [rule(("us-east-1", "111111111111"), filters=["prod"])]}
     assert ecr.put_replication_configuration(replicationConfiguration=config)["replicationConfiguration"] == config
     assert ecr.describe_registry()["replicationConfiguration"] == config
+    deleting = {"rules": [{**rule(("us-east-1", "111111111111")), "deleteReplication": {"enabled": True}}]}
+    with pytest.raises(ClientError) as exc:
+        ecr.put_replication_configuration(replicationConfiguration=deleting)
+    assert error_of(exc)[0] == "UnsupportedOperationException" and "deleteReplication" in error_of(exc)[1]
     out = ecr.put_replication_configuration(replicationConfiguration={"rules": []})  # Terraform's delete
     assert out["replicationConfiguration"] == {"rules": []}
 

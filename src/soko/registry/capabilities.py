@@ -26,6 +26,14 @@ def require_basic_scanning_without_rules(scan_type: str, rules: list[dict]) -> N
         )
 
 
+def require_no_delete_replication(rules: list[dict]) -> None:
+    if any((rule.get("deleteReplication") or {}).get("enabled") for rule in rules):
+        raise NotCarriedOut(
+            "deleteReplication cannot be carried out: this Soko replicates pushes only, never deletes, so deleted "
+            "images would stay at the destinations. Leave deleteReplication out (or enabled=false)."
+        )
+
+
 def require_reachable_destinations(rules: list[dict], region: str, regions: dict) -> None:
     """Replication copies within this deployment (any account of this region) and to the registries of other
     regions listed in the ``regions`` setting; a rule naming any other would copy nothing."""

@@ -10,7 +10,11 @@ import sqlalchemy as sa
 from soko.errors import SokoError
 from soko.kernel.context import DomainContext
 from soko.meta.schema import account_settings, replication_configurations, scanning_configurations
-from soko.registry.capabilities import require_basic_scanning_without_rules, require_reachable_destinations
+from soko.registry.capabilities import (
+    require_basic_scanning_without_rules,
+    require_no_delete_replication,
+    require_reachable_destinations,
+)
 from soko.registry.immutability import matches_any
 
 # name → (default, accepted values). BLOB_MOUNTING defaults to ENABLED: Soko mounted blobs before the setting
@@ -127,6 +131,7 @@ class Replication:
         return (json.loads(row.rules), row.updated_at or 0.0) if row is not None else ([], 0.0)
 
     def put(self, account_id: str, rules: list[dict]) -> list[dict]:
+        require_no_delete_replication(rules)
         rules = validate_replication(rules, self.ctx.settings.region, account_id)
         require_reachable_destinations(rules, self.ctx.settings.region, self.ctx.settings.regions)
         with self.ctx.write() as conn:
