@@ -106,7 +106,6 @@ EOF
   (umask 077; cat > "$dir/cluster.env" <<EOF
 SOKO_DATABASE_URL='postgresql+psycopg://${pg_server#postgresql://}/$database'
 SOKO_STORAGE_URL='s3://$bucket/registry?endpoint_url=$s3_endpoint&addressing_style=path'
-SOKO_STORAGE_REDIRECT='true'
 SOKO_MASTER_KEY='$("$py" -c 'import base64, os; print(base64.b64encode(os.urandom(32)).decode())')'
 SOKO_ROOT_ACCESS_KEY_ID='$root_id'
 SOKO_ROOT_SECRET_ACCESS_KEY='$root_secret'
@@ -133,7 +132,7 @@ EOF
   for i in $(seq "$nodes"); do endpoints+=" 127.0.0.1:$((port + i - 1))"; done
   cat <<EOF
 Soko cluster up: $nodes nodes on one PostgreSQL database ($database) and one S3 bucket ($bucket at $s3_endpoint).
-  nodes:$endpoints   (logs and data dirs in $dir; blob downloads redirect to the bucket)
+  nodes:$endpoints   (logs and data dirs in $dir; blobs stream through the nodes, which decrypt them)
 
 Use it (any node serves every request; clients below talk to the first):
   source $dir/client.env      # the root key; AWS_ENDPOINT_URL=http://127.0.0.1:$port
