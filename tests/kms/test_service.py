@@ -217,6 +217,10 @@ def test_key_policies_with_conditions_soko_does_not_evaluate_are_refused(kms) ->
     )
     with pytest.raises(errors.MalformedPolicyDocumentException, match="kms:grantoperations"):
         kms.create_key(ROOT, policy=policy)
+    # keys KMS defines but Soko never sets on a request: a Deny on them would never match, so they are refused
+    for unset in ("kms:ReEncryptOnSameKey", "kms:BypassPolicyLockoutSafetyCheck"):
+        with pytest.raises(errors.MalformedPolicyDocumentException, match=unset.lower()):
+            kms.create_key(ROOT, policy=policy.replace("kms:GrantOperations", unset))
     lockout = json.dumps(
         {
             "Version": "2012-10-17",

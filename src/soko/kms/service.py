@@ -49,6 +49,7 @@ import sqlalchemy as sa
 from soko.access import Principal, RequestContext
 from soko.errors import AccessDenied
 from soko.iam.policy import MalformedPolicy, PolicyKind, parse_policy
+from soko.iam.policy.keys import KMS_POPULATED
 from soko.iam.service import Identity
 from soko.kernel.context import DomainContext
 from soko.kms import ciphertext
@@ -81,25 +82,9 @@ AWS_MANAGED_ALIASES = ("aws/ecr",)
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _KMS_ARN = re.compile(r"arn:aws:kms:([a-z0-9-]*):(\d{12}):(key/.*|alias/.*)", re.DOTALL)
 _ALIAS_NAME = re.compile(r"alias/[a-zA-Z0-9/_-]+")
-# kms: condition keys Soko evaluates (lower case); a key policy testing any other kms: key is refused.
-SUPPORTED_KMS_CONDITION_KEYS = frozenset(
-    {
-        "kms:viaservice",
-        "kms:calleraccount",
-        "kms:encryptioncontextkeys",
-        "kms:encryptionalgorithm",
-        "kms:keyorigin",
-        "kms:keyspec",
-        "kms:keyusage",
-        "kms:multiregion",
-        "kms:grantisforawsresource",
-        "kms:requestalias",
-        "kms:bypasspolicylockoutsafetycheck",
-        "kms:schedulekeydeletionpendingwindowindays",
-        "kms:rotationperiodindays",
-        "kms:reencryptonsamekey",
-    }
-)
+# kms: condition keys Soko evaluates: those it sets on KMS requests (lower case); a key policy testing any other
+# kms: key is refused (kms:BypassPolicyLockoutSafetyCheck and kms:ReEncryptOnSameKey are not set, so refused).
+SUPPORTED_KMS_CONDITION_KEYS = KMS_POPULATED
 SUPPORTED_KMS_CONDITION_PREFIXES = ("kms:encryptioncontext:",)
 
 

@@ -16,10 +16,27 @@ from soko.iam.policy.document import Policy
 
 log = logging.getLogger("soko.iam.policy")
 
+# kms: keys the KMS service (soko.kms.service) sets; a key policy testing any other kms: key is refused there.
+KMS_POPULATED: frozenset[str] = frozenset(
+    {
+        "kms:viaservice",
+        "kms:calleraccount",
+        "kms:encryptioncontextkeys",
+        "kms:encryptionalgorithm",
+        "kms:keyorigin",
+        "kms:keyspec",
+        "kms:keyusage",
+        "kms:multiregion",
+        "kms:grantisforawsresource",
+        "kms:requestalias",
+        "kms:schedulekeydeletionpendingwindowindays",
+        "kms:rotationperiodindays",
+    }
+)
 # Keys Soko sets (lower case). Some are present only for some requests, as in AWS (aws:username for IAM users,
 # aws:TokenIssueTime for temporary credentials, aws:SourceIp on the public listener, aws:SourceVpce and
 # aws:VpcSourceIp on private endpoints, aws:RequestTag/aws:TagKeys on tagging requests).
-POPULATED: frozenset[str] = frozenset(
+POPULATED: frozenset[str] = KMS_POPULATED | frozenset(
     {
         "aws:currenttime",
         "aws:epochtime",
@@ -45,19 +62,6 @@ POPULATED: frozenset[str] = frozenset(
         "sts:rolesessionname",
         "sts:externalid",
         "sts:sourceidentity",
-        # KMS requests (soko.kms.service: SUPPORTED_KMS_CONDITION_KEYS)
-        "kms:viaservice",
-        "kms:calleraccount",
-        "kms:encryptioncontextkeys",
-        "kms:encryptionalgorithm",
-        "kms:keyorigin",
-        "kms:keyspec",
-        "kms:keyusage",
-        "kms:multiregion",
-        "kms:grantisforawsresource",
-        "kms:requestalias",
-        "kms:schedulekeydeletionpendingwindowindays",
-        "kms:rotationperiodindays",
     }
 )
 POPULATED_PREFIXES: tuple[str, ...] = (
