@@ -102,7 +102,8 @@ def test_storage_url_parsing():
     assert (loc.bucket, loc.prefix, loc.endpoint_url, loc.region, loc.addressing_style) == (
         "bucket", "some/prefix", "http://127.0.0.1:9000", "eu-west-1", "path"
     )
-    for bad in ("s3:///nobucket", "http://bucket/x", "s3://b/p?aws_secret_access_key=x", "s3://b?addressing_style=odd"):
+    for bad in ("s3:///nobucket", "http://bucket/x", "s3://b/p?aws_secret_access_key=x", "s3://b?addressing_style=odd",
+                "s3://b/a/../b", "s3://b/../x", "s3://b/a//b", "s3://b/./a"):
         with pytest.raises(ValueError):
             S3Location.parse(bad)
 

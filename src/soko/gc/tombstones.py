@@ -35,6 +35,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from soko import process_identity
+from soko.kernel.leases import lease_is_free
 from soko.meta.schema import blobs, gc_tombstones
 from soko.storage import PathNotFound
 
@@ -117,22 +118,11 @@ def execute(ctx, *, stopping: Callable[[], bool] = lambda: False, owner: str | N
 
 def _claim(ctx, owner: str, result: Executed) -> tuple[list[tuple[int, str]] | None, float]:
     now, wall = ctx.clock(), time.time()
-    with ctx.db.read() as conn:  # claims of dead processes of this node are void
-        holders = conn.execute(
-            sa.select(gc_tombstones.c.claimed_by).where(gc_tombstones.c.claimed_until >= wall).distinct()
-        ).scalars()
-        dead = [h for h in holders if process_identity.holder_is_dead(h)]
     with ctx.db.write() as conn:
+        free = lease_is_free(conn, gc_tombstones.c.claimed_by, gc_tombstones.c.claimed_until, wall)
         query = (
             sa.select(gc_tombstones.c.id, gc_tombstones.c.digest, gc_tombstones.c.path)
-            .where(
-                gc_tombstones.c.not_before <= now,
-                sa.or_(
-                    gc_tombstones.c.claimed_until.is_(None),
-                    gc_tombstones.c.claimed_until < wall,
-                    gc_tombstones.c.claimed_by.in_(dead),
-                ),
-            )
+            .where(gc_tombstones.c.not_before <= now, free)
             .order_by(gc_tombstones.c.id)
             .limit(BATCH)
         )

@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 import sqlalchemy as sa
 
 from soko import process_identity
+from soko.kernel.leases import lease_is_free
 from soko.meta.schema import jobs
 
 log = logging.getLogger("soko.jobs")
@@ -175,10 +176,8 @@ class JobRunner:
 
     @staticmethod
     def _free(conn: sa.Connection, now: float) -> sa.ColumnElement[bool]:
-        """Nobody holds the job: no lease, a lapsed one, or one of a process of this node that died."""
-        holders = conn.execute(sa.select(jobs.c.owner).where(jobs.c.lease_until >= now).distinct()).scalars()
-        dead = [h for h in holders if process_identity.holder_is_dead(h)]
-        return sa.or_(jobs.c.lease_until.is_(None), jobs.c.lease_until < now, jobs.c.owner.in_(dead))
+        """Nobody holds the job."""
+        return lease_is_free(conn, jobs.c.owner, jobs.c.lease_until, now)
 
     def _claim(self, kind: JobKind, key: str, now: float) -> bool:
         lease_until = now + kind.lease

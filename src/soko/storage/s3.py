@@ -95,9 +95,14 @@ class S3Location:
         style = query.get("addressing_style", "auto")
         if style not in ("auto", "path", "virtual"):
             raise ValueError(f"addressing_style must be path, virtual or auto, not {style!r}")
+        prefix = parts.path.strip("/")
+        if any(segment in ("", ".", "..") for segment in prefix.split("/")) and prefix:
+            # A prefix is a key prefix, not a path: "a/../b" or "a//b" would name keys no other tool resolves the same
+            # way, so two deployments could share (or miss) each other's objects.
+            raise ValueError(f"S3 storage URL prefix {prefix!r} has an empty, '.' or '..' segment: write it plainly")
         return cls(
             bucket=parts.netloc,
-            prefix=parts.path.strip("/"),
+            prefix=prefix,
             endpoint_url=query.get("endpoint_url"),
             region=query.get("region"),
             addressing_style=style,
