@@ -34,6 +34,8 @@ from soko.pullthrough.cache import FILL_JOB, PullThroughCache
 from soko.registry import Registry
 from soko.secrets.api import SecretsManagerApi
 from soko.secrets.store import SecretStore
+from soko.signing import KIND as SIGNING
+from soko.signing.signer import Signer
 
 log = logging.getLogger("soko")
 
@@ -113,7 +115,8 @@ class SokoApp:
             self.registry,
             self.identity,
             self.runtime,
-            [kms_upkeep_job(self.kms), pull_through_fill_job(self.pull_through)],
+            [kms_upkeep_job(self.kms), pull_through_fill_job(self.pull_through),
+             signing_job(Signer(self.registry, self.identity.master))],
         )
         await self._upkeep.__aenter__()
 
@@ -132,6 +135,12 @@ def _not_here(status: int, message: str, allow: str | None = None) -> AnyRespons
 def pull_through_fill_job(cache: PullThroughCache) -> JobKind:
     """One-shot, keyed by pending manifest: fetch what a pull-through cached image still lacks (soko.pullthrough)."""
     return JobKind(FILL_JOB, cache.fill, 10 * 365 * 86400.0, concurrency=2, lease=300.0, keys=())
+
+
+def signing_job(signer: Signer) -> JobKind:
+    """One-shot, keyed by ``image_signing_status`` row: queued by a push in its unit of work
+    (``soko.kernel.signing_queue``); a finished run deletes its job; the interval caps the retry backoff."""
+    return JobKind(SIGNING, signer.run, 600.0, concurrency=2, lease=120.0, keys=())
 
 
 def kms_upkeep_job(kms: KeyService) -> JobKind:

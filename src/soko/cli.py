@@ -416,6 +416,9 @@ def main(argv: list[str] | None = None) -> int:
     from soko.events.cli import add_parsers as add_events_parsers
 
     add_events_parsers(sub, _common, _settings)  # events add|update|remove|targets|dead-letters|redeliver|tail
+    from soko.signing.cli import add_parsers as add_signing_parsers
+
+    add_signing_parsers(sub, _common, _settings)  # signing trust-store|certificates|rotate
 
     args = parser.parse_args(argv)
     import sqlalchemy.exc

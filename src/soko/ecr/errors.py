@@ -10,6 +10,7 @@ from soko.registry import policies as p
 from soko.registry import repositories as r
 from soko.registry import settings_store as s
 from soko.registry import templates as t
+from soko.signing import config as sc
 
 _TABLE: list[tuple[type[e.SokoError], str]] = [
     (c.NotCarriedOut, "UnsupportedOperationException"),
@@ -27,6 +28,7 @@ _TABLE: list[tuple[type[e.SokoError], str]] = [
     (ptc.UnsupportedUpstream, "UnsupportedUpstreamRegistryException"),
     (ptc.RuleInvalid, "InvalidParameterException"),
     (t.TemplateNotFound, "TemplateNotFoundException"),
+    (sc.SigningConfigurationNotFound, "SigningConfigurationNotFoundException"),
     (e.RepositoryNotFound, "RepositoryNotFoundException"),
     (e.RepositoryAlreadyExists, "RepositoryAlreadyExistsException"),
     (e.RepositoryNotEmpty, "RepositoryNotEmptyException"),

@@ -306,14 +306,14 @@ class PullThroughCache:
         with self.ctx.transaction(invalidates=True) as tx:
             repo_id = self.registry.repositories.id_for_pull_through(tx, ref)
         try:
-            self.registry.manifests.put(ref, tag or digest, payload, media_type)
+            self.registry.manifests.put(ref, tag or digest, payload, media_type, sign=False)
             return
         except ManifestBlobUnknown as exc:
             # blobs another repository of the account holds (the same layers cached under another prefix) are
             # linked at once, as a mount would
             if all([self._link_stored(ref, missing) for missing in exc.digests]):
                 try:
-                    self.registry.manifests.put(ref, tag or digest, payload, media_type)
+                    self.registry.manifests.put(ref, tag or digest, payload, media_type, sign=False)
                     return
                 except (ManifestBlobUnknown, ReferencedManifestUnknown):
                     pass
@@ -406,7 +406,7 @@ class PullThroughCache:
         # images before indexes: an index can only be stored once its children are
         for row in sorted(rows, key=lambda r: r.media_type in mt.INDEXES):
             try:
-                self.registry.manifests.put(ref, row.tag or row.digest, row.payload, row.media_type)
+                self.registry.manifests.put(ref, row.tag or row.digest, row.payload, row.media_type, sign=False)
             except (ManifestBlobUnknown, ReferencedManifestUnknown):
                 continue
             with self.ctx.write(invalidates=True) as conn:

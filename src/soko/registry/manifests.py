@@ -22,7 +22,7 @@ from soko.errors import (
     TagImmutable,
     TooLarge,
 )
-from soko.kernel import scan_queue
+from soko.kernel import scan_queue, signing_queue
 from soko.kernel.context import DomainContext
 from soko.kernel.events import image_action, lifecycle_expiry, replication_action
 from soko.kernel.unit_of_work import UnitOfWork
@@ -92,10 +92,13 @@ class Manifests:
         content_type: str | None,
         *,
         replicated_from: tuple[str, str] | None = None,
+        sign: bool = True,
     ) -> PutManifestResult:
         """Store a manifest (and move ``reference`` onto it when it is a tag). ``replicated_from`` (source region,
         source account): a replication's copy, which creates a missing repository as replication does and is
-        announced as an ``ECR Replication Action`` instead of a push (so it never replicates on: no chaining)."""
+        announced as an ``ECR Replication Action`` instead of a push (so it never replicates on: no chaining).
+        ``sign``: False for content Soko did not receive as a push (a pull-through cache's copy of an upstream), which
+        managed signing must not vouch for."""
         if len(payload) > self.ctx.settings.max_manifest_size:
             raise TooLarge(
                 f"manifest is {len(payload)} bytes; the limit is {self.ctx.settings.max_manifest_size} bytes"
@@ -164,6 +167,10 @@ class Manifests:
                 )
             if created:
                 self._scan_on_push(tx, repo_id, digest, parsed)
+                if replicated_from is None and sign and parsed.subject is None:
+                    # managed signing: a new manifest (not a referrer: signatures are not signed again) in a
+                    # repository the account's signing rules match gets its signing job, run after the commit
+                    signing_queue.request(tx, ref.account_id, ref.name, repo_id, digest)
         return PutManifestResult(digest, parsed.subject.digest if parsed.subject else None, created, tag_moved)
 
     @staticmethod
@@ -452,6 +459,7 @@ class Manifests:
         tx.conn.execute(sa.delete(manifests).where(manifests.c.id == manifest_id))
         if digest is not None:
             scan_queue.forget(tx, repo_id, digest)  # its scan (and its inventory, if no repository holds it) go too
+            signing_queue.forget(tx, repo_id, digest)  # and its signing statuses (signatures are referrers: they stay)
 
     @staticmethod
     def _still_needed(conn: sa.Connection, repo_id: int, manifest_id: int, digest: str) -> bool:

@@ -8,7 +8,7 @@ import json
 import sqlalchemy as sa
 
 from soko.errors import LimitExceeded, RepositoryAlreadyExists, RepositoryNotEmpty, RepositoryNotFound, SokoError
-from soko.kernel import scan_queue
+from soko.kernel import scan_queue, signing_queue
 from soko.kernel.context import DomainContext
 from soko.kernel.events import repository_action
 from soko.kernel.unit_of_work import UnitOfWork
@@ -438,6 +438,7 @@ class Repositories:
                     )
             upload_ids = list(conn.execute(sa.select(uploads.c.id).where(uploads.c.repository_id == repo.id)).scalars())
             tx.review_repository_links(repo.id, "repository-delete")  # its links go with it; its blobs keep their grace
+            signing_queue.forget_repository(tx, repo.id)
             scan_queue.forget_repository(tx, repo.id)  # its scans cascade; inventories no other repository needs go
             conn.execute(sa.delete(t).where(t.c.id == repo.id))
             tx.emit(repository_action(ref.account_id, self.ctx.settings.region, ref.name, "DELETE"))

@@ -40,6 +40,7 @@ from soko.meta.schema.pullthrough import (
 from soko.meta.schema.replication import replication_cursor, replication_outbox, replication_status
 from soko.meta.schema.repositories import repositories
 from soko.meta.schema.scan import advisories, advisory_packages, image_inventories, image_scans
+from soko.meta.schema.signing import image_signing_status, signing_authorities, signing_configurations, signing_keys
 from soko.meta.schema.uploads import uploads
 
 __all__ = [
@@ -62,6 +63,7 @@ __all__ = [
     "iam_users",
     "image_inventories",
     "image_scans",
+    "image_signing_status",
     "inline_policies",
     "jobs",
     "kms_aliases",
@@ -90,6 +92,9 @@ __all__ = [
     "repository_tags",
     "scanning_configurations",
     "secrets",
+    "signing_authorities",
+    "signing_configurations",
+    "signing_keys",
     "sts_sessions",
     "tags",
     "transfer_usage",

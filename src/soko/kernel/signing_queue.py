@@ -1,0 +1,83 @@
+"""Signing on push: for a new manifest in a repository that the account's signing rules match, one
+``image_signing_status`` row per signing profile set IN_PROGRESS and its leased ``signing`` job made due, in the
+push's transaction; their removal when the image goes. In the kernel (it imports only the schema) so the domain's
+push and delete paths call it without importing ``soko.signing``, which builds on the domain: a push adds a few rows
+and never waits for the signature."""
+
+from __future__ import annotations
+
+import json
+import re
+from functools import lru_cache
+
+import sqlalchemy as sa
+
+from soko.kernel.job_queue import enqueue
+from soko.meta.schema import image_signing_status, jobs, signing_configurations
+
+KIND = "signing"
+IN_PROGRESS, COMPLETE, FAILED = "IN_PROGRESS", "COMPLETE", "FAILED"
+
+
+@lru_cache(maxsize=1024)
+def _wildcard(pattern: str) -> re.Pattern[str]:
+    return re.compile(".*".join(re.escape(part) for part in pattern.split("*")))
+
+
+def filter_matches(repository: str, filter_value: str) -> bool:
+    """ECR's WILDCARD_MATCH: ``*`` is any run of characters (``/`` included), the rest literal, the whole name."""
+    return _wildcard(filter_value).fullmatch(repository) is not None
+
+
+def matching_profiles(rules: list[dict], repository: str) -> list[str]:
+    """The signing profiles whose rule matches ``repository`` (a rule without filters matches every repository),
+    each once, in rule order."""
+    profiles: dict[str, None] = {}
+    for rule in rules:
+        filters = rule.get("repositoryFilters") or []
+        if not filters or any(filter_matches(repository, f["filter"]) for f in filters):
+            profiles[rule["signingProfileArn"]] = None
+    return list(profiles)
+
+
+def request(tx, account_id: str, repository: str, repo_id: int, digest: str) -> int:
+    """Queue the signing of ``digest`` in ``repository`` within ``tx`` (a ``UnitOfWork``) for every profile the
+    account's rules match; returns how many were queued."""
+    conn = tx.conn
+    rules = conn.execute(
+        sa.select(signing_configurations.c.rules).where(signing_configurations.c.account_id == account_id)
+    ).scalar()
+    if rules is None:
+        return 0
+    t = image_signing_status.c
+    profiles = matching_profiles(json.loads(rules), repository)
+    for profile in profiles:
+        values = {"status": IN_PROGRESS, "failure_code": None, "failure_reason": None, "signature_digest": None,
+                  "requested_at": tx.now, "updated_at": tx.now}
+        row_id = conn.execute(sa.select(t.id).where(t.repository_id == repo_id, t.manifest_digest == digest,
+                                                    t.profile_arn == profile)).scalar()
+        if row_id is None:
+            row_id = conn.execute(sa.insert(image_signing_status).values(
+                repository_id=repo_id, manifest_digest=digest, profile_arn=profile, **values)).inserted_primary_key[0]
+        else:
+            conn.execute(sa.update(image_signing_status).where(t.id == row_id).values(**values))
+        enqueue(tx.ctx.db, conn, KIND, str(row_id), tx.now)
+    return len(profiles)
+
+
+def _drop_jobs(tx, where: sa.ColumnElement[bool]) -> None:
+    """Queued signing jobs of these rows (keyed by row id, no foreign key: a job whose row is gone would stay)."""
+    keys = sa.select(sa.cast(image_signing_status.c.id, sa.String)).where(where)
+    tx.conn.execute(sa.delete(jobs).where(jobs.c.kind == KIND, jobs.c.key.in_(keys)))
+
+
+def forget(tx, repo_id: int, digest: str) -> None:
+    """The image left the repository (in ``tx``): its signing statuses and queued signing jobs go with it."""
+    image = (image_signing_status.c.repository_id == repo_id) & (image_signing_status.c.manifest_digest == digest)
+    _drop_jobs(tx, image)
+    tx.conn.execute(sa.delete(image_signing_status).where(image))
+
+
+def forget_repository(tx, repo_id: int) -> None:
+    """The repository is about to be deleted (its statuses cascade): its queued signing jobs go now."""
+    _drop_jobs(tx, image_signing_status.c.repository_id == repo_id)
