@@ -44,7 +44,8 @@ def verify(manifest_bytes: bytes, envelope: bytes, subject: dict, trust_store_pe
     """Verify one signature of ``subject`` (its descriptor); returns the leaf certificate that signed it."""
     now = now or dt.datetime.now(dt.UTC)
     manifest = json.loads(manifest_bytes)
-    _require(manifest.get("artifactType") == ARTIFACT_TYPE, "not a notation signature")
+    _require(manifest["mediaType"] == "application/vnd.oci.image.manifest.v1+json", "not an OCI image manifest")
+    _require(manifest["config"]["mediaType"] == ARTIFACT_TYPE, "not a notation signature")
     _require({k: manifest["subject"][k] for k in ("mediaType", "digest", "size")} == subject, "subject differs")
     [layer] = manifest["layers"]
     _require(layer["mediaType"] == "application/jose+json", "not a JWS envelope")
@@ -62,15 +63,22 @@ def verify(manifest_bytes: bytes, envelope: bytes, subject: dict, trust_store_pe
     for child, issuer in zip(chain, chain[1:] + chain[-1:], strict=True):
         child.verify_directly_issued_by(issuer)  # raises on a bad signature or issuer name
         _require(child.not_valid_before_utc <= now <= child.not_valid_after_utc, "a certificate is not valid now")
-    for ca in chain[1:]:
-        _require(ca.extensions.get_extension_for_class(x509.BasicConstraints).value.ca, "an issuer is not a CA")
-        _require(ca.extensions.get_extension_for_class(x509.KeyUsage).value.key_cert_sign, "issuer cannot sign certs")
-    leaf = chain[0]
+    for ca in chain[1:]:  # "Root and Intermediate CA Certificates"
+        constraints = ca.extensions.get_extension_for_class(x509.BasicConstraints)
+        _require(constraints.critical and constraints.value.ca, "an issuer is not a CA (critical basicConstraints)")
+        usage = ca.extensions.get_extension_for_class(x509.KeyUsage)
+        _require(usage.critical and usage.value.key_cert_sign, "an issuer cannot sign certificates")
+    leaf = chain[0]  # "Leaf Certificates"
     _require(not leaf.extensions.get_extension_for_class(x509.BasicConstraints).value.ca, "the leaf is a CA")
     usage = leaf.extensions.get_extension_for_class(x509.KeyUsage)
     _require(usage.critical and usage.value.digital_signature, "the leaf lacks digitalSignature")
+    _require(not (usage.value.key_encipherment or usage.value.data_encipherment or usage.value.key_agreement
+                  or usage.value.key_cert_sign or usage.value.crl_sign), "the leaf has a forbidden key usage")
     eku = leaf.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
     _require(ExtendedKeyUsageOID.CODE_SIGNING in eku, "the leaf is not for code signing")
+    for forbidden in (ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH,
+                      ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE, ExtendedKeyUsageOID.TIME_STAMPING):
+        _require(forbidden not in eku, "the leaf has a forbidden extended key usage")
 
     # the envelope, by joserfc, with the leaf's public key
     key = ECKey.import_key(leaf.public_key().public_bytes(serialization.Encoding.PEM,
@@ -82,7 +90,10 @@ def verify(manifest_bytes: bytes, envelope: bytes, subject: dict, trust_store_pe
     _require(protected["io.cncf.notary.signingScheme"] == "notary.x509", "wrong signing scheme")
     _require("io.cncf.notary.signingScheme" in protected["crit"], "signing scheme not critical")
     signing_time = dt.datetime.fromisoformat(protected["io.cncf.notary.signingTime"].replace("Z", "+00:00"))
-    _require(leaf.not_valid_before_utc <= signing_time <= leaf.not_valid_after_utc, "signed outside the validity")
+    for cert in chain:  # "valid at signing time"
+        _require(cert.not_valid_before_utc <= signing_time <= cert.not_valid_after_utc, "signed outside a validity")
+    _require(protected["alg"] == {384: "ES384", 256: "ES256", 521: "ES512"}[leaf.public_key().key_size],
+             "alg does not match the signing key")
     target = json.loads(signed.payload)["targetArtifact"]
     _require({k: target[k] for k in ("mediaType", "digest", "size")} == subject, "the payload names another artifact")
     return leaf

@@ -13,9 +13,10 @@ Formats (Notary Project specification v1.1, signature-specification.md and signa
   header ``alg`` ES384, ``cty`` the payload type, ``crit`` [``io.cncf.notary.signingScheme``], signing scheme
   ``notary.x509``, ``io.cncf.notary.signingTime``; unprotected header ``x5c`` (the chain, leaf first, base64 DER) and
   ``io.cncf.notary.signingAgent``; the ECDSA signature as JWS's raw ``r || s``;
-* the signature manifest: an OCI image manifest with ``artifactType`` ``application/vnd.cncf.notary.signature``,
-  the empty config, the envelope as its one layer, ``subject`` the signed manifest, and the annotation
-  ``io.cncf.notary.x509chain.thumbprint#S256`` (the chain's SHA-256 fingerprints) that notation requires.
+* the signature manifest: an OCI image manifest whose config has media type ``application/vnd.cncf.notary.signature``
+  (content ``{}``; what the specification requires, and what the referrers API reports as the artifact type), the
+  envelope as its one layer, ``subject`` the signed manifest, and the required annotation
+  ``io.cncf.notary.x509chain.thumbprint#S256`` (the chain's SHA-256 fingerprints, leaf first).
 """
 
 from __future__ import annotations
@@ -37,7 +38,6 @@ PAYLOAD_MEDIA_TYPE = "application/vnd.cncf.notary.payload.v1+json"
 SIGNING_SCHEME = "notary.x509"
 THUMBPRINT_ANNOTATION = "io.cncf.notary.x509chain.thumbprint#S256"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-EMPTY_MEDIA_TYPE = "application/vnd.oci.empty.v1+json"
 EMPTY = b"{}"
 ALGORITHM = "ES384"
 COORDINATE_BYTES = 48  # P-384
@@ -87,8 +87,7 @@ def signature_manifest(target: dict, envelope_bytes: bytes, key: SigningKey, sig
     return json.dumps({
         "schemaVersion": 2,
         "mediaType": OCI_MANIFEST,
-        "artifactType": ARTIFACT_TYPE,
-        "config": descriptor(EMPTY_MEDIA_TYPE, EMPTY),
+        "config": descriptor(ARTIFACT_TYPE, EMPTY),
         "layers": [descriptor(ENVELOPE_MEDIA_TYPE, envelope_bytes)],
         "subject": target,
         "annotations": {
