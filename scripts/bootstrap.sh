@@ -3,7 +3,7 @@
 #   scripts/bootstrap.sh          what `soko serve` needs
 #   scripts/bootstrap.sh --test   also the test tools, and the external clients the end-to-end tests and the bench
 #                                 drive (skopeo, umoci, jq, podman, buildah, containerd, docker-registry, wrk, hey,
-#                                 debootstrap, go, npm for tests/scan, chromium and axe-core for tests/console,
+#                                 debootstrap, go, npm, rpm, ruby for tests/scan, chromium and axe-core for tests/console,
 #                                 and Ceph's S3 gateway for scripts/ceph-rgw.sh: ceph-mon ceph-osd radosgw ceph-common:
 #                                 Debian packages, installed with apt-get when missing)
 set -euo pipefail
@@ -31,6 +31,8 @@ if [ -n "$extra" ]; then
   command -v go >/dev/null 2>&1 || missing+=(golang-go)
   [ -d /usr/share/gocode/src/golang.org/x/text ] || missing+=(golang-golang-x-text-dev)
   command -v npm >/dev/null 2>&1 || missing+=(npm)
+  command -v rpmbuild >/dev/null 2>&1 || missing+=(rpm)  # tests/scan: a real RPM SQLite database
+  command -v gem >/dev/null 2>&1 || missing+=(ruby)  # tests/scan: a gem built and installed by RubyGems
   [ -f /usr/share/java/commons-io-2.11.0.jar ] || missing+=(libcommons-io-java)  # real jars for tests/scan
   [ -f /usr/share/java/commons-cli-1.5.0.jar ] || missing+=(libcommons-cli-java)
   [ -x /usr/bin/chromium ] || missing+=(chromium)  # tests/console: a real headless browser (driven by Playwright)

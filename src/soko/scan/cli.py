@@ -126,6 +126,8 @@ def cmd_scan(args: argparse.Namespace, settings) -> int:
         os_name = f"{inv.os.id} {inv.os.version_id}".strip() if inv.os else "unknown OS"
         print(f"{inv.digest} {inv.platform} {inv.status}{': ' + inv.reason if inv.reason else ''} — {os_name}, "
               f"{len(inv.packages)} packages, {len(findings)} findings")
+        for note in inv.notes:
+            print(f"  note: {note}")
         for f in findings:
             print(f"  {f.severity:<13} {f.name:<22} {f.package.name} {f.package.version}  {f.uri}")
     return 0

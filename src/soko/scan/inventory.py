@@ -82,17 +82,18 @@ class Inventories:
                 return ImageInventory(digest, UNSUPPORTED, f"layer {layer.digest} is not a filesystem layer "
                                       f"({layer.media_type})")
         started = time.monotonic()
-        fs = RootFS(catalogers.wants, self.limits)
+        fs = RootFS(catalogers.wants, self.limits, catalogers.marks)
         try:
             platform = platform or self._platform(ref, parsed.config)
             for layer in parsed.layers:
                 self._add_layer(fs, ref, layer)
-            os_release, packages = catalogers.catalog(fs)
+            os_release, packages, notes = catalogers.catalog(fs)
         except ImageUnreadable as exc:
             return ImageInventory(digest, FAILED, exc.message, platform, layers=[x.digest for x in parsed.layers])
         log.info("inventory of %s: %d packages from %d layers in %.2fs", digest, len(packages), len(parsed.layers),
                  time.monotonic() - started)
-        return ImageInventory(digest, COMPLETE, "", platform, os_release, packages, [x.digest for x in parsed.layers])
+        return ImageInventory(digest, COMPLETE, "", platform, os_release, packages, [x.digest for x in parsed.layers],
+                              notes)
 
     def _add_layer(self, fs: RootFS, ref: RepoRef, layer: Descriptor) -> None:
         blob = self.registry.blobs.open(ref, layer.digest)

@@ -23,4 +23,5 @@ class Limits:
     file_bytes: int = 64 << 20  # one collected file (package databases, metadata)
     collected_bytes: int = 512 << 20  # everything collected from one image
     binary_bytes: int = 2 << 30  # an executable searched for Go build information
+    audit_trials: int = 1 << 22  # trial inflations searching executables for cargo-auditable data (soko.scan.rust)
     zstd_window: int = 1 << 27  # zstd's default decoder limit (ZSTD_WINDOWLOG_LIMIT_DEFAULT = 27)

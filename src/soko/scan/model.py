@@ -6,12 +6,12 @@ import json
 from dataclasses import asdict, dataclass, field
 
 # Bump when catalogers change what they find: stored inventories of an older version are rebuilt.
-INVENTORY_VERSION = 2  # 2: Java archives
+INVENTORY_VERSION = 3  # 2: Java archives; 3: rpm, Ruby gems, Rust, notes
 
 
 @dataclass(frozen=True, slots=True)
 class Package:
-    type: str  # deb, apk, pypi, npm, golang, maven
+    type: str  # deb, apk, rpm, pypi, npm, golang, maven, gem, cargo
     name: str
     version: str
     purl: str
@@ -43,6 +43,7 @@ class ImageInventory:
     os: OperatingSystem | None = None
     packages: list[Package] = field(default_factory=list)
     layers: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what was seen and not inventoried (an older rpm database)
     version: int = INVENTORY_VERSION
 
     def to_json(self) -> str:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
-from soko.scan import golang, java
+from soko.scan import golang, java, rust
 from soko.scan.limits import ImageUnreadable, Limits
 from soko.scan.tarstream import CHUNK, DIRECTORY, HARDLINK, REGULAR, SYMLINK, TarStream
 
@@ -26,7 +26,9 @@ OPAQUE = ".wh..wh..opq"
 class Version:
     layer: str  # digest of the layer that wrote this content
     data: bytes
-    kind: str = "file"  # "file"; "gobuildinfo" (an executable's Go build information); "javaarchive" (coordinates)
+    # "file"; "gobuildinfo" (an executable's Go build information); "javaarchive" (coordinates); "rustaudit" (an
+    # executable's cargo-auditable dependency list, JSON); "present" (a file noted, not read: see RootFS.marks)
+    kind: str = "file"
 
 
 @dataclass(slots=True)
@@ -39,12 +41,15 @@ class _Node:
 class RootFS:
     """Apply layers with ``add_layer``; then ``files`` maps each wanted path to its content versions."""
 
-    def __init__(self, wants: Callable[[str], bool], limits: Limits) -> None:
+    def __init__(self, wants: Callable[[str], bool], limits: Limits,
+                 marks: Callable[[str], bool] = lambda path: False) -> None:
         self.wants = wants
+        self.marks = marks  # files whose presence matters but whose content is not read (an rpm Berkeley DB)
         self.limits = limits
         self.nodes: dict[str, _Node] = {}
         self.collected = 0
         self.budget = [limits.image_bytes]
+        self.audit_trials = [limits.audit_trials]
         self.layers: list[str] = []
 
     def add_layer(self, digest: str, raw: BinaryIO) -> None:
@@ -110,6 +115,8 @@ class RootFS:
                 raise ImageUnreadable(f"{path} is {entry.size} bytes (limit {self.limits.file_bytes})")
             self._charge(entry.size)
             return _Node([Version(digest, _read_all(stream, entry.size))], layer=digest)
+        if self.marks(path):
+            return _Node([Version(digest, b"", "present")], layer=digest)
         if java.is_archive(path):
             coordinates = java.read(stream, entry.size, self.limits.binary_bytes)
             if not coordinates:
@@ -120,10 +127,15 @@ class RootFS:
         if entry.mode & 0o111 and entry.size >= 64:
             head = stream.read(4)
             if head == b"\x7fELF":
-                info = golang.find_buildinfo(head, stream, self.limits.binary_bytes)
+                search = rust.AuditSearch(self.audit_trials)
+                search.feed(head)
+                info = golang.find_buildinfo(head, rust.Tee(stream, search), self.limits.binary_bytes)
                 if info is not None:
                     self._charge(len(info))
                     return _Node([Version(digest, info, "gobuildinfo")], layer=digest)
+                if search.found is not None:  # read to its end by the Go search (no Go build information)
+                    self._charge(len(search.found))
+                    return _Node([Version(digest, search.found, "rustaudit")], layer=digest)
         return None
 
     def _charge(self, size: int) -> None:
@@ -160,6 +172,10 @@ class RootFS:
             joined = target if target.startswith("/") else posixpath.join(posixpath.dirname(path), target)
             path = posixpath.normpath("/" + joined).lstrip("/")
         return None
+
+    def seen(self, path: str) -> bool:
+        """Whether a marked (or wanted) file is in the image."""
+        return self.resolve(path) is not None
 
     def files(self) -> Iterable[tuple[str, list[Version]]]:
         """Every collected regular file (symlinks are reached through ``resolve``)."""

@@ -3,22 +3,33 @@ collected files into packages (``catalog``)."""
 
 from __future__ import annotations
 
-from soko.scan.catalogers import apk, distro, dpkg, golang_binaries, java, npm, python
+from soko.scan.catalogers import apk, cargo, distro, dpkg, gem, golang_binaries, java, npm, python, rpm
 from soko.scan.model import OperatingSystem, Package
 from soko.scan.rootfs import RootFS
 
-CATALOGERS = (distro, dpkg, apk, python, npm, golang_binaries, java)
+CATALOGERS = (distro, dpkg, apk, rpm, python, npm, gem, cargo, golang_binaries, java)
 
 
 def wants(path: str) -> bool:
     return any(c.wants(path) for c in CATALOGERS)
 
 
-def catalog(fs: RootFS) -> tuple[OperatingSystem | None, list[Package]]:
+def marks(path: str) -> bool:
+    """Files noted but not read: an rpm database in a format Soko does not read."""
+    return path in rpm.BERKELEY or path in rpm.NDB
+
+
+def catalog(fs: RootFS) -> tuple[OperatingSystem | None, list[Package], list[str]]:
     os_release = distro.read(fs)
-    owned = dpkg.owned_files(fs)  # files of Debian packages: their Python metadata is the deb, reported once
+    owned = dpkg.owned_files(fs)  # files of Debian packages: their Python and Ruby metadata is the deb, reported once
     packages: list[Package] = []
-    for cataloger in (dpkg, apk, python, npm, golang_binaries, java):
+    for cataloger in (dpkg, apk, rpm, python, npm, gem, cargo, golang_binaries, java):
         packages.extend(cataloger.catalog(fs, os_release, owned))
     packages.sort(key=lambda p: (p.type, p.name, p.version, p.path))
-    return os_release, packages
+    notes = []
+    older = rpm.older_format(fs)
+    if older:
+        kind = "NDB" if older.endswith(".db") else "Berkeley DB"
+        notes.append(f"{older}: an rpm database in the {kind} format (RPM before 4.16) is not read; its packages "
+                     "are not in this inventory")
+    return os_release, packages, notes

@@ -90,11 +90,11 @@ def _package(name, version, arch, fields, layer, path, os_release) -> Package:
 
 
 def owned_files(fs: RootFS) -> set[str]:
-    """Python metadata files and directories that Debian packages installed (from ``info/*.list``)."""
+    """Python metadata files and directories and gemspecs that Debian packages installed (from ``info/*.list``)."""
     owned: set[str] = set()
     for path, versions in fs.files():
         if path.startswith(INFO) and path.endswith(".list"):
             for line in versions[-1].data.decode("utf-8", "replace").splitlines():
-                if ".dist-info" in line or ".egg-info" in line:
+                if ".dist-info" in line or ".egg-info" in line or line.endswith(".gemspec"):
                     owned.add(posixpath.normpath("/" + line.strip()).lstrip("/"))
     return owned

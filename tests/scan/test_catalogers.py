@@ -1,0 +1,176 @@
+"""rpm, Ruby and Rust catalogers on layers written here: a real RPM SQLite database (Debian's ``rpm``), gemspecs,
+Cargo.lock and cargo-auditable data in an executable; older rpm databases, hostile headers and inflation bombs."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import struct
+import zlib
+
+import pytest
+
+from soko.scan import rust
+from soko.scan.catalogers import cargo, gem, rpm
+from soko.scan.inventory import COMPLETE, Inventories
+from tests.scan import images
+from tests.scan.tars import gz, tar
+from tests.scan.test_inventory import OS_RELEASE, push
+
+REF = images.RepoRef("123456789012", "scan/catalogers")
+ROCKY = [("etc/os-release", b'ID="rocky"\nVERSION_ID="9.3"\nPRETTY_NAME="Rocky Linux 9.3 (Blue Onyx)"\n')]
+
+
+@pytest.fixture
+def database_url(tmp_path):
+    return f"sqlite:///{tmp_path / 'metadata.db'}"
+
+
+def inventory(registry, layers: list[bytes]):
+    push(registry, layers, ref=REF)
+    [inv] = Inventories(registry).of(REF, "latest")
+    assert inv.status == COMPLETE, inv.reason
+    return inv
+
+
+def of_type(inv, kind: str) -> dict:
+    return {p.name: p for p in inv.packages if p.type == kind}
+
+
+needs_rpm = pytest.mark.skipif(not os.environ.get("CI") and not shutil.which("rpmbuild"),
+                               reason="needs Debian's rpm (scripts/bootstrap.sh --test installs it)")
+
+
+@needs_rpm
+def test_rpm_sqlite_database_across_layers(registry):
+    roots = images.rpm_roots()
+    one = (roots / "one/var/lib/rpm/rpmdb.sqlite").read_bytes()
+    two = (roots / "two/var/lib/rpm/rpmdb.sqlite").read_bytes()
+    # Fedora 36+ keeps the database in /usr/lib/sysimage/rpm with /var/lib/rpm a link to it
+    inv = inventory(registry, [
+        gz(tar([*ROCKY, ("usr/lib/sysimage/rpm/rpmdb.sqlite", one), ("var/lib/rpm", "->../../usr/lib/sysimage/rpm")])),
+        gz(tar([("usr/lib/sysimage/rpm/rpmdb.sqlite", two)])),
+    ])
+    rpms = of_type(inv, "rpm")
+    assert set(rpms) == {"hello-soko", "hello-soko-libs"}
+    hello, libs = rpms["hello-soko"], rpms["hello-soko-libs"]
+    assert (hello.version, hello.arch, hello.layer) == ("2:1.2.3-4.el9", "x86_64", inv.layers[0])
+    assert libs.layer == inv.layers[1]  # the layer that added it, not the one that first wrote the database
+    assert (libs.source_name, libs.source_version) == ("hello-soko", "2:1.2.3-4.el9")
+    assert libs.purl == ("pkg:rpm/rocky/hello-soko-libs@1.2.3-4.el9?arch=x86_64&distro=rocky-9.3&epoch=2"
+                         "&upstream=hello-soko-1.2.3-4.el9.src.rpm")
+    assert hello.purl == "pkg:rpm/rocky/hello-soko@1.2.3-4.el9?arch=x86_64&distro=rocky-9.3&epoch=2"
+    assert inv.notes == []
+
+
+def test_older_rpm_databases_are_named_not_read(registry):
+    inv = inventory(registry, [gz(tar([("etc/os-release", b'ID="centos"\nVERSION_ID="7"\n'),
+                                       ("var/lib/rpm/Packages", b"\0" * 4096)]))])
+    assert of_type(inv, "rpm") == {}
+    assert len(inv.notes) == 1 and "var/lib/rpm/Packages" in inv.notes[0] and "Berkeley DB" in inv.notes[0]
+    inv = inventory(registry, [gz(tar([("usr/lib/sysimage/rpm/Packages.db", b"\0" * 64)]))])
+    assert "NDB" in inv.notes[0]
+    # a whiteout removes it as any file
+    inv = inventory(registry, [gz(tar([("var/lib/rpm/Packages", b"x")])), gz(tar([("var/lib/rpm/.wh.Packages", b"")]))])
+    assert inv.notes == []
+
+
+def _blob(entries: list[tuple[int, int, int, int]], store: bytes) -> bytes:
+    return struct.pack(">II", len(entries), len(store)) + b"".join(struct.pack(">IIiI", *e) for e in entries) + store
+
+
+def test_hostile_rpm_headers_and_databases(registry, tmp_path):
+    store = b"evil\0" + b"1.0\0"
+    assert rpm.header(_blob([(rpm.NAME, 6, 0, 1), (rpm.VERSION, 6, 5, 1)], store)) == {
+        rpm.NAME: "evil", rpm.VERSION: "1.0"}
+    assert rpm.header(_blob([(rpm.NAME, 6, 0, 1)], store)[:-3]) == {}  # data shorter than it says
+    assert rpm.header(struct.pack(">II", 1 << 30, 0)) == {}  # a billion entries claimed
+    assert rpm.header(_blob([(rpm.NAME, 6, -8, 1), (rpm.VERSION, 6, 99, 1), (rpm.EPOCH, 4, 7, 1)], store)) == {}
+    assert rpm.header(_blob([(rpm.NAME, 6, 0, 1)], b"unterminated")) == {}
+    assert rpm.header(b"\0\0") == {}
+    db = tmp_path / "rpmdb.sqlite"
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE Packages (hnum INTEGER PRIMARY KEY, blob BLOB)")
+        conn.executemany("INSERT INTO Packages (blob) VALUES (?)", [
+            (_blob([(rpm.NAME, 6, 0, 1), (rpm.VERSION, 6, 5, 1)], store),), (b"garbage",), ("text",), (None,)])
+    inv = inventory(registry, [gz(tar([("var/lib/rpm/rpmdb.sqlite", db.read_bytes())])),
+                               gz(tar([("usr/lib/sysimage/rpm/rpmdb.sqlite", b"SQLite format 3\0" + b"\xff" * 600)]))])
+    assert {(p.name, p.version) for p in inv.packages} == {("evil", "1.0")}  # the rows that parse; corrupt db: none
+
+
+RUBYGEMS_SPEC = b'''# -*- encoding: utf-8 -*-
+# stub: rack 2.2.4 ruby lib
+
+Gem::Specification.new do |s|
+  s.name = "rack".freeze
+  s.version = "2.2.4"
+  s.files = ["lib/rack.rb".freeze]
+end
+'''
+
+
+def test_ruby_gems_installed_and_owned_by_debian(registry):
+    dpkg = ("var/lib/dpkg/status", b"Package: ruby-rack\nStatus: install ok installed\nVersion: 2.2.6-1\n"
+            b"Architecture: all\n")
+    lst = ("var/lib/dpkg/info/ruby-rack.list",
+           b"/usr/share/rubygems-integration/all/specifications/rack-2.2.6.gemspec\n")
+    inv = inventory(registry, [gz(tar([
+        *OS_RELEASE, dpkg, lst,
+        ("usr/share/rubygems-integration/all/specifications/rack-2.2.6.gemspec",
+         RUBYGEMS_SPEC.replace(b"2.2.4", b"2.2.6")),
+        ("usr/local/bundle/specifications/rack-2.2.4.gemspec", RUBYGEMS_SPEC),
+        ("usr/lib/ruby/gems/3.1.0/specifications/default/json-2.6.1.gemspec", b"# stub: json 2.6.1 ruby lib\n"),
+        ("srv/project/app.gemspec", b's.name = "app"\ns.version = "9"\n'),  # a project's source: not installed
+        ("usr/local/bundle/specifications/hostile.gemspec", b"s.name = `rm -rf /`\n" + b"x" * 10000),
+    ]))])
+    gems = of_type(inv, "gem")
+    assert {(p.name, p.version, p.path) for p in gems.values()} == {
+        ("rack", "2.2.4", "usr/local/bundle/specifications/rack-2.2.4.gemspec"),
+        ("json", "2.6.1", "usr/lib/ruby/gems/3.1.0/specifications/default/json-2.6.1.gemspec")}
+    assert gems["rack"].purl == "pkg:gem/rack@2.2.4" and gems["rack"].layer == inv.layers[0]
+    assert set(of_type(inv, "deb")) == {"ruby-rack"}  # Debian's rack is the deb, reported once
+
+
+def test_cargo_lock_and_auditable_binaries(registry):
+    audit = zlib.compress(json.dumps(images.AUDIT).encode())
+    elf = b"\x7fELF" + os.urandom(1 << 17) + audit + os.urandom(5000)
+    inv = inventory(registry, [gz(tar([
+        ("srv/app/Cargo.lock", images.CARGO_LOCK.encode()),
+        ("srv/bad/Cargo.lock", b"[[package]\nname = "),  # not TOML
+        ("usr/bin/audited", elf, 0o755),
+        ("usr/bin/not-executable", elf, 0o644),
+    ]))])
+    crates = {(p.name, p.version, p.path) for p in inv.packages if p.type == "cargo"}
+    assert crates == {("soko-hello", "0.1.0", "srv/app/Cargo.lock"), ("smallvec", "1.6.0", "srv/app/Cargo.lock"),
+                      ("soko-audited", "0.2.0", "usr/bin/audited"), ("time", "0.2.22", "usr/bin/audited")}
+    assert all(p.purl.startswith("pkg:cargo/") for p in inv.packages)
+
+
+def _search(data: bytes, chunk: int = 1 << 16) -> bytes | None:
+    search = rust.AuditSearch([1 << 20])
+    for i in range(0, len(data), chunk):
+        search.feed(data[i:i + chunk])
+    return search.found
+
+
+def test_audit_search_across_chunks_and_against_hostile_content():
+    doc = json.dumps(images.AUDIT).encode()
+    section = zlib.compress(doc)
+    for chunk in (1, 7, 4096):  # the zlib header and the stream split at every place
+        assert _search(b"\x7fELF" + b"x\x9c" * 50 + section + b"\0" * 100, chunk) == doc
+    assert _search(zlib.compress(b'{"packages": 3}')) is None  # JSON, not a dependency list
+    assert _search(zlib.compress(b"[1,2]")) is None
+    assert _search(section[:-10]) is None  # truncated
+    bomb = zlib.compress(b'{"packages":[' + b" " * (12 << 20) + b"]}", 1)  # 12 MiB inflated, past the 8 MiB bound
+    assert _search(bomb) is None
+    search = rust.AuditSearch([1000])  # the image's budget of trial inflations
+    search.feed(b"x\xda" * 5000 + section)
+    assert search.found is None and search.budget == [0]
+    search = rust.AuditSearch()
+    search.feed(b"x\xda" * (1 << 16) + section)  # past the bound of one executable
+    assert search.found is None and search.starts == 0
+    assert cargo.audit_packages(b'{"packages":[{"name":1},"x",{"name":"a","version":"1"}]}') == [("a", "1")]
+    assert cargo.lock_packages(b'package = "x"') == []
+    assert gem.parse(b"nothing") is None
