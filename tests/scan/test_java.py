@@ -65,3 +65,29 @@ def test_a_nested_archive_is_read_for_its_properties_only(registry):
     [inv] = Inventories(registry).of(REF, "bomb")
     # the nested jar itself is small; its padding is never extracted (only pom.properties is read)
     assert inv.status == COMPLETE and [p.name for p in inv.packages] == ["x:y"]
+
+
+def test_jars_against_syft_and_trivy(tmp_path):
+    """The same jars as a directory, read by syft and trivy. syft finds commons-io and the nested commons-cli but not
+    the fat jar's own com.example:app: it names an archive's own package from its META-INF/MANIFEST.MF, which this
+    hand-built jar lacks (Maven always writes one), and Soko takes pom.properties alone. trivy, offline without its
+    Java database (``--skip-java-db-update`` on a first run), analyses no jar at all."""
+    import json
+    import subprocess
+
+    from tests.scan import images
+
+    (tmp_path / "usr/share/java").mkdir(parents=True)
+    (tmp_path / "usr/share/java/commons-io-2.11.0.jar").write_bytes(COMMONS_IO.read_bytes())
+    (tmp_path / "app").mkdir()
+    (tmp_path / "app/app.jar").write_bytes(fat_jar())
+    syft = subprocess.run([str(images.VENV_BIN / "syft"), "scan", f"dir:{tmp_path}", "-o", "syft-json", "-q"],
+                          check=True, capture_output=True, env={**os.environ, "SYFT_CHECK_FOR_APP_UPDATE": "false"})
+    found = {(a["name"], a["version"], a["purl"]) for a in json.loads(syft.stdout)["artifacts"]}
+    assert found == {("commons-io", "2.11.0", "pkg:maven/commons-io/commons-io@2.11.0"),
+                     ("commons-cli", "1.5.0", "pkg:maven/commons-cli/commons-cli@1.5.0")}
+    trivy = subprocess.run([str(images.VENV_BIN / "trivy"), "rootfs", "--scanners", "", "--offline-scan",
+                            "--skip-db-update", "--skip-java-db-update", "--list-all-pkgs", "--format", "json",
+                            "--quiet", "--cache-dir", str(images.CACHE / "trivy-cache"), str(tmp_path)],
+                           check=True, capture_output=True)
+    assert not json.loads(trivy.stdout).get("Results")

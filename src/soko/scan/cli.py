@@ -35,6 +35,17 @@ def add_parsers(sub, common: Callable, settings: Callable) -> None:
     scan.add_argument("--format", choices=["text", "json"], default="text")
     scan.set_defaults(func=lambda args: cmd_scan(args, settings(args)))
 
+    sbom = sub.add_parser("sbom", help="write an image's SBOM (CycloneDX 1.6 or SPDX 2.3 JSON) from its inventory")
+    common(sbom)
+    sbom.add_argument("image", metavar="REPOSITORY:TAG|REPOSITORY@DIGEST")
+    sbom.add_argument("--format", choices=["cyclonedx", "spdx"], default="cyclonedx")
+    sbom.add_argument("--account", help="the repository's account (default: the configured account)")
+    sbom.add_argument("--output", "-o", metavar="FILE", help="write the document here (default: standard output)")
+    sbom.add_argument("--attach", action="store_true",
+                      help="also push it beside the image as an OCI artifact whose subject is the image (the "
+                           "referrers API and ListImageReferrers list it)")
+    sbom.set_defaults(func=lambda args: cmd_sbom(args, settings(args)))
+
 
 def _database(settings):
     from soko import private
@@ -97,17 +108,58 @@ def cmd_vulndb_status(args: argparse.Namespace, settings) -> int:
     return 0
 
 
+def _image(text: str) -> tuple[str, str]:
+    """``REPOSITORY:TAG`` or ``REPOSITORY@DIGEST`` (a bare repository: its ``latest``)."""
+    name, sep, reference = text.partition("@")
+    if not sep:
+        name, sep, reference = text.rpartition(":")
+        if not sep or "/" in reference:
+            name, reference = text, "latest"
+    return name, reference
+
+
+def cmd_sbom(args: argparse.Namespace, settings) -> int:
+    from soko.registry import Registry
+    from soko.registry.models import RepoRef
+    from soko.scan.sbom import Sboms
+
+    name, reference = _image(args.image)
+    registry = Registry.open(settings)
+    try:
+        sbom = Sboms(registry).of(RepoRef(args.account or settings.account_id, name), reference, args.format,
+                                  attach=args.attach)
+    except SokoError as exc:
+        print(f"soko sbom: {exc.message}", file=sys.stderr)
+        return 1
+    finally:
+        registry.close()
+    if args.output:
+        _write(args.output, sbom.document)
+    else:
+        sys.stdout.write(sbom.document.decode())
+        sys.stdout.write("\n")
+    if sbom.referrer:
+        print(f"soko sbom: attached to {sbom.image} as {sbom.referrer} ({sbom.media_type})", file=sys.stderr)
+    return 0
+
+
+def _write(path: str, data: bytes) -> None:
+    """Whole or not at all (a temporary file renamed into place)."""
+    import os
+
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "wb") as out:
+        out.write(data)
+    os.replace(tmp, path)
+
+
 def cmd_scan(args: argparse.Namespace, settings) -> int:
     from soko.registry import Registry
     from soko.registry.models import RepoRef
     from soko.scan.inventory import Inventories
     from soko.scan.vulndb import matcher
 
-    name, sep, reference = args.image.partition("@")
-    if not sep:
-        name, sep, reference = args.image.rpartition(":")
-        if not sep or "/" in reference:
-            name, reference = args.image, "latest"
+    name, reference = _image(args.image)
     registry = Registry.open(settings)
     try:
         ref = RepoRef(args.account or settings.account_id, name)
