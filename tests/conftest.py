@@ -51,11 +51,11 @@ def database_url(request, tmp_path) -> Iterator[str]:
         yield url
 
 
-@pytest.fixture
-def settings(tmp_path, database_url) -> Settings:
+def make_settings(data_dir: str, database_url: str) -> Settings:
+    """The settings every test server starts from: a data directory, a database and the root key below."""
     return load_settings(
         overrides={
-            "data_dir": str(tmp_path / "data"),
+            "data_dir": data_dir,
             "database_url": database_url,
             "root_access_key_id": ROOT_KEY_ID,
             "root_secret_access_key": ROOT_SECRET,
@@ -64,14 +64,23 @@ def settings(tmp_path, database_url) -> Settings:
     )
 
 
-@pytest.fixture
-def registry(settings) -> Iterator[Registry]:
+def open_registry(settings: Settings) -> Registry:
+    """A migrated database and blobs encrypted at rest, as Registry.open stores them (soko.crypto)."""
     os.makedirs(settings.data_dir, exist_ok=True)
     db = Database(settings.effective_database_url, pool_size=4)
     db.migrate()
-    # Blobs encrypted at rest, as Registry.open stores them (soko.crypto)
     ring = KeyRing.service(MasterKey.load(settings.master_key, settings.data_dir).storage_key)
-    reg = Registry(settings, db, SealedDriver(FilesystemDriver(settings.blob_root), ring))
+    return Registry(settings, db, SealedDriver(FilesystemDriver(settings.blob_root), ring))
+
+
+@pytest.fixture
+def settings(tmp_path, database_url) -> Settings:
+    return make_settings(str(tmp_path / "data"), database_url)
+
+
+@pytest.fixture
+def registry(settings) -> Iterator[Registry]:
+    reg = open_registry(settings)
     yield reg
     reg.close()
 

@@ -82,7 +82,9 @@ class SokoApp:
         self.metrics = metrics_handler(registry, self.runtime)
         self.health = Health(registry)
         # The web console (off with console = false: /console/ is then simply not here).
-        self.console = Console(settings, registry, identity, self.bodies, endpoints) if settings.console else None
+        self.console = (
+            Console(settings, registry, identity, self.bodies, endpoints, iam=query) if settings.console else None
+        )
         proxies = TrustedProxies(settings.trusted_proxies)
         self._proxies = proxies if proxies.networks else None
         self._upkeep: contextlib.AbstractAsyncContextManager | None = None

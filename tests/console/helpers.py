@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 
 import httpx
 
@@ -11,6 +12,11 @@ from soko.registry.models import RepoRef
 from tests.domain import push_blob
 
 XSS = "<script>alert(1)</script>\"'><img src=x onerror=alert(2)>"
+# An identity policy that lets a user list and describe repositories, and nothing else.
+LIST_ONLY = {
+    "Version": "2012-10-17",
+    "Statement": [{"Effect": "Allow", "Action": "ecr:DescribeRepositories", "Resource": "*"}],
+}
 
 
 def push_rich_image(registry, ref: RepoRef, tag: str, *, label: str = "plain", seed: str = "") -> str:
@@ -83,3 +89,14 @@ def sign_in(client: httpx.Client, key_id: str, secret: str, session_token: str =
             "session_token": session_token,
         },
     )
+
+
+def wait_for(check, timeout: float = 30.0):
+    """Poll until ``check()`` is truthy (webhook delivery runs on the server's job runner) and return its value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value or time.monotonic() > deadline:
+            assert value, "the server's background job did not get there"
+            return value
+        time.sleep(0.1)

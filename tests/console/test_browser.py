@@ -8,13 +8,13 @@ import json
 import os
 import pathlib
 import re
-from collections.abc import Iterator
+from urllib.parse import quote
 
 import pytest
 
 from soko.registry.models import RepoRef
 from tests.conftest import ROOT_KEY_ID, ROOT_SECRET
-from tests.console.helpers import XSS, make_user, push_rich_image
+from tests.console.helpers import LIST_ONLY, XSS, make_user, push_rich_image, wait_for
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 
@@ -29,18 +29,10 @@ if not os.path.exists(CHROMIUM):
     pytest.skip("chromium is not installed (scripts/bootstrap.sh --test)", allow_module_level=True)
 
 
-@pytest.fixture(params=["postgresql"])
-def database_url(request, tmp_path) -> Iterator[str]:
+@pytest.fixture(scope="module", params=["postgresql"])
+def database_kind(request) -> str:
     """The browser tests run on PostgreSQL only (the HTTP tests cover SQLite): a browser is the slow part."""
-    from tests.conftest import _PG
-    from tests.databases import fresh_database
-
-    if not _PG:
-        if os.environ.get("CI"):
-            pytest.fail("PostgreSQL is not reachable")
-        pytest.skip("PostgreSQL not reachable")
-    with fresh_database("postgresql", str(tmp_path)) as url:
-        yield url
+    return request.param
 
 
 @pytest.fixture(scope="module")
@@ -169,14 +161,7 @@ def test_sign_in_browse_edit_preview_and_sign_out(server, page):
 
 def test_restricted_user_sees_not_allowed_panels(server, aws, page):
     server.registry.repositories.create(RepoRef(ACCOUNT, "private/app"))
-    key_id, secret = make_user(
-        aws("iam"),
-        "auditor",
-        {
-            "Version": "2012-10-17",
-            "Statement": [{"Effect": "Allow", "Action": "ecr:DescribeRepositories", "Resource": "*"}],
-        },
-    )
+    key_id, secret = make_user(aws("iam"), "auditor", LIST_ONLY)
     sign_in(page, server.url, key_id, secret)
     page.wait_for_url(re.compile(r"/console/repositories$"))
     page.get_by_role("link", name="private/app").click()
@@ -187,6 +172,18 @@ def test_restricted_user_sees_not_allowed_panels(server, aws, page):
     shot(page, "not-allowed")
     page.goto(server.url + "/console/repo/private/app/-/lifecycle")
     assert "Not allowed" in page.inner_text("main")
+    # The pages beyond repositories: each names the action the user lacks.
+    for path, action in (
+        ("/console/usage", "ce:GetCostAndUsage"),
+        ("/console/audit", "cloudtrail:LookupEvents"),
+        ("/console/events", "soko:ListEventDeliveries"),
+        ("/console/repo/private/app/-/policy", "ecr:GetRepositoryPolicy"),
+        ("/console/iam", "iam:ListUsers"),
+    ):
+        page.goto(server.url + path)
+        panel = page.get_by_role("alert").first
+        assert "Not allowed" in panel.inner_text() and action in page.inner_text("main"), path
+    assert axe_violations(page) == []
 
 
 def test_xss_payloads_are_inert(server, page):
@@ -225,10 +222,25 @@ def test_xss_payloads_are_inert(server, page):
     page.locator("#policy").fill(XSS)
     page.get_by_role("button", name="Save policy").click()
     assert page.locator("#policy").input_value() == XSS  # back in the editor as text, with the error beside it
+    # Filters reflected into the new pages, and policy text in the repository policy editor.
+    for path in (
+        "/console/audit?principal=" + quote(XSS) + "&action=" + quote(XSS),
+        "/console/usage?month=" + quote(XSS),
+        "/console/events?target=" + quote(XSS),
+    ):
+        page.goto(server.url + path)
+        assert page.locator("img[src=x]").count() == 0 and page.locator("script:not([src])").count() == 0, path
+    page.goto(server.url + "/console/audit?principal=" + quote(XSS))
+    assert page.get_by_label("Principal ARN").input_value() == XSS  # back in the form as text
+    page.goto(server.url + "/console/repo/xss/-/policy")
+    page.locator("#policy").fill(XSS)
+    page.get_by_role("button", name="Save policy").click()
+    assert page.locator("#policy").input_value() == XSS and page.locator("#policy-error").is_visible()
+    assert page.locator("img[src=x]").count() == 0
     assert page.dialogs == []
 
 
-def test_a_form_on_another_site_cannot_change_anything(server, page):
+def test_a_form_on_another_site_cannot_change_anything(server, aws, page):
     ref = RepoRef(ACCOUNT, "target")
     server.registry.repositories.create(ref)
     sign_in(page, server.url, ROOT_KEY_ID, ROOT_SECRET)
@@ -243,3 +255,118 @@ def test_a_form_on_another_site_cannot_change_anything(server, page):
         page.evaluate("document.getElementById('f').submit()")
     assert "Refused" in page.content() or "Signed out" in page.content()
     assert server.registry.repositories.get(ref).tag_mutability == "MUTABLE"
+    # The new pages' changes: an access key, a redelivery, a repository policy.
+    policy = '{"Statement": [{"Effect": "Allow", "Principal": "*", "Action": "ecr:BatchGetImage"}]}'
+    server.registry.policies.set_repository_policy(ref, policy)
+    keys_before = aws("iam").list_access_keys()["AccessKeyMetadata"]
+    for action, fields in (
+        ("/console/iam/keys", '<input name="action" value="create">'),
+        ("/console/events/redeliver", '<input name="target" value="any">'),
+        ("/console/repo/target/-/policy", '<input name="action" value="delete">'),
+    ):
+        csrf = '<input name="csrf" value="x">'
+        attack = f'<form id="f" method="post" action="{server.url}{action}">{fields}{csrf}</form>'
+        page.goto("data:text/html," + attack)
+        with page.expect_navigation():
+            page.evaluate("document.getElementById('f').submit()")
+        assert "Refused" in page.content() or "Signed out" in page.content(), action
+    assert aws("iam").list_access_keys()["AccessKeyMetadata"] == keys_before
+    assert server.registry.policies.repository_policy(ref) == policy
+
+
+# ---- usage, audit log, IAM, repository policy, event delivery ---------------------------------------------------
+def test_usage_audit_iam_policy_and_events_pages(server, page):
+    import httpx
+
+    from soko.events.targets import Targets
+    from tests.events.receiver import Receiver
+
+    registry = server.registry
+    ref = RepoRef(ACCOUNT, "shop/cart")
+    registry.repositories.create(ref)
+    registry.repositories.create(RepoRef(ACCOUNT, "shop/empty"))
+    digest = push_rich_image(registry, ref, "v1", label="cart", seed="cart")
+    layer = registry.manifests.get(ref, digest)
+    layer_digest = json.loads(layer.payload)["layers"][0]["digest"]
+    with httpx.Client(base_url=server.url, headers=server.basic_auth) as pull:  # a real pull: metered transfer
+        assert pull.get(f"/v2/shop/cart/blobs/{layer_digest}").status_code == 200
+    registry.metering.sample()
+
+    sign_in(page, server.url, ROOT_KEY_ID, ROOT_SECRET)
+    page.wait_for_url(re.compile(r"/console/repositories$"))
+    page.get_by_role("link", name="Usage", exact=True).click()
+    page.wait_for_url(re.compile(r"/console/usage$"))
+    charts = page.get_by_role("img")
+    assert charts.count() == 4
+    assert "Stored GB-months per repository" in page.locator("#chart-storage-t").text_content()
+    assert "shop/cart" in page.locator("#usage").inner_text()
+    assert page.locator("svg.chart rect.s0").count() >= 1  # bars drawn (transfer and storage)
+    assert axe_violations(page) == []
+    shot(page, "usage")
+
+    page.get_by_role("link", name="Audit log").click()
+    page.get_by_label("Repository").fill("shop/cart")
+    page.get_by_label("Action").fill("ecr:GetDownloadUrlForLayer")
+    page.get_by_role("button", name="Search").click()
+    page.wait_for_url(re.compile(r"repository=shop%2Fcart"))
+    rows = page.locator("#audit tbody tr")
+    assert rows.count() >= 1 and "repository/shop/cart" in rows.first.inner_text()  # the pull above
+    assert axe_violations(page) == []
+    shot(page, "audit")
+
+    page.get_by_role("link", name="IAM").click()
+    page.wait_for_url(re.compile(r"/console/iam$"))
+    page.get_by_role("button", name="Create an access key").click()
+    secret = page.locator("#new-secret").input_value()
+    assert len(secret) >= 30
+    new_key = page.locator("#new-key").inner_text().split("New access key ")[1].split(".")[0]
+    assert page.locator("#keys").get_by_text(new_key).is_visible()
+    page.get_by_role("button", name=f"Delete access key {new_key}").click()
+    assert page.locator("#keys").get_by_text(new_key).count() == 0
+    assert axe_violations(page) == []
+    shot(page, "iam")
+
+    page.goto(server.url + "/console/repo/shop/cart")
+    page.get_by_role("link", name="Edit the repository policy").click()
+    editor = page.get_by_label("Policy (JSON, as SetRepositoryPolicy takes it)")
+    editor.fill('{"Version": "2012-10-17", "Statement": [{"Effect": "Allow"}]}')
+    page.get_by_role("button", name="Save policy").click()
+    assert page.locator("#policy-error").is_visible()
+    assert page.locator("#policy").get_attribute("aria-invalid") == "true"
+    assert axe_violations(page) == []
+    shot(page, "policy")
+    editor.fill(
+        json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [{"Sid": "ci", "Effect": "Allow", "Principal": "*", "Action": "ecr:BatchGetImage"}],
+            },
+            indent=2,
+        )
+    )
+    page.get_by_role("button", name="Save policy").click()
+    page.wait_for_url(re.compile(r"/-/policy$"))
+    assert '"Sid": "ci"' in registry.policies.repository_policy(ref)
+
+    receiver = Receiver().start()
+    receiver.status = 500
+    targets = Targets(registry.ctx)
+    try:
+        targets.create(ACCOUNT, "browser-hook", receiver.url, max_attempts=1, timeout=5)
+        registry.repositories.create(RepoRef(ACCOUNT, "shop/hooked"))
+        wait_for(lambda: targets.dead_letters(ACCOUNT, "browser-hook"))
+        page.get_by_role("link", name="Events").click()
+        page.wait_for_url(re.compile(r"/console/events$"))
+        assert "browser-hook" in page.locator("#targets").inner_text()
+        assert "Soko Repository Action" in page.locator("#dead-letters").inner_text()
+        assert axe_violations(page) == []
+        shot(page, "events")
+        receiver.status = 200
+        page.get_by_role("button", name="Redeliver all 1 dead letter(s) of browser-hook").click()
+        assert "1 event(s) queued for redelivery" in page.locator("#redelivered").inner_text()
+        wait_for(lambda: not targets.dead_letters(ACCOUNT, "browser-hook"))
+        assert any(e["detail"].get("repository-name") == "shop/hooked" for e in receiver.unique_events())
+    finally:
+        targets.delete(ACCOUNT, "browser-hook")
+        receiver.stop()
+    assert page.dialogs == []

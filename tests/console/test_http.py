@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import re
+from collections.abc import Iterator
 
 import httpx
 import pytest
 
 from soko.registry.models import RepoRef
-from tests.conftest import ROOT_KEY_ID, ROOT_SECRET
-from tests.console.helpers import XSS, hidden_csrf, make_user, push_rich_image, sign_in
+from tests.conftest import ROOT_KEY_ID, ROOT_SECRET, RunningServer, make_settings, open_registry, serve
+from tests.console.helpers import LIST_ONLY, XSS, hidden_csrf, make_user, push_rich_image, sign_in, wait_for
 
 ACCOUNT = "000000000000"
 
@@ -44,14 +47,16 @@ def test_signin_sets_a_strict_session_cookie_and_signout_revokes_it(server, web)
         assert replay.get("/console/repositories").headers["location"] == "/console/signin"
 
 
-def test_wrong_secret_unknown_key_and_throttling(web):
-    r = sign_in(web, ROOT_KEY_ID, "wrong-secret")
+def test_wrong_secret_unknown_key_and_throttling(aws, web):
+    # A key of its own to lock out: the module's other tests sign in with the root key.
+    key_id, secret = make_user(aws("iam"), "locked", None)
+    r = sign_in(web, key_id, "wrong-secret")
     assert r.status_code == 401 and "not valid" in r.text
     assert "soko_console=" not in r.headers.get("set-cookie", "")
     assert sign_in(web, "AKIANOSUCHKEY0000000", "x").status_code == 401
     for _ in range(4):
-        sign_in(web, ROOT_KEY_ID, "wrong-secret")
-    r = sign_in(web, ROOT_KEY_ID, ROOT_SECRET)  # the right secret, but the key is locked out for a while
+        sign_in(web, key_id, "wrong-secret")
+    r = sign_in(web, key_id, secret)  # the right secret, but the key is locked out for a while
     assert r.status_code == 429 and "too many failed sign-ins" in r.text
 
 
@@ -119,7 +124,7 @@ def test_pages_show_the_domain(server, root):
     ref = RepoRef(ACCOUNT, "team/app")
     server.registry.repositories.create(ref)
     digest = push_rich_image(server.registry, ref, "v1", label="hello")
-    page = root.get("/console/repositories", params={"q": "app"})
+    page = root.get("/console/repositories", params={"q": "team/app"})
     assert "team/app" in page.text and "1 repository" in page.text
     page = root.get("/console/repo/team/app")
     assert page.status_code == 200 and digest[:19] in page.text and ">v1<" in page.text
@@ -161,10 +166,10 @@ def test_hostile_inputs_answer_clean_errors(server, root):
 
 
 def test_lifecycle_validation_errors_shown_in_place(server, root):
-    server.registry.repositories.create(RepoRef(ACCOUNT, "ab"))
-    token = hidden_csrf(root.get("/console/repo/ab/-/lifecycle").text)
+    server.registry.repositories.create(RepoRef(ACCOUNT, "lc"))
+    token = hidden_csrf(root.get("/console/repo/lc/-/lifecycle").text)
     bad = '{"rules": [{"rulePriority": 0}]}'
-    r = root.post("/console/repo/ab/-/lifecycle", data={"csrf": token, "action": "save", "policy": bad})
+    r = root.post("/console/repo/lc/-/lifecycle", data={"csrf": token, "action": "save", "policy": bad})
     assert r.status_code == 400 and 'aria-invalid="true"' in r.text
     assert "{&#34;rules&#34;: [{&#34;rulePriority&#34;: 0}]}" in r.text  # the text as submitted, escaped
 
@@ -279,44 +284,28 @@ def test_xss_payloads_render_inert(server, root):
             assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text, path
 
 
-def test_console_off(tmp_path, database_url):
-    import os
-
-    from soko.config import load_settings
-    from soko.meta import Database
-    from soko.registry import Registry
-    from soko.storage import FilesystemDriver
-    from tests.conftest import serve
-
-    settings = load_settings(
-        overrides={
-            "data_dir": str(tmp_path / "off"),
-            "database_url": database_url,
-            "root_access_key_id": ROOT_KEY_ID,
-            "root_secret_access_key": ROOT_SECRET,
-            "console": "false",
-        },
-        env={},
-    )
-    os.makedirs(settings.data_dir, exist_ok=True)
-    db = Database(settings.effective_database_url, pool_size=2)
-    db.migrate()
-    registry = Registry(settings, db, FilesystemDriver(settings.blob_root))
+@contextlib.contextmanager
+def own_server(tmp_path, **settings) -> Iterator[RunningServer]:
+    """A server with other settings, on a SQLite file (what is tested here does not depend on the database)."""
+    registry = open_registry(make_settings(str(tmp_path / "data"), f"sqlite:///{tmp_path / 'metadata.db'}"))
+    for name, value in settings.items():
+        setattr(registry.settings, name, value)
     try:
-        with serve(settings, registry) as running, httpx.Client(base_url=running.url) as c:
-            assert c.get("/console/signin").status_code == 404
-            assert c.get("/console/static/console.css").status_code == 404
+        with serve(registry.settings, registry) as running:
+            yield running
     finally:
         registry.close()
 
 
-class TestBehindATlsProxy:
-    @pytest.fixture
-    def settings(self, settings):
-        settings.trusted_proxies = ["127.0.0.1/32"]  # the test client plays a TLS-terminating proxy
-        return settings
+def test_console_off(tmp_path):
+    with own_server(tmp_path, console=False) as running, httpx.Client(base_url=running.url) as c:
+        assert c.get("/console/signin").status_code == 404
+        assert c.get("/console/static/console.css").status_code == 404
 
-    def test_the_session_cookie_is_secure_under_tls(self, server):
+
+def test_the_session_cookie_is_secure_under_tls(tmp_path):
+    # The test client plays a TLS-terminating proxy.
+    with own_server(tmp_path, trusted_proxies=["127.0.0.1/32"]) as server:
         proxy = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "registry.example.com"}
         with httpx.Client(base_url=server.url, headers=proxy) as c:
             form = c.get("/console/signin")
@@ -335,3 +324,173 @@ class TestBehindATlsProxy:
             # A form from the plain-HTTP origin of the same host is another origin: refused.
             r = c.post("/console/signin", data={"csrf": "x"}, headers={"Origin": "http://registry.example.com"})
             assert r.status_code == 403
+
+
+# ---- repository policy, usage, audit log, IAM, event delivery ---------------------------------------------------
+def _policy(*statements: dict) -> str:
+    return json.dumps({"Version": "2012-10-17", "Statement": list(statements)})
+
+
+def test_repository_policy_editor_validates_in_place_and_refuses_a_lock_out(server, root):
+    ref = RepoRef(ACCOUNT, "pol/app")
+    server.registry.repositories.create(ref)
+    page = root.get("/console/repo/pol/app/-/policy")
+    assert page.status_code == 200 and "no policy" in page.text
+    token = hidden_csrf(page.text)
+    r = root.post("/console/repo/pol/app/-/policy", data={"csrf": token, "action": "save", "policy": '{"Statement": 1'})
+    assert r.status_code == 400 and 'aria-invalid="true"' in r.text and "Invalid repository policy" in r.text
+    assert "{&#34;Statement&#34;: 1" in r.text  # the text as submitted, escaped
+    allow = {"Sid": "pull", "Effect": "Allow", "Principal": "*", "Action": "ecr:BatchGetImage"}
+    r = root.post("/console/repo/pol/app/-/policy", data={"csrf": token, "action": "save", "policy": _policy(allow)})
+    assert r.status_code == 303
+    assert json.loads(server.registry.policies.repository_policy(ref))["Statement"][0]["Sid"] == "pull"
+    # A policy that denies the caller SetRepositoryPolicy: refused as the API refuses it without force.
+    lock = _policy({"Effect": "Deny", "Principal": "*", "Action": "ecr:SetRepositoryPolicy"})
+    r = root.post("/console/repo/pol/app/-/policy", data={"csrf": token, "action": "save", "policy": lock})
+    assert r.status_code == 400 and "force" in r.text and 'name="force"' in r.text
+    assert "pull" in server.registry.policies.repository_policy(ref)
+    r = root.post(
+        "/console/repo/pol/app/-/policy", data={"csrf": token, "action": "save", "policy": lock, "force": "on"}
+    )
+    assert r.status_code == 303 and "Deny" in server.registry.policies.repository_policy(ref)
+    r = root.post("/console/repo/pol/app/-/policy", data={"csrf": token, "action": "delete"})
+    assert r.status_code == 303 and "no policy" in root.get("/console/repo/pol/app/-/policy").text
+    assert root.post("/console/repo/pol/app/-/policy", data={"csrf": token, "action": "drop"}).status_code == 400
+    assert root.post("/console/repo/pol/app/-/policy", data={"action": "delete"}).status_code == 403  # no CSRF token
+
+
+def test_usage_page_charts_the_metering_report(server, root):
+    ref = RepoRef(ACCOUNT, "usage/app")
+    server.registry.repositories.create(ref)
+    push_rich_image(server.registry, ref, "v1", label="usage", seed="u")
+    page = root.get("/console/usage")
+    assert page.status_code == 200
+    assert page.text.count('role="img"') == 4 and "<title id=\"chart-storage-t\">" in page.text
+    assert "usage/app" in page.text and "<table id=\"usage\">" in page.text
+    month = re.search(r'name="month" value="(\d{4}-\d{2})"', page.text).group(1)
+    assert f"soko usage --month {month}" in page.text
+    assert root.get("/console/usage", params={"month": "2026-02"}).status_code == 200
+    for bad in ("2026-13", "yesterday", "0001-01", "<script>"):
+        r = root.get("/console/usage", params={"month": bad})
+        assert r.status_code == 400 and "<script>" not in r.text, bad
+
+
+def test_audit_search_filters_pages_and_stays_in_the_account(server, aws, root):
+    ref = RepoRef(ACCOUNT, "audit/app")
+    server.registry.repositories.create(ref)
+    ecr = aws("ecr")
+    for _ in range(3):
+        ecr.describe_images(repositoryName="audit/app")
+    with pytest.raises(ecr.exceptions.RepositoryNotFoundException):
+        ecr.describe_images(repositoryName="audit/missing")
+    page = root.get("/console/audit", params={"repository": "audit/app", "action": "ecr:DescribeImages"})
+    assert page.status_code == 200
+    rows = re.findall(r"<tr class=\"(allow|deny)\">", page.text)
+    assert rows and set(rows) == {"allow"}
+    assert f"arn:aws:ecr:us-east-1:{ACCOUNT}:repository/audit/app" in page.text
+    assert "audit/missing" not in page.text
+    # Keyset pages of 50: 60 denials (never merged into one row), newest first, then "Older" continues.
+    for i in range(60):
+        server.identity.audit.record("authz", "arn:aws:iam::000000000000:user/p", "ecr:PutImage",
+                                     f"arn:aws:ecr:us-east-1:{ACCOUNT}:repository/audit/app", "deny", f"n{i}", None)
+    query = {"action": "ecr:PutImage", "decision": "deny", "repository": "audit/app"}
+    first = root.get("/console/audit", params=query)
+    reasons = re.findall(r"<td>(n\d+)</td></tr>", first.text)
+    assert reasons == [f"n{i}" for i in range(59, 9, -1)]
+    older = re.search(r'rel="next" href="([^"]+)"', first.text).group(1).replace("&amp;", "&")
+    second = root.get(older)
+    assert re.findall(r"<td>(n\d+)</td></tr>", second.text) == [f"n{i}" for i in range(9, -1, -1)]
+    assert "Newest" in second.text and 'rel="next"' not in second.text
+    # Another account's decisions are not shown.
+    other = "999999999999"
+    server.identity.audit.record("authz", f"arn:aws:iam::{other}:root", "ecr:ListImages",
+                                 f"arn:aws:ecr:us-east-1:{other}:repository/x", "allow", "other account", None)
+    assert "999999999999" not in root.get("/console/audit", params={"action": "ecr:ListImages"}).text
+    hostile = ({"before": "garbage"}, {"since": "tomorrow"}, {"decision": "maybe"}, {"repository": "UP/per"},
+               {"principal": "x" * 3000}, {"before": "WyJ4IiwxXQ"})
+    for params in hostile:
+        assert root.get("/console/audit", params=params).status_code == 400, params
+    r = root.get("/console/audit", params={"principal": XSS})
+    assert r.status_code == 200 and "<script>alert" not in r.text
+
+
+def test_iam_page_lists_users_and_roles_and_manages_own_keys(server, aws, root):
+    iam = aws("iam")
+    iam.create_user(UserName="listed-user")
+    page = root.get("/console/iam")
+    assert page.status_code == 200 and "listed-user" in page.text and ROOT_KEY_ID in page.text
+    assert "(this session)" in page.text
+    token = hidden_csrf(page.text)
+    r = root.post("/console/iam/keys", data={"csrf": token, "action": "create"})
+    assert r.status_code == 200 and "shown only this once" in r.text
+    new_id = re.search(r"New access key ([A-Z0-9]+)", r.text).group(1)
+    assert re.search(r'id="new-secret" value="[^"]{30,}"', r.text)
+    assert new_id in [k["AccessKeyId"] for k in iam.list_access_keys()["AccessKeyMetadata"]]
+    r = root.post("/console/iam/keys", data={"csrf": token, "action": "delete", "key": ROOT_KEY_ID})
+    assert r.status_code == 400 and "sign in with another key" in r.text
+    r = root.post("/console/iam/keys", data={"csrf": token, "action": "delete", "key": "<b>x</b>"})
+    assert r.status_code == 400 and "<b>x" not in r.text
+    r = root.post("/console/iam/keys", data={"csrf": token, "action": "delete", "key": new_id})
+    assert r.status_code == 200 and new_id not in r.text
+    assert new_id not in [k["AccessKeyId"] for k in iam.list_access_keys()["AccessKeyMetadata"]]
+    assert root.post("/console/iam/keys", data={"csrf": "forged", "action": "create"}).status_code == 403
+    assert root.get("/console/iam", params={"users_after": "\x01"}).status_code == 400
+
+
+def test_dead_letters_are_shown_and_redelivered(server, root):
+    from soko.events.targets import Targets
+    from tests.events.receiver import Receiver
+
+    receiver = Receiver().start()
+    receiver.status = 500
+    try:
+        targets = Targets(server.registry.ctx)
+        targets.create(ACCOUNT, "http-hook", receiver.url, max_attempts=1, timeout=5)
+        server.registry.repositories.create(RepoRef(ACCOUNT, "hooked/app"))
+        letters = wait_for(lambda: targets.dead_letters(ACCOUNT, "http-hook"))
+        page = root.get("/console/events", params={"target": "http-hook"})
+        assert page.status_code == 200 and "Soko Repository Action" in page.text
+        assert letters[0]["event_id"] in page.text and "HTTP 500" in page.text
+        receiver.status = 200
+        token = hidden_csrf(page.text)
+        r = root.post(
+            "/console/events/redeliver",
+            data={"csrf": token, "target": "http-hook", "event_id": letters[0]["event_id"]},
+        )
+        assert r.status_code == 200 and "1 event(s) queued" in r.text
+        wait_for(lambda: not targets.dead_letters(ACCOUNT, "http-hook"))
+        assert any(e["detail"].get("repository-name") == "hooked/app" for e in receiver.unique_events())
+        for form in ({"target": "no such"}, {"target": "http-hook", "event_id": "<x>"}):
+            assert root.post("/console/events/redeliver", data={"csrf": token, **form}).status_code == 400
+        assert root.post("/console/events/redeliver", data={"csrf": token, "target": "missing"}).status_code == 400
+        assert root.get("/console/events", params={"target": "../x"}).status_code == 400
+    finally:
+        targets.delete(ACCOUNT, "http-hook")
+        receiver.stop()
+
+
+def test_new_pages_authorize_with_the_api_actions(server, aws, web):
+    server.registry.repositories.create(RepoRef(ACCOUNT, "walled"))
+    key_id, secret = make_user(aws("iam"), "walled-user", LIST_ONLY)
+    assert sign_in(web, key_id, secret).status_code == 303
+    for path, action in (
+        ("/console/usage", "ce:GetCostAndUsage"),
+        ("/console/audit", "cloudtrail:LookupEvents"),
+        ("/console/events", "soko:ListEventDeliveries"),
+        ("/console/repo/walled/-/policy", "ecr:GetRepositoryPolicy"),
+    ):
+        r = web.get(path)
+        assert r.status_code == 403 and "Not allowed" in r.text and action in r.text, path
+    iam_page = web.get("/console/iam")
+    assert iam_page.status_code == 200
+    for action in ("iam:ListUsers", "iam:ListRoles", "iam:ListAccessKeys"):
+        assert action in iam_page.text
+    token = hidden_csrf(iam_page.text)
+    r = web.post("/console/iam/keys", data={"csrf": token, "action": "create"})
+    assert r.status_code == 403 and "Not allowed" in r.text
+    assert len(aws("iam").list_access_keys(UserName="walled-user")["AccessKeyMetadata"]) == 1
+    policy = _policy({"Effect": "Allow", "Principal": "*", "Action": "ecr:BatchGetImage"})
+    r = web.post("/console/repo/walled/-/policy", data={"csrf": token, "action": "save", "policy": policy})
+    assert r.status_code == 403
+    r = web.post("/console/events/redeliver", data={"csrf": token, "target": "any"})
+    assert r.status_code == 403

@@ -29,6 +29,11 @@ class AuditQuery:
     principal: str | None = None
     decision: str | None = None  # allow | deny | challenge; None: allows and denials
     limit: int = 1000
+    until: float | None = None  # before this time
+    action: str | None = None
+    resource: str | None = None
+    account: str | None = None  # rows whose principal or resource is of this account (the console's scope)
+    before: tuple[float, int] | None = None  # keyset position: rows older than this (at, id), for the next page
 
 
 class AuditLog:
@@ -92,6 +97,27 @@ class AuditLog:
             stmt = stmt.where(audit_events.c.decision == q.decision)
         else:
             stmt = stmt.where(audit_events.c.decision != "challenge")
+        if q.until is not None:
+            stmt = stmt.where(audit_events.c.at < q.until)
+        if q.action:
+            stmt = stmt.where(audit_events.c.action == q.action)
+        if q.resource:
+            stmt = stmt.where(audit_events.c.resource == q.resource)
+        if q.account:
+            if not q.account.isdigit():
+                raise ValueError("an account id is digits")
+            # arn:aws:iam::<account>:… and arn:aws:sts::<account>:… principals; arn:aws:ecr:<region>:<account>:…
+            stmt = stmt.where(
+                sa.or_(
+                    audit_events.c.principal.like(f"arn:aws:%::{q.account}:%"),
+                    audit_events.c.resource.like(f"arn:aws:%:%:{q.account}:%"),
+                )
+            )
+        if q.before is not None:
+            at, row_id = q.before
+            stmt = stmt.where(
+                sa.or_(audit_events.c.at < at, sa.and_(audit_events.c.at == at, audit_events.c.id < row_id))
+            )
         with self.ctx.db.read() as conn:
             return [dict(row._mapping) for row in conn.execute(stmt)]
 

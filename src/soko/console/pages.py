@@ -17,7 +17,7 @@ from soko.access import Authorizer, Principal, RequestContext, repository_arn
 from soko.errors import AccessDenied, SokoError
 from soko.registry import Registry
 from soko.registry.lifecycle_store import LifecyclePolicyNotFound, LifecyclePolicyPreviewNotFound
-from soko.registry.models import RepoRef, Repository
+from soko.registry.models import RepoRef
 from soko.registry.policies import RepositoryPolicyNotFound
 from soko.scan.scans import Scans
 
@@ -62,14 +62,21 @@ class Viewer:
         return repository_arn(self.region, self.account, repository)
 
     def authorize(self, action: str, repository: str) -> None:
-        self.authorizer.authorize(self.principal, action, self.arn(repository), self.account, self.context)
+        self.authorize_on(action, self.arn(repository))
 
     def allowed(self, action: str, repository: str) -> Denied | None:
         """None when allowed; the refusal otherwise."""
+        return self.allowed_on(action, self.arn(repository))
+
+    def authorize_on(self, action: str, resource: str) -> None:
+        """An action on any resource of the caller's account (a repository's ARN, ``*``, a user's ARN …)."""
+        self.authorizer.authorize(self.principal, action, resource, self.account, self.context)
+
+    def allowed_on(self, action: str, resource: str) -> Denied | None:
         try:
-            self.authorize(action, repository)
+            self.authorize_on(action, resource)
         except AccessDenied:
-            return Denied(action, self.arn(repository))
+            return Denied(action, resource)
         return None
 
     def repo(self, name: str) -> RepoRef:
@@ -95,19 +102,28 @@ def size(n: int | None) -> str:
 
 
 # ---- repositories -----------------------------------------------------------------------------------------------
-def _encode_position(repo: Repository) -> str:
-    raw = json.dumps([repo.created_at, repo.name], separators=(",", ":")).encode()
+def encode_position(*values: float | int | str) -> str:
+    """A page position (a keyset: the last row's sort values) as an opaque URL-safe token."""
+    raw = json.dumps(list(values), separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def _decode_position(token: str) -> tuple[float, str]:
+def decode_position(token: str, *types: type, name: str = "after") -> tuple:
+    """The values ``encode_position`` put in ``token``, checked against ``types`` (float takes an int too)."""
+    refused = BadInput(f"the page position ('{name}') is not one this console made")
     try:
-        created, name = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        values = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
     except (ValueError, TypeError, binascii.Error):
-        raise BadInput("the page position ('after') is not one this console made") from None
-    if not isinstance(created, int | float) or isinstance(created, bool) or not isinstance(name, str):
-        raise BadInput("the page position ('after') is not one this console made")
-    return float(created), name
+        raise refused from None
+    if not isinstance(values, list) or len(values) != len(types):
+        raise refused
+    out = []
+    for value, kind in zip(values, types, strict=True):
+        accepted = (int, float) if kind is float else (kind,)
+        if isinstance(value, bool) or not isinstance(value, accepted):
+            raise refused
+        out.append(kind(value))
+    return tuple(out)
 
 
 def repositories_page(viewer: Viewer, query: dict[str, str]) -> dict:
@@ -123,7 +139,7 @@ def repositories_page(viewer: Viewer, query: dict[str, str]) -> dict:
     if denied is not None:
         return out
     after_token = query.get("after", "")
-    after = _decode_position(after_token) if after_token else None
+    after = decode_position(after_token, float, str) if after_token else None
     column, descending = SORTS[sort]
     page, total, more = viewer.registry.repositories.search(
         viewer.account, contains=search, sort=column, descending=descending, after=after, limit=PAGE_SIZE
@@ -140,7 +156,7 @@ def repositories_page(viewer: Viewer, query: dict[str, str]) -> dict:
             for r in page
         ],
         total=total,
-        next=_encode_position(page[-1]) if more and page else None,
+        next=encode_position(page[-1].created_at, page[-1].name) if more and page else None,
         paged=bool(after_token),
     )
     return out
@@ -401,3 +417,46 @@ def start_preview(viewer: Viewer, name: str, text: str) -> None:
     """ecr:StartLifecyclePolicyPreview of the text in the editor (the stored policy when it is empty)."""
     viewer.authorize("ecr:StartLifecyclePolicyPreview", name)
     viewer.registry.lifecycle.start_preview(viewer.repo(name), text or None)
+
+
+# ---- repository policy ------------------------------------------------------------------------------------------
+class PolicyLockOut(SokoError):
+    """The policy would keep the caller from setting a policy again (SetRepositoryPolicy's check without force)."""
+
+
+def policy_page(viewer: Viewer, name: str) -> dict:
+    """ecr:GetRepositoryPolicy, as GetRepositoryPolicy authorizes it."""
+    out: dict = {"name": name, "denied": viewer.allowed("ecr:GetRepositoryPolicy", name), "error": None}
+    if out["denied"] is not None:
+        return out
+    ref = viewer.repo(name)
+    try:
+        out["text"] = viewer.registry.policies.repository_policy(ref)
+        out["stored"] = True
+    except RepositoryPolicyNotFound:
+        viewer.registry.repositories.get(ref)  # RepositoryNotFound (a 404) rather than "no policy"
+        out["text"], out["stored"] = "", False
+    return out
+
+
+def save_policy(viewer: Viewer, identity, name: str, text: str, force: bool) -> None:
+    """ecr:SetRepositoryPolicy with SetRepositoryPolicy's checks: the document is validated by the domain
+    (PolicyInvalid, shown in place), and without ``force`` a policy that would lock the caller out is refused."""
+    from soko.ecr.policies import LOCKOUT, would_lock_out
+    from soko.registry.policies import validate_repository_policy
+
+    viewer.authorize("ecr:SetRepositoryPolicy", name)
+    policy = validate_repository_policy(text)
+    ref = viewer.repo(name)
+    viewer.registry.repositories.get(ref)
+    if not force and would_lock_out(
+        identity, viewer.registry, viewer.principal, viewer.context, viewer.account, name, policy
+    ):
+        raise PolicyLockOut(LOCKOUT)
+    viewer.registry.policies.set_repository_policy(ref, text)
+
+
+def delete_policy(viewer: Viewer, name: str) -> None:
+    """ecr:DeleteRepositoryPolicy."""
+    viewer.authorize("ecr:DeleteRepositoryPolicy", name)
+    viewer.registry.policies.delete_repository_policy(viewer.repo(name))

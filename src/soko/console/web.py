@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.resources
 import logging
 import secrets
+import time
 import urllib.parse
 from collections.abc import Mapping
 from typing import Any
@@ -18,7 +19,7 @@ from typing import Any
 import jinja2
 
 from soko.config import Settings
-from soko.console import pages
+from soko.console import auditlog, deliveries, identities, pages, usage
 from soko.console.sessions import COOKIE, ConsoleSessions, Session, SignInFailed, SignInThrottled
 from soko.errors import (
     AccessDenied,
@@ -33,6 +34,7 @@ from soko.http.bodies import BodyBudget, BodyRefused, whole_body
 from soko.http.context import make_context
 from soko.http.messages import Request, Response
 from soko.http.threads import offload
+from soko.iam.api import IamApi
 from soko.iam.service import Identity
 from soko.names import validate_repository_name
 from soko.registry import Registry
@@ -80,6 +82,12 @@ def _static_files() -> dict[str, tuple[bytes, str]]:
     return out
 
 
+def _error_text(exc: SokoError) -> str:
+    """A validation error as the page shows it: the API's message and, where the domain gave one, its detail."""
+    detail = exc.detail if isinstance(exc.detail, str) else None
+    return f"{exc.message} ({detail})" if detail else exc.message
+
+
 def _cookies(request: Request) -> dict[str, str]:
     out: dict[str, str] = {}
     for header in request.getall("cookie")[:8]:
@@ -100,12 +108,14 @@ class Console:
         identity: Identity,
         bodies: BodyBudget,
         endpoints: Mapping[tuple[str, int], str] | None = None,
+        iam: IamApi | None = None,
     ) -> None:
         self.settings = settings
         self.registry = registry
         self.identity = identity
         self.bodies = bodies
         self.endpoints = endpoints or {}
+        self.iam = iam or IamApi(settings, identity)  # the IAM page runs the IAM API's own operations
         self.sessions = ConsoleSessions(registry.ctx, identity.credentials)
         self.templates = _environment()
         self.static = _static_files()
@@ -130,6 +140,14 @@ class Console:
 
     # ---- entry ------------------------------------------------------------------------------------------------
     async def handle(self, request: Request) -> Response:
+        start = time.perf_counter()
+        response = await self._handle(request)
+        # The page's time in Soko (routing, the database, rendering), for browsers' developer tools and the bench.
+        elapsed = (time.perf_counter() - start) * 1000
+        response.headers = {**response.headers, "Server-Timing": f"app;dur={elapsed:.1f}"}
+        return response
+
+    async def _handle(self, request: Request) -> Response:
         path = request.path
         request.operation = "console"
         if path == "/console":
@@ -191,11 +209,50 @@ class Console:
             values = await offload(pages.repositories_page, viewer, dict(request.query))
             status = 403 if values["denied"] else 200
             return self._page("repositories.html", status, **common, **values)
+        if rest == "usage" and method != "POST":
+            values = await offload(usage.usage_page, viewer, dict(request.query))
+            return self._page("usage.html", 403 if values["denied"] else 200, **common, **values)
+        if rest == "audit" and method != "POST":
+            values = await offload(auditlog.audit_page, viewer, self.identity.audit, dict(request.query))
+            return self._page("audit.html", 403 if values["denied"] else 200, **common, **values)
+        if rest in ("iam", "iam/keys"):
+            return await self._iam(request, rest, method, session, viewer, form)
+        if rest == "events" and method != "POST":
+            values = await offload(deliveries.events_page, viewer, dict(request.query))
+            return self._page("events.html", 403 if values["denied"] else 200, **common, **values, queued=None)
+        if rest == "events/redeliver" and method == "POST":
+            queued = await offload(deliveries.redeliver, viewer, form)
+            values = await offload(deliveries.events_page, viewer, {})
+            values.update(queued=queued, queued_target=form.get("target"))
+            return self._page("events.html", **common, **values)
         if rest.startswith("repo/"):
             name, _, sub = rest[len("repo/") :].partition("/-/")
             validate_repository_name(name)
             return await self._repository(request, name, sub, method, common, viewer, form)
         return self._problem(404, "Not found", "there is no such console page", session)
+
+    async def _iam(
+        self, request: Request, rest: str, method: str, session: Session, viewer: pages.Viewer, form: dict[str, str]
+    ) -> Response:
+        values: dict[str, Any] = {"created": None, "refused": None}
+        status = 200
+        if rest == "iam/keys" and method == "POST":
+            action = form.get("action")
+            try:
+                if action == "create":
+                    values["created"] = await offload(identities.create_key, self.iam, viewer)
+                elif action == "delete":
+                    key = form.get("key", "")
+                    await offload(identities.delete_key, self.iam, viewer, key, session.access_key_id)
+                else:
+                    raise pages.BadInput("unknown action; use the Create or Delete button")
+            except identities.KeyRefused as exc:
+                values["refused"], status = str(exc), 400
+        elif rest != "iam" or method == "POST":
+            return self._problem(404, "Not found", "there is no such console page", session)
+        query = dict(request.query) if method != "POST" else {}
+        values.update(await offload(identities.iam_page, self.iam, viewer, query, session.access_key_id))
+        return self._page("iam.html", status, session=session, **values)
 
     async def _repository(
         self, request: Request, name: str, sub: str, method: str, common: dict, viewer: pages.Viewer, form: dict
@@ -217,7 +274,30 @@ class Console:
                 return await self._lifecycle_post(name, common, viewer, form, base)
             values = await offload(pages.lifecycle_page, viewer, name)
             return self._page("lifecycle.html", 403 if values["denied"] else 200, **common, **values)
+        if sub == "policy":
+            if method == "POST":
+                return await self._policy_post(name, common, viewer, form, base)
+            values = await offload(pages.policy_page, viewer, name)
+            return self._page("policy.html", 403 if values["denied"] else 200, **common, **values)
         return self._problem(404, "Not found", "there is no such console page", common["session"])
+
+    async def _policy_post(self, name: str, common: dict, viewer: pages.Viewer, form: dict, base: str) -> Response:
+        text = form.get("policy", "").replace("\r\n", "\n")
+        action = form.get("action")
+        if action not in ("save", "delete"):
+            raise pages.BadInput("unknown action; use the Save or Delete button")
+        try:
+            if action == "save":
+                await offload(pages.save_policy, viewer, self.identity, name, text, form.get("force") == "on")
+            else:
+                await offload(pages.delete_policy, viewer, name)
+        except (AccessDenied, RepositoryNotFound, NameInvalid):
+            raise
+        except SokoError as exc:  # validation (or the lock-out check): shown in place, the text as submitted
+            values = await offload(pages.policy_page, viewer, name)
+            values.update(text=text, error=_error_text(exc), lockout=isinstance(exc, pages.PolicyLockOut))
+            return self._page("policy.html", 400, **common, **values)
+        return self._redirect(f"{base}/-/policy")
 
     async def _lifecycle_post(self, name: str, common: dict, viewer: pages.Viewer, form: dict, base: str) -> Response:
         text = form.get("policy", "").replace("\r\n", "\n")  # browsers send a textarea's lines as CRLF
@@ -229,13 +309,11 @@ class Console:
                 await offload(pages.save_lifecycle, viewer, name, text)
             else:
                 await offload(pages.start_preview, viewer, name, text)
-        except AccessDenied:
-            raise
-        except (RepositoryNotFound, NameInvalid):
+        except (AccessDenied, RepositoryNotFound, NameInvalid):
             raise
         except SokoError as exc:  # validation: shown in place, with the text as it was submitted
             values = await offload(pages.lifecycle_page, viewer, name)
-            values.update(text=text, error=exc.message)
+            values.update(text=text, error=_error_text(exc))
             return self._page("lifecycle.html", 400, **common, **values)
         return self._redirect(f"{base}/-/lifecycle")
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from soko.access import repository_arn
+from soko.access import Principal, RequestContext, repository_arn
 from soko.ecr.api import Call
 from soko.ecr.repositories import invalid
 from soko.iam.authorizer import policy_principal
 from soko.iam.policy import AuthzRequest, MalformedPolicy, Policy, PolicyKind, evaluate, parse_policy
+from soko.iam.service import Identity
+from soko.registry import Registry
 from soko.registry.policies import RegistryPolicyNotFound, validate_registry_policy, validate_repository_policy
 
 LOCKOUT = (
@@ -15,29 +17,36 @@ LOCKOUT = (
 )
 
 
-def _would_lock_out(call: Call, name: str, new_policy: Policy) -> bool:
-    """Would the caller still be allowed ecr:SetRepositoryPolicy on the repository once ``new_policy`` applies?"""
-    identity = call.api.identity
+def would_lock_out(
+    identity: Identity,
+    registry: Registry,
+    caller: Principal,
+    context: RequestContext,
+    account: str,
+    name: str,
+    new_policy: Policy,
+) -> bool:
+    """Would the caller no longer be allowed ecr:SetRepositoryPolicy on the repository once ``new_policy`` applies?
+    (SetRepositoryPolicy without force, and the console's policy editor, refuse such a policy.)"""
     identity_policies = []
-    for text in identity.credentials.identity_policies(call.caller):
+    for text in identity.credentials.identity_policies(caller):
         try:
             identity_policies.append(parse_policy(text, PolicyKind.IDENTITY))
         except MalformedPolicy:
             continue
     resource = [new_policy]
     try:
-        registry_text = call.api.registry.policies.registry_policy(call.registry_id)
+        registry_text = registry.policies.registry_policy(account)
         resource.append(parse_policy(registry_text, PolicyKind.REGISTRY))
     except (RegistryPolicyNotFound, MalformedPolicy):
         pass
-    caller = call.caller
-    arn = repository_arn(call.api.settings.region, call.registry_id, name)
-    conditions = identity.authorizer.condition_keys(call.context, "ecr:SetRepositoryPolicy", arn, call.registry_id)
+    arn = repository_arn(registry.settings.region, account, name)
+    conditions = identity.authorizer.condition_keys(context, "ecr:SetRepositoryPolicy", arn, account)
     request = AuthzRequest(
         principal=policy_principal(caller),
         action="ecr:SetRepositoryPolicy",
         resource=arn,
-        resource_account=call.registry_id,
+        resource_account=account,
         context=conditions,
     )
     return not evaluate(request, identity_policies=identity_policies, resource_policies=resource).allowed
@@ -49,7 +58,10 @@ def set_repository_policy(call: Call) -> dict:
     text = call.params["policyText"]
     policy = validate_repository_policy(text)
     call.api.registry.repositories.get(ref)  # RepositoryNotFound before the lock-out check
-    if not call.params.get("force") and _would_lock_out(call, ref.name, policy):
+    api = call.api
+    if not call.params.get("force") and would_lock_out(
+        api.identity, api.registry, call.caller, call.context, call.registry_id, ref.name, policy
+    ):
         raise invalid("PolicyText", LOCKOUT)
     call.api.registry.policies.set_repository_policy(ref, text)
     return {"registryId": ref.account_id, "repositoryName": ref.name, "policyText": text}
