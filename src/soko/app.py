@@ -66,6 +66,7 @@ class SokoApp:
         ecr = EcrApi(settings, registry, identity, self.pull_through)
         query = IamApi(settings, identity)
         self.kms = KeyService(registry.ctx, identity)
+        registry.encryption.attach(self.kms)  # KMS and KMS_DSSE repositories use it (soko.registry.encryption)
         self.aws = AwsFrontDoor(
             identity.credentials,
             ecr,

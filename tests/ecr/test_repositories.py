@@ -7,6 +7,7 @@ import pytest
 from botocore.exceptions import ClientError, ParamValidationError
 
 from tests.conftest import ROOT_KEY_ID, ROOT_SECRET, SUITE_RETRIES
+from tests.iam.test_api_roles import allow, new_user
 from tests.oci.helpers import push_image
 
 ACCOUNT = "000000000000"
@@ -55,22 +56,46 @@ def test_create_repository_with_everything(ecr):
     assert described == repo
 
 
-@pytest.mark.parametrize(
-    "requested",
-    [
-        {"encryptionConfiguration": {"encryptionType": "KMS"}},
-        {"encryptionConfiguration": {"encryptionType": "KMS_DSSE", "kmsKey": "arn:aws:kms:us-east-1:0:key/k"}},
-    ],
-    ids=["kms", "kms-dsse"],
-)
-def test_create_repository_refuses_settings_it_cannot_carry_out(ecr, requested):
-    # No KMS keys yet: storing these and ignoring them would mislead whoever chose them.
+def test_create_repository_with_kms_keys(ecr, aws):
+    kms = aws("kms")
+    key = kms.create_key()["KeyMetadata"]
+    kms.create_alias(AliasName="alias/repos", TargetKeyId=key["KeyId"])
+    for name, config in (
+        ("by-alias", {"encryptionType": "KMS", "kmsKey": "alias/repos"}),
+        ("by-id", {"encryptionType": "KMS_DSSE", "kmsKey": key["KeyId"]}),
+    ):
+        repo = ecr.create_repository(repositoryName=name, encryptionConfiguration=config)["repository"]
+        assert repo["encryptionConfiguration"] == {"encryptionType": config["encryptionType"], "kmsKey": key["Arn"]}
+    managed = ecr.create_repository(repositoryName="managed", encryptionConfiguration={"encryptionType": "KMS"})
+    assert managed["repository"]["encryptionConfiguration"]["kmsKey"] == kms.describe_key(KeyId="alias/aws/ecr")[
+        "KeyMetadata"
+    ]["Arn"]
+    kms.disable_key(KeyId=key["KeyId"])
+    for config in (
+        {"encryptionType": "KMS", "kmsKey": key["KeyId"]},
+        {"encryptionType": "KMS", "kmsKey": "alias/missing"},
+        {"encryptionType": "KMS", "kmsKey": key["Arn"].replace("us-east-1", "eu-west-1")},
+    ):
+        with pytest.raises(ClientError) as exc:
+            ecr.create_repository(repositoryName="refused", encryptionConfiguration=config)
+        code, _ = error_of(exc)
+        assert code == "KmsException"
+        assert exc.value.response["kmsError"] in ("DisabledException", "NotFoundException")
+    assert "refused" not in {r["repositoryName"] for r in ecr.describe_repositories()["repositories"]}
+
+    # the creator must be allowed to use the key through ECR (its IAM policy here; the key policy grants the root)
+    kms.enable_key(KeyId=key["KeyId"])
+    iam = aws("iam")
+    ecr_only = aws("ecr", *new_user(iam, "ecr-only", allow("ecr:*")))
     with pytest.raises(ClientError) as exc:
-        ecr.create_repository(repositoryName="refused", **requested)
-    code, message = error_of(exc)
-    assert code == "UnsupportedOperationException" and "cannot be carried out" in message
-    assert exc.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
-    assert ecr.describe_repositories()["repositories"] == []
+        ecr_only.create_repository(
+            repositoryName="not-mine", encryptionConfiguration={"encryptionType": "KMS", "kmsKey": key["KeyId"]}
+        )
+    assert error_of(exc)[0] == "KmsException" and exc.value.response["kmsError"] == "AccessDeniedException"
+    user = aws("ecr", *new_user(iam, "key-user", allow(["ecr:*", "kms:GenerateDataKey"])))
+    user.create_repository(
+        repositoryName="mine", encryptionConfiguration={"encryptionType": "KMS", "kmsKey": key["Arn"]}
+    )
 
 
 def test_create_repository_aes256_with_key_is_invalid(ecr):
@@ -438,8 +463,8 @@ def test_cli_repository_lifecycle(aws_cli):
     assert code == 0, err
     assert out["repositories"][0]["imageScanningConfiguration"]["scanOnPush"] is False
     code, out, err = aws_cli("ecr", "create-repository", "--repository-name", "cli/kms", "--encryption-configuration",
-                             "encryptionType=KMS")
-    assert code != 0 and "UnsupportedOperationException" in err and "AES256" in err
+                             "encryptionType=KMS,kmsKey=alias/none")
+    assert code != 0 and "KmsException" in err and "NotFoundException" in err
     code, out, err = aws_cli("ecr", "describe-repositories", "--repository-names", "nope")
     assert code != 0 and "RepositoryNotFoundException" in err
     code, out, err = aws_cli("ecr", "create-repository", "--repository-name", "Bad_Name")

@@ -114,3 +114,36 @@ def test_paginated_listing_as_the_provider_reads_it(kms) -> None:
         kms.create_alias(AliasName=f"alias/k{i}", TargetKeyId=key_id)
     pages = list(kms.get_paginator("list_aliases").paginate(PaginationConfig={"PageSize": 2}))
     assert len(pages) == 3 and sum(len(p["Aliases"]) for p in pages) == 5
+
+
+def test_aws_kms_key_with_an_aws_ecr_repository_encrypted_by_it(aws, kms, server) -> None:
+    """resource "aws_kms_key" "repo" {} + resource "aws_ecr_repository" "app" { encryption_configuration {
+    encryption_type = "KMS", kms_key = aws_kms_key.repo.arn } }: apply, a plan with no diff, a push, destroy."""
+    from soko.registry.models import RepoRef
+    from tests.domain import push_blob
+
+    ecr = aws("ecr")
+    # aws_kms_key: CreateKey, then the read
+    key = kms.create_key(Description="ecr app", KeyUsage="ENCRYPT_DECRYPT", CustomerMasterKeySpec="SYMMETRIC_DEFAULT")
+    key_id, key_arn = key["KeyMetadata"]["KeyId"], key["KeyMetadata"]["Arn"]
+    assert read_key(kms, key_id)["meta"]["KeyState"] == "Enabled"
+    # aws_ecr_repository: CreateRepository with encryptionConfiguration, then DescribeRepositories + tags
+    ecr.create_repository(
+        repositoryName="tf/encrypted",
+        imageTagMutability="MUTABLE",
+        imageScanningConfiguration={"scanOnPush": False},
+        encryptionConfiguration={"encryptionType": "KMS", "kmsKey": key_arn},
+    )
+    repo = ecr.describe_repositories(repositoryNames=["tf/encrypted"])["repositories"][0]
+    assert ecr.list_tags_for_resource(resourceArn=repo["repositoryArn"])["tags"] == []
+    # the next plan compares kms_key with the ARN it was given: no diff, so no forced replacement
+    assert repo["encryptionConfiguration"] == {"encryptionType": "KMS", "kmsKey": key_arn}
+    push_blob(server.registry, RepoRef(ACCOUNT, "tf/encrypted"), b"layer under the customer key")
+    # destroy in dependency order: the repository (force_delete), its NotFound poll, then the key's deletion window
+    ecr.delete_repository(repositoryName="tf/encrypted", force=True)
+    with pytest.raises(ClientError) as exc:
+        ecr.describe_repositories(repositoryNames=["tf/encrypted"])
+    assert exc.value.response["Error"]["Code"] == "RepositoryNotFoundException"
+    deleted = kms.schedule_key_deletion(KeyId=key_id, PendingWindowInDays=7)
+    assert deleted["KeyState"] == "PendingDeletion"
+    assert read_key(kms, key_id)["meta"]["KeyState"] == "PendingDeletion"

@@ -6,6 +6,7 @@ from soko import errors as e
 from soko.aws.errors import ServiceError
 from soko.pullthrough import rules as ptc
 from soko.registry import capabilities as c
+from soko.registry import encryption as enc
 from soko.registry import policies as p
 from soko.registry import repositories as r
 from soko.registry import settings_store as s
@@ -52,6 +53,8 @@ _TABLE: list[tuple[type[e.SokoError], str]] = [
 
 
 def from_domain(error: e.SokoError) -> ServiceError:
+    if isinstance(error, enc.KeyUnusable):  # the repository's KMS key: ECR's KmsException names KMS's error
+        return ServiceError("KmsException", error.message, kmsError=error.kms_error)
     if isinstance(error, e.StorageUnavailable):  # retryable: botocore retries 503s
         return ServiceError("ServiceUnavailableException", error.message, 503)
     for cls, name in _TABLE:

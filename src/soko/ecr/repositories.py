@@ -91,6 +91,7 @@ def create_repository(call: Call) -> dict:
         encryption_type=kind,
         kms_key=key,
         tags=p.get("tags"),
+        key_user=call.caller,
     )
     return {"repository": repository_json(call, repo)}
 

@@ -72,12 +72,15 @@ import sqlalchemy as sa
 
 from soko.gc import tombstones
 from soko.kernel.context import DomainContext
+from soko.kernel.keyspaces import keyspace_of
 from soko.meta.schema import (
+    blob_copies,
     blobs,
     gc_link_reviews,
     gc_tombstones,
     manifest_blobs,
     manifests,
+    repositories,
     repository_blobs,
     uploads,
 )
@@ -149,6 +152,7 @@ class GcReport:
     trash_restored: int = 0  # legacy: trash left by a collector of an older version that died mid-batch
     tombstones_executed: int = 0  # stored objects deleted after their rows' deletion committed
     tombstones_voided: int = 0  # deletions dropped because the digest was pushed again meanwhile
+    copies_deleted: int = 0  # customer-key copies no repository of their key links any more
     deleted_digests: list[str] = field(default_factory=list)
     seconds: float = 0.0
     phase: str = "starting"
@@ -404,13 +408,12 @@ class GarbageCollector:
 
     # ---- blobs ------------------------------------------------------------------------------------------------------
     def _delete_blobs(self, cutoff: float, dry_run: bool, report: GcReport, stopping: Callable[[], bool]) -> None:
+        self._delete_copies(cutoff, dry_run, report)
         linked = sa.exists().where(repository_blobs.c.digest == blobs.c.digest)
         with self.ctx.db.read() as conn:
             candidates = [
                 tuple(row)
-                for row in conn.execute(
-                    sa.select(blobs.c.digest, blobs.c.size).where(~_blob_is_young(cutoff), ~linked)
-                )
+                for row in conn.execute(sa.select(blobs.c.digest, blobs.c.size).where(~_blob_is_young(cutoff), ~linked))
             ]
             if dry_run and report.doomed_links:
                 # Blobs whose every link this run found unreferenced would be freed too.
@@ -481,9 +484,74 @@ class GarbageCollector:
                 .all()
             )
             if unused:
+                copies = conn.execute(
+                    sa.select(blob_copies.c.digest, blob_copies.c.keyspace).where(blob_copies.c.digest.in_(unused))
+                ).all()
+                conn.execute(sa.delete(blob_copies).where(blob_copies.c.digest.in_(unused)))
                 conn.execute(sa.delete(blobs).where(blobs.c.digest.in_(unused)))
-                tombstones.bury(conn, [(d, blob_path(d)) for d in unused], self.ctx.clock(), "blob-delete")
+                entries = [(d, blob_path(d)) for d in unused] + [(d, paths.keyed_path(k, d)) for d, k in copies]
+                tombstones.bury(conn, entries, self.ctx.clock(), "blob-delete")
         return unused
+
+    def _delete_copies(self, cutoff: float, dry_run: bool, report: GcReport) -> None:
+        """A blob's copy under a customer key (KMS, KMS_DSSE) that no repository of that key links any more goes,
+        while the blob lives on for repositories of other keys: the row is deleted under the blob row's lock (held
+        by an upload or mount that links it meanwhile) and its object buried, as a blob's are."""
+        with self.ctx.db.read() as conn:
+            keyed = conn.execute(
+                sa.select(repositories.c.id, repositories.c.encryption_type, repositories.c.kms_key).where(
+                    repositories.c.encryption_type != "AES256"
+                )
+            ).all()
+            spaces = conn.execute(sa.select(blob_copies.c.keyspace).distinct()).scalars().all()
+        holders: dict[str, list[int]] = {}
+        for row in keyed:
+            space = keyspace_of(row.encryption_type, row.kms_key, "")
+            if space is not None:
+                holders.setdefault(space.name, []).append(row.id)
+        for space_name in spaces:
+            ids = holders.get(space_name, [])
+
+            def unlinked(ids: list[int] = ids) -> sa.ColumnElement[bool]:
+                return ~sa.exists().where(
+                    repository_blobs.c.digest == blob_copies.c.digest, repository_blobs.c.repository_id.in_(ids)
+                )
+
+            with self._batch(dry_run) as conn:
+                doomed = (
+                    conn.execute(
+                        sa.select(blob_copies.c.digest).where(
+                            blob_copies.c.keyspace == space_name, blob_copies.c.created_at <= cutoff, unlinked()
+                        )
+                    )
+                    .scalars()
+                    .all()
+                )
+                if not doomed:
+                    continue
+                conn.execute(
+                    self._for_update(
+                        sa.select(blobs.c.digest).where(blobs.c.digest.in_(doomed)).order_by(blobs.c.digest)
+                    )
+                ).all()
+                gone = (  # again after the locks: a link committed while they were awaited keeps its copy
+                    conn.execute(
+                        sa.select(blob_copies.c.digest).where(
+                            blob_copies.c.keyspace == space_name, blob_copies.c.digest.in_(doomed), unlinked()
+                        )
+                    )
+                    .scalars()
+                    .all()
+                )
+                if gone:
+                    conn.execute(
+                        sa.delete(blob_copies).where(
+                            blob_copies.c.keyspace == space_name, blob_copies.c.digest.in_(gone)
+                        )
+                    )
+                    entries = [(d, paths.keyed_path(space_name, d)) for d in gone]
+                    tombstones.bury(conn, entries, self.ctx.clock(), "copy-delete")
+                report.copies_deleted += len(gone)
 
     def _restore_trash(self) -> int:
         """Legacy: collectors before tombstones moved content to ``trash/`` under the row lock and could die before
@@ -535,6 +603,34 @@ class GarbageCollector:
                 self._bury_strays(batch, dry_run, report)
                 batch = []
         self._bury_strays(batch, dry_run, report)
+        self._sweep_copies(cutoff, dry_run, report, stopping)
+
+    def _sweep_copies(self, cutoff: float, dry_run: bool, report: GcReport, stopping: Callable[[], bool]) -> None:
+        """Tombstone the customer-key copies (``keyed/``) older than the grace period that have no row and no
+        tombstone (the executor checks the row again before it deletes: a copy committed meanwhile stays)."""
+        strays: list[tuple[str, str]] = []
+        for info in self.ctx.storage.walk(paths.KEYED):
+            found = paths.keyed_copy(info.path)
+            if found is None or info.modified > cutoff:
+                continue
+            space, digest = found
+            with self.ctx.db.read() as conn:
+                known = (
+                    conn.execute(
+                        sa.select(blob_copies.c.digest).where(
+                            blob_copies.c.digest == digest, blob_copies.c.keyspace == space
+                        )
+                    ).first()
+                    or conn.execute(sa.select(gc_tombstones.c.id).where(gc_tombstones.c.path == info.path)).first()
+                )
+            if known is None:
+                strays.append((digest, info.path))
+            if stopping():
+                return
+        report.stray_files_deleted += len(strays)
+        if strays and not dry_run:
+            with self.ctx.db.write() as conn:
+                tombstones.bury(conn, strays, self.ctx.clock(), "storage-sweep")
 
     def _bury_strays(self, digests: list[str], dry_run: bool, report: GcReport) -> None:
         """Tombstone the blob files of ``digests`` that have no blob row (and no tombstone yet)."""

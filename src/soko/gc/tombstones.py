@@ -36,8 +36,9 @@ import sqlalchemy as sa
 
 from soko import process_identity
 from soko.kernel.leases import lease_is_free
-from soko.meta.schema import blobs, gc_tombstones
+from soko.meta.schema import blob_copies, blobs, gc_tombstones
 from soko.storage import PathNotFound
+from soko.storage.paths import keyed_copy
 
 log = logging.getLogger("soko.gc")
 BATCH = 500
@@ -59,19 +60,20 @@ class Executed:
 
 def bury(conn: sa.Connection, entries: Iterable[tuple[str, str]], now: float, reason: str) -> None:
     """Queue the deletion of stored objects, ``(digest, path)`` each, in the caller's transaction."""
-    rows = [
-        {"digest": d, "path": p, "not_before": now, "created_at": now, "reason": reason} for d, p in entries
-    ]
+    rows = [{"digest": d, "path": p, "not_before": now, "created_at": now, "reason": reason} for d, p in entries]
     if rows:
         conn.execute(sa.insert(gc_tombstones), rows)
 
 
-def clear_for_new_blob(conn: sa.Connection, digest: str, *, lock: bool) -> None:
+def clear_for_new_blob(conn: sa.Connection, digest: str, *, lock: bool, path: str | None = None) -> None:
     """Called by a blob commit holding the digest's (new or existing) blob row, before its content moves into place:
-    drops the digest's pending tombstones; raises ``TombstoneBusy`` while an executor holds one."""
+    drops the digest's pending tombstones (of ``path`` only, when given: a copy under one key leaves the deletion
+    of another key's copy alone); raises ``TombstoneBusy`` while an executor holds one."""
     query = sa.select(gc_tombstones.c.id, gc_tombstones.c.claimed_until, gc_tombstones.c.claimed_by).where(
         gc_tombstones.c.digest == digest
     )
+    if path is not None:
+        query = query.where(gc_tombstones.c.path == path)
     rows = conn.execute(query.with_for_update() if lock else query).all()
     if not rows:
         return
@@ -129,13 +131,32 @@ def _claim(ctx, owner: str, result: Executed) -> tuple[list[tuple[int, str]] | N
         due = conn.execute(query if ctx.db.is_sqlite else query.with_for_update(skip_locked=True)).all()
         if not due:
             return None, 0.0
-        # A new statement after the locks: it sees every blob row a re-push committed while they were awaited.
+        # A new statement after the locks: it sees every blob row a re-push committed while they were awaited. A copy
+        # under a customer key (``keyed/``) is live while its own row is.
         live = set(conn.execute(sa.select(blobs.c.digest).where(blobs.c.digest.in_({r.digest for r in due}))).scalars())
-        void = [r.id for r in due if r.digest in live]
+        copies = {(r.digest, k[0]) for r in due if (k := keyed_copy(r.path)) is not None}
+        live_copies = (
+            {
+                (r.digest, r.keyspace)
+                for r in conn.execute(
+                    sa.select(blob_copies.c.digest, blob_copies.c.keyspace).where(
+                        blob_copies.c.digest.in_({d for d, _ in copies})
+                    )
+                )
+            }
+            if copies
+            else set()
+        )
+
+        def is_live(r: sa.Row) -> bool:
+            copy = keyed_copy(r.path)
+            return r.digest in live if copy is None else (r.digest, copy[0]) in live_copies
+
+        void = [r.id for r in due if is_live(r)]
         if void:
             conn.execute(sa.delete(gc_tombstones).where(gc_tombstones.c.id.in_(void)))
             result.voided += len(void)
-        claimed = [(r.id, r.path) for r in due if r.digest not in live]
+        claimed = [(r.id, r.path) for r in due if not is_live(r)]
         claimed_until = wall + CLAIM
         if claimed:
             conn.execute(
@@ -169,7 +190,5 @@ def _release(ctx, owner: str, done: list[int], failed: list[int], untried: list[
 def pending(ctx) -> dict[str, int]:
     """Tombstones not carried out yet, by digest (``soko fsck``)."""
     with ctx.db.read() as conn:
-        rows = conn.execute(
-            sa.select(gc_tombstones.c.digest, sa.func.count()).group_by(gc_tombstones.c.digest)
-        ).all()
+        rows = conn.execute(sa.select(gc_tombstones.c.digest, sa.func.count()).group_by(gc_tombstones.c.digest)).all()
     return dict(rows)

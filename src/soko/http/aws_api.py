@@ -189,7 +189,7 @@ class AwsFrontDoor:
             return self._json_error(exc.type_name, exc.message, context, exc.status or 400, **exc.extra)
         except SokoError as exc:
             mapped = from_domain(exc)
-            return self._json_error(mapped.type_name, mapped.message, context, mapped.status or 400)
+            return self._json_error(mapped.type_name, mapped.message, context, mapped.status or 400, **mapped.extra)
         except Exception as exc:
             full = storage_full(exc)
             if full is not None:

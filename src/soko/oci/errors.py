@@ -6,6 +6,7 @@ from soko import errors as e
 from soko.http.messages import Response
 from soko.http.messages import error_response as http_error
 from soko.pullthrough import cache as ptc
+from soko.registry.encryption import KeyUnusable
 
 # error class → (HTTP status, OCI error code)
 _TABLE: list[tuple[type[e.SokoError], int, str]] = [
@@ -14,6 +15,7 @@ _TABLE: list[tuple[type[e.SokoError], int, str]] = [
     (ptc.UpstreamTooManyRequests, 429, "TOOMANYREQUESTS"),
     (ptc.UpstreamFailed, 503, "UNAVAILABLE"),
     (ptc.CredentialsUnusable, 403, "DENIED"),
+    (KeyUnusable, 403, "DENIED"),  # the repository's KMS key: the message names it and the fix
     (e.NameInvalid, 400, "NAME_INVALID"),
     (e.RepositoryNotFound, 404, "NAME_UNKNOWN"),
     (e.TagInvalid, 400, "TAG_INVALID"),

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import uuid
+from dataclasses import dataclass
 from typing import BinaryIO
 
 import sqlalchemy as sa
@@ -9,14 +12,17 @@ import sqlalchemy as sa
 from soko.crypto.segments import KeyUnavailable, SealBroken
 from soko.digest import Digest
 from soko.errors import BlobUnknown, ContentUnreadable, ManifestReferenced
+from soko.gc import tombstones
 from soko.kernel.context import DomainContext
-from soko.meta.schema import blobs, manifest_blobs, manifests, repository_blobs
+from soko.meta.schema import blob_copies, blobs, manifest_blobs, manifests, repository_blobs
 from soko.meta.schema import repositories as repos
+from soko.registry.encryption import Keyspace, keyspace_of
 from soko.registry.models import BlobContent, BlobInfo, RepoRef
 from soko.registry.repositories import Repositories
 from soko.registry.settings_store import account_setting
-from soko.storage import PathNotFound
-from soko.storage.paths import blob_path
+from soko.registry.uploads import store_copy, stored
+from soko.storage import PathNotFound, StorageDriver
+from soko.storage.paths import blob_path, keyed_path, upload_path
 
 
 def unreadable(digest: str, exc: SealBroken) -> ContentUnreadable:
@@ -26,6 +32,29 @@ def unreadable(digest: str, exc: SealBroken) -> ContentUnreadable:
         f"blob {digest} failed its integrity check in storage ({exc.why}): it was tampered with or damaged and is not "
         "served; an operator should run soko fsck, then push the image again"
     )
+
+
+_COPY_READ = 4 << 20
+
+
+@dataclass
+class _Copy:
+    """A blob sealed anew under another key at a temporary path, waiting to be put in place."""
+
+    digest: str
+    size: int
+    keyspace: Keyspace | None
+    storage: StorageDriver
+    temp: str
+    seal_id: str
+    wrapped_key: bytes | None
+
+
+def _delete_quietly(storage: StorageDriver, path: str) -> None:
+    try:
+        storage.delete(path)
+    except PathNotFound:
+        pass
 
 
 def blob_unknown(ref: RepoRef, digest: str) -> BlobUnknown:
@@ -43,7 +72,14 @@ class Blobs:
 
     def _linked_row(self, conn: sa.Connection, ref: RepoRef, digest: str) -> sa.Row | None:
         return conn.execute(
-            sa.select(blobs.c.digest, blobs.c.size, blobs.c.seal_id)
+            sa.select(
+                blobs.c.digest,
+                blobs.c.size,
+                blobs.c.seal_id,
+                repos.c.encryption_type,
+                repos.c.kms_key,
+                repos.c.account_id,
+            )
             .join(repository_blobs, repository_blobs.c.digest == blobs.c.digest)
             .join(repos, repos.c.id == repository_blobs.c.repository_id)
             .where(repos.c.account_id == ref.account_id, repos.c.name == ref.name, blobs.c.digest == digest)
@@ -64,6 +100,18 @@ class Blobs:
 
     def open(self, ref: RepoRef, digest: str) -> BlobContent:
         row = self._stat_row(ref, digest)
+        space = keyspace_of(row.encryption_type, row.kms_key, row.account_id)
+        if space is not None:  # the copy under the repository's customer key
+            with self.ctx.db.read() as conn:
+                copy = conn.execute(
+                    sa.select(blob_copies.c.seal_id, blob_copies.c.wrapped_key).where(
+                        blob_copies.c.digest == row.digest, blob_copies.c.keyspace == space.name
+                    )
+                ).first()
+            if copy is None:
+                raise BlobUnknown(f"blob {digest} is not stored under the KMS key of repository '{ref.name}'")
+            path = keyed_path(space.name, row.digest)
+            return BlobContent(row.digest, row.size, path, None, copy.seal_id, space, copy.wrapped_key)
         path = blob_path(row.digest)
         storage = self.ctx.storage
         redirect = storage.redirect_url(path) if storage.capabilities.redirect else None
@@ -71,12 +119,19 @@ class Blobs:
 
     def local_path(self, blob: BlobContent) -> str | None:
         """The local file holding the blob (the filesystem driver), for the server to send by itself."""
-        return self.ctx.storage.local_path(blob.storage_path)
+        return None if blob.keyspace is not None else self.ctx.storage.local_path(blob.storage_path)
+
+    def _storage_of(self, blob: BlobContent) -> StorageDriver:
+        if blob.keyspace is None or blob.wrapped_key is None:
+            return self.ctx.storage
+        return self.repositories.encryption.open_object(blob.keyspace, blob.wrapped_key)  # KMS Decrypt, audited
 
     def reader(self, blob: BlobContent, offset: int = 0) -> BinaryIO:
-        """The blob's content from ``offset`` on (close it when done)."""
+        """The blob's content from ``offset`` on (close it when done). A blob of a KMS repository needs its key:
+        KeyUnusable when KMS refuses (disabled, pending deletion, deleted)."""
+        storage = self._storage_of(blob)
         try:
-            return self.ctx.storage.sealed_reader(blob.storage_path, offset, blob.seal_id)
+            return storage.sealed_reader(blob.storage_path, offset, blob.seal_id)
         except PathNotFound:
             # the metadata said yes a moment ago: the collector won a race with a just-deleted image
             raise BlobUnknown(f"blob {blob.digest} is no longer stored") from None
@@ -85,31 +140,127 @@ class Blobs:
 
     def mount(self, ref: RepoRef, digest: str, source: RepoRef) -> BlobInfo | None:
         """Link a blob another repository holds into ``ref``; None when the source does not hold it or the account
-        turned BLOB_MOUNTING off (the client then uploads the blob)."""
+        turned BLOB_MOUNTING off (the client then uploads the blob). Between repositories of different keys (AES256,
+        KMS or KMS_DSSE, another KMS key) the content is copied under the destination's key first, unless that key
+        holds it already: re-encrypted, never shared across keys."""
         Digest.parse(digest)
-        with self.ctx.transaction() as tx:
-            conn = tx.conn
+        with self.ctx.db.read() as conn:
             if account_setting(conn, ref.account_id, "BLOB_MOUNTING") == "DISABLED":
                 return None
-            info = self._linked(conn, source, digest)
-            if info is None:
-                return None
-            if not self.ctx.db.is_sqlite:
-                # Hold the blob against a concurrent garbage collector until the new link commits; if the collector
-                # removed it meanwhile there is nothing to mount and the client uploads instead.
-                held = conn.execute(
-                    sa.select(blobs.c.digest).where(blobs.c.digest == digest).with_for_update(read=True)
-                ).first()
-                if held is None:
+            found = self._linked_row(conn, source, digest)
+            dest = self.repositories.find(conn, ref)
+        if found is None:
+            return None
+        dest_space = keyspace_of(dest.encryption_type, dest.kms_key, dest.account_id) if dest else None
+        copies = self._prepare_copies(dest_space, source, [found])
+        try:
+            with self.ctx.transaction() as tx:
+                conn = tx.conn
+                if account_setting(conn, ref.account_id, "BLOB_MOUNTING") == "DISABLED":
                     return None
-            repo_id = self.repositories.id_for_push(tx, ref)
-            conn.execute(
-                self.ctx.db.insert_ignore(repository_blobs).values(
-                    repository_id=repo_id, digest=digest, created_at=tx.now
+                info = self._linked(conn, source, digest)
+                if info is None:
+                    return None
+                if not self.ctx.db.is_sqlite:
+                    # Hold the blob against a concurrent garbage collector until the new link commits; if the
+                    # collector removed it meanwhile there is nothing to mount and the client uploads instead.
+                    held = conn.execute(
+                        sa.select(blobs.c.digest).where(blobs.c.digest == digest).with_for_update(read=True)
+                    ).first()
+                    if held is None:
+                        return None
+                repo_id = self.repositories.id_for_push(tx, ref)
+                if self.repositories.keyspace(conn, repo_id) != dest_space:  # created meanwhile, otherwise
+                    return None
+                self._commit_copies(conn, copies, tx.now)
+                conn.execute(
+                    self.ctx.db.insert_ignore(repository_blobs).values(
+                        repository_id=repo_id, digest=digest, created_at=tx.now
+                    )
                 )
-            )
-            tx.review_links(repo_id, [digest], "mount")
-        return info
+                tx.review_links(repo_id, [digest], "mount")
+            return info
+        except tombstones.TombstoneBusy:  # the collector is deleting this digest right now: the client uploads
+            return None
+        finally:
+            self._drop_prepared(copies)
+
+    def _prepare_copies(self, dest: Keyspace | None, source: RepoRef, rows: list[sa.Row]) -> list[_Copy]:
+        """Copies of the source repository's blobs (rows of ``_linked_row``) under the destination's key, for those
+        that key does not hold: each read (decrypted), verified against its digest and sealed anew under the
+        destination's key at a temporary path, before any transaction (``_commit_copies`` puts them in place)."""
+        prepared: list[_Copy] = []
+        try:
+            for row in rows:
+                space = keyspace_of(row.encryption_type, row.kms_key, row.account_id)
+                if (space.name if space else None) == (dest.name if dest else None) or self._held(dest, row):
+                    continue
+                prepared.append(self._copy(dest, source, row))
+        except BaseException:
+            self._drop_prepared(prepared)
+            raise
+        return prepared
+
+    def _held(self, dest: Keyspace | None, row: sa.Row) -> bool:
+        if dest is None:
+            return stored(self.ctx.storage, blob_path(row.digest), row.size)
+        with self.ctx.db.read() as conn:
+            copy = conn.execute(
+                sa.select(blob_copies.c.digest).where(
+                    blob_copies.c.digest == row.digest, blob_copies.c.keyspace == dest.name
+                )
+            ).first()
+        return copy is not None and stored(self.ctx.storage, keyed_path(dest.name, row.digest), row.size)
+
+    def _copy(self, dest: Keyspace | None, source: RepoRef, row: sa.Row) -> _Copy:
+        wrapped: bytes | None = None
+        storage = self.ctx.storage
+        if dest is not None:
+            wrapped, storage = self.repositories.encryption.new_object(dest)
+        temp = upload_path(f"copy-{uuid.uuid4()}")  # no session row: the storage sweep removes it if we die
+        hasher = hashlib.new(Digest.parse(row.digest).algorithm)
+        writer = storage.writer(temp)
+        try:
+            with self.reader(self.open(source, row.digest)) as f:
+                while piece := f.read(_COPY_READ):
+                    hasher.update(piece)
+                    writer.write(piece)
+            if f"{hasher.name}:{hasher.hexdigest()}" != row.digest or writer.size != row.size:
+                raise unreadable(row.digest, SealBroken(row.digest, "its content does not match its digest"))
+            writer.commit()
+        except BaseException:
+            writer.cancel()
+            _delete_quietly(self.ctx.storage, temp.rsplit("/", 1)[0])
+            raise
+        seal_id = storage.seal_id(temp)
+        assert seal_id is not None
+        return _Copy(row.digest, row.size, dest, storage, temp, seal_id, wrapped)
+
+    def _commit_copies(self, conn: sa.Connection, copies: list[_Copy], now: float) -> None:
+        for copy in copies:
+            target = keyed_path(copy.keyspace.name, copy.digest) if copy.keyspace else blob_path(copy.digest)
+            tombstones.clear_for_new_blob(conn, copy.digest, lock=not self.ctx.db.is_sqlite, path=target)
+            if copy.keyspace is None:
+                if not stored(self.ctx.storage, blob_path(copy.digest), copy.size):
+                    conn.execute(sa.update(blobs).where(blobs.c.digest == copy.digest).values(seal_id=copy.seal_id))
+                    copy.storage.move(copy.temp, blob_path(copy.digest))
+            else:
+                assert copy.wrapped_key is not None
+                store_copy(
+                    conn,
+                    copy.storage,
+                    copy.keyspace,
+                    copy.digest,
+                    copy.size,
+                    copy.temp,
+                    copy.seal_id,
+                    copy.wrapped_key,
+                    now,
+                )
+
+    def _drop_prepared(self, copies: list[_Copy]) -> None:
+        for copy in copies:  # moved into place, or not needed after all: the temporary directory goes
+            _delete_quietly(self.ctx.storage, copy.temp.rsplit("/", 1)[0])
 
     def replicate(self, ref: RepoRef, source: RepoRef, digests: list[str]) -> int:
         """Link into ``ref`` (created as replication creates it) the blobs ``source`` holds, in one transaction:
@@ -119,9 +270,24 @@ class Blobs:
         for digest in digests:
             Digest.parse(digest)
         wanted = sorted(set(digests))
+        with self.ctx.db.read() as conn:
+            dest = self.repositories.find(conn, ref)
+            rows = [row for d in wanted if (row := self._linked_row(conn, source, d)) is not None]
+        dest_space = keyspace_of(dest.encryption_type, dest.kms_key, dest.account_id) if dest else None
+        copies = self._prepare_copies(dest_space, source, rows)  # across keys: re-encrypted first
+        try:
+            return self._replicate(ref, source, wanted, dest_space, copies)
+        finally:
+            self._drop_prepared(copies)
+
+    def _replicate(
+        self, ref: RepoRef, source: RepoRef, wanted: list[str], dest_space: Keyspace | None, copies: list[_Copy]
+    ) -> int:
         with self.ctx.transaction() as tx:
             conn = tx.conn
             repo_id = self.repositories.id_for_replication(tx, ref)
+            if self.repositories.keyspace(conn, repo_id) != dest_space:
+                raise BlobUnknown(f"repository '{ref.name}' was created meanwhile with another key: replicate again")
             have = (
                 set(
                     conn.execute(
@@ -144,6 +310,7 @@ class Blobs:
                     ).first()
                     if held is None:
                         raise blob_unknown(source, digest)
+            self._commit_copies(conn, [c for c in copies if c.digest in missing], tx.now)
             if missing:
                 conn.execute(
                     sa.insert(repository_blobs),

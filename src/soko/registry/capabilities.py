@@ -54,11 +54,12 @@ def require_reachable_destinations(rules: list[dict], region: str, regions: dict
         )
 
 
-def require_aes256(encryption_type: str) -> None:
+def require_aes256_in_templates(encryption_type: str) -> None:
     if encryption_type != "AES256":
         raise NotCarriedOut(
-            f"encryptionType {encryption_type} cannot be carried out: this Soko has no KMS keys yet, so the images "
-            "would not be encrypted with the key you chose. Use encryptionType AES256 (the default)."
+            f"encryptionType {encryption_type} in a creation template cannot be carried out yet: repositories made "
+            "from templates are created with the service key only, so the images would not be encrypted with the key "
+            "you chose. Use encryptionType AES256 in templates, and create KMS repositories with CreateRepository."
         )
 
 

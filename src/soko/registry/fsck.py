@@ -7,15 +7,19 @@ one, whatever tombstones say (the executor never deletes the object of a digest 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
+from typing import BinaryIO
 
 import sqlalchemy as sa
 
 from soko.crypto.segments import KeyUnavailable, SealBroken
 from soko.kernel.context import DomainContext
-from soko.meta.schema import blobs, manifest_blobs, manifest_children, manifests, repository_blobs, tags
+from soko.kernel.keyspaces import Keyspace, keyspace_of
+from soko.meta.schema import blob_copies, blobs, manifest_blobs, manifest_children, manifests, repository_blobs, tags
 from soko.meta.schema import repositories as repos
+from soko.registry.encryption import Encryption, KeyUnusable
 from soko.storage import PathNotFound, paths
 from soko.storage.paths import blob_path, trash_path
 
@@ -53,20 +57,30 @@ class Progress:
     bytes_checked: int = 0
     phase: str = "blobs"
     tombstones: int = 0  # stored objects whose deletion is committed but not carried out yet
+    keys_unusable: int = 0  # customer-key copies not re-hashed: their KMS key is disabled or pending deletion
 
 
-def check(ctx: DomainContext, *, rehash: bool = True, progress: Progress | None = None) -> Iterator[Problem]:
+def check(
+    ctx: DomainContext,
+    *,
+    rehash: bool = True,
+    progress: Progress | None = None,
+    encryption: Encryption | None = None,
+) -> Iterator[Problem]:
+    """``encryption``: with a KeyService attached, the copies under customer keys are decrypted and re-hashed too
+    (otherwise only their presence and size are checked)."""
     from soko.gc import tombstones  # (soko.gc needs soko.registry loaded first)
 
     progress = progress or Progress()
     progress.tombstones = sum(tombstones.pending(ctx).values())
     yield from _check_blobs(ctx, rehash, progress)
+    yield from _check_copies(ctx, rehash, progress, encryption)
     progress.phase = "manifests"
     yield from _check_manifests(ctx)
 
 
-def _bad_blob(ctx: DomainContext, kind: str, digest: str, message: str) -> Problem:
-    return Problem(kind, digest, f"{message}; {_BLOB_REMEDY}", tuple(images_using(ctx, digest)))
+def _bad_blob(ctx: DomainContext, kind: str, subject: str, message: str, digest: str | None = None) -> Problem:
+    return Problem(kind, subject, f"{message}; {_BLOB_REMEDY}", tuple(images_using(ctx, digest or subject)))
 
 
 def images_using(ctx: DomainContext, digest: str) -> list[str]:
@@ -112,7 +126,19 @@ def images_using(ctx: DomainContext, digest: str) -> list[str]:
 
 def _check_blobs(ctx: DomainContext, rehash: bool, progress: Progress) -> Iterator[Problem]:
     with ctx.db.read() as conn:
-        rows = conn.execute(sa.select(blobs.c.digest, blobs.c.size, blobs.c.seal_id).order_by(blobs.c.digest)).all()
+        # A blob held only under customer keys (KMS repositories) has no service-key copy: its copies are checked
+        # by _check_copies. Every other row needs its content at blobs/.
+        aes_linked = sa.exists().where(
+            repository_blobs.c.digest == blobs.c.digest,
+            repository_blobs.c.repository_id == repos.c.id,
+            repos.c.encryption_type == "AES256",
+        )
+        copied = sa.exists().where(blob_copies.c.digest == blobs.c.digest)
+        rows = conn.execute(
+            sa.select(blobs.c.digest, blobs.c.size, blobs.c.seal_id)
+            .where(sa.or_(aes_linked, ~copied))
+            .order_by(blobs.c.digest)
+        ).all()
     seal_ids = {digest: seal_id for digest, _, seal_id in rows}
     progress.blobs_total = len(rows)
     progress.bytes_total = sum(size for _, size, _ in rows)
@@ -142,26 +168,91 @@ def _check_blobs(ctx: DomainContext, rehash: bool, progress: Progress) -> Iterat
             yield _bad_blob(ctx, "size-mismatch", digest, f"database says {size} bytes, storage holds {info.size}")
             continue
         if rehash:
-            algorithm, _, expected = digest.partition(":")
-            hasher = hashlib.new(algorithm)
-            try:
-                with ctx.storage.sealed_reader(path, 0, seal_ids[digest]) as f:
-                    while data := f.read(4 << 20):
-                        hasher.update(data)
-                        progress.bytes_checked += len(data)
-            except KeyUnavailable as exc:
-                yield Problem(
-                    "crypto-shredded",
-                    digest,
-                    f"{exc.why}: the content is unreadable by design, not corrupt; delete the images that use it",
-                    tuple(images_using(ctx, digest)),
-                )
-                continue
-            except SealBroken as exc:
-                yield _bad_blob(ctx, "tampered-blob", digest, f"encrypted content fails authentication: {exc.why}")
-                continue
-            if hasher.hexdigest() != expected:
-                yield _bad_blob(ctx, "corrupt-blob", digest, f"content hashes to {algorithm}:{hasher.hexdigest()}")
+            yield from _verify(
+                ctx,
+                digest,
+                digest,
+                progress,
+                partial(ctx.storage.sealed_reader, path, 0, seal_ids[digest]),
+            )
+
+
+def _verify(
+    ctx: DomainContext, subject: str, digest: str, progress: Progress, open_reader: Callable[[], BinaryIO]
+) -> Iterator[Problem]:
+    """Re-hash one stored object; a key that is gone is crypto-shredding (not corruption), a KMS key disabled or
+    pending deletion only leaves it unchecked."""
+    algorithm, _, expected = digest.partition(":")
+    hasher = hashlib.new(algorithm)
+    try:
+        with open_reader() as f:
+            while data := f.read(4 << 20):
+                hasher.update(data)
+                progress.bytes_checked += len(data)
+    except KeyUnusable as exc:
+        if exc.kms_error != "NotFoundException":
+            progress.keys_unusable += 1
+            return
+        yield _shredded(ctx, subject, digest, exc.message)
+        return
+    except KeyUnavailable as exc:
+        yield _shredded(ctx, subject, digest, exc.why)
+        return
+    except SealBroken as exc:
+        yield _bad_blob(ctx, "tampered-blob", subject, f"encrypted content fails authentication: {exc.why}", digest)
+        return
+    if hasher.hexdigest() != expected:
+        yield _bad_blob(ctx, "corrupt-blob", subject, f"content hashes to {algorithm}:{hasher.hexdigest()}", digest)
+
+
+def _shredded(ctx: DomainContext, subject: str, digest: str, why: str) -> Problem:
+    return Problem(
+        "crypto-shredded",
+        subject,
+        f"{why}: the content is unreadable by design, not corrupt; delete the images that use it",
+        tuple(images_using(ctx, digest)),
+    )
+
+
+def _check_copies(
+    ctx: DomainContext, rehash: bool, progress: Progress, encryption: Encryption | None
+) -> Iterator[Problem]:
+    with ctx.db.read() as conn:
+        rows = conn.execute(
+            sa.select(
+                blob_copies.c.digest, blob_copies.c.keyspace, blob_copies.c.seal_id, blob_copies.c.wrapped_key
+            ).order_by(blob_copies.c.keyspace, blob_copies.c.digest)
+        ).all()
+        keyed = conn.execute(
+            sa.select(repos.c.encryption_type, repos.c.kms_key, repos.c.account_id).where(
+                repos.c.encryption_type != "AES256"
+            )
+        ).all()
+    spaces = {s.name: s for r in keyed if (s := keyspace_of(r.encryption_type, r.kms_key, r.account_id))}
+    progress.blobs_total += len(rows)
+    for row in rows:
+        progress.blobs_checked += 1
+        path = paths.keyed_path(row.keyspace, row.digest)
+        subject = f"{row.digest} (under {row.keyspace})"
+        try:
+            ctx.storage.stat(path)
+        except PathNotFound:
+            yield _bad_blob(ctx, "missing-blob", subject, "in the database but not in storage", row.digest)
+            continue
+        space = spaces.get(row.keyspace)
+        if not rehash or encryption is None or space is None:
+            continue  # (a keyspace no repository uses any more: the next gc removes the copy)
+        yield from _verify(
+            ctx,
+            subject,
+            row.digest,
+            progress,
+            partial(_open_copy, encryption, space, row.wrapped_key, path, row.seal_id),
+        )
+
+
+def _open_copy(encryption: Encryption, space: Keyspace, wrapped: bytes, path: str, seal_id: str) -> BinaryIO:
+    return encryption.open_object(space, wrapped).sealed_reader(path, 0, seal_id)
 
 
 def _in_trash(ctx: DomainContext, digest: str) -> bool:

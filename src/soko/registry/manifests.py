@@ -30,6 +30,7 @@ from soko.meta.schema import blobs, manifest_blobs, manifest_children, manifests
 from soko.meta.schema import repositories as repos
 from soko.names import validate_tag
 from soko.registry import media_types as mt
+from soko.registry.encryption import keyspace_of
 from soko.registry.immutability import tag_is_immutable
 from soko.registry.manifest_format import ParsedManifest, parse_manifest
 from soko.registry.models import ManifestRecord, PutManifestResult, RepoRef
@@ -84,6 +85,15 @@ class Manifests:
         self._cache = _ManifestCache()
 
     # ---- push -------------------------------------------------------------------------------------------------
+    def _check_key(self, ref: RepoRef) -> None:
+        """A push to a repository whose KMS key is unusable fails even when every blob was already there (as in
+        ECR); checked before the transaction, since KMS may write (a due rotation or deletion)."""
+        with self.ctx.db.read() as conn:
+            repo = self.repositories.find(conn, ref)
+        space = keyspace_of(repo.encryption_type, repo.kms_key, repo.account_id) if repo else None
+        if space is not None:
+            self.repositories.encryption.check_usable(space)
+
     def put(
         self,
         ref: RepoRef,
@@ -113,6 +123,7 @@ class Manifests:
             tag = validate_tag(reference)
             digest = compute(payload)
         parsed = parse_manifest(payload, content_type)
+        self._check_key(ref)
         with self.ctx.transaction(invalidates=True) as tx:
             conn, now = tx.conn, tx.now
             if replicated_from is None:

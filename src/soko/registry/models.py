@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from soko.registry.encryption import Keyspace
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +41,8 @@ class BlobContent:
     storage_path: str
     redirect_url: str | None
     seal_id: str | None = None  # the encrypted object holding it (None: plaintext of an earlier version)
+    keyspace: Keyspace | None = None  # the customer key's copy (KMS, KMS_DSSE repositories); None: the service key
+    wrapped_key: bytes | None = None  # that copy's key, wrapped by KMS
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +51,8 @@ class UploadState:
     repository: RepoRef
     size: int
     short_part_end: int | None = None  # see uploads.short_part_end (ECR's layer API)
+    keyspace: Keyspace | None = None  # sealed under a customer key (KMS, KMS_DSSE repositories)
+    wrapped_key: bytes | None = None  # its key, wrapped by KMS (None with a keyspace: a session start that died)
 
 
 @dataclass(frozen=True, slots=True)

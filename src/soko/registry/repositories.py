@@ -7,6 +7,7 @@ import json
 
 import sqlalchemy as sa
 
+from soko.access import Principal
 from soko.errors import LimitExceeded, RepositoryAlreadyExists, RepositoryNotEmpty, RepositoryNotFound, SokoError
 from soko.kernel import scan_queue, signing_queue
 from soko.kernel.context import DomainContext
@@ -15,7 +16,7 @@ from soko.kernel.unit_of_work import UnitOfWork
 from soko.meta.schema import lifecycle_policies, manifests, repository_tags, uploads
 from soko.meta.schema import repositories as t
 from soko.names import validate_repository_name
-from soko.registry.capabilities import require_aes256
+from soko.registry.encryption import Encryption, Keyspace, keyspace_of
 from soko.registry.models import RepoRef, Repository
 from soko.registry.quotas import Quotas
 from soko.storage.base import PathNotFound
@@ -116,7 +117,6 @@ def normalize_encryption(config: dict | None, region: str, account_id: str) -> t
                 "'kmsKey can only be specified when encryptionType is KMS or KMS_DSSE'"
             )
         return kind, None
-    require_aes256(kind)
     return kind, key or managed_kms_key(region, account_id)
 
 
@@ -141,6 +141,12 @@ class Repositories:
     def __init__(self, ctx: DomainContext) -> None:
         self.ctx = ctx
         self.quotas = Quotas(ctx)
+        self.encryption = Encryption(ctx)  # KMS keys of KMS and KMS_DSSE repositories (soko.registry.encryption)
+
+    def keyspace(self, conn: sa.Connection, repo_id: int) -> Keyspace | None:
+        """Where the repository's blobs live: None for the service key (AES256), else its customer key's keyspace."""
+        row = conn.execute(sa.select(t.c.encryption_type, t.c.kms_key, t.c.account_id).where(t.c.id == repo_id)).one()
+        return keyspace_of(row.encryption_type, row.kms_key, row.account_id)
 
     def find(self, conn: sa.Connection, ref: RepoRef) -> Repository | None:
         row = conn.execute(sa.select(t).where(t.c.account_id == ref.account_id, t.c.name == ref.name)).first()
@@ -173,11 +179,14 @@ class Repositories:
         encryption_type: str = "AES256",
         kms_key: str | None = None,
         tags: list[dict] | None = None,
+        key_user: Principal | None = None,
     ) -> Repository:
+        """``key_user``: the caller, who must be allowed to use a KMS key through ECR (None: Soko's own doing)."""
         validate_repository_name(ref.name)
         filters = validate_mutability(tag_mutability, tag_mutability_filters)
         resource_tags = validate_resource_tags(tags or [])
-        require_aes256(encryption_type)
+        if encryption_type != "AES256":  # bound to the key's ARN, checked usable now (as ECR does)
+            kms_key = self.encryption.resolve_for_repository(ref.account_id, encryption_type, kms_key or "", key_user)
         with self.ctx.transaction(invalidates=True) as tx:
             conn = tx.conn
             if self.find(conn, ref) is not None:

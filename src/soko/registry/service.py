@@ -29,6 +29,7 @@ class Registry:
         self.settings = settings
         self.ctx = DomainContext(settings=settings, db=db, storage=storage)
         self.repositories = Repositories(self.ctx)
+        self.encryption = self.repositories.encryption  # attach a KeyService to serve KMS repositories
         self.blobs = Blobs(self.ctx, self.repositories)
         self.uploads = Uploads(self.ctx, self.repositories)
         self.manifests = Manifests(self.ctx, self.repositories)

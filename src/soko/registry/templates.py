@@ -13,7 +13,7 @@ from soko.errors import SokoError
 from soko.iam.policy.keys import warn_unpopulated
 from soko.kernel.context import DomainContext
 from soko.meta.schema import creation_templates as t
-from soko.registry.capabilities import require_create_on_push_only
+from soko.registry.capabilities import require_aes256_in_templates, require_create_on_push_only
 from soko.registry.lifecycle_store import validate_policy as validate_lifecycle_policy
 from soko.registry.policies import validate_repository_policy
 from soko.registry.repositories import (
@@ -115,7 +115,7 @@ def validated(template: Template, region: str) -> Template:
     require_create_on_push_only(template.applied_for)
     filters = validate_mutability(template.tag_mutability, template.tag_mutability_filters)
     tags = validate_resource_tags(template.resource_tags)
-    normalize_encryption(template.encryption, region, template.account_id)
+    require_aes256_in_templates(normalize_encryption(template.encryption, region, template.account_id)[0])
     if template.repository_policy:
         policy = validate_repository_policy(template.repository_policy)
         warn_unpopulated(

@@ -44,11 +44,12 @@ from soko.errors import (
 from soko.gc import tombstones
 from soko.kernel.context import DomainContext
 from soko.meta.db import retry_on_deadlock
-from soko.meta.schema import blobs, repository_blobs, uploads
+from soko.meta.schema import blob_copies, blobs, repository_blobs, uploads
+from soko.registry.encryption import Keyspace
 from soko.registry.models import BlobInfo, RepoRef, UploadState
 from soko.registry.repositories import Repositories
-from soko.storage import FileWriter, InvalidOffset, PathNotFound
-from soko.storage.paths import blob_path, upload_dir, upload_path
+from soko.storage import FileWriter, InvalidOffset, PathNotFound, StorageDriver
+from soko.storage.paths import blob_path, keyed_path, upload_dir, upload_path
 
 log = logging.getLogger("soko.uploads")
 _HASH_READ_SIZE = 4 * 1024 * 1024
@@ -56,6 +57,42 @@ CLAIM_REFRESH = 15.0  # seconds between a streaming writer's heartbeats
 # A claim without a heartbeat for this long belonged to a writer that died (on another node: claims of this node's
 # dead processes are recognised at once, see soko.process_identity).
 CLAIM_STALE = 60.0
+
+
+def stored(storage: StorageDriver, path: str, size: int) -> bool:
+    try:
+        return storage.stat(path).size == size
+    except PathNotFound:  # lost (fsck reports it): this upload's content puts it back
+        return False
+
+
+def store_copy(
+    conn: sa.Connection,
+    storage: StorageDriver,
+    space: Keyspace,
+    digest: str,
+    size: int,
+    source: str,
+    seal_id: str,
+    wrapped_key: bytes,
+    now: float,
+) -> None:
+    """Make the sealed object at ``source`` (in ``storage``, the keyspace's view) the keyspace's copy of ``digest``,
+    in the caller's transaction, holding the blob row's lock — unless the keyspace already holds it (deduplication
+    within one key: the caller drops ``source``). The move is the last statement, as for the service key's copy."""
+    path = keyed_path(space.name, digest)
+    held = conn.execute(
+        sa.select(blob_copies.c.seal_id).where(blob_copies.c.digest == digest, blob_copies.c.keyspace == space.name)
+    ).first()
+    if held is not None and stored(storage, path, size):
+        return
+    conn.execute(sa.delete(blob_copies).where(blob_copies.c.digest == digest, blob_copies.c.keyspace == space.name))
+    conn.execute(
+        sa.insert(blob_copies).values(
+            digest=digest, keyspace=space.name, seal_id=seal_id, wrapped_key=wrapped_key, created_at=now
+        )
+    )
+    storage.move(source, path)
 
 
 class _HashCache:
@@ -266,13 +303,26 @@ class Uploads:
                     f"limit is {limit}: finish or cancel some (abandoned ones expire after upload_expiry), then "
                     "retry"
                 )
+            space = self.repositories.keyspace(conn, repo_id)
             conn.execute(
                 sa.insert(uploads).values(
-                    id=upload_id, repository_id=repo_id, size=0, created_at=now, updated_at=now, owner=owner
+                    id=upload_id,
+                    repository_id=repo_id,
+                    size=0,
+                    created_at=now,
+                    updated_at=now,
+                    owner=owner,
+                    keyspace=space.name if space else None,
                 )
             )
         try:
-            self.ctx.storage.put_content(upload_path(upload_id), b"")
+            storage = self.ctx.storage
+            if space is not None:
+                # KMS makes this upload's key (outside the transaction: KMS may write, e.g. a due rotation)
+                wrapped, storage = self.repositories.encryption.new_object(space)
+                with self.ctx.db.write() as conn:
+                    conn.execute(sa.update(uploads).where(uploads.c.id == upload_id).values(wrapped_key=wrapped))
+            storage.put_content(upload_path(upload_id), b"")
         except BaseException:
             with self.ctx.db.write() as conn:
                 conn.execute(sa.delete(uploads).where(uploads.c.id == upload_id))
@@ -292,13 +342,22 @@ class Uploads:
             raise upload_unknown(upload_id[:64]) from None
         repo_id = self.repositories.id_for(conn, ref)
         row = conn.execute(
-            sa.select(uploads.c.size, uploads.c.short_part_end).where(
+            sa.select(uploads.c.size, uploads.c.short_part_end, uploads.c.keyspace, uploads.c.wrapped_key).where(
                 uploads.c.id == upload_id, uploads.c.repository_id == repo_id
             )
         ).first()
         if row is None:
             raise upload_unknown(upload_id)
-        return UploadState(upload_id, ref, row.size, row.short_part_end)
+        space = self.repositories.keyspace(conn, repo_id) if row.keyspace else None
+        return UploadState(upload_id, ref, row.size, row.short_part_end, space, row.wrapped_key)
+
+    def _storage(self, state: UploadState) -> StorageDriver:
+        """Where the session's data is sealed: the service key, or the key KMS made for it (Decrypt, audited)."""
+        if state.keyspace is None:
+            return self.ctx.storage
+        if state.wrapped_key is None:  # its start died before KMS made the key: nothing was written
+            raise upload_unknown(state.id)
+        return self.repositories.encryption.open_object(state.keyspace, state.wrapped_key)
 
     def note_short_part(self, upload_id: str, end: int) -> None:
         """Record that a part ending at ``end`` was under ECR's part minimum (only the first such part counts)."""
@@ -341,7 +400,7 @@ class Uploads:
                     f"resume from byte {state.size}",
                     current_size=state.size,
                 )
-            writer = self.ctx.storage.writer(upload_path(upload_id), offset=state.size)
+            writer = self._storage(state).writer(upload_path(upload_id), offset=state.size)
         except (PathNotFound, InvalidOffset):
             self._release(upload_id, claim)
             raise upload_unknown(upload_id) from None
@@ -399,10 +458,11 @@ class Uploads:
         state = self.status(ref, upload_id)
         if expected_size is not None and expected_size != state.size:
             raise SizeInvalid(f"upload {upload_id} holds {state.size} bytes, not the {expected_size} declared")
-        self._drop_beyond(upload_id, state.size)
+        storage = self._storage(state)
+        self._drop_beyond(storage, upload_id, state.size)
         hasher = self._hashes.get(upload_id, state.size) if parsed.algorithm == "sha256" else None
         if hasher is None:
-            hasher = self._rehash(state, parsed.algorithm, claim)
+            hasher = self._rehash(storage, state, parsed.algorithm, claim)
         actual = f"{parsed.algorithm}:{hasher.hexdigest()}"
         if actual != digest:
             raise DigestInvalid(
@@ -410,13 +470,13 @@ class Uploads:
                 "The content was corrupted or the digest is wrong; upload again"
             )
         now = self.ctx.clock()
-        seal_id = self.ctx.storage.seal_id(upload_path(upload_id))  # recorded with the blob (soko.crypto)
+        seal_id = storage.seal_id(upload_path(upload_id))  # recorded with the blob (soko.crypto)
         # PostgreSQL may pick this transaction as a deadlock victim (against the collector's batches or another
         # upload of the same content); nothing has moved in storage until its last statement, so retry it.
         pause, heartbeat = 0.02, time.monotonic()
         while True:
             try:
-                retry_on_deadlock(lambda: self._commit_blob(ref, upload_id, digest, state.size, now, claim, seal_id))
+                retry_on_deadlock(lambda: self._commit_blob(storage, state, digest, now, claim, seal_id))
                 break
             except _ClaimLost:
                 raise self._lost(state, "while it was being completed") from None
@@ -432,11 +492,11 @@ class Uploads:
         self._delete_data(upload_id)
         return BlobInfo(digest, state.size)
 
-    def _drop_beyond(self, upload_id: str, size: int) -> None:
+    def _drop_beyond(self, storage: StorageDriver, upload_id: str, size: int) -> None:
         """A chunk that failed half-way may have left bytes beyond the recorded size: drop them, so the blob is
         exactly the verified bytes (the move takes the whole file). Usually there are none, and a stat says so
         without reopening the file (on S3, without re-storing its last part)."""
-        storage, path = self.ctx.storage, upload_path(upload_id)
+        path = upload_path(upload_id)
         try:
             if storage.stat(path).size != size:
                 storage.writer(path, offset=size).commit()
@@ -444,8 +504,9 @@ class Uploads:
             raise SizeInvalid(f"upload {upload_id} lost data: storage holds less than {size} bytes") from None
 
     def _commit_blob(
-        self, ref: RepoRef, upload_id: str, digest: str, size: int, now: float, claim: str, seal_id: str | None
+        self, storage: StorageDriver, state: UploadState, digest: str, now: float, claim: str, seal_id: str | None
     ) -> None:
+        ref, upload_id, size = state.repository, state.id, state.size
         with self.ctx.transaction() as tx:
             conn = tx.conn
             repo_id = self.repositories.id_for(conn, ref)
@@ -475,27 +536,28 @@ class Uploads:
             tx.review_links(repo_id, [digest], "upload")
             # A deletion of this digest the collector committed but has not carried out must not delete the content
             # moved in below: drop it, or (an executor deleting it right now) roll back and retry once it is done.
-            tombstones.clear_for_new_blob(conn, digest, lock=not self.ctx.db.is_sqlite)
+            target = keyed_path(state.keyspace.name, digest) if state.keyspace else blob_path(digest)
+            tombstones.clear_for_new_blob(conn, digest, lock=not self.ctx.db.is_sqlite, path=target)
             # Last: the content moves into place only when every row is written and locked — unless the blob was
             # already stored (a row that existed before this upload, locked now, is never without its content):
             # then the verified upload data is only dropped, after the commit, with no move or copy at all.
-            if not inserted and self._stored(digest, size):
+            if state.keyspace is not None:  # the repository's customer key holds its own copy (stored once per key)
+                assert seal_id is not None and state.wrapped_key is not None
+                store_copy(
+                    conn, storage, state.keyspace, digest, size, upload_path(upload_id), seal_id, state.wrapped_key, now
+                )
+                return
+            if not inserted and stored(self.ctx.storage, blob_path(digest), size):
                 return
             conn.execute(sa.update(blobs).where(blobs.c.digest == digest).values(seal_id=seal_id))
             self.ctx.storage.move(upload_path(upload_id), blob_path(digest))
 
-    def _stored(self, digest: str, size: int) -> bool:
-        try:
-            return self.ctx.storage.stat(blob_path(digest)).size == size
-        except PathNotFound:  # lost (fsck reports it): this upload's content puts it back
-            return False
-
-    def _rehash(self, state: UploadState, algorithm: str, claim: str) -> hashlib._Hash:
+    def _rehash(self, storage: StorageDriver, state: UploadState, algorithm: str, claim: str) -> hashlib._Hash:
         """Hash the stored data (the running hash is elsewhere), keeping the claim alive while it reads."""
         hasher = hashlib.new(algorithm)
         remaining = state.size
         heartbeat = self.ctx.clock()
-        with self.ctx.storage.reader(upload_path(state.id)) as f:
+        with storage.reader(upload_path(state.id)) as f:
             while remaining > 0:
                 data = f.read(min(_HASH_READ_SIZE, remaining))
                 if not data:

@@ -3,9 +3,12 @@
 ::
 
     blobs/<algorithm>/<first two hex>/<hex>      a blob's content (digest-addressed; nothing else lives here)
-    uploads/<upload id>/data                     an in-flight upload's data (its row in ``uploads`` makes it real)
+    uploads/<upload id>/data                     an in-flight upload's data (its row in ``uploads`` makes it real);
+                                                 ``copy-<uuid>``: a blob re-encrypted for a mount across keys (no row)
     trash/<algorithm>-<hex>                      a blob the collector moved aside before committing its deletion
     <path>~parts/<start offset, 16 hex digits>   one part of a file stored as parts (drivers without append)
+    keyed/<keyspace>/<algorithm>/<2 hex>/<hex>  a blob's copy under a customer key (keyspace ``kms/<key id>`` or
+                                                 ``dsse/<key id>``: repositories with encryptionType KMS, KMS_DSSE)
     sealed/<any of the above>                    the same, encrypted (``soko.crypto``): what Soko writes today; the
                                                  paths above hold plaintext written by versions before encryption
 
@@ -17,6 +20,7 @@ from __future__ import annotations
 BLOBS = "blobs"
 UPLOADS = "uploads"
 TRASH = "trash"
+KEYED = "keyed"
 SEALED = "sealed"  # encrypted content: sealed/<logical path>; reserved, never a logical path itself
 PARTS = "~parts/"  # '~' is outside the digest and upload-id alphabets, so a part never looks like a blob or upload
 
@@ -32,6 +36,20 @@ def blob_digest(path: str) -> str | None:
     if len(parts) != 4 or parts[0] != BLOBS:
         return None
     return f"{parts[1]}:{parts[3]}"
+
+
+def keyed_path(keyspace: str, digest: str) -> str:
+    """Where the copy of ``digest`` under ``keyspace`` (``kms/<key id>`` | ``dsse/<key id>``) is stored."""
+    algorithm, _, hex_ = digest.partition(":")
+    return f"{KEYED}/{keyspace}/{algorithm}/{hex_[:2]}/{hex_}"
+
+
+def keyed_copy(path: str) -> tuple[str, str] | None:
+    """(keyspace, digest) of a path under ``keyed/``, or None when it is not a copy's (a stray file)."""
+    parts = path.split("/")
+    if len(parts) != 6 or parts[0] != KEYED:
+        return None
+    return f"{parts[1]}/{parts[2]}", f"{parts[3]}:{parts[5]}"
 
 
 def upload_dir(upload_id: str) -> str:
@@ -63,7 +81,7 @@ def whole_object(path: str) -> bool:
     if path.startswith(SEALED + "/"):
         path = path[len(SEALED) + 1 :]
     parts = path.split("/")
-    return blob_digest(path) is not None or (len(parts) == 2 and parts[0] == TRASH)
+    return blob_digest(path) is not None or keyed_copy(path) is not None or (len(parts) == 2 and parts[0] == TRASH)
 
 
 def part_path(path: str, start: int) -> str:

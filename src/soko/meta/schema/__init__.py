@@ -2,7 +2,7 @@
 
 from soko.meta.schema.audit import audit_events
 from soko.meta.schema.base import metadata
-from soko.meta.schema.blobs import blobs, repository_blobs
+from soko.meta.schema.blobs import blob_copies, blobs, repository_blobs
 from soko.meta.schema.console import console_sessions
 from soko.meta.schema.ecr import (
     creation_templates,
@@ -50,6 +50,7 @@ __all__ = [
     "advisories",
     "advisory_packages",
     "audit_events",
+    "blob_copies",
     "blobs",
     "console_sessions",
     "creation_templates",

@@ -24,3 +24,18 @@ repository_blobs = sa.Table(
     sa.Column("created_at", Timestamp, nullable=False),
     sa.Index(None, "digest"),
 )
+
+# A blob's content stored under a customer key (repositories with encryptionType KMS or KMS_DSSE): one copy per
+# digest and keyspace (``kms/<key id>`` or ``dsse/<key id>``), at ``keyed/<keyspace>/<digest path>`` (soko.crypto),
+# its data key wrapped by the KMS key (``wrapped_key``, a KMS ciphertext blob). The ``blobs`` row stays the digest's
+# one row (size, links, GC); the service-key copy at ``blobs/…`` exists only when an AES256 repository holds it.
+blob_copies = sa.Table(
+    "blob_copies",
+    metadata,
+    sa.Column("digest", sa.String(DIGEST_LENGTH), sa.ForeignKey("blobs.digest"), primary_key=True),
+    sa.Column("keyspace", sa.String(64), primary_key=True),
+    sa.Column("seal_id", sa.String(32), nullable=False),
+    sa.Column("wrapped_key", sa.LargeBinary, nullable=False),
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.Index(None, "keyspace"),
+)

@@ -24,6 +24,10 @@ uploads = sa.Table(
     # ECR's layer API only: the end offset of the first part under its 5 MiB minimum. Such a part is allowed only as
     # the last one, which only completion knows (CompleteLayerUpload then refuses with LayerPartTooSmallException).
     sa.Column("short_part_end", sa.BigInteger, nullable=True),
+    # Repositories with a customer key (KMS, KMS_DSSE): the keyspace and the KMS-wrapped key the data is sealed
+    # under from its first byte (soko.registry.encryption); NULL: the service key.
+    sa.Column("keyspace", sa.String(64), nullable=True),
+    sa.Column("wrapped_key", sa.LargeBinary, nullable=True),
     sa.Index(None, "updated_at"),
     sa.Index("ix_uploads_repository_id_owner", "repository_id", "owner"),
 )

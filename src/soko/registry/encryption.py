@@ -1,0 +1,187 @@
+"""Repositories encrypted with a customer key: ECR's ``encryptionType`` KMS and KMS_DSSE.
+
+A repository's *keyspace* is where its blobs' content lives: AES256 repositories share the service-key copy at
+``blobs/<digest path>`` (``soko.crypto``); a KMS repository's keyspace is ``kms/<key id>`` and a KMS_DSSE one's
+``dsse/<key id>``, each with its own copy of a blob at ``keyed/<keyspace>/<digest path>`` (a row of
+``blob_copies``). So content is stored once per key: deduplicated among the repositories of one key, and copied
+(re-encrypted) when a mount or a replication crosses keys.
+
+Every object of a keyspace (an upload's data, then the blob it becomes) is sealed under a fresh key that KMS makes
+for it — ``GenerateDataKey`` on the repository's key, by ECR (``kms:ViaService`` = ``ecr.<region>.amazonaws.com``,
+audited as CloudTrail records it) — and only the KMS ciphertext of that key is kept (``uploads.wrapped_key``, then
+``blob_copies.wrapped_key``, with the keyspace as encryption context). Reading calls ``Decrypt``: a key that is
+disabled, pending deletion or deleted makes the content unreadable (``KeyUnusable``), and readable again once the
+key is enabled or its deletion cancelled; rotation only changes the version new keys are made with. KMS_DSSE seals
+twice: the service key inside, the customer key outside (``crypto.driver.LayerDriver``).
+
+``KeyService`` (``soko.kms.service``) is attached by whoever has one (the server, ``soko fsck``): the domain needs
+no identity to be built, and without an attached key service a keyed repository is refused, not mishandled.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from soko.access import Principal
+from soko.crypto.driver import LayerDriver, SealedDriver
+from soko.crypto.keys import KeyRing
+from soko.errors import SokoError
+from soko.kernel.context import DomainContext
+from soko.kernel.keyspaces import Keyspace, keyspace_of
+from soko.kms.errors import KmsError
+from soko.storage import StorageDriver
+
+__all__ = ["Encryption", "KeyUnusable", "Keyspace", "keyspace_of"]
+_KEK = "kms"  # the key id sealed headers of keyed objects name: the object's own KMS-made key
+
+
+class KeyUnusable(SokoError):
+    """The repository's KMS key cannot be used (disabled, pending deletion, deleted, missing, not allowed): ECR's
+    KmsException with ``kmsError``; on /v2/ a DENIED naming the key and what to do."""
+
+    def __init__(self, message: str, kms_error: str) -> None:
+        super().__init__(message)
+        self.kms_error = kms_error
+
+
+class _KeyInfo(Protocol):
+    @property
+    def key_id(self) -> str: ...
+
+    @property
+    def arn(self) -> str: ...
+
+    def usable_error(self) -> KmsError | None: ...
+
+
+class DataKeys(Protocol):
+    """What this module uses of ``soko.kms.service.KeyService`` (its documented contract)."""
+
+    def resolve_key(self, account_id: str, key_ref: str) -> _KeyInfo: ...
+
+    def generate_data_key(
+        self,
+        principal: Principal | None,
+        key_ref: str,
+        encryption_context: dict[str, str] | None = None,
+        via_service: str | None = None,
+        context: None = None,
+        *,
+        account_id: str | None = None,
+    ) -> tuple[bytes, bytes, str]: ...
+
+    def decrypt(
+        self,
+        principal: None,
+        blob: bytes,
+        encryption_context: dict[str, str] | None = None,
+        via_service: str | None = None,
+    ) -> tuple[bytes, str]: ...
+
+
+def _explain(exc: KmsError, arn: str) -> str:
+    code = exc.code
+    if code == "DisabledException":
+        fix = f"enable it (aws kms enable-key --key-id {arn}) and retry"
+        what = "is disabled"
+    elif code == "KMSInvalidStateException":
+        fix = f"cancel its deletion (aws kms cancel-key-deletion --key-id {arn}), enable it, and retry"
+        what = "is pending deletion"
+    elif code == "NotFoundException":
+        fix = "its content cannot be decrypted any more (crypto-shredded) unless the key comes back"
+        what = "does not exist (deleted?)"
+    elif code == "AccessDeniedException":
+        fix = "its key policy must let ECR use it (kms:ViaService ecr)"
+        what = "cannot be used"
+    else:
+        fix = "see the key's state with aws kms describe-key"
+        what = "failed"
+    return f"the repository's KMS key {arn} {what} ({code}: {exc.message}); {fix}"
+
+
+class Encryption:
+    def __init__(self, ctx: DomainContext) -> None:
+        self.ctx = ctx
+        self.keys: DataKeys | None = None
+
+    def attach(self, keys: DataKeys) -> None:
+        self.keys = keys
+
+    @property
+    def via_service(self) -> str:
+        return f"ecr.{self.ctx.settings.region}.amazonaws.com"
+
+    def _keys(self) -> DataKeys:
+        if self.keys is None:
+            raise KeyUnusable(
+                "this process has no KMS key service, so repositories encrypted with a KMS key are not served here",
+                "KMSInternalException",
+            )
+        return self.keys
+
+    def _service(self) -> SealedDriver:
+        storage = self.ctx.storage
+        if not isinstance(storage, SealedDriver):
+            raise KeyUnusable(
+                "storage is not encrypted in this process, so a KMS key cannot be applied", "KMSInternalException"
+            )
+        return storage
+
+    def resolve_for_repository(
+        self, account_id: str, encryption_type: str, key_ref: str, user: Principal | None = None
+    ) -> str:
+        """The key ARN a new repository of ``encryption_type`` is bound to: ``key_ref`` (id, ARN, alias, or the
+        ``aws/ecr`` alias, created on first use) resolved in this region, and usable now (as ECR checks). ``user``
+        (the caller) must be allowed to use the key through ECR — as ECR needs the caller's permission to create its
+        grant — checked by a GenerateDataKey in the caller's name with ``kms:ViaService`` ECR (key policy and IAM
+        policies, across accounts both): a repository cannot be bound to a key its creator may not use."""
+        keys = self._keys()
+        try:
+            info = keys.resolve_key(account_id, key_ref)
+            error = info.usable_error()
+            if error is not None:
+                raise error
+            if user is not None:
+                keys.generate_data_key(
+                    user, info.arn, {"soko:ecr:repository-key-check": "CreateRepository"}, self.via_service
+                )
+        except KmsError as exc:
+            raise KeyUnusable(
+                f"encryptionType {encryption_type} with kmsKey {key_ref[:300]}: {exc.code}: {exc.message}", exc.code
+            ) from None
+        return info.arn
+
+    def check_usable(self, space: Keyspace) -> None:
+        """KeyUnusable unless the keyspace's key may be used now (a push that stores nothing new checks it)."""
+        try:
+            info = self._keys().resolve_key(space.account_id, space.key_arn)
+            error = info.usable_error()
+            if error is not None:
+                raise error
+        except KmsError as exc:
+            raise KeyUnusable(_explain(exc, space.key_arn), exc.code) from None
+
+    def new_object(self, space: Keyspace) -> tuple[bytes, StorageDriver]:
+        """A fresh KMS-made key for one object: (its KMS ciphertext, to keep; the storage view that seals with it)."""
+        try:
+            plain, wrapped, _ = self._keys().generate_data_key(
+                None, space.key_arn, space.context, self.via_service, account_id=space.account_id
+            )
+        except KmsError as exc:
+            raise KeyUnusable(_explain(exc, space.key_arn), exc.code) from None
+        return wrapped, self.view(space, plain)
+
+    def open_object(self, space: Keyspace, wrapped: bytes) -> StorageDriver:
+        """The storage view that reads (and resumes) an object of ``space`` whose key KMS wrapped as ``wrapped``."""
+        try:
+            plain, _ = self._keys().decrypt(None, wrapped, space.context, self.via_service)
+        except KmsError as exc:
+            raise KeyUnusable(_explain(exc, space.key_arn), exc.code) from None
+        return self.view(space, plain)
+
+    def view(self, space: Keyspace, data_key: bytes) -> StorageDriver:
+        service = self._service()
+        outer = SealedDriver(service.inner, KeyRing({_KEK: data_key}, _KEK))
+        if space.encryption_type == "KMS_DSSE":  # two independent layers: the service key inside
+            return LayerDriver(outer, service.ring)
+        return outer

@@ -1,0 +1,173 @@
+"""Repositories with encryptionType KMS / KMS_DSSE through the domain (``soko.registry.encryption``): a copy per key,
+deduplicated within a key, re-encrypted across keys, collected per key; two layers for KMS_DSSE; range reads;
+tampering and crypto-shredding told apart by ``soko fsck``."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from soko.crypto.segments import SealBroken
+from soko.errors import BlobUnknown, ContentUnreadable
+from soko.iam.service import Identity
+from soko.kms.service import DAY, KeyService
+from soko.meta.schema import blob_copies, blobs
+from soko.registry.encryption import KeyUnusable
+from soko.registry.fsck import check
+from soko.registry.models import RepoRef
+from soko.storage.paths import blob_path, keyed_path
+from tests.clock import Clock
+from tests.domain import push_blob, push_image
+from tests.kms.test_service import ROOT
+
+ACCOUNT = "000000000000"
+DATA = os.urandom((1 << 20) + 12345)  # four segments and a bit
+
+
+@pytest.fixture
+def kms(registry) -> KeyService:
+    registry.ctx.clock = Clock(1_800_000_000.0)  # (tests move it: registry.ctx.clock.now)
+    service = KeyService(registry.ctx, Identity(registry.ctx))
+    registry.encryption.attach(service)
+    return service
+
+
+def _repo(registry, kms, name: str, kind: str = "KMS", key: str | None = None) -> RepoRef:
+    ref = RepoRef(ACCOUNT, name)
+    registry.repositories.create(ref, encryption_type=kind, kms_key=key)
+    return ref
+
+
+def _read(registry, ref: RepoRef, digest: str, offset: int = 0) -> bytes:
+    with registry.blobs.reader(registry.blobs.open(ref, digest), offset) as f:
+        return f.read()
+
+
+def _root(registry) -> Path:
+    return Path(registry.ctx.storage.inner.root)
+
+
+def _raw(registry, path: str) -> bytes:
+    return (_root(registry) / "sealed" / path).read_bytes()  # type: ignore[attr-defined]
+
+
+def _copies(registry) -> set[tuple[str, str]]:
+    with registry.ctx.db.read() as conn:
+        return {(r.digest, r.keyspace) for r in conn.execute(sa.select(blob_copies.c.digest, blob_copies.c.keyspace))}
+
+
+def test_a_copy_per_key_dedup_within_one_mount_across_and_gc(registry, kms) -> None:
+    clock = registry.ctx.clock
+    key = kms.create_key(ROOT, "a")
+    other = kms.create_key(ROOT, "b")
+    a1 = _repo(registry, kms, "a1", key=key.key_id)
+    a2 = _repo(registry, kms, "a2", key=key.arn)
+    b = _repo(registry, kms, "b1", key=other.key_id)
+    plain = RepoRef(ACCOUNT, "plain")
+    registry.repositories.create(plain)
+    image = push_image(registry, a1, "v1", [DATA])
+    manifest = registry.manifests.get(a1, image)
+    parsed = json.loads(manifest.payload)
+    config, digest = parsed["config"]["digest"], parsed["layers"][0]["digest"]
+    push_image(registry, a2, "v1", [DATA])  # same key: the layer is stored once
+    assert {k for d, k in _copies(registry) if d == digest} == {f"kms/{key.key_id}"}
+    for dest, source in ((b, a1), (plain, b)):  # another key: re-encrypted; then the service key
+        for d in (config, digest):
+            assert registry.blobs.mount(dest, d, source) is not None
+        registry.manifests.put(dest, "v1", manifest.payload, manifest.media_type)
+    assert {(d, k) for d, k in _copies(registry) if d == digest} == {
+        (digest, f"kms/{key.key_id}"),
+        (digest, f"kms/{other.key_id}"),
+    }
+    for ref in (a1, a2, b, plain):
+        assert _read(registry, ref, digest) == DATA
+        assert _read(registry, ref, digest, 300_000) == DATA[300_000:]  # a range decrypts from its segment
+    stored = [_raw(registry, keyed_path(f"kms/{k}", digest)) for k in (key.key_id, other.key_id)]
+    assert stored[0] != stored[1] and DATA[:64] not in stored[0] + stored[1]
+
+    # a key's copy goes when no repository of that key links the blob; the blob lives on for the others
+    for ref in (a1, a2):
+        registry.repositories.delete(ref, force=True)
+    clock.now += 2 * DAY
+    registry.gc.run(grace_period=0)
+    assert {k for d, k in _copies(registry) if d == digest} == {f"kms/{other.key_id}"}
+    assert not (_root(registry) / "sealed" / keyed_path(f"kms/{key.key_id}", digest)).exists()
+    assert _read(registry, b, digest) == DATA and _read(registry, plain, digest) == DATA
+    for ref in (b, plain):
+        registry.repositories.delete(ref, force=True)
+    clock.now += 2 * DAY
+    registry.gc.run(grace_period=0)
+    with registry.ctx.db.read() as conn:
+        assert conn.execute(sa.select(blobs.c.digest)).first() is None
+    assert _copies(registry) == set()
+    assert list(registry.ctx.storage.walk("keyed")) == [] and list(registry.ctx.storage.walk("blobs")) == []
+
+
+def test_kms_dsse_seals_twice_and_a_kms_key_alone_does_not_open_it(registry, kms) -> None:
+    key = kms.create_key(ROOT, "dsse")
+    ref = _repo(registry, kms, "dsse", "KMS_DSSE", key.key_id)
+    digest = push_blob(registry, ref, DATA)
+    assert _read(registry, ref, digest, 700_001) == DATA[700_001:]
+    raw = _raw(registry, keyed_path(f"dsse/{key.key_id}", digest))
+    assert raw.startswith(b"SOKOSEAL") and raw[28:31] == b"kms"  # the outer layer: the customer key's
+    blob = registry.blobs.open(ref, digest)
+    outer = registry.encryption.open_object(blob.keyspace, blob.wrapped_key).inner  # the customer-key layer only
+    with outer.reader(blob.storage_path) as f:
+        inner = f.read()
+    assert inner.startswith(b"SOKOSEAL") and inner[28:38] == b"service/v1" and DATA[:64] not in inner
+
+
+def test_key_states_tampering_and_crypto_shredding(registry, kms) -> None:
+    clock = registry.ctx.clock
+    key = kms.create_key(ROOT, "states")
+    ref = _repo(registry, kms, "states", key=key.key_id)
+    digest = push_blob(registry, ref, DATA)
+    kms.disable_key(ROOT, key.key_id)
+    with pytest.raises(KeyUnusable) as exc:
+        _read(registry, ref, digest)
+    assert exc.value.kms_error == "DisabledException" and key.arn in exc.value.message
+    with pytest.raises(KeyUnusable):
+        registry.uploads.start(ref)
+    with pytest.raises(KeyUnusable):
+        registry.manifests.put(ref, "t", b'{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json",'
+                               b'"manifests":[]}', None)
+    assert list(check(registry.ctx, encryption=registry.encryption)) == []  # disabled: not a problem, not checked
+    kms.enable_key(ROOT, key.key_id)
+    assert list(check(registry.ctx, encryption=registry.encryption)) == []
+
+    path = _root(registry) / "sealed" / keyed_path(f"kms/{key.key_id}", digest)
+    original = path.read_bytes()
+    flipped = bytearray(original)
+    flipped[len(flipped) // 2] ^= 1
+    path.write_bytes(bytes(flipped))
+    with pytest.raises((ContentUnreadable, SealBroken)):  # (mid-stream: the handler ends the response)
+        _read(registry, ref, digest)
+    assert [p.kind for p in check(registry.ctx, encryption=registry.encryption)] == ["tampered-blob"]
+    path.write_bytes(original)
+
+    kms.schedule_key_deletion(ROOT, key.key_id, 7)
+    with pytest.raises(KeyUnusable) as exc:
+        _read(registry, ref, digest)
+    assert exc.value.kms_error == "KMSInvalidStateException" and "cancel-key-deletion" in exc.value.message
+    clock.now += 8 * DAY
+    with pytest.raises(KeyUnusable) as exc:
+        _read(registry, ref, digest)
+    assert exc.value.kms_error == "NotFoundException"
+    assert [p.kind for p in check(registry.ctx, encryption=registry.encryption)] == ["crypto-shredded"]
+
+
+def test_an_aes256_repository_never_reads_a_keyed_copy(registry, kms) -> None:
+    key = kms.create_key(ROOT, "k")
+    ref = _repo(registry, kms, "only-kms", key=key.key_id)
+    digest = push_blob(registry, ref, DATA)
+    assert not (_root(registry) / blob_path(digest)).exists()
+    plain = RepoRef(ACCOUNT, "plain")
+    registry.repositories.create(plain)
+    with pytest.raises(BlobUnknown):
+        registry.blobs.open(plain, digest)
+    assert push_blob(registry, plain, DATA) == digest  # its own service-key copy
+    assert _read(registry, plain, digest) == DATA and _read(registry, ref, digest) == DATA
