@@ -43,10 +43,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_fsck(args: argparse.Namespace) -> int:
+    from soko.iam.service import Identity
+    from soko.kms.service import KeyService
     from soko.registry import Registry
     from soko.registry.fsck import Progress, check
 
     registry = Registry.open(_settings(args))
+    registry.encryption.attach(KeyService(registry.ctx, Identity(registry.ctx)))  # to re-hash KMS repositories' copies
     progress = Progress()
 
     def render(elapsed: float) -> str:
@@ -59,11 +62,18 @@ def cmd_fsck(args: argparse.Namespace) -> int:
     problems = 0
     try:
         with _progress(args, render):
-            for problem in check(registry.ctx, rehash=not args.quick, progress=progress):
+            for problem in check(
+                registry.ctx, rehash=not args.quick, progress=progress, encryption=registry.encryption
+            ):
                 problems += 1
                 print(problem, flush=True)
     finally:
         registry.close()
+    if progress.keys_unusable:
+        print(
+            f"fsck: {progress.keys_unusable:,} blob(s) under KMS keys that are disabled or pending deletion were not "
+            "re-hashed (enable the keys to check them)"
+        )
     if progress.tombstones:
         print(f"fsck: {progress.tombstones:,} stored object(s) of deleted blobs await deletion (the next gc run)")
     if problems:
@@ -170,6 +180,32 @@ def _iso(text: str) -> float:
     except ValueError:
         hint = "use a duration (15m, 24h, 7d) or a time (2026-11-28T09:00Z)"
         raise ValueError(f"invalid --since {text!r}: {hint}") from None
+
+
+def cmd_encrypt_existing(args: argparse.Namespace) -> int:
+    from soko.registry import Registry
+    from soko.registry.encrypt_existing import SealReport, encrypt_existing
+
+    registry = Registry.open(_settings(args))
+    report = SealReport()
+
+    def render(elapsed: float) -> str:
+        return f"encrypt-existing: sealed {report.sealed:,} blob(s), {human_bytes(report.bytes)}, {elapsed:.0f} s"
+
+    try:
+        with _progress(args, render):
+            encrypt_existing(registry.ctx, dry_run=args.dry_run, report=report)
+    finally:
+        registry.close()
+    if args.dry_run:
+        print(f"encrypt-existing: {report.remaining:,} blob(s) stored in plaintext would be sealed")
+    else:
+        print(
+            f"encrypt-existing: sealed {report.sealed:,} blob(s) ({human_bytes(report.bytes)}); "
+            f"{report.already:,} already sealed, {report.missing:,} missing, {report.corrupt:,} not matching their "
+            "digest (see soko fsck)"
+        )
+    return 1 if report.corrupt else 0
 
 
 def cmd_gc(args: argparse.Namespace) -> int:
@@ -295,8 +331,10 @@ def cmd_jobs(args: argparse.Namespace) -> int:
         lease = row["lease_until"]
         owner = f"{row['owner']} ({lease - now:.0f}s)" if row["owner"] and lease and lease > now else "-"
         error = row["last_error"].splitlines()[0][:60] if row["last_error"] else ""
-        print(f"{row['kind']:<14} {row['key'] or '-':<12} {next_run:<20} {owner:<40} {row['runs']:>6} "
-              f"{row['failures']:>6} {error}")
+        print(
+            f"{row['kind']:<14} {row['key'] or '-':<12} {next_run:<20} {owner:<40} {row['runs']:>6} "
+            f"{row['failures']:>6} {error}"
+        )
     if not rows:
         print("jobs: none yet (a serving process schedules them when it starts)")
     return 0
@@ -379,6 +417,14 @@ def main(argv: list[str] | None = None) -> int:
     gc.add_argument("-v", "--verbose", action="store_true", help="list each blob")
     gc.add_argument("--progress", action="store_true", help="show progress on stderr even when it is not a terminal")
     gc.set_defaults(func=cmd_gc)
+
+    seal = sub.add_parser(
+        "encrypt-existing", help="seal blobs stored in plaintext by versions before encryption at rest (online)"
+    )
+    _common(seal)
+    seal.add_argument("--dry-run", action="store_true", help="count the plaintext blobs, change nothing")
+    seal.add_argument("--progress", action="store_true", help="show progress on stderr even when it is not a terminal")
+    seal.set_defaults(func=cmd_encrypt_existing)
 
     usage = sub.add_parser("usage", help="cost report: stored bytes, GB-months, transfer and requests for a month")
     _common(usage)

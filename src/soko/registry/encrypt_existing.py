@@ -1,0 +1,123 @@
+"""``soko encrypt-existing``: seal the blobs earlier versions stored in plaintext, online.
+
+A blob row with no ``seal_id`` is content written before encryption at rest (``soko.crypto``): its plaintext lies
+at ``blobs/<digest path>`` in the storage driver. Each is read, verified against its digest, and sealed under the
+service key at a temporary ``uploads/seal-<uuid>`` path (no session row: the collector's storage sweep removes it if
+this process dies); then, in one transaction holding the blob row's lock (the lock an upload completion and the
+collector take), the sealed object moves into place — ``SealedDriver.move`` drops the plaintext — and the row gets
+its ``seal_id``. Readers are never without content: until the move they read the plaintext, after it the sealed
+copy (a sealed copy always wins). A blob the collector deleted meanwhile, or that someone sealed meanwhile, is
+skipped. Safe to run while serving, and again (it resumes with what is left).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+from soko.crypto.driver import SealedDriver
+from soko.kernel.context import DomainContext
+from soko.meta.schema import blobs
+from soko.storage import PathNotFound
+from soko.storage.paths import blob_path, upload_dir, upload_path
+
+_READ = 4 << 20
+
+
+@dataclass
+class SealReport:
+    sealed: int = 0  # blobs sealed by this run
+    bytes: int = 0
+    already: int = 0  # rows without seal_id whose content was sealed already (recorded now)
+    missing: int = 0  # rows whose content is nowhere (soko fsck reports them)
+    corrupt: int = 0  # plaintext that does not match its digest (left as it is; soko fsck reports it)
+    remaining: int = 0  # plaintext blobs found (dry run: what a run would seal)
+
+
+def encrypt_existing(
+    ctx: DomainContext,
+    *,
+    dry_run: bool = False,
+    report: SealReport | None = None,
+    stopping: Callable[[], bool] = lambda: False,
+) -> SealReport:
+    report = report or SealReport()
+    storage = ctx.storage
+    if not isinstance(storage, SealedDriver):
+        raise ValueError("storage is not encrypted in this process: nothing to seal with")
+    with ctx.db.read() as conn:
+        rows = conn.execute(
+            sa.select(blobs.c.digest, blobs.c.size).where(blobs.c.seal_id.is_(None)).order_by(blobs.c.digest)
+        ).all()
+    for digest, size in rows:
+        if stopping():
+            break
+        path = blob_path(digest)
+        already = storage.seal_id(path)
+        if already is not None:  # sealed (by an upload of the same content) but not recorded: record it
+            if not dry_run:
+                _record(ctx, digest, already)
+            report.already += 1
+            continue
+        try:
+            storage.inner.stat(path)
+        except PathNotFound:
+            report.missing += 1
+            continue
+        report.remaining += 1
+        if dry_run:
+            continue
+        if _seal(ctx, storage, digest, size, path):
+            report.sealed += 1
+            report.bytes += size
+        else:
+            report.corrupt += 1
+    return report
+
+
+def _record(ctx: DomainContext, digest: str, seal_id: str) -> None:
+    with ctx.db.write() as conn:
+        conn.execute(
+            sa.update(blobs).where(blobs.c.digest == digest, blobs.c.seal_id.is_(None)).values(seal_id=seal_id)
+        )
+
+
+def _seal(ctx: DomainContext, storage: SealedDriver, digest: str, size: int, path: str) -> bool:
+    """Seal one plaintext blob; False when its plaintext does not match its digest (left alone)."""
+    temp_id = f"seal-{uuid.uuid4()}"
+    temp = upload_path(temp_id)
+    algorithm, _, expected = digest.partition(":")
+    hasher = hashlib.new(algorithm)
+    try:
+        writer = storage.writer(temp)
+        try:
+            with storage.inner.reader(path) as f:
+                while piece := f.read(_READ):
+                    hasher.update(piece)
+                    writer.write(piece)
+            if hasher.hexdigest() != expected or writer.size != size:
+                writer.cancel()
+                return False
+            writer.commit()
+        finally:
+            writer.close()
+        seal_id = storage.seal_id(temp)
+        with ctx.transaction() as tx:
+            locked = sa.select(blobs.c.seal_id).where(blobs.c.digest == digest)
+            if not ctx.db.is_sqlite:
+                locked = locked.with_for_update()
+            row = tx.conn.execute(locked).first()
+            if row is None or row.seal_id is not None:  # collected, or sealed by someone else meanwhile
+                return True
+            tx.conn.execute(sa.update(blobs).where(blobs.c.digest == digest).values(seal_id=seal_id))
+            storage.move(temp, path)  # last: the sealed copy takes the blob's place and the plaintext goes
+        return True
+    finally:
+        try:
+            storage.delete(upload_dir(temp_id))
+        except PathNotFound:
+            pass
