@@ -46,16 +46,6 @@ class AwsAuthError(Exception):
         return self.message
 
 
-class InvalidRequest(Exception):
-    """A request is malformed or violates the service model; `type_name` is the AWS error code."""
-
-    def __init__(self, type_name: str, message: str, status: int = 400) -> None:
-        super().__init__(f"{type_name}: {message}")
-        self.type_name = type_name
-        self.message = message
-        self.status = status
-
-
 class ServiceError(Exception):
     """An exception an AWS service operation (ECR, IAM, STS…) answers with (``type_name`` is the JSON ``__type`` or
     the Query error code).
@@ -69,3 +59,13 @@ class ServiceError(Exception):
         self.message = message
         self.status = status
         self.extra = extra
+
+
+class InvalidRequest(ServiceError):
+    """A request is malformed or violates the service model (always a client error: 400 unless told otherwise)."""
+
+    def __init__(self, type_name: str, message: str, status: int = 400) -> None:
+        super().__init__(type_name, message, status)
+
+    def __str__(self) -> str:
+        return f"{self.type_name}: {self.message}"

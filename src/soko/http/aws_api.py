@@ -14,7 +14,7 @@ from typing import Protocol
 
 from soko.access import Principal, RequestContext
 from soko.aws import json_protocol, query_protocol, sigv4
-from soko.aws.errors import AwsAuthError, InvalidRequest, ServiceError
+from soko.aws.errors import AwsAuthError, ServiceError
 from soko.ecr.errors import from_domain
 from soko.errors import SokoError
 from soko.http.bodies import BODY_BUDGET, BodyBudget, BodyRefused, whole_body
@@ -183,9 +183,7 @@ class AwsFrontDoor:
             params = api.validate(operation, params)
             request.operation = f"{api.service}:{operation}"  # (a known operation now: a bounded metrics label)
             result = await offload(api.call, operation, params, principal, context)
-        except InvalidRequest as exc:
-            return self._json_error(exc.type_name, exc.message, context, exc.status)
-        except ServiceError as exc:
+        except ServiceError as exc:  # InvalidRequest included
             return self._json_error(exc.type_name, exc.message, context, exc.status or 400, **exc.extra)
         except SokoError as exc:
             mapped = from_domain(exc)
@@ -221,12 +219,7 @@ class AwsFrontDoor:
             request.operation = f"{service}:{operation}"
             result = await offload(self.query.call, service, operation, params, principal, context, verified)
             payload = query_protocol.serialize_response(service, operation, result, context.request_id)
-        except InvalidRequest as exc:
-            status, payload = query_protocol.error_response(
-                service, exc.type_name, exc.message, context.request_id, status=exc.status
-            )
-            return self._query_response(status, payload, context)
-        except ServiceError as exc:  # services raise ServiceError-shaped errors with Query codes too
+        except ServiceError as exc:  # InvalidRequest, and services' errors with Query codes
             status, payload = query_protocol.error_response(
                 service, exc.type_name, exc.message, context.request_id, status=exc.status
             )
