@@ -5,8 +5,10 @@ COMPLETE or FAILED with a reason, an image's statuses and jobs go with it, and r
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 
 import sqlalchemy as sa
+from cryptography import x509
 
 from soko.iam.secrets import MasterKey
 from soko.kernel.signing_queue import KIND
@@ -84,10 +86,18 @@ def test_push_queues_then_signs_verifiably_and_rotation_keeps_old_signatures(reg
     assert verify(*_signature(registry, ref, digest), subject, configs.keys.trust_store(ACCOUNT))
 
 
-def test_failures_carry_a_reason_and_deletes_drop_statuses(registry):
+def test_concurrent_puts_failures_with_a_reason_and_deletes_drop_statuses(registry):
     configs, signer = _setup(registry)
     ref = RepoRef(ACCOUNT, "team/app")
-    configs.put(ACCOUNT, [{"signingProfileArn": PROFILE}, {"signingProfileArn": OTHER}])  # no filters: every push
+    # concurrent puts naming a new profile: one key (version 1), issued by the account's one root
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda _: configs.put(ACCOUNT, [{"signingProfileArn": PROFILE}, {"signingProfileArn": OTHER}]),
+                      range(4)))  # no filters: every push
+    certificates = configs.keys.certificates(ACCOUNT)
+    assert [(profile, version) for profile, version, _ in certificates] == sorted([(OTHER, 1), (PROFILE, 1)])
+    root = x509.load_pem_x509_certificate(configs.keys.trust_store(ACCOUNT).encode())
+    for _, _, pem in certificates:
+        x509.load_pem_x509_certificate(pem.encode()).verify_directly_issued_by(root)
     digest = push_image(registry, ref, "v1", [b"layer"])
     assert [s.profile_arn for s in _statuses(configs, registry, ref, digest)] == [PROFILE, OTHER]
     with registry.ctx.db.write() as conn:  # the second profile's key is gone (as if its rows were lost)

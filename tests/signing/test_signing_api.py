@@ -15,7 +15,9 @@ import pytest
 from botocore.exceptions import ClientError
 
 from soko.cli import main as soko_main
+from soko.registry.models import RepoRef
 from tests.console.helpers import make_user
+from tests.domain import push_blob
 from tests.e2e.images import build_image
 from tests.e2e.skopeo import Skopeo
 from tests.ecr.test_images import raw_json
@@ -110,6 +112,7 @@ HOSTILE = [
 ]
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # nothing here depends on the engine
 def test_hostile_inputs_are_refused_and_the_operations_authorized_by_the_iam_authorizer(server, aws):
     for body in HOSTILE:
         status, answer = raw_json(server, "PutSigningConfiguration", body)
@@ -154,3 +157,21 @@ def test_hostile_inputs_are_refused_and_the_operations_authorized_by_the_iam_aut
     assert reader.get_signing_configuration()["signingConfiguration"] == {"rules": []}
     assert _code(lambda: reader.describe_image_signing_status(
         repositoryName="team/app", imageId={"imageTag": "v1"})) == "ImageNotFoundException"  # allowed, then answered
+
+    # a pusher denied signer:SignPayload on the profile: the push succeeds, its signing is FAILED at once
+    ecr.put_signing_configuration(signingConfiguration={"rules": RULES})
+    key, secret = make_user(iam, "pusher", {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": "ecr:*", "Resource": "*"},
+        {"Effect": "Deny", "Action": "signer:SignPayload", "Resource": PROFILE}]})
+    ref = RepoRef(ACCOUNT, "team/app")
+    config = push_blob(server.registry, ref, b'{"architecture":"amd64","os":"linux"}')
+    manifest = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                           "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config,
+                                      "size": 37}, "layers": []})
+    pushed = aws("ecr", key, secret).put_image(repositoryName="team/app", imageTag="v1", imageManifest=manifest)
+    [status] = ecr.describe_image_signing_status(repositoryName="team/app", imageId={"imageTag": "v1"})[
+        "signingStatuses"]
+    assert (status["status"], status["failureCode"]) == ("FAILED", "SIGNING_NOT_AUTHORIZED")
+    assert "signer:SignPayload" in status["failureReason"] and "pusher" in status["failureReason"]
+    assert ecr.list_image_referrers(repositoryName="team/app", subjectId={
+        "imageDigest": pushed["image"]["imageId"]["imageDigest"]})["referrers"] == []

@@ -15,6 +15,7 @@ from soko.ecr.api import Call
 from soko.errors import DigestInvalid
 from soko.names import validate_tag
 from soko.registry.images import ImageDetail, ImageFailure, decode_token, encode_token
+from soko.signing.config import sign_payload_check
 
 
 def _failure(f: ImageFailure) -> dict:
@@ -79,7 +80,8 @@ def put_image(call: Call) -> dict:
             "Invalid parameter at 'imageManifestMediaType' failed to satisfy constraint: 'the image manifest has no "
             "mediaType field, so imageManifestMediaType must name its media type'",
         )
-    result = call.api.registry.manifests.put(ref, tag or digest, payload, media_type)
+    may_sign = sign_payload_check(call.api.identity.authorizer, call.caller, call.context)
+    result = call.api.registry.manifests.put(ref, tag or digest, payload, media_type, may_sign=may_sign)
     if not result.created and not result.tag_moved:
         raise ServiceError(
             "ImageAlreadyExistsException",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from functools import lru_cache
 
 import sqlalchemy as sa
@@ -17,6 +18,7 @@ from soko.meta.schema import image_signing_status, jobs, signing_configurations
 
 KIND = "signing"
 IN_PROGRESS, COMPLETE, FAILED = "IN_PROGRESS", "COMPLETE", "FAILED"
+NOT_AUTHORIZED = "SIGNING_NOT_AUTHORIZED"  # the pusher may not use the profile (signer:SignPayload)
 
 
 @lru_cache(maxsize=1024)
@@ -40,9 +42,12 @@ def matching_profiles(rules: list[dict], repository: str) -> list[str]:
     return list(profiles)
 
 
-def request(tx, account_id: str, repository: str, repo_id: int, digest: str) -> int:
+def request(tx, account_id: str, repository: str, repo_id: int, digest: str,
+            may_sign: Callable[[str], str | None] | None = None) -> int:
     """Queue the signing of ``digest`` in ``repository`` within ``tx`` (a ``UnitOfWork``) for every profile the
-    account's rules match; returns how many were queued."""
+    account's rules match; returns how many were queued. ``may_sign(profile)``: None when the pusher may sign with
+    the profile (ECR requires ``signer:SignPayload`` of the pusher), else why not: that profile's status is FAILED
+    at once and nothing is queued for it."""
     conn = tx.conn
     rules = conn.execute(
         sa.select(signing_configurations.c.rules).where(signing_configurations.c.account_id == account_id)
@@ -51,9 +56,13 @@ def request(tx, account_id: str, repository: str, repo_id: int, digest: str) -> 
         return 0
     t = image_signing_status.c
     profiles = matching_profiles(json.loads(rules), repository)
+    queued = 0
     for profile in profiles:
-        values = {"status": IN_PROGRESS, "failure_code": None, "failure_reason": None, "signature_digest": None,
-                  "requested_at": tx.now, "updated_at": tx.now}
+        refused = may_sign(profile) if may_sign is not None else None
+        values = {"status": IN_PROGRESS if refused is None else FAILED,
+                  "failure_code": None if refused is None else NOT_AUTHORIZED,
+                  "failure_reason": None if refused is None else refused[:1000],
+                  "signature_digest": None, "requested_at": tx.now, "updated_at": tx.now}
         row_id = conn.execute(sa.select(t.id).where(t.repository_id == repo_id, t.manifest_digest == digest,
                                                     t.profile_arn == profile)).scalar()
         if row_id is None:
@@ -61,8 +70,10 @@ def request(tx, account_id: str, repository: str, repo_id: int, digest: str) -> 
                 repository_id=repo_id, manifest_digest=digest, profile_arn=profile, **values)).inserted_primary_key[0]
         else:
             conn.execute(sa.update(image_signing_status).where(t.id == row_id).values(**values))
-        enqueue(tx.ctx.db, conn, KIND, str(row_id), tx.now)
-    return len(profiles)
+        if refused is None:
+            enqueue(tx.ctx.db, conn, KIND, str(row_id), tx.now)
+            queued += 1
+    return queued
 
 
 def _drop_jobs(tx, where: sa.ColumnElement[bool]) -> None:

@@ -8,11 +8,12 @@ from soko.errors import DigestInvalid, ManifestInvalid, ManifestUnknown, TagInva
 from soko.http.bodies import BodyRefused, whole_body
 from soko.http.messages import Request, Response
 from soko.http.threads import offload
-from soko.oci.base import OciContext, context_of, location, replicated_from
+from soko.oci.base import OciContext, context_of, location, principal_of, replicated_from
 from soko.oci.errors import API_VERSION_HEADER, error_response
 from soko.pullthrough.rules import Rule
 from soko.registry import media_types as mt
 from soko.registry.models import RepoRef
+from soko.signing.config import sign_payload_check
 
 
 async def get_manifest(ctx: OciContext, request: Request, name: str, reference: str) -> Response:
@@ -119,7 +120,8 @@ async def put_manifest(ctx: OciContext, request: Request, name: str, reference: 
         # Held whole under the process's body budget, with its minimum rate: what POST / does with its documents.
         async with whole_body(request, limit, ctx.bodies) as payload:
             result = await offload(
-                partial(ctx.registry.manifests.put, replicated_from=source),
+                partial(ctx.registry.manifests.put, replicated_from=source,
+                        may_sign=sign_payload_check(ctx.authorizer, principal_of(request), context_of(request))),
                 ref,
                 reference,
                 payload,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable
 
 import sqlalchemy as sa
 
@@ -103,12 +104,14 @@ class Manifests:
         *,
         replicated_from: tuple[str, str] | None = None,
         sign: bool = True,
+        may_sign: Callable[[str], str | None] | None = None,
     ) -> PutManifestResult:
         """Store a manifest (and move ``reference`` onto it when it is a tag). ``replicated_from`` (source region,
         source account): a replication's copy, which creates a missing repository as replication does and is
         announced as an ``ECR Replication Action`` instead of a push (so it never replicates on: no chaining).
         ``sign``: False for content Soko did not receive as a push (a pull-through cache's copy of an upstream), which
-        managed signing must not vouch for."""
+        managed signing must not vouch for. ``may_sign(profile)``: the pusher's permission to sign with a signing
+        profile (None: allowed; else the reason), which the front ends check through the authorizer."""
         if len(payload) > self.ctx.settings.max_manifest_size:
             raise TooLarge(
                 f"manifest is {len(payload)} bytes; the limit is {self.ctx.settings.max_manifest_size} bytes"
@@ -181,7 +184,7 @@ class Manifests:
                 if replicated_from is None and sign and parsed.subject is None:
                     # managed signing: a new manifest (not a referrer: signatures are not signed again) in a
                     # repository the account's signing rules match gets its signing job, run after the commit
-                    signing_queue.request(tx, ref.account_id, ref.name, repo_id, digest)
+                    signing_queue.request(tx, ref.account_id, ref.name, repo_id, digest, may_sign)
         return PutManifestResult(digest, parsed.subject.digest if parsed.subject else None, created, tag_moved)
 
     @staticmethod

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from soko.errors import SokoError
+from soko.access import Authorizer, Principal, RequestContext
+from soko.errors import AccessDenied, SokoError
 from soko.iam.secrets import MasterKey
 from soko.kernel.context import DomainContext
 from soko.meta.schema import image_signing_status, signing_configurations
@@ -23,6 +25,25 @@ from soko.signing.keys import SigningKeys
 
 PROFILE_ARN = re.compile(r"arn:aws(?:-[a-z]+)*:signer:(?P<region>[a-z0-9-]+):(?P<account>[0-9]{12}):"
                          r"/signing-profiles/(?P<name>[a-zA-Z0-9_]{2,})")
+
+
+SIGN_PAYLOAD = "signer:SignPayload"
+
+
+def sign_payload_check(authorizer: Authorizer, principal: Principal,
+                       context: RequestContext) -> Callable[[str], str | None]:
+    """What a push passes to ``Manifests.put``: whether the pusher may sign with a profile, decided by the one
+    authorizer (action ``signer:SignPayload`` on the profile's ARN, audited like every decision), as ECR's managed
+    signing requires of the pusher. Returns None when allowed, else the denial's message."""
+
+    def check(profile_arn: str) -> str | None:
+        try:
+            authorizer.authorize(principal, SIGN_PAYLOAD, profile_arn, profile_arn.split(":")[4], context)
+        except AccessDenied as exc:
+            return exc.message
+        return None
+
+    return check
 
 
 class SigningConfigurationInvalid(SokoError):
