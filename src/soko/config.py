@@ -68,6 +68,9 @@ class Settings:
     gc_interval: float = 3600
     # How often each node applies lifecycle policies (0 disables the automatic runs; `soko lifecycle run` still works).
     lifecycle_interval: float = 3600
+    # Image scans one process runs at once (each on a thread of lower CPU priority, so pulls stay fast); 0: this
+    # node runs none (other nodes of the cluster do; queued scans wait for one).
+    scan_concurrency: int = 1
     max_manifest_size: int = 4 * 1024 * 1024
     # ECR's image-size quota, enforced on every blob while it uploads and on each image's total at manifest push.
     max_image_size: int = 10 * 1000**3
@@ -231,6 +234,8 @@ def load_settings(config_file: str | None = None, overrides: dict | None = None,
         if name in known and not known[name] > 0:
             raise ValueError(f"{name}: must be more than zero, got {values[name]!r}")
     settings = Settings(**known)
+    if settings.scan_concurrency < 0:
+        raise ValueError(f"scan_concurrency: must be 0 or more, got {values['scan_concurrency']!r}")
     check_regions(settings.regions, settings.region)
     return settings
 

@@ -108,36 +108,58 @@ def test_registry_scanning_configuration(ecr):
     assert default["registryId"] == ACCOUNT
     assert default["scanningConfiguration"] == {"scanType": "BASIC", "rules": []}
     rules = [{"scanFrequency": "SCAN_ON_PUSH", "repositoryFilters": [{"filter": "prod", "filterType": "WILDCARD"}]}]
-    with pytest.raises(ClientError) as exc:  # no scanner yet: refused, not stored and ignored
-        ecr.put_registry_scanning_configuration(scanType="BASIC", rules=rules)
-    assert error_of(exc)[0] == "UnsupportedOperationException"
-    with pytest.raises(ClientError) as exc:  # ECR's own validation still comes first
-        ecr.put_registry_scanning_configuration(
-            scanType="BASIC",
-            rules=[
-                {"scanFrequency": "CONTINUOUS_SCAN", "repositoryFilters": [{"filter": "*", "filterType": "WILDCARD"}]}
-            ],
-        )
-    assert error_of(exc)[0] == "ValidationException"
+    assert ecr.put_registry_scanning_configuration(scanType="BASIC", rules=rules)[
+        "registryScanningConfiguration"] == {"scanType": "BASIC", "rules": rules}
     enhanced = [
         {"scanFrequency": "CONTINUOUS_SCAN", "repositoryFilters": [{"filter": "prod-*", "filterType": "WILDCARD"}]},
         {"scanFrequency": "SCAN_ON_PUSH", "repositoryFilters": [{"filter": "*", "filterType": "WILDCARD"}]},
     ]
-    with pytest.raises(ClientError) as exc:
-        ecr.put_registry_scanning_configuration(scanType="ENHANCED", rules=enhanced)
-    assert error_of(exc)[0] == "UnsupportedOperationException"
+    ecr.put_registry_scanning_configuration(scanType="ENHANCED", rules=enhanced)
+    assert ecr.get_registry_scanning_configuration()["scanningConfiguration"] == {"scanType": "ENHANCED",
+                                                                                 "rules": enhanced}
+    filters = [{"filter": "*", "filterType": "WILDCARD"}]
+    hostile = [  # (scanType, rules): each refused whole, the stored configuration unchanged
+        ("BASIC", [{"scanFrequency": "CONTINUOUS_SCAN", "repositoryFilters": filters}]),  # ENHANCED only
+        ("ENHANCED", [{"scanFrequency": "MANUAL", "repositoryFilters": filters}]),
+        ("ENHANCED", [{"scanFrequency": "SCAN_ON_PUSH", "repositoryFilters": filters}] * 2),  # one per frequency
+        ("ENHANCED", [{"scanFrequency": "SCAN_ON_PUSH", "repositoryFilters": filters}] * 3),  # ≤ 2 rules
+        ("ENHANCED", [{"scanFrequency": "SCAN_ON_PUSH", "repositoryFilters": []}]),
+        ("ENHANCED", [{"scanFrequency": "SCAN_ON_PUSH", "repositoryFilters": filters * 101}]),  # ≤ 100 filters
+        ("BASIC", [{"scanFrequency": "SCAN_ON_PUSH",
+                    "repositoryFilters": [{"filter": "x" * 256, "filterType": "WILDCARD"}]}]),
+        ("BASIC", [{"scanFrequency": "SCAN_ON_PUSH",
+                    "repositoryFilters": [{"filter": "Prod/../*", "filterType": "WILDCARD"}]}]),
+        ("BASIC", [{"scanFrequency": "SCAN_ON_PUSH",
+                    "repositoryFilters": [{"filter": "prod", "filterType": "PREFIX_MATCH"}]}]),
+        ("BASIC", [{"scanFrequency": "SCAN_ON_PUSH", "repositoryFilters": [{"filter": "", "filterType": "WILDCARD"}]}]),
+        ("BASIC", [{"scanFrequency": "SCAN_ON_PUSH", "repositoryFilters": [{"filter": 7, "filterType": "WILDCARD"}]}]),
+        ("BASIC", [{"repositoryFilters": filters}]),
+        ("enhanced", []),
+        (["ENHANCED"], []),
+    ]
+    raw = _unvalidated(ecr)
+    for scan_type, bad in hostile:
+        with pytest.raises(ClientError) as exc:
+            raw.put_registry_scanning_configuration(scanType=scan_type, rules=bad)
+        # the model's constraints answer as every ECR operation does (InvalidParameterException; a wrong JSON type
+        # SerializationException), Soko's rules as ECR's ValidationException
+        assert error_of(exc)[0] in ("ValidationException", "InvalidParameterException", "SerializationException"), (
+            scan_type, bad)
+        assert exc.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+    assert ecr.get_registry_scanning_configuration()["scanningConfiguration"]["rules"] == enhanced
     ecr.put_registry_scanning_configuration(scanType="BASIC", rules=[])  # Terraform's delete
     assert ecr.get_registry_scanning_configuration()["scanningConfiguration"] == {"scanType": "BASIC", "rules": []}
 
 
 def test_batch_get_repository_scanning_configuration(ecr):
     ecr.create_repository(repositoryName="app-prod")
-    ecr.create_repository(repositoryName="app-dev", imageScanningConfiguration={"scanOnPush": False})
+    ecr.create_repository(repositoryName="app-dev", imageScanningConfiguration={"scanOnPush": True})
     ecr.create_repository(repositoryName="other")
-    out = ecr.batch_get_repository_scanning_configuration(repositoryNames=["app-prod", "app-dev", "other", "ghost"])
+    names = ["app-prod", "app-dev", "other", "ghost"]
+    out = ecr.batch_get_repository_scanning_configuration(repositoryNames=names)
     by_name = {c["repositoryName"]: c for c in out["scanningConfigurations"]}
     assert by_name["app-prod"]["scanFrequency"] == "MANUAL" and by_name["app-prod"]["scanOnPush"] is False
-    assert by_name["app-dev"]["scanFrequency"] == "MANUAL" and by_name["app-dev"]["scanOnPush"] is False
+    assert by_name["app-dev"]["scanFrequency"] == "SCAN_ON_PUSH" and by_name["app-dev"]["scanOnPush"] is True
     assert by_name["other"]["repositoryArn"] == f"arn:aws:ecr:us-east-1:{ACCOUNT}:repository/other"
     assert out["failures"] == [
         {
@@ -146,6 +168,25 @@ def test_batch_get_repository_scanning_configuration(ecr):
             "failureReason": f"The repository with name 'ghost' does not exist in the registry with id '{ACCOUNT}'",
         }
     ]
+    prod = {"filter": "*-prod", "filterType": "WILDCARD"}
+    ecr.put_registry_scanning_configuration(scanType="BASIC", rules=[
+        {"scanFrequency": "SCAN_ON_PUSH", "repositoryFilters": [prod]}])
+    by_name = {c["repositoryName"]: c for c in ecr.batch_get_repository_scanning_configuration(
+        repositoryNames=names)["scanningConfigurations"]}
+    assert by_name["app-prod"] == {"repositoryArn": f"arn:aws:ecr:us-east-1:{ACCOUNT}:repository/app-prod",
+                                   "repositoryName": "app-prod", "scanOnPush": True, "scanFrequency": "SCAN_ON_PUSH",
+                                   "appliedScanFilters": [prod]}
+    assert by_name["app-dev"]["scanFrequency"] == "SCAN_ON_PUSH"  # BASIC: the repository's own flag still counts
+    # ENHANCED: the rules alone (a repository's scanOnPush is ignored); a filter without '*' matches a part of the name
+    ecr.put_registry_scanning_configuration(scanType="ENHANCED", rules=[
+        {"scanFrequency": "CONTINUOUS_SCAN", "repositoryFilters": [prod]},
+        {"scanFrequency": "SCAN_ON_PUSH", "repositoryFilters": [{"filter": "the", "filterType": "WILDCARD"}]}])
+    by_name = {c["repositoryName"]: c for c in ecr.batch_get_repository_scanning_configuration(
+        repositoryNames=names)["scanningConfigurations"]}
+    assert by_name["app-prod"]["scanFrequency"] == "CONTINUOUS_SCAN"
+    assert by_name["app-dev"]["scanFrequency"] == "MANUAL" and by_name["app-dev"]["scanOnPush"] is False
+    assert by_name["other"]["scanFrequency"] == "SCAN_ON_PUSH"
+    assert by_name["other"]["appliedScanFilters"] == [{"filter": "the", "filterType": "WILDCARD"}]
 
 
 def test_cli_registry(aws_cli):

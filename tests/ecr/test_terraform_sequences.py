@@ -140,8 +140,7 @@ def test_aws_ecr_replication_configuration(ecr):
 
 def test_aws_ecr_registry_scanning_configuration(ecr):
     rules = [{"scanFrequency": "SCAN_ON_PUSH", "repositoryFilters": [{"filter": "example", "filterType": "WILDCARD"}]}]
-    with pytest.raises(ClientError) as exc:
-        ecr.put_registry_scanning_configuration(scanType="BASIC", rules=rules)
-    assert error_of(exc)[0] == "UnsupportedOperationException"
+    ecr.put_registry_scanning_configuration(scanType="BASIC", rules=rules)
+    assert ecr.get_registry_scanning_configuration()["scanningConfiguration"] == {"scanType": "BASIC", "rules": rules}
     ecr.put_registry_scanning_configuration(scanType="BASIC", rules=[])
     assert ecr.get_registry_scanning_configuration()["scanningConfiguration"] == {"scanType": "BASIC", "rules": []}

@@ -4,6 +4,7 @@ job runner runs; DescribeImageScanFindings, DescribeImages and the image_scan_co
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -154,30 +155,143 @@ def test_scan_on_push(server, ecr, advisories):
     assert exc.value.response["Error"]["Code"] == "ScanNotFoundException"
 
 
-def test_an_advisory_import_rematches_completed_scans_without_layers(server, ecr, advisories, settings, capsys,
-                                                                    tmp_path):
+def scan_status(ecr, repository: str, tag: str, wanted: str, *, name: str | None = None) -> dict:
+    """DescribeImageScanFindings polled (every 0.2 s, for at most 60 s) until the status is ``wanted`` — and, with
+    ``name``, until a finding of that name is present (or, for "-NAME", absent): the waiter cannot wait for
+    ACTIVE, which is not one of its end states."""
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            out = ecr.describe_image_scan_findings(repositoryName=repository, imageId={"imageTag": tag},
+                                                   maxResults=1000)
+        except ClientError as exc:
+            out = {"imageScanStatus": {"status": exc.response["Error"]["Code"]}}
+        names = {f["title"].split(" - ")[0] for f in out.get("imageScanFindings", {}).get("enhancedFindings", [])}
+        if out["imageScanStatus"]["status"] == wanted and (
+                name is None or (name[1:] not in names if name.startswith("-") else name in names)):
+            return out
+        assert time.monotonic() < deadline, out["imageScanStatus"]
+        time.sleep(0.2)
+
+
+def test_enhanced_continuous_scanning(server, ecr, advisories, settings, capsys, tmp_path):
+    """ENHANCED scanning with a CONTINUOUS_SCAN rule: a push is scanned (ACTIVE, enhancedFindings, an Inspector2
+    Scan event); an advisory import re-matches the stored inventory — with the layers gone — so findings appear and
+    disappear; StartImageScan is refused; a SCAN_ON_PUSH rule makes the scan COMPLETE (the waiter's end)."""
     from soko.cli import main
     from soko.storage.paths import blob_path
 
+    continuous = {"filter": "scan/*", "filterType": "WILDCARD"}
+    ecr.put_registry_scanning_configuration(scanType="ENHANCED", rules=[
+        {"scanFrequency": "CONTINUOUS_SCAN", "repositoryFilters": [continuous]}])
+    ecr.create_repository(repositoryName="other/app", imageScanningConfiguration={"scanOnPush": True})
     digest = push(server.registry, [gz(DEBIAN)], "v1", ref=REF)
-    ecr.start_image_scan(repositoryName=REF.name, imageId={"imageTag": "v1"})
-    ecr.get_waiter("image_scan_complete").wait(repositoryName=REF.name, imageId={"imageTag": "v1"},
-                                               WaiterConfig=FAST)
-    before = ecr.describe_image_scan_findings(repositoryName=REF.name, imageId={"imageTag": "v1"})
-    assert not any(f["name"] == "CVE-2099-0001" for f in before["imageScanFindings"]["findings"])
+    push(server.registry, [gz(DEBIAN)], "v1", ref=RepoRef(REF.account_id, "other/app"))  # no rule: not scanned
+    out = scan_status(ecr, REF.name, "v1", "ACTIVE")
+    assert out["imageScanStatus"]["description"] == "Continuous scan is selected for image."
+    assert "findings" not in out["imageScanFindings"]
+    enhanced = out["imageScanFindings"]["enhancedFindings"]
+    by_title = {f["title"]: f for f in enhanced}
+    urllib3 = by_title["CVE-2023-43804 - urllib3"]
     manifest = json.loads(server.registry.manifests.get(REF, digest).payload)
-    server.registry.ctx.storage.delete(blob_path(manifest["layers"][0]["digest"]))  # no layer to read any more
+    layer = manifest["layers"][0]["digest"]
+    assert urllib3["status"] == "ACTIVE" and urllib3["type"] == "PACKAGE_VULNERABILITY"
+    assert urllib3["severity"] == "HIGH" and urllib3["score"] == 8.1 and urllib3["fixAvailable"] == "YES"
+    assert urllib3["awsAccountId"] == REF.account_id and urllib3["findingArn"].startswith(
+        f"arn:aws:inspector2:us-east-1:{REF.account_id}:finding/")
+    details = urllib3["packageVulnerabilityDetails"]
+    assert details["vulnerabilityId"] == "CVE-2023-43804" and details["vendorSeverity"] == "HIGH"
+    assert details["cvss"][0]["baseScore"] == 8.1 and details["cvss"][0]["scoringVector"].startswith("CVSS:3.1/")
+    assert details["referenceUrls"] and details["source"] == "OSV"
+    [package] = details["vulnerablePackages"]
+    assert package["name"] == "urllib3" and package["version"] == "1.23" and package["packageManager"] == "PYTHONPKG"
+    assert package["sourceLayerHash"] == layer and package["filePath"].endswith("METADATA")
+    assert package["fixedInVersion"] and package["fixedInVersion"] != "NotAvailable"
+    assert urllib3["remediation"]["recommendation"]["text"] == (
+        f"Upgrade urllib3 to version {package['fixedInVersion']} or later.")
+    assert urllib3["scoreDetails"]["cvss"]["score"] == 8.1
+    [resource] = urllib3["resources"]
+    assert resource["id"] == f"arn:aws:ecr:us-east-1:{REF.account_id}:repository/{REF.name}/{digest}"
+    assert resource["type"] == "AWS_ECR_CONTAINER_IMAGE"
+    image = resource["details"]["awsEcrContainerImage"]
+    assert image["imageHash"] == digest and image["imageTags"] == ["v1"] and image["platform"] == "DEBIAN_12"
+    perl = by_title["CVE-2026-8376 - perl-base"]["packageVulnerabilityDetails"]
+    assert perl["source"] == "DEBIAN_CVE"
+    assert perl["vulnerablePackages"][0]["packageManager"] == "OS"
+    assert perl["vulnerablePackages"][0]["version"] == "5.36.0" and perl["vulnerablePackages"][0]["release"] == (
+        "7+deb12u1")
+    counts = out["imageScanFindings"]["findingSeverityCounts"]
+    assert sum(counts.values()) == len(enhanced)
+    [detail] = ecr.describe_images(repositoryName=REF.name, imageIds=[{"imageTag": "v1"}])["imageDetails"]
+    assert detail["imageScanStatus"]["status"] == "ACTIVE"
+    assert detail["imageScanFindingsSummary"]["findingSeverityCounts"] == counts
+    with pytest.raises(ClientError) as exc:  # ECR's basic scans only; the rules decide when enhanced ones run
+        ecr.start_image_scan(repositoryName=REF.name, imageId={"imageTag": "v1"})
+    assert exc.value.response["Error"]["Code"] == "ValidationException"
+    with pytest.raises(ClientError) as exc:
+        ecr.describe_image_scan_findings(repositoryName="other/app", imageId={"imageTag": "v1"})
+    assert exc.value.response["Error"]["Code"] == "ScanNotFoundException"  # ENHANCED ignores scanOnPush
+
+    # a new advisory: the stored inventory is matched again (the layer is gone: nothing is read from it)
+    server.registry.ctx.storage.delete(blob_path(layer))
     record = {"id": "DEBIAN-CVE-2099-0001", "aliases": ["CVE-2099-0001"], "modified": "2026-12-01T00:00:00Z",
               "affected": [{"package": {"ecosystem": "Debian:12", "name": "bash"},
                             "ranges": [{"type": "ECOSYSTEM", "events": [{"introduced": "0"}, {"fixed": "5.2.15-3"}]}]}]}
     (tmp_path / "new.json").write_text(json.dumps(record))
     common = ["--data-dir", str(settings.data_dir), "--database-url", settings.effective_database_url]
     assert main(["vulndb", "import", *common, str(tmp_path / "new.json")]) == 0
-    assert "re-matched 1 completed scan(s)" in capsys.readouterr().out
-    after = ecr.describe_image_scan_findings(repositoryName=REF.name, imageId={"imageTag": "v1"}, maxResults=1000)
-    names = {f["name"] for f in after["imageScanFindings"]["findings"]}
-    assert "CVE-2099-0001" in names
-    assert len(after["imageScanFindings"]["findings"]) == len(before["imageScanFindings"]["findings"]) + 1
+    assert "queued the rescan" in capsys.readouterr().out
+    after = scan_status(ecr, REF.name, "v1", "ACTIVE", name="CVE-2099-0001")
+    again = {f["title"]: f for f in after["imageScanFindings"]["enhancedFindings"]}
+    assert len(again) == len(by_title) + 1
+    assert again["CVE-2099-0001 - bash"]["packageVulnerabilityDetails"]["vulnerablePackages"][0][
+        "fixedInVersion"] == "5.2.15-3"
+    kept = again["CVE-2023-43804 - urllib3"]
+    assert kept["findingArn"] == urllib3["findingArn"] and kept["firstObservedAt"] == urllib3["firstObservedAt"]
+    # the advisory withdrawn: its finding disappears
+    record["withdrawn"] = "2026-12-02T00:00:00Z"
+    (tmp_path / "new.json").write_text(json.dumps(record))
+    assert main(["vulndb", "import", *common, str(tmp_path / "new.json")]) == 0
+    scan_status(ecr, REF.name, "v1", "ACTIVE", name="-CVE-2099-0001")
+
+    # the repository moves to a SCAN_ON_PUSH rule: its scan is COMPLETE, which the waiter ends on
+    ecr.put_registry_scanning_configuration(scanType="ENHANCED", rules=[
+        {"scanFrequency": "SCAN_ON_PUSH", "repositoryFilters": [continuous]}])
+    ecr.get_waiter("image_scan_complete").wait(repositoryName=REF.name, imageId={"imageTag": "v1"},
+                                               WaiterConfig=FAST)
+    with server.registry.ctx.db.read() as conn:
+        bodies = [json.loads(b) for b in conn.execute(
+            sa.select(event_outbox.c.body).where(event_outbox.c.detail_type == "Inspector2 Scan")).scalars()]
+    arn = f"arn:aws:ecr:us-east-1:{REF.account_id}:repository/{REF.name}"
+    assert [(b["source"], b["resources"], b["detail"]["scan-status"], b["detail"]["repository-name"],
+             b["detail"]["image-digest"], b["detail"]["image-tags"]) for b in bodies] == [
+        ("aws.inspector2", [arn], "INITIAL_SCAN_COMPLETE", arn, digest, ["v1"])]
+    assert bodies[0]["detail"]["finding-severity-counts"]["TOTAL"] == len(enhanced)
+
+
+def test_rules_apply_to_stored_images_and_basic_scans_stay(server, ecr, advisories):
+    """A rule put after the push applies to the images already stored: a repository that becomes continuously
+    scanned gets ENHANCED scans of its images (a basic one is replaced). A BASIC SCAN_ON_PUSH rule scans pushes into
+    the repositories it matches."""
+    ecr.put_registry_scanning_configuration(scanType="BASIC", rules=[
+        {"scanFrequency": "SCAN_ON_PUSH", "repositoryFilters": [{"filter": "scan/a*", "filterType": "WILDCARD"}]}])
+    digest = push(server.registry, [gz(DEBIAN)], "v1", ref=REF)
+    push(server.registry, [gz(DEBIAN)], "v1", ref=RepoRef(REF.account_id, "scan/other"))
+    ecr.get_waiter("image_scan_complete").wait(repositoryName=REF.name, imageId={"imageTag": "v1"},
+                                               WaiterConfig=FAST)
+    out = ecr.describe_image_scan_findings(repositoryName=REF.name, imageId={"imageDigest": digest})
+    assert out["imageScanFindings"]["findings"] and "enhancedFindings" not in out["imageScanFindings"]
+    with pytest.raises(ClientError) as exc:
+        ecr.describe_image_scan_findings(repositoryName="scan/other", imageId={"imageTag": "v1"})
+    assert exc.value.response["Error"]["Code"] == "ScanNotFoundException"
+    ecr.put_registry_scanning_configuration(scanType="ENHANCED", rules=[
+        {"scanFrequency": "CONTINUOUS_SCAN", "repositoryFilters": [{"filter": "other", "filterType": "WILDCARD"}]},
+        {"scanFrequency": "SCAN_ON_PUSH", "repositoryFilters": [{"filter": "scan/app", "filterType": "WILDCARD"}]}])
+    out = scan_status(ecr, "scan/other", "v1", "ACTIVE")
+    assert out["imageScanFindings"]["enhancedFindings"]
+    # scan/app: its basic scan stays as it was (SCAN_ON_PUSH scans new pushes only)
+    out = ecr.describe_image_scan_findings(repositoryName=REF.name, imageId={"imageDigest": digest})
+    assert out["imageScanStatus"]["status"] == "COMPLETE" and out["imageScanFindings"]["findings"]
 
 
 def test_deleting_an_image_drops_its_scan(server, ecr, advisories):

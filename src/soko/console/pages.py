@@ -166,9 +166,9 @@ def repositories_page(viewer: Viewer, query: dict[str, str]) -> dict:
 def _scan_label(scan) -> str:
     if scan is None:
         return "not scanned"
-    if scan.status == "COMPLETE":
+    if scan.status in ("COMPLETE", "ACTIVE"):  # ACTIVE: an enhanced scan kept up to date (CONTINUOUS_SCAN)
         counts = ", ".join(f"{k.lower()} {v}" for k, v in sorted(scan.counts.items())) or "no findings"
-        return f"complete: {counts}"
+        return f"{scan.status.lower()}: {counts}"
     return scan.status.lower().replace("_", " ")
 
 
@@ -361,11 +361,24 @@ def image_page(viewer: Viewer, name: str, digest: str, host: str) -> dict:
                 "description": scan.description,
                 "completed": when(scan.completed_at),
                 "counts": scan.counts,
-                "findings": scan.findings[:500],
+                "findings": [_basic_view(f) for f in scan.findings[:500]],
                 "more": max(0, len(scan.findings) - 500),
             }
         )
     return out
+
+
+def _basic_view(finding: dict) -> dict:
+    """An ENHANCED finding shown in the BASIC finding's columns (name, severity, link, package, description)."""
+    details = finding.get("packageVulnerabilityDetails")
+    if details is None:
+        return finding
+    package = (details.get("vulnerablePackages") or [{}])[0]
+    version = "-".join(v for v in (package.get("version"), package.get("release")) if v)
+    return {"name": details.get("vulnerabilityId", ""), "severity": finding.get("severity", ""),
+            "uri": details.get("sourceUrl", ""), "description": finding.get("description", ""),
+            "attributes": [{"key": "package_name", "value": package.get("name", "")},
+                           {"key": "package_version", "value": version}]}
 
 
 # ---- lifecycle policy -------------------------------------------------------------------------------------------

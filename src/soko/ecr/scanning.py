@@ -40,10 +40,13 @@ def _status(scan: Scan) -> dict:
     return {"status": scan.status, "description": scan.description}
 
 
+FINISHED = ("COMPLETE", "ACTIVE")  # ACTIVE: an ENHANCED scan's result in a continuously scanned repository
+
+
 def scan_summary(scan: Scan) -> dict:
     """DescribeImages' imageScanStatus, and imageScanFindingsSummary once the scan has completed."""
     out: dict = {"imageScanStatus": _status(scan)}
-    if scan.status == "COMPLETE":
+    if scan.status in FINISHED:
         out["imageScanFindingsSummary"] = {"imageScanCompletedAt": scan.completed_at,
                                            "vulnerabilitySourceUpdatedAt": scan.source_updated_at,
                                            "findingSeverityCounts": scan.counts}
@@ -76,7 +79,7 @@ def describe_image_scan_findings(call: Call) -> dict:
         )
     out: dict = {"registryId": ref.account_id, "repositoryName": ref.name, "imageId": _out_id(digest, image_id),
                  "imageScanStatus": _status(scan)}
-    if scan.status != "COMPLETE":
+    if scan.status not in FINISHED:
         return out
     position = decode_token(call.params.get("nextToken"), ("offset",))
     start = position["offset"] if position else 0
@@ -86,7 +89,8 @@ def describe_image_scan_findings(call: Call) -> dict:
     page = scan.findings[start:start + limit]
     out["imageScanFindings"] = {"imageScanCompletedAt": scan.completed_at,
                                 "vulnerabilitySourceUpdatedAt": scan.source_updated_at,
-                                "findingSeverityCounts": scan.counts, "findings": page}
+                                "findingSeverityCounts": scan.counts,
+                                ("enhancedFindings" if scan.scan_type == "ENHANCED" else "findings"): page}
     if start + limit < len(scan.findings):
         out["nextToken"] = encode_token({"offset": start + limit})
     return out

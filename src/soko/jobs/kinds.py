@@ -44,9 +44,13 @@ def registry_jobs(registry: Registry) -> list[JobKind]:
         registry.metering.sample()
 
     from soko.scan.scans import KIND as SCAN
-    from soko.scan.scans import Scans
+    from soko.scan.scans import RESCAN_KIND, RULES_KIND, Scans
 
-    scans = Scans(registry)
+    scans = Scans(registry, stopping=stopping)
+
+    def rescan(_key: str) -> str | None:
+        updated, queued = scans.rescan_continuous()
+        return f"continuous scans: {updated} re-matched, {queued} queued" if updated or queued else None
 
     from soko.replication import KIND as REPLICATION
     from soko.replication import Replicator
@@ -61,7 +65,13 @@ def registry_jobs(registry: Registry) -> list[JobKind]:
     return [
         # one-shot, keyed by image_scans row: queued by StartImageScan or a push (soko.kernel.job_queue.enqueue); the
         # interval only keeps a finished scan from running again, a new request makes it due at once
-        JobKind(SCAN, scans.run, 10 * 365 * 86400.0, concurrency=1, lease=120.0, keys=()),
+        # at most scan_concurrency per process, each on a thread of lower CPU priority: pulls stay fast while scanning
+        JobKind(SCAN, scans.run, 10 * 365 * 86400.0 if settings.scan_concurrency else 0,
+                concurrency=max(settings.scan_concurrency, 1), lease=120.0, keys=()),
+        # one-shot, keyed by account: PutRegistryScanningConfiguration applies the rules to the stored images
+        JobKind(RULES_KIND, scans.apply_rules, 10 * 365 * 86400.0, lease=120.0, keys=()),
+        # one-shot, key "advisories": `soko vulndb import` re-matches continuously scanned images
+        JobKind(RESCAN_KIND, rescan, 10 * 365 * 86400.0, lease=120.0, keys=()),
         JobKind("gc_review", gc_review, settings.gc_interval),
         JobKind("gc_blobs", gc_blobs, settings.gc_interval),
         # rare: it lists all of storage (crash leftovers only; the other kinds leave no strays)

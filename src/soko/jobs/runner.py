@@ -267,7 +267,10 @@ class JobRunner:
         }
         if error is None:
             following = (started // kind.interval + 1) * kind.interval if kind.aligned else started + kind.interval
-            values |= {"next_run": following, "attempts": 0, "last_error": None, "runs": jobs.c.runs + 1}
+            # a one-shot job requested again while it ran (kernel.job_queue.enqueue moved next_run past this run's
+            # start) runs again at once: the request came after what this run read
+            values |= {"next_run": sa.case((jobs.c.next_run > started, jobs.c.next_run), else_=following),
+                       "attempts": 0, "last_error": None, "runs": jobs.c.runs + 1}
         with self.ctx.write() as conn:
             if error is not None:
                 attempts = (

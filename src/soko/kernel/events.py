@@ -18,12 +18,14 @@ from datetime import UTC, datetime
 from soko.access import repository_arn
 
 ECR = "aws.ecr"
+INSPECTOR = "aws.inspector2"
 SOKO = "soko.registry"
 IMAGE_ACTION = "ECR Image Action"
 REFERRER_ACTION = "ECR Referrer Action"
 REPOSITORY_ACTION = "Soko Repository Action"
 LIFECYCLE_EXPIRY = "Soko Lifecycle Expiry"
 IMAGE_SCAN = "ECR Image Scan"
+INSPECTOR_SCAN = "Inspector2 Scan"
 REPLICATION_ACTION = "ECR Replication Action"
 
 
@@ -111,6 +113,26 @@ def image_scan(
         "image-tags": tags,
     }
     return Event(account_id, ECR, IMAGE_SCAN, detail, [repository_arn(region, account_id, repository)])
+
+
+def inspector_scan(
+    account_id: str, region: str, repository: str, digest: str, tags: list[str], counts: dict[str, int]
+) -> Event:
+    """An ENHANCED scan's first result, as Amazon Inspector announces it for ECR images (``aws.inspector2`` /
+    ``Inspector2 Scan``, ``scan-status`` INITIAL_SCAN_COMPLETE; ``repository-name`` is the repository's ARN and
+    ``finding-severity-counts`` carries CRITICAL, HIGH, MEDIUM and TOTAL)."""
+    arn = repository_arn(region, account_id, repository)
+    detail = {
+        "scan-status": "INITIAL_SCAN_COMPLETE",
+        "repository-name": arn,
+        "finding-severity-counts": {
+            **{severity: counts.get(severity, 0) for severity in ("CRITICAL", "HIGH", "MEDIUM")},
+            "TOTAL": sum(counts.values()),
+        },
+        "image-digest": digest,
+        "image-tags": tags,
+    }
+    return Event(account_id, INSPECTOR, INSPECTOR_SCAN, detail, [arn])
 
 
 def replication_action(

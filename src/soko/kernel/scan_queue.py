@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
+from soko.kernel import scan_rules
 from soko.kernel.job_queue import enqueue
 from soko.meta.schema import image_inventories, image_scans, jobs, manifests
 
 KIND = "scan"
+RULES_KIND = "scan_rules"  # one-shot, keyed by account: apply a new registry scanning configuration to stored images
+RESCAN_KIND = "scan_rescan"  # one-shot, key "advisories": re-match continuously scanned images after an import
 QUOTA_WINDOW = 24 * 3600  # ECR basic scanning: one scan per image per 24 hours (scan on push included)
 IN_PROGRESS = "IN_PROGRESS"
 IN_PROGRESS_DESCRIPTION = "The scan is in progress."
@@ -19,17 +22,18 @@ IMAGE_CONFIGS = frozenset({"application/vnd.oci.image.config.v1+json",
                            "application/vnd.docker.container.image.v1+json"})
 
 
-def request(tx, repo_id: int, digest: str) -> bool:
-    """Queue a scan of ``digest`` in repository ``repo_id`` within ``tx`` (a ``UnitOfWork``); False when the image
-    was scanned less than 24 hours ago (then nothing is queued)."""
+def request(tx, repo_id: int, digest: str, scan_type: str = scan_rules.BASIC) -> bool:
+    """Queue a scan of ``digest`` in repository ``repo_id`` within ``tx`` (a ``UnitOfWork``); False when a BASIC
+    scan of the image was requested less than 24 hours ago (then nothing is queued). ENHANCED scans have no such
+    quota (ECR's enhanced scanning has none: they are requested by pushes and rule changes, never by callers)."""
     t = image_scans.c
     conn = tx.conn
     row = conn.execute(sa.select(t.id, t.requested_at).where(t.repository_id == repo_id,
                                                               t.manifest_digest == digest)).first()
-    if row is not None and tx.now - row.requested_at < QUOTA_WINDOW:
+    if row is not None and scan_type == scan_rules.BASIC and tx.now - row.requested_at < QUOTA_WINDOW:
         return False
     values = {"status": IN_PROGRESS, "description": IN_PROGRESS_DESCRIPTION, "requested_at": tx.now,
-              "completed_at": None, "counts": "{}", "findings": "[]"}
+              "completed_at": None, "counts": "{}", "findings": "[]", "scan_type": scan_type}
     if row is None:
         scan_id = conn.execute(sa.insert(image_scans).values(repository_id=repo_id, manifest_digest=digest,
                                                              **values)).inserted_primary_key[0]
@@ -38,6 +42,14 @@ def request(tx, repo_id: int, digest: str) -> bool:
         conn.execute(sa.update(image_scans).where(t.id == scan_id).values(**values))
     enqueue(tx.ctx.db, conn, KIND, str(scan_id), tx.now)
     return True
+
+
+def on_push(tx, repo_id: int, digest: str) -> None:
+    """A new image landed in repository ``repo_id``: queue its scan if a registry scanning rule or (BASIC) the
+    repository's scanOnPush says so, of the registry's scan type."""
+    applies = scan_rules.for_repository(tx.conn, repo_id)
+    if applies.on_push:
+        request(tx, repo_id, digest, applies.scan_type)
 
 
 def forget(tx, repo_id: int, digest: str) -> None:

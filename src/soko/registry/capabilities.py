@@ -1,10 +1,10 @@
 """Settings Soko accepts only when it can carry them out.
 
-ECR lets a caller ask for registry scanning rules and enhanced scanning, replication to other regions, KMS
-encryption, archive transitions and templates for pull-through caches. A registry that stores such a setting and then
-ignores it misleads the user who chose it (for compliance, say). Until the capability exists, the request is refused
-here, in one place, with a message that says what is missing and what the caller can do instead. Each check is
-called by the domain write that stores the setting, so the ECR API, templates and every later front end share it.
+ECR lets a caller ask for replication to other regions, KMS encryption, archive transitions and templates for
+pull-through caches. A registry that stores such a setting and then ignores it misleads the user who chose it (for
+compliance, say). Until the capability exists, the request is refused here, in one place, with a message that says
+what is missing and what the caller can do instead. Each check is called by the domain write that stores the
+setting, so the ECR API, templates and every later front end share it.
 """
 
 from __future__ import annotations
@@ -14,16 +14,6 @@ from soko.errors import SokoError
 
 class NotCarriedOut(SokoError):
     """A valid ECR setting that this Soko cannot carry out yet (ECR API: UnsupportedOperationException)."""
-
-
-def require_basic_scanning_without_rules(scan_type: str, rules: list[dict]) -> None:
-    if scan_type != "BASIC" or rules:
-        raise NotCarriedOut(
-            f"Registry scanning configuration (scanType {scan_type}, {len(rules)} rule(s)) cannot be carried out: "
-            "this Soko scans with BASIC scanning on demand and on push per repository (scanOnPush), but does not yet "
-            "apply registry scanning rules or ENHANCED scanning. Use scanType BASIC with no rules, and set scanOnPush "
-            "on the repositories to scan on push (put-image-scanning-configuration)."
-        )
 
 
 def require_no_delete_replication(rules: list[dict]) -> None:

@@ -189,12 +189,12 @@ class Manifests:
 
     @staticmethod
     def _scan_on_push(tx: UnitOfWork, repo_id: int, digest: str, parsed: ParsedManifest) -> None:
-        """A new image in a repository with scanOnPush: queue its scan in this transaction (the scan runs later, as
-        a leased job; within 24 hours of the image's last scan nothing is queued, as ECR counts it)."""
+        """A new image in a repository that scans on push (a registry scanning rule, or the repository's
+        scanOnPush): queue its scan in this transaction (the scan runs later, as a leased job; within 24 hours of
+        the image's last basic scan nothing is queued, as ECR counts it)."""
         if parsed.is_index or parsed.config is None or parsed.config.media_type not in scan_queue.IMAGE_CONFIGS:
             return
-        if tx.conn.execute(sa.select(repos.c.scan_on_push).where(repos.c.id == repo_id)).scalar():
-            scan_queue.request(tx, repo_id, digest)
+        scan_queue.on_push(tx, repo_id, digest)
 
     def _check_references(self, conn: sa.Connection, ref: RepoRef, repo_id: int, parsed: ParsedManifest) -> int:
         """Every referenced blob and child must be in the repository; returns the image size."""

@@ -8,14 +8,11 @@ import json
 import sqlalchemy as sa
 
 from soko.errors import SokoError
+from soko.kernel import scan_queue, scan_rules
 from soko.kernel.context import DomainContext
+from soko.kernel.job_queue import enqueue
 from soko.meta.schema import account_settings, replication_configurations, scanning_configurations
-from soko.registry.capabilities import (
-    require_basic_scanning_without_rules,
-    require_no_delete_replication,
-    require_reachable_destinations,
-)
-from soko.registry.immutability import matches_any
+from soko.registry.capabilities import require_no_delete_replication, require_reachable_destinations
 
 # name → (default, accepted values). BLOB_MOUNTING defaults to ENABLED: Soko mounted blobs before the setting
 # existed (Distribution behaviour), and clients fall back to uploading when a mount is refused.
@@ -144,13 +141,6 @@ class Replication:
 
 
 # ---- scanning --------------------------------------------------------------------------------------------------------
-def scanning_filter_matches(name: str, filter_value: str) -> bool:
-    """A filter without '*' matches names that contain it; '*' is zero or more characters (whole name)."""
-    if "*" not in filter_value:
-        return filter_value in name
-    return matches_any(name, [{"filter": filter_value}])
-
-
 def validate_scanning(scan_type: str, rules: list[dict]) -> list[dict]:
     allowed = ("SCAN_ON_PUSH", "CONTINUOUS_SCAN") if scan_type == "ENHANCED" else ("SCAN_ON_PUSH",)
     clean = []
@@ -187,43 +177,25 @@ class Scanning:
 
     def get(self, account_id: str) -> tuple[str, list[dict]]:
         with self.ctx.db.read() as conn:
-            row = conn.execute(
-                sa.select(scanning_configurations.c.scan_type, scanning_configurations.c.rules).where(
-                    scanning_configurations.c.account_id == account_id
-                )
-            ).first()
-        if row is None:
-            return "BASIC", []
-        return row.scan_type, json.loads(row.rules)
+            return scan_rules.configuration(conn, account_id)
 
     def put(self, account_id: str, scan_type: str, rules: list[dict]) -> tuple[str, list[dict]]:
+        """Store the configuration and, in the same transaction, queue the one-shot ``scan_rules`` job that applies
+        it to the images already stored (soko.scan.scans.Scans.apply_rules): ENHANCED scans for the images of
+        repositories that become continuously scanned, statuses ACTIVE or COMPLETE as the frequency now says."""
         rules = validate_scanning(scan_type, rules)
-        require_basic_scanning_without_rules(scan_type, rules)
-        with self.ctx.write() as conn:
-            conn.execute(
+        with self.ctx.transaction() as tx:
+            tx.conn.execute(
                 self.ctx.db.upsert(
                     scanning_configurations, ["account_id"], {"scan_type": None, "rules": None, "updated_at": None}
-                ).values(
-                    account_id=account_id, scan_type=scan_type, rules=json.dumps(rules), updated_at=self.ctx.clock()
-                )
+                ).values(account_id=account_id, scan_type=scan_type, rules=json.dumps(rules), updated_at=tx.now)
             )
+            enqueue(self.ctx.db, tx.conn, scan_queue.RULES_KIND, account_id, tx.now)
         return scan_type, rules
 
     @staticmethod
     def effective(name: str, scan_on_push: bool, scan_type: str, rules: list[dict]) -> dict:
-        """What applies to one repository: the first rule (CONTINUOUS before SCAN_ON_PUSH) with a matching filter,
-        else the repository's own scanOnPush flag, else MANUAL."""
-        ordered = sorted(rules, key=lambda r: r["scanFrequency"] != "CONTINUOUS_SCAN")
-        for rule in ordered:
-            matched = [f for f in rule["repositoryFilters"] if scanning_filter_matches(name, f["filter"])]
-            if matched:
-                return {
-                    "scanOnPush": rule["scanFrequency"] in ("SCAN_ON_PUSH", "CONTINUOUS_SCAN") or scan_on_push,
-                    "scanFrequency": rule["scanFrequency"],
-                    "appliedScanFilters": matched,
-                }
-        return {
-            "scanOnPush": scan_on_push,
-            "scanFrequency": "SCAN_ON_PUSH" if scan_on_push else "MANUAL",
-            "appliedScanFilters": [],
-        }
+        """What applies to one repository, as BatchGetRepositoryScanningConfiguration answers it."""
+        applied = scan_rules.applied(name, scan_on_push, scan_type, rules)
+        return {"scanOnPush": applied.on_push, "scanFrequency": applied.frequency,
+                "appliedScanFilters": applied.filters}

@@ -20,7 +20,7 @@ def add_parsers(sub, common: Callable, settings: Callable) -> None:
     common(imp)
     imp.add_argument("paths", nargs="+", metavar="PATH")
     imp.add_argument("--no-rescan", dest="rescan", action="store_false",
-                     help="do not re-match completed scans against the new data (default: re-match them)")
+                     help="do not queue the rescan of continuously scanned images (default: queue it)")
     imp.set_defaults(func=lambda args: cmd_vulndb_import(args, settings(args)))
     st = vulndb_sub.add_parser("status", help="advisory sources: records, withdrawn, newest record, last import")
     common(st)
@@ -75,17 +75,17 @@ def cmd_vulndb_import(args: argparse.Namespace, settings) -> int:
     print(f"vulndb: imported {result.records} advisories ({result.withdrawn} withdrawn, {result.packages} "
           f"affected packages) in {result.seconds:.1f}s")
     if args.rescan:
-        from soko.registry import Registry
-        from soko.scan.scans import Scans
+        from soko.kernel.job_queue import enqueue
+        from soko.scan.scans import RESCAN_KIND
 
-        registry = Registry.open(settings)
+        db = _database(settings)
         try:
-            started = time.monotonic()
-            updated, left = Scans(registry).rescan_stored()
+            with db.write() as conn:  # a durable request: the server's job runner (any node) carries it out once
+                enqueue(db, conn, RESCAN_KIND, "advisories", time.time())
         finally:
-            registry.close()
-        print(f"vulndb: re-matched {updated} completed scan(s) from their stored inventories in "
-              f"{time.monotonic() - started:.1f}s" + (f"; {left} need a new scan (older inventory)" if left else ""))
+            db.dispose()
+        print("vulndb: queued the rescan of continuously scanned images (ENHANCED scanning, CONTINUOUS_SCAN rules):"
+              " a running Soko re-matches their stored inventories (soko jobs shows it)")
     return 0
 
 
@@ -189,4 +189,4 @@ def _finding_json(f) -> dict:
     return {"name": f.name, "severity": f.severity, "uri": f.uri, "description": f.description,
             "package": f.package.name, "package_version": f.package.version, "purl": f.package.purl,
             "advisories": f.advisory_ids, "aliases": f.aliases, "cvss3_score": f.cvss3_score,
-            "cvss3_vector": f.cvss3_vector}
+            "cvss3_vector": f.cvss3_vector, "fixed_in": f.fixed_in}

@@ -48,19 +48,21 @@ advisory_packages = sa.Table(
 )
 
 # One image's scan in one repository (ECR's imageScanStatus and findings): requested by StartImageScan or a push,
-# run as a leased job ("scan", keyed by this row's id), its BASIC findings stored as rendered.
+# run as a leased job ("scan", keyed by this row's id), its findings stored as rendered: BASIC ``findings`` or, for
+# an ENHANCED scan (registry scanning configuration), ``enhancedFindings``.
 image_scans = sa.Table(
     "image_scans",
     metadata,
     sa.Column("id", Id, primary_key=True, autoincrement=True),
     sa.Column("repository_id", Id, sa.ForeignKey("repositories.id", ondelete="CASCADE"), nullable=False),
     sa.Column("manifest_digest", sa.String(DIGEST_LENGTH), nullable=False),
-    sa.Column("status", sa.String(32), nullable=False),  # IN_PROGRESS | COMPLETE | FAILED | UNSUPPORTED_IMAGE
+    sa.Column("status", sa.String(32), nullable=False),  # IN_PROGRESS | COMPLETE | ACTIVE | FAILED | UNSUPPORTED_IMAGE
+    sa.Column("scan_type", sa.String(16), nullable=False, server_default="BASIC"),  # BASIC | ENHANCED
     sa.Column("description", sa.Text, nullable=False),
     sa.Column("requested_at", Timestamp, nullable=False),  # the one-scan-per-24-hours quota counts from here
     sa.Column("completed_at", Timestamp, nullable=True),
     sa.Column("source_updated_at", Timestamp, nullable=True),  # newest advisory import the findings saw
     sa.Column("counts", sa.Text, nullable=False),  # JSON {severity: count}
-    sa.Column("findings", sa.Text, nullable=False),  # JSON list of ECR ImageScanFinding
+    sa.Column("findings", sa.Text, nullable=False),  # JSON list of ImageScanFinding | EnhancedImageScanFinding
     sa.UniqueConstraint("repository_id", "manifest_digest"),
 )

@@ -99,7 +99,11 @@ class Candidate:
     advisory_id: str
     ecosystem: str
     name: str
-    affected: dict
+    affected_text: str  # JSON {"ranges": […], "versions": […]}, as stored (the matcher caches verdicts by it)
+
+    @property
+    def affected(self) -> dict:
+        return json.loads(self.affected_text)
 
 
 def candidates(db: Database, names: set[str]) -> Iterator[Candidate]:
@@ -111,7 +115,7 @@ def candidates(db: Database, names: set[str]) -> Iterator[Candidate]:
             chunk = names_sorted[i:i + BATCH]
             for row in conn.execute(sa.select(t.advisory_id, t.ecosystem, t.name, t.affected)
                                     .where(t.name.in_(chunk))):
-                yield Candidate(row.advisory_id, row.ecosystem, row.name, json.loads(row.affected))
+                yield Candidate(row.advisory_id, row.ecosystem, row.name, row.affected)
 
 
 def details(db: Database, ids: set[str]) -> dict[str, sa.Row]:

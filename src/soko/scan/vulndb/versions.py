@@ -8,6 +8,7 @@ ecosystem cannot parse is matched by an advisory's explicit ``versions`` list on
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import lru_cache
 
 import packaging.version
 from univers.versions import AlpineLinuxVersion, DebianVersion, MavenVersion, SemverVersion
@@ -32,7 +33,10 @@ def ordering(ecosystem: str) -> Callable[[str], object] | None:
     return ORDERINGS.get(ecosystem.split(":", 1)[0])
 
 
+@lru_cache(maxsize=1 << 16)
 def parse(ecosystem: str, text: str):
+    """``text`` in the ecosystem's ordering, or None. Cached: parsing (semver's above all) was most of a rescan's
+    time, and the same versions recur in every image and advisory; the parsed values are immutable."""
     key = ordering(ecosystem)
     if key is None:
         return None
@@ -57,6 +61,32 @@ def affected(ecosystem: str, version: str, entry: dict) -> bool:
         if isinstance(rng, dict) and rng.get("type") in ("ECOSYSTEM", "SEMVER") and _in_range(ecosystem, current, rng):
             return True
     return False
+
+
+def fixed_in(ecosystem: str, version: str, entry: dict) -> str:
+    """The lowest ``fixed`` version above ``version`` in the entry's ranges that contain it ("" when none does:
+    no fix is known). ENHANCED findings show it as fixedInVersion and remediation."""
+    current = parse(ecosystem, version)
+    if current is None:
+        return ""
+    fixes: list[tuple[object, str]] = []
+    for rng in entry.get("ranges") or []:
+        if not (isinstance(rng, dict) and rng.get("type") in ("ECOSYSTEM", "SEMVER")
+                and _in_range(ecosystem, current, rng)):
+            continue
+        for event in rng.get("events") or []:
+            value = event.get("fixed") if isinstance(event, dict) else None
+            if not isinstance(value, str):
+                continue
+            parsed = parse(ecosystem, value)
+            if parsed is not None and current < parsed:
+                fixes.append((parsed, value))
+    return min(fixes, key=lambda f: _SortKey(f[0]))[1] if fixes else ""
+
+
+def highest(ecosystem: str, values: list[str]) -> str:
+    """The highest of versions this ecosystem can parse (each of ``values`` is one ``fixed_in`` returned)."""
+    return max(values, key=lambda v: _SortKey(parse(ecosystem, v)))
 
 
 def _in_range(ecosystem: str, current, rng: dict) -> bool:
