@@ -33,6 +33,7 @@ if [ -n "$extra" ]; then
   command -v npm >/dev/null 2>&1 || missing+=(npm)
   command -v rpmbuild >/dev/null 2>&1 || missing+=(rpm)  # tests/scan: a real RPM SQLite database
   command -v gem >/dev/null 2>&1 || missing+=(ruby)  # tests/scan: a gem built and installed by RubyGems
+  command -v db5.3_load >/dev/null 2>&1 || missing+=(db5.3-util)  # tests/scan: an rpm Berkeley DB (db_load)
   [ -f /usr/share/java/commons-io-2.11.0.jar ] || missing+=(libcommons-io-java)  # real jars for tests/scan
   [ -f /usr/share/java/commons-cli-1.5.0.jar ] || missing+=(libcommons-cli-java)
   [ -x /usr/bin/chromium ] || missing+=(chromium)  # tests/console: a real headless browser (driven by Playwright)

@@ -195,6 +195,26 @@ def rpm_roots() -> Path:
     return cached("rpm-roots", build)
 
 
+def rpm_bdb_root() -> Path:
+    """The same two packages in a Berkeley DB ``var/lib/rpm/Packages`` (the format of RPM before 4.16), written by
+    Berkeley DB's own ``db_load`` (Debian's db5.3-util) from the SQLite database's header blobs, keyed by their
+    number as rpm keys them; Debian's rpm reads it back (``_db_backend bdb_ro``)."""
+    import sqlite3
+    import struct
+
+    def build(tmp: Path) -> None:
+        source = rpm_roots() / "two/var/lib/rpm/rpmdb.sqlite"
+        with sqlite3.connect(f"file:{source}?mode=ro", uri=True) as conn:
+            rows = conn.execute("SELECT hnum, blob FROM Packages ORDER BY hnum").fetchall()
+        dump = tmp / "dump.txt"
+        dump.write_text("".join("".join(f"\\{b:02x}" for b in data) + "\n"
+                                for hnum, blob in rows for data in (struct.pack("<I", hnum), blob)))
+        (tmp / "rootfs/var/lib/rpm").mkdir(parents=True)
+        run("db5.3_load", "-T", "-t", "hash", "-f", dump, tmp / "rootfs/var/lib/rpm/Packages")
+        dump.unlink()
+    return cached("rpm-bdb-root", build) / "rootfs"
+
+
 def gem_tree() -> Path:
     """A gem built and installed by RubyGems (``gem build``, ``gem install --local``) into /usr/local/bundle."""
     def build(tmp: Path) -> None:

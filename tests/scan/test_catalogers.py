@@ -12,7 +12,7 @@ import zlib
 
 import pytest
 
-from soko.scan import rust
+from soko.scan import bdb, rust
 from soko.scan.catalogers import cargo, gem, rpm
 from soko.scan.inventory import COMPLETE, Inventories
 from tests.scan import images
@@ -65,16 +65,78 @@ def test_rpm_sqlite_database_across_layers(registry):
     assert inv.notes == []
 
 
-def test_older_rpm_databases_are_named_not_read(registry):
+@needs_rpm
+def test_rpm_berkeley_db_as_rpm_reads_it(registry):
+    root = images.rpm_bdb_root()
+    listed = images.run("rpm", "--root", root, "--dbpath", "/var/lib/rpm", "--define", "_db_backend bdb_ro", "-qa",
+                        "--qf", "%{NAME} %{EPOCH}:%{VERSION}-%{RELEASE}\\n").stdout.split("\n")
     inv = inventory(registry, [gz(tar([("etc/os-release", b'ID="centos"\nVERSION_ID="7"\n'),
-                                       ("var/lib/rpm/Packages", b"\0" * 4096)]))])
-    assert of_type(inv, "rpm") == {}
-    assert len(inv.notes) == 1 and "var/lib/rpm/Packages" in inv.notes[0] and "Berkeley DB" in inv.notes[0]
-    inv = inventory(registry, [gz(tar([("usr/lib/sysimage/rpm/Packages.db", b"\0" * 64)]))])
-    assert "NDB" in inv.notes[0]
-    # a whiteout removes it as any file
-    inv = inventory(registry, [gz(tar([("var/lib/rpm/Packages", b"x")])), gz(tar([("var/lib/rpm/.wh.Packages", b"")]))])
+                                       ("var/lib/rpm/Packages", (root / "var/lib/rpm/Packages").read_bytes())]))])
+    rpms = of_type(inv, "rpm")
+    assert {f"{p.name} {p.version}" for p in rpms.values()} == {line for line in listed if line}
+    assert rpms["hello-soko-libs"].purl == (
+        "pkg:rpm/centos/hello-soko-libs@1.2.3-4.el9?arch=x86_64&distro=centos-7&epoch=2"
+        "&upstream=hello-soko-1.2.3-4.el9.src.rpm")
     assert inv.notes == []
+
+
+@needs_rpm
+def test_hostile_berkeley_db_files():
+    data = bytearray((images.rpm_bdb_root() / "var/lib/rpm/Packages").read_bytes())
+    page_size = struct.unpack_from("<I", data, 20)[0]
+    assert len(list(bdb.values(bytes(data)))) == 2
+    for cut in (600, page_size + 30, len(data) - 1):
+        assert len(list(bdb.values(bytes(data[:cut] + bytes(max(0, 512 - cut)))))) <= 2  # truncated: fewer or none
+    for bad in (b"\0" * 4096, b"\0" * 100):
+        with pytest.raises(bdb.NotBerkeleyDB):
+            list(bdb.values(bad))
+    looped = bytearray(data)
+    for number in range(1, len(data) // page_size):  # every overflow page's next page: itself
+        at = number * page_size
+        if looped[at + 25] == 7:
+            struct.pack_into("<I", looped, at + 16, number)
+            struct.pack_into("<H", looped, at + 22, 4)
+    assert list(bdb.values(bytes(looped))) == []
+    garbage = bytes(data[:page_size]) + os.urandom(page_size * 8)
+    assert len(list(bdb.values(garbage))) < 50
+
+
+def test_berkeley_db_values_sharing_one_overflow_chain_stay_within_the_file_size():
+    meta = bytearray(512)
+    struct.pack_into("<I", meta, 12, bdb.MAGIC)
+    struct.pack_into("<I", meta, 20, 512)
+    struct.pack_into("<I", meta, 32, 2)
+    page = bytearray(512)
+    page[25] = 13  # a hash page of 20 key/value pairs, every value off-page on page 2 (400 bytes)
+    offsets, end = [], 512
+    for _ in range(20):
+        end -= 2
+        page[end:end + 2] = b"\x01k"
+        offsets.append(end)
+        end -= 12
+        page[end] = 3
+        struct.pack_into("<II", page, end + 4, 2, 400)
+        offsets.append(end)
+    struct.pack_into("<H", page, 20, len(offsets))
+    for i, offset in enumerate(offsets):
+        struct.pack_into("<H", page, 26 + 2 * i, offset)
+    overflow = bytearray(512)
+    overflow[25] = 7
+    struct.pack_into("<H", overflow, 22, 400)
+    found = list(bdb.values(bytes(meta + page + overflow)))
+    assert 1 <= len(found) <= 3 and sum(map(len, found)) <= 3 * 512  # not 20 x 400 bytes
+
+
+def test_ndb_rpm_database_is_named_not_read(registry):
+    inv = inventory(registry, [gz(tar([("usr/lib/sysimage/rpm/Packages.db", b"\0" * 64)]))])
+    assert of_type(inv, "rpm") == {}
+    assert len(inv.notes) == 1 and "usr/lib/sysimage/rpm/Packages.db" in inv.notes[0] and "NDB" in inv.notes[0]
+    # a whiteout removes it as any file
+    inv = inventory(registry, [gz(tar([("var/lib/rpm/Packages.db", b"x")])),
+                               gz(tar([("var/lib/rpm/.wh.Packages.db", b"")]))])
+    assert inv.notes == []
+    inv = inventory(registry, [gz(tar([("var/lib/rpm/Packages", b"\0" * 4096)]))])  # not a Berkeley DB: nothing
+    assert of_type(inv, "rpm") == {} and inv.notes == []
 
 
 def _blob(entries: list[tuple[int, int, int, int]], store: bytes) -> bytes:

@@ -16,7 +16,7 @@ def wants(path: str) -> bool:
 
 def marks(path: str) -> bool:
     """Files noted but not read: an rpm database in a format Soko does not read."""
-    return path in rpm.BERKELEY or path in rpm.NDB
+    return path in rpm.NDB
 
 
 def catalog(fs: RootFS) -> tuple[OperatingSystem | None, list[Package], list[str]]:
@@ -27,9 +27,8 @@ def catalog(fs: RootFS) -> tuple[OperatingSystem | None, list[Package], list[str
         packages.extend(cataloger.catalog(fs, os_release, owned))
     packages.sort(key=lambda p: (p.type, p.name, p.version, p.path))
     notes = []
-    older = rpm.older_format(fs)
-    if older:
-        kind = "NDB" if older.endswith(".db") else "Berkeley DB"
-        notes.append(f"{older}: an rpm database in the {kind} format (RPM before 4.16) is not read; its packages "
-                     "are not in this inventory")
+    unread = rpm.unread_format(fs)
+    if unread:
+        notes.append(f"{unread}: an rpm database in the NDB format is not read; its packages are not in this "
+                     "inventory")
     return os_release, packages, notes

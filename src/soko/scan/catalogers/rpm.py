@@ -1,26 +1,29 @@
-"""RPM packages: the SQLite package database of RPM 4.16+ (``var/lib/rpm/rpmdb.sqlite``, or
-``usr/lib/sysimage/rpm/rpmdb.sqlite`` where Fedora 36+ and openSUSE keep it), as Fedora 33+, RHEL/Rocky/Alma 9,
-Amazon Linux 2023 and openSUSE write it.
+"""RPM packages: the package database in either of the formats RPM has written by default — SQLite
+(``rpmdb.sqlite``: RPM 4.16+, Fedora 33+, RHEL/Rocky/Alma 9, Amazon Linux 2023, openSUSE) and Berkeley DB
+(``Packages``: RPM before 4.16, CentOS/RHEL 7 and 8, Amazon Linux 2) — under ``var/lib/rpm`` or
+``usr/lib/sysimage/rpm`` (Fedora 36+ and openSUSE).
 
-Each row of its ``Packages`` table is an RPM header blob: an index of (tag, type, offset, count) entries and a data
-store. Only the tags an inventory needs are read (name, epoch, version, release, arch, source RPM, vendor), every
-offset bounds-checked, so a hostile blob is a package skipped, never a crash. The database is opened from memory
-(``sqlite3`` deserialize, read-only, ``trusted_schema`` off), never written to disk.
+Each row of the SQLite ``Packages`` table, and each value of the Berkeley DB hash (``soko.scan.bdb``), is an RPM
+header blob: an index of (tag, type, offset, count) entries and a data store. Only the tags an inventory needs are
+read (name, epoch, version, release, arch, source RPM), every offset bounds-checked, so a hostile blob is a package
+skipped, never a crash. The SQLite database is opened from memory (``sqlite3`` deserialize, read-only,
+``trusted_schema`` off), never written to disk.
 
-Older formats are not read: the Berkeley DB ``Packages`` of RPM < 4.16 (CentOS 7/8, RHEL 7/8, Amazon Linux 2) and
-the NDB ``Packages.db`` of SUSE releases before 15 SP3's switch. An image holding one of them and no SQLite database
-gets no rpm packages; its inventory says so in ``notes`` (and ``soko scan`` prints it) rather than passing for an
-image without packages.
+The NDB format (``Packages.db``, SUSE's before its switch to SQLite) is not read: an image holding one and no other
+database gets no rpm packages, and its inventory says so in ``notes`` (``soko scan`` prints it) rather than passing
+for an image without packages.
 """
 
 from __future__ import annotations
 
+import itertools
 import re
 import sqlite3
 import struct
 
 from packageurl import PackageURL
 
+from soko.scan import bdb
 from soko.scan.catalogers.distro import distro_qualifier
 from soko.scan.catalogers.history import added_by
 from soko.scan.model import OperatingSystem, Package
@@ -38,14 +41,14 @@ _SOURCE_RPM = re.compile(r"^(.+)-([^-]+)-([^-]+)\.(?:no)?src\.rpm$")
 
 
 def wants(path: str) -> bool:
-    return path in SQLITE
+    return path in SQLITE or path in BERKELEY
 
 
-def older_format(fs: RootFS) -> str | None:
-    """The path of a Berkeley DB or NDB rpm database, when the image has one and no SQLite database."""
-    if any(fs.resolve(p) for p in SQLITE):
+def unread_format(fs: RootFS) -> str | None:
+    """The path of an NDB rpm database, when the image has one and no database Soko reads."""
+    if any(fs.resolve(p) for p in (*SQLITE, *BERKELEY)):
         return None
-    for path in (*BERKELEY, *NDB):
+    for path in NDB:
         if fs.seen(path):
             return path
     return None
@@ -76,6 +79,16 @@ def header(blob: bytes) -> dict[int, str | int]:
 
 
 def _rows(data: bytes) -> list[dict[int, str | int]]:
+    if not data.startswith(b"SQLite format 3\0"):
+        out = []
+        try:
+            for blob in itertools.islice(bdb.values(data), _MAX_ROWS):
+                h = header(blob)
+                if h:
+                    out.append(h)
+        except bdb.NotBerkeleyDB:
+            return []
+        return out
     if data[18:20] == b"\2\2":
         # WAL mode (rpm's default): an in-memory copy cannot open a WAL database; the header's read/write versions
         # set to 1 (rollback journal) make it the same database. Rows left in a -wal file rpm did not checkpoint
@@ -113,7 +126,7 @@ def _parse(data: bytes) -> dict[tuple[str, str], tuple[str, dict[int, str | int]
 
 def catalog(fs: RootFS, os_release: OperatingSystem | None, owned: set[str]) -> list[Package]:
     packages: list[Package] = []
-    for path in SQLITE:
+    for path in (*SQLITE, *BERKELEY):
         real = fs.resolve(path)
         if real is None or real in {p.path for p in packages}:
             continue
