@@ -11,6 +11,8 @@ import struct
 import zlib
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from soko.scan import bdb, rust
 from soko.scan.catalogers import cargo, gem, rpm
@@ -236,3 +238,18 @@ def test_audit_search_across_chunks_and_against_hostile_content():
     assert cargo.audit_packages(b'{"packages":[{"name":1},"x",{"name":"a","version":"1"}]}') == [("a", "1")]
     assert cargo.lock_packages(b'package = "x"') == []
     assert gem.parse(b"nothing") is None
+
+
+PARTS = ["etc", "usr", "lib", "var", "dpkg", "status", "status.d", "info", "x.list", "apk", "db", "installed", "rpm",
+         "sysimage", "rpmdb.sqlite", "Packages", "Packages.db", "a-1.dist-info", "METADATA", "b.egg-info", "PKG-INFO",
+         "node_modules", "@scope", "package.json", "specifications", "default", "c.gemspec", "Cargo.lock",
+         "os-release", "x.md5sums", "bin"]
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.lists(st.sampled_from(PARTS), min_size=1, max_size=7))
+def test_the_quick_name_filter_never_hides_a_wanted_file(parts):
+    from soko.scan import catalogers
+
+    path = "/".join(parts)
+    assert catalogers.wants(path) == any(c.wants(path) for c in catalogers.CATALOGERS)

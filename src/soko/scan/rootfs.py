@@ -54,6 +54,13 @@ class RootFS:
 
     def add_layer(self, digest: str, raw: BinaryIO) -> None:
         stream = TarStream(raw, self.limits, self.budget)
+        try:
+            self._add_layer(stream, digest)
+        finally:
+            stream.close()
+        self.layers.append(digest)
+
+    def _add_layer(self, stream: TarStream, digest: str) -> None:
         removed: set[str] = set()  # whiteouts: this path and below
         opaque: set[str] = set()  # opaque directories: below this path
         below: set[str] = set()  # non-directory entries: what was below them is gone
@@ -88,7 +95,6 @@ class RootFS:
             if path in watched:
                 exact.add(path)
         self._apply(removed, opaque, below, exact, added)
-        self.layers.append(digest)
 
     def _ancestors(self) -> set[str]:
         """Paths whose replacement by a non-directory removes something collected."""

@@ -10,6 +10,9 @@ first bytes (gzip, zstd or none), whatever the media type says.
 from __future__ import annotations
 
 import posixpath
+import queue
+import threading
+import weakref
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -100,6 +103,65 @@ class _Decompressed:
                 return out
 
 
+class _ReadAhead:
+    """The decompressed stream produced on a thread of its own, a few chunks ahead of the tar parser: zlib and zstd
+    release the GIL while they inflate, so inflating a layer and parsing it overlap on two cores. At most ``depth``
+    chunks wait (1 MiB): memory stays bounded whatever the layer's size. An error of the producer (a corrupt or
+    oversized layer) is raised to the reader; ``close`` stops and joins the thread before the blob is closed."""
+
+    def __init__(self, src: _Decompressed, depth: int = 4, chunk: int = CHUNK * 4) -> None:
+        self.src = src
+        self.chunk = chunk
+        self.queue: queue.Queue[bytes | BaseException] = queue.Queue(depth)
+        self.stopping = threading.Event()
+        self.buf = b""
+        self.ended = False
+        self.thread = threading.Thread(target=self._produce, name="soko-scan-inflate", daemon=True)
+        self.thread.start()
+
+    def _produce(self) -> None:
+        try:
+            while not self.stopping.is_set():
+                data = self.src.read(self.chunk)
+                self._put(data)
+                if not data:
+                    return
+        except BaseException as exc:  # handed to the reader, raised there
+            self._put(exc)
+
+    def _put(self, item: bytes | BaseException) -> None:
+        while not self.stopping.is_set():
+            try:
+                self.queue.put(item, timeout=0.5)
+                return
+            except queue.Full:
+                continue
+
+    def read(self, n: int) -> bytes:
+        if not self.buf:
+            if self.ended:
+                return b""
+            item = self.queue.get()
+            if isinstance(item, BaseException):
+                self.ended = True
+                raise item
+            if not item:
+                self.ended = True
+                return b""
+            self.buf = item
+        out, self.buf = self.buf[:n], self.buf[n:]
+        return out
+
+    def close(self) -> None:
+        self.stopping.set()
+        while self.thread.is_alive():
+            try:
+                self.queue.get(timeout=0.1)  # unblock a producer waiting to put
+            except queue.Empty:
+                pass
+            self.thread.join(timeout=0.1)
+
+
 class _Prefixed:
     """A reader that yields ``head`` then the rest of ``raw`` (the sniffed bytes go back in front)."""
 
@@ -127,12 +189,20 @@ class TarStream:
     """The entries of one layer. Iterate, and read an entry's content with ``read`` before moving on (what is not
     read is skipped)."""
 
-    def __init__(self, raw: BinaryIO, limits: Limits, budget: list[int]) -> None:
-        self.src = _Decompressed(raw, limits, budget)
+    def __init__(self, raw: BinaryIO, limits: Limits, budget: list[int], *, read_ahead: bool = True) -> None:
+        decompressed = _Decompressed(raw, limits, budget)
+        self.src: _Decompressed | _ReadAhead = _ReadAhead(decompressed) if read_ahead else decompressed
+        if isinstance(self.src, _ReadAhead):
+            weakref.finalize(self, self.src.stopping.set)  # a stream dropped unclosed stops its thread too
         self.limits = limits
         self._left = 0  # content bytes of the current entry not read yet
         self._pad = 0
         self._buf = b""
+
+    def close(self) -> None:
+        """Stop reading ahead (the layer is done, or abandoned on an error)."""
+        if isinstance(self.src, _ReadAhead):
+            self.src.close()
 
     # raw byte access over the decompressed stream
     def _take(self, n: int) -> bytes:

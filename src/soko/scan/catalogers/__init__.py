@@ -10,7 +10,17 @@ from soko.scan.rootfs import RootFS
 CATALOGERS = (distro, dpkg, apk, rpm, python, npm, gem, cargo, golang_binaries, java)
 
 
+# Every file a cataloger wants has one of these names or endings (asked of every entry of every layer, so the
+# common answer, no, must be cheap); the catalogers' own ``wants`` then decide.
+_NAMES = frozenset({"os-release", "status", "installed", "rpmdb.sqlite", "Packages", "METADATA", "PKG-INFO",
+                    "package.json", "Cargo.lock"})
+_ENDINGS = (".egg-info", ".gemspec", ".list")
+
+
 def wants(path: str) -> bool:
+    base = path.rpartition("/")[2]
+    if base not in _NAMES and not base.endswith(_ENDINGS) and not path.startswith(dpkg.STATUS_D):
+        return False
     return any(c.wants(path) for c in CATALOGERS)
 
 
