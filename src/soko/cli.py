@@ -198,10 +198,14 @@ def cmd_encrypt_existing(args: argparse.Namespace) -> int:
     finally:
         registry.close()
     if args.dry_run:
-        print(f"encrypt-existing: {report.remaining:,} blob(s) stored in plaintext would be sealed")
+        print(
+            f"encrypt-existing: {report.remaining:,} blob(s) and {report.manifests:,} manifest(s) stored in plaintext "
+            "would be sealed"
+        )
     else:
         print(
-            f"encrypt-existing: sealed {report.sealed:,} blob(s) ({human_bytes(report.bytes)}); "
+            f"encrypt-existing: sealed {report.sealed:,} blob(s) ({human_bytes(report.bytes)}) and "
+            f"{report.manifests:,} manifest(s); "
             f"{report.already:,} already sealed, {report.missing:,} missing, {report.corrupt:,} not matching their "
             "digest (see soko fsck)"
         )

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from soko.meta.schema import blobs
+from soko.crypto.rows import is_sealed
+from soko.meta.schema import blobs, manifests
 from soko.registry import Registry
 from soko.registry.encrypt_existing import encrypt_existing
 from soko.registry.fsck import check
@@ -39,9 +40,15 @@ def test_plaintext_of_earlier_versions_is_sealed_online(registry, settings) -> N
     assert list(check(registry.ctx)) == []  # read transparently
     contents = {d: _read(registry, ref, d) for d in digests}
 
-    assert encrypt_existing(registry.ctx, dry_run=True).remaining == 3
+    manifest = registry.manifests.get(ref, "v1").payload
+    dry = encrypt_existing(registry.ctx, dry_run=True)
+    assert (dry.remaining, dry.manifests) == (3, 1)
     report = encrypt_existing(registry.ctx)
-    assert (report.sealed, report.bytes) == (3, sum(len(c) for c in contents.values()))
+    assert (report.sealed, report.bytes, report.manifests) == (3, sum(len(c) for c in contents.values()), 1)
+    with registry.ctx.db.read() as conn:
+        assert all(is_sealed(p) for p in conn.execute(sa.select(manifests.c.payload)).scalars())
+    registry.ctx.generation.bump()  # (a new process: nothing cached)
+    assert registry.manifests.get(ref, "v1").payload == manifest
     assert encrypt_existing(registry.ctx).remaining == 0  # nothing left: a second run does nothing
     with registry.ctx.db.read() as conn:
         assert all(s is not None for _, s in conn.execute(sa.select(blobs.c.digest, blobs.c.seal_id)))

@@ -7,7 +7,9 @@ to the cipher that unwraps it; an id it does not know is ``KeyUnavailable`` (a k
 
 from __future__ import annotations
 
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from soko.crypto.segments import KeyUnavailable
 
@@ -20,6 +22,10 @@ class KeyRing:
         if current not in self._ciphers:
             raise ValueError(f"the current key {current!r} is not in the ring")
         self.current = current
+        # the key of sealed database values (soko.crypto.rows: manifests), derived from the current key
+        self.row_key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"soko/rows/v1").derive(
+            keys[current]
+        )
 
     @classmethod
     def service(cls, storage_key: bytes) -> KeyRing:

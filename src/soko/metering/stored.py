@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 
+from soko.crypto.rows import plain_length
 from soko.meta import Database
 from soko.meta.schema import blobs, manifests, repository_blobs, usage_samples
 from soko.meta.schema import repositories as repos
@@ -67,7 +68,7 @@ def repository_bytes(conn: sa.Connection, account_id: str | None = None) -> list
         .subquery()
     )
     manifest_totals = (
-        sa.select(manifests.c.repository_id, sa.func.sum(sa.func.length(manifests.c.payload)).label("size"))
+        sa.select(manifests.c.repository_id, sa.func.sum(plain_length(manifests.c.payload)).label("size"))
         .group_by(manifests.c.repository_id)
         .subquery()
     )
@@ -102,7 +103,7 @@ def account_physical_bytes(conn: sa.Connection, account_id: str | None = None) -
         repos, repos.c.id == repository_blobs.c.repository_id
     )
     manifest_query = (
-        sa.select(repos.c.account_id, sa.func.sum(sa.func.length(manifests.c.payload)).label("size"))
+        sa.select(repos.c.account_id, sa.func.sum(plain_length(manifests.c.payload)).label("size"))
         .join(repos, repos.c.id == manifests.c.repository_id)
         .group_by(repos.c.account_id)
     )
@@ -131,7 +132,7 @@ def stored_bytes(db: Database, account_id: str | None = None) -> StoredBytes:
         )
         result.registry_manifest_bytes = int(
             conn.execute(
-                sa.select(sa.func.coalesce(sa.func.sum(sa.func.length(manifests.c.payload)), 0))
+                sa.select(sa.func.coalesce(sa.func.sum(plain_length(manifests.c.payload)), 0))
             ).scalar_one()
         )
     for repo in result.repositories:

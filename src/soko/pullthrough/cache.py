@@ -332,7 +332,7 @@ class PullThroughCache:
                     digest=digest,
                     tag=tag,
                     media_type=media_type,
-                    payload=payload,
+                    payload=self.registry.encryption.seal_row(payload, digest),  # sealed as manifests are
                     created_at=now,
                 )
             )
@@ -350,7 +350,9 @@ class PullThroughCache:
                 .where(repos.c.account_id == ref.account_id, repos.c.name == ref.name, column == reference)
                 .order_by(pull_through_pending.c.created_at.desc())
             ).first()
-        return CachedManifest(row.digest, row.media_type, row.payload) if row else None
+        if row is None:
+            return None
+        return CachedManifest(row.digest, row.media_type, self.registry.encryption.open_row(row.payload, row.digest))
 
     def _repository_id(self, ref: RepoRef) -> int | None:
         with self.ctx.db.read() as conn:
@@ -406,7 +408,8 @@ class PullThroughCache:
         # images before indexes: an index can only be stored once its children are
         for row in sorted(rows, key=lambda r: r.media_type in mt.INDEXES):
             try:
-                self.registry.manifests.put(ref, row.tag or row.digest, row.payload, row.media_type, sign=False)
+                payload = self.registry.encryption.open_row(row.payload, row.digest)
+                self.registry.manifests.put(ref, row.tag or row.digest, payload, row.media_type, sign=False)
             except (ManifestBlobUnknown, ReferencedManifestUnknown):
                 continue
             with self.ctx.write(invalidates=True) as conn:
@@ -535,16 +538,13 @@ class PullThroughCache:
             known = conn.execute(sa.select(blobs.c.size).where(blobs.c.digest == digest)).scalar()
             if known is not None:
                 return int(known)
-            payloads = (
-                conn.execute(
-                    sa.select(pull_through_pending.c.payload)
-                    .join(repos, repos.c.id == pull_through_pending.c.repository_id)
-                    .where(repos.c.account_id == ref.account_id, repos.c.name == ref.name)
-                )
-                .scalars()
-                .all()
-            )
-        for payload in payloads:
+            pending = conn.execute(
+                sa.select(pull_through_pending.c.digest, pull_through_pending.c.payload)
+                .join(repos, repos.c.id == pull_through_pending.c.repository_id)
+                .where(repos.c.account_id == ref.account_id, repos.c.name == ref.name)
+            ).all()
+        for row in pending:
+            payload = self.registry.encryption.open_row(row.payload, row.digest)
             try:
                 document = json.loads(payload)
                 for descriptor in [document.get("config") or {}, *(document.get("layers") or [])]:
@@ -642,7 +642,7 @@ class PullThroughCache:
         rule = self.rule_for(ref)
         if rule is None:
             return f"{ref.name}: no pull-through cache rule covers it any more; {digest} stays pending"
-        document = json.loads(row.payload)
+        document = json.loads(self.registry.encryption.open_row(row.payload, row.digest))
 
         def allowed(_action: str) -> None:
             return None  # the pull that made it pending was authorized to import

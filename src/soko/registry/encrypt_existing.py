@@ -1,4 +1,7 @@
-"""``soko encrypt-existing``: seal the blobs earlier versions stored in plaintext, online.
+"""``soko encrypt-existing``: seal the blobs (and manifest rows) earlier versions stored in plaintext, online.
+
+Manifest rows (and the pull-through cache's pending manifests) are sealed in place, a batch per transaction
+(``soko.crypto.rows``: readers take both forms, so the order does not matter).
 
 A blob row with no ``seal_id`` is content written before encryption at rest (``soko.crypto``): its plaintext lies
 at ``blobs/<digest path>`` in the storage driver. Each is read, verified against its digest, and sealed under the
@@ -16,16 +19,19 @@ import hashlib
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
 import sqlalchemy as sa
 
 from soko.crypto.driver import SealedDriver
+from soko.crypto.rows import MAGIC, RowSealer
 from soko.kernel.context import DomainContext
-from soko.meta.schema import blobs
+from soko.meta.schema import blobs, manifests, pull_through_pending
 from soko.storage import PathNotFound
 from soko.storage.paths import blob_path, upload_dir, upload_path
 
 _READ = 4 << 20
+_ROW_BATCH = 200
 
 
 @dataclass
@@ -36,6 +42,7 @@ class SealReport:
     missing: int = 0  # rows whose content is nowhere (soko fsck reports them)
     corrupt: int = 0  # plaintext that does not match its digest (left as it is; soko fsck reports it)
     remaining: int = 0  # plaintext blobs found (dry run: what a run would seal)
+    manifests: int = 0  # manifest rows (and pending pull-through manifests) sealed (dry run: found in plaintext)
 
 
 def encrypt_existing(
@@ -53,6 +60,10 @@ def encrypt_existing(
         rows = conn.execute(
             sa.select(blobs.c.digest, blobs.c.size).where(blobs.c.seal_id.is_(None)).order_by(blobs.c.digest)
         ).all()
+    report.manifests += _seal_rows(ctx, manifests, [manifests.c.id], dry_run)
+    report.manifests += _seal_rows(
+        ctx, pull_through_pending, [pull_through_pending.c.repository_id, pull_through_pending.c.digest], dry_run
+    )
     for digest, size in rows:
         if stopping():
             break
@@ -77,6 +88,29 @@ def encrypt_existing(
         else:
             report.corrupt += 1
     return report
+
+
+def _seal_rows(ctx: DomainContext, table: sa.Table, key: list[sa.Column], dry_run: bool) -> int:
+    """Seal the payloads of ``table`` an earlier version stored in plaintext (``soko.crypto.rows``), a batch of rows
+    per transaction; an update only applies to a payload still unsealed (a concurrent writer's sealed one stays)."""
+    sealer = RowSealer(cast(SealedDriver, ctx.storage).ring.row_key)
+    plain = sa.func.substr(table.c.payload, 1, len(MAGIC)) != sa.literal(MAGIC, sa.LargeBinary)
+    done = 0
+    while True:
+        with ctx.db.read() as conn:
+            rows = conn.execute(
+                sa.select(*key, table.c.digest, table.c.payload).where(plain).order_by(*key).limit(_ROW_BATCH)
+            ).all()
+        if not rows or dry_run:
+            return done + len(rows)
+        with ctx.db.write() as conn:
+            for row in rows:
+                where = [column == row._mapping[column.name] for column in key]
+                done += conn.execute(
+                    sa.update(table)
+                    .where(*where, table.c.payload == row.payload)
+                    .values(payload=sealer.seal(bytes(row.payload), row.digest))
+                ).rowcount
 
 
 def _record(ctx: DomainContext, digest: str, seal_id: str) -> None:

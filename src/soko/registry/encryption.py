@@ -20,12 +20,14 @@ no identity to be built, and without an attached key service a keyed repository 
 
 from __future__ import annotations
 
+import functools
 from typing import Protocol
 
 from soko.access import Principal
 from soko.crypto.driver import LayerDriver, SealedDriver
 from soko.crypto.keys import KeyRing
-from soko.errors import SokoError
+from soko.crypto.rows import RowBroken, RowSealer, is_sealed
+from soko.errors import ContentUnreadable, SokoError
 from soko.kernel.context import DomainContext
 from soko.kernel.keyspaces import Keyspace, keyspace_of
 from soko.kms.errors import KmsError
@@ -178,6 +180,28 @@ class Encryption:
         except KmsError as exc:
             raise KeyUnusable(_explain(exc, space.key_arn), exc.code) from None
         return self.view(space, plain)
+
+    # ---- sealed database values (manifests): the service key's row key, soko.crypto.rows ----------------------
+    @functools.cached_property
+    def _rows(self) -> RowSealer | None:
+        storage = self.ctx.storage
+        return RowSealer(storage.ring.row_key) if isinstance(storage, SealedDriver) else None
+
+    def seal_row(self, payload: bytes, bound_to: str) -> bytes:
+        """``payload`` sealed for its row (a manifest: ``bound_to`` its digest); as it is without encryption."""
+        return payload if self._rows is None else self._rows.seal(payload, bound_to)
+
+    def open_row(self, stored: bytes, bound_to: str) -> bytes:
+        """The plaintext of a value ``seal_row`` stored (or an earlier version's plaintext); ContentUnreadable when it
+        fails authentication."""
+        if self._rows is None:
+            if is_sealed(stored):
+                raise ContentUnreadable(f"{bound_to} is stored encrypted and this process has no key to read it")
+            return bytes(stored)
+        try:
+            return self._rows.open(stored, bound_to)
+        except RowBroken as exc:
+            raise ContentUnreadable(f"{exc}; an operator should run soko fsck, then push the image again") from None
 
     def view(self, space: Keyspace, data_key: bytes) -> StorageDriver:
         service = self._service()

@@ -14,7 +14,9 @@ from typing import BinaryIO
 
 import sqlalchemy as sa
 
+from soko.crypto.rows import RowBroken
 from soko.crypto.segments import KeyUnavailable, SealBroken
+from soko.errors import ContentUnreadable
 from soko.kernel.context import DomainContext
 from soko.kernel.keyspaces import Keyspace, keyspace_of
 from soko.meta.schema import blob_copies, blobs, manifest_blobs, manifest_children, manifests, repository_blobs, tags
@@ -76,7 +78,7 @@ def check(
     yield from _check_blobs(ctx, rehash, progress)
     yield from _check_copies(ctx, rehash, progress, encryption)
     progress.phase = "manifests"
-    yield from _check_manifests(ctx)
+    yield from _check_manifests(ctx, (encryption or Encryption(ctx)).open_row)
 
 
 def _bad_blob(ctx: DomainContext, kind: str, subject: str, message: str, digest: str | None = None) -> Problem:
@@ -263,7 +265,7 @@ def _in_trash(ctx: DomainContext, digest: str) -> bool:
     return True
 
 
-def _check_manifests(ctx: DomainContext) -> Iterator[Problem]:
+def _check_manifests(ctx: DomainContext, open_row: Callable[[bytes, str], bytes]) -> Iterator[Problem]:
     with ctx.db.read() as conn:
         dangling = conn.execute(
             sa.select(repos.c.name, manifests.c.digest, manifest_blobs.c.digest)
@@ -316,7 +318,16 @@ def _check_manifests(ctx: DomainContext) -> Iterator[Problem]:
             )
         ):
             algorithm, _, expected = row.digest.partition(":")
-            if hashlib.new(algorithm, row.payload).hexdigest() != expected:
+            try:
+                payload = open_row(row.payload, row.digest)
+            except (RowBroken, ContentUnreadable) as exc:
+                yield Problem(
+                    "tampered-manifest",
+                    f"{row.name}@{row.digest}",
+                    f"encrypted payload fails authentication ({exc}); delete it and push the image again",
+                )
+                continue
+            if hashlib.new(algorithm, payload).hexdigest() != expected:
                 yield Problem(
                     "corrupt-manifest",
                     f"{row.name}@{row.digest}",

@@ -10,6 +10,7 @@ import sqlalchemy as sa
 
 from soko.access import repository_arn
 from soko.batcher import Batcher
+from soko.crypto.rows import plain_length
 from soko.digest import Digest, compute, is_digest
 from soko.errors import (
     DigestInvalid,
@@ -251,7 +252,7 @@ class Manifests:
                 digest=digest,
                 media_type=parsed.media_type,
                 artifact_type=parsed.effective_artifact_type,
-                payload=payload,
+                payload=self.repositories.encryption.seal_row(payload, digest),  # sealed in its row (soko.crypto.rows)
                 image_size=image_size,
                 config_digest=parsed.config.digest if parsed.config else None,
                 subject_digest=parsed.subject.digest if parsed.subject else None,
@@ -358,7 +359,8 @@ class Manifests:
                 if row is None:
                     self.repositories.id_for(conn, ref)
                     raise manifest_unknown(ref, reference)
-            record = ManifestRecord(row.id, row.digest, row.media_type, row.payload)
+            payload = self.repositories.encryption.open_row(row.payload, row.digest)
+            record = ManifestRecord(row.id, row.digest, row.media_type, payload)
             self._cache.put(key, generation, record)
         if record_pull:
             self._pulls.add(record.id, self.ctx.clock())
@@ -513,7 +515,7 @@ class Manifests:
                     manifests.c.media_type,
                     manifests.c.artifact_type,
                     manifests.c.annotations,
-                    sa.func.length(manifests.c.payload).label("size"),
+                    plain_length(manifests.c.payload).label("size"),
                 )
                 .where(manifests.c.repository_id == repo_id, manifests.c.subject_digest == subject)
                 .order_by(manifests.c.pushed_at, manifests.c.digest)
