@@ -370,6 +370,11 @@ def test_usage_page_charts_the_metering_report(server, root):
     month = re.search(r'name="month" value="(\d{4}-\d{2})"', page.text).group(1)
     assert f"soko usage --month {month}" in page.text
     assert root.get("/console/usage", params={"month": "2026-02"}).status_code == 200
+    csv = root.get("/console/usage.csv", params={"month": month})
+    assert csv.status_code == 200 and csv.headers["content-type"].startswith("text/csv")
+    assert f'filename="usage-{ACCOUNT}-{month}.csv"' in csv.headers["content-disposition"]
+    lines = csv.text.splitlines()
+    assert lines[0].startswith("month,account_id,scope,repository") and any(",usage/app," in x for x in lines)
     for bad in ("2026-13", "yesterday", "0001-01", "<script>"):
         r = root.get("/console/usage", params={"month": bad})
         assert r.status_code == 400 and "<script>" not in r.text, bad
@@ -475,6 +480,7 @@ def test_new_pages_authorize_with_the_api_actions(server, aws, web):
     assert sign_in(web, key_id, secret).status_code == 303
     for path, action in (
         ("/console/usage", "ce:GetCostAndUsage"),
+        ("/console/usage.csv", "ce:GetCostAndUsage"),
         ("/console/audit", "cloudtrail:LookupEvents"),
         ("/console/events", "soko:ListEventDeliveries"),
         ("/console/repo/walled/-/policy", "ecr:GetRepositoryPolicy"),

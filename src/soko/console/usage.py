@@ -11,11 +11,12 @@ from __future__ import annotations
 from soko.console.charts import Series, bar_chart
 from soko.console.pages import BadInput, Viewer, size
 from soko.metering.pricing import gb_months, parse_month
-from soko.metering.report import build_report
+from soko.metering.report import build_report, render_csv
 
 ACTION = "ce:GetCostAndUsage"
 TOP_REPOSITORIES = 20  # in the charts; the table lists every repository
 HISTORY_MONTHS = 6
+TABLE_ROWS = 500
 
 
 def _month_before(year: int, month: int) -> tuple[int, int]:
@@ -47,19 +48,37 @@ def _history(viewer: Viewer, year: int, month: int) -> list[dict]:
     return out
 
 
-def usage_page(viewer: Viewer, query: dict[str, str]) -> dict:
-    out: dict = {"denied": viewer.allowed_on(ACTION, "*"), "action": ACTION}
-    if out["denied"] is not None:
-        return out
+def _month(viewer: Viewer, query: dict[str, str]) -> tuple[int, int]:
     try:
         year, month = parse_month(query.get("month") or None, viewer.registry.ctx.clock())
     except ValueError as exc:
         raise BadInput(str(exc)) from None
     if not 2000 <= year <= 9999:
         raise BadInput("the month is out of range")
+    return year, month
+
+
+def usage_csv(viewer: Viewer, query: dict[str, str]) -> tuple[str, str] | None:
+    """``soko usage --format csv`` for the caller's account: (file name, text); None when not allowed."""
+    if viewer.allowed_on(ACTION, "*") is not None:
+        return None
+    year, month = _month(viewer, query)
+    report = build_report(viewer.registry.metering, year, month, viewer.account)
+    return f"usage-{viewer.account}-{report['month']}.csv", render_csv(report) + "\n"
+
+
+def usage_page(viewer: Viewer, query: dict[str, str]) -> dict:
+    out: dict = {"denied": viewer.allowed_on(ACTION, "*"), "action": ACTION}
+    if out["denied"] is not None:
+        return out
+    year, month = _month(viewer, query)
     report = build_report(viewer.registry.metering, year, month, viewer.account)
     [account] = report["accounts"]
     lines = account["repositories"]
+    # The table: repositories with anything stored or served (an account of 10,000 idle repositories is not a page
+    # of 10,000 rows), the costliest first, at most TABLE_ROWS; the CSV has every repository.
+    used = [e for e in lines if e["stored_bytes"]["logical"] or e["gb_months"]["physical"] or e["requests"]]
+    used.sort(key=lambda e: (-e["total_cost"], -e["stored_bytes"]["physical"], e["repository"]))
     rows = [
         {
             "repository": line["repository"],
@@ -74,16 +93,21 @@ def usage_page(viewer: Viewer, query: dict[str, str]) -> dict:
             "requests": sum(line["requests"].values()),
             "total_cost": _money(line["total_cost"]),
         }
-        for line in lines
+        for line in used[:TABLE_ROWS]
     ]
     totals = account["totals"]
-    by_storage = sorted(lines, key=lambda e: -e["gb_months"]["physical"])[:TOP_REPOSITORIES]
-    by_transfer = sorted(lines, key=lambda e: -sum(e["transfer_bytes"].values()))[:TOP_REPOSITORIES]
+    # The charts show the largest repositories that have any (the table lists every one).
+    stored = [e for e in lines if e["gb_months"]["physical"] > 0]
+    moved = [e for e in lines if sum(e["transfer_bytes"].values()) > 0]
+    by_storage = sorted(stored, key=lambda e: -e["gb_months"]["physical"])[:TOP_REPOSITORIES]
+    by_transfer = sorted(moved, key=lambda e: -sum(e["transfer_bytes"].values()))[:TOP_REPOSITORIES]
     history = _history(viewer, year, month)
     out.update(
         month=report["month"],
         period=report["period"],
         rows=rows,
+        hidden=len(used) - len(rows),
+        idle=len(lines) - len(used),
         totals={
             "physical": size(totals["stored_bytes"]["physical"]),
             "logical": size(totals["stored_bytes"]["logical"]),

@@ -212,6 +212,14 @@ class Console:
         if rest == "usage" and method != "POST":
             values = await offload(usage.usage_page, viewer, dict(request.query))
             return self._page("usage.html", 403 if values["denied"] else 200, **common, **values)
+        if rest == "usage.csv" and method != "POST":
+            found = await offload(usage.usage_csv, viewer, dict(request.query))
+            if found is None:
+                values = await offload(usage.usage_page, viewer, {})
+                return self._page("usage.html", 403, **common, **values)
+            filename, text = found
+            headers = {**SECURITY_HEADERS, "Content-Disposition": f'attachment; filename="{filename}"'}
+            return Response(200, headers, text.encode(), content_type="text/csv; charset=utf-8")
         if rest == "audit" and method != "POST":
             values = await offload(auditlog.audit_page, viewer, self.identity.audit, dict(request.query))
             return self._page("audit.html", 403 if values["denied"] else 200, **common, **values)
