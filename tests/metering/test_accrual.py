@@ -52,6 +52,14 @@ def test_synthetic_samples_give_the_hand_computed_gb_months_and_cost(registry) -
     report = build_report(registry.metering, 2026, 2, ACCOUNT)
     assert report["accounts"][0]["totals"]["storage_cost"] == pytest.approx(expected * 0.25, rel=1e-12)
 
+    # Without idle lines (the console's page): an empty repository has none; the lines and totals are the same.
+    registry.repositories.create(RepoRef(ACCOUNT, "hand/empty"))
+    full = build_report(registry.metering, 2026, 2, ACCOUNT)
+    lean = build_report(registry.metering, 2026, 2, ACCOUNT, idle=False)
+    assert [e["repository"] for e in full["accounts"][0]["repositories"]] == ["hand/a", "hand/empty"]
+    assert lean["accounts"][0]["repositories"] == full["accounts"][0]["repositories"][:1]
+    assert lean["accounts"][0]["totals"] == full["accounts"][0]["totals"]
+
 
 def test_the_sampler_accrues_what_is_stored_and_deleted_repositories_keep_their_past(registry) -> None:
     registry.settings.metering_interval = HOUR

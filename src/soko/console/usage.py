@@ -72,7 +72,7 @@ def usage_page(viewer: Viewer, query: dict[str, str]) -> dict:
     if out["denied"] is not None:
         return out
     year, month = _month(viewer, query)
-    report = build_report(viewer.registry.metering, year, month, viewer.account)
+    report = build_report(viewer.registry.metering, year, month, viewer.account, idle=False)
     [account] = report["accounts"]
     lines = account["repositories"]
     # The table: repositories with anything stored or served (an account of 10,000 idle repositories is not a page
@@ -107,7 +107,6 @@ def usage_page(viewer: Viewer, query: dict[str, str]) -> dict:
         period=report["period"],
         rows=rows,
         hidden=len(used) - len(rows),
-        idle=len(lines) - len(used),
         totals={
             "physical": size(totals["stored_bytes"]["physical"]),
             "logical": size(totals["stored_bytes"]["logical"]),

@@ -40,8 +40,12 @@ def _line(repository: str | None) -> dict[str, Any]:
     return line
 
 
-def build_report(metering: Metering, year: int, month: int, account_id: str | None = None) -> dict[str, Any]:
-    """The month's figures for one account (``account_id``) or every account that has any."""
+def build_report(
+    metering: Metering, year: int, month: int, account_id: str | None = None, *, idle: bool = True
+) -> dict[str, Any]:
+    """The month's figures for one account (``account_id``) or every account that has any. ``idle=False`` leaves
+    out the lines of repositories with nothing stored, accrued or served (the totals are the same): the console's
+    page of an account with 10,000 repositories, most of them empty, builds 10,000 fewer lines."""
     metering.flush()  # this process's own counts, if it served requests
     settings = metering.ctx.settings
     price = float(settings.price_storage_gb_month)
@@ -55,11 +59,17 @@ def build_report(metering: Metering, year: int, month: int, account_id: str | No
         accounts[account_id] = {}
 
     def line(account: str, repository: str) -> dict[str, Any]:
-        return accounts.setdefault(account, {}).setdefault(repository, _line(repository))
+        lines = accounts.setdefault(account, {})
+        found = lines.get(repository)
+        if found is None:
+            found = lines[repository] = _line(repository)
+        return found
 
     existing = set()
     for repo in current.repositories:
         existing.add((repo.account_id, repo.repository))
+        if not idle and not repo.logical_bytes and not repo.physical_bytes:
+            continue
         entry = line(repo.account_id, repo.repository)
         entry["stored_bytes"] = {"logical": repo.logical_bytes, "physical": repo.physical_bytes}
     for (account, repository), (logical, physical) in accrued.items():

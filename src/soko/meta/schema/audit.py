@@ -24,4 +24,5 @@ audit_events = sa.Table(
     sa.Column("count", sa.Integer, nullable=False, server_default="1"),
     sa.Index(None, "at"),
     sa.Index(None, "principal"),
+    sa.Index(None, "resource", "at"),  # the console's search by repository, newest first
 )
