@@ -1,15 +1,15 @@
 """audit_events (resource, at): the console's audit search by repository reads one repository's rows newest first
 instead of walking the whole log backwards by time
 
-Revision ID: 0027
-Revises: 0026
+Revision ID: 0028
+Revises: 0027
 Create Date: 2026-12-06 21:25:00
 """
 
 from alembic import op
 
-revision = "0027"
-down_revision = "0026"
+revision = "0028"
+down_revision = "0027"
 branch_labels = None
 depends_on = None
 
