@@ -20,6 +20,13 @@ def test_known_keys_load_and_unknown_ones_are_refused(tmp_path) -> None:
     assert "tls_certificate" in message and "endpoint_vpcs (removed" in message and str(typo) in message
 
 
+def test_scan_concurrency() -> None:
+    assert load_settings(env={}).scan_concurrency == 1
+    assert load_settings(env={"SOKO_SCAN_CONCURRENCY": "0"}).scan_concurrency == 0  # this node runs no scans
+    with pytest.raises(ValueError, match="scan_concurrency: must be 0 or more"):
+        load_settings(env={"SOKO_SCAN_CONCURRENCY": "-1"})
+
+
 @pytest.mark.parametrize("name", ["keepalive_timeout", "tls_reload_interval"])
 @pytest.mark.parametrize("value", ["0", "0s", "-5s"])
 def test_a_zero_or_negative_timeout_is_refused(name: str, value: str) -> None:

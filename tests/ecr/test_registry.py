@@ -196,3 +196,10 @@ def test_cli_registry(aws_cli):
     assert code == 0 and out == {"name": "BLOB_MOUNTING", "value": "DISABLED"}, err
     code, out, err = aws_cli("ecr", "get-registry-scanning-configuration")
     assert code == 0 and out["scanningConfiguration"]["scanType"] == "BASIC", err
+    rules = '[{"scanFrequency":"CONTINUOUS_SCAN","repositoryFilters":[{"filter":"prod*","filterType":"WILDCARD"}]}]'
+    code, out, err = aws_cli("ecr", "put-registry-scanning-configuration", "--scan-type", "ENHANCED", "--rules", rules)
+    assert code == 0 and out["registryScanningConfiguration"]["scanType"] == "ENHANCED", err
+    code, out, err = aws_cli("ecr", "create-repository", "--repository-name", "prod/web")
+    assert code == 0, err
+    code, out, err = aws_cli("ecr", "batch-get-repository-scanning-configuration", "--repository-names", "prod/web")
+    assert code == 0 and out["scanningConfigurations"][0]["scanFrequency"] == "CONTINUOUS_SCAN", err
