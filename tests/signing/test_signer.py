@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import sqlalchemy as sa
 from cryptography import x509
 
+from soko.cli import main as soko_main
 from soko.iam.secrets import MasterKey
 from soko.kernel.signing_queue import KIND
 from soko.meta.schema import event_outbox, image_signing_status, jobs, signing_keys
@@ -50,7 +51,7 @@ def _signature(registry, ref: RepoRef, digest: str) -> tuple[bytes, bytes]:
         return manifest, reader.read()
 
 
-def test_push_queues_then_signs_verifiably_and_rotation_keeps_old_signatures(registry):
+def test_push_queues_then_signs_verifiably_and_rotation_keeps_old_signatures(registry, settings, capsys):
     configs, signer = _setup(registry)
     ref, elsewhere = RepoRef(ACCOUNT, "team/app"), RepoRef(ACCOUNT, "other/app")
     digest = push_image(registry, ref, "v1", [b"layer one"])
@@ -75,7 +76,15 @@ def test_push_queues_then_signs_verifiably_and_rotation_keeps_old_signatures(reg
     assert referrer_event["detail"]["image-digest"] == status.signature_digest
 
     # rotation: a new key signs from now on; the old signature still verifies against the same trust store
-    assert configs.keys.rotate(ACCOUNT, PROFILE) == 2
+    cli = ["--data-dir", settings.data_dir, "--database-url", settings.effective_database_url]
+    assert soko_main(["signing", "rotate", PROFILE.replace("release_signer", "unknown"), *cli]) == 2
+    assert soko_main(["signing", "rotate", PROFILE.replace(ACCOUNT, "111111111111"), *cli]) == 2
+    assert "no key for" in capsys.readouterr().err
+    assert soko_main(["signing", "rotate", PROFILE, *cli]) == 0
+    assert json.loads(capsys.readouterr().out) == {"signingProfileArn": PROFILE, "version": 2}
+    assert soko_main(["signing", "certificates", *cli]) == 0
+    listed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(c["signingProfileArn"], c["version"]) for c in listed] == [(PROFILE, 1), (PROFILE, 2)]
     second = push_image(registry, ref, "v2", [b"layer three"])
     [key] = _job_keys(registry)
     signer.run(key)
