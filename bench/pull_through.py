@@ -14,7 +14,9 @@ httpx, timing the time to the first byte of the first layer (TTFB) and the whole
 
     .venv/bin/python bench/pull_through.py [--rounds 3] [--layers 64,16,4]   (sizes in MiB)
 
-Medians of the rounds go to stdout as a markdown table; ratios are per-round paired medians.
+Medians of the rounds go to stdout as a markdown table, with the spread (min-max) of the totals and the CPU seconds
+the serving process spent on the pull (its whole process tree, from /proc: a figure the machine's load does not
+skew as it skews wall-clock time); ratios are per-round paired medians.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.procstat import cpu_seconds
 from tests.e2e.servers import SOKO_REGION, soko_root_key, start_soko
 from tests.remote.upstreams import push_image, start_upstream
 
@@ -63,6 +66,7 @@ def main() -> int:
     args = parser.parse_args()
     sizes = [int(x) << 20 for x in args.layers.split(",")]
     results: dict[str, list[tuple[float, float]]] = {}
+    cpu: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory(prefix="ptc-bench-") as tmp:
         root = Path(tmp)
         upstream = start_upstream(root / "upstream")
@@ -88,18 +92,20 @@ def main() -> int:
                 for round_ in range(args.rounds):
                     repo = f"bench/r{round_}"
                     push_image(up, repo, "v1", [os.urandom(size) for size in sizes])
-                    order = [
-                        ("direct", direct, repo),
-                        ("soko first", via_soko, f"up/{repo}"),
-                        ("soko cached", via_soko, f"up/{repo}"),
-                        ("distribution proxy first", via_proxy, repo),
-                        ("distribution proxy cached", via_proxy, repo),
-                    ]
-                    for name, client, path in order:
-                        results.setdefault(name, []).append(pull(client, path, "v1"))
                     plain = f"plain/r{round_}"
                     push_image(soko_push, plain, "v1", [os.urandom(size) for size in sizes])
-                    results.setdefault("soko plain", []).append(pull(via_soko, plain, "v1"))
+                    order = [
+                        ("direct", direct, repo, upstream),
+                        ("soko first", via_soko, f"up/{repo}", soko),
+                        ("soko cached", via_soko, f"up/{repo}", soko),
+                        ("distribution proxy first", via_proxy, repo, proxy),
+                        ("distribution proxy cached", via_proxy, repo, proxy),
+                        ("soko plain", via_soko, plain, soko),
+                    ]
+                    for name, client, path, server in order:
+                        before = cpu_seconds(server.pid)
+                        results.setdefault(name, []).append(pull(client, path, "v1"))
+                        cpu.setdefault(name, []).append(cpu_seconds(server.pid) - before)
                     print(f"round {round_ + 1}/{args.rounds} done", file=sys.stderr)
             soko_push.close()
         finally:
@@ -111,12 +117,17 @@ def main() -> int:
 
     total_mib = sum(sizes) >> 20
     print(f"\nimage: layers {args.layers} MiB ({total_mib} MiB), {args.rounds} rounds, loopback, medians\n")
-    print("| pull | TTFB ms | total s | MB/s |")
-    print("|---|---|---|---|")
+    print("| pull | TTFB ms | total s (min-max) | MB/s | server CPU s |")
+    print("|---|---|---|---|---|")
     for name, values in results.items():
         ttfb = statistics.median(v[0] for v in values) * 1000
-        total = statistics.median(v[1] for v in values)
-        print(f"| {name} | {ttfb:.1f} | {total:.3f} | {sum(sizes) / 1e6 / total:.0f} |")
+        totals = [v[1] for v in values]
+        total = statistics.median(totals)
+        spread = f"{min(totals):.3f}-{max(totals):.3f}"
+        print(
+            f"| {name} | {ttfb:.1f} | {total:.3f} ({spread}) | {sum(sizes) / 1e6 / total:.0f} | "
+            f"{statistics.median(cpu[name]):.2f} |"
+        )
     print()
     print(
         f"* soko first / direct: TTFB {ratio('soko first', 'direct', 0):.2f}x, total "
@@ -127,6 +138,8 @@ def main() -> int:
         f"* soko cached / distribution proxy cached: total {ratio('soko cached', 'distribution proxy cached', 1):.2f}x"
     )
     print(f"* soko first / distribution proxy first: total {ratio('soko first', 'distribution proxy first', 1):.2f}x")
+    first_cpu = statistics.median(cpu["soko first"]) / max(statistics.median(cpu["distribution proxy first"]), 1e-3)
+    print(f"* server CPU, soko first / distribution proxy first: {first_cpu:.2f}x")
     return 0
 
 

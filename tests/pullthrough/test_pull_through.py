@@ -19,11 +19,13 @@ import botocore.exceptions
 import httpx
 import pytest
 
+from soko.remote import RegistryClient
 from tests.e2e.images import build_image, build_multiarch
 from tests.e2e.layout import ImageRef, assert_same_content
 from tests.e2e.servers import DISTRIBUTION_BIN, SOKO_REGION, soko_root_key, start_soko
 from tests.e2e.skopeo import Skopeo
-from tests.remote.upstreams import PASSWORD, USER, TokenServer, answer, hostile_server, start_upstream
+from tests.rawhttp import wait_until
+from tests.remote.upstreams import PASSWORD, USER, TokenServer, answer, hostile_server, push_image, start_upstream
 
 pytestmark = [
     pytest.mark.e2e,
@@ -238,6 +240,31 @@ def test_concurrent_first_pulls_fetch_a_blob_once(world: World) -> None:
             assert set(pool.map(fetch, range(4))) == {layer}
     log = world.anon.log_path.read_text(errors="replace")
     assert len(re.findall(rf"GET /v2/team/big/blobs/{layer} ", log)) == 1, log[-3000:]
+
+
+def test_manifest_pull_prefetches_the_blobs_side_by_side(world: World) -> None:
+    """A first manifest pull starts fetching the image's blobs at once: the image is cached whole without the
+    client asking for a blob, and a blob asked for meanwhile follows the fetch under way (one upstream GET each)."""
+    layers = [os.urandom(3 << 20), os.urandom(1 << 20)]
+    with RegistryClient(world.anon.url) as upstream:
+        digest, manifest = push_image(upstream, "team/prefetch", "v1", layers)
+    first = "sha256:" + hashlib.sha256(layers[0]).hexdigest()
+    with world.http() as client:
+        got = client.get(
+            "/v2/anon/team/prefetch/manifests/v1", headers={"Accept": "application/vnd.oci.image.manifest.v1+json"}
+        )
+        assert got.status_code == 200 and got.content == manifest
+        assert client.get(f"/v2/anon/team/prefetch/blobs/{first}").content == layers[0]
+
+    def cached() -> bool:
+        return bool(world.ecr.describe_images(repositoryName="anon/team/prefetch")["imageDetails"])
+
+    wait_until(cached, "the prefetch never stored the image", timeout=60)
+    images = world.ecr.describe_images(repositoryName="anon/team/prefetch")["imageDetails"]
+    assert [i["imageDigest"] for i in images] == [digest]
+    log = world.anon.log_path.read_text(errors="replace")
+    for blob in json.loads(manifest)["layers"] + [json.loads(manifest)["config"]]:
+        assert len(re.findall(rf"GET /v2/team/prefetch/blobs/{blob['digest']} ", log)) == 1, log[-3000:]
 
 
 def test_upstream_down_serves_the_cache(world: World, tmp_path: Path) -> None:

@@ -101,14 +101,20 @@ async def _stream_fetch(ctx: OciContext, request: Request, ref: RepoRef, fetch: 
 
 
 async def _pieces(fetch: BlobFetch) -> AsyncIterator[bytes]:
+    """The fetch's pieces, the next one asked for on the thread pool while the server sends the current one."""
     loop = asyncio.get_running_loop()
+    ahead: asyncio.Future | None = loop.run_in_executor(None, next, fetch.pieces, None)
     try:
-        while True:
-            piece = await loop.run_in_executor(None, next, fetch.pieces, None)
+        while ahead is not None:
+            piece = await ahead
+            ahead = None
             if piece is None:
                 return
+            ahead = loop.run_in_executor(None, next, fetch.pieces, None)
             yield piece
     finally:
+        if ahead is not None:  # a generator cannot be closed while it runs: let the read end first
+            await asyncio.gather(ahead, return_exceptions=True)
         await loop.run_in_executor(None, fetch.close)
 
 

@@ -23,7 +23,8 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -48,10 +49,12 @@ from soko.meta.schema import (
     repository_blobs,
 )
 from soko.meta.schema import repositories as repos
+from soko.pullthrough.live import LiveFetch
 from soko.pullthrough.rules import Rule, Rules
 from soko.registry import Registry
 from soko.registry import media_types as mt
 from soko.registry.models import BlobContent, RepoRef
+from soko.registry.uploads import ChunkWriter
 from soko.remote import Credentials, RegistryClient, UpstreamError
 from soko.secrets.store import SecretDecryptionFailure, SecretInvalidRequest, SecretNotFound, SecretStore
 
@@ -61,6 +64,9 @@ FILL_DELAY = 60.0  # the fill job runs this long after a manifest went pending (
 CLAIM_STALE = 30.0  # a blob fetch silent this long is taken over
 CLAIM_REFRESH = 5.0
 WAIT_STEP = 0.05
+LIVE_WINDOW = 32 << 20  # bytes of a fetch kept for pulls that have not asked for them yet (a prefetch)
+LIVE_PATIENCE = 20.0  # how long a fetch waits for a pull to take them (or for a stalled pull) before going on alone
+PREFETCH_SLOTS = 8  # prefetches under way at once per process
 
 
 class UpstreamFailed(SokoError):
@@ -115,6 +121,7 @@ class CachedManifest:
     media_type: str
     payload: bytes
     record_id: int | None = None  # the stored manifest's row (None: pending)
+    fresh: bool = False  # just fetched, and pending: its blobs are worth a prefetch
 
 
 @dataclass
@@ -141,6 +148,10 @@ class PullThroughCache:
         self._clients: dict[tuple, RegistryClient] = {}
         self._checked: dict[tuple[int, str], float] = {}  # (repository id, tag) → last upstream check
         self._fresh: dict[tuple[str, str, str], tuple[float, str]] = {}  # (account, name, tag) → (checked, digest)
+        self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="pull-through-store")
+        self._live: dict[tuple[str, str, str], LiveFetch] = {}  # (account, repository, digest) → fetch under way
+        self._changed = threading.Condition()
+        self._prefetch_slots = threading.BoundedSemaphore(PREFETCH_SLOTS)
 
     # --- rules ----------------------------------------------------------------------------------------------------
 
@@ -212,6 +223,7 @@ class PullThroughCache:
             clients, self._clients = list(self._clients.values()), {}
         for client in clients:
             client.close()
+        self._pool.shutdown(wait=True)
 
     def validate(self, rule: Rule) -> str | None:
         """ValidatePullThroughCacheRule: None when the upstream answers /v2/ with the rule's credentials, else why."""
@@ -251,7 +263,7 @@ class PullThroughCache:
         if is_digest(reference):
             if local is not None:
                 return local
-            return self._fetch_manifest(ref, rule, reference, None, authorize)
+            return self._prefetched(ref, rule, self._fetch_manifest(ref, rule, reference, None, authorize))
         now = self.ctx.clock()
         checked = self._checked_at(ref, reference)
         if local is not None and checked is not None and now - checked < self.ctx.settings.pull_through_recheck:
@@ -266,6 +278,12 @@ class PullThroughCache:
             log.warning("serving %s:%s from the cache: the upstream check failed (%s)", ref.name, reference, exc)
             return local
         self._mark_checked(ref, reference, fetched.digest, now)
+        return self._prefetched(ref, rule, fetched)
+
+    def _prefetched(self, ref: RepoRef, rule: Rule, fetched: CachedManifest) -> CachedManifest:
+        """``fetched``, its blobs' prefetch started (last: the manifest's own writes go first)."""
+        if fetched.fresh and fetched.media_type not in mt.INDEXES:
+            self.prefetch(ref, rule, fetched.payload)
         return fetched
 
     def _remember(self, ref: RepoRef, tag: str, checked: float, digest: str) -> None:
@@ -296,25 +314,24 @@ class PullThroughCache:
                 "not store (OCI and Docker v2 manifests and indexes only)",
                 code="UpstreamUnavailable",
             )
-        self._store(
-            ref, None if is_digest(reference) else reference, fetched.digest, fetched.media_type, fetched.payload
-        )
-        return CachedManifest(fetched.digest, fetched.media_type, fetched.payload)
+        tag = None if is_digest(reference) else reference
+        stored = self._store(ref, tag, fetched.digest, fetched.media_type, fetched.payload)
+        return CachedManifest(fetched.digest, fetched.media_type, fetched.payload, fresh=not stored)
 
-    def _store(self, ref: RepoRef, tag: str | None, digest: str, media_type: str, payload: bytes) -> None:
-        """Store a verified upstream manifest, or keep it pending until its blobs (children) are cached."""
+    def _store(self, ref: RepoRef, tag: str | None, digest: str, media_type: str, payload: bytes) -> bool:
+        """Store a verified upstream manifest (True), or keep it pending until its blobs (children) are cached."""
         with self.ctx.transaction(invalidates=True) as tx:
             repo_id = self.registry.repositories.id_for_pull_through(tx, ref)
         try:
             self.registry.manifests.put(ref, tag or digest, payload, media_type, sign=False)
-            return
+            return True
         except ManifestBlobUnknown as exc:
             # blobs another repository of the account holds (the same layers cached under another prefix) are
             # linked at once, as a mount would
             if all([self._link_stored(ref, missing) for missing in exc.digests]):
                 try:
                     self.registry.manifests.put(ref, tag or digest, payload, media_type, sign=False)
-                    return
+                    return True
                 except (ManifestBlobUnknown, ReferencedManifestUnknown):
                     pass
         except ReferencedManifestUnknown:
@@ -338,6 +355,7 @@ class PullThroughCache:
             )
             key = f"{repo_id}:{digest}"
             conn.execute(self.ctx.db.insert_ignore(jobs).values(kind=FILL_JOB, key=key, next_run=now + FILL_DELAY))
+        return False
 
     def _pending(self, ref: RepoRef, reference: str) -> CachedManifest | None:
         column = pull_through_pending.c.digest if is_digest(reference) else pull_through_pending.c.tag
@@ -407,6 +425,8 @@ class PullThroughCache:
         stored = 0
         # images before indexes: an index can only be stored once its children are
         for row in sorted(rows, key=lambda r: r.media_type in mt.INDEXES):
+            if row.media_type not in mt.INDEXES and not self._blobs_linked(repo_id, row.payload):
+                continue  # (a read: a put that would fail still takes the write lock)
             try:
                 payload = self.registry.encryption.open_row(row.payload, row.digest)
                 self.registry.manifests.put(ref, row.tag or row.digest, payload, row.media_type, sign=False)
@@ -421,6 +441,27 @@ class PullThroughCache:
                 conn.execute(sa.delete(jobs).where(jobs.c.kind == FILL_JOB, jobs.c.key == f"{repo_id}:{row.digest}"))
             stored += 1
         return stored
+
+    def _blobs_linked(self, repo_id: int, payload: bytes) -> bool:
+        """Whether the repository holds every blob an image manifest names (False also when it cannot tell)."""
+        try:
+            document = json.loads(payload)
+            wanted = {
+                d["digest"]
+                for d in [document.get("config") or {}, *(document.get("layers") or [])]
+                if isinstance(d, dict)
+                and isinstance(d.get("digest"), str)
+                and d.get("mediaType") not in mt.NON_DISTRIBUTABLE
+            }
+        except (ValueError, AttributeError, TypeError, KeyError):
+            return True  # let the domain judge it
+        with self.ctx.db.read() as conn:
+            held = conn.execute(
+                sa.select(sa.func.count())
+                .select_from(repository_blobs)
+                .where(repository_blobs.c.repository_id == repo_id, repository_blobs.c.digest.in_(wanted))
+            ).scalar_one()
+        return held == len(wanted)
 
     def _promote_quietly(self, ref: RepoRef) -> None:
         """``promote`` after a blob came in; a failure leaves the manifests pending for the fill job."""
@@ -449,28 +490,116 @@ class PullThroughCache:
                 authorize("ecr:BatchImportUpstreamImage")
                 if not exists:
                     authorize("ecr:CreateRepository")
-                with self.ctx.transaction(invalidates=True) as tx:
-                    self.registry.repositories.id_for_pull_through(tx, ref)
+                    with self.ctx.transaction(invalidates=True) as tx:
+                        self.registry.repositories.id_for_pull_through(tx, ref)
                 deadline = time.monotonic() + 3600
-            owner = self._claim(ref, digest)
-            if owner is not None:
-                # a fetch that ended between our look and our claim stored it already: serve that
-                try:
-                    if self._link_stored(ref, digest):
-                        self._promote_quietly(ref)
-                    stored = self.registry.blobs.open(ref, digest)
-                except (BlobUnknown, RepositoryNotFound):
-                    return self._fetch_blob(ref, rule, digest, owner)
-                except BaseException:
-                    self._release(digest, owner)
-                    raise
-                self._release(digest, owner)
-                return stored
+            live = self._live.get((ref.account_id, ref.name, digest))
+            if live is not None:  # this process is fetching it (for another pull, or a prefetch): follow that
+                follower = live.follow()
+                if follower is not None:
+                    return BlobFetch(digest, live.size, follower, follower.close)
+            else:
+                owner = self._claim(ref, digest)
+                if owner is not None:
+                    stored = self._stored_meanwhile(ref, digest, owner)
+                    if stored is not None:
+                        return stored
+                    live = self._start(ref, rule, digest, owner)
+                    follower = live.follow(starter=True)
+                    if follower is not None:
+                        return BlobFetch(digest, live.size, follower, follower.close)
             if time.monotonic() > deadline:
                 raise UpstreamUnavailable(
                     f"blob {digest} is still being fetched by another pull", code="UpstreamUnavailable"
                 )
-            time.sleep(WAIT_STEP)
+            with self._changed:  # woken when a fetch of this process starts or ends; others are polled
+                self._changed.wait(WAIT_STEP)
+
+    def _stored_meanwhile(self, ref: RepoRef, digest: str, owner: str) -> BlobContent | None:
+        """Under our claim: a fetch that ended between our look and our claim stored it already? Then the claim
+        goes and that is served."""
+        try:
+            if self._link_stored(ref, digest):
+                self._promote_quietly(ref)
+            stored = self.registry.blobs.open(ref, digest)
+        except (BlobUnknown, RepositoryNotFound):
+            return None
+        except BaseException:
+            self._release(digest, owner)
+            raise
+        self._release(digest, owner)
+        return stored
+
+    def _start(
+        self, ref: RepoRef, rule: Rule, digest: str, owner: str, ended: Callable[[], None] | None = None
+    ) -> LiveFetch:
+        """Open the upstream blob under our claim and pump it into the cache on a thread of its own, for pulls
+        to follow (``soko.pullthrough.live``). ``ended``: called when the pump is done."""
+        fetch = self._fetch_blob(ref, rule, digest, owner)
+        live = LiveFetch(digest, fetch.size, fetch.pieces, fetch.close, window=LIVE_WINDOW, patience=LIVE_PATIENCE)
+        key = (ref.account_id, ref.name, digest)
+
+        def finished(done: LiveFetch) -> None:
+            with self._changed:
+                if self._live.get(key) is done:
+                    del self._live[key]
+                self._changed.notify_all()
+            if ended is not None:
+                ended()
+
+        with self._changed:
+            self._live[key] = live
+            self._changed.notify_all()
+        try:
+            threading.Thread(target=live.pump, args=(finished,), name="pull-through-fetch", daemon=True).start()
+        except BaseException:
+            fetch.close()
+            finished(live)
+            raise
+        return live
+
+    def prefetch(self, ref: RepoRef, rule: Rule, payload: bytes) -> None:
+        """Start fetching an image's blobs the cache lacks, side by side, as soon as its manifest came in: a client
+        that pulls them one after the other then follows fetches under way (or finds them stored) instead of
+        waiting for each in turn. At most PREFETCH_SLOTS at once per process; the rest come when pulled (or with
+        the fill job)."""
+        try:
+            document = json.loads(payload)
+            descriptors = [document.get("config") or {}, *(document.get("layers") or [])]
+            digests = [
+                d["digest"]
+                for d in descriptors
+                if isinstance(d, dict)
+                and is_digest(str(d.get("digest")))
+                and d.get("mediaType") not in mt.NON_DISTRIBUTABLE
+            ]
+        except (ValueError, AttributeError, TypeError):
+            return
+        if digests:
+            threading.Thread(
+                target=self._prefetch, args=(ref, rule, digests), name="pull-through-prefetch", daemon=True
+            ).start()
+
+    def _prefetch(self, ref: RepoRef, rule: Rule, digests: list[str]) -> None:
+        for digest in dict.fromkeys(digests):
+            if (ref.account_id, ref.name, digest) in self._live:
+                continue
+            if not self._prefetch_slots.acquire(blocking=False):
+                return
+            try:
+                try:
+                    self.registry.blobs.open(ref, digest)
+                    stored = True
+                except (BlobUnknown, RepositoryNotFound):
+                    stored = self._link_stored(ref, digest)
+                owner = None if stored else self._claim(ref, digest)
+                if owner is None or self._stored_meanwhile(ref, digest, owner) is not None:
+                    self._prefetch_slots.release()
+                    continue
+                self._start(ref, rule, digest, owner, self._prefetch_slots.release)
+            except Exception as exc:  # a prefetch is a head start only: the pull itself fetches and reports
+                self._prefetch_slots.release()
+                log.info("prefetch of %s for %s did not start: %s", digest, ref.name, exc)
 
     def _link_stored(self, ref: RepoRef, digest: str) -> bool:
         """Link a blob another repository of the account holds (fetched for it, or by a concurrent pull)."""
@@ -575,30 +704,54 @@ class PullThroughCache:
                     f"the upstream sent blob {digest} without a length", code="UpstreamUnavailable"
                 )
             size = stream.size
-            state = uploads.start(ref)
-            writer = uploads.begin_chunk(ref, state.id, 0, size)
+            uploads.check_size(ref, 0, size)  # over the image size quota: refused before the client's 200
         except BaseException:
             self._release(digest, owner)
             raise
-        finished = False
 
-        def pieces() -> Iterator[bytes]:
+        def open_upload() -> tuple[str, ChunkWriter]:
+            state = uploads.start(ref)
+            try:
+                return state.id, uploads.begin_chunk(ref, state.id, 0, size)
+            except BaseException:
+                uploads.cancel(ref, state.id)
+                raise
+
+        # The upload session opens (a few database writes) while the first pieces already go to the client: they
+        # are stored once it is open, in order, before the last piece goes.
+        upload = self._pool.submit(open_upload)
+        finished = ended = False
+
+        def store(piece: bytes) -> None:
+            upload.result()[1].store((piece,))
+
+        def hash_(piece: bytes) -> None:
+            upload.result()[1].digest((piece,))
+
+        def pieces() -> Generator[bytes, None, None]:
             nonlocal finished
             beat = time.monotonic()
             held: bytes | None = None
+            # Each piece is stored and hashed on two pool threads (file writes, sealing and hashlib release the
+            # GIL) while this thread receives the next and the client is sent the one before: the client's bytes
+            # never wait for storage, only the last piece waits for the whole blob to be verified and committed.
+            storing: list[Future] = []
             try:
                 for piece in stream:
-                    writer.write(piece)
+                    _settle(storing)  # in order: the previous piece is written and hashed (or its error raises)
+                    storing = [self._pool.submit(store, piece), self._pool.submit(hash_, piece)]
                     if time.monotonic() - beat > CLAIM_REFRESH:
                         self._refresh(digest, owner)
                         beat = time.monotonic()
                     if held is not None:
                         yield held
                     held = piece
+                _settle(storing)
+                upload_id, writer = upload.result()
                 # the stream ended verified (digest and size): the last piece may go, the blob may become visible
                 writer.finish()
                 try:
-                    uploads.complete(ref, state.id, digest, size)
+                    uploads.complete(ref, upload_id, digest, size)
                 except DigestInvalid:
                     raise UpstreamError(
                         "Invalid", f"the upstream's content for blob {digest} does not hash to it"
@@ -611,15 +764,27 @@ class PullThroughCache:
             except UpstreamError as exc:
                 raise upstream_failed(rule, exc, "blob") from None
             finally:
-                if not finished:
-                    _abandon(self, ref, state.id, writer, digest, owner)
+                wait(storing)  # never abandon the upload under a piece still being written
+                end()
+
+        def end() -> None:
+            nonlocal ended
+            if not finished and not ended:
+                ended = True
+                wait([upload])
+                if upload.exception() is None:
+                    _abandon(self, ref, *upload.result(), digest, owner)
+                else:
+                    self._release(digest, owner)
+
+        generator = pieces()
 
         def close() -> None:
+            generator.close()  # a generator stopped mid-blob waits for its writes in flight, then abandons
             stream.close()
-            if not finished:
-                _abandon(self, ref, state.id, writer, digest, owner)
+            end()
 
-        return BlobFetch(digest, size, pieces(), close)
+        return BlobFetch(digest, size, generator, close)
 
     # --- the fill job ---------------------------------------------------------------------------------------------
 
@@ -667,7 +832,14 @@ class PullThroughCache:
         return f"{ref.name}@{digest}: cached"
 
 
-def _abandon(cache: PullThroughCache, ref: RepoRef, upload_id: str, writer, digest: str, owner: str) -> None:
+def _settle(futures: list[Future]) -> None:
+    for future in futures:
+        future.result()
+
+
+def _abandon(
+    cache: PullThroughCache, ref: RepoRef, upload_id: str, writer: ChunkWriter, digest: str, owner: str
+) -> None:
     try:
         writer.abort()
         cache.registry.uploads.cancel(ref, upload_id)
