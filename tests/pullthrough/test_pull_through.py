@@ -267,6 +267,30 @@ def test_manifest_pull_prefetches_the_blobs_side_by_side(world: World) -> None:
         assert len(re.findall(rf"GET /v2/team/prefetch/blobs/{blob['digest']} ", log)) == 1, log[-3000:]
 
 
+def test_range_of_an_uncached_blob(world: World) -> None:
+    """A Range GET of a blob the cache lacks is answered 206 with that range while the blob is fetched whole (and
+    stored); outside the blob it is 416; once cached, ranges come from storage."""
+    layer = os.urandom((2 << 20) + 12345)
+    with RegistryClient(world.anon.url) as upstream:
+        push_image(upstream, "team/ranged", "v1", [layer])
+        push_image(upstream, "team/ranged-far", "v1", [layer[::-1]])
+    digest = "sha256:" + hashlib.sha256(layer).hexdigest()
+    far = "sha256:" + hashlib.sha256(layer[::-1]).hexdigest()
+    url = f"/v2/anon/team/ranged/blobs/{digest}"
+    with world.http() as client:
+        got = client.get(url, headers={"Range": "bytes=1000-1048575"})
+        assert got.status_code == 206, got.text
+        assert got.headers["content-range"] == f"bytes 1000-1048575/{len(layer)}"
+        assert got.content == layer[1000:1048576]
+        bad = client.get(f"/v2/anon/team/ranged-far/blobs/{far}", headers={"Range": f"bytes={len(layer)}-"})
+        assert bad.status_code == 416 and bad.headers["content-range"] == f"bytes */{len(layer)}"
+        tail = client.get(f"/v2/anon/team/ranged-far/blobs/{far}", headers={"Range": "bytes=-100"})
+        assert tail.status_code == 206 and tail.content == layer[::-1][-100:]
+        cached = client.get(url, headers={"Range": "bytes=5-9"})
+        assert cached.status_code == 206 and cached.content == layer[5:10]
+        assert client.get(url).content == layer
+
+
 def test_upstream_down_serves_the_cache(world: World, tmp_path: Path) -> None:
     root = tmp_path / "flaky"
     flaky = start_upstream(root)

@@ -83,21 +83,50 @@ async def get_blob(ctx: OciContext, request: Request, name: str, digest: str) ->
 
 
 async def _stream_fetch(ctx: OciContext, request: Request, ref: RepoRef, fetch: BlobFetch) -> AnyResponse:
-    """A blob coming from a pull-through cache's upstream: sent while it is stored (the whole blob, whatever Range
-    asked: clients accept a 200). HEAD only needs its length."""
+    """A blob coming from a pull-through cache's upstream: sent while it is stored. A Range is answered as for a
+    stored blob (206 and that range, 416 outside it); the range's last bytes go only once the whole blob is
+    verified, as a whole blob's last piece does. HEAD only needs its length."""
     headers = {
         **API_VERSION_HEADER,
         "Docker-Content-Digest": fetch.digest,
         "Content-Type": "application/octet-stream",
-        "Content-Length": str(fetch.size),
+        "Accept-Ranges": "bytes",
         "ETag": f'"{fetch.digest}"',
     }
+    byte_range = None
+    range_header = request.headers.get("range")
+    if range_header:
+        try:
+            byte_range = parse_range(range_header, fetch.size)
+        except RangeNotSatisfiable as exc:
+            await offload(fetch.close)
+            return from_domain(exc, {"Content-Range": f"bytes */{fetch.size}"}, request.method == "HEAD")
     if request.method == "HEAD":
         await offload(fetch.close)
-        return Response(200, headers)
-    operation = "blob_get"
-    ctx.registry.metering.record_transfer(context_of(request), ref.account_id, ref.name, fetch.size, operation)
-    return StreamResponse(200, headers, _pieces(fetch))
+        return Response(200, {**headers, "Content-Length": str(fetch.size)})
+    start, end = byte_range if byte_range else (0, fetch.size - 1)
+    length = max(end - start + 1, 0)
+    ctx.registry.metering.record_transfer(context_of(request), ref.account_id, ref.name, length, "blob_get")
+    if byte_range is None:
+        return StreamResponse(200, {**headers, "Content-Length": str(fetch.size)}, _pieces(fetch))
+    headers = {**headers, "Content-Length": str(length), "Content-Range": f"bytes {start}-{end}/{fetch.size}"}
+    return StreamResponse(206, headers, _range_of(_pieces(fetch), start, end))
+
+
+async def _range_of(pieces: AsyncIterator[bytes], start: int, end: int) -> AsyncIterator[bytes]:
+    """Bytes ``start``..``end`` (inclusive) of the pieces; the last part is held until the pieces end (the blob
+    verified), so a range is never completed with unverified bytes."""
+    offset = 0
+    held: bytes | None = None
+    async for piece in pieces:
+        part = piece[max(start - offset, 0) : max(end + 1 - offset, 0)]
+        offset += len(piece)
+        if part:
+            if held is not None:
+                yield held
+            held = part
+    if held is not None:
+        yield held
 
 
 async def _pieces(fetch: BlobFetch) -> AsyncIterator[bytes]:
