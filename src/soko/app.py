@@ -78,7 +78,7 @@ class SokoApp:
             kms=KmsApi(self.kms),
             secrets=SecretsManagerApi(self.secrets, identity.authorizer),
         )
-        self.layers = PresignedLayers(registry, identity)
+        self.layers = PresignedLayers(registry, identity, self.pull_through)
         self.runtime = RuntimeMetrics()
         self.metrics = metrics_handler(registry, self.runtime)
         self.health = Health(registry)

@@ -10,6 +10,7 @@ import json
 import os
 import re
 import shutil
+import sqlite3
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -289,6 +290,60 @@ def test_range_of_an_uncached_blob(world: World) -> None:
         cached = client.get(url, headers={"Range": "bytes=5-9"})
         assert cached.status_code == 206 and cached.content == layer[5:10]
         assert client.get(url).content == layer
+
+
+def test_pulls_through_the_ecr_api(world: World) -> None:
+    """BatchGetImage and GetDownloadUrlForLayer on a cache rule's repository go through the cache as ECR's do."""
+    layers = [os.urandom(2 << 20), os.urandom(70_000)]
+    with RegistryClient(world.anon.url) as upstream:
+        digest, manifest = push_image(upstream, "team/api", "v1", layers)
+    got = world.ecr.batch_get_image(repositoryName="anon/team/api", imageIds=[{"imageTag": "v1"}, {"imageTag": "no"}])
+    assert [i["imageId"]["imageDigest"] for i in got["images"]] == [digest]
+    assert got["images"][0]["imageManifest"].encode() == manifest
+    assert [f["failureCode"] for f in got["failures"]] == ["ImageNotFound"]
+    for layer in layers:
+        layer_digest = "sha256:" + hashlib.sha256(layer).hexdigest()
+        url = world.ecr.get_download_url_for_layer(repositoryName="anon/team/api", layerDigest=layer_digest)
+        assert httpx.get(url["downloadUrl"], timeout=60).content == layer  # no Authorization: the URL is
+    with pytest.raises(world.ecr.exceptions.LayersNotFoundException):
+        world.ecr.get_download_url_for_layer(repositoryName="anon/team/api", layerDigest="sha256:" + "5" * 64)
+    wait_until(
+        lambda: bool(world.ecr.describe_images(repositoryName="anon/team/api")["imageDetails"]), "never cached", 60
+    )
+
+    world.ecr.create_pull_through_cache_rule(ecrRepositoryPrefix="gone", upstreamRegistryUrl="http://127.0.0.1:9")
+    down = world.ecr.batch_get_image(repositoryName="gone/team/api", imageIds=[{"imageTag": "v1"}])
+    assert [f["failureCode"] for f in down["failures"]] == ["UpstreamUnavailable"] and not down["images"]
+    # each sync with the upstream is ECR's "ECR Pull Through Cache Action" event (tx.emit: the events outbox)
+    with sqlite3.connect(f"file:{world.soko.data_dir / 'metadata.db'}?mode=ro", uri=True) as db:
+        bodies = [json.loads(b) for (b,) in db.execute("SELECT body FROM event_outbox")]
+    synced = {
+        e["detail"]["repository-name"]: e
+        for e in bodies
+        if e["detail-type"] == "ECR Pull Through Cache Action" and e["detail"].get("image-tag") == "v1"
+    }
+    ok, failed = synced["anon/team/api"], synced["gone/team/api"]
+    assert ok["source"] == "aws.ecr" and ok["resources"] == [
+        f"arn:aws:ecr:{SOKO_REGION}:{ok['account']}:repository/anon/team/api"
+    ]
+    assert {k: v for k, v in ok["detail"].items() if k != "upstream-registry-url"} == {
+        "rule-version": "1",
+        "sync-status": "SUCCESS",
+        "ecr-repository-prefix": "anon",
+        "repository-name": "anon/team/api",
+        "image-tag": "v1",
+        "image-digest": digest,
+    }
+    assert failed["detail"]["sync-status"] == "FAILED"
+    assert failed["detail"]["failure-code"] == "UpstreamUnavailable" and failed["detail"]["failure-reason"]
+    world.sm.create_secret(Name="ecr-pullthroughcache/doomed", SecretString=SECRET)
+    arn = world.sm.describe_secret(SecretId="ecr-pullthroughcache/doomed")["ARN"]
+    world.ecr.create_pull_through_cache_rule(
+        ecrRepositoryPrefix="doomed", upstreamRegistryUrl=f"http://{world.basic.host}", credentialArn=arn
+    )
+    world.sm.delete_secret(SecretId=arn, ForceDeleteWithoutRecovery=True)
+    with pytest.raises(world.ecr.exceptions.UnableToGetUpstreamImageException):
+        world.ecr.batch_get_image(repositoryName="doomed/team/app", imageIds=[{"imageTag": "v1"}])
 
 
 def test_upstream_down_serves_the_cache(world: World, tmp_path: Path) -> None:

@@ -8,13 +8,16 @@ listing queries live in :mod:`soko.registry.images`.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 from soko.aws.errors import ServiceError
 from soko.digest import Digest, compute
 from soko.ecr.api import Call
 from soko.errors import DigestInvalid
 from soko.names import validate_tag
-from soko.registry.images import ImageDetail, ImageFailure, decode_token, encode_token
+from soko.pullthrough.cache import CachedManifest, CredentialsUnusable, UpstreamFailed
+from soko.registry.images import ImageDetail, ImageFailed, ImageFailure, decode_token, encode_token
+from soko.registry.models import RepoRef
 from soko.signing.config import sign_payload_check
 
 
@@ -106,7 +109,7 @@ def batch_get_image(call: Call) -> dict:
     ref = call.repo()
     call.authorize("ecr:BatchGetImage", ref.name)
     found, failures = call.api.registry.images.batch_get(
-        ref, call.params["imageIds"], call.params.get("acceptedMediaTypes")
+        ref, call.params["imageIds"], call.params.get("acceptedMediaTypes"), _through_cache(call, ref)
     )
     return {
         "images": [
@@ -121,6 +124,30 @@ def batch_get_image(call: Call) -> dict:
         ],
         "failures": [_failure(f) for f in failures],
     }
+
+
+def _through_cache(call: Call, ref: RepoRef) -> Callable[[str], CachedManifest] | None:
+    """A repository under a pull-through cache rule is read through the cache as ECR does: what it lacks is fetched
+    from the upstream (creating the repository; ecr:BatchImportUpstreamImage), an upstream failure is the image's
+    failure (UpstreamAccessDenied, UpstreamTooManyRequests, UpstreamUnavailable), and unusable credentials fail
+    the call (UnableToGetUpstreamImageException)."""
+    cache = call.api.pull_through
+    rule = cache.rule_for(ref)
+    if rule is None:
+        return None
+
+    def authorize(action: str) -> None:
+        call.authorize(action, ref.name)
+
+    def fetch(reference: str) -> CachedManifest:
+        try:
+            return cache.manifest(ref, rule, reference, authorize, record_pull=True)
+        except UpstreamFailed as exc:
+            raise ImageFailed(exc.code, exc.message) from None
+        except CredentialsUnusable as exc:
+            raise ServiceError("UnableToGetUpstreamImageException", f"{exc.code}: {exc.message}") from None
+
+    return fetch
 
 
 def batch_delete_image(call: Call) -> dict:

@@ -15,8 +15,10 @@ from __future__ import annotations
 from soko.aws.errors import ServiceError
 from soko.digest import Digest
 from soko.ecr.api import Call
-from soko.errors import DigestInvalid, RangeNotSatisfiable, SizeInvalid, TooLarge
+from soko.errors import BlobUnknown, DigestInvalid, RangeNotSatisfiable, SizeInvalid, TooLarge
 from soko.iam.layer_urls import layer_url
+from soko.pullthrough.cache import BlobFetch, CredentialsUnusable, UpstreamFailed
+from soko.registry.models import RepoRef
 
 PART_SIZE = 10 * 1024 * 1024  # what ECR advertises
 MIN_PART_SIZE = 5 * 1024 * 1024  # ECR's (and S3 multipart's) minimum for every part but the last
@@ -184,13 +186,15 @@ def get_download_url_for_layer(call: Call) -> dict:
             f"Invalid parameter at 'layerDigest' failed to satisfy constraint: '{exc.message}'",
         ) from None
     service = call.api.registry.images
-    if not service.linked_blobs(ref, [digest]):
+    if _through_cache(call, ref, digest):
+        pass  # fetched (or being fetched) from the upstream: the URL serves it through the cache
+    elif not service.linked_blobs(ref, [digest]):
         raise ServiceError(
             "LayersNotFoundException",
             f"The layer with digest '{digest}' does not exist in the repository with name '{ref.name}' in the "
             f"registry with id '{ref.account_id}'",
         )
-    if not service.blob_in_use(ref, digest):
+    elif not service.blob_in_use(ref, digest):
         raise ServiceError(
             "LayerInaccessibleException",
             "The specified layer is not available because it is not associated with an image. Unassociated image "
@@ -200,6 +204,31 @@ def get_download_url_for_layer(call: Call) -> dict:
         call.api.identity, call.context.scheme or "http", call.context.host, ref.account_id, ref.name, digest
     )
     return {"downloadUrl": url, "layerDigest": digest}
+
+
+def _through_cache(call: Call, ref: RepoRef, digest: str) -> bool:
+    """A layer of an image a pull-through cache knows (BatchGetImage first, as ECR's clients do) that the cache
+    lacks: its fetch from the upstream starts now, as ECR's does (UnableToGetUpstreamLayerException when the
+    upstream refuses it), and goes on whether or not the URL is used. False: not such a layer."""
+    cache = call.api.pull_through
+    rule = cache.rule_for(ref)
+    if rule is None or not cache.references(ref, digest):
+        return False
+
+    def authorize(action: str) -> None:
+        call.authorize(action, ref.name)
+
+    try:
+        found = cache.blob(ref, rule, digest, authorize)
+    except (UpstreamFailed, CredentialsUnusable, BlobUnknown) as exc:
+        raise ServiceError(
+            "UnableToGetUpstreamLayerException",
+            f"The layer {digest} could not be fetched from the upstream registry of pull-through cache rule "
+            f"'{rule.prefix}': {exc.message}",
+        ) from None
+    if isinstance(found, BlobFetch):
+        found.close()  # this pull only; the fetch goes on into the cache
+    return True
 
 
 OPERATIONS = {

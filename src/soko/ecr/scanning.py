@@ -18,8 +18,9 @@ def render_image_id(image_id: dict) -> str:
 def _image_id(call: Call) -> dict:
     image_id = call.params["imageId"]
     if not image_id.get("imageDigest") and not image_id.get("imageTag"):
-        raise ServiceError("InvalidParameterException",
-                           "Invalid parameter: imageId needs an imageDigest or an imageTag")
+        raise ServiceError(
+            "InvalidParameterException", "Invalid parameter: imageId needs an imageDigest or an imageTag"
+        )
     return image_id
 
 
@@ -47,9 +48,11 @@ def scan_summary(scan: Scan) -> dict:
     """DescribeImages' imageScanStatus, and imageScanFindingsSummary once the scan has completed."""
     out: dict = {"imageScanStatus": _status(scan)}
     if scan.status in FINISHED:
-        out["imageScanFindingsSummary"] = {"imageScanCompletedAt": scan.completed_at,
-                                           "vulnerabilitySourceUpdatedAt": scan.source_updated_at,
-                                           "findingSeverityCounts": scan.counts}
+        out["imageScanFindingsSummary"] = {
+            "imageScanCompletedAt": scan.completed_at,
+            "vulnerabilitySourceUpdatedAt": scan.source_updated_at,
+            "findingSeverityCounts": scan.counts,
+        }
     return out
 
 
@@ -61,8 +64,12 @@ def start_image_scan(call: Call) -> dict:
         digest, scan = Scans(call.api.registry).start(ref, image_id)
     except (DigestInvalid, TagInvalid) as exc:
         raise ServiceError("InvalidParameterException", f"Invalid parameter at 'imageId': {exc.message}") from None
-    return {"registryId": ref.account_id, "repositoryName": ref.name, "imageId": _out_id(digest, image_id),
-            "imageScanStatus": _status(scan)}
+    return {
+        "registryId": ref.account_id,
+        "repositoryName": ref.name,
+        "imageId": _out_id(digest, image_id),
+        "imageScanStatus": _status(scan),
+    }
 
 
 def describe_image_scan_findings(call: Call) -> dict:
@@ -77,8 +84,12 @@ def describe_image_scan_findings(call: Call) -> dict:
             f"Image scan does not exist for the image with '{render_image_id(image_id)}' in the repository with name "
             f"'{ref.name}' in the registry with id '{ref.account_id}'",
         )
-    out: dict = {"registryId": ref.account_id, "repositoryName": ref.name, "imageId": _out_id(digest, image_id),
-                 "imageScanStatus": _status(scan)}
+    out: dict = {
+        "registryId": ref.account_id,
+        "repositoryName": ref.name,
+        "imageId": _out_id(digest, image_id),
+        "imageScanStatus": _status(scan),
+    }
     if scan.status not in FINISHED:
         return out
     position = decode_token(call.params.get("nextToken"), ("offset",))
@@ -86,11 +97,13 @@ def describe_image_scan_findings(call: Call) -> dict:
     if type(start) is not int or start < 0:  # a token this registry did not issue: refused, not read as page one
         raise InvalidToken("Invalid parameter at 'nextToken' failed to satisfy constraint: 'Invalid NextToken'")
     limit = call.params.get("maxResults") or 100
-    page = scan.findings[start:start + limit]
-    out["imageScanFindings"] = {"imageScanCompletedAt": scan.completed_at,
-                                "vulnerabilitySourceUpdatedAt": scan.source_updated_at,
-                                "findingSeverityCounts": scan.counts,
-                                ("enhancedFindings" if scan.scan_type == "ENHANCED" else "findings"): page}
+    page = scan.findings[start : start + limit]
+    out["imageScanFindings"] = {
+        "imageScanCompletedAt": scan.completed_at,
+        "vulnerabilitySourceUpdatedAt": scan.source_updated_at,
+        "findingSeverityCounts": scan.counts,
+        ("enhancedFindings" if scan.scan_type == "ENHANCED" else "findings"): page,
+    }
     if start + limit < len(scan.findings):
         out["nextToken"] = encode_token({"offset": start + limit})
     return out

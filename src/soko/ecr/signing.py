@@ -44,8 +44,12 @@ def describe_image_signing_status(call: Call) -> dict:
         if status.failure_reason:
             out["failureReason"] = status.failure_reason
         statuses.append(out)
-    return {"registryId": ref.account_id, "repositoryName": ref.name, "imageId": _out_id(digest, image_id),
-            "signingStatuses": statuses}
+    return {
+        "registryId": ref.account_id,
+        "repositoryName": ref.name,
+        "imageId": _out_id(digest, image_id),
+        "signingStatuses": statuses,
+    }
 
 
 OPERATIONS = {

@@ -5,7 +5,8 @@ for a manifest with a ``subject``), ``action-type`` PUSH or DELETE, ``resources`
 is a PUSH with that ``image-tag`` (as ECR's PutImage of a new tag); removing a tag is a DELETE with it. What ECR
 does not define goes under Soko's own source ``soko.registry``: ``Soko Repository Action`` (CREATE, DELETE) and
 ``Soko Lifecycle Expiry`` (an image a lifecycle rule expired; its DELETE event is emitted as well). An image that
-replication copied in is announced in the destination as ECR's ``ECR Replication Action`` (not as a push).
+replication copied in is announced in the destination as ECR's ``ECR Replication Action`` (not as a push); an
+image a pull-through cache fetched from its upstream (or failed to) as ECR's ``ECR Pull Through Cache Action``.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ LIFECYCLE_EXPIRY = "Soko Lifecycle Expiry"
 IMAGE_SCAN = "ECR Image Scan"
 INSPECTOR_SCAN = "Inspector2 Scan"
 REPLICATION_ACTION = "ECR Replication Action"
+PULL_THROUGH_CACHE_ACTION = "ECR Pull Through Cache Action"
 
 
 @dataclass(frozen=True)
@@ -158,3 +160,37 @@ def replication_action(
     if tag is not None:
         detail["image-tag"] = tag
     return Event(account_id, ECR, REPLICATION_ACTION, detail, [repository_arn(region, account_id, repository)])
+
+
+def pull_through_cache_action(
+    account_id: str,
+    region: str,
+    repository: str,
+    *,
+    prefix: str,
+    rule_version: int,
+    upstream_url: str,
+    digest: str | None = None,
+    tag: str | None = None,
+    failure_code: str | None = None,
+    failure_reason: str | None = None,
+) -> Event:
+    """ECR's event for a sync of a pull-through cached image with its upstream: ``sync-status`` SUCCESS (the
+    image was fetched) or FAILED with ECR's ``failure-code`` and a ``failure-reason``."""
+    detail: dict = {
+        "rule-version": str(rule_version),
+        "sync-status": "FAILED" if failure_code else "SUCCESS",
+        "ecr-repository-prefix": prefix,
+        "repository-name": repository,
+        "upstream-registry-url": upstream_url,
+    }
+    if tag is not None:
+        detail["image-tag"] = tag
+    if digest is not None:
+        detail["image-digest"] = digest
+    if failure_code:
+        detail["failure-code"] = failure_code
+        detail["failure-reason"] = failure_reason or ""
+    return Event(
+        account_id, ECR, PULL_THROUGH_CACHE_ACTION, detail, [repository_arn(region, account_id, repository)]
+    )

@@ -65,7 +65,7 @@ async def get_blob(ctx: OciContext, request: Request, name: str, digest: str) ->
             raise
         found = await offload(cache.blob, ref, rule, digest, ctx.authorizer_for(request, ref))
         if isinstance(found, BlobFetch):
-            return await _stream_fetch(ctx, request, ref, found)
+            return await stream_fetch(ctx.registry, request, ref, found)
         blob = found
     headers = {
         **API_VERSION_HEADER,
@@ -82,7 +82,9 @@ async def get_blob(ctx: OciContext, request: Request, name: str, digest: str) ->
     return response
 
 
-async def _stream_fetch(ctx: OciContext, request: Request, ref: RepoRef, fetch: BlobFetch) -> AnyResponse:
+async def stream_fetch(
+    registry: Registry, request: Request, ref: RepoRef, fetch: BlobFetch, *, meter: bool = True
+) -> AnyResponse:
     """A blob coming from a pull-through cache's upstream: sent while it is stored. A Range is answered as for a
     stored blob (206 and that range, 416 outside it); the range's last bytes go only once the whole blob is
     verified, as a whole blob's last piece does. HEAD only needs its length."""
@@ -106,7 +108,8 @@ async def _stream_fetch(ctx: OciContext, request: Request, ref: RepoRef, fetch: 
         return Response(200, {**headers, "Content-Length": str(fetch.size)})
     start, end = byte_range if byte_range else (0, fetch.size - 1)
     length = max(end - start + 1, 0)
-    ctx.registry.metering.record_transfer(context_of(request), ref.account_id, ref.name, length, "blob_get")
+    if meter:  # (not a presigned layer URL's request, which has no request context: as for a stored layer)
+        registry.metering.record_transfer(context_of(request), ref.account_id, ref.name, length, "blob_get")
     if byte_range is None:
         return StreamResponse(200, {**headers, "Content-Length": str(fetch.size)}, _pieces(fetch))
     headers = {**headers, "Content-Length": str(length), "Content-Range": f"bytes {start}-{end}/{fetch.size}"}

@@ -13,22 +13,25 @@ The repository must still hold the blob when the URL is used: deleting the image
 from __future__ import annotations
 
 from soko.digest import Digest
-from soko.errors import BlobUnknown, DigestInvalid, RepositoryNotFound
+from soko.errors import BlobUnknown, DigestInvalid, RepositoryNotFound, SokoError
 from soko.http.messages import AnyResponse, Request, error_response
 from soko.http.threads import offload
 from soko.iam.layer_urls import PREFIX, InvalidLayerUrl, signer_for
 from soko.iam.service import Identity
-from soko.oci.blobs import blob_response
+from soko.oci.blobs import blob_response, stream_fetch
+from soko.oci.errors import from_domain
+from soko.pullthrough.cache import BlobFetch, PullThroughCache
 from soko.registry import Registry
-from soko.registry.models import RepoRef
+from soko.registry.models import BlobContent, RepoRef
 
 
 class PresignedLayers:
     """``GET|HEAD /layers/<token>``."""
 
-    def __init__(self, registry: Registry, identity: Identity) -> None:
+    def __init__(self, registry: Registry, identity: Identity, pull_through: PullThroughCache | None = None) -> None:
         self.registry = registry
         self.identity = identity
+        self.pull_through = pull_through  # a layer GetDownloadUrlForLayer started fetching is served through it
 
     async def handle(self, request: Request) -> AnyResponse:
         head = request.method == "HEAD"
@@ -38,11 +41,16 @@ class PresignedLayers:
             account, repository, digest = signer_for(self.identity).verify(request.path[len(PREFIX) :])
             ref = RepoRef(account, repository)
             Digest.parse(digest)
-            blob = await offload(self.registry.blobs.open, ref, digest)
+            found = await offload(self._open, ref, digest)
         except InvalidLayerUrl as exc:
             return error_response(403, "DENIED", str(exc), head=head)
         except (BlobUnknown, RepositoryNotFound, DigestInvalid):
             return error_response(404, "BLOB_UNKNOWN", "the layer is no longer in the repository", head=head)
+        except SokoError as exc:  # the upstream of a pull-through cache failed meanwhile
+            return from_domain(exc, head=head)
+        if isinstance(found, BlobFetch):
+            return await stream_fetch(self.registry, request, ref, found, meter=False)
+        blob = found
         headers = {
             "Docker-Content-Digest": blob.digest,
             "Content-Type": "application/octet-stream",
@@ -52,3 +60,19 @@ class PresignedLayers:
         }
         response, _ = await blob_response(self.registry, request, blob, headers)
         return response
+
+    def _open(self, ref: RepoRef, digest: str) -> BlobContent | BlobFetch:
+        """The stored layer; else, in a pull-through cache's repository, the fetch GetDownloadUrlForLayer started
+        (followed, or started again): the URL is the authorization, given to a caller allowed to import."""
+        try:
+            return self.registry.blobs.open(ref, digest)
+        except (BlobUnknown, RepositoryNotFound):
+            cache = self.pull_through
+            rule = cache.rule_for(ref) if cache is not None else None
+            if cache is None or rule is None or not cache.references(ref, digest):
+                raise
+            return cache.blob(ref, rule, digest, _allowed)
+
+
+def _allowed(_action: str) -> None:
+    return None

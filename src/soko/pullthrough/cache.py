@@ -40,6 +40,8 @@ from soko.errors import (
     RepositoryNotFound,
     SokoError,
 )
+from soko.kernel import events
+from soko.kernel.events import Event
 from soko.meta.schema import (
     blobs,
     jobs,
@@ -299,31 +301,63 @@ class PullThroughCache:
         if not exists:
             authorize("ecr:CreateRepository")
         upstream = rule.upstream_name(ref.name)
-        client = self.client(rule)
-        try:
-            if local is not None:  # a HEAD says whether the tag moved, without the manifest's bytes
-                head = client.manifest_head(upstream, reference)
-                if head.digest == local.digest:
-                    return local
-            fetched = client.manifest(upstream, reference)
-        except UpstreamError as exc:
-            raise upstream_failed(rule, exc) from None
-        if fetched.media_type not in mt.SUPPORTED:
-            raise UpstreamUnavailable(
-                f"the upstream's {upstream}:{reference} is a {fetched.media_type[:100]}, which this registry does "
-                "not store (OCI and Docker v2 manifests and indexes only)",
-                code="UpstreamUnavailable",
-            )
         tag = None if is_digest(reference) else reference
-        stored = self._store(ref, tag, fetched.digest, fetched.media_type, fetched.payload)
+        try:
+            client = self.client(rule)
+            try:
+                if local is not None:  # a HEAD says whether the tag moved, without the manifest's bytes
+                    head = client.manifest_head(upstream, reference)
+                    if head.digest == local.digest:
+                        return local
+                fetched = client.manifest(upstream, reference)
+            except UpstreamError as exc:
+                raise upstream_failed(rule, exc) from None
+            if fetched.media_type not in mt.SUPPORTED:
+                raise UpstreamUnavailable(
+                    f"the upstream's {upstream}:{reference} is a {fetched.media_type[:100]}, which this registry "
+                    "does not store (OCI and Docker v2 manifests and indexes only)",
+                    code="UpstreamUnavailable",
+                )
+        except (UpstreamFailed, CredentialsUnusable) as exc:
+            failure = exc.code if isinstance(exc, UpstreamFailed) else "UpstreamAccessDenied"
+            with self.ctx.transaction() as tx:
+                tx.emit(self._sync_event(ref, rule, tag, None if tag else reference, failure, exc.message))
+            raise
+        event = self._sync_event(ref, rule, tag, fetched.digest)
+        stored = self._store(ref, tag, fetched.digest, fetched.media_type, fetched.payload, event)
         return CachedManifest(fetched.digest, fetched.media_type, fetched.payload, fresh=not stored)
 
-    def _store(self, ref: RepoRef, tag: str | None, digest: str, media_type: str, payload: bytes) -> bool:
-        """Store a verified upstream manifest (True), or keep it pending until its blobs (children) are cached."""
+    def _sync_event(
+        self,
+        ref: RepoRef,
+        rule: Rule,
+        tag: str | None,
+        digest: str | None,
+        failure_code: str | None = None,
+        failure_reason: str | None = None,
+    ) -> Event:
+        """ECR's "ECR Pull Through Cache Action": an image fetched from the upstream, or a fetch that failed."""
+        return events.pull_through_cache_action(
+            ref.account_id,
+            self.ctx.settings.region,
+            ref.name,
+            prefix=rule.prefix,
+            rule_version=rule.version,
+            upstream_url=rule.upstream_registry_url,
+            digest=digest,
+            tag=tag,
+            failure_code=failure_code,
+            failure_reason=failure_reason,
+        )
+
+    def _store(self, ref: RepoRef, tag: str | None, digest: str, media_type: str, payload: bytes, event: Event) -> bool:
+        """Store a verified upstream manifest (True), or keep it pending until its blobs (children) are cached;
+        ``event`` (the sync's) is emitted with it."""
         with self.ctx.transaction(invalidates=True) as tx:
             repo_id = self.registry.repositories.id_for_pull_through(tx, ref)
         try:
             self.registry.manifests.put(ref, tag or digest, payload, media_type, sign=False)
+            self._emit(event)
             return True
         except ManifestBlobUnknown as exc:
             # blobs another repository of the account holds (the same layers cached under another prefix) are
@@ -331,13 +365,16 @@ class PullThroughCache:
             if all([self._link_stored(ref, missing) for missing in exc.digests]):
                 try:
                     self.registry.manifests.put(ref, tag or digest, payload, media_type, sign=False)
+                    self._emit(event)
                     return True
                 except (ManifestBlobUnknown, ReferencedManifestUnknown):
                     pass
         except ReferencedManifestUnknown:
             pass
         now = self.ctx.clock()
-        with self.ctx.write(invalidates=True) as conn:
+        with self.ctx.transaction(invalidates=True) as tx:
+            conn = tx.conn
+            tx.emit(event)
             conn.execute(
                 sa.delete(pull_through_pending).where(
                     pull_through_pending.c.repository_id == repo_id, pull_through_pending.c.digest == digest
@@ -356,6 +393,10 @@ class PullThroughCache:
             key = f"{repo_id}:{digest}"
             conn.execute(self.ctx.db.insert_ignore(jobs).values(kind=FILL_JOB, key=key, next_run=now + FILL_DELAY))
         return False
+
+    def _emit(self, event: Event) -> None:
+        with self.ctx.transaction() as tx:
+            tx.emit(event)
 
     def _pending(self, ref: RepoRef, reference: str) -> CachedManifest | None:
         column = pull_through_pending.c.digest if is_digest(reference) else pull_through_pending.c.tag
@@ -425,10 +466,10 @@ class PullThroughCache:
         stored = 0
         # images before indexes: an index can only be stored once its children are
         for row in sorted(rows, key=lambda r: r.media_type in mt.INDEXES):
-            if row.media_type not in mt.INDEXES and not self._blobs_linked(repo_id, row.payload):
+            payload = self.registry.encryption.open_row(row.payload, row.digest)
+            if row.media_type not in mt.INDEXES and not self._blobs_linked(repo_id, payload):
                 continue  # (a read: a put that would fail still takes the write lock)
             try:
-                payload = self.registry.encryption.open_row(row.payload, row.digest)
                 self.registry.manifests.put(ref, row.tag or row.digest, payload, row.media_type, sign=False)
             except (ManifestBlobUnknown, ReferencedManifestUnknown):
                 continue
@@ -443,18 +484,12 @@ class PullThroughCache:
         return stored
 
     def _blobs_linked(self, repo_id: int, payload: bytes) -> bool:
-        """Whether the repository holds every blob an image manifest names (False also when it cannot tell)."""
-        try:
-            document = json.loads(payload)
-            wanted = {
-                d["digest"]
-                for d in [document.get("config") or {}, *(document.get("layers") or [])]
-                if isinstance(d, dict)
-                and isinstance(d.get("digest"), str)
-                and d.get("mediaType") not in mt.NON_DISTRIBUTABLE
-            }
-        except (ValueError, AttributeError, TypeError, KeyError):
-            return True  # let the domain judge it
+        """Whether the repository holds every blob an image manifest names."""
+        wanted = {
+            d["digest"]
+            for d in _descriptors(payload)
+            if isinstance(d.get("digest"), str) and d.get("mediaType") not in mt.NON_DISTRIBUTABLE
+        }
         with self.ctx.db.read() as conn:
             held = conn.execute(
                 sa.select(sa.func.count())
@@ -563,18 +598,11 @@ class PullThroughCache:
         that pulls them one after the other then follows fetches under way (or finds them stored) instead of
         waiting for each in turn. At most PREFETCH_SLOTS at once per process; the rest come when pulled (or with
         the fill job)."""
-        try:
-            document = json.loads(payload)
-            descriptors = [document.get("config") or {}, *(document.get("layers") or [])]
-            digests = [
-                d["digest"]
-                for d in descriptors
-                if isinstance(d, dict)
-                and is_digest(str(d.get("digest")))
-                and d.get("mediaType") not in mt.NON_DISTRIBUTABLE
-            ]
-        except (ValueError, AttributeError, TypeError):
-            return
+        digests = [
+            d["digest"]
+            for d in _descriptors(payload)
+            if is_digest(str(d.get("digest"))) and d.get("mediaType") not in mt.NON_DISTRIBUTABLE
+        ]
         if digests:
             threading.Thread(
                 target=self._prefetch, args=(ref, rule, digests), name="pull-through-prefetch", daemon=True
@@ -661,26 +689,33 @@ class PullThroughCache:
                 )
             )
 
+    def references(self, ref: RepoRef, digest: str) -> bool:
+        """Whether an image of the repository the cache knows (stored, or pending its blobs) names blob ``digest``
+        — what GetDownloadUrlForLayer may fetch for it."""
+        return self.registry.images.blob_in_use(ref, digest) or self._pending_descriptor(ref, digest) is not None
+
     def _expected_size(self, ref: RepoRef, digest: str) -> int | None:
         """The blob's size as a manifest of the repository (stored or pending) describes it."""
         with self.ctx.db.read() as conn:
             known = conn.execute(sa.select(blobs.c.size).where(blobs.c.digest == digest)).scalar()
-            if known is not None:
-                return int(known)
+        if known is not None:
+            return int(known)
+        descriptor = self._pending_descriptor(ref, digest)
+        size = descriptor.get("size") if descriptor else None
+        return size if isinstance(size, int) else None
+
+    def _pending_descriptor(self, ref: RepoRef, digest: str) -> dict | None:
+        """The descriptor of blob ``digest`` in a manifest of the repository pending its blobs."""
+        with self.ctx.db.read() as conn:
             pending = conn.execute(
                 sa.select(pull_through_pending.c.digest, pull_through_pending.c.payload)
                 .join(repos, repos.c.id == pull_through_pending.c.repository_id)
                 .where(repos.c.account_id == ref.account_id, repos.c.name == ref.name)
             ).all()
         for row in pending:
-            payload = self.registry.encryption.open_row(row.payload, row.digest)
-            try:
-                document = json.loads(payload)
-                for descriptor in [document.get("config") or {}, *(document.get("layers") or [])]:
-                    if descriptor.get("digest") == digest and isinstance(descriptor.get("size"), int):
-                        return int(descriptor["size"])
-            except (ValueError, AttributeError):
-                continue
+            for descriptor in _descriptors(self.registry.encryption.open_row(row.payload, row.digest)):
+                if descriptor.get("digest") == digest:
+                    return descriptor
         return None
 
     def _fetch_blob(self, ref: RepoRef, rule: Rule, digest: str, owner: str) -> BlobFetch:
@@ -830,6 +865,16 @@ class PullThroughCache:
         if self._pending(ref, digest) is not None:
             raise UpstreamUnavailable(f"{ref.name}@{digest} is not cached whole yet", code="UpstreamUnavailable")
         return f"{ref.name}@{digest}: cached"
+
+
+def _descriptors(payload: bytes) -> list[dict]:
+    """An image manifest's config and layer descriptors (none when it is not one, or not JSON)."""
+    try:
+        document = json.loads(payload)
+        found = [document.get("config"), *(document.get("layers") or [])]
+    except (ValueError, AttributeError, TypeError):
+        return []
+    return [d for d in found if isinstance(d, dict)]
 
 
 def _settle(futures: list[Future]) -> None:

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from functools import partial
+from typing import TYPE_CHECKING, Protocol
 
 import sqlalchemy as sa
 
@@ -52,6 +53,25 @@ class ImageFailure:
     image_id: dict
     code: str  # an ECR ImageFailureCode
     reason: str
+
+
+class ImageFailed(Exception):
+    """One image of a batch could not be had (e.g. from a pull-through cache's upstream): ``code`` is ECR's
+    ImageFailureCode."""
+
+    def __init__(self, code: str, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+class ManifestLike(Protocol):
+    @property
+    def digest(self) -> str: ...
+    @property
+    def media_type(self) -> str: ...
+    @property
+    def payload(self) -> bytes: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,11 +258,18 @@ class Images:
 
     # ---- BatchGetImage ----------------------------------------------------------------------------------------
     def batch_get(
-        self, ref: RepoRef, image_ids: list[dict], accepted: list[str] | None = None
+        self,
+        ref: RepoRef,
+        image_ids: list[dict],
+        accepted: list[str] | None = None,
+        fetch: Callable[[str], ManifestLike] | None = None,
     ) -> tuple[list[FoundImage], list[ImageFailure]]:
-        """Manifests by tag and/or digest; each one returned counts as a pull (lastRecordedPullTime)."""
-        with self.ctx.db.read() as conn:
-            self.repositories.id_for(conn, ref)  # RepositoryNotFound for the whole call
+        """Manifests by tag and/or digest; each one returned counts as a pull (lastRecordedPullTime). ``fetch``:
+        how a reference is resolved instead of the stored manifests (a pull-through cache, which records the pull
+        itself and may create the repository); it raises ManifestUnknown or ImageFailed."""
+        if fetch is None:
+            with self.ctx.db.read() as conn:
+                self.repositories.id_for(conn, ref)  # RepositoryNotFound for the whole call
         accepted = [a.split(";", 1)[0].strip().lower() for a in accepted or [] if a.strip()]
         images: list[FoundImage] = []
         failures: list[ImageFailure] = []
@@ -261,9 +288,12 @@ class Images:
             reference = tag or digest
             assert reference is not None  # check_image_id refused an id with neither
             try:
-                record = self.manifests.get(ref, reference, record_pull=False)
+                record = (fetch or partial(self.manifests.get, ref, record_pull=False))(reference)
             except ManifestUnknown:
                 failures.append(ImageFailure(shown, "ImageNotFound", "Requested image not found"))
+                continue
+            except ImageFailed as exc:
+                failures.append(ImageFailure(shown, exc.code, exc.reason))
                 continue
             if tag and digest and record.digest != digest:
                 failures.append(
@@ -285,7 +315,8 @@ class Images:
                     )
                 )
                 continue
-            self.manifests.get(ref, record.digest, record_pull=True)  # cached; records the pull
+            if fetch is None:
+                self.manifests.get(ref, record.digest, record_pull=True)  # cached; records the pull
             images.append(
                 FoundImage(
                     {"imageDigest": record.digest, **({"imageTag": tag} if tag else {})},
