@@ -54,6 +54,9 @@ async def get_blob(ctx: OciContext, request: Request, name: str, digest: str) ->
         await ctx.authorize(request, ref, "ecr:GetDownloadUrlForLayer")
     try:
         blob = await offload(ctx.registry.blobs.open, ref, digest)
+        if ctx.pull_through is not None and ctx.pull_through.unsettled(ref):
+            # a fetch of this process just stored a blob here and is storing the images it completes
+            await offload(ctx.pull_through.wait_settled, ref)
     except (BlobUnknown, RepositoryNotFound):
         cache = ctx.pull_through
         if cache is None:

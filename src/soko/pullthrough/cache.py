@@ -19,6 +19,7 @@ lacks is fetched from the rule's upstream, verified, stored and served.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
@@ -153,6 +154,7 @@ class PullThroughCache:
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="pull-through-store")
         self._live: dict[tuple[str, str, str], LiveFetch] = {}  # (account, repository, digest) → fetch under way
         self._changed = threading.Condition()
+        self._unsettled: dict[tuple[str, str], int] = {}  # (account, repository) → blobs becoming visible
         self._prefetch_slots = threading.BoundedSemaphore(PREFETCH_SLOTS)
 
     # --- rules ----------------------------------------------------------------------------------------------------
@@ -498,6 +500,32 @@ class PullThroughCache:
             ).scalar_one()
         return held == len(wanted)
 
+    @contextlib.contextmanager
+    def _settling(self, ref: RepoRef) -> Iterator[None]:
+        """A blob of ``ref`` becomes visible and its pending images are stored meanwhile: a pull that finds the
+        blob stored in between waits (``wait_settled``), so a client done with its pull finds the image even when
+        a prefetch, not its own request, fetched the blob."""
+        key = (ref.account_id, ref.name)
+        with self._changed:
+            self._unsettled[key] = self._unsettled.get(key, 0) + 1
+        try:
+            yield
+        finally:
+            with self._changed:
+                left = self._unsettled.pop(key) - 1
+                if left:
+                    self._unsettled[key] = left
+                self._changed.notify_all()
+
+    def unsettled(self, ref: RepoRef) -> bool:
+        """(event loop) Whether a blob of ``ref`` is being made visible in this process right now."""
+        return (ref.account_id, ref.name) in self._unsettled
+
+    def wait_settled(self, ref: RepoRef, timeout: float = 30.0) -> None:
+        key = (ref.account_id, ref.name)
+        with self._changed:
+            self._changed.wait_for(lambda: key not in self._unsettled, timeout)
+
     def _promote_quietly(self, ref: RepoRef) -> None:
         """``promote`` after a blob came in; a failure leaves the manifests pending for the fill job."""
         try:
@@ -785,15 +813,16 @@ class PullThroughCache:
                 upload_id, writer = upload.result()
                 # the stream ended verified (digest and size): the last piece may go, the blob may become visible
                 writer.finish()
-                try:
-                    uploads.complete(ref, upload_id, digest, size)
-                except DigestInvalid:
-                    raise UpstreamError(
-                        "Invalid", f"the upstream's content for blob {digest} does not hash to it"
-                    ) from None
-                finished = True
-                self._release(digest, owner)
-                self._promote_quietly(ref)  # before the last piece: a client done with its pull finds the image
+                with self._settling(ref):
+                    try:
+                        uploads.complete(ref, upload_id, digest, size)
+                    except DigestInvalid:
+                        raise UpstreamError(
+                            "Invalid", f"the upstream's content for blob {digest} does not hash to it"
+                        ) from None
+                    finished = True
+                    self._release(digest, owner)
+                    self._promote_quietly(ref)  # before the last piece: a client done with its pull finds the image
                 if held is not None:
                     yield held
             except UpstreamError as exc:
