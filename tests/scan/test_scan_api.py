@@ -289,6 +289,15 @@ def test_rules_apply_to_stored_images_and_basic_scans_stay(server, ecr, advisori
         {"scanFrequency": "SCAN_ON_PUSH", "repositoryFilters": [{"filter": "scan/app", "filterType": "WILDCARD"}]}])
     out = scan_status(ecr, "scan/other", "v1", "ACTIVE")
     assert out["imageScanFindings"]["enhancedFindings"]
+    with server.registry.ctx.db.read() as conn:  # ECR's event for the frequencies the new rules changed
+        [change] = [json.loads(b) for b in conn.execute(sa.select(event_outbox.c.body).where(
+            event_outbox.c.detail_type == "ECR Scan Resource Change")).scalars()]
+    other_arn = f"arn:aws:ecr:us-east-1:{REF.account_id}:repository/scan/other"
+    assert change["source"] == "aws.ecr" and change["resources"] == [other_arn]
+    assert change["detail"] == {"action-type": "SCAN_FREQUENCY_CHANGE", "resource-type": "REPOSITORY",
+                                "scan-type": "ENHANCED", "repositories": [
+                                    {"repository-name": "scan/other", "repository-arn": other_arn,
+                                     "scan-frequency": "CONTINUOUS_SCAN", "previous-scan-frequency": "MANUAL"}]}
     # scan/app: its basic scan stays as it was (SCAN_ON_PUSH scans new pushes only)
     out = ecr.describe_image_scan_findings(repositoryName=REF.name, imageId={"imageDigest": digest})
     assert out["imageScanStatus"]["status"] == "COMPLETE" and out["imageScanFindings"]["findings"]

@@ -27,6 +27,7 @@ REPOSITORY_ACTION = "Soko Repository Action"
 LIFECYCLE_EXPIRY = "Soko Lifecycle Expiry"
 IMAGE_SCAN = "ECR Image Scan"
 INSPECTOR_SCAN = "Inspector2 Scan"
+SCAN_RESOURCE_CHANGE = "ECR Scan Resource Change"
 REPLICATION_ACTION = "ECR Replication Action"
 PULL_THROUGH_CACHE_ACTION = "ECR Pull Through Cache Action"
 
@@ -135,6 +136,22 @@ def inspector_scan(
         "image-tags": tags,
     }
     return Event(account_id, INSPECTOR, INSPECTOR_SCAN, detail, [arn])
+
+
+def scan_resource_change(account_id: str, region: str, changes: list[tuple[str, str, str]]) -> Event:
+    """ECR's event when enhanced scanning's rules change repositories' scan frequency: ``changes`` are (repository,
+    frequency, previous frequency)."""
+    arns = [repository_arn(region, account_id, name) for name, _, _ in changes]
+    detail = {
+        "action-type": "SCAN_FREQUENCY_CHANGE",
+        "repositories": [
+            {"repository-name": name, "repository-arn": arn, "scan-frequency": new, "previous-scan-frequency": old}
+            for (name, new, old), arn in zip(changes, arns, strict=True)
+        ],
+        "resource-type": "REPOSITORY",
+        "scan-type": "ENHANCED",
+    }
+    return Event(account_id, ECR, SCAN_RESOURCE_CHANGE, detail, arns)
 
 
 def replication_action(

@@ -10,8 +10,10 @@ import sqlalchemy as sa
 from soko.errors import SokoError
 from soko.kernel import scan_queue, scan_rules
 from soko.kernel.context import DomainContext
+from soko.kernel.events import scan_resource_change
 from soko.kernel.job_queue import enqueue
-from soko.meta.schema import account_settings, replication_configurations, scanning_configurations
+from soko.kernel.unit_of_work import UnitOfWork
+from soko.meta.schema import account_settings, replication_configurations, repositories, scanning_configurations
 from soko.registry.capabilities import require_no_delete_replication, require_reachable_destinations
 
 # name → (default, accepted values). BLOB_MOUNTING defaults to ENABLED: Soko mounted blobs before the setting
@@ -185,13 +187,31 @@ class Scanning:
         repositories that become continuously scanned, statuses ACTIVE or COMPLETE as the frequency now says."""
         rules = validate_scanning(scan_type, rules)
         with self.ctx.transaction() as tx:
+            before = scan_rules.configuration(tx.conn, account_id)
             tx.conn.execute(
                 self.ctx.db.upsert(
                     scanning_configurations, ["account_id"], {"scan_type": None, "rules": None, "updated_at": None}
                 ).values(account_id=account_id, scan_type=scan_type, rules=json.dumps(rules), updated_at=tx.now)
             )
             enqueue(self.ctx.db, tx.conn, scan_queue.RULES_KIND, account_id, tx.now)
+            if scan_type == scan_rules.ENHANCED:
+                self._announce_changes(tx, account_id, before, rules)
         return scan_type, rules
+
+    def _announce_changes(
+        self, tx: UnitOfWork, account_id: str, before: tuple[str, list[dict]], rules: list[dict]
+    ) -> None:
+        """ECR's ``ECR Scan Resource Change`` events (enhanced scanning): the repositories whose scan frequency the
+        new rules change, at most 100 per event so an event stays small."""
+        changed = []
+        for repo in tx.conn.execute(sa.select(repositories.c.name, repositories.c.scan_on_push)
+                                    .where(repositories.c.account_id == account_id).order_by(repositories.c.name)):
+            old = scan_rules.applied(repo.name, bool(repo.scan_on_push), *before).frequency
+            new = scan_rules.applied(repo.name, bool(repo.scan_on_push), scan_rules.ENHANCED, rules).frequency
+            if old != new:
+                changed.append((repo.name, new, old))
+        for i in range(0, len(changed), 100):
+            tx.emit(scan_resource_change(account_id, self.ctx.settings.region, changed[i:i + 100]))
 
     @staticmethod
     def effective(name: str, scan_on_push: bool, scan_type: str, rules: list[dict]) -> dict:
