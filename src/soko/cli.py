@@ -303,12 +303,16 @@ def cmd_lifecycle_run(args: argparse.Namespace) -> int:
     for run in runs:
         print(
             f"{run.account_id}/{run.repository}: {verb} {len(run.expired)} image(s)"
+            + (f", {'would archive' if args.dry_run else 'archived'} {len(run.archived)}" if run.archived else "")
             + (f", skipped {len(run.skipped)}" if run.skipped else "")
             + (f" — {run.error}" if run.error else "")
         )
         for entry in run.expired:
             tags = ",".join(entry["imageTags"]) or "<untagged>"
             print(f"  {entry['imageDigest']} {tags} (rule {entry['rulePriority']})")
+        for entry in run.archived:  # their content moves to the archive tier in the background (job storage_class)
+            tags = ",".join(entry["imageTags"]) or "<untagged>"
+            print(f"  archived {entry['imageDigest']} {tags} (rule {entry['rulePriority']})")
         for skipped in run.skipped:
             print(f"  skipped {skipped}")
     if not runs:

@@ -54,6 +54,9 @@ class Settings:
     database_url: str = ""  # default: SQLite in the data dir
     keepalive_timeout: float = 120.0  # idle wait for the next request head; above clients' and proxies' pool expiry
     storage_url: str = ""  # default: file://<data-dir>/storage; s3://bucket/prefix?endpoint_url=… for many nodes
+    # The archive storage class's store (file:///path or s3://…): where archived images' content goes, so archiving
+    # frees standard storage. Default: the same store as storage_url, under its own prefix (archive/).
+    archive_storage_url: str = ""
     # Blob GETs answer 307 to a presigned object-store URL (S3 only; clients must reach the store's endpoint).
     storage_redirect: bool = False
     storage_redirect_expiry: float = 20 * 60
@@ -109,6 +112,12 @@ class Settings:
     event_target_allow_cidrs: list = field(default_factory=list)
     # Storage price in USD per GB-month (GB = 2^30 bytes) for `soko usage`.
     price_storage_gb_month: float = 0.10
+    # Archived content's price per GB-month (ECR us-east-1: $0.10 for the first 150 TB, as standard; $0.07 beyond);
+    # ECR bills archived images for at least 90 days (see soko.metering).
+    price_archive_gb_month: float = 0.10
+    # Refuse lifecycle policies ECR would refuse (Soko's extension, sinceImagePulled with expire), so a policy
+    # tested on Soko applies unchanged on ECR.
+    lifecycle_ecr_strict: bool = False
     # Source CIDRs whose traffic on the public listener is same-region (free), e.g. "10.0.0.0/8,172.16.0.0/12".
     same_region_cidrs: list = field(default_factory=list)
     # TLS on every listener: PEM certificate (chain) and unencrypted PEM key (not readable by other users). Both
@@ -163,6 +172,7 @@ _CONVERTERS: dict[str, Callable[[Any], object]] = {
     "pull_through_recheck": parse_duration,
     "pull_through_timeout": parse_duration,
     "price_storage_gb_month": float,
+    "price_archive_gb_month": float,
     "max_manifest_size": parse_size,
     "max_image_size": parse_size,
 }

@@ -92,6 +92,18 @@ class ReferencedManifestUnknown(SokoError):
         self.digests = digests
 
 
+class ImageArchived(ManifestUnknown):
+    """The image is in the archive storage class (or being restored from it): not pullable (ECR: a 404)."""
+
+
+class BlobArchived(BlobUnknown):
+    """The blob's content is in the archive tier with the archived images that use it: not served."""
+
+
+class StorageClassUpdateNotSupported(SokoError):
+    """UpdateImageStorageClass cannot move this image (ECR: ImageStorageClassUpdateNotSupportedException)."""
+
+
 class ImageChanged(SokoError):
     """The image changed (tags moved) since a decision about it was made, e.g. a lifecycle evaluation."""
 

@@ -101,8 +101,8 @@ def test_invalid_policies_are_refused_with_ecrs_message(ecr, server, policy, det
     assert detail in message
 
 
-def test_transition_rules_refused_until_archive_exists(ecr, server):
-    # The runner would never archive anything: refuse, in PutLifecyclePolicy and in previews alike.
+def test_transition_rules_are_stored_now_that_archive_exists(ecr, server):
+    # The runner archives what they select (tests/ecr/test_archive.py); PutLifecyclePolicy stores them verbatim.
     make_repo(server)
     archive = json.dumps(
         {
@@ -116,14 +116,8 @@ def test_transition_rules_refused_until_archive_exists(ecr, server):
             ]
         }
     )  # fmt: skip
-    for call in (ecr.put_lifecycle_policy, ecr.start_lifecycle_policy_preview):
-        with pytest.raises(ClientError) as exc:
-            call(repositoryName="app", lifecyclePolicyText=archive)
-        code, message = error_of(exc)
-        assert code == "UnsupportedOperationException" and "expire actions only" in message
-    with pytest.raises(ClientError) as exc:
-        ecr.get_lifecycle_policy(repositoryName="app")
-    assert error_of(exc)[0] == "LifecyclePolicyNotFoundException"
+    ecr.put_lifecycle_policy(repositoryName="app", lifecyclePolicyText=archive)
+    assert ecr.get_lifecycle_policy(repositoryName="app")["lifecyclePolicyText"] == archive
 
 
 def test_policy_text_length_limits(ecr, server):

@@ -38,20 +38,6 @@ POLICY = json.dumps(
         ],
     }
 )
-TRANSITION = json.dumps(
-    {
-        "rules": [
-            {
-                "rulePriority": 1,
-                "selection": {"tagStatus": "any", "countType": "sinceImagePushed", "countUnit": "days",
-                              "countNumber": 30},
-                "action": {"type": "transition", "targetStorageClass": "archive"},
-            }
-        ]
-    }
-)
-
-
 @pytest.fixture
 def ecr(aws):
     return aws("ecr")
@@ -102,9 +88,8 @@ def test_template_crud(ecr):
     "kwargs",
     [
         {"appliedFor": ["CREATE_ON_PUSH"], "encryptionConfiguration": {"encryptionType": "KMS"}},
-        {"appliedFor": ["CREATE_ON_PUSH"], "lifecyclePolicy": TRANSITION},
     ],
-    ids=["kms", "lifecycle-transition"],
+    ids=["kms"],
 )
 def test_template_refused_when_it_cannot_be_carried_out(ecr, kwargs):
     with pytest.raises(ClientError) as exc:

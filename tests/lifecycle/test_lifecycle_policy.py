@@ -188,7 +188,7 @@ CASES: list[tuple[str, str, str]] = [
     (
         "zero countNumber",
         _with(R, "selection.countNumber", 0),
-        "numeric instance is lower than the required minimum (minimum: 1, found: 0)",
+        "countNumber must be at least 1: numeric instance is lower than the required minimum (minimum: 1, found: 0)",
     ),
     (
         "negative priority",
@@ -316,7 +316,8 @@ CASES: list[tuple[str, str, str]] = [
     (
         "transitioned under 90 days",
         json.dumps({"rules": [rule(1, "any", "sinceImageTransitioned", 30, storage_class="archive")]}),
-        "numeric instance is lower than the required minimum (minimum: 90, found: 30)",
+        'countNumber must be at least 90 with countType "sinceImageTransitioned" (archived images are kept at least '
+        "90 days): numeric instance is lower than the required minimum (minimum: 90, found: 30)",
     ),
     (
         "transitioned with transition",

@@ -37,6 +37,8 @@ _TABLE: list[tuple[type[e.SokoError], str]] = [
     (e.TagInvalid, "InvalidParameterException"),
     (e.DigestInvalid, "InvalidParameterException"),
     (e.ManifestInvalid, "InvalidParameterException"),
+    (e.StorageClassUpdateNotSupported, "ImageStorageClassUpdateNotSupportedException"),
+    (e.ImageArchived, "ImageArchivedException"),
     (e.ManifestBlobUnknown, "LayersNotFoundException"),
     (e.ReferencedManifestUnknown, "ReferencedImagesNotFoundException"),
     (e.ManifestUnknown, "ImageNotFoundException"),

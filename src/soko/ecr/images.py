@@ -163,11 +163,12 @@ def list_images(call: Call) -> dict:
     call.authorize("ecr:ListImages", ref.name)
     tag_status = (call.params.get("filter") or {}).get("tagStatus", "ANY")
     image_status = (call.params.get("filter") or {}).get("imageStatus", "ACTIVE")
-    if image_status not in ("ACTIVE", "ANY"):  # no archive storage class yet: nothing is ARCHIVED/ACTIVATING
-        call.api.registry.repositories.get(ref)  # RepositoryNotFound still applies
-        return {"imageIds": []}
     ids, next_token = call.api.registry.images.list_ids(
-        ref, tag_status, token=call.params.get("nextToken"), limit=call.params.get("maxResults")
+        ref,
+        tag_status,
+        token=call.params.get("nextToken"),
+        limit=call.params.get("maxResults"),
+        image_status=image_status,
     )
     return {"imageIds": ids, **({"nextToken": next_token} if next_token else {})}
 
@@ -200,7 +201,11 @@ def _detail(call: Call, d: ImageDetail) -> dict:
         out["lastRecordedPullTime"] = d.last_pulled_at
     if d.subject_digest:
         out["subjectManifestDigest"] = d.subject_digest
-    out["imageStatus"] = "ACTIVE"
+    out["imageStatus"] = d.status
+    if d.last_archived_at is not None:
+        out["lastArchivedAt"] = d.last_archived_at
+    if d.last_activated_at is not None:
+        out["lastActivatedAt"] = d.last_activated_at
     return out
 
 
@@ -212,11 +217,12 @@ def describe_images(call: Call) -> dict:
     if call.params.get("imageIds"):
         return {"imageDetails": _details(call, service.describe_ids(ref, call.params["imageIds"]))}
     filter_ = call.params.get("filter") or {}
-    if filter_.get("imageStatus", "ACTIVE") not in ("ACTIVE", "ANY"):
-        call.api.registry.repositories.get(ref)
-        return {"imageDetails": []}
     details, next_token = service.describe_page(
-        ref, filter_.get("tagStatus", "ANY"), token=call.params.get("nextToken"), limit=call.params.get("maxResults")
+        ref,
+        filter_.get("tagStatus", "ANY"),
+        token=call.params.get("nextToken"),
+        limit=call.params.get("maxResults"),
+        image_status=filter_.get("imageStatus", "ACTIVE"),
     )
     return {"imageDetails": _details(call, details), **({"nextToken": next_token} if next_token else {})}
 
@@ -234,12 +240,16 @@ def list_image_referrers(call: Call) -> dict:
             f"Invalid parameter at 'subjectId.imageDigest' failed to satisfy constraint: '{exc.message}'",
         ) from None
     filter_ = call.params.get("filter") or {}
-    if filter_.get("artifactStatus", "ACTIVE") not in ("ACTIVE", "ANY"):
-        call.api.registry.manifests.referrers(ref, subject)  # RepositoryNotFound still applies
-        return {"referrers": []}
+    status_filter = filter_.get("artifactStatus", "ACTIVE")
     wanted = set(filter_.get("artifactTypes") or [])
     referrers = [
         r for r in call.api.registry.manifests.referrers(ref, subject) if not wanted or r.get("artifactType") in wanted
+    ]
+    statuses = call.api.registry.images.statuses(ref, [r["digest"] for r in referrers])
+    referrers = [
+        {**r, "artifactStatus": statuses.get(r["digest"], "ACTIVE")}
+        for r in referrers
+        if status_filter == "ANY" or statuses.get(r["digest"], "ACTIVE") == status_filter
     ]
     position = decode_token(call.params.get("nextToken"), ("offset",))
     start = position["offset"] if position else 0
@@ -247,13 +257,24 @@ def list_image_referrers(call: Call) -> dict:
         start = 0
     limit = call.params.get("maxResults") or 50
     page = referrers[start : start + limit]
-    out: dict = {"referrers": [{**r, "artifactStatus": "ACTIVE"} for r in page]}
+    out: dict = {"referrers": page}
     if start + limit < len(referrers):
         out["nextToken"] = encode_token({"offset": start + limit})
     return out
 
 
+# ---- UpdateImageStorageClass ----------------------------------------------------------------------------------
+def update_image_storage_class(call: Call) -> dict:
+    ref = call.repo()
+    call.authorize("ecr:UpdateImageStorageClass", ref.name)
+    image_id, status = call.api.registry.storage_classes.update(
+        ref, call.params["imageId"], call.params["targetStorageClass"]
+    )
+    return {"registryId": ref.account_id, "repositoryName": ref.name, "imageId": image_id, "imageStatus": status}
+
+
 OPERATIONS = {
+    "UpdateImageStorageClass": update_image_storage_class,
     "PutImage": put_image,
     "BatchGetImage": batch_get_image,
     "BatchDeleteImage": batch_delete_image,

@@ -46,10 +46,13 @@ def batch_check_layer_availability(call: Call) -> dict:
         if digest not in valid:
             valid.append(digest)
     sizes = call.api.registry.images.linked_blobs(ref, valid)
+    archived = call.api.registry.images.linked_blobs(ref, [d for d in valid if d not in sizes], archived=True)
     layers = []
     for digest in valid:
         if digest in sizes:
             layers.append({"layerDigest": digest, "layerAvailability": "AVAILABLE", "layerSize": sizes[digest]})
+        elif digest in archived:  # with archived images: upload it again to use it in a new one
+            layers.append({"layerDigest": digest, "layerAvailability": "ARCHIVED", "layerSize": archived[digest]})
         else:
             layers.append({"layerDigest": digest, "layerAvailability": "UNAVAILABLE"})
     return {"layers": layers, "failures": failures}
@@ -186,6 +189,12 @@ def get_download_url_for_layer(call: Call) -> dict:
             f"Invalid parameter at 'layerDigest' failed to satisfy constraint: '{exc.message}'",
         ) from None
     service = call.api.registry.images
+    if service.linked_blobs(ref, [digest], archived=True):
+        raise ServiceError(
+            "LayerInaccessibleException",
+            f"The layer with digest '{digest}' is in the archive storage class with the archived images that use it; "
+            "restore them (update-image-storage-class --target-storage-class STANDARD) to download it",
+        )
     if _through_cache(call, ref, digest):
         pass  # fetched (or being fetched) from the upstream: the URL serves it through the cache
     elif not service.linked_blobs(ref, [digest]):

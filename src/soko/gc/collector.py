@@ -476,20 +476,21 @@ class GarbageCollector:
             if not locked:
                 return []
             # A new statement, so it sees every link and manifest committed while the locks were awaited.
-            unused = (
-                conn.execute(
-                    sa.select(blobs.c.digest).where(blobs.c.digest.in_(locked), ~_BLOB_USED, ~_blob_is_young(cutoff))
+            rows = conn.execute(
+                sa.select(blobs.c.digest, blobs.c.archive_path).where(
+                    blobs.c.digest.in_(locked), ~_BLOB_USED, ~_blob_is_young(cutoff)
                 )
-                .scalars()
-                .all()
-            )
+            ).all()
+            unused = [r.digest for r in rows]
             if unused:
                 copies = conn.execute(
                     sa.select(blob_copies.c.digest, blob_copies.c.keyspace).where(blob_copies.c.digest.in_(unused))
                 ).all()
                 conn.execute(sa.delete(blob_copies).where(blob_copies.c.digest.in_(unused)))
                 conn.execute(sa.delete(blobs).where(blobs.c.digest.in_(unused)))
-                entries = [(d, blob_path(d)) for d in unused] + [(d, paths.keyed_path(k, d)) for d, k in copies]
+                # the blob's current copy (standard storage, or the archive copy its row named) and its key copies
+                entries = [(r.digest, r.archive_path or blob_path(r.digest)) for r in rows]
+                entries += [(d, paths.keyed_path(k, d)) for d, k in copies]
                 tombstones.bury(conn, entries, self.ctx.clock(), "blob-delete")
         return unused
 
@@ -604,6 +605,7 @@ class GarbageCollector:
                 batch = []
         self._bury_strays(batch, dry_run, report)
         self._sweep_copies(cutoff, dry_run, report, stopping)
+        self._sweep_archive(cutoff, dry_run, report, stopping)
 
     def _sweep_copies(self, cutoff: float, dry_run: bool, report: GcReport, stopping: Callable[[], bool]) -> None:
         """Tombstone the customer-key copies (``keyed/``) older than the grace period that have no row and no
@@ -632,6 +634,41 @@ class GarbageCollector:
             with self.ctx.db.write() as conn:
                 tombstones.bury(conn, strays, self.ctx.clock(), "storage-sweep")
 
+    def _sweep_archive(self, cutoff: float, dry_run: bool, report: GcReport, stopping: Callable[[], bool]) -> None:
+        """Archive copies that are not their blob's current one (a move between tiers that crashed, or a row gone)."""
+        batch: list[tuple[str, str]] = []
+        for info in self.ctx.archive_storage.walk(paths.ARCHIVE_BLOBS):
+            digest = paths.archive_blob_digest(info.path)
+            if digest is not None and info.modified <= cutoff:
+                batch.append((digest, info.path))
+            if len(batch) == BATCH:
+                if stopping():
+                    return
+                self._bury_stale_copies(batch, dry_run, report)
+                batch = []
+        self._bury_stale_copies(batch, dry_run, report)
+
+    def _bury_stale_copies(self, copies: list[tuple[str, str]], dry_run: bool, report: GcReport) -> None:
+        if not copies:
+            return
+        with self.ctx.db.read() as conn:
+            current = set(
+                conn.execute(
+                    sa.select(blobs.c.archive_path).where(blobs.c.archive_path.in_([p for _, p in copies]))
+                ).scalars()
+            )
+            pending = set(
+                conn.execute(
+                    sa.select(gc_tombstones.c.path).where(gc_tombstones.c.path.in_([p for _, p in copies]))
+                ).scalars()
+            )
+        stale = [(d, p) for d, p in copies if p not in current and p not in pending]
+        report.stray_files_deleted += len(stale)
+        if stale and not dry_run:
+            # The executor deletes a copy only if it is still not the current one when it claims the tombstone.
+            with self.ctx.db.write() as conn:
+                tombstones.bury(conn, stale, self.ctx.clock(), "storage-sweep")
+
     def _bury_strays(self, digests: list[str], dry_run: bool, report: GcReport) -> None:
         """Tombstone the blob files of ``digests`` that have no blob row (and no tombstone yet)."""
         if not digests:
@@ -641,6 +678,27 @@ class GarbageCollector:
             known |= set(
                 conn.execute(sa.select(gc_tombstones.c.digest).where(gc_tombstones.c.digest.in_(digests))).scalars()
             )
+        with self.ctx.db.read() as conn:
+            # a standard copy of a blob whose row says it is in the archive tier: left by a crashed move
+            archived = set(
+                conn.execute(
+                    sa.select(blobs.c.digest).where(blobs.c.digest.in_(digests), blobs.c.tier.is_not(None))
+                ).scalars()
+            )
+            archived -= set(
+                conn.execute(
+                    sa.select(gc_tombstones.c.digest).where(
+                        gc_tombstones.c.digest.in_(archived), gc_tombstones.c.path.like(paths.BLOBS + "/%")
+                    )
+                ).scalars()
+            )
+        if archived:
+            report.stray_files_deleted += len(archived)
+            if not dry_run:
+                with self.ctx.db.write() as conn:
+                    tombstones.bury(
+                        conn, [(d, blob_path(d)) for d in sorted(archived)], self.ctx.clock(), "storage-sweep"
+                    )
         strays = sorted(set(digests) - known)
         if not strays:
             return

@@ -23,6 +23,12 @@ Whichever locks the tombstone second sees what the first did — a claim (the co
 gone / a blob row (the executor leaves the object). The one assumption is the executor's: it stops deleting before
 its claim lapses (checked before every delete, with a margin far beyond one storage call). A claim of a process of
 this node that died (``process_identity``) is void at once, so a kill -9 mid-batch delays nobody.
+
+The archive tier (``registry/storage_class.py``) buries the copy a move between tiers leaves behind while the blob
+row stays: "the digest has a row" above means, precisely, "the tombstone's path is the row's current copy" (its
+standard path, or the archive path it names); the executor deletes the others, from the store that holds them
+(``DomainContext.store_for``). A blob brought back to standard storage drops the standard path's tombstones under
+the same lock, as a completion does.
 """
 
 from __future__ import annotations
@@ -38,7 +44,7 @@ from soko import process_identity
 from soko.kernel.leases import lease_is_free
 from soko.meta.schema import blob_copies, blobs, gc_tombstones
 from soko.storage import PathNotFound
-from soko.storage.paths import keyed_copy
+from soko.storage.paths import blob_path, keyed_copy
 
 log = logging.getLogger("soko.gc")
 BATCH = 500
@@ -67,13 +73,12 @@ def bury(conn: sa.Connection, entries: Iterable[tuple[str, str]], now: float, re
 
 def clear_for_new_blob(conn: sa.Connection, digest: str, *, lock: bool, path: str | None = None) -> None:
     """Called by a blob commit holding the digest's (new or existing) blob row, before its content moves into place:
-    drops the digest's pending tombstones (of ``path`` only, when given: a copy under one key leaves the deletion
-    of another key's copy alone); raises ``TombstoneBusy`` while an executor holds one."""
+    drops the digest's pending tombstones of its standard copy (of ``path`` instead, when given: a copy under one
+    key leaves the deletion of another key's copy alone, and of an archive copy); raises ``TombstoneBusy`` while an
+    executor holds one."""
     query = sa.select(gc_tombstones.c.id, gc_tombstones.c.claimed_until, gc_tombstones.c.claimed_by).where(
-        gc_tombstones.c.digest == digest
+        gc_tombstones.c.digest == digest, gc_tombstones.c.path == (blob_path(digest) if path is None else path)
     )
-    if path is not None:
-        query = query.where(gc_tombstones.c.path == path)
     rows = conn.execute(query.with_for_update() if lock else query).all()
     if not rows:
         return
@@ -102,7 +107,7 @@ def execute(ctx, *, stopping: Callable[[], bool] = lambda: False, owner: str | N
             if time.time() > claimed_until - MARGIN:
                 break  # the rest are released untried (``_release``), due again at once
             try:
-                ctx.storage.delete(path)
+                ctx.store_for(path).delete(path)
             except PathNotFound:
                 pass
             except Exception:
@@ -131,9 +136,18 @@ def _claim(ctx, owner: str, result: Executed) -> tuple[list[tuple[int, str]] | N
         due = conn.execute(query if ctx.db.is_sqlite else query.with_for_update(skip_locked=True)).all()
         if not due:
             return None, 0.0
-        # A new statement after the locks: it sees every blob row a re-push committed while they were awaited. A copy
-        # under a customer key (``keyed/``) is live while its own row is.
-        live = set(conn.execute(sa.select(blobs.c.digest).where(blobs.c.digest.in_({r.digest for r in due}))).scalars())
+        # A new statement after the locks: it sees every blob row a re-push committed while they were awaited. A
+        # tombstone is void when its object is live: a copy under a customer key (``keyed/``) while its own row is;
+        # otherwise when it is the blob's current copy (standard storage, or the archive copy the row names), so
+        # the copy a move between tiers left behind (``registry/storage_class.py``) is deleted.
+        current = {
+            r.digest: r.archive_path if r.tier is not None else blob_path(r.digest)
+            for r in conn.execute(
+                sa.select(blobs.c.digest, blobs.c.tier, blobs.c.archive_path).where(
+                    blobs.c.digest.in_({r.digest for r in due})
+                )
+            )
+        }
         copies = {(r.digest, k[0]) for r in due if (k := keyed_copy(r.path)) is not None}
         live_copies = (
             {
@@ -150,7 +164,7 @@ def _claim(ctx, owner: str, result: Executed) -> tuple[list[tuple[int, str]] | N
 
         def is_live(r: sa.Row) -> bool:
             copy = keyed_copy(r.path)
-            return r.digest in live if copy is None else (r.digest, copy[0]) in live_copies
+            return current.get(r.digest) == r.path if copy is None else (r.digest, copy[0]) in live_copies
 
         void = [r.id for r in due if is_live(r)]
         if void:

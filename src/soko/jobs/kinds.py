@@ -5,6 +5,7 @@ from __future__ import annotations
 from soko.jobs.runner import JobKind, stopping
 from soko.registry import Registry, outbox
 from soko.registry.lifecycle_store import PREVIEW_JOB
+from soko.registry.storage_class import KIND as STORAGE_CLASS
 
 
 def registry_jobs(registry: Registry) -> list[JobKind]:
@@ -34,7 +35,10 @@ def registry_jobs(registry: Registry) -> list[JobKind]:
     def lifecycle(_key: str) -> str | None:
         runs = LifecycleRunner(registry).run()
         expired = sum(len(r.expired) for r in runs)
-        return f"lifecycle policies expired {expired} image(s) in {len(runs)} repositories" if expired else None
+        archived = sum(len(r.archived) for r in runs)
+        if not (expired or archived):
+            return None
+        return f"lifecycle policies expired {expired} and archived {archived} image(s) in {len(runs)} repositories"
 
     def upload_expiry(_key: str) -> str | None:
         count = registry.uploads.expire()
@@ -78,6 +82,9 @@ def registry_jobs(registry: Registry) -> list[JobKind]:
         JobKind("gc_sweep", gc_sweep, max(settings.gc_interval, 86400.0) if settings.gc_interval > 0 else 0),
         JobKind("event_retention", event_retention, 3600 if settings.event_retention > 0 else 0),
         JobKind("lifecycle", lifecycle, settings.lifecycle_interval),
+        # one-shot, keyed by manifest id: queued by UpdateImageStorageClass and lifecycle transitions; moves the image's
+        # content between tiers (a restore ends ACTIVE) and deletes its own row when done
+        JobKind(STORAGE_CLASS, registry.storage_classes.run_job, 10 * 365 * 86400.0, concurrency=2, keys=()),
         # one-shot, keyed by repository id: queued by StartLifecyclePolicyPreview, like scans
         JobKind(PREVIEW_JOB, registry.lifecycle.run_preview_job, 10 * 365 * 86400.0, concurrency=2, keys=()),
         # the outbox reader turns push events into replication requests; each request is a one-shot job keyed by its

@@ -15,6 +15,9 @@ from soko.kernel.unit_of_work import UnitOfWork
 from soko.meta import Database
 from soko.meta.changes import Generation
 from soko.storage import StorageDriver
+from soko.storage.paths import ARCHIVE
+
+ARCHIVE_PREFIX = ARCHIVE + "/"
 
 
 @dataclass
@@ -22,11 +25,21 @@ class DomainContext:
     settings: Settings
     db: Database
     storage: StorageDriver
+    # The archive tier's store (archive_storage_url); None: the same store (paths under archive/ keep them apart).
+    archive: StorageDriver | None = None
     generation: Generation = field(init=False)
     clock: Callable[[], float] = field(default=time.time)
 
     def __post_init__(self) -> None:
         self.generation = Generation(os.path.join(self.settings.data_dir, "generation"))
+
+    @property
+    def archive_storage(self) -> StorageDriver:
+        return self.archive if self.archive is not None else self.storage
+
+    def store_for(self, path: str) -> StorageDriver:
+        """The store that holds ``path``: the archive store for archive copies, else standard storage."""
+        return self.archive_storage if path.startswith(ARCHIVE_PREFIX) else self.storage
 
     @contextlib.contextmanager
     def transaction(self, *, invalidates: bool = False) -> Iterator[UnitOfWork]:
@@ -52,4 +65,3 @@ class DomainContext:
         """``transaction()`` for writes whose only effect is cache invalidation (settings, identities…)."""
         with self.transaction(invalidates=invalidates) as tx:
             yield tx.conn
-

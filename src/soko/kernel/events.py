@@ -2,7 +2,9 @@
 
 What ECR defines keeps ECR's shape: source ``aws.ecr``, detail-type ``ECR Image Action`` (``ECR Referrer Action``
 for a manifest with a ``subject``), ``action-type`` PUSH or DELETE, ``resources`` empty. A push that moves a tag
-is a PUSH with that ``image-tag`` (as ECR's PutImage of a new tag); removing a tag is a DELETE with it. What ECR
+is a PUSH with that ``image-tag`` (as ECR's PutImage of a new tag); removing a tag is a DELETE with it; archiving
+an image and the end of its restore are ``UPDATE_STORAGE_CLASS`` (``target-storage-class`` ARCHIVE or STANDARD,
+the latter with ``last-activated-at``). What ECR
 does not define goes under Soko's own source ``soko.registry``: ``Soko Repository Action`` (CREATE, DELETE) and
 ``Soko Lifecycle Expiry`` (an image a lifecycle rule expired; its DELETE event is emitted as well). An image that
 replication copied in is announced in the destination as ECR's ``ECR Replication Action`` (not as a push); an
@@ -75,10 +77,19 @@ def image_action(
     media_type: str | None = None,
     artifact_type: str | None = None,
     referrer: bool = False,
+    target_storage_class: str | None = None,
+    last_activated_at: float | None = None,
 ) -> Event:
+    """PUSH, DELETE, or UPDATE_STORAGE_CLASS (``target_storage_class`` ARCHIVE, or STANDARD with
+    ``last-activated-at`` once a restore is done), as AWS's samples show them."""
     detail = {"result": "SUCCESS", "repository-name": repository, "image-digest": digest, "action-type": action}
     if tag is not None:
         detail["image-tag"] = tag
+    if target_storage_class is not None:
+        detail["target-storage-class"] = target_storage_class
+    if last_activated_at is not None:
+        stamp = datetime.fromtimestamp(last_activated_at, UTC)
+        detail["last-activated-at"] = stamp.strftime("%Y-%m-%dT%H:%M:%S.") + f"{stamp.microsecond // 10000:02d}Z"
     if media_type:
         detail["manifest-media-type"] = media_type
     if artifact_type:

@@ -218,8 +218,12 @@ def _load_json(text: str) -> Any:
         raise LifecyclePolicyError(_UNMAPPABLE) from exc
 
 
-def parse_lifecycle_policy(text: str) -> LifecyclePolicy:
-    """Parse and validate lifecycle policy text; raises :class:`LifecyclePolicyError` and nothing else."""
+def parse_lifecycle_policy(text: str, *, ecr_strict: bool = False) -> LifecyclePolicy:
+    """Parse and validate lifecycle policy text; raises :class:`LifecyclePolicyError` and nothing else.
+
+    ``ecr_strict`` (the ``lifecycle_ecr_strict`` setting) refuses, besides what ECR refuses, Soko's extension
+    (``sinceImagePulled`` with ``expire``) and what ECR may refuse (tag prefix lists of one storage class sharing a
+    prefix), so a policy that passes applies unchanged on ECR."""
     if not isinstance(text, str):
         raise LifecyclePolicyError(_UNMAPPABLE)
     if len(text) > MAX_POLICY_CHARS:
@@ -233,12 +237,12 @@ def parse_lifecycle_policy(text: str) -> LifecyclePolicy:
         raise LifecyclePolicyError(
             f"array is too long: must have at most {MAX_RULES} elements but instance has {len(raw_rules)} elements"
         )
-    rules = sorted((_parse_rule(raw) for raw in raw_rules), key=lambda r: r.rule_priority)
-    _check_rule_set(rules)
+    rules = sorted((_parse_rule(raw, ecr_strict) for raw in raw_rules), key=lambda r: r.rule_priority)
+    _check_rule_set(rules, ecr_strict)
     return LifecyclePolicy(tuple(rules))
 
 
-def _parse_rule(raw: Any) -> Rule:
+def _parse_rule(raw: Any, ecr_strict: bool = False) -> Rule:
     obj = _object(raw, _RULE_KEYS, ("rulePriority", "selection", "action"))
     priority = _integer(obj["rulePriority"], 1)
     description = obj.get("description")
@@ -246,7 +250,7 @@ def _parse_rule(raw: Any) -> Rule:
         _expect(description, "string")
     selection = _parse_selection(obj["selection"])
     action = _parse_action(obj["action"])
-    _check_rule(selection, action)
+    _check_rule(selection, action, ecr_strict)
     return Rule(priority, selection, action, description)
 
 
@@ -254,6 +258,9 @@ def _parse_selection(raw: Any) -> Selection:
     obj = _object(raw, _SELECTION_KEYS, ("tagStatus", "countType", "countNumber"))
     tag_status = _enum(obj["tagStatus"], TAG_STATUSES)
     count_type = _enum(obj["countType"], COUNT_TYPES)
+    _expect(obj["countNumber"], "integer")
+    if obj["countNumber"] < 1:  # ECR's schema message does not say which number; this one does
+        raise LifecyclePolicyError(f"countNumber must be at least 1: {_below_minimum(1, obj['countNumber']).message}")
     count_number = _integer(obj["countNumber"], 1)
     prefixes = _string_list(obj["tagPrefixList"]) if "tagPrefixList" in obj else None
     patterns = _string_list(obj["tagPatternList"]) if "tagPatternList" in obj else None
@@ -282,7 +289,11 @@ def _parse_selection(raw: Any) -> Selection:
         if storage_class != "archive":
             raise LifecyclePolicyError('countType "sinceImageTransitioned" requires storageClass "archive"')
         if count_number < MIN_ARCHIVE_DAYS:
-            raise _below_minimum(MIN_ARCHIVE_DAYS, count_number)
+            raise LifecyclePolicyError(
+                f'countNumber must be at least {MIN_ARCHIVE_DAYS} with countType "sinceImageTransitioned" (archived '
+                f"images are kept at least {MIN_ARCHIVE_DAYS} days): "
+                + _below_minimum(MIN_ARCHIVE_DAYS, count_number).message
+            )
     elif storage_class == "archive":
         raise LifecyclePolicyError('storageClass "archive" may only be used with countType "sinceImageTransitioned"')
 
@@ -308,14 +319,20 @@ def _parse_action(raw: Any) -> RuleAction:
     return RuleAction(action_type, target)
 
 
-def _check_rule(selection: Selection, action: RuleAction) -> None:
+def _check_rule(selection: Selection, action: RuleAction, ecr_strict: bool = False) -> None:
     # Archived images can only be expired (there is nowhere further to transition them).
     if selection.count_type == "sinceImageTransitioned" and action.type != "expire":
         raise LifecyclePolicyError('countType "sinceImageTransitioned" may only be used with action type "expire"')
-    # sinceImagePulled: ECR allows only "transition"; Soko also allows "expire" (aws/containers-roadmap#921).
+    # sinceImagePulled: ECR allows only "transition"; Soko also allows "expire" (aws/containers-roadmap#921), an
+    # extension the lifecycle_ecr_strict setting refuses.
+    if ecr_strict and selection.count_type == "sinceImagePulled" and action.type != "transition":
+        raise LifecyclePolicyError(
+            'countType "sinceImagePulled" may only be used with action type "transition" on ECR (expiring by pull '
+            "time is a Soko extension, refused because lifecycle_ecr_strict is set)"
+        )
 
 
-def _check_rule_set(rules: list[Rule]) -> None:
+def _check_rule_set(rules: list[Rule], ecr_strict: bool = False) -> None:
     """Cross-rule constraints; ``rules`` is sorted by priority."""
     seen: set[int] = set()
     for rule in rules:
@@ -326,10 +343,10 @@ def _check_rule_set(rules: list[Rule]) -> None:
     # storage class, at priorities 1 and 2.
     for storage_class in STORAGE_CLASSES:
         scoped = [r for r in rules if r.selection.storage_class == storage_class]
-        _check_scoped(scoped, storage_class)
+        _check_scoped(scoped, storage_class, ecr_strict)
 
 
-def _check_scoped(rules: list[Rule], storage_class: str) -> None:
+def _check_scoped(rules: list[Rule], storage_class: str, ecr_strict: bool = False) -> None:
     def first(pred: Callable[[Rule], bool]) -> list[Rule]:
         return [r for r in rules if pred(r)]
 
@@ -349,3 +366,16 @@ def _check_scoped(rules: list[Rule], storage_class: str) -> None:
                 f"{_json_list(sorted(key))} appears in more than one rule"
             )
         prefix_sets.add(key)
+    if ecr_strict:
+        # AWS documents only that prefixes be unique per storage class; whether ECR's validator refuses two lists
+        # sharing one prefix is not documented, so the strict setting refuses that too.
+        seen: dict[str, int] = {}
+        for rule in first(lambda r: bool(r.selection.tag_prefix_list)):
+            for prefix in rule.selection.tag_prefix_list:
+                if prefix in seen:
+                    raise LifecyclePolicyError(
+                        f'Rules selecting storageClass "{storage_class}" must use unique tag prefixes: "{prefix}" '
+                        f"appears in rules {seen[prefix]} and {rule.rule_priority} (refused because "
+                        "lifecycle_ecr_strict is set)"
+                    )
+                seen[prefix] = rule.rule_priority

@@ -30,6 +30,15 @@ def _line(repository: str | None) -> dict[str, Any]:
             "byte_seconds": {"logical": 0, "physical": 0},
             "gb_months": {"logical": 0.0, "physical": 0.0},
             "storage_cost": 0.0,
+            # the archive tier: stored bytes now, GB-months accrued, and the GB-months ECR's 90-day minimum storage
+            # duration charges for images that left the archive sooner (deleted or restored) this month
+            "archive": {
+                "stored_bytes": {"logical": 0, "physical": 0},
+                "byte_seconds": 0,
+                "minimum_duration_byte_seconds": 0,
+                "gb_months": 0.0,
+                "cost": 0.0,
+            },
             "transfer_bytes": {key: 0 for key in _NETWORK_KEYS.values()},
             "transfer_by_endpoint": {},
             "requests": {},
@@ -49,9 +58,11 @@ def build_report(
     metering.flush()  # this process's own counts, if it served requests
     settings = metering.ctx.settings
     price = float(settings.price_storage_gb_month)
+    archive_price = float(settings.price_archive_gb_month)
     now = metering.ctx.clock()
     current = metering.stored(account_id)
     accrued = metering.accrued(year, month, account_id)
+    archived = metering.accrued_archive(year, month, account_id)
     transfers = metering.transfers_in(year, month, account_id)
 
     accounts: dict[str, dict[str, dict[str, Any]]] = {}
@@ -72,11 +83,21 @@ def build_report(
             continue
         entry = line(repo.account_id, repo.repository)
         entry["stored_bytes"] = {"logical": repo.logical_bytes, "physical": repo.physical_bytes}
+        entry["archive"]["stored_bytes"] = {
+            "logical": repo.archive_logical_bytes,
+            "physical": repo.archive_physical_bytes,
+        }
     for (account, repository), (logical, physical) in accrued.items():
         entry = line(account, repository)
         entry["byte_seconds"] = {"logical": logical, "physical": physical}
         entry["gb_months"] = {"logical": gb_months(logical, year, month), "physical": gb_months(physical, year, month)}
         entry["storage_cost"] = entry["gb_months"]["physical"] * price
+    for (account, repository), (stored_seconds, minimum_seconds) in archived.items():
+        archive = line(account, repository)["archive"]
+        archive["byte_seconds"] = stored_seconds
+        archive["minimum_duration_byte_seconds"] = minimum_seconds
+        archive["gb_months"] = gb_months(stored_seconds + minimum_seconds, year, month)
+        archive["cost"] = archive["gb_months"] * archive_price
     for account, repository, endpoint, network, operation, nbytes, requests in transfers:
         entry = line(account, repository)
         key = _NETWORK_KEYS.get(network, network)
@@ -91,6 +112,8 @@ def build_report(
         "generated_at": _iso(now),
         "prices": {
             "storage_usd_per_gb_month": price,
+            "archive_usd_per_gb_month": archive_price,
+            "archive_minimum_days": 90,
             "internet_transfer_tiers": [{"up_to_gb": upper, "usd_per_gb": usd} for upper, usd in INTERNET_TIERS],
             "same_region_transfer_usd_per_gb": 0.0,
             "private_endpoint_transfer_usd_per_gb": 0.0,
@@ -109,6 +132,10 @@ def build_report(
             for group in ("transfer_by_endpoint", "requests"):
                 for key, value in entry[group].items():
                     totals[group][key] = totals[group].get(key, 0) + value
+            for key in ("byte_seconds", "minimum_duration_byte_seconds", "gb_months", "cost"):
+                totals["archive"][key] += entry["archive"][key]
+            for key in ("logical", "physical"):
+                totals["archive"]["stored_bytes"][key] += entry["archive"]["stored_bytes"][key]
         # The account's physical bytes are its DISTINCT blobs (the repositories' shares add up to them).
         totals["stored_bytes"]["physical"] = current.account_physical.get(account, 0)
         totals["storage_cost"] = totals["gb_months"]["physical"] * price
@@ -117,8 +144,8 @@ def build_report(
         for entry in lines:
             if internet:  # tiers apply per account: each repository carries its pro-rata share
                 entry["transfer_cost"] = totals["transfer_cost"] * entry["transfer_bytes"]["internet"] / internet
-            entry["total_cost"] = entry["storage_cost"] + entry["transfer_cost"]
-        totals["total_cost"] = totals["storage_cost"] + totals["transfer_cost"]
+            entry["total_cost"] = entry["storage_cost"] + entry["archive"]["cost"] + entry["transfer_cost"]
+        totals["total_cost"] = totals["storage_cost"] + totals["archive"]["cost"] + totals["transfer_cost"]
         report["accounts"].append({"account_id": account, "repositories": lines, "totals": totals})
     return report
 
@@ -144,6 +171,10 @@ CSV_COLUMNS = [
     "gb_months_logical",
     "gb_months_physical",
     "storage_cost_usd",
+    "archive_physical_bytes",
+    "archive_gb_months",
+    "archive_minimum_duration_gb_months",
+    "archive_cost_usd",
     "internet_bytes",
     "same_region_bytes",
     "private_bytes",
@@ -167,6 +198,10 @@ def _flat(month: str, account: str, scope: str, entry: dict[str, Any]) -> dict[s
         "gb_months_logical": f"{entry['gb_months']['logical']:.9f}",
         "gb_months_physical": f"{entry['gb_months']['physical']:.9f}",
         "storage_cost_usd": f"{entry['storage_cost']:.6f}",
+        "archive_physical_bytes": entry["archive"]["stored_bytes"]["physical"],
+        "archive_gb_months": f"{entry['archive']['gb_months']:.9f}",
+        "archive_minimum_duration_gb_months": f"{_minimum_gb_months(month, entry):.9f}",
+        "archive_cost_usd": f"{entry['archive']['cost']:.6f}",
         "internet_bytes": entry["transfer_bytes"]["internet"],
         "same_region_bytes": entry["transfer_bytes"]["same_region"],
         "private_bytes": entry["transfer_bytes"]["private"],
@@ -175,6 +210,11 @@ def _flat(month: str, account: str, scope: str, entry: dict[str, Any]) -> dict[s
         **{f"requests_{op}": requests.get(op, 0) for op in OPERATIONS},
         "total_cost_usd": f"{entry['total_cost']:.6f}",
     }
+
+
+def _minimum_gb_months(month: str, entry: dict[str, Any]) -> float:
+    year, number = (int(part) for part in month.split("-"))
+    return gb_months(entry["archive"]["minimum_duration_byte_seconds"], year, number)
 
 
 def render_csv(report: dict[str, Any]) -> str:
@@ -207,6 +247,9 @@ _TABLE_COLUMNS = (
     ("STORED PHYSICAL", ">"),
     ("GB-MONTHS", ">"),
     ("STORAGE", ">"),
+    ("ARCHIVED", ">"),
+    ("ARCHIVE GB-MO", ">"),
+    ("ARCHIVE", ">"),
     ("INTERNET OUT", ">"),
     ("SAME-REGION OUT", ">"),
     ("PRIVATE OUT", ">"),
@@ -223,6 +266,9 @@ def _row(name: str, entry: dict[str, Any]) -> list[str]:
         human_bytes(entry["stored_bytes"]["physical"]),
         f"{entry['gb_months']['physical']:.6f}",
         _money(entry["storage_cost"]),
+        human_bytes(entry["archive"]["stored_bytes"]["physical"]),
+        f"{entry['archive']['gb_months']:.6f}",
+        _money(entry["archive"]["cost"]),
         human_bytes(entry["transfer_bytes"]["internet"]),
         human_bytes(entry["transfer_bytes"]["same_region"]),
         human_bytes(entry["transfer_bytes"]["private"]),
@@ -236,7 +282,9 @@ def render_table(report: dict[str, Any]) -> str:
     prices = report["prices"]
     out = [
         f"Soko usage for {report['month']} ({report['period']['start']} to {report['period']['end']})",
-        f"Prices: storage ${prices['storage_usd_per_gb_month']}/GB-month of physical bytes; internet transfer "
+        f"Prices: storage ${prices['storage_usd_per_gb_month']}/GB-month of physical bytes, archive "
+        f"${prices['archive_usd_per_gb_month']}/GB-month (at least {prices['archive_minimum_days']} days per "
+        "archived image); internet transfer "
         f"{describe_tiers()} per account; private-endpoint and same-region transfer free (GB = 2^30 bytes).",
     ]
     if not report["accounts"]:

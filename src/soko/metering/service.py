@@ -50,6 +50,13 @@ class Metering:
         with self.ctx.db.read() as conn:
             return stored.accrued_byte_seconds(conn, start, end, account_id)
 
+    def accrued_archive(
+        self, year: int, month: int, account_id: str | None = None
+    ) -> dict[tuple[str, str], tuple[int, int]]:
+        start, end = month_bounds(year, month)
+        with self.ctx.db.read() as conn:
+            return stored.accrued_archive(conn, start, end, account_id)
+
     def transfers_in(self, year: int, month: int, account_id: str | None = None):
         first = date(year, month, 1)
         last = date(year + (month == 12), month % 12 + 1, 1)

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 from soko.crypto.rows import plain_length
 from soko.meta import Database
-from soko.meta.schema import blobs, manifests, repository_blobs, usage_samples
+from soko.meta.schema import archive_charges, blobs, manifests, repository_blobs, usage_samples
 from soko.meta.schema import repositories as repos
 
 
@@ -20,6 +20,9 @@ class RepositoryBytes:
     repository: str
     logical_bytes: int  # Σ linked blob sizes + Σ manifest payload bytes
     physical_bytes: int  # this repository's share of the account's deduplicated bytes
+    # The same for content in the archive tier (blobs.tier; priced apart). The two figures above are standard storage.
+    archive_logical_bytes: int = 0
+    archive_physical_bytes: int = 0
 
 
 @dataclass
@@ -45,7 +48,21 @@ def snapshot(db: Database) -> Iterator[sa.Connection]:
 def repository_bytes(conn: sa.Connection, account_id: str | None = None) -> list[RepositoryBytes]:
     """Per repository: logical bytes, and physical bytes where each blob's size is split evenly among the
     account's repositories linking it (the remainder bytes go one each to the lowest repository ids), so the
-    repositories' physical bytes add up exactly to the account's deduplicated total."""
+    repositories' physical bytes add up exactly to the account's deduplicated total; standard storage (with the
+    manifests) and the archive tier apart."""
+    archive = {(r.account_id, r.repository): r for r in _tier_bytes(conn, account_id, archive=True) if r.logical_bytes}
+    out = []
+    for r in _tier_bytes(conn, account_id, archive=False):
+        a = archive.get((r.account_id, r.repository))
+        if a is not None:
+            r = RepositoryBytes(
+                r.account_id, r.repository, r.logical_bytes, r.physical_bytes, a.logical_bytes, a.physical_bytes
+            )
+        out.append(r)
+    return out
+
+
+def _tier_bytes(conn: sa.Connection, account_id: str | None, *, archive: bool) -> list[RepositoryBytes]:
     rb = repository_blobs.c
     scope = (repos.c.account_id, rb.digest)
     link_query = sa.select(
@@ -54,6 +71,7 @@ def repository_bytes(conn: sa.Connection, account_id: str | None = None) -> list
         sa.func.count().over(partition_by=scope).label("n"),
         sa.func.row_number().over(partition_by=scope, order_by=rb.repository_id).label("k"),
     ).select_from(repository_blobs.join(repos, repos.c.id == rb.repository_id).join(blobs, blobs.c.digest == rb.digest))
+    link_query = link_query.where(blobs.c.tier.is_not(None) if archive else blobs.c.tier.is_(None))
     if account_id is not None:
         link_query = link_query.where(repos.c.account_id == account_id)
     links = link_query.subquery()
@@ -89,10 +107,9 @@ def repository_bytes(conn: sa.Connection, account_id: str | None = None) -> list
     )
     if account_id is not None:
         query = query.where(repos.c.account_id == account_id)
+    manifest_bytes = (lambda r: 0) if archive else (lambda r: int(r.manifest_bytes))
     return [
-        RepositoryBytes(
-            r.account_id, r.name, int(r.logical) + int(r.manifest_bytes), int(r.physical) + int(r.manifest_bytes)
-        )
+        RepositoryBytes(r.account_id, r.name, int(r.logical) + manifest_bytes(r), int(r.physical) + manifest_bytes(r))
         for r in conn.execute(query)
     ]
 
@@ -114,6 +131,7 @@ def account_physical_bytes(conn: sa.Connection, account_id: str | None = None) -
     blob_query = (
         sa.select(linked.c.account_id, sa.func.sum(blobs.c.size).label("size"))
         .join(blobs, blobs.c.digest == linked.c.digest)
+        .where(blobs.c.tier.is_(None))  # standard storage (the archive tier: the repositories' archive shares)
         .group_by(linked.c.account_id)
     )
     totals: dict[str, int] = {}
@@ -159,10 +177,12 @@ def take_sample(db: Database, now: float, interval: int) -> int:
                 "slot_seconds": interval,
                 "logical_bytes": r.logical_bytes,
                 "physical_bytes": r.physical_bytes,
+                "archive_logical_bytes": r.archive_logical_bytes,
+                "archive_physical_bytes": r.archive_physical_bytes,
                 "sampled_at": now,
             }
             for r in repository_bytes(conn)
-            if r.logical_bytes or r.physical_bytes
+            if r.logical_bytes or r.physical_bytes or r.archive_logical_bytes
         ]
     if rows:
         with db.write() as conn:
@@ -193,4 +213,36 @@ def accrued_byte_seconds(
         key = (row.account_id, row.repository_name)
         logical, physical = totals.get(key, (0, 0))
         totals[key] = (logical + int(row.logical) * row.slot_seconds, physical + int(row.physical) * row.slot_seconds)
+    return totals
+
+
+def accrued_archive(
+    conn: sa.Connection, start: int, end: int, account_id: str | None = None
+) -> dict[tuple[str, str], tuple[int, int]]:
+    """(account, repository) → (physical byte-seconds in the archive tier over the slots starting in [start, end),
+    byte-seconds charged for ECR's 90-day minimum archive duration by images that left the archive sooner in it)."""
+    s = usage_samples.c
+    query = (
+        sa.select(s.account_id, s.repository_name, s.slot_seconds, sa.func.sum(s.archive_physical_bytes).label("b"))
+        .where(s.slot_start >= start, s.slot_start < end, s.archive_physical_bytes > 0)
+        .group_by(s.account_id, s.repository_name, s.slot_seconds)
+    )
+    c = archive_charges.c
+    charges = (
+        sa.select(c.account_id, c.repository_name, sa.func.sum(c.byte_seconds).label("b"))
+        .where(c.charged_at >= start, c.charged_at < end)
+        .group_by(c.account_id, c.repository_name)
+    )
+    if account_id is not None:
+        query = query.where(s.account_id == account_id)
+        charges = charges.where(c.account_id == account_id)
+    totals: dict[tuple[str, str], tuple[int, int]] = {}
+    for row in conn.execute(query):
+        key = (row.account_id, row.repository_name)
+        stored, minimum = totals.get(key, (0, 0))
+        totals[key] = (stored + int(row.b) * row.slot_seconds, minimum)
+    for charge in conn.execute(charges):
+        key = (charge.account_id, charge.repository_name)
+        stored, minimum = totals.get(key, (0, 0))
+        totals[key] = (stored, minimum + int(charge.b))
     return totals

@@ -36,6 +36,7 @@ async def get_manifest(ctx: OciContext, request: Request, name: str, reference: 
         # The spec's endpoint table allows only 404 on manifest reads: a reference that cannot name a manifest
         # names none. (PUT and DELETE keep 400 TAG_INVALID / DIGEST_INVALID: there the client must fix it.)
         raise ManifestUnknown(f"manifest '{reference[:200]}' is not in '{name}': {exc.message}") from None
+    ctx.registry.manifests.pullable(ref, record, reference)  # HEAD too: an archived image is not there to pull
     return _answer(ctx, request, ref, reference, record.digest, record.media_type, record.payload)
 
 

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 from soko.crypto.segments import KeyUnavailable, SealBroken
 from soko.digest import Digest
-from soko.errors import BlobUnknown, ContentUnreadable, ManifestReferenced
+from soko.errors import BlobArchived, BlobUnknown, ContentUnreadable, ManifestReferenced
 from soko.gc import tombstones
 from soko.kernel.context import DomainContext
 from soko.meta.schema import blob_copies, blobs, manifest_blobs, manifests, repository_blobs
@@ -67,8 +67,10 @@ class Blobs:
         self.repositories = repositories
 
     def _linked(self, conn: sa.Connection, ref: RepoRef, digest: str) -> BlobInfo | None:
+        """The blob, when the repository holds it in standard storage (archived content is not mounted or
+        replicated: the client uploads it again, which brings it back)."""
         row = self._linked_row(conn, ref, digest)
-        return BlobInfo(row.digest, row.size) if row else None
+        return BlobInfo(row.digest, row.size) if row and row.tier is None else None
 
     def _linked_row(self, conn: sa.Connection, ref: RepoRef, digest: str) -> sa.Row | None:
         return conn.execute(
@@ -76,6 +78,7 @@ class Blobs:
                 blobs.c.digest,
                 blobs.c.size,
                 blobs.c.seal_id,
+                blobs.c.tier,
                 repos.c.encryption_type,
                 repos.c.kms_key,
                 repos.c.account_id,
@@ -96,6 +99,12 @@ class Blobs:
             if row is None:
                 self.repositories.id_for(conn, ref)  # NAME_UNKNOWN beats BLOB_UNKNOWN
                 raise blob_unknown(ref, digest)
+        if row.tier is not None:
+            raise BlobArchived(
+                f"blob {digest} of repository '{ref.name}' is in the archive storage class with the archived images "
+                "that use it: restore them (update-image-storage-class --target-storage-class STANDARD) or upload "
+                "it again"
+            )
         return row
 
     def open(self, ref: RepoRef, digest: str) -> BlobContent:

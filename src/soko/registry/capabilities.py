@@ -1,10 +1,10 @@
 """Settings Soko accepts only when it can carry them out.
 
-ECR lets a caller ask for replication to other regions, KMS encryption, archive transitions and templates for
-pull-through caches. A registry that stores such a setting and then ignores it misleads the user who chose it (for
-compliance, say). Until the capability exists, the request is refused here, in one place, with a message that says
-what is missing and what the caller can do instead. Each check is called by the domain write that stores the
-setting, so the ECR API, templates and every later front end share it.
+ECR lets a caller ask for replication to other regions, KMS encryption, archiving and templates for pull-through
+caches. A registry that stores such a setting and then ignores it misleads the user who chose it (for compliance,
+say). Until the capability exists, the request is refused here, in one place, with a message that says what is
+missing and what the caller can do instead. Each check is called by the domain write that stores the setting, so the
+ECR API, templates and every later front end share it.
 """
 
 from __future__ import annotations
@@ -53,11 +53,14 @@ def require_aes256_in_templates(encryption_type: str) -> None:
         )
 
 
-def require_expire_actions_only(action_types: set[str]) -> None:
-    if action_types - {"expire"}:
+def require_service_key_for_archive(encryption_type: str, repository: str) -> None:
+    """The archive tier holds service-key (AES256) content; a KMS repository's blobs are stored per customer key."""
+    if encryption_type != "AES256":
         raise NotCarriedOut(
-            "Lifecycle rules with a transition action cannot be carried out: this Soko has no archive storage class "
-            "yet, so no image would be archived. Use expire actions only."
+            f"Archiving images of repository '{repository}' (encryptionType {encryption_type}) cannot be carried out: "
+            "this Soko moves only content encrypted with the service key (AES256) to the archive storage class, and "
+            "this repository's content is stored under its KMS key. Archive images of AES256 repositories, or keep "
+            "these in standard storage (use expire actions)."
         )
 
 

@@ -22,7 +22,7 @@ from soko.kernel.keyspaces import Keyspace, keyspace_of
 from soko.meta.schema import blob_copies, blobs, manifest_blobs, manifest_children, manifests, repository_blobs, tags
 from soko.meta.schema import repositories as repos
 from soko.registry.encryption import Encryption, KeyUnusable
-from soko.storage import PathNotFound, paths
+from soko.storage import PathNotFound, StorageDriver, paths
 from soko.storage.paths import blob_path, trash_path
 
 # What to do about a blob whose stored content is bad (upload completion always writes the verified content).
@@ -129,7 +129,7 @@ def images_using(ctx: DomainContext, digest: str) -> list[str]:
 def _check_blobs(ctx: DomainContext, rehash: bool, progress: Progress) -> Iterator[Problem]:
     with ctx.db.read() as conn:
         # A blob held only under customer keys (KMS repositories) has no service-key copy: its copies are checked
-        # by _check_copies. Every other row needs its content at blobs/.
+        # by _check_copies. Every other row needs its content at blobs/ (or in the archive tier, where it says).
         aes_linked = sa.exists().where(
             repository_blobs.c.digest == blobs.c.digest,
             repository_blobs.c.repository_id == repos.c.id,
@@ -137,18 +137,35 @@ def _check_blobs(ctx: DomainContext, rehash: bool, progress: Progress) -> Iterat
         )
         copied = sa.exists().where(blob_copies.c.digest == blobs.c.digest)
         rows = conn.execute(
-            sa.select(blobs.c.digest, blobs.c.size, blobs.c.seal_id)
+            sa.select(blobs.c.digest, blobs.c.size, blobs.c.seal_id, blobs.c.archive_path)
             .where(sa.or_(aes_linked, ~copied))
             .order_by(blobs.c.digest)
         ).all()
-    seal_ids = {digest: seal_id for digest, _, seal_id in rows}
     progress.blobs_total = len(rows)
-    progress.bytes_total = sum(size for _, size, _ in rows)
-    # One walk of blobs/ merged with the rows in path order: a listing page per thousand blobs on an object store,
-    # instead of a HEAD per blob.
-    stored = ctx.storage.walk(paths.BLOBS)
+    progress.bytes_total = sum(r.size for r in rows)
+    # Each tier is one walk of its store merged with the rows in path order: a listing page per thousand blobs on an
+    # object store, instead of a HEAD per blob. Content in the archive tier is checked where its row says it is.
+    standard = [(blob_path(r.digest), r.digest, r.size, r.seal_id) for r in rows if r.archive_path is None]
+    archived = [(r.archive_path, r.digest, r.size, r.seal_id) for r in rows if r.archive_path is not None]
+    yield from _check_tier(ctx, ctx.storage, paths.BLOBS, standard, rehash, progress, "")
+    if archived:
+        yield from _check_tier(
+            ctx, ctx.archive_storage, paths.ARCHIVE_BLOBS, archived, rehash, progress, " (archive storage class)"
+        )
+
+
+def _check_tier(
+    ctx: DomainContext,
+    store: StorageDriver,
+    root: str,
+    entries: list[tuple[str, str, int, str | None]],
+    rehash: bool,
+    progress: Progress,
+    where: str,
+) -> Iterator[Problem]:
+    stored = store.walk(root)
     current = next(stored, None)
-    for path, digest, size in sorted((blob_path(digest), digest, size) for digest, size, _ in rows):
+    for path, digest, size, seal_id in sorted(entries):
         progress.blobs_checked += 1
         if not rehash:
             progress.bytes_checked += size
@@ -156,7 +173,7 @@ def _check_blobs(ctx: DomainContext, rehash: bool, progress: Progress) -> Iterat
             current = next(stored, None)
         info = current if current is not None and current.path == path else None
         if info is None:
-            if _in_trash(ctx, digest):
+            if not where and _in_trash(ctx, digest):
                 # Legacy: a collector of an older version died between moving the content aside and committing.
                 yield Problem(
                     "in-trash",
@@ -164,10 +181,12 @@ def _check_blobs(ctx: DomainContext, rehash: bool, progress: Progress) -> Iterat
                     "in trash (the next gc restores or removes them): a gc was interrupted; `soko gc` restores it now",
                 )
             else:
-                yield _bad_blob(ctx, "missing-blob", digest, "in the database but not in storage")
+                yield _bad_blob(ctx, "missing-blob", digest, f"in the database but not in storage{where}")
             continue
         if info.size != size:
-            yield _bad_blob(ctx, "size-mismatch", digest, f"database says {size} bytes, storage holds {info.size}")
+            yield _bad_blob(
+                ctx, "size-mismatch", digest, f"database says {size} bytes, storage{where} holds {info.size}"
+            )
             continue
         if rehash:
             yield from _verify(
@@ -175,7 +194,7 @@ def _check_blobs(ctx: DomainContext, rehash: bool, progress: Progress) -> Iterat
                 digest,
                 digest,
                 progress,
-                partial(ctx.storage.sealed_reader, path, 0, seal_ids[digest]),
+                partial(store.sealed_reader, path, 0, seal_id),
             )
 
 

@@ -23,6 +23,7 @@ from soko.errors import DigestInvalid, ManifestReferenced, ManifestUnknown, Soko
 from soko.meta.schema import blobs, manifest_blobs, manifests, repository_blobs, tags
 from soko.names import validate_tag
 from soko.registry import media_types as mt
+from soko.registry.manifests import archived_image
 from soko.registry.models import RepoRef
 
 if TYPE_CHECKING:  # the Registry composes this service
@@ -46,6 +47,9 @@ class ImageDetail:
     artifact_type: str | None
     last_pulled_at: float | None
     subject_digest: str | None
+    status: str = "ACTIVE"
+    last_archived_at: float | None = None
+    last_activated_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,7 +143,13 @@ class Images:
 
     # ---- ListImages -------------------------------------------------------------------------------------------
     def list_ids(
-        self, ref: RepoRef, tag_status: str = ANY, *, token: str | None = None, limit: int | None = None
+        self,
+        ref: RepoRef,
+        tag_status: str = ANY,
+        *,
+        token: str | None = None,
+        limit: int | None = None,
+        image_status: str = "ACTIVE",
     ) -> tuple[list[dict], str | None]:
         """One identifier per (image, tag); an untagged image once, by digest. Ordered by push order, then tag."""
         limit = limit or DEFAULT_PAGE
@@ -151,6 +161,8 @@ class Images:
         with self.ctx.db.read() as conn:
             repo_id = self.repositories.id_for(conn, ref)
             query = query.where(manifests.c.repository_id == repo_id)
+            if image_status != ANY:
+                query = query.where(manifests.c.image_status == image_status)
             if tag_status == TAGGED:
                 query = query.where(tags.c.name.is_not(None))
             elif tag_status == UNTAGGED:
@@ -179,17 +191,30 @@ class Images:
         manifests.c.pushed_at,
         manifests.c.last_pulled_at,
         manifests.c.subject_digest,
+        manifests.c.image_status,
+        manifests.c.last_archived_at,
+        manifests.c.last_activated_at,
     )
 
     def describe_page(
-        self, ref: RepoRef, tag_status: str = ANY, *, token: str | None = None, limit: int | None = None
+        self,
+        ref: RepoRef,
+        tag_status: str = ANY,
+        *,
+        token: str | None = None,
+        limit: int | None = None,
+        image_status: str = "ACTIVE",
     ) -> tuple[list[ImageDetail], str | None]:
+        """ECR's DescribeImages listing: by default only ACTIVE images (``image_status``: ARCHIVED, ACTIVATING or
+        ANY for the others)."""
         limit = limit or DEFAULT_PAGE
         position = decode_token(token, ("id",))
         has_tag = sa.exists().where(tags.c.manifest_id == manifests.c.id)
         with self.ctx.db.read() as conn:
             repo_id = self.repositories.id_for(conn, ref)
             query = sa.select(*self._DETAIL_COLUMNS).where(manifests.c.repository_id == repo_id)
+            if image_status != ANY:
+                query = query.where(manifests.c.image_status == image_status)
             if tag_status == TAGGED:
                 query = query.where(has_tag)
             elif tag_status == UNTAGGED:
@@ -252,6 +277,9 @@ class Images:
                 artifact_type=r.artifact_type,
                 last_pulled_at=r.last_pulled_at,
                 subject_digest=r.subject_digest,
+                status=r.image_status,
+                last_archived_at=r.last_archived_at,
+                last_activated_at=r.last_activated_at,
             )
             for r in rows
         ]
@@ -303,6 +331,12 @@ class Images:
                         "Invalid request parameters: image tag does not match digest",
                     )
                 )
+                continue
+            status = getattr(record, "status", "ACTIVE")  # (a pull-through fetch is always of an active image)
+            if status != "ACTIVE":
+                # ECR answers a pull of an archived image as not found; the reason says how to get it back.
+                reason = archived_image(ref, reference, status, record.digest).message
+                failures.append(ImageFailure(shown, "ImageNotFound", f"Requested image not found: {reason}"))
                 continue
             if accepted and not mt.acceptable(record.media_type, accepted):
                 # Soko converts no manifests (ECR converts schema 2 to the deprecated schema 1 only); an image
@@ -400,18 +434,34 @@ class Images:
         else:
             deleted.append({"imageDigest": digest})
 
-    # ---- layers -----------------------------------------------------------------------------------------------
-    def linked_blobs(self, ref: RepoRef, digests: list[str]) -> dict[str, int]:
-        """digest → size for the blobs among ``digests`` that the repository holds."""
+    def statuses(self, ref: RepoRef, digests: list[str]) -> dict[str, str]:
+        """digest → imageStatus (ACTIVE, ARCHIVED, ACTIVATING) for the images of the repository among ``digests``."""
         with self.ctx.db.read() as conn:
             repo_id = self.repositories.id_for(conn, ref)
             if not digests:
                 return {}
             return dict(
                 conn.execute(
+                    sa.select(manifests.c.digest, manifests.c.image_status).where(
+                        manifests.c.repository_id == repo_id, manifests.c.digest.in_(digests)
+                    )
+                ).all()
+            )
+
+    # ---- layers -----------------------------------------------------------------------------------------------
+    def linked_blobs(self, ref: RepoRef, digests: list[str], *, archived: bool = False) -> dict[str, int]:
+        """digest → size for the blobs among ``digests`` that the repository holds in standard storage (``archived``:
+        those it holds in the archive tier instead, which are not served and may be uploaded again)."""
+        with self.ctx.db.read() as conn:
+            repo_id = self.repositories.id_for(conn, ref)
+            if not digests:
+                return {}
+            tier = blobs.c.tier.is_not(None) if archived else blobs.c.tier.is_(None)
+            return dict(
+                conn.execute(
                     sa.select(blobs.c.digest, blobs.c.size)
                     .join(repository_blobs, repository_blobs.c.digest == blobs.c.digest)
-                    .where(repository_blobs.c.repository_id == repo_id, blobs.c.digest.in_(digests))
+                    .where(repository_blobs.c.repository_id == repo_id, blobs.c.digest.in_(digests), tier)
                 ).all()
             )
 

@@ -1,11 +1,12 @@
-"""Applying lifecycle policies: evaluate each repository's policy and expire what it selects.
+"""Applying lifecycle policies: evaluate each repository's policy, expire and archive what it selects.
 
 The evaluation is the same one previews use (``soko.lifecycle.evaluate`` over ``image_records``). Expiry deletes
 each selected image by digest through the domain — the image and all its tags, nothing else — indexes before
 the images they reference, so a manifest list never loses a child it still has. Each expiry is one unit of work
 (``Manifests.expire``): the deletion, its link reviews, an audit record and its events; ``lastEvaluatedAt`` is set
 per repository. Content is reclaimed later by the garbage collector.
-TRANSITION actions (the archive storage class) are reported but not applied: Soko has one storage class.
+TRANSITION actions archive the image (``StorageClasses.transition``: ARCHIVED at once, with its event and an audit
+record; the content moves to the archive tier in the background), indexes before their children.
 """
 
 from __future__ import annotations
@@ -17,9 +18,16 @@ from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
-from soko.errors import ImageChanged, ManifestReferenced, ManifestUnknown, RepositoryNotFound
+from soko.errors import (
+    ImageChanged,
+    ManifestReferenced,
+    ManifestUnknown,
+    RepositoryNotFound,
+    StorageClassUpdateNotSupported,
+)
 from soko.lifecycle import EXPIRE, LifecyclePolicyError, evaluate, parse_lifecycle_policy
 from soko.meta.schema import lifecycle_policies, manifest_children, manifests, repositories
+from soko.registry.capabilities import NotCarriedOut
 from soko.registry.lifecycle_store import image_records
 from soko.registry.models import RepoRef
 
@@ -34,6 +42,7 @@ class RepositoryRun:
     account_id: str
     repository: str
     expired: list[dict] = field(default_factory=list)  # {"imageDigest", "imageTags", "rulePriority"}
+    archived: list[dict] = field(default_factory=list)  # the same, for transitions to the archive
     skipped: list[str] = field(default_factory=list)
     error: str | None = None
 
@@ -87,21 +96,33 @@ class LifecycleRunner:
                     .where(manifests.c.repository_id == repo_id)
                 ).scalars()
             )
-        actions = [a for a in evaluate(policy, records, now) if a.action == EXPIRE]
-        # Indexes first: deleting a child while its index still stands is refused (and would break the index).
+        actions = evaluate(policy, records, now)
+        # Indexes first: deleting (or archiving) a child while its index still stands is refused.
         actions.sort(key=lambda a: (a.digest not in indexes, a.pushed_at, a.digest))
         ref = RepoRef(account, name)
         for action in actions:
             entry = {"imageDigest": action.digest, "imageTags": list(action.tags), "rulePriority": action.rule_priority}
+            done = result.expired if action.action == EXPIRE else result.archived
             if dry_run:
-                result.expired.append(entry)
+                done.append(entry)
                 continue
             try:
-                self.registry.manifests.expire(ref, action.digest, action.rule_priority, list(action.tags))
-            except (ManifestUnknown, ManifestReferenced, ImageChanged) as exc:
+                if action.action == EXPIRE:
+                    self.registry.manifests.expire(ref, action.digest, action.rule_priority, list(action.tags))
+                else:
+                    self.registry.storage_classes.transition(
+                        ref, action.digest, action.rule_priority, list(action.tags)
+                    )
+            except (
+                ManifestUnknown,
+                ManifestReferenced,
+                ImageChanged,
+                StorageClassUpdateNotSupported,
+                NotCarriedOut,
+            ) as exc:
                 result.skipped.append(f"{action.digest}: {exc.message}")
                 continue
-            result.expired.append(entry)
+            done.append(entry)
         if not dry_run:
             with self.ctx.write() as conn:
                 conn.execute(

@@ -29,7 +29,7 @@ from soko.errors import SokoError
 from soko.kernel.job_queue import enqueue
 from soko.lifecycle import ImageRecord, LifecyclePolicyError, parse_lifecycle_policy, preview
 from soko.meta.schema import lifecycle_policies, lifecycle_previews, manifest_children, manifests, tags
-from soko.registry.capabilities import require_expire_actions_only
+from soko.registry.capabilities import require_service_key_for_archive
 from soko.registry.models import RepoRef
 
 if TYPE_CHECKING:  # the Registry composes this service
@@ -85,7 +85,14 @@ def image_records(conn: sa.Connection, repo_id: int) -> list[ImageRecord]:
             manifests.c.pushed_at,
             manifests.c.last_pulled_at,
             manifests.c.subject_digest,
-        ).where(manifests.c.repository_id == repo_id)
+            manifests.c.image_status,
+            manifests.c.last_archived_at,
+            manifests.c.last_activated_at,
+        ).where(
+            # an image being restored is neither standard nor archive until the restore ends: no rule acts on it
+            manifests.c.repository_id == repo_id,
+            manifests.c.image_status != "ACTIVATING",
+        )
     ).all()
     tag_map: dict[int, list[str]] = {}
     for manifest_id, name in conn.execute(
@@ -104,21 +111,25 @@ def image_records(conn: sa.Connection, repo_id: int) -> list[ImageRecord]:
             digest=r.digest,
             tags=tuple(tag_map.get(r.id, ())),
             pushed_at=_utc(r.pushed_at),  # type: ignore[arg-type]
-            last_pulled_at=_utc(r.last_pulled_at),
+            # ECR: "time since last pull" falls back to push time, or the last activation after a restore
+            last_pulled_at=_utc(
+                max((t for t in (r.last_pulled_at, r.last_activated_at) if t is not None), default=None)
+            ),
             referenced_by_index=tuple(sorted(parents.get(r.digest, ()))),
             subject=r.subject_digest,
+            storage_class="archive" if r.image_status == "ARCHIVED" else "standard",
+            transitioned_at=_utc(r.last_archived_at) if r.image_status == "ARCHIVED" else None,
         )
         for r in rows
     ]
 
 
-def validate_policy(text: str) -> None:
-    """A policy ECR would accept and Soko can carry out (expire actions only until archive exists)."""
+def validate_policy(text: str, *, ecr_strict: bool = False) -> None:
+    """A policy ECR would accept (``ecr_strict``: and nothing beyond it; the ``lifecycle_ecr_strict`` setting)."""
     try:
-        policy = parse_lifecycle_policy(text)
+        parse_lifecycle_policy(text, ecr_strict=ecr_strict)
     except LifecyclePolicyError as exc:
         raise LifecyclePolicyInvalid(exc.ecr_message) from None
-    require_expire_actions_only({rule.action.type for rule in policy.rules})
 
 
 def _policy_not_found(ref: RepoRef) -> LifecyclePolicyNotFound:
@@ -136,10 +147,14 @@ class LifecycleStore:
 
     # ---- policies ---------------------------------------------------------------------------------------------
     def put(self, ref: RepoRef, text: str) -> StoredPolicy:
-        validate_policy(text)
+        validate_policy(text, ecr_strict=self.ctx.settings.lifecycle_ecr_strict)
         now = self.ctx.clock()
         with self.ctx.write() as conn:
             repo_id = self.repositories.id_for(conn, ref)
+            if '"transition"' in text and any(
+                rule.action.type == "transition" for rule in parse_lifecycle_policy(text).rules
+            ):
+                require_service_key_for_archive(self.repositories.get(ref, conn).encryption_type, ref.name)
             conn.execute(
                 self.ctx.db.upsert(
                     lifecycle_policies, ["repository_id"], {"policy_text": None, "updated_at": None}
@@ -186,7 +201,7 @@ class LifecycleStore:
                 ).scalar()
                 if text is None:
                     raise _policy_not_found(ref)
-            validate_policy(text)
+            validate_policy(text, ecr_strict=self.ctx.settings.lifecycle_ecr_strict)
             locked = sa.select(lifecycle_previews.c.status, lifecycle_previews.c.updated_at).where(
                 lifecycle_previews.c.repository_id == repo_id
             )

@@ -14,6 +14,7 @@ from soko.crypto.rows import plain_length
 from soko.digest import Digest, compute, is_digest
 from soko.errors import (
     DigestInvalid,
+    ImageArchived,
     ImageChanged,
     LimitExceeded,
     ManifestBlobUnknown,
@@ -41,6 +42,19 @@ from soko.registry.repositories import Repositories
 
 def manifest_unknown(ref: RepoRef, reference: str) -> ManifestUnknown:
     return ManifestUnknown(f"manifest '{reference}' is not in repository '{ref.name}'")
+
+
+def archived_image(ref: RepoRef, reference: str, status: str, digest: str) -> ImageArchived:
+    if status == "ACTIVATING":
+        return ImageArchived(
+            f"image '{reference}' in repository '{ref.name}' is being restored from the archive storage class and "
+            "cannot be pulled until its status is ACTIVE (aws ecr describe-images --filter imageStatus=ACTIVATING)"
+        )
+    return ImageArchived(
+        f"image '{reference}' in repository '{ref.name}' is archived and cannot be pulled; restore it with "
+        f"aws ecr update-image-storage-class --repository-name {ref.name} --image-id imageDigest={digest} "
+        "--target-storage-class STANDARD (or push it again), then pull it once its status is ACTIVE"
+    )
 
 
 class _ManifestCache:
@@ -147,6 +161,8 @@ class Manifests:
                 existing = existing.with_for_update(read=True, key_share=True)
             manifest_id = conn.execute(existing).scalar()
             created = manifest_id is None
+            if manifest_id is not None:
+                self._restore_on_push(tx, ref, repo_id, manifest_id, parsed)
             if created:
                 manifest_id = self._insert(conn, repo_id, digest, payload, parsed, image_size, now)
             if manifest_id is None:  # a concurrent push of the same manifest inserted it first
@@ -188,6 +204,40 @@ class Manifests:
                     signing_queue.request(tx, ref.account_id, ref.name, repo_id, digest, may_sign)
         return PutManifestResult(digest, parsed.subject.digest if parsed.subject else None, created, tag_moved)
 
+    def _restore_on_push(
+        self, tx: UnitOfWork, ref: RepoRef, repo_id: int, manifest_id: int, parsed: ParsedManifest
+    ) -> None:
+        """Pushing an archived (or restoring) image again restores it at once, as ECR does: its content is in
+        standard storage again (``_check_references`` refused any still archived)."""
+        row = tx.conn.execute(
+            sa.select(
+                manifests.c.digest, manifests.c.image_size, manifests.c.image_status, manifests.c.last_archived_at
+            ).where(manifests.c.id == manifest_id)
+        ).first()
+        if row is None or row.image_status == "ACTIVE":
+            return
+        from soko.registry.storage_class import charge_early_removal  # (it builds on this module)
+
+        charge_early_removal(tx, repo_id, row, "restore")
+        tx.conn.execute(
+            sa.update(manifests)
+            .where(manifests.c.id == manifest_id)
+            .values(image_status="ACTIVE", last_activated_at=tx.now)
+        )
+        tx.emit(
+            image_action(
+                ref.account_id,
+                ref.name,
+                "UPDATE_STORAGE_CLASS",
+                row.digest,
+                media_type=parsed.media_type,
+                artifact_type=parsed.effective_artifact_type,
+                referrer=parsed.subject is not None,
+                target_storage_class="STANDARD",
+                last_activated_at=tx.now,
+            )
+        )
+
     @staticmethod
     def _scan_on_push(tx: UnitOfWork, repo_id: int, digest: str, parsed: ParsedManifest) -> None:
         """A new image in a repository that scans on push (a registry scanning rule, or the repository's
@@ -201,14 +251,22 @@ class Manifests:
         """Every referenced blob and child must be in the repository; returns the image size."""
         if parsed.is_index:
             wanted = {c.digest for c in parsed.children}
-            children = sa.select(manifests.c.digest, manifests.c.image_size).where(
+            children = sa.select(manifests.c.digest, manifests.c.image_size, manifests.c.image_status).where(
                 manifests.c.repository_id == repo_id, manifests.c.digest.in_(wanted)
             )
             if not self.ctx.db.is_sqlite:
                 # Keep the children until the index commits: a delete locks the manifest before it looks for
                 # parents, so it either waits and then sees this index, or deletes first and this finds no child.
                 children = children.with_for_update(read=True, key_share=True)
-            found = dict(conn.execute(children).all()) if wanted else {}
+            rows = conn.execute(children).all() if wanted else []
+            found = {r.digest: r.image_size for r in rows}
+            archived = sorted(r.digest for r in rows if r.image_status != "ACTIVE")
+            if archived:
+                raise ReferencedManifestUnknown(
+                    f"index references archived images in repository '{ref.name}': {', '.join(archived[:10])}; "
+                    "restore them first (update-image-storage-class --target-storage-class STANDARD)",
+                    digests=archived,
+                )
             missing = sorted(wanted - found.keys())
             if missing:
                 raise ReferencedManifestUnknown(
@@ -220,15 +278,30 @@ class Manifests:
         descriptors = [d for d in parsed.blob_descriptors if not (d.media_type in mt.NON_DISTRIBUTABLE and d.has_urls)]
         wanted = {d.digest for d in descriptors}
         query = (
-            sa.select(blobs.c.digest, blobs.c.size)
+            sa.select(blobs.c.digest, blobs.c.size, blobs.c.tier)
             .join(repository_blobs, repository_blobs.c.digest == blobs.c.digest)
             .where(repository_blobs.c.repository_id == repo_id, blobs.c.digest.in_(wanted))
         )
         if not self.ctx.db.is_sqlite:
             # Keep the links this manifest relies on until it commits (the garbage collector locks them to delete),
-            # taking them in digest order as the collector does, so the two cannot deadlock.
-            query = query.order_by(repository_blobs.c.digest).with_for_update(read=True, of=repository_blobs)
-        sizes = dict(conn.execute(query).all()) if wanted else {}
+            # taking them in digest order as the collector does, so the two cannot deadlock; and the blob rows,
+            # which a move to the archive tier locks to check that no active image uses them.
+            query = query.order_by(repository_blobs.c.digest).with_for_update(read=True, of=[repository_blobs, blobs])
+        rows = conn.execute(query).all() if wanted else []
+        archived = sorted(r.digest for r in rows if r.tier == "archive")
+        if archived and conn.execute(sa.select(repos.c.encryption_type).where(repos.c.id == repo_id)).scalar() != (
+            "AES256"
+        ):
+            archived = []  # a KMS repository reads its own copy under its key, never the service-key one archived
+        if archived:
+            # Content in the archive tier is not served (HEAD answers 404), so clients upload it again, which
+            # brings it back; only a client that skipped that gets here.
+            raise ManifestBlobUnknown(
+                f"manifest references blobs that are in the archive storage class with archived images: "
+                f"{', '.join(archived[:10])}; upload them again (or restore those images) first",
+                digests=archived,
+            )
+        sizes = {r.digest: r.size for r in rows}
         missing = sorted(wanted - sizes.keys())
         if missing:
             raise ManifestBlobUnknown(
@@ -307,7 +380,9 @@ class Manifests:
 
     # ---- pull -------------------------------------------------------------------------------------------------
     _BY_TAG = (
-        sa.select(manifests.c.id, manifests.c.digest, manifests.c.media_type, manifests.c.payload)
+        sa.select(
+            manifests.c.id, manifests.c.digest, manifests.c.media_type, manifests.c.payload, manifests.c.image_status
+        )
         .select_from(
             tags.join(manifests, manifests.c.id == tags.c.manifest_id).join(repos, repos.c.id == tags.c.repository_id)
         )
@@ -318,7 +393,9 @@ class Manifests:
         )
     )
     _BY_DIGEST = (
-        sa.select(manifests.c.id, manifests.c.digest, manifests.c.media_type, manifests.c.payload)
+        sa.select(
+            manifests.c.id, manifests.c.digest, manifests.c.media_type, manifests.c.payload, manifests.c.image_status
+        )
         .select_from(manifests.join(repos, repos.c.id == manifests.c.repository_id))
         .where(
             repos.c.account_id == sa.bindparam("account"),
@@ -333,7 +410,7 @@ class Manifests:
         self._check_reference(reference)
         record = self._cache.get((ref.account_id, ref.name, reference), self.ctx.generation.current())
         if record is not None and record_pull:
-            self._pulls.add(record.id, self.ctx.clock())
+            self._pulls.add(self.pullable(ref, record, reference).id, self.ctx.clock())
         return record
 
     @staticmethod
@@ -360,11 +437,18 @@ class Manifests:
                     self.repositories.id_for(conn, ref)
                     raise manifest_unknown(ref, reference)
             payload = self.repositories.encryption.open_row(row.payload, row.digest)
-            record = ManifestRecord(row.id, row.digest, row.media_type, payload)
+            record = ManifestRecord(row.id, row.digest, row.media_type, payload, row.image_status)
             self._cache.put(key, generation, record)
-        if record_pull:
-            self._pulls.add(record.id, self.ctx.clock())
+        if record_pull:  # a pull: refused for an archived image (and not recorded)
+            self._pulls.add(self.pullable(ref, record, reference).id, self.ctx.clock())
         return record
+
+    @staticmethod
+    def pullable(ref: RepoRef, record: ManifestRecord, reference: str) -> ManifestRecord:
+        """``record``, unless its image is archived (or still being restored): ECR answers pulls of it with a 404."""
+        if record.status == "ACTIVE":
+            return record
+        raise archived_image(ref, reference, record.status, record.digest)
 
     def flush_pulls(self) -> int:
         return self._pulls.flush()
@@ -471,7 +555,16 @@ class Manifests:
             sa.select(manifest_blobs.c.digest).where(manifest_blobs.c.manifest_id == manifest_id)
         ).scalars()
         tx.review_links(repo_id, blob_digests, "manifest-delete")
-        digest = tx.conn.execute(sa.select(manifests.c.digest).where(manifests.c.id == manifest_id)).scalar()
+        row = tx.conn.execute(
+            sa.select(
+                manifests.c.digest, manifests.c.image_size, manifests.c.image_status, manifests.c.last_archived_at
+            ).where(manifests.c.id == manifest_id)
+        ).first()
+        digest = row.digest if row is not None else None
+        if row is not None:
+            from soko.registry.storage_class import charge_early_removal  # (it builds on this module)
+
+            charge_early_removal(tx, repo_id, row, "delete")  # archived < 90 days: the rest is billed, as ECR does
         tx.conn.execute(sa.delete(manifests).where(manifests.c.id == manifest_id))
         if digest is not None:
             scan_queue.forget(tx, repo_id, digest)  # its scan (and its inventory, if no repository holds it) go too

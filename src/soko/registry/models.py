@@ -61,6 +61,7 @@ class ManifestRecord:
     digest: str
     media_type: str
     payload: bytes
+    status: str = "ACTIVE"  # ECR's imageStatus: ACTIVE, ARCHIVED or ACTIVATING (only ACTIVE images are pulled)
 
 
 @dataclass(frozen=True, slots=True)

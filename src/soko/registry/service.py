@@ -18,6 +18,7 @@ from soko.registry.manifests import Manifests
 from soko.registry.policies import Policies
 from soko.registry.repositories import Repositories
 from soko.registry.settings_store import AccountSettings, Replication, Scanning
+from soko.registry.storage_class import StorageClasses
 from soko.registry.templates import Templates
 from soko.registry.uploads import Uploads
 from soko.storage import StorageDriver
@@ -25,9 +26,11 @@ from soko.storage.factory import open_storage
 
 
 class Registry:
-    def __init__(self, settings: Settings, db: Database, storage: StorageDriver) -> None:
+    def __init__(
+        self, settings: Settings, db: Database, storage: StorageDriver, archive: StorageDriver | None = None
+    ) -> None:
         self.settings = settings
-        self.ctx = DomainContext(settings=settings, db=db, storage=storage)
+        self.ctx = DomainContext(settings=settings, db=db, storage=storage, archive=archive)
         self.repositories = Repositories(self.ctx)
         self.encryption = self.repositories.encryption  # attach a KeyService to serve KMS repositories
         self.blobs = Blobs(self.ctx, self.repositories)
@@ -35,6 +38,7 @@ class Registry:
         self.manifests = Manifests(self.ctx, self.repositories)
         self.gc = GarbageCollector(self.ctx, self.uploads)
         self.metering = Metering(self.ctx)
+        self.storage_classes = StorageClasses(self.ctx, self.repositories, self.manifests)
         self.images = Images(self)  # ECR's image queries and batch operations
         self.lifecycle = LifecycleStore(self)  # lifecycle policies and previews
         # the control plane: repository and registry policies, creation templates, account settings, replication
@@ -61,10 +65,13 @@ class Registry:
                 "storage_redirect = false"
             )
         master = MasterKey.load(settings.master_key, settings.data_dir)
-        storage = SealedDriver(
-            open_storage(settings.storage_url, settings.blob_root), KeyRing.service(master.storage_key)
+        ring = KeyRing.service(master.storage_key)
+        storage = SealedDriver(open_storage(settings.storage_url, settings.blob_root), ring)
+        # The archive tier is encrypted as standard storage is (same key ring: no plaintext anywhere).
+        archive = (
+            SealedDriver(open_storage(settings.archive_storage_url, ""), ring) if settings.archive_storage_url else None
         )
-        return cls(settings, db, storage)
+        return cls(settings, db, storage, archive)
 
     def close(self) -> None:
         self.manifests.flush_pulls()

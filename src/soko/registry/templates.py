@@ -103,7 +103,7 @@ def _not_found(account_id: str, prefix: str) -> TemplateNotFound:
     )
 
 
-def validated(template: Template, region: str) -> Template:
+def validated(template: Template, region: str, *, ecr_strict: bool = False) -> Template:
     """The template as stored, or the error ECR gives: its repository policy and lifecycle policy are validated
     exactly as SetRepositoryPolicy and PutLifecyclePolicy validate them, so a repository created from it never
     carries a document ECR would refuse."""
@@ -122,7 +122,7 @@ def validated(template: Template, region: str) -> Template:
             policy, f"the repository policy of creation template {template.prefix}", template.repository_policy
         )
     if template.lifecycle_policy:
-        validate_lifecycle_policy(template.lifecycle_policy)
+        validate_lifecycle_policy(template.lifecycle_policy, ecr_strict=ecr_strict)
     return dataclasses.replace(
         template,
         applied_for=list(dict.fromkeys(template.applied_for)),
@@ -156,7 +156,7 @@ class Templates:
         }
 
     def create(self, template: Template) -> Template:
-        template = validated(template, self.ctx.settings.region)
+        template = validated(template, self.ctx.settings.region, ecr_strict=self.ctx.settings.lifecycle_ecr_strict)
         now = self.ctx.clock()
         with self.ctx.write() as conn:
             exists = conn.execute(
@@ -190,7 +190,7 @@ class Templates:
 
     def replace(self, template: Template) -> Template:
         """Store an updated template (the caller merged the changes into the current one)."""
-        template = validated(template, self.ctx.settings.region)
+        template = validated(template, self.ctx.settings.region, ecr_strict=self.ctx.settings.lifecycle_ecr_strict)
         with self.ctx.write() as conn:
             self._get(conn, template.account_id, template.prefix)
             conn.execute(

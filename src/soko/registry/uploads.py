@@ -518,13 +518,15 @@ class Uploads:
             # then finds nothing): insert again; a few attempts always win, as the collector only deletes rows
             # that existed before it looked.
             existing_size = None
+            existing = None
             for _ in range(5):
                 new_row = self.ctx.db.insert_ignore(blobs).values(digest=digest, size=size, created_at=now)
                 inserted = conn.execute(new_row.returning(blobs.c.digest)).first() is not None
-                locked = sa.select(blobs.c.size).where(blobs.c.digest == digest)
+                locked = sa.select(blobs.c.size, blobs.c.tier, blobs.c.archive_path).where(blobs.c.digest == digest)
                 if not self.ctx.db.is_sqlite:
                     locked = locked.with_for_update()
-                existing_size = conn.execute(locked).scalar()
+                existing = conn.execute(locked).first()
+                existing_size = existing.size if existing is not None else None
                 if existing_size is not None:
                     break
             if existing_size != size:
@@ -547,9 +549,18 @@ class Uploads:
                     conn, storage, state.keyspace, digest, size, upload_path(upload_id), seal_id, state.wrapped_key, now
                 )
                 return
-            if not inserted and stored(self.ctx.storage, blob_path(digest), size):
+            archived = existing is not None and existing.tier is not None
+            if not inserted and not archived and stored(self.ctx.storage, blob_path(digest), size):
                 return
-            conn.execute(sa.update(blobs).where(blobs.c.digest == digest).values(seal_id=seal_id))
+            if existing is not None and existing.tier is not None:
+                # Content in the archive tier, uploaded again (re-push): it is back in standard storage from now
+                # on, and the archive copy goes (``registry/storage_class.py``).
+                tombstones.bury(conn, [(digest, existing.archive_path)], now, "re-upload")
+            conn.execute(
+                sa.update(blobs)
+                .where(blobs.c.digest == digest)
+                .values(seal_id=seal_id, tier=None, archive_path=None, archived_at=None)
+            )
             self.ctx.storage.move(upload_path(upload_id), blob_path(digest))
 
     def _rehash(self, storage: StorageDriver, state: UploadState, algorithm: str, claim: str) -> hashlib._Hash:

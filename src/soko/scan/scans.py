@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from soko.errors import LimitExceeded, ManifestUnknown, RepositoryNotFound, Unsupported
+from soko.errors import ImageArchived, LimitExceeded, ManifestUnknown, RepositoryNotFound, Unsupported
 from soko.kernel import scan_queue as queue
 from soko.kernel import scan_rules
 from soko.kernel.events import image_scan, inspector_scan
@@ -74,6 +74,11 @@ class Scans:
         if detail.media_type in INDEXES:
             raise Unsupported("The image type is not supported: an image index (manifest list) is not scanned; "
                               "scan each image it lists by its digest.")
+        if detail.status != "ACTIVE":
+            raise ImageArchived(
+                f"The image {detail.digest} is archived and cannot be scanned; restore it (update-image-storage-class "
+                "--target-storage-class STANDARD) and scan it once its status is ACTIVE."
+            )
         with self.ctx.transaction() as tx:
             repo_id = self._repo_id(tx.conn, ref)
             if scan_rules.configuration(tx.conn, ref.account_id)[0] == ENHANCED:

@@ -9,6 +9,9 @@
     <path>~parts/<start offset, 16 hex digits>   one part of a file stored as parts (drivers without append)
     keyed/<keyspace>/<algorithm>/<2 hex>/<hex>  a blob's copy under a customer key (keyspace ``kms/<key id>`` or
                                                  ``dsse/<key id>``: repositories with encryptionType KMS, KMS_DSSE)
+    archive/blobs/<algorithm>/<first two hex>/<hex>.<token>
+                                                 a blob's copy in the archive tier (the archive store; the token
+                                                 makes each copy a path of its own: the blob row names the live one)
     sealed/<any of the above>                    the same, encrypted (``soko.crypto``): what Soko writes today; the
                                                  paths above hold plaintext written by versions before encryption
 
@@ -21,6 +24,8 @@ BLOBS = "blobs"
 UPLOADS = "uploads"
 TRASH = "trash"
 KEYED = "keyed"
+ARCHIVE = "archive"  # the archive tier's blob copies (in the archive store: by default the same store)
+ARCHIVE_BLOBS = f"{ARCHIVE}/{BLOBS}"
 SEALED = "sealed"  # encrypted content: sealed/<logical path>; reserved, never a logical path itself
 PARTS = "~parts/"  # '~' is outside the digest and upload-id alphabets, so a part never looks like a blob or upload
 
@@ -52,6 +57,25 @@ def keyed_copy(path: str) -> tuple[str, str] | None:
     return f"{parts[1]}/{parts[2]}", f"{parts[3]}:{parts[5]}"
 
 
+def archive_blob_path(digest: str, token: str) -> str:
+    """A new copy of the blob in the archive tier (``token``: hex, unique per copy)."""
+    return f"{ARCHIVE}/{blob_path(digest)}.{token}"
+
+
+def archive_blob_digest(path: str) -> str | None:
+    """The digest an archive copy's path stores, or None for a stray file."""
+    if not path.startswith(ARCHIVE + "/"):
+        return None
+    parts = path[len(ARCHIVE) + 1 :].split("/")
+    if len(parts) != 4 or parts[0] != BLOBS or "." not in parts[3]:
+        return None
+    return f"{parts[1]}:{parts[3].split('.', 1)[0]}"
+
+
+def is_archive(path: str) -> bool:
+    return path.startswith(ARCHIVE + "/")
+
+
 def upload_dir(upload_id: str) -> str:
     """Everything an upload session keeps in storage (deleted as a whole when the session ends)."""
     return f"{UPLOADS}/{upload_id}"
@@ -81,7 +105,12 @@ def whole_object(path: str) -> bool:
     if path.startswith(SEALED + "/"):
         path = path[len(SEALED) + 1 :]
     parts = path.split("/")
-    return blob_digest(path) is not None or keyed_copy(path) is not None or (len(parts) == 2 and parts[0] == TRASH)
+    return (
+        blob_digest(path) is not None
+        or keyed_copy(path) is not None
+        or archive_blob_digest(path) is not None
+        or (len(parts) == 2 and parts[0] == TRASH)
+    )
 
 
 def part_path(path: str, start: int) -> str:

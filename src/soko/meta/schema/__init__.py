@@ -28,7 +28,7 @@ from soko.meta.schema.identity import (
 from soko.meta.schema.jobs import jobs
 from soko.meta.schema.kms import kms_aliases, kms_key_material, kms_key_tags, kms_keys
 from soko.meta.schema.manifests import manifest_blobs, manifest_children, manifests, tags
-from soko.meta.schema.metering import transfer_usage, usage_samples
+from soko.meta.schema.metering import archive_charges, transfer_usage, usage_samples
 from soko.meta.schema.policies import account_settings, registry_policies
 from soko.meta.schema.pullthrough import (
     pull_through_fetches,
@@ -49,6 +49,7 @@ __all__ = [
     "accounts",
     "advisories",
     "advisory_packages",
+    "archive_charges",
     "audit_events",
     "blob_copies",
     "blobs",

@@ -13,6 +13,11 @@ blobs = sa.Table(
     sa.Column("created_at", Timestamp, nullable=False),
     # The sealed object (soko.crypto) holding the content; NULL: plaintext stored by a version before encryption.
     sa.Column("seal_id", sa.String(32), nullable=True),
+    # Where the content is (registry/storage_class.py): NULL, standard storage at blobs/<alg>/<2 hex>/<hex>;
+    # "archive", the archive store at archive_path (unique per copy, so a stale copy is never the live one).
+    sa.Column("tier", sa.String(16), nullable=True),
+    sa.Column("archive_path", sa.String(300), nullable=True),
+    sa.Column("archived_at", Timestamp, nullable=True),
 )
 
 # Which repositories may read which blobs ("linked" blobs, as in Distribution's linkedblobstore).

@@ -22,6 +22,10 @@ manifests = sa.Table(
     sa.Column("annotations", sa.Text, nullable=True),  # JSON, for the referrers API
     sa.Column("pushed_at", Timestamp, nullable=False),
     sa.Column("last_pulled_at", Timestamp, nullable=True),
+    # ECR's imageStatus: ACTIVE, ARCHIVED (the archive storage class: not pullable) or ACTIVATING (being restored).
+    sa.Column("image_status", sa.String(16), nullable=False, server_default="ACTIVE"),
+    sa.Column("last_archived_at", Timestamp, nullable=True),
+    sa.Column("last_activated_at", Timestamp, nullable=True),
     sa.UniqueConstraint("repository_id", "digest"),
     sa.Index(None, "repository_id", "subject_digest"),
     sa.Index(None, "digest"),  # does any repository still hold this image (its inventory is kept while one does)

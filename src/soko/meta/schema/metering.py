@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from soko.meta.schema.base import Timestamp, metadata
+from soko.meta.schema.base import DIGEST_LENGTH, Id, Timestamp, metadata
 
 # One row per repository per sampling slot; the first node to sample a slot wins (insert-ignore on the key), so any
 # number of nodes may sample. No FK: a deleted repository keeps the storage it accrued before deletion.
@@ -22,7 +22,25 @@ usage_samples = sa.Table(
     # The repository's share of its account's deduplicated bytes (shares add up exactly to the account's).
     sa.Column("physical_bytes", sa.BigInteger, nullable=False),
     sa.Column("sampled_at", Timestamp, nullable=False),
+    # The same two figures for the content in the archive tier (priced apart; logical/physical are standard).
+    sa.Column("archive_logical_bytes", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("archive_physical_bytes", sa.BigInteger, nullable=False, server_default="0"),
     sa.Index(None, "slot_start"),
+)
+
+# ECR bills archived images for at least 90 days: an image deleted or restored sooner is charged the rest of them
+# (its size x the seconds left) when it leaves the archive. No FK, like the samples.
+archive_charges = sa.Table(
+    "archive_charges",
+    metadata,
+    sa.Column("id", Id, primary_key=True, autoincrement=True),
+    sa.Column("account_id", sa.String(12), nullable=False),
+    sa.Column("repository_name", sa.String(256), nullable=False),
+    sa.Column("image_digest", sa.String(DIGEST_LENGTH), nullable=False),
+    sa.Column("byte_seconds", sa.BigInteger, nullable=False),
+    sa.Column("charged_at", Timestamp, nullable=False),
+    sa.Column("reason", sa.String(16), nullable=False),  # "delete" | "restore"
+    sa.Index(None, "charged_at"),
 )
 
 # Bytes served and requests, per day, added to by every process's periodic flush (upsert-add).
