@@ -119,7 +119,7 @@ class SokoApp:
             self.identity,
             self.runtime,
             [kms_upkeep_job(self.kms), pull_through_fill_job(self.pull_through),
-             signing_job(Signer(self.registry, self.identity.master))],
+             signing_job(Signer(self.registry, self.identity.master)), secrets_purge_job(self.secrets)],
         )
         await self._upkeep.__aenter__()
 
@@ -144,6 +144,17 @@ def signing_job(signer: Signer) -> JobKind:
     """One-shot, keyed by ``image_signing_status`` row: queued by a push in its unit of work
     (``soko.kernel.signing_queue``); a finished run deletes its job; the interval caps the retry backoff."""
     return JobKind(SIGNING, signer.run, 600.0, concurrency=2, lease=120.0, keys=())
+
+
+def secrets_purge_job(secrets: SecretStore) -> JobKind:
+    """Hourly, once in the cluster: forget the secrets whose recovery window (DeleteSecret's RecoveryWindowInDays,
+    7-30 days) has passed, as Secrets Manager deletes them then; until then RestoreSecret brings them back."""
+
+    def run(_key: str) -> str | None:
+        purged = secrets.purge()
+        return f"secrets: {purged} deleted secret(s) past their recovery window purged" if purged else None
+
+    return JobKind("secrets_purge", run, 3600.0)
 
 
 def kms_upkeep_job(kms: KeyService) -> JobKind:

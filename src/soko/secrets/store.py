@@ -277,6 +277,6 @@ class SecretStore:
             return secret
 
     def purge(self) -> int:
-        """Forget secrets whose recovery window has passed."""
-        with self.ctx.write() as conn:
+        """Forget secrets whose recovery window has passed (the hourly ``secrets_purge`` job, ``soko.app``)."""
+        with self.ctx.write(invalidates=True) as conn:
             return conn.execute(sa.delete(t).where(t.c.deleted_at < self.ctx.clock())).rowcount
