@@ -79,15 +79,29 @@ class _SealedReader(io.RawIOBase):
         self._plain = b""
         self._at = 0
         self._ended = False
+        self._buffer = bytearray(SEALED_SEGMENT)  # reused for every segment read: no fresh pages per segment
 
     def readable(self) -> bool:
         return True
+
+    def _fill(self) -> memoryview:
+        """The next sealed segment (or less, at the end), read into the reused buffer."""
+        readinto = getattr(self._inner, "readinto", None)
+        if readinto is None:  # (every driver's reader has it; a plain file object might not)
+            return memoryview(_read_exact(self._inner, SEALED_SEGMENT))
+        view, got = memoryview(self._buffer), 0
+        while got < SEALED_SEGMENT:
+            n = readinto(view[got:])
+            if not n:
+                break
+            got += n
+        return view[:got]
 
     def _next_segment(self) -> bool:
         """Load the next segment's plaintext; False at the end of the object."""
         if self._ended:
             return False
-        sealed = _read_exact(self._inner, SEALED_SEGMENT)
+        sealed = self._fill()
         if not sealed:
             raise SealBroken(self._path, f"it ends before its final segment (segment {self._index} is missing)")
         final = len(sealed) < SEALED_SEGMENT
