@@ -111,6 +111,7 @@ def test_archive_frees_standard_storage_and_restore_brings_it_back(tiered: Regis
     _gc(registry)  # carries out the tombstone of the standard copy
     after = _bytes_under(standard_root)
     assert before - after >= len(own) and _bytes_under(archive_root) >= len(own)
+    print(f"standard {before} -> {after} bytes, archive store {_bytes_under(archive_root)} bytes")  # (-s shows it)
     assert list(check(registry.ctx)) == []
     # no plaintext in the archive store
     for directory, _, files in os.walk(archive_root):
@@ -230,3 +231,28 @@ def test_early_delete_is_charged_the_rest_of_the_90_days(tiered: Registry) -> No
     _gc(registry)  # the archive copy goes with the blob
     assert list(check(registry.ctx)) == []
     assert not any(files for _, _, files in os.walk(os.path.join(registry.settings.data_dir, "archive-store")))
+
+
+def test_kms_repositories_refuse_archiving_and_open_wires_the_archive_store(registry, settings, tmp_path) -> None:
+    from soko.iam.service import Identity
+    from soko.kms.service import KeyService
+    from soko.registry.capabilities import NotCarriedOut
+    from tests.kms.test_service import ROOT
+
+    kms = KeyService(registry.ctx, Identity(registry.ctx))
+    registry.encryption.attach(kms)
+    ref = RepoRef(ACCOUNT, "arch/kms")
+    registry.repositories.create(ref, encryption_type="KMS", kms_key=kms.create_key(ROOT, "archive").key_id)
+    digest = push_image(registry, ref, "v1", [os.urandom(1000)])
+    with pytest.raises(NotCarriedOut, match="encryptionType KMS"):  # its content is stored under its KMS key
+        registry.storage_classes.update(ref, {"imageDigest": digest}, "ARCHIVE")
+    with pytest.raises(NotCarriedOut):  # a transition rule would archive nothing: refused, not stored
+        registry.lifecycle.put(ref, ARCHIVE_THEN_EXPIRE)
+    settings.archive_storage_url = f"file://{tmp_path / 'cold'}"
+    opened = Registry.open(settings)
+    try:
+        assert isinstance(opened.ctx.archive_storage, SealedDriver) and opened.ctx.archive is not None
+        assert opened.ctx.store_for("archive/blobs/sha256/ab/abc.1") is opened.ctx.archive
+        assert opened.ctx.store_for("blobs/sha256/ab/abc") is opened.ctx.storage
+    finally:
+        opened.close()
