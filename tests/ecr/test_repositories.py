@@ -8,6 +8,7 @@ from botocore.exceptions import ClientError, ParamValidationError
 
 from tests.conftest import ROOT_KEY_ID, ROOT_SECRET, SUITE_RETRIES
 from tests.iam.test_api_roles import allow, new_user
+from tests.iam.test_api_users import unvalidated
 from tests.oci.helpers import push_image
 
 ACCOUNT = "000000000000"
@@ -56,7 +57,7 @@ def test_create_repository_with_everything(ecr):
     assert described == repo
 
 
-def test_create_repository_with_kms_keys(ecr, aws):
+def test_create_repository_with_kms_keys(ecr, aws, server):
     kms = aws("kms")
     key = kms.create_key()["KeyMetadata"]
     kms.create_alias(AliasName="alias/repos", TargetKeyId=key["KeyId"])
@@ -67,9 +68,10 @@ def test_create_repository_with_kms_keys(ecr, aws):
         repo = ecr.create_repository(repositoryName=name, encryptionConfiguration=config)["repository"]
         assert repo["encryptionConfiguration"] == {"encryptionType": config["encryptionType"], "kmsKey": key["Arn"]}
     managed = ecr.create_repository(repositoryName="managed", encryptionConfiguration={"encryptionType": "KMS"})
-    assert managed["repository"]["encryptionConfiguration"]["kmsKey"] == kms.describe_key(KeyId="alias/aws/ecr")[
-        "KeyMetadata"
-    ]["Arn"]
+    assert (
+        managed["repository"]["encryptionConfiguration"]["kmsKey"]
+        == kms.describe_key(KeyId="alias/aws/ecr")["KeyMetadata"]["Arn"]
+    )
     kms.disable_key(KeyId=key["KeyId"])
     for config in (
         {"encryptionType": "KMS", "kmsKey": key["KeyId"]},
@@ -92,6 +94,16 @@ def test_create_repository_with_kms_keys(ecr, aws):
             repositoryName="not-mine", encryptionConfiguration={"encryptionType": "KMS", "kmsKey": key["KeyId"]}
         )
     assert error_of(exc)[0] == "KmsException" and exc.value.response["kmsError"] == "AccessDeniedException"
+    # hostile key references: an answer in ECR's format, never a 5xx, nothing created
+    raw = unvalidated(server, "ecr")
+    for bad in ("x" * 2049, "alias/" + "a" * 3000, "alias/../../x", "arn:aws:kms:us-east-1:1:key/\u0000", "\n", "key/"):
+        with pytest.raises(ClientError) as exc:
+            raw.create_repository(
+                repositoryName="hostile", encryptionConfiguration={"encryptionType": "KMS", "kmsKey": bad}
+            )
+        assert exc.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+        assert error_of(exc)[0] in ("KmsException", "InvalidParameterException", "ValidationException")
+    assert "hostile" not in {r["repositoryName"] for r in ecr.describe_repositories()["repositories"]}
     user = aws("ecr", *new_user(iam, "key-user", allow(["ecr:*", "kms:GenerateDataKey"])))
     user.create_repository(
         repositoryName="mine", encryptionConfiguration={"encryptionType": "KMS", "kmsKey": key["Arn"]}
@@ -462,8 +474,14 @@ def test_cli_repository_lifecycle(aws_cli):
     code, out, err = aws_cli("ecr", "describe-repositories", "--repository-names", "cli/repo")
     assert code == 0, err
     assert out["repositories"][0]["imageScanningConfiguration"]["scanOnPush"] is False
-    code, out, err = aws_cli("ecr", "create-repository", "--repository-name", "cli/kms", "--encryption-configuration",
-                             "encryptionType=KMS,kmsKey=alias/none")
+    code, out, err = aws_cli(
+        "ecr",
+        "create-repository",
+        "--repository-name",
+        "cli/kms",
+        "--encryption-configuration",
+        "encryptionType=KMS,kmsKey=alias/none",
+    )
     assert code != 0 and "KmsException" in err and "NotFoundException" in err
     code, out, err = aws_cli("ecr", "describe-repositories", "--repository-names", "nope")
     assert code != 0 and "RepositoryNotFoundException" in err

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -171,3 +172,20 @@ def test_an_aes256_repository_never_reads_a_keyed_copy(registry, kms) -> None:
         registry.blobs.open(plain, digest)
     assert push_blob(registry, plain, DATA) == digest  # its own service-key copy
     assert _read(registry, plain, digest) == DATA and _read(registry, ref, digest) == DATA
+
+
+def test_concurrent_pushes_of_one_layer_store_one_copy(registry, kms) -> None:
+    key = kms.create_key(ROOT, "race")
+    refs = [_repo(registry, kms, f"race{i}", key=key.key_id) for i in range(2)]
+    plain = RepoRef(ACCOUNT, "race-plain")
+    registry.repositories.create(plain)
+    targets = [*refs, *refs, plain, plain]
+    with ThreadPoolExecutor(len(targets)) as pool:
+        digests = set(pool.map(lambda ref: push_blob(registry, ref, DATA), targets))
+    (digest,) = digests
+    assert _copies(registry) == {(digest, f"kms/{key.key_id}")}
+    for ref in targets:
+        assert _read(registry, ref, digest) == DATA
+    assert list(check(registry.ctx, encryption=registry.encryption)) == []
+    leftovers = [p for p in (_root(registry) / "sealed" / "uploads").rglob("*") if p.is_file()]
+    assert leftovers == []  # every upload's data moved into place or dropped
