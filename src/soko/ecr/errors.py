@@ -11,6 +11,7 @@ from soko.registry import policies as p
 from soko.registry import repositories as r
 from soko.registry import settings_store as s
 from soko.registry import templates as t
+from soko.replication import backfills as bf
 from soko.signing import config as sc
 
 _TABLE: list[tuple[type[e.SokoError], str]] = [
@@ -29,6 +30,10 @@ _TABLE: list[tuple[type[e.SokoError], str]] = [
     (ptc.UnsupportedUpstream, "UnsupportedUpstreamRegistryException"),
     (ptc.RuleInvalid, "InvalidParameterException"),
     (t.TemplateNotFound, "TemplateNotFoundException"),
+    (bf.BackfillNotFound, "ReplicationBackfillNotFoundException"),
+    (bf.BackfillInProgress, "ReplicationBackfillInProgressException"),
+    (bf.BackfillInvalidStatus, "ReplicationBackfillInvalidStatusException"),
+    (bf.DestinationNotConfigured, "InvalidParameterException"),
     (sc.SigningConfigurationNotFound, "SigningConfigurationNotFoundException"),
     (e.RepositoryNotFound, "RepositoryNotFoundException"),
     (e.RepositoryAlreadyExists, "RepositoryAlreadyExistsException"),

@@ -58,6 +58,8 @@ def registry_jobs(registry: Registry) -> list[JobKind]:
 
     from soko.replication import KIND as REPLICATION
     from soko.replication import Replicator
+    from soko.replication.backfills import KIND as BACKFILL
+    from soko.replication.backfills import Backfills
     from soko.replication.service import RETRY_CAP
 
     replicator = Replicator(registry, stopping=stopping)
@@ -91,6 +93,8 @@ def registry_jobs(registry: Registry) -> list[JobKind]:
         # replication_status row (the interval caps the retry backoff; a finished one deletes its job)
         JobKind("replication_outbox", replicator.read_outbox, 1.0, lease=120.0),
         JobKind(REPLICATION, replicator.run, RETRY_CAP, concurrency=4, lease=120.0, keys=()),
+        # one-shot, keyed by backfill id: StartReplicationBackfill lists and requests what to replicate
+        JobKind(BACKFILL, Backfills(replicator).run, RETRY_CAP, lease=120.0, keys=()),
         JobKind("upload_expiry", upload_expiry, min(settings.upload_expiry / 4, 600) or 1),
         # Samples start at once: GB-month accrual needs one before the first interval ends.
         JobKind(

@@ -22,6 +22,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
+import sqlalchemy as sa
+
 from soko.access import repository_arn
 from soko.errors import LimitExceeded, ManifestUnknown, RepositoryNotFound, SokoError, TagImmutable
 from soko.iam.policy import AuthzRequest, MalformedPolicy, PolicyKind, Principal, evaluate, parse_policy
@@ -241,15 +243,25 @@ class Replicator:
     def statuses(self, ref: RepoRef, digest: str) -> list[store.Request]:
         return store.statuses(self.ctx, ref.account_id, ref.name, digest)
 
-    def backfill(self, account_id: str, repository: str | None = None) -> tuple[int, int]:
+    def backfill(
+        self,
+        account_id: str,
+        repository: str | None = None,
+        *,
+        only: Destination | None = None,
+        note: Callable[[sa.Connection, RepoRef, list[str]], None] | None = None,
+        halt: Callable[[], bool] = lambda: False,
+    ) -> tuple[int, int]:
         """Request the replication of the images already in the account's repositories (one, or every one) that
-        its rules name, to each destination not yet COMPLETE. Idempotent, and resumable by running it again.
-        Returns (images looked at, replications requested)."""
+        its rules name, to each destination not yet COMPLETE (``only``: to that one). Idempotent, and resumable by
+        running it again. ``note``: called with each page of images in the transaction that requests them (an ECR
+        backfill records its items); ``halt``: asked between pages. Returns (images looked at, replications
+        requested)."""
         rules = self.rules(account_id)
         names = [repository] if repository is not None else self._repository_names(account_id)
         images = requested = 0
         for name in names:
-            destinations = destinations_for(rules, name)
+            destinations = [d for d in destinations_for(rules, name) if only is None or d == only]
             if not destinations:
                 continue
             ref = RepoRef(account_id, name)
@@ -261,13 +273,22 @@ class Replicator:
                     if repository is not None:
                         raise
                     break
-                requested += self._request_missing(ref, [d.digest for d in page if not d.subject_digest], destinations)
+                digests = [d.digest for d in page if not d.subject_digest]
+                requested += self._request_missing(ref, digests, destinations, note)
                 images += len(page)
-                if token is None or self.stopping():
+                if token is None or self.stopping() or halt():
                     break
+            if self.stopping() or halt():
+                break
         return images, requested
 
-    def _request_missing(self, ref: RepoRef, digests: list[str], destinations: list[Destination]) -> int:
+    def _request_missing(
+        self,
+        ref: RepoRef,
+        digests: list[str],
+        destinations: list[Destination],
+        note: Callable[[sa.Connection, RepoRef, list[str]], None] | None = None,
+    ) -> int:
         count = 0
         done = {
             (r.digest, r.destination)
@@ -277,6 +298,8 @@ class Replicator:
         }
         with self.ctx.write() as conn:
             now = self.ctx.clock()
+            if note is not None:
+                note(conn, ref, digests)
             for digest in digests:
                 for dest in destinations:
                     if (digest, dest) not in done:

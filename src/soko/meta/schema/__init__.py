@@ -37,7 +37,13 @@ from soko.meta.schema.pullthrough import (
     pull_through_tags,
     secrets,
 )
-from soko.meta.schema.replication import replication_cursor, replication_outbox, replication_status
+from soko.meta.schema.replication import (
+    replication_backfill_items,
+    replication_backfills,
+    replication_cursor,
+    replication_outbox,
+    replication_status,
+)
 from soko.meta.schema.repositories import repositories
 from soko.meta.schema.scan import advisories, advisory_packages, image_inventories, image_scans
 from soko.meta.schema.signing import image_signing_status, signing_authorities, signing_configurations, signing_keys
@@ -85,6 +91,8 @@ __all__ = [
     "pull_through_rules",
     "pull_through_tags",
     "registry_policies",
+    "replication_backfill_items",
+    "replication_backfills",
     "replication_configurations",
     "replication_cursor",
     "replication_outbox",

@@ -45,3 +45,31 @@ replication_cursor = sa.Table(
     sa.Column("name", sa.String(32), primary_key=True),
     sa.Column("low_water", Id, nullable=False),  # every outbox event with an id at most this was handled
 )
+
+
+# StartReplicationBackfill: one row per backfill (ECR's ReplicationBackfill: PREPARING while the one-shot job
+# ``replication_backfill`` lists the images, IN_PROGRESS while their replications run, then COMPLETE; STOPPED by
+# StopReplicationBackfill), and one item per image it asked to replicate (their outcome is ``replication_status``).
+replication_backfills = sa.Table(
+    "replication_backfills",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("account_id", sa.String(12), nullable=False),
+    sa.Column("dest_region", sa.String(32), nullable=False),
+    sa.Column("dest_registry", sa.String(12), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("failure_code", sa.Text, nullable=True),
+    sa.Column("started_at", Timestamp, nullable=False),
+    sa.Column("ended_at", Timestamp, nullable=True),
+    sa.Index("ix_replication_backfills_account", "account_id", "started_at"),
+)
+
+replication_backfill_items = sa.Table(
+    "replication_backfill_items",
+    metadata,
+    sa.Column(
+        "backfill_id", sa.String(36), sa.ForeignKey("replication_backfills.id", ondelete="CASCADE"), primary_key=True
+    ),
+    sa.Column("repository", sa.String(256), primary_key=True),
+    sa.Column("digest", sa.String(DIGEST_LENGTH), primary_key=True),
+)
