@@ -1,13 +1,19 @@
-"""Push throughput with events on and off, and event delivery lag under that push load.
-``python bench/events.py [--seconds 10] [--clients 8] [--rounds 2] [--database sqlite|postgresql]``
+"""Push throughput with events off, outbox only and on, and event delivery lag under that push load.
+``python bench/events.py [--seconds 10] [--clients 8] [--rounds 5] [--database sqlite|postgresql]``
 
 Each run starts a fresh ``soko serve`` (one worker, a fresh data dir; PostgreSQL: a fresh schema) and pushes small
 images (a config and a 4 KiB layer, unique each, then the manifest under a new tag) over HTTP from ``--clients``
-threads for ``--seconds``: pushes per second. ``on``: a webhook target (``soko events add``) delivers every event to
-a real receiver on loopback while the load runs; lag = the receiver's arrival time minus the event's commit time
-(``event_outbox.created_at``), p50/p99 over every event, after the load has drained. ``off``: the same server with
-the outbox write removed (a wrapper replaces ``UnitOfWork.emit`` with a no-op; no target, no delivery): what events
-cost in all. Rounds alternate off/on; the markdown table goes to stdout.
+threads for ``--seconds``: pushes per second. Modes:
+
+* ``off``: the outbox write removed (a wrapper replaces ``UnitOfWork.emit`` with a no-op): no event, no delivery;
+* ``outbox``: events written (the outbox row, its lock and notification) but no webhook target;
+* ``on``: a webhook target (``soko events add``) delivers every event to a real receiver on loopback, in a process
+  of its own (so it takes no GIL from the load's threads); lag = the receiver's arrival time minus the event's
+  commit time (``event_outbox.created_at``), p50/p99 over every event, after the load has drained.
+
+Each round runs every mode once, in a rotated order (no mode always first); the table reports each mode's median
+and range over the rounds and the per-round ratios to ``off`` (the machine's load moves between rounds, so the
+ratios within a round are the fairer figure). The markdown table goes to stdout, each run's JSON to stderr.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import contextlib
 import hashlib
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -92,7 +99,6 @@ def _database(kind: str, tmp: str) -> contextlib.AbstractContextManager[str]:
 
 def run(mode: str, kind: str, seconds: float, clients: int) -> dict:
     from tests.e2e.servers import start_soko
-    from tests.events.receiver import Receiver
 
     with tempfile.TemporaryDirectory() as tmp, _database(kind, tmp) as url:
         data_dir = Path(tmp) / "data"
@@ -103,9 +109,15 @@ def run(mode: str, kind: str, seconds: float, clients: int) -> dict:
             wrapper.write_text(NO_EVENTS)
             template = f"{{python}} {wrapper} serve --listen {{listen}} --data-dir {{data_dir}} --workers 1"
         server = start_soko(data_dir, workers=1, template=template, env=env)
-        receiver = Receiver().start()
+        receiver = arrivals = None
         try:
             if mode == "on":
+                arrivals = Path(tmp) / "arrivals.json"
+                receiver = subprocess.Popen(
+                    [sys.executable, __file__, "--receiver", str(arrivals)], stdout=subprocess.PIPE, text=True
+                )
+                assert receiver.stdout is not None
+                receiver_url = receiver.stdout.readline().strip()
                 clean = {k: v for k, v in os.environ.items() if not k.startswith("SOKO_")} | env
                 subprocess.run(
                     [
@@ -116,7 +128,7 @@ def run(mode: str, kind: str, seconds: float, clients: int) -> dict:
                         "add",
                         "hook",
                         "--url",
-                        receiver.url,
+                        receiver_url,
                         "--data-dir",
                         str(data_dir),
                     ],
@@ -124,26 +136,70 @@ def run(mode: str, kind: str, seconds: float, clients: int) -> dict:
                     capture_output=True,
                     env=clean,
                 )
+            load_before = os.getloadavg()[0]
             pushes = _push_load(server, seconds, clients)
-            result = {"mode": mode, "database": kind, "pushes": pushes, "per_second": pushes / seconds}
+            result = {
+                "mode": mode,
+                "database": kind,
+                "pushes": pushes,
+                "per_second": pushes / seconds,
+                "load": round((load_before + os.getloadavg()[0]) / 2, 1),
+            }
             if mode == "on":
+                assert receiver is not None and arrivals is not None
                 expected = _outbox(data_dir, url if kind == "postgresql" else None)
-                receiver.wait_for(len(expected), timeout=120)
-                arrived = {}
-                for request in receiver.requests:
-                    event_id = json.loads(request["body"])["id"]
-                    arrived.setdefault(event_id, request["at"])
+                deadline = time.monotonic() + 120
+                arrived: dict[str, float] = {}
+                while time.monotonic() < deadline:
+                    arrived = _arrivals(receiver, arrivals)
+                    if len(arrived) >= len(expected):
+                        break
+                    time.sleep(0.5)
                 lags = sorted(arrived[e] - created for e, created in expected.items() if e in arrived)
                 result |= {
                     "events": len(expected),
                     "delivered": len(arrived),
                     "lag_p50_ms": 1000 * statistics.median(lags),
                     "lag_p99_ms": 1000 * lags[min(len(lags) - 1, int(0.99 * len(lags)))],
+                    "lags": lags,
                 }
             return result
         finally:
             server.stop()
-            receiver.stop()
+            if receiver is not None:
+                receiver.kill()
+                receiver.wait()
+
+
+def _arrivals(receiver: subprocess.Popen, path: Path) -> dict[str, float]:
+    """The receiver process's first arrival time of each event id (it writes them when signalled)."""
+    path.unlink(missing_ok=True)
+    receiver.send_signal(signal.SIGUSR1)
+    for _ in range(100):
+        with contextlib.suppress(FileNotFoundError, ValueError):
+            return json.loads(path.read_text())
+        time.sleep(0.05)
+    raise RuntimeError("the receiver process did not answer")
+
+
+def serve_receiver(path: str) -> None:
+    """``--receiver PATH``: a webhook receiver in this process; prints its URL, and on SIGUSR1 writes
+    {event id: first arrival time} to PATH (atomically)."""
+    from tests.events.receiver import Receiver
+
+    receiver = Receiver().start()
+
+    def dump(*_: object) -> None:
+        first: dict[str, float] = {}
+        for request in list(receiver.requests):
+            first.setdefault(json.loads(request["body"])["id"], request["at"])
+        Path(path + ".tmp").write_text(json.dumps(first))
+        os.replace(path + ".tmp", path)
+
+    signal.signal(signal.SIGUSR1, dump)
+    print(receiver.url, flush=True)
+    while True:
+        signal.pause()
 
 
 def _outbox(data_dir: Path, url: str | None) -> dict[str, float]:
@@ -159,30 +215,62 @@ def _outbox(data_dir: Path, url: str | None) -> dict[str, float]:
         engine.dispose()
 
 
+def _spread(values: list[float]) -> str:
+    return f"{statistics.median(values):.1f} ({min(values):.1f}-{max(values):.1f})"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--clients", type=int, default=8)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--database", choices=["sqlite", "postgresql"], default="postgresql")
+    parser.add_argument("--modes", default="off,outbox,on", help="comma-separated: off, outbox, on")
+    parser.add_argument("--receiver", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    results = []
-    for _ in range(args.rounds):
-        for mode in ("off", "on"):
-            results.append(run(mode, args.database, args.seconds, args.clients))
-            print(json.dumps(results[-1]), file=sys.stderr)
-    off = statistics.mean(r["per_second"] for r in results if r["mode"] == "off")
-    on = statistics.mean(r["per_second"] for r in results if r["mode"] == "on")
-    print(f"| {args.database}, {args.clients} clients, {args.seconds:.0f} s x {args.rounds} | pushes/s |")
-    print("|---|---|")
-    print(f"| events off (no outbox row, no delivery) | {off:.1f} |")
-    print(f"| events on (outbox + webhook delivery) | {on:.1f} ({100 * (on - off) / off:+.1f} %) |")
-    for r in results:
-        if r["mode"] == "on":
-            print(
-                f"| delivery lag, {r['events']} events ({r['delivered']} delivered) | "
-                f"p50 {r['lag_p50_ms']:.0f} ms, p99 {r['lag_p99_ms']:.0f} ms |"
-            )
+    if args.receiver:
+        serve_receiver(args.receiver)
+        return
+    modes = args.modes.split(",")
+    rounds: list[dict[str, dict]] = []
+    for n in range(args.rounds):
+        done: dict[str, dict] = {}
+        for mode in modes[n % len(modes) :] + modes[: n % len(modes)]:
+            done[mode] = run(mode, args.database, args.seconds, args.clients)
+            print(json.dumps({k: v for k, v in done[mode].items() if k != "lags"}), file=sys.stderr)
+        rounds.append(done)
+    loads = [r["load"] for done in rounds for r in done.values()]
+    print(
+        f"| {args.database}, {args.clients} clients, {args.seconds:.0f} s x {args.rounds} rounds, load "
+        f"{min(loads):.0f}-{max(loads):.0f} | pushes/s: median (range) | vs off, per round: median (range) |"
+    )
+    print("|---|---|---|")
+    for mode, label in (
+        ("off", "events off (no outbox row, no delivery)"),
+        ("outbox", "outbox only (events written, no target)"),
+        ("on", "events on (outbox + webhook delivery)"),
+    ):
+        if mode not in modes:
+            continue
+        rates = [done[mode]["per_second"] for done in rounds]
+        ratios = (
+            [100 * (done[mode]["per_second"] / done["off"]["per_second"] - 1) for done in rounds]
+            if "off" in modes and mode != "off"
+            else []
+        )
+        versus = f"{statistics.median(ratios):+.1f} % ({min(ratios):+.1f} to {max(ratios):+.1f})" if ratios else "-"
+        print(f"| {label} | {_spread(rates)} | {versus} |")
+    if "on" in modes:
+        lags = sorted(lag for done in rounds for lag in done["on"]["lags"])
+        events = sum(done["on"]["events"] for done in rounds)
+        delivered = sum(done["on"]["delivered"] for done in rounds)
+        p50s = [done["on"]["lag_p50_ms"] for done in rounds]
+        p99s = [done["on"]["lag_p99_ms"] for done in rounds]
+        print(
+            f"| delivery lag, {events} events ({delivered} delivered), all rounds | "
+            f"p50 {1000 * statistics.median(lags):.0f} ms, p99 {1000 * lags[int(0.99 * (len(lags) - 1))]:.0f} ms | "
+            f"per round: p50 {min(p50s):.0f}-{max(p50s):.0f} ms, p99 {min(p99s):.0f}-{max(p99s):.0f} ms |"
+        )
 
 
 if __name__ == "__main__":

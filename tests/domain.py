@@ -35,3 +35,15 @@ def push_image(registry, ref: RepoRef, tag: str, layers: list[bytes]) -> str:
         "layers": layer_descriptors,
     }).encode()
     return registry.manifests.put(ref, tag, manifest, None).digest
+
+
+def old_and_new_with_an_expiry_rule(registry, clock, ref: RepoRef, priority: int) -> str:
+    """Push v1, then (a minute later) v2, and a lifecycle rule of ``priority`` that keeps one image: the next
+    lifecycle run expires v1, whose digest this returns."""
+    old = push_image(registry, ref, "v1", [b"old"])
+    clock.now += 60
+    push_image(registry, ref, "v2", [b"new"])
+    rule = {"tagStatus": "any", "countType": "imageCountMoreThan", "countNumber": 1}
+    policy = {"rules": [{"rulePriority": priority, "selection": rule, "action": {"type": "expire"}}]}
+    registry.lifecycle.put(ref, json.dumps(policy))
+    return old

@@ -1,6 +1,7 @@
 """Events end to end: a real ``soko serve`` process, a webhook target added with ``soko events add``, images pushed
 with skopeo, and a real receiver on loopback. The PUSH events carry what ECR's do; a server killed (SIGKILL) after
-sending an event but before recording it sends the same event again, with the same id, once it is back."""
+sending an event but before recording it sends the same event again, with the same id, once it is back, and then
+the one committed after it that it never sent."""
 
 from __future__ import annotations
 
@@ -93,10 +94,12 @@ def test_skopeo_pushes_produce_push_events_and_a_killed_server_sends_them_again(
         }
         assert verify(receiver.requests[0], SECRET)
 
-        # The next event reaches the receiver, which holds its answer; the server dies before recording it.
+        # The next event reaches the receiver, which holds its answer; one more is committed behind it (never
+        # sent: order), and the server dies before recording either.
         receiver.hold = held = threading.Event()
         push(skopeo, image, docker_ref(server, "e2e/events", "v2"))
         receiver.wait_for(2)
+        push(skopeo, image, docker_ref(server, "e2e/events", "v3"))
         server.kill()
     finally:
         server.kill()
@@ -104,11 +107,11 @@ def test_skopeo_pushes_produce_push_events_and_a_killed_server_sends_them_again(
     receiver.hold = None
     server = start_soko(data_dir, env=ENV)
     try:
-        receiver.wait_for(3)
-        again = receiver.requests[2]
-        assert again["body"] == receiver.requests[1]["body"]  # the same event, the same id: receivers dedupe
-        assert again["headers"]["X-Soko-Event-Id"] == json.loads(again["body"])["id"]
-        assert [e["detail"]["image-tag"] for e in pushes(receiver)] == ["v1", "v2"]
+        receiver.wait_for(4)
+        held_body = receiver.requests[1]["body"]
+        again = [r for r in receiver.requests[2:] if r["body"] == held_body]  # the same event, the same id
+        assert again and again[0]["headers"]["X-Soko-Event-Id"] == json.loads(held_body)["id"]
+        assert [e["detail"]["image-tag"] for e in pushes(receiver)] == ["v1", "v2", "v3"]  # deduped, in order
         status = json.loads(soko_events(data_dir, "targets", "--format", "json").stdout)[0]
         assert status["backlog"] == 0 and status["dead"] == 0
     finally:

@@ -1,10 +1,13 @@
-"""A real webhook receiver on loopback: records every POST (headers, body), can answer errors, hang, or be down."""
+"""A real webhook receiver on loopback: records every POST (headers, body, the client's port), keeps connections
+alive (HTTP/1.1) as real receivers do, can answer errors, hang, or be down (then it closes every connection too)."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
+import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -19,6 +22,7 @@ class Receiver:
         self.port = 0
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self._connections: set = set()
 
     @property
     def url(self) -> str:
@@ -28,11 +32,27 @@ class Receiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def setup(self) -> None:
+                super().setup()
+                receiver._connections.add(self.connection)
+
+            def finish(self) -> None:
+                receiver._connections.discard(self.connection)
+                super().finish()
+
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 with receiver.arrived:
                     receiver.requests.append(
-                        {"path": self.path, "headers": dict(self.headers), "body": body, "at": time.time()}
+                        {
+                            "path": self.path,
+                            "headers": dict(self.headers),
+                            "body": body,
+                            "at": time.time(),
+                            "client_port": self.client_address[1],
+                        }
                     )
                     receiver.arrived.notify_all()
                 if receiver.hold is not None:
@@ -57,6 +77,9 @@ class Receiver:
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
+            for connection in list(self._connections):  # kept-alive connections end too: really down
+                with contextlib.suppress(OSError):
+                    connection.shutdown(socket.SHUT_RDWR)
             assert self._thread is not None
             self._thread.join(10)
             self._server = None

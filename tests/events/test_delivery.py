@@ -14,7 +14,7 @@ from soko.events.targets import KIND
 from soko.jobs import JobRunner
 from soko.meta.schema import event_outbox, event_targets, jobs
 from soko.registry.models import RepoRef
-from tests.domain import push_image
+from tests.domain import old_and_new_with_an_expiry_rule, push_image
 from tests.events.receiver import verify
 
 ACCOUNT = "000000000000"
@@ -209,6 +209,52 @@ def test_a_runner_killed_mid_delivery_leaves_the_event_to_the_next_which_sends_t
     assert receiver.requests[0]["body"] == receiver.requests[1]["body"]
     assert len(receiver.unique_events()) == 1
     assert receiver.unique_events()[0]["detail"]["repository-name"] == "events/crash"
+
+
+def test_a_lingering_run_is_woken_by_each_commit_and_sends_them_on_one_connection(
+    registry, targets, receiver, clock
+) -> None:
+    """Delivery waits on the events generation, not a timer: with the fallback poll at a minute, each commit is
+    still delivered at once; the run keeps one connection to the receiver for all of them."""
+    targets.create(ACCOUNT, "hook", receiver.url, secret=SECRET)
+    runner = JobRunner(registry.ctx, [Delivery(registry.ctx, linger=60.0, poll=60.0).job()], tick=0.05)
+    runner.start()
+    try:
+        for i in range(3):
+            registry.repositories.create(RepoRef(ACCOUNT, f"events/woken-{i}"))
+            receiver.wait_for(i + 1, timeout=15)  # a timer-driven run would take the 60 s poll
+    finally:
+        runner.stop()
+    assert [e["detail"]["repository-name"] for e in receiver.events()] == [f"events/woken-{i}" for i in range(3)]
+    assert len({r["client_port"] for r in receiver.requests}) == 1
+
+
+def test_a_lifecycle_expiry_is_delivered_as_its_delete_and_its_expiry_event(
+    registry, targets, delivery, receiver, clock
+) -> None:
+    from soko.registry.lifecycle_runner import LifecycleRunner
+
+    ref = RepoRef(ACCOUNT, "events/life")
+    old = old_and_new_with_an_expiry_rule(registry, clock, ref, 3)
+    targets.create(ACCOUNT, "hook", receiver.url, secret=SECRET)  # from here on
+    LifecycleRunner(registry).run()
+    assert delivery.drain(_target_id(registry, "hook")) == 2
+    assert [r["body"] for r in receiver.requests] == [row.body.encode() for row in outbox_rows(registry)[-2:]]
+    delete, expiry = receiver.events()  # the expiry's detail is pinned in tests/registry/test_unit_of_work.py
+    assert (delete["source"], delete["detail-type"]) == ("aws.ecr", "ECR Image Action")
+    assert delete["detail"] == {
+        "result": "SUCCESS",
+        "repository-name": "events/life",
+        "image-digest": old,
+        "action-type": "DELETE",
+        "image-tag": "v1",
+    }
+    assert (expiry["source"], expiry["detail-type"], expiry["detail"]["rule-priority"]) == (
+        "soko.registry",
+        "Soko Lifecycle Expiry",
+        3,
+    )
+    assert expiry["resources"] == [f"arn:aws:ecr:us-east-1:{ACCOUNT}:repository/events/life"]
 
 
 def test_events_enabled_off_stops_delivery_and_the_target_catches_up_after(registry, targets, receiver, clock) -> None:

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 
 from soko.events import Targets
 from soko.events.targets import TargetAlreadyExists, TargetNotFound
-from soko.events.webhook import InvalidTarget, send
+from soko.events.webhook import InvalidTarget, check_url, send
 from soko.meta.schema import event_targets
 
 ACCOUNT = "000000000000"
@@ -53,6 +53,27 @@ def test_unsafe_or_malformed_urls_are_refused(registry, url: str) -> None:
     assert targets.status() == []
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://2130706433/",  # the forms a resolver reads as loopback without DNS
+        "http://0x7f.0.0.1/",
+        "http://127.1/",
+        "http://localhost:8080/",
+        "http://api.localhost./",
+        "http://\u2460\u2461\u2466.0.0.1/",  # circled digits: IDNA makes them 127.0.0.1
+        "http://ex\u00e4mple.com/",  # internationalised: the xn-- form only
+        "http://a..b/",
+        "http://-a.example.com/",
+        "http://1.2.3.4.5/",
+        "http://example.com:0/",
+    ],
+)
+def test_addresses_in_disguise_and_malformed_hosts_are_refused_when_configured(url: str) -> None:
+    with pytest.raises(InvalidTarget):
+        check_url(url, [])
+
+
 def test_names_limits_secrets_and_patterns_are_checked(registry) -> None:
     targets = Targets(registry.ctx)
     url = "https://hooks.example.com/soko"
@@ -69,10 +90,14 @@ def test_names_limits_secrets_and_patterns_are_checked(registry) -> None:
         {"secret": "line\nbreak-and-long-enough"},
         {"pattern": '{"source": [{"wildcard": "*"}]}'},
         {"pattern": "not json"},
+        {"pattern": "[" * 3000},  # deeper than the JSON parser goes
+        {"pattern": '{"detail": {"n": [{"numeric": [">", NaN]}]}}'},
+        {"account_id": "../../x"},
     ):
+        account = kwargs.pop("account_id", ACCOUNT)
         name = kwargs.pop("name", "hook")
         with pytest.raises(Exception) as info:
-            targets.create(ACCOUNT, name, url, **kwargs)
+            targets.create(account, name, url, **kwargs)
         assert type(info.value).__name__ in ("InvalidTarget", "InvalidPattern")
     assert targets.status() == []
     targets.create(ACCOUNT, "hook", url)
@@ -143,3 +168,27 @@ def test_the_cli_adds_lists_updates_and_removes_targets_without_showing_the_secr
     assert soko("remove", "hook").returncode == 0
     assert soko("remove", "hook").returncode == 2
     assert json.loads(soko("targets", "--format", "json").stdout) == []
+
+
+def test_the_cli_refuses_hostile_input_with_a_clear_error(tmp_path, capsys) -> None:
+    from soko.cli import main
+
+    add = ["add", "h", "--url", "https://hooks.example.com/"]
+    for args, says in [
+        ([*add, "--secret-file", str(tmp_path / "missing")], "cannot read"),
+        ([*add, "--secret-file", "/dev/zero"], "secret"),
+        ([*add, "--pattern", "[" * 3000], "nests deeper"),
+        ([*add, "--account", "not-an-account"], "12 digits"),
+        ([*add, "--timeout", "nan"], "timeout"),
+        (["add", "h", "--url", "http://[::ffff:169.254.169.254]/"], "may not reach"),
+        (["dead-letters", "--limit", "-1"], "1 to 1000"),
+        (["tail", "--last", "-5"], "--last"),
+        (["tail", "--after", "-1"], "--after"),
+        (["tail", "--count", "-1"], "--count"),
+        (["tail", "--pattern", '{"source": [{"wildcard": "*"}]}'], "not supported"),
+    ]:
+        code = main(["events", *args, "--data-dir", str(tmp_path / "data")])
+        err = capsys.readouterr().err
+        assert code == 2 and says in err and "Traceback" not in err, (args, err)
+    assert main(["events", "targets", "--format", "json", "--data-dir", str(tmp_path / "data")]) == 0
+    assert json.loads(capsys.readouterr().out) == []

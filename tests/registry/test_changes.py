@@ -3,20 +3,23 @@ read even before the listener thread has counted it, and a writer can wait for i
 
 from __future__ import annotations
 
+import contextlib
 import select
 import time
+from collections.abc import Iterator
 
 import psycopg
 import pytest
 
-from soko.meta.changes import CHANNEL, Generation, PostgresListener
+from soko.meta.changes import CHANNEL, EVENTS_CHANNEL, Generation, PostgresListener
 from tests.conftest import _pg_available
 from tests.databases import PG_URL
 
-pytestmark = pytest.mark.skipif(not _pg_available(), reason="needs PostgreSQL on 127.0.0.1:5432")
+needs_pg = pytest.mark.skipif(not _pg_available(), reason="needs PostgreSQL on 127.0.0.1:5432")
 DSN = PG_URL.replace("postgresql+psycopg://", "postgresql://")
 
 
+@needs_pg
 def test_a_waiting_notification_moves_the_generation_on_the_next_read(tmp_path) -> None:
     generation = Generation(str(tmp_path / "generation"))
     listener = PostgresListener(DSN, generation)  # not started: its thread never gets to count anything
@@ -31,7 +34,9 @@ def test_a_waiting_notification_moves_the_generation_on_the_next_read(tmp_path) 
         assert generation.current() > before
 
 
-def test_a_writer_waits_until_its_notification_has_come_back(tmp_path) -> None:
+@contextlib.contextmanager
+def listening(tmp_path) -> Iterator[tuple[Generation, PostgresListener]]:
+    """A started listener, once it is connected."""
     generation = Generation(str(tmp_path / "generation"))
     listener = PostgresListener(DSN, generation)
     listener.start()
@@ -39,6 +44,15 @@ def test_a_writer_waits_until_its_notification_has_come_back(tmp_path) -> None:
         deadline = time.monotonic() + 10
         while listener._fd is None and time.monotonic() < deadline:
             time.sleep(0.01)
+        yield generation, listener
+    finally:
+        listener.stop()
+        listener.join(5)
+
+
+@needs_pg
+def test_a_writer_waits_until_its_notification_has_come_back(tmp_path) -> None:
+    with listening(tmp_path) as (_, listener):
         payload = listener.expect()
         with psycopg.connect(DSN, autocommit=True) as writer:
             writer.execute("SELECT pg_notify(%s, %s)", (CHANNEL, payload))
@@ -47,6 +61,21 @@ def test_a_writer_waits_until_its_notification_has_come_back(tmp_path) -> None:
         other = listener.expect()
         listener.forget(other)  # a rolled-back write never notifies: nothing is left waiting
         assert listener.delivered(other)
-    finally:
-        listener.stop()
-        listener.join(5)
+
+
+def test_the_events_generation_wakes_waiters_in_this_process_and_others_on_the_host(tmp_path) -> None:
+    """Another process's bump reaches this one through the shared file; the cache generation does not move."""
+    here, there = Generation(str(tmp_path / "generation")), Generation(str(tmp_path / "generation"))
+    seen, cache = here.events(), here.current()
+    assert not here.wait_events(seen, 0.05)
+    there.bump_events()  # as another process on this host would
+    assert here.wait_events(seen, 10) and here.events() == seen + 1 and here.current() == cache
+
+
+@needs_pg
+def test_another_nodes_events_notification_moves_the_events_generation(tmp_path) -> None:
+    with listening(tmp_path) as (generation, _):
+        seen = generation.events()
+        with psycopg.connect(DSN, autocommit=True) as writer:
+            writer.execute(f"NOTIFY {EVENTS_CHANNEL}")
+        assert generation.wait_events(seen, 10)

@@ -14,7 +14,7 @@ from soko.meta.schema import audit_events, event_outbox, gc_link_reviews
 from soko.registry.lifecycle_runner import LifecycleRunner
 from soko.registry.models import RepoRef
 from tests.clock import Clock
-from tests.domain import push_blob, push_image
+from tests.domain import old_and_new_with_an_expiry_rule, push_blob, push_image
 from tests.oci.helpers import push_image as push_image_over_http
 
 ACCOUNT = "000000000000"
@@ -115,13 +115,7 @@ def test_deleting_an_image_by_digest_leaves_a_delete_per_tag(registry) -> None:
 def test_a_lifecycle_expiry_leaves_its_delete_its_expiry_event_and_its_audit_record(registry) -> None:
     registry.ctx.clock = clock = Clock(1_800_000_000.0)
     ref = RepoRef(ACCOUNT, "events/life")
-    old = push_image(registry, ref, "v1", [b"old"])
-    clock.now += 60
-    push_image(registry, ref, "v2", [b"new"])
-    rule = {"tagStatus": "any", "countType": "imageCountMoreThan", "countNumber": 1}
-    registry.lifecycle.put(
-        ref, json.dumps({"rules": [{"rulePriority": 7, "selection": rule, "action": {"type": "expire"}}]})
-    )
+    old = old_and_new_with_an_expiry_rule(registry, clock, ref, 7)
     outbox = Outbox(registry)
     outbox.envelopes()
     (run,) = LifecycleRunner(registry).run()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import asdict
 from datetime import UTC, datetime
@@ -87,10 +86,18 @@ def _targets(registry):
 
 
 def _read_secret(path: str | None) -> str | None:
+    from soko.events.targets import MAX_SECRET
+
     if path is None:
         return None
-    with open(path) as f:
-        return f.read().strip()
+    try:
+        with open(path, "rb") as f:
+            data = f.read(4 * MAX_SECRET + 1)  # enough to tell a secret from something else; never all of /dev/zero
+        return data.decode().strip()
+    except OSError as exc:
+        raise SokoError(f"cannot read the secret file {path!r}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise SokoError(f"the secret file {path!r} is not UTF-8 text") from None
 
 
 def _when(ts: float | None) -> str:
@@ -173,38 +180,21 @@ def cmd_redeliver(args, registry, account: str) -> int:
 
 
 def cmd_tail(args, registry, account: str) -> int:
-    import sqlalchemy as sa
-
     from soko.events import patterns
-    from soko.meta.schema import event_outbox
+    from soko.events.stream import EventStream, InvalidPosition
 
+    if args.count < 0:
+        raise InvalidPosition("--count is 0 (follow) or more")
     pattern = patterns.parse(args.pattern) if args.pattern else None
-    with registry.ctx.db.read() as conn:
-        last = conn.execute(sa.select(sa.func.coalesce(sa.func.max(event_outbox.c.id), 0))).scalar()
-        if args.last > 0:
-            first = conn.execute(
-                sa.select(event_outbox.c.id).order_by(event_outbox.c.id.desc()).limit(1).offset(args.last - 1)
-            ).scalar()
-            last = (first - 1) if first is not None else 0
-        if args.after is not None:
-            last = args.after
+    stream = EventStream(registry.ctx)
+    scope = None if args.all_accounts else account
     printed = 0
     try:
-        while True:
-            with registry.ctx.db.read() as conn:
-                query = sa.select(event_outbox.c.id, event_outbox.c.body).where(event_outbox.c.id > last)
-                if not args.all_accounts:
-                    query = query.where(event_outbox.c.account_id == account)
-                rows = conn.execute(query.order_by(event_outbox.c.id).limit(500)).all()
-            for row in rows:
-                last = row.id
-                if pattern is not None and not patterns.matches(pattern, json.loads(row.body)):
-                    continue
-                print(row.body, flush=True)
-                printed += 1
-                if args.count and printed >= args.count:
-                    return 0
-            if not rows:
-                time.sleep(0.2)
+        for event in stream.follow(scope, stream.start(scope, last=args.last, after=args.after), pattern=pattern):
+            print(event.body, flush=True)
+            printed += 1
+            if args.count and printed >= args.count:
+                break
     except KeyboardInterrupt:
-        return 0
+        pass
+    return 0

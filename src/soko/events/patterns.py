@@ -30,13 +30,19 @@ def parse(text: str) -> dict:
     if len(text) > MAX_PATTERN:
         raise InvalidPattern(f"the event pattern is longer than {MAX_PATTERN} characters")
     try:
-        pattern = json.loads(text)
+        pattern = json.loads(text, parse_constant=_not_json)
     except ValueError as exc:
         raise InvalidPattern(f"the event pattern is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise InvalidPattern(f"the event pattern nests deeper than {MAX_DEPTH} levels") from None
     if not isinstance(pattern, dict) or not pattern:
         raise InvalidPattern("the event pattern must be a non-empty JSON object")
     _check_object(pattern, "", 1)
     return pattern
+
+
+def _not_json(constant: str) -> None:
+    raise ValueError(f"{constant} is not a JSON number")
 
 
 def _check_object(pattern: dict, path: str, depth: int) -> None:

@@ -24,6 +24,8 @@ from soko.meta.schema import event_dead_letters, event_outbox, event_targets, jo
 
 KIND = "event_delivery"  # the leased job of each target, keyed by its id
 NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+ACCOUNT = re.compile(r"[0-9]{12}")
+MAX_LIST = 1000  # dead letters in one listing
 MAX_ATTEMPTS = 100
 MAX_TIMEOUT = 60.0
 MAX_SECRET = 512
@@ -89,6 +91,8 @@ class Targets:
         timeout: float = 10.0,
     ) -> str:
         """Create a webhook target; returns its secret (generated unless given)."""
+        if not isinstance(account_id, str) or not ACCOUNT.fullmatch(account_id):
+            raise webhook.InvalidTarget(f"{account_id!r} is not an account id (12 digits)")
         _check_name(name)
         webhook.check_url(url, self.allow)
         parsed = patterns.parse(pattern) if pattern is not None else None
@@ -230,6 +234,8 @@ class Targets:
             return out
 
     def dead_letters(self, account_id: str, name: str | None = None, limit: int = 100) -> list[dict]:
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIST:
+            raise webhook.InvalidTarget(f"a dead-letter listing shows 1 to {MAX_LIST}")
         with self.ctx.db.read() as conn:
             query = (
                 sa.select(

@@ -9,18 +9,21 @@ Headers (documented in the README, "Events"):
   ``<timestamp> + "." + <body>`` (so a captured request cannot be replayed with another timestamp);
 * ``X-Soko-Delivery-Attempt`` — 1 on the first attempt.
 
-Only a 2xx answer is a delivery; redirects are not followed. The host name is resolved once per attempt, every
+Only a 2xx answer is a delivery; redirects are not followed. The host name is resolved for each connection, every
 address it has is checked (none may be loopback, link-local — cloud metadata lives there —, multicast, reserved or
 unspecified unless ``event_target_allow_cidrs`` allows it), and the connection goes to a checked address, so a DNS
-answer that changes between check and connect (rebinding) cannot steer the request elsewhere.
+answer that changes between check and connect (rebinding) cannot steer the request elsewhere. A ``Session`` keeps
+its connection alive across a batch of events while the receiver allows it.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import http.client
 import ipaddress
+import re
 import socket
 import ssl
 import time
@@ -30,6 +33,7 @@ from urllib.parse import urlsplit
 from soko.errors import SokoError
 
 MAX_URL = 2048
+_LABEL = re.compile(r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?")  # "_": container names resolve with it
 USER_AGENT = "Soko-Events/1"
 EVENT_ID = "X-Soko-Event-Id"
 TIMESTAMP = "X-Soko-Timestamp"
@@ -91,16 +95,39 @@ def check_url(url: str, allow: list[Network]) -> tuple[str, str, int, str]:
     host = parts.hostname
     if not host:
         raise InvalidTarget("the webhook URL has no host")
-    try:
-        literal: Address | None = ipaddress.ip_address(host)
-    except ValueError:
-        literal = None
-        if not all(c.isalnum() or c in "-." for c in host):
-            raise InvalidTarget(f"the webhook URL's host {host!r} is not a host name") from None
+    if port == 0:
+        raise InvalidTarget("the webhook URL's port must be 1 to 65535")
+    literal = _literal(host)
     if literal is not None:
         check_address(literal, allow)
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     return parts.scheme, host, port or (443 if parts.scheme == "https" else 80), path
+
+
+def _literal(host: str) -> Address | None:
+    """The address a host stands for without DNS, or None for a (well-formed) name.
+
+    Besides plain IPv4 and IPv6 literals, the resolver also takes the old numeric IPv4 forms (``2130706433``,
+    ``0x7f.1``, ``127.1``: what ``inet_aton`` reads) and ``localhost``: they are checked as the addresses they are.
+    A name must be ASCII (IDNA ``xn--`` form), labels of letters, digits, ``_`` and inner hyphens, and must not end in a
+    numeric label (which resolvers read as an address)."""
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    if not host.isascii():
+        raise InvalidTarget(f"the webhook URL host {host!r} is not ASCII: give an international name as xn--…")
+    try:
+        return ipaddress.IPv4Address(socket.inet_aton(host))
+    except OSError:
+        pass
+    name = host.lower().removesuffix(".")
+    if name == "localhost" or name.endswith(".localhost"):
+        return ipaddress.ip_address("127.0.0.1")
+    labels = name.split(".")
+    if len(name) > 253 or not all(_LABEL.fullmatch(label) for label in labels) or labels[-1].isdigit():
+        raise InvalidTarget(f"the webhook URL's host {host!r} is not a host name")
+    return None
 
 
 def check_address(address: Address, allow: list[Network]) -> None:
@@ -143,7 +170,7 @@ class _Pinned(http.client.HTTPConnection):
 
 class _PinnedTLS(http.client.HTTPSConnection):
     def __init__(self, address: str, host: str, port: int, timeout: float) -> None:
-        super().__init__(host, port, timeout=timeout, context=ssl.create_default_context())
+        super().__init__(host, port, timeout=timeout, context=_tls_context())
         self._address = address
 
     def connect(self) -> None:
@@ -151,41 +178,102 @@ class _PinnedTLS(http.client.HTTPSConnection):
         self.sock = self._context.wrap_socket(raw, server_hostname=self.host)  # type: ignore[attr-defined]
 
 
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    """One context for every connection: building one loads the CA store (milliseconds of CPU each time)."""
+    return ssl.create_default_context()
+
+
+# The peer closed a kept-alive connection while it was idle: the request is sent again on a fresh one.
+_STALE = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)
+
+
+class Session:
+    """One target's connection, kept alive across its deliveries (a run of ``soko.events.delivery`` holds one): a
+    batch of events costs one name resolution, one connect and one TLS handshake, not one each. The address is
+    resolved and checked when a connection is opened and the connection stays pinned to it; any failure, a
+    different URL or timeout, or a peer that does not keep connections alive closes it."""
+
+    def __init__(self, allow: list[Network]) -> None:
+        self.allow = allow
+        self.connections = 0  # opened so far
+        self._conn: http.client.HTTPConnection | None = None
+        self._key: tuple | None = None
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def send(self, url: str, body: bytes, event_id: str, secret: str, attempt: int, timeout: float) -> Outcome:
+        try:
+            scheme, host, port, path = check_url(url, self.allow)
+        except InvalidTarget as exc:
+            return Outcome(False, None, exc.message)
+        if self._key != (scheme, host, port, timeout):
+            self.close()
+        reused = self._conn is not None
+        if self._conn is None:
+            address = self._resolve(host, port)
+            if isinstance(address, Outcome):
+                return address
+            kind = _PinnedTLS if scheme == "https" else _Pinned
+            self._conn, self._key = kind(address, host, port, timeout), (scheme, host, port, timeout)
+            self.connections += 1
+        timestamp = str(int(time.time()))
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": USER_AGENT,
+            EVENT_ID: event_id,
+            TIMESTAMP: timestamp,
+            SIGNATURE: signature(secret, timestamp, body),
+            ATTEMPT: str(attempt),
+        }
+        conn = self._conn
+        try:
+            conn.request("POST", path, body=body, headers=headers)
+            response = conn.getresponse()
+            response.read(65536)  # a little of the answer, to keep the connection's end tidy; never logged
+            status = response.status
+            if response.will_close or not response.isclosed():  # not kept alive, or more answer than we read
+                self.close()
+        except _STALE as exc:
+            self.close()
+            if reused:
+                return self.send(url, body, event_id, secret, attempt, timeout)
+            return Outcome(False, None, f"POST to {host}:{port} failed: {type(exc).__name__}: {exc}"[:500])
+        except (OSError, http.client.HTTPException) as exc:
+            self.close()
+            return Outcome(False, None, f"POST to {host}:{port} failed: {type(exc).__name__}: {exc}"[:500])
+        if 200 <= status < 300:
+            return Outcome(True, status, "")
+        return Outcome(False, status, f"POST to {host}:{port} answered HTTP {status}")
+
+    def _resolve(self, host: str, port: int) -> str | Outcome:
+        """The address to connect to, once every address the name has is checked."""
+        try:
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            addresses = [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
+            if not addresses:
+                return Outcome(False, None, f"{host} has no address")
+            for address in addresses:
+                check_address(address, self.allow)
+        except InvalidTarget as exc:
+            return Outcome(False, None, exc.message)
+        except (OSError, ValueError) as exc:
+            return Outcome(False, None, f"cannot resolve {host}: {exc}")
+        return str(addresses[0])
+
+
 def send(
     url: str, body: bytes, event_id: str, secret: str, attempt: int, timeout: float, allow: list[Network]
 ) -> Outcome:
-    try:
-        scheme, host, port, path = check_url(url, allow)
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        addresses = [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
-        if not addresses:
-            return Outcome(False, None, f"{host} has no address")
-        for address in addresses:
-            check_address(address, allow)
-    except InvalidTarget as exc:
-        return Outcome(False, None, exc.message)
-    except (OSError, ValueError) as exc:
-        return Outcome(False, None, f"cannot resolve {host if 'host' in locals() else 'the host'}: {exc}")
-    timestamp = str(int(time.time()))
-    headers = {
-        "Content-Type": "application/json",
-        "User-Agent": USER_AGENT,
-        EVENT_ID: event_id,
-        TIMESTAMP: timestamp,
-        SIGNATURE: signature(secret, timestamp, body),
-        ATTEMPT: str(attempt),
-    }
-    kind = _PinnedTLS if scheme == "https" else _Pinned
-    conn = kind(str(addresses[0]), host, port, timeout)
-    try:
-        conn.request("POST", path, body=body, headers=headers)
-        response = conn.getresponse()
-        response.read(65536)  # a little of the answer, to keep the connection's end tidy; never logged
-        status = response.status
-    except (OSError, http.client.HTTPException) as exc:
-        return Outcome(False, None, f"POST to {host}:{port} failed: {type(exc).__name__}: {exc}"[:500])
-    finally:
-        conn.close()
-    if 200 <= status < 300:
-        return Outcome(True, status, "")
-    return Outcome(False, status, f"POST to {host}:{port} answered HTTP {status}")
+    """One POST on a connection of its own."""
+    with Session(allow) as session:
+        return session.send(url, body, event_id, secret, attempt, timeout)

@@ -57,6 +57,8 @@ class DomainContext:
             raise
         if tx.invalidates:
             self.generation.bump()
+        if tx.events:
+            self.generation.bump_events()  # wakes webhook delivery and `soko events tail` on this host
         if tx.notified is not None:  # other nodes see this write before the caller can ask them (soko.meta.changes)
             tx.notified[0].delivered(tx.notified[1])
 

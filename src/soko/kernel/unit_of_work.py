@@ -8,7 +8,8 @@
 * ``invalidate`` — readers' caches: ``NOTIFY`` inside the transaction (PostgreSQL), generation bump after commit;
 * ``audit`` — an audit row, written in the same transaction;
 * ``emit`` — an events-outbox row (``soko.kernel.events``), written in the same transaction, in commit order
-  (delivered to webhooks by ``soko.events``, read by replication).
+  (delivered to webhooks by ``soko.events``, read by replication); after the commit the events generation moves
+  (``soko.meta.changes``), which wakes delivery.
 
 Rows are written just before commit, so a write that raises (rolls back) leaves no reviews, audit rows or
 events; the cache bump happens only after a commit.
@@ -23,7 +24,7 @@ import sqlalchemy as sa
 
 from soko.kernel.events import Event
 from soko.kernel.link_reviews import enqueue_link_reviews, enqueue_repository_reviews
-from soko.meta.changes import CHANNEL, PostgresListener
+from soko.meta.changes import CHANNEL, EVENTS_CHANNEL, PostgresListener
 from soko.meta.schema import audit_events, event_outbox
 
 if TYPE_CHECKING:
@@ -79,6 +80,8 @@ class UnitOfWork:
                 self.conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": OUTBOX_LOCK})
             region = self.ctx.settings.region
             self.conn.execute(sa.insert(event_outbox), [e.row(self.now, region) for e in self.events])
+            if not self.ctx.db.is_sqlite:  # wakes delivery on other nodes (this host's wakes on the generation file)
+                self.conn.execute(sa.text(f"NOTIFY {EVENTS_CHANNEL}"))
         if self._audit:
             self.conn.execute(sa.insert(audit_events), self._audit)
         if self.invalidates and not self.ctx.db.is_sqlite:

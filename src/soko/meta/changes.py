@@ -13,6 +13,10 @@ so a writer also waits (at most ``DELIVERY_WAIT``) until its own notification ha
 before answering: PostgreSQL signals every listener at that commit, so other nodes usually have it by the time the
 client's next request reaches them. Usually, not always: across nodes this is bounded staleness (a few ms under load;
 `tests/e2e/test_cluster.py` measures it), as with ECR's and IAM's own eventual consistency; on one node it is exact.
+
+A second counter in the same file, the *events* generation, moves after every commit that wrote events-outbox rows
+(``DomainContext.transaction``; other nodes' through ``NOTIFY soko_events``): webhook delivery (``soko.events``) and
+``soko events tail`` wait on it (``wait_events``) instead of querying the outbox on a timer.
 """
 
 from __future__ import annotations
@@ -25,38 +29,65 @@ import os
 import select
 import struct
 import threading
+import time
 from collections.abc import Callable
 
 from soko import private
 
 log = logging.getLogger("soko.changes")
 CHANNEL = "soko_changes"
+EVENTS_CHANNEL = "soko_events"  # a commit wrote outbox rows (soko.kernel.unit_of_work)
 DELIVERY_WAIT = 0.1  # seconds a writer waits for its notification to come back (then answers anyway)
+EVENTS_SLICE = 0.025  # how often a waiter looks at the shared counter (other processes' bumps wake no condition here)
+_CACHE, _EVENTS = 0, 8  # offsets of the two counters in the file
 
 
 class Generation:
     def __init__(self, path: str) -> None:
         private.make_dirs(os.path.dirname(os.path.abspath(path)))
         self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-        if os.fstat(self._fd).st_size < 8:
-            os.ftruncate(self._fd, 8)
-        self._map = mmap.mmap(self._fd, 8)
+        if os.fstat(self._fd).st_size < 16:
+            os.ftruncate(self._fd, 16)
+        self._map = mmap.mmap(self._fd, 16)
+        self._events_moved = threading.Condition()  # wakes this process's waiters at once
         self.sync: Callable[[], None] | None = None  # called before each read: see PostgresListener.sync
         self.listener: PostgresListener | None = None
 
     def current(self) -> int:
         if self.sync is not None:
             self.sync()
-        return struct.unpack_from("<Q", self._map, 0)[0]
+        return struct.unpack_from("<Q", self._map, _CACHE)[0]
 
     def bump(self) -> None:
-        self._bump()
+        self._bump(_CACHE)
 
-    def _bump(self) -> None:
+    def events(self) -> int:
+        """The events generation: moves after every commit that wrote outbox rows (on this host, or announced by
+        another node's ``NOTIFY soko_events``)."""
+        return struct.unpack_from("<Q", self._map, _EVENTS)[0]
+
+    def bump_events(self) -> None:
+        self._bump(_EVENTS)
+        with self._events_moved:
+            self._events_moved.notify_all()
+
+    def wait_events(self, seen: int, timeout: float) -> bool:
+        """Wait until the events generation is no longer ``seen`` (True) or ``timeout`` seconds pass (False).
+        A bump in this process wakes the wait at once; another process's is seen within ``EVENTS_SLICE``."""
+        deadline = time.monotonic() + timeout
+        with self._events_moved:
+            while self.events() == seen:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._events_moved.wait(min(left, EVENTS_SLICE))
+        return True
+
+    def _bump(self, offset: int) -> None:
         fcntl.flock(self._fd, fcntl.LOCK_EX)
         try:
-            value = struct.unpack_from("<Q", self._map, 0)[0]
-            struct.pack_into("<Q", self._map, 0, (value + 1) & 0xFFFFFFFFFFFFFFFF)
+            value = struct.unpack_from("<Q", self._map, offset)[0]
+            struct.pack_into("<Q", self._map, offset, (value + 1) & 0xFFFFFFFFFFFFFFFF)
         finally:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
 
@@ -66,7 +97,8 @@ class Generation:
 
 
 class PostgresListener(threading.Thread):
-    """Bumps the local generation whenever another node commits a change (LISTEN soko_changes)."""
+    """Bumps the local generation whenever another node commits a change (LISTEN soko_changes), and the events
+    generation when one commits events (LISTEN soko_events)."""
 
     def __init__(self, dsn: str, generation: Generation) -> None:
         super().__init__(name="soko-changes", daemon=True)
@@ -113,21 +145,28 @@ class PostgresListener(threading.Thread):
             try:
                 with psycopg.connect(self._dsn, autocommit=True) as conn:
                     conn.execute(f"LISTEN {CHANNEL}")
+                    conn.execute(f"LISTEN {EVENTS_CHANNEL}")
                     poll = select.poll()
                     poll.register(conn.fileno(), select.POLLIN)
                     self._fd = conn.fileno()
                     self._generation.bump()  # anything may have changed while we were not listening
+                    self._generation.bump_events()
                     while not self._stopping.is_set():
                         if not poll.poll(1000):  # waits without the GIL
                             continue
                         self._reading = True
+                        events = False
                         try:
                             for notify in conn.notifies(timeout=0.05, stop_after=1):
-                                if (event := self._awaited.get(notify.payload)) is not None:
+                                if notify.channel == EVENTS_CHANNEL:
+                                    events = True
+                                elif (event := self._awaited.get(notify.payload)) is not None:
                                     event.set()
                         finally:
                             self._generation.bump()
                             self._reading = False
+                            if events:
+                                self._generation.bump_events()
             except Exception as exc:  # the database restarted or the network blinked: reconnect
                 log.warning("lost the change listener connection (%s); reconnecting", exc)
             finally:
