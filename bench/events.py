@@ -13,7 +13,10 @@ threads for ``--seconds``: pushes per second. Modes:
 
 Each round runs every mode once, in a rotated order (no mode always first); the table reports each mode's median
 and range over the rounds and the per-round ratios to ``off`` (the machine's load moves between rounds, so the
-ratios within a round are the fairer figure). The markdown table goes to stdout, each run's JSON to stderr.
+ratios within a round are the fairer figure), for throughput and for the server's CPU time per push (its process
+tree's utime + stime from /proc, over the load and, ``on``, until every event is delivered): on a shared machine
+throughput follows the neighbours' load, CPU per push much less. PostgreSQL's own CPU is not counted (its server is
+shared). The markdown table goes to stdout, each run's JSON to stderr.
 """
 
 from __future__ import annotations
@@ -35,6 +38,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from procstat import cpu_seconds  # noqa: E402
 
 ENV = {"SOKO_EVENT_TARGET_ALLOW_CIDRS": "127.0.0.1/32", "SOKO_ACCESS_LOG": "off", "SOKO_LOG_LEVEL": "warning"}
 NO_EVENTS = """import sys
@@ -137,7 +143,9 @@ def run(mode: str, kind: str, seconds: float, clients: int) -> dict:
                     env=clean,
                 )
             load_before = os.getloadavg()[0]
+            cpu_before = cpu_seconds(server.pid)
             pushes = _push_load(server, seconds, clients)
+            cpu = cpu_seconds(server.pid) - cpu_before  # "on": the rest of the delivery is added below
             result = {
                 "mode": mode,
                 "database": kind,
@@ -155,6 +163,7 @@ def run(mode: str, kind: str, seconds: float, clients: int) -> dict:
                     if len(arrived) >= len(expected):
                         break
                     time.sleep(0.5)
+                cpu = cpu_seconds(server.pid) - cpu_before  # every event delivered: its whole cost
                 lags = sorted(arrived[e] - created for e, created in expected.items() if e in arrived)
                 result |= {
                     "events": len(expected),
@@ -163,6 +172,7 @@ def run(mode: str, kind: str, seconds: float, clients: int) -> dict:
                     "lag_p99_ms": 1000 * lags[min(len(lags) - 1, int(0.99 * len(lags)))],
                     "lags": lags,
                 }
+            result["cpu_ms_per_push"] = 1000 * cpu / max(pushes, 1)
             return result
         finally:
             server.stop()
@@ -242,9 +252,10 @@ def main() -> None:
     loads = [r["load"] for done in rounds for r in done.values()]
     print(
         f"| {args.database}, {args.clients} clients, {args.seconds:.0f} s x {args.rounds} rounds, load "
-        f"{min(loads):.0f}-{max(loads):.0f} | pushes/s: median (range) | vs off, per round: median (range) |"
+        f"{min(loads):.0f}-{max(loads):.0f} | pushes/s: median (range) | vs off, per round: median (range) "
+        "| server CPU ms per push | vs off, per round |"
     )
-    print("|---|---|---|")
+    print("|---|---|---|---|---|")
     for mode, label in (
         ("off", "events off (no outbox row, no delivery)"),
         ("outbox", "outbox only (events written, no target)"),
@@ -259,7 +270,18 @@ def main() -> None:
             else []
         )
         versus = f"{statistics.median(ratios):+.1f} % ({min(ratios):+.1f} to {max(ratios):+.1f})" if ratios else "-"
-        print(f"| {label} | {_spread(rates)} | {versus} |")
+        cpu = [done[mode]["cpu_ms_per_push"] for done in rounds]
+        cpu_ratios = (
+            [100 * (done[mode]["cpu_ms_per_push"] / done["off"]["cpu_ms_per_push"] - 1) for done in rounds]
+            if "off" in modes and mode != "off"
+            else []
+        )
+        cpu_versus = (
+            f"{statistics.median(cpu_ratios):+.1f} % ({min(cpu_ratios):+.1f} to {max(cpu_ratios):+.1f})"
+            if cpu_ratios
+            else "-"
+        )
+        print(f"| {label} | {_spread(rates)} | {versus} | {_spread(cpu)} | {cpu_versus} |")
     if "on" in modes:
         lags = sorted(lag for done in rounds for lag in done["on"]["lags"])
         events = sum(done["on"]["events"] for done in rounds)
@@ -269,7 +291,7 @@ def main() -> None:
         print(
             f"| delivery lag, {events} events ({delivered} delivered), all rounds | "
             f"p50 {1000 * statistics.median(lags):.0f} ms, p99 {1000 * lags[int(0.99 * (len(lags) - 1))]:.0f} ms | "
-            f"per round: p50 {min(p50s):.0f}-{max(p50s):.0f} ms, p99 {min(p99s):.0f}-{max(p99s):.0f} ms |"
+            f"per round: p50 {min(p50s):.0f}-{max(p50s):.0f} ms, p99 {min(p99s):.0f}-{max(p99s):.0f} ms | | |"
         )
 
 

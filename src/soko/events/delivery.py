@@ -41,6 +41,7 @@ from soko.events.targets import KIND, Targets
 from soko.jobs.runner import JobKind, stopping
 from soko.kernel.context import DomainContext
 from soko.meta.schema import event_dead_letters, event_outbox, event_targets
+from soko.meta.schema.base import Timestamp
 
 log = logging.getLogger("soko.events")
 BATCH = 200
@@ -83,6 +84,43 @@ class _Cursor:
     def written(self) -> None:
         self.seen = self.passed
         self.done.clear()
+
+
+def _pass_statement() -> sa.Select:
+    """One statement per pass: the target, whether a redelivery is due, and (unless its head is backing off) the
+    events after ``after`` — or after the row's position when that is None. Built once: building it costs more
+    CPU than running it."""
+    t, o, letters = event_targets, event_outbox, event_dead_letters.c
+    now = sa.bindparam("now", type_=Timestamp)
+    redelivery_due = (
+        sa.exists()
+        .where(
+            letters.target_id == t.c.id,
+            letters.status == "retry",
+            sa.or_(letters.next_attempt_at.is_(None), letters.next_attempt_at <= now),
+        )
+        .label("redelivery_due")
+    )
+    after = sa.func.coalesce(sa.bindparam("after", type_=sa.BigInteger), t.c.position)
+    ready = sa.or_(t.c.next_attempt_at.is_(None), t.c.next_attempt_at <= now)
+    return (
+        sa.select(
+            t,
+            redelivery_due,
+            o.c.id.label("outbox_id"),
+            o.c.event_id,
+            o.c.account_id.label("event_account"),
+            o.c.created_at.label("event_created_at"),
+            o.c.body,
+        )
+        .select_from(t.outerjoin(o, sa.and_(o.c.id > after, ready)))
+        .where(t.c.id == sa.bindparam("target"))
+        .order_by(o.c.id)
+        .limit(BATCH)
+    )
+
+
+_PASS = _pass_statement()
 
 
 class Delivery:
@@ -154,46 +192,20 @@ class Delivery:
         events, pass ``AGAIN`` at once (the batch was full: more are waiting) or ``STOP`` (the target is gone or
         off, or another runner moved it on) — and the cursor, whose progress may not be written yet (``_flush``)."""
         now = self.ctx.clock()
-        letters = event_dead_letters.c
-        redelivery_due = (
-            sa.exists()
-            .where(
-                letters.target_id == event_targets.c.id,
-                letters.status == "retry",
-                sa.or_(letters.next_attempt_at.is_(None), letters.next_attempt_at <= now),
-            )
-            .label("redelivery_due")
-        )
+        after = cursor.passed if cursor is not None else None  # None: the row's position (a run's first pass)
         with self.ctx.db.read() as conn:
-            target = conn.execute(
-                sa.select(event_targets, redelivery_due).where(event_targets.c.id == target_id)
-            ).first()
-            if target is None:
-                return 0, STOP, None
-            if not target.enabled:
-                return 0, STOP, cursor  # switched off: what this run did is still written
-            if cursor is None:
-                cursor = _Cursor(seen=target.position, passed=target.position)
-            elif target.position != cursor.seen:
-                self._lost(target_id)
-                return 0, STOP, None
-            backing_off = target.next_attempt_at is not None and target.next_attempt_at > now
-            rows = (
-                []
-                if backing_off
-                else conn.execute(
-                    sa.select(
-                        event_outbox.c.id,
-                        event_outbox.c.event_id,
-                        event_outbox.c.account_id,
-                        event_outbox.c.created_at,
-                        event_outbox.c.body,
-                    )
-                    .where(event_outbox.c.id > cursor.passed)
-                    .order_by(event_outbox.c.id)
-                    .limit(BATCH)
-                ).all()
-            )
+            result = conn.execute(_PASS, {"target": target_id, "now": now, "after": after}).all()
+        if not result:
+            return 0, STOP, None
+        target = result[0]
+        if not target.enabled:
+            return 0, STOP, cursor  # switched off: what this run did is still written
+        if cursor is None:
+            cursor = _Cursor(seen=target.position, passed=target.position)
+        elif target.position != cursor.seen:
+            self._lost(target_id)
+            return 0, STOP, None
+        rows = [row for row in result if row.outbox_id is not None]
         full = len(rows) == BATCH
         if not rows and not target.redelivery_due:
             return 0, WAIT, cursor
@@ -203,10 +215,10 @@ class Delivery:
         attempts = target.attempts  # of the head event, written at each failure
 
         for row in rows:
-            if row.account_id != target.account_id or (
+            if row.event_account != target.account_id or (
                 pattern is not None and not patterns.matches(pattern, json.loads(row.body))
             ):
-                cursor.move(row.id)
+                cursor.move(row.outbox_id)
                 continue
             if stopping():
                 full = False
@@ -214,7 +226,7 @@ class Delivery:
             outcome = session.send(target.url, row.body.encode(), row.event_id, secret, attempts + 1, target.timeout)
             now = self.ctx.clock()
             if outcome.ok:
-                cursor.move(row.id, (now, max(now - row.created_at, 0.0)))
+                cursor.move(row.outbox_id, (now, max(now - row.event_created_at, 0.0)))
                 count += 1
                 # the head had failed before: its attempts are reset at once; otherwise every WRITE_EVERY
                 if (attempts or len(cursor.done) >= WRITE_EVERY) and not self._flush(target_id, cursor):
@@ -251,7 +263,7 @@ class Delivery:
                 moved = conn.execute(
                     sa.update(event_targets)
                     .where(event_targets.c.id == target_id, event_targets.c.position == cursor.seen)
-                    .values(position=row.id, attempts=0, next_attempt_at=None, **failed)
+                    .values(position=row.outbox_id, attempts=0, next_attempt_at=None, **failed)
                 ).rowcount
                 if not moved:
                     self._lost(target_id)
@@ -259,7 +271,7 @@ class Delivery:
                 conn.execute(
                     self.ctx.db.insert_ignore(event_dead_letters).values(
                         target_id=target_id,
-                        outbox_id=row.id,
+                        outbox_id=row.outbox_id,
                         event_id=row.event_id,
                         body=row.body,
                         status="dead",
@@ -268,7 +280,7 @@ class Delivery:
                         dead_at=now,
                     )
                 )
-            cursor.move(row.id)
+            cursor.move(row.outbox_id)
             cursor.written()
             attempts = 0
         return count, AGAIN if full else WAIT, cursor

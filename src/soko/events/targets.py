@@ -259,7 +259,14 @@ class Targets:
 
     def redeliver(self, account_id: str, name: str, event_ids: list[str] | None = None) -> int:
         """Send dead letters again (all of the target's, or these events: dead letters or events still in the
-        outbox), with a fresh count of attempts; returns how many are queued."""
+        outbox), with a fresh count of attempts; returns how many are queued. A delivery run on this host is woken
+        at once (elsewhere its 1 s poll finds them)."""
+        try:
+            return self._redeliver(account_id, name, event_ids)
+        finally:
+            self.ctx.generation.bump_events()
+
+    def _redeliver(self, account_id: str, name: str, event_ids: list[str] | None) -> int:
         with self.ctx.write() as conn:
             target_id = self._id(conn, account_id, name)
             fresh = {"status": "retry", "attempts": 0, "next_attempt_at": None}
