@@ -89,6 +89,11 @@ class Receiver:
             self.arrived.wait_for(lambda: len(self.requests) >= count, timeout)
             return list(self.requests)
 
+    def wait_until(self, predicate, timeout: float = 20.0) -> bool:
+        """Until ``predicate(self)`` holds after an arrival (or ``timeout``)."""
+        with self.arrived:
+            return self.arrived.wait_for(lambda: predicate(self), timeout)
+
     def events(self) -> list[dict]:
         return [json.loads(r["body"]) for r in self.requests]
 
