@@ -315,3 +315,19 @@ def test_deleting_an_image_drops_its_scan(server, ecr, advisories):
     assert exc.value.response["Error"]["Code"] == "ScanNotFoundException"
     assert ecr.start_image_scan(repositoryName=REF.name, imageId={"imageTag": "v1"})["imageScanStatus"][
         "status"] == "IN_PROGRESS"
+
+
+def test_scans_run_on_threads_of_lower_priority(registry):
+    """Scans take the CPU that pushes and pulls leave: their threads' niceness is raised (the job runner's threads,
+    shared with other kinds, keep theirs)."""
+    import os
+    import threading
+
+    from soko.scan.scans import Scans
+
+    def niceness() -> int:
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    mine = niceness()
+    assert Scans(registry)._threads().submit(niceness).result() == min(mine + 10, 19)
+    assert niceness() == mine

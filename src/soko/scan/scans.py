@@ -14,6 +14,7 @@ import logging
 import os
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -94,8 +95,20 @@ class Scans:
 
     # ---- the job -----------------------------------------------------------------------------------------------
     def run(self, key: str) -> str | None:
-        """Run scan ``key`` (an ``image_scans`` id): inventory (stored, or read from the layers), match, store."""
-        _lower_priority()
+        """Run scan ``key`` (an ``image_scans`` id) on a scan thread, which has a lower CPU priority; the job
+        runner's thread, shared with other kinds, waits for it and keeps its own priority."""
+        return self._threads().submit(self._run, key).result()
+
+    def _threads(self) -> ThreadPoolExecutor:
+        global _SCAN_THREADS
+        with _SCAN_THREADS_LOCK:  # made on first use, so after the supervisor forked this worker
+            if _SCAN_THREADS is None:
+                _SCAN_THREADS = ThreadPoolExecutor(max(self.ctx.settings.scan_concurrency, 1), "soko-scan",
+                                                   initializer=_lower_priority)
+            return _SCAN_THREADS
+
+    def _run(self, key: str) -> str | None:
+        """Inventory (stored, or read from the layers), match, store."""
         with self.ctx.db.read() as conn:
             row = conn.execute(
                 sa.select(image_scans.c.manifest_digest, image_scans.c.scan_type, image_scans.c.findings,
@@ -301,9 +314,14 @@ class _Done:
     scan_type: str
 
 
+_SCAN_THREADS: ThreadPoolExecutor | None = None
+_SCAN_THREADS_LOCK = threading.Lock()
+
+
 def _lower_priority() -> None:
-    """Scans run on a job thread at a lower CPU priority (Linux schedules threads one by one), so on a busy node
-    pushes and pulls are served first: a scan takes what they leave (``scan_concurrency`` bounds how many run)."""
+    """Scan threads run at a lower CPU priority (Linux schedules threads one by one), so on a busy node pushes and
+    pulls are served first: a scan takes what they leave (``scan_concurrency`` bounds how many run). Only threads
+    made for scans: an unprivileged process cannot raise a thread's priority back."""
     try:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), SCAN_NICENESS)
     except (OSError, AttributeError):  # not Linux, or not allowed: the scan still runs, at normal priority
