@@ -22,10 +22,11 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable, Generator, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -70,6 +71,7 @@ WAIT_STEP = 0.05
 LIVE_WINDOW = 32 << 20  # bytes of a fetch kept for pulls that have not asked for them yet (a prefetch)
 LIVE_PATIENCE = 20.0  # how long a fetch waits for a pull to take them (or for a stalled pull) before going on alone
 PREFETCH_SLOTS = 8  # prefetches under way at once per process
+BACKLOG = 8  # pieces (~1 MiB) a fetch may have received but not yet stored and hashed
 
 
 class UpstreamFailed(SokoError):
@@ -357,6 +359,15 @@ class PullThroughCache:
         ``event`` (the sync's) is emitted with it."""
         with self.ctx.transaction(invalidates=True) as tx:
             repo_id = self.registry.repositories.id_for_pull_through(tx, ref)
+        if media_type not in mt.INDEXES:
+            # an image whose blobs are not all here (a first pull, usually) goes pending without a put that would
+            # fail: it still takes the write lock. Blobs another repository of the account holds are linked first.
+            for descriptor in _descriptors(payload):
+                if is_digest(str(descriptor.get("digest"))) and descriptor.get("mediaType") not in mt.NON_DISTRIBUTABLE:
+                    self._link_stored(ref, descriptor["digest"])
+            if not self._blobs_linked(repo_id, payload):
+                self._pend(repo_id, tag, digest, media_type, payload, event)
+                return False
         try:
             self.registry.manifests.put(ref, tag or digest, payload, media_type, sign=False)
             self._emit(event)
@@ -373,6 +384,11 @@ class PullThroughCache:
                     pass
         except ReferencedManifestUnknown:
             pass
+        self._pend(repo_id, tag, digest, media_type, payload, event)
+        return False
+
+    def _pend(self, repo_id: int, tag: str | None, digest: str, media_type: str, payload: bytes, event: Event) -> None:
+        """Keep a manifest pending until its blobs (children) are cached; the fill job fetches what no client does."""
         now = self.ctx.clock()
         with self.ctx.transaction(invalidates=True) as tx:
             conn = tx.conn
@@ -394,7 +410,6 @@ class PullThroughCache:
             )
             key = f"{repo_id}:{digest}"
             conn.execute(self.ctx.db.insert_ignore(jobs).values(kind=FILL_JOB, key=key, next_run=now + FILL_DELAY))
-        return False
 
     def _emit(self, event: Event) -> None:
         with self.ctx.transaction() as tx:
@@ -795,21 +810,23 @@ class PullThroughCache:
             nonlocal finished
             beat = time.monotonic()
             held: bytes | None = None
-            # Each piece is stored and hashed on two pool threads (file writes, sealing and hashlib release the
-            # GIL) while this thread receives the next and the client is sent the one before: the client's bytes
-            # never wait for storage, only the last piece waits for the whole blob to be verified and committed.
-            storing: list[Future] = []
+            # Each piece is stored and hashed on two threads of this fetch, in order, up to BACKLOG pieces behind
+            # (file writes, sealing and hashlib release the GIL), while this thread receives the next and the one
+            # before goes to the client: the client's bytes never wait for storage (nor for the upload session to
+            # open), only the last piece waits for the whole blob to be stored, verified and committed.
+            lanes = [_Lane(store, BACKLOG), _Lane(hash_, BACKLOG)]
             try:
                 for piece in stream:
-                    _settle(storing)  # in order: the previous piece is written and hashed (or its error raises)
-                    storing = [self._pool.submit(store, piece), self._pool.submit(hash_, piece)]
+                    for lane in lanes:
+                        lane.put(piece)  # (raises what storing an earlier piece raised)
                     if time.monotonic() - beat > CLAIM_REFRESH:
                         self._refresh(digest, owner)
                         beat = time.monotonic()
                     if held is not None:
                         yield held
                     held = piece
-                _settle(storing)
+                for lane in lanes:
+                    lane.finish()
                 upload_id, writer = upload.result()
                 # the stream ended verified (digest and size): the last piece may go, the blob may become visible
                 writer.finish()
@@ -828,7 +845,8 @@ class PullThroughCache:
             except UpstreamError as exc:
                 raise upstream_failed(rule, exc, "blob") from None
             finally:
-                wait(storing)  # never abandon the upload under a piece still being written
+                for lane in lanes:
+                    lane.close()  # never abandon the upload under a piece still being written
                 end()
 
         def end() -> None:
@@ -906,9 +924,40 @@ def _descriptors(payload: bytes) -> list[dict]:
     return [d for d in found if isinstance(d, dict)]
 
 
-def _settle(futures: list[Future]) -> None:
-    for future in futures:
-        future.result()
+class _Lane:
+    """``work(piece)`` for each piece put, in order, on a thread of its own, at most ``depth`` pieces behind; the
+    first error stops the work and is raised by the next ``put`` or by ``finish``."""
+
+    def __init__(self, work: Callable[[bytes], None], depth: int) -> None:
+        self._work = work
+        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=depth)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="pull-through-lane", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (piece := self._queue.get()) is not None:
+            if self._error is None:
+                try:
+                    self._work(piece)
+                except BaseException as exc:
+                    self._error = exc
+
+    def put(self, piece: bytes) -> None:
+        if self._error is not None:
+            raise self._error
+        self._queue.put(piece)
+
+    def finish(self) -> None:
+        """Wait until every piece put is done; raise the first error."""
+        self.close()
+        if self._error is not None:
+            raise self._error
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
 
 
 def _abandon(
