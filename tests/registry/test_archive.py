@@ -256,3 +256,27 @@ def test_kms_repositories_refuse_archiving_and_open_wires_the_archive_store(regi
         assert opened.ctx.store_for("blobs/sha256/ab/abc") is opened.ctx.storage
     finally:
         opened.close()
+
+
+def test_a_restore_requested_while_the_archive_job_moves_content_is_carried_out(tiered: Registry, monkeypatch) -> None:
+    """The job's own row is re-enqueued by a request committed during its run: it must not be forgotten then (the
+    image stayed ACTIVATING for good, its content in the archive tier)."""
+    registry = tiered
+    ref = RepoRef(ACCOUNT, "arch/race")
+    layer = os.urandom(20_000)
+    digest = push_image(registry, ref, "v1", [layer])
+    registry.storage_classes.update(ref, {"imageDigest": digest}, "ARCHIVE")
+    move = registry.storage_classes.to_archive
+    restored: list[str] = []
+
+    def move_then_restore(blob: str) -> bool:  # a client's restore lands right after the job moved a blob
+        moved = move(blob)
+        if not restored:
+            restored.append(registry.storage_classes.update(ref, {"imageDigest": digest}, "STANDARD")[1])
+        return moved
+
+    monkeypatch.setattr(registry.storage_classes, "to_archive", move_then_restore)
+    registry.storage_classes.run_job(str(_manifest_id(registry, ref, digest)))
+    assert restored == ["ACTIVATING"]
+    assert registry.manifests.get(ref, digest, record_pull=True).status == "ACTIVE"
+    assert _content(registry, ref, f"sha256:{hashlib.sha256(layer).hexdigest()}") == layer

@@ -7,13 +7,12 @@ and never waits for the signature."""
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable
-from functools import lru_cache
 
 import sqlalchemy as sa
 
 from soko.kernel.job_queue import enqueue
+from soko.kernel.wildcard import wildcard_match
 from soko.meta.schema import image_signing_status, jobs, signing_configurations
 
 KIND = "signing"
@@ -21,14 +20,9 @@ IN_PROGRESS, COMPLETE, FAILED = "IN_PROGRESS", "COMPLETE", "FAILED"
 NOT_AUTHORIZED = "SIGNING_NOT_AUTHORIZED"  # the pusher may not use the profile (signer:SignPayload)
 
 
-@lru_cache(maxsize=1024)
-def _wildcard(pattern: str) -> re.Pattern[str]:
-    return re.compile(".*".join(re.escape(part) for part in pattern.split("*")))
-
-
 def filter_matches(repository: str, filter_value: str) -> bool:
     """ECR's WILDCARD_MATCH: ``*`` is any run of characters (``/`` included), the rest literal, the whole name."""
-    return _wildcard(filter_value).fullmatch(repository) is not None
+    return wildcard_match(repository, filter_value)
 
 
 def matching_profiles(rules: list[dict], repository: str) -> list[str]:

@@ -2,18 +2,11 @@
 
 from __future__ import annotations
 
-import re
-from functools import lru_cache
-
-
-@lru_cache(maxsize=1024)
-def _wildcard(pattern: str) -> re.Pattern[str]:
-    # ECR filters: '*' matches zero or more characters, everything else is literal.
-    return re.compile(".*".join(re.escape(part) for part in pattern.split("*")), re.DOTALL)
+from soko.kernel.wildcard import wildcard_match
 
 
 def matches_any(tag: str, filters: list[dict]) -> bool:
-    return any(_wildcard(f.get("filter", "")).fullmatch(tag) for f in filters)
+    return any(wildcard_match(tag, f.get("filter", "")) for f in filters)
 
 
 def tag_is_immutable(tag: str, mutability: str, filters: list[dict]) -> bool:

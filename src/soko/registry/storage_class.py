@@ -296,38 +296,53 @@ class StorageClasses:
     # ---- the job ----------------------------------------------------------------------------------------------
     def run_job(self, key: str) -> str | None:
         """``storage_class``: move the content of image ``key`` (a manifest id) to the tier its status asks for; a
-        restore ends ACTIVE. The job's row is deleted when done (``forget``), so finished moves do not pile up."""
+        restore ends ACTIVE. The job's row is deleted when done (``forget``), so finished moves do not pile up —
+        but only while the image's status is still the one this run carried out: a request committed during the run
+        (a restore while the archive moved content, an archive right after an activation) re-enqueued this same
+        row, and forgetting it then would leave the image ACTIVATING for good (or archived in standard storage)."""
         from soko.kernel.job_queue import forget
 
-        with self.ctx.db.read() as conn:
-            row = conn.execute(
-                sa.select(manifests.c.id, manifests.c.digest, manifests.c.image_status).where(
-                    manifests.c.id == int(key)
-                )
-            ).first()
-            digests = (
-                list(
-                    conn.execute(
-                        sa.select(manifest_blobs.c.digest).where(manifest_blobs.c.manifest_id == int(key))
-                    ).scalars()
-                )
-                if row is not None
-                else []
-            )
-        message = None
-        if row is not None and row.image_status == ARCHIVED:
-            moved = sum(self.to_archive(d) for d in digests)
-            message = f"archived {moved} blob(s) of image {row.digest}" if moved else None
-        elif row is not None and row.image_status == ACTIVATING:
-            moved = sum(self.to_standard(d) for d in digests)
-            self._activate(int(key))
-            message = f"restored image {row.digest} ({moved} blob(s) back from the archive)"
-        with self.ctx.db.write() as conn:
-            forget(conn, KIND, key)
+        messages = []
+        while True:
+            done, message = self._move(int(key))
+            if message:
+                messages.append(message)
+            with self.ctx.db.write() as conn:
+                query = sa.select(manifests.c.image_status).where(manifests.c.id == int(key))
+                if not self.ctx.db.is_sqlite:
+                    query = query.with_for_update()  # the lock UpdateImageStorageClass takes to change the status
+                status = conn.execute(query).scalar()
+                if status is None or status == done:
+                    forget(conn, KIND, key)
+                    break
         # The copies left behind are tombstones now: delete them at once (not at the next GC run), so archiving
         # frees standard storage when the job ends.
         tombstones.execute(self.ctx)
-        return message
+        return "; ".join(messages) or None
+
+    def _move(self, manifest_id: int) -> tuple[str | None, str | None]:
+        """One pass of the job: the image's status it leaves (None: the image is gone) and what it did."""
+        with self.ctx.db.read() as conn:
+            row = conn.execute(
+                sa.select(manifests.c.id, manifests.c.digest, manifests.c.image_status).where(
+                    manifests.c.id == manifest_id
+                )
+            ).first()
+            if row is None:
+                return None, None
+            digests = list(
+                conn.execute(
+                    sa.select(manifest_blobs.c.digest).where(manifest_blobs.c.manifest_id == manifest_id)
+                ).scalars()
+            )
+        if row.image_status == ARCHIVED:
+            moved = sum(self.to_archive(d) for d in digests)
+            return ARCHIVED, (f"archived {moved} blob(s) of image {row.digest}" if moved else None)
+        if row.image_status == ACTIVATING:
+            moved = sum(self.to_standard(d) for d in digests)
+            self._activate(manifest_id)
+            return ACTIVE, f"restored image {row.digest} ({moved} blob(s) back from the archive)"
+        return row.image_status, None
 
     def _activate(self, manifest_id: int) -> None:
         with self.ctx.transaction(invalidates=True) as tx:
