@@ -38,6 +38,24 @@ def _pg_available() -> bool:
 _PG = _pg_available()
 
 
+def pytest_collection_modifyitems(config, items) -> None:
+    """AWS CLI tests run on SQLite only (unless marked ``both_databases``): they check the wire — what the real
+    CLI sends, how it parses Soko's answers — while the domain behind each operation runs on both databases in the
+    boto3 and domain tests. Each CLI call costs a second of the CLI's own start-up, so running them twice was the
+    slowest part of the suite."""
+    keep, dropped = [], []
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        on_postgresql = callspec is not None and callspec.params.get("database_url") == "postgresql"
+        if on_postgresql and "aws_cli" in item.fixturenames and item.get_closest_marker("both_databases") is None:
+            dropped.append(item)
+        else:
+            keep.append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = keep
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request, tmp_path) -> Iterator[str]:
     if request.param == "sqlite":
