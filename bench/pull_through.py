@@ -89,11 +89,14 @@ def main() -> int:
                 httpx.Client(base_url=soko.url, auth=soko.credentials, timeout=300) as via_soko,
                 httpx.Client(base_url=proxy.url, timeout=300) as via_proxy,
             ):
+                # the ordinary images are pushed before the rounds: what a push starts in Soko (scans…) is not
+                # running while a round's pulls are timed
+                for round_ in range(args.rounds):
+                    push_image(soko_push, f"plain/r{round_}", "v1", [os.urandom(size) for size in sizes])
                 for round_ in range(args.rounds):
                     repo = f"bench/r{round_}"
                     push_image(up, repo, "v1", [os.urandom(size) for size in sizes])
                     plain = f"plain/r{round_}"
-                    push_image(soko_push, plain, "v1", [os.urandom(size) for size in sizes])
                     order = [
                         ("direct", direct, repo, upstream),
                         ("soko first", via_soko, f"up/{repo}", soko),
