@@ -253,3 +253,35 @@ def test_the_quick_name_filter_never_hides_a_wanted_file(parts):
 
     path = "/".join(parts)
     assert catalogers.wants(path) == any(c.wants(path) for c in catalogers.CATALOGERS)
+
+
+def _osv(id_: str, ecosystem: str, name: str, introduced: str, fixed: str) -> dict:
+    return {"id": id_, "modified": "2024-01-01T00:00:00Z", "aliases": [], "summary": id_, "affected": [
+        {"package": {"ecosystem": ecosystem, "name": name},
+         "ranges": [{"type": "ECOSYSTEM", "events": [{"introduced": introduced}, {"fixed": fixed}]}]}]}
+
+
+@needs_rpm
+def test_rpm_gem_and_crate_findings(registry, tmp_path):
+    """Advisories in OSV's RubyGems, crates.io and Rocky Linux ecosystems match by each one's ordering (RubyGems'
+    pre-releases, semver, rpm's epoch:version-release)."""
+    from soko.scan.vulndb import matcher, records, store
+
+    advisories = [
+        _osv("GHSA-rack-1", "RubyGems", "rack", "0", "2.2.6.2"),  # 2.2.4 < 2.2.6.2: affected
+        _osv("GHSA-rack-2", "RubyGems", "rack", "0", "2.2.4"),  # fixed in the version installed: not
+        _osv("RUSTSEC-2021-0003", "crates.io", "smallvec", "1.6.0", "1.6.1"),
+        _osv("RLSA-2024:1", "Rocky Linux:9", "hello-soko-libs", "0", "2:1.2.3-5.el9"),  # epoch 2 kept: affected
+        _osv("RLSA-2024:2", "Rocky Linux:9", "hello-soko", "0", "1:9.9-1.el9"),  # lower epoch: not affected
+        _osv("ALSA-2024:3", "AlmaLinux:9", "hello-soko", "0", "3:0-1"),  # another distribution: not asked
+    ]
+    for advisory in advisories:
+        (tmp_path / f"{advisory['id'].replace(':', '_')}.json").write_text(json.dumps(advisory))
+    store.import_advisories(registry.ctx.db, records.read_paths([str(tmp_path)]))
+    inv = inventory(registry, [gz(tar([
+        *ROCKY, ("var/lib/rpm/rpmdb.sqlite", (images.rpm_roots() / "two/var/lib/rpm/rpmdb.sqlite").read_bytes()),
+        ("usr/local/bundle/specifications/rack-2.2.4.gemspec", RUBYGEMS_SPEC),
+        ("srv/app/Cargo.lock", images.CARGO_LOCK.encode()),
+    ]))])
+    found = {(f.name, f.package.name) for f in matcher.match(registry.ctx.db, inv)}
+    assert found == {("GHSA-rack-1", "rack"), ("RUSTSEC-2021-0003", "smallvec"), ("RLSA-2024:1", "hello-soko-libs")}

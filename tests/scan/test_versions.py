@@ -46,8 +46,12 @@ def entry(*events: tuple[str, str], versions: list[str] | None = None, kind: str
     ("Maven", "2.11.0", entry(("introduced", "0"), ("fixed", "2.14.0")), True),
     ("Maven", "2.14.0", entry(("introduced", "0"), ("fixed", "2.14.0")), False),
     ("Maven", "1.0-SNAPSHOT", entry(("introduced", "0"), ("fixed", "1.0")), True),
-    ("RubyGems", "1.0", entry(("introduced", "0")), False),
-    ("RubyGems", "1.0", entry(versions=["1.0"]), True),
+    ("Hackage", "1.0", entry(("introduced", "0")), False),
+    ("Hackage", "1.0", entry(versions=["1.0"]), True),
+    ("RubyGems", "1.0", entry(("introduced", "0")), True),
+    ("RubyGems", "1.0.0.pre", entry(("introduced", "0"), ("fixed", "1.0.0")), True),
+    ("crates.io", "1.6.1", entry(("introduced", "1.6.0"), ("fixed", "1.6.1")), False),
+    ("Rocky Linux:9", "1:1.0-1.el9", entry(("introduced", "0"), ("fixed", "2:0.1-1.el9")), True),
 ])
 def test_affected(ecosystem, version, rng, expected):
     assert affected(ecosystem, version, rng) is expected

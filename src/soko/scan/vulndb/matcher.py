@@ -30,6 +30,10 @@ class Finding:
     modified: float | None = None  # the newest record's modification time
 
 
+# os-release ID → the OSV ecosystem of its rpm advisories (binary package names, epoch:version-release)
+RPM_ECOSYSTEMS = {"rocky": "Rocky Linux", "almalinux": "AlmaLinux"}
+
+
 def lookups(inventory: ImageInventory, package: Package) -> list[tuple[str, str, str]]:
     """(ecosystem, name, version) the advisories would name this package by; the first matching ecosystem wins."""
     os_release = inventory.os
@@ -50,6 +54,13 @@ def lookups(inventory: ImageInventory, package: Package) -> list[tuple[str, str,
         return [("npm", package.name, package.version)]
     if package.type == "maven":
         return [("Maven", package.name, package.version)]  # OSV names Maven packages group:artifact
+    if package.type == "rpm" and os_release is not None and os_release.id in RPM_ECOSYSTEMS:
+        major = os_release.version_id.split(".")[0]
+        return [(f"{RPM_ECOSYSTEMS[os_release.id]}:{major}", package.name, package.version)] if major else []
+    if package.type == "gem":
+        return [("RubyGems", package.name, package.version)]
+    if package.type == "cargo":
+        return [("crates.io", package.name, package.version)]
     if package.type == "golang" and package.version != "(devel)":
         return [("Go", package.name, package.version.removeprefix("v"))]
     return []

@@ -11,7 +11,14 @@ from collections.abc import Callable
 from functools import lru_cache
 
 import packaging.version
-from univers.versions import AlpineLinuxVersion, DebianVersion, MavenVersion, SemverVersion
+from univers.versions import (
+    AlpineLinuxVersion,
+    DebianVersion,
+    MavenVersion,
+    RpmVersion,
+    RubygemsVersion,
+    SemverVersion,
+)
 
 
 def _pypi(text: str):
@@ -24,7 +31,8 @@ def _semver(text: str):
 
 ORDERINGS: dict[str, Callable[[str], object]] = {
     "PyPI": _pypi, "Debian": DebianVersion, "Ubuntu": DebianVersion, "Alpine": AlpineLinuxVersion,
-    "npm": _semver, "Go": _semver, "Maven": MavenVersion,
+    "npm": _semver, "Go": _semver, "Maven": MavenVersion, "RubyGems": RubygemsVersion, "crates.io": _semver,
+    "Rocky Linux": RpmVersion, "AlmaLinux": RpmVersion,
 }
 
 
