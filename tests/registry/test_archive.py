@@ -280,3 +280,27 @@ def test_a_restore_requested_while_the_archive_job_moves_content_is_carried_out(
     assert restored == ["ACTIVATING"]
     assert registry.manifests.get(ref, digest, record_pull=True).status == "ACTIVE"
     assert _content(registry, ref, f"sha256:{hashlib.sha256(layer).hexdigest()}") == layer
+
+
+def test_a_kms_repository_serves_its_own_copy_of_content_archived_elsewhere(registry) -> None:
+    """A layer archived with an AES256 repository's images, then pushed to a KMS repository: that repository stores
+    its own copy under its key and serves it (it answered 404 BlobArchived on an ACTIVE image)."""
+    from soko.iam.service import Identity
+    from soko.kms.service import KeyService
+    from tests.kms.test_service import ROOT
+
+    kms = KeyService(registry.ctx, Identity(registry.ctx))
+    registry.encryption.attach(kms)
+    plain, keyed = RepoRef(ACCOUNT, "arch/plain"), RepoRef(ACCOUNT, "arch/keyed")
+    registry.repositories.create(keyed, encryption_type="KMS", kms_key=kms.create_key(ROOT, "archive").key_id)
+    layer = os.urandom(5000)
+    layer_digest = f"sha256:{hashlib.sha256(layer).hexdigest()}"
+    archived = push_image(registry, plain, "v1", [layer])
+    registry.storage_classes.update(plain, {"imageDigest": archived}, "ARCHIVE")
+    registry.storage_classes.run_job(str(_manifest_id(registry, plain, archived)))
+    push_image(registry, keyed, "v1", [layer])
+    assert _content(registry, keyed, layer_digest) == layer
+    assert registry.images.linked_blobs(keyed, [layer_digest]) == {layer_digest: len(layer)}
+    assert registry.images.linked_blobs(keyed, [layer_digest], archived=True) == {}
+    with pytest.raises(BlobArchived):  # the AES256 repository still reads the archived copy
+        registry.blobs.stat(plain, layer_digest)

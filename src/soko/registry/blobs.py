@@ -61,6 +61,13 @@ def blob_unknown(ref: RepoRef, digest: str) -> BlobUnknown:
     return BlobUnknown(f"blob {digest} is not in repository '{ref.name}'")
 
 
+def _archived_for(row: sa.Row) -> bool:
+    """Whether the repository of ``row`` (a ``_linked_row``) reads the blob from the archive tier: a repository under
+    a customer key (KMS, KMS_DSSE) reads its own copy, which is never archived, even when the service-key copy is
+    (an image pushed there after the blob was archived by the images of AES256 repositories)."""
+    return row.tier is not None and keyspace_of(row.encryption_type, row.kms_key, row.account_id) is None
+
+
 class Blobs:
     def __init__(self, ctx: DomainContext, repositories: Repositories) -> None:
         self.ctx = ctx
@@ -70,7 +77,7 @@ class Blobs:
         """The blob, when the repository holds it in standard storage (archived content is not mounted or
         replicated: the client uploads it again, which brings it back)."""
         row = self._linked_row(conn, ref, digest)
-        return BlobInfo(row.digest, row.size) if row and row.tier is None else None
+        return BlobInfo(row.digest, row.size) if row and not _archived_for(row) else None
 
     def _linked_row(self, conn: sa.Connection, ref: RepoRef, digest: str) -> sa.Row | None:
         return conn.execute(
@@ -99,7 +106,7 @@ class Blobs:
             if row is None:
                 self.repositories.id_for(conn, ref)  # NAME_UNKNOWN beats BLOB_UNKNOWN
                 raise blob_unknown(ref, digest)
-        if row.tier is not None:
+        if _archived_for(row):
             raise BlobArchived(
                 f"blob {digest} of repository '{ref.name}' is in the archive storage class with the archived images "
                 "that use it: restore them (update-image-storage-class --target-storage-class STANDARD) or upload "

@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from soko.digest import Digest
 from soko.errors import DigestInvalid, ManifestReferenced, ManifestUnknown, SokoError, TagInvalid
 from soko.meta.schema import blobs, manifest_blobs, manifests, repository_blobs, tags
+from soko.meta.schema import repositories as repos
 from soko.names import validate_tag
 from soko.registry import media_types as mt
 from soko.registry.manifests import archived_image
@@ -456,7 +457,11 @@ class Images:
             repo_id = self.repositories.id_for(conn, ref)
             if not digests:
                 return {}
-            tier = blobs.c.tier.is_not(None) if archived else blobs.c.tier.is_(None)
+            # a repository under a customer key reads its own copies, which are never archived (``Blobs``)
+            keyed = conn.execute(sa.select(repos.c.encryption_type).where(repos.c.id == repo_id)).scalar() != "AES256"
+            if keyed and archived:
+                return {}
+            tier = sa.true() if keyed else blobs.c.tier.is_not(None) if archived else blobs.c.tier.is_(None)
             return dict(
                 conn.execute(
                     sa.select(blobs.c.digest, blobs.c.size)
