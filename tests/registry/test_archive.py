@@ -304,3 +304,5 @@ def test_a_kms_repository_serves_its_own_copy_of_content_archived_elsewhere(regi
     assert registry.images.linked_blobs(keyed, [layer_digest], archived=True) == {}
     with pytest.raises(BlobArchived):  # the AES256 repository still reads the archived copy
         registry.blobs.stat(plain, layer_digest)
+    _gc(registry)
+    assert list(check(registry.ctx)) == [] and _content(registry, keyed, layer_digest) == layer
