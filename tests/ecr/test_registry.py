@@ -90,6 +90,10 @@ def test_account_settings(ecr):
     with pytest.raises(ClientError) as exc:
         ecr.get_account_setting(name="NOT_A_SETTING")
     assert error_of(exc)[0] == "ValidationException"
+    with pytest.raises(ClientError) as exc:  # Soko has no Clair engine: refused, not stored and ignored
+        ecr.put_account_setting(name="BASIC_SCAN_TYPE_VERSION", value="CLAIR")
+    assert error_of(exc)[0] == "UnsupportedOperationException"
+    assert ecr.get_account_setting(name="BASIC_SCAN_TYPE_VERSION")["value"] == "AWS_NATIVE"
 
 
 def test_blob_mounting_disabled_falls_back_to_upload(ecr, client):

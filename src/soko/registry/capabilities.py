@@ -16,6 +16,16 @@ class NotCarriedOut(SokoError):
     """A valid ECR setting that this Soko cannot carry out yet (ECR API: UnsupportedOperationException)."""
 
 
+def require_account_setting_carried_out(name: str, value: str) -> None:
+    """BASIC_SCAN_TYPE_VERSION CLAIR asks for ECR's other basic-scan engine; Soko's basic scans have one (soko.scan),
+    so storing CLAIR would change nothing."""
+    if name == "BASIC_SCAN_TYPE_VERSION" and value == "CLAIR":
+        raise NotCarriedOut(
+            "BASIC_SCAN_TYPE_VERSION CLAIR cannot be carried out: this Soko's basic scans use its own scanner, "
+            "there is no Clair engine. Use AWS_NATIVE (the default)."
+        )
+
+
 def require_no_delete_replication(rules: list[dict]) -> None:
     if any((rule.get("deleteReplication") or {}).get("enabled") for rule in rules):
         raise NotCarriedOut(

@@ -14,7 +14,11 @@ from soko.kernel.events import scan_resource_change
 from soko.kernel.job_queue import enqueue
 from soko.kernel.unit_of_work import UnitOfWork
 from soko.meta.schema import account_settings, replication_configurations, repositories, scanning_configurations
-from soko.registry.capabilities import require_no_delete_replication, require_reachable_destinations
+from soko.registry.capabilities import (
+    require_account_setting_carried_out,
+    require_no_delete_replication,
+    require_reachable_destinations,
+)
 
 # name → (default, accepted values). BLOB_MOUNTING defaults to ENABLED: Soko mounted blobs before the setting
 # existed (Distribution behaviour), and clients fall back to uploading when a mount is refused.
@@ -69,6 +73,7 @@ class AccountSettings:
             raise ConfigurationInvalid(
                 f"Account setting value '{value}' is not valid for '{name}'; valid values are: {', '.join(accepted)}"
             )
+        require_account_setting_carried_out(name, value)
         with self.ctx.write(invalidates=True) as conn:
             conn.execute(
                 self.ctx.db.upsert(account_settings, ["account_id", "name"], {"value": None}).values(
