@@ -301,6 +301,13 @@ def test_rules_apply_to_stored_images_and_basic_scans_stay(server, ecr, advisori
     # scan/app: its basic scan stays as it was (SCAN_ON_PUSH scans new pushes only)
     out = ecr.describe_image_scan_findings(repositoryName=REF.name, imageId={"imageDigest": digest})
     assert out["imageScanStatus"]["status"] == "COMPLETE" and out["imageScanFindings"]["findings"]
+    # back to BASIC: the enhanced scan of scan/other's image does not count against the basic daily quota
+    ecr.put_registry_scanning_configuration(scanType="BASIC", rules=[])
+    assert ecr.start_image_scan(repositoryName="scan/other", imageId={"imageTag": "v1"})["imageScanStatus"][
+        "status"] == "IN_PROGRESS"
+    with pytest.raises(ClientError) as exc:
+        ecr.start_image_scan(repositoryName="scan/other", imageId={"imageTag": "v1"})
+    assert exc.value.response["Error"]["Code"] == "LimitExceededException"
 
 
 def test_deleting_an_image_drops_its_scan(server, ecr, advisories):

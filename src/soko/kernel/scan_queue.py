@@ -28,9 +28,12 @@ def request(tx, repo_id: int, digest: str, scan_type: str = scan_rules.BASIC) ->
     quota (ECR's enhanced scanning has none: they are requested by pushes and rule changes, never by callers)."""
     t = image_scans.c
     conn = tx.conn
-    row = conn.execute(sa.select(t.id, t.requested_at).where(t.repository_id == repo_id,
-                                                              t.manifest_digest == digest)).first()
-    if row is not None and scan_type == scan_rules.BASIC and tx.now - row.requested_at < QUOTA_WINDOW:
+    row = conn.execute(sa.select(t.id, t.requested_at, t.scan_type).where(t.repository_id == repo_id,
+                                                                           t.manifest_digest == digest)).first()
+    # the quota counts basic scans only: an enhanced scan of the image (before the registry went back to BASIC)
+    # does not stop its first basic one
+    if (row is not None and scan_type == scan_rules.BASIC and row.scan_type == scan_rules.BASIC
+            and tx.now - row.requested_at < QUOTA_WINDOW):
         return False
     values = {"status": IN_PROGRESS, "description": IN_PROGRESS_DESCRIPTION, "requested_at": tx.now,
               "completed_at": None, "counts": "{}", "findings": "[]", "scan_type": scan_type}
