@@ -192,3 +192,19 @@ def test_the_cli_refuses_hostile_input_with_a_clear_error(tmp_path, capsys) -> N
         assert code == 2 and says in err and "Traceback" not in err, (args, err)
     assert main(["events", "targets", "--format", "json", "--data-dir", str(tmp_path / "data")]) == 0
     assert json.loads(capsys.readouterr().out) == []
+
+
+def test_a_session_keeps_its_connection_and_sends_without_nagle_delays(receiver) -> None:
+    """Kept alive across events, with TCP_NODELAY as http.client's own connect sets it (headers and body are two
+    writes: without it every event after the first waits for the receiver's delayed ACK)."""
+    import socket
+
+    from soko.events.webhook import Session, allowed_networks
+
+    with Session(allowed_networks(["127.0.0.1/32"])) as session:
+        for n in range(3):
+            assert session.send(receiver.url, b"{}", f"id-{n}", "secret-secret-secret", 1, 5.0).ok
+        sock = session._conn.sock  # type: ignore[union-attr]
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        assert session.connections == 1
+    assert len({r["client_port"] for r in receiver.requests}) == 1
