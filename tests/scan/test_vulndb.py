@@ -123,3 +123,20 @@ def test_cli_import_status_and_scan(settings, registry, advisories, capsys):
     (advisories / "bad.json").write_text("{not json")
     assert main(["vulndb", "import", *common, str(advisories / "bad.json")]) == 2
     assert "neither JSON nor YAML" in capsys.readouterr().err
+
+
+def test_malformed_advisory_files_are_refused_or_read_safely(tmp_path):
+    """Fields of the wrong type are skipped (a string is not read as a list of characters), nesting that would
+    exhaust the parser's recursion is refused with a clear error: never a traceback from `soko vulndb import`."""
+    secdb = "distroversion: v3.20\npackages:\n- pkg: {name: a, secfixes: [1, 2]}\n" \
+            "- pkg: {name: b, secfixes: {1.0-r0: ['', '  ']}}\n- pkg: {name: c, secfixes: {1.0-r0: CVE-2020-1}}\n"
+    (tmp_path / "secdb.yaml").write_text(secdb)
+    assert list(records.read_paths([str(tmp_path / "secdb.yaml")])) == []
+    (tmp_path / "osv.json").write_text(json.dumps({"id": "X", "aliases": "CVE-2020-1", "affected": [
+        {"package": {"ecosystem": "PyPI", "name": "a"}, "versions": "1.0", "ranges": "abc"}]}))
+    [advisory] = records.read_paths([str(tmp_path / "osv.json")])
+    assert advisory.aliases == [] and (advisory.affected[0].versions, advisory.affected[0].ranges) == ([], [])
+    for name, text in (("deep.json", "[" * 100_000 + "]" * 100_000), ("deep.yaml", "a: " + "[" * 50_000)):
+        (tmp_path / name).write_text(text)
+        with pytest.raises(records.AdvisoryFileInvalid, match="nested too deeply"):
+            list(records.read_paths([str(tmp_path / name)]))

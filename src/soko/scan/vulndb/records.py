@@ -62,20 +62,29 @@ def _time(value) -> float | None:
     return when if when > 0 else None  # the Go database's "0001-01-01T00:00:00Z" means "not recorded"
 
 
+def _strings(value) -> list[str]:
+    """A list field's strings; anything else (a string would be read a character at a time) is none."""
+    return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
+
+
+def _list(value) -> list:
+    return value if isinstance(value, list) else []
+
+
 def from_osv(doc: dict, where: str) -> Advisory:
     if not isinstance(doc, dict) or not isinstance(doc.get("id"), str) or not doc["id"]:
         raise AdvisoryFileInvalid(f"{where}: not an OSV record (no 'id')")
     affected = []
-    for entry in doc.get("affected") or []:
+    for entry in _list(doc.get("affected")):
         package = entry.get("package") if isinstance(entry, dict) else None
         if not isinstance(package, dict) or not package.get("ecosystem") or not package.get("name"):
             continue
         ecosystem = str(package["ecosystem"])
         affected.append(Affected(ecosystem, package_key(ecosystem, str(package["name"])),
-                                 entry.get("ranges") or [], [str(v) for v in entry.get("versions") or []]))
+                                 _list(entry.get("ranges")), _strings(entry.get("versions"))))
     families = sorted({a.ecosystem.split(":", 1)[0] for a in affected}) or ["none"]
-    aliases = [str(a) for a in doc.get("aliases") or [] if isinstance(a, str)]
-    refs = [r.get("url") for r in doc.get("references") or [] if isinstance(r, dict) and r.get("type") == "ADVISORY"]
+    aliases = _strings(doc.get("aliases"))
+    refs = [r.get("url") for r in _list(doc.get("references")) if isinstance(r, dict) and r.get("type") == "ADVISORY"]
     return Advisory(
         id=doc["id"], source="osv:" + ",".join(families), aliases=aliases,
         summary=str(doc.get("summary") or doc.get("details") or "")[:2000],
@@ -99,14 +108,16 @@ def from_secdb(doc: dict, where: str) -> Iterator[Advisory]:
         raise AdvisoryFileInvalid(f"{where}: Alpine secdb without a distroversion such as v3.20")
     ecosystem = f"Alpine:{release}"
     by_cve: dict[str, list[Affected]] = {}
-    for item in doc.get("packages") or []:
+    for item in _list(doc.get("packages")):
         pkg = item.get("pkg") if isinstance(item, dict) else None
-        if not isinstance(pkg, dict) or not pkg.get("name"):
+        if not isinstance(pkg, dict) or not pkg.get("name") or not isinstance(pkg.get("secfixes") or {}, dict):
             continue
         for fixed, ids in (pkg.get("secfixes") or {}).items():
             fixed = str(fixed)
-            for raw in ids or []:
-                cve = str(raw).split()[0]
+            for raw in _strings(ids):
+                if not raw.split():
+                    continue
+                cve = raw.split()[0]
                 if fixed == "0":
                     continue  # "0": the package was never affected in this release
                 events = [{"introduced": "0"}, {"fixed": fixed}]
@@ -152,11 +163,15 @@ def _read_file(path: Path) -> Iterator[Advisory]:
 def _parse(data: bytes, where: str) -> Iterator[Advisory]:
     try:
         doc = json.loads(data)
+    except RecursionError:  # arrays nested thousands deep: no advisory is
+        raise AdvisoryFileInvalid(f"{where}: nested too deeply") from None
     except ValueError:
         try:
             doc = yaml.safe_load(data)
         except yaml.YAMLError:
             raise AdvisoryFileInvalid(f"{where}: neither JSON nor YAML") from None
+        except RecursionError:
+            raise AdvisoryFileInvalid(f"{where}: nested too deeply") from None
         if isinstance(doc, dict) and "packages" in doc:
             yield from from_secdb(doc, where)
             return
