@@ -125,7 +125,7 @@ def test_cli_import_status_and_scan(settings, registry, advisories, capsys):
     assert "neither JSON nor YAML" in capsys.readouterr().err
 
 
-def test_malformed_advisory_files_are_refused_or_read_safely(tmp_path):
+def test_malformed_advisory_files_and_upstream_ids(tmp_path):
     """Fields of the wrong type are skipped (a string is not read as a list of characters), nesting that would
     exhaust the parser's recursion is refused with a clear error: never a traceback from `soko vulndb import`."""
     secdb = "distroversion: v3.20\npackages:\n- pkg: {name: a, secfixes: [1, 2]}\n" \
@@ -136,6 +136,12 @@ def test_malformed_advisory_files_are_refused_or_read_safely(tmp_path):
         {"package": {"ecosystem": "PyPI", "name": "a"}, "versions": "1.0", "ranges": "abc"}]}))
     [advisory] = records.read_paths([str(tmp_path / "osv.json")])
     assert advisory.aliases == [] and (advisory.affected[0].versions, advisory.affected[0].ranges) == ([], [])
+    # osv.dev's distribution records name their CVE in `upstream`: one upstream id is the finding's name
+    (tmp_path / "debian.json").write_text(json.dumps({"id": "DEBIAN-CVE-2024-22365", "upstream": ["CVE-2024-22365"]}))
+    (tmp_path / "dsa.json").write_text(json.dumps({"id": "DSA-1-1", "upstream": ["CVE-2024-1", "CVE-2024-2"]}))
+    assert [(a.aliases, a.uri) for a in records.read_paths([str(tmp_path / "debian.json"), str(tmp_path / "dsa.json")])
+            ] == [(["CVE-2024-22365"], "https://nvd.nist.gov/vuln/detail/CVE-2024-22365"),
+                  ([], "https://osv.dev/vulnerability/DSA-1-1")]
     for name, text in (("deep.json", "[" * 100_000 + "]" * 100_000), ("deep.yaml", "a: " + "[" * 50_000)):
         (tmp_path / name).write_text(text)
         with pytest.raises(records.AdvisoryFileInvalid, match="nested too deeply"):

@@ -84,6 +84,12 @@ def from_osv(doc: dict, where: str) -> Advisory:
                                  _list(entry.get("ranges")), _strings(entry.get("versions"))))
     families = sorted({a.ecosystem.split(":", 1)[0] for a in affected}) or ["none"]
     aliases = _strings(doc.get("aliases"))
+    # osv.dev's distribution records (DEBIAN-CVE-…, UBUNTU-CVE-…, ALPINE-CVE-…) name their CVE in `upstream`, not
+    # in `aliases`, as the OSV schema asks: a record with one upstream id is that vulnerability as the distribution
+    # sees it, so its finding is named and merged by it. Several (a DSA or USN bundling CVEs) stay the record's own.
+    upstream = _strings(doc.get("upstream"))
+    if len(upstream) == 1 and upstream[0] not in aliases:
+        aliases.append(upstream[0])
     refs = [r.get("url") for r in _list(doc.get("references")) if isinstance(r, dict) and r.get("type") == "ADVISORY"]
     return Advisory(
         id=doc["id"], source="osv:" + ",".join(families), aliases=aliases,
