@@ -175,12 +175,14 @@ def test_symlink_tricks(registry):
         ("site/h-1.dist-info/METADATA", "=>site/g-1.dist-info/METADATA"),  # before its target: ignored
         ("site/g-1.dist-info/METADATA", b"Name: g\nVersion: 1\n"),
         ("site/i-1.dist-info/METADATA", "=>site/g-1.dist-info/METADATA"),
+        ("site/k-1.dist-info/METADATA", b"Name: k\nVersion: 1\xff\n"),  # not UTF-8: read, not a crash
     ])
     push(registry, [layer])
     [inv] = Inventories(registry).of(REF, "latest")
     assert inv.status == COMPLETE and inv.os is None
     assert sorted((p.name, p.path) for p in inv.packages) == [
-        ("g", "site/g-1.dist-info/METADATA"), ("g", "site/i-1.dist-info/METADATA")]
+        ("g", "site/g-1.dist-info/METADATA"), ("g", "site/i-1.dist-info/METADATA"),
+        ("k", "site/k-1.dist-info/METADATA")]
 
 
 def test_go_build_info_of_a_hand_made_binary(registry):

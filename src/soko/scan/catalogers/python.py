@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import posixpath
 import re
-from email.parser import BytesHeaderParser
+from email.parser import HeaderParser
 
 from packageurl import PackageURL
 
@@ -36,7 +36,9 @@ def catalog(fs: RootFS, os_release: OperatingSystem | None, owned: set[str]) -> 
             continue
         if path in owned or posixpath.dirname(path) in owned:
             continue
-        headers = BytesHeaderParser().parsebytes(versions[-1].data)
+        # metadata is UTF-8 (core metadata spec); parsed as bytes, a header with other bytes came back as an
+        # email Header object, not a str, and broke the scan
+        headers = HeaderParser().parsestr(versions[-1].data.decode("utf-8", "replace"))
         name, version = (headers.get("Name") or "").strip(), (headers.get("Version") or "").strip()
         if not name or not version:
             continue
