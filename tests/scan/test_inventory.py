@@ -259,3 +259,34 @@ def test_deleting_a_repository_drops_its_queued_scan_jobs(registry):
     registry.repositories.delete(REF, force=True)
     with registry.ctx.db.read() as conn:
         assert conn.execute(count).scalar() == 1  # the other repository's job stays
+
+
+def test_a_scan_that_keeps_failing_ends_failed_with_its_reason(registry):
+    """An unforeseen error (here: the layer gone from storage) is retried with the runner's backoff, and after
+    MAX_ATTEMPTS failed runs in a row the scan is FAILED with the reason, never IN_PROGRESS for good."""
+    import pytest
+    import sqlalchemy as sa
+
+    from soko.meta.schema import jobs
+    from soko.scan.scans import KIND, MAX_ATTEMPTS, Scans
+
+    layer = gz(tar([*OS_RELEASE, ("var/lib/dpkg/status", status(stanza("bash", "5.2-2")))]))
+    push(registry, [layer], "v1")
+    registry.ctx.storage.delete(f"blobs/sha256/{hashlib.sha256(layer).hexdigest()[:2]}/"
+                                f"{hashlib.sha256(layer).hexdigest()}")
+    scans = Scans(registry)
+    scans.start(REF, {"imageTag": "v1"})
+    with registry.ctx.db.read() as conn:
+        key = conn.execute(sa.select(jobs.c.key).where(jobs.c.kind == KIND)).scalar_one()
+    with pytest.raises(Exception) as first:  # whatever the fault raises: the runner retries it
+        scans.run(key)
+    assert "FAILED" not in str(first.value)
+    with registry.ctx.db.write() as conn:  # as the runner counts failed runs in a row
+        conn.execute(sa.update(jobs).where(jobs.c.kind == KIND, jobs.c.key == key).values(attempts=MAX_ATTEMPTS - 1))
+    assert "FAILED" in scans.run(key)
+    digest = registry.manifests.get(REF, "v1").digest
+    scan = scans.get(REF, digest)
+    assert scan is not None and scan.status == "FAILED"
+    assert scan.description.startswith("ScanFailed: ") and f"after {MAX_ATTEMPTS} attempts" in scan.description
+    with registry.ctx.db.read() as conn:
+        assert conn.execute(sa.select(jobs.c.key).where(jobs.c.kind == KIND)).first() is None

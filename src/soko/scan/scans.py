@@ -20,8 +20,8 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from soko.errors import ImageArchived, LimitExceeded, ManifestUnknown, RepositoryNotFound, Unsupported
+from soko.kernel import job_queue, scan_rules
 from soko.kernel import scan_queue as queue
-from soko.kernel import scan_rules
 from soko.kernel.events import image_scan, inspector_scan
 from soko.kernel.scan_rules import ENHANCED
 from soko.meta.schema import advisories, image_scans, jobs, manifests, tags
@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 KIND, RULES_KIND, RESCAN_KIND = queue.KIND, queue.RULES_KIND, queue.RESCAN_KIND
 IN_PROGRESS, FAILED, UNSUPPORTED_IMAGE, ACTIVE = queue.IN_PROGRESS, "FAILED", "UNSUPPORTED_IMAGE", "ACTIVE"
 RESCAN_BATCH = 100  # continuous rescans: images matched together (one advisory lookup for their packages)
+MAX_ATTEMPTS = 5  # failed runs in a row before a scan is FAILED (the job runner backs off between them)
 SCAN_NICENESS = 10  # added to a scan thread's niceness (0 normal, 19 lowest)
 DESCRIPTIONS = {
     IN_PROGRESS: queue.IN_PROGRESS_DESCRIPTION,
@@ -119,6 +120,22 @@ class Scans:
             return None  # the repository was deleted since
         ref = RepoRef(row.account_id, row.name)
         done = _Done(int(key), ref, row.manifest_digest, row.scan_type)
+        try:
+            return self._scan(key, row, ref, done)
+        except Exception as exc:
+            # Anything unforeseen (a layer gone from storage, a cataloger bug): retried with the runner's backoff,
+            # then FAILED with the reason, so a waiter sees the end instead of IN_PROGRESS for good.
+            with self.ctx.db.read() as conn:
+                failed_before = job_queue.attempts(conn, KIND, key)
+            error = f"{type(exc).__name__}: {getattr(exc, 'message', None) or exc}"
+            log.warning("scan of %s@%s failed (attempt %d of %d): %s", ref.name, row.manifest_digest,
+                        failed_before + 1, MAX_ATTEMPTS, error)
+            if failed_before + 1 < MAX_ATTEMPTS:
+                raise
+            self._finish(done, FAILED, f"ScanFailed: {error} (after {MAX_ATTEMPTS} attempts)"[:1000])
+            return f"scan {key}: FAILED after {MAX_ATTEMPTS} attempts"
+
+    def _scan(self, key: str, row: sa.Row, ref: RepoRef, done: _Done) -> str:
         try:
             inventory = Inventories(self.registry).image(ref, row.manifest_digest)
         except (ManifestUnknown, RepositoryNotFound):
