@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from soko.scan import bdb, rust
-from soko.scan.catalogers import cargo, gem, rpm
+from soko.scan.catalogers import cargo, gem, npm, rpm
 from soko.scan.inventory import COMPLETE, Inventories
 from tests.scan import images
 from tests.scan.tars import gz, tar
@@ -212,6 +212,59 @@ def test_cargo_lock_and_auditable_binaries(registry):
     assert all(p.purl.startswith("pkg:cargo/") for p in inv.packages)
 
 
+LOCK_V3 = {"name": "app", "lockfileVersion": 3, "packages": {
+    "": {"name": "app", "version": "1.0.0"},
+    "node_modules/left-pad": {"version": "1.3.0"},
+    "node_modules/@babel/core": {"version": "7.24.0"},
+    "node_modules/@babel/core/node_modules/semver": {"version": "6.3.1"},
+    "node_modules/jest": {"version": "29.7.0", "dev": True},  # left out, as trivy does
+    "node_modules/mine": {"resolved": "packages/mine", "link": True},
+    "packages/mine": {"name": "mine", "version": "0.0.1"},  # a workspace: the project itself
+    "node_modules/alias": {"name": "real-name", "version": "2.0.0"},
+    "node_modules/from-git": {"version": "git+https://example.com/x.git#abc"},
+}}
+LOCK_V1 = {"lockfileVersion": 1, "dependencies": {
+    "express": {"version": "4.18.2", "dependencies": {"debug": {"version": "2.6.9"}}},
+    "mocha": {"version": "10.0.0", "dev": True},
+    "local": {"version": "file:../local"},
+}}
+
+
+def test_npm_lock_files_alone_and_beside_their_installed_tree(registry):
+    inv = inventory(registry, [
+        gz(tar([("srv/app/package-lock.json", json.dumps(LOCK_V3).encode()),
+                ("opt/old/npm-shrinkwrap.json", json.dumps(LOCK_V1).encode()),
+                ("srv/app/node_modules/dep/package-lock.json", json.dumps(LOCK_V1).encode())])),  # a dependency's
+        gz(tar([("srv/app/node_modules/left-pad/package.json", b'{"name": "left-pad", "version": "1.3.0"}'),
+                ("srv/app/node_modules/@babel/core/package.json", b'{"name": "@babel/core", "version": "7.25.0"}')])),
+    ])
+    npms = {(p.name, p.version, p.path, p.layer) for p in inv.packages if p.type == "npm"}
+    app, old = "srv/app/package-lock.json", "opt/old/npm-shrinkwrap.json"
+    installed = "srv/app/node_modules/{}/package.json"
+    assert npms == {  # installed packages once, as installed (the version on disk wins)
+        ("left-pad", "1.3.0", installed.format("left-pad"), inv.layers[1]),
+        ("@babel/core", "7.25.0", installed.format("@babel/core"), inv.layers[1]),
+        ("semver", "6.3.1", app, inv.layers[0]), ("real-name", "2.0.0", app, inv.layers[0]),
+        ("express", "4.18.2", old, inv.layers[0]), ("debug", "2.6.9", old, inv.layers[0]),
+    }
+    purls = {p.purl for p in inv.packages if p.path == app}
+    assert purls == {"pkg:npm/semver@6.3.1", "pkg:npm/real-name@2.0.0"}
+    assert any(p.purl == "pkg:npm/%40babel/core@7.25.0" for p in inv.packages)
+
+
+def test_hostile_npm_lock_files_are_skipped(registry):
+    deep = b'{"packages": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    hostile = [b"not json", b"\xff\xfe", b"[1, 2]", deep, b'{"packages": [1]}', b'{"dependencies": "x"}',
+               json.dumps({"packages": {"node_modules/a": {"version": 1}, "node_modules/../../etc": {"version": "1"},
+                                        "node_modules/b": "x", "node_modules/ok": {"version": "1.0.0"}}}).encode(),
+               json.dumps({"dependencies": {"a": {"version": ["1"]}, "b c": {"version": "1"}}}).encode()]
+    for data in hostile:
+        assert npm.lock_entries(data) in ([], [("ok", "1.0.0", "node_modules/ok")])
+    inv = inventory(registry, [gz(tar([(f"srv/{i}/package-lock.json", data) for i, data in enumerate(hostile)]
+                                      + [("srv/node_modules/x/package.json", deep)]))])
+    assert {(p.name, p.version) for p in inv.packages if p.type == "npm"} == {("ok", "1.0.0")}
+
+
 def _search(data: bytes, chunk: int = 1 << 16) -> bytes | None:
     search = rust.AuditSearch([1 << 20])
     for i in range(0, len(data), chunk):
@@ -242,8 +295,8 @@ def test_audit_search_across_chunks_and_against_hostile_content():
 
 PARTS = ["etc", "usr", "lib", "var", "dpkg", "status", "status.d", "info", "x.list", "apk", "db", "installed", "rpm",
          "sysimage", "rpmdb.sqlite", "Packages", "Packages.db", "a-1.dist-info", "METADATA", "b.egg-info", "PKG-INFO",
-         "node_modules", "@scope", "package.json", "specifications", "default", "c.gemspec", "Cargo.lock",
-         "os-release", "x.md5sums", "bin"]
+         "node_modules", "@scope", "package.json", "package-lock.json", "npm-shrinkwrap.json", "specifications",
+         "default", "c.gemspec", "Cargo.lock", "os-release", "x.md5sums", "bin"]
 
 
 @settings(max_examples=3000, deadline=None)

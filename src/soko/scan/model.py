@@ -6,7 +6,7 @@ import json
 from dataclasses import asdict, dataclass, field
 
 # Bump when catalogers change what they find: stored inventories of an older version are rebuilt.
-INVENTORY_VERSION = 3  # 2: Java archives; 3: rpm, Ruby gems, Rust, notes
+INVENTORY_VERSION = 4  # 2: Java archives; 3: rpm, Ruby gems, Rust, notes; 4: npm lock files
 
 
 @dataclass(frozen=True, slots=True)

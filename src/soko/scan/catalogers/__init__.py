@@ -13,7 +13,7 @@ CATALOGERS = (distro, dpkg, apk, rpm, python, npm, gem, cargo, golang_binaries, 
 # Every file a cataloger wants has one of these names or endings (asked of every entry of every layer, so the
 # common answer, no, must be cheap); the catalogers' own ``wants`` then decide.
 _NAMES = frozenset({"os-release", "status", "installed", "rpmdb.sqlite", "Packages", "METADATA", "PKG-INFO",
-                    "package.json", "Cargo.lock"})
+                    "package.json", "package-lock.json", "npm-shrinkwrap.json", "Cargo.lock"})
 _ENDINGS = (".egg-info", ".gemspec", ".list")
 
 
