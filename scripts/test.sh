@@ -11,5 +11,5 @@ status=0
 .venv/bin/mypy || status=$?  # src/soko, as configured in pyproject.toml
 # pytest-xdist: 2 workers; tests marked xdist_group (e.g. the skopeo e2e suite) share one worker and so
 # one registry server and one set of built images.
-.venv/bin/pytest -n 2 --dist loadgroup -q "$@" || status=$?
+.venv/bin/pytest -n 2 --dist loadgroup -q --durations=30 "$@" || status=$?  # durations: keep CI under its 15 min
 exit "$status"

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 
+from soko.crypto import rows as crypto_rows
 from soko.errors import (
     BlobUnknown,
     ManifestBlobUnknown,
@@ -421,7 +422,8 @@ def recompute_stored(conn: sa.Connection) -> tuple[dict[tuple[str, str], tuple[i
     sizes = dict(conn.execute(sa.select(blobs.c.digest, blobs.c.size)).all())
     manifest_bytes: Counter = Counter()
     for repo_id, payload in conn.execute(sa.select(manifests.c.repository_id, manifests.c.payload)):
-        manifest_bytes[repo_id] += len(payload)
+        # manifests are sealed at rest (soko.crypto.rows): metering counts their plaintext size
+        manifest_bytes[repo_id] += len(payload) - (crypto_rows.OVERHEAD if crypto_rows.is_sealed(payload) else 0)
     linkers: dict[tuple[str, str], list[int]] = {}  # (account, digest) → repository ids linking it
     logical: Counter = Counter()
     for repo_id, digest in conn.execute(sa.select(repository_blobs.c.repository_id, repository_blobs.c.digest)):
