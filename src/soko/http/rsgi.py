@@ -143,8 +143,12 @@ async def _send_stream(protocol, response: StreamResponse, headers: list[tuple[s
             sent += len(piece)
     except (ConnectionError, RuntimeError) as exc:  # the client went away (granian's RSGIProtocolClosed)
         log.debug("response body interrupted after %d bytes: %s", sent, exc)
-    except Exception:  # the status went out already: all we can do is cut the body short, and say why
+    except Exception as exc:  # the status went out already: all we can do is cut the body short, and say why
         log.exception("could not produce the rest of a response body (%d bytes sent); the client sees it cut off", sent)
+        # granian ends the connection when it frees the transport: the traceback holds this frame (and so the
+        # transport), and the error is often in a reference cycle (a fetch keeps its error for its followers), so
+        # without this the client would wait until the garbage collector ran, or until its own timeout
+        exc.__traceback__ = None
     finally:
         aclose = getattr(body, "aclose", None)  # an async generator: run its finally blocks now
         if aclose is not None:
