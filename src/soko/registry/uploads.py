@@ -21,6 +21,7 @@ the digest like any other, is dropped.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import threading
@@ -580,6 +581,25 @@ class Uploads:
                     self._refresh_claim(state, claim, now)
                     heartbeat = now
         return hasher
+
+    def store_bytes(self, ref: RepoRef, content: bytes) -> BlobInfo:
+        """A small blob Soko makes itself (a signature, an SBOM) stored in the repository through an upload session,
+        verified like any pushed blob; a failed attempt leaves no session behind."""
+        digest = "sha256:" + hashlib.sha256(content).hexdigest()
+        state = self.start(ref)
+        try:
+            writer = self.begin_chunk(ref, state.id, 0, len(content))
+            try:
+                writer.write(content)
+                writer.finish()
+            except BaseException:
+                writer.abort()
+                raise
+            return self.complete(ref, state.id, digest, len(content))
+        except BaseException:
+            with contextlib.suppress(Exception):  # what is left, the upload expiry job removes
+                self.cancel(ref, state.id)
+            raise
 
     def cancel(self, ref: RepoRef, upload_id: str) -> None:
         with self.ctx.db.write() as conn:

@@ -90,13 +90,7 @@ class Sboms:
         return self.registry.manifests.put(ref, digest, payload, OCI_MANIFEST).digest
 
     def _blob(self, ref: RepoRef, data: bytes) -> str:
-        digest = "sha256:" + hashlib.sha256(data).hexdigest()
-        uploads = self.registry.uploads
-        state = uploads.start(ref)
-        writer = uploads.begin_chunk(ref, state.id, 0)
-        writer.write(data)
-        writer.finish()
-        return uploads.complete(ref, state.id, digest).digest
+        return self.registry.uploads.store_bytes(ref, data).digest
 
 
 def _now() -> datetime:

@@ -11,7 +11,6 @@ run keeps its IN_PROGRESS status and its job (then signed again).
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 
@@ -103,21 +102,7 @@ class Signer:
             return
         except BlobUnknown:
             pass
-        uploads = self.registry.uploads
-        state = uploads.start(ref)
-        try:
-            writer = uploads.begin_chunk(ref, state.id, 0, len(content))
-            try:
-                writer.write(content)
-                writer.finish()
-            except BaseException:
-                writer.abort()
-                raise
-            uploads.complete(ref, state.id, digest, len(content))
-        except BaseException:
-            with contextlib.suppress(Exception):  # what is left, the upload expiry job removes
-                uploads.cancel(ref, state.id)
-            raise
+        self.registry.uploads.store_bytes(ref, content)
 
     def _finish(self, row_id: int, requested_at: float | None, status: str | None, code: str | None,
                 reason: str | None, signature: str | None = None) -> bool:
