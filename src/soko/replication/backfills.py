@@ -235,8 +235,15 @@ class Backfills:
         )
 
     def _counts(self, conn: sa.Connection, row: sa.Row) -> tuple[int, int, int, list[str]]:
-        rows = conn.execute(self._joined(row.id, row.account_id, Destination(row.dest_region, row.dest_registry))).all()
-        completed = sum(1 for r in rows if r.status == "COMPLETE")
-        failed = [r for r in rows if r.status == "FAILED"]
-        codes = sorted({(r.failure_code or "").partition(":")[0] for r in failed if r.failure_code})
-        return len(rows), completed, len(failed), codes
+        """(items, COMPLETE, FAILED, failure codes), counted by the database: a backfill may hold every image of
+        the registry, and Describe/List are polled."""
+        joined = self._joined(row.id, row.account_id, Destination(row.dest_region, row.dest_registry)).subquery()
+        by_status = {
+            status: count
+            for status, count in conn.execute(
+                sa.select(joined.c.status, sa.func.count()).group_by(joined.c.status)
+            ).all()
+        }
+        reasons = conn.execute(sa.select(joined.c.failure_code).where(joined.c.status == "FAILED").distinct()).scalars()
+        codes = sorted({reason.partition(":")[0] for reason in reasons if reason})
+        return sum(by_status.values()), by_status.get("COMPLETE", 0), by_status.get("FAILED", 0), codes
