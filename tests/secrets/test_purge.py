@@ -10,7 +10,7 @@ import pytest
 from soko.app import secrets_purge_job
 from soko.iam.service import Identity
 from soko.jobs import JobRunner
-from soko.secrets.store import SecretNotFound, SecretStore, SecretValue
+from soko.secrets.store import SecretInvalidParameter, SecretNotFound, SecretStore, SecretValue
 from tests.clock import Clock
 
 ACCOUNT = "000000000000"
@@ -55,3 +55,12 @@ def test_deleted_secrets_are_purged_after_their_recovery_window(registry) -> Non
         assert store.describe(ACCOUNT, restored.arn).name == "ecr-pullthroughcache/restored"
     finally:
         runner.stop()
+
+
+@pytest.mark.parametrize("days", [0, 6, 31, -1])
+def test_a_recovery_window_outside_7_to_30_days_is_refused(registry, days: int) -> None:
+    store = SecretStore(registry.ctx, Identity(registry.ctx).master)
+    secret = store.create(ACCOUNT, "ecr-pullthroughcache/window", SecretValue("v", None), None, None)
+    with pytest.raises(SecretInvalidParameter, match="between 7 and 30"):
+        store.delete(ACCOUNT, secret.arn, recovery_days=days, force=False)
+    assert store.describe(ACCOUNT, secret.arn).deleted_at is None

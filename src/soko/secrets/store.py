@@ -258,6 +258,8 @@ class SecretStore:
             raise SecretInvalidParameter(
                 "You can't use ForceDeleteWithoutRecovery in conjunction with RecoveryWindowInDays."
             )
+        if recovery_days is not None and not 7 <= recovery_days <= 30:
+            raise SecretInvalidParameter("RecoveryWindowInDays must be between 7 and 30 days.")
         with self.ctx.write(invalidates=True) as conn:
             secret = self._find(conn, account_id, secret_id)
             now = self.ctx.clock()
