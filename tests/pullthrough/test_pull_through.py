@@ -4,6 +4,7 @@ raw HTTP."""
 
 from __future__ import annotations
 
+import base64
 import concurrent.futures
 import hashlib
 import json
@@ -204,6 +205,11 @@ def test_secrets_manager_subset(world: World) -> None:
     assert previous["SecretString"] == "one"
     names = [s["Name"] for s in world.sm.list_secrets()["SecretList"]]
     assert "ecr-pullthroughcache/rotating" in names
+    for after in ("{}", "[1]", "7", "null"):  # a token that decodes to something other than an ARN
+        token = base64.urlsafe_b64encode(f'{{"after": {after}}}'.encode()).decode()
+        with pytest.raises(botocore.exceptions.ClientError) as bad:
+            world.sm.list_secrets(NextToken=token)
+        assert bad.value.response["Error"]["Code"] == "InvalidNextTokenException"
     world.sm.delete_secret(SecretId=created["ARN"], RecoveryWindowInDays=7)
     with pytest.raises(botocore.exceptions.ClientError) as gone:
         world.sm.get_secret_value(SecretId=created["ARN"])

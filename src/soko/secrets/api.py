@@ -179,6 +179,8 @@ class SecretsManagerApi:
         if params.get("NextToken"):
             try:
                 after = json.loads(base64.urlsafe_b64decode(params["NextToken"].encode()))["after"]
+                if not isinstance(after, str):
+                    raise TypeError
             except (binascii.Error, ValueError, KeyError, TypeError):
                 raise ServiceError("InvalidNextTokenException", "The NextToken value is not valid.") from None
         page, more = self.store.page(
