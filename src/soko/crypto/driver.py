@@ -301,6 +301,12 @@ class SealedDriver(StorageDriver):
                     raise PathNotFound(path) from None
                 raise SealBroken(path, "plaintext lies where sealed content was stored") from None
             return self.inner.reader(path, offset)  # plaintext of an earlier version
+        return self._open_sealed(sealed_path, path, header, cipher, offset, seal_id)
+
+    def _open_sealed(
+        self, sealed_path: str, path: str, header: Header, cipher: AESGCM, offset: int, seal_id: str | None
+    ) -> BinaryIO:
+        """A reader of the sealed object whose header was read, checked against the seal the metadata recorded."""
         if seal_id is not None and header.object_id.hex() != seal_id:
             raise SealBroken(path, f"it holds another object ({header.object_id.hex()}, not {seal_id})")
         index, skip = divmod(offset, SEGMENT)
@@ -403,11 +409,7 @@ class LayerDriver(SealedDriver):
 
     def sealed_reader(self, path: str, offset: int, seal_id: str | None) -> BinaryIO:
         header, cipher = self.open_header(path, path)
-        if seal_id is not None and header.object_id.hex() != seal_id:
-            raise SealBroken(path, f"it holds another object ({header.object_id.hex()}, not {seal_id})")
-        index, skip = divmod(offset, SEGMENT)
-        inner = self.inner.reader(path, segment_offset(index))
-        return _SealedReader(inner, cipher, header, index, skip, path)  # type: ignore[return-value]
+        return self._open_sealed(path, path, header, cipher, offset, seal_id)
 
     def stat(self, path: str) -> FileInfo:
         info = self.inner.stat(path)
