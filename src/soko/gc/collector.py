@@ -518,41 +518,48 @@ class GarbageCollector:
                     repository_blobs.c.digest == blob_copies.c.digest, repository_blobs.c.repository_id.in_(ids)
                 )
 
-            with self._batch(dry_run) as conn:
-                doomed = (
-                    conn.execute(
-                        sa.select(blob_copies.c.digest).where(
-                            blob_copies.c.keyspace == space_name, blob_copies.c.created_at <= cutoff, unlinked()
-                        )
+            try:
+                report.copies_deleted += self._delete_keyspace_copies(space_name, unlinked, cutoff, dry_run)
+            except sa.exc.OperationalError as exc:
+                if not _is_deadlock(exc):
+                    raise
+                log.info("a copy batch of keyspace %s lost a deadlock; the next run collects its copies", space_name)
+
+    def _delete_keyspace_copies(
+        self, space_name: str, unlinked: Callable[[], sa.ColumnElement[bool]], cutoff: float, dry_run: bool
+    ) -> int:
+        """One keyspace's unlinked copies (one batch transaction); returns how many went."""
+        gone: list[str] = []
+        with self._batch(dry_run) as conn:
+            doomed = (
+                conn.execute(
+                    sa.select(blob_copies.c.digest).where(
+                        blob_copies.c.keyspace == space_name, blob_copies.c.created_at <= cutoff, unlinked()
                     )
-                    .scalars()
-                    .all()
                 )
-                if not doomed:
-                    continue
+                .scalars()
+                .all()
+            )
+            if doomed:
                 conn.execute(
                     self._for_update(
                         sa.select(blobs.c.digest).where(blobs.c.digest.in_(doomed)).order_by(blobs.c.digest)
                     )
                 ).all()
-                gone = (  # again after the locks: a link committed while they were awaited keeps its copy
+                gone = list(  # again after the locks: a link committed while they were awaited keeps its copy
                     conn.execute(
                         sa.select(blob_copies.c.digest).where(
                             blob_copies.c.keyspace == space_name, blob_copies.c.digest.in_(doomed), unlinked()
                         )
-                    )
-                    .scalars()
-                    .all()
+                    ).scalars()
                 )
-                if gone:
-                    conn.execute(
-                        sa.delete(blob_copies).where(
-                            blob_copies.c.keyspace == space_name, blob_copies.c.digest.in_(gone)
-                        )
-                    )
-                    entries = [(d, paths.keyed_path(space_name, d)) for d in gone]
-                    tombstones.bury(conn, entries, self.ctx.clock(), "copy-delete")
-                report.copies_deleted += len(gone)
+            if gone:
+                conn.execute(
+                    sa.delete(blob_copies).where(blob_copies.c.keyspace == space_name, blob_copies.c.digest.in_(gone))
+                )
+                entries = [(d, paths.keyed_path(space_name, d)) for d in gone]
+                tombstones.bury(conn, entries, self.ctx.clock(), "copy-delete")
+        return len(gone)
 
     def _restore_trash(self) -> int:
         """Legacy: collectors before tombstones moved content to ``trash/`` under the row lock and could die before

@@ -29,6 +29,7 @@ from soko.kernel import scan_queue, signing_queue
 from soko.kernel.context import DomainContext
 from soko.kernel.events import image_action, lifecycle_expiry, replication_action
 from soko.kernel.unit_of_work import UnitOfWork
+from soko.meta.db import retry_on_deadlock
 from soko.meta.schema import blobs, manifest_blobs, manifest_children, manifests, repository_blobs, tags
 from soko.meta.schema import repositories as repos
 from soko.names import validate_tag
@@ -142,67 +143,77 @@ class Manifests:
             digest = compute(payload)
         parsed = parse_manifest(payload, content_type)
         self._check_key(ref)
-        with self.ctx.transaction(invalidates=True) as tx:
-            conn, now = tx.conn, tx.now
-            if replicated_from is None:
-                repo_id = self.repositories.id_for_push(tx, ref)
-            else:
-                repo_id = self.repositories.id_for_replication(tx, ref)
-            image_size = self._check_references(conn, ref, repo_id, parsed)
-            max_image_size = self.repositories.quotas.get(ref.account_id, "max_image_size", conn)
-            if image_size > max_image_size:
-                raise TooLarge(f"image {digest} is {image_size} bytes; the image size limit is {max_image_size} bytes")
-            existing = sa.select(manifests.c.id).where(
-                manifests.c.repository_id == repo_id, manifests.c.digest == digest
-            )
-            if not self.ctx.db.is_sqlite:
-                # Hold the row against a concurrent delete until the tag is set (else the tag's foreign key fails);
-                # a delete that got there first makes this find nothing, and the manifest is inserted again.
-                existing = existing.with_for_update(read=True, key_share=True)
-            manifest_id = conn.execute(existing).scalar()
-            created = manifest_id is None
-            if manifest_id is not None:
-                self._restore_on_push(tx, ref, repo_id, manifest_id, parsed)
-            if created:
-                manifest_id = self._insert(conn, repo_id, digest, payload, parsed, image_size, now)
-            if manifest_id is None:  # a concurrent push of the same manifest inserted it first
-                created = False
-                manifest_id = conn.execute(
-                    sa.select(manifests.c.id).where(manifests.c.repository_id == repo_id, manifests.c.digest == digest)
-                ).scalar_one()
-            tag_moved = tag is not None and self._set_tag(conn, ref, repo_id, tag, manifest_id, digest, now)
-            if replicated_from is not None and (created or tag_moved):
-                tx.emit(
-                    replication_action(
-                        ref.account_id,
-                        self.ctx.settings.region,
-                        ref.name,
-                        digest,
-                        source_region=replicated_from[0],
-                        source_account=replicated_from[1],
-                        tag=tag if tag_moved else None,
+
+        def store() -> PutManifestResult:
+            with self.ctx.transaction(invalidates=True) as tx:
+                conn, now = tx.conn, tx.now
+                if replicated_from is None:
+                    repo_id = self.repositories.id_for_push(tx, ref)
+                else:
+                    repo_id = self.repositories.id_for_replication(tx, ref)
+                image_size = self._check_references(conn, ref, repo_id, parsed)
+                max_image_size = self.repositories.quotas.get(ref.account_id, "max_image_size", conn)
+                if image_size > max_image_size:
+                    raise TooLarge(
+                        f"image {digest} is {image_size} bytes; the image size limit is {max_image_size} bytes"
                     )
+                existing = sa.select(manifests.c.id).where(
+                    manifests.c.repository_id == repo_id, manifests.c.digest == digest
                 )
-            elif created or tag_moved:
-                tx.emit(
-                    image_action(
-                        ref.account_id,
-                        ref.name,
-                        "PUSH",
-                        digest,
-                        tag=tag if tag_moved else None,
-                        media_type=parsed.media_type,
-                        artifact_type=parsed.effective_artifact_type,
-                        referrer=parsed.subject is not None,
+                if not self.ctx.db.is_sqlite:
+                    # Hold the row against a concurrent delete until the tag is set (else the tag's foreign key fails);
+                    # a delete that got there first makes this find nothing, and the manifest is inserted again.
+                    existing = existing.with_for_update(read=True, key_share=True)
+                manifest_id = conn.execute(existing).scalar()
+                created = manifest_id is None
+                if manifest_id is not None:
+                    self._restore_on_push(tx, ref, repo_id, manifest_id, parsed)
+                if created:
+                    manifest_id = self._insert(conn, repo_id, digest, payload, parsed, image_size, now)
+                if manifest_id is None:  # a concurrent push of the same manifest inserted it first
+                    created = False
+                    manifest_id = conn.execute(
+                        sa.select(manifests.c.id).where(
+                            manifests.c.repository_id == repo_id, manifests.c.digest == digest
+                        )
+                    ).scalar_one()
+                tag_moved = tag is not None and self._set_tag(conn, ref, repo_id, tag, manifest_id, digest, now)
+                if replicated_from is not None and (created or tag_moved):
+                    tx.emit(
+                        replication_action(
+                            ref.account_id,
+                            self.ctx.settings.region,
+                            ref.name,
+                            digest,
+                            source_region=replicated_from[0],
+                            source_account=replicated_from[1],
+                            tag=tag if tag_moved else None,
+                        )
                     )
-                )
-            if created:
-                self._scan_on_push(tx, repo_id, digest, parsed)
-                if replicated_from is None and sign and parsed.subject is None:
-                    # managed signing: a new manifest (not a referrer: signatures are not signed again) in a
-                    # repository the account's signing rules match gets its signing job, run after the commit
-                    signing_queue.request(tx, ref.account_id, ref.name, repo_id, digest, may_sign)
-        return PutManifestResult(digest, parsed.subject.digest if parsed.subject else None, created, tag_moved)
+                elif created or tag_moved:
+                    tx.emit(
+                        image_action(
+                            ref.account_id,
+                            ref.name,
+                            "PUSH",
+                            digest,
+                            tag=tag if tag_moved else None,
+                            media_type=parsed.media_type,
+                            artifact_type=parsed.effective_artifact_type,
+                            referrer=parsed.subject is not None,
+                        )
+                    )
+                if created:
+                    self._scan_on_push(tx, repo_id, digest, parsed)
+                    if replicated_from is None and sign and parsed.subject is None:
+                        # managed signing: a new manifest (not a referrer: signatures are not signed again) in a
+                        # repository the account's signing rules match gets its signing job, run after the commit
+                        signing_queue.request(tx, ref.account_id, ref.name, repo_id, digest, may_sign)
+            return PutManifestResult(digest, parsed.subject.digest if parsed.subject else None, created, tag_moved)
+
+        # A deadlock victim (PostgreSQL picks one when, say, an archive move and this push lock the same rows in
+        # opposite orders) is rolled back whole, events and all, so it is simply run again.
+        return retry_on_deadlock(store)
 
     def _restore_on_push(
         self, tx: UnitOfWork, ref: RepoRef, repo_id: int, manifest_id: int, parsed: ParsedManifest
@@ -282,11 +293,18 @@ class Manifests:
             .join(repository_blobs, repository_blobs.c.digest == blobs.c.digest)
             .where(repository_blobs.c.repository_id == repo_id, blobs.c.digest.in_(wanted))
         )
-        if not self.ctx.db.is_sqlite:
-            # Keep the links this manifest relies on until it commits (the garbage collector locks them to delete),
-            # taking them in digest order as the collector does, so the two cannot deadlock; and the blob rows,
-            # which a move to the archive tier locks to check that no active image uses them.
-            query = query.order_by(repository_blobs.c.digest).with_for_update(read=True, of=[repository_blobs, blobs])
+        if not self.ctx.db.is_sqlite and wanted:
+            # Keep the blob rows (a move to the archive tier locks them to check that no active image uses them) and
+            # then the links this manifest relies on (the garbage collector locks them to delete) until it commits.
+            # Every blob row first, then every link, each in digest order: the order the collector takes them in. One
+            # statement locking both per joined row (link d1, blob d1, link d2, …) deadlocked a collector holding
+            # blob d2 and waiting for link d1.
+            conn.execute(
+                sa.select(blobs.c.digest).where(blobs.c.digest.in_(wanted)).order_by(blobs.c.digest).with_for_update(
+                    read=True
+                )
+            ).all()
+            query = query.order_by(repository_blobs.c.digest).with_for_update(read=True, of=repository_blobs)
         rows = conn.execute(query).all() if wanted else []
         archived = sorted(r.digest for r in rows if r.tier == "archive")
         if archived and conn.execute(sa.select(repos.c.encryption_type).where(repos.c.id == repo_id)).scalar() != (
