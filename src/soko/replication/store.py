@@ -107,7 +107,3 @@ def note_failure(ctx: DomainContext, req: Request, reason: str) -> int:
         conn.execute(sa.update(t).where(t.c.id == req.id).values(failure_code=reason[:1000], updated_at=ctx.clock()))
         return job_queue.attempts(conn, KIND, str(req.id))
 
-
-def forget_image(ctx: DomainContext, conn: sa.Connection, row_id: int) -> None:
-    conn.execute(sa.delete(t).where(t.c.id == row_id))
-    job_queue.forget(conn, KIND, str(row_id))
