@@ -66,14 +66,11 @@ class Database:
 
     def migrate(self) -> None:
         """Bring the schema to the newest revision (idempotent; safe to run from several nodes on PostgreSQL)."""
-        cfg = AlembicConfig()
-        cfg.set_main_option("script_location", str(_MIGRATIONS))
         with self.engine.begin() as conn:
             if not self.is_sqlite:
                 # Serialise concurrent migrators (several nodes starting at once).
                 conn.execute(sa.text("SELECT pg_advisory_xact_lock(7263514)"))
-            cfg.attributes["connection"] = conn
-            command.upgrade(cfg, "head")
+            command.upgrade(alembic_config(conn), "head")
 
     def schema_revision(self) -> str | None:
         """The migration the database's schema is at (None: never migrated)."""
@@ -97,6 +94,14 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def alembic_config(conn: sa.Connection) -> AlembicConfig:
+    """Alembic's configuration for running Soko's migrations on ``conn``."""
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(_MIGRATIONS))
+    cfg.attributes["connection"] = conn
+    return cfg
 
 
 @functools.cache

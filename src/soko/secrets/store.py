@@ -203,30 +203,45 @@ class SecretStore:
         arn = f"{self.arn_prefix(account_id)}{name}-{suffix}"
         version = token or str(uuid.uuid4())
         sealed = self._seal(arn, value)
-        with self.ctx.write(invalidates=True) as conn:
-            existing = conn.execute(sa.select(t).where(t.c.account_id == account_id, t.c.name == name)).first()
-            if existing is not None:
-                if existing.deleted_at is not None:
-                    raise SecretInvalidRequest(
-                        "You can't create this secret because a secret with this name is already scheduled for "
-                        "deletion."
+        try:
+            with self.ctx.write(invalidates=True) as conn:
+                retried = self._taken(conn, account_id, name, token)
+                if retried is not None:
+                    return retried
+                conn.execute(
+                    sa.insert(t).values(
+                        arn=arn,
+                        account_id=account_id,
+                        name=name,
+                        description=description,
+                        version_id=version,
+                        value=sealed,
+                        created_at=now,
+                        updated_at=now,
                     )
-                if token and existing.version_id == token:
-                    return _from_row(existing)  # the SDK's retry of the same request
-                raise SecretExists(f"The operation failed because the secret {name} already exists.")
-            conn.execute(
-                sa.insert(t).values(
-                    arn=arn,
-                    account_id=account_id,
-                    name=name,
-                    description=description,
-                    version_id=version,
-                    value=sealed,
-                    created_at=now,
-                    updated_at=now,
                 )
+                return self._find(conn, account_id, arn)
+        except sa.exc.IntegrityError:  # a concurrent create of the name committed first (unique index, 0031)
+            with self.ctx.db.read() as conn:
+                retried = self._taken(conn, account_id, name, token)
+            if retried is None:  # (and was force-deleted since)
+                raise SecretExists(f"The operation failed because the secret {name} already exists.") from None
+            return retried
+
+    @staticmethod
+    def _taken(conn: sa.Connection, account_id: str, name: str, token: str | None) -> Secret | None:
+        """None when the name is free; the secret when this is a retry of the request that created it (same
+        ClientRequestToken); else raises what CreateSecret answers."""
+        existing = conn.execute(sa.select(t).where(t.c.account_id == account_id, t.c.name == name)).first()
+        if existing is None:
+            return None
+        if existing.deleted_at is not None:
+            raise SecretInvalidRequest(
+                "You can't create this secret because a secret with this name is already scheduled for deletion."
             )
-            return self._find(conn, account_id, arn)
+        if token and existing.version_id == token:
+            return _from_row(existing)  # the SDK's retry of the same request
+        raise SecretExists(f"The operation failed because the secret {name} already exists.")
 
     def put_value(self, account_id: str, secret_id: str, value: SecretValue, token: str | None) -> Secret:
         with self.ctx.write(invalidates=True) as conn:

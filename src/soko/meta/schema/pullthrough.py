@@ -36,7 +36,7 @@ secrets = sa.Table(
     sa.Column("created_at", Timestamp, nullable=False),
     sa.Column("updated_at", Timestamp, nullable=False),
     sa.Column("deleted_at", Timestamp, nullable=True),  # scheduled deletion (DeletionDate)
-    sa.Index("ix_secrets_account_name", "account_id", "name"),
+    sa.Index("ix_secrets_account_name", "account_id", "name", unique=True),  # a name is one secret (0031)
 )
 
 pull_through_tags = sa.Table(
