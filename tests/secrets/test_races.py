@@ -1,40 +1,16 @@
 """Concurrent CreateSecret calls of one name: exactly one creates the secret, the other gets ResourceExistsException
-(as Secrets Manager answers), on both databases. Each caller is held inside its transaction right before its INSERT
-until the other has looked for the name too, the interleaving that let both in on PostgreSQL."""
+(as Secrets Manager answers), on both databases. The first caller is held inside its transaction right before its
+INSERT while the other looks for the name: the interleaving that let both in on PostgreSQL."""
 
 from __future__ import annotations
-
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import sqlalchemy as sa
 
 from soko.iam.service import Identity
 from soko.secrets.store import Secret, SecretExists, SecretStore, SecretValue
+from tests.races import interleaved
 
 ACCOUNT = "000000000000"
-
-
-@contextmanager
-def held_before(
-    engine: sa.Engine, statement_start: str, thread: threading.Thread
-) -> Iterator[tuple[threading.Event, threading.Event]]:
-    """Hold ``thread`` before each statement starting with ``statement_start`` until ``release`` is set; yields
-    (reached, release)."""
-    release, reached = threading.Event(), threading.Event()
-
-    def hold(_conn, _cursor, statement: str, *_args) -> None:
-        if threading.current_thread() is thread and statement.lstrip().startswith(statement_start):
-            reached.set()
-            assert release.wait(30)
-
-    sa.event.listen(engine, "before_cursor_execute", hold)
-    try:
-        yield reached, release
-    finally:
-        release.set()
-        sa.event.remove(engine, "before_cursor_execute", hold)
 
 
 def test_concurrent_creates_of_one_name_make_one_secret(registry) -> None:
@@ -47,16 +23,8 @@ def test_concurrent_creates_of_one_name_make_one_secret(registry) -> None:
         except Exception as exc:  # the loser's answer
             outcomes[who] = exc
 
-    first = threading.Thread(target=create, args=("first",))
-    with held_before(registry.ctx.db.engine, "INSERT INTO secrets", first) as (reached, release):
-        first.start()
-        assert reached.wait(30)  # it found no such secret and is about to insert it
-        second = threading.Thread(target=create, args=("second",))
-        second.start()
-        second.join(0.5)  # SQLite: it waits for the first's write lock; PostgreSQL: it is through (before the fix)
-        release.set()
-        first.join(30)
-        second.join(30)
+    # the first found no such secret and is about to insert it when the second looks
+    interleaved(registry.ctx.db.engine, "INSERT INTO secrets", lambda: create("first"), lambda: create("second"))
     won = [o for o in outcomes.values() if isinstance(o, Secret)]
     lost = [o for o in outcomes.values() if isinstance(o, Exception)]
     assert len(won) == 1 and len(lost) == 1, outcomes
@@ -77,16 +45,7 @@ def test_the_same_request_raced_twice_answers_the_secret_both_times(registry) ->
         except Exception as exc:
             outcomes.append(exc)
 
-    first = threading.Thread(target=create)
-    with held_before(registry.ctx.db.engine, "INSERT INTO secrets", first) as (reached, release):
-        first.start()
-        assert reached.wait(30)
-        second = threading.Thread(target=create)
-        second.start()
-        second.join(0.5)
-        release.set()
-        first.join(30)
-        second.join(30)
+    interleaved(registry.ctx.db.engine, "INSERT INTO secrets", create, create)
     assert all(isinstance(o, Secret) for o in outcomes) and len(outcomes) == 2, outcomes
     assert len({o.arn for o in outcomes if isinstance(o, Secret)}) == 1
 

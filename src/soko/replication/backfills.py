@@ -63,6 +63,11 @@ class Backfill:
     failure_codes: list[str]
 
 
+def _in_progress(dest: Destination, running_id: str | None) -> BackfillInProgress:
+    which = f" ({running_id})" if running_id else ""
+    return BackfillInProgress(f"A replication backfill to region {dest.region} is already in progress{which}")
+
+
 class Backfills:
     def __init__(self, replicator: Replicator) -> None:
         self.replicator = replicator
@@ -78,29 +83,46 @@ class Backfills:
                 f"registry with id '{account_id}'"
             )
         backfill_id = str(uuid.uuid4())
-        with self.ctx.write() as conn:
-            now = self.ctx.clock()
-            running = conn.execute(
-                sa.select(t.c.id).where(
-                    t.c.account_id == account_id, t.c.dest_region == dest.region, t.c.status.in_(RUNNING)
+        now = self.ctx.clock()
+        try:
+            with self.ctx.write() as conn:
+                self._refuse_running(conn, account_id, dest)
+                conn.execute(
+                    sa.insert(t).values(
+                        id=backfill_id,
+                        account_id=account_id,
+                        dest_region=dest.region,
+                        dest_registry=dest.registry_id,
+                        status=PREPARING,
+                        started_at=now,
+                    )
                 )
-            ).first()
-            if running is not None:
-                raise BackfillInProgress(
-                    f"A replication backfill to region {dest.region} is already in progress ({running.id})"
-                )
-            conn.execute(
-                sa.insert(t).values(
-                    id=backfill_id,
-                    account_id=account_id,
-                    dest_region=dest.region,
-                    dest_registry=dest.registry_id,
-                    status=PREPARING,
-                    started_at=now,
-                )
-            )
-            job_queue.enqueue(self.ctx.db, conn, KIND, backfill_id, now)
+                job_queue.enqueue(self.ctx.db, conn, KIND, backfill_id, now)
+        except sa.exc.IntegrityError:  # a concurrent start for the region committed first (unique index, 0032)
+            with self.ctx.db.read() as conn:
+                running = self._running(conn, account_id, dest)
+            raise _in_progress(dest, running.id if running is not None else None) from None
         return self.get(account_id, backfill_id)
+
+    @staticmethod
+    def _running(conn: sa.Connection, account_id: str, dest: Destination) -> sa.Row | None:
+        return conn.execute(
+            sa.select(t).where(t.c.account_id == account_id, t.c.dest_region == dest.region, t.c.status.in_(RUNNING))
+        ).first()
+
+    def _refuse_running(self, conn: sa.Connection, account_id: str, dest: Destination) -> None:
+        """Raise BackfillInProgress while a backfill to the region runs (one whose replications have all ended is
+        made COMPLETE first: nobody need have asked DescribeReplicationBackfillResults)."""
+        running = self._running(conn, account_id, dest)
+        if running is None:
+            return
+        if running.status == IN_PROGRESS:
+            total, completed, failed, _ = self._counts(conn, running)
+            if completed + failed == total:
+                ended = {"status": COMPLETE, "ended_at": self.ctx.clock()}
+                conn.execute(sa.update(t).where(t.c.id == running.id).values(**ended))
+                return
+        raise _in_progress(dest, running.id)
 
     def stop(self, account_id: str, backfill_id: str) -> Backfill:
         with self.ctx.write() as conn:

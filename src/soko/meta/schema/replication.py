@@ -50,6 +50,8 @@ replication_cursor = sa.Table(
 # StartReplicationBackfill: one row per backfill (ECR's ReplicationBackfill: PREPARING while the one-shot job
 # ``replication_backfill`` lists the images, IN_PROGRESS while their replications run, then COMPLETE; STOPPED by
 # StopReplicationBackfill), and one item per image it asked to replicate (their outcome is ``replication_status``).
+RUNNING_BACKFILL = "status IN ('PREPARING', 'IN_PROGRESS')"
+
 replication_backfills = sa.Table(
     "replication_backfills",
     metadata,
@@ -62,6 +64,15 @@ replication_backfills = sa.Table(
     sa.Column("started_at", Timestamp, nullable=False),
     sa.Column("ended_at", Timestamp, nullable=True),
     sa.Index("ix_replication_backfills_account", "account_id", "started_at"),
+    # one running backfill per destination region, as ECR (0032)
+    sa.Index(
+        "ux_replication_backfills_running",
+        "account_id",
+        "dest_region",
+        unique=True,
+        sqlite_where=sa.text(RUNNING_BACKFILL),
+        postgresql_where=sa.text(RUNNING_BACKFILL),
+    ),
 )
 
 replication_backfill_items = sa.Table(
