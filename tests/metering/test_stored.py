@@ -87,3 +87,36 @@ def test_an_empty_registry_reports_zeroes(registry) -> None:
     stored = registry.metering.stored()
     assert stored.repositories == [] and stored.account_physical == {}
     assert stored.registry_blob_bytes == 0 and stored.registry_manifest_bytes == 0
+
+
+def test_a_copy_per_customer_key_is_counted_once_per_key(registry) -> None:
+    """KMS repositories keep their own copy of a blob per key (blob_copies): physically the account stores the
+    layer three times here (service key, key A, key B), and the repositories of one key share their copy."""
+    from soko.iam.service import Identity
+    from soko.kms.service import KeyService
+    from tests.clock import Clock
+    from tests.kms.test_service import ROOT
+
+    registry.ctx.clock = Clock(1_800_000_000.0)
+    kms = KeyService(registry.ctx, Identity(registry.ctx))
+    registry.encryption.attach(kms)
+    key_a, key_b = kms.create_key(ROOT, "a"), kms.create_key(ROOT, "b")
+    plain, a1, a2, b1 = (RepoRef(ACCOUNT, f"keyed/{n}") for n in ("plain", "a1", "a2", "b1"))
+    registry.repositories.create(plain)
+    for ref, key in ((a1, key_a), (a2, key_a), (b1, key_b)):
+        registry.repositories.create(ref, encryption_type="KMS", kms_key=key.key_id)
+    layer = os.urandom(1000)
+    for ref in (plain, a1, a2, b1):
+        push_blob(registry, ref, layer)
+
+    stored = registry.metering.stored()
+    assert {r.repository: (r.logical_bytes, r.physical_bytes) for r in stored.repositories} == {
+        "keyed/plain": (1000, 1000),  # the service-key copy, alone
+        "keyed/a1": (1000, 500),  # key A's copy, shared by a1 and a2
+        "keyed/a2": (1000, 500),
+        "keyed/b1": (1000, 1000),  # key B's copy
+    }
+    assert stored.account_physical == {ACCOUNT: 3000}
+    assert stored.registry_blob_bytes == 1000 + 2 * 1000  # the blob row + the two keyed copies
+    with snapshot(registry.ctx.db) as conn:
+        assert account_physical_bytes(conn, ACCOUNT) == {ACCOUNT: 3000}

@@ -9,8 +9,9 @@ from dataclasses import dataclass, field
 import sqlalchemy as sa
 
 from soko.crypto.rows import plain_length
+from soko.kernel.keyspaces import KEYED_TYPES
 from soko.meta import Database
-from soko.meta.schema import archive_charges, blobs, manifests, repository_blobs, usage_samples
+from soko.meta.schema import archive_charges, blob_copies, blobs, manifests, repository_blobs, usage_samples
 from soko.meta.schema import repositories as repos
 
 
@@ -19,7 +20,7 @@ class RepositoryBytes:
     account_id: str
     repository: str
     logical_bytes: int  # Σ linked blob sizes + Σ manifest payload bytes
-    physical_bytes: int  # this repository's share of the account's deduplicated bytes
+    physical_bytes: int  # this repository's share of the account's deduplicated bytes (one copy per key)
     # The same for content in the archive tier (blobs.tier; priced apart). The two figures above are standard storage.
     archive_logical_bytes: int = 0
     archive_physical_bytes: int = 0
@@ -29,8 +30,8 @@ class RepositoryBytes:
 class StoredBytes:
     repositories: list[RepositoryBytes]
     account_logical: dict[str, int] = field(default_factory=dict)
-    account_physical: dict[str, int] = field(default_factory=dict)  # DISTINCT blobs of the account + manifests
-    registry_blob_bytes: int = 0  # Σ blobs: what the blob store holds
+    account_physical: dict[str, int] = field(default_factory=dict)  # DISTINCT (blob, key) of the account + manifests
+    registry_blob_bytes: int = 0  # Σ blobs + Σ per-key copies (blob_copies): what the blob store holds
     registry_manifest_bytes: int = 0
 
 
@@ -45,11 +46,22 @@ def snapshot(db: Database) -> Iterator[sa.Connection]:
         yield conn
 
 
+def _storage_key() -> tuple[sa.ColumnElement, sa.ColumnElement]:
+    """Which stored copy of a blob a repository's link uses: the service-key one (AES256: both NULL) or its
+    keyspace's (soko.kernel.keyspaces: KMS / KMS_DSSE with the key ARN), each stored once per digest, so each
+    counted once per account."""
+    keyed = repos.c.encryption_type.in_(list(KEYED_TYPES))
+    return (
+        sa.case((keyed, repos.c.encryption_type), else_=sa.null()),
+        sa.case((keyed, repos.c.kms_key), else_=sa.null()),
+    )
+
+
 def repository_bytes(conn: sa.Connection, account_id: str | None = None) -> list[RepositoryBytes]:
-    """Per repository: logical bytes, and physical bytes where each blob's size is split evenly among the
-    account's repositories linking it (the remainder bytes go one each to the lowest repository ids), so the
-    repositories' physical bytes add up exactly to the account's deduplicated total; standard storage (with the
-    manifests) and the archive tier apart."""
+    """Per repository: logical bytes, and physical bytes where each stored copy's size (the service-key copy, or
+    a customer key's: ``blob_copies``) is split evenly among the account's repositories reading that copy (the
+    remainder bytes go one each to the lowest repository ids), so the repositories' physical bytes add up exactly
+    to the account's deduplicated total; standard storage (with the manifests) and the archive tier apart."""
     archive = {(r.account_id, r.repository): r for r in _tier_bytes(conn, account_id, archive=True) if r.logical_bytes}
     out = []
     for r in _tier_bytes(conn, account_id, archive=False):
@@ -64,14 +76,16 @@ def repository_bytes(conn: sa.Connection, account_id: str | None = None) -> list
 
 def _tier_bytes(conn: sa.Connection, account_id: str | None, *, archive: bool) -> list[RepositoryBytes]:
     rb = repository_blobs.c
-    scope = (repos.c.account_id, rb.digest)
+    scope = (repos.c.account_id, *_storage_key(), rb.digest)
     link_query = sa.select(
         rb.repository_id,
         blobs.c.size,
         sa.func.count().over(partition_by=scope).label("n"),
         sa.func.row_number().over(partition_by=scope, order_by=rb.repository_id).label("k"),
     ).select_from(repository_blobs.join(repos, repos.c.id == rb.repository_id).join(blobs, blobs.c.digest == rb.digest))
-    link_query = link_query.where(blobs.c.tier.is_not(None) if archive else blobs.c.tier.is_(None))
+    # the archive tier holds service-key content only: a keyed copy (KMS) is standard storage whatever blobs.tier says
+    in_archive = blobs.c.tier.is_not(None) & repos.c.encryption_type.not_in(list(KEYED_TYPES))
+    link_query = link_query.where(in_archive if archive else sa.not_(in_archive))
     if account_id is not None:
         link_query = link_query.where(repos.c.account_id == account_id)
     links = link_query.subquery()
@@ -115,10 +129,12 @@ def _tier_bytes(conn: sa.Connection, account_id: str | None, *, archive: bool) -
 
 
 def account_physical_bytes(conn: sa.Connection, account_id: str | None = None) -> dict[str, int]:
-    """Σ size of the DISTINCT blobs any repository of the account links, + the account's manifest bytes."""
-    distinct_links = sa.select(repos.c.account_id, repository_blobs.c.digest).join(
-        repos, repos.c.id == repository_blobs.c.repository_id
-    )
+    """Σ size of the DISTINCT stored copies (blob, key) any repository of the account reads, + the account's
+    manifest bytes."""
+    kind, key = _storage_key()
+    distinct_links = sa.select(
+        repos.c.account_id, kind.label("kind"), key.label("key"), repository_blobs.c.digest
+    ).join(repos, repos.c.id == repository_blobs.c.repository_id)
     manifest_query = (
         sa.select(repos.c.account_id, sa.func.sum(plain_length(manifests.c.payload)).label("size"))
         .join(repos, repos.c.id == manifests.c.repository_id)
@@ -131,7 +147,8 @@ def account_physical_bytes(conn: sa.Connection, account_id: str | None = None) -
     blob_query = (
         sa.select(linked.c.account_id, sa.func.sum(blobs.c.size).label("size"))
         .join(blobs, blobs.c.digest == linked.c.digest)
-        .where(blobs.c.tier.is_(None))  # standard storage (the archive tier: the repositories' archive shares)
+        # standard storage (the archive tier: the repositories' archive shares); a keyed copy is never archived
+        .where(blobs.c.tier.is_(None) | linked.c.kind.is_not(None))
         .group_by(linked.c.account_id)
     )
     totals: dict[str, int] = {}
@@ -145,13 +162,14 @@ def stored_bytes(db: Database, account_id: str | None = None) -> StoredBytes:
     with snapshot(db) as conn:
         result = StoredBytes(repository_bytes(conn, account_id))
         result.account_physical = account_physical_bytes(conn, account_id)
+        copies = sa.select(sa.func.coalesce(sa.func.sum(blobs.c.size), 0)).join(
+            blob_copies, blob_copies.c.digest == blobs.c.digest
+        )
         result.registry_blob_bytes = int(
             conn.execute(sa.select(sa.func.coalesce(sa.func.sum(blobs.c.size), 0))).scalar_one()
-        )
+        ) + int(conn.execute(copies).scalar_one())
         result.registry_manifest_bytes = int(
-            conn.execute(
-                sa.select(sa.func.coalesce(sa.func.sum(plain_length(manifests.c.payload)), 0))
-            ).scalar_one()
+            conn.execute(sa.select(sa.func.coalesce(sa.func.sum(plain_length(manifests.c.payload)), 0))).scalar_one()
         )
     for repo in result.repositories:
         result.account_logical[repo.account_id] = result.account_logical.get(repo.account_id, 0) + repo.logical_bytes
