@@ -84,19 +84,126 @@ def test_template_crud(ecr):
         assert error_of(exc)[0] == "TemplateNotFoundException"
 
 
-@pytest.mark.parametrize(
-    "kwargs",
-    [
-        {"appliedFor": ["CREATE_ON_PUSH"], "encryptionConfiguration": {"encryptionType": "KMS"}},
-    ],
-    ids=["kms"],
-)
-def test_template_refused_when_it_cannot_be_carried_out(ecr, kwargs):
+def test_kms_template_creates_kms_repositories_on_push(aws, ecr, client):
+    """A template with encryptionType KMS: its key (an ARN: the service model allows no alias in templates) is
+    checked as CreateRepository checks one; a repository created on push from it is bound to the key's ARN, its
+    content sealed under the key; while the key is disabled, a push that would create one fails (KmsException /
+    DENIED) and creates nothing."""
+    kms = aws("kms")
+    key = kms.create_key(Description="templates")["KeyMetadata"]
+    encryption = {"encryptionType": "KMS", "kmsKey": key["Arn"]}
+    created = ecr.create_repository_creation_template(
+        prefix="team", appliedFor=["CREATE_ON_PUSH"], encryptionConfiguration=encryption
+    )
+    assert created["repositoryCreationTemplate"]["encryptionConfiguration"] == encryption
+    ecr.create_repository_creation_template(
+        prefix="dsse", appliedFor=["CREATE_ON_PUSH"], encryptionConfiguration={"encryptionType": "KMS_DSSE"}
+    )
+    push_image(client, "team/api", "v1", seed="kms-template")
+    push_image(client, "dsse/api", "v1", seed="dsse-template")
+    repo = ecr.describe_repositories(repositoryNames=["team/api"])["repositories"][0]
+    assert repo["encryptionConfiguration"] == {"encryptionType": "KMS", "kmsKey": key["Arn"]}
+    dsse = ecr.describe_repositories(repositoryNames=["dsse/api"])["repositories"][0]["encryptionConfiguration"]
+    managed = kms.describe_key(KeyId="alias/aws/ecr")["KeyMetadata"]["Arn"]  # KMS without kmsKey: aws/ecr
+    assert dsse == {"encryptionType": "KMS_DSSE", "kmsKey": managed}
+    images = ecr.batch_get_image(repositoryName="team/api", imageIds=[{"imageTag": "v1"}])["images"]
+    assert len(images) == 1
+
+    kms.disable_key(KeyId=key["KeyId"])
+    r = client.post("/v2/team/other/blobs/uploads/")
+    assert r.status_code == 403, r.text
+    error = r.json()["errors"][0]
+    assert error["code"] == "DENIED" and "DisabledException" in error["message"]
     with pytest.raises(ClientError) as exc:
-        ecr.create_repository_creation_template(prefix="later", **kwargs)
-    code, message = error_of(exc)
-    assert code == "UnsupportedOperationException" and "cannot be carried out" in message
+        ecr.describe_repositories(repositoryNames=["team/other"])
+    assert error_of(exc)[0] == "RepositoryNotFoundException"
+    kms.enable_key(KeyId=key["KeyId"])
+    push_image(client, "team/other", "v1", seed="kms-template-2")
+
+
+def test_kms_template_hostile_input(aws, ecr):
+    """Keys and roles that cannot be used are refused at CreateRepositoryCreationTemplate and
+    UpdateRepositoryCreationTemplate, and nothing is stored (or changed)."""
+    kms, iam = aws("kms"), aws("iam")
+    key = kms.create_key()["KeyMetadata"]
+    disabled = kms.create_key()["KeyMetadata"]
+    kms.disable_key(KeyId=disabled["KeyId"])
+    other_region = f"arn:aws:kms:eu-west-1:{ACCOUNT}:key/{key['KeyId']}"
+    bad_keys = {
+        other_region: "NotFoundException",
+        f"arn:aws:kms:us-east-1:{ACCOUNT}:key/0c0ffee0-0000-4000-8000-000000000000": "NotFoundException",
+        f"arn:aws:kms:us-east-1:{ACCOUNT}:key/not-a-uuid": "NotFoundException",
+        "arn:aws:kms:us-east-1:111111111111:key/" + key["KeyId"]: "NotFoundException",  # another account's
+        disabled["Arn"]: "DisabledException",
+    }
+    for bad, kms_error in bad_keys.items():
+        with pytest.raises(ClientError) as exc:
+            ecr.create_repository_creation_template(
+                prefix="hostile",
+                appliedFor=["CREATE_ON_PUSH"],
+                encryptionConfiguration={"encryptionType": "KMS", "kmsKey": bad},
+            )
+        code, message = error_of(exc)
+        assert code == "KmsException" and kms_error in message, (bad[:60], message)
+        assert exc.value.response["kmsError"] == kms_error
+    for encryption in (
+        {"encryptionType": "AES256", "kmsKey": key["Arn"]},  # a key with AES256
+        {"encryptionType": "KMS", "kmsKey": "alias/aws/ecr"},  # not an ARN: the model's pattern
+        {"encryptionType": "KMS", "kmsKey": key["Arn"] + "x" * 2048},
+    ):
+        with pytest.raises(ClientError) as exc:
+            ecr.create_repository_creation_template(
+                prefix="hostile", appliedFor=["CREATE_ON_PUSH"], encryptionConfiguration=encryption
+            )
+        assert error_of(exc)[0] == "InvalidParameterException"
+    roles = {
+        "arn:aws:iam::111111111111:role/elsewhere": "must be in the registry's account",
+        f"arn:aws:iam::{ACCOUNT}:role/missing": "cannot be found",
+        f"arn:aws:iam::{ACCOUNT}:user/alice": "is invalid",
+        "arn:aws:iam::" + "9" * 12 + ":role/" + "r" * 64: "",
+    }
+    for role, said in roles.items():
+        with pytest.raises(ClientError) as exc:
+            ecr.create_repository_creation_template(
+                prefix="hostile",
+                appliedFor=["CREATE_ON_PUSH"],
+                encryptionConfiguration={"encryptionType": "KMS", "kmsKey": key["Arn"]},
+                customRoleArn=role,
+            )
+        code, message = error_of(exc)
+        assert code == "InvalidParameterException" and said in message, message
     assert ecr.describe_repository_creation_templates()["repositoryCreationTemplates"] == []
+
+    # the custom role is who must be allowed to use the key (its policies; the default key policy defers to IAM)
+    trust = {
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Principal": {"Service": "ecr.amazonaws.com"}, "Action": "sts:AssumeRole"}],
+    }
+    iam.create_role(RoleName="ecr-templates", AssumeRolePolicyDocument=json.dumps(trust))
+    role_arn = f"arn:aws:iam::{ACCOUNT}:role/ecr-templates"
+    kwargs = {
+        "prefix": "role",
+        "appliedFor": ["CREATE_ON_PUSH"],
+        "encryptionConfiguration": {"encryptionType": "KMS", "kmsKey": key["Arn"]},
+        "customRoleArn": role_arn,
+    }
+    with pytest.raises(ClientError) as exc:
+        ecr.create_repository_creation_template(**kwargs)
+    assert error_of(exc)[0] == "KmsException" and exc.value.response["kmsError"] == "AccessDeniedException"
+    allow = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "kms:*", "Resource": "*"}]}
+    iam.put_role_policy(RoleName="ecr-templates", PolicyName="kms", PolicyDocument=json.dumps(allow))
+    stored = ecr.create_repository_creation_template(**kwargs)["repositoryCreationTemplate"]
+    assert stored["customRoleArn"] == role_arn
+
+    # an update to a key that cannot be used changes nothing; an update of anything else does not re-check it
+    with pytest.raises(ClientError) as exc:
+        ecr.update_repository_creation_template(
+            prefix="role", encryptionConfiguration={"encryptionType": "KMS", "kmsKey": disabled["Arn"]}
+        )
+    assert error_of(exc)[0] == "KmsException"
+    kms.disable_key(KeyId=key["KeyId"])
+    updated = ecr.update_repository_creation_template(prefix="role", description="d")["repositoryCreationTemplate"]
+    assert updated["encryptionConfiguration"] == kwargs["encryptionConfiguration"] and updated["description"] == "d"
 
 
 @pytest.mark.parametrize(

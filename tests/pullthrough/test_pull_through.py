@@ -43,6 +43,7 @@ SECRET = json.dumps({"username": USER, "accessToken": PASSWORD})
 class World:
     def __init__(self, root: Path) -> None:
         self.root = root
+        self.key_arn = ""
         self.stack: list = []
         self.tokens = TokenServer(root)
         self.anon = start_upstream(root / "anon", access_log=True)
@@ -61,6 +62,7 @@ class World:
         self.ecr = session.client("ecr", endpoint_url=self.soko.url)
         self.sm = session.client("secretsmanager", endpoint_url=self.soko.url)
         self.iam = session.client("iam", endpoint_url=self.soko.url)
+        self.kms = session.client("kms", endpoint_url=self.soko.url)
         self.skopeo = Skopeo.create(
             root / "skopeo",
             {self.soko.host: self.soko.credentials, self.basic.host: (USER, PASSWORD)},
@@ -102,11 +104,13 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         w.sm.create_secret(Name="ecr-pullthroughcache/upstream", SecretString=SECRET)
         arn = w.sm.describe_secret(SecretId="ecr-pullthroughcache/upstream")["ARN"]
         w.ecr.create_pull_through_cache_rule(ecrRepositoryPrefix="anon", upstreamRegistryUrl=f"http://{w.anon.host}")
+        w.key_arn = w.kms.create_key(Description="pull-through cache")["KeyMetadata"]["Arn"]
         w.ecr.create_repository_creation_template(
             prefix="token",
             appliedFor=["PULL_THROUGH_CACHE"],
             imageTagMutability="IMMUTABLE",
             resourceTags=[{"Key": "cache", "Value": "token"}],
+            encryptionConfiguration={"encryptionType": "KMS", "kmsKey": w.key_arn},
         )
         for prefix, server in (("basic", w.basic), ("token", w.token)):
             w.ecr.create_pull_through_cache_rule(
@@ -132,6 +136,8 @@ def test_pull_through_is_byte_identical(world: World, prefix: str, tmp_path: Pat
     assert repository["imageTagMutability"] == ("IMMUTABLE" if prefix == "token" else "MUTABLE")
     tags = world.ecr.list_tags_for_resource(resourceArn=repository["repositoryArn"])["tags"]
     assert tags == ([{"Key": "cache", "Value": "token"}] if prefix == "token" else [])
+    expected = {"encryptionType": "KMS", "kmsKey": world.key_arn} if prefix == "token" else {"encryptionType": "AES256"}
+    assert repository["encryptionConfiguration"] == expected
 
 
 def test_multiarch_index_is_cached_whole(world: World, tmp_path: Path) -> None:

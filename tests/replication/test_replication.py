@@ -208,6 +208,36 @@ def test_a_replication_template_sets_up_the_destination_repository(registry, run
     assert registry.repositories.resource_tags(RepoRef(DST, "team/api")) == [{"Key": "origin", "Value": "replica"}]
 
 
+def test_a_kms_replication_template_encrypts_the_destination_with_its_key(registry, runner) -> None:
+    """A REPLICATION template with a KMS key: the destination repository is created bound to the key, and the
+    replicated layer is re-encrypted under it (a copy in the key's keyspace), readable through the destination."""
+    from soko.access import Principal
+    from soko.iam.service import Identity
+    from soko.kms.service import KeyService
+    from soko.meta.schema import blob_copies
+    from soko.registry.templates import Template
+
+    kms = KeyService(registry.ctx, Identity(registry.ctx))
+    registry.encryption.attach(kms)
+    key = kms.create_key(Principal(f"arn:aws:iam::{DST}:root", DST, "Account"), "replicas")
+    registry.policies.put_registry_policy(DST, grant(SRC), "V2")
+    template = Template(DST, "team", ["REPLICATION"], encryption={"encryptionType": "KMS", "kmsKey": key.arn})
+    registry.templates.create(template)
+    configure(registry, DST)
+    digest = push_image(registry, RepoRef(SRC, "team/api"), "v1", [b"kms layer"])
+    drain(runner)
+    dst = RepoRef(DST, "team/api")
+    repo = registry.repositories.get(dst)
+    assert (repo.encryption_type, repo.kms_key) == ("KMS", key.arn)
+    assert registry.manifests.get(dst, "v1").digest == digest
+    layer = json.loads(registry.manifests.get(dst, "v1").payload)["layers"][0]["digest"]
+    with registry.ctx.db.read() as conn:
+        spaces = set(conn.execute(sa.select(blob_copies.c.keyspace).where(blob_copies.c.digest == layer)).scalars())
+    assert spaces == {f"kms/{key.key_id}"}
+    with registry.blobs.reader(registry.blobs.open(dst, layer)) as f:
+        assert f.read() == b"kms layer"
+
+
 def test_backfill_copies_existing_images_once(registry, runner) -> None:
     registry.policies.put_registry_policy(DST, grant(SRC), "V2")
     src = RepoRef(SRC, "old")

@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import dataclasses
 
+from soko.access import Principal
 from soko.ecr.api import Call
 from soko.ecr.repositories import decode_token, encode_token
+from soko.iam import ids
+from soko.iam.directory import Directory, IamError, parse_role_arn
+from soko.registry.repositories import ParameterInvalid
 from soko.registry.templates import Template
 
 DEFAULT_PAGE = 100
@@ -52,12 +56,37 @@ def _changes(params: dict) -> dict:
     return {attr: params[member] for member, attr in _FIELDS.items() if member in params}
 
 
+def _key_user(call: Call, template: Template) -> Principal:
+    """Who must be allowed to use the template's KMS key through ECR: its ``customRoleArn`` (the role ECR uses to
+    create repositories from a template with a KMS key: a role of this account that exists; its policies and the key
+    policy decide), else the caller."""
+    if not template.custom_role_arn or (template.encryption or {}).get("encryptionType", "AES256") == "AES256":
+        return call.caller
+    arn, account = template.custom_role_arn, template.account_id
+    try:
+        role_account, _, name = parse_role_arn(arn)
+        if role_account != account:
+            raise ParameterInvalid(
+                f"Invalid parameter at 'customRoleArn' failed to satisfy constraint: 'the role {arn[:300]} must be in "
+                f"the registry's account {account}'"
+            )
+        identity = call.api.identity
+        role = Directory(identity.ctx, identity.master, identity.credentials).get_role(account, name)
+    except IamError as exc:
+        raise ParameterInvalid(
+            f"Invalid parameter at 'customRoleArn' failed to satisfy constraint: '{str(exc)[:300]}'"
+        ) from None
+    role_arn = ids.role_arn(account, role["name"], role["path"])
+    session = ids.assumed_role_arn(account, role["name"], "ecr-repository-creation-template")
+    return Principal(session, account, "AssumedRole", role_arn=role_arn)
+
+
 def create_template(call: Call) -> dict:
     call.authorize("ecr:CreateRepositoryCreationTemplate")
     account = call.caller.account_id
     template = Template(account_id=account, prefix=call.params["prefix"], applied_for=[])
     template = dataclasses.replace(template, **_changes(call.params))
-    stored = call.api.registry.templates.create(template)
+    stored = call.api.registry.templates.create(template, _key_user(call, template))
     return {"registryId": account, "repositoryCreationTemplate": template_json(stored)}
 
 
@@ -82,7 +111,9 @@ def update_template(call: Call) -> dict:
     changes = _changes(call.params)
     if "imageTagMutability" in changes and "tag_mutability_filters" not in changes:
         changes["tag_mutability_filters"] = []
-    stored = templates.replace(dataclasses.replace(current, **changes))
+    updated = dataclasses.replace(current, **changes)
+    key_changed = "encryption" in changes or "custom_role_arn" in changes
+    stored = templates.replace(updated, _key_user(call, updated) if key_changed else None, key_changed=key_changed)
     return {"registryId": account, "repositoryCreationTemplate": template_json(stored)}
 
 

@@ -326,6 +326,13 @@ class KeyService:
         """The key ``key_ref`` names for a caller in ``account_id`` (see the module docstring)."""
         return self._resolve(account_id, key_ref)[0]
 
+    def peek_key(self, account_id: str, key_ref: str) -> KeyInfo:
+        """``resolve_key`` without its upkeep (a due deletion or rotation is not carried out, no AWS-managed key is
+        created): reads only, so a caller inside a write transaction may ask. A key past its deletion date is still
+        PendingDeletion here, unusable all the same."""
+        with self.ctx.db.read() as conn:
+            return self._lookup(conn, account_id, key_ref)[0]
+
     def _resolve(self, account_id: str, key_ref: str) -> tuple[KeyInfo, str | None]:
         try:
             with self.ctx.db.read() as conn:

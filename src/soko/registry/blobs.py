@@ -164,10 +164,10 @@ class Blobs:
             if account_setting(conn, ref.account_id, "BLOB_MOUNTING") == "DISABLED":
                 return None
             found = self._linked_row(conn, source, digest)
-            dest = self.repositories.find(conn, ref)
-        if found is None:
-            return None
-        dest_space = keyspace_of(dest.encryption_type, dest.kms_key, dest.account_id) if dest else None
+            if found is None:
+                return None
+            # (a missing repository: the key its CREATE_ON_PUSH creation template would give it)
+            dest_space = self.repositories.planned_keyspace(conn, ref, "CREATE_ON_PUSH")
         copies = self._prepare_copies(dest_space, source, [found])
         try:
             with self.ctx.transaction() as tx:
@@ -287,9 +287,8 @@ class Blobs:
             Digest.parse(digest)
         wanted = sorted(set(digests))
         with self.ctx.db.read() as conn:
-            dest = self.repositories.find(conn, ref)
+            dest_space = self.repositories.planned_keyspace(conn, ref, "REPLICATION")
             rows = [row for d in wanted if (row := self._linked_row(conn, source, d)) is not None]
-        dest_space = keyspace_of(dest.encryption_type, dest.kms_key, dest.account_id) if dest else None
         copies = self._prepare_copies(dest_space, source, rows)  # across keys: re-encrypted first
         try:
             return self._replicate(ref, source, wanted, dest_space, copies)

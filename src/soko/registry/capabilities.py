@@ -54,15 +54,6 @@ def require_reachable_destinations(rules: list[dict], region: str, regions: dict
         )
 
 
-def require_aes256_in_templates(encryption_type: str) -> None:
-    if encryption_type != "AES256":
-        raise NotCarriedOut(
-            f"encryptionType {encryption_type} in a creation template cannot be carried out yet: repositories made "
-            "from templates are created with the service key only, so the images would not be encrypted with the key "
-            "you chose. Use encryptionType AES256 in templates, and create KMS repositories with CreateRepository."
-        )
-
-
 def require_service_key_for_archive(encryption_type: str, repository: str) -> None:
     """The archive tier holds service-key (AES256) content; a KMS repository's blobs are stored per customer key."""
     if encryption_type != "AES256":

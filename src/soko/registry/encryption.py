@@ -61,6 +61,8 @@ class DataKeys(Protocol):
 
     def resolve_key(self, account_id: str, key_ref: str) -> _KeyInfo: ...
 
+    def peek_key(self, account_id: str, key_ref: str) -> _KeyInfo: ...
+
     def generate_data_key(
         self,
         principal: Principal | None,
@@ -150,6 +152,24 @@ class Encryption:
         except KmsError as exc:
             raise KeyUnusable(
                 f"encryptionType {encryption_type} with kmsKey {key_ref[:300]}: {exc.code}: {exc.message}", exc.code
+            ) from None
+        return info.arn
+
+    def key_for_template(self, account_id: str, encryption_type: str, key_ref: str) -> str:
+        """The key ARN a repository created from a creation template is bound to: the template's ``kmsKey`` (checked
+        when the template was stored, in its creator's or custom role's name) resolved now and usable now. Reads
+        only, so it runs inside the transaction that creates the repository (templates apply there)."""
+        keys = self._keys()
+        try:
+            info = keys.peek_key(account_id, key_ref)
+            error = info.usable_error()
+            if error is not None:
+                raise error
+        except KmsError as exc:
+            raise KeyUnusable(
+                f"the creation template's encryptionType {encryption_type} with kmsKey {key_ref[:300]}: "
+                f"{exc.code}: {exc.message}",
+                exc.code,
             ) from None
         return info.arn
 

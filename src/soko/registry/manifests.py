@@ -34,7 +34,6 @@ from soko.meta.schema import blobs, manifest_blobs, manifest_children, manifests
 from soko.meta.schema import repositories as repos
 from soko.names import validate_tag
 from soko.registry import media_types as mt
-from soko.registry.encryption import keyspace_of
 from soko.registry.immutability import tag_is_immutable
 from soko.registry.manifest_format import ParsedManifest, parse_manifest
 from soko.registry.models import ManifestRecord, PutManifestResult, RepoRef
@@ -102,12 +101,12 @@ class Manifests:
         self._cache = _ManifestCache()
 
     # ---- push -------------------------------------------------------------------------------------------------
-    def _check_key(self, ref: RepoRef) -> None:
+    def _check_key(self, ref: RepoRef, applied_for: str) -> None:
         """A push to a repository whose KMS key is unusable fails even when every blob was already there (as in
-        ECR); checked before the transaction, since KMS may write (a due rotation or deletion)."""
+        ECR); checked before the transaction, since KMS may write (a due rotation or deletion). A missing
+        repository: the key its creation template would give it (``applied_for``)."""
         with self.ctx.db.read() as conn:
-            repo = self.repositories.find(conn, ref)
-        space = keyspace_of(repo.encryption_type, repo.kms_key, repo.account_id) if repo else None
+            space = self.repositories.planned_keyspace(conn, ref, applied_for)
         if space is not None:
             self.repositories.encryption.check_usable(space)
 
@@ -142,7 +141,7 @@ class Manifests:
             tag = validate_tag(reference)
             digest = compute(payload)
         parsed = parse_manifest(payload, content_type)
-        self._check_key(ref)
+        self._check_key(ref, "CREATE_ON_PUSH" if replicated_from is None else "REPLICATION")
 
         def store() -> PutManifestResult:
             with self.ctx.transaction(invalidates=True) as tx:

@@ -148,6 +148,23 @@ class Repositories:
         row = conn.execute(sa.select(t.c.encryption_type, t.c.kms_key, t.c.account_id).where(t.c.id == repo_id)).one()
         return keyspace_of(row.encryption_type, row.kms_key, row.account_id)
 
+    def planned_keyspace(self, conn: sa.Connection, ref: RepoRef, applied_for: str) -> Keyspace | None:
+        """The keyspace of ``ref``, or, while it is missing, of the repository a push (``applied_for``
+        CREATE_ON_PUSH), a replication (REPLICATION) or a pull-through cache would create: its creation
+        template's key. What a caller that prepares content under a key before its transaction seals for."""
+        repo = self.find(conn, ref)
+        if repo is not None:
+            return keyspace_of(repo.encryption_type, repo.kms_key, repo.account_id)
+        from soko.registry.templates import matching_template
+
+        template = matching_template(conn, ref.account_id, ref.name, applied_for)
+        if template is None:
+            return None
+        kind, key = normalize_encryption(template.encryption, self.ctx.settings.region, ref.account_id)
+        if kind == "AES256":
+            return None
+        return keyspace_of(kind, self.encryption.key_for_template(ref.account_id, kind, key or ""), ref.account_id)
+
     def find(self, conn: sa.Connection, ref: RepoRef) -> Repository | None:
         row = conn.execute(sa.select(t).where(t.c.account_id == ref.account_id, t.c.name == ref.name)).first()
         return _row_to_repository(row) if row else None
@@ -273,6 +290,8 @@ class Repositories:
                 tx.emit(created)
             return self.id_for(conn, ref)
         kind, key = normalize_encryption(template.encryption, self.ctx.settings.region, ref.account_id)
+        if kind != "AES256":  # bound to the key's ARN, usable now: KeyUnusable otherwise (nothing is created)
+            key = self.encryption.key_for_template(ref.account_id, kind, key or "")
         inserted = self._insert(
             conn,
             ref,

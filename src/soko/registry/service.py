@@ -44,7 +44,7 @@ class Registry:
         # the control plane: repository and registry policies, creation templates, account settings, replication
         # and scanning configuration
         self.policies = Policies(self.ctx, self.repositories)
-        self.templates = Templates(self.ctx)
+        self.templates = Templates(self.ctx, self.repositories.encryption)
         self.account_settings = AccountSettings(self.ctx)
         self.replication = Replication(self.ctx)
         self.scanning = Scanning(self.ctx)

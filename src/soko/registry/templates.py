@@ -9,11 +9,13 @@ from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 
+from soko.access import Principal
 from soko.errors import SokoError
 from soko.iam.policy.keys import warn_unpopulated
 from soko.kernel.context import DomainContext
 from soko.meta.schema import creation_templates as t
-from soko.registry.capabilities import require_aes256_in_templates, require_create_on_push_only
+from soko.registry.capabilities import require_create_on_push_only
+from soko.registry.encryption import Encryption
 from soko.registry.lifecycle_store import validate_policy as validate_lifecycle_policy
 from soko.registry.policies import validate_repository_policy
 from soko.registry.repositories import (
@@ -115,7 +117,7 @@ def validated(template: Template, region: str, *, ecr_strict: bool = False) -> T
     require_create_on_push_only(template.applied_for)
     filters = validate_mutability(template.tag_mutability, template.tag_mutability_filters)
     tags = validate_resource_tags(template.resource_tags)
-    require_aes256_in_templates(normalize_encryption(template.encryption, region, template.account_id)[0])
+    normalize_encryption(template.encryption, region, template.account_id)
     if template.repository_policy:
         policy = validate_repository_policy(template.repository_policy)
         warn_unpopulated(
@@ -134,8 +136,19 @@ def validated(template: Template, region: str, *, ecr_strict: bool = False) -> T
 class Templates:
     """Creation templates: validated (``validated``) and stored per account."""
 
-    def __init__(self, ctx: DomainContext) -> None:
+    def __init__(self, ctx: DomainContext, encryption: Encryption) -> None:
         self.ctx = ctx
+        self.encryption = encryption
+
+    def _check_key(self, template: Template, key_user: Principal | None) -> None:
+        """A KMS / KMS_DSSE template's key is checked as CreateRepository checks one (it resolves here, is usable
+        now, and ``key_user`` may use it through ECR), before anything is stored: a template never promises a key
+        its repositories could not be created with. The key is stored as given (an alias stays an alias) and
+        resolved again each time a repository is created from the template. ``key_user``: the template's custom
+        role (which ECR uses to create repositories with a KMS key), else the caller."""
+        kind, key = normalize_encryption(template.encryption, self.ctx.settings.region, template.account_id)
+        if kind != "AES256":
+            self.encryption.resolve_for_repository(template.account_id, kind, key or "", key_user)
 
     @staticmethod
     def _values(template: Template) -> dict:
@@ -155,8 +168,9 @@ class Templates:
             "custom_role_arn": template.custom_role_arn or None,
         }
 
-    def create(self, template: Template) -> Template:
+    def create(self, template: Template, key_user: Principal | None = None) -> Template:
         template = validated(template, self.ctx.settings.region, ecr_strict=self.ctx.settings.lifecycle_ecr_strict)
+        self._check_key(template, key_user)  # (KMS calls: before the write)
         now = self.ctx.clock()
         with self.ctx.write() as conn:
             exists = conn.execute(
@@ -188,9 +202,12 @@ class Templates:
         with self.ctx.db.read() as conn:
             return self._get(conn, account_id, prefix)
 
-    def replace(self, template: Template) -> Template:
-        """Store an updated template (the caller merged the changes into the current one)."""
+    def replace(self, template: Template, key_user: Principal | None = None, *, key_changed: bool = True) -> Template:
+        """Store an updated template (the caller merged the changes into the current one). ``key_changed``: the
+        update names the encryption or the custom role, so the key is checked again."""
         template = validated(template, self.ctx.settings.region, ecr_strict=self.ctx.settings.lifecycle_ecr_strict)
+        if key_changed:
+            self._check_key(template, key_user)
         with self.ctx.write() as conn:
             self._get(conn, template.account_id, template.prefix)
             conn.execute(
