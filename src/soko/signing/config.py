@@ -99,8 +99,8 @@ class SigningConfigurations:
     def put(self, account_id: str, rules: list[dict]) -> list[dict]:
         rules = self.validate(account_id, rules)
         with self.ctx.write() as conn:
-            for rule in rules:
-                self.keys.ensure(conn, account_id, rule["signingProfileArn"])
+            for arn in sorted({rule["signingProfileArn"] for rule in rules}):  # (in order: ensure locks each)
+                self.keys.ensure(conn, account_id, arn)
             conn.execute(
                 self.ctx.db.upsert(signing_configurations, ["account_id"], {"rules": None, "updated_at": None})
                 .values(account_id=account_id, rules=json.dumps(rules), updated_at=self.ctx.clock())

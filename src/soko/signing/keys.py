@@ -148,7 +148,7 @@ class SigningKeys:
             .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(root_key.public_key()), critical=False)
             .sign(root_key, hashes.SHA384())
         )
-        conn.execute(self.ctx.db.insert_ignore(signing_keys).values(
+        conn.execute(sa.insert(signing_keys).values(  # (under _serialize: a clash is a bug, not a no-op)
             account_id=account_id,
             profile_arn=profile_arn,
             version=version,
@@ -163,14 +163,25 @@ class SigningKeys:
             sa.select(sa.func.max(t.version)).where(t.account_id == account_id, t.profile_arn == profile_arn)
         ).scalar() or 0
 
+    def _serialize(self, conn: sa.Connection, account_id: str, profile_arn: str) -> None:
+        """On PostgreSQL, one writer of a profile's keys at a time, to its commit: two rotations that both read the
+        newest version would both make the next one (SQLite writers are serial already)."""
+        if not self.ctx.db.is_sqlite:
+            conn.execute(
+                sa.text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": f"signing/{account_id}/{profile_arn}"}
+            )
+
     def ensure(self, conn: sa.Connection, account_id: str, profile_arn: str) -> None:
         """A key for the profile, in the caller's transaction (version 1 when it has none)."""
+        self._serialize(conn, account_id, profile_arn)
         if not self._newest_version(conn, account_id, profile_arn):
             self._issue(conn, account_id, profile_arn, 1)
 
     def rotate(self, account_id: str, profile_arn: str) -> int:
-        """A new key version for the profile (new signatures use it); returns its number."""
+        """A new key version for the profile (new signatures use it); returns its number. Concurrent rotations
+        each add one, in turn."""
         with self.ctx.write() as conn:
+            self._serialize(conn, account_id, profile_arn)
             version = self._newest_version(conn, account_id, profile_arn) + 1
             self._issue(conn, account_id, profile_arn, version)
         return version
