@@ -36,6 +36,8 @@ from soko.secrets.api import SecretsManagerApi
 from soko.secrets.store import SecretStore
 from soko.signing import KIND as SIGNING
 from soko.signing.signer import Signer
+from soko.storage import plain_cache
+from soko.storage.plain_cache import PlainCache
 
 log = logging.getLogger("soko")
 
@@ -55,6 +57,8 @@ class SokoApp:
     ) -> None:
         identity = identity or Identity(registry.ctx)
         endpoints = endpoints or {}
+        if registry.ctx.plain_cache is None:
+            registry.ctx.plain_cache = open_plain_cache(settings, identity.master.storage_key)
         self.settings = settings
         self.registry = registry
         self.identity = identity
@@ -120,6 +124,7 @@ class SokoApp:
             self.runtime,
             [kms_upkeep_job(self.kms), pull_through_fill_job(self.pull_through),
              signing_job(Signer(self.registry, self.identity.master)), secrets_purge_job(self.secrets)],
+            self.kms,
         )
         await self._upkeep.__aenter__()
 
@@ -128,6 +133,25 @@ class SokoApp:
             upkeep, self._upkeep = self._upkeep, None
             await upkeep.__aexit__(None, None, None)
         self.pull_through.close()
+        cache, self.registry.ctx.plain_cache = self.registry.ctx.plain_cache, None
+        if cache is not None:
+            cache.close()
+
+
+def open_plain_cache(settings: Settings, deployment_key: bytes) -> PlainCache | None:
+    """This node's plaintext blob cache as configured (``plaintext_cache_*``; None: off). A directory that is not
+    memory is refused with the fix (ValueError, at start)."""
+    try:
+        return plain_cache.open_for(
+            settings.plaintext_cache_dir,
+            settings.plaintext_cache_bytes,
+            settings.plaintext_cache_allow_disk,
+            deployment_key,
+        )
+    except plain_cache.CacheRefused as exc:
+        raise ValueError(f"plaintext_cache_dir: {exc}") from None
+    except OSError as exc:
+        raise ValueError(f"plaintext_cache_dir: cannot use it ({exc})") from None
 
 
 def _not_here(status: int, message: str, allow: str | None = None) -> AnyResponse:
@@ -168,6 +192,27 @@ def kms_upkeep_job(kms: KeyService) -> JobKind:
     return JobKind("kms_upkeep", run, 3600.0)
 
 
+PLAINTEXT_SWEEP = 30.0
+
+
+async def _sweep_plaintext(cache: PlainCache, kms: KeyService) -> None:
+    """Drop this node's decrypted copies of content under KMS keys that another node disabled or scheduled for
+    deletion (the node that changed the key dropped its own at once; pulls check the key before serving anyway)."""
+    loop = asyncio.get_running_loop()
+
+    def sweep() -> None:
+        for space in cache.key_spaces():
+            if kms.key_state(space.split("/", 1)[1]) != "Enabled":
+                cache.drop_space(space)
+
+    while True:
+        await asyncio.sleep(PLAINTEXT_SWEEP)
+        try:
+            await loop.run_in_executor(None, sweep)
+        except Exception:
+            log.exception("could not check the keys of the plaintext cache's entries; will retry")
+
+
 def _authn_auditor(identity: Identity):
     def record(principal, decision, reason, context) -> None:
         identity.audit.record("authn", principal, None, None, decision, reason, context)
@@ -176,7 +221,13 @@ def _authn_auditor(identity: Identity):
 
 
 @contextlib.asynccontextmanager
-async def _upkeep(registry: Registry, identity: Identity, runtime: RuntimeMetrics, more_jobs: list[JobKind]):
+async def _upkeep(
+    registry: Registry,
+    identity: Identity,
+    runtime: RuntimeMetrics,
+    more_jobs: list[JobKind],
+    kms: KeyService | None = None,
+):
     """Per-process background work: flush pull times, audit events and transfer counts; and this process's job
     runner, which takes its share of the cluster's leased jobs (GC, lifecycle, upload expiry, storage samples)."""
     loop = asyncio.get_running_loop()
@@ -198,6 +249,8 @@ async def _upkeep(registry: Registry, identity: Identity, runtime: RuntimeMetric
                 log.exception("could not record pull times or audit events; will retry")
 
     tasks = [asyncio.create_task(every_second())]
+    if kms is not None and registry.ctx.plain_cache is not None:
+        tasks.append(asyncio.create_task(_sweep_plaintext(registry.ctx.plain_cache, kms)))
     tasks += [asyncio.create_task(c) for c in registry.metering.upkeep()]  # transfer flushes
     # GC, lifecycle, upload expiry, storage samples and event delivery: leased jobs shared by the cluster.
     runner = JobRunner(

@@ -143,6 +143,17 @@ class Settings:
     pull_through_recheck: float = 24 * 3600
     # Longest wait for an upstream registry (connect, and between bytes of an answer).
     pull_through_timeout: float = 30.0
+    # The plaintext blob cache (soko.storage.plain_cache): decrypted blobs kept in memory (tmpfs), shared by the
+    # workers of a node, so warm pulls and the first pull after a push are sent from a local file. Bytes per node:
+    # "auto" = min(2 GiB, 1/8 of memory); 0 turns it off.
+    plaintext_cache_bytes: int = -1
+    # Default /dev/shm/soko-<uid>/<deployment id>; refused unless tmpfs or ramfs (plaintext must not reach a disk),
+    # unless plaintext_cache_allow_disk says this filesystem is memory all the same.
+    plaintext_cache_dir: str = ""
+    plaintext_cache_allow_disk: bool = False
+    # Also cache the content of KMS and KMS_DSSE repositories (their key is still checked, and KMS Decrypt called
+    # and audited, on every pull; entries go when the key is disabled or scheduled for deletion).
+    plaintext_cache_kms: bool = False
 
     @property
     def effective_database_url(self) -> str:
@@ -175,6 +186,7 @@ _CONVERTERS: dict[str, Callable[[Any], object]] = {
     "price_archive_gb_month": float,
     "max_manifest_size": parse_size,
     "max_image_size": parse_size,
+    "plaintext_cache_bytes": lambda v: -1 if str(v).strip().lower() in ("auto", "-1") else parse_size(v),
 }
 
 # Durations a zero would not switch off but break: a timeout of 0 closes every connection at once, a reload check

@@ -132,12 +132,17 @@ def parse_endpoint(spec: str) -> tuple[str, str]:
 
 def initialise(settings: Settings) -> None:
     """Create the data dir and schema and the default account's root key, once, before any worker starts."""
+    from soko.app import open_plain_cache
     from soko.iam.service import Identity
     from soko.registry import Registry
 
     registry = Registry.open(settings)
-    generated = Identity(registry.ctx).bootstrap_root()
+    identity = Identity(registry.ctx)
+    generated = identity.bootstrap_root()
     registry.close()
+    cache = open_plain_cache(settings, identity.master.storage_key)  # refuses a directory that is not memory
+    if cache is not None:
+        cache.close()
     if generated:
         key_id, secret = generated
         path = os.path.join(os.path.abspath(settings.data_dir), "root-credentials")

@@ -38,9 +38,17 @@ def test_a_pushed_layer_is_not_stored_in_plaintext(registry: RegistryServer, sko
         content = path.read_bytes()
         for probe in probes:
             assert probe not in content, f"plaintext of the pushed image in {path}"
+    # The push left the layer's plaintext in the node's memory cache (tmpfs, outside the data dir), which the pull
+    # is served from: byte for byte, and still nothing in plaintext under the data dir after it.
+    digest = manifest["layers"][0]["digest"]
+    cached = list(Path(f"/dev/shm/soko-{os.getuid()}").glob(f"*/aes256/{digest.replace(':', '-')}"))
+    assert cached and cached[0].read_bytes() == layer
     pulled = image.with_path(tmp_path / "pulled")
     skopeo.copy(dest, pulled.ref)
     assert_same_content(blobs, pulled.closure())
+    for path in _stored_files(registry.data_dir):
+        content = path.read_bytes()
+        assert not any(probe in content for probe in probes), f"plaintext of the pulled image in {path}"
 
 
 def test_nothing_in_plaintext_in_the_bucket_either(moto: S3Server, tmp_path: Path) -> None:  # noqa: F811

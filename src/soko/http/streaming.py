@@ -64,5 +64,8 @@ async def pump_body(request: Request, sink: BodySink, expected: int | None) -> i
 
 
 def _both(loop: asyncio.AbstractEventLoop, sink: BodySink, parts: list[bytes]) -> asyncio.Future:
-    return asyncio.gather(loop.run_in_executor(None, sink.store, parts), loop.run_in_executor(None, sink.digest, parts))
+    lanes = [loop.run_in_executor(None, sink.store, parts), loop.run_in_executor(None, sink.digest, parts)]
+    if getattr(sink, "keeps", False):  # a third lane: the plaintext cache's copy (soko.registry.uploads)
+        lanes.append(loop.run_in_executor(None, sink.keep, parts))  # type: ignore[attr-defined]
+    return asyncio.gather(*lanes)
 

@@ -16,6 +16,7 @@ from soko.meta import Database
 from soko.meta.changes import Generation
 from soko.storage import StorageDriver
 from soko.storage.paths import ARCHIVE
+from soko.storage.plain_cache import PlainCache
 
 ARCHIVE_PREFIX = ARCHIVE + "/"
 
@@ -29,6 +30,8 @@ class DomainContext:
     archive: StorageDriver | None = None
     generation: Generation = field(init=False)
     clock: Callable[[], float] = field(default=time.time)
+    # Decrypted blobs in memory (soko.storage.plain_cache), attached by the server; None: every pull decrypts.
+    plain_cache: PlainCache | None = None
 
     def __post_init__(self) -> None:
         self.generation = Generation(os.path.join(self.settings.data_dir, "generation"))

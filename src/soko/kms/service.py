@@ -812,6 +812,21 @@ class KeyService:
     def _update(self, key_id: str, **values) -> None:
         with self.ctx.write(invalidates=True) as conn:
             conn.execute(sa.update(kms_keys).where(kms_keys.c.key_id == key_id).values(**values))
+        if values.get("state", ENABLED) != ENABLED:
+            self._drop_plaintext(key_id)
+
+    def _drop_plaintext(self, key_id: str) -> None:
+        """A key that cannot be used any more: this node's decrypted copies of its content leave memory now (other
+        nodes' at their next pull of it, or within ``PLAINTEXT_SWEEP`` seconds: ``key_state``)."""
+        cache = self.ctx.plain_cache
+        if cache is not None:
+            cache.drop_key(key_id)
+
+    def key_state(self, key_id: str) -> str:
+        """Enabled | Disabled | PendingDeletion | Deleted (also for a key that does not exist)."""
+        with self.ctx.db.read() as conn:
+            row = self._row(conn, key_id)
+        return DELETED if row is None else row.state
 
     def _not_aws_managed(self, info: KeyInfo, operation: str) -> None:
         if info.manager == "AWS":
@@ -992,6 +1007,7 @@ class KeyService:
         with self._lock:
             self._materials.pop(key_id, None)
         if done:
+            self._drop_plaintext(key_id)
             with self.ctx.db.read() as conn:
                 row = self._row(conn, key_id)
             arn = self.key_arn(row.account_id, key_id) if row is not None else key_id

@@ -15,6 +15,7 @@ from soko.oci.errors import API_VERSION_HEADER, from_domain
 from soko.pullthrough.cache import BlobFetch
 from soko.registry import Registry
 from soko.registry.models import BlobContent, RepoRef
+from soko.storage.plain_cache import Fill
 
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)")
 READ_PIECE = 1 << 20
@@ -180,7 +181,13 @@ async def blob_response(
     if byte_range:
         headers["Content-Range"] = f"bytes {start}-{end}/{blob.size}"
     status = 206 if byte_range else 200
-    reader = await offload(registry.blobs.reader, blob, start)
+    # The decrypted blob in the plaintext cache (memory): sent by granian like a local file. A customer key's blob
+    # is checked (KMS Decrypt) first, as every pull of it; the row was checked by the caller, so a deleted blob is
+    # not served whatever is cached.
+    cached, storage = await offload(registry.blobs.cached, blob)
+    if cached is not None:
+        return FileResponse(status, headers, cached, start, length), length
+    reader = await offload(registry.blobs.reader, blob, start, storage)
     local = registry.blobs.local_path(blob)
     if local is not None:
         # A local file: granian sends it from its own threads (no Python per piece: faster than the Python stream and
@@ -189,16 +196,30 @@ async def blob_response(
         # microseconds) would get granian's bare 404 — never a 200 with a cut body.
         reader.close()
         return FileResponse(status, headers, local, start, length), length
-    body = _read_ahead(reader, length)
-    return StreamResponse(status, headers, body, reader.close), length
+    # A whole blob decrypted for this pull is kept (written and hashed beside the stream, installed once complete
+    # and verified) so the next pulls on this node are sent from memory.
+    fill = await offload(registry.blobs.fill, blob) if byte_range is None else None
+    if fill is None:
+        return StreamResponse(status, headers, _read_ahead(reader, length), reader.close), length
+
+    def close() -> None:
+        reader.close()
+        fill.abort()  # (nothing once committed)
+
+    body = _read_ahead(reader, length, fill, blob.keyspace.name if blob.keyspace else None, blob.digest)
+    return StreamResponse(status, headers, body, close), length
 
 
-async def _read_ahead(reader: BinaryIO, length: int) -> AsyncIterator[bytes]:
+async def _read_ahead(
+    reader: BinaryIO, length: int, fill: Fill | None = None, space: str | None = None, digest: str = ""
+) -> AsyncIterator[bytes]:
     """1 MiB pieces, the next one read on the thread pool while the server sends the current one (drivers without
-    local files; 1 MiB buffers are reused by the allocator, larger ones cost fresh pages and are slower)."""
+    local files; 1 MiB buffers are reused by the allocator, larger ones cost fresh pages and are slower). With a
+    ``fill``, each piece is also written and hashed into the plaintext cache (two more pool threads, in order)."""
     loop = asyncio.get_running_loop()
     remaining = length
     ahead = loop.run_in_executor(None, reader.read, min(READ_PIECE, remaining)) if remaining > 0 else None
+    keeping: asyncio.Future | None = None
     try:
         while ahead is not None:
             data = await ahead
@@ -208,10 +229,25 @@ async def _read_ahead(reader: BinaryIO, length: int) -> AsyncIterator[bytes]:
             remaining -= len(data)
             if remaining > 0:
                 ahead = loop.run_in_executor(None, reader.read, min(READ_PIECE, remaining))
+            if fill is not None:
+                if keeping is not None:
+                    await keeping
+                pieces = (data,)
+                keeping = asyncio.gather(
+                    loop.run_in_executor(None, fill.write, pieces), loop.run_in_executor(None, fill.digest, pieces)
+                )
+                if remaining <= 0:  # installed before the last piece goes: a pull that ends finds it there
+                    await keeping
+                    keeping = None
+                    await loop.run_in_executor(None, lambda: fill.commit(space, digest, length))
             yield data
     finally:
         if ahead is not None:
             await asyncio.gather(ahead, return_exceptions=True)  # the reader is closed after us: let the read end
+        if keeping is not None:
+            await asyncio.gather(keeping, return_exceptions=True)
+        if fill is not None:
+            fill.abort()  # (nothing once committed)
 
 
 async def delete_blob(ctx: OciContext, request: Request, name: str, digest: str) -> Response:

@@ -16,13 +16,14 @@ from soko.gc import tombstones
 from soko.kernel.context import DomainContext
 from soko.meta.schema import blob_copies, blobs, manifest_blobs, manifests, repository_blobs
 from soko.meta.schema import repositories as repos
-from soko.registry.encryption import Keyspace, keyspace_of
+from soko.registry.encryption import Keyspace, KeyUnusable, keyspace_of
 from soko.registry.models import BlobContent, BlobInfo, RepoRef
 from soko.registry.repositories import Repositories
 from soko.registry.settings_store import account_setting
 from soko.registry.uploads import store_copy, stored
 from soko.storage import PathNotFound, StorageDriver
 from soko.storage.paths import blob_path, keyed_path, upload_path
+from soko.storage.plain_cache import Fill, PlainCache
 
 
 def unreadable(digest: str, exc: SealBroken) -> ContentUnreadable:
@@ -140,12 +141,43 @@ class Blobs:
     def _storage_of(self, blob: BlobContent) -> StorageDriver:
         if blob.keyspace is None or blob.wrapped_key is None:
             return self.ctx.storage
-        return self.repositories.encryption.open_object(blob.keyspace, blob.wrapped_key)  # KMS Decrypt, audited
+        try:
+            return self.repositories.encryption.open_object(blob.keyspace, blob.wrapped_key)  # KMS Decrypt, audited
+        except KeyUnusable:
+            if self.ctx.plain_cache is not None:  # no plaintext of an unusable key stays in memory here
+                self.ctx.plain_cache.drop_space(blob.keyspace.name)
+            raise
 
-    def reader(self, blob: BlobContent, offset: int = 0) -> BinaryIO:
-        """The blob's content from ``offset`` on (close it when done). A blob of a KMS repository needs its key:
-        KeyUnusable when KMS refuses (disabled, pending deletion, deleted)."""
+    def _cache_for(self, blob: BlobContent) -> PlainCache | None:
+        """The plaintext cache, when it may hold this blob: the service key's content, or a customer key's when
+        ``plaintext_cache_kms`` allows it."""
+        cache = self.ctx.plain_cache
+        if cache is None or (blob.keyspace is not None and not self.ctx.settings.plaintext_cache_kms):
+            return None
+        return cache
+
+    def cached(self, blob: BlobContent) -> tuple[str | None, StorageDriver | None]:
+        """(the decrypted blob's file in the plaintext cache, or None; the storage view the check opened). A blob of
+        a KMS repository is served only after its key is checked (a KMS Decrypt, audited, as every pull's)."""
+        cache = self._cache_for(blob)
+        if cache is None:
+            return None, None
         storage = self._storage_of(blob)
+        return cache.lookup(blob.keyspace.name if blob.keyspace else None, blob.digest, blob.size), storage
+
+    def fill(self, blob: BlobContent) -> Fill | None:
+        """A fill of the plaintext cache with this blob (the caller writes the whole content to it, then commits),
+        or None (no cache, another process fills it, no room)."""
+        cache = self._cache_for(blob)
+        if cache is None or blob.size == 0:
+            return None
+        return cache.fill(blob.keyspace.name if blob.keyspace else None, blob.digest, blob.size)
+
+    def reader(self, blob: BlobContent, offset: int = 0, storage: StorageDriver | None = None) -> BinaryIO:
+        """The blob's content from ``offset`` on (close it when done). A blob of a KMS repository needs its key:
+        KeyUnusable when KMS refuses (disabled, pending deletion, deleted); ``storage``: the view ``cached``
+        opened already."""
+        storage = storage or self._storage_of(blob)
         try:
             return storage.sealed_reader(blob.storage_path, offset, blob.seal_id)
         except PathNotFound:

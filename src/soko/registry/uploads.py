@@ -51,6 +51,7 @@ from soko.registry.models import BlobInfo, RepoRef, UploadState
 from soko.registry.repositories import Repositories
 from soko.storage import FileWriter, InvalidOffset, PathNotFound, StorageDriver
 from soko.storage.paths import blob_path, keyed_path, upload_dir, upload_path
+from soko.storage.plain_cache import Fill
 
 log = logging.getLogger("soko.uploads")
 _HASH_READ_SIZE = 4 * 1024 * 1024
@@ -142,6 +143,7 @@ class ChunkWriter:
         writer: FileWriter,
         hasher: hashlib._Hash | None,
         limit: int,
+        plain: Fill | None = None,
     ) -> None:
         self._uploads = uploads_
         self.state = state
@@ -151,6 +153,7 @@ class ChunkWriter:
         self._limit = limit
         self._done = False
         self._heartbeat = uploads_.ctx.clock()
+        self._plain = plain  # the plaintext kept for the cache (soko.storage.plain_cache), beside the running hash
 
     @property
     def size(self) -> int:
@@ -159,6 +162,7 @@ class ChunkWriter:
     def write(self, data: bytes | memoryview) -> None:
         self.store((data,))
         self.digest((data,))
+        self.keep((data,))
 
     # ``store`` and ``digest`` of the same pieces may run at the same time on two threads (file writes and hashlib
     # release the GIL, so a push uses both cores); each must see the pieces in order, one call after the other.
@@ -185,6 +189,16 @@ class ChunkWriter:
             for piece in pieces:
                 self._hasher.update(piece)
 
+    @property
+    def keeps(self) -> bool:
+        return self._plain is not None
+
+    def keep(self, pieces: Sequence[bytes | memoryview]) -> None:
+        """Write ``pieces`` to the plaintext cache's copy of this upload (a third lane: the same pieces, in order, as
+        the running hash gets, so a completion that verifies that hash verifies this copy too)."""
+        if self._plain is not None and not self._plain.write(pieces):
+            self._plain = None  # (the cache is full: the push goes on without it)
+
     def finish(self) -> UploadState:
         """Make the chunk durable and record the new size (which ends the claim)."""
         try:
@@ -196,10 +210,19 @@ class ChunkWriter:
         except BaseException:
             self._done = True
             self._uploads._hashes.drop(self.state.id)
+            self._drop_plain()
             self._uploads._release(self.state.id, self._claim)
             raise
         self._done = True
+        cache = self._uploads.ctx.plain_cache
+        if self._plain is not None and cache is not None:
+            cache.keep_upload(self.state.id, self._plain)
         return state
+
+    def _drop_plain(self) -> None:
+        if self._plain is not None:
+            self._plain.abort()
+            self._plain = None
 
     def abort(self) -> None:
         """Forget the chunk: the row keeps the old size, and the next writer truncates what was written."""
@@ -208,6 +231,7 @@ class ChunkWriter:
             try:
                 self._writer.close()
                 self._uploads._hashes.drop(self.state.id)
+                self._drop_plain()
             finally:
                 self._uploads._release(self.state.id, self._claim)
 
@@ -408,14 +432,18 @@ class Uploads:
         except BaseException:
             self._release(upload_id, claim)
             raise
-        return ChunkWriter(
-            self,
-            state,
-            claim,
-            writer,
-            self._running_hash(upload_id, state.size),
-            limit,
-        )
+        hasher = self._running_hash(upload_id, state.size)
+        return ChunkWriter(self, state, claim, writer, hasher, limit, self._plain_copy(state, hasher, length))
+
+    def _plain_copy(self, state: UploadState, hasher: hashlib._Hash | None, length: int | None) -> Fill | None:
+        """The plaintext cache's copy of this upload to continue (fill on push: a CI push followed by a deploy's
+        pull reads memory), when this process holds the running hash that will verify it."""
+        cache = self.ctx.plain_cache
+        if cache is None or hasher is None:
+            return None
+        if state.keyspace is not None and not self.ctx.settings.plaintext_cache_kms:
+            return None
+        return cache.upload(state.id, state.size, None if length is None else state.size + length)
 
     def _running_hash(self, upload_id: str, size: int) -> hashlib._Hash | None:
         """The sha256 of the first ``size`` bytes, when this process can continue it without reading them back: it
@@ -462,8 +490,42 @@ class Uploads:
         storage = self._storage(state)
         self._drop_beyond(storage, upload_id, state.size)
         hasher = self._hashes.get(upload_id, state.size) if parsed.algorithm == "sha256" else None
-        if hasher is None:
-            hasher = self._rehash(storage, state, parsed.algorithm, claim)
+        cache = self.ctx.plain_cache
+        plain = cache.take_upload(upload_id) if cache is not None else None
+        try:
+            if hasher is None:
+                if plain is not None:  # (streamed here, but its hash is gone: read back below, copy and all)
+                    plain.abort()
+                plain = self._fill_for(state, digest)
+                hasher = self._rehash(storage, state, parsed.algorithm, claim, plain)
+            self._finish(state, upload_id, parsed, digest, hasher, storage, claim)
+        except BaseException:
+            if plain is not None:
+                plain.abort()
+            raise
+        if plain is not None:  # the verified bytes: this blob's entry in the plaintext cache
+            plain.commit(state.keyspace.name if state.keyspace else None, digest, state.size, verified=True)
+        return BlobInfo(digest, state.size)
+
+    def _fill_for(self, state: UploadState, digest: str) -> Fill | None:
+        cache = self.ctx.plain_cache
+        if cache is None or (state.keyspace is not None and not self.ctx.settings.plaintext_cache_kms):
+            return None
+        fill = cache.fill(state.keyspace.name if state.keyspace else None, digest, state.size)
+        if fill is not None:
+            fill.hasher = None  # the completion's own hash verifies it
+        return fill
+
+    def _finish(
+        self,
+        state: UploadState,
+        upload_id: str,
+        parsed: Digest,
+        digest: str,
+        hasher: hashlib._Hash,
+        storage: StorageDriver,
+        claim: str,
+    ) -> None:
         actual = f"{parsed.algorithm}:{hasher.hexdigest()}"
         if actual != digest:
             raise DigestInvalid(
@@ -491,7 +553,6 @@ class Uploads:
                     heartbeat = time.monotonic()
         self._hashes.drop(upload_id)
         self._delete_data(upload_id)
-        return BlobInfo(digest, state.size)
 
     def _drop_beyond(self, storage: StorageDriver, upload_id: str, size: int) -> None:
         """A chunk that failed half-way may have left bytes beyond the recorded size: drop them, so the blob is
@@ -564,8 +625,11 @@ class Uploads:
             )
             self.ctx.storage.move(upload_path(upload_id), blob_path(digest))
 
-    def _rehash(self, storage: StorageDriver, state: UploadState, algorithm: str, claim: str) -> hashlib._Hash:
-        """Hash the stored data (the running hash is elsewhere), keeping the claim alive while it reads."""
+    def _rehash(
+        self, storage: StorageDriver, state: UploadState, algorithm: str, claim: str, plain: Fill | None = None
+    ) -> hashlib._Hash:
+        """Hash the stored data (the running hash is elsewhere), keeping the claim alive while it reads; ``plain``
+        gets the same bytes (the plaintext cache's copy)."""
         hasher = hashlib.new(algorithm)
         remaining = state.size
         heartbeat = self.ctx.clock()
@@ -575,6 +639,8 @@ class Uploads:
                 if not data:
                     raise SizeInvalid(f"upload {state.id} lost data: storage holds less than {state.size} bytes")
                 hasher.update(data)
+                if plain is not None:
+                    plain.write((data,))
                 remaining -= len(data)
                 now = self.ctx.clock()
                 if now - heartbeat >= CLAIM_REFRESH:

@@ -1,0 +1,153 @@
+"""The plaintext blob cache (soko.storage.plain_cache) through real HTTP: pushes fill it, pulls are served from it
+(whole and Range), a pull fills it when it misses, a cut or stray file is never served, concurrent fills of one
+digest make one entry, a tiny budget evicts, deleted blobs and disabled keys are not served from it, and the
+directory is private memory."""
+
+from __future__ import annotations
+
+import os
+import stat
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+
+from soko.storage.paths import blob_path
+from soko.storage.plain_cache import CacheRefused, PlainCache, open_for
+from tests.conftest import serve
+from tests.oci.helpers import assert_oci_error, push_blob
+
+MiB = 1 << 20
+pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # nothing here depends on the engine
+
+
+@pytest.fixture
+def cache(server):
+    cache = server.registry.ctx.plain_cache
+    assert cache is not None  # on by default: /dev/shm is a tmpfs here
+    cache.keep_recent = 0.0  # (entries just used are otherwise safe from eviction for a moment)
+    return cache
+
+
+def _read(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def _sealed_file(server, digest: str) -> str:
+    return os.path.join(server.registry.settings.blob_root, "sealed", blob_path(digest))
+
+
+def test_a_push_fills_the_cache_and_pulls_are_served_from_it(server, client, cache):
+    data = os.urandom(3 * MiB + 123)
+    digest = push_blob(client, "repo", data)
+    entry = cache.path(None, digest)
+    assert os.path.getsize(entry) == len(data)  # filled by the push: the first pull reads memory
+    assert stat.S_IMODE(os.stat(entry).st_mode) == 0o600
+    for directory in (cache.root, os.path.dirname(entry)):
+        assert stat.S_IMODE(os.stat(directory).st_mode) == 0o700
+    assert not cache.root.startswith(server.registry.settings.data_dir)
+    # The sealed copy gone: what answers now can only be the cache (the row still says the blob is there).
+    os.unlink(_sealed_file(server, digest))
+    assert client.get(f"/v2/repo/blobs/{digest}").content == data
+    r = client.get(f"/v2/repo/blobs/{digest}", headers={"Range": "bytes=1000-2000999"})
+    assert r.status_code == 206 and r.content == data[1000:2001000]
+    assert r.headers["Content-Range"] == f"bytes 1000-2000999/{len(data)}"
+
+
+def test_a_pull_fills_what_is_missing_and_never_serves_a_cut_file(server, client, cache):
+    data = os.urandom(2 * MiB + 7)
+    digest = push_blob(client, "repo", data)
+    entry = cache.path(None, digest)
+    os.unlink(entry)
+    assert client.get(f"/v2/repo/blobs/{digest}", headers={"Range": "bytes=5-9"}).content == data[5:10]
+    assert not os.path.exists(entry)  # a range does not fill
+    assert client.get(f"/v2/repo/blobs/{digest}").content == data
+    assert _read(entry) == data  # decrypted once, verified, installed
+    with open(entry, "r+b") as f:  # cut (a crash, a full tmpfs, someone's truncate): never sent
+        f.truncate(MiB)
+    assert client.get(f"/v2/repo/blobs/{digest}").content == data
+    assert _read(entry) == data  # dropped and filled again
+    # What a filler that died leaves (its lock died with it) neither blocks a fill nor stays.
+    os.unlink(entry)
+    stale = os.path.join(cache.root, f".fill-aes256-sha256-{digest.split(':')[1]}")
+    with open(stale, "wb") as f:
+        f.write(data[: MiB // 2])
+    assert client.get(f"/v2/repo/blobs/{digest}").content == data
+    assert _read(entry) == data
+    assert not os.path.exists(stale)
+
+
+def test_concurrent_pulls_fill_once(server, client, cache):
+    data = os.urandom(4 * MiB)
+    digest = push_blob(client, "repo", data)
+    os.unlink(cache.path(None, digest))
+
+    def pull(_: int) -> bytes:
+        with httpx.Client(base_url=server.url, headers=server.basic_auth, timeout=30) as c:
+            return c.get(f"/v2/repo/blobs/{digest}").content
+
+    with ThreadPoolExecutor(8) as pool:
+        assert all(body == data for body in pool.map(pull, range(8)))
+    assert _read(cache.path(None, digest)) == data
+    assert [name for name in os.listdir(cache.root) if name not in (".lock", ".alive", "aes256")] == []
+
+
+def test_a_tiny_budget_evicts_the_least_recently_used(server, client, cache):
+    cache.budget = 3 * MiB
+    blobs = {}
+    for _ in range(4):
+        data = os.urandom(MiB)
+        blobs[push_blob(client, "repo", data)] = data
+        client.get(f"/v2/repo/blobs/{next(iter(blobs))}")  # the first stays the most recently used
+        os.utime(cache.path(None, next(iter(blobs))))
+    held = [d for d in blobs if os.path.exists(cache.path(None, d))]
+    assert sum(os.path.getsize(cache.path(None, d)) for d in held) <= cache.budget
+    assert next(iter(blobs)) in held and len(held) == 3
+    for digest, data in blobs.items():  # evicted or not, every pull is right
+        assert client.get(f"/v2/repo/blobs/{digest}").content == data
+    big = os.urandom(4 * MiB)  # larger than the budget: never cached, still served
+    digest = push_blob(client, "repo", big)
+    assert client.get(f"/v2/repo/blobs/{digest}").content == big
+    assert not os.path.exists(cache.path(None, digest))
+
+
+def test_a_deleted_blob_is_not_served_from_memory(server, client, cache):
+    data = os.urandom(MiB)
+    digest = push_blob(client, "repo", data)
+    assert os.path.exists(cache.path(None, digest))
+    assert client.delete(f"/v2/repo/blobs/{digest}").status_code == 202
+    assert_oci_error(client.get(f"/v2/repo/blobs/{digest}"), 404, "BLOB_UNKNOWN")
+
+
+def test_kms_content_is_cached_only_when_allowed_and_dropped_with_its_key(server, client, cache, aws):
+    kms, ecr = aws("kms"), aws("ecr")
+    key = kms.create_key()["KeyMetadata"]["KeyId"]
+    ecr.create_repository(repositoryName="keyed", encryptionConfiguration={"encryptionType": "KMS", "kmsKey": key})
+    data = os.urandom(MiB)
+    digest = push_blob(client, "keyed", data)
+    assert not os.path.exists(cache.path(f"kms/{key}", digest))  # default: the service key's content only
+    server.registry.settings.plaintext_cache_kms = True
+    try:
+        assert client.get(f"/v2/keyed/blobs/{digest}").content == data
+        assert _read(cache.path(f"kms/{key}", digest)) == data
+        assert client.get(f"/v2/keyed/blobs/{digest}").content == data  # (the key is checked before serving)
+        kms.disable_key(KeyId=key)
+        assert not os.path.exists(cache.path(f"kms/{key}", digest))
+        assert_oci_error(client.get(f"/v2/keyed/blobs/{digest}"), 403, "DENIED")
+        kms.enable_key(KeyId=key)
+        assert client.get(f"/v2/keyed/blobs/{digest}").content == data
+    finally:
+        server.registry.settings.plaintext_cache_kms = False
+
+
+def test_only_memory_holds_plaintext(tmp_path, settings, registry):
+    with pytest.raises(CacheRefused, match="not tmpfs"):
+        PlainCache.open(str(tmp_path / "on-disk"), MiB)
+    assert open_for("", 0, False, b"k") is None  # 0: off
+    allowed = PlainCache.open(str(tmp_path / "on-disk"), MiB, allow_disk=True)  # the operator said so
+    allowed.close()
+    assert not os.path.exists(tmp_path / "on-disk")  # the last process to stop empties it
+    settings.plaintext_cache_dir = str(tmp_path / "elsewhere")
+    with pytest.raises(ValueError, match="plaintext_cache_dir"), serve(settings, registry):
+        pass
