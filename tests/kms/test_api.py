@@ -529,3 +529,14 @@ def test_the_aws_cli(aws_cli, tmp_path) -> None:
     assert aws_cli("kms", "list-keys")[1]["Keys"][0]["KeyId"] == key_id
     rc, _, err = aws_cli("kms", "create-key", "--key-spec", "RSA_2048", "--key-usage", "ENCRYPT_DECRYPT")
     assert rc != 0 and "UnsupportedOperationException" in err
+
+
+def test_a_marker_of_non_ascii_digits_is_an_invalid_marker(kms, server) -> None:
+    """'²' is a digit to str.isdigit but not to int(): it was a 500 (the model's Marker pattern allows U+00B2)."""
+    kms.create_key()
+    raw = unvalidated(server, "kms")
+    for marker in ("\u00b2", "\u00b9", "1\u00b2"):
+        with pytest.raises(ClientError) as exc:
+            raw.list_keys(Marker=marker)
+        assert code(exc) == "InvalidMarkerException", marker
+        assert exc.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400

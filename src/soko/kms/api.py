@@ -100,7 +100,8 @@ def _page(call: Call, items: list, key: str, default_limit: int = 100) -> dict:
     marker = call.get("Marker")
     start = 0
     if marker is not None:
-        if not marker.isdigit() or int(marker) > len(items):
+        # isascii too: str.isdigit accepts superscripts ('²') that int() refuses
+        if not (marker.isascii() and marker.isdigit()) or int(marker) > len(items):
             raise InvalidMarkerException("The marker is not one this KMS handed out")
         start = int(marker)
     limit = call.get("Limit") or default_limit
