@@ -540,3 +540,10 @@ def test_a_marker_of_non_ascii_digits_is_an_invalid_marker(kms, server) -> None:
             raw.list_keys(Marker=marker)
         assert code(exc) == "InvalidMarkerException", marker
         assert exc.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+
+
+def test_tag_resource_with_no_tags_changes_nothing(kms) -> None:
+    """An empty Tags list passes the model (no minimum): it was an empty INSERT, a 500."""
+    key_id = kms.create_key(Tags=[{"TagKey": "team", "TagValue": "a"}])["KeyMetadata"]["KeyId"]
+    kms.tag_resource(KeyId=key_id, Tags=[])
+    assert kms.list_resource_tags(KeyId=key_id)["Tags"] == [{"TagKey": "team", "TagValue": "a"}]

@@ -1231,6 +1231,8 @@ class KeyService:
             if info.state == PENDING_DELETION:
                 raise KMSInvalidStateException(f"{info.arn} is pending deletion.")
             check_tags(tags)
+            if not tags:  # the model allows an empty list: nothing to write (an empty INSERT fails)
+                return
             with self.ctx.write(invalidates=True) as conn:
                 existing = {
                     k
