@@ -547,3 +547,17 @@ def test_tag_resource_with_no_tags_changes_nothing(kms) -> None:
     key_id = kms.create_key(Tags=[{"TagKey": "team", "TagValue": "a"}])["KeyMetadata"]["KeyId"]
     kms.tag_resource(KeyId=key_id, Tags=[])
     assert kms.list_resource_tags(KeyId=key_id)["Tags"] == [{"TagKey": "team", "TagValue": "a"}]
+
+
+def test_update_alias_names_an_alias_not_a_key(kms) -> None:
+    """UpdateAlias with a key id or a key ARN as AliasName resolved it as a key and answered 200 having changed
+    nothing (the UPDATE matched no alias row)."""
+    key_id = kms.create_key()["KeyMetadata"]["KeyId"]
+    other = kms.create_key()["KeyMetadata"]
+    for name in (key_id, other["KeyId"]):
+        with pytest.raises(ClientError) as exc:
+            kms.update_alias(AliasName=name, TargetKeyId=other["KeyId"])
+        assert code(exc) == "ValidationException", name
+    kms.create_alias(AliasName="alias/app", TargetKeyId=key_id)
+    kms.update_alias(AliasName="alias/app", TargetKeyId=other["KeyId"])
+    assert kms.describe_key(KeyId="alias/app")["KeyMetadata"]["KeyId"] == other["KeyId"]

@@ -1149,6 +1149,8 @@ class KeyService:
             raise ValidationException("TargetKeyId must be a key id or key ARN, not an alias")
         if alias_name.startswith("alias/aws/"):
             raise InvalidAliasNameException(f"Alias name {alias_name!r} is reserved for AWS managed keys")
+        if not alias_name.startswith("alias/"):  # a key id would resolve as a key below, and no alias row change
+            raise ValidationException("AliasName must begin with 'alias/'")
         # the key the alias names now must allow kms:UpdateAlias too
         self._run(self._managed(principal, "UpdateAlias", alias_name, context))
 
