@@ -561,3 +561,59 @@ def test_update_alias_names_an_alias_not_a_key(kms) -> None:
     kms.create_alias(AliasName="alias/app", TargetKeyId=key_id)
     kms.update_alias(AliasName="alias/app", TargetKeyId=other["KeyId"])
     assert kms.describe_key(KeyId="alias/app")["KeyMetadata"]["KeyId"] == other["KeyId"]
+
+
+def test_concurrent_alias_creation_and_tagging_never_answer_500(aws, server) -> None:
+    """Two requests (two nodes on PostgreSQL) racing to create the same alias — or the aws/ecr managed key on first
+    use — or to tag a key with the same key: each checked and then inserted, so the loser hit the primary key and
+    answered KMSInternalException (500). One wins; the others get AlreadyExistsException, or their tag applies."""
+    import threading
+
+    import boto3
+    from botocore.config import Config
+
+    from tests.conftest import ROOT_KEY_ID, ROOT_SECRET
+
+    def client():  # no retry: a retried 500 would hide the first answer
+        return boto3.client(
+            "kms",
+            endpoint_url=server.url,
+            region_name="us-east-1",
+            aws_access_key_id=ROOT_KEY_ID,
+            aws_secret_access_key=ROOT_SECRET,
+            config=Config(retries={"mode": "legacy", "total_max_attempts": 1}),
+        )
+
+    key_id = client().create_key()["KeyMetadata"]["KeyId"]
+
+    def race(call) -> list[str]:
+        clients = [client() for _ in range(6)]
+        barrier = threading.Barrier(len(clients))
+        answers: list[str] = []
+
+        def run(kms) -> None:
+            barrier.wait()
+            try:
+                call(kms)
+                answers.append("OK")
+            except ClientError as exc:
+                answers.append(code_of(exc))
+
+        threads = [threading.Thread(target=run, args=(c,)) for c in clients]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return answers
+
+    def code_of(exc: ClientError) -> str:
+        return exc.response["Error"]["Code"]
+
+    for round_ in range(3):
+        alias, tags = f"alias/race{round_}", [{"TagKey": f"t{round_}", "TagValue": "v"}]
+        answers = race(lambda kms, alias=alias: kms.create_alias(AliasName=alias, TargetKeyId=key_id))
+        assert sorted(answers) == ["AlreadyExistsException"] * 5 + ["OK"], answers
+        answers = race(lambda kms, tags=tags: kms.tag_resource(KeyId=key_id, Tags=tags))
+        assert answers == ["OK"] * 6, answers
+    assert race(lambda kms: kms.describe_key(KeyId="alias/aws/ecr")) == ["OK"] * 6
+    assert len([a for a in client().list_aliases()["Aliases"] if a["AliasName"] == "alias/aws/ecr"]) == 1

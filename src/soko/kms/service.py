@@ -663,48 +663,55 @@ class KeyService:
         key_id = str(uuid.uuid4())
         now = self.ctx.clock()
         material = secrets.token_bytes(32)
-        with self.ctx.write(invalidates=True) as conn:
-            if alias is not None:
-                taken = conn.execute(
-                    sa.select(kms_aliases.c.key_id).where(
-                        kms_aliases.c.account_id == account_id, kms_aliases.c.alias_name == alias
-                    )
-                ).first()
-                if taken is not None:
-                    raise AlreadyExistsException(f"An alias with the name {self.alias_arn(account_id, alias)} exists")
-            conn.execute(
-                sa.insert(kms_keys).values(
-                    key_id=key_id,
-                    account_id=account_id,
-                    description=description,
-                    state=ENABLED,
-                    manager=manager,
-                    policy_text=policy_text,
-                    created_at=now,
-                    rotation_enabled=rotation_days is not None,
-                    rotation_period_days=rotation_days,
-                    next_rotation_at=now + rotation_days * DAY if rotation_days else None,
-                    current_version=1,
-                )
-            )
-            conn.execute(
-                sa.insert(kms_key_material).values(
-                    key_id=key_id,
-                    version=1,
-                    wrapped=ciphertext.wrap_material(self._wrapping_key, key_id, 1, material),
-                    created_at=now,
-                )
-            )
-            if tags:
+        try:
+            with self.ctx.write(invalidates=True) as conn:
+                if alias is not None:
+                    taken = conn.execute(
+                        sa.select(kms_aliases.c.key_id).where(
+                            kms_aliases.c.account_id == account_id, kms_aliases.c.alias_name == alias
+                        )
+                    ).first()
+                    if taken is not None:
+                        raise AlreadyExistsException(
+                            f"An alias with the name {self.alias_arn(account_id, alias)} exists"
+                        )
                 conn.execute(
-                    sa.insert(kms_key_tags), [{"key_id": key_id, "key": k, "value": v} for k, v in tags.items()]
-                )
-            if alias is not None:
-                conn.execute(
-                    sa.insert(kms_aliases).values(
-                        account_id=account_id, alias_name=alias, key_id=key_id, created_at=now, updated_at=now
+                    sa.insert(kms_keys).values(
+                        key_id=key_id,
+                        account_id=account_id,
+                        description=description,
+                        state=ENABLED,
+                        manager=manager,
+                        policy_text=policy_text,
+                        created_at=now,
+                        rotation_enabled=rotation_days is not None,
+                        rotation_period_days=rotation_days,
+                        next_rotation_at=now + rotation_days * DAY if rotation_days else None,
+                        current_version=1,
                     )
                 )
+                conn.execute(
+                    sa.insert(kms_key_material).values(
+                        key_id=key_id,
+                        version=1,
+                        wrapped=ciphertext.wrap_material(self._wrapping_key, key_id, 1, material),
+                        created_at=now,
+                    )
+                )
+                if tags:
+                    conn.execute(
+                        sa.insert(kms_key_tags), [{"key_id": key_id, "key": k, "value": v} for k, v in tags.items()]
+                    )
+                if alias is not None:
+                    conn.execute(
+                        sa.insert(kms_aliases).values(
+                            account_id=account_id, alias_name=alias, key_id=key_id, created_at=now, updated_at=now
+                        )
+                    )
+        except sa.exc.IntegrityError:  # another node created the alias between our check and our insert
+            raise AlreadyExistsException(
+                f"An alias with the name {self.alias_arn(account_id, alias or '')} exists"
+            ) from None
         return self._get(key_id)
 
     def create_key(
@@ -1123,19 +1130,27 @@ class KeyService:
             if info.manager == "AWS":
                 raise UnsupportedOperationException(f"{info.arn} is an AWS managed key: it cannot take another alias")
             now = self.ctx.clock()
-            with self.ctx.write(invalidates=True) as conn:
-                taken = conn.execute(
-                    sa.select(kms_aliases.c.key_id).where(
-                        kms_aliases.c.account_id == account, kms_aliases.c.alias_name == alias_name
+            exists = AlreadyExistsException(f"An alias with the name {self.alias_arn(account, alias_name)} exists")
+            try:
+                with self.ctx.write(invalidates=True) as conn:
+                    taken = conn.execute(
+                        sa.select(kms_aliases.c.key_id).where(
+                            kms_aliases.c.account_id == account, kms_aliases.c.alias_name == alias_name
+                        )
+                    ).first()
+                    if taken is not None:
+                        raise exists
+                    conn.execute(
+                        sa.insert(kms_aliases).values(
+                            account_id=account,
+                            alias_name=alias_name,
+                            key_id=info.key_id,
+                            created_at=now,
+                            updated_at=now,
+                        )
                     )
-                ).first()
-                if taken is not None:
-                    raise AlreadyExistsException(f"An alias with the name {self.alias_arn(account, alias_name)} exists")
-                conn.execute(
-                    sa.insert(kms_aliases).values(
-                        account_id=account, alias_name=alias_name, key_id=info.key_id, created_at=now, updated_at=now
-                    )
-                )
+            except sa.exc.IntegrityError:  # another node created it between our check and our insert
+                raise exists from None
 
         if target_key_ref.startswith("alias/") or ":alias/" in target_key_ref:
             raise ValidationException("TargetKeyId must be a key id or key ARN, not an alias")
@@ -1236,6 +1251,9 @@ class KeyService:
             if not tags:  # the model allows an empty list: nothing to write (an empty INSERT fails)
                 return
             with self.ctx.write(invalidates=True) as conn:
+                # the key's row locked (PostgreSQL): concurrent taggers of one key take turns, so the tag count is
+                # checked against what is there and the delete-then-insert cannot collide with another's insert
+                conn.execute(sa.select(kms_keys.c.key_id).where(kms_keys.c.key_id == info.key_id).with_for_update())
                 existing = {
                     k
                     for (k,) in conn.execute(
