@@ -4,10 +4,12 @@ earlier versions, and detects every kind of tampering before handing out a byte 
 from __future__ import annotations
 
 import os
+import struct
 
 import pytest
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from soko.crypto.driver import SealedDriver
+from soko.crypto.driver import LayerDriver, SealedDriver
 from soko.crypto.keys import KeyRing
 from soko.crypto.segments import HEADER, OVERHEAD, SEALED_SEGMENT, SEGMENT, KeyUnavailable, SealBroken, sealed_size
 from soko.storage import FilesystemDriver, PathNotFound
@@ -26,6 +28,15 @@ class TestSealedFilesystem(DriverSuite):
     @pytest.fixture
     def driver(self, tmp_path) -> SealedDriver:
         return sealed_fs(str(tmp_path / "root"))
+
+
+class TestLayeredFilesystem(DriverSuite):
+    """KMS_DSSE's two layers: sealed by one key, then by another, at the same paths."""
+
+    @pytest.fixture
+    def driver(self, tmp_path) -> LayerDriver:
+        outer = SealedDriver(FilesystemDriver(str(tmp_path / "root")), KeyRing({"kms": bytes(32)}, "kms"))
+        return LayerDriver(outer, KeyRing.service(MASTER))
 
 
 class TestSealedS3(DriverSuite):
@@ -215,3 +226,82 @@ def test_storage_redirect_is_refused_as_it_would_hand_out_ciphertext(tmp_path):
     settings = load_settings(overrides={"data_dir": str(tmp_path / "data"), "storage_redirect": True}, env={})
     with pytest.raises(ValueError, match="storage_redirect cannot be used: blobs are encrypted at rest"):
         Registry.open(settings)
+
+
+# ---- the format, decoded and encoded independently of soko.crypto (the layout in segments.py's docstring) --------
+_FIXED = struct.Struct(">8sBBH16s32s")
+
+
+def _decode(sealed: bytes, kek: bytes) -> bytes:
+    fixed, rest = sealed[: _FIXED.size], sealed[_FIXED.size :]
+    magic, version, shift, _, object_id, _ = _FIXED.unpack(fixed)
+    assert (magic, version, shift) == (b"SOKOSEAL", 1, 18)
+    data_key = AESGCM(kek).decrypt(rest[:12], rest[12:60], fixed)
+    body, plain, index = rest[60:], [], 0
+    while True:
+        segment = body[: (1 << 18) + 28]
+        body = body[len(segment) :]
+        final = len(segment) < (1 << 18) + 28
+        aad = struct.pack(">16sQB", object_id, index, final)
+        plain.append(AESGCM(data_key).decrypt(segment[:12], segment[12:], aad))
+        index += 1
+        if final:
+            assert not body
+            return b"".join(plain)
+
+
+def _encode(plain: bytes, kek: bytes, key_id: bytes) -> bytes:
+    object_id, data_key = os.urandom(16), os.urandom(32)
+    fixed = _FIXED.pack(b"SOKOSEAL", 1, 18, 0, object_id, key_id.ljust(32, b"\0"))
+    nonce = os.urandom(12)
+    out = [fixed, nonce, AESGCM(kek).encrypt(nonce, data_key, fixed)]
+    pieces = [plain[i : i + (1 << 18)] for i in range(0, len(plain) + 1, 1 << 18)]
+    if len(pieces[-1]) == 1 << 18:
+        pieces.append(b"")
+    for index, piece in enumerate(pieces):
+        nonce = os.urandom(12)
+        aad = struct.pack(">16sQB", object_id, index, index == len(pieces) - 1)
+        out += [nonce, AESGCM(data_key).encrypt(nonce, piece, aad)]
+    return b"".join(out)
+
+
+@pytest.mark.parametrize("size", [0, 1, SEGMENT - 1, SEGMENT, 3 * SEGMENT + 77])
+def test_the_format_is_the_documented_one_both_ways(tmp_path, size):
+    """Objects sealed by earlier versions stay readable: what the writer stores decodes by the documented layout,
+    and an object encoded by it (as any earlier version wrote it) reads back, whole and from any offset."""
+    kek = os.urandom(32)
+    driver = SealedDriver(FilesystemDriver(str(tmp_path / "root")), KeyRing({"k1": kek}, "k1"))
+    data = os.urandom(size)
+    writer = driver.writer("blobs/sha256/dd/dd")
+    for i in range(0, size, 100_000):
+        writer.write(data[i : i + 100_000])
+    writer.commit()
+    assert _decode(driver.inner.get_content("sealed/blobs/sha256/dd/dd"), kek) == data
+    driver.put_content("small", data)
+    assert _decode(driver.inner.get_content("sealed/small"), kek) == data
+    driver.inner.put_content("sealed/blobs/sha256/ee/ee", _encode(data, kek, b"k1"))
+    assert driver.get_content("blobs/sha256/ee/ee") == data
+    for offset in {0, 1, SEGMENT - 5, SEGMENT + 3, size - 1, size}:
+        if 0 <= offset <= size:
+            with driver.reader("blobs/sha256/ee/ee", offset) as f:
+                assert f.read() == data[offset:]
+
+
+def test_readinto_of_any_size_from_any_offset(driver):
+    data = os.urandom(3 * SEGMENT + 999)
+    driver.put_content("blobs/sha256/ff/ff", data)
+    for offset in (0, 5, SEGMENT, SEGMENT + 1):
+        for size in (1, 1000, SEGMENT - 1, SEGMENT, SEGMENT + 1, 2 * SEGMENT + 3, 5 * SEGMENT):
+            with driver.reader("blobs/sha256/ff/ff", offset) as f:
+                got, buffer = [], bytearray(size)
+                while n := f.readinto(buffer):
+                    got.append(bytes(buffer[:n]))
+            assert b"".join(got) == data[offset:], (offset, size)
+
+
+def test_a_damaged_segment_leaves_no_plaintext_in_the_callers_buffer(driver, stored):
+    _patch(stored, HEADER + SEALED_SEGMENT + 100, b"\0\0\0\0")  # segment 1, decrypted straight into the buffer
+    buffer = bytearray(b"x" * 2 * SEGMENT)
+    with driver.reader(PATH, SEGMENT) as f, pytest.raises(SealBroken):
+        f.readinto(buffer)
+    assert buffer[:SEGMENT] == bytes(SEGMENT)  # (GCM writes plaintext before it checks the tag: zeroed again)

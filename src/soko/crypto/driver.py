@@ -29,8 +29,10 @@ from soko.crypto.segments import (
     SealBroken,
     new_header,
     open_segment,
+    open_segment_into,
     plain_size,
     seal,
+    seal_into,
     sealed_size,
     segment_offset,
     stored_plain,
@@ -49,6 +51,7 @@ from soko.storage.base import (
 )
 
 _PREFIX = paths.SEALED + "/"
+_SCRATCH = 4 * SEGMENT  # the largest read whose buffer a reader keeps for the next ones
 
 
 def _read_exact(f: BinaryIO, size: int) -> bytes:
@@ -67,7 +70,12 @@ def _read_exact(f: BinaryIO, size: int) -> bytes:
 
 
 class _SealedReader(io.RawIOBase):
-    """Plaintext from ``offset`` on, decrypting one segment at a time (constant memory)."""
+    """Plaintext from ``offset`` on, decrypting one segment at a time (constant memory).
+
+    Segments are read into one reused ciphertext buffer and decrypted with ``decrypt_into``: straight into the
+    caller's buffer when a whole segment fits there, else into a reused plaintext buffer whose rest the next reads
+    take. So a layer sealed twice (KMS_DSSE) is decrypted by the outer layer into the inner one's ciphertext buffer,
+    with no copy between them for most of each segment; no buffer is allocated per segment."""
 
     def __init__(self, inner: BinaryIO, cipher: AESGCM, header: Header, index: int, skip: int, path: str) -> None:
         self._inner = inner
@@ -76,75 +84,87 @@ class _SealedReader(io.RawIOBase):
         self._index = index
         self._skip = skip
         self._path = path
-        self._plain = b""
-        self._at = 0
         self._ended = False
-        self._buffer = bytearray(SEALED_SEGMENT)  # reused for every segment read: no fresh pages per segment
+        self._sealed = memoryview(bytearray(SEALED_SEGMENT))
+        self._plain = memoryview(bytearray(SEGMENT))
+        self._at = 0  # the next unread byte of the current segment's plaintext in ``_plain``
+        self._held = 0  # the plaintext bytes in ``_plain``
+        self._scratch = memoryview(b"")
+        # every driver's reader has readinto; a plain file object might not
+        self._readinto = getattr(inner, "readinto", None)
 
     def readable(self) -> bool:
         return True
 
     def _fill(self) -> memoryview:
         """The next sealed segment (or less, at the end), read into the reused buffer."""
-        readinto = getattr(self._inner, "readinto", None)
-        if readinto is None:  # (every driver's reader has it; a plain file object might not)
+        if self._readinto is None:
             return memoryview(_read_exact(self._inner, SEALED_SEGMENT))
-        view, got = memoryview(self._buffer), 0
+        view, got = self._sealed, 0
         while got < SEALED_SEGMENT:
-            n = readinto(view[got:])
+            n = self._readinto(view[got:])
             if not n:
                 break
             got += n
         return view[:got]
 
-    def _next_segment(self) -> bool:
-        """Load the next segment's plaintext; False at the end of the object."""
+    def _open_next(self, out: memoryview) -> int:
+        """Decrypt the next segment into ``out`` (room for a whole segment); its plaintext size (0: the end)."""
         if self._ended:
-            return False
+            return 0
         sealed = self._fill()
         if not sealed:
             raise SealBroken(self._path, f"it ends before its final segment (segment {self._index} is missing)")
         final = len(sealed) < SEALED_SEGMENT
-        plain = open_segment(self._cipher, self._object_id, self._index, final, sealed, self._path)
+        size = open_segment_into(self._cipher, self._object_id, self._index, final, sealed, out, self._path)
         if final:
             if self._inner.read(1):
+                out[:size] = bytes(size)  # (authentic, but the object around it is not: hand out none of it)
                 raise SealBroken(self._path, "data follows its final segment")
             self._ended = True
         self._index += 1
-        self._plain, self._at = plain, min(self._skip, len(plain))
-        self._skip = 0
-        return True
+        return size
+
+    def readinto(self, buffer) -> int:
+        out = memoryview(buffer).cast("B")
+        wanted, got = len(out), 0
+        while got < wanted:
+            if self._at < self._held:
+                take = min(self._held - self._at, wanted - got)
+                out[got : got + take] = self._plain[self._at : self._at + take]
+                self._at += take
+                got += take
+            elif self._ended:
+                break
+            elif not self._skip and wanted - got >= SEGMENT:
+                got += self._open_next(out[got : got + SEGMENT])
+            else:
+                self._held = self._open_next(self._plain)
+                self._at = min(self._skip, self._held)
+                self._skip = 0
+        return got
 
     def read(self, size: int | None = -1) -> bytes:
         if size is None or size < 0:
             return self.readall()
-        pieces: list[bytes | memoryview] = []
-        wanted = size
-        while wanted > 0:
-            if self._at >= len(self._plain) and not self._next_segment():
-                break
-            available = len(self._plain) - self._at
-            if not available:
-                continue
-            take = min(available, wanted)
-            if self._at == 0 and take == len(self._plain):
-                pieces.append(self._plain)
-            else:
-                pieces.append(memoryview(self._plain)[self._at : self._at + take])
-            self._at += take
-            wanted -= take
-        return pieces[0] if len(pieces) == 1 and isinstance(pieces[0], bytes) else b"".join(pieces)
+        if self._held - self._at >= size:  # (within the current segment: one copy)
+            piece = bytes(self._plain[self._at : self._at + size])
+            self._at += size
+            return piece
+        # Into a buffer kept for the next reads, then one copy out: a fresh large buffer per read costs fresh pages
+        # (the allocator maps and unmaps it), six times the decryption itself.
+        scratch = self._scratch
+        if len(scratch) < size:
+            scratch = memoryview(bytearray(size))
+            if size <= _SCRATCH:
+                self._scratch = scratch
+        return bytes(scratch[: self.readinto(scratch[:size])])
 
     def readall(self) -> bytes:
         pieces = []
-        while piece := self.read(SEGMENT):
+        while piece := self.read(4 * SEGMENT):
             pieces.append(piece)
         return b"".join(pieces)
-
-    def readinto(self, buffer) -> int:
-        data = self.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
 
     def close(self) -> None:
         self._inner.close()
@@ -160,7 +180,11 @@ class _SealedWriter(FileWriter):
     def __init__(self, driver: SealedDriver, path: str, offset: int) -> None:
         self._driver = driver
         self._path = path
-        self._buffer = bytearray()
+        # the segment being filled, and the sealed one: reused for every segment (the inner writer is done with
+        # what it is given when its write returns, as every driver's is)
+        self._pending = memoryview(bytearray(SEGMENT))
+        self._held = 0
+        self._out = memoryview(bytearray(SEALED_SEGMENT))
         self._done = False
         self._writer: FileWriter | None = None
         self._prefix = b""
@@ -183,7 +207,8 @@ class _SealedWriter(FileWriter):
                     sealed = _read_exact(f, SEALED_SEGMENT)
                 final = len(sealed) < SEALED_SEGMENT
                 plain = open_segment(self._cipher, self._header.object_id, self._index, final, sealed, path)
-                self._buffer += plain[:keep]
+                self._pending[:keep] = plain[:keep]
+                self._held = keep
         self._start = segment_offset(self._index) if offset else 0
         self._size = offset
 
@@ -192,25 +217,27 @@ class _SealedWriter(FileWriter):
             self._writer = self._driver.inner.writer(self._sealed_path, self._start)
             if self._prefix:
                 self._writer.write(self._prefix)
-        self._writer.write(seal(self._cipher, self._header.object_id, self._index, final, plain))
+        self._writer.write(seal_into(self._cipher, self._header.object_id, self._index, final, plain, self._out))
         self._index += 1
 
     def write(self, data: bytes | memoryview) -> int:
-        view = memoryview(data)
+        view = memoryview(data).cast("B")
         length = len(view)
-        if self._buffer:
-            room = SEGMENT - len(self._buffer)
-            self._buffer += view[:room]
-            view = view[room:]
-            if len(self._buffer) < SEGMENT:
+        if self._held:
+            take = min(SEGMENT - self._held, length)
+            self._pending[self._held : self._held + take] = view[:take]
+            self._held += take
+            view = view[take:]
+            if self._held < SEGMENT:
                 self._size += length
                 return length
-            self._seal(self._buffer, final=False)
-            self._buffer = bytearray()
-        while len(view) >= SEGMENT:
+            self._seal(self._pending, final=False)
+            self._held = 0
+        while len(view) >= SEGMENT:  # whole segments sealed from the caller's buffer, with no copy
             self._seal(view[:SEGMENT], final=False)
             view = view[SEGMENT:]
-        self._buffer += view
+        self._pending[: len(view)] = view
+        self._held = len(view)
         self._size += length
         return length
 
@@ -221,8 +248,8 @@ class _SealedWriter(FileWriter):
     def commit(self) -> None:
         if not self._done:
             self._done = True
-            self._seal(self._buffer, final=True)
-            self._buffer = bytearray()
+            self._seal(self._pending[: self._held], final=True)
+            self._held = 0
         assert self._writer is not None
         self._writer.commit()
 

@@ -129,6 +129,18 @@ def seal(cipher: AESGCM, object_id: bytes, index: int, final: bool, plain: bytes
     return nonce + cipher.encrypt(nonce, plain, _AAD.pack(object_id, index, final))
 
 
+def seal_into(
+    cipher: AESGCM, object_id: bytes, index: int, final: bool, plain: bytes | bytearray | memoryview, out: memoryview
+) -> memoryview:
+    """``seal`` into ``out`` (room for ``len(plain) + OVERHEAD`` bytes): no fresh buffer, no concatenation.
+    Returns the part of ``out`` the sealed segment fills."""
+    size = len(plain) + OVERHEAD
+    nonce = os.urandom(NONCE)
+    out[:NONCE] = nonce
+    cipher.encrypt_into(nonce, plain, _AAD.pack(object_id, index, final), out[NONCE:size])
+    return out[:size]
+
+
 def open_segment(
     cipher: AESGCM, object_id: bytes, index: int, final: bool, sealed: bytes | memoryview, path: str
 ) -> bytes:
@@ -139,3 +151,21 @@ def open_segment(
         return cipher.decrypt(view[:NONCE], view[NONCE:], _AAD.pack(object_id, index, final))
     except InvalidTag:
         raise SealBroken(path, f"segment {index} fails authentication (tampered, truncated or moved)") from None
+
+
+def open_segment_into(
+    cipher: AESGCM, object_id: bytes, index: int, final: bool, sealed: memoryview, out: memoryview, path: str
+) -> int:
+    """``open_segment`` into ``out`` (room for ``SEGMENT`` bytes); returns the plaintext's size. A segment that fails
+    authentication leaves zeros where its plaintext would be (GCM decrypts before it checks the tag): never a byte of
+    unauthenticated plaintext in the caller's buffer."""
+    size = len(sealed) - OVERHEAD
+    if size < 0:
+        raise SealBroken(path, f"segment {index} is cut short")
+    target = out[:size]
+    try:
+        cipher.decrypt_into(sealed[:NONCE], sealed[NONCE:], _AAD.pack(object_id, index, final), target)
+    except InvalidTag:
+        target[:] = bytes(size)
+        raise SealBroken(path, f"segment {index} fails authentication (tampered, truncated or moved)") from None
+    return size
