@@ -45,7 +45,11 @@ def _pull(skopeo: Skopeo, source: str, image: ImageRef, out: Path) -> None:
 
 
 def _blob_error(soko: RegistryServer, repo: str, digest: str) -> dict:
-    response = httpx.get(f"{soko.url}/v2/{repo}/blobs/{digest}", headers=soko.auth_header(), timeout=30)
+    return _error(soko, repo, f"blobs/{digest}")
+
+
+def _error(soko: RegistryServer, repo: str, path: str) -> dict:
+    response = httpx.get(f"{soko.url}/v2/{repo}/{path}", headers=soko.auth_header(), timeout=30)
     assert response.status_code == 403, response.text
     return response.json()["errors"][0]
 
@@ -96,10 +100,16 @@ def test_kms_repositories_with_the_aws_cli_and_skopeo(soko: RegistryServer, skop
     # disabled key: pulls and pushes fail, naming the key and the fix; ECR says KmsException with kmsError
     aws.run("kms", "disable-key", "--key-id", key_id)
     failed = skopeo.copy(f"docker://{soko.host}/e2e/kms:v1", f"oci:{tmp_path / 'refused'}:x", check=False)
-    assert failed.returncode != 0 and "403" in failed.stderr, failed.stderr
+    # refused at the manifest already (sealed under the key), skopeo prints the message: the key and the fix
+    assert failed.returncode != 0 and "denied" in failed.stderr and "enable-key" in failed.stderr, failed.stderr
     layer_digest = json.loads(image.top_manifest())["layers"][0]["digest"]
     refused = _blob_error(soko, "e2e/kms", layer_digest)  # what skopeo got, which it does not print
     assert refused["code"] == "DENIED" and key_arn in refused["message"] and "enable-key" in refused["message"]
+    # manifests are sealed under the key too: refused alike, on /v2/ and by BatchGetImage (failure code KmsError)
+    refused = _error(soko, "e2e/kms", "manifests/v1")
+    assert refused["code"] == "DENIED" and key_arn in refused["message"] and "enable-key" in refused["message"]
+    got = aws.json("ecr", "batch-get-image", "--repository-name", "e2e/kms", "--image-ids", "imageTag=v1")
+    assert got["images"] == [] and got["failures"][0]["failureCode"] == "KmsError", got
     other = build_image(tmp_path / "layout", "v2", "kms-repository-2", [256 << 10])
     failed = skopeo.copy(other.ref, f"docker://{soko.host}/e2e/kms:v2", check=False)
     assert failed.returncode != 0 and key_arn in failed.stderr, failed.stderr
@@ -120,7 +130,7 @@ def test_kms_repositories_with_the_aws_cli_and_skopeo(soko: RegistryServer, skop
     # pending deletion: refused (KMS_DSSE too) until the deletion is cancelled and the key enabled
     aws.run("kms", "schedule-key-deletion", "--key-id", key_id, "--pending-window-in-days", "7")
     failed = skopeo.copy(f"docker://{soko.host}/e2e/dsse:v1", f"oci:{tmp_path / 'refused2'}:x", check=False)
-    assert failed.returncode != 0 and "403" in failed.stderr, failed.stderr
+    assert failed.returncode != 0 and "cancel-key-deletion" in failed.stderr, failed.stderr
     assert "cancel-key-deletion" in _blob_error(soko, "e2e/dsse", layer_digest)["message"]
     aws.run("kms", "cancel-key-deletion", "--key-id", key_id)
     aws.run("kms", "enable-key", "--key-id", key_id)
@@ -153,3 +163,40 @@ def test_refused_without_a_usable_key(soko: RegistryServer, tmp_path: Path) -> N
     assert "KmsException" in err and "DisabledException" in err
     with pytest.raises(AwsCliError):
         aws.json("ecr", "describe-repositories", "--repository-names", "e2e/disabled-key")
+
+
+def test_creation_templates_with_a_kms_key(soko: RegistryServer, skopeo: Skopeo, tmp_path: Path) -> None:
+    """A CREATE_ON_PUSH template with a KMS key (aws CLI): skopeo's push creates the repository bound to the key,
+    its layers and manifest sealed under it; a template naming a disabled key is refused, and while the template's
+    key is disabled a push to a new name fails and creates nothing."""
+    aws = AwsCli.for_key(soko.url, soko_root_key(soko.data_dir), tmp_path / "aws")
+    key = aws.json("kms", "create-key", "--description", "e2e template key")["KeyMetadata"]
+    key_arn, key_id = key["Arn"], key["KeyId"]
+    template = aws.json(
+        "ecr", "create-repository-creation-template", "--prefix", "e2e-tpl", "--applied-for", "CREATE_ON_PUSH",
+        "--encryption-configuration", f"encryptionType=KMS,kmsKey={key_arn}",
+    )["repositoryCreationTemplate"]
+    assert template["encryptionConfiguration"] == {"encryptionType": "KMS", "kmsKey": key_arn}
+    image = build_image(tmp_path / "layout", "v1", "kms-template", [512 << 10])
+    skopeo.copy(image.ref, f"docker://{soko.host}/e2e-tpl/app:v1")
+    repo = aws.json("ecr", "describe-repositories", "--repository-names", "e2e-tpl/app")["repositories"][0]
+    assert repo["encryptionConfiguration"] == {"encryptionType": "KMS", "kmsKey": key_arn}
+    _pull(skopeo, f"docker://{soko.host}/e2e-tpl/app:v1", image, tmp_path / "pulled")
+    assert any(f"/keyed/kms/{key_id}/" in str(p) for p in _stored_files(soko.data_dir))
+    _assert_not_in_plaintext(soko.data_dir, _layer(image))
+
+    disabled = aws.json("kms", "create-key")["KeyMetadata"]
+    aws.run("kms", "disable-key", "--key-id", disabled["KeyId"])
+    err = _kms_error(aws, "ecr", "create-repository-creation-template", "--prefix", "e2e-off",
+                     "--applied-for", "CREATE_ON_PUSH",
+                     "--encryption-configuration", f"encryptionType=KMS,kmsKey={disabled['Arn']}")
+    assert "KmsException" in err and "DisabledException" in err
+    aws.run("kms", "disable-key", "--key-id", key_id)
+    failed = skopeo.copy(image.ref, f"docker://{soko.host}/e2e-tpl/other:v1", check=False)
+    assert failed.returncode != 0 and key_arn in failed.stderr, failed.stderr
+    with pytest.raises(AwsCliError):
+        aws.json("ecr", "describe-repositories", "--repository-names", "e2e-tpl/other")
+    refused = _error(soko, "e2e-tpl/app", "manifests/v1")
+    assert refused["code"] == "DENIED" and key_arn in refused["message"]
+    aws.run("kms", "enable-key", "--key-id", key_id)
+    _pull(skopeo, f"docker://{soko.host}/e2e-tpl/app:v1", image, tmp_path / "pulled-again")

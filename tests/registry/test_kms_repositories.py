@@ -189,3 +189,50 @@ def test_concurrent_pushes_of_one_layer_store_one_copy(registry, kms) -> None:
     assert list(check(registry.ctx, encryption=registry.encryption)) == []
     leftovers = [p for p in (_root(registry) / "sealed" / "uploads").rglob("*") if p.is_file()]
     assert leftovers == []  # every upload's data moved into place or dropped
+
+
+def test_manifests_are_sealed_under_the_repository_key(registry, kms) -> None:
+    """A KMS repository's manifest rows are sealed under its keyspace's row key (KMS-made once, wrapped): the
+    service key alone does not open them; a disabled, pending-deletion or deleted key makes manifest reads fail as
+    blob reads do (crypto-shredding covers manifests), and reads come back once the key is usable again; an AES256
+    repository's manifests stay under the service key."""
+    from soko.crypto.rows import KEYED_MAGIC, MAGIC, RowBroken, RowSealer
+    from soko.meta.schema import keyspace_keys, manifests
+
+    clock = registry.ctx.clock
+    key = kms.create_key(ROOT, "manifests")
+    ref, other = _repo(registry, kms, "m1", key=key.key_id), _repo(registry, kms, "m2", key=key.arn)
+    plain = RepoRef(ACCOUNT, "m-plain")
+    registry.repositories.create(plain)
+    digests = [push_image(registry, r, "v1", [os.urandom(100)]) for r in (ref, other, plain)]
+    with registry.ctx.db.read() as conn:
+        stored = dict(conn.execute(sa.select(manifests.c.digest, manifests.c.payload)).all())
+        assert conn.execute(sa.select(sa.func.count()).select_from(keyspace_keys)).scalar() == 1  # one per key
+    assert [bytes(stored[d])[:5] for d in digests] == [KEYED_MAGIC, KEYED_MAGIC, MAGIC]
+    service = RowSealer(registry.ctx.storage.ring.row_key, KEYED_MAGIC)  # the service key's row key
+    with pytest.raises(RowBroken):
+        service.open(stored[digests[0]], digests[0])
+    payload = registry.manifests.get(ref, "v1").payload
+    assert json.loads(payload)["schemaVersion"] == 2
+
+    kms.disable_key(ROOT, key.key_id)
+    for r in (ref, other):
+        with pytest.raises(KeyUnusable) as exc:
+            registry.manifests.get(r, "v1")
+        assert exc.value.kms_error == "DisabledException" and key.arn in exc.value.message
+    assert registry.manifests.get(plain, "v1").digest == digests[2]  # the service key's: unaffected
+    assert list(check(registry.ctx, encryption=registry.encryption)) == []  # disabled: unchecked, not a problem
+    kms.enable_key(ROOT, key.key_id)
+    assert registry.manifests.get(ref, "v1").payload == payload
+
+    kms.schedule_key_deletion(ROOT, key.key_id, 7)
+    with pytest.raises(KeyUnusable) as exc:
+        registry.manifests.get(ref, digests[0])
+    assert exc.value.kms_error == "KMSInvalidStateException"
+    clock.now += 8 * DAY
+    with pytest.raises(KeyUnusable) as exc:
+        registry.manifests.get(ref, "v1")
+    assert exc.value.kms_error == "NotFoundException"
+    kinds = sorted({p.kind for p in check(registry.ctx, encryption=registry.encryption)})
+    assert kinds == ["crypto-shredded"]
+    assert registry.manifests.get(plain, "v1").digest == digests[2]

@@ -24,7 +24,7 @@ from typing import cast
 import sqlalchemy as sa
 
 from soko.crypto.driver import SealedDriver
-from soko.crypto.rows import MAGIC, RowSealer
+from soko.crypto.rows import RowSealer, sealed_sql
 from soko.kernel.context import DomainContext
 from soko.meta.schema import blobs, manifests, pull_through_pending
 from soko.storage import PathNotFound
@@ -94,7 +94,7 @@ def _seal_rows(ctx: DomainContext, table: sa.Table, key: list[sa.Column], dry_ru
     """Seal the payloads of ``table`` an earlier version stored in plaintext (``soko.crypto.rows``), a batch of rows
     per transaction; an update only applies to a payload still unsealed (a concurrent writer's sealed one stays)."""
     sealer = RowSealer(cast(SealedDriver, ctx.storage).ring.row_key)
-    plain = sa.func.substr(table.c.payload, 1, len(MAGIC)) != sa.literal(MAGIC, sa.LargeBinary)
+    plain = sa.not_(sealed_sql(table.c.payload))  # (a KMS repository's rows are sealed under its key: not these)
     done = 0
     while True:
         with ctx.db.read() as conn:

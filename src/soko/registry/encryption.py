@@ -21,16 +21,20 @@ no identity to be built, and without an attached key service a keyed repository 
 from __future__ import annotations
 
 import functools
+import threading
 from typing import Protocol
+
+import sqlalchemy as sa
 
 from soko.access import Principal
 from soko.crypto.driver import LayerDriver, SealedDriver
 from soko.crypto.keys import KeyRing
-from soko.crypto.rows import RowBroken, RowSealer, is_sealed
+from soko.crypto.rows import KEYED_MAGIC, RowBroken, RowSealer, is_keyed, is_sealed
 from soko.errors import ContentUnreadable, SokoError
 from soko.kernel.context import DomainContext
 from soko.kernel.keyspaces import Keyspace, keyspace_of
 from soko.kms.errors import KmsError
+from soko.meta.schema import keyspace_keys
 from soko.storage import StorageDriver
 
 __all__ = ["Encryption", "KeyUnusable", "Keyspace", "keyspace_of"]
@@ -107,6 +111,9 @@ class Encryption:
     def __init__(self, ctx: DomainContext) -> None:
         self.ctx = ctx
         self.keys: DataKeys | None = None
+        # keyspace name → (generation its key was last seen usable at, the sealer of its rows): see row_sealer
+        self._row_keys: dict[str, tuple[int, RowSealer]] = {}
+        self._row_keys_lock = threading.Lock()
 
     def attach(self, keys: DataKeys) -> None:
         self.keys = keys
@@ -201,25 +208,85 @@ class Encryption:
             raise KeyUnusable(_explain(exc, space.key_arn), exc.code) from None
         return self.view(space, plain)
 
-    # ---- sealed database values (manifests): the service key's row key, soko.crypto.rows ----------------------
+    # ---- sealed database values (manifests), soko.crypto.rows: the service key's row key, or a keyspace's -------
     @functools.cached_property
     def _rows(self) -> RowSealer | None:
         storage = self.ctx.storage
         return RowSealer(storage.ring.row_key) if isinstance(storage, SealedDriver) else None
 
-    def seal_row(self, payload: bytes, bound_to: str) -> bytes:
-        """``payload`` sealed for its row (a manifest: ``bound_to`` its digest); as it is without encryption."""
+    def row_sealer(self, space: Keyspace) -> RowSealer:
+        """The sealer of a keyspace's rows (a KMS repository's manifests): a data key KMS generated on the keyspace's
+        key once (``keyspace_keys``, wrapped), decrypted once per process and kept in memory while the key stays
+        usable. The key's state is checked again whenever the metadata generation moved (every KMS change moves it):
+        disabled, pending deletion or deleted → KeyUnusable, and the plaintext key is dropped. KMS calls: never
+        inside a write transaction."""
+        generation = self.ctx.generation.current()
+        hit = self._row_keys.get(space.name)
+        if hit is not None and hit[0] == generation:
+            return hit[1]
+        try:
+            self.check_usable(space)
+        except KeyUnusable:
+            self._row_keys.pop(space.name, None)
+            raise
+        sealer = hit[1] if hit is not None else self._open_row_key(space)
+        with self._row_keys_lock:
+            self._row_keys[space.name] = (generation, sealer)
+        return sealer
+
+    def _open_row_key(self, space: Keyspace) -> RowSealer:
+        context = space.context | {"soko:ecr:data": "manifests"}
+        with self.ctx.db.read() as conn:
+            wrapped = conn.execute(
+                sa.select(keyspace_keys.c.wrapped_key).where(keyspace_keys.c.keyspace == space.name)
+            ).scalar()
+        if wrapped is None:  # the keyspace's first manifest: KMS makes its key (a concurrent maker may win)
+            try:
+                _, made, _ = self._keys().generate_data_key(
+                    None, space.key_arn, context, self.via_service, account_id=space.account_id
+                )
+            except KmsError as exc:
+                raise KeyUnusable(_explain(exc, space.key_arn), exc.code) from None
+            with self.ctx.db.write() as conn:
+                conn.execute(
+                    self.ctx.db.insert_ignore(keyspace_keys).values(
+                        keyspace=space.name, wrapped_key=made, created_at=self.ctx.clock()
+                    )
+                )
+                wrapped = conn.execute(
+                    sa.select(keyspace_keys.c.wrapped_key).where(keyspace_keys.c.keyspace == space.name)
+                ).scalar_one()
+        try:
+            plain, _ = self._keys().decrypt(None, bytes(wrapped), context, self.via_service)
+        except KmsError as exc:
+            raise KeyUnusable(_explain(exc, space.key_arn), exc.code) from None
+        return RowSealer(plain, KEYED_MAGIC)
+
+    def seal_row(self, payload: bytes, bound_to: str, sealer: RowSealer | None = None) -> bytes:
+        """``payload`` sealed for its row (a manifest: ``bound_to`` its digest) — under ``sealer`` (a keyspace's,
+        from ``row_sealer``, got before the transaction), else the service key; as it is without encryption."""
+        if sealer is not None:
+            return sealer.seal(payload, bound_to)
         return payload if self._rows is None else self._rows.seal(payload, bound_to)
 
-    def open_row(self, stored: bytes, bound_to: str) -> bytes:
+    def open_row(self, stored: bytes, bound_to: str, space: Keyspace | None = None) -> bytes:
         """The plaintext of a value ``seal_row`` stored (or an earlier version's plaintext); ContentUnreadable when it
-        fails authentication."""
-        if self._rows is None:
+        fails authentication. ``space``: the keyspace of the row's repository, whose key must be usable (KeyUnusable)
+        even for a row an earlier version sealed under the service key: crypto-shredding covers manifests."""
+        keyed = self.row_sealer(space) if space is not None else None
+        if is_keyed(stored):
+            if keyed is None:
+                raise ContentUnreadable(f"{bound_to} is sealed under a KMS key its repository does not have")
+            sealer: RowSealer | None = keyed
+        elif self._rows is None:
             if is_sealed(stored):
                 raise ContentUnreadable(f"{bound_to} is stored encrypted and this process has no key to read it")
             return bytes(stored)
+        else:
+            sealer = self._rows
+        assert sealer is not None
         try:
-            return self._rows.open(stored, bound_to)
+            return sealer.open(stored, bound_to)
         except RowBroken as exc:
             raise ContentUnreadable(f"{exc}; an operator should run soko fsck, then push the image again") from None
 

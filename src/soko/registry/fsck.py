@@ -78,7 +78,7 @@ def check(
     yield from _check_blobs(ctx, rehash, progress)
     yield from _check_copies(ctx, rehash, progress, encryption)
     progress.phase = "manifests"
-    yield from _check_manifests(ctx, (encryption or Encryption(ctx)).open_row)
+    yield from _check_manifests(ctx, encryption or Encryption(ctx), progress)
 
 
 def _bad_blob(ctx: DomainContext, kind: str, subject: str, message: str, digest: str | None = None) -> Problem:
@@ -284,7 +284,7 @@ def _in_trash(ctx: DomainContext, digest: str) -> bool:
     return True
 
 
-def _check_manifests(ctx: DomainContext, open_row: Callable[[bytes, str], bytes]) -> Iterator[Problem]:
+def _check_manifests(ctx: DomainContext, encryption: Encryption, progress: Progress) -> Iterator[Problem]:
     with ctx.db.read() as conn:
         dangling = conn.execute(
             sa.select(repos.c.name, manifests.c.digest, manifest_blobs.c.digest)
@@ -332,13 +332,29 @@ def _check_manifests(ctx: DomainContext, open_row: Callable[[bytes, str], bytes]
                 f"index references missing manifest {child_digest}; push that manifest to '{name}' again",
             )
         for row in conn.execute(
-            sa.select(repos.c.name, manifests.c.digest, manifests.c.payload).join(
-                repos, repos.c.id == manifests.c.repository_id
-            )
+            sa.select(
+                repos.c.name,
+                repos.c.account_id,
+                repos.c.encryption_type,
+                repos.c.kms_key,
+                manifests.c.digest,
+                manifests.c.payload,
+            ).join(repos, repos.c.id == manifests.c.repository_id)
         ):
             algorithm, _, expected = row.digest.partition(":")
+            space = keyspace_of(row.encryption_type, row.kms_key, row.account_id)
             try:
-                payload = open_row(row.payload, row.digest)
+                payload = encryption.open_row(row.payload, row.digest, space)
+            except KeyUnusable as exc:  # a KMS repository's manifest: as its blobs (crypto-shredded, or unchecked)
+                if exc.kms_error != "NotFoundException":
+                    progress.keys_unusable += 1
+                    continue
+                yield Problem(
+                    "crypto-shredded",
+                    f"{row.name}@{row.digest}",
+                    f"{exc.message}: the manifest is unreadable by design, not corrupt; delete the image",
+                )
+                continue
             except (RowBroken, ContentUnreadable) as exc:
                 yield Problem(
                     "tampered-manifest",

@@ -24,6 +24,7 @@ from soko.meta.schema import blobs, manifest_blobs, manifests, repository_blobs,
 from soko.meta.schema import repositories as repos
 from soko.names import validate_tag
 from soko.registry import media_types as mt
+from soko.registry.encryption import KeyUnusable
 from soko.registry.manifests import archived_image
 from soko.registry.models import RepoRef
 
@@ -323,6 +324,9 @@ class Images:
                 continue
             except ImageFailed as exc:
                 failures.append(ImageFailure(shown, exc.code, exc.reason))
+                continue
+            except KeyUnusable as exc:  # a KMS repository's manifest needs its key (ECR's failure code KmsError)
+                failures.append(ImageFailure(shown, "KmsError", exc.message))
                 continue
             if tag and digest and record.digest != digest:
                 failures.append(

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 from soko.access import repository_arn
 from soko.batcher import Batcher
-from soko.crypto.rows import plain_length
+from soko.crypto.rows import RowSealer, plain_length
 from soko.digest import Digest, compute, is_digest
 from soko.errors import (
     DigestInvalid,
@@ -34,6 +34,7 @@ from soko.meta.schema import blobs, manifest_blobs, manifest_children, manifests
 from soko.meta.schema import repositories as repos
 from soko.names import validate_tag
 from soko.registry import media_types as mt
+from soko.registry.encryption import Keyspace, KeyUnusable, keyspace_of
 from soko.registry.immutability import tag_is_immutable
 from soko.registry.manifest_format import ParsedManifest, parse_manifest
 from soko.registry.models import ManifestRecord, PutManifestResult, RepoRef
@@ -101,14 +102,16 @@ class Manifests:
         self._cache = _ManifestCache()
 
     # ---- push -------------------------------------------------------------------------------------------------
-    def _check_key(self, ref: RepoRef, applied_for: str) -> None:
+    def _check_key(self, ref: RepoRef, applied_for: str) -> tuple[Keyspace | None, RowSealer | None]:
         """A push to a repository whose KMS key is unusable fails even when every blob was already there (as in
         ECR); checked before the transaction, since KMS may write (a due rotation or deletion). A missing
-        repository: the key its creation template would give it (``applied_for``)."""
+        repository: the key its creation template would give it (``applied_for``). Returns the keyspace and the
+        sealer its manifest rows are sealed with (its own key: ``Encryption.row_sealer``)."""
         with self.ctx.db.read() as conn:
             space = self.repositories.planned_keyspace(conn, ref, applied_for)
-        if space is not None:
-            self.repositories.encryption.check_usable(space)
+        if space is None:
+            return None, None
+        return space, self.repositories.encryption.row_sealer(space)
 
     def put(
         self,
@@ -141,7 +144,7 @@ class Manifests:
             tag = validate_tag(reference)
             digest = compute(payload)
         parsed = parse_manifest(payload, content_type)
-        self._check_key(ref, "CREATE_ON_PUSH" if replicated_from is None else "REPLICATION")
+        space, sealer = self._check_key(ref, "CREATE_ON_PUSH" if replicated_from is None else "REPLICATION")
 
         def store() -> PutManifestResult:
             with self.ctx.transaction(invalidates=True) as tx:
@@ -150,6 +153,11 @@ class Manifests:
                     repo_id = self.repositories.id_for_push(tx, ref)
                 else:
                     repo_id = self.repositories.id_for_replication(tx, ref)
+                if self.repositories.keyspace(conn, repo_id) != space:  # created meanwhile by someone else
+                    raise KeyUnusable(
+                        f"repository '{ref.name}' was created meanwhile with another encryption; push again",
+                        "KMSInvalidStateException",
+                    )
                 image_size = self._check_references(conn, ref, repo_id, parsed)
                 max_image_size = self.repositories.quotas.get(ref.account_id, "max_image_size", conn)
                 if image_size > max_image_size:
@@ -168,7 +176,7 @@ class Manifests:
                 if manifest_id is not None:
                     self._restore_on_push(tx, ref, repo_id, manifest_id, parsed)
                 if created:
-                    manifest_id = self._insert(conn, repo_id, digest, payload, parsed, image_size, now)
+                    manifest_id = self._insert(conn, repo_id, digest, payload, parsed, image_size, now, sealer)
                 if manifest_id is None:  # a concurrent push of the same manifest inserted it first
                     created = False
                     manifest_id = conn.execute(
@@ -332,7 +340,15 @@ class Manifests:
         return sum(d.size for d in parsed.blob_descriptors)
 
     def _insert(
-        self, conn, repo_id: int, digest: str, payload: bytes, parsed: ParsedManifest, image_size: int, now: float
+        self,
+        conn,
+        repo_id: int,
+        digest: str,
+        payload: bytes,
+        parsed: ParsedManifest,
+        image_size: int,
+        now: float,
+        sealer: RowSealer | None,
     ) -> int | None:
         """None when the row already exists (inserted by a concurrent push since we looked)."""
         manifest_id = conn.execute(
@@ -342,7 +358,8 @@ class Manifests:
                 digest=digest,
                 media_type=parsed.media_type,
                 artifact_type=parsed.effective_artifact_type,
-                payload=self.repositories.encryption.seal_row(payload, digest),  # sealed in its row (soko.crypto.rows)
+                # sealed in its row (soko.crypto.rows): under the keyspace's key in a KMS repository
+                payload=self.repositories.encryption.seal_row(payload, digest, sealer),
                 image_size=image_size,
                 config_digest=parsed.config.digest if parsed.config else None,
                 subject_digest=parsed.subject.digest if parsed.subject else None,
@@ -398,7 +415,13 @@ class Manifests:
     # ---- pull -------------------------------------------------------------------------------------------------
     _BY_TAG = (
         sa.select(
-            manifests.c.id, manifests.c.digest, manifests.c.media_type, manifests.c.payload, manifests.c.image_status
+            manifests.c.id,
+            manifests.c.digest,
+            manifests.c.media_type,
+            manifests.c.payload,
+            manifests.c.image_status,
+            repos.c.encryption_type,
+            repos.c.kms_key,
         )
         .select_from(
             tags.join(manifests, manifests.c.id == tags.c.manifest_id).join(repos, repos.c.id == tags.c.repository_id)
@@ -411,7 +434,13 @@ class Manifests:
     )
     _BY_DIGEST = (
         sa.select(
-            manifests.c.id, manifests.c.digest, manifests.c.media_type, manifests.c.payload, manifests.c.image_status
+            manifests.c.id,
+            manifests.c.digest,
+            manifests.c.media_type,
+            manifests.c.payload,
+            manifests.c.image_status,
+            repos.c.encryption_type,
+            repos.c.kms_key,
         )
         .select_from(manifests.join(repos, repos.c.id == manifests.c.repository_id))
         .where(
@@ -453,7 +482,9 @@ class Manifests:
                 if row is None:
                     self.repositories.id_for(conn, ref)
                     raise manifest_unknown(ref, reference)
-            payload = self.repositories.encryption.open_row(row.payload, row.digest)
+            # a KMS repository's manifest needs its key usable (KeyUnusable: crypto-shredding covers manifests)
+            space = keyspace_of(row.encryption_type, row.kms_key, ref.account_id)
+            payload = self.repositories.encryption.open_row(row.payload, row.digest, space)
             record = ManifestRecord(row.id, row.digest, row.media_type, payload, row.image_status)
             self._cache.put(key, generation, record)
         if record_pull:  # a pull: refused for an archived image (and not recorded)

@@ -2,7 +2,7 @@
 
 from soko.meta.schema.audit import audit_events
 from soko.meta.schema.base import metadata
-from soko.meta.schema.blobs import blob_copies, blobs, repository_blobs
+from soko.meta.schema.blobs import blob_copies, blobs, keyspace_keys, repository_blobs
 from soko.meta.schema.console import console_sessions
 from soko.meta.schema.ecr import (
     creation_templates,
@@ -74,6 +74,7 @@ __all__ = [
     "image_signing_status",
     "inline_policies",
     "jobs",
+    "keyspace_keys",
     "kms_aliases",
     "kms_key_material",
     "kms_key_tags",

@@ -44,3 +44,14 @@ blob_copies = sa.Table(
     sa.Column("created_at", Timestamp, nullable=False),
     sa.Index(None, "keyspace"),
 )
+
+# The key a customer-key keyspace's database values are sealed under (soko.crypto.rows, KEYED_MAGIC: the manifests
+# of KMS and KMS_DSSE repositories): a data key KMS generated on the keyspace's key, kept only as KMS's ciphertext
+# (``wrapped_key``, with the keyspace as encryption context); made on the keyspace's first manifest, never changed.
+keyspace_keys = sa.Table(
+    "keyspace_keys",
+    metadata,
+    sa.Column("keyspace", sa.String(64), primary_key=True),
+    sa.Column("wrapped_key", sa.LargeBinary, nullable=False),
+    sa.Column("created_at", Timestamp, nullable=False),
+)
