@@ -393,13 +393,14 @@ class PullThroughCache:
         with self.ctx.transaction(invalidates=True) as tx:
             conn = tx.conn
             tx.emit(event)
+            # an upsert: concurrent first pulls of one image (other nodes, other threads) each pend it, and a
+            # delete-then-insert let two of them delete nothing and the second insert fail the primary key
             conn.execute(
-                sa.delete(pull_through_pending).where(
-                    pull_through_pending.c.repository_id == repo_id, pull_through_pending.c.digest == digest
-                )
-            )
-            conn.execute(
-                sa.insert(pull_through_pending).values(
+                self.ctx.db.upsert(
+                    pull_through_pending,
+                    ["repository_id", "digest"],
+                    {"tag": None, "media_type": None, "payload": None, "created_at": None},
+                ).values(
                     repository_id=repo_id,
                     digest=digest,
                     tag=tag,
@@ -457,14 +458,11 @@ class PullThroughCache:
         repo_id = self._repository_id(ref)
         if repo_id is None:
             return
-        with self.ctx.db.write() as conn:
+        with self.ctx.db.write() as conn:  # an upsert: concurrent pulls of the tag each record their check
             conn.execute(
-                sa.delete(pull_through_tags).where(
-                    pull_through_tags.c.repository_id == repo_id, pull_through_tags.c.tag == tag
-                )
-            )
-            conn.execute(
-                sa.insert(pull_through_tags).values(repository_id=repo_id, tag=tag, digest=digest, checked_at=now)
+                self.ctx.db.upsert(
+                    pull_through_tags, ["repository_id", "tag"], {"digest": None, "checked_at": None}
+                ).values(repository_id=repo_id, tag=tag, digest=digest, checked_at=now)
             )
         if len(self._checked) > 100_000:
             self._checked.clear()
