@@ -4,6 +4,8 @@ every pull is answered (never a 500 from two requests writing the same row)."""
 from __future__ import annotations
 
 import concurrent.futures
+import hashlib
+import json
 import os
 import shutil
 import threading
@@ -16,7 +18,8 @@ import pytest
 from soko.remote import RegistryClient
 from tests.databases import PG_URL, fresh_database
 from tests.e2e.servers import DISTRIBUTION_BIN, SOKO_REGION, RegistryServer, soko_root_key, start_soko
-from tests.remote.upstreams import push_image, start_upstream
+from tests.rawhttp import wait_until
+from tests.remote.upstreams import answer, hostile_server, push_image, start_upstream
 
 pytestmark = [
     pytest.mark.e2e,
@@ -27,7 +30,7 @@ MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RegistryServer, RegistryServer]]:
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RegistryServer, RegistryServer, str]]:
     import sqlalchemy as sa
 
     try:
@@ -47,18 +50,18 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RegistrySe
                 aws_access_key_id=keys["AccessKeyId"],
                 aws_secret_access_key=keys["SecretAccessKey"],
             ).create_pull_through_cache_rule(ecrRepositoryPrefix="up", upstreamRegistryUrl=f"http://{upstream.host}")
-            yield soko, upstream
+            yield soko, upstream, database_url
         finally:
             soko.kill()
             upstream.kill()
             shutil.rmtree(root / "soko", ignore_errors=True)
 
 
-def test_concurrent_first_pulls_of_one_tag_are_all_answered(world: tuple[RegistryServer, RegistryServer]) -> None:
+def test_concurrent_first_pulls_of_one_tag_are_all_answered(world: tuple[RegistryServer, RegistryServer, str]) -> None:
     """Eight clients pull the same new tag at once, for several images: each request writes the tag's check row
     (pull_through_tags) and, before its blobs are in, the image's pending row; both were a delete then an insert,
     so on PostgreSQL two requests could both delete nothing and the second insert failed its primary key (500)."""
-    soko, upstream = world
+    soko, upstream, _ = world
     for round_ in range(4):
         with RegistryClient(upstream.url) as client:
             _, manifest = push_image(client, f"team/race{round_}", "v1", [os.urandom(200_000)])
@@ -74,3 +77,68 @@ def test_concurrent_first_pulls_of_one_tag_are_all_answered(world: tuple[Registr
             answers = list(pool.map(pull, range(8)))
         assert [status for status, _ in answers] == [200] * 8, [a[1][:300] for a in answers if a[0] != 200]
         assert {body for _, body in answers} == {manifest}
+
+
+def test_a_blob_over_the_image_size_quota_releases_its_upstream_connection(
+    world: tuple[RegistryServer, RegistryServer, str],
+) -> None:
+    """A blob the upstream announces over the account's image size quota is refused before the client's 200, and
+    the upstream response is closed with it: it was left open, holding a connection of the rule's pool (100 at
+    most: after that every pull through the rule waits out the pool timeout) and a descriptor."""
+    from soko.cli import main
+
+    soko, _, database_url = world
+    size = 2 << 20
+    layer = "sha256:" + "ab" * 32
+    config = b'{"architecture":"amd64","os":"linux"}'
+    config_digest = "sha256:" + hashlib.sha256(config).hexdigest()
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": MANIFEST,
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": 38},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer, "size": size}],
+        }
+    ).encode()
+    closed: list[bool] = []
+
+    def blob(handler) -> None:  # the headers, then wait for the client to hang up (or not)
+        handler.send_response(200)
+        handler.send_header("Content-Length", str(size))
+        handler.end_headers()
+        handler.wfile.flush()
+        handler.connection.settimeout(15)
+        try:
+            closed.append(handler.connection.recv(1) == b"")
+        except TimeoutError:
+            closed.append(False)
+        except OSError:
+            closed.append(True)
+        handler.close_connection = True
+
+    routes = {
+        "/v2/big/manifests/v1": answer(200, manifest, {"Content-Type": MANIFEST}),
+        f"/v2/big/blobs/{config_digest}": answer(200, config),
+        f"/v2/big/blobs/{layer}": blob,
+        "/v2/": answer(200, b"{}"),
+    }
+    args = ["--data-dir", str(soko.data_dir), "--database-url", database_url]
+    assert main(["account", "quota", "000000000000", "max_image_size", str(1 << 20), *args]) == 0
+    try:
+        with hostile_server(routes) as url, httpx.Client(base_url=soko.url, auth=soko.credentials, timeout=60) as c:
+            keys = soko_root_key(soko.data_dir)
+            boto3.client(
+                "ecr",
+                endpoint_url=soko.url,
+                region_name=SOKO_REGION,
+                aws_access_key_id=keys["AccessKeyId"],
+                aws_secret_access_key=keys["SecretAccessKey"],
+            ).create_pull_through_cache_rule(ecrRepositoryPrefix="hostile", upstreamRegistryUrl=url)
+            assert c.get("/v2/hostile/big/manifests/v1", headers={"Accept": MANIFEST}).status_code == 200
+            for _ in range(3):
+                got = c.get(f"/v2/hostile/big/blobs/{layer}")
+                assert 400 <= got.status_code < 500, got.text
+            wait_until(lambda: len(closed) >= 3, "the upstream never saw the blob requests", timeout=60)
+    finally:
+        assert main(["account", "quota", "000000000000", "max_image_size", "default", *args]) == 0
+    assert closed and all(closed), closed

@@ -761,6 +761,7 @@ class PullThroughCache:
 
     def _fetch_blob(self, ref: RepoRef, rule: Rule, digest: str, owner: str) -> BlobFetch:
         uploads = self.registry.uploads
+        stream = None
         try:
             limit = self.registry.repositories.quotas.get(ref.account_id, "max_image_size")
             try:
@@ -775,13 +776,14 @@ class PullThroughCache:
             except UpstreamError as exc:
                 raise upstream_failed(rule, exc, "blob") from None
             if stream.size is None:
-                stream.close()
                 raise UpstreamUnavailable(
                     f"the upstream sent blob {digest} without a length", code="UpstreamUnavailable"
                 )
             size = stream.size
             uploads.check_size(ref, 0, size)  # over the image size quota: refused before the client's 200
         except BaseException:
+            if stream is not None:  # an open response holds one of the rule's pooled connections
+                stream.close()
             self._release(digest, owner)
             raise
 
