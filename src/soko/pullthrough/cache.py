@@ -553,12 +553,20 @@ class PullThroughCache:
         it). Waits while another process fetches the same blob, then serves what it stored."""
         Digest.parse(digest)
         deadline = None
+        linkable: bool | None = None
         while True:
             try:
                 return self.registry.blobs.open(ref, digest)
             except (BlobUnknown, RepositoryNotFound):
                 pass
-            if self._link_stored(ref, digest):
+            if linkable is None:
+                # Only a blob an image of this repository names (the upstream vouched for it) is linked from
+                # another repository: any other digest would read a repository the caller may not, with no check.
+                try:
+                    linkable = self.references(ref, digest)
+                except RepositoryNotFound:  # (created below, on the first fetch)
+                    linkable = False
+            if linkable and self._link_stored(ref, digest):
                 self._promote_quietly(ref)
                 continue
             if deadline is None:
@@ -577,7 +585,7 @@ class PullThroughCache:
             else:
                 owner = self._claim(ref, digest)
                 if owner is not None:
-                    stored = self._stored_meanwhile(ref, digest, owner)
+                    stored = self._stored_meanwhile(ref, digest, owner, link=linkable)
                     if stored is not None:
                         return stored
                     live = self._start(ref, rule, digest, owner)
@@ -591,11 +599,12 @@ class PullThroughCache:
             with self._changed:  # woken when a fetch of this process starts or ends; others are polled
                 self._changed.wait(WAIT_STEP)
 
-    def _stored_meanwhile(self, ref: RepoRef, digest: str, owner: str) -> BlobContent | None:
+    def _stored_meanwhile(self, ref: RepoRef, digest: str, owner: str, *, link: bool = True) -> BlobContent | None:
         """Under our claim: a fetch that ended between our look and our claim stored it already? Then the claim
-        goes and that is served."""
+        goes and that is served. ``link``: from another repository of the account (only a blob the repository's
+        images name)."""
         try:
-            if self._link_stored(ref, digest):
+            if link and self._link_stored(ref, digest):
                 self._promote_quietly(ref)
             stored = self.registry.blobs.open(ref, digest)
         except (BlobUnknown, RepositoryNotFound):

@@ -1,5 +1,5 @@
-"""Pull-through cache on PostgreSQL under concurrent first pulls, as a fleet of nodes starting one image at once:
-every pull is answered (never a 500 from two requests writing the same row)."""
+"""Pull-through cache on PostgreSQL: concurrent first pulls (a fleet of nodes starting one image at once), an upstream
+blob over the image size quota, and what a caller allowed only the cache's repositories can read."""
 
 from __future__ import annotations
 
@@ -142,3 +142,54 @@ def test_a_blob_over_the_image_size_quota_releases_its_upstream_connection(
     finally:
         assert main(["account", "quota", "000000000000", "max_image_size", "default", *args]) == 0
     assert closed and all(closed), closed
+
+
+def test_a_cache_repository_does_not_serve_blobs_of_repositories_the_caller_cannot_read(
+    world: tuple[RegistryServer, RegistryServer, str],
+) -> None:
+    """A blob the cache repository lacks was linked from any repository of the account holding it (a mount with no
+    check on the source), so a caller allowed only the cache's repositories read any layer whose digest it knew.
+    Now only a blob an image of the cache repository names (stored or pending: the upstream vouched for it) is
+    linked; any other is asked of the upstream, which does not have it."""
+    import base64
+
+    from soko.remote import Credentials
+
+    soko, upstream, _ = world
+    secret = os.urandom(100_000)
+    secret_digest = "sha256:" + hashlib.sha256(secret).hexdigest()
+    with RegistryClient(soko.url, Credentials(*soko.credentials)) as root:
+        push_image(root, "private/secret", "v1", [secret])
+    with RegistryClient(upstream.url) as client:
+        push_image(client, "team/public", "v1", [os.urandom(50_000)])
+    keys = soko_root_key(soko.data_dir)
+    session = boto3.session.Session(
+        aws_access_key_id=keys["AccessKeyId"], aws_secret_access_key=keys["SecretAccessKey"], region_name=SOKO_REGION
+    )
+    iam = session.client("iam", endpoint_url=soko.url)
+    iam.create_user(UserName="cache-only")
+    policy = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Effect": "Allow", "Action": "ecr:GetAuthorizationToken", "Resource": "*"},
+            {"Effect": "Allow", "Action": "ecr:*", "Resource": "arn:aws:ecr:*:*:repository/up/*"},
+        ],
+    }
+    iam.put_user_policy(UserName="cache-only", PolicyName="cache", PolicyDocument=json.dumps(policy))
+    key = iam.create_access_key(UserName="cache-only")["AccessKey"]
+    ecr = boto3.client(
+        "ecr",
+        endpoint_url=soko.url,
+        region_name=SOKO_REGION,
+        aws_access_key_id=key["AccessKeyId"],
+        aws_secret_access_key=key["SecretAccessKey"],
+    )
+    token = ecr.get_authorization_token()["authorizationData"][0]["authorizationToken"]
+    user, _, password = base64.b64decode(token).decode().partition(":")
+    with httpx.Client(base_url=soko.url, auth=(user, password), timeout=60) as client:
+        assert client.get(f"/v2/private/secret/blobs/{secret_digest}").status_code == 403
+        assert client.get("/v2/up/team/public/manifests/v1", headers={"Accept": MANIFEST}).status_code == 200
+        got = client.get(f"/v2/up/team/public/blobs/{secret_digest}")
+        assert got.status_code == 404 and got.content != secret, got.status_code
+    layers = ecr.batch_check_layer_availability(repositoryName="up/team/public", layerDigests=[secret_digest])
+    assert not [x for x in layers["layers"] if x.get("layerAvailability") == "AVAILABLE"]
