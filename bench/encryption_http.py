@@ -4,7 +4,10 @@
 * ``soko-plain`` — Soko as it was before encryption at rest (``--plain-ref``, default the parent of the commit that
   wired it in), run from a git worktree of that commit: the unencrypted baseline;
 * ``soko-aes256``, ``soko-kms``, ``soko-kms-dsse`` — this Soko, one server, a repository of each encryption type
-  (``KMS`` and ``KMS_DSSE`` with a customer key made through the KMS API).
+  (``KMS`` and ``KMS_DSSE`` with a customer key made through the KMS API), plaintext blob cache as configured by
+  default (AES256 content only);
+* ``soko-aes256-nocache`` — the same with the plaintext blob cache off (``plaintext_cache_bytes = 0``): every pull
+  decrypts.
 
 Each round pushes a distinct ``--mib`` blob to every target (POST + monolithic PUT) and pulls it twice (curl),
 targets in rotated order; medians over rounds, ratios paired per round. Also prints AES-256-GCM's raw speed on this
@@ -89,11 +92,13 @@ def main() -> None:
                                                     log_level="warn"))
         register("soko-plain", start_soko(work / "plain", env={"PYTHONPATH": str(plain_src / "src")}))
         register("soko", start_soko(work / "soko"))
+        register("soko-nocache", start_soko(work / "nocache", env={"SOKO_PLAINTEXT_CACHE_BYTES": "0"}))
         _kms_repositories(servers["soko"])
         targets = {
             "distribution": (servers["distribution"], "bench/plain"),
             "soko-plain": (servers["soko-plain"], "bench/plain"),
             "soko-aes256": (servers["soko"], "bench/aes256"),
+            "soko-aes256-nocache": (servers["soko-nocache"], "bench/aes256"),
             "soko-kms": (servers["soko"], "bench/kms"),
             "soko-kms-dsse": (servers["soko"], "bench/kms-dsse"),
         }

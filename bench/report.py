@@ -60,10 +60,15 @@ def median(values: list[float]) -> float | None:
     return statistics.median(clean) if clean else None
 
 
+def round_ratios(candidate: list[float], baseline: list[float]) -> list[float]:
+    """The per-round ratios (each round measures both back to back)."""
+    return [c / b for c, b in zip(candidate, baseline, strict=False)
+            if c is not None and b and not math.isnan(c) and not math.isnan(b)]
+
+
 def paired_ratio(candidate: list[float], baseline: list[float]) -> float | None:
     """Median of per-round ratios (each round measures both back to back)."""
-    pairs = [c / b for c, b in zip(candidate, baseline, strict=False)
-             if c is not None and b and not math.isnan(c) and not math.isnan(b)]
+    pairs = round_ratios(candidate, baseline)
     return statistics.median(pairs) if pairs else None
 
 
@@ -83,7 +88,9 @@ def summarise(values: dict[str, dict[str, list[float]]], candidates: list[str]) 
         for name in candidates:
             mine = values.get(name, {}).get(metric.key, [])
             value, ratio = median(mine), paired_ratio(mine, base.get(metric.key, []))
-            row[name] = {"median": value, "ratio": ratio, "status": status(metric, value, ratio)}
+            pairs = round_ratios(mine, base.get(metric.key, []))
+            row[name] = {"median": value, "ratio": ratio, "status": status(metric, value, ratio),
+                         "ratio_min": min(pairs) if pairs else None, "ratio_max": max(pairs) if pairs else None}
         summary[metric.key] = row
     return summary
 
@@ -106,12 +113,17 @@ def markdown(summary: dict[str, dict[str, object]], candidates: list[str], notes
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for metric in METRICS:
         row = summary[metric.key]
+        if row["baseline"] is None and all(row[name]["median"] is None for name in candidates):  # type: ignore[index]
+            continue  # (not measured in this run, e.g. --pulls)
         cells = [metric.label, metric.unit, metric.target, _fmt(row["baseline"])]
         for name in candidates:
             mine = row[name]
             assert isinstance(mine, dict)
-            ratio = mine["ratio"]
-            cells += [_fmt(mine["median"]), "n/a" if ratio is None else f"{ratio:.2f}x", str(mine["status"])]
+            ratio, low, high = mine["ratio"], mine.get("ratio_min"), mine.get("ratio_max")
+            shown = "n/a" if ratio is None else f"{ratio:.2f}x"
+            if low is not None and high is not None and low != high:
+                shown += f" ({low:.2f}-{high:.2f})"  # the rounds' spread
+            cells += [_fmt(mine["median"]), shown, str(mine["status"])]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines + [""] + [f"- {note}" for note in notes]) + "\n"
 

@@ -55,6 +55,8 @@ class Config:
     distribution_cache: str | None
     storm_clients: list[int]
     storm_big_mib: int
+    cache_off: bool = False  # also run each Soko variant with the plaintext cache off (soko-wN-nocache)
+    pulls_only: bool = False  # the pull rows (and the monolithic push they follow) only
 
 
 def random_data(seed: str, size: int) -> bytes:
@@ -78,6 +80,11 @@ def parse_args(argv: list[str] | None = None) -> tuple[Config, argparse.Namespac
     parser.add_argument("--no-skopeo", action="store_true", help="skip the skopeo push/pull test")
     parser.add_argument("--storm", default=None, help="concurrent pullers per storm, e.g. 32,128 (0: no storm)")
     parser.add_argument("--distribution-cache", default="inmemory", choices=["inmemory", "none"])
+    parser.add_argument("--cache-off", action="store_true",
+                        help="also run each Soko variant with its plaintext blob cache off (soko-wN-nocache)")
+    parser.add_argument("--pulls", action="store_true",
+                        help="only the monolithic push and the pull rows (first, warm, CPU, storms): no chunked "
+                             "push, manifest loads, skopeo or memory test")
     parser.add_argument("--workdir", default=None, help="parent of the temporary directory (default: $TMPDIR)")
     parser.add_argument("--output", default=str(REPO / "bench" / "results" / "latest.json"))
     args = parser.parse_args(argv)
@@ -96,6 +103,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[Config, argparse.Namespac
         distribution_cache=None if args.distribution_cache == "none" else args.distribution_cache,
         storm_clients=[int(n) for n in (args.storm or ("32" if quick else "32,128")).split(",") if int(n)],
         storm_big_mib=32 if quick else 100,
+        cache_off=args.cache_off,
+        pulls_only=args.pulls,
     )
     return config, args
 
@@ -138,6 +147,11 @@ class Bench:
             else:
                 server = start_soko(data_dir, workers=workers, template=self.config.soko_cmd)
             self._register(name, server)
+            if self.config.cache_off and self.config.soko_cmd != "distribution":
+                name = f"{name}-nocache"
+                server = start_soko(self.workdir / name, workers=workers, template=self.config.soko_cmd,
+                                    env={"SOKO_PLAINTEXT_CACHE_BYTES": "0"})
+                self._register(name, server)
 
     @property
     def candidates(self) -> list[str]:
@@ -188,7 +202,7 @@ class Bench:
         for name in order:
             seconds = ops.push_monolithic(self.target(name), repo, mono)
             self.values[name]["push_mono"].append(mono.size / MB / seconds)
-        for name in order:
+        for name in order if not self.config.pulls_only else ():
             seconds = ops.push_chunked(self.target(name), repo, chunked, self.config.chunk_mib * MiB)
             self.values[name]["push_chunked"].append(chunked.size / MB / seconds)
         for name in order:
@@ -205,12 +219,12 @@ class Bench:
         for clients in self.config.storm_clients:
             for name in order:
                 self._storm(name, clients)
-        for method in ("get", "head"):
+        for method in ("get", "head") if not self.config.pulls_only else ():
             if method == "head" and not load.have("hey"):
                 continue
             for name in order:
                 self._load(name, method, self.config.duration)
-        if self.config.skopeo:
+        if self.config.skopeo and not self.config.pulls_only:
             self._skopeo_round(round_no, order)
         mono.path.unlink()
         chunked.path.unlink()
@@ -335,8 +349,9 @@ def main(argv: list[str] | None = None) -> int:
             for round_no in range(config.rounds):
                 log(f"round {round_no + 1}/{config.rounds}")
                 bench.run_round(round_no)
-            log("big upload memory test")
-            bench.memory_test()
+            if not config.pulls_only:
+                log("big upload memory test")
+                bench.memory_test()
     except KeyboardInterrupt:
         print("bench: interrupted; servers stopped, temporary files removed", file=sys.stderr)
         return 130

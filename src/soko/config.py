@@ -154,6 +154,9 @@ class Settings:
     # Also cache the content of KMS and KMS_DSSE repositories (their key is still checked, and KMS Decrypt called
     # and audited, on every pull; entries go when the key is disabled or scheduled for deletion).
     plaintext_cache_kms: bool = False
+    # Fill the cache as blobs are pushed (a CI push followed by a deploy's pull reads memory); costs the push one
+    # copy into fresh memory pages (docs/performance.md). False: the first whole pull fills it instead.
+    plaintext_cache_on_push: bool = True
 
     @property
     def effective_database_url(self) -> str:

@@ -15,7 +15,7 @@ import pytest
 from soko.storage.paths import blob_path
 from soko.storage.plain_cache import CacheRefused, PlainCache, open_for
 from tests.conftest import serve
-from tests.oci.helpers import assert_oci_error, push_blob
+from tests.oci.helpers import assert_oci_error, push_blob, sha256, start_upload
 
 MiB = 1 << 20
 pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # nothing here depends on the engine
@@ -55,11 +55,24 @@ def test_a_push_fills_the_cache_and_pulls_are_served_from_it(server, client, cac
     assert r.headers["Content-Range"] == f"bytes 1000-2000999/{len(data)}"
 
 
+def test_a_completion_that_reads_the_upload_back_fills_from_that_read(server, client, cache):
+    data = os.urandom(2 * MiB)
+    location = start_upload(client, "repo")
+    r = client.patch(location, content=data, headers={"Content-Type": "application/octet-stream"})
+    assert r.status_code == 202
+    server.registry.uploads._hashes.drop(location.rsplit("/", 1)[1])  # as when the PUT reaches another worker
+    digest = sha256(data)
+    assert client.put(location, params={"digest": digest}).status_code == 201
+    assert _read(cache.path(None, digest)) == data
+    assert [n for n in os.listdir(cache.root) if n.startswith(".up-")] == []  # the streamed copy, unverified: gone
+
+
 def test_a_pull_fills_what_is_missing_and_never_serves_a_cut_file(server, client, cache):
+    server.registry.settings.plaintext_cache_on_push = False
     data = os.urandom(2 * MiB + 7)
     digest = push_blob(client, "repo", data)
     entry = cache.path(None, digest)
-    os.unlink(entry)
+    assert not os.path.exists(entry)
     assert client.get(f"/v2/repo/blobs/{digest}", headers={"Range": "bytes=5-9"}).content == data[5:10]
     assert not os.path.exists(entry)  # a range does not fill
     assert client.get(f"/v2/repo/blobs/{digest}").content == data

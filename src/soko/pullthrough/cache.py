@@ -810,7 +810,9 @@ class PullThroughCache:
         finished = ended = False
 
         def store(piece: bytes) -> None:
-            upload.result()[1].store((piece,))
+            writer = upload.result()[1]
+            writer.store((piece,))
+            writer.keep((piece,))  # the plaintext cache's copy (verified by the hash lane's digest at completion)
 
         def hash_(piece: bytes) -> None:
             upload.result()[1].digest((piece,))

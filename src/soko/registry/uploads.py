@@ -439,7 +439,7 @@ class Uploads:
         """The plaintext cache's copy of this upload to continue (fill on push: a CI push followed by a deploy's
         pull reads memory), when this process holds the running hash that will verify it."""
         cache = self.ctx.plain_cache
-        if cache is None or hasher is None:
+        if cache is None or hasher is None or not self.ctx.settings.plaintext_cache_on_push:
             return None
         if state.keyspace is not None and not self.ctx.settings.plaintext_cache_kms:
             return None
@@ -509,7 +509,9 @@ class Uploads:
 
     def _fill_for(self, state: UploadState, digest: str) -> Fill | None:
         cache = self.ctx.plain_cache
-        if cache is None or (state.keyspace is not None and not self.ctx.settings.plaintext_cache_kms):
+        if cache is None or not self.ctx.settings.plaintext_cache_on_push:
+            return None
+        if state.keyspace is not None and not self.ctx.settings.plaintext_cache_kms:
             return None
         fill = cache.fill(state.keyspace.name if state.keyspace else None, digest, state.size)
         if fill is not None:

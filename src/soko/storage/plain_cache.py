@@ -131,6 +131,9 @@ class Fill:
             return False
         try:
             for piece in pieces:
+                if self.size + len(piece) > self.cache.budget:  # (a push of unknown length, bigger than the cache)
+                    self.abort()
+                    return False
                 view = memoryview(piece)
                 while view:
                     view = view[os.write(self.fd, view) :]
