@@ -164,3 +164,68 @@ def test_only_memory_holds_plaintext(tmp_path, settings, registry):
     settings.plaintext_cache_dir = str(tmp_path / "elsewhere")
     with pytest.raises(ValueError, match="plaintext_cache_dir"), serve(settings, registry):
         pass
+
+
+def _held(cache: PlainCache) -> int:
+    """Bytes the cache's directory holds (entries, and uploads and fills under way)."""
+    return sum(
+        os.lstat(os.path.join(top, name)).st_size
+        for top, _, names in os.walk(cache.root)
+        for name in names
+        if name not in (".lock", ".alive")
+    )
+
+
+def test_pushes_never_take_the_cache_past_its_budget(server, client, cache):
+    cache.budget = 3 * MiB
+    data = os.urandom(5 * MiB)
+    # Chunks of one upload (the second continues the copy the first began), then a chunked body (no Content-Length,
+    # as docker sends a layer): the copy of the push is held between its requests, in memory, within the budget.
+    location = start_upload(client, "repo")
+    r = client.patch(location, content=data[: 2 * MiB], headers={"Content-Range": f"0-{2 * MiB - 1}"})
+    assert r.status_code == 202
+    r = client.patch(r.headers["Location"], content=data[2 * MiB : 4 * MiB])
+    assert r.status_code == 202
+    assert _held(cache) <= cache.budget
+
+    def body():
+        for at in range(4 * MiB, 5 * MiB, MiB // 4):
+            yield data[at : at + MiB // 4]
+
+    r = client.patch(r.headers["Location"], content=body())
+    assert r.status_code == 202
+    assert _held(cache) <= cache.budget
+    r = client.put(r.headers["Location"], params={"digest": sha256(data)})
+    assert r.status_code == 201
+    assert client.get(f"/v2/repo/blobs/{sha256(data)}").content == data
+    # Another upload from its first byte, chunked: no reservation made up front, still within the budget.
+    other = os.urandom(4 * MiB)
+
+    def stream():
+        for at in range(0, len(other), MiB):
+            yield other[at : at + MiB]
+
+    r = client.patch(start_upload(client, "repo"), content=stream())
+    assert r.status_code == 202
+    assert _held(cache) <= cache.budget
+    assert client.put(r.headers["Location"], params={"digest": sha256(other)}).status_code == 201
+    assert _held(cache) <= cache.budget
+
+
+def test_concurrent_fills_share_the_budget(database_url):
+    root = f"/dev/shm/soko-test-{os.getpid()}-{os.urandom(4).hex()}"
+    first, second = PlainCache(root, 3 * MiB), PlainCache(root, 3 * MiB)  # two workers of a node
+    try:
+        one = first.fill(None, "sha256:" + "1" * 64, 2 * MiB)
+        assert one is not None
+        # The first fill has not written a byte yet, but its room is taken: the second does not fit beside it.
+        assert second.fill(None, "sha256:" + "2" * 64, 2 * MiB) is None
+        one.abort()
+        two = second.fill(None, "sha256:" + "2" * 64, 2 * MiB)
+        assert two is not None
+        two.abort()
+    finally:
+        second.close()
+        first.close()
+    assert not os.path.exists(root)
+

@@ -45,6 +45,7 @@ KEEP_RECENT = 2.0  # seconds an entry just used is safe from eviction
 TOUCH_EVERY = 1.0  # a hit moves the entry's mtime at most this often
 AES256 = "aes256"
 _UPLOAD_IDLE = 300.0  # a push's plaintext kept between its chunks at most this long
+GROW_STEP = 16 << 20  # room a push without a length takes at a time
 
 
 def space_dir(keyspace: str | None) -> str:
@@ -107,13 +108,16 @@ def _private_dir(path: str) -> None:
 
 class Fill:
     """One entry being written: a locked temporary file, its running hash and size; ``commit`` renames it into
-    place when it holds exactly the blob, else it is dropped."""
+    place when it holds exactly the blob, else it is dropped. The file's length is the room it reserved (sparse:
+    no memory until written), which every process's budget pass counts: fills never take more than the budget
+    together, and one that would outgrow its room asks for more first."""
 
     def __init__(self, cache: PlainCache, temp: str, fd: int, hashed: bool) -> None:
         self.cache = cache
         self.temp = temp
         self.fd = fd
         self.size = 0
+        self.reserved = 0
         self.hasher = hashlib.sha256() if hashed else None
         self.closed = False
         self.used = time.monotonic()
@@ -135,6 +139,10 @@ class Fill:
                     self.abort()
                     return False
                 view = memoryview(piece)
+                needed = self.size + view.nbytes
+                if needed > self.reserved and not self.cache._grow(self, needed, exact=False):
+                    self.abort()  # (no room left under the budget: the push or pull goes on without a copy)
+                    return False
                 while view:
                     view = view[os.write(self.fd, view) :]
                 self.size += len(piece)
@@ -161,7 +169,11 @@ class Fill:
         if self.closed:
             return False
         try:
-            if self.size != size or os.fstat(self.fd).st_size != size:
+            if self.size != size:
+                return False
+            if self.reserved != size:  # (an upload's last growth step reserved more than it needed)
+                os.ftruncate(self.fd, size)
+            if os.fstat(self.fd).st_size != size:
                 return False
             if not verified:
                 algorithm, _, hexpart = digest.partition(":")
@@ -273,14 +285,20 @@ class PlainCache:
     def fill(self, space: str | None, digest: str, size: int) -> Fill | None:
         """Start filling the entry of ``digest`` (a pull that reads the whole blob); None when another process
         fills it already, it is there, or there is no room."""
-        if os.path.exists(self.path(space, digest)) or not self.reserve(size):
+        if size > self.budget or os.path.exists(self.path(space, digest)):
             return None
         try:
             locked = self._locked_temp(f".fill-{space_dir(space)}-{_entry_name(digest)}")
         except OSError as exc:
             log.warning("plaintext cache: cannot fill %s: %s", digest, exc)
             return None
-        return Fill(self, *locked, hashed=True) if locked else None
+        if locked is None:
+            return None
+        fill = Fill(self, *locked, hashed=True)
+        if not self._grow(fill, size):
+            fill.abort()
+            return None
+        return fill
 
     def upload(self, upload_id: str, offset: int, length: int | None) -> Fill | None:
         """The plaintext of an upload, to append a chunk starting at ``offset`` to: the one this process holds
@@ -292,14 +310,20 @@ class PlainCache:
             return fill
         if fill is not None:
             fill.abort()
-        if offset != 0 or not self.reserve(length or 0):
+        if offset != 0 or (length or 0) > self.budget:
             return None
         try:
             locked = self._locked_temp(f".up-{upload_id}")
         except OSError as exc:
             log.warning("plaintext cache: cannot keep upload %s: %s", upload_id, exc)
             return None
-        return Fill(self, *locked, hashed=False) if locked else None
+        if locked is None:
+            return None
+        fill = Fill(self, *locked, hashed=False)
+        if length and not self._grow(fill, length):  # (without a length, room is taken as the bytes come)
+            fill.abort()
+            return None
+        return fill
 
     def keep_upload(self, upload_id: str, fill: Fill) -> None:
         """Hold ``fill`` for the upload's next chunk or its completion (in this process)."""
@@ -336,12 +360,25 @@ class PlainCache:
             os.rename(temp, self.path(space, digest))
         return True
 
-    def reserve(self, size: int) -> bool:
-        """Whether ``size`` more bytes fit, evicting old entries if need be."""
-        if size > self.budget:
-            return False
-        with self._budget_lock():
-            return self._make_room(size)
+    def _grow(self, fill: Fill, needed: int, *, exact: bool = True) -> bool:
+        """Reserve room for ``fill`` to hold ``needed`` bytes, evicting old entries if need be: its file is made
+        that long (sparse) under the budget lock, so the next budget pass of any process counts it. Not ``exact``
+        (bytes of unknown length coming in): room grows in steps of ``GROW_STEP``, one lock and scan per step, not
+        per piece; just what is needed when a step does not fit."""
+        step = needed if exact else min(max(needed, fill.reserved + GROW_STEP), self.budget)
+        for target in dict.fromkeys((step, needed)):
+            if target > self.budget:
+                return False
+            try:
+                with self._budget_lock():
+                    if self._make_room(target - fill.reserved):  # (its file counts already, at its reservation)
+                        os.ftruncate(fill.fd, target)
+                        fill.reserved = target
+                        return True
+            except OSError as exc:
+                log.warning("plaintext cache: cannot reserve room for %s: %s", fill.temp, exc)
+                return False
+        return False
 
     def _budget_lock(self):
         @contextlib.contextmanager
