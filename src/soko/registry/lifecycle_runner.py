@@ -97,8 +97,11 @@ class LifecycleRunner:
                 ).scalars()
             )
         actions = evaluate(policy, records, now)
-        # Indexes first: deleting (or archiving) a child while its index still stands is refused.
-        actions.sort(key=lambda a: (a.digest not in indexes, a.pushed_at, a.digest))
+        # Referrers before their subjects, deepest first (each is expired as its own action, with its audit record
+        # and event, before its subject's deletion would take it along); then indexes first: deleting (or archiving)
+        # a child while its index still stands is refused.
+        depth = _referrer_depths({r.digest: r.subject for r in records})
+        actions.sort(key=lambda a: (-depth.get(a.digest, 0), a.digest not in indexes, a.pushed_at, a.digest))
         ref = RepoRef(account, name)
         for action in actions:
             entry = {"imageDigest": action.digest, "imageTags": list(action.tags), "rulePriority": action.rule_priority}
@@ -131,3 +134,16 @@ class LifecycleRunner:
                     .values(last_evaluated_at=now.timestamp())
                 )
         return result
+
+
+def _referrer_depths(subjects: dict[str, str | None]) -> dict[str, int]:
+    """How many subjects of the repository's images each image refers to in a chain (a signature of an SBOM of an
+    image: 2)."""
+    depths: dict[str, int] = {}
+    for digest in subjects:
+        depth, seen, cur = 0, {digest}, subjects[digest]
+        while cur in subjects and cur not in seen:  # (a subject of another repository or none ends the chain)
+            seen.add(cur)
+            depth, cur = depth + 1, subjects[cur]
+        depths[digest] = depth
+    return depths

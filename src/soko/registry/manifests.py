@@ -551,7 +551,7 @@ class Manifests:
         conn = tx.conn
         validate_tag(tag)
         tagged = (
-            sa.select(manifests.c.id, manifests.c.digest)
+            sa.select(manifests.c.id, manifests.c.digest, manifests.c.subject_digest)
             .join(tags, tags.c.manifest_id == manifests.c.id)
             .where(tags.c.repository_id == repo_id, tags.c.name == tag)
         )
@@ -563,20 +563,24 @@ class Manifests:
             or not conn.execute(sa.delete(tags).where(tags.c.repository_id == repo_id, tags.c.name == tag)).rowcount
         ):
             raise manifest_unknown(ref, tag)
-        tx.emit(image_action(ref.account_id, ref.name, "DELETE", row.digest, tag=tag))
+        referrer = row.subject_digest is not None
+        tx.emit(image_action(ref.account_id, ref.name, "DELETE", row.digest, tag=tag, referrer=referrer))
         if drop_untagged and not self._still_needed(conn, repo_id, row.id, row.digest):
-            self._drop(tx, repo_id, row.id)
+            self._drop(tx, ref, repo_id, row.id)
         return row.digest
 
     def _delete_digest(self, tx: UnitOfWork, ref: RepoRef, repo_id: int, digest: str) -> None:
         conn = tx.conn
         Digest.parse(digest)
-        target = sa.select(manifests.c.id).where(manifests.c.repository_id == repo_id, manifests.c.digest == digest)
+        target = sa.select(manifests.c.id, manifests.c.subject_digest).where(
+            manifests.c.repository_id == repo_id, manifests.c.digest == digest
+        )
         if not self.ctx.db.is_sqlite:
             target = target.with_for_update()  # before the parent check: see _check_references
-        manifest_id = conn.execute(target).scalar()
-        if manifest_id is None:
+        row = conn.execute(target).first()
+        if row is None:
             raise manifest_unknown(ref, digest)
+        manifest_id = row.id
         parent = conn.execute(
             sa.select(manifests.c.digest)
             .join(manifest_children, manifest_children.c.parent_id == manifests.c.id)
@@ -588,17 +592,14 @@ class Manifests:
                 f"manifest {digest} is referenced by the manifest list {parent} in repository "
                 f"'{ref.name}'; delete the list first"
             )
-        tag_names = conn.execute(
-            sa.select(tags.c.name).where(tags.c.manifest_id == manifest_id).order_by(tags.c.name)
-        ).scalars()
-        for tag in list(tag_names) or [None]:
-            tx.emit(image_action(ref.account_id, ref.name, "DELETE", digest, tag=tag))
-        self._drop(tx, repo_id, manifest_id)
+        self._emit_deletes(tx, ref, manifest_id, digest, referrer=row.subject_digest is not None)
+        self._drop(tx, ref, repo_id, manifest_id)
 
-    @staticmethod
-    def _drop(tx: UnitOfWork, repo_id: int, manifest_id: int) -> None:
-        """Delete the manifest (tags and references cascade) and queue reviews of the links it may have left
-        unreferenced: every path that deletes a manifest goes through here, so the grace period always holds."""
+    @classmethod
+    def _drop(cls, tx: UnitOfWork, ref: RepoRef, repo_id: int, manifest_id: int) -> None:
+        """Delete the manifest (tags and references cascade) and its referrers, and queue reviews of the links they
+        may have left unreferenced: every path that deletes a manifest goes through here, so the grace period always
+        holds and no referrer outlives its subject."""
         blob_digests = tx.conn.execute(
             sa.select(manifest_blobs.c.digest).where(manifest_blobs.c.manifest_id == manifest_id)
         ).scalars()
@@ -616,7 +617,36 @@ class Manifests:
         tx.conn.execute(sa.delete(manifests).where(manifests.c.id == manifest_id))
         if digest is not None:
             scan_queue.forget(tx, repo_id, digest)  # its scan (and its inventory, if no repository holds it) go too
-            signing_queue.forget(tx, repo_id, digest)  # and its signing statuses (signatures are referrers: they stay)
+            signing_queue.forget(tx, repo_id, digest)  # and its signing statuses
+            cls._drop_referrers(tx, ref, repo_id, digest)  # and its signatures, SBOMs, attestations
+
+    @classmethod
+    def _drop_referrers(cls, tx: UnitOfWork, ref: RepoRef, repo_id: int, subject: str) -> None:
+        """ECR deletes an image's referrers after it (AWS user guide: image-signing, lifecycle policies); here in the
+        same transaction, each with its DELETE events (one per tag, or one untagged), their own referrers in turn.
+        One an index of the repository lists stays: the index needs it."""
+        query = sa.select(manifests.c.id, manifests.c.digest).where(
+            manifests.c.repository_id == repo_id, manifests.c.subject_digest == subject
+        )
+        if not tx.ctx.db.is_sqlite:
+            query = query.with_for_update()  # as _delete_digest locks the row it deletes
+        for row in tx.conn.execute(query).all():
+            listed = sa.select(manifest_children.c.parent_id).join(
+                manifests, manifests.c.id == manifest_children.c.parent_id
+            ).where(manifests.c.repository_id == repo_id, manifest_children.c.child_digest == row.digest)
+            if tx.conn.execute(listed.limit(1)).first() is not None:
+                continue
+            cls._emit_deletes(tx, ref, row.id, row.digest, referrer=True)
+            cls._drop(tx, ref, repo_id, row.id)
+
+    @staticmethod
+    def _emit_deletes(tx: UnitOfWork, ref: RepoRef, manifest_id: int, digest: str, *, referrer: bool) -> None:
+        """A deleted manifest's DELETE events: one per tag, or one untagged."""
+        names = tx.conn.execute(
+            sa.select(tags.c.name).where(tags.c.manifest_id == manifest_id).order_by(tags.c.name)
+        ).scalars()
+        for tag in list(names) or [None]:
+            tx.emit(image_action(ref.account_id, ref.name, "DELETE", digest, tag=tag, referrer=referrer))
 
     @staticmethod
     def _still_needed(conn: sa.Connection, repo_id: int, manifest_id: int, digest: str) -> bool:
