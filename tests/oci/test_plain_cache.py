@@ -6,6 +6,7 @@ directory is private memory."""
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 from concurrent.futures import ThreadPoolExecutor
 
@@ -229,3 +230,28 @@ def test_concurrent_fills_share_the_budget(database_url):
         first.close()
     assert not os.path.exists(root)
 
+
+def test_a_fill_that_cannot_be_installed_never_cuts_the_pull(server, client, cache):
+    data = os.urandom(48 * MiB)
+    digest = push_blob(client, "repo", data)
+    os.unlink(cache.path(None, digest))
+    temp = os.path.join(cache.root, f".fill-aes256-{digest.replace(':', '-')}")
+    with client.stream("GET", f"/v2/repo/blobs/{digest}") as r:
+        pieces = r.iter_bytes()
+        first = next(pieces)
+        assert os.path.exists(temp)
+        os.unlink(temp)  # (what another filler's end did by name: the fill can no longer be installed)
+        body = first + b"".join(pieces)
+    assert body == data
+    assert client.get(f"/v2/repo/blobs/{digest}").content == data
+
+
+def test_a_cache_directory_gone_leaves_pushes_and_pulls_working(server, client, cache, aws):
+    # (The last worker of a node to stop removes the directory: one starting at that moment may find it gone.)
+    shutil.rmtree(cache.root)
+    data = os.urandom(MiB)
+    digest = push_blob(client, "repo", data)
+    assert client.get(f"/v2/repo/blobs/{digest}").content == data
+    kms = aws("kms")
+    key = kms.create_key()["KeyMetadata"]["KeyId"]
+    kms.disable_key(KeyId=key)

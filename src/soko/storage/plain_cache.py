@@ -181,6 +181,9 @@ class Fill:
                     log.warning("plaintext cache: a fill of %s does not match its digest; dropped", digest)
                     return False
             return self.cache._install(self.temp, space, digest, size)
+        except (OSError, CacheRefused) as exc:  # never the caller's failure: a pull's last piece waits on this
+            log.warning("plaintext cache: could not install %s: %s", digest, exc)
+            return False
         finally:
             self.abort()
 
@@ -188,8 +191,11 @@ class Fill:
         with self._lock:
             if not self.closed:
                 self.closed = True
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(self.temp)
+                # Only while the name is still this file: once renamed into place (or removed), it may be another
+                # filler's new temporary file, which removing would make that fill fail.
+                with contextlib.suppress(OSError):
+                    if os.lstat(self.temp).st_ino == os.fstat(self.fd).st_ino:
+                        os.unlink(self.temp)
                 os.close(self.fd)  # (the lock goes with the descriptor)
 
 
@@ -200,11 +206,22 @@ class PlainCache:
         self.keep_recent = keep_recent
         self._uploads: dict[str, Fill] = {}  # this process's pushes, between their chunks
         self._lock = threading.Lock()
-        _private_dir(root)
         # Every process using the directory holds a shared lock on .alive: the last one to stop empties it, so
-        # plaintext lives in memory only while a server of this deployment runs on the node.
-        self._alive = os.open(os.path.join(root, ".alive"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        fcntl.flock(self._alive, fcntl.LOCK_SH)
+        # plaintext lives in memory only while a server of this deployment runs on the node. A process starting
+        # while that one removes the directory gets its lock on the removed file: then it makes the directory anew.
+        alive = os.path.join(root, ".alive")
+        for _ in range(5):
+            _private_dir(root)
+            self._alive = os.open(alive, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            fcntl.flock(self._alive, fcntl.LOCK_SH)
+            try:
+                if os.lstat(alive).st_ino == os.fstat(self._alive).st_ino:
+                    break
+            except FileNotFoundError:
+                pass
+            os.close(self._alive)
+        else:
+            raise CacheRefused(f"{root} keeps being removed by another process")
         self.clean()
 
     def close(self) -> None:
@@ -465,13 +482,16 @@ class PlainCache:
         """Remove every entry of a keyspace (its key was disabled, scheduled for deletion or deleted)."""
         directory = os.path.join(self.root, space_dir(space))
         removed = 0
-        with self._budget_lock():
-            with contextlib.suppress(FileNotFoundError), os.scandir(directory) as inner:
-                for entry in inner:
-                    self._unlink(entry.path)
-                    removed += 1
-            with contextlib.suppress(OSError):
-                os.rmdir(directory)
+        try:
+            with self._budget_lock():
+                with contextlib.suppress(FileNotFoundError), os.scandir(directory) as inner:
+                    for entry in inner:
+                        self._unlink(entry.path)
+                        removed += 1
+                with contextlib.suppress(OSError):
+                    os.rmdir(directory)
+        except OSError as exc:  # (the directory is gone: nothing left to drop; never a KMS call's failure)
+            log.warning("plaintext cache: could not drop %s: %s", space, exc)
         return removed
 
     def drop_key(self, key_id: str) -> int:
