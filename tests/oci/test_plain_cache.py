@@ -14,12 +14,12 @@ import httpx
 import pytest
 
 from soko.storage.paths import blob_path
-from soko.storage.plain_cache import CacheRefused, PlainCache, open_for
+from soko.storage.plain_cache import CacheRefused, PlainCache, open_for, sweep_abandoned
 from tests.conftest import serve
 from tests.oci.helpers import assert_oci_error, push_blob, sha256, start_upload
 
 MiB = 1 << 20
-pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # nothing here depends on the engine
+sqlite_only = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # nothing here depends on the engine
 
 
 @pytest.fixture
@@ -39,6 +39,7 @@ def _sealed_file(server, digest: str) -> str:
     return os.path.join(server.registry.settings.blob_root, "sealed", blob_path(digest))
 
 
+@sqlite_only
 def test_a_push_fills_the_cache_and_pulls_are_served_from_it(server, client, cache):
     data = os.urandom(3 * MiB + 123)
     digest = push_blob(client, "repo", data)
@@ -56,6 +57,7 @@ def test_a_push_fills_the_cache_and_pulls_are_served_from_it(server, client, cac
     assert r.headers["Content-Range"] == f"bytes 1000-2000999/{len(data)}"
 
 
+@sqlite_only
 def test_a_completion_that_reads_the_upload_back_fills_from_that_read(server, client, cache):
     data = os.urandom(2 * MiB)
     location = start_upload(client, "repo")
@@ -68,6 +70,7 @@ def test_a_completion_that_reads_the_upload_back_fills_from_that_read(server, cl
     assert [n for n in os.listdir(cache.root) if n.startswith(".up-")] == []  # the streamed copy, unverified: gone
 
 
+@sqlite_only
 def test_a_pull_fills_what_is_missing_and_never_serves_a_cut_file(server, client, cache):
     server.registry.settings.plaintext_cache_on_push = False
     data = os.urandom(2 * MiB + 7)
@@ -92,6 +95,7 @@ def test_a_pull_fills_what_is_missing_and_never_serves_a_cut_file(server, client
     assert not os.path.exists(stale)
 
 
+@sqlite_only
 def test_concurrent_pulls_fill_once(server, client, cache):
     data = os.urandom(4 * MiB)
     digest = push_blob(client, "repo", data)
@@ -107,6 +111,7 @@ def test_concurrent_pulls_fill_once(server, client, cache):
     assert [name for name in os.listdir(cache.root) if name not in (".lock", ".alive", "aes256")] == []
 
 
+@sqlite_only
 def test_a_tiny_budget_evicts_the_least_recently_used(server, client, cache):
     cache.budget = 3 * MiB
     blobs = {}
@@ -126,14 +131,18 @@ def test_a_tiny_budget_evicts_the_least_recently_used(server, client, cache):
     assert not os.path.exists(cache.path(None, digest))
 
 
-def test_a_deleted_blob_is_not_served_from_memory(server, client, cache):
+@sqlite_only
+def test_a_deleted_blob_is_not_served_from_memory_and_leaves_it_with_gc(server, client, cache):
     data = os.urandom(MiB)
     digest = push_blob(client, "repo", data)
     assert os.path.exists(cache.path(None, digest))
     assert client.delete(f"/v2/repo/blobs/{digest}").status_code == 202
     assert_oci_error(client.get(f"/v2/repo/blobs/{digest}"), 404, "BLOB_UNKNOWN")
+    server.registry.gc.run(grace_period=0)  # the collector deletes it: its plaintext on this node goes too
+    assert not os.path.exists(cache.path(None, digest))
 
 
+@sqlite_only
 def test_kms_content_is_cached_only_when_allowed_and_dropped_with_its_key(server, client, cache, aws):
     kms, ecr = aws("kms"), aws("ecr")
     key = kms.create_key()["KeyMetadata"]["KeyId"]
@@ -155,6 +164,7 @@ def test_kms_content_is_cached_only_when_allowed_and_dropped_with_its_key(server
         server.registry.settings.plaintext_cache_kms = False
 
 
+@sqlite_only
 def test_only_memory_holds_plaintext(tmp_path, settings, registry):
     with pytest.raises(CacheRefused, match="not tmpfs"):
         PlainCache.open(str(tmp_path / "on-disk"), MiB)
@@ -177,6 +187,7 @@ def _held(cache: PlainCache) -> int:
     )
 
 
+@sqlite_only
 def test_pushes_never_take_the_cache_past_its_budget(server, client, cache):
     cache.budget = 3 * MiB
     data = os.urandom(5 * MiB)
@@ -213,6 +224,7 @@ def test_pushes_never_take_the_cache_past_its_budget(server, client, cache):
     assert _held(cache) <= cache.budget
 
 
+@sqlite_only
 def test_concurrent_fills_share_the_budget(database_url):
     root = f"/dev/shm/soko-test-{os.getpid()}-{os.urandom(4).hex()}"
     first, second = PlainCache(root, 3 * MiB), PlainCache(root, 3 * MiB)  # two workers of a node
@@ -231,6 +243,7 @@ def test_concurrent_fills_share_the_budget(database_url):
     assert not os.path.exists(root)
 
 
+@sqlite_only
 def test_a_fill_that_cannot_be_installed_never_cuts_the_pull(server, client, cache):
     data = os.urandom(48 * MiB)
     digest = push_blob(client, "repo", data)
@@ -246,6 +259,7 @@ def test_a_fill_that_cannot_be_installed_never_cuts_the_pull(server, client, cac
     assert client.get(f"/v2/repo/blobs/{digest}").content == data
 
 
+@sqlite_only
 def test_a_cache_directory_gone_leaves_pushes_and_pulls_working(server, client, cache, aws):
     # (The last worker of a node to stop removes the directory: one starting at that moment may find it gone.)
     shutil.rmtree(cache.root)
@@ -255,3 +269,19 @@ def test_a_cache_directory_gone_leaves_pushes_and_pulls_working(server, client, 
     kms = aws("kms")
     key = kms.create_key()["KeyMetadata"]["KeyId"]
     kms.disable_key(KeyId=key)
+
+
+def test_abandoned_deployments_leave_memory_at_the_next_start(tmp_path):
+    """A server killed with SIGKILL cannot empty its directory: the next start on the node removes it, never the
+    directory of a server still running (its .alive lock is held) nor of one starting now."""
+    killed = PlainCache(str(tmp_path / "killed"), MiB)
+    running = PlainCache(str(tmp_path / "running"), MiB)
+    starting = tmp_path / "starting"
+    starting.mkdir()
+    (starting / ".alive").touch()
+    os.close(killed._alive)  # (as its process's death would: the lock goes, the files stay)
+    for name in ("killed", "running"):
+        os.utime(tmp_path / name / ".alive", (0, 0))
+    sweep_abandoned(str(tmp_path), keep="mine")
+    assert sorted(os.listdir(tmp_path)) == ["running", "starting"]
+    running.close()

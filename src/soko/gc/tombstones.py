@@ -44,7 +44,7 @@ from soko import process_identity
 from soko.kernel.leases import lease_is_free
 from soko.meta.schema import blob_copies, blobs, gc_tombstones
 from soko.storage import PathNotFound
-from soko.storage.paths import blob_path, keyed_copy
+from soko.storage.paths import blob_digest, blob_path, keyed_copy
 
 log = logging.getLogger("soko.gc")
 BATCH = 500
@@ -94,6 +94,19 @@ def _claim_holds(claimed_until: float | None, claimed_by: str | None, now: float
     return claimed_until is not None and claimed_until >= now and not process_identity.holder_is_dead(claimed_by)
 
 
+def _drop_plaintext(ctx, path: str) -> None:
+    """This node's decrypted copy of a deleted blob leaves memory with it (other nodes' age out of their budget;
+    none is served meanwhile: pulls check the blob's row first)."""
+    cache = ctx.plain_cache
+    if cache is None:
+        return
+    digest = blob_digest(path)
+    if digest is not None:
+        cache.drop(None, digest)
+    elif (copy := keyed_copy(path)) is not None:
+        cache.drop(*copy)
+
+
 def execute(ctx, *, stopping: Callable[[], bool] = lambda: False, owner: str | None = None) -> Executed:
     """Carry out every due tombstone, a batch at a time (``stopping`` is asked between batches)."""
     owner = owner or process_identity.new_token()
@@ -114,6 +127,7 @@ def execute(ctx, *, stopping: Callable[[], bool] = lambda: False, owner: str | N
                 log.exception("could not delete %s from storage; it is retried later", path)
                 failed.append(tomb_id)
                 continue
+            _drop_plaintext(ctx, path)
             done.append(tomb_id)
         _release(ctx, owner, done, failed, [t for t, _ in claimed if t not in done and t not in failed])
         result.deleted += len(done)

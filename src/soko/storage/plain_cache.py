@@ -500,8 +500,8 @@ class PlainCache:
 
     def key_spaces(self) -> list[str]:
         """The keyspaces (``kms/<key id>``, ``dsse/<key id>``) with entries here."""
-        found = []
-        with os.scandir(self.root) as top:
+        found: list[str] = []
+        with contextlib.suppress(FileNotFoundError), os.scandir(self.root) as top:
             for item in top:
                 kind, sep, key_id = item.name.partition("-")
                 if sep and kind in ("kms", "dsse") and item.is_dir(follow_symlinks=False):
@@ -523,5 +523,33 @@ def open_for(directory: str, budget: int, allow_disk: bool, deployment_key: byte
             log.warning("plaintext cache off: /dev/shm is not a tmpfs here; set plaintext_cache_dir to one")
             return None
         deployment = hashlib.sha256(b"soko/plaintext-cache\0" + deployment_key).hexdigest()[:16]
-        directory = os.path.join("/dev/shm", f"soko-{os.getuid()}", deployment)
+        parent = os.path.join("/dev/shm", f"soko-{os.getuid()}")
+        directory = os.path.join(parent, deployment)
+        _private_dir(parent)
+        sweep_abandoned(parent, keep=deployment)
     return PlainCache.open(directory, budget, allow_disk=allow_disk)
+
+
+def sweep_abandoned(parent: str, keep: str, settle: float = 60.0) -> None:
+    """Remove the directories of deployments no process on this node serves any more (servers killed with SIGKILL,
+    test servers): their plaintext would otherwise stay in memory until the next reboot. A directory is abandoned
+    when nobody holds its ``.alive`` lock and that file is older than ``settle`` seconds (a server starting right
+    now creates and locks it at once)."""
+    with contextlib.suppress(OSError), os.scandir(parent) as found:
+        for item in found:
+            if item.name == keep or not item.is_dir(follow_symlinks=False):
+                continue
+            alive = os.path.join(item.path, ".alive")
+            try:
+                if time.time() - os.lstat(alive).st_mtime < settle:
+                    continue
+                fd = os.open(alive, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            except OSError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue
+            finally:
+                os.close(fd)
+            shutil.rmtree(item.path, ignore_errors=True)
