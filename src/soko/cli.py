@@ -183,10 +183,13 @@ def _iso(text: str) -> float:
 
 
 def cmd_encrypt_existing(args: argparse.Namespace) -> int:
+    from soko.iam.service import Identity
+    from soko.kms.service import KeyService
     from soko.registry import Registry
     from soko.registry.encrypt_existing import SealReport, encrypt_existing
 
     registry = Registry.open(_settings(args))
+    registry.encryption.attach(KeyService(registry.ctx, Identity(registry.ctx)))  # KMS repositories' manifests
     report = SealReport()
 
     def render(elapsed: float) -> str:
@@ -194,18 +197,19 @@ def cmd_encrypt_existing(args: argparse.Namespace) -> int:
 
     try:
         with _progress(args, render):
-            encrypt_existing(registry.ctx, dry_run=args.dry_run, report=report)
+            encrypt_existing(registry.ctx, dry_run=args.dry_run, report=report, encryption=registry.encryption)
     finally:
         registry.close()
     if args.dry_run:
         print(
             f"encrypt-existing: {report.remaining:,} blob(s) and {report.manifests:,} manifest(s) stored in plaintext "
-            "would be sealed"
+            f"would be sealed; {report.rekeyed:,} manifest(s) of KMS repositories would move under their key"
         )
     else:
         print(
             f"encrypt-existing: sealed {report.sealed:,} blob(s) ({human_bytes(report.bytes)}) and "
-            f"{report.manifests:,} manifest(s); "
+            f"{report.manifests:,} manifest(s), moved {report.rekeyed:,} manifest(s) of KMS repositories under their "
+            f"key ({report.keys_unusable:,} left: key not usable now); "
             f"{report.already:,} already sealed, {report.missing:,} missing, {report.corrupt:,} not matching their "
             "digest (see soko fsck)"
         )

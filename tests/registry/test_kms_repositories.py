@@ -236,3 +236,36 @@ def test_manifests_are_sealed_under_the_repository_key(registry, kms) -> None:
     kinds = sorted({p.kind for p in check(registry.ctx, encryption=registry.encryption)})
     assert kinds == ["crypto-shredded"]
     assert registry.manifests.get(plain, "v1").digest == digests[2]
+
+
+def test_encrypt_existing_moves_earlier_manifest_rows_under_the_key(registry, kms) -> None:
+    """Rows an earlier version stored in a KMS repository (plaintext, or sealed under the service key) are moved
+    under the repository's key by ``soko encrypt-existing``; while the key is unusable they are left (counted)."""
+    from soko.crypto.rows import KEYED_MAGIC
+    from soko.meta.schema import manifests
+    from soko.registry.encrypt_existing import encrypt_existing
+
+    key = kms.create_key(ROOT, "earlier")
+    ref = _repo(registry, kms, "earlier", key=key.key_id)
+    digests = [push_image(registry, ref, f"v{i}", [os.urandom(50)]) for i in range(3)]
+    payloads = {d: registry.manifests.get(ref, d).payload for d in digests}
+    with registry.ctx.db.write() as conn:  # what earlier versions stored: plaintext, and the service key's rows
+        for n, d in enumerate(digests):
+            old = payloads[d] if n == 0 else registry.encryption.seal_row(payloads[d], d)
+            conn.execute(sa.update(manifests).where(manifests.c.digest == d).values(payload=old))
+
+    def heads() -> list[bytes]:
+        with registry.ctx.db.read() as conn:
+            rows = dict(conn.execute(sa.select(manifests.c.digest, manifests.c.payload)).all())
+        return [bytes(rows[d])[:5] for d in digests]
+
+    kms.disable_key(ROOT, key.key_id)
+    report = encrypt_existing(registry.ctx, encryption=registry.encryption)
+    assert (report.rekeyed, report.keys_unusable) == (0, 3) and KEYED_MAGIC not in heads()
+    kms.enable_key(ROOT, key.key_id)
+    assert encrypt_existing(registry.ctx, dry_run=True, encryption=registry.encryption).rekeyed == 3
+    assert encrypt_existing(registry.ctx, encryption=registry.encryption).rekeyed == 3
+    assert heads() == [KEYED_MAGIC] * 3
+    registry.ctx.generation.bump()
+    assert [registry.manifests.get(ref, d).payload for d in digests] == [payloads[d] for d in digests]
+    assert encrypt_existing(registry.ctx, encryption=registry.encryption).rekeyed == 0

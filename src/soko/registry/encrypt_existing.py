@@ -1,7 +1,9 @@
 """``soko encrypt-existing``: seal the blobs (and manifest rows) earlier versions stored in plaintext, online.
 
 Manifest rows (and the pull-through cache's pending manifests) are sealed in place, a batch per transaction
-(``soko.crypto.rows``: readers take both forms, so the order does not matter).
+(``soko.crypto.rows``: readers take both forms, so the order does not matter); with a key service, the manifest rows
+of KMS repositories are then moved under their repository's key (``Encryption.row_sealer``), so crypto-shredding
+covers the manifests earlier versions stored too.
 
 A blob row with no ``seal_id`` is content written before encryption at rest (``soko.crypto``): its plaintext lies
 at ``blobs/<digest path>`` in the storage driver. Each is read, verified against its digest, and sealed under the
@@ -24,9 +26,12 @@ from typing import cast
 import sqlalchemy as sa
 
 from soko.crypto.driver import SealedDriver
-from soko.crypto.rows import RowSealer, sealed_sql
+from soko.crypto.rows import KEYED_MAGIC, RowSealer, sealed_sql
 from soko.kernel.context import DomainContext
+from soko.kernel.keyspaces import KEYED_TYPES, keyspace_of
 from soko.meta.schema import blobs, manifests, pull_through_pending
+from soko.meta.schema import repositories as repos
+from soko.registry.encryption import Encryption, KeyUnusable
 from soko.storage import PathNotFound
 from soko.storage.paths import blob_path, upload_dir, upload_path
 
@@ -43,6 +48,8 @@ class SealReport:
     corrupt: int = 0  # plaintext that does not match its digest (left as it is; soko fsck reports it)
     remaining: int = 0  # plaintext blobs found (dry run: what a run would seal)
     manifests: int = 0  # manifest rows (and pending pull-through manifests) sealed (dry run: found in plaintext)
+    rekeyed: int = 0  # manifest rows of KMS repositories moved under their key (dry run: found under the service key)
+    keys_unusable: int = 0  # such rows left as they are: their repository's KMS key is not usable now
 
 
 def encrypt_existing(
@@ -51,7 +58,10 @@ def encrypt_existing(
     dry_run: bool = False,
     report: SealReport | None = None,
     stopping: Callable[[], bool] = lambda: False,
+    encryption: Encryption | None = None,
 ) -> SealReport:
+    """``encryption`` (with a KeyService attached): also move the manifest rows of KMS repositories that an earlier
+    version sealed under the service key (or left in plaintext) under their repository's key."""
     report = report or SealReport()
     storage = ctx.storage
     if not isinstance(storage, SealedDriver):
@@ -64,6 +74,8 @@ def encrypt_existing(
     report.manifests += _seal_rows(
         ctx, pull_through_pending, [pull_through_pending.c.repository_id, pull_through_pending.c.digest], dry_run
     )
+    if encryption is not None:
+        _rekey_manifests(ctx, encryption, dry_run, report)
     for digest, size in rows:
         if stopping():
             break
@@ -110,6 +122,56 @@ def _seal_rows(ctx: DomainContext, table: sa.Table, key: list[sa.Column], dry_ru
                     sa.update(table)
                     .where(*where, table.c.payload == row.payload)
                     .values(payload=sealer.seal(bytes(row.payload), row.digest))
+                ).rowcount
+
+
+def _rekey_manifests(ctx: DomainContext, encryption: Encryption, dry_run: bool, report: SealReport) -> None:
+    """Reseal the manifest rows of KMS / KMS_DSSE repositories not yet under their keyspace's row key, a batch per
+    transaction; the keys are got (KMS calls) before it, and an update applies only to a payload still as read."""
+    last = 0
+    while True:
+        with ctx.db.read() as conn:
+            rows = conn.execute(
+                sa.select(
+                    manifests.c.id,
+                    manifests.c.digest,
+                    manifests.c.payload,
+                    repos.c.encryption_type,
+                    repos.c.kms_key,
+                    repos.c.account_id,
+                )
+                .join(repos, repos.c.id == manifests.c.repository_id)
+                .where(
+                    manifests.c.id > last,
+                    repos.c.encryption_type.in_(list(KEYED_TYPES)),
+                    sa.func.substr(manifests.c.payload, 1, len(KEYED_MAGIC)) != sa.literal(KEYED_MAGIC, sa.LargeBinary),
+                )
+                .order_by(manifests.c.id)
+                .limit(_ROW_BATCH)
+            ).all()
+        if not rows:
+            return
+        last = rows[-1].id
+        updates = []
+        for row in rows:
+            space = keyspace_of(row.encryption_type, row.kms_key, row.account_id)
+            assert space is not None
+            try:
+                sealer = encryption.row_sealer(space)
+                plain = encryption.open_row(row.payload, row.digest, space)
+            except KeyUnusable:
+                report.keys_unusable += 1
+                continue
+            updates.append((row, sealer.seal(plain, row.digest)))
+        if dry_run:
+            report.rekeyed += len(updates)
+            continue
+        with ctx.db.write() as conn:
+            for row, sealed in updates:
+                report.rekeyed += conn.execute(
+                    sa.update(manifests)
+                    .where(manifests.c.id == row.id, manifests.c.payload == row.payload)
+                    .values(payload=sealed)
                 ).rowcount
 
 
