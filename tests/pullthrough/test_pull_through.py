@@ -138,6 +138,13 @@ def test_pull_through_is_byte_identical(world: World, prefix: str, tmp_path: Pat
     assert tags == ([{"Key": "cache", "Value": "token"}] if prefix == "token" else [])
     expected = {"encryptionType": "KMS", "kmsKey": world.key_arn} if prefix == "token" else {"encryptionType": "AES256"}
     assert repository["encryptionConfiguration"] == expected
+    if prefix == "token":  # its manifest (pending first, then stored) is sealed under the key, not the service key
+        with sqlite3.connect(f"file:{world.soko.data_dir / 'metadata.db'}?mode=ro", uri=True) as db:
+            (head,) = db.execute(
+                "SELECT substr(m.payload, 1, 5) FROM manifests m JOIN repositories r ON r.id = m.repository_id "
+                "WHERE r.name = 'token/team/app'"
+            ).fetchone()
+        assert head == b"\x00SKK1"
 
 
 def test_multiarch_index_is_cached_whole(world: World, tmp_path: Path) -> None:

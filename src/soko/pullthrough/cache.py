@@ -44,6 +44,7 @@ from soko.errors import (
 )
 from soko.kernel import events
 from soko.kernel.events import Event
+from soko.kernel.keyspaces import keyspace_of
 from soko.meta.schema import (
     blobs,
     jobs,
@@ -389,6 +390,10 @@ class PullThroughCache:
 
     def _pend(self, repo_id: int, tag: str | None, digest: str, media_type: str, payload: bytes, event: Event) -> None:
         """Keep a manifest pending until its blobs (children) are cached; the fill job fetches what no client does."""
+        with self.ctx.db.read() as conn:
+            space = self.registry.repositories.keyspace(conn, repo_id)
+        # a KMS repository's: sealed under its key, got before the transaction (KMS calls)
+        sealer = self.registry.encryption.row_sealer(space) if space is not None else None
         now = self.ctx.clock()
         with self.ctx.transaction(invalidates=True) as tx:
             conn = tx.conn
@@ -405,7 +410,7 @@ class PullThroughCache:
                     digest=digest,
                     tag=tag,
                     media_type=media_type,
-                    payload=self.registry.encryption.seal_row(payload, digest),  # sealed as manifests are
+                    payload=self.registry.encryption.seal_row(payload, digest, sealer),  # sealed as manifests are
                     created_at=now,
                 )
             )
@@ -421,7 +426,11 @@ class PullThroughCache:
         with self.ctx.db.read() as conn:
             row = conn.execute(
                 sa.select(
-                    pull_through_pending.c.digest, pull_through_pending.c.media_type, pull_through_pending.c.payload
+                    pull_through_pending.c.digest,
+                    pull_through_pending.c.media_type,
+                    pull_through_pending.c.payload,
+                    repos.c.encryption_type,
+                    repos.c.kms_key,
                 )
                 .join(repos, repos.c.id == pull_through_pending.c.repository_id)
                 .where(repos.c.account_id == ref.account_id, repos.c.name == ref.name, column == reference)
@@ -429,7 +438,9 @@ class PullThroughCache:
             ).first()
         if row is None:
             return None
-        return CachedManifest(row.digest, row.media_type, self.registry.encryption.open_row(row.payload, row.digest))
+        space = keyspace_of(row.encryption_type, row.kms_key, ref.account_id)
+        payload = self.registry.encryption.open_row(row.payload, row.digest, space)
+        return CachedManifest(row.digest, row.media_type, payload)
 
     def _repository_id(self, ref: RepoRef) -> int | None:
         with self.ctx.db.read() as conn:
@@ -478,10 +489,11 @@ class PullThroughCache:
             rows = conn.execute(
                 sa.select(pull_through_pending).where(pull_through_pending.c.repository_id == repo_id)
             ).all()
+            space = self.registry.repositories.keyspace(conn, repo_id)
         stored = 0
         # images before indexes: an index can only be stored once its children are
         for row in sorted(rows, key=lambda r: r.media_type in mt.INDEXES):
-            payload = self.registry.encryption.open_row(row.payload, row.digest)
+            payload = self.registry.encryption.open_row(row.payload, row.digest, space)
             if row.media_type not in mt.INDEXES and not self._blobs_linked(repo_id, payload):
                 continue  # (a read: a put that would fail still takes the write lock)
             try:
@@ -758,12 +770,18 @@ class PullThroughCache:
         """The descriptor of blob ``digest`` in a manifest of the repository pending its blobs."""
         with self.ctx.db.read() as conn:
             pending = conn.execute(
-                sa.select(pull_through_pending.c.digest, pull_through_pending.c.payload)
+                sa.select(
+                    pull_through_pending.c.digest,
+                    pull_through_pending.c.payload,
+                    repos.c.encryption_type,
+                    repos.c.kms_key,
+                )
                 .join(repos, repos.c.id == pull_through_pending.c.repository_id)
                 .where(repos.c.account_id == ref.account_id, repos.c.name == ref.name)
             ).all()
         for row in pending:
-            for descriptor in _descriptors(self.registry.encryption.open_row(row.payload, row.digest)):
+            space = keyspace_of(row.encryption_type, row.kms_key, ref.account_id)
+            for descriptor in _descriptors(self.registry.encryption.open_row(row.payload, row.digest, space)):
                 if descriptor.get("digest") == digest:
                     return descriptor
         return None
@@ -888,7 +906,9 @@ class PullThroughCache:
         repo_id_text, _, digest = key.partition(":")
         with self.ctx.db.read() as conn:
             row = conn.execute(
-                sa.select(pull_through_pending, repos.c.account_id, repos.c.name)
+                sa.select(
+                    pull_through_pending, repos.c.account_id, repos.c.name, repos.c.encryption_type, repos.c.kms_key
+                )
                 .join(repos, repos.c.id == pull_through_pending.c.repository_id)
                 .where(
                     pull_through_pending.c.repository_id == int(repo_id_text), pull_through_pending.c.digest == digest
@@ -900,7 +920,8 @@ class PullThroughCache:
         rule = self.rule_for(ref)
         if rule is None:
             return f"{ref.name}: no pull-through cache rule covers it any more; {digest} stays pending"
-        document = json.loads(self.registry.encryption.open_row(row.payload, row.digest))
+        space = keyspace_of(row.encryption_type, row.kms_key, row.account_id)
+        document = json.loads(self.registry.encryption.open_row(row.payload, row.digest, space))
 
         def allowed(_action: str) -> None:
             return None  # the pull that made it pending was authorized to import
