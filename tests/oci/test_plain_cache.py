@@ -285,3 +285,37 @@ def test_abandoned_deployments_leave_memory_at_the_next_start(tmp_path):
     sweep_abandoned(str(tmp_path), keep="mine")
     assert sorted(os.listdir(tmp_path)) == ["running", "starting"]
     running.close()
+
+
+def test_a_directory_others_can_change_is_refused(tmp_path, database_url):
+    shared = tmp_path / "shared"  # writable by everyone, without /dev/shm's sticky bit: they could swap ours
+    shared.mkdir()
+    os.chmod(shared, 0o777)
+    with pytest.raises(CacheRefused, match="other users"):
+        PlainCache.open(str(shared / "soko" / "deployment"), MiB, allow_disk=True)
+    linked = tmp_path / "linked"  # a link (ours) to a directory others may write: the same
+    linked.symlink_to(shared)
+    with pytest.raises(CacheRefused, match="other users"):
+        PlainCache.open(str(linked / "deployment"), MiB, allow_disk=True)
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="needs root to make another user's files")
+def test_another_users_directory_in_dev_shm_is_refused(tmp_path, database_url):
+    # What another local user can do in /dev/shm (sticky, writable by all): make soko-<uid> first (theirs, open to
+    # all), or a link by that name to a directory of theirs. Entries made there could be replaced by theirs, and
+    # served as the blob: refused.
+    shm = tmp_path / "shm"
+    shm.mkdir()
+    os.chmod(shm, 0o1777)
+    theirs = shm / "soko-0"
+    theirs.mkdir()
+    os.chmod(theirs, 0o777)
+    os.chown(theirs, 65534, 65534)
+    with pytest.raises(CacheRefused, match="other users"):
+        PlainCache.open(str(theirs / "deployment"), MiB, allow_disk=True)
+    link = shm / "soko-1"
+    link.symlink_to(theirs)
+    os.lchown(link, 65534, 65534)
+    with pytest.raises(CacheRefused, match="other users"):
+        PlainCache.open(str(link / "deployment"), MiB, allow_disk=True)
+

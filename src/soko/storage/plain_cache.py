@@ -106,6 +106,28 @@ def _private_dir(path: str) -> None:
         os.chmod(path, 0o700)
 
 
+def _check_trusted(path: str, links: int = 0) -> None:
+    """Refuse ``path`` when another user could replace a directory or link on the way to it, and so put files of
+    theirs where entries are looked up (and served as the blob): each must belong to root or this user, and a
+    directory others may write must be sticky (``/dev/shm``, ``/tmp``: there they cannot rename what is ours)."""
+    uid = os.getuid()
+    current = "/"
+    for part in os.path.abspath(path).split("/"):
+        if not part:
+            continue
+        current = os.path.join(current, part)
+        info = os.lstat(current)
+        if info.st_uid not in (0, uid):
+            raise CacheRefused(f"{current} belongs to another user (uid {info.st_uid}): other users could change it")
+        if stat.S_ISLNK(info.st_mode):
+            if links >= 16:
+                raise CacheRefused(f"{path}: too many symbolic links")
+            _check_trusted(os.path.join(os.path.dirname(current), os.readlink(current)), links + 1)
+            current = os.path.realpath(current)
+        elif stat.S_IMODE(info.st_mode) & 0o022 and not info.st_mode & stat.S_ISVTX:
+            raise CacheRefused(f"{current} is writable by other users (and not sticky): other users could change it")
+
+
 class Fill:
     """One entry being written: a locked temporary file, its running hash and size; ``commit`` renames it into
     place when it holds exactly the blob, else it is dropped. The file's length is the room it reserved (sparse:
@@ -212,6 +234,7 @@ class PlainCache:
         alive = os.path.join(root, ".alive")
         for _ in range(5):
             _private_dir(root)
+            _check_trusted(root)
             self._alive = os.open(alive, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
             fcntl.flock(self._alive, fcntl.LOCK_SH)
             try:
