@@ -124,6 +124,33 @@ class _HashCache:
             self._items.pop(upload_id, None)
 
 
+class _KeyViews:
+    """upload id → (the KMS ciphertext of its data key, the storage view sealing with it) for sessions this process
+    started: their chunks and completion check the key's state instead of asking KMS to decrypt the data key again
+    (a Decrypt is an audited KMS call: three per pushed layer, where ECR's is one GenerateDataKey). Bounded,
+    thread-safe; other processes, and this one after a restart, Decrypt."""
+
+    def __init__(self, capacity: int = 1024) -> None:
+        self._items: OrderedDict[str, tuple[bytes, StorageDriver]] = OrderedDict()
+        self._lock = threading.Lock()
+        self._capacity = capacity
+
+    def get(self, upload_id: str, wrapped: bytes) -> StorageDriver | None:
+        with self._lock:
+            item = self._items.get(upload_id)
+        return item[1] if item is not None and item[0] == wrapped else None
+
+    def put(self, upload_id: str, wrapped: bytes, view: StorageDriver) -> None:
+        with self._lock:
+            self._items[upload_id] = (wrapped, view)
+            while len(self._items) > self._capacity:
+                self._items.popitem(last=False)
+
+    def drop(self, upload_id: str) -> None:
+        with self._lock:
+            self._items.pop(upload_id, None)
+
+
 class _ClaimLost(Exception):
     """The session's row no longer carries our claim (cancelled, expired, or taken over)."""
 
@@ -241,6 +268,7 @@ class Uploads:
         self.ctx = ctx
         self.repositories = repositories
         self._hashes = _HashCache()
+        self._views = _KeyViews()
 
     def _claim(self, state: UploadState) -> str:
         """Become the session's only writer (see the module docstring); returns the claim's token."""
@@ -347,6 +375,7 @@ class Uploads:
                 wrapped, storage = self.repositories.encryption.new_object(space)
                 with self.ctx.db.write() as conn:
                     conn.execute(sa.update(uploads).where(uploads.c.id == upload_id).values(wrapped_key=wrapped))
+                self._views.put(upload_id, wrapped, storage)
             storage.put_content(upload_path(upload_id), b"")
         except BaseException:
             with self.ctx.db.write() as conn:
@@ -382,6 +411,10 @@ class Uploads:
             return self.ctx.storage
         if state.wrapped_key is None:  # its start died before KMS made the key: nothing was written
             raise upload_unknown(state.id)
+        view = self._views.get(state.id, state.wrapped_key)
+        if view is not None:  # made by this process's start: the key's state is what a Decrypt would refuse on
+            self.repositories.encryption.check_usable(state.keyspace)
+            return view
         return self.repositories.encryption.open_object(state.keyspace, state.wrapped_key)
 
     def note_short_part(self, upload_id: str, end: int) -> None:
@@ -554,6 +587,7 @@ class Uploads:
                     self._refresh_claim(state, claim, self.ctx.clock())
                     heartbeat = time.monotonic()
         self._hashes.drop(upload_id)
+        self._views.drop(upload_id)
         self._delete_data(upload_id)
 
     def _drop_beyond(self, storage: StorageDriver, upload_id: str, size: int) -> None:
@@ -674,6 +708,7 @@ class Uploads:
             self._state(conn, ref, upload_id)
             conn.execute(sa.delete(uploads).where(uploads.c.id == upload_id))
         self._hashes.drop(upload_id)
+        self._views.drop(upload_id)
         self._delete_data(upload_id)
 
     def _delete_data(self, upload_id: str) -> None:
@@ -707,6 +742,7 @@ class Uploads:
             )
         for upload_id in expired:
             self._hashes.drop(upload_id)
+            self._views.drop(upload_id)
             self._delete_data(upload_id)
         # Data of sessions whose row is gone (a crash between the two steps above) is swept by the storage GC.
         return len(expired)
