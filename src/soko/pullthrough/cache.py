@@ -54,6 +54,7 @@ from soko.meta.schema import (
     repository_blobs,
 )
 from soko.meta.schema import repositories as repos
+from soko.pullthrough.clients import UpstreamClients
 from soko.pullthrough.live import LiveFetch
 from soko.pullthrough.rules import Rule, Rules
 from soko.registry import Registry
@@ -149,9 +150,8 @@ class PullThroughCache:
         self.ctx = registry.ctx
         self.rules = Rules(self.ctx)
         self.secrets = secrets
-        self._lock = threading.Lock()
         self._rules: dict[str, tuple[int, list[Rule]]] = {}  # account → (generation, rules)
-        self._clients: dict[tuple, RegistryClient] = {}
+        self._clients = UpstreamClients()  # per rule, for its secret's version; replaced ones closed when idle
         self._checked: dict[tuple[int, str], float] = {}  # (repository id, tag) → last upstream check
         self._fresh: dict[tuple[str, str, str], tuple[float, str]] = {}  # (account, name, tag) → (checked, digest)
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="pull-through-store")
@@ -214,28 +214,34 @@ class PullThroughCache:
             ) from None
         return Credentials(username, token), version
 
-    def client(self, rule: Rule) -> RegistryClient:
+    def lease(self, rule: Rule) -> tuple[RegistryClient, Callable[[], None]]:
+        """The rule's upstream client for its secret's current version, and its release (call it when done: a
+        client replaced after the secret changed closes once its last pull lets go)."""
         credentials, version = self.credentials(rule)
-        key = (rule.account_id, rule.prefix, rule.base_url, rule.credential_arn, version)
-        with self._lock:
-            client = self._clients.get(key)
-            if client is None:
-                timeout = self.ctx.settings.pull_through_timeout
-                client = RegistryClient(rule.base_url, credentials, timeout=timeout)
-                self._clients[key] = client
-        return client
+        timeout = self.ctx.settings.pull_through_timeout
+        return self._clients.lease(
+            (rule.account_id, rule.prefix),
+            (rule.base_url, rule.credential_arn, version),
+            lambda: RegistryClient(rule.base_url, credentials, timeout=timeout),
+        )
+
+    @contextlib.contextmanager
+    def _upstream(self, rule: Rule) -> Iterator[RegistryClient]:
+        client, release = self.lease(rule)
+        try:
+            yield client
+        finally:
+            release()
 
     def close(self) -> None:
-        with self._lock:
-            clients, self._clients = list(self._clients.values()), {}
-        for client in clients:
-            client.close()
+        self._clients.close()
         self._pool.shutdown(wait=True)
 
     def validate(self, rule: Rule) -> str | None:
         """ValidatePullThroughCacheRule: None when the upstream answers /v2/ with the rule's credentials, else why."""
         try:
-            self.client(rule).ping()
+            with self._upstream(rule) as client:
+                client.ping()
         except CredentialsUnusable as exc:
             return f"{exc.code}: {exc.message}"
         except UpstreamError as exc:
@@ -308,13 +314,13 @@ class PullThroughCache:
         upstream = rule.upstream_name(ref.name)
         tag = None if is_digest(reference) else reference
         try:
-            client = self.client(rule)
             try:
-                if local is not None:  # a HEAD says whether the tag moved, without the manifest's bytes
-                    head = client.manifest_head(upstream, reference)
-                    if head.digest == local.digest:
-                        return local
-                fetched = client.manifest(upstream, reference)
+                with self._upstream(rule) as client:
+                    if local is not None:  # a HEAD says whether the tag moved, without the manifest's bytes
+                        head = client.manifest_head(upstream, reference)
+                        if head.digest == local.digest:
+                            return local
+                    fetched = client.manifest(upstream, reference)
             except UpstreamError as exc:
                 raise upstream_failed(rule, exc) from None
             if fetched.media_type not in mt.SUPPORTED:
@@ -789,11 +795,13 @@ class PullThroughCache:
     def _fetch_blob(self, ref: RepoRef, rule: Rule, digest: str, owner: str) -> BlobFetch:
         uploads = self.registry.uploads
         stream = None
+        release_client: Callable[[], None] | None = None
         try:
             limit = self.registry.repositories.quotas.get(ref.account_id, "max_image_size")
+            client, release_client = self.lease(rule)  # held until the stream is done: pieces' end, or close()
             try:
                 # the upload's own running hash verifies the bytes (Uploads.complete) before the last piece goes
-                stream = self.client(rule).blob(
+                stream = client.blob(
                     rule.upstream_name(ref.name),
                     digest,
                     size=self._expected_size(ref, digest),
@@ -811,8 +819,11 @@ class PullThroughCache:
         except BaseException:
             if stream is not None:  # an open response holds one of the rule's pooled connections
                 stream.close()
+            if release_client is not None:
+                release_client()
             self._release(digest, owner)
             raise
+        release_stream = release_client
 
         def open_upload() -> tuple[str, ChunkWriter]:
             state = uploads.start(ref)
@@ -877,6 +888,7 @@ class PullThroughCache:
                 for lane in lanes:
                     lane.close()  # never abandon the upload under a piece still being written
                 end()
+                release_stream()
 
         def end() -> None:
             nonlocal ended
@@ -894,6 +906,7 @@ class PullThroughCache:
             generator.close()  # a generator stopped mid-blob waits for its writes in flight, then abandons
             stream.close()
             end()
+            release_stream()  # (a generator closed before its start runs no finally)
 
         return BlobFetch(digest, size, generator, close)
 

@@ -1,0 +1,81 @@
+"""The upstream clients of a process's pull-through caches: one per rule, built for the rule's upstream and the
+version of its secret that pulls last read.
+
+When the secret gets a new version (or the rule a new upstream or secret), the next pull builds a new client and
+the old one is retired: closed (its connections and tokens dropped) once the last pull using it lets go, so a blob
+streaming through it runs to its end. Pulls take a client with ``lease`` and give it back by calling ``release``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Hashable
+
+from soko.remote import RegistryClient
+
+Slot = tuple[str, str]  # (account, rule prefix)
+
+
+class UpstreamClients:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._current: dict[Slot, tuple[Hashable, RegistryClient]] = {}
+        self._leases: dict[RegistryClient, int] = {}  # clients in use → pulls using them
+        self._retired: set[RegistryClient] = set()  # replaced, closed when their last lease goes
+
+    def lease(
+        self, slot: Slot, version: Hashable, make: Callable[[], RegistryClient]
+    ) -> tuple[RegistryClient, Callable[[], None]]:
+        """The slot's client for ``version`` (made if the slot has another or none), and its release (idempotent)."""
+        idle: RegistryClient | None = None
+        with self._lock:
+            entry = self._current.get(slot)
+            if entry is not None and entry[0] == version:
+                client = entry[1]
+            else:
+                client = make()
+                self._current[slot] = (version, client)
+                if entry is not None:
+                    idle = self._retire(entry[1])
+            self._leases[client] = self._leases.get(client, 0) + 1
+        if idle is not None:
+            idle.close()
+        once = threading.Lock()
+
+        def release() -> None:
+            if once.acquire(blocking=False):
+                self._release(client)
+
+        return client, release
+
+    def _retire(self, client: RegistryClient) -> RegistryClient | None:
+        """(under the lock) The client to close now, if no pull uses it; else it closes with its last lease."""
+        if self._leases.get(client):
+            self._retired.add(client)
+            return None
+        return client
+
+    def _release(self, client: RegistryClient) -> None:
+        with self._lock:
+            left = self._leases[client] - 1
+            if left:
+                self._leases[client] = left
+                return
+            del self._leases[client]
+            if client not in self._retired:
+                return
+            self._retired.discard(client)
+        client.close()
+
+    def open_count(self) -> int:
+        """Clients not closed yet: the slots' current ones and retired ones still in use."""
+        with self._lock:
+            return len(self._current) + len(self._retired)
+
+    def close(self) -> None:
+        """Close every client (the process is stopping)."""
+        with self._lock:
+            clients = {client for _, client in self._current.values()} | self._retired
+            self._current, self._retired = {}, set()
+        for client in clients:
+            client.close()
