@@ -617,3 +617,37 @@ def test_concurrent_alias_creation_and_tagging_never_answer_500(aws, server) -> 
         assert answers == ["OK"] * 6, answers
     assert race(lambda kms: kms.describe_key(KeyId="alias/aws/ecr")) == ["OK"] * 6
     assert len([a for a in client().list_aliases()["Aliases"] if a["AliasName"] == "alias/aws/ecr"]) == 1
+
+
+def test_create_key_honours_request_tag_and_key_spec_conditions(aws) -> None:
+    """CreateKey's IAM authorization carried no condition keys: a policy allowing it only with a tag
+    (aws:RequestTag/…, aws:TagKeys) or for a key spec (kms:KeySpec…) never matched, one denying untagged creation
+    (Null aws:RequestTag/… true) denied tagged requests too."""
+    iam = aws("iam")
+    policy = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Action": "kms:CreateKey",
+                "Resource": "*",
+                "Condition": {
+                    "StringEquals": {"aws:RequestTag/team": "a", "kms:KeySpec": "SYMMETRIC_DEFAULT"},
+                    "ForAllValues:StringEquals": {"aws:TagKeys": ["team"]},
+                },
+            },
+            {
+                "Effect": "Deny",
+                "Action": "kms:CreateKey",
+                "Resource": "*",
+                "Condition": {"Null": {"aws:RequestTag/team": "true"}},
+            },
+        ],
+    }
+    user = aws("kms", *new_user(iam, "tagged-creator", json.dumps(policy)))
+    created = user.create_key(Tags=[{"TagKey": "team", "TagValue": "a"}])["KeyMetadata"]
+    assert created["KeyState"] == "Enabled"
+    for tags in ([{"TagKey": "team", "TagValue": "b"}], [], [{"TagKey": "other", "TagValue": "a"}]):
+        with pytest.raises(ClientError) as exc:
+            user.create_key(Tags=tags)
+        assert code(exc) == "AccessDeniedException", tags

@@ -49,7 +49,7 @@ import sqlalchemy as sa
 from soko.access import Principal, RequestContext
 from soko.errors import AccessDenied
 from soko.iam.policy import MalformedPolicy, PolicyKind, parse_policy
-from soko.iam.policy.keys import KMS_POPULATED
+from soko.iam.policy.keys import KMS_POPULATED, request_tag_keys
 from soko.iam.service import Identity
 from soko.kernel.context import DomainContext
 from soko.kms import ciphertext
@@ -418,14 +418,22 @@ class KeyService:
             raise AccessDeniedException(exc.message) from None
 
     def _authorize_account(
-        self, principal: Principal, operation: str, resource: str, context: RequestContext | None
+        self,
+        principal: Principal,
+        operation: str,
+        resource: str,
+        context: RequestContext | None,
+        condition_keys: dict | None = None,
     ) -> None:
         """An action on no key (CreateKey, ListKeys, ListAliases, the alias side of alias operations): the
-        caller's IAM policies alone."""
+        caller's IAM policies alone. ``condition_keys``: the request's own (CreateKey's tags and key spec)."""
+        context = context or RequestContext()
+        if condition_keys:
+            extra = dict(context.extra)
+            extra["condition_keys"] = {**extra.get("condition_keys", {}), **condition_keys}
+            context = context.with_extra(extra)
         try:
-            self.identity.authorizer.authorize(
-                principal, f"kms:{operation}", resource, None, context or RequestContext()
-            )
+            self.identity.authorizer.authorize(principal, f"kms:{operation}", resource, None, context)
         except AccessDenied as exc:
             raise AccessDeniedException(exc.message) from None
 
@@ -725,7 +733,13 @@ class KeyService:
     ) -> KeyInfo:
         params: dict = {"description": description, "keySpec": "SYMMETRIC_DEFAULT", "keyUsage": "ENCRYPT_DECRYPT"}
         try:
-            self._authorize_account(principal, "CreateKey", "*", context)
+            keys = request_tag_keys([{"Key": k, "Value": v} for k, v in (tags or {}).items()]) | {
+                "kms:KeySpec": "SYMMETRIC_DEFAULT",
+                "kms:KeyUsage": "ENCRYPT_DECRYPT",
+                "kms:KeyOrigin": "AWS_KMS",
+                "kms:MultiRegion": False,
+            }
+            self._authorize_account(principal, "CreateKey", "*", context, keys)
             account = principal.account_id
             text = policy if policy is not None else default_key_policy(account)
             check_key_policy(text)
