@@ -532,3 +532,32 @@ def test_terraform_call_sequences(world: World) -> None:
     with pytest.raises(botocore.exceptions.ClientError) as secret_gone:
         sm.describe_secret(SecretId=arn)
     assert secret_gone.value.response["Error"]["Code"] == "ResourceNotFoundException"
+
+
+def test_an_immutable_cache_repository_keeps_serving_its_tag_when_the_upstream_moves_it(world: World) -> None:
+    """The "token" repositories are IMMUTABLE (their creation template): once a tag is cached, a new image the
+    upstream puts under it cannot be stored under that tag. Pulls failed from then on (ImageTagAlreadyExists from
+    the put, not caught), and a pending new image could never be stored (its fill job failing for good). The cache
+    serves the tag it holds."""
+    from soko.remote import Credentials
+
+    with RegistryClient(world.token.url, Credentials(USER, PASSWORD)) as upstream:
+        first, first_manifest = push_image(upstream, "team/mover", "v1", [os.urandom(40_000)])
+    accept = {"Accept": "application/vnd.oci.image.manifest.v1+json"}
+    with world.http() as client:
+        got = client.get("/v2/token/team/mover/manifests/v1", headers=accept)
+        assert got.status_code == 200 and got.content == first_manifest
+        for blob in json.loads(first_manifest)["layers"] + [json.loads(first_manifest)["config"]]:
+            assert client.get(f"/v2/token/team/mover/blobs/{blob['digest']}").status_code == 200
+
+        def stored() -> bool:
+            images = world.ecr.describe_images(repositoryName="token/team/mover")["imageDetails"]
+            return [i["imageDigest"] for i in images] == [first]
+
+        wait_until(stored, "the first image was never stored", timeout=60)
+        with RegistryClient(world.token.url, Credentials(USER, PASSWORD)) as upstream:
+            push_image(upstream, "team/mover", "v1", [os.urandom(40_000)])
+        for _ in range(2):
+            again = client.get("/v2/token/team/mover/manifests/v1", headers=accept)
+            assert again.status_code == 200, again.text
+            assert again.content == first_manifest

@@ -41,6 +41,7 @@ from soko.errors import (
     ReferencedManifestUnknown,
     RepositoryNotFound,
     SokoError,
+    TagImmutable,
 )
 from soko.kernel import events
 from soko.kernel.events import Event
@@ -59,6 +60,7 @@ from soko.pullthrough.live import LiveFetch
 from soko.pullthrough.rules import Rule, Rules
 from soko.registry import Registry
 from soko.registry import media_types as mt
+from soko.registry.immutability import tag_is_immutable
 from soko.registry.models import BlobContent, RepoRef
 from soko.registry.uploads import ChunkWriter
 from soko.remote import Credentials, RegistryClient, UpstreamError
@@ -278,6 +280,10 @@ class PullThroughCache:
                 return local
             return self._prefetched(ref, rule, self._fetch_manifest(ref, rule, reference, None, authorize))
         now = self.ctx.clock()
+        if local is not None and local.record_id is not None and self._immutable(ref, reference):
+            # an immutable tag the cache holds stays: a new image under it upstream could not be stored anyway
+            self._remember(ref, reference, now, local.digest)
+            return local
         checked = self._checked_at(ref, reference)
         if local is not None and checked is not None and now - checked < self.ctx.settings.pull_through_recheck:
             if local.record_id is not None:
@@ -285,13 +291,17 @@ class PullThroughCache:
             return local
         try:
             fetched = self._fetch_manifest(ref, rule, reference, local, authorize)
-        except (UpstreamFailed, CredentialsUnusable, ManifestUnknown) as exc:
+        except (UpstreamFailed, CredentialsUnusable, ManifestUnknown, TagImmutable) as exc:
             if local is None:
                 raise
             log.warning("serving %s:%s from the cache: the upstream check failed (%s)", ref.name, reference, exc)
             return local
         self._mark_checked(ref, reference, fetched.digest, now)
         return self._prefetched(ref, rule, fetched)
+
+    def _immutable(self, ref: RepoRef, tag: str) -> bool:
+        repo = self.registry.repositories.get(ref)
+        return tag_is_immutable(tag, repo.tag_mutability, repo.tag_mutability_filters)
 
     def _prefetched(self, ref: RepoRef, rule: Rule, fetched: CachedManifest) -> CachedManifest:
         """``fetched``, its blobs' prefetch started (last: the manifest's own writes go first)."""
@@ -503,7 +513,10 @@ class PullThroughCache:
             if row.media_type not in mt.INDEXES and not self._blobs_linked(repo_id, payload):
                 continue  # (a read: a put that would fail still takes the write lock)
             try:
-                self.registry.manifests.put(ref, row.tag or row.digest, payload, row.media_type, sign=False)
+                try:
+                    self.registry.manifests.put(ref, row.tag or row.digest, payload, row.media_type, sign=False)
+                except TagImmutable:  # the tag holds another image for good: this one is stored by its digest
+                    self.registry.manifests.put(ref, row.digest, payload, row.media_type, sign=False)
             except (ManifestBlobUnknown, ReferencedManifestUnknown):
                 continue
             with self.ctx.write(invalidates=True) as conn:
