@@ -113,6 +113,7 @@ class Encryption:
         self.keys: DataKeys | None = None
         # keyspace name → (generation its key was last seen usable at, the sealer of its rows): see row_sealer
         self._row_keys: dict[str, tuple[int, RowSealer]] = {}
+        self._checked: dict[str, int] = {}  # keyspace name → generation its key was last seen usable at
         self._row_keys_lock = threading.Lock()
 
     def attach(self, keys: DataKeys) -> None:
@@ -224,15 +225,26 @@ class Encryption:
         hit = self._row_keys.get(space.name)
         if hit is not None and hit[0] == generation:
             return hit[1]
-        try:
-            self.check_usable(space)
-        except KeyUnusable:
-            self._row_keys.pop(space.name, None)
-            raise
+        self._usable_now(space, generation)
         sealer = hit[1] if hit is not None else self._open_row_key(space)
         with self._row_keys_lock:
             self._row_keys[space.name] = (generation, sealer)
         return sealer
+
+    def _usable_now(self, space: Keyspace, generation: int) -> None:
+        """``check_usable``, once per keyspace and metadata generation (a key's state changes only by a KMS write,
+        which moves the generation); an unusable key's row key is dropped from memory."""
+        if self._checked.get(space.name) == generation:
+            return
+        try:
+            self.check_usable(space)
+        except KeyUnusable:
+            with self._row_keys_lock:
+                self._row_keys.pop(space.name, None)
+                self._checked.pop(space.name, None)
+            raise
+        with self._row_keys_lock:
+            self._checked[space.name] = generation
 
     def _open_row_key(self, space: Keyspace) -> RowSealer:
         context = space.context | {"soko:ecr:data": "manifests"}
@@ -273,18 +285,20 @@ class Encryption:
         """The plaintext of a value ``seal_row`` stored (or an earlier version's plaintext); ContentUnreadable when it
         fails authentication. ``space``: the keyspace of the row's repository, whose key must be usable (KeyUnusable)
         even for a row an earlier version sealed under the service key: crypto-shredding covers manifests."""
-        keyed = self.row_sealer(space) if space is not None else None
+        sealer: RowSealer | None
         if is_keyed(stored):
-            if keyed is None:
+            if space is None:
                 raise ContentUnreadable(f"{bound_to} is sealed under a KMS key its repository does not have")
-            sealer: RowSealer | None = keyed
-        elif self._rows is None:
+            sealer = self.row_sealer(space)
+        elif space is not None:  # (an earlier version's row: only the check, no key is made for it here)
+            self._usable_now(space, self.ctx.generation.current())
+            sealer = self._rows
+        else:
+            sealer = self._rows
+        if sealer is None:
             if is_sealed(stored):
                 raise ContentUnreadable(f"{bound_to} is stored encrypted and this process has no key to read it")
             return bytes(stored)
-        else:
-            sealer = self._rows
-        assert sealer is not None
         try:
             return sealer.open(stored, bound_to)
         except RowBroken as exc:
