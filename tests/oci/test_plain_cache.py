@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from soko.storage.paths import blob_path
-from soko.storage.plain_cache import CacheRefused, PlainCache, open_for, sweep_abandoned
+from soko.storage.plain_cache import MAX_HELD_UPLOADS, CacheRefused, PlainCache, open_for, sweep_abandoned
 from tests.conftest import serve
 from tests.oci.helpers import assert_oci_error, push_blob, sha256, start_upload
 
@@ -319,3 +319,19 @@ def test_another_users_directory_in_dev_shm_is_refused(tmp_path, database_url):
     with pytest.raises(CacheRefused, match="other users"):
         PlainCache.open(str(link / "deployment"), MiB, allow_disk=True)
 
+
+
+def test_uploads_left_open_hold_few_descriptors_and_a_cancel_lets_go(server, client, cache):
+    # Each upload's copy held between its chunks is an open file: a pusher leaving uploads open by the thousand
+    # (max_open_uploads per repository) must not run the process out of descriptors, nor hold memory.
+    locations = []
+    for _ in range(MAX_HELD_UPLOADS + 8):
+        r = client.patch(start_upload(client, "repo"), content=b"x" * 100, headers={"Content-Range": "0-99"})
+        assert r.status_code == 202
+        locations.append(r.headers["Location"])
+    held = [name for name in os.listdir(cache.root) if name.startswith(".up-")]
+    assert 0 < len(held) <= MAX_HELD_UPLOADS
+    upload_id = locations[-1].split("?")[0].rsplit("/", 1)[1]
+    assert f".up-{upload_id}" in held
+    assert client.delete(locations[-1]).status_code == 204
+    assert not os.path.exists(os.path.join(cache.root, f".up-{upload_id}"))

@@ -710,6 +710,9 @@ class Uploads:
         self._hashes.drop(upload_id)
         self._views.drop(upload_id)
         self._delete_data(upload_id)
+        cache = self.ctx.plain_cache
+        if cache is not None and (plain := cache.take_upload(upload_id)) is not None:
+            plain.abort()  # (its copy leaves memory and gives back its descriptor)
 
     def _delete_data(self, upload_id: str) -> None:
         try:

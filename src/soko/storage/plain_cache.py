@@ -45,6 +45,7 @@ KEEP_RECENT = 2.0  # seconds an entry just used is safe from eviction
 TOUCH_EVERY = 1.0  # a hit moves the entry's mtime at most this often
 AES256 = "aes256"
 _UPLOAD_IDLE = 300.0  # a push's plaintext kept between its chunks at most this long
+MAX_HELD_UPLOADS = 64  # and by so many uploads of a process at most (each is an open file), the least recent out
 GROW_STEP = 16 << 20  # room a push without a length takes at a time
 
 
@@ -372,6 +373,9 @@ class PlainCache:
         with self._lock:
             old = self._uploads.pop(upload_id, None)
             self._uploads[upload_id] = fill
+            self._expire_uploads()
+            while len(self._uploads) > MAX_HELD_UPLOADS:  # (uploads left open by the thousand)
+                self._uploads.pop(next(iter(self._uploads))).abort()
         if old is not None and old is not fill:
             old.abort()
 
