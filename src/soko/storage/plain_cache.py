@@ -575,8 +575,10 @@ def sweep_abandoned(parent: str, keep: str, settle: float = 60.0) -> None:
                 continue
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                # Removed under the lock: a server of that deployment (re)starting now waits for it, then sees its
+                # .alive gone and makes the directory anew (an .alive file keeps its old time when reopened).
+                shutil.rmtree(item.path, ignore_errors=True)
             except BlockingIOError:
                 continue
             finally:
                 os.close(fd)
-            shutil.rmtree(item.path, ignore_errors=True)
