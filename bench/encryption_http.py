@@ -10,8 +10,11 @@
   decrypts.
 
 Each round pushes a distinct ``--mib`` blob to every target (POST + monolithic PUT) and pulls it twice (curl),
-targets in rotated order; medians over rounds, ratios paired per round. Also prints AES-256-GCM's raw speed on this
-machine (one core). ``python bench/encryption_http.py [--mib 256] [--rounds 3]``
+targets in a shuffled order (seeded by the round: a fixed rotation gave each target the same predecessor, whose
+writeback and background work it then always paid for), after a ``sync``; medians over rounds, ratios paired per
+round (min-max). Also the server's CPU seconds per GB (its process tree, from /proc: steadier than wall-clock on a
+shared machine) and AES-256-GCM's raw speed on this machine (one core).
+``python bench/encryption_http.py [--mib 256] [--rounds 3]``
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import random
 import statistics
 import subprocess
 import sys
@@ -45,6 +49,22 @@ WIRED_IN = "effbc58"  # "Encryption at rest wired in": its parent is the last So
 
 def log(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def _cpu(pid: int) -> float:
+    """CPU seconds used so far by ``pid`` and its descendants (Linux /proc; 0 elsewhere)."""
+    total, pids = 0.0, [pid]
+    for each in pids:
+        try:
+            with open(f"/proc/{each}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            for task in os.listdir(f"/proc/{each}/task"):
+                with open(f"/proc/{each}/task/{task}/children") as f:
+                    pids += [int(child) for child in f.read().split()]
+        except OSError:
+            pass
+    return total
 
 
 def _target(server: RegistryServer) -> Target:
@@ -105,33 +125,42 @@ def main() -> None:
         base = random_data("encryption", args.mib * MiB)
         push: dict[str, list[float]] = defaultdict(list)
         pull: dict[str, list[float]] = defaultdict(list)
+        push_cpu: dict[str, list[float]] = defaultdict(list)  # server CPU seconds per GB
+        pull_cpu: dict[str, list[float]] = defaultdict(list)
         names = list(targets)
         for round_ in range(args.rounds):
-            order = names[round_ % len(names) :] + names[: round_ % len(names)]
+            order = random.Random(round_).sample(names, len(names))
             for name in order:
                 server, repo = targets[name]
                 blob = make_blob_file(work / "blob", base, f"{name}/{round_}")
+                os.sync()
+                before = _cpu(server.pid)
                 seconds = push_monolithic(_target(server), repo, blob)
+                push_cpu[name].append((_cpu(server.pid) - before) / blob.size * 1e9)
                 push[name].append(blob.size / seconds / 1e6)
+                before = _cpu(server.pid)
                 pulls = [pull_blob(_target(server), repo, blob) for _ in range(2)]
+                pull_cpu[name].append((_cpu(server.pid) - before) / 2 / blob.size * 1e9)
                 pull[name].append(blob.size / statistics.median(pulls) / 1e6)
                 log(f"round {round_ + 1} {name}: push {push[name][-1]:.0f} MB/s, pull {pull[name][-1]:.0f} MB/s")
         os.unlink(work / "blob")
 
-    def ratio(values: dict[str, list[float]], name: str, base: str) -> float:
-        return statistics.median(a / b for a, b in zip(values[name], values[base], strict=True))
+    def ratio(values: dict[str, list[float]], name: str, base: str) -> str:
+        paired = [a / b for a, b in zip(values[name], values[base], strict=True)]
+        return f"{statistics.median(paired):.2f}x ({min(paired):.2f}-{max(paired):.2f})"
 
-    print(f"{args.mib} MiB blob, {args.rounds} rounds, loopback, this machine ({os.cpu_count()} cores); "
-          f"AES-256-GCM raw {gcm:.2f} GB/s on one core\n")
-    print("| target | push MB/s (min-max) | pull MB/s (min-max) | push vs soko-plain | pull vs soko-plain | "
-          "push vs distribution | pull vs distribution |")
-    print("|---|---|---|---|---|---|---|")
+    def spread(values: list[float], digits: int = 0) -> str:
+        return f"{statistics.median(values):.{digits}f} ({min(values):.{digits}f}-{max(values):.{digits}f})"
+
+    print(f"{args.mib} MiB blob, {args.rounds} rounds, loopback, this machine ({os.cpu_count()} cores, load "
+          f"{os.getloadavg()[0]:.1f}); AES-256-GCM raw {gcm:.2f} GB/s on one core\n")
+    print("| target | push MB/s | pull MB/s | push vs soko-plain | pull vs soko-plain | push vs distribution | "
+          "pull vs distribution | server CPU s/GB push | pull |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for name in names:
-        p, q = push[name], pull[name]
-        print(f"| {name} | {statistics.median(p):.0f} ({min(p):.0f}-{max(p):.0f}) | {statistics.median(q):.0f} "
-              f"({min(q):.0f}-{max(q):.0f}) | {ratio(push, name, 'soko-plain'):.2f}x | "
-              f"{ratio(pull, name, 'soko-plain'):.2f}x | {ratio(push, name, 'distribution'):.2f}x | "
-              f"{ratio(pull, name, 'distribution'):.2f}x |")
+        print(f"| {name} | {spread(push[name])} | {spread(pull[name])} | {ratio(push, name, 'soko-plain')} | "
+              f"{ratio(pull, name, 'soko-plain')} | {ratio(push, name, 'distribution')} | "
+              f"{ratio(pull, name, 'distribution')} | {spread(push_cpu[name], 2)} | {spread(pull_cpu[name], 2)} |")
 
 
 if __name__ == "__main__":
