@@ -651,3 +651,66 @@ def test_create_key_honours_request_tag_and_key_spec_conditions(aws) -> None:
         with pytest.raises(ClientError) as exc:
             user.create_key(Tags=tags)
         assert code(exc) == "AccessDeniedException", tags
+
+
+def test_key_management_is_refused_across_accounts_even_when_the_key_policy_allows_it(aws, kms, server) -> None:
+    """AWS KMS lets another account use a key (cryptographic operations, DescribeKey, GetKeyRotationStatus) when its
+    policy allows, but never manage it: a policy granting another account kms:* let that account disable the key,
+    schedule its deletion, replace its policy (locking its owner out), tag it and alias it."""
+    other_root = aws("kms", *server.identity.credentials.create_account(OTHER))
+    key = kms.create_key()["KeyMetadata"]
+    policy = json.loads(kms.get_key_policy(KeyId=key["KeyId"])["Policy"])
+    policy["Statement"].append(
+        {
+            "Sid": "other",
+            "Effect": "Allow",
+            "Principal": {"AWS": f"arn:aws:iam::{OTHER}:root"},
+            "Action": "kms:*",
+            "Resource": "*",
+        }
+    )
+    kms.put_key_policy(KeyId=key["KeyId"], Policy=json.dumps(policy))
+    arn = key["Arn"]
+    blob = other_root.encrypt(KeyId=arn, Plaintext=b"x")["CiphertextBlob"]  # use: allowed
+    assert other_root.decrypt(CiphertextBlob=blob)["Plaintext"] == b"x"
+    assert other_root.describe_key(KeyId=arn)["KeyMetadata"]["KeyId"] == key["KeyId"]
+    assert "KeyRotationEnabled" in other_root.get_key_rotation_status(KeyId=arn)
+    for call in (
+        lambda: other_root.disable_key(KeyId=arn),
+        lambda: other_root.enable_key(KeyId=arn),
+        lambda: other_root.schedule_key_deletion(KeyId=arn, PendingWindowInDays=7),
+        lambda: other_root.cancel_key_deletion(KeyId=arn),
+        lambda: other_root.put_key_policy(KeyId=arn, PolicyName="default", Policy=default_policy(OTHER)),
+        lambda: other_root.get_key_policy(KeyId=arn, PolicyName="default"),
+        lambda: other_root.update_key_description(KeyId=arn, Description="mine"),
+        lambda: other_root.tag_resource(KeyId=arn, Tags=[{"TagKey": "a", "TagValue": "b"}]),
+        lambda: other_root.untag_resource(KeyId=arn, TagKeys=["a"]),
+        lambda: other_root.list_resource_tags(KeyId=arn),
+        lambda: other_root.enable_key_rotation(KeyId=arn),
+        lambda: other_root.disable_key_rotation(KeyId=arn),
+        lambda: other_root.rotate_key_on_demand(KeyId=arn),
+        lambda: other_root.create_alias(AliasName="alias/theirs", TargetKeyId=arn),
+    ):
+        with pytest.raises(ClientError) as exc:
+            call()
+        assert code(exc) == "NotFoundException"
+    meta = kms.describe_key(KeyId=key["KeyId"])["KeyMetadata"]
+    assert meta["KeyState"] == "Enabled" and meta["Description"] == ""
+    assert kms.get_key_policy(KeyId=key["KeyId"])["Policy"] == json.dumps(policy)
+    assert other_root.list_aliases()["Aliases"] == []
+
+
+def default_policy(account: str) -> str:
+    return json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Effect": "Allow",
+                    "Principal": {"AWS": f"arn:aws:iam::{account}:root"},
+                    "Action": "kms:*",
+                    "Resource": "*",
+                }
+            ],
+        }
+    )

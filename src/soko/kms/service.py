@@ -79,6 +79,9 @@ MAX_ON_DEMAND_ROTATIONS = 25  # per key, as AWS
 MAX_TAGS = 50
 MAX_POLICY_BYTES = 32768
 AWS_MANAGED_ALIASES = ("aws/ecr",)
+# The non-cryptographic operations another account may call on a key (when its policy allows); AWS refuses the rest
+# of key management across accounts. (ListAliases with another account's key lists none of its aliases.)
+CROSS_ACCOUNT_OPERATIONS = frozenset({"DescribeKey", "GetKeyRotationStatus", "ListAliases"})
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _KMS_ARN = re.compile(r"arn:aws:kms:([a-z0-9-]*):(\d{12}):(key/.*|alias/.*)", re.DOTALL)
 _ALIAS_NAME = re.compile(r"alias/[a-zA-Z0-9/_-]+")
@@ -792,6 +795,9 @@ class KeyService:
         try:
             info, alias = self._resolve(principal.account_id, key_ref)
             key_arn = info.arn
+            if info.account_id != principal.account_id and operation not in CROSS_ACCOUNT_OPERATIONS:
+                # as AWS: another account may use a key its policy shares, never manage it, whatever the policy says
+                raise NotFoundException(f"Key '{info.arn}' does not exist")
             self._authorize(principal, operation, info, context, alias=alias, extra=extra_keys)
             yield info
         except KmsError as exc:
