@@ -78,3 +78,44 @@ def test_the_migration_keeps_secrets_an_earlier_race_duplicated(database_url) ->
         assert names == {f"{prefix}dup-BBBBBB": "dup", f"{prefix}dup-AAAAAA": "dup-AAAAAA"}
     finally:
         db.dispose()
+
+
+def test_the_migration_finds_a_free_name_that_fits(database_url) -> None:
+    """A duplicate renamed to its ARN's last part must still fit the column (512) and not take the name of another
+    secret: else the unique index cannot be made and the server does not start."""
+    from alembic import command
+
+    from soko.meta.db import Database, alembic_config
+
+    db = Database(database_url)
+    long = "l" * 510  # Secrets Manager allows 512
+    prefix = f"arn:aws:secretsmanager:us-east-1:{ACCOUNT}:secret:"
+    rows = [
+        (f"{prefix}{long}-AAAAAA", long, 1.0),
+        (f"{prefix}{long}-BBBBBB", long, 2.0),
+        (f"{prefix}x-CCCCCC", "x", 1.0),
+        (f"{prefix}x-DDDDDD", "x", 2.0),
+        (f"{prefix}x-CCCCCC-EEEEEE", "x-CCCCCC", 3.0),  # a secret named as the rename would
+    ]
+    try:
+        with db.engine.begin() as conn:
+            command.upgrade(alembic_config(conn), "0030")
+        with db.engine.begin() as conn:
+            for arn, name, created in rows:
+                conn.execute(
+                    sa.text(
+                        "INSERT INTO secrets (arn, account_id, name, version_id, value, created_at, updated_at) "
+                        "VALUES (:arn, :account, :name, 'v', :value, :created, :created)"
+                    ),
+                    {"arn": arn, "account": ACCOUNT, "name": name, "value": b"sealed", "created": created},
+                )
+        db.migrate()
+        with db.engine.connect() as conn:
+            names = dict(conn.execute(sa.text("SELECT arn, name FROM secrets")).all())
+        assert len(names) == len(rows) and len(set(names.values())) == len(rows)
+        assert all(len(name) <= 512 for name in names.values())
+        assert names[f"{prefix}{long}-BBBBBB"] == long and names[f"{prefix}x-DDDDDD"] == "x"
+        assert names[f"{prefix}x-CCCCCC-EEEEEE"] == "x-CCCCCC"  # an existing name stays
+        assert names[f"{prefix}{long}-AAAAAA"].endswith("-AAAAAA")
+    finally:
+        db.dispose()
