@@ -290,3 +290,37 @@ def test_a_scan_that_keeps_failing_ends_failed_with_its_reason(registry):
     assert scan.description.startswith("ScanFailed: ") and f"after {MAX_ATTEMPTS} attempts" in scan.description
     with registry.ctx.db.read() as conn:
         assert conn.execute(sa.select(jobs.c.key).where(jobs.c.kind == KIND)).first() is None
+
+
+def test_a_scan_requested_again_while_it_runs_is_not_lost(registry):
+    """A scan requested again while its job runs (here ENHANCED, as a change of the registry's scanning rules
+    queues it) finds the job row there and keeps it; the running scan then wrote its result over the new request
+    and deleted that job row, so the new scan never ran and the image showed the old run's findings as the new
+    scan's. The old run's result is dropped now; the job runs again for the new request."""
+    import sqlalchemy as sa
+
+    from soko.kernel import scan_queue
+    from soko.meta.schema import image_scans, jobs
+    from soko.scan.scans import KIND, Scans
+    from tests.races import interleaved
+
+    layer = gz(tar([*OS_RELEASE, ("var/lib/dpkg/status", status(stanza("bash", "5.2-2")))]))
+    digest = push(registry, [layer], "v1")
+    scans = Scans(registry)
+    scans.start(REF, {"imageTag": "v1"})
+    with registry.ctx.db.read() as conn:
+        key = conn.execute(sa.select(jobs.c.key).where(jobs.c.kind == KIND)).scalar_one()
+        repo_id = conn.execute(sa.select(image_scans.c.repository_id)).scalar_one()
+
+    def request_again() -> None:
+        with registry.ctx.transaction() as tx:
+            assert scan_queue.request(tx, repo_id, digest, "ENHANCED")
+
+    interleaved(registry.ctx.db.engine, "UPDATE image_scans", lambda: scans._run(key), request_again)
+    scan = scans.get(REF, digest)
+    assert scan is not None and (scan.status, scan.scan_type) == ("IN_PROGRESS", "ENHANCED")
+    with registry.ctx.db.read() as conn:
+        assert conn.execute(sa.select(jobs.c.key).where(jobs.c.kind == KIND)).scalar_one() == key
+    scans._run(key)  # the job runs again: the enhanced scan completes
+    scan = scans.get(REF, digest)
+    assert scan is not None and (scan.status, scan.scan_type) == ("COMPLETE", "ENHANCED")

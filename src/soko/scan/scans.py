@@ -113,13 +113,13 @@ class Scans:
         with self.ctx.db.read() as conn:
             row = conn.execute(
                 sa.select(image_scans.c.manifest_digest, image_scans.c.scan_type, image_scans.c.findings,
-                          repos.c.account_id, repos.c.name)
+                          image_scans.c.requested_at, repos.c.account_id, repos.c.name)
                 .join(repos, repos.c.id == image_scans.c.repository_id).where(image_scans.c.id == int(key))
             ).first()
         if row is None:
             return None  # the repository was deleted since
         ref = RepoRef(row.account_id, row.name)
-        done = _Done(int(key), ref, row.manifest_digest, row.scan_type)
+        done = _Done(int(key), ref, row.manifest_digest, row.scan_type, row.requested_at)
         try:
             return self._scan(key, row, ref, done)
         except Exception as exc:
@@ -170,15 +170,17 @@ class Scans:
                 if enhanced and scan_rules.for_repository(tx.conn, repo_id).continuous:
                     status, description = ACTIVE, DESCRIPTIONS[ACTIVE]
             counts = findings.counts(rendered)
-            updated = tx.conn.execute(sa.update(image_scans).where(t.id == done.scan_id).values(
+            # only the request this run started from: one made since (requested_at moved) keeps its job and runs
+            updated = tx.conn.execute(sa.update(image_scans).where(
+                t.id == done.scan_id, t.requested_at == done.requested_at).values(
                 status=status, description=description[:4000], completed_at=tx.now,
                 source_updated_at=source_updated or tx.now, counts=json.dumps(counts), findings=_dumps(rendered),
             )).rowcount
+            if not updated:
+                return
             # the job's row goes with its result: one-shot jobs must not pile up in `soko jobs` and /metrics (a
             # label pair per image); a new request inserts it again
             tx.conn.execute(sa.delete(jobs).where(jobs.c.kind == KIND, jobs.c.key == str(done.scan_id)))
-            if not updated:
-                return
             tags_now = self._tags(tx.conn, done.scan_id, done.digest)
             region = self.ctx.settings.region
             if not enhanced:
@@ -266,7 +268,7 @@ class Scans:
                     previous = tx.conn.execute(sa.select(t.findings).where(t.id == row.id)).scalar()
                     if previous is None:
                         continue  # the image was deleted meanwhile
-                    done = _Done(row.id, RepoRef(row.account_id, row.name), row.manifest_digest, ENHANCED)
+                    done = _Done(row.id, RepoRef(row.account_id, row.name), row.manifest_digest, ENHANCED, None)
                     rendered = self._enhanced(tx.conn, tx.now, row.repository_id, done, inventory,
                                               matched[inventory.digest], json.loads(previous))
                     tx.conn.execute(sa.update(image_scans).where(
@@ -329,6 +331,7 @@ class _Done:
     ref: RepoRef
     digest: str
     scan_type: str
+    requested_at: float | None  # the request the run started from (None: a rescan, which writes no status)
 
 
 _SCAN_THREADS: ThreadPoolExecutor | None = None
