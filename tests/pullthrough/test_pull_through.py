@@ -561,3 +561,38 @@ def test_an_immutable_cache_repository_keeps_serving_its_tag_when_the_upstream_m
             again = client.get("/v2/token/team/mover/manifests/v1", headers=accept)
             assert again.status_code == 200, again.text
             assert again.content == first_manifest
+
+
+def test_a_reader_without_import_permission_pulls_what_is_cached(world: World) -> None:
+    """BatchImportUpstreamImage is what a pull needs to bring something in from the upstream; a tag already cached
+    is served to a caller allowed only to read (BatchGetImage), even when its upstream check is due (every pull
+    here): the check is skipped for that caller instead of refusing the pull (403)."""
+    with world.http() as client:
+        assert client.get("/v2/anon/team/app/manifests/v1").status_code == 200
+    iam = world.iam
+    iam.create_user(UserName="cached-reader")
+    reader = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Action": ["ecr:GetAuthorizationToken", "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"],
+                "Resource": "*",
+            }
+        ],
+    }
+    iam.put_user_policy(UserName="cached-reader", PolicyName="read", PolicyDocument=json.dumps(reader))
+    key = iam.create_access_key(UserName="cached-reader")["AccessKey"]
+    ecr = boto3.client(
+        "ecr",
+        endpoint_url=world.soko.url,
+        region_name=SOKO_REGION,
+        aws_access_key_id=key["AccessKeyId"],
+        aws_secret_access_key=key["SecretAccessKey"],
+    )
+    token = ecr.get_authorization_token()["authorizationData"][0]["authorizationToken"]
+    user, _, password = base64.b64decode(token).decode().partition(":")
+    with httpx.Client(base_url=world.soko.url, auth=(user, password), timeout=30) as client:
+        got = client.get("/v2/anon/team/app/manifests/v1")
+        assert got.status_code == 200, got.text
+        assert client.get("/v2/anon/team/never-cached/manifests/v1").status_code == 403

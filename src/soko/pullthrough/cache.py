@@ -34,6 +34,7 @@ import sqlalchemy as sa
 from soko import process_identity
 from soko.digest import Digest, is_digest
 from soko.errors import (
+    AccessDenied,
     BlobUnknown,
     DigestInvalid,
     ManifestBlobUnknown,
@@ -291,6 +292,10 @@ class PullThroughCache:
             return local
         try:
             fetched = self._fetch_manifest(ref, rule, reference, local, authorize)
+        except AccessDenied:
+            if local is None:
+                raise
+            return local  # a caller who may read but not import gets what is cached (the check waits for another)
         except (UpstreamFailed, CredentialsUnusable, ManifestUnknown, TagImmutable) as exc:
             if local is None:
                 raise
