@@ -9,6 +9,7 @@ import pytest
 import sqlalchemy as sa
 from botocore.exceptions import ClientError
 
+from tests.console.helpers import make_user
 from tests.ecr.test_repositories import error_of
 from tests.oci.helpers import push_blob, push_image
 
@@ -204,6 +205,45 @@ def test_kms_template_hostile_input(aws, ecr):
     kms.disable_key(KeyId=key["KeyId"])
     updated = ecr.update_repository_creation_template(prefix="role", description="d")["repositoryCreationTemplate"]
     assert updated["encryptionConfiguration"] == kwargs["encryptionConfiguration"] and updated["description"] == "d"
+
+
+def test_a_custom_role_is_passed_only_by_a_caller_allowed_to_pass_it(aws, ecr):
+    """As in ECR, naming a customRoleArn needs iam:PassRole on it: the key is checked in the role's name, so a caller
+    not allowed to use a key would otherwise have repositories made under it through any role of the account that
+    may."""
+    kms, iam = aws("kms"), aws("iam")
+    key = kms.create_key()["KeyMetadata"]
+    trust = {
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Principal": {"Service": "ecr.amazonaws.com"}, "Action": "sts:AssumeRole"}],
+    }
+    iam.create_role(RoleName="key-user", AssumeRolePolicyDocument=json.dumps(trust))
+    allow_kms = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "kms:*", "Resource": "*"}]}
+    iam.put_role_policy(RoleName="key-user", PolicyName="kms", PolicyDocument=json.dumps(allow_kms))
+    role_arn = f"arn:aws:iam::{ACCOUNT}:role/key-user"
+    ecr_only = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "ecr:*", "Resource": "*"}]}
+    key_id, secret = make_user(iam, "templater", ecr_only)
+    templater = aws("ecr", key_id, secret)
+    kwargs = {
+        "appliedFor": ["CREATE_ON_PUSH"],
+        "encryptionConfiguration": {"encryptionType": "KMS", "kmsKey": key["Arn"]},
+        "customRoleArn": role_arn,
+    }
+    with pytest.raises(ClientError) as exc:
+        templater.create_repository_creation_template(prefix="passed", **kwargs)
+    assert error_of(exc)[0] == "AccessDeniedException" and "iam:PassRole" in error_of(exc)[1]
+    ecr.create_repository_creation_template(prefix="other", appliedFor=["CREATE_ON_PUSH"])
+    with pytest.raises(ClientError) as exc:
+        templater.update_repository_creation_template(prefix="other", **kwargs)
+    assert error_of(exc)[0] == "AccessDeniedException"
+    assert [t["prefix"] for t in ecr.describe_repository_creation_templates()["repositoryCreationTemplates"]] == [
+        "other"
+    ]
+    passing = {"Effect": "Allow", "Action": "iam:PassRole", "Resource": role_arn}
+    policy = {**ecr_only, "Statement": [*ecr_only["Statement"], passing]}
+    iam.put_user_policy(UserName="templater", PolicyName="console", PolicyDocument=json.dumps(policy))
+    stored = templater.create_repository_creation_template(prefix="passed", **kwargs)["repositoryCreationTemplate"]
+    assert stored["customRoleArn"] == role_arn
 
 
 @pytest.mark.parametrize(

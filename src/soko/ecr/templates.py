@@ -77,6 +77,11 @@ def _key_user(call: Call, template: Template) -> Principal:
             f"Invalid parameter at 'customRoleArn' failed to satisfy constraint: '{str(exc)[:300]}'"
         ) from None
     role_arn = ids.role_arn(account, role["name"], role["path"])
+    # As ECR: the caller must be allowed to pass the role (else any role of the account that may use a key would
+    # lend it to a caller who may not).
+    extra = dict(call.context.extra)
+    extra["condition_keys"] = {**extra.get("condition_keys", {}), "iam:PassedToService": "ecr.amazonaws.com"}
+    identity.authorizer.authorize(call.caller, "iam:PassRole", role_arn, None, call.context.with_extra(extra))
     session = ids.assumed_role_arn(account, role["name"], "ecr-repository-creation-template")
     return Principal(session, account, "AssumedRole", role_arn=role_arn)
 
