@@ -14,7 +14,7 @@ from soko.crypto.keys import KeyRing
 from soko.crypto.segments import HEADER, OVERHEAD, SEALED_SEGMENT, SEGMENT, KeyUnavailable, SealBroken, sealed_size
 from soko.storage import FilesystemDriver, PathNotFound
 from soko.storage.base import InvalidPath
-from tests.s3 import moto, rgw, s3_driver, s3_server  # noqa: F401 - fixtures
+from tests.s3 import TEST_LIST_PAGE, moto, rgw, s3_driver, s3_server  # noqa: F401 - fixtures
 from tests.storage.driver_suite import DriverSuite
 
 MASTER = bytes(range(32))
@@ -40,6 +40,8 @@ class TestLayeredFilesystem(DriverSuite):
 
 
 class TestSealedS3(DriverSuite):
+    listing_page = TEST_LIST_PAGE
+
     @pytest.fixture
     def driver(self, s3_driver) -> SealedDriver:  # noqa: F811
         return SealedDriver(s3_driver, KeyRing.service(MASTER))

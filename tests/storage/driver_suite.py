@@ -19,6 +19,30 @@ from soko.storage.base import InvalidPath
 MiB = 1 << 20
 
 
+def check_listing_past_a_page(driver: StorageDriver, page: int) -> None:
+    """list and walk (from the start, from a key, and as a sweep resuming page by page) over ``page`` + 10 % keys,
+    more than one listing page of ``page`` keys."""
+    names = [f"many/{i:05d}" for i in range(page + page // 10)]
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(lambda name: driver.put_content(name, b"."), names))
+    assert driver.list("many") == names
+    assert [info.path for info in driver.walk("many")] == names
+    middle = page + page // 20  # in the second page
+    assert [info.path for info in driver.walk("many", start_after=names[middle - 1])] == names[middle:]
+    # a sweep page by page: resume each page after the last path it saw
+    seen: list[str] = []
+    while True:
+        swept = []
+        for info in driver.walk("many", start_after=seen[-1] if seen else ""):
+            swept.append(info.path)
+            if len(swept) == page * 2 // 5:
+                break
+        if not swept:
+            break
+        seen += swept
+    assert seen == names
+
+
 def _chunks(data: bytes, sizes: tuple[int, ...] = (1, 65_536, 3 * MiB + 7, 1000)):
     """``data`` cut in irregular pieces, as network reads arrive."""
     i = n = 0
@@ -218,25 +242,11 @@ class DriverSuite:
         driver.delete("del/ab")  # a file
         assert driver.list("del") == ["del/a-b", "del/a.txt"]
 
+    #: a listing page of the driver under test: S3's ListObjectsV2 page (the S3 suites set a smaller one)
+    listing_page = 1000
+
     def test_listing_and_walking_past_a_page(self, driver: StorageDriver) -> None:
-        names = [f"many/{i:05d}" for i in range(1100)]  # more than one ListObjectsV2 page (1000)
-        with ThreadPoolExecutor(16) as pool:
-            list(pool.map(lambda name: driver.put_content(name, b"."), names))
-        assert driver.list("many") == names
-        assert [info.path for info in driver.walk("many")] == names
-        assert [info.path for info in driver.walk("many", start_after=names[1049])] == names[1050:]
-        # a sweep page by page: resume each page after the last path it saw
-        seen: list[str] = []
-        while True:
-            page = []
-            for info in driver.walk("many", start_after=seen[-1] if seen else ""):
-                page.append(info.path)
-                if len(page) == 400:
-                    break
-            if not page:
-                break
-            seen += page
-        assert seen == names
+        check_listing_past_a_page(driver, self.listing_page)
 
     def test_walk_reports_written_files_once(self, driver: StorageDriver) -> None:
         _write(driver, "wp/u/data", os.urandom(9 * MiB))

@@ -15,15 +15,33 @@ import pytest
 from soko.storage import PathNotFound
 from soko.storage.paths import blob_path, trash_path
 from soko.storage.s3 import MIN_PART_SIZE, PART_SIZE, S3Driver, S3Location
-from tests.s3 import S3Server, moto, rgw, s3_driver, s3_server  # noqa: F401 - fixtures
-from tests.storage.driver_suite import DriverSuite
+from tests.s3 import TEST_LIST_PAGE, S3Server, moto, rgw, s3_driver, s3_server  # noqa: F401 - fixtures
+from tests.storage.driver_suite import DriverSuite, check_listing_past_a_page
 
 
 class TestS3Driver(DriverSuite):
+    listing_page = TEST_LIST_PAGE
+
     @pytest.fixture
     def driver(self, s3_driver) -> S3Driver:  # noqa: F811
         s3_driver.redirect_expiry = 600  # so the suite checks presigned redirects too
         return s3_driver
+
+    def test_listing_and_walking_past_a_page(self, driver: S3Driver) -> None:
+        super().test_listing_and_walking_past_a_page(driver)
+        with _requests(driver) as sent:  # the store really answered in pages of the driver's size
+            driver.list("many")
+        assert sent == ["ListObjectsV2", "ListObjectsV2"]
+
+
+def test_listing_and_walking_past_the_stores_own_1000_key_page(rgw):  # noqa: F811
+    """The suites list past a page of ``TEST_LIST_PAGE`` keys; this lists past the store's own page, with no
+    page size sent, as a deployment does."""
+    driver = S3Driver(S3Location.parse(rgw.storage_url(rgw.new_bucket())), client=rgw.shared_client)
+    check_listing_past_a_page(driver, 1000)
+    with _requests(driver) as sent:
+        driver.list("many")
+    assert sent == ["ListObjectsV2", "ListObjectsV2"]
 
 
 def test_resume_on_another_driver_instance_as_another_node_would(s3_driver, s3_server):  # noqa: F811

@@ -285,9 +285,12 @@ class _PartWriter(FileWriter):
 class S3Driver(StorageDriver):
     name = "s3"
 
-    def __init__(self, location: S3Location, client=None, *, redirect_expiry: float | None = None) -> None:
+    def __init__(self, location: S3Location, client=None, *, redirect_expiry: float | None = None,
+                 list_page_size: int | None = None) -> None:
         self.location = location
         self.redirect_expiry = redirect_expiry  # None: blobs stream through Soko
+        # None: the store's own ListObjectsV2 page (1,000 keys on S3). Tests list past a page with a small one.
+        self.list_page_size = list_page_size
         self._urls: dict[tuple[str, str], tuple[float, str]] = {}  # (method, path) → (when presigned, URL)
         self._prefix = location.prefix + "/" if location.prefix else ""
         if client is None:
@@ -376,6 +379,8 @@ class S3Driver(StorageDriver):
             args["MaxKeys"] = max_keys
             yield self.client.list_objects_v2(**args)
             return
+        if self.list_page_size is not None:
+            args["PaginationConfig"] = {"PageSize": self.list_page_size}
         paginator = self.client.get_paginator("list_objects_v2")
         yield from paginator.paginate(**args)
 
