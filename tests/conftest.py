@@ -22,6 +22,7 @@ from soko.meta import Database
 from soko.registry import Registry
 from soko.storage import FilesystemDriver
 from tests.databases import PG_URL, fresh_database
+from tests.migrated import migrated
 
 
 def _pg_available() -> bool:
@@ -85,8 +86,8 @@ def make_settings(data_dir: str, database_url: str) -> Settings:
 def open_registry(settings: Settings) -> Registry:
     """A migrated database and blobs encrypted at rest, as Registry.open stores them (soko.crypto)."""
     os.makedirs(settings.data_dir, exist_ok=True)
+    migrated(settings.effective_database_url)  # as Database.migrate leaves it, from a template (tests/migrated.py)
     db = Database(settings.effective_database_url, pool_size=4)
-    db.migrate()
     ring = KeyRing.service(MasterKey.load(settings.master_key, settings.data_dir).storage_key)
     return Registry(settings, db, SealedDriver(FilesystemDriver(settings.blob_root), ring))
 

@@ -9,6 +9,8 @@ from collections.abc import Iterator
 
 import sqlalchemy as sa
 
+from tests import migrated
+
 PG_URL = os.environ.get("SOKO_TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 
@@ -23,9 +25,12 @@ def fresh_database(kind: str, workdir: str, pg_url: str = PG_URL, prefix: str = 
     with admin.connect() as conn:
         conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
     sep = "&" if "?" in pg_url else "?"
+    url = f"{pg_url}{sep}options=-csearch_path%3D{schema}"
+    migrated.register_fresh(url, schema, pg_url)
     try:
-        yield f"{pg_url}{sep}options=-csearch_path%3D{schema}"
+        yield url
     finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+        if not migrated.release(url, schema):  # else recycled for the next test (tests/migrated.py)
+            with admin.connect() as conn:
+                conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
         admin.dispose()
