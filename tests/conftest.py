@@ -22,6 +22,7 @@ from soko.meta import Database
 from soko.registry import Registry
 from soko.storage import FilesystemDriver
 from tests.databases import PG_URL, fresh_database
+from tests.migrated import close as close_migrated
 from tests.migrated import migrated
 
 
@@ -55,6 +56,10 @@ def pytest_collection_modifyitems(config, items) -> None:
     if dropped:
         config.hook.pytest_deselected(items=dropped)
         items[:] = keep
+
+
+def pytest_unconfigure(config) -> None:
+    close_migrated()  # the recycled PostgreSQL schemas no test took (each xdist worker has its own)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -41,13 +41,19 @@ def migrated(url: str) -> None:
     schema = _fresh_schemas.get(url)
     if schema is not None and _pg.hand_out(schema):
         return
+    empty = schema is not None and _pg.is_empty(schema)
     db = Database(url, pool_size=1)
     try:
         db.migrate()
     finally:
         db.dispose()
-    if schema is not None:
+    if empty:  # migrated from nothing: what the migrations leave, a template for the next tests
         _pg.adopt(schema)
+
+
+def close() -> None:
+    """Drop the recycled schemas no test took (at the end of the test session)."""
+    _pg.close()
 
 
 # ---- SQLite ------------------------------------------------------------------------------------------------------
@@ -185,10 +191,18 @@ class _SchemaPool:
                 self.engines[admin_url] = sa.create_engine(admin_url, pool_size=1, max_overflow=2)
             return self.engines[admin_url]
 
-    def adopt(self, schema: str) -> None:
-        """``schema`` was just migrated for a test: the first one becomes the template (before the test touches it)."""
+    def is_empty(self, schema: str) -> bool:
         admin_url = _admin_urls.get(schema)
-        if admin_url is None or self.disabled:
+        if admin_url is None:
+            return False
+        with self.engine(admin_url).connect() as conn:
+            return not conn.execute(_OBJECTS, {"s": schema}).scalar()
+
+    def adopt(self, schema: str | None) -> None:
+        """``schema`` was just migrated from nothing for a test: the first one becomes the template (before the test
+        touches it)."""
+        admin_url = _admin_urls.get(schema or "")
+        if schema is None or admin_url is None or self.disabled:
             return
         if self.template is None:
             with self.engine(admin_url).begin() as conn:
@@ -273,12 +287,13 @@ class _SchemaPool:
             conn.exec_driver_sql(f"DROP SCHEMA IF EXISTS {_q(schema)} CASCADE")
 
     def close(self) -> None:
-        for schema, admin_url in self.ready:
+        with _lock:
+            ready, self.ready = self.ready, []
+        for schema, admin_url in ready:
             try:
                 self._drop(schema, admin_url)
             except sa.exc.SQLAlchemyError:
                 pass
-        self.ready.clear()
         for engine in self.engines.values():
             engine.dispose()
 
