@@ -193,3 +193,47 @@ def test_a_cache_repository_does_not_serve_blobs_of_repositories_the_caller_cann
         assert got.status_code == 404 and got.content != secret, got.status_code
     layers = ecr.batch_check_layer_availability(repositoryName="up/team/public", layerDigests=[secret_digest])
     assert not [x for x in layers["layers"] if x.get("layerAvailability") == "AVAILABLE"]
+
+
+def test_one_pending_image_that_cannot_be_stored_does_not_hold_back_the_others(
+    world: tuple[RegistryServer, RegistryServer, str],
+) -> None:
+    """An upstream image over the image size quota as a whole (each blob under it) is served from pending but can
+    never be stored. Promotion stopped at the first such image of the repository, so the images it met after it
+    stayed pending for good (served, never stored: not in DescribeImages, their fill jobs failing)."""
+    from soko.cli import main
+
+    soko, upstream, database_url = world
+    args = ["--data-dir", str(soko.data_dir), "--database-url", database_url]
+    with RegistryClient(upstream.url) as client:
+        big, whole = push_image(client, "team/sum", "big", [os.urandom(100_000), os.urandom(100_000)])
+        small: list[str] = []
+        while len(small) < 2:  # after the big one in the pending rows' key order as in their insertion order
+            digest, _ = push_image(client, "team/sum", f"small{len(small)}", [os.urandom(20_000)])
+            if digest > big:
+                small.append(digest)
+    keys = soko_root_key(soko.data_dir)
+    ecr = boto3.client(
+        "ecr",
+        endpoint_url=soko.url,
+        region_name=SOKO_REGION,
+        aws_access_key_id=keys["AccessKeyId"],
+        aws_secret_access_key=keys["SecretAccessKey"],
+    )
+    assert main(["account", "quota", "000000000000", "max_image_size", "150000", *args]) == 0
+    try:
+        with httpx.Client(base_url=soko.url, auth=soko.credentials, timeout=60) as c:
+            got = c.get("/v2/up/team/sum/manifests/big", headers={"Accept": MANIFEST})
+            assert got.status_code == 200 and got.content == whole
+            for blob in [json.loads(whole)["config"], *json.loads(whole)["layers"]]:
+                assert c.get(f"/v2/up/team/sum/blobs/{blob['digest']}").status_code == 200
+            for i in range(len(small)):
+                assert c.get(f"/v2/up/team/sum/manifests/small{i}", headers={"Accept": MANIFEST}).status_code == 200
+
+            def stored() -> bool:
+                images = ecr.describe_images(repositoryName="up/team/sum")["imageDetails"]
+                return sorted(i["imageDigest"] for i in images) == sorted(small)
+
+            wait_until(stored, "the small images were never stored", timeout=30)
+    finally:
+        assert main(["account", "quota", "000000000000", "max_image_size", "default", *args]) == 0

@@ -524,6 +524,9 @@ class PullThroughCache:
                     self.registry.manifests.put(ref, row.digest, payload, row.media_type, sign=False)
             except (ManifestBlobUnknown, ReferencedManifestUnknown):
                 continue
+            except SokoError as exc:  # this one cannot be stored (over a quota, invalid): the others still can
+                log.warning("pending manifest %s of %s cannot be stored: %s", row.digest, ref.name, exc)
+                continue
             with self.ctx.write(invalidates=True) as conn:
                 conn.execute(
                     sa.delete(pull_through_pending).where(
