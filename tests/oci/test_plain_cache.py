@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import shutil
 import stat
+import subprocess
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -335,3 +336,34 @@ def test_uploads_left_open_hold_few_descriptors_and_a_cancel_lets_go(server, cli
     assert f".up-{upload_id}" in held
     assert client.delete(locations[-1]).status_code == 204
     assert not os.path.exists(os.path.join(cache.root, f".up-{upload_id}"))
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="mounts a tmpfs")
+def test_a_full_tmpfs_degrades_to_the_stream(tmp_path, settings, registry):
+    """The budget is larger than the memory the tmpfs may take (or other programs filled it): every write that
+    finds it full gives the copy up; pushes and pulls go on, whole and exact."""
+    small = tmp_path / "small"
+    small.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(small)], check=False).returncode:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        settings.plaintext_cache_dir = str(small / "cache")
+        settings.plaintext_cache_bytes = 64 * MiB
+        with serve(settings, registry) as running:
+            with httpx.Client(base_url=running.url, headers=running.basic_auth, timeout=30) as client:
+                data = os.urandom(3 * MiB + 5)
+                digest = push_blob(client, "repo", data)
+                location = start_upload(client, "repo")
+                other = os.urandom(2 * MiB)
+                r = client.patch(location, content=iter([other[:MiB], other[MiB:]]))
+                assert r.status_code == 202
+                assert client.put(r.headers["Location"], params={"digest": sha256(other)}).status_code == 201
+                for _ in range(2):
+                    assert client.get(f"/v2/repo/blobs/{digest}").content == data
+                    assert client.get(f"/v2/repo/blobs/{sha256(other)}").content == other
+                r = client.get(f"/v2/repo/blobs/{digest}", headers={"Range": "bytes=10-19"})
+                assert r.status_code == 206 and r.content == data[10:20]
+            cache = running.registry.ctx.plain_cache
+            assert cache is not None and not os.path.exists(cache.path(None, digest))
+    finally:
+        subprocess.run(["umount", str(small)], check=False)
