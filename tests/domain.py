@@ -47,3 +47,28 @@ def old_and_new_with_an_expiry_rule(registry, clock, ref: RepoRef, priority: int
     policy = {"rules": [{"rulePriority": priority, "selection": rule, "action": {"type": "expire"}}]}
     registry.lifecycle.put(ref, json.dumps(policy))
     return old
+
+
+def stored_content(registry, path: str) -> bytes:
+    """What storage holds at ``path`` (a blob, or an upload's data), decrypted as the registry decrypts it: a
+    service-key object through an account's wrap of its key (``soko.registry.account_keys``)."""
+    import sqlalchemy as sa
+
+    from soko.meta.schema import repositories, uploads
+    from soko.storage.paths import blob_digest, upload_id_of
+
+    keys = registry.repositories.account_keys
+    storage = registry.ctx.storage
+    digest, upload = blob_digest(path), upload_id_of(path)
+    if digest is not None and (object_key := keys.object_key(None, digest)) is not None:
+        storage = keys.view(object_key)
+    elif upload is not None:
+        with registry.ctx.db.read() as conn:
+            row = conn.execute(
+                sa.select(uploads.c.wrapped_key, repositories.c.account_id)
+                .join(repositories, repositories.c.id == uploads.c.repository_id)
+                .where(uploads.c.id == upload, uploads.c.keyspace.is_(None))
+            ).first()
+        if row is not None and row.wrapped_key is not None:
+            storage = keys.open_object(row.account_id, row.wrapped_key)
+    return storage.get_content(path)

@@ -8,6 +8,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import sys
 import time
 from datetime import UTC, datetime
@@ -193,7 +194,8 @@ def cmd_encrypt_existing(args: argparse.Namespace) -> int:
     report = SealReport()
 
     def render(elapsed: float) -> str:
-        return f"encrypt-existing: sealed {report.sealed:,} blob(s), {human_bytes(report.bytes)}, {elapsed:.0f} s"
+        done = report.sealed + report.blobs_rekeyed
+        return f"encrypt-existing: sealed {done:,} blob(s), {human_bytes(report.bytes)}, {elapsed:.0f} s"
 
     try:
         with _progress(args, render):
@@ -202,18 +204,42 @@ def cmd_encrypt_existing(args: argparse.Namespace) -> int:
         registry.close()
     if args.dry_run:
         print(
-            f"encrypt-existing: {report.remaining:,} blob(s) and {report.manifests:,} manifest(s) stored in plaintext "
-            f"would be sealed; {report.rekeyed:,} manifest(s) of KMS repositories would move under their key"
+            f"encrypt-existing: {report.remaining:,} blob(s) stored in plaintext or under the deployment key and "
+            f"{report.manifests:,} manifest(s) stored in plaintext would be sealed; {report.rekeyed:,} manifest(s) of "
+            "KMS repositories would move under their key"
         )
     else:
         print(
-            f"encrypt-existing: sealed {report.sealed:,} blob(s) ({human_bytes(report.bytes)}) and "
-            f"{report.manifests:,} manifest(s), moved {report.rekeyed:,} manifest(s) of KMS repositories under their "
-            f"key ({report.keys_unusable:,} left: key not usable now); "
+            f"encrypt-existing: sealed {report.sealed:,} plaintext blob(s) and moved {report.blobs_rekeyed:,} from the "
+            f"deployment key to account keys ({human_bytes(report.bytes)}), sealed {report.manifests:,} manifest(s), "
+            f"moved {report.rekeyed:,} manifest(s) of KMS repositories under their key ({report.keys_unusable:,} "
+            "left: key not usable now); "
             f"{report.already:,} already sealed, {report.missing:,} missing, {report.corrupt:,} not matching their "
             "digest (see soko fsck)"
         )
     return 1 if report.corrupt else 0
+
+
+def cmd_account_key(args: argparse.Namespace) -> int:
+    from soko.registry import Registry
+
+    if not re.fullmatch(r"\d{12}", args.account):
+        print(f"account-key: --account must be a 12-digit account id, not {args.account[:40]!r}")
+        return 2
+    registry = Registry.open(_settings(args))
+    try:
+        keys = registry.repositories.account_keys
+        if args.action == "rotate":
+            print(f"account-key: account {args.account} wraps new objects with its new key {keys.rotate(args.account)}")
+        elif not args.yes:
+            print("account-key shred: add --yes: the content only this account holds becomes unreadable forever")
+            return 2
+        else:
+            gone = keys.shred(args.account)
+            print(f"account-key: deleted {gone} key(s) of account {args.account} (crypto-shredded)")
+    finally:
+        registry.close()
+    return 0
 
 
 def cmd_gc(args: argparse.Namespace) -> int:
@@ -437,6 +463,15 @@ def main(argv: list[str] | None = None) -> int:
     seal.add_argument("--dry-run", action="store_true", help="count the plaintext blobs, change nothing")
     seal.add_argument("--progress", action="store_true", help="show progress on stderr even when it is not a terminal")
     seal.set_defaults(func=cmd_encrypt_existing)
+
+    account_key = sub.add_parser(
+        "account-key", help="an account's service key (AES256): rotate it, or shred it (its content becomes unreadable)"
+    )
+    _common(account_key)
+    account_key.add_argument("action", choices=["rotate", "shred"])
+    account_key.add_argument("--account", required=True, help="the 12-digit account id")
+    account_key.add_argument("--yes", action="store_true", help="confirm a shred")
+    account_key.set_defaults(func=cmd_account_key)
 
     usage = sub.add_parser("usage", help="cost report: stored bytes, GB-months, transfer and requests for a month")
     _common(usage)

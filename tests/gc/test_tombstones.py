@@ -101,7 +101,7 @@ def test_a_repush_while_the_executor_deletes_the_old_copy_waits_for_it(registry,
     pusher.join(30)
     assert pushed == [digest] and stored(registry, digest) and digest in blob_rows(registry)
     assert tombstone_digests(registry) == []
-    with storage.reader(f"blobs/sha256/{digest[7:9]}/{digest[7:]}") as f:
+    with registry.blobs.reader(registry.blobs.open(other, digest)) as f:
         assert f.read() == data
     assert list(check(registry.ctx)) == []
 

@@ -164,7 +164,9 @@ def test_push_again_restores_and_archived_children_and_layers_are_refused(tiered
     push_blob(registry, ref, layer)
     with pytest.raises(ManifestBlobUnknown):  # the config is still archived
         registry.manifests.put(ref, "v1", payload, None)
-    with registry.ctx.archive_storage.reader(_archive_path(registry, config["digest"])) as f:
+    keys = registry.repositories.account_keys  # (the object's key, as the account's wrap gives it)
+    archived = keys.view(keys.object_key(None, config["digest"]), registry.ctx.archive_storage)
+    with archived.reader(_archive_path(registry, config["digest"])) as f:
         push_blob(registry, ref, f.read())
     registry.manifests.put(ref, "v1", payload, None)
     assert registry.manifests.get(ref, "v1", record_pull=True).status == "ACTIVE"

@@ -19,7 +19,7 @@ from soko.registry.uploads import CLAIM_STALE
 from soko.storage import FilesystemDriver, PathNotFound
 from soko.storage.paths import blob_path, upload_path
 from tests.clock import Clock
-from tests.domain import push_blob, push_image
+from tests.domain import push_blob, push_image, stored_content
 from tests.oci.helpers import sha256, sha512
 
 
@@ -41,7 +41,7 @@ def _chunk(registry, ref: RepoRef, upload_id: str, data: bytes, start: int | Non
 
 
 def _read(registry, path: str) -> bytes:
-    return registry.ctx.storage.get_content(path)
+    return stored_content(registry, path)
 
 
 def test_upload_expiry(registry):

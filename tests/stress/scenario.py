@@ -57,7 +57,6 @@ from soko.registry.fsck import check
 from soko.registry.lifecycle_runner import LifecycleRunner
 from soko.registry.models import RepoRef
 from soko.storage import PathNotFound
-from soko.storage.paths import blob_path
 from tests.domain import push_blob
 from tests.oci.helpers import sha256
 
@@ -314,7 +313,7 @@ class Workload:
 
     def _read_blob(self, ref: RepoRef, digest: str) -> None:
         content = self.registry.blobs.open(ref, digest)
-        with self.registry.ctx.storage.reader(blob_path(content.digest)) as f:
+        with self.registry.blobs.reader(content) as f:
             data = f.read()
         if sha256(data) != digest:
             self.stats.violation(f"pull: blob {digest} of {ref.name} has wrong content ({len(data)} bytes)")

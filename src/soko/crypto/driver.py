@@ -347,6 +347,14 @@ class SealedDriver(StorageDriver):
         except PathNotFound:
             return None
 
+    def key_id(self, path: str) -> str | None:
+        """The key id the sealed object at ``path`` names in its header; None when it is plaintext or missing."""
+        try:
+            with self.inner.reader(self.sealed(path)) as f:
+                return Header.decode(_read_exact(f, HEADER), path).key_id
+        except PathNotFound:
+            return None
+
     def writer(self, path: str, offset: int = 0) -> FileWriter:
         return _SealedWriter(self, path, offset)
 

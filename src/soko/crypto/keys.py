@@ -7,6 +7,8 @@ to the cipher that unwraps it; an id it does not know is ``KeyUnavailable`` (a k
 
 from __future__ import annotations
 
+import functools
+
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
@@ -22,10 +24,20 @@ class KeyRing:
         if current not in self._ciphers:
             raise ValueError(f"the current key {current!r} is not in the ring")
         self.current = current
-        # the key of sealed database values (soko.crypto.rows: manifests), derived from the current key
-        self.row_key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"soko/rows/v1").derive(
-            keys[current]
-        )
+        self._current_key = keys[current]
+
+    def _derive(self, info: bytes) -> bytes:
+        return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(self._current_key)
+
+    @functools.cached_property
+    def row_key(self) -> bytes:
+        """The key of sealed database values (soko.crypto.rows: manifests), derived from the current key."""
+        return self._derive(b"soko/rows/v1")
+
+    @functools.cached_property
+    def account_wrap_key(self) -> bytes:
+        """The key that wraps per-account service keys (soko.registry.account_keys), derived from the current key."""
+        return self._derive(b"soko/account-keys/v1")
 
     @classmethod
     def service(cls, storage_key: bytes) -> KeyRing:

@@ -75,6 +75,7 @@ from soko.kernel.context import DomainContext
 from soko.kernel.keyspaces import keyspace_of
 from soko.meta.schema import (
     blob_copies,
+    blob_keys,
     blobs,
     gc_link_reviews,
     gc_tombstones,
@@ -487,6 +488,7 @@ class GarbageCollector:
                     sa.select(blob_copies.c.digest, blob_copies.c.keyspace).where(blob_copies.c.digest.in_(unused))
                 ).all()
                 conn.execute(sa.delete(blob_copies).where(blob_copies.c.digest.in_(unused)))
+                conn.execute(sa.delete(blob_keys).where(blob_keys.c.digest.in_(unused)))  # the accounts' wraps
                 conn.execute(sa.delete(blobs).where(blobs.c.digest.in_(unused)))
                 # the blob's current copy (standard storage, or the archive copy its row named) and its key copies
                 entries = [(r.digest, r.archive_path or blob_path(r.digest)) for r in rows]

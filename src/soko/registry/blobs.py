@@ -49,6 +49,7 @@ class _Copy:
     temp: str
     seal_id: str
     wrapped_key: bytes | None
+    account_id: str  # the destination's account (whose key wraps ``wrapped_key`` when there is no keyspace)
 
 
 def _delete_quietly(storage: StorageDriver, path: str) -> None:
@@ -132,15 +133,20 @@ class Blobs:
         path = blob_path(row.digest)
         storage = self.ctx.storage
         redirect = storage.redirect_url(path) if storage.capabilities.redirect else None
-        return BlobContent(row.digest, row.size, path, redirect, row.seal_id)
+        with self.ctx.db.read() as conn:  # the account's wrap of the object's key (none: an earlier version's)
+            wrapped = self.repositories.account_keys.wrapped_for(conn, row.digest, row.account_id)
+        return BlobContent(row.digest, row.size, path, redirect, row.seal_id, None, wrapped, row.account_id)
 
     def local_path(self, blob: BlobContent) -> str | None:
         """The local file holding the blob (the filesystem driver), for the server to send by itself."""
         return None if blob.keyspace is not None else self.ctx.storage.local_path(blob.storage_path)
 
     def _storage_of(self, blob: BlobContent) -> StorageDriver:
-        if blob.keyspace is None or blob.wrapped_key is None:
+        if blob.wrapped_key is None:
             return self.ctx.storage
+        if blob.keyspace is None:  # the service-key object, through the account's own key
+            assert blob.account_id is not None
+            return self.repositories.account_keys.open_object(blob.account_id, blob.wrapped_key)
         try:
             return self.repositories.encryption.open_object(blob.keyspace, blob.wrapped_key)  # KMS Decrypt, audited
         except KeyUnusable:
@@ -162,7 +168,10 @@ class Blobs:
         cache = self._cache_for(blob)
         if cache is None:
             return None, None
-        storage = self._storage_of(blob)
+        try:
+            storage = self._storage_of(blob)  # (an account whose key was shredded is refused here, cached or not)
+        except SealBroken as exc:
+            raise unreadable(blob.digest, exc) from None
         return cache.lookup(blob.keyspace.name if blob.keyspace else None, blob.digest, blob.size), storage
 
     def fill(self, blob: BlobContent) -> Fill | None:
@@ -177,8 +186,8 @@ class Blobs:
         """The blob's content from ``offset`` on (close it when done). A blob of a KMS repository needs its key:
         KeyUnusable when KMS refuses (disabled, pending deletion, deleted); ``storage``: the view ``cached``
         opened already."""
-        storage = storage or self._storage_of(blob)
         try:
+            storage = storage or self._storage_of(blob)
             return storage.sealed_reader(blob.storage_path, offset, blob.seal_id)
         except PathNotFound:
             # the metadata said yes a moment ago: the collector won a race with a just-deleted image
@@ -200,7 +209,9 @@ class Blobs:
                 return None
             # (a missing repository: the key its CREATE_ON_PUSH creation template would give it)
             dest_space = self.repositories.planned_keyspace(conn, ref, "CREATE_ON_PUSH")
-        copies = self._prepare_copies(dest_space, source, [found])
+        if dest_space is None and self.repositories.account_keys.enabled:
+            self.repositories.account_keys.ensure(ref.account_id)  # (its key wraps the object's, below)
+        copies = self._prepare_copies(dest_space, source, [found], ref.account_id)
         try:
             with self.ctx.transaction() as tx:
                 conn = tx.conn
@@ -221,6 +232,9 @@ class Blobs:
                 if self.repositories.keyspace(conn, repo_id) != dest_space:  # created meanwhile, otherwise
                     return None
                 self._commit_copies(conn, copies, tx.now)
+                keys = self.repositories.account_keys
+                if dest_space is None and not keys.grant(conn, digest, ref.account_id, tx.now):
+                    return None  # no live account key opens the stored object: the client uploads it instead
                 conn.execute(
                     self.ctx.db.insert_ignore(repository_blobs).values(
                         repository_id=repo_id, digest=digest, created_at=tx.now
@@ -233,7 +247,9 @@ class Blobs:
         finally:
             self._drop_prepared(copies)
 
-    def _prepare_copies(self, dest: Keyspace | None, source: RepoRef, rows: list[sa.Row]) -> list[_Copy]:
+    def _prepare_copies(
+        self, dest: Keyspace | None, source: RepoRef, rows: list[sa.Row], dest_account: str
+    ) -> list[_Copy]:
         """Copies of the source repository's blobs (rows of ``_linked_row``) under the destination's key, for those
         that key does not hold: each read (decrypted), verified against its digest and sealed anew under the
         destination's key at a temporary path, before any transaction (``_commit_copies`` puts them in place)."""
@@ -243,7 +259,7 @@ class Blobs:
                 space = keyspace_of(row.encryption_type, row.kms_key, row.account_id)
                 if (space.name if space else None) == (dest.name if dest else None) or self._held(dest, row):
                     continue
-                prepared.append(self._copy(dest, source, row))
+                prepared.append(self._copy(dest, source, row, dest_account))
         except BaseException:
             self._drop_prepared(prepared)
             raise
@@ -260,11 +276,13 @@ class Blobs:
             ).first()
         return copy is not None and stored(self.ctx.storage, keyed_path(dest.name, row.digest), row.size)
 
-    def _copy(self, dest: Keyspace | None, source: RepoRef, row: sa.Row) -> _Copy:
+    def _copy(self, dest: Keyspace | None, source: RepoRef, row: sa.Row, dest_account: str) -> _Copy:
         wrapped: bytes | None = None
         storage = self.ctx.storage
         if dest is not None:
             wrapped, storage = self.repositories.encryption.new_object(dest)
+        elif self.repositories.account_keys.enabled:  # the service-key object, its key wrapped by the account's
+            wrapped, storage = self.repositories.account_keys.new_object(dest_account)
         temp = upload_path(f"copy-{uuid.uuid4()}")  # no session row: the storage sweep removes it if we die
         hasher = hashlib.new(Digest.parse(row.digest).algorithm)
         writer = storage.writer(temp)
@@ -282,15 +300,21 @@ class Blobs:
             raise
         seal_id = storage.seal_id(temp)
         assert seal_id is not None
-        return _Copy(row.digest, row.size, dest, storage, temp, seal_id, wrapped)
+        return _Copy(row.digest, row.size, dest, storage, temp, seal_id, wrapped, dest_account)
 
     def _commit_copies(self, conn: sa.Connection, copies: list[_Copy], now: float) -> None:
         for copy in copies:
             target = keyed_path(copy.keyspace.name, copy.digest) if copy.keyspace else blob_path(copy.digest)
             tombstones.clear_for_new_blob(conn, copy.digest, lock=not self.ctx.db.is_sqlite, path=target)
             if copy.keyspace is None:
+                keys = self.repositories.account_keys
                 if not stored(self.ctx.storage, blob_path(copy.digest), copy.size):
                     conn.execute(sa.update(blobs).where(blobs.c.digest == copy.digest).values(seal_id=copy.seal_id))
+                    if keys.enabled:  # wrapped for the holders of the digest and the destination's account
+                        object_key = None
+                        if copy.wrapped_key is not None:
+                            object_key = keys.unwrap(conn, copy.account_id, copy.wrapped_key)
+                        keys.install(conn, copy.digest, object_key, now, copy.account_id)
                     copy.storage.move(copy.temp, blob_path(copy.digest))
             else:
                 assert copy.wrapped_key is not None
@@ -321,7 +345,9 @@ class Blobs:
         with self.ctx.db.read() as conn:
             dest_space = self.repositories.planned_keyspace(conn, ref, "REPLICATION")
             rows = [row for d in wanted if (row := self._linked_row(conn, source, d)) is not None]
-        copies = self._prepare_copies(dest_space, source, rows)  # across keys: re-encrypted first
+        if dest_space is None and self.repositories.account_keys.enabled:
+            self.repositories.account_keys.ensure(ref.account_id)  # (its key wraps the objects', below)
+        copies = self._prepare_copies(dest_space, source, rows, ref.account_id)  # across keys: re-encrypted first
         try:
             return self._replicate(ref, source, wanted, dest_space, copies)
         finally:
@@ -363,6 +389,9 @@ class Blobs:
                     sa.insert(repository_blobs),
                     [{"repository_id": repo_id, "digest": d, "created_at": tx.now} for d in missing],
                 )
+                for digest in missing if dest_space is None else []:
+                    if not self.repositories.account_keys.grant(conn, digest, ref.account_id, tx.now):
+                        raise BlobUnknown(f"blob {digest} is stored under no live account key: push it again")
                 tx.review_links(repo_id, missing, "replication")
         return len(missing)
 

@@ -13,6 +13,10 @@ collector take), the sealed object moves into place — ``SealedDriver.move`` dr
 its ``seal_id``. Readers are never without content: until the move they read the plaintext, after it the sealed
 copy (a sealed copy always wins). A blob the collector deleted meanwhile, or that someone sealed meanwhile, is
 skipped. Safe to run while serving, and again (it resumes with what is left).
+
+A blob held by AES256 repositories is sealed (from plaintext, or again from an object an earlier version sealed
+under the deployment's service key) under a fresh object key wrapped for each account that holds it
+(``soko.registry.account_keys``), in the same way: the wraps are written in the transaction that moves it in.
 """
 
 from __future__ import annotations
@@ -24,13 +28,15 @@ from dataclasses import dataclass
 from typing import cast
 
 import sqlalchemy as sa
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from soko.crypto.driver import SealedDriver
 from soko.crypto.rows import KEYED_MAGIC, RowSealer, sealed_sql
 from soko.kernel.context import DomainContext
 from soko.kernel.keyspaces import KEYED_TYPES, keyspace_of
-from soko.meta.schema import blobs, manifests, pull_through_pending
+from soko.meta.schema import blob_keys, blobs, manifests, pull_through_pending, repository_blobs
 from soko.meta.schema import repositories as repos
+from soko.registry.account_keys import KEK_ID, AccountKeys
 from soko.registry.encryption import Encryption, KeyUnusable
 from soko.storage import PathNotFound
 from soko.storage.paths import blob_path, upload_dir, upload_path
@@ -46,7 +52,8 @@ class SealReport:
     already: int = 0  # rows without seal_id whose content was sealed already (recorded now)
     missing: int = 0  # rows whose content is nowhere (soko fsck reports them)
     corrupt: int = 0  # plaintext that does not match its digest (left as it is; soko fsck reports it)
-    remaining: int = 0  # plaintext blobs found (dry run: what a run would seal)
+    remaining: int = 0  # blobs found in plaintext or under the deployment key (dry run: what a run would seal)
+    blobs_rekeyed: int = 0  # blobs under the deployment key sealed anew under account keys
     manifests: int = 0  # manifest rows (and pending pull-through manifests) sealed (dry run: found in plaintext)
     rekeyed: int = 0  # manifest rows of KMS repositories moved under their key (dry run: found under the service key)
     keys_unusable: int = 0  # such rows left as they are: their repository's KMS key is not usable now
@@ -66,9 +73,12 @@ def encrypt_existing(
     storage = ctx.storage
     if not isinstance(storage, SealedDriver):
         raise ValueError("storage is not encrypted in this process: nothing to seal with")
+    keys = AccountKeys(ctx)
     with ctx.db.read() as conn:
         rows = conn.execute(
-            sa.select(blobs.c.digest, blobs.c.size).where(blobs.c.seal_id.is_(None)).order_by(blobs.c.digest)
+            sa.select(blobs.c.digest, blobs.c.size, blobs.c.seal_id)
+            .where(blobs.c.tier.is_(None), ~sa.exists().where(blob_keys.c.digest == blobs.c.digest))
+            .order_by(blobs.c.digest)
         ).all()
     report.manifests += _seal_rows(ctx, manifests, [manifests.c.id], dry_run)
     report.manifests += _seal_rows(
@@ -76,30 +86,55 @@ def encrypt_existing(
     )
     if encryption is not None:
         _rekey_manifests(ctx, encryption, dry_run, report)
-    for digest, size in rows:
+    for digest, size, seal_id in rows:
         if stopping():
             break
         path = blob_path(digest)
-        already = storage.seal_id(path)
-        if already is not None:  # sealed (by an upload of the same content) but not recorded: record it
-            if not dry_run:
-                _record(ctx, digest, already)
-            report.already += 1
+        key_id = storage.key_id(path)
+        if key_id == KEK_ID:  # under account keys already (its accounts' keys are gone: soko fsck says so)
             continue
-        try:
-            storage.inner.stat(path)
-        except PathNotFound:
-            report.missing += 1
-            continue
+        holders = _holders(ctx, digest)
+        if key_id is not None:
+            if seal_id is None:  # sealed (by an upload of the same content) but not recorded: record it
+                if not dry_run:
+                    seal_id = storage.seal_id(path)
+                    if seal_id is not None:
+                        _record(ctx, digest, seal_id)
+                report.already += 1
+            if not holders:  # sealed under the deployment key, and no AES256 repository holds it: nothing to do
+                continue
+        else:
+            try:
+                storage.inner.stat(path)
+            except PathNotFound:
+                if seal_id is None:
+                    report.missing += 1
+                continue
         report.remaining += 1
         if dry_run:
             continue
-        if _seal(ctx, storage, digest, size, path):
-            report.sealed += 1
+        if _seal(ctx, storage, keys if holders else None, digest, size, path, seal_id):
+            if key_id is None:
+                report.sealed += 1
+            else:
+                report.blobs_rekeyed += 1
             report.bytes += size
         else:
             report.corrupt += 1
     return report
+
+
+def _holders(ctx: DomainContext, digest: str) -> list[str]:
+    """The accounts whose AES256 repositories hold ``digest``."""
+    with ctx.db.read() as conn:
+        return list(
+            conn.execute(
+                sa.select(repos.c.account_id)
+                .join(repository_blobs, repository_blobs.c.repository_id == repos.c.id)
+                .where(repository_blobs.c.digest == digest, repos.c.encryption_type == "AES256")
+                .distinct()
+            ).scalars()
+        )
 
 
 def _seal_rows(ctx: DomainContext, table: sa.Table, key: list[sa.Column], dry_run: bool) -> int:
@@ -182,16 +217,28 @@ def _record(ctx: DomainContext, digest: str, seal_id: str) -> None:
         )
 
 
-def _seal(ctx: DomainContext, storage: SealedDriver, digest: str, size: int, path: str) -> bool:
-    """Seal one plaintext blob; False when its plaintext does not match its digest (left alone)."""
+def _seal(
+    ctx: DomainContext,
+    storage: SealedDriver,
+    keys: AccountKeys | None,
+    digest: str,
+    size: int,
+    path: str,
+    seal_id: str | None,
+) -> bool:
+    """Seal one blob of an earlier version (plaintext, or sealed under the deployment key) under a new object key
+    wrapped by the key of each account that holds it (``keys``; None: no AES256 repository holds it, the deployment
+    key seals it); False when its content does not match its digest (left alone)."""
     temp_id = f"seal-{uuid.uuid4()}"
     temp = upload_path(temp_id)
     algorithm, _, expected = digest.partition(":")
     hasher = hashlib.new(algorithm)
+    object_key = AESGCM.generate_key(256) if keys is not None else None
+    view = keys.view(object_key) if keys is not None and object_key is not None else storage
     try:
-        writer = storage.writer(temp)
+        writer = view.writer(temp)
         try:
-            with storage.inner.reader(path) as f:
+            with storage.sealed_reader(path, 0, seal_id) as f:
                 while piece := f.read(_READ):
                     hasher.update(piece)
                     writer.write(piece)
@@ -201,16 +248,19 @@ def _seal(ctx: DomainContext, storage: SealedDriver, digest: str, size: int, pat
             writer.commit()
         finally:
             writer.close()
-        seal_id = storage.seal_id(temp)
+        new_seal = view.seal_id(temp)
         with ctx.transaction() as tx:
-            locked = sa.select(blobs.c.seal_id).where(blobs.c.digest == digest)
+            locked = sa.select(blobs.c.seal_id, blobs.c.tier).where(blobs.c.digest == digest)
             if not ctx.db.is_sqlite:
                 locked = locked.with_for_update()
             row = tx.conn.execute(locked).first()
-            if row is None or row.seal_id is not None:  # collected, or sealed by someone else meanwhile
-                return True
-            tx.conn.execute(sa.update(blobs).where(blobs.c.digest == digest).values(seal_id=seal_id))
-            storage.move(temp, path)  # last: the sealed copy takes the blob's place and the plaintext goes
+            wrapped = tx.conn.execute(sa.select(blob_keys.c.digest).where(blob_keys.c.digest == digest)).first()
+            if row is None or row.seal_id != seal_id or row.tier is not None or wrapped is not None:
+                return True  # collected, archived, or stored anew by someone else meanwhile
+            tx.conn.execute(sa.update(blobs).where(blobs.c.digest == digest).values(seal_id=new_seal))
+            if keys is not None:
+                keys.install(tx.conn, digest, object_key, tx.now)
+            view.move(temp, path)  # last: the sealed copy takes the blob's place and the plaintext goes
         return True
     finally:
         try:

@@ -21,6 +21,7 @@ from soko.kernel.context import DomainContext
 from soko.kernel.keyspaces import Keyspace, keyspace_of
 from soko.meta.schema import blob_copies, blobs, manifest_blobs, manifest_children, manifests, repository_blobs, tags
 from soko.meta.schema import repositories as repos
+from soko.registry.account_keys import AccountKeys
 from soko.registry.encryption import Encryption, KeyUnusable
 from soko.storage import PathNotFound, StorageDriver, paths
 from soko.storage.paths import blob_path, trash_path
@@ -165,6 +166,7 @@ def _check_tier(
 ) -> Iterator[Problem]:
     stored = store.walk(root)
     current = next(stored, None)
+    keys = AccountKeys(ctx)
     for path, digest, size, seal_id in sorted(entries):
         progress.blobs_checked += 1
         if not rehash:
@@ -194,8 +196,16 @@ def _check_tier(
                 digest,
                 digest,
                 progress,
-                partial(store.sealed_reader, path, 0, seal_id),
+                partial(_open_blob, keys, store, digest, path, seal_id),
             )
+
+
+def _open_blob(keys: AccountKeys, store: StorageDriver, digest: str, path: str, seal_id: str | None) -> BinaryIO:
+    """A service-key object, through any account's wrap of its key (none left: the deployment key, which fails as
+    crypto-shredded for an object whose accounts' keys are all gone)."""
+    object_key = keys.object_key(None, digest) if keys.enabled else None
+    view = store if object_key is None else keys.view(object_key, store)
+    return view.sealed_reader(path, 0, seal_id)
 
 
 def _verify(

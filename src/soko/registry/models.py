@@ -42,7 +42,8 @@ class BlobContent:
     redirect_url: str | None
     seal_id: str | None = None  # the encrypted object holding it (None: plaintext of an earlier version)
     keyspace: Keyspace | None = None  # the customer key's copy (KMS, KMS_DSSE repositories); None: the service key
-    wrapped_key: bytes | None = None  # that copy's key, wrapped by KMS
+    wrapped_key: bytes | None = None  # that copy's key, wrapped by KMS; or the service-key object's, by the account
+    account_id: str | None = None  # the account whose wrap ``wrapped_key`` is (no keyspace: soko.registry.account_keys)
 
 
 @dataclass(frozen=True, slots=True)

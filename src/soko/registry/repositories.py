@@ -16,6 +16,7 @@ from soko.kernel.unit_of_work import UnitOfWork
 from soko.meta.schema import lifecycle_policies, manifests, repository_tags, uploads
 from soko.meta.schema import repositories as t
 from soko.names import validate_repository_name
+from soko.registry.account_keys import AccountKeys
 from soko.registry.encryption import Encryption, Keyspace, keyspace_of
 from soko.registry.models import RepoRef, Repository
 from soko.registry.quotas import Quotas
@@ -142,6 +143,7 @@ class Repositories:
         self.ctx = ctx
         self.quotas = Quotas(ctx)
         self.encryption = Encryption(ctx)  # KMS keys of KMS and KMS_DSSE repositories (soko.registry.encryption)
+        self.account_keys = AccountKeys(ctx)  # per-account service keys of AES256 repositories
 
     def keyspace(self, conn: sa.Connection, repo_id: int) -> Keyspace | None:
         """Where the repository's blobs live: None for the service key (AES256), else its customer key's keyspace."""

@@ -380,7 +380,8 @@ class StorageClasses:
                 return False
         archive = self.ctx.archive_storage
         path = archive_blob_path(digest, secrets.token_hex(8))
-        self._copy(self.ctx.storage, blob_path(digest), row.seal_id, archive, path, digest)
+        source, dest = self._views(self.ctx.storage, archive, digest)
+        self._copy(source, blob_path(digest), row.seal_id, dest, path, digest)
         keep = False
         try:
             with self.ctx.transaction() as tx:
@@ -408,9 +409,8 @@ class StorageClasses:
         if row is None or row.tier != ARCHIVE_TIER:
             return False
         staging = f"restore-{secrets.token_hex(8)}"  # an upload path: a copy left by a crash is swept with them
-        self._copy(
-            self.ctx.archive_storage, row.archive_path, row.seal_id, self.ctx.storage, upload_path(staging), digest
-        )
+        source, dest = self._views(self.ctx.archive_storage, self.ctx.storage, digest)
+        self._copy(source, row.archive_path, row.seal_id, dest, upload_path(staging), digest)
         try:
             with self.ctx.transaction() as tx:
                 locked = self._lock_blob(tx.conn, digest)
@@ -432,6 +432,16 @@ class StorageClasses:
         finally:
             _delete_quietly(self.ctx.storage, upload_dir(staging))
         return True
+
+    def _views(self, source: StorageDriver, dest: StorageDriver, digest: str) -> tuple[StorageDriver, StorageDriver]:
+        """The stores' sealing views for a blob's move between tiers: its object key stays the same (sealed again
+        under it), so every account's wrap of it (``blob_keys``) stays valid; an earlier version's content keeps
+        the deployment key."""
+        keys = self.repositories.account_keys
+        object_key = keys.object_key(None, digest) if keys.enabled else None
+        if object_key is None:
+            return source, dest
+        return keys.view(object_key, source), keys.view(object_key, dest)
 
     def _lock_blob(self, conn: sa.Connection, digest: str) -> sa.Row | None:
         query = sa.select(blobs.c.tier, blobs.c.archive_path).where(blobs.c.digest == digest)

@@ -370,9 +370,13 @@ class Uploads:
             )
         try:
             storage = self.ctx.storage
+            wrapped: bytes | None = None
             if space is not None:
                 # KMS makes this upload's key (outside the transaction: KMS may write, e.g. a due rotation)
                 wrapped, storage = self.repositories.encryption.new_object(space)
+            elif self.repositories.account_keys.enabled:  # AES256: an object key wrapped by the account's key
+                wrapped, storage = self.repositories.account_keys.new_object(ref.account_id)
+            if wrapped is not None:
                 with self.ctx.db.write() as conn:
                     conn.execute(sa.update(uploads).where(uploads.c.id == upload_id).values(wrapped_key=wrapped))
                 self._views.put(upload_id, wrapped, storage)
@@ -406,9 +410,12 @@ class Uploads:
         return UploadState(upload_id, ref, row.size, row.short_part_end, space, row.wrapped_key)
 
     def _storage(self, state: UploadState) -> StorageDriver:
-        """Where the session's data is sealed: the service key, or the key KMS made for it (Decrypt, audited)."""
+        """Where the session's data is sealed: its object key under the account's service key (an upload begun
+        before account keys: the deployment's), or the key KMS made for it (Decrypt, audited)."""
         if state.keyspace is None:
-            return self.ctx.storage
+            if state.wrapped_key is None:
+                return self.ctx.storage
+            return self.repositories.account_keys.open_object(state.repository.account_id, state.wrapped_key)
         if state.wrapped_key is None:  # its start died before KMS made the key: nothing was written
             raise upload_unknown(state.id)
         view = self._views.get(state.id, state.wrapped_key)
@@ -648,8 +655,15 @@ class Uploads:
                 )
                 return
             archived = existing is not None and existing.tier is not None
-            if not inserted and not archived and stored(self.ctx.storage, blob_path(digest), size):
+            keys = self.repositories.account_keys
+            if (
+                not inserted
+                and not archived
+                and stored(self.ctx.storage, blob_path(digest), size)
+                and keys.grant(conn, digest, ref.account_id, now)  # the account reads the stored object (its wrap)
+            ):
                 return
+            # (stored, but no live account key opens it — its holders were crypto-shredded: this one replaces it)
             if existing is not None and existing.tier is not None:
                 # Content in the archive tier, uploaded again (re-push): it is back in standard storage from now
                 # on, and the archive copy goes (``registry/storage_class.py``).
@@ -659,7 +673,12 @@ class Uploads:
                 .where(blobs.c.digest == digest)
                 .values(seal_id=seal_id, tier=None, archive_path=None, archived_at=None)
             )
-            self.ctx.storage.move(upload_path(upload_id), blob_path(digest))
+            object_key = None
+            if state.wrapped_key is not None:
+                object_key = keys.unwrap(conn, ref.account_id, state.wrapped_key)
+            if keys.enabled:
+                keys.install(conn, digest, object_key, now)
+            storage.move(upload_path(upload_id), blob_path(digest))
 
     def _rehash(
         self, storage: StorageDriver, state: UploadState, algorithm: str, claim: str, plain: Fill | None = None

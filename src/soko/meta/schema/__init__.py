@@ -2,7 +2,7 @@
 
 from soko.meta.schema.audit import audit_events
 from soko.meta.schema.base import metadata
-from soko.meta.schema.blobs import blob_copies, blobs, keyspace_keys, repository_blobs
+from soko.meta.schema.blobs import account_keys, blob_copies, blob_keys, blobs, keyspace_keys, repository_blobs
 from soko.meta.schema.console import console_sessions
 from soko.meta.schema.ecr import (
     creation_templates,
@@ -51,6 +51,7 @@ from soko.meta.schema.uploads import uploads
 
 __all__ = [
     "access_keys",
+    "account_keys",
     "account_settings",
     "accounts",
     "advisories",
@@ -58,6 +59,7 @@ __all__ = [
     "archive_charges",
     "audit_events",
     "blob_copies",
+    "blob_keys",
     "blobs",
     "console_sessions",
     "creation_templates",

@@ -55,3 +55,29 @@ keyspace_keys = sa.Table(
     sa.Column("wrapped_key", sa.LargeBinary, nullable=False),
     sa.Column("created_at", Timestamp, nullable=False),
 )
+
+# Per-account service keys (ECR's AES256, soko.registry.account_keys): random 256-bit keys, each wrapped by a key
+# derived from the master key (``wrapped``: nonce | AES-256-GCM, the account and key id as associated data). An
+# account may hold several (rotation: the newest wraps new objects); deleting an account's rows crypto-shreds
+# everything only that account holds.
+account_keys = sa.Table(
+    "account_keys",
+    metadata,
+    sa.Column("account_id", sa.String(12), primary_key=True),
+    sa.Column("key_id", sa.String(16), primary_key=True),
+    sa.Column("wrapped", sa.LargeBinary, nullable=False),
+    sa.Column("created_at", Timestamp, nullable=False),
+)
+
+# The key of a service-key object (``blobs/…``) as each account holding the digest sees it: the object's own random
+# key (its header's key-encrypting key) wrapped by that account's service key. One object per digest, readable by an
+# account only through its own row; no row for a digest: content of an earlier version under the deployment key.
+blob_keys = sa.Table(
+    "blob_keys",
+    metadata,
+    sa.Column("digest", sa.String(DIGEST_LENGTH), sa.ForeignKey("blobs.digest"), primary_key=True),
+    sa.Column("account_id", sa.String(12), primary_key=True),
+    sa.Column("wrapped_key", sa.LargeBinary, nullable=False),
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.Index(None, "account_id"),
+)
