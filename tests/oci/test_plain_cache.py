@@ -367,3 +367,27 @@ def test_a_full_tmpfs_degrades_to_the_stream(tmp_path, settings, registry):
             assert cache is not None and not os.path.exists(cache.path(None, digest))
     finally:
         subprocess.run(["umount", str(small)], check=False)
+
+
+def test_a_copy_held_by_another_worker_leaves_memory_when_the_upload_completes(server, client, cache):
+    # Worker A holds the copy of an upload it streamed (a PATCH landed there); the PUT lands here, worker B, which
+    # completes from its own read. A's copy is useless now: its memory goes at once (it counted in no budget once
+    # unlinked, and A only lets go of it minutes later), and A can never install what is left of it.
+    data = os.urandom(MiB)
+    location = start_upload(client, "repo")
+    upload_id = location.split("?")[0].rsplit("/", 1)[1]
+    worker_a = PlainCache(cache.root, cache.budget)
+    try:
+        held = worker_a.upload(upload_id, 0, None)  # (a chunked body: room taken as the bytes come)
+        assert held is not None and held.write((data,))
+        worker_a.keep_upload(upload_id, held)
+        r = client.patch(location, content=data, headers={"Content-Range": f"0-{MiB - 1}"})
+        assert r.status_code == 202
+        assert client.put(r.headers["Location"], params={"digest": sha256(data)}).status_code == 201
+        assert os.fstat(held.fd).st_blocks == 0  # its memory given back
+        taken = worker_a.take_upload(upload_id)
+        assert taken is held and not taken.commit(None, sha256(data), MiB, verified=True)
+        assert not os.path.exists(cache.path(None, sha256(data)))
+        assert client.get(f"/v2/repo/blobs/{sha256(data)}").content == data
+    finally:
+        worker_a.close()

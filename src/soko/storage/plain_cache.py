@@ -192,7 +192,7 @@ class Fill:
         if self.closed:
             return False
         try:
-            if self.size != size:
+            if self.size != size or os.fstat(self.fd).st_size != self.reserved:  # (cut by another: take_upload)
                 return False
             if self.reserved != size:  # (an upload's last growth step reserved more than it needed)
                 os.ftruncate(self.fd, size)
@@ -381,11 +381,20 @@ class PlainCache:
 
     def take_upload(self, upload_id: str) -> Fill | None:
         """The upload's plaintext this process holds (None: none, or another process streamed it: that file,
-        useless now, is unlinked so it counts no more)."""
+        useless now, is emptied and unlinked; its holder can no longer install it)."""
         with self._lock:
             fill = self._uploads.pop(upload_id, None)
         if fill is None:
-            self._unlink(os.path.join(self.root, f".up-{upload_id}"))
+            # Emptied first: unlinked only, its memory would stay, counted in no budget, until its holder lets go of
+            # its descriptor (minutes later, at expiry).
+            path = os.path.join(self.root, f".up-{upload_id}")
+            with contextlib.suppress(OSError):
+                fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+                try:
+                    os.ftruncate(fd, 0)
+                finally:
+                    os.close(fd)
+            self._unlink(path)
         return fill
 
     def _expire_uploads(self) -> None:
