@@ -152,3 +152,17 @@ def test_content_of_earlier_versions_moves_to_account_keys(registry, settings) -
     with registry.ctx.db.read() as conn:
         assert conn.execute(sa.select(blobs.c.seal_id)).scalar() is not None
     assert list(check(registry.ctx)) == []
+
+
+def test_the_collector_deletes_the_wraps_of_accounts_that_no_longer_hold_a_digest(registry) -> None:
+    registry.ctx.clock = Clock(1_800_000_000.0)
+    a, b = _repos(registry)
+    push_image(registry, a, "v1", [SHARED])
+    push_image(registry, b, "v1", [SHARED])
+    shared = f"sha256:{hashlib.sha256(SHARED).hexdigest()}"
+    registry.repositories.delete(b, force=True)
+    registry.ctx.clock.now += 3 * 86400  # type: ignore[attr-defined]
+    report = registry.gc.run(grace_period=0)
+    assert report.wraps_deleted >= 2 and _wraps(registry)[shared] == {A}  # (B's config and layer)
+    registry.repositories.account_keys.shred(A)  # nothing of it opens through B's old wrap either
+    assert registry.repositories.account_keys.object_key(None, shared) is None

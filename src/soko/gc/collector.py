@@ -89,6 +89,7 @@ from soko.storage import PathNotFound, StorageDriver, paths
 from soko.storage.paths import blob_path
 
 log = logging.getLogger("soko.gc")
+_WRAP_BATCH = 1000
 BATCH = 500
 
 Link = tuple[int, str]  # (repository id, digest)
@@ -154,6 +155,7 @@ class GcReport:
     tombstones_executed: int = 0  # stored objects deleted after their rows' deletion committed
     tombstones_voided: int = 0  # deletions dropped because the digest was pushed again meanwhile
     copies_deleted: int = 0  # customer-key copies no repository of their key links any more
+    wraps_deleted: int = 0  # accounts' wraps of blobs' keys (blob_keys) no AES256 repository of theirs links any more
     deleted_digests: list[str] = field(default_factory=list)
     seconds: float = 0.0
     phase: str = "starting"
@@ -410,6 +412,7 @@ class GarbageCollector:
     # ---- blobs ------------------------------------------------------------------------------------------------------
     def _delete_blobs(self, cutoff: float, dry_run: bool, report: GcReport, stopping: Callable[[], bool]) -> None:
         self._delete_copies(cutoff, dry_run, report)
+        self._delete_wraps(cutoff, dry_run, report, stopping)
         linked = sa.exists().where(repository_blobs.c.digest == blobs.c.digest)
         with self.ctx.db.read() as conn:
             candidates = [
@@ -562,6 +565,50 @@ class GarbageCollector:
                 entries = [(d, paths.keyed_path(space_name, d)) for d in gone]
                 tombstones.bury(conn, entries, self.ctx.clock(), "copy-delete")
         return len(gone)
+
+    def _delete_wraps(self, cutoff: float, dry_run: bool, report: GcReport, stopping: Callable[[], bool]) -> None:
+        """An account's wrap of a service-key object's key (``blob_keys``, soko.registry.account_keys) goes once no
+        AES256 repository of that account links the digest: the account's key then opens only what it holds, so
+        shredding another account's key leaves nothing of that one's readable through a stale wrap. Deleted under
+        the blob row's lock, which a mount or upload completion that links (and wraps) the digest holds too."""
+
+        def unheld() -> sa.ColumnElement[bool]:
+            return ~sa.exists().where(
+                repository_blobs.c.digest == blob_keys.c.digest,
+                repository_blobs.c.repository_id == repositories.c.id,
+                repositories.c.account_id == blob_keys.c.account_id,
+                repositories.c.encryption_type == "AES256",
+            )
+
+        while not stopping():
+            gone: list[tuple[str, str]] = []
+            with self._batch(dry_run) as conn:
+                doomed = conn.execute(
+                    sa.select(blob_keys.c.digest, blob_keys.c.account_id)
+                    .where(blob_keys.c.created_at <= cutoff, unheld())
+                    .order_by(blob_keys.c.digest, blob_keys.c.account_id)
+                    .limit(_WRAP_BATCH)
+                ).all()
+                if not doomed:
+                    return
+                digests = sorted({d for d, _ in doomed})
+                conn.execute(
+                    self._for_update(
+                        sa.select(blobs.c.digest).where(blobs.c.digest.in_(digests)).order_by(blobs.c.digest)
+                    )
+                ).all()
+                again = sa.tuple_(blob_keys.c.digest, blob_keys.c.account_id).in_([tuple(r) for r in doomed])
+                gone = [
+                    tuple(r)
+                    for r in conn.execute(sa.select(blob_keys.c.digest, blob_keys.c.account_id).where(again, unheld()))
+                ]
+                if gone:
+                    conn.execute(
+                        sa.delete(blob_keys).where(sa.tuple_(blob_keys.c.digest, blob_keys.c.account_id).in_(gone))
+                    )
+            report.wraps_deleted += len(gone)
+            if dry_run or len(doomed) < _WRAP_BATCH:
+                return
 
     def _restore_trash(self) -> int:
         """Legacy: collectors before tombstones moved content to ``trash/`` under the row lock and could die before
