@@ -9,6 +9,7 @@ import os
 import shutil
 import stat
 import subprocess
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -391,3 +392,21 @@ def test_a_copy_held_by_another_worker_leaves_memory_when_the_upload_completes(s
         assert client.get(f"/v2/repo/blobs/{sha256(data)}").content == data
     finally:
         worker_a.close()
+
+
+def test_an_unsafe_default_directory_turns_the_cache_off_instead_of_stopping_soko(caplog):
+    # The default directory is shared ground (/dev/shm): another local user making soko-<uid> unsafe first must cost
+    # this node its cache (said in the log), not its start. An explicit plaintext_cache_dir is still refused.
+    shm = tempfile.mkdtemp(dir="/dev/shm", prefix="soko-test-shm-")
+    try:
+        elsewhere = os.path.join(shm, "elsewhere")
+        os.mkdir(elsewhere)
+        os.chmod(elsewhere, 0o777)  # writable by everyone, not sticky: entries there could be swapped
+        os.symlink(elsewhere, os.path.join(shm, f"soko-{os.getuid()}"))  # what another user could make first
+        with caplog.at_level("WARNING", logger="soko.plain_cache"):
+            assert open_for("", MiB, False, b"k", shm=shm) is None
+        assert "plaintext cache off" in caplog.text and "not a directory owned by this user" in caplog.text
+        with pytest.raises(CacheRefused, match="other users"):
+            open_for(os.path.join(elsewhere, "mine"), MiB, False, b"k", shm=shm)
+    finally:
+        shutil.rmtree(shm, ignore_errors=True)

@@ -545,25 +545,37 @@ class PlainCache:
         return found
 
 
-def open_for(directory: str, budget: int, allow_disk: bool, deployment_key: bytes) -> PlainCache | None:
+def open_for(
+    directory: str, budget: int, allow_disk: bool, deployment_key: bytes, *, shm: str = "/dev/shm"
+) -> PlainCache | None:
     """The node's cache as configured (``plaintext_cache_*``), or None when it is off. ``budget`` -1: automatic.
     The default directory, ``/dev/shm/soko-<uid>/<deployment id>`` (the id derived from ``deployment_key``, so
     deployments on one machine never share entries), is used only where ``/dev/shm`` is a tmpfs; an explicit one
-    that is not memory is refused (``CacheRefused``) unless ``allow_disk``."""
+    that is not memory is refused (``CacheRefused``) unless ``allow_disk``. The default one is shared ground: when
+    another local user has made it unsafe (``/dev/shm/soko-<uid>`` theirs, or a link), the node runs without the
+    cache and says why, instead of letting that user keep Soko from starting."""
     if budget == 0:
         return None
     if budget < 0:
         budget = auto_budget()
-    if not directory:
-        if filesystem_type("/dev/shm") not in TMPFS_TYPES or not os.path.isdir("/dev/shm"):
-            log.warning("plaintext cache off: /dev/shm is not a tmpfs here; set plaintext_cache_dir to one")
-            return None
-        deployment = hashlib.sha256(b"soko/plaintext-cache\0" + deployment_key).hexdigest()[:16]
-        parent = os.path.join("/dev/shm", f"soko-{os.getuid()}")
-        directory = os.path.join(parent, deployment)
+    if directory:
+        return PlainCache.open(directory, budget, allow_disk=allow_disk)
+    if filesystem_type(shm) not in TMPFS_TYPES or not os.path.isdir(shm):
+        log.warning("plaintext cache off: %s is not a tmpfs here; set plaintext_cache_dir to one", shm)
+        return None
+    deployment = hashlib.sha256(b"soko/plaintext-cache\0" + deployment_key).hexdigest()[:16]
+    parent = os.path.join(shm, f"soko-{os.getuid()}")
+    try:
         _private_dir(parent)
         sweep_abandoned(parent, keep=deployment)
-    return PlainCache.open(directory, budget, allow_disk=allow_disk)
+        return PlainCache.open(os.path.join(parent, deployment), budget, allow_disk=allow_disk)
+    except CacheRefused as exc:
+        log.warning(
+            "plaintext cache off (pulls of encrypted blobs decrypt every time): %s. Remove it, or set "
+            "plaintext_cache_dir to a private tmpfs directory",
+            exc,
+        )
+        return None
 
 
 def sweep_abandoned(parent: str, keep: str, settle: float = 60.0) -> None:
