@@ -456,6 +456,75 @@ def test_hostile_upstream_and_a_cut_blob(world: World) -> None:
         assert [i["imageDigest"] for i in images] == ["sha256:" + hashlib.sha256(manifest).hexdigest()]
 
 
+def test_a_pull_that_joins_a_failing_prefetch_fetches_for_itself(world: World) -> None:
+    """The manifest's prefetch of the layer is cut by the upstream after this pull joined it but before any byte
+    reached the pull: the pull fetches the blob again for itself rather than inherit the prefetch's failure (a
+    prefetch started while the upstream failed, still under way when it recovered, failed such pulls: a flake of
+    test_hostile_upstream_and_a_cut_blob)."""
+    layer = os.urandom(3 << 20)
+    layer_digest = "sha256:" + hashlib.sha256(layer).hexdigest()
+    config = b'{"architecture":"amd64","os":"linux","variant":"prefetch"}'
+    config_digest = "sha256:" + hashlib.sha256(config).hexdigest()
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": config_digest,
+                "size": len(config),
+            },
+            "layers": [
+                {"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer_digest, "size": len(layer)}
+            ],
+        }
+    ).encode()
+    lock = threading.Lock()
+    gets: list[str] = []
+    prefetching = threading.Event()
+    cut = threading.Event()
+
+    def blob(handler) -> None:
+        with lock:
+            gets.append(handler.command)
+            first = len(gets) == 1
+        handler.send_response(200)
+        handler.send_header("Content-Length", str(len(layer)))
+        handler.end_headers()
+        if first:  # the prefetch: it hangs until the pull has joined it, then the connection dies half way
+            prefetching.set()
+            cut.wait(60)
+            handler.wfile.write(layer[: len(layer) // 2])
+            handler.wfile.flush()
+            handler.close_connection = True
+            handler.connection.shutdown(2)
+            return
+        handler.wfile.write(layer)
+
+    typed = {"Content-Type": "application/vnd.oci.image.manifest.v1+json"}
+    routes = {
+        "/v2/img/manifests/v1": answer(200, manifest, typed),
+        f"/v2/img/blobs/{config_digest}": answer(200, config),
+        f"/v2/img/blobs/{layer_digest}": blob,
+        "/v2/": answer(200, b"{}"),
+    }
+    with hostile_server(routes) as url, world.http() as client:
+        world.ecr.create_pull_through_cache_rule(ecrRepositoryPrefix="joined", upstreamRegistryUrl=url)
+        assert client.get("/v2/joined/img/manifests/v1").status_code == 200  # pending: its blobs' prefetch starts
+        assert prefetching.wait(60)
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            pulled = pool.submit(client.get, f"/v2/joined/img/blobs/{layer_digest}")
+            # time for the pull to join the prefetch (not asserted: a pull that comes after the cut fetches for
+            # itself all the same, and passes)
+            threading.Event().wait(1)
+            cut.set()
+            got = pulled.result(timeout=60)
+        assert got.status_code == 200 and got.content == layer
+        assert gets == ["GET", "GET"]
+        images = world.ecr.describe_images(repositoryName="joined/img")["imageDetails"]
+        assert [i["imageDigest"] for i in images] == ["sha256:" + hashlib.sha256(manifest).hexdigest()]
+
+
 def test_first_pull_needs_import_permission(world: World) -> None:
     iam = world.iam
     iam.create_user(UserName="puller")

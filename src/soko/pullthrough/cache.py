@@ -76,6 +76,7 @@ WAIT_STEP = 0.05
 LIVE_WINDOW = 32 << 20  # bytes of a fetch kept for pulls that have not asked for them yet (a prefetch)
 LIVE_PATIENCE = 20.0  # how long a fetch waits for a pull to take them (or for a stalled pull) before going on alone
 PREFETCH_SLOTS = 8  # prefetches under way at once per process
+LIVE_PIECE = 1 << 20  # bytes per piece of a stored blob sent in place of a failed fetch
 BACKLOG = 8  # pieces (~1 MiB) a fetch may have received but not yet stored and hashed
 
 
@@ -587,9 +588,12 @@ class PullThroughCache:
 
     # --- blobs ----------------------------------------------------------------------------------------------------
 
-    def blob(self, ref: RepoRef, rule: Rule, digest: str, authorize: Authorize) -> BlobContent | BlobFetch:
+    def blob(
+        self, ref: RepoRef, rule: Rule, digest: str, authorize: Authorize, *, refetch: bool = True
+    ) -> BlobContent | BlobFetch:
         """The stored blob, or a fetch from the upstream to stream (the caller iterates it to the end or closes
-        it). Waits while another process fetches the same blob, then serves what it stored."""
+        it). Waits while another process fetches the same blob, then serves what it stored. ``refetch``: a fetch
+        this pull joins that fails before sending it anything is retried once for it (``_joined``)."""
         Digest.parse(digest)
         deadline = None
         linkable: bool | None = None
@@ -620,7 +624,10 @@ class PullThroughCache:
             if live is not None:  # this process is fetching it (for another pull, or a prefetch): follow that
                 follower = live.follow()
                 if follower is not None:
-                    return BlobFetch(digest, live.size, follower, follower.close)
+                    if not refetch:
+                        return BlobFetch(digest, live.size, follower, follower.close)
+                    joined = self._joined(ref, rule, digest, authorize, live.size, follower)
+                    return BlobFetch(digest, live.size, joined, joined.close)
             else:
                 owner = self._claim(ref, digest)
                 if owner is not None:
@@ -637,6 +644,51 @@ class PullThroughCache:
                 )
             with self._changed:  # woken when a fetch of this process starts or ends; others are polled
                 self._changed.wait(WAIT_STEP)
+
+    def _joined(
+        self,
+        ref: RepoRef,
+        rule: Rule,
+        digest: str,
+        authorize: Authorize,
+        size: int,
+        follower: Generator[bytes, None, None],
+    ) -> Generator[bytes, None, None]:
+        """The pieces of a fetch this pull joined (a prefetch, another pull's). When the upstream failed it before
+        any piece reached this pull, the pull fetches the blob again for itself, once: the fetch it joined may have
+        started while the upstream was failing (a prefetch from the manifest's pull), and this pull, still whole,
+        need not inherit that failure. A pull that got pieces already ends with the error, as a cut would."""
+        sent = False
+        try:
+            for piece in follower:
+                sent = True
+                yield piece
+            return
+        except UpstreamFailed as exc:
+            if sent:
+                raise
+            log.info("the fetch of %s that a pull of %s joined failed (%s): fetching it again", digest, ref.name, exc)
+        finally:
+            follower.close()
+        again = self.blob(ref, rule, digest, authorize, refetch=False)
+        if again.size != size:  # (the headers promised the first fetch's length)
+            if isinstance(again, BlobFetch):
+                again.close()
+            raise UpstreamUnavailable(
+                f"the upstream sent blob {digest} with {size} bytes, then {again.size}", code="UpstreamUnavailable"
+            )
+        if isinstance(again, BlobFetch):
+            try:
+                yield from again.pieces
+            finally:
+                again.close()
+            return
+        reader = self.registry.blobs.reader(again)  # stored meanwhile (verified): read as any pull of it
+        try:
+            while piece := reader.read(LIVE_PIECE):
+                yield piece
+        finally:
+            reader.close()
 
     def _stored_meanwhile(self, ref: RepoRef, digest: str, owner: str, *, link: bool = True) -> BlobContent | None:
         """Under our claim: a fetch that ended between our look and our claim stored it already? Then the claim
