@@ -37,6 +37,7 @@ pytestmark = [
     ),
 ]
 
+INDEX = "application/vnd.oci.image.index.v1+json"
 SECRET = json.dumps({"username": USER, "accessToken": PASSWORD})
 
 
@@ -427,12 +428,19 @@ def test_hostile_upstream_and_a_cut_blob(world: World) -> None:
         "/v2/liar/manifests/v1": answer(200, manifest, {**typed, "Docker-Content-Digest": "sha256:" + "1" * 64}),
         "/v2/huge/manifests/v1": answer(200, b"{" + b" " * (5 << 20) + b"}", typed),
         "/v2/loop/manifests/v1": answer(302, b"", {"Location": "/v2/loop/manifests/v1"}),
+        "/v2/badindex/manifests/v1": answer(  # a child without a digest: the upstream's failure, not the client's
+            200,
+            json.dumps(
+                {"schemaVersion": 2, "mediaType": INDEX, "manifests": [{"mediaType": INDEX, "size": 1}]}
+            ).encode(),
+            {"Content-Type": INDEX},
+        ),
         f"/v2/liar/blobs/{layer_digest}": answer(200, os.urandom(len(layer))),
         "/v2/": answer(200, b"{}"),
     }
     with hostile_server(routes) as url, world.http() as client:
         world.ecr.create_pull_through_cache_rule(ecrRepositoryPrefix="hostile", upstreamRegistryUrl=url)
-        for repo in ("liar", "huge", "loop"):
+        for repo in ("liar", "huge", "loop", "badindex"):
             got = client.get(f"/v2/hostile/{repo}/manifests/v1")
             assert got.status_code == 503, (repo, got.text)
             assert got.json()["errors"][0]["code"] == "UNAVAILABLE"

@@ -38,6 +38,7 @@ from soko.errors import (
     BlobUnknown,
     DigestInvalid,
     ManifestBlobUnknown,
+    ManifestInvalid,
     ManifestUnknown,
     ReferencedManifestUnknown,
     RepositoryNotFound,
@@ -62,6 +63,7 @@ from soko.pullthrough.rules import Rule, Rules
 from soko.registry import Registry
 from soko.registry import media_types as mt
 from soko.registry.immutability import tag_is_immutable
+from soko.registry.manifest_format import parse_manifest
 from soko.registry.models import BlobContent, RepoRef
 from soko.registry.uploads import ChunkWriter
 from soko.remote import Credentials, RegistryClient, UpstreamError
@@ -70,6 +72,8 @@ from soko.secrets.store import SecretDecryptionFailure, SecretInvalidRequest, Se
 log = logging.getLogger("soko.pullthrough")
 FILL_JOB = "pull_through_fill"
 FILL_DELAY = 60.0  # the fill job runs this long after a manifest went pending (clients usually pull the blobs first)
+FILL_ATTEMPTS = 10  # failed runs in a row (backoff from 5 s, doubling: ~1.5 h) before a fill job gives its image up
+FILL_DEPTH = 4  # index levels a fill follows (OCI allows nested indexes; real images nest one or two)
 CLAIM_STALE = 30.0  # a blob fetch silent this long is taken over
 CLAIM_REFRESH = 5.0
 WAIT_STEP = 0.05
@@ -99,6 +103,14 @@ class UpstreamTooManyRequests(UpstreamFailed):
 
 class UpstreamUnavailable(UpstreamFailed):
     pass
+
+
+class NotStorable(SokoError):
+    """A pending image the cache cannot store as the upstream gave it (malformed, too deep, over a quota)."""
+
+
+class StoreFailed(SokoError):
+    """A pending image whose blobs are all in was refused by the store (over a quota, say): retried a while."""
 
 
 class CredentialsUnusable(SokoError):
@@ -163,6 +175,7 @@ class PullThroughCache:
         self._changed = threading.Condition()
         self._unsettled: dict[tuple[str, str], int] = {}  # (account, repository) → blobs becoming visible
         self._prefetch_slots = threading.BoundedSemaphore(PREFETCH_SLOTS)
+        self._unstorable: dict[tuple[int, str], str] = {}  # (repository id, pending digest) → why its store failed
 
     # --- rules ----------------------------------------------------------------------------------------------------
 
@@ -345,13 +358,22 @@ class PullThroughCache:
                     "does not store (OCI and Docker v2 manifests and indexes only)",
                     code="UpstreamUnavailable",
                 )
+            event = self._sync_event(ref, rule, tag, fetched.digest)
+            try:
+                # checked before it goes pending (an image is put only once its blobs are in): what the cache
+                # cannot store is the upstream's failure (503, as every other), not the client's 400
+                parse_manifest(fetched.payload, fetched.media_type)
+                stored = self._store(ref, tag, fetched.digest, fetched.media_type, fetched.payload, event)
+            except ManifestInvalid as exc:
+                raise UpstreamUnavailable(
+                    f"the upstream's {upstream}:{reference} is not a valid manifest: {exc.message}",
+                    code="UpstreamUnavailable",
+                ) from None
         except (UpstreamFailed, CredentialsUnusable) as exc:
             failure = exc.code if isinstance(exc, UpstreamFailed) else "UpstreamAccessDenied"
             with self.ctx.transaction() as tx:
                 tx.emit(self._sync_event(ref, rule, tag, None if tag else reference, failure, exc.message))
             raise
-        event = self._sync_event(ref, rule, tag, fetched.digest)
-        stored = self._store(ref, tag, fetched.digest, fetched.media_type, fetched.payload, event)
         return CachedManifest(fetched.digest, fetched.media_type, fetched.payload, fresh=not stored)
 
     def _sync_event(
@@ -526,8 +548,15 @@ class PullThroughCache:
             except (ManifestBlobUnknown, ReferencedManifestUnknown):
                 continue
             except SokoError as exc:  # this one cannot be stored (over a quota, invalid): the others still can
-                log.warning("pending manifest %s of %s cannot be stored: %s", row.digest, ref.name, exc)
+                # (warned once per reason: promote runs after every blob fetch of the repository; the fill job
+                # gives the image up after FILL_ATTEMPTS)
+                if self._unstorable.get((repo_id, row.digest)) != exc.message:
+                    log.warning("pending manifest %s of %s cannot be stored: %s", row.digest, ref.name, exc)
+                if len(self._unstorable) > 10_000:
+                    self._unstorable.clear()
+                self._unstorable[(repo_id, row.digest)] = exc.message
                 continue
+            self._unstorable.pop((repo_id, row.digest), None)
             with self.ctx.write(invalidates=True) as conn:
                 conn.execute(
                     sa.delete(pull_through_pending).where(
@@ -987,37 +1016,67 @@ class PullThroughCache:
 
     def fill(self, key: str) -> str | None:
         """Job ``pull_through_fill`` (key ``<repository id>:<digest>``): fetch what a pending manifest still lacks
-        (blobs, an index's children), then store it. Raises while something cannot be fetched (retried with
-        backoff by the job runner)."""
+        (blobs, an index's children), then store it. Raises while something cannot be fetched or stored (retried
+        with backoff by the job runner); after FILL_ATTEMPTS failed runs in a row, or at once when the image can
+        never be stored as given (a malformed index, indexes nested deeper than FILL_DEPTH), it gives the image
+        up: the pending manifest goes (a later pull fetches it again) with a FAILED sync event saying why."""
+        with self.ctx.db.read() as conn:
+            attempts = conn.execute(
+                sa.select(jobs.c.attempts).where(jobs.c.kind == FILL_JOB, jobs.c.key == key)
+            ).scalar()
+        visited: list[str] = []
+        try:
+            return self._fill(key, 0, visited)
+        except NotStorable as exc:
+            return self._give_up(key, visited, exc.message)
+        except Exception as exc:
+            if (attempts or 0) + 1 < FILL_ATTEMPTS:
+                raise
+            reason = exc.message if isinstance(exc, SokoError) else f"{type(exc).__name__}: {exc}"
+            return self._give_up(key, visited, f"not cached whole after {FILL_ATTEMPTS} attempts: {reason}")
+
+    def _fill(self, key: str, depth: int, visited: list[str]) -> str | None:
         repo_id_text, _, digest = key.partition(":")
+        repo_id = int(repo_id_text)
         with self.ctx.db.read() as conn:
             row = conn.execute(
                 sa.select(
                     pull_through_pending, repos.c.account_id, repos.c.name, repos.c.encryption_type, repos.c.kms_key
                 )
                 .join(repos, repos.c.id == pull_through_pending.c.repository_id)
-                .where(
-                    pull_through_pending.c.repository_id == int(repo_id_text), pull_through_pending.c.digest == digest
-                )
+                .where(pull_through_pending.c.repository_id == repo_id, pull_through_pending.c.digest == digest)
             ).first()
         if row is None:
             return None
+        visited.append(digest)
         ref = RepoRef(row.account_id, row.name)
         rule = self.rule_for(ref)
         if rule is None:
             return f"{ref.name}: no pull-through cache rule covers it any more; {digest} stays pending"
         space = keyspace_of(row.encryption_type, row.kms_key, row.account_id)
-        document = json.loads(self.registry.encryption.open_row(row.payload, row.digest, space))
+        try:
+            document = json.loads(self.registry.encryption.open_row(row.payload, row.digest, space))
+        except ValueError:
+            raise NotStorable(f"{digest} is not JSON") from None
+        if not isinstance(document, dict):
+            raise NotStorable(f"{digest} is not a JSON object")
 
         def allowed(_action: str) -> None:
             return None  # the pull that made it pending was authorized to import
 
         if row.media_type in mt.INDEXES:
-            for child in document.get("manifests") or []:
+            if depth >= FILL_DEPTH:
+                raise NotStorable(f"{digest} nests indexes deeper than {FILL_DEPTH} levels")
+            children = document.get("manifests") or []
+            if not isinstance(children, list) or not all(
+                isinstance(c, dict) and is_digest(str(c.get("digest"))) for c in children
+            ):
+                raise NotStorable(f"index {digest} has a child without a valid digest")
+            for child in children:
                 self.manifest(ref, rule, child["digest"], allowed, record_pull=False)
-                self.fill(f"{row.repository_id}:{child['digest']}")
-        for descriptor in [document.get("config") or {}, *(document.get("layers") or [])]:
-            if not descriptor.get("digest") or descriptor.get("mediaType") in mt.NON_DISTRIBUTABLE:
+                self._fill(f"{repo_id}:{child['digest']}", depth + 1, visited)
+        for descriptor in _descriptors_in(document):
+            if not is_digest(str(descriptor.get("digest"))) or descriptor.get("mediaType") in mt.NON_DISTRIBUTABLE:
                 continue
             fetched = self.blob(ref, rule, descriptor["digest"], allowed)
             if isinstance(fetched, BlobFetch):
@@ -1028,16 +1087,57 @@ class PullThroughCache:
                     fetched.close()
         self.promote(ref)
         if self._pending(ref, digest) is not None:
+            why = self._unstorable.get((repo_id, digest))
+            if why is not None:
+                raise StoreFailed(f"{ref.name}@{digest} cannot be stored: {why}")
             raise UpstreamUnavailable(f"{ref.name}@{digest} is not cached whole yet", code="UpstreamUnavailable")
         return f"{ref.name}@{digest}: cached"
+
+    def _give_up(self, key: str, visited: list[str], reason: str) -> str:
+        """Drop a pending image (and the pending children this fill met) with its fill jobs; a FAILED sync event
+        records why."""
+        repo_id_text, _, digest = key.partition(":")
+        repo_id = int(repo_id_text)
+        digests = list(dict.fromkeys([digest, *visited]))
+        with self.ctx.db.read() as conn:
+            name = conn.execute(sa.select(repos.c.account_id, repos.c.name).where(repos.c.id == repo_id)).first()
+            tag = conn.execute(
+                sa.select(pull_through_pending.c.tag).where(
+                    pull_through_pending.c.repository_id == repo_id, pull_through_pending.c.digest == digest
+                )
+            ).scalar()
+        ref = RepoRef(name.account_id, name.name) if name is not None else None
+        rule = self.rule_for(ref) if ref is not None else None
+        with self.ctx.transaction(invalidates=True) as tx:
+            tx.conn.execute(
+                sa.delete(pull_through_pending).where(
+                    pull_through_pending.c.repository_id == repo_id, pull_through_pending.c.digest.in_(digests)
+                )
+            )
+            tx.conn.execute(
+                sa.delete(jobs).where(jobs.c.kind == FILL_JOB, jobs.c.key.in_([f"{repo_id}:{d}" for d in digests]))
+            )
+            if ref is not None and rule is not None:
+                tx.emit(self._sync_event(ref, rule, tag, digest, "UpstreamUnavailable", f"gave up: {reason}"))
+        for each in digests:
+            self._unstorable.pop((repo_id, each), None)
+        where = f"{ref.name}@{digest}" if ref is not None else key
+        log.warning("pull-through cache gave up on %s: %s", where, reason)
+        return f"{where}: gave up: {reason}"
 
 
 def _descriptors(payload: bytes) -> list[dict]:
     """An image manifest's config and layer descriptors (none when it is not one, or not JSON)."""
     try:
-        document = json.loads(payload)
-        found = [document.get("config"), *(document.get("layers") or [])]
-    except (ValueError, AttributeError, TypeError):
+        return _descriptors_in(json.loads(payload))
+    except ValueError:
+        return []
+
+
+def _descriptors_in(document: object) -> list[dict]:
+    try:
+        found = [document.get("config"), *(document.get("layers") or [])]  # type: ignore[attr-defined]
+    except (AttributeError, TypeError):
         return []
     return [d for d in found if isinstance(d, dict)]
 
