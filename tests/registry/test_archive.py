@@ -26,6 +26,7 @@ from soko.registry.models import RepoRef
 from soko.storage import FilesystemDriver
 from tests.clock import Clock
 from tests.domain import push_blob, push_image
+from tests.migrated import migrated
 
 ACCOUNT = "000000000000"
 DAY = 86400.0
@@ -53,8 +54,8 @@ ARCHIVE_THEN_EXPIRE = json.dumps(
 def tiered(settings) -> Iterator[Registry]:
     """A registry whose archive tier is a store of its own (archive_storage_url), sealed like standard storage."""
     os.makedirs(settings.data_dir, exist_ok=True)
+    migrated(settings.effective_database_url)
     db = Database(settings.effective_database_url, pool_size=4)
-    db.migrate()
     ring = KeyRing.service(MasterKey.load(settings.master_key, settings.data_dir).storage_key)
     archive_root = os.path.join(settings.data_dir, "archive-store")
     reg = Registry(

@@ -12,6 +12,7 @@ import pytest
 
 from soko.meta.db import Database
 from soko.registry import Registry
+from tests.migrated import migrated
 from tests.oci.conftest import auth_header  # noqa: F401 - fixture
 from tests.oci.helpers import push_blob
 from tests.oci.test_blobs import *  # noqa: F403 - the same tests, on S3
@@ -32,8 +33,8 @@ def database_url(tmp_path) -> Iterator[str]:  # the storage is what differs here
 @pytest.fixture
 def registry(settings, s3_driver) -> Iterator[Registry]:  # noqa: F811
     os.makedirs(settings.data_dir, exist_ok=True)
+    migrated(settings.effective_database_url)
     db = Database(settings.effective_database_url, pool_size=4)
-    db.migrate()
     reg = Registry(settings, db, s3_driver)
     yield reg
     reg.close()
