@@ -3,12 +3,15 @@ key states, rotation, deletion with crypto-shredding (settable clock), the aws/e
 
 from __future__ import annotations
 
+import concurrent.futures
+import threading
+
 import pytest
 
 from soko.access import Principal
 from soko.iam.service import Identity
 from soko.kms import errors
-from soko.kms.service import DAY, KeyService
+from soko.kms.service import DAY, MAX_ON_DEMAND_ROTATIONS, KeyService
 from tests.clock import Clock
 
 ACCOUNT = "000000000000"
@@ -268,3 +271,41 @@ def test_the_migrated_schema_matches_the_declared_kms_tables(registry) -> None:
     with registry.ctx.db.engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), metadata)
     assert not [d for d in diff if "kms_" in repr(d)]
+
+
+def test_decrypt_with_a_key_id_authorizes_before_comparing_keys(kms) -> None:
+    """A caller who may not use the ciphertext's key gets AccessDenied whatever KeyId it names: an
+    IncorrectKeyException would tell it which key the ciphertext is not of."""
+    key = kms.create_key(ROOT)
+    _, blob, _ = kms.generate_data_key(ROOT, key.key_id, {}, None)
+    theirs = kms.create_key(OTHER_ROOT)
+    with pytest.raises(errors.AccessDeniedException):
+        kms.decrypt(OTHER_ROOT, blob, {}, None, key_ref=theirs.key_id)
+    with pytest.raises(errors.AccessDeniedException):
+        kms.decrypt(OTHER_ROOT, blob, {}, None, key_ref=key.arn)
+    mine = kms.create_key(ROOT)  # a caller who may use it still learns it named the wrong key
+    with pytest.raises(errors.IncorrectKeyException):
+        kms.decrypt(ROOT, blob, {}, None, key_ref=mine.key_id)
+    assert kms.decrypt(ROOT, blob, {}, None, key_ref=key.key_id)[1] == key.arn
+
+
+def test_concurrent_on_demand_rotations_are_each_real_and_keep_the_limit(kms) -> None:
+    key = kms.create_key(ROOT)
+    for _ in range(MAX_ON_DEMAND_ROTATIONS - 5):
+        kms.rotate_key_on_demand(ROOT, key.key_id)
+    start = threading.Barrier(10)
+
+    def rotate() -> str:
+        start.wait()
+        try:
+            kms.rotate_key_on_demand(ROOT, key.key_id)
+            return "rotated"
+        except errors.LimitExceededException:
+            return "limit"
+
+    with concurrent.futures.ThreadPoolExecutor(10) as pool:
+        outcomes = sorted(pool.map(lambda _: rotate(), range(10)))
+    assert outcomes == ["limit"] * 5 + ["rotated"] * 5  # each 200 a rotation of its own, the 25 held
+    assert kms.describe_key(ROOT, key.key_id).current_version == MAX_ON_DEMAND_ROTATIONS + 1
+    with pytest.raises(errors.LimitExceededException):
+        kms.rotate_key_on_demand(ROOT, key.key_id)
