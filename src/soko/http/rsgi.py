@@ -11,6 +11,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
+from soko.http import piped
 from soko.http.messages import AnyResponse, FileResponse, Request, Response, StreamResponse, error_response
 
 log = logging.getLogger("soko.http")
@@ -133,7 +134,22 @@ async def _send(protocol, response: AnyResponse, head: bool, close: bool = False
             response.close()
 
 
+def _length(response: StreamResponse) -> int:
+    try:
+        return int(response.headers.get("Content-Length", -1))
+    except ValueError:
+        return -1
+
+
 async def _send_stream(protocol, response: StreamResponse, headers: list[tuple[str, str]]) -> int:
+    if _length(response) >= piped.MIN_BODY and piped.available():
+        # granian's stream transport queues without bound: a large body goes through a pipe (soko.http.piped)
+        try:
+            pipe = piped.Pipe()
+        except OSError as exc:  # (out of descriptors: queued as before rather than refused)
+            log.warning("could not make a pipe for a response body, sending it queued: %s", exc)
+        else:
+            return await _send_piped(protocol, response, headers, pipe)
     transport = protocol.response_stream(response.status, headers)
     body = response.body
     sent = 0
@@ -154,3 +170,23 @@ async def _send_stream(protocol, response: StreamResponse, headers: list[tuple[s
         if aclose is not None:
             await aclose()
     return sent
+
+
+async def _send_piped(protocol, response: StreamResponse, headers: list[tuple[str, str]], pipe: piped.Pipe) -> int:
+    """The body written into ``pipe``, which granian sends as a file with the response's Content-Length: a body that
+    ends short of it (an error, or the client gone) is cut off, never completed."""
+    body = response.body
+    try:
+        protocol.response_file(response.status, headers, pipe.path)
+        await piped.pump(pipe, body)
+    except ConnectionError as exc:  # the client went away: granian closed its end of the pipe
+        log.debug("response body interrupted after %d bytes: %s", pipe.written, exc)
+    except Exception:  # the status went out already: all we can do is cut the body short, and say why
+        log.exception("could not produce the rest of a response body (%d bytes sent); the client sees it cut off",
+                      pipe.written)
+    finally:
+        pipe.close()
+        aclose = getattr(body, "aclose", None)  # an async generator: run its finally blocks now
+        if aclose is not None:
+            await aclose()
+    return pipe.written

@@ -1,0 +1,146 @@
+"""Large streamed bodies sent by granian from a pipe, so that they go at the client's pace, in bounded memory.
+
+granian's RSGI stream transport queues every piece it is given without bound (``send_bytes`` returns at once, even
+at granian's HEAD): a body produced faster than the client takes it — a decrypted blob to a client on a slow link —
+ends up whole in the server's memory (a 512 MiB blob pulled at 10 MB/s: +500 MiB resident). A file response is read
+by granian as the client takes it. So a large streamed body goes through a FIFO that granian sends as a file: a piece
+is written when the pipe has room, the event loop waiting for that as for a socket (no thread per response, so slow
+clients hold no thread), and granian reads the pipe on its own threads. The pipe's capacity (1 MiB) is all that is
+queued beyond the piece in hand.
+
+The FIFO lives in this process's private directory (0700) under a random name. Until granian has opened it, the
+sender holds a read end of its own (a write must not fail before then); once more than the pipe's capacity went in,
+only granian can have made room, so it has the pipe open: the path and our read end go, and the end of granian's
+reading (the client went away) fails the next write. A response ending earlier removes the path before it closes the
+write end, so a late open by granian finds no file (granian's 404, to a client that is gone), never another file.
+Anonymous pipes named by ``/proc/self/fd/N`` would need no directory, but a late open would then find whatever file
+reused that descriptor number.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import fcntl
+import logging
+import os
+import secrets
+import shutil
+import tempfile
+from collections.abc import AsyncIterator
+
+log = logging.getLogger("soko.http")
+
+MIN_BODY = 4 << 20  # smaller bodies are queued by granian as before: little memory each, and no pipe to set up
+PIPE_SIZE = 1 << 20  # the pipe's capacity (default 64 KiB; 1 MiB is Linux's default maximum for unprivileged users)
+OPEN_WAIT = 60.0  # seconds granian may take to open a full pipe (it does in milliseconds) before the body is given up
+# A body that ends before granian is known to have opened the pipe keeps its write end this long after the path is
+# gone: an open that found the path a moment before must not wait for a writer that will never come.
+LATE_OPEN_GRACE = 5.0
+
+_directory: str | None = None
+
+
+def _fifo_directory() -> str | None:
+    """This process's private directory for FIFOs (made once, removed at exit); None where there are no FIFOs or
+    pipe sizes (not Linux: bodies are then queued as before)."""
+    global _directory
+    if _directory is None:
+        if not hasattr(os, "mkfifo") or not hasattr(fcntl, "F_SETPIPE_SZ"):
+            return None
+        _directory = tempfile.mkdtemp(prefix="soko-pipes-")  # 0700
+        atexit.register(shutil.rmtree, _directory, True)
+    return _directory
+
+
+def available() -> bool:
+    return _fifo_directory() is not None
+
+
+class Pipe:
+    """A FIFO granian reads as a file (``path``), and its non-blocking write end."""
+
+    def __init__(self) -> None:
+        directory = _fifo_directory()
+        assert directory is not None
+        self.path = os.path.join(directory, secrets.token_hex(16))
+        self.written = 0
+        self._keep: int | None = None
+        self._write: int | None = None
+        os.mkfifo(self.path, 0o600)
+        try:
+            # our own read end first: the write end then opens at once, and no write fails before granian opens it
+            self._keep = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            self._write = os.open(self.path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            with contextlib.suppress(OSError):  # (past pipe-user-pages-soft: the default size, still bounded)
+                fcntl.fcntl(self._write, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+            self.capacity = fcntl.fcntl(self._write, fcntl.F_GETPIPE_SZ)
+        except BaseException:
+            self.close()
+            raise
+
+    async def write(self, data: bytes | bytearray | memoryview) -> None:
+        """All of ``data``, as the pipe makes room. ``BrokenPipeError`` once granian closed its end (the client went
+        away), or when granian did not open the pipe within ``OPEN_WAIT`` seconds. ``data`` is not kept."""
+        fd = self._write
+        if fd is None:
+            raise BrokenPipeError("the response is over")
+        view = memoryview(data).cast("B")
+        while view:
+            try:
+                n = os.write(fd, view)
+            except BlockingIOError:
+                await self._writable(fd)
+                continue
+            view = view[n:]
+            self.written += n
+            if self._keep is not None and self.written > self.capacity:
+                # only a reader made room for this, and we never read: granian has the pipe open
+                self._unlink()
+                os.close(self._keep)
+                self._keep = None
+
+    async def _writable(self, fd: int) -> None:
+        loop = asyncio.get_running_loop()
+        ready: asyncio.Future[None] = loop.create_future()
+
+        def wake() -> None:
+            if not ready.done():
+                ready.set_result(None)
+
+        loop.add_writer(fd, wake)
+        try:
+            if self._keep is None:
+                await ready  # (granian's end closing wakes us too: the next write fails)
+            else:
+                try:
+                    await asyncio.wait_for(ready, OPEN_WAIT)
+                except TimeoutError:
+                    raise BrokenPipeError(f"the pipe was not opened within {OPEN_WAIT:.0f} s") from None
+        finally:
+            loop.remove_writer(fd)
+
+    def _unlink(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+
+    def close(self) -> None:
+        """End the body (granian reads to its end: short of Content-Length, the client sees it cut off)."""
+        self._unlink()  # (first: an open still to come finds no file)
+        write, keep, self._write, self._keep = self._write, self._keep, None, None
+        if keep is not None:
+            os.close(keep)
+            if write is not None:
+                with contextlib.suppress(RuntimeError):  # (no running loop: closed at once)
+                    asyncio.get_running_loop().call_later(LATE_OPEN_GRACE, os.close, write)
+                    return
+        if write is not None:
+            os.close(write)
+
+
+async def pump(pipe: Pipe, body: AsyncIterator[bytes]) -> None:
+    """Write ``body`` into ``pipe`` as the client takes it; raises what the body raises, and ``BrokenPipeError`` when
+    the client went away. Each piece is written before the next one is asked for (a body may reuse its buffers)."""
+    async for piece in body:
+        await pipe.write(piece)
