@@ -170,9 +170,11 @@ class Response:
 
 class StreamResponse:
     """A body produced piece by piece; the handler sets Content-Length when it knows it. ``close`` runs once the
-    response is over — sent, cut off, or never started (HEAD) — to release what the body reads from."""
+    response is over — sent, cut off, or never started (HEAD) — to release what the body reads from. ``source``, when
+    given, is a reader (with ``readinto``) whose next Content-Length bytes are the same body: the server may copy it
+    on a thread of its own instead of iterating ``body`` (soko.http.piped)."""
 
-    __slots__ = ("body", "close", "headers", "status")
+    __slots__ = ("body", "close", "headers", "source", "status")
 
     def __init__(
         self,
@@ -180,11 +182,13 @@ class StreamResponse:
         headers: Mapping[str, str],
         body: AsyncIterator[bytes],
         close: Callable[[], object] | None = None,
+        source: Any = None,
     ) -> None:
         self.status = status
         self.headers = dict(headers)
         self.body = body
         self.close = close
+        self.source = source
 
 
 class FileResponse:

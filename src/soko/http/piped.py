@@ -26,9 +26,14 @@ import fcntl
 import logging
 import os
 import secrets
+import select
 import shutil
 import tempfile
+import threading
+import time
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 log = logging.getLogger("soko.http")
 
@@ -38,8 +43,16 @@ OPEN_WAIT = 60.0  # seconds granian may take to open a full pipe (it does in mil
 # A body that ends before granian is known to have opened the pipe keeps its write end this long after the path is
 # gone: an open that found the path a moment before must not wait for a writer that will never come.
 LATE_OPEN_GRACE = 5.0
+# Threads that copy a reader straight into a pipe (``copy``): no event loop per piece, which is what the pipe
+# otherwise costs (a wake-up each time granian takes 128 KiB). A slow client holds its thread, so there are few of
+# them; beyond this many, bodies are written from the event loop (``pump``): bounded all the same, more CPU.
+WRITERS = 16
+PIECE = 1 << 20
+_STOP_CHECK_MS = 1000  # how often a waiting copy looks whether its response was abandoned
 
 _directory: str | None = None
+_writers: ThreadPoolExecutor | None = None
+_busy = 0  # copies running (counted on the event loop's thread)
 
 
 def _fifo_directory() -> str | None:
@@ -121,6 +134,32 @@ class Pipe:
         finally:
             loop.remove_writer(fd)
 
+    def write_blocking(self, data: memoryview, stop: threading.Event) -> None:
+        """``write`` for a thread: waits in poll (no event loop); ``BrokenPipeError`` also once ``stop`` is set."""
+        fd = self._write
+        if fd is None:
+            raise BrokenPipeError("the response is over")
+        view = data
+        while view:
+            try:
+                n = os.write(fd, view)
+            except BlockingIOError:
+                poll = select.poll()
+                poll.register(fd, select.POLLOUT)
+                deadline = time.monotonic() + OPEN_WAIT
+                while not poll.poll(_STOP_CHECK_MS):
+                    if stop.is_set():
+                        raise BrokenPipeError("the response was abandoned") from None
+                    if self._keep is not None and time.monotonic() > deadline:
+                        raise BrokenPipeError(f"the pipe was not opened within {OPEN_WAIT:.0f} s") from None
+                continue
+            view = view[n:]
+            self.written += n
+            if self._keep is not None and self.written > self.capacity:
+                self._unlink()
+                os.close(self._keep)
+                self._keep = None
+
     def _unlink(self) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)
@@ -144,3 +183,48 @@ async def pump(pipe: Pipe, body: AsyncIterator[bytes]) -> None:
     the client went away. Each piece is written before the next one is asked for (a body may reuse its buffers)."""
     async for piece in body:
         await pipe.write(piece)
+
+
+def claim_writer() -> bool:
+    """A copy thread for one response (then ``release_writer``), or False when all are taken. Event loop only."""
+    global _busy, _writers
+    if _busy >= WRITERS:
+        return False
+    if _writers is None:
+        _writers = ThreadPoolExecutor(WRITERS, thread_name_prefix="soko-pipe")
+    _busy += 1
+    return True
+
+
+def release_writer() -> None:
+    global _busy
+    _busy -= 1
+
+
+async def copy(pipe: Pipe, reader: Any, length: int) -> None:
+    """``length`` bytes of ``reader`` into ``pipe`` on a copy thread (``claim_writer`` first): read (a sealed reader
+    decrypts into the buffer) and written, one reused buffer, no event loop per piece. Raises what the reader raises,
+    ``OSError`` when its content ends early, ``BrokenPipeError`` when the client went away. Cancelled, it stops the
+    thread (within a second) before it returns: the caller closes the reader and the pipe after."""
+    stop = threading.Event()
+    assert _writers is not None
+    running = asyncio.get_running_loop().run_in_executor(_writers, _copy, pipe, reader, length, stop)
+    try:
+        await asyncio.shield(running)
+    except asyncio.CancelledError:
+        stop.set()
+        await asyncio.gather(running, return_exceptions=True)
+        raise
+
+
+def _copy(pipe: Pipe, reader: Any, length: int, stop: threading.Event) -> None:
+    view = memoryview(bytearray(min(PIECE, length)))
+    remaining = length
+    while remaining > 0:
+        if stop.is_set():
+            raise BrokenPipeError("the response was abandoned")
+        n = reader.readinto(view[: min(len(view), remaining)])
+        if not n:
+            raise OSError(f"the content ended {remaining} bytes early; run soko fsck")
+        pipe.write_blocking(view[:n], stop)
+        remaining -= n

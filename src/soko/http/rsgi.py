@@ -176,15 +176,21 @@ async def _send_piped(protocol, response: StreamResponse, headers: list[tuple[st
     """The body written into ``pipe``, which granian sends as a file with the response's Content-Length: a body that
     ends short of it (an error, or the client gone) is cut off, never completed."""
     body = response.body
+    copying = response.source is not None and piped.claim_writer()
     try:
         protocol.response_file(response.status, headers, pipe.path)
-        await piped.pump(pipe, body)
+        if copying:
+            await piped.copy(pipe, response.source, _length(response))
+        else:
+            await piped.pump(pipe, body)
     except ConnectionError as exc:  # the client went away: granian closed its end of the pipe
         log.debug("response body interrupted after %d bytes: %s", pipe.written, exc)
     except Exception:  # the status went out already: all we can do is cut the body short, and say why
         log.exception("could not produce the rest of a response body (%d bytes sent); the client sees it cut off",
                       pipe.written)
     finally:
+        if copying:
+            piped.release_writer()
         pipe.close()
         aclose = getattr(body, "aclose", None)  # an async generator: run its finally blocks now
         if aclose is not None:

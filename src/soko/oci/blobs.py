@@ -200,7 +200,8 @@ async def blob_response(
     # and verified) so the next pulls on this node are sent from memory.
     fill = await offload(registry.blobs.fill, blob) if byte_range is None else None
     if fill is None:
-        return StreamResponse(status, headers, _read_ahead(reader, length), reader.close), length
+        source = reader if hasattr(reader, "readinto") else None  # (every driver's reader has it)
+        return StreamResponse(status, headers, _read_ahead(reader, length), reader.close, source), length
 
     def close() -> None:
         reader.close()
