@@ -19,6 +19,7 @@ from tests.oci.helpers import start_upload
 
 MiB = 1 << 20
 BLOCK = os.urandom(MiB)
+COPY_THREADS = piped.WRITERS  # (before a test sets it to 0)
 
 
 def _content(mib: int):
@@ -66,9 +67,17 @@ def _open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
-@pytest.fixture
-def uncached(settings, registry):
-    """The real server with the plaintext cache off: every pull of an (encrypted) blob decrypts as it streams."""
+def _other_threads() -> int:
+    """Threads but the copy pool's (which keeps up to piped.WRITERS idle threads)."""
+    return sum(not t.name.startswith("soko-pipe") for t in threading.enumerate())
+
+
+@pytest.fixture(params=["copy-threads", "event-loop"])
+def uncached(request, settings, registry, monkeypatch):
+    """The real server with the plaintext cache off: every pull of an (encrypted) blob decrypts as it streams; into
+    the pipe by a copy thread, or (all taken: none here) from the event loop."""
+    if request.param == "event-loop":
+        monkeypatch.setattr(piped, "WRITERS", 0)
     settings.plaintext_cache_bytes = 0
     with (
         serve(settings, registry) as running,
@@ -114,7 +123,7 @@ def test_a_client_gone_mid_body_leaves_no_pipe_thread_or_descriptor(uncached):
     assert whole.status_code == 200 and whole.content == b"".join(_content(32))
     directory = piped._fifo_directory()
     assert directory is not None and oct(os.stat(directory).st_mode & 0o777) == "0o700"
-    fds, threads = _open_fds(), threading.active_count()
+    fds, threads = _open_fds(), _other_threads()
     for cut in (0, 2 * MiB, 12 * MiB):  # before any body byte, and mid-body
         sock = _get(server, digest)
         with sock:
@@ -124,11 +133,13 @@ def test_a_client_gone_mid_body_leaves_no_pipe_thread_or_descriptor(uncached):
             while received < cut:
                 received += len(sock.recv(65536))
         deadline = time.monotonic() + 30
-        while (_open_fds() > fds or os.listdir(directory)) and time.monotonic() < deadline:
+        while (_open_fds() > fds or os.listdir(directory) or piped._busy) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert os.listdir(directory) == []
-        assert _open_fds() <= fds
-        assert threading.active_count() <= threads
+        assert piped._busy == 0
+        assert _open_fds() <= fds, (os.listdir("/proc/self/fd"), fds)
+        assert _other_threads() <= threads, [t.name for t in threading.enumerate()]
+        assert sum(t.name.startswith("soko-pipe") for t in threading.enumerate()) <= COPY_THREADS
     r = client.get(f"/v2/repo/blobs/{digest}", headers={"Range": f"bytes={5 * MiB}-"})
     assert r.status_code == 206 and r.content == b"".join(_content(32))[5 * MiB :]
 
