@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
+import subprocess
 import threading
 import time
 
@@ -119,8 +120,11 @@ def test_a_slow_client_holds_no_more_than_a_pipe(uncached):
 def test_a_client_gone_mid_body_leaves_no_pipe_thread_or_descriptor(uncached):
     server, client = uncached
     digest = _push(client, 32)
-    whole = client.get(f"/v2/repo/blobs/{digest}")  # (also: a normal pull, whole and exact)
-    assert whole.status_code == 200 and whole.content == b"".join(_content(32))
+    # (also: a normal pull, whole and exact)
+    argv = ["curl", "-sS", "-f", "-o", "-", f"{server.url}/v2/repo/blobs/{digest}"]
+    for key, value in server.basic_auth.items():
+        argv += ["-H", f"{key}: {value}"]
+    assert subprocess.run(argv, capture_output=True, check=True).stdout == b"".join(_content(32))
     directory = piped._fifo_directory()
     assert directory is not None and oct(os.stat(directory).st_mode & 0o777) == "0o700"
     fds, threads = _open_fds(), _other_threads()
