@@ -86,7 +86,7 @@ class Pipe:
             # our own read end first: the write end then opens at once, and no write fails before granian opens it
             self._keep = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
             self._write = os.open(self.path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-            with contextlib.suppress(OSError):  # (past pipe-user-pages-soft: the default size, still bounded)
+            with contextlib.suppress(OSError):  # (past pipe-user-pages-soft: smaller, still bounded)
                 fcntl.fcntl(self._write, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
             self.capacity = fcntl.fcntl(self._write, fcntl.F_GETPIPE_SZ)
         except BaseException:
