@@ -81,7 +81,15 @@ class Pipe:
         self.written = 0
         self._keep: int | None = None
         self._write: int | None = None
-        os.mkfifo(self.path, 0o600)
+        try:
+            os.mkfifo(self.path, 0o600)
+        except FileNotFoundError:  # the directory was removed (a /tmp cleaner): a new one
+            global _directory
+            _directory = None
+            directory = _fifo_directory()
+            assert directory is not None
+            self.path = os.path.join(directory, os.path.basename(self.path))
+            os.mkfifo(self.path, 0o600)
         try:
             # our own read end first: the write end then opens at once, and no write fails before granian opens it
             self._keep = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
