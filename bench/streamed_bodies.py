@@ -8,7 +8,9 @@ Both with the plaintext blob cache off, so every pull decrypts (AES256) and stre
 ``--mib`` blob from each (curl, in a shuffled order) and reports the server's CPU seconds per GB (its process tree,
 from /proc); then one slow pull per server (a raw socket reading ``--slow-rate`` MB/s) reports how much the server's
 resident memory grew meanwhile.
-``python bench/streamed_bodies.py [--mib 256] [--rounds 5] [--slow-mib 128] [--slow-rate 20]``
+With ``--fill`` the cache is on but not filled by pushes: each round pulls a new blob, which the pull decrypts and
+puts in the cache (a node's first pull of a blob).
+``python bench/streamed_bodies.py [--mib 256] [--rounds 5] [--slow-mib 128] [--slow-rate 20] [--fill]``
 """
 
 from __future__ import annotations
@@ -96,6 +98,7 @@ def main() -> None:
     parser.add_argument("--slow-mib", type=int, default=128)
     parser.add_argument("--slow-rate", type=float, default=20, help="MB/s of the slow pull")
     parser.add_argument("--before-ref", default=BEFORE)
+    parser.add_argument("--fill", action="store_true", help="first pulls that fill the plaintext cache")
     parser.add_argument("--workdir", default=None)
     args = parser.parse_args()
     with contextlib.ExitStack() as stack:
@@ -105,7 +108,7 @@ def main() -> None:
                        check=True, capture_output=True)
         stack.callback(subprocess.run, ["git", "-C", str(REPO), "worktree", "remove", "--force", str(before_src)],
                        capture_output=True)
-        nocache = {"SOKO_PLAINTEXT_CACHE_BYTES": "0"}
+        nocache = {"SOKO_PLAINTEXT_CACHE_ON_PUSH": "false"} if args.fill else {"SOKO_PLAINTEXT_CACHE_BYTES": "0"}
         servers = {
             "before": start_soko(work / "before", env={**nocache, "PYTHONPATH": str(before_src / "src")}),
             "after": start_soko(work / "after", env=nocache),
@@ -119,6 +122,10 @@ def main() -> None:
         cpu: dict[str, list[float]] = defaultdict(list)  # server CPU seconds per GB
         speed: dict[str, list[float]] = defaultdict(list)
         for round_ in range(args.rounds):
+            if args.fill:
+                blob = make_blob_file(work / "blob", base, f"streamed/{round_}")
+                for server in servers.values():
+                    push_monolithic(Target(server.host, server.auth_header()), "bench/streamed", blob)
             for name in random.Random(round_).sample(list(servers), len(servers)):
                 server = servers[name]
                 before = _cpu(server.pid)
@@ -136,7 +143,8 @@ def main() -> None:
         return f"{statistics.median(values):.{digits}f} ({min(values):.{digits}f}-{max(values):.{digits}f})"
 
     paired = [a / b for a, b in zip(cpu["after"], cpu["before"], strict=True)]
-    print(f"{args.mib} MiB blob (AES256, plaintext cache off), {args.rounds} rounds, loopback, {os.cpu_count()} "
+    cache = "first pulls filling the plaintext cache" if args.fill else "plaintext cache off"
+    print(f"{args.mib} MiB blob (AES256, {cache}), {args.rounds} rounds, loopback, {os.cpu_count()} "
           f"cores, load {os.getloadavg()[0]:.1f}\n")
     print("| server | pull MB/s | server CPU s/GB | CPU after/before (paired) | RSS growth, slow pull |")
     print("|---|---|---|---|---|")

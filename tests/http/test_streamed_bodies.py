@@ -163,3 +163,32 @@ def test_an_error_mid_body_cuts_it_off(uncached, settings):
         client.get(f"/v2/repo/blobs/{digest}")
     r = client.get(f"/v2/repo/blobs/{digest}", headers={"Range": "bytes=0-1048575"})  # (a small body: still served)
     assert r.status_code == 206 and r.content == b"".join(_content(1))
+
+
+@pytest.fixture(params=["copy-threads", "event-loop"])
+def filling(request, settings, registry, monkeypatch):
+    """The real server with the plaintext cache on, not filled by pushes: a whole pull decrypts and fills it."""
+    if request.param == "event-loop":
+        monkeypatch.setattr(piped, "WRITERS", 0)
+    settings.plaintext_cache_on_push = False
+    with (
+        serve(settings, registry) as running,
+        httpx.Client(base_url=running.url, headers=running.basic_auth, timeout=60) as client,
+    ):
+        yield running, client
+
+
+@pytest.mark.skipif(not piped.available(), reason="no FIFOs here")
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # (nothing here depends on the engine)
+def test_a_large_pull_through_the_pipe_fills_the_plaintext_cache(filling):
+    server, client = filling
+    cache = server.registry.ctx.plain_cache
+    assert cache is not None
+    digest = _push(client, 12)
+    data = b"".join(_content(12))
+    entry = cache.path(None, digest)
+    assert not os.path.exists(entry)
+    assert client.get(f"/v2/repo/blobs/{digest}").content == data
+    with open(entry, "rb") as f:
+        assert f.read() == data  # decrypted once, verified, installed
+    assert client.get(f"/v2/repo/blobs/{digest}").content == data

@@ -207,8 +207,32 @@ async def blob_response(
         reader.close()
         fill.abort()  # (nothing once committed)
 
-    body = _read_ahead(reader, length, fill, blob.keyspace.name if blob.keyspace else None, blob.digest)
-    return StreamResponse(status, headers, body, close), length
+    space = blob.keyspace.name if blob.keyspace else None
+    body = _read_ahead(reader, length, fill, space, blob.digest)
+    filling = _Filling(reader, fill, length, space, blob.digest) if hasattr(reader, "readinto") else None
+    return StreamResponse(status, headers, body, close, filling), length
+
+
+class _Filling:
+    """A reader whose pieces also go into a plaintext cache fill (written and hashed in turn), installed before the
+    last piece is handed out, as ``_read_ahead`` does: what the server's copy thread reads (soko.http.piped)."""
+
+    def __init__(self, reader: BinaryIO, fill: Fill, length: int, space: str | None, digest: str) -> None:
+        self._readinto = reader.readinto  # type: ignore[attr-defined]
+        self._fill = fill
+        self._left = length
+        self._commit = (space, digest, length)
+
+    def readinto(self, view: memoryview) -> int:
+        n = self._readinto(view)
+        if n:
+            piece = (view[:n],)
+            self._fill.write(piece)  # (False: the fill was given up, and the pull goes on without it)
+            self._fill.digest(piece)
+            self._left -= n
+            if self._left <= 0:  # installed before the last piece goes: a pull that ends finds it there
+                self._fill.commit(*self._commit)
+        return n
 
 
 class _Turns:
