@@ -5,7 +5,9 @@ certificate reloaded without a restart when its files are replaced."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import shutil
 import socket
 import ssl
@@ -151,5 +153,32 @@ def test_certificate_reloads_without_restart(tmp_path: Path) -> None:
             time.sleep(0.3)
         assert server.proc.poll() is None  # the same process, never restarted
         assert "reloaded the TLS certificate" in server.log_tail()
+    finally:
+        assert server.stop() == 0, server.log_tail()
+
+
+def test_large_streamed_bodies_over_http2(tmp_path: Path) -> None:
+    """A blob decrypted as it streams (plaintext cache off), 4 MiB and more: sent from a pipe (soko.http.piped),
+    whole and exact over HTTP/2, a range too."""
+    _require("curl")
+    pki = make_pki(tmp_path / "pki")
+    server = start_soko(tmp_path / "data", tls=pki, env={"SOKO_PLAINTEXT_CACHE_BYTES": "0"})
+    try:
+        host = https_host(server)
+        data = os.urandom(12 << 20)
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        blob = tmp_path / "blob"
+        blob.write_bytes(data)
+        auth = [arg for key, value in server.auth_header().items() for arg in ("-H", f"{key}: {value}")]
+        pushed = curl("--cacert", str(pki.ca), *auth, "-o", "/dev/null", "-w", "%{http_code}", "--data-binary",
+                      f"@{blob}", "-H", "Content-Type: application/octet-stream",
+                      f"https://{host}/v2/big/blobs/uploads/?digest={digest}")
+        assert pushed.stdout == "201", pushed.stdout + pushed.stderr
+        for extra, want in (([], data), (["-H", "Range: bytes=100-"], data[100:])):
+            out = tmp_path / "out"
+            got = curl("--http2", "--cacert", str(pki.ca), *auth, *extra, "-o", str(out), "-w", "%{http_version}",
+                       f"https://{host}/v2/big/blobs/{digest}")
+            assert got.stdout == "2", got.stdout + got.stderr
+            assert out.read_bytes() == want
     finally:
         assert server.stop() == 0, server.log_tail()
