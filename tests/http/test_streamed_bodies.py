@@ -18,6 +18,8 @@ from soko.storage.paths import blob_path
 from tests.conftest import serve
 from tests.oci.helpers import start_upload
 
+pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # nothing here depends on the engine
+
 MiB = 1 << 20
 BLOCK = os.urandom(MiB)
 COPY_THREADS = piped.WRITERS  # (before a test sets it to 0)
@@ -179,7 +181,6 @@ def filling(request, settings, registry, monkeypatch):
 
 
 @pytest.mark.skipif(not piped.available(), reason="no FIFOs here")
-@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # (nothing here depends on the engine)
 def test_a_large_pull_through_the_pipe_fills_the_plaintext_cache(filling):
     server, client = filling
     cache = server.registry.ctx.plain_cache
