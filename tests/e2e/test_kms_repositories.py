@@ -147,11 +147,18 @@ def test_kms_repositories_with_the_aws_cli_and_skopeo(soko: RegistryServer, skop
     def decrypts(rows: list[dict]) -> list[dict]:
         return [r for r in rows if r.get("action") == "kms:Decrypt" and r.get("resource") == key_arn]
 
-    rows = audit(soko.data_dir, "--principal", "ecr.us-east-1.amazonaws.com", until=lambda rows: bool(decrypts(rows)))
+    def contexts(rows: list[dict]) -> list[dict]:
+        return [json.loads(r["reason"])["requestParameters"]["encryptionContext"] for r in decrypts(rows)]
+
+    # a blob's data key (pulls) and the keyspace's manifest row key (manifest reads), each with its own context
+    blob_context = {"soko:ecr:keyspace": f"kms/{key_id}"}
+    rows = audit(
+        soko.data_dir, "--principal", "ecr.us-east-1.amazonaws.com", until=lambda rows: blob_context in contexts(rows)
+    )
     assert {"kms:GenerateDataKey", "kms:Decrypt"} <= {r["action"] for r in rows if r.get("resource") == key_arn}
-    record = json.loads(decrypts(rows)[0]["reason"])
-    assert record["invokedBy"] == "ecr.us-east-1.amazonaws.com"
-    assert record["requestParameters"]["encryptionContext"] == {"soko:ecr:keyspace": f"kms/{key_id}"}
+    assert all(json.loads(r["reason"])["invokedBy"] == "ecr.us-east-1.amazonaws.com" for r in decrypts(rows))
+    assert blob_context in contexts(rows)
+    assert {**blob_context, "soko:ecr:data": "manifests"} in contexts(rows)
 
 
 def test_refused_without_a_usable_key(soko: RegistryServer, tmp_path: Path) -> None:

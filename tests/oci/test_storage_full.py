@@ -32,12 +32,14 @@ def fresh_log_interval(monkeypatch):
 
 
 def test_enospc_is_a_retryable_503_logged_once(server, client, aws, monkeypatch, caplog) -> None:
+    # Where the bytes meet the disk: below the encryption layer (an upload writes through a view of its own key).
     storage = server.registry.ctx.storage
+    disk = getattr(storage, "inner", storage)
 
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(storage, "put_content", full)
+    monkeypatch.setattr(disk, "put_content", full)
     with caplog.at_level(logging.ERROR):
         for _ in range(3):
             response = client.post("/v2/full/app/blobs/uploads/")

@@ -67,7 +67,12 @@ class AccountKeys:
         self._ciphers: dict[tuple[str, str], AESGCM] = {}
         self._generation = -1
         self._lock = threading.Lock()
-        self.enabled = isinstance(ctx.storage, SealedDriver)  # (no encryption at rest: no keys, no wraps)
+
+    @property
+    def enabled(self) -> bool:
+        """No encryption at rest (a plain driver): no keys, no wraps. Asked each time, not once: the context's
+        driver can be replaced after the registry is built (a tool, a test on another disk)."""
+        return isinstance(self.ctx.storage, SealedDriver)
 
     def _service(self) -> SealedDriver:
         storage = self.ctx.storage
