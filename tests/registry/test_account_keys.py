@@ -15,7 +15,7 @@ from soko.crypto.segments import KeyUnavailable
 from soko.errors import ContentUnreadable
 from soko.meta.schema import account_keys, blob_keys, blobs
 from soko.registry import Registry
-from soko.registry.account_keys import KEK_ID, key_id_of
+from soko.registry.account_keys import KEK_ID, AccountKeys, key_id_of
 from soko.registry.encrypt_existing import encrypt_existing
 from soko.registry.fsck import check
 from soko.registry.models import RepoRef
@@ -131,11 +131,17 @@ def test_a_mount_across_accounts_wraps_the_key_for_the_destination(registry) -> 
     assert _read(registry, b, digest) == SHARED
 
 
+class _EarlierVersion(AccountKeys):
+    """Account keys as a version before them had none: objects sealed under the deployment key, no wraps."""
+
+    enabled = False  # type: ignore[assignment]
+
+
 def test_content_of_earlier_versions_moves_to_account_keys(registry, settings) -> None:
     a, b = _repos(registry)
     # an earlier version: the same database and storage, its objects sealed under the deployment key
     old = Registry(settings, registry.ctx.db, registry.ctx.storage)
-    old.repositories.account_keys.enabled = False
+    old.repositories.account_keys.__class__ = _EarlierVersion
     digest = push_blob(old, a, SHARED)
     push_blob(old, b, SHARED)
     assert _wraps(registry) == {} and _sealed(registry, digest).read_bytes()[28:38] == b"service/v1"
