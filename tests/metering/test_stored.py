@@ -120,3 +120,25 @@ def test_a_copy_per_customer_key_is_counted_once_per_key(registry) -> None:
     assert stored.registry_blob_bytes == 1000 + 2 * 1000  # the blob row + the two keyed copies
     with snapshot(registry.ctx.db) as conn:
         assert account_physical_bytes(conn, ACCOUNT) == {ACCOUNT: 3000}
+
+
+def test_a_blob_pushed_only_to_kms_repositories_is_stored_once_per_key(registry) -> None:
+    """A blob uploaded only to KMS repositories has no service-key copy: the blob store holds its keyed copies."""
+    from soko.iam.service import Identity
+    from soko.kms.service import KeyService
+    from tests.clock import Clock
+    from tests.kms.test_service import ROOT
+
+    registry.ctx.clock = Clock(1_800_000_000.0)
+    kms = KeyService(registry.ctx, Identity(registry.ctx))
+    registry.encryption.attach(kms)
+    key_a, key_b = kms.create_key(ROOT, "a"), kms.create_key(ROOT, "b")
+    a, b = RepoRef(ACCOUNT, "only/a"), RepoRef(ACCOUNT, "only/b")
+    registry.repositories.create(a, encryption_type="KMS", kms_key=key_a.key_id)
+    registry.repositories.create(b, encryption_type="KMS", kms_key=key_b.key_id)
+    layer = os.urandom(1000)
+    push_blob(registry, a, layer)
+    assert registry.metering.stored().registry_blob_bytes == 1000  # key A's copy only
+    push_blob(registry, b, layer)
+    stored = registry.metering.stored()
+    assert stored.registry_blob_bytes == 2000 and stored.account_physical == {ACCOUNT: 2000}

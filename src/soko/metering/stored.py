@@ -31,7 +31,7 @@ class StoredBytes:
     repositories: list[RepositoryBytes]
     account_logical: dict[str, int] = field(default_factory=dict)
     account_physical: dict[str, int] = field(default_factory=dict)  # DISTINCT (blob, key) of the account + manifests
-    registry_blob_bytes: int = 0  # Σ blobs + Σ per-key copies (blob_copies): what the blob store holds
+    registry_blob_bytes: int = 0  # Σ service-key copies + Σ per-key copies (blob_copies): what the blob store holds
     registry_manifest_bytes: int = 0
 
 
@@ -158,16 +158,27 @@ def account_physical_bytes(conn: sa.Connection, account_id: str | None = None) -
     return totals
 
 
+def _has_service_copy() -> sa.ColumnElement[bool]:
+    """Whether a blob row has a service-key copy (blobs/, or the archive tier): a blob uploaded only to KMS
+    repositories has none, only its keyed copies — no seal of its own, and no AES256 repository linking it."""
+    aes_linked = sa.exists().where(
+        repository_blobs.c.digest == blobs.c.digest,
+        repository_blobs.c.repository_id == repos.c.id,
+        repos.c.encryption_type.not_in(list(KEYED_TYPES)),
+    )
+    copied = sa.exists().where(blob_copies.c.digest == blobs.c.digest)
+    return blobs.c.seal_id.is_not(None) | aes_linked | ~copied
+
+
 def stored_bytes(db: Database, account_id: str | None = None) -> StoredBytes:
     with snapshot(db) as conn:
         result = StoredBytes(repository_bytes(conn, account_id))
         result.account_physical = account_physical_bytes(conn, account_id)
-        copies = sa.select(sa.func.coalesce(sa.func.sum(blobs.c.size), 0)).join(
-            blob_copies, blob_copies.c.digest == blobs.c.digest
+        total = sa.func.coalesce(sa.func.sum(blobs.c.size), 0)
+        copies = sa.select(total).join(blob_copies, blob_copies.c.digest == blobs.c.digest)
+        result.registry_blob_bytes = int(conn.execute(sa.select(total).where(_has_service_copy())).scalar_one()) + int(
+            conn.execute(copies).scalar_one()
         )
-        result.registry_blob_bytes = int(
-            conn.execute(sa.select(sa.func.coalesce(sa.func.sum(blobs.c.size), 0))).scalar_one()
-        ) + int(conn.execute(copies).scalar_one())
         result.registry_manifest_bytes = int(
             conn.execute(sa.select(sa.func.coalesce(sa.func.sum(plain_length(manifests.c.payload)), 0))).scalar_one()
         )
