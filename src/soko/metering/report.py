@@ -79,7 +79,7 @@ def build_report(
     existing = set()
     for repo in current.repositories:
         existing.add((repo.account_id, repo.repository))
-        if not idle and not repo.logical_bytes and not repo.physical_bytes:
+        if not idle and not (repo.logical_bytes or repo.physical_bytes or repo.archive_logical_bytes):
             continue
         entry = line(repo.account_id, repo.repository)
         entry["stored_bytes"] = {"logical": repo.logical_bytes, "physical": repo.physical_bytes}
