@@ -27,7 +27,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -41,30 +40,11 @@ from bench.encryption import _raw_gcm  # noqa: E402
 from tests.e2e.servers import RegistryServer, soko_root_key, start_distribution, start_soko  # noqa: E402
 
 from ops import Target, make_blob_file, pull_blob, push_monolithic  # noqa: E402
-from run import random_data  # noqa: E402
+from procstat import cpu_seconds  # noqa: E402
+from run import log, random_data  # noqa: E402
 
 MiB = 1 << 20
 WIRED_IN = "effbc58"  # "Encryption at rest wired in": its parent is the last Soko without it
-
-
-def log(message: str) -> None:
-    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def _cpu(pid: int) -> float:
-    """CPU seconds used so far by ``pid`` and its descendants (Linux /proc; 0 elsewhere)."""
-    total, pids = 0.0, [pid]
-    for each in pids:
-        try:
-            with open(f"/proc/{each}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-            for task in os.listdir(f"/proc/{each}/task"):
-                with open(f"/proc/{each}/task/{task}/children") as f:
-                    pids += [int(child) for child in f.read().split()]
-        except OSError:
-            pass
-    return total
 
 
 def _target(server: RegistryServer) -> Target:
@@ -134,13 +114,13 @@ def main() -> None:
                 server, repo = targets[name]
                 blob = make_blob_file(work / "blob", base, f"{name}/{round_}")
                 os.sync()
-                before = _cpu(server.pid)
+                before = cpu_seconds(server.pid)
                 seconds = push_monolithic(_target(server), repo, blob)
-                push_cpu[name].append((_cpu(server.pid) - before) / blob.size * 1e9)
+                push_cpu[name].append((cpu_seconds(server.pid) - before) / blob.size * 1e9)
                 push[name].append(blob.size / seconds / 1e6)
-                before = _cpu(server.pid)
+                before = cpu_seconds(server.pid)
                 pulls = [pull_blob(_target(server), repo, blob) for _ in range(2)]
-                pull_cpu[name].append((_cpu(server.pid) - before) / 2 / blob.size * 1e9)
+                pull_cpu[name].append((cpu_seconds(server.pid) - before) / 2 / blob.size * 1e9)
                 pull[name].append(blob.size / statistics.median(pulls) / 1e6)
                 log(f"round {round_ + 1} {name}: push {push[name][-1]:.0f} MB/s, pull {pull[name][-1]:.0f} MB/s")
         os.unlink(work / "blob")

@@ -33,33 +33,14 @@ for path in (REPO, REPO / "bench"):
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
 
-from bench.encryption_http import _cpu  # noqa: E402
 from tests.e2e.servers import RegistryServer, start_soko  # noqa: E402
 
 from ops import Target, make_blob_file, pull_blob, push_monolithic  # noqa: E402
-from run import random_data  # noqa: E402
+from procstat import RssSampler, cpu_seconds, rss_bytes  # noqa: E402
+from run import log, random_data  # noqa: E402
 
 MiB = 1 << 20
 BEFORE = "fd83214"  # the last commit whose streamed bodies all went through granian's queue
-
-
-def log(message: str) -> None:
-    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def _rss(pid: int) -> int:
-    """Resident bytes of ``pid`` and its descendants."""
-    total, pids = 0, [pid]
-    for each in pids:
-        try:
-            with open(f"/proc/{each}/statm") as f:
-                total += int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-            for task in os.listdir(f"/proc/{each}/task"):
-                with open(f"/proc/{each}/task/{task}/children") as f:
-                    pids += [int(child) for child in f.read().split()]
-        except OSError:
-            pass
-    return total
 
 
 def _slow_pull(server: RegistryServer, repo: str, digest: str, size: int, rate: float) -> int:
@@ -69,26 +50,26 @@ def _slow_pull(server: RegistryServer, repo: str, digest: str, size: int, rate: 
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
         auth = "".join(f"{k}: {v}\r\n" for k, v in server.auth_header().items())
         sock.sendall(f"GET /v2/{repo}/blobs/{digest} HTTP/1.1\r\nHost: {server.host}\r\n{auth}\r\n".encode())
-        baseline = peak = _rss(server.pid)
-        buffer = memoryview(bytearray(64 * 1024))
-        received, started = 0, time.monotonic()
-        head = b""
-        while received < size:
-            n = sock.recv_into(buffer)
-            if not n:
-                raise OSError(f"the server closed the connection after {received} body bytes")
-            if head is not None:
-                head += bytes(buffer[:n])
-                if b"\r\n\r\n" not in head:
-                    continue
-                n = len(head.partition(b"\r\n\r\n")[2])
-                head = None  # type: ignore[assignment]
-            received += n
-            peak = max(peak, _rss(server.pid))
-            ahead = received / rate - (time.monotonic() - started)
-            if ahead > 0:
-                time.sleep(ahead)
-    return peak - baseline
+        baseline = rss_bytes(server.pid)
+        with RssSampler(server.pid) as sampler:
+            buffer = memoryview(bytearray(64 * 1024))
+            received, started = 0, time.monotonic()
+            head = b""
+            while received < size:
+                n = sock.recv_into(buffer)
+                if not n:
+                    raise OSError(f"the server closed the connection after {received} body bytes")
+                if head is not None:
+                    head += bytes(buffer[:n])
+                    if b"\r\n\r\n" not in head:
+                        continue
+                    n = len(head.partition(b"\r\n\r\n")[2])
+                    head = None  # type: ignore[assignment]
+                received += n
+                ahead = received / rate - (time.monotonic() - started)
+                if ahead > 0:
+                    time.sleep(ahead)
+    return sampler.peak_rss - baseline
 
 
 def main() -> None:
@@ -128,9 +109,9 @@ def main() -> None:
                     push_monolithic(Target(server.host, server.auth_header()), "bench/streamed", blob)
             for name in random.Random(round_).sample(list(servers), len(servers)):
                 server = servers[name]
-                before = _cpu(server.pid)
+                before = cpu_seconds(server.pid)
                 seconds = pull_blob(Target(server.host, server.auth_header()), "bench/streamed", blob)
-                cpu[name].append((_cpu(server.pid) - before) / blob.size * 1e9)
+                cpu[name].append((cpu_seconds(server.pid) - before) / blob.size * 1e9)
                 speed[name].append(blob.size / seconds / 1e6)
                 log(f"round {round_ + 1} {name}: {speed[name][-1]:.0f} MB/s, {cpu[name][-1]:.2f} CPU s/GB")
         slow = min(args.slow_mib * MiB, blob.size)
