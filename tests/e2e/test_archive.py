@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from pathlib import Path
 
 import pytest
+
+from tests.rawhttp import wait_until
 
 from .aws_cli import AwsCli, AwsCliError
 from .images import build_image
@@ -23,16 +24,6 @@ REPO = "e2e/archive"
 
 def _bytes(root: Path) -> int:
     return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(root) for f in files)
-
-
-def _wait(predicate, what: str, timeout: float = 60.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_archive_refuses_pulls_and_restore_brings_the_image_back(soko: RegistryServer, tmp_path: Path) -> None:
@@ -58,7 +49,7 @@ def test_archive_refuses_pulls_and_restore_brings_the_image_back(soko: RegistryS
                          "imageStatus=ARCHIVED")["imageDetails"]  # fmt: skip
     assert detail["imageStatus"] == "ARCHIVED" and "lastArchivedAt" in detail
     layers = [d["digest"] for d in json.loads(image.top_manifest())["layers"]]
-    _wait(lambda: _bytes(standard) <= before - (5 << 20), "the content to leave standard storage")
+    wait_until(lambda: _bytes(standard) <= before - (5 << 20), "the content to leave standard storage", timeout=60)
     availability = aws.json("ecr", "batch-check-layer-availability", "--repository-name", REPO,
                             "--layer-digests", *layers)["layers"]  # fmt: skip
     assert {layer["layerAvailability"] for layer in availability} == {"ARCHIVED"}, availability
@@ -68,9 +59,10 @@ def test_archive_refuses_pulls_and_restore_brings_the_image_back(soko: RegistryS
     out = aws.json("ecr", "update-image-storage-class", "--repository-name", REPO, "--image-id", "imageTag=v1",
                    "--target-storage-class", "STANDARD")  # fmt: skip
     assert out["imageStatus"] in ("ACTIVATING", "ACTIVE")
-    _wait(
+    wait_until(
         lambda: aws.json("ecr", "describe-images", "--repository-name", REPO)["imageDetails"],
         "the restore to end ACTIVE",
+        timeout=60,
     )
     (detail,) = aws.json("ecr", "describe-images", "--repository-name", REPO)["imageDetails"]
     assert detail["imageStatus"] == "ACTIVE" and "lastActivatedAt" in detail
