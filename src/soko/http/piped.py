@@ -115,12 +115,7 @@ class Pipe:
                 await self._writable(fd)
                 continue
             view = view[n:]
-            self.written += n
-            if self._keep is not None and self.written > self.capacity:
-                # only a reader made room for this, and we never read: granian has the pipe open
-                self._unlink()
-                os.close(self._keep)
-                self._keep = None
+            self._wrote(n)
 
     async def _writable(self, fd: int) -> None:
         loop = asyncio.get_running_loop()
@@ -162,11 +157,15 @@ class Pipe:
                         raise BrokenPipeError(f"the pipe was not opened within {OPEN_WAIT:.0f} s") from None
                 continue
             view = view[n:]
-            self.written += n
-            if self._keep is not None and self.written > self.capacity:
-                self._unlink()
-                os.close(self._keep)
-                self._keep = None
+            self._wrote(n)
+
+    def _wrote(self, n: int) -> None:
+        self.written += n
+        if self._keep is not None and self.written > self.capacity:
+            # only a reader made room for this, and we never read: granian has the pipe open
+            self._unlink()
+            os.close(self._keep)
+            self._keep = None
 
     def _unlink(self) -> None:
         with contextlib.suppress(FileNotFoundError):
