@@ -328,18 +328,7 @@ class PlainCache:
         fills it already, it is there, or there is no room."""
         if size > self.budget or os.path.exists(self.path(space, digest)):
             return None
-        try:
-            locked = self._locked_temp(f".fill-{space_dir(space)}-{_entry_name(digest)}")
-        except OSError as exc:
-            log.warning("plaintext cache: cannot fill %s: %s", digest, exc)
-            return None
-        if locked is None:
-            return None
-        fill = Fill(self, *locked, hashed=True)
-        if not self._grow(fill, size):
-            fill.abort()
-            return None
-        return fill
+        return self._start(f".fill-{space_dir(space)}-{_entry_name(digest)}", size, hashed=True)
 
     def upload(self, upload_id: str, offset: int, length: int | None) -> Fill | None:
         """The plaintext of an upload, to append a chunk starting at ``offset`` to: the one this process holds
@@ -353,15 +342,20 @@ class PlainCache:
             fill.abort()
         if offset != 0 or (length or 0) > self.budget:
             return None
+        return self._start(f".up-{upload_id}", length, hashed=False)  # (no length: room is taken as bytes come)
+
+    def _start(self, name: str, size: int | None, hashed: bool) -> Fill | None:
+        """A fill into the temporary file ``name`` with room for ``size`` bytes taken (None: another process
+        fills it, no room, or the file cannot be made)."""
         try:
-            locked = self._locked_temp(f".up-{upload_id}")
+            locked = self._locked_temp(name)
         except OSError as exc:
-            log.warning("plaintext cache: cannot keep upload %s: %s", upload_id, exc)
+            log.warning("plaintext cache: cannot make %s: %s", name, exc)
             return None
         if locked is None:
             return None
-        fill = Fill(self, *locked, hashed=False)
-        if length and not self._grow(fill, length):  # (without a length, room is taken as the bytes come)
+        fill = Fill(self, *locked, hashed=hashed)
+        if size and not self._grow(fill, size):
             fill.abort()
             return None
         return fill
