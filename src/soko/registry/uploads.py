@@ -51,7 +51,7 @@ from soko.registry.models import BlobInfo, RepoRef, UploadState
 from soko.registry.repositories import Repositories
 from soko.storage import FileWriter, InvalidOffset, PathNotFound, StorageDriver
 from soko.storage.paths import blob_path, keyed_path, upload_dir, upload_path
-from soko.storage.plain_cache import Fill
+from soko.storage.plain_cache import Fill, PlainCache
 
 log = logging.getLogger("soko.uploads")
 _HASH_READ_SIZE = 4 * 1024 * 1024
@@ -478,10 +478,8 @@ class Uploads:
     def _plain_copy(self, state: UploadState, hasher: hashlib._Hash | None, length: int | None) -> Fill | None:
         """The plaintext cache's copy of this upload to continue (fill on push: a CI push followed by a deploy's
         pull reads memory), when this process holds the running hash that will verify it."""
-        cache = self.ctx.plain_cache
-        if cache is None or hasher is None or not self.ctx.settings.plaintext_cache_on_push:
-            return None
-        if state.keyspace is not None and not self.ctx.settings.plaintext_cache_kms:
+        cache = self._push_cache(state)
+        if cache is None or hasher is None:
             return None
         return cache.upload(state.id, state.size, None if length is None else state.size + length)
 
@@ -547,11 +545,19 @@ class Uploads:
             plain.commit(state.keyspace.name if state.keyspace else None, digest, state.size, verified=True)
         return BlobInfo(digest, state.size)
 
-    def _fill_for(self, state: UploadState, digest: str) -> Fill | None:
+    def _push_cache(self, state: UploadState) -> PlainCache | None:
+        """The plaintext cache, when a push fills it with this upload's content (``plaintext_cache_on_push``; a
+        customer key's only with ``plaintext_cache_kms``)."""
         cache = self.ctx.plain_cache
         if cache is None or not self.ctx.settings.plaintext_cache_on_push:
             return None
         if state.keyspace is not None and not self.ctx.settings.plaintext_cache_kms:
+            return None
+        return cache
+
+    def _fill_for(self, state: UploadState, digest: str) -> Fill | None:
+        cache = self._push_cache(state)
+        if cache is None:
             return None
         fill = cache.fill(state.keyspace.name if state.keyspace else None, digest, state.size)
         if fill is not None:
