@@ -102,12 +102,15 @@ class Blobs:
         return BlobInfo(row.digest, row.size)
 
     def _stat_row(self, ref: RepoRef, digest: str) -> sa.Row:
-        Digest.parse(digest)
         with self.ctx.db.read() as conn:
-            row = self._linked_row(conn, ref, digest)
-            if row is None:
-                self.repositories.id_for(conn, ref)  # NAME_UNKNOWN beats BLOB_UNKNOWN
-                raise blob_unknown(ref, digest)
+            return self._readable_row(conn, ref, digest)
+
+    def _readable_row(self, conn: sa.Connection, ref: RepoRef, digest: str) -> sa.Row:
+        Digest.parse(digest)
+        row = self._linked_row(conn, ref, digest)
+        if row is None:
+            self.repositories.id_for(conn, ref)  # NAME_UNKNOWN beats BLOB_UNKNOWN
+            raise blob_unknown(ref, digest)
         if _archived_for(row):
             raise BlobArchived(
                 f"blob {digest} of repository '{ref.name}' is in the archive storage class with the archived images "
@@ -117,15 +120,18 @@ class Blobs:
         return row
 
     def open(self, ref: RepoRef, digest: str) -> BlobContent:
-        row = self._stat_row(ref, digest)
-        space = keyspace_of(row.encryption_type, row.kms_key, row.account_id)
-        if space is not None:  # the copy under the repository's customer key
-            with self.ctx.db.read() as conn:
+        with self.ctx.db.read() as conn:  # (one read per pull: the row, then its copy or its account's wrap)
+            row = self._readable_row(conn, ref, digest)
+            space = keyspace_of(row.encryption_type, row.kms_key, row.account_id)
+            if space is not None:  # the copy under the repository's customer key
                 copy = conn.execute(
                     sa.select(blob_copies.c.seal_id, blob_copies.c.wrapped_key).where(
                         blob_copies.c.digest == row.digest, blob_copies.c.keyspace == space.name
                     )
                 ).first()
+            else:  # the account's wrap of the object's key (none: an earlier version's)
+                wrapped = self.repositories.account_keys.wrapped_for(conn, row.digest, row.account_id)
+        if space is not None:
             if copy is None:
                 raise BlobUnknown(f"blob {digest} is not stored under the KMS key of repository '{ref.name}'")
             path = keyed_path(space.name, row.digest)
@@ -133,8 +139,6 @@ class Blobs:
         path = blob_path(row.digest)
         storage = self.ctx.storage
         redirect = storage.redirect_url(path) if storage.capabilities.redirect else None
-        with self.ctx.db.read() as conn:  # the account's wrap of the object's key (none: an earlier version's)
-            wrapped = self.repositories.account_keys.wrapped_for(conn, row.digest, row.account_id)
         return BlobContent(row.digest, row.size, path, redirect, row.seal_id, None, wrapped, row.account_id)
 
     def local_path(self, blob: BlobContent) -> str | None:
