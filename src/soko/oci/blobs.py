@@ -184,10 +184,10 @@ async def blob_response(
     # The decrypted blob in the plaintext cache (memory): sent by granian like a local file. A customer key's blob
     # is checked (KMS Decrypt) first, as every pull of it; the row was checked by the caller, so a deleted blob is
     # not served whatever is cached.
-    cached, storage = await offload(registry.blobs.cached, blob)
+    cached, reader = await offload(_cached_or_reader, registry, blob, start)
     if cached is not None:
         return FileResponse(status, headers, cached, start, length), length
-    reader = await offload(registry.blobs.reader, blob, start, storage)
+    assert reader is not None
     local = registry.blobs.local_path(blob)
     if local is not None:
         # A local file: granian sends it from its own threads (no Python per piece: faster than the Python stream and
@@ -211,6 +211,15 @@ async def blob_response(
     body = _read_ahead(reader, length, fill, space, blob.digest)
     filling = _Filling(reader, fill, length, space, blob.digest) if hasattr(reader, "readinto") else None
     return StreamResponse(status, headers, body, close, filling), length
+
+
+def _cached_or_reader(registry: Registry, blob: BlobContent, start: int) -> tuple[str | None, BinaryIO | None]:
+    """(the blob's file in the plaintext cache, None), or (None, its reader from ``start``): one trip to the thread
+    pool for either."""
+    cached, storage = registry.blobs.cached(blob)
+    if cached is not None:
+        return cached, None
+    return None, registry.blobs.reader(blob, start, storage)
 
 
 class _Filling:
