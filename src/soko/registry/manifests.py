@@ -631,10 +631,7 @@ class Manifests:
         if not tx.ctx.db.is_sqlite:
             query = query.with_for_update()  # as _delete_digest locks the row it deletes
         for row in tx.conn.execute(query).all():
-            listed = sa.select(manifest_children.c.parent_id).join(
-                manifests, manifests.c.id == manifest_children.c.parent_id
-            ).where(manifests.c.repository_id == repo_id, manifest_children.c.child_digest == row.digest)
-            if tx.conn.execute(listed.limit(1)).first() is not None:
+            if cls._in_an_index(tx.conn, repo_id, row.digest):
                 continue
             cls._emit_deletes(tx, ref, row.id, row.digest, referrer=True)
             cls._drop(tx, ref, repo_id, row.id)
@@ -653,6 +650,11 @@ class Manifests:
         """Another tag, or an index of the repository, still refers to the manifest."""
         if conn.execute(sa.select(tags.c.name).where(tags.c.manifest_id == manifest_id).limit(1)).first():
             return True
+        return Manifests._in_an_index(conn, repo_id, digest)
+
+    @staticmethod
+    def _in_an_index(conn: sa.Connection, repo_id: int, digest: str) -> bool:
+        """An index of the repository lists the manifest."""
         return (
             conn.execute(
                 sa.select(manifest_children.c.parent_id)
