@@ -407,9 +407,8 @@ class PullThroughCache:
         if media_type not in mt.INDEXES:
             # an image whose blobs are not all here (a first pull, usually) goes pending without a put that would
             # fail: it still takes the write lock. Blobs another repository of the account holds are linked first.
-            for descriptor in _descriptors(payload):
-                if is_digest(str(descriptor.get("digest"))) and descriptor.get("mediaType") not in mt.NON_DISTRIBUTABLE:
-                    self._link_stored(ref, descriptor["digest"])
+            for blob in _blob_digests(_descriptors(payload)):
+                self._link_stored(ref, blob)
             if not self._blobs_linked(repo_id, payload):
                 self._pend(repo_id, tag, digest, media_type, payload, event)
                 return False
@@ -569,11 +568,7 @@ class PullThroughCache:
 
     def _blobs_linked(self, repo_id: int, payload: bytes) -> bool:
         """Whether the repository holds every blob an image manifest names."""
-        wanted = {
-            d["digest"]
-            for d in _descriptors(payload)
-            if isinstance(d.get("digest"), str) and d.get("mediaType") not in mt.NON_DISTRIBUTABLE
-        }
+        wanted = set(_blob_digests(_descriptors(payload)))
         with self.ctx.db.read() as conn:
             held = conn.execute(
                 sa.select(sa.func.count())
@@ -768,11 +763,7 @@ class PullThroughCache:
         that pulls them one after the other then follows fetches under way (or finds them stored) instead of
         waiting for each in turn. At most PREFETCH_SLOTS at once per process; the rest come when pulled (or with
         the fill job)."""
-        digests = [
-            d["digest"]
-            for d in _descriptors(payload)
-            if is_digest(str(d.get("digest"))) and d.get("mediaType") not in mt.NON_DISTRIBUTABLE
-        ]
+        digests = _blob_digests(_descriptors(payload))
         if digests:
             threading.Thread(
                 target=self._prefetch, args=(ref, rule, digests), name="pull-through-prefetch", daemon=True
@@ -1075,10 +1066,8 @@ class PullThroughCache:
             for child in children:
                 self.manifest(ref, rule, child["digest"], allowed, record_pull=False)
                 self._fill(f"{repo_id}:{child['digest']}", depth + 1, visited)
-        for descriptor in _descriptors_in(document):
-            if not is_digest(str(descriptor.get("digest"))) or descriptor.get("mediaType") in mt.NON_DISTRIBUTABLE:
-                continue
-            fetched = self.blob(ref, rule, descriptor["digest"], allowed)
+        for blob in _blob_digests(_descriptors_in(document)):
+            fetched = self.blob(ref, rule, blob, allowed)
             if isinstance(fetched, BlobFetch):
                 try:
                     for _ in fetched.pieces:
@@ -1140,6 +1129,15 @@ def _descriptors_in(document: object) -> list[dict]:
     except (AttributeError, TypeError):
         return []
     return [d for d in found if isinstance(d, dict)]
+
+
+def _blob_digests(descriptors: list[dict]) -> list[str]:
+    """The digests of the descriptors' blobs the cache fetches (valid digests, not non-distributable layers)."""
+    return [
+        d["digest"]
+        for d in descriptors
+        if is_digest(str(d.get("digest"))) and d.get("mediaType") not in mt.NON_DISTRIBUTABLE
+    ]
 
 
 class _Lane:
