@@ -158,10 +158,7 @@ class Directory:
     # ---- helpers ---------------------------------------------------------------------------------------------------
     def _serialize_name(self, conn: sa.Connection, account_id: str, kind: str, name: str) -> None:
         """On PostgreSQL, serialise writers of one case-insensitive name (SQLite writers are serial already)."""
-        if not self.ctx.db.is_sqlite:
-            conn.execute(
-                sa.text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": f"iam/{account_id}/{kind}/{name.lower()}"}
-            )
+        self.ctx.db.serialize(conn, f"iam/{account_id}/{kind}/{name.lower()}")
 
     @staticmethod
     def _one(conn: sa.Connection, table: sa.Table, account_id: str, name: str, lock: bool = False):

@@ -52,6 +52,12 @@ class Database:
         with self._write.connect() as conn, conn.begin():
             yield conn
 
+    def serialize(self, conn: sa.Connection, key: str) -> None:
+        """On PostgreSQL, one transaction at a time holding ``key``, to its commit (a transaction-scoped advisory
+        lock); SQLite's writers are serial already."""
+        if not self.is_sqlite:
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": key})
+
     def insert_ignore(self, table: sa.Table, **conflict_none: object) -> sa.Insert:
         """INSERT … ON CONFLICT DO NOTHING, in this database's dialect."""
         dialect = sqlite if self.is_sqlite else postgresql

@@ -166,10 +166,7 @@ class SigningKeys:
     def _serialize(self, conn: sa.Connection, account_id: str, profile_arn: str) -> None:
         """On PostgreSQL, one writer of a profile's keys at a time, to its commit: two rotations that both read the
         newest version would both make the next one (SQLite writers are serial already)."""
-        if not self.ctx.db.is_sqlite:
-            conn.execute(
-                sa.text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": f"signing/{account_id}/{profile_arn}"}
-            )
+        self.ctx.db.serialize(conn, f"signing/{account_id}/{profile_arn}")
 
     def ensure(self, conn: sa.Connection, account_id: str, profile_arn: str) -> None:
         """A key for the profile, in the caller's transaction (version 1 when it has none)."""
