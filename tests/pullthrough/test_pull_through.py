@@ -533,9 +533,10 @@ def test_a_pull_that_joins_a_failing_prefetch_fetches_for_itself(world: World) -
         assert [i["imageDigest"] for i in images] == ["sha256:" + hashlib.sha256(manifest).hexdigest()]
 
 
-def test_first_pull_needs_import_permission(world: World) -> None:
-    iam = world.iam
-    iam.create_user(UserName="puller")
+def reader_client(world: World, name: str) -> httpx.Client:
+    """An HTTP client for a new IAM user allowed only to read images (its registry password from
+    GetAuthorizationToken)."""
+    world.iam.create_user(UserName=name)
     reader = {
         "Version": "2012-10-17",
         "Statement": [
@@ -546,8 +547,8 @@ def test_first_pull_needs_import_permission(world: World) -> None:
             }
         ],
     }
-    iam.put_user_policy(UserName="puller", PolicyName="read", PolicyDocument=json.dumps(reader))
-    key = iam.create_access_key(UserName="puller")["AccessKey"]
+    world.iam.put_user_policy(UserName=name, PolicyName="read", PolicyDocument=json.dumps(reader))
+    key = world.iam.create_access_key(UserName=name)["AccessKey"]
     ecr = boto3.client(
         "ecr",
         endpoint_url=world.soko.url,
@@ -555,11 +556,14 @@ def test_first_pull_needs_import_permission(world: World) -> None:
         aws_access_key_id=key["AccessKeyId"],
         aws_secret_access_key=key["SecretAccessKey"],
     )
-    import base64
-
     token = ecr.get_authorization_token()["authorizationData"][0]["authorizationToken"]
     user, _, password = base64.b64decode(token).decode().partition(":")
-    with httpx.Client(base_url=world.soko.url, auth=(user, password), timeout=30) as client:
+    return httpx.Client(base_url=world.soko.url, auth=(user, password), timeout=30)
+
+
+def test_first_pull_needs_import_permission(world: World) -> None:
+    iam = world.iam
+    with reader_client(world, "puller") as client:
         denied = client.get("/v2/token/team/big/manifests/v1")
         assert denied.status_code == 403 and "ecr:BatchImportUpstreamImage" in denied.text
         importer = {
@@ -646,30 +650,7 @@ def test_a_reader_without_import_permission_pulls_what_is_cached(world: World) -
     here): the check is skipped for that caller instead of refusing the pull (403)."""
     with world.http() as client:
         assert client.get("/v2/anon/team/app/manifests/v1").status_code == 200
-    iam = world.iam
-    iam.create_user(UserName="cached-reader")
-    reader = {
-        "Version": "2012-10-17",
-        "Statement": [
-            {
-                "Effect": "Allow",
-                "Action": ["ecr:GetAuthorizationToken", "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"],
-                "Resource": "*",
-            }
-        ],
-    }
-    iam.put_user_policy(UserName="cached-reader", PolicyName="read", PolicyDocument=json.dumps(reader))
-    key = iam.create_access_key(UserName="cached-reader")["AccessKey"]
-    ecr = boto3.client(
-        "ecr",
-        endpoint_url=world.soko.url,
-        region_name=SOKO_REGION,
-        aws_access_key_id=key["AccessKeyId"],
-        aws_secret_access_key=key["SecretAccessKey"],
-    )
-    token = ecr.get_authorization_token()["authorizationData"][0]["authorizationToken"]
-    user, _, password = base64.b64decode(token).decode().partition(":")
-    with httpx.Client(base_url=world.soko.url, auth=(user, password), timeout=30) as client:
+    with reader_client(world, "cached-reader") as client:
         got = client.get("/v2/anon/team/app/manifests/v1")
         assert got.status_code == 200, got.text
         assert client.get("/v2/anon/team/never-cached/manifests/v1").status_code == 403
