@@ -19,6 +19,11 @@ PIECE = 1 << 20
 class BodySink(Protocol):
     def store(self, pieces: Sequence[bytes]) -> object: ...
     def digest(self, pieces: Sequence[bytes]) -> object: ...
+    @property
+    def keeps(self) -> bool:
+        """Whether ``keep`` runs too: a third lane, the plaintext cache's copy (soko.registry.uploads)."""
+        ...
+    def keep(self, pieces: Sequence[bytes]) -> object: ...
 
 
 async def pump_body(request: Request, sink: BodySink, expected: int | None) -> int:
@@ -65,7 +70,7 @@ async def pump_body(request: Request, sink: BodySink, expected: int | None) -> i
 
 def _both(loop: asyncio.AbstractEventLoop, sink: BodySink, parts: list[bytes]) -> asyncio.Future:
     lanes = [loop.run_in_executor(None, sink.store, parts), loop.run_in_executor(None, sink.digest, parts)]
-    if getattr(sink, "keeps", False):  # a third lane: the plaintext cache's copy (soko.registry.uploads)
-        lanes.append(loop.run_in_executor(None, sink.keep, parts))  # type: ignore[attr-defined]
+    if sink.keeps:
+        lanes.append(loop.run_in_executor(None, sink.keep, parts))
     return asyncio.gather(*lanes)
 
