@@ -5,7 +5,9 @@ policies: referrers follow their subject). Soko does it in the deleting transact
 
 from __future__ import annotations
 
+import inspect
 import json
+import sys
 
 import pytest
 import sqlalchemy as sa
@@ -77,3 +79,23 @@ def test_deleting_an_image_deletes_its_referrers(registry, path: str) -> None:
     assert registry.manifests.list_tags(REF) == ["v2"]
     # one DELETE per tag (or one untagged) of each referrer, as "ECR Referrer Action"
     assert referrer_deletes(registry) == sorted([(signature, None), (sbom, "sbom"), (sbom_signature, None)])
+
+
+def test_a_long_chain_of_referrers_goes_without_recursion(registry) -> None:
+    # A pusher can chain referrers (a signature of a signature of …) as deep as it likes: deleting the subject walks
+    # the chain with a work list, so its depth never reaches Python's recursion limit (the limit is lowered here so
+    # that a walk adding stack frames per level fails with a short chain, as it would with a long one at the default).
+    image = push_image(registry, REF, "v1", [b"the image"])
+    chain = [image]
+    for _ in range(80):
+        chain.append(push_referrer(registry, chain[-1], "application/vnd.cncf.notary.signature"))
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(len(inspect.stack(0)) + 150)  # 80 levels of two frames each would not fit
+    try:
+        registry.images.batch_delete(REF, [{"imageDigest": image}])
+    finally:
+        sys.setrecursionlimit(limit)
+    for digest in chain:
+        with pytest.raises(ManifestUnknown):
+            registry.manifests.get(REF, digest)
+    assert len(referrer_deletes(registry)) == 80

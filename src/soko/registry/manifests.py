@@ -599,7 +599,32 @@ class Manifests:
     def _drop(cls, tx: UnitOfWork, ref: RepoRef, repo_id: int, manifest_id: int) -> None:
         """Delete the manifest (tags and references cascade) and its referrers, and queue reviews of the links they
         may have left unreferenced: every path that deletes a manifest goes through here, so the grace period always
-        holds and no referrer outlives its subject."""
+        holds and no referrer outlives its subject.
+
+        Referrers (ECR deletes an image's referrers after it — AWS user guide: image-signing, lifecycle policies) go
+        in the same transaction, each with its DELETE events (one per tag, or one untagged), their own referrers in
+        turn: a work list, not recursion, so a chain of referrers as long as a pusher likes cannot overflow the
+        stack. One an index of the repository lists stays: the index needs it."""
+        subjects = [cls._drop_one(tx, repo_id, manifest_id)]
+        while subjects:
+            subject = subjects.pop()
+            if subject is None:
+                continue
+            query = sa.select(manifests.c.id, manifests.c.digest).where(
+                manifests.c.repository_id == repo_id, manifests.c.subject_digest == subject
+            )
+            if not tx.ctx.db.is_sqlite:
+                query = query.with_for_update()  # as _delete_digest locks the row it deletes
+            for row in tx.conn.execute(query).all():
+                if cls._in_an_index(tx.conn, repo_id, row.digest):
+                    continue
+                cls._emit_deletes(tx, ref, row.id, row.digest, referrer=True)
+                subjects.append(cls._drop_one(tx, repo_id, row.id))
+
+    @staticmethod
+    def _drop_one(tx: UnitOfWork, repo_id: int, manifest_id: int) -> str | None:
+        """Delete one manifest row, with what goes with it (link reviews, early-removal charge, scan and signing
+        rows); returns its digest (None: already gone)."""
         blob_digests = tx.conn.execute(
             sa.select(manifest_blobs.c.digest).where(manifest_blobs.c.manifest_id == manifest_id)
         ).scalars()
@@ -609,32 +634,15 @@ class Manifests:
                 manifests.c.digest, manifests.c.image_size, manifests.c.image_status, manifests.c.last_archived_at
             ).where(manifests.c.id == manifest_id)
         ).first()
-        digest = row.digest if row is not None else None
-        if row is not None:
-            from soko.registry.storage_class import charge_early_removal  # (it builds on this module)
+        if row is None:
+            return None
+        from soko.registry.storage_class import charge_early_removal  # (it builds on this module)
 
-            charge_early_removal(tx, repo_id, row, "delete")  # archived < 90 days: the rest is billed, as ECR does
+        charge_early_removal(tx, repo_id, row, "delete")  # archived < 90 days: the rest is billed, as ECR does
         tx.conn.execute(sa.delete(manifests).where(manifests.c.id == manifest_id))
-        if digest is not None:
-            scan_queue.forget(tx, repo_id, digest)  # its scan (and its inventory, if no repository holds it) go too
-            signing_queue.forget(tx, repo_id, digest)  # and its signing statuses
-            cls._drop_referrers(tx, ref, repo_id, digest)  # and its signatures, SBOMs, attestations
-
-    @classmethod
-    def _drop_referrers(cls, tx: UnitOfWork, ref: RepoRef, repo_id: int, subject: str) -> None:
-        """ECR deletes an image's referrers after it (AWS user guide: image-signing, lifecycle policies); here in the
-        same transaction, each with its DELETE events (one per tag, or one untagged), their own referrers in turn.
-        One an index of the repository lists stays: the index needs it."""
-        query = sa.select(manifests.c.id, manifests.c.digest).where(
-            manifests.c.repository_id == repo_id, manifests.c.subject_digest == subject
-        )
-        if not tx.ctx.db.is_sqlite:
-            query = query.with_for_update()  # as _delete_digest locks the row it deletes
-        for row in tx.conn.execute(query).all():
-            if cls._in_an_index(tx.conn, repo_id, row.digest):
-                continue
-            cls._emit_deletes(tx, ref, row.id, row.digest, referrer=True)
-            cls._drop(tx, ref, repo_id, row.id)
+        scan_queue.forget(tx, repo_id, row.digest)  # its scan (and its inventory, if no repository holds it) go too
+        signing_queue.forget(tx, repo_id, row.digest)  # and its signing statuses
+        return row.digest
 
     @staticmethod
     def _emit_deletes(tx: UnitOfWork, ref: RepoRef, manifest_id: int, digest: str, *, referrer: bool) -> None:
