@@ -34,6 +34,39 @@ def test_a_waiting_notification_moves_the_generation_on_the_next_read(tmp_path) 
         assert generation.current() > before
 
 
+
+@needs_pg
+def test_a_socket_past_select_s_1024_descriptors_is_checked_too(tmp_path) -> None:
+    """A busy node holds more than FD_SETSIZE descriptors, so the LISTEN socket may be one of them: select() raised
+    ValueError there, and every cached read (an IAM credential check, say) became a 500."""
+    import os
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    high = 1500
+    if hard != resource.RLIM_INFINITY and hard <= high:
+        pytest.skip(f"the descriptor limit ({hard}) is too low to hold a descriptor past 1024")
+    if soft != resource.RLIM_INFINITY and soft <= high:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (high + 1, hard))
+    generation = Generation(str(tmp_path / "generation"))
+    listener = PostgresListener(DSN, generation)
+    with psycopg.connect(DSN, autocommit=True) as listening, psycopg.connect(DSN, autocommit=True) as writer:
+        listening.execute(f"LISTEN {CHANNEL}_test_high")
+        os.dup2(listening.fileno(), high)
+        try:
+            listener._fd = high
+            before = generation.current()
+            assert generation.current() == before
+            writer.execute(f"NOTIFY {CHANNEL}_test_high")
+            deadline = time.monotonic() + 5
+            while generation.current() == before and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert generation.current() > before
+        finally:
+            os.close(high)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
 @contextlib.contextmanager
 def listening(tmp_path) -> Iterator[tuple[Generation, PostgresListener]]:
     """A started listener, once it is connected."""

@@ -135,7 +135,7 @@ class PostgresListener(threading.Thread):
         yet (or no listening connection at all) means the cache may be stale, so the generation moves on now
         rather than when this thread next gets the GIL."""
         fd = self._fd
-        if fd is None or self._reading or select.select([fd], [], [], 0)[0]:
+        if fd is None or self._reading or _readable(fd):
             self._generation.bump()
 
     def run(self) -> None:
@@ -178,3 +178,12 @@ class PostgresListener(threading.Thread):
         self._stopping.set()
         self._generation.sync = None
         self._generation.listener = None
+
+
+def _readable(fd: int) -> bool:
+    """Whether ``fd`` has data waiting, without blocking. poll, not select: a busy node has descriptors past
+    select's FD_SETSIZE (1024), where select raises. A poll object serves one caller at a time, so each call makes its
+    own."""
+    poll = select.poll()
+    poll.register(fd, select.POLLIN)
+    return bool(poll.poll(0))
