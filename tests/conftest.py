@@ -134,7 +134,7 @@ class ServerThread:
     """A SokoApp served by the real HTTP engine (granian, as `soko serve` runs it) on real sockets, in a background
     thread of this process, so tests can reach into the same Registry."""
 
-    def __init__(self, app, sockets: list[socket.socket]) -> None:
+    def __init__(self, app, sockets: list[socket.socket], data_socket: socket.socket | None = None) -> None:
         from soko.server import run_worker
 
         self.loop = asyncio.new_event_loop()
@@ -144,7 +144,7 @@ class ServerThread:
         async def main() -> None:
             self.stop = asyncio.Event()
             started.set()
-            await run_worker(app, sockets, self.stop)
+            await run_worker(app, sockets, self.stop, data_sock=data_socket)
 
         def run() -> None:
             asyncio.set_event_loop(self.loop)
@@ -182,10 +182,12 @@ def serve(
     registry: Registry,
     sockets: list[socket.socket] | None = None,
     endpoints: dict[tuple[str, int], str] | None = None,
+    data_socket: socket.socket | None = None,
 ) -> Iterator[RunningServer]:
     """The real application and HTTP engine on real sockets (default: one fresh port; the first is the one ``url``
     names), in a background thread of this process, with the default account's root key and an ECR token for it.
-    ``endpoints``: private-endpoint listeners, as ``SokoApp`` takes them. Every test server is built here."""
+    ``endpoints``: private-endpoint listeners, as ``SokoApp`` takes them; ``data_socket``: the data listener's
+    (settings.data_listen must name its port). Every test server is built here."""
     from soko.app import SokoApp
     from soko.iam.service import Identity
 
@@ -195,7 +197,7 @@ def serve(
     sockets = sockets or [listening_socket()]
     port = sockets[0].getsockname()[1]
     app = SokoApp(settings, registry, identity, endpoints)
-    running = ServerThread(app, sockets)
+    running = ServerThread(app, sockets, data_socket)
     try:
         yield RunningServer(f"http://127.0.0.1:{port}", f"127.0.0.1:{port}", registry, identity, token, app)
     finally:

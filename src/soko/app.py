@@ -20,6 +20,7 @@ from soko.http.messages import AnyResponse, Request, error_response
 from soko.http.metrics import metrics_handler
 from soko.http.runtime import RuntimeMetrics
 from soko.iam.api import IamApi
+from soko.iam.layer_urls import DataUrls
 from soko.iam.service import Identity
 from soko.jobs import JobRunner, registry_jobs
 from soko.jobs.runner import JobKind
@@ -65,7 +66,8 @@ class SokoApp:
         self.bodies = BodyBudget(BODY_BUDGET)  # AWS documents and manifests held whole, in this process
         self.secrets = SecretStore(registry.ctx, identity.master)
         self.pull_through = PullThroughCache(registry, self.secrets)
-        oci = OciContext(registry, identity.authorizer, settings, self.bodies, self.pull_through)
+        data_urls = DataUrls.from_settings(identity, settings)
+        oci = OciContext(registry, identity.authorizer, settings, self.bodies, self.pull_through, data_urls)
         self.oci = OciRouter(oci, identity.authenticate, endpoints)
         ecr = EcrApi(settings, registry, identity, self.pull_through)
         query = IamApi(settings, identity)

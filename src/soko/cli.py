@@ -37,6 +37,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         endpoints=args.endpoints,
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
+        data_listen=args.data_listen,
     )
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)
@@ -407,6 +408,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     serve.add_argument("--tls-cert", help="PEM certificate (chain) to serve HTTPS with (env SOKO_TLS_CERT)")
     serve.add_argument("--tls-key", help="its unencrypted PEM private key, mode 0600 or 0640 (env SOKO_TLS_KEY)")
+    serve.add_argument(
+        "--data-listen",
+        metavar="HOST:PORT",
+        help="also serve layer downloads with sendfile on this plain-HTTP port; /v2/ redirects large cached blobs "
+        "there (env SOKO_DATA_LISTEN; clients must reach it; see the README)",
+    )
     serve.set_defaults(func=cmd_serve)
 
     fsck = sub.add_parser("fsck", help="re-hash stored blobs and check every manifest's references")

@@ -157,6 +157,13 @@ class Settings:
     # Fill the cache as blobs are pushed (a CI push followed by a deploy's pull reads memory); costs the push one
     # copy into fresh memory pages (docs/performance.md). False: the first whole pull fills it instead.
     plaintext_cache_on_push: bool = True
+    # The data listener (soko.http.data_listener): plain-HTTP HOST:PORT on which layer downloads are sent with
+    # sendfile(2). /v2/ blob GETs of at least data_redirect_min_bytes whose plaintext is cached answer 307 to a
+    # presigned URL there (as ECR sends layer downloads to S3), and GetDownloadUrlForLayer hands out URLs there.
+    # Clients must reach it: default URL http://<the request's host name>:<its port>, or data_url. Empty: off.
+    data_listen: str = ""
+    data_url: str = ""  # e.g. http://registry.internal:5001 (behind a proxy or NAT); needed for https clients
+    data_redirect_min_bytes: int = 4 << 20
 
     @property
     def effective_database_url(self) -> str:
@@ -189,6 +196,7 @@ _CONVERTERS: dict[str, Callable[[Any], object]] = {
     "price_archive_gb_month": float,
     "max_manifest_size": parse_size,
     "max_image_size": parse_size,
+    "data_redirect_min_bytes": parse_size,
     "plaintext_cache_bytes": lambda v: -1 if str(v).strip().lower() in ("auto", "-1") else parse_size(v),
 }
 
@@ -262,7 +270,29 @@ def load_settings(config_file: str | None = None, overrides: dict | None = None,
     if settings.scan_concurrency < 0:
         raise ValueError(f"scan_concurrency: must be 0 or more, got {values['scan_concurrency']!r}")
     check_regions(settings.regions, settings.region)
+    check_data_listener(settings)
     return settings
+
+
+def check_data_listener(settings: Settings) -> None:
+    """data_listen and data_url, refused at start when malformed."""
+    from urllib.parse import urlsplit
+
+    if settings.data_listen:
+        _, sep, port = settings.data_listen.rpartition(":")
+        if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"data_listen: {settings.data_listen!r} is not HOST:PORT, e.g. 0.0.0.0:5001")
+        if settings.data_listen == settings.listen:
+            raise ValueError("data_listen: must be another port than listen")
+    if settings.data_url:
+        if not settings.data_listen:
+            raise ValueError("data_url: set data_listen too (the data listener it names)")
+        parts = urlsplit(settings.data_url)
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in ("", "/") or parts.query:
+            raise ValueError(f"data_url: expected the data listener's base URL, http://host[:port], got "
+                             f"{settings.data_url[:100]!r}")
+    if settings.data_redirect_min_bytes < 0:
+        raise ValueError("data_redirect_min_bytes: must be 0 or more")
 
 
 _REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-\d{1,2}")

@@ -18,6 +18,7 @@ import sys
 
 from soko.config import Settings
 from soko.http.access_log import open_access_log
+from soko.http.data_listener import DataListener
 from soko.http.forwarded import TrustedProxies
 from soko.http.listener import BACKLOG, Listeners, connection_limit, raise_open_files_limit
 from soko.http.rsgi import RsgiApp
@@ -50,9 +51,15 @@ def bind(listen: str) -> socket.socket:
 
 
 async def run_worker(
-    app, socks: list[socket.socket], stop: asyncio.Event, ready_message: str | None = None, worker_id: int = 1
+    app,
+    socks: list[socket.socket],
+    stop: asyncio.Event,
+    ready_message: str | None = None,
+    worker_id: int = 1,
+    data_sock: socket.socket | None = None,
 ) -> None:
-    """Serve ``app`` (a SokoApp) on ``socks`` in the running loop until ``stop`` is set, then shut down gracefully."""
+    """Serve ``app`` (a SokoApp) on ``socks`` in the running loop until ``stop`` is set, then shut down gracefully;
+    with ``data_sock``, the data listener (layer downloads by sendfile) too, on a thread of its own."""
     access_log = open_access_log(app.settings.access_log)
     runtime = app.runtime
     if access_log is None:
@@ -67,11 +74,20 @@ async def run_worker(
     rsgi = RsgiApp(app.handle, observe)
     runtime.in_flight_source = lambda: rsgi.in_flight
     listeners: Listeners | None = None
+    data: DataListener | None = None
     tls = TlsFiles.from_settings(app.settings)
     reloader: asyncio.Task | None = None
     await app.start()
     try:
         listeners = Listeners(rsgi, socks, worker_id, tls, app.settings.keepalive_timeout)
+        if data_sock is not None:
+            loop = asyncio.get_running_loop()
+
+            def observe_here(*finished) -> None:  # the access log and metrics are kept on this loop's thread
+                loop.call_soon_threadsafe(observe, *finished)
+
+            limit = connection_limit(len(socks) + 1)
+            data = DataListener(app.layers.handle, data_sock, observe_here, app.settings.keepalive_timeout, limit)
         if tls is not None:
 
             def restart() -> None:  # a renewed certificate: new listeners first, then the old ones stop accepting
@@ -90,8 +106,10 @@ async def run_worker(
             reloader.cancel()
         if listeners is not None:
             listeners.close()
-        for sock in socks:  # the port is free for the next start as soon as every process has let go of it
-            sock.close()
+        if data is not None:
+            await asyncio.get_running_loop().run_in_executor(None, data.close, SHUTDOWN_TIMEOUT)
+        for sock in [*socks, data_sock] if data_sock is not None else socks:  # the port is free for the next
+            sock.close()  # start as soon as every process has let go of it
         if not await rsgi.drain(SHUTDOWN_TIMEOUT):
             log.warning("%d request(s) still running after %.0f s; stopping anyway", rsgi.in_flight, SHUTDOWN_TIMEOUT)
         await app.stop()
@@ -100,7 +118,11 @@ async def run_worker(
 
 
 async def _serve(
-    settings: Settings, socks: list[tuple[socket.socket, str]], ready_message: str | None, worker_id: int = 1
+    settings: Settings,
+    socks: list[tuple[socket.socket, str]],
+    ready_message: str | None,
+    worker_id: int = 1,
+    data_sock: socket.socket | None = None,
 ) -> None:
     from soko.app import SokoApp
     from soko.registry import Registry
@@ -117,7 +139,7 @@ async def _serve(
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     try:
-        await run_worker(app, [sock for sock, _ in socks], stop, ready_message, worker_id)
+        await run_worker(app, [sock for sock, _ in socks], stop, ready_message, worker_id, data_sock)
     finally:
         registry.close()
 
@@ -211,25 +233,32 @@ def serve(settings: Settings) -> int:
     for name, listen in endpoints:
         ready += f"\nsoko: private endpoint {name} on {scheme}://{listen}"
     socks = [(sock, "public")] + [(bind(listen), name) for name, listen in endpoints]
+    data_sock = bind(settings.data_listen) if settings.data_listen else None
+    if data_sock is not None:
+        ready += f"\nsoko: layer downloads (sendfile) on http://{settings.data_listen}"
     log.info(
         "open-files limit %d: up to %d connections per worker and listener", open_files, connection_limit(len(socks))
     )
     if settings.workers <= 1:
-        asyncio.run(_serve(settings, socks, ready))
+        asyncio.run(_serve(settings, socks, ready, data_sock=data_sock))
         return 0
     with shared_across_workers():  # /metrics sums every worker's request and run metrics
-        return _supervise(settings, socks, ready)
+        return _supervise(settings, socks, ready, data_sock)
 
 
-def _supervise(settings: Settings, socks: list[tuple[socket.socket, str]], ready: str) -> int:
+def _supervise(
+    settings: Settings, socks: list[tuple[socket.socket, str]], ready: str, data_sock: socket.socket | None
+) -> int:
     _preload()
 
     def work(worker_id: int, first: bool) -> None:
-        asyncio.run(_serve(settings, socks, ready if first and worker_id == 1 else None, worker_id))
+        asyncio.run(_serve(settings, socks, ready if first and worker_id == 1 else None, worker_id, data_sock))
 
     def close_sockets() -> None:  # workers stopping close theirs too: the port is free once the last one has
         for listening, _ in socks:
             listening.close()
+        if data_sock is not None:
+            data_sock.close()
 
     status = Supervisor(settings.workers, work, close_sockets, worker_died).run()
     sys.stdout.flush()

@@ -17,6 +17,7 @@ from soko.aws.errors import ServiceError
 from soko.aws.json_protocol import ECR_TARGET_PREFIX
 from soko.aws.service_model import get_service_model, validate_request
 from soko.config import Settings
+from soko.iam.layer_urls import DataUrls
 from soko.iam.service import Identity
 from soko.pullthrough.cache import PullThroughCache
 from soko.registry import Registry
@@ -73,6 +74,7 @@ class EcrApi:
         self.registry = registry
         self.identity = identity
         self._pull_through = pull_through
+        self.data_urls = DataUrls.from_settings(identity, settings)  # GetDownloadUrlForLayer's URLs, when on
         self.operations: dict[str, Operation] = {}
         # Every module of this package that defines OPERATIONS contributes its handlers.
         for info in pkgutil.iter_modules(soko.ecr.__path__):

@@ -195,7 +195,8 @@ def get_download_url_for_layer(call: Call) -> dict:
             f"The layer with digest '{digest}' is in the archive storage class with the archived images that use it; "
             "restore them (update-image-storage-class --target-storage-class STANDARD) to download it",
         )
-    if _through_cache(call, ref, digest):
+    through_cache = _through_cache(call, ref, digest)
+    if through_cache:
         pass  # fetched (or being fetched) from the upstream: the URL serves it through the cache
     elif not service.linked_blobs(ref, [digest]):
         raise ServiceError(
@@ -209,9 +210,12 @@ def get_download_url_for_layer(call: Call) -> dict:
             "The specified layer is not available because it is not associated with an image. Unassociated image "
             "layers may be cleaned up at any time.",
         )
-    url = layer_url(
-        call.api.identity, call.context.scheme or "http", call.context.host, ref.account_id, ref.name, digest
-    )
+    scheme = call.context.scheme or "http"
+    # On the data listener (sent with sendfile) when there is one, but for a layer the cache is still fetching:
+    # that one is streamed as it arrives, by the main listener.
+    url = None if through_cache else call.api.data_urls.url(scheme, call.context.host, ref.account_id, ref.name, digest)
+    if url is None:
+        url = layer_url(call.api.identity, scheme, call.context.host, ref.account_id, ref.name, digest)
     return {"downloadUrl": url, "layerDigest": digest}
 
 

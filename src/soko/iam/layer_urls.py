@@ -75,3 +75,37 @@ def _signer(token_key: bytes) -> LayerUrlSigner:
 def layer_url(identity: Identity, scheme: str, host: str, account: str, repository: str, digest: str) -> str:
     token, _ = signer_for(identity).token(account, repository, digest)
     return f"{scheme}://{host}{PREFIX}{token}"
+
+
+class DataUrls:
+    """Layer URLs on the data listener (``data_listen``), where layer bodies are sent with sendfile(2); None where
+    there is none for a request: no data listener, or an https request and no ``data_url`` (the data listener
+    speaks plain HTTP, and a TLS client is never sent to plain text unless the operator says where to)."""
+
+    @classmethod
+    def from_settings(cls, identity: Identity, settings) -> DataUrls:
+        return cls(identity, settings.data_listen, settings.data_url, settings.data_redirect_min_bytes)
+
+    def __init__(self, identity: Identity, data_listen: str, data_url: str = "", min_bytes: int = 0) -> None:
+        self.identity = identity
+        self.enabled = bool(data_listen)
+        self.min_bytes = min_bytes  # smaller blobs are sent in-band: a redirect's round trip would cost more
+        self._base = data_url.rstrip("/")
+        self._port = data_listen.rpartition(":")[2]
+
+    def base(self, scheme: str, host: str) -> str | None:
+        if not self.enabled:
+            return None
+        if self._base:
+            return self._base
+        if scheme != "http" or not host:
+            return None
+        hostname = host[: host.rindex("]") + 1] if host.startswith("[") else host.rpartition(":")[0] or host
+        return f"http://{hostname}:{self._port}"
+
+    def url(self, scheme: str, host: str, account: str, repository: str, digest: str) -> str | None:
+        base = self.base(scheme, host)
+        if base is None:
+            return None
+        token, _ = signer_for(self.identity).token(account, repository, digest)
+        return f"{base}{PREFIX}{token}"

@@ -12,6 +12,7 @@ from soko.http.bodies import BODY_BUDGET, BodyBudget
 from soko.http.context import registry_account
 from soko.http.messages import Request
 from soko.http.threads import offload
+from soko.iam.layer_urls import DataUrls
 from soko.pullthrough.cache import PullThroughCache
 from soko.registry import Registry
 from soko.registry.models import RepoRef
@@ -25,8 +26,10 @@ class OciContext:
         settings: Settings,
         bodies: BodyBudget | None = None,
         pull_through: PullThroughCache | None = None,
+        data_urls: DataUrls | None = None,
     ) -> None:
         self.registry = registry
+        self.data_urls = data_urls  # large cached blobs are sent from the data listener (None or off: in-band)
         self.authorizer = authorizer
         self.settings = settings
         self.bodies = bodies or BodyBudget(BODY_BUDGET)  # manifests held whole (shared with POST / in SokoApp)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import BinaryIO
 
 from soko.errors import BlobUnknown, RangeNotSatisfiable, RepositoryNotFound, Unsupported
@@ -79,7 +79,14 @@ async def get_blob(ctx: OciContext, request: Request, name: str, digest: str) ->
         "ETag": f'"{blob.digest}"',
         "Cache-Control": "max-age=31536000",
     }
-    response, sent = await blob_response(ctx.registry, request, blob, headers)
+    data = ctx.data_urls
+    elsewhere = None
+    if data is not None and data.enabled and request.method == "GET" and blob.size >= data.min_bytes:
+
+        def elsewhere() -> str | None:  # the data listener's presigned URL, for a blob in the plaintext cache
+            return data.url(request.scheme, request.host, ref.account_id, ref.name, blob.digest)
+
+    response, sent = await blob_response(ctx.registry, request, blob, headers, elsewhere)
     if sent is not None:
         operation = f"blob_{request.method.lower()}"
         ctx.registry.metering.record_transfer(context_of(request), ref.account_id, ref.name, sent, operation)
@@ -155,10 +162,15 @@ async def _pieces(fetch: BlobFetch) -> AsyncIterator[bytes]:
 
 
 async def blob_response(
-    registry: Registry, request: Request, blob: BlobContent, headers: dict[str, str]
+    registry: Registry,
+    request: Request,
+    blob: BlobContent,
+    headers: dict[str, str],
+    data_listener: Callable[[], str | None] | None = None,
 ) -> tuple[AnyResponse, int | None]:
-    """A GET or HEAD of a blob — whole, one Range, or a redirect when the driver offers one — and the body bytes it
-    will send (None: the request was refused, nothing to meter). The content is opened before the status goes
+    """A GET or HEAD of a blob — whole, one Range, or a redirect when the driver offers one or when
+    ``data_listener`` gives the URL on Soko's sendfile listener of a blob in the plaintext cache — and the body bytes
+    it will send (None: the request was refused, nothing to meter). The content is opened before the status goes
     out, so a blob gone meanwhile is a clean 404."""
     byte_range = None
     range_header = request.headers.get("range")
@@ -174,17 +186,19 @@ async def blob_response(
     if blob.redirect_url:
         # The client fetches the bytes from the object store (repeating its Range there): they still leave the
         # registry's storage, so they are metered as this request's transfer.
-        # The presigned URL expires: the redirect itself must not be cached like the content is.
-        redirect = {**headers, "Location": blob.redirect_url, "Cache-Control": "no-store", "Content-Length": "0"}
-        return Response(307, redirect), length
+        return _redirect(headers, blob.redirect_url), length
+    # The decrypted blob in the plaintext cache (memory): sent by the kernel from the data listener (sendfile), or by
+    # granian like a local file. A customer key's blob is checked (KMS Decrypt) first, as every pull of it; the row
+    # was checked by the caller, so a deleted blob is not served whatever is cached.
+    cached, reader = await offload(_cached_or_reader, registry, blob, start)
+    if cached is not None and data_listener is not None:
+        location = data_listener()
+        if location is not None:  # (the client repeats its Range there)
+            return _redirect(headers, location), length
     headers = {**headers, "Content-Length": str(length)}
     if byte_range:
         headers["Content-Range"] = f"bytes {start}-{end}/{blob.size}"
     status = 206 if byte_range else 200
-    # The decrypted blob in the plaintext cache (memory): sent by granian like a local file. A customer key's blob
-    # is checked (KMS Decrypt) first, as every pull of it; the row was checked by the caller, so a deleted blob is
-    # not served whatever is cached.
-    cached, reader = await offload(_cached_or_reader, registry, blob, start)
     if cached is not None:
         return FileResponse(status, headers, cached, start, length), length
     assert reader is not None
@@ -211,6 +225,11 @@ async def blob_response(
     body = _read_ahead(reader, length, fill, space, blob.digest)
     filling = _Filling(reader, fill, length, space, blob.digest) if hasattr(reader, "readinto") else None
     return StreamResponse(status, headers, body, close, filling), length
+
+
+def _redirect(headers: dict[str, str], location: str) -> Response:
+    """A 307 to a presigned URL, which expires: the redirect itself must not be cached like the content is."""
+    return Response(307, {**headers, "Location": location, "Cache-Control": "no-store", "Content-Length": "0"})
 
 
 def _cached_or_reader(registry: Registry, blob: BlobContent, start: int) -> tuple[str | None, BinaryIO | None]:

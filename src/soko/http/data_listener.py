@@ -1,0 +1,307 @@
+"""The data listener: presigned layer URLs (``/layers/<token>``) served with sendfile(2).
+
+Why a second listener: granian (the main listener) sends a file by reading 128 KiB pieces into fresh buffers on its
+own threads, and RSGI never hands Soko the socket, so a blob body always passes through user space; Distribution
+sends with ``sendfile`` and pulls a warm layer almost twice as fast (docs/performance.md). So, as ECR answers a
+layer GET with a 307 to a presigned S3 URL, Soko answers a /v2/ GET of a large blob whose plaintext is in the
+memory cache with a 307 to a presigned layer URL here, after the same authorization and metering; this listener
+checks the URL's signature and that the repository still holds the blob, then hands the cached file to the kernel.
+
+One thread per worker runs this listener on an event loop of its own (the standard selector loop: its
+``loop.sendfile`` is the real system call), so a long ``sendfile`` never delays the main loop's small requests.
+HTTP/1.1 is parsed by h11; a request head is bounded (16 KiB) and must arrive within ``keepalive_timeout``, and
+connections beyond ``max_connections`` are closed at once, so clients that connect and send nothing, or send
+forever, hold neither memory nor threads. Plain HTTP only: ``sendfile`` cannot go through TLS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import socket
+import threading
+import time
+from typing import BinaryIO
+from urllib.parse import unquote
+
+import h11
+
+from soko.http.messages import AnyResponse, FileResponse, Request, Response, StreamResponse, error_response
+from soko.http.rsgi import MAX_TARGET_BYTES, Handler, Observer
+
+log = logging.getLogger("soko.http")
+MAX_HEAD = 16384  # request line and headers (the main listener's limit)
+READ_SIZE = 65536
+LAYERS_PREFIX = "/layers/"
+# Threads for the handler's blocking work (token → database row, KMS, a plaintext cache miss's reads).
+IO_THREADS = 8
+
+
+class DataListener:
+    """Serves ``handle`` (the presigned layers handler) on ``sock`` from a thread of its own until ``close()``."""
+
+    def __init__(
+        self,
+        handle: Handler,
+        sock: socket.socket,
+        observe: Observer | None = None,
+        keepalive_timeout: float = 120.0,
+        max_connections: int = 1024,
+    ) -> None:
+        self.handle = handle
+        self.observe = observe
+        self.keepalive_timeout = keepalive_timeout
+        self.max_connections = max_connections
+        self.connections = 0
+        self.in_flight = 0
+        self._sock = socket.socket(fileno=sock.dup().detach())  # (the server closes its own copy)
+        self._sock.setblocking(False)
+        self._loop = asyncio.new_event_loop()
+        self._server: asyncio.Server | None = None
+        self._stopping: asyncio.Event | None = None
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="soko-data-listener", daemon=True)
+        self._thread.start()
+        self._ready.wait(10)
+
+    def _run(self) -> None:
+        loop = self._loop
+        asyncio.set_event_loop(loop)
+        loop.set_default_executor(
+            concurrent.futures.ThreadPoolExecutor(IO_THREADS, thread_name_prefix="soko-data-io")
+        )
+        try:
+            loop.run_until_complete(self._main())
+        except Exception:
+            log.exception("the data listener stopped")
+        finally:
+            loop.run_until_complete(loop.shutdown_default_executor())
+            loop.close()
+
+    async def _main(self) -> None:
+        self._stopping = asyncio.Event()
+        self._server = await asyncio.start_server(self._connection, sock=self._sock, limit=READ_SIZE)
+        self._ready.set()
+        await self._stopping.wait()
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Stop accepting; downloads in flight may finish for up to ``timeout`` seconds."""
+        if not self._thread.is_alive():
+            return
+
+        def stop() -> None:
+            if self._server is not None:
+                self._server.close()
+            self._loop.create_task(self._drain(timeout))
+
+        self._loop.call_soon_threadsafe(stop)
+        self._thread.join(timeout + 5)
+
+    async def _drain(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while self.in_flight and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert self._stopping is not None
+        self._stopping.set()
+
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.connections >= self.max_connections:
+            writer.transport.abort()
+            return
+        self.connections += 1
+        sock = writer.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
+        clean = False
+        try:
+            while await self._exchange(conn, reader, writer):
+                conn.start_next_cycle()
+            clean = True
+        except (ConnectionError, TimeoutError, h11.LocalProtocolError) as exc:
+            log.debug("data listener connection ended: %s", exc)
+        finally:
+            self.connections -= 1
+            if clean:
+                writer.close()  # (what is written was drained: nothing left for a client that stopped reading)
+            else:  # a body cut short, or a client gone or too slow: nothing more is sent
+                writer.transport.abort()
+
+    async def _exchange(self, conn: h11.Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        """One request and its answer; whether the connection may carry another."""
+        try:
+            event = await self._next_event(conn, reader)
+            if not isinstance(event, h11.Request):
+                return False
+            if not isinstance(await self._next_event(conn, reader), h11.EndOfMessage):
+                response: AnyResponse | None = error_response(400, "UNSUPPORTED", "a layer download has no body")
+            else:
+                response = None
+        except h11.RemoteProtocolError as exc:
+            if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
+                status = exc.error_status_hint
+                body = error_response(status, "UNSUPPORTED", f"malformed request: {exc}")
+                await self._send_simple(conn, writer, body, head=False, close=True)
+            return False
+        self.in_flight += 1
+        started = time.perf_counter()
+        request = _request(event, writer)
+        status, sent = 500, 0
+        try:
+            if response is None:
+                response = await self._respond(request)
+            status = response.status
+            close = conn.their_state is not h11.DONE
+            sent = await self._send(conn, writer, response, request.method == "HEAD", close)
+        finally:
+            self.in_flight -= 1
+            if self.observe is not None:
+                try:
+                    self.observe(request, status, sent, started, time.perf_counter())
+                except Exception:  # bookkeeping must never turn into a failed request
+                    log.exception("could not record request %s %s", request.method, request.path[:200])
+        return conn.our_state is h11.DONE and conn.their_state is h11.DONE
+
+    async def _next_event(self, conn: h11.Connection, reader: asyncio.StreamReader):
+        while True:
+            event = conn.next_event()
+            if event is not h11.NEED_DATA:
+                return event
+            data = await asyncio.wait_for(reader.read(READ_SIZE), self.keepalive_timeout)
+            conn.receive_data(data)  # (b"": the client closed; h11 then says ConnectionClosed)
+
+    async def _respond(self, request: Request) -> AnyResponse:
+        if len(request.path) + len(request.query_string) > MAX_TARGET_BYTES:
+            return error_response(414, "UNSUPPORTED", f"the request target is longer than {MAX_TARGET_BYTES} bytes")
+        if sum(len(name) + len(value) + 4 for name, value in request.headers.items()) > MAX_HEAD:
+            return error_response(431, "UNSUPPORTED", f"the request headers add up to more than {MAX_HEAD} bytes")
+        if not request.path.startswith(LAYERS_PREFIX):
+            return error_response(404, "NOT_FOUND", "this listener serves presigned layer URLs (/layers/) only")
+        try:
+            return await self.handle(request)
+        except Exception:
+            log.exception("unexpected error on %s %s", request.method, request.path[:200])
+            return error_response(500, "UNKNOWN", "internal error — see the server log")
+
+    async def _send(
+        self, conn: h11.Connection, writer: asyncio.StreamWriter, response: AnyResponse, head: bool, close: bool
+    ) -> int:
+        """Send ``response``; returns the body bytes sent."""
+        try:
+            if head or isinstance(response, Response):
+                assert not isinstance(response, (StreamResponse, FileResponse)) or head
+                return await self._send_simple(conn, writer, response, head, close)
+            if isinstance(response, FileResponse):
+                return await self._send_file(conn, writer, response, close)
+            return await self._send_stream(conn, writer, response, close)
+        finally:
+            if isinstance(response, StreamResponse) and response.close is not None:
+                response.close()
+
+    async def _send_simple(
+        self, conn: h11.Connection, writer: asyncio.StreamWriter, response: AnyResponse, head: bool, close: bool
+    ) -> int:
+        body = response.body if isinstance(response, Response) else b""
+        headers = dict(response.headers)
+        if isinstance(response, Response) and "Content-Length" not in headers:
+            headers["Content-Length"] = str(len(body))
+        writer.write(conn.send(_head(response.status, headers, close)) or b"")
+        if not head and body:
+            writer.write(conn.send(h11.Data(data=body)) or b"")
+        writer.write(conn.send(h11.EndOfMessage()) or b"")
+        await writer.drain()
+        return 0 if head else len(body)
+
+    async def _send_file(
+        self, conn: h11.Connection, writer: asyncio.StreamWriter, response: FileResponse, close: bool
+    ) -> int:
+        try:
+            file: BinaryIO = open(response.path, "rb")  # noqa: SIM115 — closed below, after the sendfile
+        except FileNotFoundError:  # evicted from the cache between the handler's look and now
+            gone = error_response(404, "BLOB_UNKNOWN", "the layer left this node's cache; retry the download")
+            return await self._send_simple(conn, writer, gone, False, True)
+        with file:
+            headers = {**response.headers, "Content-Length": str(response.length)}
+            writer.write(conn.send(_head(response.status, headers, close)) or b"")
+            if not response.length:
+                conn.send(h11.EndOfMessage())
+                await writer.drain()
+                return 0
+            # h11 counts the body against its Content-Length; the kernel sends it
+            conn.send_with_data_passthrough(h11.Data(data=_Length(response.length)))  # type: ignore[arg-type]
+            loop = asyncio.get_running_loop()
+            sent = await loop.sendfile(writer.transport, file, response.start, response.length)
+            if sent != response.length:
+                raise ConnectionError(f"the file ended after {sent} of {response.length} bytes")
+            conn.send(h11.EndOfMessage())
+            return sent
+
+    async def _send_stream(
+        self, conn: h11.Connection, writer: asyncio.StreamWriter, response: StreamResponse, close: bool
+    ) -> int:
+        """A body read through Python (a blob not in the plaintext cache): sent piece by piece; on an error after
+        the status went out, the connection is cut, never the body completed with something else."""
+        writer.write(conn.send(_head(response.status, response.headers, close)) or b"")
+        sent = 0
+        body = response.body
+        try:
+            async for piece in body:
+                writer.write(conn.send(h11.Data(data=piece)) or b"")
+                sent += len(piece)
+                await writer.drain()
+            writer.write(conn.send(h11.EndOfMessage()) or b"")
+            await writer.drain()
+        except ConnectionError:
+            raise
+        except Exception as exc:
+            log.exception("could not produce the rest of a layer download (%d bytes sent); cutting it off", sent)
+            raise ConnectionError("body failed") from exc
+        finally:
+            aclose = getattr(body, "aclose", None)
+            if aclose is not None:
+                await aclose()
+        return sent
+
+
+class _Length:
+    """A body of ``n`` bytes that the kernel sends (h11 only needs its length)."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+
+def _head(status: int, headers: dict[str, str], close: bool) -> h11.Response:
+    items = [(name, value) for name, value in headers.items()]
+    if close and "Connection" not in headers:
+        items.append(("Connection", "close"))
+    return h11.Response(status_code=status, headers=items)
+
+
+def _request(event: h11.Request, writer: asyncio.StreamWriter) -> Request:
+    target = event.target.decode("latin-1")
+    path, _, query = target.partition("?")
+    headers: dict[str, str] = {}
+    for name, value in event.headers:
+        key = name.decode("latin-1")
+        headers[key] = f"{headers[key]}, {value.decode('latin-1')}" if key in headers else value.decode("latin-1")
+    return Request(
+        event.method.decode("ascii", "replace"),
+        unquote(path),
+        query,
+        headers,
+        _address(writer.get_extra_info("peername")),
+        _address(writer.get_extra_info("sockname")),
+        "http",
+        None,
+    )
+
+
+def _address(name) -> str:
+    if not name:
+        return ""
+    host, port = name[0], name[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -1,0 +1,263 @@
+"""The data listener (soko.http.data_listener): large cached blobs are redirected from /v2/ to presigned layer URLs
+sent with sendfile, after the same authorization; the URLs are checked (signature, expiry, the repository still
+holding the blob); Range, HEAD and keep-alive work; a blob not cached is still served; hostile and malformed
+requests get clear errors and hold nothing; and real clients (skopeo, the AWS CLI's URLs) follow it."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+
+from soko.config import load_settings
+from soko.http.data_listener import DataListener
+from soko.iam.layer_urls import DataUrls, signer_for
+from tests.conftest import listening_socket, serve
+from tests.oci.helpers import OCI_MANIFEST, assert_oci_error, descriptor, push_blob, put_manifest
+
+MiB = 1 << 20
+sqlite_only = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # nothing here depends on the engine
+
+
+@pytest.fixture
+def data_server(registry, settings):
+    """A server with its data listener on a fresh port."""
+    data = listening_socket()
+    port = data.getsockname()[1]
+    settings.data_listen = f"127.0.0.1:{port}"
+    settings.keepalive_timeout = 2.0
+    with serve(settings, registry, data_socket=data) as running:
+        running.data_port = port  # type: ignore[attr-defined]
+        yield running
+
+
+@pytest.fixture
+def client(data_server):
+    with httpx.Client(base_url=data_server.url, timeout=30, headers=data_server.basic_auth) as c:
+        yield c
+
+
+def _redirected(client: httpx.Client, path: str, **kwargs) -> httpx.Response:
+    r = client.get(path, **kwargs)
+    assert r.status_code == 307, (r.status_code, r.text)
+    assert r.headers["Cache-Control"] == "no-store"
+    return r
+
+
+@sqlite_only
+def test_a_large_cached_blob_is_redirected_and_sent_whole_and_by_range(data_server, client):
+    data = os.urandom(5 * MiB + 17)
+    digest = push_blob(client, "repo", data)
+    r = _redirected(client, f"/v2/repo/blobs/{digest}")
+    location = urlsplit(r.headers["Location"])
+    assert (location.hostname, location.port) == ("127.0.0.1", data_server.data_port)
+    assert location.path.startswith("/layers/")
+    with httpx.Client(timeout=30) as anonymous:  # the URL is the authorization: no header follows it
+        whole = anonymous.get(r.headers["Location"])
+        assert whole.status_code == 200 and whole.content == data
+        assert whole.headers["Docker-Content-Digest"] == digest
+        assert whole.headers["Content-Length"] == str(len(data))
+        part = anonymous.get(r.headers["Location"], headers={"Range": "bytes=1000-2000999"})
+        assert part.status_code == 206 and part.content == data[1000:2001000]
+        assert part.headers["Content-Range"] == f"bytes 1000-2000999/{len(data)}"
+        tail = anonymous.get(r.headers["Location"], headers={"Range": "bytes=-10"})
+        assert tail.status_code == 206 and tail.content == data[-10:]
+        outside = anonymous.get(r.headers["Location"], headers={"Range": f"bytes={len(data)}-"})
+        assert outside.status_code == 416 and outside.headers["Content-Range"] == f"bytes */{len(data)}"
+        head = anonymous.head(r.headers["Location"])
+        assert head.status_code == 200 and head.headers["Content-Length"] == str(len(data)) and not head.content
+    followed = client.get(f"/v2/repo/blobs/{digest}", follow_redirects=True, headers={"Range": "bytes=5-9"})
+    assert followed.status_code == 206 and followed.content == data[5:10]  # the Range goes along
+
+
+@sqlite_only
+def test_small_blobs_heads_and_unauthorized_requests_are_answered_in_band(data_server, client):
+    small = push_blob(client, "repo", os.urandom(MiB))
+    assert client.get(f"/v2/repo/blobs/{small}").status_code == 200
+    large = push_blob(client, "repo", os.urandom(5 * MiB))
+    head = client.head(f"/v2/repo/blobs/{large}")
+    assert head.status_code == 200 and head.headers["Content-Length"] == str(5 * MiB)
+    with httpx.Client(base_url=data_server.url, timeout=30) as anonymous:
+        assert_oci_error(anonymous.get(f"/v2/repo/blobs/{large}"), 401, "UNAUTHORIZED")  # no URL without a right
+
+
+@sqlite_only
+def test_a_blob_not_in_the_cache_is_streamed_in_band_and_by_the_data_listener(data_server, client):
+    cache = data_server.registry.ctx.plain_cache
+    data_server.registry.settings.plaintext_cache_on_push = False
+    data = os.urandom(6 * MiB + 3)
+    digest = push_blob(client, "repo", data)
+    first = client.get(f"/v2/repo/blobs/{digest}")
+    assert first.status_code == 200 and first.content == data  # not cached yet: sent in-band (and cached)
+    url = _redirected(client, f"/v2/repo/blobs/{digest}").headers["Location"]
+    os.unlink(cache.path(None, digest))  # evicted between the redirect and the download
+    r = httpx.get(url, timeout=30)
+    assert r.status_code == 200 and r.content == data
+
+
+@sqlite_only
+def test_a_url_stops_working_when_the_repository_no_longer_holds_the_blob(data_server, client):
+    data = os.urandom(5 * MiB)
+    digest = push_blob(client, "repo", data)
+    url = _redirected(client, f"/v2/repo/blobs/{digest}").headers["Location"]
+    assert httpx.get(url, timeout=30).content == data
+    assert client.delete(f"/v2/repo/blobs/{digest}").status_code == 202
+    assert os.path.exists(data_server.registry.ctx.plain_cache.path(None, digest))  # cached still,
+    assert_oci_error(httpx.get(url, timeout=30), 404, "BLOB_UNKNOWN")  # but no longer the repository's
+
+
+@sqlite_only
+def test_tampered_expired_and_foreign_urls_are_refused(data_server, client):
+    digest = push_blob(client, "repo", os.urandom(5 * MiB))
+    url = _redirected(client, f"/v2/repo/blobs/{digest}").headers["Location"]
+    base, token = url.split("/layers/")
+    payload, mac = token.split(".")
+    assert_oci_error(httpx.get(f"{base}/layers/{payload}.{mac[:-2]}AA"), 403, "DENIED")
+    signer = signer_for(data_server.identity)
+    old, _ = signer.token("000000000000", "repo", digest, now=time.time() - 3600)
+    assert_oci_error(httpx.get(f"{base}/layers/{old}"), 403, "DENIED")
+    assert_oci_error(httpx.get(f"{base}/layers/garbage"), 403, "DENIED")
+    other, _ = signer.token("000000000000", "other-repo", digest)
+    assert_oci_error(httpx.get(f"{base}/layers/{other}"), 404, "BLOB_UNKNOWN")
+    # Nothing else is served here: not the registry API, not another method.
+    assert_oci_error(httpx.get(f"{base}/v2/", timeout=10), 404)
+    assert_oci_error(httpx.post(url, content=b"x", timeout=10), (400, 405))
+    assert_oci_error(httpx.delete(url, timeout=10), 405)
+
+
+def _raw(port: int, data: bytes, timeout: float = 10.0) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(data)
+        chunks = []
+        while True:
+            try:
+                chunk = sock.recv(65536)
+            except TimeoutError:
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+
+@sqlite_only
+def test_malformed_oversized_and_idle_connections_get_clear_answers_and_are_closed(data_server, client):
+    port = data_server.data_port
+    assert _raw(port, b"NOT HTTP AT ALL\r\n\r\n").startswith(b"HTTP/1.1 400 ")
+    oversized = b"GET /layers/x HTTP/1.1\r\nHost: a\r\nX-Big: " + b"a" * 20000 + b"\r\n\r\n"
+    assert _raw(port, oversized).split(b" ")[1] in (b"431", b"400")
+    long_target = b"GET /layers/" + b"a" * 9000 + b" HTTP/1.1\r\nHost: a\r\n\r\n"
+    assert _raw(port, long_target).split(b" ")[1] in (b"414", b"431")
+    answer = _raw(port, b"GET /layers/x HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc")
+    assert answer.startswith(b"HTTP/1.1 400 ") and b"connection: close" in answer.lower()
+    # A client that connects and sends nothing is closed after keepalive_timeout (2 s here), holding no slot.
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as idle:
+        assert idle.recv(10) == b""  # (a timeout here raises: the listener kept it open)
+    # And the listener still serves.
+    digest = push_blob(client, "repo", os.urandom(5 * MiB))
+    assert httpx.get(_redirected(client, f"/v2/repo/blobs/{digest}").headers["Location"], timeout=30).status_code == 200
+
+
+@sqlite_only
+def test_keep_alive_and_many_concurrent_downloads(data_server, client):
+    data = os.urandom(8 * MiB)
+    digest = push_blob(client, "repo", data)
+    url = _redirected(client, f"/v2/repo/blobs/{digest}").headers["Location"]
+    with httpx.Client(timeout=30) as one:  # one connection, several downloads in a row
+        for _ in range(3):
+            assert hashlib.sha256(one.get(url).content).hexdigest() == digest.split(":")[1]
+
+    def pull(_: int) -> str:
+        return hashlib.sha256(httpx.get(url, timeout=60).content).hexdigest()
+
+    with ThreadPoolExecutor(16) as pool:
+        assert set(pool.map(pull, range(32))) == {digest.split(":")[1]}
+
+
+@sqlite_only
+def test_get_download_url_for_layer_hands_out_data_listener_urls(data_server, client, aws):
+    data = os.urandom(5 * MiB)
+    ecr = aws("ecr")
+    ecr.create_repository(repositoryName="app")
+    config_digest = push_blob(client, "app", b"{}")
+    digest = push_blob(client, "app", data)
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": descriptor(b"{}", "application/vnd.oci.image.config.v1+json"),
+        "layers": [descriptor(data, "application/vnd.oci.image.layer.v1.tar")],
+    }
+    assert config_digest and put_manifest(client, "app", "v1", manifest).status_code == 201
+    url = ecr.get_download_url_for_layer(repositoryName="app", layerDigest=digest)["downloadUrl"]
+    assert urlsplit(url).port == data_server.data_port
+    assert httpx.get(url, timeout=30).content == data
+
+
+def test_data_urls_only_send_plain_http_clients_to_the_plain_listener(server):
+    urls = DataUrls(server.identity, "0.0.0.0:5001")
+    assert urls.base("http", "registry.example:5000") == "http://registry.example:5001"
+    assert urls.base("http", "[::1]:5000") == "http://[::1]:5001"
+    assert urls.base("http", "registry.example") == "http://registry.example:5001"
+    assert urls.base("https", "registry.example") is None  # never downgraded to plain text on its own
+    pinned = DataUrls(server.identity, "0.0.0.0:5001", "https://data.example/")
+    assert pinned.base("https", "registry.example") == "https://data.example"
+    assert DataUrls(server.identity, "").base("http", "a:1") is None
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"data_listen": "nonsense"},
+        {"data_listen": "0.0.0.0:70000"},
+        {"data_listen": "127.0.0.1:5000"},  # the main listener's port
+        {"data_url": "http://a:1"},  # without data_listen
+        {"data_listen": "0.0.0.0:5001", "data_url": "ftp://a"},
+        {"data_listen": "0.0.0.0:5001", "data_url": "http://a/path"},
+    ],
+)
+def test_malformed_data_listener_settings_are_refused_at_start(values):
+    with pytest.raises(ValueError, match="data_"):
+        load_settings(overrides=values, env={})
+
+
+@sqlite_only
+@pytest.mark.skipif(not shutil.which("skopeo"), reason="needs skopeo")
+def test_skopeo_follows_the_redirect_and_gets_every_byte(data_server, client, tmp_path, monkeypatch):
+    layer = os.urandom(6 * MiB)
+    config = json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": []}})
+    push_blob(client, "app", config.encode())
+    digest = push_blob(client, "app", layer)
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": descriptor(config.encode(), "application/vnd.oci.image.config.v1+json"),
+        "layers": [descriptor(layer, "application/vnd.oci.image.layer.v1.tar")],
+    }
+    assert put_manifest(client, "app", "v1", manifest).status_code == 201
+    served: list[int] = []
+    respond = DataListener._respond
+
+    async def counting(self, request):
+        response = await respond(self, request)
+        served.append(response.status)
+        return response
+
+    monkeypatch.setattr(DataListener, "_respond", counting)
+    credentials = base64.b64decode(data_server.token).decode()  # AWS:<password>
+    subprocess.run(
+        ["skopeo", "copy", "--src-tls-verify=false", "--src-creds", credentials,
+         f"docker://{data_server.host}/app:v1", f"dir:{tmp_path / 'out'}"],
+        check=True, capture_output=True, timeout=120,
+    )
+    assert (tmp_path / "out" / digest.split(":")[1]).read_bytes() == layer
+    assert served == [200]  # the layer came from the data listener; the small config in-band
