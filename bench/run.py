@@ -26,7 +26,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from tests.e2e.images import build_image  # noqa: E402
-from tests.e2e.servers import RegistryServer, start_distribution, start_soko  # noqa: E402
+from tests.e2e.servers import RegistryServer, free_port, start_distribution, start_soko  # noqa: E402
 from tests.e2e.skopeo import Skopeo  # noqa: E402
 
 import load  # noqa: E402
@@ -56,6 +56,8 @@ class Config:
     storm_clients: list[int]
     storm_big_mib: int
     cache_off: bool = False  # also run each Soko variant with the plaintext cache off (soko-wN-nocache)
+    data_listener: bool = True  # Soko serves with --data-listen (large cached blobs sent with sendfile)
+    in_band: bool = False  # also run each Soko variant without the data listener (soko-wN-inband)
     pulls_only: bool = False  # the pull rows (and the monolithic push they follow) only
 
 
@@ -82,6 +84,10 @@ def parse_args(argv: list[str] | None = None) -> tuple[Config, argparse.Namespac
     parser.add_argument("--distribution-cache", default="inmemory", choices=["inmemory", "none"])
     parser.add_argument("--cache-off", action="store_true",
                         help="also run each Soko variant with its plaintext blob cache off (soko-wN-nocache)")
+    parser.add_argument("--no-data-listener", action="store_true",
+                        help="run Soko without --data-listen (every blob body sent by granian, in-band)")
+    parser.add_argument("--in-band", action="store_true",
+                        help="also run each Soko variant without its data listener (soko-wN-inband)")
     parser.add_argument("--pulls", action="store_true",
                         help="only the monolithic push and the pull rows (first, warm, CPU, storms): no chunked "
                              "push, manifest loads, skopeo or memory test")
@@ -104,6 +110,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[Config, argparse.Namespac
         storm_clients=[int(n) for n in (args.storm or ("32" if quick else "32,128")).split(",") if int(n)],
         storm_big_mib=32 if quick else 100,
         cache_off=args.cache_off,
+        data_listener=not args.no_data_listener,
+        in_band=args.in_band and not args.no_data_listener,
         pulls_only=args.pulls,
     )
     return config, args
@@ -145,13 +153,20 @@ class Bench:
             if self.config.soko_cmd == "distribution":
                 server = start_distribution(data_dir, cache=cache, access_log=False, log_level="warn")
             else:
-                server = start_soko(data_dir, workers=workers, template=self.config.soko_cmd)
+                server = start_soko(data_dir, workers=workers, template=self.config.soko_cmd,
+                                    env=self._data_listener())
             self._register(name, server)
             if self.config.cache_off and self.config.soko_cmd != "distribution":
-                name = f"{name}-nocache"
-                server = start_soko(self.workdir / name, workers=workers, template=self.config.soko_cmd,
-                                    env={"SOKO_PLAINTEXT_CACHE_BYTES": "0"})
-                self._register(name, server)
+                server = start_soko(self.workdir / f"{name}-nocache", workers=workers, template=self.config.soko_cmd,
+                                    env={"SOKO_PLAINTEXT_CACHE_BYTES": "0", **self._data_listener()})
+                self._register(f"{name}-nocache", server)
+            if self.config.in_band and self.config.soko_cmd != "distribution":
+                server = start_soko(self.workdir / f"{name}-inband", workers=workers, template=self.config.soko_cmd)
+                self._register(f"{name}-inband", server)
+
+    def _data_listener(self) -> dict[str, str]:
+        """The environment that gives a Soko its data listener on a free port (none with --no-data-listener)."""
+        return {"SOKO_DATA_LISTEN": f"127.0.0.1:{free_port()}"} if self.config.data_listener else {}
 
     @property
     def candidates(self) -> list[str]:
@@ -309,6 +324,11 @@ def notes_for(config: Config, bench: Bench) -> list[str]:
     ]
     if config.soko_cmd == "distribution":
         notes.append("HARNESS TEST: the 'soko' columns are a second Distribution, not Soko")
+    elif config.data_listener:
+        notes.append("Soko runs with its data listener (data_listen): a GET of a blob of 4 MiB or more that is in the "
+                     "plaintext cache answers 307 to a presigned URL on that port, sent with sendfile(2); curl "
+                     "follows it (-L), and its time includes the redirect" +
+                     ("; soko-wN-inband: the same without it, every body sent by granian" if config.in_band else ""))
     elif config.soko_cmd:
         notes.append(f"soko command: {config.soko_cmd}")
     if not load.have("hey"):

@@ -114,7 +114,7 @@ def run(target: ops.Target, server_pid: int, layers: StormLayers, clients: int, 
     cpu_before = cpu_seconds(server_pid)
     prober.start()
     started = time.perf_counter()
-    argv = ["curl", "-sS", "--fail", "--parallel", "--parallel-max", str(clients), "--parallel-immediate",
+    argv = ["curl", "-sS", "--fail", "-L", "--parallel", "--parallel-max", str(clients), "--parallel-immediate",
             "-w", "%{http_code} %{size_download}\\n", "-K", str(config)]
     out = subprocess.run(argv, capture_output=True, text=True, timeout=900)
     seconds = time.perf_counter() - started

@@ -87,7 +87,11 @@ async def run_worker(
                 loop.call_soon_threadsafe(observe, *finished)
 
             limit = connection_limit(len(socks) + 1)
-            data = DataListener(app.layers.handle, data_sock, observe_here, app.settings.keepalive_timeout, limit)
+            # Two threads or more: sendfile copies outside the GIL, so one worker's downloads use both cores
+            # (32 pullers: 1.13x Distribution's aggregate with two threads, 0.99x with one; docs/performance.md).
+            threads = min(4, max(2, os.cpu_count() or 1))
+            data = DataListener(app.layers.handle, data_sock, observe_here, app.settings.keepalive_timeout, limit,
+                                threads)
         if tls is not None:
 
             def restart() -> None:  # a renewed certificate: new listeners first, then the old ones stop accepting

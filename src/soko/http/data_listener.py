@@ -7,7 +7,7 @@ layer GET with a 307 to a presigned S3 URL, Soko answers a /v2/ GET of a large b
 memory cache with a 307 to a presigned layer URL here, after the same authorization and metering; this listener
 checks the URL's signature and that the repository still holds the blob, then hands the cached file to the kernel.
 
-One thread per worker runs this listener on an event loop of its own (the standard selector loop: its
+Two threads or more per worker run this listener, each on an event loop of its own (the standard selector loop: its
 ``loop.sendfile`` is the real system call), so a long ``sendfile`` never delays the main loop's small requests.
 HTTP/1.1 is parsed by h11; a request head is bounded (16 KiB) and must arrive within ``keepalive_timeout``, and
 connections beyond ``max_connections`` are closed at once, so clients that connect and send nothing, or send
@@ -39,7 +39,9 @@ IO_THREADS = 8
 
 
 class DataListener:
-    """Serves ``handle`` (the presigned layers handler) on ``sock`` from a thread of its own until ``close()``."""
+    """Serves ``handle`` (the presigned layers handler) on ``sock`` from ``threads`` threads, each with its own
+    event loop accepting on the socket, until ``close()``. The kernel's copies run in ``sendfile`` without the GIL,
+    so two threads copy on two cores."""
 
     def __init__(
         self,
@@ -48,6 +50,40 @@ class DataListener:
         observe: Observer | None = None,
         keepalive_timeout: float = 120.0,
         max_connections: int = 1024,
+        threads: int = 1,
+    ) -> None:
+        share = max(1, max_connections // max(1, threads))
+        self._servers = [
+            _Server(handle, sock, observe, keepalive_timeout, share, f"soko-data-{n}") for n in range(threads)
+        ]
+
+    @property
+    def in_flight(self) -> int:
+        return sum(server.in_flight for server in self._servers)
+
+    @property
+    def connections(self) -> int:
+        return sum(server.connections for server in self._servers)
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Stop accepting; downloads in flight may finish for up to ``timeout`` seconds."""
+        for server in self._servers:
+            server.stop(timeout)
+        for server in self._servers:
+            server.join(timeout + 5)
+
+
+class _Server:
+    """One thread's event loop serving the data listener's socket."""
+
+    def __init__(
+        self,
+        handle: Handler,
+        sock: socket.socket,
+        observe: Observer | None,
+        keepalive_timeout: float,
+        max_connections: int,
+        name: str,
     ) -> None:
         self.handle = handle
         self.observe = observe
@@ -61,7 +97,7 @@ class DataListener:
         self._server: asyncio.Server | None = None
         self._stopping: asyncio.Event | None = None
         self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="soko-data-listener", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
         self._ready.wait(10)
 
@@ -85,8 +121,7 @@ class DataListener:
         self._ready.set()
         await self._stopping.wait()
 
-    def close(self, timeout: float = 30.0) -> None:
-        """Stop accepting; downloads in flight may finish for up to ``timeout`` seconds."""
+    def stop(self, timeout: float) -> None:
         if not self._thread.is_alive():
             return
 
@@ -96,7 +131,9 @@ class DataListener:
             self._loop.create_task(self._drain(timeout))
 
         self._loop.call_soon_threadsafe(stop)
-        self._thread.join(timeout + 5)
+
+    def join(self, timeout: float) -> None:
+        self._thread.join(timeout)
 
     async def _drain(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
