@@ -15,7 +15,15 @@ import pytest
 
 from .images import build_all
 from .layout import ImageRef
-from .servers import DISTRIBUTION_BIN, E2E_TARGET, RegistryServer, run_fsck, start_distribution, start_soko
+from .servers import (
+    DISTRIBUTION_BIN,
+    E2E_TARGET,
+    RegistryServer,
+    free_port,
+    run_fsck,
+    start_distribution,
+    start_soko,
+)
 from .skopeo import Skopeo
 
 
@@ -49,7 +57,10 @@ def distribution(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryS
 @pytest.fixture(scope="session")
 def soko(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServer]:
     data_dir = tmp_path_factory.mktemp("soko") / "data"
-    server = start_soko(data_dir)
+    # With the data listener, and every cached blob redirected to it (not only those of 4 MiB or more): each
+    # client's pulls below follow the 307 to a presigned URL sent with sendfile, as ECR's clients follow S3's.
+    data_listener = {"SOKO_DATA_LISTEN": f"127.0.0.1:{free_port()}", "SOKO_DATA_REDIRECT_MIN_BYTES": "0"}
+    server = start_soko(data_dir, env=data_listener)
     try:
         yield server
     finally:
@@ -87,5 +98,5 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> dict[str, ImageRef]:
 def http(registry: RegistryServer) -> Iterator[httpx.Client]:
     """A plain HTTP client for the registry with the same credentials skopeo uses."""
     auth = httpx.BasicAuth(*registry.credentials) if registry.credentials else None
-    with httpx.Client(base_url=registry.url, auth=auth, timeout=30) as client:
+    with httpx.Client(base_url=registry.url, auth=auth, timeout=30, follow_redirects=True) as client:
         yield client
