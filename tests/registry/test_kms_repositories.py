@@ -161,6 +161,49 @@ def test_key_states_tampering_and_crypto_shredding(registry, kms) -> None:
     assert [p.kind for p in check(registry.ctx, encryption=registry.encryption)] == ["crypto-shredded"]
 
 
+def test_fsck_checks_the_service_key_copy_that_aes256_repositories_left(registry, kms) -> None:
+    """A blob pushed to an AES256 repository and mounted into a KMS one keeps its service-key object when the AES256
+    repository goes (the collector deletes it only with the blob row): fsck checks it — tampered, wrong size,
+    missing — through an account's wrap while one is left; once the collector dropped the wraps no key opens it, so
+    only its presence and size are checked (not crypto-shredded: nothing reads it). A blob only KMS repositories
+    held has no service-key copy to miss."""
+    clock = registry.ctx.clock
+    key = kms.create_key(ROOT, "left")
+    keyed = _repo(registry, kms, "keyed", key=key.key_id)
+    plain = RepoRef(ACCOUNT, "left-plain")
+    registry.repositories.create(plain)
+    manifest = registry.manifests.get(plain, push_image(registry, plain, "v1", [DATA]))
+    parsed = json.loads(manifest.payload)
+    digest = parsed["layers"][0]["digest"]
+    for d in (parsed["config"]["digest"], digest):
+        assert registry.blobs.mount(keyed, d, plain) is not None
+    registry.manifests.put(keyed, "v1", manifest.payload, manifest.media_type)
+    push_image(registry, keyed, "v2", [os.urandom(1000)])  # only ever under the KMS key: no service-key object
+    registry.repositories.delete(plain, force=True)
+    subject = f"{digest} (under the service key)"
+
+    def problems() -> list[tuple[str, str]]:
+        return [(p.kind, p.subject) for p in check(registry.ctx, encryption=registry.encryption)]
+
+    assert problems() == []
+    path = _root(registry) / "sealed" / blob_path(digest)
+    original = path.read_bytes()
+    flipped = bytearray(original)
+    flipped[len(flipped) // 2] ^= 1
+    path.write_bytes(bytes(flipped))
+    assert problems() == [("tampered-blob", subject)]  # (the account's wrap is still there: re-hashed)
+    path.write_bytes(original)
+
+    clock.now += 2 * DAY
+    registry.gc.run(grace_period=0)  # drops the account's wrap; the object stays with the blob row
+    assert path.read_bytes() == original and _read(registry, keyed, digest) == DATA
+    assert problems() == []
+    path.write_bytes(original[:-1])
+    assert problems() == [("size-mismatch", subject)]
+    path.unlink()
+    assert problems() == [("missing-blob", subject)]
+
+
 def test_an_aes256_repository_never_reads_a_keyed_copy(registry, kms) -> None:
     key = kms.create_key(ROOT, "k")
     ref = _repo(registry, kms, "only-kms", key=key.key_id)

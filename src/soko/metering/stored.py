@@ -10,6 +10,7 @@ import sqlalchemy as sa
 
 from soko.crypto.rows import plain_length
 from soko.kernel.keyspaces import KEYED_TYPES
+from soko.kernel.service_copies import has_service_copy
 from soko.meta import Database
 from soko.meta.schema import archive_charges, blob_copies, blobs, manifests, repository_blobs, usage_samples
 from soko.meta.schema import repositories as repos
@@ -158,25 +159,13 @@ def account_physical_bytes(conn: sa.Connection, account_id: str | None = None) -
     return totals
 
 
-def _has_service_copy() -> sa.ColumnElement[bool]:
-    """Whether a blob row has a service-key copy (blobs/, or the archive tier): a blob uploaded only to KMS
-    repositories has none, only its keyed copies — no seal of its own, and no AES256 repository linking it."""
-    aes_linked = sa.exists().where(
-        repository_blobs.c.digest == blobs.c.digest,
-        repository_blobs.c.repository_id == repos.c.id,
-        repos.c.encryption_type.not_in(list(KEYED_TYPES)),
-    )
-    copied = sa.exists().where(blob_copies.c.digest == blobs.c.digest)
-    return blobs.c.seal_id.is_not(None) | aes_linked | ~copied
-
-
 def stored_bytes(db: Database, account_id: str | None = None) -> StoredBytes:
     with snapshot(db) as conn:
         result = StoredBytes(repository_bytes(conn, account_id))
         result.account_physical = account_physical_bytes(conn, account_id)
         total = sa.func.coalesce(sa.func.sum(blobs.c.size), 0)
         copies = sa.select(total).join(blob_copies, blob_copies.c.digest == blobs.c.digest)
-        result.registry_blob_bytes = int(conn.execute(sa.select(total).where(_has_service_copy())).scalar_one()) + int(
+        result.registry_blob_bytes = int(conn.execute(sa.select(total).where(has_service_copy())).scalar_one()) + int(
             conn.execute(copies).scalar_one()
         )
         result.registry_manifest_bytes = int(

@@ -19,6 +19,7 @@ from soko.crypto.segments import KeyUnavailable, SealBroken
 from soko.errors import ContentUnreadable
 from soko.kernel.context import DomainContext
 from soko.kernel.keyspaces import Keyspace, keyspace_of
+from soko.kernel.service_copies import has_service_copy, service_key_held
 from soko.meta.schema import blob_copies, blobs, manifest_blobs, manifest_children, manifests, repository_blobs, tags
 from soko.meta.schema import repositories as repos
 from soko.registry.account_keys import AccountKeys
@@ -82,8 +83,9 @@ def check(
     yield from _check_manifests(ctx, encryption or Encryption(ctx), progress)
 
 
-def _bad_blob(ctx: DomainContext, kind: str, subject: str, message: str, digest: str | None = None) -> Problem:
-    return Problem(kind, subject, f"{message}; {_BLOB_REMEDY}", tuple(images_using(ctx, digest or subject)))
+def _bad_blob(ctx: DomainContext, kind: str, subject: str, message: str, used: str | None) -> Problem:
+    """``used``: the digest whose images read this content (None: no image reads it)."""
+    return Problem(kind, subject, f"{message}; {_BLOB_REMEDY}", tuple(images_using(ctx, used)) if used else ())
 
 
 def images_using(ctx: DomainContext, digest: str) -> list[str]:
@@ -130,24 +132,22 @@ def images_using(ctx: DomainContext, digest: str) -> list[str]:
 def _check_blobs(ctx: DomainContext, rehash: bool, progress: Progress) -> Iterator[Problem]:
     with ctx.db.read() as conn:
         # A blob held only under customer keys (KMS repositories) has no service-key copy: its copies are checked
-        # by _check_copies. Every other row needs its content at blobs/ (or in the archive tier, where it says).
-        aes_linked = sa.exists().where(
-            repository_blobs.c.digest == blobs.c.digest,
-            repository_blobs.c.repository_id == repos.c.id,
-            repos.c.encryption_type == "AES256",
-        )
-        copied = sa.exists().where(blob_copies.c.digest == blobs.c.digest)
+        # by _check_copies. Every other row needs its content at blobs/ (or in the archive tier, where it says),
+        # also one whose AES256 repositories are gone (held: False) while KMS repositories keep the blob.
         rows = conn.execute(
-            sa.select(blobs.c.digest, blobs.c.size, blobs.c.seal_id, blobs.c.archive_path)
-            .where(sa.or_(aes_linked, ~copied))
+            sa.select(
+                blobs.c.digest, blobs.c.size, blobs.c.seal_id, blobs.c.archive_path, service_key_held().label("held")
+            )
+            .where(has_service_copy())
             .order_by(blobs.c.digest)
         ).all()
     progress.blobs_total = len(rows)
     progress.bytes_total = sum(r.size for r in rows)
     # Each tier is one walk of its store merged with the rows in path order: a listing page per thousand blobs on an
     # object store, instead of a HEAD per blob. Content in the archive tier is checked where its row says it is.
-    standard = [(blob_path(r.digest), r.digest, r.size, r.seal_id) for r in rows if r.archive_path is None]
-    archived = [(r.archive_path, r.digest, r.size, r.seal_id) for r in rows if r.archive_path is not None]
+    entries = [_Entry(r.archive_path or blob_path(r.digest), r.digest, r.size, r.seal_id, bool(r.held)) for r in rows]
+    standard = [e for e, r in zip(entries, rows, strict=True) if r.archive_path is None]
+    archived = [e for e, r in zip(entries, rows, strict=True) if r.archive_path is not None]
     yield from _check_tier(ctx, ctx.storage, paths.BLOBS, standard, rehash, progress, "")
     if archived:
         yield from _check_tier(
@@ -155,11 +155,28 @@ def _check_blobs(ctx: DomainContext, rehash: bool, progress: Progress) -> Iterat
         )
 
 
+@dataclass(frozen=True, order=True)
+class _Entry:
+    """A service-key object to check. ``held``: an AES256 repository links the blob, or it is the blob's only copy;
+    otherwise nothing reads it (KMS repositories read their own copies), so it is named apart, blames no image, and
+    no account key left to open it is no problem (the collector drops the wraps of accounts that let it go)."""
+
+    path: str
+    digest: str
+    size: int
+    seal_id: str | None
+    held: bool
+
+    @property
+    def subject(self) -> str:
+        return self.digest if self.held else f"{self.digest} (under the service key)"
+
+
 def _check_tier(
     ctx: DomainContext,
     store: StorageDriver,
     root: str,
-    entries: list[tuple[str, str, int, str | None]],
+    entries: list[_Entry],
     rehash: bool,
     progress: Progress,
     where: str,
@@ -167,7 +184,9 @@ def _check_tier(
     stored = store.walk(root)
     current = next(stored, None)
     keys = AccountKeys(ctx)
-    for path, digest, size, seal_id in sorted(entries):
+    for entry in sorted(entries):
+        path, digest, size, subject = entry.path, entry.digest, entry.size, entry.subject
+        used = digest if entry.held else None
         progress.blobs_checked += 1
         if not rehash:
             progress.bytes_checked += size
@@ -179,24 +198,25 @@ def _check_tier(
                 # Legacy: a collector of an older version died between moving the content aside and committing.
                 yield Problem(
                     "in-trash",
-                    digest,
+                    subject,
                     "in trash (the next gc restores or removes them): a gc was interrupted; `soko gc` restores it now",
                 )
             else:
-                yield _bad_blob(ctx, "missing-blob", digest, f"in the database but not in storage{where}")
+                yield _bad_blob(ctx, "missing-blob", subject, f"in the database but not in storage{where}", used)
             continue
         if info.size != size:
             yield _bad_blob(
-                ctx, "size-mismatch", digest, f"database says {size} bytes, storage{where} holds {info.size}"
+                ctx, "size-mismatch", subject, f"database says {size} bytes, storage{where} holds {info.size}", used
             )
             continue
         if rehash:
             yield from _verify(
                 ctx,
-                digest,
+                subject,
                 digest,
                 progress,
-                partial(_open_blob, keys, store, digest, path, seal_id),
+                partial(_open_blob, keys, store, digest, path, entry.seal_id),
+                used,
             )
 
 
@@ -209,10 +229,15 @@ def _open_blob(keys: AccountKeys, store: StorageDriver, digest: str, path: str, 
 
 
 def _verify(
-    ctx: DomainContext, subject: str, digest: str, progress: Progress, open_reader: Callable[[], BinaryIO]
+    ctx: DomainContext,
+    subject: str,
+    digest: str,
+    progress: Progress,
+    open_reader: Callable[[], BinaryIO],
+    used: str | None,
 ) -> Iterator[Problem]:
-    """Re-hash one stored object; a key that is gone is crypto-shredding (not corruption), a KMS key disabled or
-    pending deletion only leaves it unchecked."""
+    """Re-hash one stored object; a key that is gone is crypto-shredding (not corruption) — no problem at all for an
+    object no image reads (``used`` None) — and a KMS key disabled or pending deletion only leaves it unchecked."""
     algorithm, _, expected = digest.partition(":")
     hasher = hashlib.new(algorithm)
     try:
@@ -227,13 +252,14 @@ def _verify(
         yield _shredded(ctx, subject, digest, exc.message)
         return
     except KeyUnavailable as exc:
-        yield _shredded(ctx, subject, digest, exc.why)
+        if used is not None:
+            yield _shredded(ctx, subject, digest, exc.why)
         return
     except SealBroken as exc:
-        yield _bad_blob(ctx, "tampered-blob", subject, f"encrypted content fails authentication: {exc.why}", digest)
+        yield _bad_blob(ctx, "tampered-blob", subject, f"encrypted content fails authentication: {exc.why}", used)
         return
     if hasher.hexdigest() != expected:
-        yield _bad_blob(ctx, "corrupt-blob", subject, f"content hashes to {algorithm}:{hasher.hexdigest()}", digest)
+        yield _bad_blob(ctx, "corrupt-blob", subject, f"content hashes to {algorithm}:{hasher.hexdigest()}", used)
 
 
 def _shredded(ctx: DomainContext, subject: str, digest: str, why: str) -> Problem:
@@ -279,6 +305,7 @@ def _check_copies(
             row.digest,
             progress,
             partial(_open_copy, encryption, space, row.wrapped_key, path, row.seal_id),
+            row.digest,
         )
 
 
