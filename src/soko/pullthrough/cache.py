@@ -734,17 +734,17 @@ class PullThroughCache:
         self, ref: RepoRef, rule: Rule, digest: str, owner: str, ended: Callable[[], None] | None = None
     ) -> LiveFetch:
         """Open the upstream blob under our claim and pump it into the cache on a thread of its own, for pulls
-        to follow (``soko.pullthrough.live``). ``ended``: called when the pump is done."""
+        to follow (``soko.pullthrough.live``). ``ended``: called when the pump is done (not when this raises)."""
         fetch = self._fetch_blob(ref, rule, digest, owner)
         live = LiveFetch(digest, fetch.size, fetch.pieces, fetch.close, window=LIVE_WINDOW, patience=LIVE_PATIENCE)
         key = (ref.account_id, ref.name, digest)
 
-        def finished(done: LiveFetch) -> None:
+        def finished(done: LiveFetch, pumped: bool = True) -> None:
             with self._changed:
                 if self._live.get(key) is done:
                     del self._live[key]
                 self._changed.notify_all()
-            if ended is not None:
+            if ended is not None and pumped:
                 ended()
 
         with self._changed:
@@ -754,7 +754,7 @@ class PullThroughCache:
             threading.Thread(target=live.pump, args=(finished,), name="pull-through-fetch", daemon=True).start()
         except BaseException:
             fetch.close()
-            finished(live)
+            finished(live, pumped=False)
             raise
         return live
 
@@ -762,33 +762,52 @@ class PullThroughCache:
         """Start fetching an image's blobs the cache lacks, side by side, as soon as its manifest came in: a client
         that pulls them one after the other then follows fetches under way (or finds them stored) instead of
         waiting for each in turn. At most PREFETCH_SLOTS at once per process; the rest come when pulled (or with
-        the fill job)."""
-        digests = _blob_digests(_descriptors(payload))
-        if digests:
+        the fill job). Its thread starts holding a slot: none starts while every slot is taken."""
+        digests = [d for d in dict.fromkeys(_blob_digests(_descriptors(payload))) if not self._fetching(ref, d)]
+        if not digests or not self._prefetch_slots.acquire(blocking=False):
+            return
+        try:
             threading.Thread(
                 target=self._prefetch, args=(ref, rule, digests), name="pull-through-prefetch", daemon=True
             ).start()
+        except BaseException:
+            self._prefetch_slots.release()
+            raise
+
+    def _fetching(self, ref: RepoRef, digest: str) -> bool:
+        return (ref.account_id, ref.name, digest) in self._live
 
     def _prefetch(self, ref: RepoRef, rule: Rule, digests: list[str]) -> None:
-        for digest in dict.fromkeys(digests):
-            if (ref.account_id, ref.name, digest) in self._live:
-                continue
-            if not self._prefetch_slots.acquire(blocking=False):
-                return
-            try:
-                try:
-                    self.registry.blobs.open(ref, digest)
-                    stored = True
-                except (BlobUnknown, RepositoryNotFound):
-                    stored = self._link_stored(ref, digest)
-                owner = None if stored else self._claim(ref, digest)
-                if owner is None or self._stored_meanwhile(ref, digest, owner) is not None:
-                    self._prefetch_slots.release()
+        """(holding the slot ``prefetch`` took) Each blob not under way takes a slot, until none is free; a slot a
+        blob did not need goes to the next one, the last is given back."""
+        held = True
+        try:
+            for digest in digests:
+                if self._fetching(ref, digest):
                     continue
-                self._start(ref, rule, digest, owner, self._prefetch_slots.release)
-            except Exception as exc:  # a prefetch is a head start only: the pull itself fetches and reports
+                if not held and not self._prefetch_slots.acquire(blocking=False):
+                    return
+                held = not self._prefetch_one(ref, rule, digest)
+        finally:
+            if held:
                 self._prefetch_slots.release()
-                log.info("prefetch of %s for %s did not start: %s", digest, ref.name, exc)
+
+    def _prefetch_one(self, ref: RepoRef, rule: Rule, digest: str) -> bool:
+        """Start the fetch of a blob the cache lacks; True when it started (it gives the slot back when it ends)."""
+        try:
+            try:
+                self.registry.blobs.open(ref, digest)
+                stored = True
+            except (BlobUnknown, RepositoryNotFound):
+                stored = self._link_stored(ref, digest)
+            owner = None if stored else self._claim(ref, digest)
+            if owner is None or self._stored_meanwhile(ref, digest, owner) is not None:
+                return False
+            self._start(ref, rule, digest, owner, self._prefetch_slots.release)
+        except Exception as exc:  # a prefetch is a head start only: the pull itself fetches and reports
+            log.info("prefetch of %s for %s did not start: %s", digest, ref.name, exc)
+            return False
+        return True
 
     def _link_stored(self, ref: RepoRef, digest: str) -> bool:
         """Link a blob another repository of the account holds (fetched for it, or by a concurrent pull)."""
