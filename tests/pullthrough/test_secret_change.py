@@ -38,10 +38,10 @@ def secret_value(token: str) -> SecretValue:
     return SecretValue(json.dumps({"username": "puller", "accessToken": token}), None)
 
 
-def test_a_changed_secret_replaces_the_client_without_cutting_a_pull_short(registry) -> None:
-    go = threading.Event()
+def paused_blob(go: threading.Event):
+    """A route sending BLOB: 2.5 MiB, a pause until ``go`` is set, then the rest."""
 
-    def blob(handler) -> None:  # 2.5 MiB, a pause until the test says, then the rest
+    def blob(handler) -> None:
         handler.send_response(200)
         handler.send_header("Content-Length", str(len(BLOB)))
         handler.end_headers()
@@ -49,6 +49,13 @@ def test_a_changed_secret_replaces_the_client_without_cutting_a_pull_short(regis
         handler.wfile.flush()
         assert go.wait(30)
         handler.wfile.write(BLOB[5 << 19 :])
+
+    return blob
+
+
+def test_a_changed_secret_replaces_the_client_without_cutting_a_pull_short(registry) -> None:
+    go = threading.Event()
+    blob = paused_blob(go)
 
     store = SecretStore(registry.ctx, Identity(registry.ctx).master)
     cache = PullThroughCache(registry, store)

@@ -97,10 +97,10 @@ def update_rule(call: Call) -> dict:
     params = call.params
     refuse_roles(params.get("customRoleArn"), params.get("upstreamRoleArn"))
     prefix = params["ecrRepositoryPrefix"].rstrip("/") if params["ecrRepositoryPrefix"] != ROOT else ROOT
-    rules = call.api.pull_through.rules
-    rules.get(account, prefix)  # RuleNotFound before the secret is looked at
+    cache = call.api.pull_through
+    cache.rules.get(account, prefix)  # RuleNotFound before the secret is looked at
     _check_credential(call, account, params.get("credentialArn"), prefix)
-    stored = rules.update_credentials(account, prefix, params.get("credentialArn"), call.api.registry.ctx.clock())
+    stored = cache.update_rule(account, prefix, params.get("credentialArn"), call.api.registry.ctx.clock())
     out = rule_json(stored, created=False)
     out.pop("upstreamRegistryUrl", None)
     out.pop("upstreamRegistry", None)
@@ -111,7 +111,7 @@ def delete_rule(call: Call) -> dict:
     call.authorize("ecr:DeletePullThroughCacheRule")
     account = call.registry_id
     prefix = call.params["ecrRepositoryPrefix"]
-    deleted = call.api.pull_through.rules.delete(account, prefix.rstrip("/") if prefix != ROOT else prefix)
+    deleted = call.api.pull_through.delete_rule(account, prefix.rstrip("/") if prefix != ROOT else prefix)
     return rule_json(deleted, updated=False)
 
 

@@ -194,7 +194,31 @@ class PullThroughCache:
             rules, _ = self.rules.page(ref.account_id, None, limit=1000)
             entry = (generation, rules)
             self._rules[ref.account_id] = entry
+            self._retire_stale(ref.account_id, rules)
         return _best(entry[1], ref.name)
+
+    def delete_rule(self, account_id: str, prefix: str) -> Rule:
+        """DeletePullThroughCacheRule: its upstream client goes with it (once pulls still using it end); other
+        processes retire theirs at their next look at the account's rules."""
+        rule = self.rules.delete(account_id, prefix)
+        self._clients.retire(lambda slot, _version: slot == (account_id, prefix))
+        return rule
+
+    def update_rule(self, account_id: str, prefix: str, credential_arn: str | None, now: float) -> Rule:
+        """UpdatePullThroughCacheRule: the client of the former secret goes as a deleted rule's does."""
+        rule = self.rules.update_credentials(account_id, prefix, credential_arn, now)
+        self._retire_stale(account_id, [rule], only=prefix)
+        return rule
+
+    def _retire_stale(self, account_id: str, rules: list[Rule], only: str | None = None) -> None:
+        """Retire this process's clients of ``account_id`` built for a rule that is gone, or for another upstream
+        or secret than the rule now names (``only``: that prefix's alone)."""
+        current = {rule.prefix: _client_of(rule) for rule in rules}
+        self._clients.retire(
+            lambda slot, version: slot[0] == account_id
+            and (only is None or slot[1] == only)
+            and current.get(slot[1]) != version[:2]
+        )
 
     # --- upstream access ------------------------------------------------------------------------------------------
 
@@ -238,7 +262,7 @@ class PullThroughCache:
         timeout = self.ctx.settings.pull_through_timeout
         return self._clients.lease(
             (rule.account_id, rule.prefix),
-            (rule.base_url, rule.credential_arn, version),
+            (*_client_of(rule), version),
             lambda: RegistryClient(rule.base_url, credentials, timeout=timeout),
         )
 
@@ -1132,6 +1156,11 @@ class PullThroughCache:
         where = f"{ref.name}@{digest}" if ref is not None else key
         log.warning("pull-through cache gave up on %s: %s", where, reason)
         return f"{where}: gave up: {reason}"
+
+
+def _client_of(rule: Rule) -> tuple[str, str | None]:
+    """What a rule's upstream client is built for, besides its secret's version."""
+    return rule.base_url, rule.credential_arn
 
 
 def _descriptors(payload: bytes) -> list[dict]:

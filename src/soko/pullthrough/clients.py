@@ -3,7 +3,8 @@ version of its secret that pulls last read.
 
 When the secret gets a new version (or the rule a new upstream or secret), the next pull builds a new client and
 the old one is retired: closed (its connections and tokens dropped) once the last pull using it lets go, so a blob
-streaming through it runs to its end. Pulls take a client with ``lease`` and give it back by calling ``release``.
+streaming through it runs to its end. A rule deleted or changed retires its client the same way (``retire``), with
+no pull needed. Pulls take a client with ``lease`` and give it back by calling ``release``.
 """
 
 from __future__ import annotations
@@ -14,17 +15,18 @@ from collections.abc import Callable, Hashable
 from soko.remote import RegistryClient
 
 Slot = tuple[str, str]  # (account, rule prefix)
+Version = tuple[Hashable, ...]  # what the slot's client was built for
 
 
 class UpstreamClients:
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._current: dict[Slot, tuple[Hashable, RegistryClient]] = {}
+        self._current: dict[Slot, tuple[Version, RegistryClient]] = {}
         self._leases: dict[RegistryClient, int] = {}  # clients in use → pulls using them
         self._retired: set[RegistryClient] = set()  # replaced, closed when their last lease goes
 
     def lease(
-        self, slot: Slot, version: Hashable, make: Callable[[], RegistryClient]
+        self, slot: Slot, version: Version, make: Callable[[], RegistryClient]
     ) -> tuple[RegistryClient, Callable[[], None]]:
         """The slot's client for ``version`` (made if the slot has another or none), and its release (idempotent)."""
         idle: RegistryClient | None = None
@@ -47,6 +49,15 @@ class UpstreamClients:
                 self._release(client)
 
         return client, release
+
+    def retire(self, stale: Callable[[Slot, Version], bool]) -> None:
+        """Retire the clients of the slots ``stale`` picks (their rule deleted or changed): each closes now, or when
+        the last pull using it lets go; the slot's next lease builds a new one."""
+        with self._lock:
+            picked = [slot for slot, (version, _) in self._current.items() if stale(slot, version)]
+            idle = [client for slot in picked if (client := self._retire(self._current.pop(slot)[1])) is not None]
+        for client in idle:
+            client.close()
 
     def _retire(self, client: RegistryClient) -> RegistryClient | None:
         """(under the lock) The client to close now, if no pull uses it; else it closes with its last lease."""
