@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from soko.config import load_settings
-from soko.http.data_listener import DataListener
+from soko.http.data_listener import _Server
 from soko.iam.layer_urls import DataUrls, signer_for
 from tests.conftest import listening_socket, serve
 from tests.oci.helpers import OCI_MANIFEST, assert_oci_error, descriptor, push_blob, put_manifest
@@ -245,14 +245,14 @@ def test_skopeo_follows_the_redirect_and_gets_every_byte(data_server, client, tm
     }
     assert put_manifest(client, "app", "v1", manifest).status_code == 201
     served: list[int] = []
-    respond = DataListener._respond
+    respond = _Server._respond
 
     async def counting(self, request):
         response = await respond(self, request)
         served.append(response.status)
         return response
 
-    monkeypatch.setattr(DataListener, "_respond", counting)
+    monkeypatch.setattr(_Server, "_respond", counting)
     credentials = base64.b64decode(data_server.token).decode()  # AWS:<password>
     subprocess.run(
         ["skopeo", "copy", "--src-tls-verify=false", "--src-creds", credentials,
