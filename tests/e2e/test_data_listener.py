@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.oci.helpers import OCI_MANIFEST, descriptor, sha256
+from tests.oci.helpers import image_manifest, push_blob, put_manifest
 
 from .servers import free_port, start_soko
 
@@ -24,13 +24,6 @@ pytestmark = [
 MiB = 1 << 20
 
 
-def _push(client: httpx.Client, repository: str, data: bytes) -> str:
-    digest = sha256(data)
-    r = client.post(f"/v2/{repository}/blobs/uploads/", params={"digest": digest}, content=data)
-    assert r.status_code == 201, r.text
-    return digest
-
-
 def test_two_workers_serve_layers_from_the_data_port_to_skopeo(tmp_path: Path) -> None:
     data_port = free_port()
     server = start_soko(tmp_path / "data", workers=2, extra_args=["--data-listen", f"127.0.0.1:{data_port}"])
@@ -38,16 +31,9 @@ def test_two_workers_serve_layers_from_the_data_port_to_skopeo(tmp_path: Path) -
         layer = os.urandom(9 * MiB + 5)
         config = json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": []}})
         with httpx.Client(base_url=server.url, headers=server.auth_header(), timeout=60) as client:
-            _push(client, "app", config.encode())
-            digest = _push(client, "app", layer)
-            manifest = {
-                "schemaVersion": 2,
-                "mediaType": OCI_MANIFEST,
-                "config": descriptor(config.encode(), "application/vnd.oci.image.config.v1+json"),
-                "layers": [descriptor(layer, "application/vnd.oci.image.layer.v1.tar")],
-            }
-            r = client.put("/v2/app/manifests/v1", content=json.dumps(manifest),
-                           headers={"Content-Type": OCI_MANIFEST})
+            push_blob(client, "app", config.encode())
+            digest = push_blob(client, "app", layer)
+            r = put_manifest(client, "app", "v1", image_manifest(config.encode(), [layer]))
             assert r.status_code == 201, r.text
             for _ in range(4):  # fresh connections: both workers answer some, each redirecting to the shared port
                 r = client.get(f"/v2/app/blobs/{digest}", headers={"Connection": "close"})

@@ -23,7 +23,7 @@ from soko.config import load_settings
 from soko.http.data_listener import _Server
 from soko.iam.layer_urls import DataUrls, signer_for
 from tests.conftest import listening_socket, serve
-from tests.oci.helpers import OCI_MANIFEST, assert_oci_error, descriptor, push_blob, put_manifest
+from tests.oci.helpers import assert_oci_error, image_manifest, push_blob, put_manifest
 
 MiB = 1 << 20
 sqlite_only = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # nothing here depends on the engine
@@ -189,15 +189,9 @@ def test_get_download_url_for_layer_hands_out_data_listener_urls(data_server, cl
     data = os.urandom(5 * MiB)
     ecr = aws("ecr")
     ecr.create_repository(repositoryName="app")
-    config_digest = push_blob(client, "app", b"{}")
+    push_blob(client, "app", b"{}")
     digest = push_blob(client, "app", data)
-    manifest = {
-        "schemaVersion": 2,
-        "mediaType": OCI_MANIFEST,
-        "config": descriptor(b"{}", "application/vnd.oci.image.config.v1+json"),
-        "layers": [descriptor(data, "application/vnd.oci.image.layer.v1.tar")],
-    }
-    assert config_digest and put_manifest(client, "app", "v1", manifest).status_code == 201
+    assert put_manifest(client, "app", "v1", image_manifest(b"{}", [data])).status_code == 201
     url = ecr.get_download_url_for_layer(repositoryName="app", layerDigest=digest)["downloadUrl"]
     assert urlsplit(url).port == data_server.data_port
     assert httpx.get(url, timeout=30).content == data
@@ -237,13 +231,7 @@ def test_skopeo_follows_the_redirect_and_gets_every_byte(data_server, client, tm
     config = json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": []}})
     push_blob(client, "app", config.encode())
     digest = push_blob(client, "app", layer)
-    manifest = {
-        "schemaVersion": 2,
-        "mediaType": OCI_MANIFEST,
-        "config": descriptor(config.encode(), "application/vnd.oci.image.config.v1+json"),
-        "layers": [descriptor(layer, "application/vnd.oci.image.layer.v1.tar")],
-    }
-    assert put_manifest(client, "app", "v1", manifest).status_code == 201
+    assert put_manifest(client, "app", "v1", image_manifest(config.encode(), [layer])).status_code == 201
     served: list[int] = []
     respond = _Server._respond
 
