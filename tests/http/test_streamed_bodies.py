@@ -17,6 +17,7 @@ from soko.http import piped
 from soko.storage.paths import blob_path
 from tests.conftest import serve
 from tests.oci.helpers import start_upload
+from tests.rawhttp import wait_until
 
 pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # nothing here depends on the engine
 
@@ -193,3 +194,37 @@ def test_a_large_pull_through_the_pipe_fills_the_plaintext_cache(filling):
     with open(entry, "rb") as f:
         assert f.read() == data  # decrypted once, verified, installed
     assert client.get(f"/v2/repo/blobs/{digest}").content == data
+
+
+@pytest.mark.skipif(not piped.available(), reason="no FIFOs here")
+def test_stalled_clients_give_their_copy_threads_back(settings, registry, monkeypatch):
+    """Clients that stop reading do not keep the copy threads: once one took nothing for ``piped.STALL`` seconds,
+    the rest of its body is written from the event loop and its thread is free for the next pulls (before, WRITERS
+    stalled clients held every thread for as long as they kept their connections); when it reads again it gets
+    every byte, exact."""
+    monkeypatch.setattr(piped, "WRITERS", 2)
+    monkeypatch.setattr(piped, "STALL", 0.2)
+    settings.plaintext_cache_bytes = 0
+    with (
+        serve(settings, registry) as server,
+        httpx.Client(base_url=server.url, headers=server.basic_auth, timeout=60) as client,
+    ):
+        digest = _push(client, 24)
+        data = b"".join(_content(24))
+        stalled = [_get(server, digest) for _ in range(piped.WRITERS)]
+        try:
+            received = [_head(sock)[1] for sock in stalled]
+            wait_until(lambda: piped._busy == 0, "stalled clients kept the copy threads")
+            assert client.get(f"/v2/repo/blobs/{digest}").content == data  # (meanwhile: a pull of its own)
+            for i, sock in enumerate(stalled):
+                pieces = [received[i]]
+                got = len(received[i])
+                while got < len(data):
+                    piece = sock.recv(1 << 20)
+                    assert piece, got
+                    pieces.append(piece)
+                    got += len(piece)
+                assert b"".join(pieces) == data
+        finally:
+            for sock in stalled:
+                sock.close()

@@ -31,7 +31,7 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -44,10 +44,14 @@ OPEN_WAIT = 60.0  # seconds granian may take to open a full pipe (it does in mil
 # gone: an open that found the path a moment before must not wait for a writer that will never come.
 LATE_OPEN_GRACE = 5.0
 # Threads that copy a reader straight into a pipe (``copy``): no event loop per piece, which is what the pipe
-# otherwise costs (a wake-up each time granian takes 128 KiB). A slow client holds its thread, so there are few of
-# them; beyond this many, bodies are written from the event loop (``pump``): bounded all the same, more CPU.
+# otherwise costs (a wake-up each time granian takes 128 KiB). A slow client holds its thread (a stalled one for
+# STALL seconds at most), so there are few of them; beyond this many, bodies are written from the event loop
+# (``pump``): bounded all the same, more CPU.
 WRITERS = 16
 PIECE = 1 << 20
+# Seconds a copy waits for a client that takes nothing before it gives its thread back: the rest of that body is
+# written from the event loop (as ``pump`` does), so a few stalled clients do not hold every copy thread.
+STALL = 10.0
 _STOP_CHECK_MS = 1000  # how often a waiting copy looks whether its response was abandoned
 
 _directory: str | None = None
@@ -69,6 +73,14 @@ def _fifo_directory() -> str | None:
 
 def available() -> bool:
     return _fifo_directory() is not None
+
+
+class Stalled(Exception):
+    """The client took nothing for ``STALL`` seconds; ``unwritten``: what the copy had in hand."""
+
+    def __init__(self, unwritten: bytes) -> None:
+        super().__init__(f"the client took nothing for {STALL:.0f} s")
+        self.unwritten = unwritten
 
 
 class Pipe:
@@ -138,7 +150,8 @@ class Pipe:
             loop.remove_writer(fd)
 
     def write_blocking(self, data: memoryview, stop: threading.Event) -> None:
-        """``write`` for a thread: waits in poll (no event loop); ``BrokenPipeError`` also once ``stop`` is set."""
+        """``write`` for a thread: waits in poll (no event loop); ``BrokenPipeError`` also once ``stop`` is set,
+        ``Stalled`` when granian took nothing for ``STALL`` seconds."""
         fd = self._write
         if fd is None:
             raise BrokenPipeError("the response is over")
@@ -149,12 +162,15 @@ class Pipe:
             except BlockingIOError:
                 poll = select.poll()
                 poll.register(fd, select.POLLOUT)
-                deadline = time.monotonic() + OPEN_WAIT
-                while not poll.poll(_STOP_CHECK_MS):
+                since = time.monotonic()
+                while not poll.poll(min(_STOP_CHECK_MS, int(STALL * 1000) + 1)):
                     if stop.is_set():
                         raise BrokenPipeError("the response was abandoned") from None
-                    if self._keep is not None and time.monotonic() > deadline:
+                    waited = time.monotonic() - since
+                    if self._keep is not None and waited > OPEN_WAIT:
                         raise BrokenPipeError(f"the pipe was not opened within {OPEN_WAIT:.0f} s") from None
+                    if self._keep is None and waited > STALL:
+                        raise Stalled(bytes(view)) from None
                 continue
             view = view[n:]
             self._wrote(n)
@@ -192,39 +208,74 @@ async def pump(pipe: Pipe, body: AsyncIterator[bytes]) -> None:
         await pipe.write(piece)
 
 
-def claim_writer() -> bool:
-    """A copy thread for one response (then ``release_writer``), or False when all are taken. Event loop only."""
+class Writer:
+    """A copy thread claimed for one response (``claim_writer``); ``release`` gives it back, once. Event loop only."""
+
+    def __init__(self) -> None:
+        self._held = True
+
+    def release(self) -> None:
+        global _busy
+        if self._held:
+            self._held = False
+            _busy -= 1
+
+
+def claim_writer() -> Writer | None:
+    """A copy thread for one response, or None when all are taken. Event loop only."""
     global _busy, _writers
     if _busy >= WRITERS:
-        return False
+        return None
     if _writers is None:
         _writers = ThreadPoolExecutor(WRITERS, thread_name_prefix="soko-pipe")
     _busy += 1
-    return True
+    return Writer()
 
 
-def release_writer() -> None:
-    global _busy
-    _busy -= 1
-
-
-async def copy(pipe: Pipe, reader: Any, length: int) -> None:
-    """``length`` bytes of ``reader`` into ``pipe`` on a copy thread (``claim_writer`` first): read (a sealed reader
-    decrypts into the buffer) and written, one reused buffer, no event loop per piece. Raises what the reader raises,
-    ``OSError`` when its content ends early, ``BrokenPipeError`` when the client went away. Cancelled, it stops the
-    thread (within a second) before it returns: the caller closes the reader and the pipe after."""
+async def copy(pipe: Pipe, reader: Any, length: int, writer: Writer) -> None:
+    """``length`` bytes of ``reader`` into ``pipe`` on the copy thread ``writer`` claimed: read (a sealed reader
+    decrypts into the buffer) and written, one reused buffer, no event loop per piece. A client that stalls gets the
+    rest from the event loop, the thread released for others. Raises what the reader raises, ``OSError`` when its
+    content ends early, ``BrokenPipeError`` when the client went away. Cancelled, it stops the thread (within a
+    second) before it returns: the caller closes the reader and the pipe after."""
     stop = threading.Event()
     assert _writers is not None
     running = asyncio.get_running_loop().run_in_executor(_writers, _copy, pipe, reader, length, stop)
     try:
-        await asyncio.shield(running)
+        stalled = await asyncio.shield(running)
     except asyncio.CancelledError:
         stop.set()
         await asyncio.gather(running, return_exceptions=True)
         raise
+    if stalled is not None:
+        unwritten, remaining = stalled
+        writer.release()
+        await pipe.write(unwritten)  # (waits for the client in the event loop, holding no thread)
+        rest = _read_rest(reader, remaining)
+        try:
+            await pump(pipe, rest)
+        finally:
+            await rest.aclose()
 
 
-def _copy(pipe: Pipe, reader: Any, length: int, stop: threading.Event) -> None:
+async def _read_rest(reader: Any, remaining: int) -> AsyncGenerator[bytes, None]:
+    """The reader's next ``remaining`` bytes, each piece read on the thread pool."""
+    loop = asyncio.get_running_loop()
+    while remaining > 0:
+        reading = loop.run_in_executor(None, reader.read, min(PIECE, remaining))
+        try:
+            data = await asyncio.shield(reading)
+        except asyncio.CancelledError:
+            await asyncio.gather(reading, return_exceptions=True)  # the reader is closed after us: let the read end
+            raise
+        if not data:
+            raise OSError(f"the content ended {remaining} bytes early; run soko fsck")
+        remaining -= len(data)
+        yield data
+
+
+def _copy(pipe: Pipe, reader: Any, length: int, stop: threading.Event) -> tuple[bytes, int] | None:
+    """None when all went in; (the bytes in hand, the bytes not read yet) when the client stalled."""
     view = memoryview(bytearray(min(PIECE, length)))
     remaining = length
     while remaining > 0:
@@ -233,5 +284,9 @@ def _copy(pipe: Pipe, reader: Any, length: int, stop: threading.Event) -> None:
         n = reader.readinto(view[: min(len(view), remaining)])
         if not n:
             raise OSError(f"the content ended {remaining} bytes early; run soko fsck")
-        pipe.write_blocking(view[:n], stop)
         remaining -= n
+        try:
+            pipe.write_blocking(view[:n], stop)
+        except Stalled as exc:
+            return exc.unwritten, remaining
+    return None

@@ -176,11 +176,11 @@ async def _send_piped(protocol, response: StreamResponse, headers: list[tuple[st
     """The body written into ``pipe``, which granian sends as a file with the response's Content-Length: a body that
     ends short of it (an error, or the client gone) is cut off, never completed."""
     body = response.body
-    copying = response.source is not None and piped.claim_writer()
+    writer = piped.claim_writer() if response.source is not None else None
     try:
         protocol.response_file(response.status, headers, pipe.path)
-        if copying:
-            await piped.copy(pipe, response.source, _length(response))
+        if writer is not None:
+            await piped.copy(pipe, response.source, _length(response), writer)
         else:
             await piped.pump(pipe, body)
     except ConnectionError as exc:  # the client went away: granian closed its end of the pipe
@@ -189,8 +189,8 @@ async def _send_piped(protocol, response: StreamResponse, headers: list[tuple[st
         log.exception("could not produce the rest of a response body (%d bytes sent); the client sees it cut off",
                       pipe.written)
     finally:
-        if copying:
-            piped.release_writer()
+        if writer is not None:
+            writer.release()
         pipe.close()
         aclose = getattr(body, "aclose", None)  # an async generator: run its finally blocks now
         if aclose is not None:
