@@ -249,3 +249,20 @@ def test_skopeo_follows_the_redirect_and_gets_every_byte(data_server, client, tm
     )
     assert (tmp_path / "out" / digest.split(":")[1]).read_bytes() == layer
     assert served == [200]  # the layer came from the data listener; the small config in-band
+
+
+@sqlite_only
+def test_a_request_head_sent_a_byte_at_a_time_is_cut_off_at_the_idle_timeout(data_server):
+    # keepalive_timeout is 2 s here: every byte comes well within it, the whole head does not.
+    with socket.create_connection(("127.0.0.1", data_server.data_port), timeout=10) as slow:
+        try:
+            slow.sendall(b"GET /layers/x HTTP/1.1\r\nHost: a\r\nX-Drip: ")
+            for _ in range(20):
+                time.sleep(0.25)
+                slow.sendall(b"a")
+            slow.sendall(b"\r\n\r\n")
+            answer = slow.recv(65536)
+        except OSError:  # reset: closed by the listener
+            answer = b""
+    assert answer == b""  # no answer: the connection was closed before the head was complete
+

@@ -167,11 +167,14 @@ class _Server:
 
     async def _exchange(self, conn: h11.Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
         """One request and its answer; whether the connection may carry another."""
+        # One deadline for the whole request (the wait for it included), not one per read: a client sending a
+        # byte now and then would otherwise hold its connection for ever.
+        deadline = asyncio.get_running_loop().time() + self.keepalive_timeout
         try:
-            event = await self._next_event(conn, reader)
+            event = await self._next_event(conn, reader, deadline)
             if not isinstance(event, h11.Request):
                 return False
-            if not isinstance(await self._next_event(conn, reader), h11.EndOfMessage):
+            if not isinstance(await self._next_event(conn, reader, deadline), h11.EndOfMessage):
                 response: AnyResponse | None = error_response(400, "UNSUPPORTED", "a layer download has no body")
             else:
                 response = None
@@ -200,12 +203,13 @@ class _Server:
                     log.exception("could not record request %s %s", request.method, request.path[:200])
         return conn.our_state is h11.DONE and conn.their_state is h11.DONE
 
-    async def _next_event(self, conn: h11.Connection, reader: asyncio.StreamReader):
+    async def _next_event(self, conn: h11.Connection, reader: asyncio.StreamReader, deadline: float):
+        loop = asyncio.get_running_loop()
         while True:
             event = conn.next_event()
             if event is not h11.NEED_DATA:
                 return event
-            data = await asyncio.wait_for(reader.read(READ_SIZE), self.keepalive_timeout)
+            data = await asyncio.wait_for(reader.read(READ_SIZE), max(0.0, deadline - loop.time()))
             conn.receive_data(data)  # (b"": the client closed; h11 then says ConnectionClosed)
 
     async def _respond(self, request: Request) -> AnyResponse:
