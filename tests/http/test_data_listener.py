@@ -266,3 +266,24 @@ def test_a_request_head_sent_a_byte_at_a_time_is_cut_off_at_the_idle_timeout(dat
             answer = b""
     assert answer == b""  # no answer: the connection was closed before the head was complete
 
+
+@sqlite_only
+def test_a_client_that_stops_reading_a_download_is_cut_off(data_server, client):
+    data = os.urandom(32 * MiB)
+    digest = push_blob(client, "repo", data)
+    path = urlsplit(_redirected(client, f"/v2/repo/blobs/{digest}").headers["Location"]).path
+    with socket.socket() as stalled:
+        stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stalled.connect(("127.0.0.1", data_server.data_port))
+        stalled.sendall(f"GET {path} HTTP/1.1\r\nHost: a\r\n\r\n".encode())
+        time.sleep(6)  # reads nothing for three times keepalive_timeout
+        stalled.settimeout(2)
+        received = 0
+        try:
+            while chunk := stalled.recv(MiB):
+                received += len(chunk)
+        except OSError:  # reset, or nothing more coming
+            pass
+    assert received < len(data)  # the listener gave up on it: its slot and the file are free
+    assert httpx.get(f"http://127.0.0.1:{data_server.data_port}{path}", timeout=30).content == data
+

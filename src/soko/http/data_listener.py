@@ -10,8 +10,9 @@ checks the URL's signature and that the repository still holds the blob, then ha
 Two threads or more per worker run this listener, each on an event loop of its own (the standard selector loop: its
 ``loop.sendfile`` is the real system call), so a long ``sendfile`` never delays the main loop's small requests.
 HTTP/1.1 is parsed by h11; a request head is bounded (16 KiB) and must arrive within ``keepalive_timeout``, and
-connections beyond ``max_connections`` are closed at once, so clients that connect and send nothing, or send
-forever, hold neither memory nor threads. Plain HTTP only: ``sendfile`` cannot go through TLS.
+connections beyond ``max_connections`` are closed at once; a client that stops reading an answer for
+``keepalive_timeout`` is cut off (TCP_USER_TIMEOUT). So clients that connect and send nothing, send forever or never
+read hold neither memory nor threads for long. Plain HTTP only: ``sendfile`` cannot go through TLS.
 """
 
 from __future__ import annotations
@@ -150,6 +151,9 @@ class _Server:
         sock = writer.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            # A client that stops reading (its window stays shut) is cut off by the kernel after keepalive_timeout:
+            # neither sendfile nor a drain has a timeout of its own, and a download may rightly take longer.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(self.keepalive_timeout * 1000))
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
         clean = False
         try:
