@@ -20,7 +20,8 @@ import httpx
 import pytest
 
 from soko.config import load_settings
-from soko.http.data_listener import _Server
+from soko.http.data_listener import DataListener, _Server
+from soko.http.messages import Response
 from soko.iam.layer_urls import DataUrls, signer_for
 from tests.conftest import listening_socket, serve
 from tests.oci.helpers import assert_oci_error, image_manifest, push_blob, put_manifest
@@ -287,3 +288,28 @@ def test_a_client_that_stops_reading_a_download_is_cut_off(data_server, client):
     assert received < len(data)  # the listener gave up on it: its slot and the file are free
     assert httpx.get(f"http://127.0.0.1:{data_server.data_port}{path}", timeout=30).content == data
 
+
+def test_the_connection_limit_is_shared_by_the_listener_threads():
+    async def handle(request):
+        return Response(200, {}, b"ok")
+
+    sock = listening_socket()
+    listener = DataListener(handle, sock, keepalive_timeout=10, max_connections=3, threads=2)
+    try:
+        connections, answers = [], []
+        for _ in range(4):  # one after another, each kept open
+            conn = socket.create_connection(sock.getsockname(), timeout=10)
+            connections.append(conn)
+            try:
+                conn.sendall(b"GET /layers/x HTTP/1.1\r\nHost: a\r\n\r\n")
+                answers.append(conn.recv(65536))
+            except OSError:
+                answers.append(b"")
+        # three held (whichever thread accepted each: a share per thread would hold two), the fourth refused
+        served = [answer.startswith(b"HTTP/1.1 200 ") for answer in answers]
+        assert served == [True, True, True, False]
+        for conn in connections:
+            conn.close()
+    finally:
+        listener.close(1)
+        sock.close()

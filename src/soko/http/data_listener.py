@@ -53,9 +53,11 @@ class DataListener:
         max_connections: int = 1024,
         threads: int = 1,
     ) -> None:
-        share = max(1, max_connections // max(1, threads))
+        # One limit for all the threads: each accepts whatever connections the kernel hands it (a burst may all go
+        # to one), so a share per thread would refuse connections while another thread has room.
+        self._slots = _Slots(max_connections)
         self._servers = [
-            _Server(handle, sock, observe, keepalive_timeout, share, f"soko-data-{n}") for n in range(threads)
+            _Server(handle, sock, observe, keepalive_timeout, self._slots, f"soko-data-{n}") for n in range(threads)
         ]
 
     @property
@@ -64,7 +66,7 @@ class DataListener:
 
     @property
     def connections(self) -> int:
-        return sum(server.connections for server in self._servers)
+        return self._slots.taken
 
     def close(self, timeout: float = 30.0) -> None:
         """Stop accepting; downloads in flight may finish for up to ``timeout`` seconds."""
@@ -72,6 +74,26 @@ class DataListener:
             server.stop(timeout)
         for server in self._servers:
             server.join(timeout + 5)
+
+
+class _Slots:
+    """The connections the listener's threads may hold together."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.taken = 0
+        self._lock = threading.Lock()
+
+    def take(self) -> bool:
+        with self._lock:
+            if self.taken >= self.limit:
+                return False
+            self.taken += 1
+            return True
+
+    def give_back(self) -> None:
+        with self._lock:
+            self.taken -= 1
 
 
 class _Server:
@@ -83,14 +105,13 @@ class _Server:
         sock: socket.socket,
         observe: Observer | None,
         keepalive_timeout: float,
-        max_connections: int,
+        slots: _Slots,
         name: str,
     ) -> None:
         self.handle = handle
         self.observe = observe
         self.keepalive_timeout = keepalive_timeout
-        self.max_connections = max_connections
-        self.connections = 0
+        self.slots = slots
         self.in_flight = 0
         self._sock = socket.socket(fileno=sock.dup().detach())  # (the server closes its own copy)
         self._sock.setblocking(False)
@@ -144,26 +165,26 @@ class _Server:
         self._stopping.set()
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self.connections >= self.max_connections:
+        if not self.slots.take():
             writer.transport.abort()
             return
-        self.connections += 1
-        sock = writer.get_extra_info("socket")
-        if sock is not None:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            # A client that stops reading (its window stays shut) is cut off by the kernel after keepalive_timeout:
-            # neither sendfile nor a drain has a timeout of its own, and a download may rightly take longer.
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(self.keepalive_timeout * 1000))
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
         clean = False
         try:
+            sock = writer.get_extra_info("socket")
+            if sock is not None:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                # A client that stops reading (its window stays shut) is cut off by the kernel after
+                # keepalive_timeout: neither sendfile nor a drain has a timeout of its own, and a download may rightly
+                # take longer.
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(self.keepalive_timeout * 1000))
             while await self._exchange(conn, reader, writer):
                 conn.start_next_cycle()
             clean = True
         except (ConnectionError, TimeoutError, h11.LocalProtocolError) as exc:
             log.debug("data listener connection ended: %s", exc)
         finally:
-            self.connections -= 1
+            self.slots.give_back()
             if clean:
                 writer.close()  # (what is written was drained: nothing left for a client that stopped reading)
             else:  # a body cut short, or a client gone or too slow: nothing more is sent
