@@ -5,6 +5,7 @@ requests get clear errors and hold nothing; and real clients (skopeo, the AWS CL
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import json
@@ -312,4 +313,36 @@ def test_the_connection_limit_is_shared_by_the_listener_threads():
             conn.close()
     finally:
         listener.close(1)
+        sock.close()
+
+
+def test_close_ends_idle_connections_at_once_and_downloads_past_the_timeout():
+    async def handle(request):
+        if request.path == "/layers/slow":  # a download still going when the listener stops
+            await asyncio.sleep(60)
+        return Response(200, {}, b"ok")
+
+    sock = listening_socket()
+    listener = DataListener(handle, sock, keepalive_timeout=60, threads=1)
+    idle = socket.create_connection(sock.getsockname(), timeout=10)
+    busy = socket.create_connection(sock.getsockname(), timeout=10)
+    try:
+        idle.sendall(b"GET /layers/x HTTP/1.1\r\nHost: a\r\n\r\n")
+        answer = b""
+        while not answer.endswith(b"ok"):
+            answer += idle.recv(65536)
+        assert answer.startswith(b"HTTP/1.1 200 ")  # kept alive, waiting for the next request
+        busy.sendall(b"GET /layers/slow HTTP/1.1\r\nHost: a\r\n\r\n")
+        while not listener.in_flight:
+            time.sleep(0.01)
+        listener.close(0.5)
+        assert idle.recv(65536) == b""  # closed (a timeout here raises: it was left open)
+        try:
+            assert busy.recv(65536) == b""
+        except ConnectionResetError:  # cut off
+            pass
+        assert listener.connections == 0  # every connection's task ended before the loop closed
+    finally:
+        idle.close()
+        busy.close()
         sock.close()

@@ -113,11 +113,14 @@ class _Server:
         self.keepalive_timeout = keepalive_timeout
         self.slots = slots
         self.in_flight = 0
+        self._closing = False
         self._sock = socket.socket(fileno=sock.dup().detach())  # (the server closes its own copy)
         self._sock.setblocking(False)
         self._loop = asyncio.new_event_loop()
         self._server: asyncio.Server | None = None
         self._stopping: asyncio.Event | None = None
+        self._open: dict[asyncio.Task, asyncio.StreamWriter] = {}  # every connection's task
+        self._idle: set[asyncio.StreamWriter] = set()  # connections waiting for a request
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
@@ -150,6 +153,9 @@ class _Server:
         def stop() -> None:
             if self._server is not None:
                 self._server.close()
+            self._closing = True
+            for writer in self._idle:  # no request of theirs will be answered
+                writer.transport.abort()
             self._loop.create_task(self._drain(timeout))
 
         self._loop.call_soon_threadsafe(stop)
@@ -161,6 +167,13 @@ class _Server:
         deadline = time.monotonic() + timeout
         while self.in_flight and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
+        # Downloads still going are cut off: the loop closes with no connection open and no task pending.
+        tasks = list(self._open)
+        for task, writer in self._open.items():
+            writer.transport.abort()
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=5)
         assert self._stopping is not None
         self._stopping.set()
 
@@ -168,6 +181,9 @@ class _Server:
         if not self.slots.take():
             writer.transport.abort()
             return
+        task = asyncio.current_task()
+        assert task is not None
+        self._open[task] = writer
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
         clean = False
         try:
@@ -185,6 +201,8 @@ class _Server:
             log.debug("data listener connection ended: %s", exc)
         finally:
             self.slots.give_back()
+            self._open.pop(task, None)
+            self._idle.discard(writer)
             if clean:
                 writer.close()  # (what is written was drained: nothing left for a client that stopped reading)
             else:  # a body cut short, or a client gone or too slow: nothing more is sent
@@ -195,8 +213,14 @@ class _Server:
         # One deadline for the whole request (the wait for it included), not one per read: a client sending a
         # byte now and then would otherwise hold its connection for ever.
         deadline = asyncio.get_running_loop().time() + self.keepalive_timeout
+        if self._closing:
+            return False
         try:
-            event = await self._next_event(conn, reader, deadline)
+            self._idle.add(writer)
+            try:
+                event = await self._next_event(conn, reader, deadline)
+            finally:
+                self._idle.discard(writer)
             if not isinstance(event, h11.Request):
                 return False
             if not isinstance(await self._next_event(conn, reader, deadline), h11.EndOfMessage):
@@ -217,7 +241,7 @@ class _Server:
             if response is None:
                 response = await self._respond(request)
             status = response.status
-            close = conn.their_state is not h11.DONE
+            close = conn.their_state is not h11.DONE or self._closing
             sent = await self._send(conn, writer, response, request.method == "HEAD", close)
         finally:
             self.in_flight -= 1
