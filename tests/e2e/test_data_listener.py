@@ -7,7 +7,10 @@ import json
 import os
 import re
 import shutil
+import signal
+import socket
 import subprocess
+import time
 from pathlib import Path
 
 import httpx
@@ -15,13 +18,21 @@ import pytest
 
 from tests.oci.helpers import image_manifest, push_blob, put_manifest
 
-from .servers import free_port, start_soko
+from .servers import RegistryServer, child_pids, free_port, start_soko
 
 pytestmark = [
     pytest.mark.xdist_group("workers"),
     pytest.mark.skipif(not shutil.which("skopeo"), reason="needs skopeo"),
 ]
 MiB = 1 << 20
+
+
+def _wait_for(condition, what: str, server: RegistryServer, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} within {timeout:.0f} s\n{server.log_tail()}")
+        time.sleep(0.1)
 
 
 def test_two_workers_serve_layers_from_the_data_port_to_skopeo(tmp_path: Path) -> None:
@@ -51,3 +62,36 @@ def test_two_workers_serve_layers_from_the_data_port_to_skopeo(tmp_path: Path) -
         assert re.search(r'"path":"/layers/[^"]*","status":200,[^}]*"bytes_out":' + str(len(layer)), log), log[-3000:]
     finally:
         server.kill()
+
+
+def _data_answers(port: int) -> None:
+    for _ in range(8):  # fresh connections: both workers' listeners get some
+        r = httpx.get(f"http://127.0.0.1:{port}/layers/garbage", headers={"Connection": "close"}, timeout=10)
+        assert r.status_code == 403 and r.json()["errors"][0]["code"] == "DENIED"
+
+
+def test_a_killed_worker_is_replaced_with_its_data_listener_and_sigterm_frees_the_data_port(tmp_path: Path) -> None:
+    data_port = free_port()
+    server = start_soko(tmp_path / "data", workers=2, extra_args=["--data-listen", f"127.0.0.1:{data_port}"])
+    try:
+        _wait_for(lambda: len(child_pids(server.pid)) == 2, "two workers", server)
+        workers = child_pids(server.pid)
+        os.kill(min(workers), signal.SIGKILL)
+        _wait_for(lambda: len(child_pids(server.pid) - workers) == 1 and len(child_pids(server.pid)) == 2,
+                  "a replacement worker", server)
+        _data_answers(data_port)
+        with socket.create_connection(("127.0.0.1", data_port), timeout=30) as idle:
+            idle.sendall(b"GET /layers/garbage HTTP/1.1\r\nHost: a\r\n\r\n")
+            answer = b""
+            while not answer.endswith(b"}]}"):  # the whole answer (head and JSON body)
+                answer += idle.recv(65536)
+            assert answer.startswith(b"HTTP/1.1 403 ")  # then kept alive, idle
+            assert server.stop() == 0, server.log_tail()
+            assert idle.recv(65536) == b""  # closed by the stop, not left hanging
+        with socket.socket() as again:  # no process listens on the data port any more (as a restart binds it)
+            again.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            again.bind(("127.0.0.1", data_port))
+            again.listen()
+    finally:
+        server.kill()
+
