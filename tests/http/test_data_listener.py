@@ -346,3 +346,19 @@ def test_close_ends_idle_connections_at_once_and_downloads_past_the_timeout():
         idle.close()
         busy.close()
         sock.close()
+
+
+def test_a_failing_download_logs_no_part_of_its_token(caplog):
+    async def handle(request):
+        raise RuntimeError("the handler failed")
+
+    sock = listening_socket()
+    listener = DataListener(handle, sock, keepalive_timeout=10, threads=1)
+    try:
+        r = httpx.get(f"http://127.0.0.1:{sock.getsockname()[1]}/layers/eyJhIjoiMSJ9.SECRETMAC", timeout=10)
+        assert_oci_error(r, 500, "UNKNOWN")
+    finally:
+        listener.close(1)
+        sock.close()
+    assert "the handler failed" in caplog.text and "/layers/…" in caplog.text
+    assert "SECRETMAC" not in caplog.text and "eyJhIjoiMSJ9" not in caplog.text  # the token is the credential

@@ -31,6 +31,12 @@ _PRESIGNED = "/layers/"
 _PROBES = ("/healthz", "/readyz")
 
 
+def loggable_path(path: str, limit: int = 200) -> str:
+    """A request's path for a log line: at most ``limit`` characters, and a presigned layer URL's token (the
+    credential) replaced by ``…``."""
+    return _PRESIGNED + "…" if path.startswith(_PRESIGNED) else path[:limit]
+
+
 def open_access_log(destination: str) -> AccessLog | None:
     """``stderr`` (default), ``off`` (or empty), or a file path (appended to, created 0600)."""
     value = destination.strip()
@@ -70,8 +76,7 @@ class AccessLog:
         path = request.path
         if status == 200 and path in _PROBES:
             return
-        if path.startswith(_PRESIGNED):
-            path = _PRESIGNED + "…"  # the path is the credential
+        path = loggable_path(path, 1024)
         context = request.context
         principal = request.principal
         if context is not None:
@@ -87,7 +92,7 @@ class AccessLog:
         if middle is None:
             middle = (
                 f'"source":{_str(source)},"endpoint":{_str(endpoint)},"principal":{_str(arn)},'
-                f'"account":{_str(request.account)},"method":{_str(request.method)},"path":{_str(path[:1024])},'
+                f'"account":{_str(request.account)},"method":{_str(request.method)},"path":{_str(path)},'
             ), f'"user_agent":{_str((key[-1] or "")[:256])}}}\n'
             if len(self._middles) >= 4096:
                 self._middles.clear()

@@ -28,6 +28,7 @@ from urllib.parse import unquote
 
 import h11
 
+from soko.http.access_log import loggable_path
 from soko.http.messages import AnyResponse, FileResponse, Request, Response, StreamResponse, error_response
 from soko.http.rsgi import MAX_TARGET_BYTES, Handler, Observer
 
@@ -249,7 +250,7 @@ class _Server:
                 try:
                     self.observe(request, status, sent, started, time.perf_counter())
                 except Exception:  # bookkeeping must never turn into a failed request
-                    log.exception("could not record request %s %s", request.method, request.path[:200])
+                    log.exception("could not record request %s %s", request.method, loggable_path(request.path))
         return conn.our_state is h11.DONE and conn.their_state is h11.DONE
 
     async def _next_event(self, conn: h11.Connection, reader: asyncio.StreamReader, deadline: float):
@@ -271,7 +272,7 @@ class _Server:
         try:
             return await self.handle(request)
         except Exception:
-            log.exception("unexpected error on %s %s", request.method, request.path[:200])
+            log.exception("unexpected error on %s %s", request.method, loggable_path(request.path))
             return error_response(500, "UNKNOWN", "internal error — see the server log")
 
     async def _send(

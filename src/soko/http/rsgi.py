@@ -12,6 +12,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from soko.http import piped
+from soko.http.access_log import loggable_path
 from soko.http.messages import AnyResponse, FileResponse, Request, Response, StreamResponse, error_response
 
 log = logging.getLogger("soko.http")
@@ -62,7 +63,7 @@ class RsgiApp:
                 try:
                     response = await self.handle(request)
                 except Exception:
-                    log.exception("unexpected error on %s %s", scope.method, scope.path[:200])
+                    log.exception("unexpected error on %s %s", scope.method, loggable_path(scope.path))
                     response = error_response(500, "UNKNOWN", "internal error — see the server log")
             status = response.status
             # A body left (partly) unread leaves the connection mid-request: hyper closes it after the answer, and a
@@ -78,7 +79,7 @@ class RsgiApp:
                 try:
                     self.observe(request, status, sent, started, time.perf_counter())
                 except Exception:  # bookkeeping must never turn into a failed request
-                    log.exception("could not record request %s %s", scope.method, scope.path[:200])
+                    log.exception("could not record request %s %s", scope.method, loggable_path(scope.path))
 
     @staticmethod
     def _refuse_oversize(scope) -> Response | None:
