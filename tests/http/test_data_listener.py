@@ -22,7 +22,7 @@ import pytest
 
 from soko.config import load_settings
 from soko.http.data_listener import DataListener, _Server
-from soko.http.messages import Response
+from soko.http.messages import FileResponse, Response
 from soko.iam.layer_urls import DataUrls, signer_for
 from tests.conftest import listening_socket, serve
 from tests.oci.helpers import assert_oci_error, image_manifest, push_blob, put_manifest
@@ -362,3 +362,25 @@ def test_a_failing_download_logs_no_part_of_its_token(caplog):
         sock.close()
     assert "the handler failed" in caplog.text and "/layers/…" in caplog.text
     assert "SECRETMAC" not in caplog.text and "eyJhIjoiMSJ9" not in caplog.text  # the token is the credential
+
+
+def test_a_cached_file_gone_before_it_is_opened_is_asked_for_again(tmp_path):
+    # The handler found the layer cached, then it was evicted before the listener opened it: asked again, the
+    # handler finds it elsewhere (here: another file; in Soko, storage).
+    kept = tmp_path / "kept"
+    kept.write_bytes(b"layer bytes")
+    paths = [str(tmp_path / "evicted"), str(kept)]
+    observed: list[int] = []
+
+    async def handle(request):
+        return FileResponse(200, {}, paths.pop(0), 0, 11)
+
+    sock = listening_socket()
+    listener = DataListener(handle, sock, lambda request, status, *_: observed.append(status), 10, threads=1)
+    try:
+        r = httpx.get(f"http://127.0.0.1:{sock.getsockname()[1]}/layers/x", timeout=10)
+    finally:
+        listener.close(1)
+        sock.close()
+    assert r.status_code == 200 and r.content == b"layer bytes"
+    assert observed == [200]

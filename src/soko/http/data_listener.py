@@ -242,8 +242,17 @@ class _Server:
             if response is None:
                 response = await self._respond(request)
             status = response.status
-            close = conn.their_state is not h11.DONE or self._closing
-            sent = await self._send(conn, writer, response, request.method == "HEAD", close)
+            head, close = request.method == "HEAD", conn.their_state is not h11.DONE or self._closing
+            answered = await self._send(conn, writer, response, head, close)
+            if answered is None:  # the cached file left between the handler's look and its open: asked again, the
+                response = await self._respond(request)  # handler reads the blob from storage
+                status = response.status
+                answered = await self._send(conn, writer, response, head, close)
+            if answered is None:
+                response = error_response(404, "BLOB_UNKNOWN", "the layer left this node's cache; retry the download")
+                status = response.status
+                answered = await self._send_simple(conn, writer, response, head, close)
+            sent = answered
         finally:
             self.in_flight -= 1
             if self.observe is not None:
@@ -277,8 +286,8 @@ class _Server:
 
     async def _send(
         self, conn: h11.Connection, writer: asyncio.StreamWriter, response: AnyResponse, head: bool, close: bool
-    ) -> int:
-        """Send ``response``; returns the body bytes sent."""
+    ) -> int | None:
+        """Send ``response``; returns the body bytes sent (None: its file is gone, nothing was sent)."""
         try:
             if head or isinstance(response, Response):
                 assert not isinstance(response, (StreamResponse, FileResponse)) or head
@@ -306,12 +315,11 @@ class _Server:
 
     async def _send_file(
         self, conn: h11.Connection, writer: asyncio.StreamWriter, response: FileResponse, close: bool
-    ) -> int:
+    ) -> int | None:
         try:
             file: BinaryIO = open(response.path, "rb")  # noqa: SIM115 — closed below, after the sendfile
         except FileNotFoundError:  # evicted from the cache between the handler's look and now
-            gone = error_response(404, "BLOB_UNKNOWN", "the layer left this node's cache; retry the download")
-            return await self._send_simple(conn, writer, gone, False, True)
+            return None
         with file:
             headers = {**response.headers, "Content-Length": str(response.length)}
             writer.write(conn.send(_head(response.status, headers, close)) or b"")
