@@ -162,6 +162,15 @@ def test_malformed_oversized_and_idle_connections_get_clear_answers_and_are_clos
     assert _raw(port, long_target).split(b" ")[1] in (b"414", b"431")
     answer = _raw(port, b"GET /layers/x HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc")
     assert answer.startswith(b"HTTP/1.1 400 ") and b"connection: close" in answer.lower()
+    # Both framings: a front proxy going by Content-Length would see one request, h11 (chunked) two. Refused and
+    # closed: the second is never answered (RFC 9112 §6.1).
+    smuggled = b"GET /layers/x HTTP/1.1\r\nHost: a\r\nContent-Length: 48\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+    smuggled += b"GET /layers/hidden HTTP/1.1\r\nHost: a\r\n\r\n"
+    answer = _raw(port, smuggled)
+    assert answer.startswith(b"HTTP/1.1 400 ") and answer.count(b"HTTP/1.1") == 1
+    # Expect: 100-continue and no body sent: refused at once, not after the idle timeout
+    answer = _raw(port, b"GET /layers/x HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n", 1.0)
+    assert answer.startswith(b"HTTP/1.1 400 ")
     # A client that connects and sends nothing is closed after keepalive_timeout (2 s here), holding no slot.
     with socket.create_connection(("127.0.0.1", port), timeout=10) as idle:
         assert idle.recv(10) == b""  # (a timeout here raises: the listener kept it open)

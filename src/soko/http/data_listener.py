@@ -224,7 +224,10 @@ class _Server:
                 self._idle.discard(writer)
             if not isinstance(event, h11.Request):
                 return False
-            if not isinstance(await self._next_event(conn, reader, deadline), h11.EndOfMessage):
+            # A body is refused before any of it is read, and the connection closed after the answer: whatever
+            # framing it claims (both Transfer-Encoding and Content-Length: a front proxy may have framed it by the
+            # other one, RFC 9112 §6.1) nothing after this head is taken for a request.
+            if _has_body(event) or not isinstance(await self._next_event(conn, reader, deadline), h11.EndOfMessage):
                 response: AnyResponse | None = error_response(400, "UNSUPPORTED", "a layer download has no body")
             else:
                 response = None
@@ -371,6 +374,13 @@ class _Length:
 
     def __len__(self) -> int:
         return self.n
+
+
+def _has_body(event: h11.Request) -> bool:
+    return any(
+        name == b"transfer-encoding" or (name == b"content-length" and value.strip() != b"0")
+        for name, value in event.headers
+    )
 
 
 def _head(status: int, headers: dict[str, str], close: bool) -> h11.Response:
