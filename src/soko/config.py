@@ -162,7 +162,9 @@ class Settings:
     # presigned URL there (as ECR sends layer downloads to S3), and GetDownloadUrlForLayer hands out URLs there.
     # Clients must reach it: default URL http://<the request's host name>:<its port>, or data_url. Empty: off.
     data_listen: str = ""
-    data_url: str = ""  # e.g. http://registry.internal:5001 (behind a proxy or NAT); needed for https clients
+    # e.g. http://registry.internal:5001 (behind a proxy or NAT); https clients are redirected only to an https
+    # data_url (a TLS terminator in front of the data listener), never to plain text
+    data_url: str = ""
     data_redirect_min_bytes: int = 4 << 20
 
     @property

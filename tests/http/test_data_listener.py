@@ -216,6 +216,9 @@ def test_data_urls_only_send_plain_http_clients_to_the_plain_listener(server):
     assert urls.base("https", "registry.example") is None  # never downgraded to plain text on its own
     pinned = DataUrls(server.identity, "0.0.0.0:5001", "https://data.example/")
     assert pinned.base("https", "registry.example") == "https://data.example"
+    plain = DataUrls(server.identity, "0.0.0.0:5001", "http://data.example")
+    assert plain.base("http", "registry.example") == "http://data.example"
+    assert plain.base("https", "registry.example") is None  # an operator's plain URL is for plain clients only
     assert DataUrls(server.identity, "").base("http", "a:1") is None
 
 

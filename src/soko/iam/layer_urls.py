@@ -79,8 +79,10 @@ def layer_url(identity: Identity, scheme: str, host: str, account: str, reposito
 
 class DataUrls:
     """Layer URLs on the data listener (``data_listen``), where layer bodies are sent with sendfile(2); None where
-    there is none for a request: no data listener, or an https request and no ``data_url`` (the data listener
-    speaks plain HTTP, and a TLS client is never sent to plain text unless the operator says where to)."""
+    there is none for a request: no data listener, or an https request and no https ``data_url`` (the data listener
+    speaks plain HTTP: a TLS client is sent there only through a TLS terminator the operator names, never to plain
+    text, where the layer and its URL, a credential for 20 minutes, could be read on the way, and where Go clients
+    resend the Authorization header of a same-host redirect)."""
 
     @classmethod
     def from_settings(cls, identity: Identity, settings) -> DataUrls:
@@ -97,7 +99,7 @@ class DataUrls:
         if not self.enabled:
             return None
         if self._base:
-            return self._base
+            return self._base if scheme == "http" or self._base.startswith("https://") else None
         if scheme != "http" or not host:
             return None
         hostname = host[: host.rindex("]") + 1] if host.startswith("[") else host.rpartition(":")[0] or host
