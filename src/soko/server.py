@@ -50,6 +50,12 @@ def bind(listen: str) -> socket.socket:
     return sock
 
 
+def descriptor_shares(sockets: int, data_listener: bool) -> int:
+    """The parts a worker's descriptor budget is cut into (``connection_limit``): one per listening socket, two
+    for the data listener."""
+    return sockets + (2 if data_listener else 0)
+
+
 async def run_worker(
     app,
     socks: list[socket.socket],
@@ -78,15 +84,18 @@ async def run_worker(
     tls = TlsFiles.from_settings(app.settings)
     reloader: asyncio.Task | None = None
     await app.start()
+    # The descriptor budget, cut in one part per listening socket and two for the data listener (a download holds
+    # its socket and its file): every listener full at once still leaves the reserve.
+    shares = descriptor_shares(len(socks), data_sock is not None)
     try:
-        listeners = Listeners(rsgi, socks, worker_id, tls, app.settings.keepalive_timeout)
+        listeners = Listeners(rsgi, socks, worker_id, tls, app.settings.keepalive_timeout, shares)
         if data_sock is not None:
             loop = asyncio.get_running_loop()
 
             def observe_here(*finished) -> None:  # the access log and metrics are kept on this loop's thread
                 loop.call_soon_threadsafe(observe, *finished)
 
-            limit = connection_limit(len(socks) + 1)
+            limit = connection_limit(shares)
             # Two threads or more: sendfile copies outside the GIL, so one worker's downloads use both cores
             # (32 pullers: 1.13x Distribution's aggregate with two threads, 0.99x with one; docs/performance.md).
             threads = min(4, max(2, os.cpu_count() or 1))
@@ -96,7 +105,8 @@ async def run_worker(
 
             def restart() -> None:  # a renewed certificate: new listeners first, then the old ones stop accepting
                 nonlocal listeners
-                old, listeners = listeners, Listeners(rsgi, socks, worker_id, tls, app.settings.keepalive_timeout)
+                old, listeners = listeners, Listeners(rsgi, socks, worker_id, tls, app.settings.keepalive_timeout,
+                                                      shares)
                 if old is not None:
                     old.close()
 
@@ -241,7 +251,8 @@ def serve(settings: Settings) -> int:
     if data_sock is not None:
         ready += f"\nsoko: layer downloads (sendfile) on http://{settings.data_listen}"
     log.info(
-        "open-files limit %d: up to %d connections per worker and listener", open_files, connection_limit(len(socks))
+        "open-files limit %d: up to %d connections per worker and listener", open_files,
+        connection_limit(descriptor_shares(len(socks), data_sock is not None)),
     )
     if settings.workers <= 1:
         asyncio.run(_serve(settings, socks, ready, data_sock=data_sock))

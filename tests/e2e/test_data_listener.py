@@ -95,3 +95,33 @@ def test_a_killed_worker_is_replaced_with_its_data_listener_and_sigterm_frees_th
     finally:
         server.kill()
 
+
+def test_the_listeners_share_the_descriptor_budget_with_the_data_listener(tmp_path: Path) -> None:
+    # 400 descriptors, 100 kept in reserve: the public listener and the data listener (two parts: a download holds
+    # a socket and a file) get a third each. Were each cut as if alone, idle connections to both ports could take
+    # every descriptor, and the registry could open no file and no database connection.
+    data_port = free_port()
+    template = "prlimit --nofile=400:400 {python} -m soko serve --listen {listen} --data-dir {data_dir} --workers 1"
+    server = start_soko(tmp_path / "data", template=template,
+                        extra_args=["--data-listen", f"127.0.0.1:{data_port}"])
+    held: list[socket.socket] = []
+    try:
+        assert "open-files limit 400: up to 100 connections per worker and listener" in server.log_tail(), \
+            server.log_tail()
+        answered = 0
+        for _ in range(160):
+            conn = socket.create_connection(("127.0.0.1", data_port), timeout=10)
+            held.append(conn)
+            try:
+                conn.sendall(b"GET /layers/garbage HTTP/1.1\r\nHost: a\r\n\r\n")
+                answered += conn.recv(65536).startswith(b"HTTP/1.1 403 ")
+            except OSError:  # refused: over the limit
+                pass
+        assert answered == 100
+        for conn in held:
+            conn.close()
+        assert server.stop() == 0, server.log_tail()
+    finally:
+        for conn in held:
+            conn.close()
+        server.kill()

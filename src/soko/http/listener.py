@@ -66,11 +66,13 @@ class Listeners:
         worker_id: int = 1,
         tls: TlsFiles | None = None,
         keepalive_timeout: float = DEFAULT_KEEPALIVE_TIMEOUT,
+        shares: int | None = None,
     ) -> None:
         loop = asyncio.get_running_loop()
         callback = _future_watcher_wrapper(app)
         self._signals: list[WorkerSignal] = []
-        self.max_connections = connection_limit(len(sockets))
+        # (shares: how many parts the descriptor budget is cut into: one per socket, and more for the data listener)
+        self.max_connections = connection_limit(shares or len(sockets))
         for sock in sockets:
             signal = WorkerSignal()
             worker = RSGIWorker(
