@@ -61,6 +61,15 @@ def child_pids(pid: int) -> set[int]:
     return found
 
 
+def wait_for(condition, what: str, server: RegistryServer, timeout: float = 15.0) -> None:
+    """Until ``condition()``; AssertionError naming ``what`` (and the server's log) past ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} within {timeout:.0f} s\n{server.log_tail()}")
+        time.sleep(0.1)
+
+
 class ServerError(RuntimeError):
     pass
 

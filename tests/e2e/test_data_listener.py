@@ -10,7 +10,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import time
 from pathlib import Path
 
 import httpx
@@ -18,21 +17,13 @@ import pytest
 
 from tests.oci.helpers import image_manifest, push_blob, put_manifest
 
-from .servers import RegistryServer, child_pids, free_port, start_soko
+from .servers import child_pids, free_port, start_soko, wait_for
 
 pytestmark = [
     pytest.mark.xdist_group("workers"),
     pytest.mark.skipif(not shutil.which("skopeo"), reason="needs skopeo"),
 ]
 MiB = 1 << 20
-
-
-def _wait_for(condition, what: str, server: RegistryServer, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} within {timeout:.0f} s\n{server.log_tail()}")
-        time.sleep(0.1)
 
 
 def test_two_workers_serve_layers_from_the_data_port_to_skopeo(tmp_path: Path) -> None:
@@ -74,10 +65,10 @@ def test_a_killed_worker_is_replaced_with_its_data_listener_and_sigterm_frees_th
     data_port = free_port()
     server = start_soko(tmp_path / "data", workers=2, extra_args=["--data-listen", f"127.0.0.1:{data_port}"])
     try:
-        _wait_for(lambda: len(child_pids(server.pid)) == 2, "two workers", server)
+        wait_for(lambda: len(child_pids(server.pid)) == 2, "two workers", server)
         workers = child_pids(server.pid)
         os.kill(min(workers), signal.SIGKILL)
-        _wait_for(lambda: len(child_pids(server.pid) - workers) == 1 and len(child_pids(server.pid)) == 2,
+        wait_for(lambda: len(child_pids(server.pid) - workers) == 1 and len(child_pids(server.pid)) == 2,
                   "a replacement worker", server)
         _data_answers(data_port)
         with socket.create_connection(("127.0.0.1", data_port), timeout=30) as idle:

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-from .servers import RegistryServer, _spawn, child_pids, soko_argv, start_soko
+from .servers import RegistryServer, _spawn, child_pids, soko_argv, start_soko, wait_for
 
 pytestmark = pytest.mark.xdist_group("workers")
 
@@ -23,14 +22,6 @@ def _alive(pid: int) -> bool:
     return stat[stat.rindex(")") + 2] != "Z"
 
 
-def _wait_for(condition, what: str, server: RegistryServer, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} within {timeout:.0f} s\n{server.log_tail()}")
-        time.sleep(0.1)
-
-
 def _serves(server: RegistryServer) -> None:
     with httpx.Client(base_url=server.url, headers=server.auth_header(), timeout=10) as client:
         for _ in range(6):  # fresh connections: both workers get some
@@ -40,11 +31,11 @@ def _serves(server: RegistryServer) -> None:
 def test_a_killed_worker_is_replaced_and_logged(tmp_path: Path) -> None:
     server = start_soko(tmp_path / "data", workers=2)
     try:
-        _wait_for(lambda: len(child_pids(server.pid)) == 2, "two workers", server)
+        wait_for(lambda: len(child_pids(server.pid)) == 2, "two workers", server)
         workers = child_pids(server.pid)
         victim = min(workers)
         os.kill(victim, signal.SIGKILL)
-        _wait_for(lambda: len(child_pids(server.pid) - workers) == 1 and len(child_pids(server.pid)) == 2,
+        wait_for(lambda: len(child_pids(server.pid) - workers) == 1 and len(child_pids(server.pid)) == 2,
                   "a replacement worker", server)
         log = server.log_tail(20_000)
         assert f"(pid {victim}) was killed by signal 9 (SIGKILL)" in log, log
@@ -58,11 +49,11 @@ def test_a_killed_worker_is_replaced_and_logged(tmp_path: Path) -> None:
 def test_workers_exit_when_the_supervisor_is_killed(tmp_path: Path) -> None:
     server = start_soko(tmp_path / "data", workers=2)
     try:
-        _wait_for(lambda: len(child_pids(server.pid)) == 2, "two workers", server)
+        wait_for(lambda: len(child_pids(server.pid)) == 2, "two workers", server)
         workers = child_pids(server.pid)
         os.kill(server.pid, signal.SIGKILL)
         server.proc.wait(10)
-        _wait_for(lambda: not any(_alive(pid) for pid in workers), "orphaned workers exited", server)
+        wait_for(lambda: not any(_alive(pid) for pid in workers), "orphaned workers exited", server)
         # the port is free: a new server binds the same address and serves the same data
         again = _spawn("soko", soko_argv(server.host, server.data_dir, 2), server.host, server.data_dir,
                        tmp_path / "again.log", {k: v for k, v in os.environ.items() if not k.startswith("SOKO_")})
