@@ -118,6 +118,13 @@ class SokoApp:
             return await self.metrics(request)
         return _not_here(404, f"nothing at {path[:200]}: the registry API is under /v2/, the AWS APIs at POST /")
 
+    async def handle_layers(self, request: Request) -> AnyResponse:
+        """The data listener's requests (presigned layer URLs only), taking a trusted proxy's word as ``handle``
+        does (the access log's source behind the TLS terminator an https ``data_url`` names)."""
+        if self._proxies is not None:
+            self._proxies.apply(request)
+        return await self.layers.handle(request)
+
     async def start(self) -> None:
         """Start this process's upkeep on the running loop."""
         self._upkeep = _upkeep(

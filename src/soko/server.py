@@ -99,7 +99,7 @@ async def run_worker(
             # Two threads or more: sendfile copies outside the GIL, so one worker's downloads use both cores
             # (32 pullers: 1.13x Distribution's aggregate with two threads, 0.99x with one; docs/performance.md).
             threads = min(4, max(2, os.cpu_count() or 1))
-            data = DataListener(app.layers.handle, data_sock, observe_here, app.settings.keepalive_timeout, limit,
+            data = DataListener(app.handle_layers, data_sock, observe_here, app.settings.keepalive_timeout, limit,
                                 threads)
         if tls is not None:
 

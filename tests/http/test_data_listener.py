@@ -15,6 +15,7 @@ import socket
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
@@ -396,3 +397,22 @@ def test_a_cached_file_gone_before_it_is_opened_is_asked_for_again(tmp_path):
         sock.close()
     assert r.status_code == 200 and r.content == b"layer bytes"
     assert observed == [200]
+
+
+@pytest.fixture
+def behind_a_proxy(settings, tmp_path):
+    settings.trusted_proxies = ["127.0.0.1/32"]  # the test client plays the TLS terminator in front of the data port
+    settings.access_log = str(tmp_path / "access.log")
+    return settings
+
+
+@sqlite_only
+def test_the_data_listener_takes_a_trusted_proxys_word_for_the_client(behind_a_proxy, data_server):
+    url = f"http://127.0.0.1:{data_server.data_port}/layers/garbage"
+    assert httpx.get(url, headers={"X-Forwarded-For": "203.0.113.9"}, timeout=10).status_code == 403
+    log = Path(behind_a_proxy.access_log)
+    deadline = time.monotonic() + 10
+    while not (log.exists() and "/layers/" in log.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    (line,) = [json.loads(line) for line in log.read_text().splitlines() if "/layers/" in line]
+    assert line["source"] == "203.0.113.9"  # not the proxy's address
