@@ -87,6 +87,7 @@ def test_a_killed_worker_is_replaced_with_its_data_listener_and_sigterm_frees_th
         server.kill()
 
 
+@pytest.mark.skipif(not shutil.which("prlimit"), reason="needs prlimit (util-linux)")
 def test_the_listeners_share_the_descriptor_budget_with_the_data_listener(tmp_path: Path) -> None:
     # 400 descriptors, 100 kept in reserve: the public listener and the data listener (two parts: a download holds
     # a socket and a file) get a third each. Were each cut as if alone, idle connections to both ports could take
