@@ -78,7 +78,7 @@ async def run_worker(
             runtime.observe(request, status, sent, started, now)
 
     rsgi = RsgiApp(app.handle, observe)
-    runtime.in_flight_source = lambda: rsgi.in_flight
+    runtime.in_flight_source = lambda: rsgi.in_flight + (data.in_flight if data is not None else 0)
     listeners: Listeners | None = None
     data: DataListener | None = None
     tls = TlsFiles.from_settings(app.settings)

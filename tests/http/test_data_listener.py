@@ -10,6 +10,7 @@ import base64
 import hashlib
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -416,3 +417,25 @@ def test_the_data_listener_takes_a_trusted_proxys_word_for_the_client(behind_a_p
         time.sleep(0.1)
     (line,) = [json.loads(line) for line in log.read_text().splitlines() if "/layers/" in line]
     assert line["source"] == "203.0.113.9"  # not the proxy's address
+
+
+@sqlite_only
+def test_downloads_on_the_data_listener_count_as_requests_in_flight(data_server, client):
+    digest = push_blob(client, "repo", os.urandom(32 * MiB))
+    path = urlsplit(_redirected(client, f"/v2/repo/blobs/{digest}").headers["Location"]).path
+
+    def in_flight() -> float:
+        match = re.search(r"^soko_http_requests_in_flight (\S+)$", client.get("/metrics").text, re.M)
+        assert match is not None
+        return float(match.group(1))
+
+    with socket.socket() as stalled:  # a download that stays in flight (until cut off after keepalive_timeout)
+        stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stalled.connect(("127.0.0.1", data_server.data_port))
+        stalled.sendall(f"GET {path} HTTP/1.1\r\nHost: a\r\n\r\n".encode())
+        deadline = time.monotonic() + 10
+        counted = in_flight()
+        while counted < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+            counted = in_flight()
+    assert counted == 2  # the scrape and the download
