@@ -439,3 +439,26 @@ def test_downloads_on_the_data_listener_count_as_requests_in_flight(data_server,
             time.sleep(0.05)
             counted = in_flight()
     assert counted == 2  # the scrape and the download
+
+
+@sqlite_only
+def test_a_stalled_client_of_a_streamed_download_is_cut_off_without_an_error_logged(data_server, client, caplog):
+    data_server.registry.settings.plaintext_cache_on_push = False  # not cached: the listener streams it
+    digest = push_blob(client, "repo", os.urandom(32 * MiB))
+    signer = signer_for(data_server.identity)
+    token, _ = signer.token("000000000000", "repo", digest)
+    with socket.socket() as stalled:
+        stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stalled.connect(("127.0.0.1", data_server.data_port))
+        # (a range: read from storage piece by piece, no cache fill)
+        stalled.sendall(f"GET /layers/{token} HTTP/1.1\r\nHost: a\r\nRange: bytes=0-\r\n\r\n".encode())
+        time.sleep(6)  # reads nothing for three times keepalive_timeout
+        stalled.settimeout(2)
+        received = 0
+        try:
+            while chunk := stalled.recv(MiB):
+                received += len(chunk)
+        except OSError:  # reset, or nothing more coming
+            pass
+    assert received < 32 * MiB  # cut off,
+    assert "could not produce" not in caplog.text  # and a client cut off is no server error

@@ -354,7 +354,7 @@ class _Server:
                 await writer.drain()
             writer.write(conn.send(h11.EndOfMessage()) or b"")
             await writer.drain()
-        except ConnectionError:
+        except (ConnectionError, TimeoutError):  # the client gone, or cut off for reading nothing (TCP_USER_TIMEOUT)
             raise
         except Exception as exc:
             log.exception("could not produce the rest of a layer download (%d bytes sent); cutting it off", sent)
