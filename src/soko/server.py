@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import gc
+import ipaddress
 import logging
 import os
 import signal
@@ -166,6 +167,13 @@ def parse_endpoint(spec: str) -> tuple[str, str]:
     return name, listen
 
 
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
 def initialise(settings: Settings) -> None:
     """Create the data dir and schema and the default account's root key, once, before any worker starts."""
     from soko.app import open_plain_cache
@@ -250,6 +258,12 @@ def serve(settings: Settings) -> int:
     data_sock = bind(settings.data_listen) if settings.data_listen else None
     if data_sock is not None:
         ready += f"\nsoko: layer downloads (sendfile) on http://{settings.data_listen}"
+        if _loopback(parse_listen(settings.data_listen)[0]) and not _loopback(parse_listen(settings.listen)[0]):
+            log.warning(
+                "data_listen %s is on loopback while the registry listens on %s: clients on other hosts will be "
+                "redirected to a port they cannot reach; listen on an address they reach (e.g. 0.0.0.0:%s)",
+                settings.data_listen, settings.listen, parse_listen(settings.data_listen)[1],
+            )
     log.info(
         "open-files limit %d: up to %d connections per worker and listener", open_files,
         connection_limit(descriptor_shares(len(socks), data_sock is not None)),

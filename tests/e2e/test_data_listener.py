@@ -117,3 +117,14 @@ def test_the_listeners_share_the_descriptor_budget_with_the_data_listener(tmp_pa
         for conn in held:
             conn.close()
         server.kill()
+
+
+def test_a_loopback_data_listener_behind_a_public_listener_is_warned_about(tmp_path: Path) -> None:
+    port = free_port()
+    data = f"127.0.0.1:{free_port()}"
+    server = start_soko(tmp_path / "data", port=port, extra_args=["--listen", f"0.0.0.0:{port}", "--data-listen", data])
+    try:
+        assert server.stop() == 0, server.log_tail()
+        assert f"data_listen {data} is on loopback while the registry listens on 0.0.0.0:{port}" in server.log_tail()
+    finally:
+        server.kill()

@@ -36,8 +36,9 @@ log = logging.getLogger("soko.http")
 MAX_HEAD = 16384  # request line and headers (the main listener's limit)
 READ_SIZE = 65536
 LAYERS_PREFIX = "/layers/"
-# Threads for the handler's blocking work (token → database row, KMS, a plaintext cache miss's reads).
-IO_THREADS = 8
+# Threads for the handler's blocking work (token → database row, KMS, a plaintext cache miss's reads), per listener
+# thread: few, as they share the worker's database pool with the main loop's.
+IO_THREADS = 4
 
 
 class DataListener:
