@@ -272,7 +272,7 @@ async def _upkeep(
         listener.start()
     yield
     if listener is not None:
-        listener.stop()
+        await loop.run_in_executor(None, listener.stop)  # joins its thread (a hung connect: up to 5 s)
     for task in tasks:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):

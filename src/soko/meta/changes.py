@@ -92,6 +92,8 @@ class Generation:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
 
     def close(self) -> None:
+        if self._map.closed:
+            return
         self._map.close()
         os.close(self._fd)
 
@@ -105,6 +107,7 @@ class PostgresListener(threading.Thread):
         self._dsn = dsn
         self._generation = generation
         self._stopping = threading.Event()
+        self._wake: tuple[int, int] | None = None  # (read, write): stop() wakes the thread's poll through it
         self._fd: int | None = None  # the LISTEN connection's socket while it is connected
         self._reading = False  # notifications are being taken off the socket, not yet counted
         self._prefix = f"{os.getpid()}-{os.urandom(4).hex()}-"
@@ -138,9 +141,15 @@ class PostgresListener(threading.Thread):
         if fd is None or self._reading or _readable(fd):
             self._generation.bump()
 
+    def start(self) -> None:
+        self._wake = os.pipe()
+        super().start()
+
     def run(self) -> None:
         import psycopg
 
+        assert self._wake is not None
+        wake = self._wake[0]
         while not self._stopping.is_set():
             try:
                 with psycopg.connect(self._dsn, autocommit=True) as conn:
@@ -148,11 +157,12 @@ class PostgresListener(threading.Thread):
                     conn.execute(f"LISTEN {EVENTS_CHANNEL}")
                     poll = select.poll()
                     poll.register(conn.fileno(), select.POLLIN)
+                    poll.register(wake, select.POLLIN)
                     self._fd = conn.fileno()
                     self._generation.bump()  # anything may have changed while we were not listening
                     self._generation.bump_events()
                     while not self._stopping.is_set():
-                        if not poll.poll(1000):  # waits without the GIL
+                        if not poll.poll(1000) or self._stopping.is_set():  # waits without the GIL
                             continue
                         self._reading = True
                         events = False
@@ -174,10 +184,22 @@ class PostgresListener(threading.Thread):
             self._generation.bump()
             self._stopping.wait(1.0)
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop listening and wait for the thread (it closes its connection, and it bumps the generation until it
+        ends: the generation may be closed once this returns)."""
         self._stopping.set()
         self._generation.sync = None
         self._generation.listener = None
+        if self._wake is None:  # never started, or stopped already
+            return
+        os.write(self._wake[1], b"x")
+        self.join(timeout)
+        if self.is_alive():  # (a connect hanging past ``timeout``: the pipe stays, its thread still polls it)
+            log.warning("the change listener did not stop within %.0f s", timeout)
+            return
+        wake, self._wake = self._wake, None
+        os.close(wake[0])
+        os.close(wake[1])
 
 
 def _readable(fd: int) -> bool:

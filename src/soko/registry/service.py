@@ -77,3 +77,4 @@ class Registry:
         self.manifests.flush_pulls()
         self.metering.flush()
         self.ctx.db.dispose()
+        self.ctx.generation.close()  # its descriptor: a process may open and close registries many times
