@@ -221,27 +221,38 @@ def client(server):
         yield c
 
 
-@pytest.fixture
-def aws(server, monkeypatch):
-    """boto3 clients for Soko's AWS APIs, signed with the root key of the default account."""
+def aws_client(
+    url: str,
+    service: str = "ecr",
+    key_id: str = ROOT_KEY_ID,
+    secret: str = ROOT_SECRET,
+    session_token: str | None = None,
+):
+    """A boto3 client for one of Soko's AWS APIs at ``url`` (default: signed with the default account's root key)."""
     import boto3
     from botocore.config import Config
 
+    return boto3.client(
+        service,
+        endpoint_url=url,
+        region_name="us-east-1",
+        aws_access_key_id=key_id,
+        aws_secret_access_key=secret,
+        aws_session_token=session_token,
+        config=Config(retries=SUITE_RETRIES),
+    )
+
+
+@pytest.fixture
+def aws(server, monkeypatch):
+    """boto3 clients for Soko's AWS APIs, signed with the root key of the default account."""
     for name in ("AWS_PROFILE", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE", "AWS_SESSION_TOKEN"):
         monkeypatch.delenv(name, raising=False)
 
     def client(
         service: str = "ecr", key_id: str = ROOT_KEY_ID, secret: str = ROOT_SECRET, session_token: str | None = None
     ):
-        return boto3.client(
-            service,
-            endpoint_url=server.url,
-            region_name="us-east-1",
-            aws_access_key_id=key_id,
-            aws_secret_access_key=secret,
-            aws_session_token=session_token,
-            config=Config(retries=SUITE_RETRIES),
-        )
+        return aws_client(server.url, service, key_id, secret, session_token)
 
     return client
 

@@ -1,0 +1,136 @@
+"""A server runs for months: what serving pushes and pulls, and stopping, take in descriptors they give back.
+Each test repeats the work and compares this process's open descriptors (``/proc/self/fd``) once it has settled."""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import re
+import time
+
+import httpx
+import pytest
+
+from soko.storage import filesystem
+from soko.storage.page_cache import RecentWrites
+from tests.conftest import aws_client, listening_socket, serve
+from tests.oci.helpers import OCI_CONFIG, OCI_LAYER, OCI_MANIFEST, descriptor, push_blob, put_manifest, sha256
+from tests.registry.test_descriptors import open_descriptors
+
+MiB = 1 << 20
+pytestmark = pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc/self/fd")
+
+
+@pytest.fixture(autouse=True)
+def recent_writes(monkeypatch):
+    """The filesystem writers keep a duplicate descriptor per recent write (bounded: storage/page_cache.py); one
+    at most here, so that what grows is what nothing bounds."""
+    monkeypatch.setattr(filesystem, "RECENT", RecentWrites(max_ranges=1))
+
+
+def _open(registry) -> list[str]:
+    """``open_descriptors`` by kind (a socket is a socket: a client's pool may reconnect), less the database pool's
+    (as many connections as the busiest moment needed, up to the pool's size: dropped first); the one stored file
+    the writers keep (another with every push) is a "stored file"."""
+    registry.ctx.db.dispose()
+    gc.collect()  # (a connection returned to a pool dropped before: that pool is a cycle, closed with it)
+    storage = os.path.join(os.path.abspath(registry.settings.data_dir), "storage") + os.sep
+    return sorted(
+        "<stored file>" if path.startswith(storage) else re.sub(r":\[\d+\]$", "", path) for path in open_descriptors()
+    )
+
+
+def _settled(registry, before: list[str] | None = None, timeout: float = 30.0) -> list[str]:
+    """``_open`` once it is back to ``before`` (or ``timeout`` passed; no ``before``: once it holds still): a pipe
+    given up by a client that went away is let go a few seconds later (piped.LATE_OPEN_GRACE)."""
+    deadline = time.monotonic() + timeout
+    now = _open(registry)
+    while time.monotonic() < deadline:
+        time.sleep(0.2)
+        previous, now = now, _open(registry)
+        if now == (previous if before is None else before):
+            break
+    return now
+
+
+def _work(server, client: httpx.Client, ecr, round_: int) -> None:
+    """One round of what a registry does all day: pushes (monolithic and chunked), pulls (whole, a range, one the
+    client gives up mid-body), a manifest, the catalog, metrics and a few ECR calls."""
+    name = f"soak/r{round_ % 3}"
+    layer = os.urandom(6 * MiB if round_ % 2 else 4096 + round_)  # (6 MiB: streamed through a pipe)
+    digest = push_blob(client, name, layer)
+    location = client.post(f"/v2/{name}/blobs/uploads/").headers["Location"]
+    part = os.urandom(100_000)
+    location = client.patch(location, content=part).headers["Location"]
+    assert client.put(location, params={"digest": sha256(part)}).status_code == 201
+    config = json.dumps({"round": round_}).encode()
+    push_blob(client, name, config)
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": descriptor(config, OCI_CONFIG),
+        "layers": [descriptor(layer, OCI_LAYER), descriptor(part, OCI_LAYER)],
+    }
+    assert put_manifest(client, name, f"t{round_}", manifest).status_code == 201
+    got = client.get(f"/v2/{name}/blobs/{digest}")
+    assert got.status_code == 200 and got.content == layer
+    assert client.get(f"/v2/{name}/blobs/{digest}", headers={"Range": "bytes=10-2000"}).status_code == 206
+    with client.stream("GET", f"/v2/{name}/blobs/{digest}") as gone:  # the client goes away mid-body
+        next(gone.iter_bytes(1024))
+    assert client.get(f"/v2/{name}/manifests/t{round_}", headers={"Accept": OCI_MANIFEST}).status_code == 200
+    assert client.get("/v2/_catalog").status_code == 200
+    assert client.get("/metrics").status_code == 200
+    ecr.describe_images(repositoryName=name)
+    ecr.get_download_url_for_layer(repositoryName=name, layerDigest=digest)
+
+
+def _data_socket(settings, on: bool):
+    """With the data listener, large cached blobs go out by sendfile; without, through a pipe (soko.http.piped)."""
+    if not on:
+        settings.data_listen = ""
+        return None
+    data = listening_socket()
+    settings.data_listen = f"127.0.0.1:{data.getsockname()[1]}"
+    return data
+
+
+def _client(server) -> httpx.Client:
+    return httpx.Client(base_url=server.url, headers=server.basic_auth, timeout=60, follow_redirects=True)
+
+
+@pytest.mark.parametrize("data_listener", [True, False], ids=["data-listener", "piped"])
+def test_a_running_server_keeps_as_many_descriptors_however_much_it_serves(settings, registry, data_listener) -> None:
+    data = _data_socket(settings, data_listener)
+    settings.access_log = os.path.join(settings.data_dir, "access.log")
+    with serve(settings, registry, data_socket=data) as server:
+        ecr = aws_client(server.url)
+        for round_ in range(3):  # warm: pools, threads, the plaintext cache's files
+            with _client(server) as client:
+                _work(server, client, ecr, round_)
+        before = _settled(registry, timeout=10.0)
+        for round_ in range(3, 13):
+            with _client(server) as client:
+                _work(server, client, ecr, round_)
+        now = _settled(registry, before)
+        ecr.close()
+        assert now == before
+
+
+def test_a_stopped_server_keeps_no_descriptor(settings, registry) -> None:
+    """Starting and stopping a server (its SokoApp's upkeep, the PostgreSQL change listener, the engine, the data
+    listener, the access log) on one registry, as the test suite does thousands of times."""
+    settings.access_log = os.path.join(settings.data_dir, "access.log")
+    before: list[str] | None = None
+    for round_ in range(4):
+        with (
+            serve(settings, registry, data_socket=_data_socket(settings, round_ % 2 == 0)) as server,
+            _client(server) as client,
+        ):
+            ecr = aws_client(server.url)
+            _work(server, client, ecr, round_)
+            ecr.close()
+        if before is None:
+            before = _settled(registry, timeout=10.0)
+        else:
+            assert _open(registry) == before
