@@ -18,6 +18,7 @@ from soko.storage.paths import blob_path
 from tests.conftest import serve
 from tests.oci.helpers import start_upload
 from tests.rawhttp import wait_until
+from tests.registry.test_descriptors import open_descriptors, postgres_sockets
 
 pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # nothing here depends on the engine
 
@@ -70,23 +71,11 @@ def _head(sock: socket.socket) -> tuple[bytes, bytes]:
 def _open_fds() -> int:
     """This process's descriptors but the database's: SQLite files, PostgreSQL sockets. A connection pool may grow
     while a test runs (a background job borrows a connection as a request does), which is no leak."""
-    database = set()
-    for table in ("/proc/self/net/tcp", "/proc/self/net/tcp6"):
-        with open(table) as f:
-            for line in f.readlines()[1:]:
-                fields = line.split()
-                if int(fields[2].rsplit(":", 1)[1], 16) == 5432:  # remote port
-                    database.add(f"socket:[{fields[9]}]")
-    count = 0
-    for fd in os.listdir("/proc/self/fd"):
-        try:
-            target = os.readlink(f"/proc/self/fd/{fd}")
-        except FileNotFoundError:  # (the listing's own descriptor)
-            continue
-        if target in database or os.path.basename(target).startswith("metadata.db"):
-            continue
-        count += 1
-    return count
+    database = postgres_sockets()
+    return sum(
+        target not in database and not os.path.basename(target).startswith("metadata.db")
+        for target in open_descriptors()
+    )
 
 
 def _other_threads() -> int:
