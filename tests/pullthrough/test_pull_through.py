@@ -26,6 +26,7 @@ from tests.e2e.images import build_image, build_multiarch
 from tests.e2e.layout import ImageRef, assert_same_content
 from tests.e2e.servers import DISTRIBUTION_BIN, SOKO_REGION, soko_root_key, start_soko
 from tests.e2e.skopeo import Skopeo
+from tests.oci.helpers import image_manifest
 from tests.rawhttp import wait_until
 from tests.remote.upstreams import PASSWORD, USER, TokenServer, answer, hostile_server, push_image, start_upstream
 
@@ -391,20 +392,7 @@ def test_hostile_upstream_and_a_cut_blob(world: World) -> None:
     layer_digest = "sha256:" + hashlib.sha256(layer).hexdigest()
     config = b'{"architecture":"amd64","os":"linux"}'
     config_digest = "sha256:" + hashlib.sha256(config).hexdigest()
-    manifest = json.dumps(
-        {
-            "schemaVersion": 2,
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "config": {
-                "mediaType": "application/vnd.oci.image.config.v1+json",
-                "digest": config_digest,
-                "size": len(config),
-            },
-            "layers": [
-                {"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer_digest, "size": len(layer)}
-            ],
-        }
-    ).encode()
+    manifest = json.dumps(image_manifest(config, [layer])).encode()
     typed = {"Content-Type": "application/vnd.oci.image.manifest.v1+json"}
     cut = threading.Event()
     cut.set()
@@ -473,20 +461,7 @@ def test_a_pull_that_joins_a_failing_prefetch_fetches_for_itself(world: World) -
     layer_digest = "sha256:" + hashlib.sha256(layer).hexdigest()
     config = b'{"architecture":"amd64","os":"linux","variant":"prefetch"}'
     config_digest = "sha256:" + hashlib.sha256(config).hexdigest()
-    manifest = json.dumps(
-        {
-            "schemaVersion": 2,
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "config": {
-                "mediaType": "application/vnd.oci.image.config.v1+json",
-                "digest": config_digest,
-                "size": len(config),
-            },
-            "layers": [
-                {"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer_digest, "size": len(layer)}
-            ],
-        }
-    ).encode()
+    manifest = json.dumps(image_manifest(config, [layer])).encode()
     lock = threading.Lock()
     gets: list[str] = []
     prefetching = threading.Event()
