@@ -455,3 +455,16 @@ def test_a_stalled_client_of_a_streamed_download_is_cut_off_without_an_error_log
     # (a range: read from storage piece by piece, no cache fill)
     assert _stalled(data_server.data_port, f"/layers/{token}", "Range: bytes=0-\r\n") < 32 * MiB  # cut off,
     assert "could not produce" not in caplog.text  # and a client cut off is no server error
+
+
+def test_a_data_listener_that_cannot_start_says_so(monkeypatch):
+    """A listener thread that fails to start fails the worker's start instead of leaving a port nobody answers."""
+    from soko.http.data_listener import DataListener
+
+    async def refuse(*args, **kwargs):
+        raise OSError("no")
+
+    monkeypatch.setattr("asyncio.start_server", refuse)
+    sock = listening_socket()
+    with sock, pytest.raises(RuntimeError, match="did not start"):
+        DataListener(lambda request: None, sock)  # type: ignore[arg-type,return-value]

@@ -127,6 +127,8 @@ class _Server:
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
         self._ready.wait(10)
+        if self._server is None:  # (the worker stops: a data port nobody answers on would fail every redirect)
+            raise RuntimeError(f"the data listener's thread {name} did not start; see the log above")
 
     def _run(self) -> None:
         loop = self._loop
@@ -139,6 +141,7 @@ class _Server:
         except Exception:
             log.exception("the data listener stopped")
         finally:
+            self._ready.set()  # (a start that failed is not waited for)
             loop.run_until_complete(loop.shutdown_default_executor())
             loop.close()
 
