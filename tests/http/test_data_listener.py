@@ -468,3 +468,71 @@ def test_a_data_listener_that_cannot_start_says_so(monkeypatch):
     sock = listening_socket()
     with sock, pytest.raises(RuntimeError, match="did not start"):
         DataListener(lambda request: None, sock)  # type: ignore[arg-type,return-value]
+
+
+@sqlite_only
+def test_request_heads_whose_lines_do_not_end_in_crlf_are_refused_and_closed(data_server, client):
+    """h11 alone ends a line at a bare LF; a front proxy that does not would see another request (smuggling)."""
+    port = data_server.data_port
+    digest = push_blob(client, "repo", b"layer bytes")
+    token, _ = signer_for(data_server.identity).token("000000000000", "repo", digest)
+    get = f"GET /layers/{token} HTTP/1.1\r\nHost: a\r\n\r\n".encode()
+    hostile = [
+        get.replace(b"\r\n", b"\n"),  # bare LF throughout
+        get.replace(b"Host: a\r\n", b"Host: a\n"),  # one bare LF
+        get.replace(b"\r\n\r\n", b"\r\n\n"),  # the blank line's
+        get.replace(b"Host: a\r\n", b"Host: a\nX-Hidden: 1\r\n"),  # a header only h11 would see
+        get.replace(b"Host: a\r\n", b"Host: a\rX-Hidden: 1\r\n"),  # bare CR
+        get.replace(b"\r\n\r\n", b"\r\n\r\r\n"),  # CR CR LF
+        b"\n" + get,  # a bare LF before the request line (h11 skips empty lines)
+    ]
+    for head in hostile:
+        answer = _raw(port, head)
+        assert answer.startswith(b"HTTP/1.1 400 "), (head, answer[:200])
+        assert b"connection: close" in answer.lower() and b"CRLF" in answer
+        assert answer.count(b"HTTP/1.1 ") == 1 and b"layer bytes" not in answer
+    # A CR at the end of one read whose LF does not begin the next; and a later request of a keep-alive connection.
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.sendall(get[: get.index(b"\r\n") + 1])
+        time.sleep(0.2)
+        sock.sendall(b"Host: a\r\n\r\n")
+        assert _read_all(sock).startswith(b"HTTP/1.1 400 ")
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(get)
+        first = _read_response(sock)
+        assert first.startswith(b"HTTP/1.1 200 ") and first.endswith(b"layer bytes")
+        sock.sendall(get.replace(b"\r\n", b"\n"))
+        second = _read_all(sock)
+        assert second.startswith(b"HTTP/1.1 400 ") and b"connection: close" in second.lower()
+    # Valid heads are served: one split between its CR and LF, and three pipelined in one write on one connection.
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        cut = get.index(b"\r\n") + 1
+        sock.sendall(get[:cut])
+        time.sleep(0.2)
+        sock.sendall(get[cut:])
+        assert _read_response(sock).endswith(b"\r\n\r\nlayer bytes")
+    head = get.replace(b"GET ", b"HEAD ")
+    last = get.replace(b"Host: a\r\n", b"Host: a\r\nConnection: close\r\n")
+    answers = _raw(port, get + head + last)
+    assert answers.count(b"HTTP/1.1 200 ") == 3 and answers.count(b"layer bytes") == 2, answers
+
+
+def _read_all(sock: socket.socket) -> bytes:
+    chunks = []
+    while chunk := sock.recv(65536):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _read_response(sock: socket.socket) -> bytes:
+    """One response with a Content-Length body, read off a connection that stays open."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += sock.recv(65536)
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))  # type: ignore[union-attr]
+    while len(body) < length:
+        body += sock.recv(65536)
+    return head + b"\r\n\r\n" + body

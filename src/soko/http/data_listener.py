@@ -190,6 +190,7 @@ class _Server:
         assert task is not None
         self._open[task] = writer
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
+        lines = _LineEnds()
         clean = False
         try:
             sock = writer.get_extra_info("socket")
@@ -199,7 +200,7 @@ class _Server:
                 # keepalive_timeout: neither sendfile nor a drain has a timeout of its own, and a download may rightly
                 # take longer.
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(self.keepalive_timeout * 1000))
-            while await self._exchange(conn, reader, writer):
+            while await self._exchange(conn, lines, reader, writer):
                 conn.start_next_cycle()
             clean = True
         except (ConnectionError, TimeoutError, h11.LocalProtocolError) as exc:
@@ -213,7 +214,9 @@ class _Server:
             else:  # a body cut short, or a client gone or too slow: nothing more is sent
                 writer.transport.abort()
 
-    async def _exchange(self, conn: h11.Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+    async def _exchange(
+        self, conn: h11.Connection, lines: _LineEnds, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> bool:
         """One request and its answer; whether the connection may carry another."""
         # One deadline for the whole request (the wait for it included), not one per read: a client sending a
         # byte now and then would otherwise hold its connection for ever.
@@ -223,7 +226,7 @@ class _Server:
         try:
             self._idle.add(writer)
             try:
-                event = await self._next_event(conn, reader, deadline)
+                event = await self._next_event(conn, lines, reader, deadline)
             finally:
                 self._idle.discard(writer)
             if not isinstance(event, h11.Request):
@@ -231,7 +234,9 @@ class _Server:
             # A body is refused before any of it is read, and the connection closed after the answer: whatever
             # framing it claims (both Transfer-Encoding and Content-Length: a front proxy may have framed it by the
             # other one, RFC 9112 §6.1) nothing after this head is taken for a request.
-            if _has_body(event) or not isinstance(await self._next_event(conn, reader, deadline), h11.EndOfMessage):
+            if _has_body(event) or not isinstance(
+                await self._next_event(conn, lines, reader, deadline), h11.EndOfMessage
+            ):
                 response: AnyResponse | None = error_response(400, "UNSUPPORTED", "a layer download has no body")
             else:
                 response = None
@@ -269,13 +274,17 @@ class _Server:
                     log.exception("could not record request %s %s", request.method, loggable_path(request.path))
         return conn.our_state is h11.DONE and conn.their_state is h11.DONE
 
-    async def _next_event(self, conn: h11.Connection, reader: asyncio.StreamReader, deadline: float):
+    async def _next_event(
+        self, conn: h11.Connection, lines: _LineEnds, reader: asyncio.StreamReader, deadline: float
+    ):
         loop = asyncio.get_running_loop()
         while True:
             event = conn.next_event()
             if event is not h11.NEED_DATA:
                 return event
             data = await asyncio.wait_for(reader.read(READ_SIZE), max(0.0, deadline - loop.time()))
+            if not lines.crlf_only(data):
+                raise h11.RemoteProtocolError("every line of a request head must end in CRLF", 400)
             conn.receive_data(data)  # (b"": the client closed; h11 then says ConnectionClosed)
 
     async def _respond(self, request: Request) -> AnyResponse:
@@ -368,6 +377,32 @@ class _Server:
             if aclose is not None:
                 await aclose()
         return sent
+
+
+class _LineEnds:
+    """Whether a connection's bytes end every line in CRLF. h11 also ends a line at a bare LF, where a front proxy
+    may see the line go on (a header it hides, a request it does not see: request smuggling); RFC 9112 §2.2 lets a
+    server refuse a bare LF and a bare CR. Every byte fed to h11 on this listener is a request head (a request with
+    a body is refused and its connection closed), so the check is three counts in C per read, not a parse: every LF
+    after a CR and every CR before an LF, across reads."""
+
+    __slots__ = ("_cr",)
+
+    def __init__(self) -> None:
+        self._cr = False  # the last read ended in a CR: the next must begin with its LF
+
+    def crlf_only(self, data: bytes) -> bool:
+        if not data:
+            return True
+        if self._cr:
+            if data[0] != 0x0A:
+                return False
+            data = data[1:]
+        self._cr = data.endswith(b"\r")
+        if self._cr:
+            data = data[:-1]
+        pairs = data.count(b"\r\n")
+        return data.count(b"\n") == pairs and data.count(b"\r") == pairs
 
 
 class _Length:
