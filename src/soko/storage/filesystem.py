@@ -22,6 +22,7 @@ from soko.storage.base import (
     StorageDriver,
     check_path,
 )
+from soko.storage.direct_io import DirectAppender, open_direct
 from soko.storage.page_cache import RECENT, WRITEBACK_EVERY, write_back
 
 
@@ -38,39 +39,52 @@ FLUSH_BEHIND = WRITEBACK_EVERY
 
 
 class _FileWriter(FileWriter):
+    """Writes a blob file around the page cache where the filesystem allows (``storage/direct_io.py``), else through
+    it with bounded writeback (``storage/page_cache.py``)."""
+
     def __init__(self, full_path: str, offset: int) -> None:
         self._path = full_path
         if offset:
             try:
-                self._file = open(full_path, "r+b", buffering=0)  # noqa: SIM115 - owned by the writer
+                fd, direct = open_direct(full_path, os.O_RDWR, FILE_MODE)
             except (FileNotFoundError, NotADirectoryError):
                 raise InvalidOffset(f"cannot resume {full_path} at {offset}: no such file") from None
-            end = self._file.seek(0, os.SEEK_END)
+            end = os.lseek(fd, 0, os.SEEK_END)
             if end < offset:
-                self._file.close()
+                os.close(fd)
                 raise InvalidOffset(f"cannot resume {full_path} at {offset}: it holds only {end} bytes")
-            self._file.truncate(offset)
-            self._file.seek(offset)
+            os.ftruncate(fd, offset)
+            os.lseek(fd, offset, os.SEEK_SET)
         else:
             make_dirs(os.path.dirname(full_path))
-            fd = os.open(full_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
-            self._file = open(fd, "wb", buffering=0)  # noqa: SIM115 - owned by the writer
+            fd, direct = open_direct(full_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+        self._fd = fd
+        try:
+            self._direct = DirectAppender(fd, offset) if direct else None
+        except BaseException:
+            os.close(fd)
+            raise
         self._size = offset
         self._flushed = offset  # written back (or being written back) up to here
         self._previous = offset  # the window before: waited for at the next flush
         self._closed = False
 
     def write(self, data: bytes | memoryview) -> int:
-        written = self._file.write(data)
-        self._size += written
+        if self._direct is not None:
+            written = self._direct.write(data)
+            self._size += written
+            if self._direct.direct:
+                return written
+        else:
+            written = os.write(self._fd, data)
+            self._size += written
         if self._size - self._flushed >= FLUSH_BEHIND:
             self._flush_behind()
         return written
 
     def _flush_behind(self) -> None:
-        fd = self._file.fileno()
-        write_back(fd, self._flushed, self._size, self._previous)
-        RECENT.add(self, fd, self._flushed, self._size)
+        write_back(self._fd, self._flushed, self._size, self._previous)
+        RECENT.add(self, self._fd, self._flushed, self._size)
         self._previous, self._flushed = self._flushed, self._size
 
     @property
@@ -78,12 +92,16 @@ class _FileWriter(FileWriter):
         return self._size
 
     def commit(self) -> None:
-        fd = self._file.fileno()
-        os.fsync(fd)
-        RECENT.add(self, fd, self._flushed, self._size)
+        if self._direct is not None:
+            self._direct.finish()
+        os.fsync(self._fd)
+        if self._direct is None or not self._direct.direct:
+            RECENT.add(self, self._fd, self._flushed, self._size)
         self.close()
 
     def cancel(self) -> None:
+        if self._direct is not None:
+            self._direct.release()
         self.close()
         RECENT.forget(self)
         try:
@@ -92,9 +110,14 @@ class _FileWriter(FileWriter):
             pass
 
     def close(self) -> None:
+        """Without a commit: what was written stays (an upload resumes after it), not yet made durable."""
         if not self._closed:
             self._closed = True
-            self._file.close()
+            try:
+                if self._direct is not None:
+                    self._direct.finish()
+            finally:
+                os.close(self._fd)
 
 
 class FilesystemDriver(StorageDriver):
