@@ -27,6 +27,9 @@ _MIGRATIONS = Path(__file__).parent / "migrations"
 T = TypeVar("T")
 
 
+SQLITE_POOL = 32
+
+
 class Database:
     def __init__(self, url: str, *, pool_size: int = 8) -> None:
         self.url = url
@@ -35,7 +38,15 @@ class Database:
             path = sa.engine.make_url(url).database
             if path and path != ":memory:" and os.path.isdir(os.path.dirname(os.path.abspath(path))):
                 private.create_file(path)  # SQLite gives its -wal and -shm files the database file's mode
-            self.engine = sa.create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+            # As many pooled connections as threads that read at once (the server's 32 I/O threads): beyond its
+            # pool (5 by default) SQLAlchemy opened and closed a connection per read, PRAGMAs included, which under
+            # concurrent pulls cost more than the reads themselves.
+            self.engine = sa.create_engine(
+                url,
+                connect_args={"timeout": 30, "check_same_thread": False},
+                pool_size=SQLITE_POOL,
+                max_overflow=SQLITE_POOL,
+            )
             sa.event.listen(self.engine, "connect", _sqlite_on_connect)
             sa.event.listen(self.engine, "begin", _sqlite_on_begin)
         else:
