@@ -53,8 +53,9 @@ async def get_blob(ctx: OciContext, request: Request, name: str, digest: str) ->
         await ctx.authorize(request, ref, "ecr:BatchCheckLayerAvailability", "ecr:GetDownloadUrlForLayer", any_of=True)
     else:
         await ctx.authorize(request, ref, "ecr:GetDownloadUrlForLayer")
+    hot = ctx.registry.blobs.hot(ref, digest) if not head else None  # (no thread, no database: as a manifest GET)
     try:
-        blob = await offload(ctx.registry.blobs.open, ref, digest)
+        blob = hot[0] if hot is not None else await offload(ctx.registry.blobs.open, ref, digest)
         if ctx.pull_through is not None and ctx.pull_through.unsettled(ref):
             # a fetch of this process just stored a blob here and is storing the images it completes
             await offload(ctx.pull_through.wait_settled, ref)
@@ -86,7 +87,7 @@ async def get_blob(ctx: OciContext, request: Request, name: str, digest: str) ->
         def elsewhere() -> str | None:  # the data listener's presigned URL, for a blob in the plaintext cache
             return data.url(request.scheme, request.host, ref.account_id, ref.name, blob.digest)
 
-    response, sent = await blob_response(ctx.registry, request, blob, headers, elsewhere)
+    response, sent = await blob_response(ctx.registry, request, blob, headers, elsewhere, hot[1] if hot else None)
     if sent is not None:
         operation = f"blob_{request.method.lower()}"
         ctx.registry.metering.record_transfer(context_of(request), ref.account_id, ref.name, sent, operation)
@@ -167,11 +168,13 @@ async def blob_response(
     blob: BlobContent,
     headers: dict[str, str],
     data_listener: Callable[[], str | None] | None = None,
+    cached: str | None = None,
 ) -> tuple[AnyResponse, int | None]:
     """A GET or HEAD of a blob — whole, one Range, or a redirect when the driver offers one or when
     ``data_listener`` gives the URL on Soko's sendfile listener of a blob in the plaintext cache — and the body bytes
     it will send (None: the request was refused, nothing to meter). The content is opened before the status goes
-    out, so a blob gone meanwhile is a clean 404."""
+    out, so a blob gone meanwhile is a clean 404. ``cached``: the blob's file in the plaintext cache, found already
+    (``Blobs.hot``)."""
     byte_range = None
     range_header = request.headers.get("range")
     if range_header:
@@ -190,7 +193,9 @@ async def blob_response(
     # The decrypted blob in the plaintext cache (memory): sent by the kernel from the data listener (sendfile), or by
     # granian like a local file. A customer key's blob is checked (KMS Decrypt) first, as every pull of it; the row
     # was checked by the caller, so a deleted blob is not served whatever is cached.
-    cached, reader = await offload(_cached_or_reader, registry, blob, start)
+    reader = None
+    if cached is None:
+        cached, reader = await offload(_cached_or_reader, registry, blob, start)
     if cached is not None and data_listener is not None:
         location = data_listener()
         if location is not None:  # (the client repeats its Range there)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import threading
 import uuid
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -14,7 +15,7 @@ from soko.digest import Digest
 from soko.errors import BlobArchived, BlobUnknown, ContentUnreadable, ManifestReferenced
 from soko.gc import tombstones
 from soko.kernel.context import DomainContext
-from soko.meta.schema import blob_copies, blobs, manifest_blobs, manifests, repository_blobs
+from soko.meta.schema import blob_copies, blob_keys, blobs, manifest_blobs, manifests, repository_blobs
 from soko.meta.schema import repositories as repos
 from soko.registry.encryption import Keyspace, KeyUnusable, keyspace_of
 from soko.registry.models import BlobContent, BlobInfo, RepoRef
@@ -70,10 +71,35 @@ def _archived_for(row: sa.Row) -> bool:
     return row.tier is not None and keyspace_of(row.encryption_type, row.kms_key, row.account_id) is None
 
 
+class _HotBlobs:
+    """(account, repository, digest) → the blob as ``Blobs.open`` read it, for blobs of the service key whose
+    plaintext was found in the plaintext cache: valid while the metadata generation is unchanged. Every write that
+    unlinks, deletes or archives a blob, deletes a repository or shreds an account's key bumps the generation
+    (``invalidates``), so a hit is what the database would answer. Bounded by entry count (FIFO, hot entries come
+    back at once)."""
+
+    def __init__(self, max_entries: int = 16384) -> None:
+        self._items: dict[tuple[str, str, str], BlobContent] = {}
+        self._max = max_entries
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[str, str, str], generation: int) -> BlobContent | None:
+        blob = self._items.get(key)
+        return blob if blob is not None and blob.generation == generation else None
+
+    def put(self, key: tuple[str, str, str], blob: BlobContent) -> None:
+        with self._lock:
+            self._items.pop(key, None)
+            while len(self._items) >= self._max:
+                del self._items[next(iter(self._items))]
+            self._items[key] = blob
+
+
 class Blobs:
     def __init__(self, ctx: DomainContext, repositories: Repositories) -> None:
         self.ctx = ctx
         self.repositories = repositories
+        self._hot = _HotBlobs()
 
     def _linked(self, conn: sa.Connection, ref: RepoRef, digest: str) -> BlobInfo | None:
         """The blob, when the repository holds it in standard storage (archived content is not mounted or
@@ -81,21 +107,35 @@ class Blobs:
         row = self._linked_row(conn, ref, digest)
         return BlobInfo(row.digest, row.size) if row and not _archived_for(row) else None
 
-    def _linked_row(self, conn: sa.Connection, ref: RepoRef, digest: str) -> sa.Row | None:
-        return conn.execute(
-            sa.select(
-                blobs.c.digest,
-                blobs.c.size,
-                blobs.c.seal_id,
-                blobs.c.tier,
-                repos.c.encryption_type,
-                repos.c.kms_key,
-                repos.c.account_id,
-            )
-            .join(repository_blobs, repository_blobs.c.digest == blobs.c.digest)
-            .join(repos, repos.c.id == repository_blobs.c.repository_id)
-            .where(repos.c.account_id == ref.account_id, repos.c.name == ref.name, blobs.c.digest == digest)
-        ).first()
+    # Built once (every pull runs them: building a select per call cost more than the query itself on SQLite).
+    _LINKED = (
+        sa.select(
+            blobs.c.digest,
+            blobs.c.size,
+            blobs.c.seal_id,
+            blobs.c.tier,
+            repos.c.encryption_type,
+            repos.c.kms_key,
+            repos.c.account_id,
+        )
+        .join(repository_blobs, repository_blobs.c.digest == blobs.c.digest)
+        .join(repos, repos.c.id == repository_blobs.c.repository_id)
+        .where(
+            repos.c.account_id == sa.bindparam("account"),
+            repos.c.name == sa.bindparam("repo"),
+            blobs.c.digest == sa.bindparam("digest"),
+        )
+    )
+    # ... and, for ``open``, the account's wrap of the service-key object's key in the same query
+    _LINKED_WITH_WRAP = _LINKED.add_columns(blob_keys.c.wrapped_key).outerjoin(
+        blob_keys, sa.and_(blob_keys.c.digest == blobs.c.digest, blob_keys.c.account_id == repos.c.account_id)
+    )
+    _COPY = sa.select(blob_copies.c.seal_id, blob_copies.c.wrapped_key).where(
+        blob_copies.c.digest == sa.bindparam("digest"), blob_copies.c.keyspace == sa.bindparam("space")
+    )
+
+    def _linked_row(self, conn: sa.Connection, ref: RepoRef, digest: str, query: sa.Select = _LINKED) -> sa.Row | None:
+        return conn.execute(query, {"account": ref.account_id, "repo": ref.name, "digest": digest}).first()
 
     def stat(self, ref: RepoRef, digest: str) -> BlobInfo:
         row = self._stat_row(ref, digest)
@@ -105,9 +145,9 @@ class Blobs:
         with self.ctx.db.read() as conn:
             return self._readable_row(conn, ref, digest)
 
-    def _readable_row(self, conn: sa.Connection, ref: RepoRef, digest: str) -> sa.Row:
+    def _readable_row(self, conn: sa.Connection, ref: RepoRef, digest: str, query: sa.Select = _LINKED) -> sa.Row:
         Digest.parse(digest)
-        row = self._linked_row(conn, ref, digest)
+        row = self._linked_row(conn, ref, digest, query)
         if row is None:
             self.repositories.id_for(conn, ref)  # NAME_UNKNOWN beats BLOB_UNKNOWN
             raise blob_unknown(ref, digest)
@@ -120,17 +160,14 @@ class Blobs:
         return row
 
     def open(self, ref: RepoRef, digest: str) -> BlobContent:
-        with self.ctx.db.read() as conn:  # (one read per pull: the row, then its copy or its account's wrap)
-            row = self._readable_row(conn, ref, digest)
+        generation = self.ctx.generation.current()  # read before querying; see soko.meta.changes
+        with self.ctx.db.read() as conn:  # (one read per pull: the row and its account's wrap, or its copy)
+            row = self._readable_row(conn, ref, digest, self._LINKED_WITH_WRAP)
             space = keyspace_of(row.encryption_type, row.kms_key, row.account_id)
             if space is not None:  # the copy under the repository's customer key
-                copy = conn.execute(
-                    sa.select(blob_copies.c.seal_id, blob_copies.c.wrapped_key).where(
-                        blob_copies.c.digest == row.digest, blob_copies.c.keyspace == space.name
-                    )
-                ).first()
+                copy = conn.execute(self._COPY, {"digest": row.digest, "space": space.name}).first()
             else:  # the account's wrap of the object's key (none: an earlier version's)
-                wrapped = self.repositories.account_keys.wrapped_for(conn, row.digest, row.account_id)
+                wrapped = row.wrapped_key
         if space is not None:
             if copy is None:
                 raise BlobUnknown(f"blob {digest} is not stored under the KMS key of repository '{ref.name}'")
@@ -139,7 +176,23 @@ class Blobs:
         path = blob_path(row.digest)
         storage = self.ctx.storage
         redirect = storage.redirect_url(path) if storage.capabilities.redirect else None
-        return BlobContent(row.digest, row.size, path, redirect, row.seal_id, None, wrapped, row.account_id)
+        return BlobContent(
+            row.digest, row.size, path, redirect, row.seal_id, None, wrapped, row.account_id, generation, ref.name
+        )
+
+    def hot(self, ref: RepoRef, digest: str) -> tuple[BlobContent, str] | None:
+        """(the blob, its file in the plaintext cache) when this process served it from there and nothing was
+        written since, else None (then ``open`` and ``cached`` on a thread): what an event loop may call — no
+        database, no KMS, a ``stat`` of a file in memory (tmpfs). Blobs of customer keys are never hot: every pull
+        of one checks its key with KMS."""
+        cache = self.ctx.plain_cache
+        if cache is None:
+            return None
+        blob = self._hot.get((ref.account_id, ref.name, digest), self.ctx.generation.current())
+        if blob is None:
+            return None
+        path = cache.lookup(None, blob.digest, blob.size)
+        return (blob, path) if path is not None else None
 
     def local_path(self, blob: BlobContent) -> str | None:
         """The local file holding the blob (the filesystem driver), for the server to send by itself."""
@@ -176,7 +229,11 @@ class Blobs:
             storage = self._storage_of(blob)  # (an account whose key was shredded is refused here, cached or not)
         except SealBroken as exc:
             raise unreadable(blob.digest, exc) from None
-        return cache.lookup(blob.keyspace.name if blob.keyspace else None, blob.digest, blob.size), storage
+        path = cache.lookup(blob.keyspace.name if blob.keyspace else None, blob.digest, blob.size)
+        if path is not None and blob.keyspace is None and blob.generation is not None and blob.repository:
+            assert blob.account_id is not None
+            self._hot.put((blob.account_id, blob.repository, blob.digest), blob)
+        return path, storage
 
     def fill(self, blob: BlobContent) -> Fill | None:
         """A fill of the plaintext cache with this blob (the caller writes the whole content to it, then commits),
@@ -402,7 +459,7 @@ class Blobs:
     def unlink(self, ref: RepoRef, digest: str) -> None:
         """Remove a blob from a repository (the content goes when GC finds nothing else uses it)."""
         Digest.parse(digest)
-        with self.ctx.write() as conn:
+        with self.ctx.write(invalidates=True) as conn:  # (unlinked: no longer hot)
             repo_id = self.repositories.id_for(conn, ref)
             in_use = conn.execute(
                 sa.select(manifests.c.digest)

@@ -44,6 +44,8 @@ class BlobContent:
     keyspace: Keyspace | None = None  # the customer key's copy (KMS, KMS_DSSE repositories); None: the service key
     wrapped_key: bytes | None = None  # that copy's key, wrapped by KMS; or the service-key object's, by the account
     account_id: str | None = None  # the account whose wrap ``wrapped_key`` is (no keyspace: soko.registry.account_keys)
+    generation: int | None = None  # the metadata generation its row was read under (soko.meta.changes)
+    repository: str | None = None  # the repository it was opened in (with ``account_id``: where it is linked)
 
 
 @dataclass(frozen=True, slots=True)

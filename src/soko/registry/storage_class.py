@@ -384,7 +384,7 @@ class StorageClasses:
         self._copy(source, blob_path(digest), row.seal_id, dest, path, digest)
         keep = False
         try:
-            with self.ctx.transaction() as tx:
+            with self.ctx.transaction(invalidates=True) as tx:  # (pulls that found it hot: soko.registry.blobs)
                 locked = self._lock_blob(tx.conn, digest)
                 if locked is None or locked.tier == ARCHIVE_TIER or not archivable(tx.conn, digest):
                     return False
@@ -412,7 +412,7 @@ class StorageClasses:
         source, dest = self._views(self.ctx.archive_storage, self.ctx.storage, digest)
         self._copy(source, row.archive_path, row.seal_id, dest, upload_path(staging), digest)
         try:
-            with self.ctx.transaction() as tx:
+            with self.ctx.transaction(invalidates=True) as tx:
                 locked = self._lock_blob(tx.conn, digest)
                 if locked is None or locked.tier != ARCHIVE_TIER or locked.archive_path != row.archive_path:
                     return False
