@@ -1,5 +1,8 @@
 """What the filesystem driver's writers leave in the page cache: the most recently written bytes, up to a budget.
 
+Only where the filesystem refuses direct writes: the writers write around the page cache otherwise
+(``storage/direct_io.py``, which says why). What follows is the buffered path.
+
 A layer is usually pulled right after its push (CI pushes, then deploys), so what was just written should still be
 in memory. But a push must not fault in fresh pages for every byte either: on VMs (this project's included) a page
 the guest has never used costs several times a reused one, which made pushes 3x slower and their speed depend on the
