@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
+from soko.audit import AuditQuery
 from soko.config import load_settings
 from soko.http.data_listener import DataListener, _Server
 from soko.http.messages import FileResponse, Response
@@ -536,3 +537,42 @@ def _read_response(sock: socket.socket) -> bytes:
     while len(body) < length:
         body += sock.recv(65536)
     return head + b"\r\n\r\n" + body
+
+
+@sqlite_only
+def test_a_redirected_pull_of_a_kms_blob_asks_kms_once_per_download(data_server, client, server, aws):
+    """With plaintext_cache_kms, the key is checked (KMS Decrypt, audited) where the bytes go out: the 307 asks
+    nothing, each download asks once; a key disabled after the 307 still stops the download."""
+    kms, ecr = aws("kms"), aws("ecr")
+    key = kms.create_key()["KeyMetadata"]
+    ecr.create_repository(
+        repositoryName="keyed", encryptionConfiguration={"encryptionType": "KMS", "kmsKey": key["KeyId"]}
+    )
+    data_server.registry.settings.plaintext_cache_kms = True
+    audit = data_server.identity.audit
+
+    def decrypts() -> int:
+        audit.flush()
+        for running in (server, data_server):  # (one database: the aws fixture's server shares the registry)
+            running.identity.audit.flush()
+        return sum(r["count"] for r in audit.query(AuditQuery(action="kms:Decrypt", resource=key["Arn"])))
+
+    data = os.urandom(5 * MiB + 1)
+    digest = push_blob(client, "keyed", data)
+    assert os.path.exists(data_server.registry.ctx.plain_cache.path(f"kms/{key['KeyId']}", digest))  # (the push)
+    before = decrypts()
+    followed = client.get(f"/v2/keyed/blobs/{digest}", follow_redirects=True)
+    assert followed.content == data and [r.status_code for r in followed.history] == [307]
+    assert decrypts() == before + 1
+    url = _redirected(client, f"/v2/keyed/blobs/{digest}").headers["Location"]
+    assert decrypts() == before + 1  # a 307 asks nothing
+    for n in (2, 3):  # each download of the URL once
+        assert httpx.get(url, timeout=30).content == data
+        assert decrypts() == before + n
+    kms.disable_key(KeyId=key["KeyId"])  # after the 307: the download is refused all the same, naming the key
+    refused = httpx.get(url, timeout=30)
+    assert_oci_error(refused, 403, "DENIED")
+    assert key["KeyId"] in refused.text and data[:64] not in refused.content
+    assert not os.path.exists(data_server.registry.ctx.plain_cache.path(f"kms/{key['KeyId']}", digest))
+    assert_oci_error(client.get(f"/v2/keyed/blobs/{digest}"), 403, "DENIED")  # (not cached any more: in-band)
+    assert httpx.head(url, timeout=30).status_code == 200  # (a HEAD reads no content: the link is its right)

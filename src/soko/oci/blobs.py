@@ -191,15 +191,16 @@ async def blob_response(
         # registry's storage, so they are metered as this request's transfer.
         return _redirect(headers, blob.redirect_url), length
     # The decrypted blob in the plaintext cache (memory): sent by the kernel from the data listener (sendfile), or by
-    # granian like a local file. A customer key's blob is checked (KMS Decrypt) first, as every pull of it; the row
-    # was checked by the caller, so a deleted blob is not served whatever is cached.
+    # granian like a local file. A customer key's blob is checked (KMS Decrypt) first, as every pull of it, where its
+    # bytes are sent: on the data listener for a redirect (which the /v2/ GET hands out without asking KMS: one
+    # Decrypt per download, not two), here otherwise. The row was checked by the caller, so a deleted blob is not
+    # served (nor redirected to) whatever is cached.
+    location = data_listener() if data_listener is not None else None
     reader = None
     if cached is None:
-        cached, reader = await offload(_cached_or_reader, registry, blob, start)
-    if cached is not None and data_listener is not None:
-        location = data_listener()
-        if location is not None:  # (the client repeats its Range there)
-            return _redirect(headers, location), length
+        cached, reader = await offload(_cached_or_reader, registry, blob, start, location is not None)
+    if cached is not None and location is not None:  # (the client repeats its Range there)
+        return _redirect(headers, location), length
     headers = {**headers, "Content-Length": str(length)}
     if byte_range:
         headers["Content-Range"] = f"bytes {start}-{end}/{blob.size}"
@@ -237,9 +238,17 @@ def _redirect(headers: dict[str, str], location: str) -> Response:
     return Response(307, {**headers, "Location": location, "Cache-Control": "no-store", "Content-Length": "0"})
 
 
-def _cached_or_reader(registry: Registry, blob: BlobContent, start: int) -> tuple[str | None, BinaryIO | None]:
+def _cached_or_reader(
+    registry: Registry, blob: BlobContent, start: int, redirect: bool = False
+) -> tuple[str | None, BinaryIO | None]:
     """(the blob's file in the plaintext cache, None), or (None, its reader from ``start``): one trip to the thread
-    pool for either."""
+    pool for either. ``redirect``: a customer key's blob is looked up in the cache without asking KMS, for a
+    redirect to where it is sent from, which asks (the service key's are checked here as before: no KMS call, and
+    the check lets the blob become hot)."""
+    if redirect and blob.keyspace is not None:
+        entry = registry.blobs.cache_entry(blob)
+        if entry is not None:
+            return entry, None
     cached, storage = registry.blobs.cached(blob)
     if cached is not None:
         return cached, None

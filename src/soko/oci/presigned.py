@@ -58,7 +58,10 @@ class PresignedLayers:
             "ETag": f'"{blob.digest}"',
             "Cache-Control": "private, max-age=600",
         }
-        response, _ = await blob_response(self.registry, request, blob, headers)
+        try:
+            response, _ = await blob_response(self.registry, request, blob, headers)
+        except SokoError as exc:  # a customer key unusable now (403, naming the key), a blob gone from storage
+            return from_domain(exc, head=head)
         return response
 
     def _open(self, ref: RepoRef, digest: str) -> BlobContent | BlobFetch:

@@ -219,6 +219,13 @@ class Blobs:
             return None
         return cache
 
+    def cache_entry(self, blob: BlobContent) -> str | None:
+        """The decrypted blob's file in the plaintext cache, or None, with no key checked: only to redirect the
+        client to where the blob is sent from, which checks the key itself (``cached``) before any byte goes."""
+        cache = self._cache_for(blob)
+        return None if cache is None else cache.lookup(blob.keyspace.name if blob.keyspace else None, blob.digest,
+                                                       blob.size)
+
     def cached(self, blob: BlobContent) -> tuple[str | None, StorageDriver | None]:
         """(the decrypted blob's file in the plaintext cache, or None; the storage view the check opened). A blob of
         a KMS repository is served only after its key is checked (a KMS Decrypt, audited, as every pull's)."""
