@@ -11,6 +11,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from tests.ecr.test_images import error_of, image_parts, make_repo, put, raw_json
+from tests.http.test_data_listener import _metered
 from tests.oci.helpers import push_blob, sha256
 
 MiB = 1 << 20
@@ -215,6 +216,9 @@ def test_get_download_url_for_layer(ecr, client, server):
     tampered = url["downloadUrl"][:-3] + ("AAA" if not url["downloadUrl"].endswith("AAA") else "BBB")
     assert httpx.get(tampered).status_code == 403
     assert httpx.get(server.url + "/layers/garbage").status_code == 403
+    # Each download of the URL is metered (here on the main listener): the whole layer and the range, not the HEAD,
+    # the refusals or GetDownloadUrlForLayer itself
+    assert _metered(server.registry, "app", 2) == (len(layer) + 3, 2)
     # Blob present but used by no image: LayerInaccessible. Absent: LayersNotFound.
     push_blob(client, "app", b"orphan")
     with pytest.raises(ClientError) as exc:
@@ -248,3 +252,16 @@ def test_presigned_url_expires_and_is_scoped(server):
     with pytest.raises(InvalidLayerUrl):
         signer.verify(f"{forged_payload}.{mac}", now=1000.0)
     assert hashlib.sha256(token.encode()).hexdigest()  # tokens are plain ASCII
+    # A URL asked for on a VPC endpoint names it (its downloads are metered as that endpoint's); one asked for on the
+    # public listener names none, as before
+    private, _ = signer.token("000000000000", "app", sha256(b"x"), now=1000.0, endpoint="vpce-0abc1234")
+    assert signer.grant(private, now=1000.0) == ("000000000000", "app", sha256(b"x"), "vpce-0abc1234")
+    assert signer.verify(private, now=1000.0) == ("000000000000", "app", sha256(b"x"))
+    assert signer.grant(token, now=1000.0).endpoint == "public" and '"v"' not in base64.urlsafe_b64decode(
+        token.partition(".")[0] + "=="
+    ).decode()
+    payload, _, private_mac = private.partition(".")
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=="))
+    moved = base64.urlsafe_b64encode(json.dumps({**claims, "v": "vpce-other"}).encode()).decode().rstrip("=")
+    with pytest.raises(InvalidLayerUrl):
+        signer.grant(f"{moved}.{private_mac}", now=1000.0)

@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import socket
+import struct
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -576,3 +577,96 @@ def test_a_redirected_pull_of_a_kms_blob_asks_kms_once_per_download(data_server,
     assert not os.path.exists(data_server.registry.ctx.plain_cache.path(f"kms/{key['KeyId']}", digest))
     assert_oci_error(client.get(f"/v2/keyed/blobs/{digest}"), 403, "DENIED")  # (not cached any more: in-band)
     assert httpx.head(url, timeout=30).status_code == 200  # (a HEAD reads no content: the link is its right)
+
+
+def _blob_gets(registry, repository: str, endpoint: str | None = None) -> tuple[int, int]:
+    """(bytes, requests) metered as blob_get for ``repository`` (on ``endpoint``), unflushed counts included."""
+    rows = registry.metering.transfer_totals()
+    picked = [r for r in rows if r[1] == repository and r[4] == "blob_get" and endpoint in (None, r[2])]
+    return sum(r[5] for r in picked), sum(r[6] for r in picked)
+
+
+def _metered(registry, repository: str, requests: int, endpoint: str | None = None) -> tuple[int, int]:
+    """The blob_get counts once ``requests`` are in (a download is metered just after its last byte goes out)."""
+    deadline = time.monotonic() + 10
+    counts = _blob_gets(registry, repository, endpoint)
+    while counts[1] < requests and time.monotonic() < deadline:
+        time.sleep(0.02)
+        counts = _blob_gets(registry, repository, endpoint)
+    return counts
+
+
+@sqlite_only
+def test_every_download_of_a_layer_url_is_metered_and_a_redirect_is_not(data_server, client, server, aws):
+    registry = data_server.registry
+    data = os.urandom(5 * MiB + 3)
+    digest = push_blob(client, "repo", data)
+    assert _blob_gets(registry, "repo") == (0, 0)
+    followed = client.get(f"/v2/repo/blobs/{digest}", follow_redirects=True)  # a redirect followed once: once
+    assert followed.content == data and [r.status_code for r in followed.history] == [307]
+    assert _metered(registry, "repo", 1) == (len(data), 1)
+    url = _redirected(client, f"/v2/repo/blobs/{digest}").headers["Location"]  # a 307 not followed: nothing
+    assert httpx.head(url, timeout=30).status_code == 200  # a HEAD sends no layer: nothing
+    base, token = url.split("/layers/")
+    assert httpx.get(f"{base}/layers/{token[:-2]}AA", timeout=30).status_code == 403  # refused: nothing
+    for n in (2, 3):  # one URL downloaded twice: twice
+        assert httpx.get(url, timeout=30).content == data
+        assert _metered(registry, "repo", n) == (n * len(data), n)
+    assert httpx.get(url, headers={"Range": "bytes=10-109"}, timeout=30).status_code == 206  # a range: its bytes
+    assert _metered(registry, "repo", 4) == (3 * len(data) + 100, 4)
+    registry.settings.plaintext_cache_on_push = False
+    streamed = os.urandom(6 * MiB)
+    other = push_blob(client, "repo", streamed)  # not cached: streamed by the data listener, metered all the same
+    token, _ = signer_for(data_server.identity).token("000000000000", "repo", other)
+    assert httpx.get(f"{base}/layers/{token}", timeout=30).content == streamed
+    assert _metered(registry, "repo", 5) == (3 * len(data) + 100 + len(streamed), 5)
+    small = os.urandom(1000)  # in-band /v2/ GETs are metered where they are answered, as before
+    assert client.get(f"/v2/repo/blobs/{push_blob(client, 'repo', small)}").content == small
+    assert _metered(registry, "repo", 6) == (3 * len(data) + 200 + len(streamed) + 900, 6)
+    # GetDownloadUrlForLayer hands out a URL and meters nothing; each download of it is metered
+    aws("ecr").create_repository(repositoryName="app")
+    push_blob(client, "app", b"{}")
+    layer = push_blob(client, "app", data)
+    assert put_manifest(client, "app", "v1", image_manifest(b"{}", [data])).status_code == 201
+    ecr_url = aws("ecr").get_download_url_for_layer(repositoryName="app", layerDigest=layer)["downloadUrl"]
+    assert _blob_gets(registry, "app") == (0, 0)
+    assert httpx.get(ecr_url, timeout=30).content == data
+    assert _metered(registry, "app", 1) == (len(data), 1)
+
+
+@sqlite_only
+def test_a_download_cut_off_is_metered_for_the_bytes_that_left(data_server, client):
+    data = os.urandom(32 * MiB)
+    digest = push_blob(client, "repo", data)
+    url = urlsplit(_redirected(client, f"/v2/repo/blobs/{digest}").headers["Location"])
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", data_server.data_port))
+        sock.sendall(f"GET {url.path} HTTP/1.1\r\nHost: a\r\n\r\n".encode())
+        received = 0
+        while received < MiB:
+            received += len(sock.recv(65536))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # closed with a reset
+    metered, requests = _metered(data_server.registry, "repo", 1)
+    assert requests == 1 and received - 1000 < metered < len(data)  # (the head was part of what was received)
+
+
+@sqlite_only
+def test_a_download_through_a_vpc_endpoint_is_metered_on_it(registry, settings):
+    """The /v2/ GET came in on a private endpoint: its redirect's download counts as that endpoint's transfer
+    (private), wherever the data listener is reached; a URL asked for on the public listener counts as public."""
+    public, private, data = listening_socket(), listening_socket(), listening_socket()
+    settings.data_listen = f"127.0.0.1:{data.getsockname()[1]}"
+    endpoint = ("127.0.0.1", private.getsockname()[1])
+    with serve(settings, registry, [public, private], {endpoint: "vpce-0abc1234"}, data) as running:
+        blob = os.urandom(5 * MiB)
+        with httpx.Client(base_url=running.url, headers=running.basic_auth, timeout=30) as c:
+            digest = push_blob(c, "repo", blob)
+        via = f"http://127.0.0.1:{endpoint[1]}/v2/repo/blobs/{digest}"
+        r = httpx.get(via, headers=running.basic_auth, timeout=30, follow_redirects=True)
+        assert r.content == blob and r.history[0].status_code == 307
+        assert _metered(registry, "repo", 1, "vpce-0abc1234") == (len(blob), 1)
+        rows = [row for row in registry.metering.transfer_totals() if row[4] == "blob_get"]
+        assert [(row[2], row[3]) for row in rows] == [("vpce-0abc1234", "private")]
+        r = httpx.get(f"{running.url}/v2/repo/blobs/{digest}", headers=running.basic_auth, follow_redirects=True)
+        assert r.content == blob and _metered(registry, "repo", 1, "public") == (len(blob), 1)

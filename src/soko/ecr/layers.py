@@ -213,9 +213,11 @@ def get_download_url_for_layer(call: Call) -> dict:
     scheme = call.context.scheme or "http"
     # On the data listener (sent with sendfile) when there is one, but for a layer the cache is still fetching:
     # that one is streamed as it arrives, by the main listener.
-    url = None if through_cache else call.api.data_urls.url(scheme, call.context.host, ref.account_id, ref.name, digest)
+    # (the endpoint asked on goes into the URL: its downloads are metered as that endpoint's, soko.oci.presigned)
+    endpoint, host = call.context.endpoint, call.context.host
+    url = None if through_cache else call.api.data_urls.url(scheme, host, ref.account_id, ref.name, digest, endpoint)
     if url is None:
-        url = layer_url(call.api.identity, scheme, call.context.host, ref.account_id, ref.name, digest)
+        url = layer_url(call.api.identity, scheme, host, ref.account_id, ref.name, digest, endpoint)
     return {"downloadUrl": url, "layerDigest": digest}
 
 

@@ -4,15 +4,16 @@ Why a second listener: granian (the main listener) sends a file by reading 128 K
 own threads, and RSGI never hands Soko the socket, so a blob body always passes through user space; Distribution
 sends with ``sendfile`` and pulls a warm layer almost twice as fast (docs/performance.md). So, as ECR answers a
 layer GET with a 307 to a presigned S3 URL, Soko answers a /v2/ GET of a large blob whose plaintext is in the
-memory cache with a 307 to a presigned layer URL here, after the same authorization and metering; this listener
-checks the URL's signature and that the repository still holds the blob, then hands the cached file to the kernel.
+memory cache with a 307 to a presigned layer URL here, after the same authorization; this listener checks the URL's
+signature, that the repository still holds the blob and a KMS repository's key, then hands the cached file to the
+kernel and meters the download (the bytes that went out).
 
 Two threads or more per worker run this listener, each on an event loop of its own (the standard selector loop: its
 ``loop.sendfile`` is the real system call), so a long ``sendfile`` never delays the main loop's small requests.
-HTTP/1.1 is parsed by h11; a request head is bounded (16 KiB) and must arrive within ``keepalive_timeout``, and
-connections beyond ``max_connections`` are closed at once; a client that stops reading an answer for
-``keepalive_timeout`` is cut off (TCP_USER_TIMEOUT). So clients that connect and send nothing, send forever or never
-read hold neither memory nor threads for long. Plain HTTP only: ``sendfile`` cannot go through TLS.
+HTTP/1.1 is parsed by h11; a request head is bounded (16 KiB), must end every line in CRLF and must arrive within
+``keepalive_timeout``, and connections beyond ``max_connections`` are closed at once; a client that stops reading an
+answer for ``keepalive_timeout`` is cut off (TCP_USER_TIMEOUT). So clients that connect and send nothing, send forever
+or never read hold neither memory nor threads for long. Plain HTTP only: ``sendfile`` cannot go through TLS.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from urllib.parse import unquote
 import h11
 
 from soko.http.access_log import loggable_path
-from soko.http.messages import AnyResponse, FileResponse, Request, Response, StreamResponse, error_response
+from soko.http.messages import AnyResponse, FileResponse, Request, Response, StreamResponse, error_response, report_sent
 from soko.http.rsgi import MAX_TARGET_BYTES, Handler, Observer
 
 log = logging.getLogger("soko.http")
@@ -244,32 +245,32 @@ class _Server:
             if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
                 status = exc.error_status_hint
                 body = error_response(status, "UNSUPPORTED", f"malformed request: {exc}")
-                await self._send_simple(conn, writer, body, head=False, close=True)
+                await self._send_simple(conn, writer, body, False, True, _Sent())
             return False
         self.in_flight += 1
         started = time.perf_counter()
         request = _request(event, writer)
-        status, sent = 500, 0
+        status, sent = 500, _Sent()
         try:
             if response is None:
                 response = await self._respond(request)
             status = response.status
             head, close = request.method == "HEAD", conn.their_state is not h11.DONE or self._closing
-            answered = await self._send(conn, writer, response, head, close)
-            if answered is None:  # the cached file left between the handler's look and its open: asked again, the
+            answered = await self._send(conn, writer, response, head, close, sent)
+            if not answered:  # the cached file left between the handler's look and its open: asked again, the
                 response = await self._respond(request)  # handler reads the blob from storage
                 status = response.status
-                answered = await self._send(conn, writer, response, head, close)
-            if answered is None:
+                answered = await self._send(conn, writer, response, head, close, sent)
+            if not answered:
                 response = error_response(404, "BLOB_UNKNOWN", "the layer left this node's cache; retry the download")
                 status = response.status
-                answered = await self._send_simple(conn, writer, response, head, close)
-            sent = answered
+                await self._send_simple(conn, writer, response, head, close, sent)
         finally:
+            report_sent(response, sent.n)  # (the bytes that left: all, or up to where the download was cut off)
             self.in_flight -= 1
             if self.observe is not None:
                 try:
-                    self.observe(request, status, sent, started, time.perf_counter())
+                    self.observe(request, status, sent.n, started, time.perf_counter())
                 except Exception:  # bookkeeping must never turn into a failed request
                     log.exception("could not record request %s %s", request.method, loggable_path(request.path))
         return conn.our_state is h11.DONE and conn.their_state is h11.DONE
@@ -301,23 +302,28 @@ class _Server:
             return error_response(500, "UNKNOWN", "internal error — see the server log")
 
     async def _send(
-        self, conn: h11.Connection, writer: asyncio.StreamWriter, response: AnyResponse, head: bool, close: bool
-    ) -> int | None:
-        """Send ``response``; returns the body bytes sent (None: its file is gone, nothing was sent)."""
+        self, conn: h11.Connection, writer: asyncio.StreamWriter, response: AnyResponse, head: bool, close: bool,
+        sent: _Sent,
+    ) -> bool:
+        """Send ``response``, counting its body bytes in ``sent`` as they go; False: its file is gone, nothing was
+        sent."""
         try:
             if head or isinstance(response, Response):
                 assert not isinstance(response, (StreamResponse, FileResponse)) or head
-                return await self._send_simple(conn, writer, response, head, close)
+                await self._send_simple(conn, writer, response, head, close, sent)
+                return True
             if isinstance(response, FileResponse):
-                return await self._send_file(conn, writer, response, close)
-            return await self._send_stream(conn, writer, response, close)
+                return await self._send_file(conn, writer, response, close, sent)
+            await self._send_stream(conn, writer, response, close, sent)
+            return True
         finally:
             if isinstance(response, StreamResponse) and response.close is not None:
                 response.close()
 
     async def _send_simple(
-        self, conn: h11.Connection, writer: asyncio.StreamWriter, response: AnyResponse, head: bool, close: bool
-    ) -> int:
+        self, conn: h11.Connection, writer: asyncio.StreamWriter, response: AnyResponse, head: bool, close: bool,
+        sent: _Sent,
+    ) -> None:
         body = response.body if isinstance(response, Response) else b""
         headers = dict(response.headers)
         if isinstance(response, Response) and "Content-Length" not in headers:
@@ -327,56 +333,67 @@ class _Server:
             writer.write(conn.send(h11.Data(data=body)) or b"")
         writer.write(conn.send(h11.EndOfMessage()) or b"")
         await writer.drain()
-        return 0 if head else len(body)
+        sent.n = 0 if head else len(body)
 
     async def _send_file(
-        self, conn: h11.Connection, writer: asyncio.StreamWriter, response: FileResponse, close: bool
-    ) -> int | None:
+        self, conn: h11.Connection, writer: asyncio.StreamWriter, response: FileResponse, close: bool, sent: _Sent
+    ) -> bool:
         try:
             file: BinaryIO = open(response.path, "rb")  # noqa: SIM115 — closed below, after the sendfile
         except FileNotFoundError:  # evicted from the cache between the handler's look and now
-            return None
+            return False
         with file:
             headers = {**response.headers, "Content-Length": str(response.length)}
             writer.write(conn.send(_head(response.status, headers, close)) or b"")
             if not response.length:
                 conn.send(h11.EndOfMessage())
                 await writer.drain()
-                return 0
+                return True
             # h11 counts the body against its Content-Length; the kernel sends it
             conn.send_with_data_passthrough(h11.Data(data=_Length(response.length)))  # type: ignore[arg-type]
             loop = asyncio.get_running_loop()
-            sent = await loop.sendfile(writer.transport, file, response.start, response.length)
-            if sent != response.length:
-                raise ConnectionError(f"the file ended after {sent} of {response.length} bytes")
+            try:
+                sent.n = await loop.sendfile(writer.transport, file, response.start, response.length)
+            except BaseException:  # cut off: asyncio left the file where the kernel's copy stopped
+                sent.n = max(0, file.tell() - response.start)
+                raise
+            if sent.n != response.length:
+                raise ConnectionError(f"the file ended after {sent.n} of {response.length} bytes")
             conn.send(h11.EndOfMessage())
-            return sent
+            return True
 
     async def _send_stream(
-        self, conn: h11.Connection, writer: asyncio.StreamWriter, response: StreamResponse, close: bool
-    ) -> int:
+        self, conn: h11.Connection, writer: asyncio.StreamWriter, response: StreamResponse, close: bool, sent: _Sent
+    ) -> None:
         """A body read through Python (a blob not in the plaintext cache): sent piece by piece; on an error after
         the status went out, the connection is cut, never the body completed with something else."""
         writer.write(conn.send(_head(response.status, response.headers, close)) or b"")
-        sent = 0
         body = response.body
         try:
             async for piece in body:
                 writer.write(conn.send(h11.Data(data=piece)) or b"")
-                sent += len(piece)
+                sent.n += len(piece)
                 await writer.drain()
             writer.write(conn.send(h11.EndOfMessage()) or b"")
             await writer.drain()
         except (ConnectionError, TimeoutError):  # the client gone, or cut off for reading nothing (TCP_USER_TIMEOUT)
             raise
         except Exception as exc:
-            log.exception("could not produce the rest of a layer download (%d bytes sent); cutting it off", sent)
+            log.exception("could not produce the rest of a layer download (%d bytes sent); cutting it off", sent.n)
             raise ConnectionError("body failed") from exc
         finally:
             aclose = getattr(body, "aclose", None)
             if aclose is not None:
                 await aclose()
-        return sent
+
+
+class _Sent:
+    """The body bytes of an answer that went out so far (up to where it was cut off)."""
+
+    __slots__ = ("n",)
+
+    def __init__(self) -> None:
+        self.n = 0
 
 
 class _LineEnds:

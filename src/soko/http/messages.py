@@ -8,6 +8,7 @@ Keeping handlers on these types keeps the domain's front ends testable and the s
 from __future__ import annotations
 
 import json
+import logging
 import urllib.parse
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
@@ -172,9 +173,10 @@ class StreamResponse:
     """A body produced piece by piece; the handler sets Content-Length when it knows it. ``close`` runs once the
     response is over — sent, cut off, or never started (HEAD) — to release what the body reads from. ``source``, when
     given, is a reader (with ``readinto``) whose next Content-Length bytes are the same body: the server may copy it
-    on a thread of its own instead of iterating ``body`` (soko.http.piped)."""
+    on a thread of its own instead of iterating ``body`` (soko.http.piped). ``done``, when set, is called once the
+    response is over with the body bytes that went out (a presigned layer download is metered there)."""
 
-    __slots__ = ("body", "close", "headers", "source", "status")
+    __slots__ = ("body", "close", "done", "headers", "source", "status")
 
     def __init__(
         self,
@@ -189,13 +191,15 @@ class StreamResponse:
         self.body = body
         self.close = close
         self.source = source
+        self.done: Callable[[int], object] | None = None
 
 
 class FileResponse:
     """``length`` bytes of a local file from ``start`` on, sent by the server itself (granian reads the file on its
-    own threads: no Python per piece). The handler opened the file first, so a missing file was its clean 404."""
+    own threads: no Python per piece). The handler opened the file first, so a missing file was its clean 404.
+    ``done``: as ``StreamResponse``'s."""
 
-    __slots__ = ("headers", "length", "path", "start", "status")
+    __slots__ = ("done", "headers", "length", "path", "start", "status")
 
     def __init__(self, status: int, headers: Mapping[str, str], path: str, start: int, length: int) -> None:
         self.status = status
@@ -203,9 +207,21 @@ class FileResponse:
         self.path = path
         self.start = start
         self.length = length
+        self.done: Callable[[int], object] | None = None
 
 
 AnyResponse = Response | StreamResponse | FileResponse
+
+
+def report_sent(response: AnyResponse | None, sent: int) -> None:
+    """Hand ``response``'s ``done`` (if any) the body bytes sent, once the server is through with it; its failure
+    never fails the request."""
+    done = getattr(response, "done", None)
+    if done is not None:
+        try:
+            done(sent)
+        except Exception:
+            logging.getLogger("soko.http").exception("could not record a response's bytes sent")
 
 
 def error_response(

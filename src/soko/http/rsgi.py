@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 
 from soko.http import piped
 from soko.http.access_log import loggable_path
-from soko.http.messages import AnyResponse, FileResponse, Request, Response, StreamResponse, error_response
+from soko.http.messages import AnyResponse, FileResponse, Request, Response, StreamResponse, error_response, report_sent
 
 log = logging.getLogger("soko.http")
 
@@ -57,8 +57,9 @@ class RsgiApp:
         if scope.http_version == "2" and "host" not in scope.headers:
             request.authority = scope.authority or ""  # HTTP/2 names the host in :authority, not Host
         status, sent = 500, 0
+        response: AnyResponse | None = None
         try:
-            response: AnyResponse | None = self._refuse_oversize(scope)
+            response = self._refuse_oversize(scope)
             if response is None:
                 try:
                     response = await self.handle(request)
@@ -72,6 +73,7 @@ class RsgiApp:
             unread = request.has_body and not request.body_complete and scope.http_version.startswith("1")
             sent = await _send(protocol, response, head, close=unread)
         finally:
+            report_sent(response, sent)
             self.in_flight -= 1
             if self.in_flight == 0 and self._idle is not None:
                 self._idle.set()

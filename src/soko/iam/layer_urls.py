@@ -1,6 +1,7 @@
 """Presigned layer URLs (GetDownloadUrlForLayer): tokens ``<payload>.<mac>`` that name the account, repository,
-digest and expiry, MACed under a key derived (HKDF, info ``soko/layer-urls``) from the master key's token key, so
-every node sharing the master key verifies every other node's URLs. ``soko.oci.presigned`` serves them."""
+digest, expiry and, when it was a VPC endpoint, the endpoint the URL was asked for on (its downloads are metered as
+that endpoint's transfer), MACed under a key derived (HKDF, info ``soko/layer-urls``) from the master key's token
+key, so every node sharing the master key verifies every other node's URLs. ``soko.oci.presigned`` serves them."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import hashlib
 import hmac
 import json
 import time
+from typing import NamedTuple
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
@@ -32,20 +34,37 @@ class InvalidLayerUrl(Exception):
     pass
 
 
+class LayerGrant(NamedTuple):
+    """What a valid layer URL grants: one blob of one repository, asked for on ``endpoint`` ("public" or a VPC
+    endpoint id)."""
+
+    account: str
+    repository: str
+    digest: str
+    endpoint: str = "public"
+
+
 class LayerUrlSigner:
     def __init__(self, token_key: bytes) -> None:
         self._key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"soko/layer-urls").derive(token_key)
 
-    def token(self, account: str, repository: str, digest: str, now: float | None = None) -> tuple[str, float]:
+    def token(
+        self, account: str, repository: str, digest: str, now: float | None = None, endpoint: str = "public"
+    ) -> tuple[str, float]:
         expires = int((time.time() if now is None else now) + URL_LIFETIME)
-        payload = _b64(
-            json.dumps({"a": account, "r": repository, "d": digest, "e": expires}, separators=(",", ":")).encode()
-        )
+        claims: dict[str, object] = {"a": account, "r": repository, "d": digest, "e": expires}
+        if endpoint != "public":
+            claims["v"] = endpoint
+        payload = _b64(json.dumps(claims, separators=(",", ":")).encode())
         mac = _b64(hmac.new(self._key, payload.encode(), hashlib.sha256).digest())
         return f"{payload}.{mac}", float(expires)
 
     def verify(self, token: str, now: float | None = None) -> tuple[str, str, str]:
         """(account, repository, digest) a valid, unexpired token names; InvalidLayerUrl otherwise."""
+        return self.grant(token, now)[:3]
+
+    def grant(self, token: str, now: float | None = None) -> LayerGrant:
+        """What a valid, unexpired token grants; InvalidLayerUrl otherwise."""
         payload, dot, mac = token.partition(".")
         if not dot or not payload or not mac or len(token) > 4096:
             raise InvalidLayerUrl("malformed layer URL")
@@ -55,11 +74,12 @@ class LayerUrlSigner:
         try:
             claims = json.loads(_unb64(payload))
             account, repository, digest, expires = claims["a"], claims["r"], claims["d"], claims["e"]
-        except (ValueError, KeyError, TypeError):
+            endpoint = claims.get("v", "public")
+        except (ValueError, KeyError, TypeError, AttributeError):
             raise InvalidLayerUrl("malformed layer URL") from None
         if (time.time() if now is None else now) > expires:
             raise InvalidLayerUrl("the layer URL has expired; call GetDownloadUrlForLayer again")
-        return account, repository, digest
+        return LayerGrant(account, repository, digest, endpoint)
 
 
 def signer_for(identity: Identity) -> LayerUrlSigner:
@@ -72,8 +92,10 @@ def _signer(token_key: bytes) -> LayerUrlSigner:
     return LayerUrlSigner(token_key)
 
 
-def layer_url(identity: Identity, scheme: str, host: str, account: str, repository: str, digest: str) -> str:
-    token, _ = signer_for(identity).token(account, repository, digest)
+def layer_url(
+    identity: Identity, scheme: str, host: str, account: str, repository: str, digest: str, endpoint: str = "public"
+) -> str:
+    token, _ = signer_for(identity).token(account, repository, digest, endpoint=endpoint)
     return f"{scheme}://{host}{PREFIX}{token}"
 
 
@@ -105,9 +127,11 @@ class DataUrls:
         hostname = host[: host.rindex("]") + 1] if host.startswith("[") else host.rpartition(":")[0] or host
         return f"http://{hostname}:{self._port}"
 
-    def url(self, scheme: str, host: str, account: str, repository: str, digest: str) -> str | None:
+    def url(
+        self, scheme: str, host: str, account: str, repository: str, digest: str, endpoint: str = "public"
+    ) -> str | None:
         base = self.base(scheme, host)
         if base is None:
             return None
-        token, _ = signer_for(self.identity).token(account, repository, digest)
+        token, _ = signer_for(self.identity).token(account, repository, digest, endpoint=endpoint)
         return f"{base}{PREFIX}{token}"

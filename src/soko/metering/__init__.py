@@ -31,7 +31,9 @@ Design — every figure is exact, because the ones that can drift are never kept
   request from ``same_region_cidrs`` — or private), operation and UTC day, with an upsert that *adds*
   (``ON CONFLICT DO UPDATE SET bytes_out = bytes_out + excluded.bytes_out``), so processes never overwrite each
   other. A blob GET counts the body bytes it sends (a Range request's range length), or, when it redirects to
-  the object store, the bytes the client will fetch there; HEADs send no body and count as requests only.
+  the object store, the bytes the client will fetch there; HEADs send no body and count as requests only. A GET
+  redirected to the data listener counts nothing itself: each download of a presigned layer URL counts once, the
+  bytes that went out, when it ends (``soko.oci.presigned``).
 * **Cost report** (``soko.metering.report``): storage at ``price_storage_gb_month`` per GB-month of physical
   bytes; internet transfer at AWS's public tiers per account and month (``pricing.INTERNET_TIERS``, each
   repository carrying its pro-rata share); private-endpoint and same-region transfer free.

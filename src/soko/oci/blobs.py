@@ -85,10 +85,11 @@ async def get_blob(ctx: OciContext, request: Request, name: str, digest: str) ->
     if data is not None and data.enabled and request.method == "GET" and blob.size >= data.min_bytes:
 
         def elsewhere() -> str | None:  # the data listener's presigned URL, for a blob in the plaintext cache
-            return data.url(request.scheme, request.host, ref.account_id, ref.name, blob.digest)
+            endpoint = context_of(request).endpoint
+            return data.url(request.scheme, request.host, ref.account_id, ref.name, blob.digest, endpoint)
 
     response, sent = await blob_response(ctx.registry, request, blob, headers, elsewhere, hot[1] if hot else None)
-    if sent is not None:
+    if sent is not None:  # (a 307 to the data listener: metered there, as each download of its URL)
         operation = f"blob_{request.method.lower()}"
         ctx.registry.metering.record_transfer(context_of(request), ref.account_id, ref.name, sent, operation)
     return response
@@ -172,9 +173,9 @@ async def blob_response(
 ) -> tuple[AnyResponse, int | None]:
     """A GET or HEAD of a blob — whole, one Range, or a redirect when the driver offers one or when
     ``data_listener`` gives the URL on Soko's sendfile listener of a blob in the plaintext cache — and the body bytes
-    it will send (None: the request was refused, nothing to meter). The content is opened before the status goes
-    out, so a blob gone meanwhile is a clean 404. ``cached``: the blob's file in the plaintext cache, found already
-    (``Blobs.hot``)."""
+    it will send (None: nothing to meter here: the request was refused, or redirected to the data listener, where
+    each download of the URL is metered). The content is opened before the status goes out, so a blob gone
+    meanwhile is a clean 404. ``cached``: the blob's file in the plaintext cache, found already (``Blobs.hot``)."""
     byte_range = None
     range_header = request.headers.get("range")
     if range_header:
@@ -200,7 +201,7 @@ async def blob_response(
     if cached is None:
         cached, reader = await offload(_cached_or_reader, registry, blob, start, location is not None)
     if cached is not None and location is not None:  # (the client repeats its Range there)
-        return _redirect(headers, location), length
+        return _redirect(headers, location), None
     headers = {**headers, "Content-Length": str(length)}
     if byte_range:
         headers["Content-Range"] = f"bytes {start}-{end}/{blob.size}"

@@ -8,15 +8,23 @@ other node's URLs and nothing else can mint them. The token is checked, then the
 /v2/ blob GET (read ahead from the driver, a redirect when the driver offers one, Range supported).
 
 The repository must still hold the blob when the URL is used: deleting the image, then GC, revokes access.
+
+Every download of a URL is metered here, as S3 bills each GET of a presigned URL: once its answer is over, a
+``blob_get`` of the body bytes that went out (all of them, or up to where the client went away), for the URL's
+repository, from the downloading address, on the endpoint the URL was asked for on. Neither GetDownloadUrlForLayer
+nor the /v2/ GET that answers 307 here meters anything, so a redirect followed once counts once and a URL used
+twice counts twice. Refusals and HEADs send no layer and count nothing.
 """
 
 from __future__ import annotations
 
+from soko.access import RequestContext
 from soko.digest import Digest
 from soko.errors import BlobUnknown, DigestInvalid, RepositoryNotFound, SokoError
-from soko.http.messages import AnyResponse, Request, error_response
+from soko.http.context import split_address
+from soko.http.messages import AnyResponse, FileResponse, Request, StreamResponse, error_response
 from soko.http.threads import offload
-from soko.iam.layer_urls import PREFIX, InvalidLayerUrl, signer_for
+from soko.iam.layer_urls import PREFIX, InvalidLayerUrl, LayerGrant, signer_for
 from soko.iam.service import Identity
 from soko.oci.blobs import blob_response, stream_fetch
 from soko.oci.errors import from_domain
@@ -38,8 +46,8 @@ class PresignedLayers:
         if request.method not in ("GET", "HEAD"):
             return error_response(405, "UNSUPPORTED", f"{request.method} is not supported on layer URLs", head=head)
         try:
-            account, repository, digest = signer_for(self.identity).verify(request.path[len(PREFIX) :])
-            ref = RepoRef(account, repository)
+            grant = signer_for(self.identity).grant(request.path[len(PREFIX) :])
+            ref, digest = RepoRef(grant.account, grant.repository), grant.digest
             Digest.parse(digest)
             found = await offload(self._open, ref, digest)
         except InvalidLayerUrl as exc:
@@ -49,7 +57,7 @@ class PresignedLayers:
         except SokoError as exc:  # the upstream of a pull-through cache failed meanwhile
             return from_domain(exc, head=head)
         if isinstance(found, BlobFetch):
-            return await stream_fetch(self.registry, request, ref, found, meter=False)
+            return self._metered(await stream_fetch(self.registry, request, ref, found, meter=False), grant, request)
         blob = found
         headers = {
             "Docker-Content-Digest": blob.digest,
@@ -59,9 +67,28 @@ class PresignedLayers:
             "Cache-Control": "private, max-age=600",
         }
         try:
-            response, _ = await blob_response(self.registry, request, blob, headers)
+            response, sent = await blob_response(self.registry, request, blob, headers)
         except SokoError as exc:  # a customer key unusable now (403, naming the key), a blob gone from storage
             return from_domain(exc, head=head)
+        return self._metered(response, grant, request, sent if response.status == 307 else None)
+
+    def _metered(
+        self, response: AnyResponse, grant: LayerGrant, request: Request, redirected: int | None = None
+    ) -> AnyResponse:
+        """``response``, metered by the server once it is over (a body: a GET's 200 or 206), or now when it sends the
+        client to the object store for ``redirected`` bytes (storage_redirect: they leave storage unseen)."""
+        context = RequestContext(
+            source_ip=split_address(request.client)[0] if request.client else "127.0.0.1", endpoint=grant.endpoint
+        )
+        record = self.registry.metering.record_transfer
+        if redirected is not None:
+            record(context, grant.account, grant.repository, redirected, "blob_get")
+        elif isinstance(response, (FileResponse, StreamResponse)):
+
+            def done(sent: int) -> None:
+                record(context, grant.account, grant.repository, sent, "blob_get")
+
+            response.done = done
         return response
 
     def _open(self, ref: RepoRef, digest: str) -> BlobContent | BlobFetch:
