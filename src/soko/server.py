@@ -18,6 +18,7 @@ import socket
 import sys
 
 from soko.config import Settings
+from soko.http import piped
 from soko.http.access_log import open_access_log
 from soko.http.data_listener import DataListener
 from soko.http.forwarded import TrustedProxies
@@ -127,7 +128,12 @@ async def run_worker(
             sock.close()  # start as soon as every process has let go of it
         if not await rsgi.drain(SHUTDOWN_TIMEOUT):
             log.warning("%d request(s) still running after %.0f s; stopping anyway", rsgi.in_flight, SHUTDOWN_TIMEOUT)
-        await app.stop()
+        # write ends of bodies that ended early, kept for a late open by granian: this loop's timers end with it
+        late = asyncio.create_task(piped.close_late())  # (seconds at most: alongside the upkeep's stop)
+        try:
+            await app.stop()
+        finally:
+            await late
         if access_log is not None:
             access_log.close()
 

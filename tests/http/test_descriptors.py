@@ -3,19 +3,24 @@ Each test repeats the work and compares this process's open descriptors (``/proc
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import json
 import os
 import re
+import socket
 import time
 
 import httpx
 import pytest
 
+from soko.http import piped
 from soko.storage import filesystem
 from soko.storage.page_cache import RecentWrites
+from soko.storage.paths import blob_path
 from tests.conftest import aws_client, listening_socket, serve
 from tests.oci.helpers import OCI_CONFIG, OCI_LAYER, OCI_MANIFEST, descriptor, push_blob, put_manifest, sha256
+from tests.rawhttp import wait_until
 from tests.registry.test_descriptors import open_descriptors
 
 MiB = 1 << 20
@@ -138,3 +143,75 @@ def test_a_stopped_server_keeps_no_descriptor(settings, registry) -> None:
             before = _settled(registry, timeout=10.0)
         else:
             assert _open(registry) == before
+
+
+def _pipe_ends() -> list[str]:
+    """This process's descriptors on a response body's FIFO (soko.http.piped): its write end, granian's read end."""
+    directory = piped._fifo_directory()
+    assert directory is not None
+    return [target for target in open_descriptors() if target.startswith(directory + os.sep)]
+
+
+@pytest.mark.skipif(not piped.available(), reason="no FIFOs here")
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_stopped_server_keeps_no_pipe_of_a_body_that_ended_early(settings, registry) -> None:
+    """A pull whose content fails at its first piece: the body ends before granian is known to have the pipe, so its
+    write end stays open ``LATE_OPEN_GRACE`` seconds, on a timer of the worker's loop. The server stops within those
+    seconds: the stop lets go of it (before, the timer never ran and the descriptor stayed until the process
+    ended)."""
+    settings.plaintext_cache_bytes = 0  # (the pull decrypts as it streams, through a pipe)
+    with serve(settings, registry) as server:
+        with _client(server) as client:
+            digest = push_blob(client, "repo", os.urandom(6 * MiB))
+        storage = registry.ctx.storage
+        with open(os.path.join(storage.inner.root, storage.sealed(blob_path(digest))), "r+b") as f:
+            f.seek(64 * 1024)  # (inside the first segment: nothing is written into the pipe)
+            f.write(b"\0" * 4096)
+        auth = "".join(f"{k}: {v}\r\n" for k, v in server.basic_auth.items())
+        pull = socket.create_connection(("127.0.0.1", int(server.host.rsplit(":", 1)[1])))
+        pull.sendall(f"GET /v2/repo/blobs/{digest} HTTP/1.1\r\nHost: {server.host}\r\n{auth}\r\n".encode())
+        assert pull.recv(12) == b"HTTP/1.1 200"
+        wait_until(lambda: bool(piped._late), "the body's write end was not kept for a late open")
+        assert _pipe_ends()
+    pull.close()  # (granian lets go of its read end with the connection)
+    wait_until(lambda: not _pipe_ends(), f"a stopped server kept {_pipe_ends()}", timeout=10)
+    assert not piped._late
+
+
+@pytest.mark.skipif(not piped.available(), reason="no FIFOs here")
+def test_a_stopping_worker_waits_out_the_grace_of_a_pipe_nobody_opened(monkeypatch) -> None:
+    """A body that ended before granian opened its pipe: an open that found the path may still come, so its write end
+    is let go only once its grace has passed, also when the worker stops (``close_late``)."""
+    monkeypatch.setattr(piped, "LATE_OPEN_GRACE", 0.3)
+    before = _pipe_ends()
+
+    async def worker() -> None:
+        pipe = piped.Pipe()
+        pipe.close()
+        assert len(_pipe_ends()) == len(before) + 1  # the write end, kept for a late open
+        await piped.close_late()
+
+    asyncio.run(worker())
+    assert _pipe_ends() == before and not piped._late
+
+
+@pytest.mark.skipif(not piped.available(), reason="no FIFOs here")
+def test_a_stopping_worker_closes_at_once_a_pipe_granian_has_open(monkeypatch) -> None:
+    """granian has the pipe open (a read end elsewhere in the process): no open is to come, the write end goes when
+    the worker stops, and the reader sees the body end."""
+    monkeypatch.setattr(piped, "LATE_OPEN_GRACE", 3600.0)
+    before = _pipe_ends()
+
+    async def worker() -> int:
+        pipe = piped.Pipe()
+        reader = os.open(pipe.path, os.O_RDONLY | os.O_NONBLOCK)  # as granian opens it
+        pipe.close()
+        await asyncio.wait_for(piped.close_late(), 30)  # (never the hour)
+        return reader
+
+    reader = asyncio.run(worker())
+    try:
+        assert os.read(reader, 1) == b""  # the end of the body: no write end left
+    finally:
+        os.close(reader)
+    assert _pipe_ends() == before and not piped._late

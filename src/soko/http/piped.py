@@ -12,7 +12,9 @@ The FIFO lives in this process's private directory (0700) under a random name. U
 sender holds a read end of its own (a write must not fail before then); once more than the pipe's capacity went in,
 only granian can have made room, so it has the pipe open: the path and our read end go, and the end of granian's
 reading (the client went away) fails the next write. A response ending earlier removes the path before it closes the
-write end, so a late open by granian finds no file (granian's 404, to a client that is gone), never another file.
+write end, so a late open by granian finds no file (granian's 404, to a client that is gone), never another file;
+the write end itself stays open a few seconds for an open that found the path just before (``LATE_OPEN_GRACE``),
+and a worker that stops lets go of those it still holds (``close_late``).
 Anonymous pipes named by ``/proc/self/fd/N`` would need no directory, but a late open would then find whatever file
 reused that descriptor number.
 """
@@ -57,6 +59,10 @@ _STOP_CHECK_MS = 1000  # how often a waiting copy looks whether its response was
 _directory: str | None = None
 _writers: ThreadPoolExecutor | None = None
 _busy = 0  # copies running (counted on the event loop's thread)
+# Write ends kept LATE_OPEN_GRACE seconds after their body ended (``Pipe.close``): descriptor → (the loop whose timer
+# closes it, that timer). A worker stopping lets go of its loop's (``close_late``): its timers would never run.
+_late: dict[int, tuple[asyncio.AbstractEventLoop, asyncio.TimerHandle]] = {}
+_LATE_CHECK = 0.05  # seconds between two looks, while a worker stops, whether granian opened such a pipe
 
 
 def _fifo_directory() -> str | None:
@@ -195,10 +201,64 @@ class Pipe:
             os.close(keep)
             if write is not None:
                 with contextlib.suppress(RuntimeError):  # (no running loop: closed at once)
-                    asyncio.get_running_loop().call_later(LATE_OPEN_GRACE, os.close, write)
+                    loop = asyncio.get_running_loop()
+                    _late[write] = (loop, loop.call_later(LATE_OPEN_GRACE, _close_late, write))
                     return
         if write is not None:
             os.close(write)
+
+
+def _close_late(fd: int) -> None:
+    if _late.pop(fd, None) is not None:  # (a descriptor in ``_late`` is still ours: its number is not reused)
+        os.close(fd)
+
+
+async def close_late() -> None:
+    """Let go of the write ends this loop still keeps for a late open (``Pipe.close``), for a worker that stops:
+    its loop ends, and their timers with it (the descriptor stayed open, and granian, reading a pipe that never
+    ends, could not stop). Those granian has open go at once (it reads to their end: the body is cut off); the
+    others once their grace has passed, since an open that found the path may still come (at most
+    ``LATE_OPEN_GRACE`` seconds from now), or as soon as granian has opened them."""
+    loop = asyncio.get_running_loop()
+
+    def mine() -> list[int]:
+        return [fd for fd, (owner, _) in list(_late.items()) if owner is loop]
+
+    while waiting := mine():
+        opened = _read_elsewhere(waiting)
+        for fd in waiting:
+            timer = _late[fd][1]
+            if fd in opened or timer.when() <= loop.time():
+                timer.cancel()
+                _close_late(fd)
+        if mine():
+            await asyncio.sleep(_LATE_CHECK)
+
+
+def _read_elsewhere(fds: list[int]) -> set[int]:
+    """Those of ``fds`` (write ends) whose pipe another descriptor of this process has open: granian's read end."""
+    pipes: dict[tuple[int, int], int] = {}
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            stat = os.fstat(fd)
+            pipes[(stat.st_dev, stat.st_ino)] = fd
+    own, found = set(fds), set[int]()
+    try:
+        names = os.listdir("/proc/self/fd")
+    except OSError:  # (no /proc: each waits out its grace)
+        return found
+    for name in names:
+        other = int(name)
+        if other in own:
+            continue
+        try:
+            stat = os.fstat(other)
+        except OSError:  # (closed since the listing)
+            continue
+        fd = pipes.get((stat.st_dev, stat.st_ino))
+        if fd is not None:
+            found.add(fd)
+    return found
 
 
 async def pump(pipe: Pipe, body: AsyncIterator[bytes]) -> None:
