@@ -223,6 +223,32 @@ def test_shutdown_stops_a_long_run_at_a_batch_boundary_and_releases_its_lease(re
     assert row["next_run"] <= clock.now
 
 
+def test_stop_lets_go_of_what_the_kinds_hold_once_their_runs_ended(registry, clock) -> None:
+    """``JobKind.close`` (a kind's clients, e.g. replication's of other regions): called by ``stop`` after the runs
+    ended, once however many kinds share it, and for a kind switched off here too."""
+    started, ran, closed = threading.Event(), [], []
+
+    def close() -> None:
+        closed.append(len(ran))  # (how far the run had gone: it ended first)
+
+    long = _until_stopped(started, ran)
+    kinds = [
+        JobKind(long.name, long.run, long.interval, lease=long.lease, close=close),
+        JobKind("same", lambda key: None, INTERVAL, close=close),
+        JobKind("off", lambda key: None, 0, close=lambda: closed.append("off")),
+    ]
+    runner = JobRunner(registry.ctx, kinds, owner="a", clock=clock)
+    runner.schedule()
+    clock.now += INTERVAL
+    futures = runner.run_due()
+    assert started.wait(20) and not closed
+    runner.stop()
+    assert all(f.done() for f in futures)
+    assert closed == [len(ran), "off"]
+    runner.stop()  # (again: nothing more)
+    assert closed == [len(ran), "off"]
+
+
 def test_owners_are_process_tokens_and_a_dead_processs_job_is_taken_at_once(registry, clock) -> None:
     runner = JobRunner(registry.ctx, [JobKind("count", lambda key: None, INTERVAL)], clock=clock)
     assert runner.owner.startswith(process_identity.node() + ".")

@@ -92,7 +92,8 @@ def registry_jobs(registry: Registry) -> list[JobKind]:
         # the outbox reader turns push events into replication requests; each request is a one-shot job keyed by its
         # replication_status row (the interval caps the retry backoff; a finished one deletes its job)
         JobKind("replication_outbox", replicator.read_outbox, 1.0, lease=120.0),
-        JobKind(REPLICATION, replicator.run, RETRY_CAP, concurrency=4, lease=120.0, keys=()),
+        # (its copies to other regions log in there: the runner's stop closes those clients)
+        JobKind(REPLICATION, replicator.run, RETRY_CAP, concurrency=4, lease=120.0, keys=(), close=replicator.close),
         # one-shot, keyed by backfill id: StartReplicationBackfill lists and requests what to replicate
         JobKind(BACKFILL, Backfills(replicator).run, RETRY_CAP, lease=120.0, keys=()),
         JobKind("upload_expiry", upload_expiry, min(settings.upload_expiry / 4, 600) or 1),

@@ -58,6 +58,8 @@ class JobKind:
     # Success schedules the next run at the next multiple of the interval (wall clock), not ``started + interval``,
     # which drifts later by each run's start delay: for jobs that must run once in every slot (storage samples).
     aligned: bool = False
+    # What the kind holds between runs (connections, clients): let go by ``JobRunner.stop`` once its runs ended.
+    close: Callable[[], None] | None = None
 
 
 @dataclass
@@ -102,6 +104,7 @@ class JobRunner:
         self.clock = clock
         self._track = track or (lambda _kind: contextlib.nullcontext())  # this process's run metrics
         self.kinds = {k.name: k for k in kinds if k.interval > 0}
+        self._closes = list({id(k.close): k.close for k in kinds if k.close is not None}.values())  # (once each)
         self.tick = tick
         self.owner = owner or process_identity.new_token()
         self._rng = rng or random.Random()
@@ -120,7 +123,7 @@ class JobRunner:
 
     def stop(self, wait: bool = True) -> None:
         """Stop taking jobs and tell the running ones to stop (at their next batch boundary); with ``wait``, wait
-        for them to end and release their leases."""
+        for them to end and release their leases, then let go of what the kinds hold (``JobKind.close``)."""
         self._stop.set()
         with self._lock:
             for run in self._running.values():
@@ -128,6 +131,13 @@ class JobRunner:
         if self._thread is not None:
             self._thread.join()
         self._pool.shutdown(wait=wait)
+        if wait:  # (runs still going would lose their clients)
+            closes, self._closes = self._closes, []
+            for close in closes:
+                try:
+                    close()
+                except Exception:
+                    log.exception("could not close what a job kind holds")
 
     def schedule(self) -> None:
         """Make sure every periodic job has its row (first run one interval from now, or now: ``run_at_start``)."""

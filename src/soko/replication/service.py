@@ -62,6 +62,10 @@ class Replicator:
         self.remote = RemoteRegions(self.ctx.settings.regions, self.region)
         self.outbox = OutboxReader(self.ctx, self.registry.replication.get_with_time)
 
+    def close(self) -> None:
+        """Close the clients of the other regions' deployments (logged in for copies there)."""
+        self.remote.close()
+
     def rules(self, account_id: str) -> list[dict]:
         return self.registry.replication.get(account_id)
 
