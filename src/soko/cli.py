@@ -152,14 +152,16 @@ def cmd_account_quota(args: argparse.Namespace) -> int:
 def cmd_audit(args: argparse.Namespace) -> int:
     from soko.audit import AuditQuery
 
-    registry, identity = _open_identity(args)
     since = None
-    if args.since:
+    if args.since:  # (before the registry opens: a bad --since leaves nothing open)
         since = time.time() - parse_duration(args.since) if args.since[-1:].isalpha() else _iso(args.since)
-    rows = identity.audit.query(
-        AuditQuery(since=since, principal=args.principal, decision=args.decision, limit=args.limit)
-    )
-    registry.close()
+    registry, identity = _open_identity(args)
+    try:
+        rows = identity.audit.query(
+            AuditQuery(since=since, principal=args.principal, decision=args.decision, limit=args.limit)
+        )
+    finally:
+        registry.close()
     for row in reversed(rows):
         if args.format == "json":
             print(json.dumps(row))
@@ -383,7 +385,11 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     from soko.meta import Database
 
     settings = _settings(args)
-    Database(settings.effective_database_url).migrate()
+    db = Database(settings.effective_database_url)
+    try:
+        db.migrate()
+    finally:
+        db.dispose()  # (its pooled connections: the engine is left to the garbage collector otherwise)
     print("migrate: schema is up to date")
     return 0
 

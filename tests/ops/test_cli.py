@@ -3,6 +3,7 @@ bad blob breaks, and output piped into `head` ending quietly."""
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import subprocess
@@ -18,6 +19,7 @@ from soko.registry.models import RepoRef
 from soko.storage.paths import blob_path
 from tests.domain import push_image
 from tests.oci.helpers import sha256
+from tests.registry.test_descriptors import opened_since, registry_descriptors
 
 
 def _common(settings) -> list[str]:
@@ -44,6 +46,25 @@ def test_account_list(registry, settings, capsys):
     assert (other["Repositories"], other["RootAccessKeyIds"]) == (1, [key_id])
     assert other["RegistryHost"] == "111122223333.dkr.ecr.us-east-1.localhost"
     assert "SecretAccessKey" not in json.dumps(listed)
+
+
+def test_commands_leave_no_connection_open(settings, capsys):
+    """Commands close the database they opened before they return, also when they refuse their arguments: here,
+    nothing is left to the garbage collector (off while they run), so what stays open is what they kept."""
+    root = os.path.dirname(os.path.abspath(settings.data_dir))  # (the data directory and the SQLite file)
+    assert main(["migrate", *_common(settings)]) == 0  # (the first: the schema, the imports)
+    gc.collect()
+    before = registry_descriptors(root)
+    gc.disable()
+    try:
+        for _ in range(3):
+            assert main(["migrate", *_common(settings)]) == 0
+            assert main(["vulndb", "status", *_common(settings)]) == 0
+            assert main(["audit", *_common(settings), "--since", "2026-13-45"]) == 2
+        assert not opened_since(before, root)
+    finally:
+        gc.enable()
+    assert "migrate: schema is up to date" in capsys.readouterr().out
 
 
 def test_table_progress_and_errors_that_say_what_to_do(tmp_path, capsys):

@@ -53,7 +53,11 @@ def _database(settings):
 
     private.data_dir(settings.data_dir)
     db = Database(settings.effective_database_url)
-    db.migrate()
+    try:
+        db.migrate()
+    except BaseException:
+        db.dispose()
+        raise
     return db
 
 
