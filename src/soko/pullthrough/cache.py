@@ -191,33 +191,47 @@ class PullThroughCache:
         generation = self.ctx.generation.current()
         entry = self._rules.get(ref.account_id)
         if entry is None or entry[0] != generation:
+            before = entry[1] if entry is not None else []
             rules, _ = self.rules.page(ref.account_id, None, limit=1000)
             entry = (generation, rules)
             self._rules[ref.account_id] = entry
-            self._retire_stale(ref.account_id, rules)
+            gone = [_slot_version(rule) for rule in set(before) - set(rules)]
+            self._retire_stale(ref.account_id, rules, gone=gone, current=[_slot_version(rule) for rule in rules])
         return _best(entry[1], ref.name)
 
     def delete_rule(self, account_id: str, prefix: str) -> Rule:
         """DeletePullThroughCacheRule: its upstream client goes with it (once pulls still using it end); other
         processes retire theirs at their next look at the account's rules."""
         rule = self.rules.delete(account_id, prefix)
-        self._clients.retire(lambda slot, _version: slot == (account_id, prefix))
+        self._clients.retire(lambda slot, _version: slot == (account_id, prefix), [_slot_version(rule)])
         return rule
 
     def update_rule(self, account_id: str, prefix: str, credential_arn: str | None, now: float) -> Rule:
         """UpdatePullThroughCacheRule: the client of the former secret goes as a deleted rule's does."""
         rule = self.rules.update_credentials(account_id, prefix, credential_arn, now)
-        self._retire_stale(account_id, [rule], only=prefix)
+        former = (rule.account_id, rule.prefix), (rule.created_at, rule.version - 1)  # (each update adds one)
+        self._retire_stale(account_id, [rule], only=prefix, gone=[former])
         return rule
 
-    def _retire_stale(self, account_id: str, rules: list[Rule], only: str | None = None) -> None:
+    def _retire_stale(
+        self,
+        account_id: str,
+        rules: list[Rule],
+        only: str | None = None,
+        gone: list[RuleVersion] | None = None,
+        current: list[RuleVersion] | None = None,
+    ) -> None:
         """Retire this process's clients of ``account_id`` built for a rule that is gone, or for another upstream
-        or secret than the rule now names (``only``: that prefix's alone)."""
-        current = {rule.prefix: _client_of(rule) for rule in rules}
+        or secret than the rule now names (``only``: that prefix's alone); ``gone``: the versions of rules pulls may
+        still hold, deleted or changed since (``_slot_version``): a client leased for one closes with its pull;
+        ``current``: the versions of the rules now, all of them read."""
+        named = {rule.prefix: _client_of(rule) for rule in rules}
         self._clients.retire(
             lambda slot, version: slot[0] == account_id
             and (only is None or slot[1] == only)
-            and current.get(slot[1]) != version[:2]
+            and named.get(slot[1]) != version[:2],
+            gone or (),
+            current or (),
         )
 
     # --- upstream access ------------------------------------------------------------------------------------------
@@ -264,6 +278,7 @@ class PullThroughCache:
             (rule.account_id, rule.prefix),
             (*_client_of(rule), version),
             lambda: RegistryClient(rule.base_url, credentials, timeout=timeout),
+            _rule_version(rule),
         )
 
     @contextlib.contextmanager
@@ -1161,6 +1176,18 @@ class PullThroughCache:
 def _client_of(rule: Rule) -> tuple[str, str | None]:
     """What a rule's upstream client is built for, besides its secret's version."""
     return rule.base_url, rule.credential_arn
+
+
+def _rule_version(rule: Rule) -> tuple[float, int]:
+    """Which rule of its prefix, and which of its updates, a pull read (``UpstreamClients.lease``)."""
+    return rule.created_at, rule.version
+
+
+RuleVersion = tuple[tuple[str, str], tuple[float, int]]  # (its slot: account, prefix), _rule_version
+
+
+def _slot_version(rule: Rule) -> RuleVersion:
+    return (rule.account_id, rule.prefix), _rule_version(rule)
 
 
 def _descriptors(payload: bytes) -> list[dict]:
