@@ -10,10 +10,11 @@ the ``fsync`` that makes a push durable before its 201 has only the disk's cache
 
 ``O_DIRECT`` needs the buffer, the file offset and the length aligned (to the device's logical block; ``ALIGN``
 covers every common one). So bytes are gathered in an aligned buffer (one of a pool, reused so they stay faulted in)
-and written a whole buffer at a time; the last partial block is written padded and the file truncated back to its
-size. A writer resumed at an unaligned offset reads the partial block before it back into the buffer first.
-A filesystem that refuses ``O_DIRECT`` (tmpfs before Linux 6.6, some FUSE and network filesystems) gets buffered
-writes: the open, or the first write, says so, and the writer carries on buffered with the same bytes.
+and written a whole buffer at a time, on a writer thread while the next buffer fills; the last partial block is
+written padded and the file truncated back to its size. A writer resumed at an unaligned offset reads the partial
+block before it back into the buffer first. A filesystem that refuses ``O_DIRECT`` (tmpfs before Linux 6.6, some
+FUSE and network filesystems) gets buffered writes: the open, or the first write, says so, and the writer carries
+on buffered with the same bytes.
 """
 
 from __future__ import annotations
@@ -24,12 +25,15 @@ import logging
 import mmap
 import os
 import threading
+from concurrent import futures
+from concurrent.futures import Future, ThreadPoolExecutor
 
 log = logging.getLogger("soko.storage")
 
 ALIGN = 4096
 BUFFER = 1 << 20  # bytes per direct write (see above: 1 MiB is as fast as larger)
-KEEP_FREE = 8  # staging buffers kept for reuse
+KEEP_FREE = 16  # staging buffers kept for reuse (two per writer)
+WRITE_THREADS = 8  # threads writing staged buffers, shared by every writer (one write in flight per writer)
 O_DIRECT = getattr(os, "O_DIRECT", 0)
 
 
@@ -69,21 +73,38 @@ def open_direct(path: str, flags: int, mode: int) -> tuple[int, bool]:
     return os.open(path, flags, mode), False
 
 
+def _writers() -> ThreadPoolExecutor:
+    global _WRITERS
+    with _WRITERS_LOCK:
+        if _WRITERS is None:
+            _WRITERS = ThreadPoolExecutor(WRITE_THREADS, thread_name_prefix="soko-dio")
+        return _WRITERS
+
+
+_WRITERS: ThreadPoolExecutor | None = None
+_WRITERS_LOCK = threading.Lock()
+
+
 class DirectAppender:
     """Appends to ``fd`` (opened with ``O_DIRECT``) from ``offset`` on; ``finish`` writes what is staged and leaves
-    the file exactly ``offset`` + the bytes written long. Not thread-safe (a writer is used by one thread at a
-    time). ``direct`` turns False when the filesystem refuses a direct write: the rest goes through the page cache."""
+    the file exactly ``offset`` + the bytes written long. Two staging buffers: one fills while the other is written
+    on a writer thread (a direct write waits for the disk; the caller seals the next megabyte meanwhile). Not
+    thread-safe (a writer is used by one thread at a time). ``direct`` turns False when the filesystem refuses a
+    direct write: the rest goes through the page cache."""
 
     def __init__(self, fd: int, offset: int) -> None:
         self.fd = fd
         self.direct = True
-        self._buffer: mmap.mmap | None = POOL.take()
-        self._view = memoryview(self._buffer)
-        self._position = offset - offset % ALIGN  # file offset of the buffer's first byte (aligned)
+        self._buffers: list[mmap.mmap] = [POOL.take(), POOL.take()]
+        self._views = [memoryview(buffer) for buffer in self._buffers]
+        self._current = 0  # the buffer filling; the other one may be being written (``_pending``)
+        self._pending: Future | None = None
+        self._position = offset - offset % ALIGN  # file offset of the filling buffer's first byte (aligned)
         self._held = offset - self._position
         if self._held:  # the partial block before the resume point is written again with what follows
-            read = os.preadv(fd, [self._view[:ALIGN]], self._position)
+            read = os.preadv(fd, [self._views[0][:ALIGN]], self._position)
             if read < self._held:
+                self.release()
                 raise OSError(errno.EIO, f"short read of the block before offset {offset}")
 
     def write(self, data: bytes | memoryview) -> int:
@@ -91,44 +112,57 @@ class DirectAppender:
         count = len(view)
         while view:
             take = min(BUFFER - self._held, len(view))
-            self._view[self._held : self._held + take] = view[:take]
+            self._views[self._current][self._held : self._held + take] = view[:take]
             self._held += take
             view = view[take:]
             if self._held == BUFFER:
-                self._write_out(BUFFER)
+                self._wait()  # (the other buffer's write: its error, if any, is raised here)
+                self._pending = _writers().submit(self._write_out, self._views[self._current], BUFFER, self._position)
+                self._current ^= 1
                 self._position += BUFFER
                 self._held = 0
         return count
 
     def finish(self) -> None:
-        """Write what is staged (padded to a block), cut the file to its size, and give the buffer back."""
-        if self._buffer is None:
+        """Write what is staged (padded to a block), cut the file to its size, and give the buffers back."""
+        if not self._buffers:
             return
         try:
+            self._wait()
             if self._held:
                 end = self._position + self._held
-                self._write_out(-(-self._held // ALIGN) * ALIGN if self.direct else self._held)
+                self._write_out(self._views[self._current], -(-self._held // ALIGN) * ALIGN, self._position)
                 os.ftruncate(self.fd, end)
         finally:
             self.release()
 
     def release(self) -> None:
-        """Give the buffer back without writing (the file is being discarded)."""
-        if self._buffer is not None:
-            self._view.release()
-            POOL.give(self._buffer)
-            self._buffer = None
+        """Give the buffers back without writing more (the file is being discarded): once no write uses them."""
+        if not self._buffers:
+            return
+        if self._pending is not None:
+            futures.wait([self._pending])
+            self._pending = None
+        for view in self._views:
+            view.release()
+        for buffer in self._buffers:
+            POOL.give(buffer)
+        self._buffers, self._views = [], []
 
-    def _write_out(self, length: int) -> None:
+    def _wait(self) -> None:
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            pending.result()
+
+    def _write_out(self, view: memoryview, length: int, position: int) -> None:
         done = 0
         while done < length:
             try:
-                done += os.pwrite(self.fd, self._view[done:length], self._position + done)
+                done += os.pwrite(self.fd, view[done:length], position + done)
             except OSError as exc:
                 if exc.errno != errno.EINVAL or not self.direct:
                     raise
-                self._go_buffered()
-                length = min(length, self._held)  # no padding through the page cache
+                self._go_buffered()  # (the padding of a last block goes too: ``finish`` cuts the file after it)
 
     def _go_buffered(self) -> None:
         log.warning("direct writes refused by the filesystem (EINVAL); writing through the page cache")
