@@ -146,3 +146,25 @@ def test_a_direct_write_refused_goes_on_through_the_page_cache(driver, monkeypat
     assert refused == [0] and not writer._direct.direct
     assert driver.get_content("blobs/c") == b"".join(pieces)
     assert "direct writes refused" in caplog.text
+
+
+def test_short_writes_through_the_page_cache_write_the_rest(driver, monkeypatch):
+    real_open, real_write = os.open, os.write
+
+    def refusing(path, flags, *args):
+        if flags & direct_io.O_DIRECT:
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return real_open(path, flags, *args)
+
+    def short(fd, data):  # at most 1,000 bytes a call, as a write interrupted by a signal may be
+        return real_write(fd, memoryview(data)[:1000])
+
+    monkeypatch.setattr(os, "open", refusing)
+    pieces = _pieces(7)
+    writer = driver.writer("blobs/d", 0)
+    monkeypatch.setattr(os, "write", short)
+    for piece in pieces[:4]:
+        assert writer.write(piece) == len(piece)
+    monkeypatch.setattr(os, "write", real_write)
+    writer.commit()
+    assert driver.get_content("blobs/d") == b"".join(pieces[:4])

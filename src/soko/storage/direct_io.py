@@ -49,7 +49,7 @@ class _BufferPool:
         with self._lock:
             if self._free:
                 return self._free.pop()
-        return mmap.mmap(-1, BUFFER)
+        return mmap.mmap(-1, BUFFER, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)  # (never shared across a fork)
 
     def give(self, buffer: mmap.mmap) -> None:
         with self._lock:

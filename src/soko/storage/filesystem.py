@@ -76,7 +76,10 @@ class _FileWriter(FileWriter):
             if self._direct.direct:
                 return written
         else:
-            written = os.write(self._fd, data)
+            view = memoryview(data).cast("B")
+            written = 0
+            while written < len(view):  # (a short write is not an error: write the rest)
+                written += os.write(self._fd, view[written:])
             self._size += written
         if self._size - self._flushed >= FLUSH_BEHIND:
             self._flush_behind()
