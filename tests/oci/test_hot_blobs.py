@@ -84,11 +84,17 @@ def test_unlinking_a_hot_blob_ends_it(server, client):
     assert_oci_error(client.get(f"/v2/hot/unlink/blobs/{digest}"), 404, "BLOB_UNKNOWN")
 
 
-def test_deleting_the_image_and_collecting_garbage_ends_it(server, client):
-    manifest, payload = push_image(client, "hot/gc", "v1", seed="gc")
+def _hot_image(server, client, name: str) -> tuple[str, str, bytes]:
+    """An image pushed to ``name`` whose layer is hot: (manifest digest, layer digest, layer)."""
+    manifest, payload = push_image(client, name, "v1", seed=name)
     layer = json.loads(payload)["layers"][0]["digest"]
-    data = client.get(f"/v2/hot/gc/blobs/{layer}").content
-    _hot(server, client, "hot/gc", layer, data)
+    data = client.get(f"/v2/{name}/blobs/{layer}").content
+    _hot(server, client, name, layer, data)
+    return manifest, layer, data
+
+
+def test_deleting_the_image_and_collecting_garbage_ends_it(server, client):
+    manifest, layer, data = _hot_image(server, client, "hot/gc")
     assert client.delete(f"/v2/hot/gc/manifests/{manifest}").status_code == 202
     assert client.get(f"/v2/hot/gc/blobs/{layer}").content == data  # still linked until GC reviews the links
     server.registry.gc.run(grace_period=0)
@@ -104,10 +110,7 @@ def test_deleting_the_repository_ends_it(server, client):
 
 
 def test_archiving_the_image_ends_it(server, client):
-    manifest, payload = push_image(client, "hot/archive", "v1", seed="archive")
-    layer = json.loads(payload)["layers"][0]["digest"]
-    data = client.get(f"/v2/hot/archive/blobs/{layer}").content
-    _hot(server, client, "hot/archive", layer, data)
+    manifest, layer, _ = _hot_image(server, client, "hot/archive")
     aws_client(server.url).update_image_storage_class(
         repositoryName="hot/archive", imageId={"imageTag": "v1"}, targetStorageClass="ARCHIVE"
     )
