@@ -255,9 +255,9 @@ def _read_elsewhere(fds: list[int]) -> set[int]:
             stat = os.fstat(other)
         except OSError:  # (closed since the listing)
             continue
-        fd = pipes.get((stat.st_dev, stat.st_ino))
-        if fd is not None:
-            found.add(fd)
+        write_end = pipes.get((stat.st_dev, stat.st_ino))
+        if write_end is not None:
+            found.add(write_end)
     return found
 
 
