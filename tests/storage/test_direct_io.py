@@ -168,3 +168,28 @@ def test_short_writes_through_the_page_cache_write_the_rest(driver, monkeypatch)
     monkeypatch.setattr(os, "write", real_write)
     writer.commit()
     assert driver.get_content("blobs/d") == b"".join(pieces[:4])
+
+
+def test_a_forked_child_writes_with_writer_threads_of_its_own(driver):
+    import time
+
+    for i in range(direct_io.WRITE_THREADS + 1):  # the parent's writer pool has threads now
+        _write(driver, f"blobs/parent{i}", [b"p" * (2 * MiB + 1)])
+    pid = os.fork()
+    if pid == 0:  # the child: its writes must complete (the parent's threads are not here)
+        code = 1
+        try:
+            _write(driver, "blobs/child", [b"c" * (3 * MiB + 5)])
+            code = 0 if driver.get_content("blobs/child") == b"c" * (3 * MiB + 5) else 2
+        finally:
+            os._exit(code)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            assert os.waitstatus_to_exitcode(status) == 0
+            return
+        time.sleep(0.05)
+    os.kill(pid, 9)
+    os.waitpid(pid, 0)
+    raise AssertionError("the child's write never completed: it handed work to the parent's writer threads")

@@ -85,6 +85,16 @@ _WRITERS: ThreadPoolExecutor | None = None
 _WRITERS_LOCK = threading.Lock()
 
 
+def _forget_writers() -> None:
+    """In a forked child: the parent's writer threads are not there (work handed to their pool would never run)."""
+    global _WRITERS, _WRITERS_LOCK
+    _WRITERS, _WRITERS_LOCK = None, threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_writers)
+
+
 class DirectAppender:
     """Appends to ``fd`` (opened with ``O_DIRECT``) from ``offset`` on; ``finish`` writes what is staged and leaves
     the file exactly ``offset`` + the bytes written long. Two staging buffers: one fills while the other is written
