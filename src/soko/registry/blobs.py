@@ -71,6 +71,11 @@ def _archived_for(row: sa.Row) -> bool:
     return row.tier is not None and keyspace_of(row.encryption_type, row.kms_key, row.account_id) is None
 
 
+def _lookup(cache: PlainCache, blob: BlobContent) -> str | None:
+    """The blob's entry in the plaintext cache (its keyspace's), when it holds the whole blob."""
+    return cache.lookup(blob.keyspace.name if blob.keyspace else None, blob.digest, blob.size)
+
+
 class _HotBlobs:
     """(account, repository, digest) → the blob as ``Blobs.open`` read it, for blobs of the service key whose
     plaintext was found in the plaintext cache: valid while the metadata generation is unchanged. Every write that
@@ -191,7 +196,7 @@ class Blobs:
         blob = self._hot.get((ref.account_id, ref.name, digest), self.ctx.generation.current())
         if blob is None:
             return None
-        path = cache.lookup(None, blob.digest, blob.size)
+        path = _lookup(cache, blob)
         return (blob, path) if path is not None else None
 
     def local_path(self, blob: BlobContent) -> str | None:
@@ -223,8 +228,7 @@ class Blobs:
         """The decrypted blob's file in the plaintext cache, or None, with no key checked: only to redirect the
         client to where the blob is sent from, which checks the key itself (``cached``) before any byte goes."""
         cache = self._cache_for(blob)
-        return None if cache is None else cache.lookup(blob.keyspace.name if blob.keyspace else None, blob.digest,
-                                                       blob.size)
+        return None if cache is None else _lookup(cache, blob)
 
     def cached(self, blob: BlobContent) -> tuple[str | None, StorageDriver | None]:
         """(the decrypted blob's file in the plaintext cache, or None; the storage view the check opened). A blob of
@@ -236,7 +240,7 @@ class Blobs:
             storage = self._storage_of(blob)  # (an account whose key was shredded is refused here, cached or not)
         except SealBroken as exc:
             raise unreadable(blob.digest, exc) from None
-        path = cache.lookup(blob.keyspace.name if blob.keyspace else None, blob.digest, blob.size)
+        path = _lookup(cache, blob)
         if path is not None and blob.keyspace is None and blob.generation is not None and blob.repository:
             assert blob.account_id is not None
             self._hot.put((blob.account_id, blob.repository, blob.digest), blob)
